@@ -1,0 +1,155 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kvrt.h - the kvmm userspace runtime.
+ *
+ * A KV address space is one virtual-address reservation. Physical memory
+ * comes in 2 MiB granules, created on the device or on a host NUMA node and
+ * mapped into that one range on demand (grow) and handed back after use
+ * (shrink). Streams run work in order; fences (events recorded on a stream)
+ * keep a granule mapped while work that may read it is still in flight.
+ *
+ * Two backends share this API and its semantics: CUDA (driver VMM calls,
+ * libcuda loaded at run time) and host (mmap PROT_NONE reservation, memfd
+ * granules mapped MAP_FIXED, worker-thread streams). Everything above the
+ * runtime runs and is tested on the host backend on machines without a GPU.
+ *
+ * Every function returns 0 or a negative errno and, when it fails, leaves the
+ * context and its spaces as they were. kvrt_ctx_last_error() names what was
+ * wrong in words.
+ */
+#ifndef KVRT_H
+#define KVRT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kvmm_base.h"
+
+/* Size of one physical granule: the VMM granularity measured on the H100. */
+#define KVRT_GRANULE_SIZE SZ_2M
+
+/* Streams that may fence one space. */
+#define KVRT_MAX_STREAMS 8
+
+enum kvrt_backend_kind {
+	KVRT_BACKEND_AUTO = 0,	/* CUDA if a device answers, else host */
+	KVRT_BACKEND_HOST = 1,
+	KVRT_BACKEND_CUDA = 2,
+};
+
+enum kvrt_loc {
+	KVRT_LOC_DEVICE = 0,	/* device memory (HBM) */
+	KVRT_LOC_HOST_NUMA = 1, /* host memory on one NUMA node */
+	KVRT_LOC_NR,
+};
+
+/* kvrt_space_shrink() flags */
+#define KVRT_SHRINK_WAIT BIT(0) /* wait for fences instead of -EBUSY */
+#define KVRT_SHRINK_FLAGS KVRT_SHRINK_WAIT
+
+struct kvrt_ctx;
+struct kvrt_space;
+struct kvrt_stream;
+
+/**
+ * struct kvrt_ctx_opts - how to open a runtime context
+ * @backend: which backend; AUTO picks CUDA when a device answers
+ * @device: CUDA device ordinal (ignored by the host backend)
+ * @host_mem_bytes: host backend only: the "device memory" that budgets are
+ *	checked against; 0 means the machine's physical memory
+ */
+struct kvrt_ctx_opts {
+	enum kvrt_backend_kind backend;
+	int device;
+	uint64_t host_mem_bytes;
+};
+
+/**
+ * struct kvrt_counts - live backend objects of one context, for leak checks
+ */
+struct kvrt_counts {
+	uint64_t va_ranges;	/* reservations held */
+	uint64_t handles;	/* physical granules created */
+	uint64_t mapped;	/* granules mapped */
+	uint64_t streams;
+	uint64_t events;
+	uint64_t calls;		/* backend calls made, failed ones included */
+};
+
+/**
+ * struct kvrt_granule_info - one granule slot of a space
+ */
+struct kvrt_granule_info {
+	uint64_t addr;		/* device-visible address of the slot */
+	int mapped;		/* 1 when backed by physical memory */
+	enum kvrt_loc loc;
+	int node;		/* NUMA node for KVRT_LOC_HOST_NUMA, else -1 */
+	int retired;		/* 1 after kvrt_space_retire() */
+};
+
+/**
+ * struct kvrt_space_stats - occupancy of one space
+ */
+struct kvrt_space_stats {
+	uint64_t va_bytes;	/* size of the reservation */
+	uint64_t budget_bytes;	/* most physical memory the space may hold */
+	uint32_t nr_slots;	/* granule slots in the reservation */
+	uint32_t nr_mapped;	/* slots backed by a granule */
+	uint32_t nr_by_loc[KVRT_LOC_NR];
+	uint32_t nr_retired;
+};
+
+/* context */
+int kvrt_ctx_create(const struct kvrt_ctx_opts *opts, struct kvrt_ctx **out);
+void kvrt_ctx_destroy(struct kvrt_ctx *ctx);
+enum kvrt_backend_kind kvrt_ctx_backend(const struct kvrt_ctx *ctx);
+const char *kvrt_ctx_name(const struct kvrt_ctx *ctx);
+uint64_t kvrt_ctx_mem_total(const struct kvrt_ctx *ctx);
+int kvrt_ctx_numa_nodes(const struct kvrt_ctx *ctx);
+const char *kvrt_ctx_last_error(const struct kvrt_ctx *ctx);
+void kvrt_ctx_counts(const struct kvrt_ctx *ctx, struct kvrt_counts *out);
+int kvrt_cuda_probe(char *why, size_t len);
+
+/* fault injection (tests) */
+void kvrt_fault_inject(struct kvrt_ctx *ctx, uint64_t nth, int err);
+uint64_t kvrt_fault_pending(const struct kvrt_ctx *ctx);
+
+/* streams */
+int kvrt_stream_create(struct kvrt_ctx *ctx, struct kvrt_stream **out);
+int kvrt_stream_destroy(struct kvrt_stream *stream);
+int kvrt_stream_host_fn(struct kvrt_stream *stream, void (*fn)(void *),
+			void *arg);
+int kvrt_stream_sync(struct kvrt_stream *stream);
+void *kvrt_stream_handle(const struct kvrt_stream *stream);
+
+/* spaces */
+int kvrt_space_create(struct kvrt_ctx *ctx, uint64_t va_bytes,
+		      uint64_t budget_bytes, struct kvrt_space **out);
+int kvrt_space_destroy(struct kvrt_space *space);
+uint64_t kvrt_space_base(const struct kvrt_space *space);
+int kvrt_space_grow(struct kvrt_space *space, uint32_t n, enum kvrt_loc loc,
+		    int node, uint32_t *idx_out);
+int kvrt_space_shrink(struct kvrt_space *space, const uint32_t *idx,
+		      uint32_t n, unsigned int flags);
+int kvrt_space_set_budget(struct kvrt_space *space, uint64_t budget_bytes);
+int kvrt_space_fence(struct kvrt_space *space, struct kvrt_stream *stream);
+int kvrt_space_retire(struct kvrt_space *space, const uint32_t *idx,
+		      uint32_t n);
+int kvrt_space_granule(const struct kvrt_space *space, uint32_t idx,
+		       struct kvrt_granule_info *info);
+int kvrt_space_busy(struct kvrt_space *space, uint32_t idx);
+void kvrt_space_stats(const struct kvrt_space *space,
+		      struct kvrt_space_stats *out);
+struct kvrt_ctx *kvrt_space_ctx(const struct kvrt_space *space);
+
+/* memory access through the backend (tests, tools, small transfers) */
+int kvrt_memcpy_to(struct kvrt_ctx *ctx, uint64_t dst, const void *src,
+		   size_t bytes);
+int kvrt_memcpy_from(struct kvrt_ctx *ctx, void *dst, uint64_t src,
+		     size_t bytes);
+
+/* file I/O into host memory: io_uring, pread where io_uring is refused */
+int kvrt_file_read(int fd, uint64_t off, void *dst, size_t bytes);
+const char *kvrt_file_read_engine(void);
+
+#endif /* KVRT_H */

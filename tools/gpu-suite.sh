@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+#
+# gpu-suite.sh - the one GPU run: every GPU suite and every GPU benchmark,
+# full logs under $OUT, a short table last.
+#
+# Build here (where liburing and Check are installed; both are linked
+# statically) and carry the build folder to the GPU machine:
+#   make -j2 && <device run, carry build/>: bash tools/gpu-suite.sh
+# Where build/ is absent the script builds it (needs liburing and Check).
+set -u
+OUT=${OUT:-/tmp/kvmm-gpu}
+B=${B:-build}
+mkdir -p "$OUT"
+log=$OUT/gpu-suite.log
+: >"$log"
+say() { echo "$@" | tee -a "$log"; }
+
+if [ ! -x "$B/kvmm-check" ] || [ ! -x "$B/kvmm" ]; then
+	say "== building ($B absent)"
+	make -j"$(nproc)" CUDA=1 >>"$log" 2>&1 || { say "build failed"; tail -20 "$log"; exit 1; }
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem \
+	--format=csv,noheader >"$OUT/gpu.txt" 2>&1
+say "== device: $(cat "$OUT/gpu.txt")"
+
+rows=()
+row() { rows+=("$(printf '%-28s %s' "$1" "$2")"); }
+
+# 1. GPU test suites (the CPU suites too: the same binaries, this machine)
+say "== kvmm-check --gpu"
+"$B/kvmm-check" --gpu --tap "$OUT/check-gpu.tap" >"$OUT/check-gpu.log" 2>&1
+rc=$?
+cat "$OUT/check-gpu.log" >>"$log"
+row "GPU suites" "$(tail -1 "$OUT/check-gpu.log") (rc $rc)"
+say "== kvmm-check --cpu"
+"$B/kvmm-check" --cpu >"$OUT/check-cpu.log" 2>&1
+rc=$?
+cat "$OUT/check-cpu.log" >>"$log"
+row "CPU suites on GPU host" "$(tail -1 "$OUT/check-cpu.log") (rc $rc)"
+
+# 2. benchmarks
+bench() {	# bench NAME ARGS...: text and JSON, both logged
+	local name=$1
+	shift
+	say "== kvmm bench $name $*"
+	"$B/kvmm" bench "$name" "$@" 2>&1 | tee -a "$log" >"$OUT/bench-$name.txt"
+	"$B/kvmm" bench "$name" "$@" --json >"$OUT/bench-$name.json" 2>>"$log"
+}
+bench vmm --backend cuda --granules 256 --reps 7
+if [ -s "$OUT/bench-vmm.json" ]; then
+	row "vmm grow 1-by-1 kvrt/raw" "$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); u=d["us_per_granule"]; print("%.1f us/granule, ratio %.2f" % (u["kvrt_grow_1"], d["ratio_kvrt_to_raw"]["grow_1"]))' "$OUT/bench-vmm.json")"
+	row "vmm grow batched kvrt/raw" "$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); u=d["us_per_granule"]; print("%.1f us/granule, ratio %.2f" % (u["kvrt_grow_n"], d["ratio_kvrt_to_raw"]["grow_n"]))' "$OUT/bench-vmm.json")"
+	row "vmm shrink kvrt/raw" "$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); u=d["us_per_granule"]; print("%.1f us/granule, ratio %.2f" % (u["kvrt_shrink_1"], d["ratio_kvrt_to_raw"]["shrink_1"]))' "$OUT/bench-vmm.json")"
+fi
+for extra in tools/gpu-suite.d/*.sh; do
+	[ -e "$extra" ] || continue
+	# shellcheck source=/dev/null
+	. "$extra"
+done
+
+say ""
+say "== summary ($(cat "$OUT/gpu.txt" | cut -d, -f1))"
+for r in "${rows[@]}"; do say "$r"; done

@@ -1,0 +1,154 @@
+// SPDX-License-Identifier: MIT
+/*
+ * kvmm.c - the one kvmm tool, perf style: `kvmm <command> [args]`.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kvmm.h"
+
+static const struct kvmm_cmd bench_cmds[] = {
+	{ "vmm", cmd_bench_vmm,
+	  "time reserve/create/map/set-access/unmap/release per granule" },
+};
+
+static const struct kvmm_cmd top_cmds[] = {
+	{ "bench", cmd_bench, "microbenchmarks (kvmm bench help)" },
+};
+
+/**
+ * kvmm_dispatch() - run the subcommand named by argv[1]
+ * @prog: name printed in usage, e.g. "kvmm bench"
+ * @cmds: table
+ * @n: entries in @cmds
+ * @argc: argument count, argv[0] being @prog's own name
+ * @argv: arguments
+ *
+ * Return: the subcommand's exit status; 2 for a missing or unknown one.
+ */
+int kvmm_dispatch(const char *prog, const struct kvmm_cmd *cmds, int n,
+		  int argc, char **argv)
+{
+	FILE *f = stderr;
+	int ret = 2;
+
+	if (argc >= 2) {
+		for (int i = 0; i < n; i++)
+			if (!strcmp(argv[1], cmds[i].name))
+				return cmds[i].run(argc - 1, argv + 1);
+		if (!strcmp(argv[1], "help") || !strcmp(argv[1], "--help") ||
+		    !strcmp(argv[1], "-h")) {
+			f = stdout;
+			ret = 0;
+		} else {
+			fprintf(stderr, "%s: unknown command '%s'\n", prog,
+				argv[1]);
+		}
+	}
+	fprintf(f, "usage: %s <command> [options]\n\ncommands:\n", prog);
+	for (int i = 0; i < n; i++)
+		fprintf(f, "  %-10s %s\n", cmds[i].name, cmds[i].help);
+	return ret;
+}
+
+/**
+ * kvmm_parse_u64() - parse a whole unsigned number within [@lo, @hi]
+ * @opt: option name, for the error message
+ * @s: text
+ * @lo: smallest value allowed
+ * @hi: largest value allowed
+ * @out: the value
+ *
+ * Return: 0, or -EINVAL after printing what was wrong.
+ */
+int kvmm_parse_u64(const char *opt, const char *s, uint64_t lo, uint64_t hi,
+		   uint64_t *out)
+{
+	char *end;
+	uint64_t v;
+
+	errno = 0;
+	v = strtoull(s, &end, 0);
+	if (errno || end == s || *end || *s == '-' || v < lo || v > hi) {
+		fprintf(stderr,
+			"kvmm: %s: '%s' is not a number in [%" PRIu64
+			", %" PRIu64 "]\n",
+			opt, s, lo, hi);
+		return -EINVAL;
+	}
+	*out = v;
+	return 0;
+}
+
+/**
+ * kvmm_parse_backend() - "auto", "host" or "cuda"
+ * @s: text
+ * @out: the backend
+ *
+ * Return: 0, or -EINVAL after printing what was wrong.
+ */
+int kvmm_parse_backend(const char *s, enum kvrt_backend_kind *out)
+{
+	if (!strcmp(s, "auto"))
+		*out = KVRT_BACKEND_AUTO;
+	else if (!strcmp(s, "host") || !strcmp(s, "cpu"))
+		*out = KVRT_BACKEND_HOST;
+	else if (!strcmp(s, "cuda"))
+		*out = KVRT_BACKEND_CUDA;
+	else {
+		fprintf(stderr, "kvmm: --backend: '%s' is not auto, host or "
+				"cuda\n", s);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/**
+ * kvmm_now_us() - monotonic clock
+ *
+ * Return: microseconds.
+ */
+double kvmm_now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
+/**
+ * kvmm_cmp_double() - qsort comparator for doubles, ascending
+ * @a: first
+ * @b: second
+ *
+ * Return: <0, 0, >0.
+ */
+int kvmm_cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return (x > y) - (x < y);
+}
+
+/**
+ * cmd_bench() - `kvmm bench <what>`
+ * @argc: argument count
+ * @argv: arguments, argv[0] = "bench"
+ *
+ * Return: exit status.
+ */
+int cmd_bench(int argc, char **argv)
+{
+	return kvmm_dispatch("kvmm bench", bench_cmds, ARRAY_SIZE(bench_cmds),
+			     argc, argv);
+}
+
+int main(int argc, char **argv)
+{
+	return kvmm_dispatch("kvmm", top_cmds, ARRAY_SIZE(top_cmds), argc,
+			     argv);
+}

@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kvmm.h - the kvmm tool: subcommand table and shared option helpers.
+ */
+#ifndef KVMM_TOOL_H
+#define KVMM_TOOL_H
+
+#include <stdint.h>
+
+#include "kvrt.h"
+
+/**
+ * struct kvmm_cmd - one subcommand
+ * @name: what the user types
+ * @run: entry, with argv[0] the subcommand's name; returns the exit status
+ * @help: one line
+ */
+struct kvmm_cmd {
+	const char *name;
+	int (*run)(int argc, char **argv);
+	const char *help;
+};
+
+int kvmm_dispatch(const char *prog, const struct kvmm_cmd *cmds, int n,
+		  int argc, char **argv);
+int kvmm_parse_u64(const char *opt, const char *s, uint64_t lo, uint64_t hi,
+		   uint64_t *out);
+int kvmm_parse_backend(const char *s, enum kvrt_backend_kind *out);
+double kvmm_now_us(void);
+int kvmm_cmp_double(const void *a, const void *b);
+
+int cmd_bench(int argc, char **argv);
+int cmd_bench_vmm(int argc, char **argv);
+
+#endif /* KVMM_TOOL_H */

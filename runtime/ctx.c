@@ -203,7 +203,10 @@ int kvrt_ctx_create(const struct kvrt_ctx_opts *opts, struct kvrt_ctx **out)
 		ret = -ENODEV;
 		goto out_free;
 	}
+	ctx->fault_nth = opts->fault_nth;
+	ctx->fault_err = EIO;
 	ret = ctx->ops->init(ctx);
+	ctx->fault_nth = 0;
 	if (ret)
 		goto out_free;
 	*out = ctx;

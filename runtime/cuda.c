@@ -154,6 +154,16 @@ static int cu_check(struct kvrt_ctx *ctx, CUresult r, const char *call)
 
 #define CU(ctx, call) cu_check(ctx, cu_current(ctx) ?: cu.call, #call)
 
+/*
+ * CU_INIT() - a driver call made while opening a context: it goes through
+ * the fault-injection counter itself, since no KVRT_CALL() wraps it.
+ */
+#define CU_INIT(ctx, call)                                                     \
+	({                                                                     \
+		int __r = kvrt_call_begin(ctx);                                \
+		__r ?: cu_check(ctx, cu.call, #call);                          \
+	})
+
 static CUresult cu_current(struct kvrt_ctx *ctx)
 {
 	struct cu_priv *p = ctx->priv;
@@ -204,23 +214,25 @@ static int cu_init(struct kvrt_ctx *ctx)
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;
-	ret = cu_check(ctx, cu.cuDeviceGet(&p->dev, ctx->device),
-		       "cuDeviceGet");
+	ret = CU_INIT(ctx, cuDeviceGet(&p->dev, ctx->device));
 	if (ret)
 		goto out_free;
-	ret = cu_check(ctx, cu.cuDevicePrimaryCtxRetain(&p->cuctx, p->dev),
-		       "cuDevicePrimaryCtxRetain");
+	ret = CU_INIT(ctx, cuDevicePrimaryCtxRetain(&p->cuctx, p->dev));
 	if (ret)
 		goto out_free;
 	ctx->priv = p;
-	ret = CU(ctx, cuDeviceTotalMem(&total, p->dev));
+	ret = CU_INIT(ctx, cuCtxSetCurrent(p->cuctx));
+	if (ret)
+		goto out_release;
+	ret = CU_INIT(ctx, cuDeviceTotalMem(&total, p->dev));
 	if (ret)
 		goto out_release;
 	prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
 	prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
 	prop.location.id = p->dev;
-	ret = CU(ctx, cuMemGetAllocationGranularity(
-			      &gran, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM));
+	ret = CU_INIT(ctx, cuMemGetAllocationGranularity(
+				   &gran, &prop,
+				   CU_MEM_ALLOC_GRANULARITY_MINIMUM));
 	if (ret)
 		goto out_release;
 	if (!gran || KVRT_GRANULE_SIZE % gran) {

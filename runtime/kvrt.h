@@ -57,11 +57,13 @@ struct kvrt_stream;
  * @device: CUDA device ordinal (ignored by the host backend)
  * @host_mem_bytes: host backend only: the "device memory" that budgets are
  *	checked against; 0 means the machine's physical memory
+ * @fault_nth: tests: fail the nth backend call made while opening (0: off)
  */
 struct kvrt_ctx_opts {
 	enum kvrt_backend_kind backend;
 	int device;
 	uint64_t host_mem_bytes;
+	uint64_t fault_nth;
 };
 
 /**

@@ -50,6 +50,14 @@ static inline uint64_t kvtest_rand(uint64_t *s)
 	return *s * 2685821657736338717ULL;
 }
 
+/*
+ * kvtest_skip() - report the running test as skipped, with the reason
+ * (a missing model file, say). The test must return right after. The
+ * runner counts it as skipped, not passed.
+ */
+void kvtest_skip(const char *test, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
 /* number of open file descriptors of this process */
 int kvtest_open_fds(void);
 

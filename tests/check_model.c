@@ -1,0 +1,363 @@
+// SPDX-License-Identifier: MIT
+/*
+ * check_model.c - hyperparameters and weight binding (model/config.c) on
+ * tiny synthetic GGUF files (llama, qwen2, qwen3, and broken variants) and
+ * on the default model when models/ has it.
+ */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "gguf.h"
+#include "kvtest.h"
+
+#define MODEL_DEFAULT "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+static const char *model_path(void)
+{
+	const char *p = getenv("KVMM_MODEL");
+
+	return p && *p ? p : MODEL_DEFAULT;
+}
+
+struct gbuf {
+	uint8_t *p;
+	size_t len, cap;
+};
+
+static void gb_put(struct gbuf *b, const void *d, size_t n)
+{
+	if (b->len + n > b->cap) {
+		b->cap = (b->len + n) * 2 + 64;
+		b->p = realloc(b->p, b->cap);
+		ck_assert_ptr_nonnull(b->p);
+	}
+	if (d)
+		memcpy(b->p + b->len, d, n);
+	else
+		memset(b->p + b->len, 0, n);
+	b->len += n;
+}
+
+static void gb_u32(struct gbuf *b, uint32_t v) { gb_put(b, &v, 4); }
+static void gb_u64(struct gbuf *b, uint64_t v) { gb_put(b, &v, 8); }
+
+static void gb_str(struct gbuf *b, const char *s)
+{
+	gb_u64(b, strlen(s));
+	gb_put(b, s, strlen(s));
+}
+
+static void gb_kv_u32(struct gbuf *b, const char *k, uint32_t v)
+{
+	gb_str(b, k);
+	gb_u32(b, LLM_GGUF_U32);
+	gb_u32(b, v);
+}
+
+static void gb_kv_f32(struct gbuf *b, const char *k, float v)
+{
+	gb_str(b, k);
+	gb_u32(b, LLM_GGUF_F32);
+	gb_put(b, &v, 4);
+}
+
+/* a tiny model: dim 8, 2 heads of 4, 1 kv head, ffn 16, vocab 10, 2 layers */
+struct tiny {
+	const char *arch;
+	uint32_t n_kv;	       /* head_count_kv */
+	int drop;	       /* index of a tensor to leave out, or -1 */
+	int bad_shape;	       /* index of a tensor to give a wrong shape */
+	bool untied;	       /* write output.weight */
+	bool no_eps;	       /* leave out the RMS epsilon */
+	float theta;	       /* rope.freq_base */
+};
+
+#define T_DIM 8
+#define T_HD 4
+#define T_FFN 16
+#define T_VOCAB 10
+#define T_LAYERS 2
+
+struct tname {
+	char name[64];
+	uint64_t ne0, ne1;
+};
+
+static size_t tiny_tensors(const struct tiny *o, struct tname *t)
+{
+	static const struct {
+		const char *s;
+		int ne0, ne1; /* 0 dim, 1 q, 2 kv, 3 ffn, 4 head, -1 none */
+		int arch;     /* 0 all, 2 qwen2, 3 qwen3 */
+	} blk[] = {
+		{ "attn_norm.weight", 0, -1, 0 }, { "attn_q.weight", 0, 1, 0 },
+		{ "attn_k.weight", 0, 2, 0 },	  { "attn_v.weight", 0, 2, 0 },
+		{ "attn_output.weight", 1, 0, 0 }, { "ffn_norm.weight", 0, -1, 0 },
+		{ "ffn_gate.weight", 0, 3, 0 },	  { "ffn_up.weight", 0, 3, 0 },
+		{ "ffn_down.weight", 3, 0, 0 },	  { "attn_q.bias", 1, -1, 2 },
+		{ "attn_k.bias", 2, -1, 2 },	  { "attn_v.bias", 2, -1, 2 },
+		{ "attn_q_norm.weight", 4, -1, 3 },
+		{ "attn_k_norm.weight", 4, -1, 3 },
+	};
+	uint64_t d[5] = { T_DIM, 2 * T_HD, (uint64_t)o->n_kv * T_HD, T_FFN,
+			  T_HD };
+	int arch = !strcmp(o->arch, "qwen2") ? 2 :
+		   !strcmp(o->arch, "qwen3") ? 3 : 0;
+	size_t n = 0;
+
+	snprintf(t[n].name, 64, "token_embd.weight");
+	t[n].ne0 = T_DIM, t[n++].ne1 = T_VOCAB;
+	snprintf(t[n].name, 64, "output_norm.weight");
+	t[n].ne0 = T_DIM, t[n++].ne1 = 0;
+	if (o->untied) {
+		snprintf(t[n].name, 64, "output.weight");
+		t[n].ne0 = T_DIM, t[n++].ne1 = T_VOCAB;
+	}
+	for (int l = 0; l < T_LAYERS; l++) {
+		for (size_t i = 0; i < ARRAY_SIZE(blk); i++) {
+			if (blk[i].arch && blk[i].arch != arch)
+				continue;
+			snprintf(t[n].name, 64, "blk.%d.%s", l, blk[i].s);
+			t[n].ne0 = d[blk[i].ne0];
+			t[n++].ne1 = blk[i].ne1 < 0 ? 0 : d[blk[i].ne1];
+		}
+	}
+	return n;
+}
+
+static void tiny_build(const struct tiny *o, struct gbuf *b)
+{
+	struct tname t[64];
+	size_t n = tiny_tensors(o, t), nt = 0, i;
+	uint64_t off = 0;
+	char k[64];
+
+	gb_u32(b, LLM_GGUF_MAGIC);
+	gb_u32(b, 3);
+	gb_u64(b, n - (o->drop >= 0));
+	gb_u64(b, o->no_eps ? 9 : 10);
+	gb_str(b, "general.architecture");
+	gb_u32(b, LLM_GGUF_STRING);
+	gb_str(b, o->arch);
+#define KEY(s) (snprintf(k, sizeof(k), "%s." s, o->arch), k)
+	gb_kv_u32(b, KEY("context_length"), 128);
+	gb_kv_u32(b, KEY("embedding_length"), T_DIM);
+	gb_kv_u32(b, KEY("block_count"), T_LAYERS);
+	gb_kv_u32(b, KEY("feed_forward_length"), T_FFN);
+	gb_kv_u32(b, KEY("attention.head_count"), 2);
+	gb_kv_u32(b, KEY("attention.head_count_kv"), o->n_kv);
+	gb_kv_f32(b, KEY("rope.freq_base"), o->theta);
+	gb_kv_u32(b, KEY("vocab_size"), T_VOCAB);
+	if (!o->no_eps)
+		gb_kv_f32(b, KEY("attention.layer_norm_rms_epsilon"), 1e-6f);
+#undef KEY
+	for (i = 0; i < n; i++) {
+		uint64_t ne0 = t[i].ne0 + ((int)i == o->bad_shape ? 1 : 0);
+
+		if ((int)i == o->drop)
+			continue;
+		gb_str(b, t[i].name);
+		gb_u32(b, t[i].ne1 ? 2 : 1);
+		gb_u64(b, ne0);
+		if (t[i].ne1)
+			gb_u64(b, t[i].ne1);
+		gb_u32(b, LLM_GGML_F32);
+		gb_u64(b, off);
+		off += kvmm_round_up(ne0 * (t[i].ne1 ? t[i].ne1 : 1) * 4, 32);
+		nt++;
+	}
+	gb_put(b, NULL, kvmm_round_up(b->len, 32) - b->len);
+	gb_put(b, NULL, off);
+}
+
+static struct tiny tiny_default(const char *arch)
+{
+	return (struct tiny){ arch, 1, -1, -1, false, false, 10000.0f };
+}
+
+/* build, open, load the config and bind; returns the first error */
+static int tiny_run(const struct tiny *o, struct llm_config *c,
+		    struct llm_weights *w, char *err)
+{
+	struct gbuf b = { 0 };
+	struct llm_gguf *g;
+	int ret;
+
+	tiny_build(o, &b);
+	ret = llm_gguf_open_mem(b.p, b.len, &g, err, LLM_GGUF_ERR_MAX);
+	ck_assert_msg(ret == 0, "%s", err);
+	ret = llm_config_load(g, c, err, LLM_GGUF_ERR_MAX);
+	if (!ret) {
+		ret = llm_weights_bind(g, c, w, err, LLM_GGUF_ERR_MAX);
+		if (!ret) {
+			ck_assert_uint_eq(w->n_layers, T_LAYERS);
+			ck_assert_ptr_eq(w->layers[1].w_down,
+					 llm_gguf_find_tensor(g,
+						"blk.1.ffn_down.weight"));
+			llm_weights_fini(w);
+		}
+	}
+	llm_gguf_close(g);
+	free(b.p);
+	return ret;
+}
+
+START_TEST(test_config_tiny_llama)
+{
+	struct tiny o = tiny_default("llama");
+	char err[LLM_GGUF_ERR_MAX];
+	struct llm_config c;
+	struct llm_weights w;
+
+	ck_assert_int_eq(tiny_run(&o, &c, &w, err), 0);
+	ck_assert_int_eq(c.arch, LLM_ARCH_LLAMA);
+	ck_assert_str_eq(c.arch_name, "llama");
+	ck_assert_uint_eq(c.n_ctx, 128);
+	ck_assert_uint_eq(c.dim, T_DIM);
+	ck_assert_uint_eq(c.n_layers, T_LAYERS);
+	ck_assert_uint_eq(c.ffn_dim, T_FFN);
+	ck_assert_uint_eq(c.n_heads, 2);
+	ck_assert_uint_eq(c.n_kv_heads, 1);
+	ck_assert_uint_eq(c.head_dim, T_HD);
+	ck_assert_uint_eq(c.rope_dim, T_HD);
+	ck_assert_float_eq(c.rope_theta, 10000.0f);
+	ck_assert_float_eq(c.rms_eps, 1e-6f);
+	ck_assert_uint_eq(c.n_vocab, T_VOCAB);
+	ck_assert(!c.qkv_bias && !c.qk_norm);
+
+	o.untied = true;
+	ck_assert_int_eq(tiny_run(&o, &c, &w, err), 0);
+	o.n_kv = 2;
+	ck_assert_int_eq(tiny_run(&o, &c, &w, err), 0);
+	ck_assert_uint_eq(c.n_kv_heads, 2);
+}
+END_TEST
+
+START_TEST(test_config_tiny_qwen)
+{
+	struct tiny o = tiny_default("qwen2");
+	char err[LLM_GGUF_ERR_MAX];
+	struct llm_config c;
+	struct llm_weights w;
+
+	ck_assert_int_eq(tiny_run(&o, &c, &w, err), 0);
+	ck_assert(c.qkv_bias && !c.qk_norm);
+	o = tiny_default("qwen3");
+	ck_assert_int_eq(tiny_run(&o, &c, &w, err), 0);
+	ck_assert(!c.qkv_bias && c.qk_norm);
+	/* a qwen2 file without its biases */
+	o = tiny_default("qwen2");
+	o.drop = 2 + 9; /* blk.0.attn_q.bias */
+	ck_assert_int_eq(tiny_run(&o, &c, &w, err), -EBADMSG);
+	ck_assert_str_eq(err, "model: missing tensor 'blk.0.attn_q.bias'");
+}
+END_TEST
+
+START_TEST(test_config_refused)
+{
+	struct tiny o = tiny_default("gpt-neox");
+	char err[LLM_GGUF_ERR_MAX];
+	struct llm_config c;
+	struct llm_weights w;
+
+	ck_assert_int_eq(tiny_run(&o, &c, &w, err), -EOPNOTSUPP);
+	ck_assert_str_eq(err, "model: unsupported architecture 'gpt-neox'");
+	o = tiny_default("llama");
+	o.n_kv = 3;
+	ck_assert_int_eq(tiny_run(&o, &c, &w, err), -EBADMSG);
+	ck_assert_ptr_nonnull(strstr(err, "not a multiple of head_count_kv"));
+	o = tiny_default("llama");
+	o.no_eps = true;
+	ck_assert_int_eq(tiny_run(&o, &c, &w, err), -EBADMSG);
+	ck_assert_str_eq(err, "model: missing key "
+			      "llama.attention.layer_norm_rms_epsilon");
+	o = tiny_default("llama");
+	o.theta = -1.0f;
+	ck_assert_int_eq(tiny_run(&o, &c, &w, err), -EBADMSG);
+	ck_assert_ptr_nonnull(strstr(err, "llama.rope.freq_base"));
+	o.theta = NAN;
+	ck_assert_int_eq(tiny_run(&o, &c, &w, err), -EBADMSG);
+	o = tiny_default("llama");
+	o.drop = 2 + 9 + 7; /* blk.1.ffn_up.weight */
+	ck_assert_int_eq(tiny_run(&o, &c, &w, err), -EBADMSG);
+	ck_assert_str_eq(err, "model: missing tensor 'blk.1.ffn_up.weight'");
+	o = tiny_default("llama");
+	o.bad_shape = 2 + 1; /* blk.0.attn_q.weight */
+	ck_assert_int_eq(tiny_run(&o, &c, &w, err), -EBADMSG);
+	ck_assert_ptr_nonnull(strstr(err, "tensor 'blk.0.attn_q.weight' has "
+					  "shape [9, 8, 1, 1]"));
+	o = tiny_default("llama");
+	o.bad_shape = 0; /* token_embd.weight */
+	ck_assert_int_eq(tiny_run(&o, &c, &w, err), -EBADMSG);
+	ck_assert_ptr_nonnull(strstr(err, "token_embd.weight"));
+}
+END_TEST
+
+START_TEST(test_config_model)
+{
+	char err[LLM_GGUF_ERR_MAX];
+	struct llm_config c;
+	struct llm_weights w;
+	struct llm_gguf *g;
+	int ret;
+
+	if (access(model_path(), R_OK)) {
+		kvtest_skip(__func__, "%s absent (make model fetches it)",
+			    model_path());
+		return;
+	}
+	ret = llm_gguf_open(model_path(), &g, err, sizeof(err));
+	ck_assert_msg(ret == 0, "%s", err);
+	ret = llm_config_load(g, &c, err, sizeof(err));
+	ck_assert_msg(ret == 0, "%s", err);
+	ck_assert_int_eq(c.arch, LLM_ARCH_LLAMA);
+	ck_assert_uint_eq(c.n_ctx, 8192);
+	ck_assert_uint_eq(c.dim, 576);
+	ck_assert_uint_eq(c.n_layers, 30);
+	ck_assert_uint_eq(c.ffn_dim, 1536);
+	ck_assert_uint_eq(c.n_heads, 9);
+	ck_assert_uint_eq(c.n_kv_heads, 3);
+	ck_assert_uint_eq(c.head_dim, 64);
+	ck_assert_uint_eq(c.rope_dim, 64);
+	ck_assert_float_eq(c.rope_theta, 100000.0f);
+	ck_assert_float_eq_tol(c.rms_eps, 1e-5f, 1e-12f);
+	ck_assert_uint_eq(c.n_vocab, 49152);
+	ret = llm_weights_bind(g, &c, &w, err, sizeof(err));
+	ck_assert_msg(ret == 0, "%s", err);
+	ck_assert(w.tied);
+	ck_assert_ptr_eq(w.output, w.tok_embd);
+	ck_assert_uint_eq(w.tok_embd->type, LLM_GGML_Q8_0);
+	ck_assert_uint_eq(w.layers[29].wq->type, LLM_GGML_Q4_1);
+	ck_assert_uint_eq(w.layers[29].wk->ne[1], 192);
+	ck_assert_ptr_null(w.layers[0].bq);
+	ck_assert_ptr_null(w.rope_freqs);
+	/* every tensor of the file is bound exactly once */
+	{
+		uint64_t total = 0;
+
+		for (uint64_t i = 0; i < g->n_tensors; i++)
+			total += g->tensors[i].nbytes;
+		ck_assert_uint_eq(w.bytes, total);
+	}
+	llm_weights_fini(&w);
+	llm_gguf_close(g);
+}
+END_TEST
+
+Suite *suite_model(void)
+{
+	Suite *s = suite_create("model");
+	TCase *tc = tcase_create("config");
+
+	KV_ADD(tc, test_config_tiny_llama);
+	KV_ADD(tc, test_config_tiny_qwen);
+	KV_ADD(tc, test_config_refused);
+	KV_ADD(tc, test_config_model);
+	suite_add_tcase(s, tc);
+	return s;
+}

@@ -53,6 +53,10 @@ if [ -s "$OUT/bench-vmm.json" ]; then
 	row "vmm grow batched kvrt/raw" "$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); u=d["us_per_granule"]; print("%.1f us/granule, ratio %.2f" % (u["kvrt_grow_n"], d["ratio_kvrt_to_raw"]["grow_n"]))' "$OUT/bench-vmm.json")"
 	row "vmm shrink kvrt/raw" "$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); u=d["us_per_granule"]; print("%.1f us/granule, ratio %.2f" % (u["kvrt_shrink_1"], d["ratio_kvrt_to_raw"]["shrink_1"]))' "$OUT/bench-vmm.json")"
 fi
+bench mem --backend cuda --device-mib 4096 --host-mib 512 --reps 20
+if [ -s "$OUT/bench-mem.json" ]; then
+	row "device read / copy / host" "$(python3 -c 'import json,sys; g=json.load(open(sys.argv[1]))["gbs"]; print("%.0f / %.0f / %.1f GB/s" % (g["device_read"], g["device_copy"], g.get("host_numa_read", 0)))' "$OUT/bench-mem.json")"
+fi
 for extra in tools/gpu-suite.d/*.sh; do
 	[ -e "$extra" ] || continue
 	# shellcheck source=/dev/null

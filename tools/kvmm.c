@@ -14,6 +14,8 @@
 static const struct kvmm_cmd bench_cmds[] = {
 	{ "vmm", cmd_bench_vmm,
 	  "time reserve/create/map/set-access/unmap/release per granule" },
+	{ "mem", cmd_bench_mem,
+	  "memory ceilings: device read and copy, host-NUMA read" },
 };
 
 static const struct kvmm_cmd top_cmds[] = {

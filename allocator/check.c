@@ -1,0 +1,237 @@
+// SPDX-License-Identifier: MIT
+/*
+ * check.c - the allocator's invariants, checked from scratch.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "kva.h"
+
+/**
+ * DOC: invariants
+ *
+ *  I1 conservation: free pages + owned pages = pages of mapped granules,
+ *     and owned pages = nr_used;
+ *  I2 the free pages are exactly the ring interval [head, tail), each once,
+ *     0 <= tail - head <= ring capacity;
+ *  I3 no page is both free and owned, none is owned twice;
+ *  I4 each table row holds npages[HI] ids from the left and npages[LO]
+ *     from the right and nothing else, the reverse map points back at each,
+ *     token counts fit the pages (at most one spare page per tier), and the
+ *     row matches its slot's state;
+ *  I5 pages of unmapped or retired granules are nowhere, and the granules
+ *     mapped and retired agree with the runtime.
+ */
+
+static int fail(char *why, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (why && len) {
+		va_start(ap, fmt);
+		vsnprintf(why, len, fmt, ap);
+		va_end(ap);
+	}
+	return -EUCLEAN;
+}
+
+enum { SEEN_NONE, SEEN_FREE, SEEN_OWNED };
+
+static int check_ring(const struct kva_pool *pool, uint8_t *seen, char *why,
+		      size_t len)
+{
+	uint32_t ppg = pool->pages_per_granule;
+
+	if (pool->tail < pool->head ||
+	    pool->tail - pool->head > pool->nr_page_ids)
+		return fail(why, len,
+			    "I2: ring head %llu tail %llu capacity %u",
+			    (unsigned long long)pool->head,
+			    (unsigned long long)pool->tail, pool->nr_page_ids);
+	for (uint64_t i = pool->head; i < pool->tail; i++) {
+		uint32_t p = pool->ring[i % pool->nr_page_ids];
+
+		if (p >= pool->nr_page_ids ||
+		    pool->gran_mapped[p / ppg] != KVA_GRAN_MAPPED)
+			return fail(why, len, "I5: ring[%llu] = %u not mapped",
+				    (unsigned long long)i, p);
+		if (seen[p])
+			return fail(why, len, "I2: page %u twice in the ring",
+				    p);
+		if (pool->page_list[p] != KVA_OWNER_FREE)
+			return fail(why, len,
+				    "I3: page %u in the ring but owned by %u",
+				    p, pool->page_list[p]);
+		seen[p] = SEEN_FREE;
+	}
+	return 0;
+}
+
+static int check_entry(const struct kva_pool *pool, uint8_t *seen,
+		       uint32_t list, uint32_t e, char *why, size_t len)
+{
+	uint32_t p = pool->table[(size_t)list * pool->width + e];
+
+	if (p >= pool->nr_page_ids ||
+	    pool->gran_mapped[p / pool->pages_per_granule] != KVA_GRAN_MAPPED)
+		return fail(why, len, "I4: list %u entry %u = %u not mapped",
+			    list, e, p);
+	if (seen[p] == SEEN_FREE)
+		return fail(why, len, "I3: page %u free and owned by list %u",
+			    p, list);
+	if (seen[p] == SEEN_OWNED)
+		return fail(why, len, "I3: page %u owned twice (list %u)", p,
+			    list);
+	if (pool->page_list[p] != list || pool->page_pos[p] != e)
+		return fail(why, len,
+			    "I4: rmap of page %u is (%u, %u), table (%u, %u)",
+			    p, pool->page_list[p], pool->page_pos[p], list, e);
+	seen[p] = SEEN_OWNED;
+	return 0;
+}
+
+static int check_counts(const struct kva_pool *pool, uint32_t list, char *why,
+			size_t len)
+{
+	uint32_t state = pool->slot_state[list / pool->lists_per_slot];
+	const uint32_t *np = &pool->npages[2 * list];
+	const uint32_t *nt = &pool->ntokens[2 * list];
+
+	if ((uint64_t)np[0] + np[1] > pool->width)
+		return fail(why, len, "I4: list %u holds %u + %u > %u", list,
+			    np[0], np[1], pool->width);
+	if (state == KVA_SLOT_FREE && (np[0] || np[1] || nt[0] || nt[1]))
+		return fail(why, len, "I4: free slot's list %u not empty",
+			    list);
+	if (state == KVA_SLOT_PREFILL && (np[1] || nt[0] || nt[1]))
+		return fail(why, len,
+			    "I4: prefill list %u has low pages or "
+			    "tokens",
+			    list);
+	if (state != KVA_SLOT_DECODE)
+		return 0;
+	for (int t = 0; t < KVA_NR_TIERS; t++) {
+		uint64_t tpp = pool->layout[t].tokens;
+
+		if (nt[t] > np[t] * tpp ||
+		    np[t] > kvmm_div_round_up(nt[t], tpp) + 1)
+			return fail(why, len,
+				    "I4: list %u tier %d: %u tokens in %u "
+				    "pages of %llu",
+				    list, t, nt[t], np[t],
+				    (unsigned long long)tpp);
+	}
+	return 0;
+}
+
+static int check_tables(const struct kva_pool *pool, uint8_t *seen,
+			uint64_t *owned, char *why, size_t len)
+{
+	uint32_t w = pool->width;
+	int ret;
+
+	for (uint32_t s = 0; s < pool->nr_slots; s++)
+		if (pool->slot_state[s] > KVA_SLOT_DECODE)
+			return fail(why, len, "I4: slot %u state %u", s,
+				    pool->slot_state[s]);
+	for (uint32_t list = 0; list < pool->nr_lists; list++) {
+		uint32_t nh = pool->npages[2 * list + KVA_HI];
+		uint32_t nl = pool->npages[2 * list + KVA_LO];
+		const uint32_t *t = &pool->table[(size_t)list * w];
+
+		ret = check_counts(pool, list, why, len);
+		if (ret)
+			return ret;
+		for (uint32_t e = 0; e < w; e++) {
+			if (e < nh || e >= w - nl) {
+				ret = check_entry(pool, seen, list, e, why,
+						  len);
+				if (ret)
+					return ret;
+				(*owned)++;
+			} else if (t[e] != KVA_PAGE_NONE) {
+				return fail(why, len,
+					    "I4: list %u entry %u = %u outside "
+					    "[0,%u) and [%u,%u)",
+					    list, e, t[e], nh, w - nl, w);
+			}
+		}
+	}
+	return 0;
+}
+
+static int check_pages(const struct kva_pool *pool, const uint8_t *seen,
+		       char *why, size_t len)
+{
+	uint32_t ppg = pool->pages_per_granule;
+	uint32_t mapped = 0, retired = 0;
+	struct kvrt_space_stats st;
+
+	for (uint32_t g = 0; g < pool->nr_gslots; g++) {
+		int in_use = pool->gran_mapped[g] == KVA_GRAN_MAPPED;
+
+		mapped += in_use;
+		retired += pool->gran_mapped[g] == KVA_GRAN_RETIRED;
+		for (uint32_t j = 0; j < ppg; j++) {
+			uint32_t p = g * ppg + j;
+			uint32_t o = pool->page_list[p];
+
+			if (!in_use && o != KVA_OWNER_UNMAPPED)
+				return fail(why, len,
+					    "I5: page %u of granule %u (state "
+					    "%u) has owner %u",
+					    p, g, pool->gran_mapped[g], o);
+			if (in_use && seen[p] == SEEN_NONE)
+				return fail(why, len,
+					    "I1: page %u (owner %u) is neither "
+					    "free nor in a table",
+					    p, o);
+		}
+	}
+	kvrt_space_stats(pool->space, &st);
+	if (mapped != pool->nr_granules || retired != pool->nr_retired ||
+	    st.nr_mapped != mapped + retired)
+		return fail(why, len,
+			    "I5: %u + %u retired granules mapped, "
+			    "pool says %u + %u, runtime %u",
+			    mapped, retired, pool->nr_granules,
+			    pool->nr_retired, st.nr_mapped);
+	return 0;
+}
+
+/**
+ * kva_check() - verify every invariant of a pool (see DOC: invariants)
+ * @pool: pool, not being modified
+ * @why: if not NULL, receives the first violation in words
+ * @len: size of @why
+ *
+ * O(pages + lists * width); meant for tests, after every operation.
+ *
+ * Return: 0; -EUCLEAN for a violated invariant; -ENOMEM.
+ */
+int kva_check(const struct kva_pool *pool, char *why, size_t len)
+{
+	uint8_t *seen = calloc(pool->nr_page_ids, 1);
+	uint64_t owned = 0, nfree = pool->tail - pool->head;
+	uint64_t pages = (uint64_t)pool->nr_granules * pool->pages_per_granule;
+	int ret;
+
+	if (!seen)
+		return -ENOMEM;
+	ret = check_ring(pool, seen, why, len);
+	if (!ret)
+		ret = check_tables(pool, seen, &owned, why, len);
+	if (!ret && (owned != pool->nr_used || owned + nfree != pages))
+		ret = fail(why, len,
+			   "I1: %llu owned (nr_used %llu) + %llu free != %llu "
+			   "pages",
+			   (unsigned long long)owned,
+			   (unsigned long long)pool->nr_used,
+			   (unsigned long long)nfree,
+			   (unsigned long long)pages);
+	if (!ret)
+		ret = check_pages(pool, seen, why, len);
+	free(seen);
+	return ret;
+}

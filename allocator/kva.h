@@ -1,0 +1,453 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kva.h - the kvmm allocator: a unified pool of fixed-size KV pages carved
+ * from 2 MiB runtime granules, per (sequence slot, layer, kv-head) page
+ * tables with two tiers, a free ring of page ids, batched operations over
+ * thousands of lists (count -> exclusive scan -> scatter) and physical
+ * compaction that hands whole granules back to the runtime.
+ *
+ * Every function returns 0 or a negative errno; a call that fails changes
+ * nothing. See Documentation/allocator/index.rst.
+ */
+#ifndef KVA_H
+#define KVA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kvmm_base.h"
+#include "kvrt.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Tier indices inside one page table. */
+#define KVA_HI 0		/* high precision: grows from the left */
+#define KVA_LO 1		/* low precision: grows from the right */
+#define KVA_NR_TIERS 2
+
+/* Most tier configurations one page size is computed over. */
+#define KVA_TIERS_MAX 8
+
+/* kbits/vbits value that means fp16 without quantization metadata. */
+#define KVA_BITS_FP16 16
+
+/* DiffKV's page-size search window and step (bytes). */
+#define KVA_PAGE_MIN 800
+#define KVA_PAGE_MAX 8000
+#define KVA_PAGE_STEP 32
+
+/* Alignment of every page segment and of the K part and page (bytes). */
+#define KVA_SEG_ALIGN 32
+#define KVA_PAGE_ALIGN 128
+
+/* Values are stored in token pairs: the V token count is padded to this. */
+#define KVA_V_TOKEN_PAD 2
+
+/* Table entry of a page that is not there; rmap value of a free page. */
+#define KVA_PAGE_NONE UINT32_MAX
+#define KVA_OWNER_FREE (UINT32_MAX - 1)
+#define KVA_OWNER_UNMAPPED UINT32_MAX
+
+/**
+ * struct kva_tier - one precision configuration of a page
+ * @kbits: key bits per element: 16 (fp16, no metadata), 8, 4, 2 or 1
+ * @vbits: value bits per element, same choices
+ * @kgroups: key quantization groups per head (1, 2 or 4), each with an fp16
+ *	scale and zero point
+ * @vgroups: value quantization groups per head (1, 2 or 4)
+ *
+ * Plain value, copied by whoever uses it.
+ */
+struct kva_tier {
+	uint8_t kbits;
+	uint8_t vbits;
+	uint8_t kgroups;
+	uint8_t vgroups;
+};
+
+/**
+ * struct kva_layout - where each segment of one page lives, for one tier
+ *
+ * Computed by kva_page_layout() only. Offsets are from the start of the
+ * page, every one a multiple of KVA_SEG_ALIGN (so 16-byte loads are
+ * aligned). Plain value, owned by its holder.
+ */
+struct kva_layout {
+	uint32_t page_size;	/* bytes */
+	uint32_t tokens;	/* tokens per page */
+	uint32_t k_off;		/* K data, [tokens][head_dim*kbits/8] bytes */
+	uint32_t km_off;	/* K metadata, fp16 scale+zero per group */
+	uint32_t v_off;		/* V data, token count padded to 2 */
+	uint32_t vm_off;	/* V metadata */
+	uint32_t score_off;	/* fp32 per token */
+	uint32_t pos_off;	/* int32 per token */
+	uint32_t used;		/* bytes up to the end of the last segment */
+};
+
+int kva_tier_valid(const struct kva_tier *tier);
+uint32_t kva_tier_token_bytes(uint32_t head_dim, const struct kva_tier *tier);
+int kva_page_size(uint32_t head_dim, const struct kva_tier *tiers,
+		  uint32_t n);
+int kva_page_layout(uint32_t head_dim, uint32_t page_size,
+		    const struct kva_tier *tier, struct kva_layout *out);
+
+/* Granule slot states. */
+enum kva_gran_state {
+	KVA_GRAN_UNMAPPED = 0,	/* no memory, pages nowhere */
+	KVA_GRAN_MAPPED = 1,	/* pages free or owned */
+	KVA_GRAN_RETIRED = 2,	/* emptied by compaction, awaiting shrink */
+};
+
+/* Sequence slot states. */
+enum kva_slot_state {
+	KVA_SLOT_FREE = 0,	/* no pages */
+	KVA_SLOT_PREFILL = 1,	/* admitted: pages reserved, not trimmed */
+	KVA_SLOT_DECODE = 2,	/* trimmed: both tiers in place */
+};
+
+/**
+ * struct kva_pool_params - how to build a pool
+ * @ctx: runtime context the pool's space is created in
+ * @va_bytes: size of the VA reservation (multiple of 2 MiB)
+ * @budget_bytes: most physical memory the pool may map (multiple of 2 MiB)
+ * @head_dim: 64, 80, 96, 128 or 256
+ * @tiers: the configurations the page size must serve; tiers[0] is the high
+ *	tier, tiers[1] (or tiers[0] when @nr_tiers is 1) the low tier
+ * @nr_tiers: 1..KVA_TIERS_MAX
+ * @nr_slots: sequence slots
+ * @nr_layers: layers
+ * @nr_heads: kv-heads per layer
+ * @max_tokens: most tokens one sequence may hold (sizes the tables)
+ * @wmark_low: free pages below which kva_pool_balance() grows
+ * @wmark_high: free pages kva_pool_balance() grows up to
+ */
+struct kva_pool_params {
+	struct kvrt_ctx *ctx;
+	uint64_t va_bytes;
+	uint64_t budget_bytes;
+	uint32_t head_dim;
+	struct kva_tier tiers[KVA_TIERS_MAX];
+	uint32_t nr_tiers;
+	uint32_t nr_slots;
+	uint32_t nr_layers;
+	uint32_t nr_heads;
+	uint32_t max_tokens;
+	uint32_t wmark_low;
+	uint32_t wmark_high;
+};
+
+/**
+ * struct kva_pool - one KV page pool
+ *
+ * Owned by its creator. Nothing inside locks: the caller serialises every
+ * call on one pool (the control plane holds one mutex; the data plane runs
+ * the batched ops in stream order). The arrays below are the state a device
+ * port keeps in device memory; they are plain arrays indexed by page id,
+ * list id or slot, so that each batched phase is a loop that becomes a
+ * kernel. A list is one (slot, layer, kv-head):
+ * list = (slot * nr_layers + layer) * nr_heads + head.
+ *
+ * Page ids: page p lives in granule slot p / pages_per_granule of the space,
+ * at byte (p % pages_per_granule) * page_size; pages never straddle
+ * granules.
+ *
+ * Free ring: ring[head % ring_cap .. tail % ring_cap) holds exactly the free
+ * page ids, one contiguous interval; allocation takes from head, freeing
+ * puts at tail. head and tail only grow.
+ */
+struct kva_pool {
+	/* geometry, fixed at create */
+	uint32_t head_dim;
+	uint32_t page_size;		/* bytes */
+	uint32_t pages_per_granule;
+	uint32_t nr_tiers;
+	struct kva_tier tiers[KVA_TIERS_MAX];
+	struct kva_layout layout[KVA_NR_TIERS]; /* [KVA_HI], [KVA_LO] */
+	uint32_t nr_slots;
+	uint32_t nr_layers;
+	uint32_t nr_heads;
+	uint32_t lists_per_slot;	/* nr_layers * nr_heads */
+	uint32_t nr_lists;		/* nr_slots * lists_per_slot */
+	uint32_t width;			/* table entries per list */
+	uint32_t max_tokens;		/* per sequence */
+
+	/* physical memory */
+	struct kvrt_ctx *ctx;
+	struct kvrt_space *space;
+	uint64_t base;			/* address of granule slot 0 */
+	uint32_t nr_gslots;		/* granule slots in the reservation */
+	uint32_t nr_granules;		/* granules in use (KVA_GRAN_MAPPED) */
+	uint32_t nr_retired;		/* retired, waiting to be shrunk */
+	uint32_t nr_page_ids;		/* nr_gslots * pages_per_granule */
+	uint8_t *gran_mapped;		/* [nr_gslots] enum kva_gran_state */
+
+	/* free ring */
+	uint32_t *ring;			/* [nr_page_ids] page ids */
+	uint64_t head;			/* first free entry (monotonic) */
+	uint64_t tail;			/* one past the last (monotonic) */
+
+	/* reverse map */
+	uint32_t *page_list;		/* [nr_page_ids] owner list, or
+					 * KVA_OWNER_FREE / _UNMAPPED */
+	uint32_t *page_pos;		/* [nr_page_ids] table index */
+
+	/* page tables */
+	uint32_t *table;		/* [nr_lists][width] page ids */
+	uint32_t *npages;		/* [nr_lists][2] pages per tier */
+	uint32_t *ntokens;		/* [nr_lists][2] tokens per tier */
+	uint8_t *slot_state;		/* [nr_slots] enum kva_slot_state */
+
+	/* scratch of the batched ops, no state between calls */
+	uint32_t *cnt;			/* [nr_lists] per-list counts */
+	uint64_t *off;			/* [nr_lists + 1] exclusive scan */
+	uint32_t *mark;			/* [nr_slots] duplicate detection */
+	uint32_t mark_gen;
+	uint32_t *scratch;		/* [nr_page_ids] */
+
+	int32_t err;			/* result of the last view op */
+
+	/* accounting (pages) */
+	uint64_t nr_used;		/* owned by some list */
+	uint32_t wmark_low;
+	uint32_t wmark_high;
+};
+
+/**
+ * struct kva_stats - a snapshot of one pool
+ */
+struct kva_stats {
+	uint64_t page_size;	/* bytes */
+	uint64_t nr_granules;	/* mapped */
+	uint64_t nr_pages;	/* pages in mapped granules */
+	uint64_t nr_free;	/* pages in the free ring */
+	uint64_t nr_used;	/* pages owned by lists */
+	uint64_t tail_bytes;	/* bytes per granule no page can use */
+	uint64_t partial_granules; /* granules with free and used pages */
+	uint64_t empty_granules; /* mapped granules with no used page */
+};
+
+#ifdef __CUDACC__
+#define KVA_HOST_DEVICE __host__ __device__
+#else
+#define KVA_HOST_DEVICE
+#endif
+
+/*
+ * kva_worst_pages() - most pages a list of @prompt tokens can need when the
+ * prompt splits into h high tokens (@a per page) and l low ones (@b per
+ * page): the max over h + l = prompt of ceil(h / a) + ceil(l / b). With
+ * b >= a the max has l <= b (moving b tokens from low to high adds at least
+ * one high page and removes one low page); the function is symmetric, so
+ * the larger of a and b bounds the loop. Shared by the host and the device.
+ */
+static inline KVA_HOST_DEVICE uint32_t kva_worst_pages(uint32_t a, uint32_t b,
+						       uint32_t prompt)
+{
+	uint32_t big = a > b ? a : b, best = 0;
+	uint32_t lmax = prompt < big ? prompt : big;
+
+	for (uint32_t l = 0; l <= lmax; l++) {
+		uint32_t h = prompt - l, p;
+
+		if (big == b)
+			p = (h + a - 1) / a + (l + b - 1) / b;
+		else
+			p = (l + a - 1) / a + (h + b - 1) / b;
+		if (p > best)
+			best = p;
+	}
+	return best;
+}
+
+static inline uint64_t kva_page_addr(const struct kva_pool *pool, uint32_t p)
+{
+	return pool->base +
+	       (uint64_t)(p / pool->pages_per_granule) * KVRT_GRANULE_SIZE +
+	       (uint64_t)(p % pool->pages_per_granule) * pool->page_size;
+}
+
+static inline uint32_t kva_list(const struct kva_pool *pool, uint32_t slot,
+				uint32_t layer, uint32_t head)
+{
+	return (slot * pool->nr_layers + layer) * pool->nr_heads + head;
+}
+
+static inline uint64_t kva_nr_free(const struct kva_pool *pool)
+{
+	return pool->tail - pool->head;
+}
+
+/* pool lifecycle and accounting (pool.c) */
+int kva_pool_create(const struct kva_pool_params *params,
+		    struct kva_pool **out);
+int kva_pool_destroy(struct kva_pool *pool);
+int kva_pool_grow(struct kva_pool *pool, uint32_t n);
+int kva_pool_balance(struct kva_pool *pool);
+int kva_pool_need_compact(const struct kva_pool *pool);
+int kva_pool_set_budget(struct kva_pool *pool, uint64_t budget_bytes);
+void kva_pool_stats(const struct kva_pool *pool, struct kva_stats *out);
+uint32_t kva_admit_pages(const struct kva_pool *pool, uint32_t prompt);
+int kva_can_admit(const struct kva_pool *pool, const uint32_t *prompt,
+		  uint32_t n);
+
+/**
+ * struct kva_view - the arrays one batched data-plane op reads and writes
+ *
+ * Points either into a struct kva_pool (host memory, CPU reference) or at a
+ * device mirror of the same arrays; every pointer of one view is on the
+ * same side. Built by the owner of the memory; the op it is passed to owns
+ * it for the duration of the call (CPU) or until the stream reaches the end
+ * of the op (CUDA). The ops here do no slot-state validation: the control
+ * plane validates slot lists before it enqueues them.
+ */
+struct kva_view {
+	uint32_t width;			/* table entries per list */
+	uint32_t lists_per_slot;
+	uint32_t ring_cap;		/* ring entries */
+	uint32_t tpp[KVA_NR_TIERS];	/* tokens per page, per tier */
+	uint32_t lo_grows;		/* 0 for a one-tier pool */
+	uint32_t *ring;			/* [ring_cap] */
+	uint64_t *head;			/* ring head (monotonic) */
+	uint64_t *tail;			/* ring tail (monotonic) */
+	uint32_t *page_list;		/* [pages] reverse map: list */
+	uint32_t *page_pos;		/* [pages] reverse map: entry */
+	uint32_t *table;		/* [lists][width] */
+	uint32_t *npages;		/* [lists][2] */
+	uint32_t *ntokens;		/* [lists][2] */
+	uint32_t *cnt;			/* [batch lists] scratch */
+	uint64_t *off;			/* [batch lists + 1] scratch */
+	int32_t *err;			/* result: 0 or -errno */
+};
+
+void kva_pool_view(struct kva_pool *pool, struct kva_view *v);
+int kva_admit_cpu(const struct kva_view *v, const uint32_t *slots,
+		  const uint32_t *prompt, uint32_t n, void *stream);
+int kva_trim_cpu(const struct kva_view *v, const uint32_t *slots, uint32_t n,
+		 const uint32_t *hi_tokens, const uint32_t *lo_tokens,
+		 void *stream);
+int kva_append_cpu(const struct kva_view *v, const uint32_t *slots,
+		   uint32_t n, void *stream);
+int kva_free_cpu(const struct kva_view *v, const uint32_t *slots,
+		 uint32_t n, void *stream);
+int kva_copy_pages_cpu(uint64_t base, uint32_t page_size, uint32_t ppg,
+		       const uint32_t *src, const uint32_t *dst, uint32_t n,
+		       void *stream);
+int kva_rewrite_cpu(const struct kva_view *v, const uint32_t *src,
+		    const uint32_t *dst, uint32_t n, void *stream);
+#ifdef KVMM_HAVE_CUDA
+int kva_copy_pages_cuda(uint64_t base, uint32_t page_size, uint32_t ppg,
+			const uint32_t *src, const uint32_t *dst, uint32_t n,
+			void *stream);
+int kva_rewrite_cuda(const struct kva_view *v, const uint32_t *src,
+		     const uint32_t *dst, uint32_t n, void *stream);
+int kva_admit_cuda(const struct kva_view *v, const uint32_t *slots,
+		   const uint32_t *prompt, uint32_t n, void *stream);
+int kva_trim_cuda(const struct kva_view *v, const uint32_t *slots, uint32_t n,
+		  const uint32_t *hi_tokens, const uint32_t *lo_tokens,
+		  void *stream);
+int kva_append_cuda(const struct kva_view *v, const uint32_t *slots,
+		    uint32_t n, void *stream);
+int kva_free_cuda(const struct kva_view *v, const uint32_t *slots,
+		  uint32_t n, void *stream);
+#endif
+
+/* batched operations (ops.c) */
+int kva_admit(struct kva_pool *pool, const uint32_t *slots,
+	      const uint32_t *prompt, uint32_t n);
+int kva_trim(struct kva_pool *pool, const uint32_t *slots, uint32_t n,
+	     const uint32_t *hi_tokens, const uint32_t *lo_tokens);
+int kva_append(struct kva_pool *pool, const uint32_t *slots, uint32_t n);
+int kva_free(struct kva_pool *pool, const uint32_t *slots, uint32_t n);
+int kva_set_tokens(struct kva_pool *pool, uint32_t list, uint32_t hi,
+		   uint32_t lo);
+uint64_t kva_scan(const uint32_t *cnt, uint64_t *off, uint32_t n);
+
+/* invariants (check.c) */
+int kva_check(const struct kva_pool *pool, char *why, size_t len);
+
+/* physical compaction (compact.c) */
+
+/* Why kva_compact() stopped; see the comment above kva_compact_control. */
+enum kva_compact_result {
+	KVA_COMPACT_CONTINUE = 0,	/* not finished */
+	KVA_COMPACT_COMPLETE,		/* no granule can be emptied */
+	KVA_COMPACT_CURSORS_MET,	/* migrate and free cursors met */
+	KVA_COMPACT_NO_ROOM,		/* free side cannot take next granule */
+	KVA_COMPACT_BUDGET,		/* byte budget of this call spent */
+};
+
+/**
+ * struct kva_compact_control - one physical compaction pass
+ *
+ * Owned by the caller of kva_compact(), used by one pool under the pool's
+ * serialisation; nothing in it survives between calls except the counters
+ * (the order is recomputed every call, so sequences may allocate and free
+ * between two increments).
+ *
+ * Mapped granules are sorted by used pages, ascending. The migrate cursor
+ * walks from the least occupied end and empties granules; the free cursor
+ * walks from the fullest end and fills their holes. A granule is migrated
+ * only when the holes strictly on the free side of it can take all its
+ * used pages, so every granule the migrate cursor passes ends empty. Empty
+ * granules sort first and need no free side: they are released whatever
+ * the free cursor's position.
+ *
+ * Termination: each migrated page goes from a granule at migrate position
+ * m to one at a position > m, and the free cursor only moves towards the
+ * migrate cursor. The pass stops when the cursors meet (no granule is on
+ * both sides), when the holes beyond the migrate cursor are fewer than the
+ * used pages of the granule under it (every granule further on holds at
+ * least as many used pages and has fewer holes beyond it, so none of them
+ * can be emptied either), or when the byte budget is spent (a granule left
+ * half migrated is the least occupied one next call). Each page moves at
+ * most once per call, so a call does at most nr_used moves and always
+ * ends.
+ */
+struct kva_compact_control {
+	/* in */
+	uint64_t budget_bytes;		/* most bytes copied in this call */
+	struct kvrt_stream **streams;	/* streams that read the tables */
+	uint32_t nr_streams;
+
+	/* cursors, positions in order[] */
+	uint32_t *order;		/* [nr_gslots] granules by use */
+	uint32_t nr_order;		/* mapped granules */
+	uint32_t migrate_pos;		/* next granule to empty */
+	uint32_t free_pos;		/* fullest granule with holes */
+	uint32_t *used;			/* [nr_gslots] used pages */
+
+	/* isolated pages of this call: src[i] moves to dst[i] */
+	uint32_t *src;			/* [nr_page_ids] */
+	uint32_t *dst;			/* [nr_page_ids] */
+	uint32_t nr_moves;
+	uint32_t *release;		/* [nr_gslots] granules to give back */
+	uint32_t nr_release;
+	uint64_t avail;			/* holes beyond migrate_pos (pages) */
+	uint64_t call_bytes;		/* bytes planned in this call */
+	uint32_t *flag;			/* [nr_page_ids] ring filter flags */
+	uint64_t *roff;			/* [nr_page_ids + 1] ring filter scan */
+
+	/* out, accumulated over calls */
+	uint64_t bytes_moved;		/* bytes */
+	uint64_t pages_moved;
+	uint64_t granules_released;
+	enum kva_compact_result result;	/* of the last call */
+};
+
+int kva_compact_init(struct kva_compact_control *cc,
+		     const struct kva_pool *pool, uint64_t budget_bytes);
+void kva_compact_fini(struct kva_compact_control *cc);
+int kva_compact(struct kva_pool *pool, struct kva_compact_control *cc);
+enum kva_compact_result
+kva_compact_finished(const struct kva_pool *pool,
+		     const struct kva_compact_control *cc);
+const char *kva_compact_reason(enum kva_compact_result r);
+int kva_compact_release(struct kva_pool *pool, unsigned int flags);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* KVA_H */

@@ -1,0 +1,344 @@
+// SPDX-License-Identifier: MIT
+/*
+ * pool.c - the page pool: creation, granules in and out, watermarks,
+ * admission accounting, statistics.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kva.h"
+
+static void pool_free_arrays(struct kva_pool *pool)
+{
+	free(pool->gran_mapped);
+	free(pool->ring);
+	free(pool->page_list);
+	free(pool->page_pos);
+	free(pool->table);
+	free(pool->npages);
+	free(pool->ntokens);
+	free(pool->slot_state);
+	free(pool->cnt);
+	free(pool->off);
+	free(pool->mark);
+	free(pool->scratch);
+}
+
+static int pool_alloc_arrays(struct kva_pool *pool)
+{
+	size_t ids = pool->nr_page_ids;
+	size_t lists = pool->nr_lists;
+
+	pool->gran_mapped = calloc(pool->nr_gslots, 1);
+	pool->ring = calloc(ids, sizeof(uint32_t));
+	pool->page_list = malloc(ids * sizeof(uint32_t));
+	pool->page_pos = malloc(ids * sizeof(uint32_t));
+	pool->table = malloc(lists * pool->width * sizeof(uint32_t));
+	pool->npages = calloc(lists * KVA_NR_TIERS, sizeof(uint32_t));
+	pool->ntokens = calloc(lists * KVA_NR_TIERS, sizeof(uint32_t));
+	pool->slot_state = calloc(pool->nr_slots, 1);
+	pool->cnt = calloc(lists, sizeof(uint32_t));
+	pool->off = calloc(lists + 1, sizeof(uint64_t));
+	pool->mark = calloc(pool->nr_slots, sizeof(uint32_t));
+	pool->scratch = calloc(ids, sizeof(uint32_t));
+	if (!pool->gran_mapped || !pool->ring || !pool->page_list ||
+	    !pool->page_pos || !pool->table || !pool->npages ||
+	    !pool->ntokens || !pool->slot_state || !pool->cnt || !pool->off ||
+	    !pool->mark || !pool->scratch)
+		return -ENOMEM;
+	for (size_t i = 0; i < ids; i++) {
+		pool->page_list[i] = KVA_OWNER_UNMAPPED;
+		pool->page_pos[i] = KVA_PAGE_NONE;
+	}
+	for (size_t i = 0; i < lists * pool->width; i++)
+		pool->table[i] = KVA_PAGE_NONE;
+	return 0;
+}
+
+static int params_valid(const struct kva_pool_params *p)
+{
+	if (!p || !p->ctx || !p->nr_tiers || p->nr_tiers > KVA_TIERS_MAX ||
+	    !p->nr_slots || !p->nr_layers || !p->nr_heads || !p->max_tokens)
+		return 0;
+	if (!p->va_bytes || p->va_bytes % KVRT_GRANULE_SIZE ||
+	    p->va_bytes / KVRT_GRANULE_SIZE > UINT32_MAX / 1024)
+		return 0;
+	if (p->wmark_high < p->wmark_low)
+		return 0;
+	if ((uint64_t)p->nr_slots * p->nr_layers * p->nr_heads > UINT32_MAX / 2)
+		return 0;
+	return 1;
+}
+
+/**
+ * kva_pool_create() - build a pool and its VA reservation
+ * @params: geometry, sizes and watermarks
+ * @out: the new pool, with no granule mapped
+ *
+ * The page size comes from kva_page_size() over @params->tiers; the table
+ * width from the longest sequence at the tier with fewest tokens per page,
+ * plus three: one for a split between tiers and one per tier for the empty
+ * page kva_append() adds when a tier's last page is full.
+ *
+ * Return: 0; -EINVAL for bad parameters; -ENOSPC when no page size fits;
+ * -ENOMEM; the runtime's error.
+ */
+int kva_pool_create(const struct kva_pool_params *params, struct kva_pool **out)
+{
+	struct kva_pool *pool;
+	uint32_t min_tok;
+	int size, ret;
+
+	if (!out || !params_valid(params))
+		return -EINVAL;
+	size = kva_page_size(params->head_dim, params->tiers, params->nr_tiers);
+	if (size < 0)
+		return size;
+
+	pool = calloc(1, sizeof(*pool));
+	if (!pool)
+		return -ENOMEM;
+	pool->head_dim = params->head_dim;
+	pool->page_size = size;
+	pool->pages_per_granule = KVRT_GRANULE_SIZE / size;
+	pool->nr_tiers = params->nr_tiers;
+	memcpy(pool->tiers, params->tiers, sizeof(pool->tiers));
+	ret = kva_page_layout(pool->head_dim, size, &params->tiers[0],
+			      &pool->layout[KVA_HI]);
+	if (!ret)
+		ret = kva_page_layout(pool->head_dim, size,
+				      &params->tiers[params->nr_tiers > 1],
+				      &pool->layout[KVA_LO]);
+	if (ret)
+		goto out_free_pool;
+
+	pool->nr_slots = params->nr_slots;
+	pool->nr_layers = params->nr_layers;
+	pool->nr_heads = params->nr_heads;
+	pool->lists_per_slot = params->nr_layers * params->nr_heads;
+	pool->nr_lists = params->nr_slots * pool->lists_per_slot;
+	pool->max_tokens = params->max_tokens;
+	min_tok = pool->layout[KVA_HI].tokens;
+	if (pool->layout[KVA_LO].tokens < min_tok)
+		min_tok = pool->layout[KVA_LO].tokens;
+	pool->width = kvmm_div_round_up(params->max_tokens, min_tok) + 3;
+	pool->nr_gslots = params->va_bytes / KVRT_GRANULE_SIZE;
+	pool->nr_page_ids = pool->nr_gslots * pool->pages_per_granule;
+	pool->wmark_low = params->wmark_low;
+	pool->wmark_high = params->wmark_high;
+	pool->ctx = params->ctx;
+
+	ret = pool_alloc_arrays(pool);
+	if (ret)
+		goto out_free_arrays;
+	ret = kvrt_space_create(params->ctx, params->va_bytes,
+				params->budget_bytes, &pool->space);
+	if (ret)
+		goto out_free_arrays;
+	pool->base = kvrt_space_base(pool->space);
+	*out = pool;
+	return 0;
+
+out_free_arrays:
+	pool_free_arrays(pool);
+out_free_pool:
+	free(pool);
+	return ret;
+}
+
+/**
+ * kva_pool_destroy() - give back every granule, the reservation and memory
+ * @pool: pool; sequences still admitted lose their pages
+ *
+ * Return: 0, or the runtime's error (the pool is then left as it was and
+ * the call may be repeated).
+ */
+int kva_pool_destroy(struct kva_pool *pool)
+{
+	int ret;
+
+	if (!pool)
+		return 0;
+	ret = kvrt_space_destroy(pool->space);
+	if (ret)
+		return ret;
+	pool_free_arrays(pool);
+	free(pool);
+	return 0;
+}
+
+/**
+ * kva_pool_grow() - map @n more granules and put their pages in the ring
+ * @pool: pool
+ * @n: granules, at least 1
+ *
+ * Control plane only (driver calls); kva_pool_balance() calls it ahead of
+ * need.
+ *
+ * Return: 0; -EINVAL for n == 0; -ENOSPC over the budget or reservation;
+ * the runtime's error.
+ */
+int kva_pool_grow(struct kva_pool *pool, uint32_t n)
+{
+	uint32_t *idx;
+	uint32_t ppg = pool->pages_per_granule;
+	int ret;
+
+	if (!n)
+		return -EINVAL;
+	idx = malloc(n * sizeof(*idx));
+	if (!idx)
+		return -ENOMEM;
+	ret = kvrt_space_grow(pool->space, n, KVRT_LOC_DEVICE, -1, idx);
+	if (ret)
+		goto out_free_idx;
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t g = idx[i];
+
+		pool->gran_mapped[g] = KVA_GRAN_MAPPED;
+		for (uint32_t j = 0; j < ppg; j++) {
+			uint32_t p = g * ppg + j;
+
+			pool->page_list[p] = KVA_OWNER_FREE;
+			pool->ring[pool->tail++ % pool->nr_page_ids] = p;
+		}
+	}
+	pool->nr_granules += n;
+out_free_idx:
+	free(idx);
+	return ret;
+}
+
+/**
+ * kva_pool_balance() - grow ahead of need when free pages run low
+ * @pool: pool
+ *
+ * When fewer than wmark_low pages are free, grows enough granules to reach
+ * wmark_high, or as many as the budget allows. Meant for a background
+ * worker: it is the only driver call of the allocation path.
+ *
+ * Return: granules grown (>= 0); the runtime's error when none could be.
+ */
+int kva_pool_balance(struct kva_pool *pool)
+{
+	struct kvrt_space_stats st;
+	uint64_t want, room;
+	int ret;
+
+	if (kva_nr_free(pool) >= pool->wmark_low)
+		return 0;
+	want = kvmm_div_round_up(pool->wmark_high - kva_nr_free(pool),
+				 pool->pages_per_granule);
+	if (!want)
+		want = 1;
+	kvrt_space_stats(pool->space, &st);
+	room = st.budget_bytes / KVRT_GRANULE_SIZE - st.nr_mapped;
+	if (want > room)
+		want = room;
+	if (!want)
+		return -ENOSPC;
+	ret = kva_pool_grow(pool, want);
+	return ret ? ret : (int)want;
+}
+
+/**
+ * kva_pool_need_compact() - whether free memory is worth compacting
+ * @pool: pool
+ *
+ * The compaction watermark: at least a granule's worth of pages free above
+ * wmark_high. Those pages are scattered over partly used granules (else
+ * they would be whole granules), and compaction can hand some back.
+ *
+ * Return: 1 when kva_compact() should run, else 0.
+ */
+int kva_pool_need_compact(const struct kva_pool *pool)
+{
+	return kva_nr_free(pool) >=
+	       (uint64_t)pool->wmark_high + pool->pages_per_granule;
+}
+
+/**
+ * kva_pool_set_budget() - change the physical memory the pool may map
+ * @pool: pool
+ * @budget_bytes: a multiple of 2 MiB
+ *
+ * Return: 0; -EBUSY for a budget below the granules mapped now (compact
+ * first), with nothing changed; the runtime's error.
+ */
+int kva_pool_set_budget(struct kva_pool *pool, uint64_t budget_bytes)
+{
+	if (budget_bytes < (uint64_t)(pool->nr_granules + pool->nr_retired) *
+				   KVRT_GRANULE_SIZE)
+		return -EBUSY;
+	return kvrt_space_set_budget(pool->space, budget_bytes);
+}
+
+/**
+ * kva_pool_stats() - occupancy of a pool
+ * @pool: pool
+ * @out: filled in
+ */
+void kva_pool_stats(const struct kva_pool *pool, struct kva_stats *out)
+{
+	uint32_t ppg = pool->pages_per_granule;
+
+	memset(out, 0, sizeof(*out));
+	out->page_size = pool->page_size;
+	out->nr_granules = pool->nr_granules;
+	out->nr_pages = (uint64_t)pool->nr_granules * ppg;
+	out->nr_free = kva_nr_free(pool);
+	out->nr_used = pool->nr_used;
+	out->tail_bytes = KVRT_GRANULE_SIZE - (uint64_t)ppg * pool->page_size;
+	for (uint32_t g = 0; g < pool->nr_gslots; g++) {
+		uint32_t used = 0;
+
+		if (pool->gran_mapped[g] != KVA_GRAN_MAPPED)
+			continue;
+		for (uint32_t j = 0; j < ppg; j++)
+			used += pool->page_list[g * ppg + j] < KVA_OWNER_FREE;
+		if (!used)
+			out->empty_granules++;
+		else if (used < ppg)
+			out->partial_granules++;
+	}
+}
+
+/**
+ * kva_admit_pages() - pages one list must reserve for a prompt
+ * @pool: pool
+ * @prompt: prompt tokens
+ *
+ * The exact worst case over every split of the prompt between the tiers
+ * (kva_worst_pages()). DiffKV reserves ceil(prompt / tpp_hi) + 1, which is
+ * more whenever that bound is not reached.
+ *
+ * Return: pages per list.
+ */
+uint32_t kva_admit_pages(const struct kva_pool *pool, uint32_t prompt)
+{
+	return kva_worst_pages(pool->layout[KVA_HI].tokens,
+			       pool->layout[KVA_LO].tokens, prompt);
+}
+
+/**
+ * kva_can_admit() - whether free pages cover admitting @n prompts now
+ * @pool: pool
+ * @prompt: prompt lengths, in tokens
+ * @n: number of prompts
+ *
+ * Return: 0 when they fit; -ENOSPC when the pool must grow or compact
+ * first; -E2BIG when a prompt is over max_tokens.
+ */
+int kva_can_admit(const struct kva_pool *pool, const uint32_t *prompt,
+		  uint32_t n)
+{
+	uint64_t need = 0;
+
+	for (uint32_t i = 0; i < n; i++) {
+		if (prompt[i] > pool->max_tokens)
+			return -E2BIG;
+		need += (uint64_t)kva_admit_pages(pool, prompt[i]) *
+			pool->lists_per_slot;
+	}
+	return need <= kva_nr_free(pool) ? 0 : -ENOSPC;
+}

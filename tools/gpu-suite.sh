@@ -9,9 +9,12 @@
 #   make -j2 && <device run, carry build/>: bash tools/gpu-suite.sh
 # Where build/ is absent the script builds it (needs liburing and Check).
 set -u
-OUT=${OUT:-/tmp/kvmm-gpu}
+# Logs are written to a work folder and handed back as two files under
+# $RES: gpu-suite.log and gpu-logs.tgz (the device returns few files).
+RES=${OUT:-/tmp/kvmm-gpu}
+OUT=$(mktemp -d /tmp/kvmm-gpu-run.XXXXXX)
 B=${B:-build}
-mkdir -p "$OUT"
+mkdir -p "$RES"
 log=$OUT/gpu-suite.log
 : >"$log"
 say() { echo "$@" | tee -a "$log"; }
@@ -40,12 +43,14 @@ cat "$OUT/check-cpu.log" >>"$log"
 row "CPU suites on GPU host" "$(tail -1 "$OUT/check-cpu.log") (rc $rc)"
 
 # 2. benchmarks
-bench() {	# bench NAME ARGS...: text and JSON, both logged
+bench() {	# bench [-t TAG] NAME ARGS...: text and JSON, both logged
+	local tag=""
+	[ "$1" = -t ] && { tag="-$2"; shift 2; }
 	local name=$1
 	shift
 	say "== kvmm bench $name $*"
-	"$B/kvmm" bench "$name" "$@" 2>&1 | tee -a "$log" >"$OUT/bench-$name.txt"
-	"$B/kvmm" bench "$name" "$@" --json >"$OUT/bench-$name.json" 2>>"$log"
+	"$B/kvmm" bench "$name" "$@" 2>&1 | tee -a "$log" >"$OUT/bench-$name$tag.txt"
+	"$B/kvmm" bench "$name" "$@" --json >"$OUT/bench-$name$tag.json" 2>>"$log"
 }
 bench vmm --backend cuda --granules 256 --reps 7
 if [ -s "$OUT/bench-vmm.json" ]; then
@@ -57,6 +62,13 @@ bench mem --backend cuda --device-mib 4096 --host-mib 512 --reps 20
 if [ -s "$OUT/bench-mem.json" ]; then
 	row "device read / copy / host" "$(python3 -c 'import json,sys; g=json.load(open(sys.argv[1]))["gbs"]; print("%.0f / %.0f / %.1f GB/s" % (g["device_read"], g["device_copy"], g.get("host_numa_read", 0)))' "$OUT/bench-mem.json")"
 fi
+bench attn
+bench -t scores attn --scores
+if [ -s "$OUT/bench-attn.txt" ]; then
+	while read -r tiers batch ctx _us _mb gbs pct; do
+		row "attn $tiers b$batch ctx$ctx" "$gbs GB/s ($pct of read)"
+	done < <(grep -E '^(fp16|k8v4)' "$OUT/bench-attn.txt" | awk '$2==64 && $3==8192')
+fi
 for extra in tools/gpu-suite.d/*.sh; do
 	[ -e "$extra" ] || continue
 	# shellcheck source=/dev/null
@@ -66,3 +78,4 @@ done
 say ""
 say "== summary ($(cat "$OUT/gpu.txt" | cut -d, -f1))"
 for r in "${rows[@]}"; do say "$r"; done
+tar czf "$RES/gpu-logs.tgz" -C "$OUT" . && cp "$log" "$RES/gpu-suite.log"

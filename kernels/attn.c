@@ -1,0 +1,256 @@
+// SPDX-License-Identifier: MIT
+/*
+ * attn.c - CPU reference of paged mixed-precision decode attention.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kvattn.h"
+#include "kvq.h"
+
+#define KVK_GRANULE (2ULL << 20)
+
+static int tier_valid(const struct kvk_attn_tier *t, uint32_t hd,
+		      uint32_t page_size)
+{
+	if (kvq_format_valid(hd, t->kbits, t->kgroups) ||
+	    kvq_format_valid(hd, t->vbits, t->vgroups) || !t->tokens)
+		return 0;
+	/* every segment of every token inside the page */
+	return t->k_off + t->tokens * kvq_row_bytes(hd, t->kbits) <= page_size &&
+	       t->km_off + t->tokens * kvq_meta_bytes(t->kbits, t->kgroups) <=
+		       page_size &&
+	       t->v_off + t->tokens * kvq_row_bytes(hd, t->vbits) <= page_size &&
+	       t->vm_off + t->tokens * kvq_meta_bytes(t->vbits, t->vgroups) <=
+		       page_size &&
+	       t->score_off + 4 * t->tokens <= page_size &&
+	       t->pos_off + 4 * t->tokens <= page_size;
+}
+
+/**
+ * kvk_attn_check() - validate decode-attention arguments
+ * @a: arguments
+ *
+ * Return: 0 or -EINVAL.
+ */
+int kvk_attn_check(const struct kvk_attn_args *a)
+{
+	if (!a || !a->q || !a->out || !a->tables || !a->ntokens ||
+	    !a->list_base || !a->pool)
+		return -EINVAL;
+	if ((a->head_dim != 64 && a->head_dim != 128 && a->head_dim != 256) ||
+	    !a->group || a->group > KVK_ATTN_MAX_GROUP || !a->nr_kv_heads ||
+	    a->dtype >= KVK_DTYPE_NR || !a->width || !a->page_size ||
+	    !a->pages_per_granule ||
+	    (uint64_t)a->page_size * a->pages_per_granule > KVK_GRANULE ||
+	    !(a->scale > 0.0f))
+		return -EINVAL;
+	if (!tier_valid(&a->tier[0], a->head_dim, a->page_size) ||
+	    !tier_valid(&a->tier[1], a->head_dim, a->page_size))
+		return -EINVAL;
+	return 0;
+}
+
+/* address of token @i of (seq, head) list @list; tier in *@tier */
+static uint8_t *token_page(const struct kvk_attn_args *a, uint32_t list,
+			   uint32_t i, uint32_t n_hi, uint32_t *tier,
+			   uint32_t *slot)
+{
+	uint32_t page;
+
+	if (i < n_hi) {
+		*tier = 0;
+		page = a->tables[(size_t)list * a->width +
+				 i / a->tier[0].tokens];
+		*slot = i % a->tier[0].tokens;
+	} else {
+		i -= n_hi;
+		*tier = 1;
+		page = a->tables[(size_t)list * a->width + a->width - 1 -
+				 i / a->tier[1].tokens];
+		*slot = i % a->tier[1].tokens;
+	}
+	return (uint8_t *)(uintptr_t)(a->pool +
+				      (page / a->pages_per_granule) *
+					      KVK_GRANULE +
+				      (uint64_t)(page % a->pages_per_granule) *
+					      a->page_size);
+}
+
+static int decode_row(const uint8_t *page, const struct kvk_attn_tier *t,
+		      uint32_t hd, uint32_t slot, int v, float *x)
+{
+	uint32_t bits = v ? t->vbits : t->kbits;
+	uint32_t groups = v ? t->vgroups : t->kgroups;
+	uint32_t off = v ? t->v_off : t->k_off;
+	uint32_t moff = v ? t->vm_off : t->km_off;
+	uint16_t meta[8];
+
+	memcpy(meta, page + moff + slot * kvq_meta_bytes(bits, groups),
+	       kvq_meta_bytes(bits, groups));
+	return kvq_dequantize_row(page + off + slot * kvq_row_bytes(hd, bits),
+				  meta, hd, bits, groups, x);
+}
+
+/**
+ * kvk_attn_decode_cpu() - decode attention, CPU reference
+ * @a: arguments; every address is a host pointer
+ * @stream: ignored
+ *
+ * For each sequence and kv-head: dequantize every token's K and V to fp32,
+ * softmax(q . k * scale) per query head, out = sum p v; with
+ * @a->update_scores, add max over the group's heads of p to each token's
+ * score field.
+ *
+ * Return: 0, -EINVAL for bad arguments or a list with more tokens than its
+ * table holds, -ENOMEM.
+ */
+int kvk_attn_decode_cpu(const struct kvk_attn_args *a, void *stream)
+{
+	uint32_t hd, nq;
+	float *q, *o, *k, *v, *logit;
+	size_t qn;
+	int ret;
+
+	(void)stream;
+	ret = kvk_attn_check(a);
+	if (ret)
+		return ret;
+	hd = a->head_dim;
+	nq = a->nr_kv_heads * a->group;
+	qn = (size_t)a->nr_seqs * nq * hd;
+	q = malloc(qn * sizeof(float));
+	o = calloc(qn, sizeof(float));
+	k = malloc(hd * sizeof(float));
+	v = malloc(hd * sizeof(float));
+	logit = NULL;
+	if (!q || !o || !k || !v) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	ret = kvk_convert_to_f32(q, a->q, qn, a->dtype);
+	for (uint32_t s = 0; !ret && s < a->nr_seqs; s++) {
+		for (uint32_t h = 0; !ret && h < a->nr_kv_heads; h++) {
+			uint32_t list = a->list_base[s] + h;
+			uint32_t n_hi = a->ntokens[2 * list];
+			uint32_t n_lo = a->ntokens[2 * list + 1];
+			uint32_t n = n_hi + n_lo;
+			uint64_t pages = (n_hi + a->tier[0].tokens - 1) /
+					 a->tier[0].tokens +
+					 (n_lo + a->tier[1].tokens - 1) /
+					 a->tier[1].tokens;
+
+			if (pages > a->width) {
+				ret = -EINVAL;
+				break;
+			}
+			free(logit);
+			logit = malloc(((size_t)n * a->group + 1) * sizeof(float));
+			if (!logit) {
+				ret = -ENOMEM;
+				break;
+			}
+			/* logits */
+			for (uint32_t i = 0; i < n; i++) {
+				uint32_t tier, slot;
+				uint8_t *pg = token_page(a, list, i, n_hi, &tier,
+							 &slot);
+
+				decode_row(pg, &a->tier[tier], hd, slot, 0, k);
+				for (uint32_t g = 0; g < a->group; g++) {
+					const float *qq = q + ((size_t)s * nq +
+							       h * a->group + g) * hd;
+					double d = 0;
+
+					for (uint32_t e = 0; e < hd; e++)
+						d += (double)qq[e] * k[e];
+					logit[(size_t)g * n + i] =
+						(float)(d * a->scale);
+				}
+			}
+			/* softmax per query head */
+			for (uint32_t g = 0; g < a->group; g++) {
+				float *l = logit + (size_t)g * n, mx = -INFINITY;
+				double sum = 0;
+
+				for (uint32_t i = 0; i < n; i++)
+					mx = fmaxf(mx, l[i]);
+				for (uint32_t i = 0; i < n; i++)
+					sum += exp((double)l[i] - mx);
+				for (uint32_t i = 0; i < n; i++)
+					l[i] = (float)(exp((double)l[i] - mx) /
+						       sum);
+			}
+			/* out = sum p v; scores */
+			for (uint32_t i = 0; i < n; i++) {
+				uint32_t tier, slot;
+				uint8_t *pg = token_page(a, list, i, n_hi, &tier,
+							 &slot);
+				float best = 0.0f;
+
+				decode_row(pg, &a->tier[tier], hd, slot, 1, v);
+				for (uint32_t g = 0; g < a->group; g++) {
+					float p = logit[(size_t)g * n + i];
+					float *oo = o + ((size_t)s * nq +
+							 h * a->group + g) * hd;
+
+					for (uint32_t e = 0; e < hd; e++)
+						oo[e] += p * v[e];
+					best = fmaxf(best, p);
+				}
+				if (a->update_scores) {
+					float *sc = (float *)(pg +
+						a->tier[tier].score_off) + slot;
+
+					*sc += best;
+				}
+			}
+		}
+	}
+	if (!ret)
+		ret = kvk_convert_from_f32(a->out, o, qn, a->dtype);
+out:
+	free(logit);
+	free(q);
+	free(o);
+	free(k);
+	free(v);
+	return ret;
+}
+
+/**
+ * kvk_attn_bytes() - bytes one decode-attention call reads from memory
+ * @a: arguments
+ * @ntok: host array [nr_seqs][nr_kv_heads][2]: each (sequence, head)'s
+ *	token counts per tier, in batch order
+ *
+ * Counts every byte the kernel must read: K and V rows and their metadata
+ * for every token, scores read and written when updated, the table entries
+ * and counts, q and out. Bandwidth figures are computed from it.
+ *
+ * Return: bytes.
+ */
+uint64_t kvk_attn_bytes(const struct kvk_attn_args *a, const uint32_t *ntok)
+{
+	uint64_t b = 0, hd = a->head_dim;
+	size_t pairs = (size_t)a->nr_seqs * a->nr_kv_heads;
+
+	for (size_t i = 0; i < pairs; i++) {
+		for (int t = 0; t < 2; t++) {
+			const struct kvk_attn_tier *ti = &a->tier[t];
+			uint64_t n = ntok[2 * i + t];
+
+			b += n * (kvq_row_bytes(hd, ti->kbits) +
+				  kvq_row_bytes(hd, ti->vbits) +
+				  kvq_meta_bytes(ti->kbits, ti->kgroups) +
+				  kvq_meta_bytes(ti->vbits, ti->vgroups));
+			b += (n + ti->tokens - 1) / ti->tokens * 4;
+			if (a->update_scores)
+				b += n * 8;
+		}
+		b += 8 + 4;
+	}
+	return b + 2ULL * pairs * a->group * hd * kvk_dtype_size(a->dtype);
+}

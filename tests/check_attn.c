@@ -1,0 +1,185 @@
+// SPDX-License-Identifier: MIT
+/*
+ * check_attn.c - decode attention, CPU reference, against attention
+ * computed in double precision straight from the dequantized tokens (read
+ * back through kvq_page_get(), a separate path), over random pools of many
+ * tier pairs, head_dims and GQA ratios; and the score update: with one
+ * query head per group each head's scores gain exactly 1 in total.
+ */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attn_common.h"
+#include "kvmm_base.h"
+#include "kvq.h"
+#include "kvtest.h"
+
+static const struct kva_tier pairs[][2] = {
+	{ { 16, 16, 1, 1 }, { 16, 16, 1, 1 } },	/* fp16 baseline */
+	{ { 8, 4, 1, 2 }, { 4, 2, 2, 4 } },	/* DiffKV K8V4 / K4V2 */
+	{ { 8, 4, 1, 1 }, { 4, 2, 1, 1 } },
+	{ { 8, 8, 1, 1 }, { 2, 1, 4, 4 } },
+	{ { 16, 16, 1, 1 }, { 4, 4, 2, 2 } },
+};
+
+static void expect(const struct attn_case *c, float *want, float *score_add)
+{
+	const struct kvk_attn_args *a = &c->a;
+	uint32_t hd = a->head_dim, G = a->group;
+	const float *q = c->q;
+
+	for (size_t li = 0; li < c->nr_lists; li++) {
+		uint32_t n = c->ntokens[2 * li] + c->ntokens[2 * li + 1];
+
+		for (uint32_t g = 0; g < G; g++) {
+			const float *qq = q + (li * G + g) * hd;
+			float *o = want + (li * G + g) * hd;
+			double *lg = malloc((n + 1) * sizeof(double)), mx = -INFINITY,
+			       sum = 0;
+
+			for (uint32_t i = 0; i < n; i++) {
+				const float *k = c->k_ref +
+						 (li * c->max_tokens + i) * hd;
+				double d = 0;
+
+				for (uint32_t e = 0; e < hd; e++)
+					d += (double)qq[e] * k[e];
+				lg[i] = d * a->scale;
+				mx = fmax(mx, lg[i]);
+			}
+			for (uint32_t i = 0; i < n; i++)
+				sum += exp(lg[i] - mx);
+			for (uint32_t e = 0; e < hd; e++) {
+				double acc = 0;
+
+				for (uint32_t i = 0; i < n; i++)
+					acc += exp(lg[i] - mx) / sum *
+					       c->v_ref[(li * c->max_tokens + i) * hd + e];
+				o[e] = (float)acc;
+			}
+			for (uint32_t i = 0; score_add && i < n; i++) {
+				float p = (float)(exp(lg[i] - mx) / sum);
+				float *s = &score_add[li * c->max_tokens + i];
+
+				*s = g ? fmaxf(*s, p) : p;
+			}
+			free(lg);
+		}
+	}
+}
+
+START_TEST(test_attn_cpu_vs_direct)
+{
+	static const uint32_t hds[] = { 64, 128, 256 }, groups[] = { 1, 4, 8 };
+	uint64_t seed = kvtest_seed("attn_cpu_vs_direct");
+	int cases = 0;
+
+	for (size_t p = 0; p < ARRAY_SIZE(pairs); p++)
+		for (size_t h = 0; h < ARRAY_SIZE(hds); h++) {
+			struct attn_case c;
+			uint32_t G = groups[(p + h) % 3];
+			size_t n;
+			float *want, *got, *add, *before, *after;
+			double err;
+
+			attn_case_make(&c, &seed, 3, 2, G, hds[h], pairs[p], 300,
+				       KVK_F32);
+			n = c.nr_lists * G * hds[h];
+			want = malloc(n * 4);
+			add = calloc(c.nr_lists * c.max_tokens, 4);
+			before = calloc(c.nr_lists * c.max_tokens, 4);
+			after = calloc(c.nr_lists * c.max_tokens, 4);
+			expect(&c, want, add);
+			attn_read_scores(&c, c.pool, before);
+			c.a.update_scores = 1;
+			ck_assert_int_eq(kvk_attn_decode_cpu(&c.a, NULL), 0);
+			got = c.out;
+			err = attn_rel_l2(got, want, n);
+			ck_assert_msg(err < 1e-5, "pair %zu hd %u G %u: rel L2 %g",
+				      p, hds[h], G, err);
+			attn_read_scores(&c, c.pool, after);
+			for (size_t i = 0; i < c.nr_lists * c.max_tokens; i++)
+				ck_assert_msg(fabsf(after[i] - before[i] - add[i]) <
+						      1e-6f + 1e-5f * add[i],
+					      "score %zu: +%g, want +%g", i,
+					      after[i] - before[i], add[i]);
+			free(want), free(add), free(before), free(after);
+			attn_case_free(&c);
+			cases++;
+		}
+	ck_assert_int_eq(cases, 15);
+}
+END_TEST
+
+/* with one query head per kv-head, a head's probabilities sum to one */
+START_TEST(test_scores_sum_to_one)
+{
+	uint64_t seed = kvtest_seed("scores_sum_to_one");
+	struct attn_case c;
+	float *before, *after;
+
+	attn_case_make(&c, &seed, 4, 2, 1, 128, pairs[1], 500, KVK_F32);
+	before = calloc(c.nr_lists * c.max_tokens, 4);
+	after = calloc(c.nr_lists * c.max_tokens, 4);
+	attn_read_scores(&c, c.pool, before);
+	c.a.update_scores = 1;
+	ck_assert_int_eq(kvk_attn_decode_cpu(&c.a, NULL), 0);
+	attn_read_scores(&c, c.pool, after);
+	for (size_t li = 0; li < c.nr_lists; li++) {
+		uint32_t n = c.ntokens[2 * li] + c.ntokens[2 * li + 1];
+		double sum = 0;
+
+		for (uint32_t i = 0; i < n; i++)
+			sum += after[li * c.max_tokens + i] -
+			       before[li * c.max_tokens + i];
+		if (n)
+			ck_assert_msg(fabs(sum - 1.0) < 1e-4, "list %zu: %g",
+				      li, sum);
+	}
+	free(before), free(after);
+	attn_case_free(&c);
+}
+END_TEST
+
+START_TEST(test_attn_bad_args)
+{
+	uint64_t seed = kvtest_seed("attn_bad_args");
+	struct attn_case c;
+	struct kvk_attn_args a;
+
+	attn_case_make(&c, &seed, 2, 2, 2, 128, pairs[1], 100, KVK_F32);
+	a = c.a;
+	a.head_dim = 96;
+	ck_assert_int_eq(kvk_attn_decode_cpu(&a, NULL), -EINVAL);
+	a = c.a;
+	a.group = KVK_ATTN_MAX_GROUP + 1;
+	ck_assert_int_eq(kvk_attn_decode_cpu(&a, NULL), -EINVAL);
+	a = c.a;
+	a.tier[1].kbits = 3;
+	ck_assert_int_eq(kvk_attn_decode_cpu(&a, NULL), -EINVAL);
+	a = c.a;
+	a.tier[0].tokens = 1000; /* segments past the page */
+	ck_assert_int_eq(kvk_attn_decode_cpu(&a, NULL), -EINVAL);
+	a = c.a;
+	a.width = 1; /* counts need more pages than the row holds */
+	c.ntokens[0] = 100, c.ntokens[1] = 100;
+	ck_assert_int_eq(kvk_attn_decode_cpu(&a, NULL), -EINVAL);
+	attn_case_free(&c);
+}
+END_TEST
+
+Suite *suite_attn(void)
+{
+	Suite *s = suite_create("attn");
+	TCase *tc = tcase_create("decode");
+
+	tcase_set_timeout(tc, 60);
+	KV_ADD(tc, test_attn_cpu_vs_direct);
+	KV_ADD(tc, test_scores_sum_to_one);
+	KV_ADD(tc, test_attn_bad_args);
+	suite_add_tcase(s, tc);
+	return s;
+}

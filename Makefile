@@ -5,7 +5,7 @@
 #   make            build everything (CUDA parts when nvcc is found)
 #   make check      install missing dependencies, build, run the CPU suites
 #   make check-gpu  run the GPU suites (skipped, not passed, without a GPU)
-#   make run        generate on the default model      (generation issue)
+#   make run        generate on the default model (fetched if absent)
 #   make model      fetch the default model into models/
 #   make clean
 #
@@ -152,9 +152,15 @@ check-san:
 model:
 	$(Q)tools/model-fetch.sh
 
-run:
-	@echo "make run: reserved for the generation issue (#6); not built yet" >&2
-	@exit 2
+# README's first command: build, fetch the model if absent, generate. The
+# executor runs on the CPU until the CUDA executor exists.
+RUN_MODEL := models/SmolLM2-135M-Instruct.Q4_1.gguf
+RUN_PROMPT := What are three tips for staying healthy?
+
+run: deps
+	$(Q)tools/model-fetch.sh
+	$(Q)$(MAKE) all
+	$(Q)$(KVMM) generate --model $(RUN_MODEL) --chat --prompt "$(RUN_PROMPT)"
 
 clean:
 	$(Q)rm -rf build build-cpu build-san

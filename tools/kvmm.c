@@ -16,10 +16,14 @@ static const struct kvmm_cmd bench_cmds[] = {
 	  "time reserve/create/map/set-access/unmap/release per granule" },
 	{ "mem", cmd_bench_mem,
 	  "memory ceilings: device read and copy, host-NUMA read" },
+	{ "attn", cmd_bench_attn,
+	  "paged mixed-precision decode attention, GB/s beside the ceiling" },
 };
 
 static const struct kvmm_cmd top_cmds[] = {
 	{ "bench", cmd_bench, "microbenchmarks (kvmm bench help)" },
+	{ "generate", cmd_generate,
+	  "generate text from a GGUF model (kvmm generate --help)" },
 };
 
 /**

@@ -32,5 +32,7 @@ int kvmm_cmp_double(const void *a, const void *b);
 int cmd_bench(int argc, char **argv);
 int cmd_bench_vmm(int argc, char **argv);
 int cmd_bench_mem(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_bench_attn(int argc, char **argv);
 
 #endif /* KVMM_TOOL_H */

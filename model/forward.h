@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * forward.h - the LLaMA-family forward pass: prefill of prompts and decode
+ * of single tokens, for a batch of sequences, over a KV cache reached
+ * through struct llm_kv_ops (kvcache.h).
+ *
+ * CPU backend (forward_cpu.c): weights dequantised to fp32 at load, fp32
+ * activations, threaded GEMMs of our own, the kvk_*_cpu() kernels for
+ * RMSNorm, RoPE, SiLU-mul, residual add and embedding gather. See
+ * Documentation/model/index.rst, "Forward pass".
+ */
+#ifndef LLM_FORWARD_H
+#define LLM_FORWARD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "kvcache.h"
+
+/**
+ * struct llm_batch - the new tokens of one step, for several sequences
+ * @n_seq: sequences in the step; >= 1
+ * @seq: [n_seq] their slots in the KV cache, all different
+ * @n_tok: [n_seq] new tokens of each: the prompt at prefill, 1 at decode
+ * @tok: sum(n_tok) token ids, sequence after sequence
+ *
+ * The new tokens of sequence i take positions llm_kv_len(kv, seq[i]) on.
+ */
+struct llm_batch {
+	int n_seq;
+	const int *seq;
+	const int *n_tok;
+	const int32_t *tok;
+};
+
+struct llm_cpu;
+
+int llm_cpu_load(const struct llm_config *c, const struct llm_weights *w,
+		 int n_threads, struct llm_cpu **out, char *err,
+		 size_t errlen);
+void llm_cpu_free(struct llm_cpu *m);
+uint64_t llm_cpu_weight_bytes(const struct llm_cpu *m);
+int llm_cpu_threads(const struct llm_cpu *m);
+int llm_cpu_forward(struct llm_cpu *m, struct llm_kv *kv,
+		    const struct llm_batch *b, float *logits);
+
+#endif /* LLM_FORWARD_H */

@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kvcache.h - the executor's view of a KV cache: append the keys and values
+ * of new tokens for one layer, read a (layer, kv-head) back for attention.
+ *
+ * The forward pass reaches the cache only through struct llm_kv_ops, so the
+ * contiguous fp32 cache here and the allocator's paged cache (a later issue)
+ * are interchangeable. Positions of a sequence are 0 .. len - 1, stored in
+ * order; the forward pass appends every layer of a step and then commits the
+ * step's tokens with llm_kv_commit().
+ */
+#ifndef LLM_KVCACHE_H
+#define LLM_KVCACHE_H
+
+#include <stdint.h>
+
+#include "config.h"
+
+struct llm_kv;
+
+/**
+ * struct llm_kv_ops - what a KV cache implements
+ * @append: store keys and values of tokens @pos .. @pos + @ntok - 1 of
+ *	sequence @seq at @layer: @k and @v hold @ntok rows of
+ *	n_kv_heads * head_dim floats, @ld floats apart. Return 0, -ENOSPC
+ *	when the sequence would exceed its capacity, -EINVAL.
+ * @read: copy positions 0 .. @n - 1 of (@seq, @layer, @kv_head) into @k
+ *	and @v, each [n][head_dim] floats. Return 0 or -EINVAL.
+ * @destroy: free the cache.
+ */
+struct llm_kv_ops {
+	int (*append)(struct llm_kv *kv, int seq, int layer, int pos,
+		      int ntok, const float *k, const float *v, long ld);
+	int (*read)(struct llm_kv *kv, int seq, int layer, int kv_head,
+		    int n, float *k, float *v);
+	void (*destroy)(struct llm_kv *kv);
+};
+
+/*
+ * struct llm_kv - common part of every KV cache. Owned by its creator; not
+ * locked: one forward pass at a time.
+ */
+struct llm_kv {
+	const struct llm_kv_ops *ops;
+	int n_seq;	/* sequence slots */
+	int n_layers;
+	int n_kv_heads;
+	int head_dim;	/* floats per head per token */
+	int max_tok;	/* capacity of each sequence, tokens */
+	int *len;	/* [n_seq] tokens committed */
+	uint64_t bytes; /* memory held for keys and values */
+};
+
+int llm_kv_contig_create(const struct llm_config *c, int n_seq, int max_tok,
+			 struct llm_kv **out);
+
+/* tokens of @seq whose keys and values every layer holds */
+static inline int llm_kv_len(const struct llm_kv *kv, int seq)
+{
+	return kv->len[seq];
+}
+
+/* after every layer appended @ntok tokens of @seq */
+static inline void llm_kv_commit(struct llm_kv *kv, int seq, int ntok)
+{
+	kv->len[seq] += ntok;
+}
+
+/* forget every token of @seq (the slot can be reused) */
+static inline void llm_kv_reset(struct llm_kv *kv, int seq)
+{
+	kv->len[seq] = 0;
+}
+
+static inline void llm_kv_destroy(struct llm_kv *kv)
+{
+	if (kv)
+		kv->ops->destroy(kv);
+}
+
+#endif /* LLM_KVCACHE_H */

@@ -1,0 +1,986 @@
+// SPDX-License-Identifier: MIT
+/*
+ * generate.c - `kvmm generate`: load a GGUF model, run a prompt through the
+ * CPU executor, stream the answer, print a summary.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <sched.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "forward.h"
+#include "gguf.h"
+#include "kvcache.h"
+#include "kvk.h"
+#include "kvmm.h"
+#include "tokenizer.h"
+
+#define GEN_MAX_STOP 8
+
+struct gen_opts {
+	const char *model;
+	const char *prompt;
+	const char *batch_file; /* JSONL of {"prompt": ...}, or NULL */
+	const char *system;
+	bool chat;
+	bool json;
+	uint64_t max_tokens;
+	uint64_t threads; /* 0: every CPU we may run on */
+	uint64_t seed;
+	struct kvk_sample_cfg sample;
+	const char *stop[GEN_MAX_STOP];
+	int n_stop;
+};
+
+/*
+ * struct gen_seq - one prompt and what was generated for it. Owned by its
+ * struct gen_run.
+ */
+struct gen_seq {
+	char *prompt;	  /* the user's text (owned) */
+	int32_t *ids;	  /* prompt, then generated tokens */
+	size_t n_prompt;  /* tokens */
+	size_t n_gen;	  /* tokens generated (stop token included) */
+	char *text;	  /* generated text, NUL-terminated */
+	size_t text_len, text_cap; /* bytes */
+	size_t shown;	  /* bytes of @text already printed */
+	const char *stop_reason; /* NULL while running */
+};
+
+/*
+ * struct gen_run - one generation: the loaded model and its sequences,
+ * decoded together. Owned by cmd_generate(); single-threaded.
+ */
+struct gen_run {
+	struct llm_config cfg;
+	struct llm_tok *tok;
+	struct llm_cpu *cpu;
+	struct llm_kv *kv;
+	struct gen_seq *seq;
+	int n_seq;
+	uint64_t max_new;   /* tokens each sequence may generate */
+	int32_t stop_id[3]; /* eos and end-of-turn tokens, -1 unused */
+	bool stream;	    /* print text as it comes (one sequence) */
+	double load_us, prefill_us, decode_us; /* microseconds */
+	uint64_t decode_tok; /* tokens produced by decode steps */
+};
+
+static const char gen_usage[] =
+	"usage: kvmm generate --model PATH --prompt TEXT [options]\n"
+	"       kvmm generate --model PATH --batch-file FILE [options]\n"
+	"  --batch-file FILE   one JSON object a line, {\"prompt\": TEXT}:\n"
+	"                      every prompt decoded together in one batch\n"
+	"  --chat              wrap the prompt in the model's chat template\n"
+	"  --system TEXT       system message (with --chat)\n"
+	"  --max-tokens N      tokens to generate at most (256)\n"
+	"  --device D          auto, cpu or cuda (auto: cuda when built\n"
+	"                      and a GPU answers, else cpu; today cpu)\n"
+	"  --threads N         CPU threads (all available)\n"
+	"  --temperature T     0 is greedy (0)\n"
+	"  --top-k K           keep the K most likely tokens, 0 all (0)\n"
+	"  --top-p P           nucleus sampling, in (0, 1] (1)\n"
+	"  --seed S            seed of the sampler (0)\n"
+	"  --stop TEXT         stop when TEXT is generated (up to 8)\n"
+	"  --json              JSON lines (one per prompt, then a summary)\n"
+	"                      instead of streaming\n";
+
+static int parse_f32(const char *opt, const char *s, float lo, float hi,
+		     float *out)
+{
+	char *end;
+	float v;
+
+	errno = 0;
+	v = strtof(s, &end);
+	if (errno || end == s || *end || !(v >= lo && v <= hi)) {
+		fprintf(stderr, "kvmm: %s: '%s' is not a number in [%g, %g]\n",
+			opt, s, lo, hi);
+		return -EINVAL;
+	}
+	*out = v;
+	return 0;
+}
+
+enum {
+	OPT_MODEL = 256, OPT_PROMPT, OPT_CHAT, OPT_SYSTEM, OPT_MAX_TOKENS,
+	OPT_DEVICE, OPT_THREADS, OPT_TEMP, OPT_TOP_K, OPT_TOP_P, OPT_SEED,
+	OPT_STOP, OPT_JSON, OPT_BATCH_FILE, OPT_HELP,
+};
+
+static const struct option gen_longopts[] = {
+	{ "model", required_argument, NULL, OPT_MODEL },
+	{ "prompt", required_argument, NULL, OPT_PROMPT },
+	{ "chat", no_argument, NULL, OPT_CHAT },
+	{ "system", required_argument, NULL, OPT_SYSTEM },
+	{ "max-tokens", required_argument, NULL, OPT_MAX_TOKENS },
+	{ "device", required_argument, NULL, OPT_DEVICE },
+	{ "threads", required_argument, NULL, OPT_THREADS },
+	{ "temperature", required_argument, NULL, OPT_TEMP },
+	{ "top-k", required_argument, NULL, OPT_TOP_K },
+	{ "top-p", required_argument, NULL, OPT_TOP_P },
+	{ "seed", required_argument, NULL, OPT_SEED },
+	{ "stop", required_argument, NULL, OPT_STOP },
+	{ "json", no_argument, NULL, OPT_JSON },
+	{ "batch-file", required_argument, NULL, OPT_BATCH_FILE },
+	{ "help", no_argument, NULL, OPT_HELP },
+	{ NULL, 0, NULL, 0 },
+};
+
+/* Return: 0, 1 for --help (exit 0), or -EINVAL (exit 2). */
+static int gen_parse(int argc, char **argv, struct gen_opts *o)
+{
+	uint64_t v;
+	int c;
+
+	memset(o, 0, sizeof(*o));
+	o->max_tokens = 256;
+	o->sample.top_p = 1.0f;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", gen_longopts, NULL)) != -1) {
+		switch (c) {
+		case OPT_MODEL:
+			o->model = optarg;
+			break;
+		case OPT_PROMPT:
+			o->prompt = optarg;
+			break;
+		case OPT_CHAT:
+			o->chat = true;
+			break;
+		case OPT_SYSTEM:
+			o->system = optarg;
+			break;
+		case OPT_MAX_TOKENS:
+			if (kvmm_parse_u64("--max-tokens", optarg, 1,
+					   LLM_MAX_CTX, &o->max_tokens))
+				return -EINVAL;
+			break;
+		case OPT_DEVICE:
+			/* auto: the GPU when its executor exists, else cpu */
+			if (!strcmp(optarg, "auto"))
+				break;
+			if (!strcmp(optarg, "cuda")) {
+				fprintf(stderr, "kvmm generate: --device cuda: "
+					"the CUDA executor is not built yet\n");
+				return -EINVAL;
+			}
+			if (strcmp(optarg, "cpu")) {
+				fprintf(stderr, "kvmm generate: --device: '%s' "
+					"is not auto, cpu or cuda\n", optarg);
+				return -EINVAL;
+			}
+			break;
+		case OPT_THREADS:
+			if (kvmm_parse_u64("--threads", optarg, 1, 256,
+					   &o->threads))
+				return -EINVAL;
+			break;
+		case OPT_TEMP:
+			if (parse_f32("--temperature", optarg, 0.0f, 100.0f,
+				      &o->sample.temperature))
+				return -EINVAL;
+			break;
+		case OPT_TOP_K:
+			if (kvmm_parse_u64("--top-k", optarg, 0, LLM_MAX_VOCAB,
+					   &v))
+				return -EINVAL;
+			o->sample.top_k = (int)v;
+			break;
+		case OPT_TOP_P:
+			if (parse_f32("--top-p", optarg, 1e-6f, 1.0f,
+				      &o->sample.top_p))
+				return -EINVAL;
+			break;
+		case OPT_SEED:
+			if (kvmm_parse_u64("--seed", optarg, 0, UINT64_MAX,
+					   &o->seed))
+				return -EINVAL;
+			break;
+		case OPT_STOP:
+			if (o->n_stop == GEN_MAX_STOP || !*optarg) {
+				fprintf(stderr, "kvmm generate: --stop: at most "
+					"%d non-empty strings\n", GEN_MAX_STOP);
+				return -EINVAL;
+			}
+			o->stop[o->n_stop++] = optarg;
+			break;
+		case OPT_JSON:
+			o->json = true;
+			break;
+		case OPT_BATCH_FILE:
+			o->batch_file = optarg;
+			break;
+		case OPT_HELP:
+			fputs(gen_usage, stdout);
+			return 1;
+		default:
+			fputs(gen_usage, stderr);
+			return -EINVAL;
+		}
+	}
+	if (optind < argc || !o->model || !o->prompt == !o->batch_file) {
+		fprintf(stderr, "kvmm generate: %s\n%s",
+			optind < argc ? "unexpected argument" :
+			"--model and one of --prompt, --batch-file are required",
+			gen_usage);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int gen_threads(const struct gen_opts *o)
+{
+	cpu_set_t set;
+
+	if (o->threads)
+		return (int)o->threads;
+	if (!sched_getaffinity(0, sizeof(set), &set) && CPU_COUNT(&set) > 0)
+		return CPU_COUNT(&set);
+	return 1;
+}
+
+/* open, configure, load weights and tokenizer; the file is closed after */
+static int gen_load(struct gen_run *r, const struct gen_opts *o)
+{
+	char err[LLM_GGUF_ERR_MAX] = "";
+	struct llm_weights w = { 0 };
+	struct llm_gguf *g;
+	double t0 = kvmm_now_us();
+	int ret;
+
+	ret = llm_gguf_open(o->model, &g, err, sizeof(err));
+	if (ret) {
+		/* the reader's message names the file already */
+		fprintf(stderr, "kvmm generate: %s\n",
+			*err ? err : strerror(-ret));
+		return ret;
+	}
+	ret = llm_config_load(g, &r->cfg, err, sizeof(err));
+	if (!ret)
+		ret = llm_weights_bind(g, &r->cfg, &w, err, sizeof(err));
+	if (ret)
+		goto out_close;
+	ret = llm_tok_load(g, &r->tok, err, sizeof(err));
+	if (!ret)
+		ret = llm_cpu_load(&r->cfg, &w, gen_threads(o), &r->cpu, err,
+				   sizeof(err));
+	llm_weights_fini(&w);
+out_close:
+	llm_gguf_close(g);
+	if (ret)
+		goto out_err;
+	r->load_us = kvmm_now_us() - t0;
+	return 0;
+
+out_err:
+	fprintf(stderr, "kvmm generate: %s: %s\n", o->model,
+		*err ? err : strerror(-ret));
+	return ret;
+}
+
+/* the prompt of @q in the chat template or as is, into q->ids */
+static int gen_encode(struct gen_run *r, const struct gen_opts *o,
+		      struct gen_seq *q)
+{
+	const struct llm_tok *t = r->tok;
+	unsigned int flags = 0;
+	char *text = NULL;
+	size_t len, n;
+	int ret;
+
+	if (o->chat) {
+		struct llm_chat_msg msg[2];
+		enum llm_chat_tmpl style;
+		const char *sys = NULL;
+		size_t sys_len = 0, nm = 0;
+
+		if (!t->chat_template ||
+		    llm_chat_detect(t->chat_template, &style, &sys, &sys_len)) {
+			fprintf(stderr, "kvmm generate: --chat: the model has "
+				"no ChatML or Llama-3 chat template\n");
+			return -EOPNOTSUPP;
+		}
+		if (o->system)
+			msg[nm++] = (struct llm_chat_msg){ "system", o->system };
+		msg[nm++] = (struct llm_chat_msg){ "user", q->prompt };
+		llm_chat_format(style, sys, sys_len, msg, nm, true, NULL, 0,
+				&len);
+		text = malloc(len + 1);
+		if (!text)
+			return -ENOMEM;
+		llm_chat_format(style, sys, sys_len, msg, nm, true, text,
+				len + 1, &len);
+		flags = LLM_TOK_PARSE_SPECIAL;
+	} else {
+		len = strlen(q->prompt);
+		if (t->add_bos)
+			flags = LLM_TOK_ADD_BOS;
+	}
+	ret = llm_tok_encode(t, text ? text : q->prompt, len, flags, NULL, 0,
+			     &n);
+	if (ret && ret != -ENOSPC)
+		goto out;
+	if (n == 0 || n >= r->cfg.n_ctx) {
+		fprintf(stderr, "kvmm generate: the prompt is %zu tokens; the "
+			"model's context is %u\n", n, r->cfg.n_ctx);
+		ret = -E2BIG;
+		goto out;
+	}
+	q->ids = malloc((n + o->max_tokens) * sizeof(int32_t));
+	ret = -ENOMEM;
+	if (!q->ids)
+		goto out;
+	ret = llm_tok_encode(t, text ? text : q->prompt, len, flags, q->ids,
+			     n, &n);
+	q->n_prompt = n;
+out:
+	free(text);
+	return ret;
+}
+
+static int text_put(struct gen_seq *q, const char *p, size_t n)
+{
+	if (q->text_len + n + 1 > q->text_cap) {
+		size_t cap = (q->text_len + n + 1) * 2;
+		char *t = realloc(q->text, cap);
+
+		if (!t)
+			return -ENOMEM;
+		q->text = t;
+		q->text_cap = cap;
+	}
+	memcpy(q->text + q->text_len, p, n);
+	q->text_len += n;
+	q->text[q->text_len] = 0;
+	return 0;
+}
+
+/* bytes of @s[0..n) that end on a whole UTF-8 character */
+static size_t utf8_whole(const char *s, size_t n)
+{
+	size_t i = n, k = 0;
+
+	while (i > 0 && k < 4 && ((unsigned char)s[i - 1] & 0xc0) == 0x80) {
+		i--;
+		k++;
+	}
+	if (i > 0) {
+		unsigned char c = s[i - 1];
+		size_t need = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
+
+		if (need > k + 1)
+			return i - 1;
+	}
+	return n;
+}
+
+/*
+ * A stop string in the text: cut the text there and return true. Else
+ * *hold is the length of the longest tail that may begin a stop string.
+ */
+static bool gen_stop_string(struct gen_seq *q, const struct gen_opts *o,
+			    size_t *hold)
+{
+	*hold = 0;
+	if (!q->text)
+		return false;
+	for (int i = 0; i < o->n_stop; i++) {
+		char *p = strstr(q->text, o->stop[i]);
+		size_t sl = strlen(o->stop[i]);
+
+		if (p) {
+			q->text_len = p - q->text;
+			q->text[q->text_len] = 0;
+			return true;
+		}
+		for (size_t k = sl - 1; k > *hold; k--)
+			if (k <= q->text_len &&
+			    !memcmp(q->text + q->text_len - k, o->stop[i], k))
+				*hold = k;
+	}
+	return false;
+}
+
+static void gen_show(struct gen_seq *q, size_t upto)
+{
+	upto = utf8_whole(q->text, upto);
+	if (upto > q->shown) {
+		fwrite(q->text + q->shown, 1, upto - q->shown, stdout);
+		fflush(stdout);
+		q->shown = upto;
+	}
+}
+
+static bool gen_is_stop(const struct gen_run *r, int32_t id)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(r->stop_id); i++)
+		if (r->stop_id[i] >= 0 && id == r->stop_id[i])
+			return true;
+	return false;
+}
+
+/* take token @id for sequence @q; Return: 0 or -ENOMEM */
+static int gen_take(struct gen_run *r, const struct gen_opts *o,
+		    struct gen_seq *q, int32_t id)
+{
+	size_t pl, hold;
+	const char *p;
+	int ret;
+
+	q->ids[q->n_prompt + q->n_gen++] = id;
+	if (gen_is_stop(r, id)) {
+		q->stop_reason = "eos";
+		return 0;
+	}
+	p = llm_tok_piece(r->tok, id, &pl);
+	if (r->tok->type[id] != LLM_TOKTYPE_CONTROL) {
+		ret = text_put(q, p, pl);
+		if (ret)
+			return ret;
+	}
+	if (gen_stop_string(q, o, &hold))
+		q->stop_reason = "stop-string";
+	else if (q->n_gen == r->max_new)
+		q->stop_reason = "max-tokens";
+	if (r->stream && q->text)
+		gen_show(q, q->stop_reason ? q->text_len : q->text_len - hold);
+	return 0;
+}
+
+/* sample one token per row of @logits for the sequences in @idx */
+static int gen_sample(struct gen_run *r, const struct gen_opts *o,
+		      const int *idx, int n, const float *logits, int32_t *id,
+		      float *u)
+{
+	for (int i = 0; i < n; i++)
+		u[i] = kvk_rand_uniform(o->seed, (uint64_t)idx[i] << 32 |
+						 r->seq[idx[i]].n_gen);
+	return kvk_sample_cpu(id, logits, u, n, r->cfg.n_vocab, &o->sample,
+			      KVK_F32, NULL);
+}
+
+/* arrays of one step: slots, token counts, tokens, sampled ids, uniforms */
+struct gen_step {
+	int *idx, *nt;
+	int32_t *tok, *id;
+	float *u, *logits;
+};
+
+/*
+ * Prefill every prompt in one step, then decode the sequences still
+ * running, all in one batch per step, until each has stopped.
+ */
+static int gen_loop(struct gen_run *r, const struct gen_opts *o,
+		    struct gen_step *st)
+{
+	struct llm_batch b = { r->n_seq, st->idx, st->nt, st->tok };
+	size_t off = 0;
+	double t0;
+	int n, ret;
+
+	for (int i = 0; i < r->n_seq; i++) {
+		st->idx[i] = i;
+		st->nt[i] = (int)r->seq[i].n_prompt;
+		memcpy(st->tok + off, r->seq[i].ids,
+		       r->seq[i].n_prompt * sizeof(int32_t));
+		off += r->seq[i].n_prompt;
+	}
+	t0 = kvmm_now_us();
+	ret = llm_cpu_forward(r->cpu, r->kv, &b, st->logits);
+	r->prefill_us = kvmm_now_us() - t0;
+	n = r->n_seq;
+	t0 = kvmm_now_us();
+	while (!ret && n) {
+		int m = 0;
+
+		ret = gen_sample(r, o, st->idx, n, st->logits, st->id, st->u);
+		for (int i = 0; !ret && i < n; i++) {
+			struct gen_seq *q = &r->seq[st->idx[i]];
+
+			ret = gen_take(r, o, q, st->id[i]);
+			if (q->stop_reason)
+				continue;
+			st->idx[m] = st->idx[i];
+			st->nt[m] = 1;
+			st->tok[m++] = st->id[i];
+		}
+		n = m;
+		if (ret || !n)
+			break;
+		if (!r->stream && isatty(STDERR_FILENO))
+			fprintf(stderr, "\r  decode: %zu tokens, %d of %d "
+				"sequences running ", r->decode_tok, n,
+				r->n_seq);
+		b.n_seq = n;
+		ret = llm_cpu_forward(r->cpu, r->kv, &b, st->logits);
+		r->decode_tok += n;
+	}
+	r->decode_us = kvmm_now_us() - t0;
+	if (!r->stream && isatty(STDERR_FILENO))
+		fputc('\n', stderr);
+	if (ret)
+		fprintf(stderr, "kvmm generate: %s\n", strerror(-ret));
+	return ret;
+}
+
+static void json_str(FILE *f, const char *s, size_t n)
+{
+	fputc('"', f);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = s[i];
+
+		if (c == '"' || c == '\\')
+			fprintf(f, "\\%c", c);
+		else if (c == '\n')
+			fputs("\\n", f);
+		else if (c < 0x20)
+			fprintf(f, "\\u%04x", c);
+		else
+			fputc(c, f);
+	}
+	fputc('"', f);
+}
+
+static void gen_print(const struct gen_run *r, const struct gen_opts *o)
+{
+	for (int i = 0; i < r->n_seq; i++) {
+		const struct gen_seq *q = &r->seq[i];
+
+		if (o->json) {
+			printf("{\"index\": %d, \"prompt\": ", i);
+			json_str(stdout, q->prompt, strlen(q->prompt));
+			printf(", \"text\": ");
+			json_str(stdout, q->text ? q->text : "", q->text_len);
+			printf(", \"stop\": \"%s\", \"prompt_tokens\": %zu, "
+			       "\"generated_tokens\": %zu}\n", q->stop_reason,
+			       q->n_prompt, q->n_gen);
+		} else if (r->stream) {
+			fputc('\n', stdout);
+		} else {
+			printf("--- [%d] %s\n%s\n", i, q->prompt,
+			       q->text ? q->text : "");
+		}
+	}
+	fflush(stdout);
+}
+
+static void gen_summary(const struct gen_run *r, const struct gen_opts *o)
+{
+	size_t n_prompt = 0, n_gen = 0;
+	double pre_tps, dec_tps;
+	struct rusage ru;
+	double rss_mb;
+
+	for (int i = 0; i < r->n_seq; i++) {
+		n_prompt += r->seq[i].n_prompt;
+		n_gen += r->seq[i].n_gen;
+	}
+	/* the first token of each comes from prefill's logits */
+	pre_tps = n_prompt / (r->prefill_us / 1e6);
+	dec_tps = r->decode_tok ? r->decode_tok / (r->decode_us / 1e6) : 0.0;
+	getrusage(RUSAGE_SELF, &ru);
+	rss_mb = ru.ru_maxrss / 1024.0;
+	if (o->json) {
+		printf("{\"summary\": true, \"model\": ");
+		json_str(stdout, o->model, strlen(o->model));
+		printf(", \"device\": \"cpu\", \"threads\": %d, "
+		       "\"sequences\": %d, \"prompt_tokens\": %zu, "
+		       "\"generated_tokens\": %zu, \"load_s\": %.3f, "
+		       "\"prefill_s\": %.3f, \"prefill_tok_s\": %.2f, "
+		       "\"decode_s\": %.3f, \"decode_tok_s\": %.2f, "
+		       "\"kv_bytes\": %llu, \"weight_bytes\": %llu, "
+		       "\"peak_rss_mb\": %.1f}\n",
+		       llm_cpu_threads(r->cpu), r->n_seq, n_prompt, n_gen,
+		       r->load_us / 1e6, r->prefill_us / 1e6, pre_tps,
+		       r->decode_us / 1e6, dec_tps,
+		       (unsigned long long)r->kv->bytes,
+		       (unsigned long long)llm_cpu_weight_bytes(r->cpu), rss_mb);
+		return;
+	}
+	fprintf(stderr,
+		"\n-- kvmm generate: cpu, %d threads, %s, %d sequence%s%s%s\n"
+		"   load          %8.2f s (weights %.1f MiB fp32)\n"
+		"   prompt        %8zu tokens  %8.2f s  %8.1f tok/s (prefill)\n"
+		"   generated     %8zu tokens  %8.2f s  %8.1f tok/s (decode)\n"
+		"   KV cache      %8.1f MiB (contiguous fp32, %d x %d tokens)\n"
+		"   peak RSS      %8.1f MiB\n",
+		llm_cpu_threads(r->cpu), r->cfg.arch_name, r->n_seq,
+		r->n_seq > 1 ? "s" : "", r->n_seq > 1 ? "" : ", stop: ",
+		r->n_seq > 1 ? "" : r->seq[0].stop_reason, r->load_us / 1e6,
+		llm_cpu_weight_bytes(r->cpu) / 1048576.0, n_prompt,
+		r->prefill_us / 1e6, pre_tps, n_gen, r->decode_us / 1e6,
+		dec_tps, r->kv->bytes / 1048576.0, r->kv->n_seq,
+		r->kv->max_tok, rss_mb);
+}
+
+static void gen_fini(struct gen_run *r)
+{
+	llm_kv_destroy(r->kv);
+	llm_cpu_free(r->cpu);
+	llm_tok_free(r->tok);
+	for (int i = 0; r->seq && i < r->n_seq; i++) {
+		free(r->seq[i].prompt);
+		free(r->seq[i].ids);
+		free(r->seq[i].text);
+	}
+	free(r->seq);
+}
+
+/* ---- --batch-file: one JSON object per line, {"prompt": "..."} ---- */
+
+static const char *js_ws(const char *p)
+{
+	while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+		p++;
+	return p;
+}
+
+static void utf8_put(char **d, uint32_t cp)
+{
+	char *o = *d;
+
+	if (cp < 0x80) {
+		*o++ = (char)cp;
+	} else if (cp < 0x800) {
+		*o++ = (char)(0xc0 | cp >> 6);
+		*o++ = (char)(0x80 | (cp & 0x3f));
+	} else if (cp < 0x10000) {
+		*o++ = (char)(0xe0 | cp >> 12);
+		*o++ = (char)(0x80 | ((cp >> 6) & 0x3f));
+		*o++ = (char)(0x80 | (cp & 0x3f));
+	} else {
+		*o++ = (char)(0xf0 | cp >> 18);
+		*o++ = (char)(0x80 | ((cp >> 12) & 0x3f));
+		*o++ = (char)(0x80 | ((cp >> 6) & 0x3f));
+		*o++ = (char)(0x80 | (cp & 0x3f));
+	}
+	*d = o;
+}
+
+static int js_hex4(const char *p, uint32_t *v)
+{
+	*v = 0;
+	for (int i = 0; i < 4; i++) {
+		int c = p[i], x;
+
+		if (c >= '0' && c <= '9')
+			x = c - '0';
+		else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
+			x = (c | 0x20) - 'a' + 10;
+		else
+			return -EINVAL;
+		*v = *v << 4 | x;
+	}
+	return 0;
+}
+
+/*
+ * A JSON string at *pp (at its opening quote): decoded into a new buffer
+ * in *out when @out is not NULL; *pp moves past it. Return: 0, -EINVAL.
+ */
+static int js_string(const char **pp, char **out)
+{
+	const char *p = *pp + 1;
+	char *buf = out ? malloc(strlen(p) + 1) : NULL, *d = buf;
+	uint32_t cp, lo;
+
+	if (out && !buf)
+		return -ENOMEM;
+	for (; *p && *p != '"'; p++) {
+		char c = *p;
+
+		if (c != '\\') {
+			if (d)
+				*d++ = c;
+			continue;
+		}
+		c = *++p;
+		switch (c) {
+		case 'n': c = '\n'; break;
+		case 't': c = '\t'; break;
+		case 'r': c = '\r'; break;
+		case 'b': c = '\b'; break;
+		case 'f': c = '\f'; break;
+		case '"': case '\\': case '/': break;
+		case 'u':
+			if (js_hex4(p + 1, &cp))
+				goto out_bad;
+			p += 4;
+			if (cp >= 0xd800 && cp < 0xdc00 && p[1] == '\\' &&
+			    p[2] == 'u' && !js_hex4(p + 3, &lo) &&
+			    lo >= 0xdc00 && lo < 0xe000) {
+				cp = 0x10000 + ((cp - 0xd800) << 10) +
+				     (lo - 0xdc00);
+				p += 6;
+			}
+			if (d)
+				utf8_put(&d, cp);
+			continue;
+		default:
+			goto out_bad;
+		}
+		if (d)
+			*d++ = c;
+	}
+	if (*p != '"')
+		goto out_bad;
+	*pp = p + 1;
+	if (d)
+		*d = 0;
+	if (out)
+		*out = buf;
+	return 0;
+
+out_bad:
+	free(buf);
+	return -EINVAL;
+}
+
+/* skip one JSON value that is not a string: number, literal, {..}, [..] */
+static int js_skip(const char **pp)
+{
+	const char *p = *pp;
+	int depth = 0;
+
+	do {
+		if (*p == '"') {
+			if (js_string(&p, NULL))
+				return -EINVAL;
+			continue;
+		}
+		if (!*p)
+			return -EINVAL;
+		if (*p == '{' || *p == '[')
+			depth++;
+		else if (*p == '}' || *p == ']')
+			depth--;
+		else if (!depth && (*p == ',' || *p == ' '))
+			break;
+		p++;
+	} while (depth > 0 || (*p && *p != ',' && *p != '}' && *p != ' '));
+	*pp = p;
+	return 0;
+}
+
+/* the "prompt" member of the object on @line, in a new buffer */
+static int js_prompt(const char *line, char **prompt)
+{
+	const char *p = js_ws(line);
+	char *key;
+	int ret;
+
+	*prompt = NULL;
+	if (*p++ != '{')
+		return -EINVAL;
+	for (p = js_ws(p); *p == '"'; p = js_ws(p)) {
+		ret = js_string(&p, &key);
+		if (ret)
+			goto out_bad;
+		p = js_ws(p);
+		if (*p++ != ':') {
+			free(key);
+			goto out_bad;
+		}
+		p = js_ws(p);
+		if (!strcmp(key, "prompt") && *p == '"' && !*prompt)
+			ret = js_string(&p, prompt);
+		else
+			ret = *p == '"' ? js_string(&p, NULL) : js_skip(&p);
+		free(key);
+		if (ret)
+			goto out_bad;
+		p = js_ws(p);
+		if (*p == ',')
+			p = js_ws(p + 1);
+		else
+			break;
+	}
+	if (*p != '}' || !*prompt)
+		goto out_bad;
+	return 0;
+
+out_bad:
+	free(*prompt);
+	*prompt = NULL;
+	return -EINVAL;
+}
+
+static int gen_add(struct gen_run *r, int *cap, char *prompt)
+{
+	if (r->n_seq == *cap) {
+		int nc = *cap ? 2 * *cap : 8;
+		struct gen_seq *s = realloc(r->seq, nc * sizeof(*s));
+
+		if (!s)
+			return -ENOMEM;
+		r->seq = s;
+		*cap = nc;
+	}
+	memset(&r->seq[r->n_seq], 0, sizeof(r->seq[0]));
+	r->seq[r->n_seq++].prompt = prompt;
+	return 0;
+}
+
+/* the prompts: --prompt, or every line of --batch-file */
+static int gen_prompts(struct gen_run *r, const struct gen_opts *o)
+{
+	char *line = NULL, *prompt;
+	size_t lcap = 0;
+	int cap = 0, ret = 0, lineno = 0;
+	FILE *f;
+
+	if (o->prompt) {
+		prompt = strdup(o->prompt);
+		ret = prompt ? gen_add(r, &cap, prompt) : -ENOMEM;
+		if (ret)
+			free(prompt);
+		return ret;
+	}
+	f = fopen(o->batch_file, "r");
+	if (!f) {
+		ret = -errno;
+		fprintf(stderr, "kvmm generate: %s: %s\n", o->batch_file,
+			strerror(-ret));
+		return ret;
+	}
+	while (getline(&line, &lcap, f) > 0) {
+		lineno++;
+		if (!*js_ws(line))
+			continue;
+		ret = js_prompt(line, &prompt);
+		if (ret == -EINVAL) {
+			fprintf(stderr, "kvmm generate: %s:%d: not a JSON "
+				"object with a \"prompt\" string\n",
+				o->batch_file, lineno);
+			break;
+		}
+		if (!ret && r->n_seq == 4096)
+			ret = -E2BIG;
+		if (!ret)
+			ret = gen_add(r, &cap, prompt);
+		if (ret) {
+			free(prompt);
+			break;
+		}
+	}
+	free(line);
+	fclose(f);
+	if (!ret && !r->n_seq) {
+		fprintf(stderr, "kvmm generate: %s: no prompts\n",
+			o->batch_file);
+		ret = -EINVAL;
+	}
+	if (ret == -E2BIG)
+		fprintf(stderr, "kvmm generate: %s: more than 4096 prompts\n",
+			o->batch_file);
+	return ret;
+}
+
+static int gen_step_alloc(struct gen_step *st, const struct gen_run *r)
+{
+	size_t tot = 0, n = r->n_seq;
+
+	for (int i = 0; i < r->n_seq; i++)
+		tot += r->seq[i].n_prompt;
+	st->idx = malloc(n * sizeof(int));
+	st->nt = malloc(n * sizeof(int));
+	st->tok = malloc((tot > n ? tot : n) * sizeof(int32_t));
+	st->id = malloc(n * sizeof(int32_t));
+	st->u = malloc(n * sizeof(float));
+	st->logits = malloc(n * r->cfg.n_vocab * sizeof(float));
+	if (!st->idx || !st->nt || !st->tok || !st->id || !st->u ||
+	    !st->logits)
+		return -ENOMEM;
+	return 0;
+}
+
+static void gen_step_free(struct gen_step *st)
+{
+	free(st->idx);
+	free(st->nt);
+	free(st->tok);
+	free(st->id);
+	free(st->u);
+	free(st->logits);
+}
+
+/* the KV cache for every sequence, each up to the longest one's need */
+static int gen_kv(struct gen_run *r)
+{
+	size_t need = 0;
+	int ret;
+
+	for (int i = 0; i < r->n_seq; i++)
+		if (r->seq[i].n_prompt > need)
+			need = r->seq[i].n_prompt;
+	if (r->max_new > r->cfg.n_ctx - need)
+		r->max_new = r->cfg.n_ctx - need;
+	need += r->max_new;
+	ret = llm_kv_contig_create(&r->cfg, r->n_seq, (int)need, &r->kv);
+	if (ret)
+		fprintf(stderr, "kvmm generate: KV cache of %d x %zu tokens: "
+			"%s\n", r->n_seq, need, strerror(-ret));
+	return ret;
+}
+
+/**
+ * cmd_generate() - `kvmm generate`
+ * @argc: argument count
+ * @argv: arguments, argv[0] = "generate"
+ *
+ * Return: exit status: 0, 1 when the model or the run failed, 2 for a bad
+ * command line (or --device cuda, not built yet).
+ */
+int cmd_generate(int argc, char **argv)
+{
+	struct gen_step st = { 0 };
+	struct gen_run r = { 0 };
+	struct gen_opts o;
+	int ret;
+
+	ret = gen_parse(argc, argv, &o);
+	if (ret)
+		return ret > 0 ? 0 : 2;
+	ret = gen_prompts(&r, &o);
+	if (ret)
+		goto out;
+	ret = gen_load(&r, &o);
+	if (ret)
+		goto out;
+	r.max_new = o.max_tokens;
+	for (int i = 0; !ret && i < r.n_seq; i++)
+		ret = gen_encode(&r, &o, &r.seq[i]);
+	if (ret) {
+		if (ret == -ENOMEM)
+			fprintf(stderr, "kvmm generate: out of memory\n");
+		goto out;
+	}
+	r.stop_id[0] = r.tok->eos_id;
+	r.stop_id[1] = llm_tok_lookup(r.tok, "<|im_end|>");
+	r.stop_id[2] = llm_tok_lookup(r.tok, "<|eot_id|>");
+	r.stream = r.n_seq == 1 && !o.json;
+	ret = gen_kv(&r);
+	if (ret)
+		goto out;
+	ret = gen_step_alloc(&st, &r);
+	if (ret) {
+		fprintf(stderr, "kvmm generate: out of memory\n");
+		goto out;
+	}
+	ret = gen_loop(&r, &o, &st);
+	if (!ret) {
+		gen_print(&r, &o);
+		gen_summary(&r, &o);
+	}
+out:
+	gen_step_free(&st);
+	gen_fini(&r);
+	return ret ? 1 : 0;
+}

@@ -17,6 +17,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "kvk.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -74,65 +76,7 @@ static inline uint32_t kvq_meta_bytes(uint32_t bits, uint32_t groups)
 
 int kvq_format_valid(uint32_t head_dim, uint32_t bits, uint32_t groups);
 
-/* fp16 <-> fp32, round to nearest even (the CUDA intrinsics' rounding) */
-static inline uint16_t kvq_f32_to_f16(float f)
-{
-	uint32_t x, sign, exp, man, h, rem;
-	int e;
-
-	memcpy(&x, &f, 4);
-	sign = (x >> 16) & 0x8000;
-	exp = (x >> 23) & 0xff;
-	man = x & 0x7fffff;
-	if (exp == 0xff)
-		return (uint16_t)(sign | 0x7c00 | (man ? 0x200 : 0));
-	e = (int)exp - 127 + 15;
-	if (e >= 31)
-		return (uint16_t)(sign | 0x7c00);
-	if (e <= 0) {
-		uint32_t shift, mid;
-
-		if (e < -10)
-			return (uint16_t)sign;
-		man |= 0x800000;
-		shift = (uint32_t)(14 - e);
-		h = man >> shift;
-		rem = man & ((1U << shift) - 1);
-		mid = 1U << (shift - 1);
-		if (rem > mid || (rem == mid && (h & 1)))
-			h++;
-		return (uint16_t)(sign | h);
-	}
-	h = sign | ((uint32_t)e << 10) | (man >> 13);
-	rem = man & 0x1fff;
-	if (rem > 0x1000 || (rem == 0x1000 && (h & 1)))
-		h++; /* a carry into the exponent is right, up to inf */
-	return (uint16_t)h;
-}
-
-static inline float kvq_f16_to_f32(uint16_t h)
-{
-	uint32_t sign = (uint32_t)(h & 0x8000) << 16;
-	uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff, x;
-	float f;
-
-	if (exp == 0 && !man) {
-		x = sign;
-	} else if (exp == 0) {
-		exp = 127 - 15 + 1;
-		while (!(man & 0x400)) {
-			man <<= 1;
-			exp--;
-		}
-		x = sign | (exp << 23) | ((man & 0x3ff) << 13);
-	} else if (exp == 31) {
-		x = sign | 0x7f800000 | (man << 13);
-	} else {
-		x = sign | ((exp + 112) << 23) | (man << 13);
-	}
-	memcpy(&f, &x, 4);
-	return f;
-}
+/* fp16 conversions: kvk_f32_to_f16() and kvk_f16_to_f32() of kvk.h */
 
 /* one row (CPU) */
 int kvq_quantize_row(const float *x, uint32_t head_dim, uint32_t bits,

@@ -73,7 +73,7 @@ int kvq_quantize_row(const float *x, uint32_t head_dim, uint32_t bits,
 		uint16_t *h = (uint16_t *)row;
 
 		for (uint32_t i = 0; i < head_dim; i++)
-			h[i] = kvq_f32_to_f16(x[i]);
+			h[i] = kvk_f32_to_f16(x[i]);
 		return 0;
 	}
 	gsize = head_dim / groups;
@@ -89,10 +89,10 @@ int kvq_quantize_row(const float *x, uint32_t head_dim, uint32_t bits,
 			mn = c < mn ? c : mn;
 			mx = c > mx ? c : mx;
 		}
-		meta[2 * g] = kvq_f32_to_f16(clamp_f16((mx - mn) / (float)qmax));
-		meta[2 * g + 1] = kvq_f32_to_f16(mn);
-		s = kvq_f16_to_f32(meta[2 * g]);
-		z = kvq_f16_to_f32(meta[2 * g + 1]);
+		meta[2 * g] = kvk_f32_to_f16(clamp_f16((mx - mn) / (float)qmax));
+		meta[2 * g + 1] = kvk_f32_to_f16(mn);
+		s = kvk_f16_to_f32(meta[2 * g]);
+		z = kvk_f16_to_f32(meta[2 * g + 1]);
 		for (uint32_t i = 0; i < gsize; i++) {
 			float q = 0.0f;
 
@@ -129,7 +129,7 @@ int kvq_dequantize_row(const uint8_t *row, const uint16_t *meta,
 		const uint16_t *h = (const uint16_t *)row;
 
 		for (uint32_t i = 0; i < head_dim; i++)
-			x[i] = kvq_f16_to_f32(h[i]);
+			x[i] = kvk_f16_to_f32(h[i]);
 		return 0;
 	}
 	gsize = head_dim / groups;
@@ -137,8 +137,8 @@ int kvq_dequantize_row(const uint8_t *row, const uint16_t *meta,
 		uint32_t g = i / gsize;
 
 		x[i] = fmaf((float)get_bits(row, i, bits),
-			    kvq_f16_to_f32(meta[2 * g]),
-			    kvq_f16_to_f32(meta[2 * g + 1]));
+			    kvk_f16_to_f32(meta[2 * g]),
+			    kvk_f16_to_f32(meta[2 * g + 1]));
 	}
 	return 0;
 }

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "gguf.h"
+#include "kvk.h"
 
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "gguf.c assumes a little-endian host"
@@ -956,88 +957,6 @@ int llm_gguf_tensor_row(const struct llm_gguf_tensor *t, uint64_t row,
 				    dst, t->ne[0]);
 }
 
-/**
- * llm_fp16_to_f32() - IEEE half to float, subnormals, inf and NaN included.
- * @h: the half's bits.
- *
- * Return: the value.
- */
-float llm_fp16_to_f32(uint16_t h)
-{
-	uint32_t sign = (uint32_t)(h & 0x8000) << 16;
-	uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
-	float f;
-
-	if (exp == 0x1f) {
-		bits = sign | 0x7f800000 | (man << 13);
-	} else if (exp) {
-		bits = sign | ((exp + 112) << 23) | (man << 13);
-	} else {
-		/* zero or subnormal: man * 2^-24 */
-		f = (float)man * (1.0f / 16777216.0f);
-		return sign ? -f : f;
-	}
-	memcpy(&f, &bits, 4);
-	return f;
-}
-
-/**
- * llm_f32_to_fp16() - float to IEEE half, round to nearest even.
- * @f: the value.
- *
- * Return: the half's bits (overflow gives inf, NaN stays NaN).
- */
-uint16_t llm_f32_to_fp16(float f)
-{
-	uint32_t x, sign, man;
-	int32_t exp;
-
-	memcpy(&x, &f, 4);
-	sign = (x >> 16) & 0x8000;
-	exp = (int32_t)((x >> 23) & 0xff) - 127 + 15;
-	man = x & 0x7fffff;
-	if (((x >> 23) & 0xff) == 0xff)
-		return sign | 0x7c00 | (man ? 0x200 : 0);
-	if (exp >= 31)
-		return sign | 0x7c00;
-	if (exp <= 0) {
-		uint32_t shift, half, r;
-
-		if (exp < -10)
-			return sign;
-		man |= 0x800000;
-		shift = 14 - exp;
-		half = 1U << (shift - 1);
-		r = man >> shift;
-		if ((man & ((1U << shift) - 1)) > half ||
-		    ((man & ((1U << shift) - 1)) == half && (r & 1)))
-			r++;
-		return sign | r;
-	}
-	{
-		uint32_t r = ((uint32_t)exp << 10) | (man >> 13);
-		uint32_t rem = man & 0x1fff;
-
-		if (rem > 0x1000 || (rem == 0x1000 && (r & 1)))
-			r++; /* may carry into the exponent: still right */
-		return sign | r;
-	}
-}
-
-/**
- * llm_bf16_to_f32() - bfloat16 to float.
- * @h: the bf16 bits.
- *
- * Return: the value.
- */
-float llm_bf16_to_f32(uint16_t h)
-{
-	uint32_t bits = (uint32_t)h << 16;
-	float f;
-
-	memcpy(&f, &bits, 4);
-	return f;
-}
 
 static uint16_t gg_le16(const uint8_t *p)
 {
@@ -1079,16 +998,16 @@ int llm_gguf_dequant_row(uint32_t type, const void *src, float *dst,
 		return 0;
 	case LLM_GGML_F16:
 		for (i = 0; i < n; i++)
-			dst[i] = llm_fp16_to_f32(gg_le16(p + 2 * i));
+			dst[i] = kvk_f16_to_f32(gg_le16(p + 2 * i));
 		return 0;
 	case LLM_GGML_BF16:
 		for (i = 0; i < n; i++)
-			dst[i] = llm_bf16_to_f32(gg_le16(p + 2 * i));
+			dst[i] = kvk_bf16_to_f32(gg_le16(p + 2 * i));
 		return 0;
 	}
 
 	for (b = 0; b < n / LLM_QK; b++, p += bsz, dst += LLM_QK) {
-		float d = llm_fp16_to_f32(gg_le16(p)), m;
+		float d = kvk_f16_to_f32(gg_le16(p)), m;
 
 		switch (type) {
 		case LLM_GGML_Q8_0:
@@ -1102,7 +1021,7 @@ int llm_gguf_dequant_row(uint32_t type, const void *src, float *dst,
 			}
 			break;
 		case LLM_GGML_Q4_1:
-			m = llm_fp16_to_f32(gg_le16(p + 2));
+			m = kvk_f16_to_f32(gg_le16(p + 2));
 			for (j = 0; j < LLM_QK / 2; j++) {
 				dst[j] = (float)(p[4 + j] & 0xf) * d + m;
 				dst[j + 16] = (float)(p[4 + j] >> 4) * d + m;

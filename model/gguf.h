@@ -153,8 +153,5 @@ int llm_gguf_row_bytes(uint32_t type, uint64_t n, uint64_t *bytes);
 int llm_gguf_dequant_row(uint32_t type, const void *src, float *dst,
 			 uint64_t n);
 
-float llm_fp16_to_f32(uint16_t h);
-uint16_t llm_f32_to_fp16(float f);
-float llm_bf16_to_f32(uint16_t h);
 
 #endif /* LLM_GGUF_H */

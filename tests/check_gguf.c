@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "gguf.h"
+#include "kvk.h"
 #include "kvtest.h"
 
 #define MODEL_DEFAULT "models/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -222,25 +223,25 @@ static int synth_open(const struct synth *s, struct llm_gguf **g, char *err)
 
 START_TEST(test_fp16_convert)
 {
-	ck_assert_float_eq(llm_fp16_to_f32(0x3c00), 1.0f);
-	ck_assert_float_eq(llm_fp16_to_f32(0xc000), -2.0f);
-	ck_assert_float_eq(llm_fp16_to_f32(0x7bff), 65504.0f);
-	ck_assert_float_eq(llm_fp16_to_f32(0x0001), ldexpf(1.0f, -24));
-	ck_assert_float_eq(llm_fp16_to_f32(0x0400), ldexpf(1.0f, -14));
-	ck_assert(isinf(llm_fp16_to_f32(0x7c00)));
-	ck_assert(isnan(llm_fp16_to_f32(0x7e00)));
-	ck_assert(signbit(llm_fp16_to_f32(0x8000)));
-	ck_assert_float_eq(llm_bf16_to_f32(0x3f80), 1.0f);
-	ck_assert_float_eq(llm_bf16_to_f32(0xc040), -3.0f);
-	ck_assert_uint_eq(llm_f32_to_fp16(65520.0f), 0x7c00);
-	ck_assert_uint_eq(llm_f32_to_fp16(1.0f + ldexpf(1.0f, -11)), 0x3c00);
-	ck_assert_uint_eq(llm_f32_to_fp16(ldexpf(1.0f, -25)), 0x0000);
-	ck_assert_uint_eq(llm_f32_to_fp16(ldexpf(3.0f, -25)), 0x0002);
+	ck_assert_float_eq(kvk_f16_to_f32(0x3c00), 1.0f);
+	ck_assert_float_eq(kvk_f16_to_f32(0xc000), -2.0f);
+	ck_assert_float_eq(kvk_f16_to_f32(0x7bff), 65504.0f);
+	ck_assert_float_eq(kvk_f16_to_f32(0x0001), ldexpf(1.0f, -24));
+	ck_assert_float_eq(kvk_f16_to_f32(0x0400), ldexpf(1.0f, -14));
+	ck_assert(isinf(kvk_f16_to_f32(0x7c00)));
+	ck_assert(isnan(kvk_f16_to_f32(0x7e00)));
+	ck_assert(signbit(kvk_f16_to_f32(0x8000)));
+	ck_assert_float_eq(kvk_bf16_to_f32(0x3f80), 1.0f);
+	ck_assert_float_eq(kvk_bf16_to_f32(0xc040), -3.0f);
+	ck_assert_uint_eq(kvk_f32_to_f16(65520.0f), 0x7c00);
+	ck_assert_uint_eq(kvk_f32_to_f16(1.0f + ldexpf(1.0f, -11)), 0x3c00);
+	ck_assert_uint_eq(kvk_f32_to_f16(ldexpf(1.0f, -25)), 0x0000);
+	ck_assert_uint_eq(kvk_f32_to_f16(ldexpf(3.0f, -25)), 0x0002);
 	/* every finite half survives a round trip */
 	for (uint32_t h = 0; h < 0x10000; h++) {
 		if ((h & 0x7c00) == 0x7c00)
 			continue;
-		ck_assert_uint_eq(llm_f32_to_fp16(llm_fp16_to_f32(h)), h);
+		ck_assert_uint_eq(kvk_f32_to_f16(kvk_f16_to_f32(h)), h);
 	}
 }
 END_TEST
@@ -311,8 +312,8 @@ START_TEST(test_dequant_q4_1)
 	for (b = 0; b < 3; b++) {
 		uint8_t *p = blk + 20 * b;
 
-		put16(p, llm_f32_to_fp16(0.125f * (b + 1)));
-		put16(p + 2, llm_f32_to_fp16(-1.5f + b));
+		put16(p, kvk_f32_to_f16(0.125f * (b + 1)));
+		put16(p + 2, kvk_f32_to_f16(-1.5f + b));
 		for (j = 0; j < 16; j++)
 			p[4 + j] = (uint8_t)kvtest_rand(&s);
 	}

@@ -35,7 +35,7 @@ START_TEST(test_f16_convert)
 	for (uint32_t h = 0; h < 0x10000; h++) {
 		_Float16 hf;
 		uint16_t u = (uint16_t)h;
-		float got = kvq_f16_to_f32(u), want;
+		float got = kvk_f16_to_f32(u), want;
 
 		memcpy(&hf, &u, 2);
 		want = (float)hf;
@@ -60,7 +60,7 @@ START_TEST(test_f16_convert)
 			continue;
 		hf = (_Float16)f;
 		memcpy(&want, &hf, 2);
-		got = kvq_f32_to_f16(f);
+		got = kvk_f32_to_f16(f);
 		if (got != want)
 			ck_abort_msg("f32 %a: f16 %#x, want %#x", f, got, want);
 	}
@@ -82,8 +82,8 @@ START_TEST(test_bit_layout)
 		for (uint32_t i = 0; i < hd; i++)
 			x[i] = (float)(i % (qmax + 1));
 		ck_assert_int_eq(kvq_quantize_row(x, hd, bits, 1, row, meta), 0);
-		ck_assert_float_eq(kvq_f16_to_f32(meta[0]), 1.0f);
-		ck_assert_float_eq(kvq_f16_to_f32(meta[1]), 0.0f);
+		ck_assert_float_eq(kvk_f16_to_f32(meta[0]), 1.0f);
+		ck_assert_float_eq(kvk_f16_to_f32(meta[1]), 0.0f);
 		for (uint32_t j = 0; j < rb; j++) {
 			uint32_t want = 0, per = 8 / bits;
 
@@ -111,8 +111,8 @@ START_TEST(test_groups)
 		x[i] = 1000.0f * (i / 32) + (float)(i % 16);
 	ck_assert_int_eq(kvq_quantize_row(x, 128, 4, 4, row, meta), 0);
 	for (uint32_t g = 0; g < 4; g++) {
-		ck_assert_float_eq(kvq_f16_to_f32(meta[2 * g]), 1.0f);
-		ck_assert_float_eq(kvq_f16_to_f32(meta[2 * g + 1]), 1000.0f * g);
+		ck_assert_float_eq(kvk_f16_to_f32(meta[2 * g]), 1.0f);
+		ck_assert_float_eq(kvk_f16_to_f32(meta[2 * g + 1]), 1000.0f * g);
 	}
 	ck_assert_int_eq(kvq_dequantize_row(row, meta, 128, 4, 4, y), 0);
 	for (uint32_t i = 0; i < 128; i++)

@@ -20,6 +20,7 @@
 #include "gguf.h"
 #include "kvcache.h"
 #include "kvk.h"
+#include "gguf_writer.h"
 #include "kvtest.h"
 #include "pool.h"
 #include "tokenizer.h"
@@ -27,15 +28,7 @@
 #include "ref/smollm2_ref.h"
 #include "ref/tiny_ref.h"
 
-#define MODEL_DEFAULT "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 #define REF_TOL 1e-4 /* relative L2, fp32 against the float64 reference */
-
-static const char *model_path(void)
-{
-	const char *p = getenv("KVMM_MODEL");
-
-	return p && *p ? p : MODEL_DEFAULT;
-}
 
 /* a model loaded for the tests; the GGUF file is closed after loading */
 struct fwd_model {
@@ -297,34 +290,6 @@ END_TEST
 /* ---- tiny synthetic models of every architecture ---- */
 
 /* growable byte buffer for a GGUF image */
-struct gbuf {
-	uint8_t *p;
-	size_t len, cap;
-};
-
-static void gb_put(struct gbuf *b, const void *d, size_t n)
-{
-	if (b->len + n > b->cap) {
-		b->cap = (b->len + n) * 2 + 64;
-		b->p = realloc(b->p, b->cap);
-		ck_assert_ptr_nonnull(b->p);
-	}
-	if (d)
-		memcpy(b->p + b->len, d, n);
-	else
-		memset(b->p + b->len, 0, n);
-	b->len += n;
-}
-
-static void gb_u32(struct gbuf *b, uint32_t v) { gb_put(b, &v, 4); }
-static void gb_u64(struct gbuf *b, uint64_t v) { gb_put(b, &v, 8); }
-
-static void gb_str(struct gbuf *b, const char *s)
-{
-	gb_u64(b, strlen(s));
-	gb_put(b, s, strlen(s));
-}
-
 static void gb_kv_u32(struct gbuf *b, const char *arch, const char *k,
 		      uint32_t v)
 {

@@ -15,56 +15,10 @@
 
 #include "gguf.h"
 #include "kvk.h"
+#include "gguf_writer.h"
 #include "kvtest.h"
 
-#define MODEL_DEFAULT "models/SmolLM2-135M-Instruct.Q4_1.gguf"
-
-static const char *model_path(void)
-{
-	const char *p = getenv("KVMM_MODEL");
-
-	return p && *p ? p : MODEL_DEFAULT;
-}
-
 /* ---- a tiny GGUF writer, for synthetic files ---- */
-
-struct gbuf {
-	uint8_t *p;
-	size_t len, cap;
-};
-
-static void gb_put(struct gbuf *b, const void *d, size_t n)
-{
-	if (b->len + n > b->cap) {
-		b->cap = (b->len + n) * 2 + 64;
-		b->p = realloc(b->p, b->cap);
-		ck_assert_ptr_nonnull(b->p);
-	}
-	memcpy(b->p + b->len, d, n);
-	b->len += n;
-}
-
-static void gb_u32(struct gbuf *b, uint32_t v) { gb_put(b, &v, 4); }
-static void gb_u64(struct gbuf *b, uint64_t v) { gb_put(b, &v, 8); }
-
-static void gb_str(struct gbuf *b, const char *s)
-{
-	gb_u64(b, strlen(s));
-	gb_put(b, s, strlen(s));
-}
-
-static void gb_key(struct gbuf *b, const char *k, uint32_t type)
-{
-	gb_str(b, k);
-	gb_u32(b, type);
-}
-
-static void gb_pad(struct gbuf *b, size_t align)
-{
-	static const uint8_t z[4096];
-
-	gb_put(b, z, kvmm_round_up(b->len, align) - b->len);
-}
 
 /* offsets of interesting fields in the synthetic file, for corruption */
 struct synth {

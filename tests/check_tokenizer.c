@@ -15,19 +15,12 @@
 #include <unistd.h>
 
 #include "gguf.h"
+#include "gguf_writer.h"
 #include "kvtest.h"
 #include "tokenizer.h"
 
-#define MODEL_DEFAULT "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 /* ../shared beside the checkout; tests run from the repository root */
 #define WIKI_PATH "../shared/data/wikitext-2/valid.txt"
-
-static const char *model_path(void)
-{
-	const char *p = getenv("KVMM_MODEL");
-
-	return p && *p ? p : MODEL_DEFAULT;
-}
 
 /* the default model's tokenizer, or NULL (and a SKIP line) without it */
 static struct llm_tok *model_tok(void)
@@ -194,37 +187,6 @@ START_TEST(test_ucat)
 END_TEST
 
 /* a GGUF image holding only tokenizer metadata */
-struct gbuf {
-	uint8_t *p;
-	size_t len, cap;
-};
-
-static void gb_put(struct gbuf *b, const void *d, size_t n)
-{
-	if (b->len + n > b->cap) {
-		b->cap = (b->len + n) * 2 + 64;
-		b->p = realloc(b->p, b->cap);
-		ck_assert_ptr_nonnull(b->p);
-	}
-	memcpy(b->p + b->len, d, n);
-	b->len += n;
-}
-
-static void gb_u32(struct gbuf *b, uint32_t v) { gb_put(b, &v, 4); }
-static void gb_u64(struct gbuf *b, uint64_t v) { gb_put(b, &v, 8); }
-
-static void gb_str(struct gbuf *b, const char *s)
-{
-	gb_u64(b, strlen(s));
-	gb_put(b, s, strlen(s));
-}
-
-static void gb_key(struct gbuf *b, const char *k, uint32_t type)
-{
-	gb_str(b, k);
-	gb_u32(b, type);
-}
-
 /*
  * Vocabulary: the 256 byte tokens (GPT-2 map), then "ab", "abc", "ĠĠ",
  * "<|sp|>", "<|spx|>" (controls), "bc". Merges: "a b" (rank 0),

@@ -9,25 +9,12 @@
 #include <errno.h>
 
 #include "kva.h"
+#include "kvk_cuda.cuh"
 
 #define KVA_COPY_THREADS 128 /* per block: one block per page */
 #define KVA_COPY_UNROLL 4    /* 16-byte loads in flight per thread */
 #define KVA_COPY_MAX_BLOCKS 16384
 #define KVA_REWRITE_THREADS 256
-
-static int cuda_errno(cudaError_t e)
-{
-	switch (e) {
-	case cudaSuccess:
-		return 0;
-	case cudaErrorMemoryAllocation:
-		return -ENOMEM;
-	case cudaErrorInvalidValue:
-		return -EINVAL;
-	default:
-		return -EIO;
-	}
-}
 
 static __device__ const uint4 *page_ptr(uint64_t base, uint32_t page_size,
 					uint32_t ppg, uint32_t p)
@@ -120,7 +107,7 @@ extern "C" int kva_copy_pages_cuda(uint64_t base, uint32_t page_size,
 		return 0;
 	kva_copy_pages_kernel<<<nb, KVA_COPY_THREADS, 0, s>>>(base, page_size,
 							      ppg, src, dst, n);
-	return cuda_errno(cudaGetLastError());
+	return kvk_cuda_errno(cudaGetLastError());
 }
 
 /**
@@ -145,5 +132,5 @@ extern "C" int kva_rewrite_cuda(const struct kva_view *v, const uint32_t *src,
 	kva_rewrite_kernel<<<(n + KVA_REWRITE_THREADS - 1) /
 				     KVA_REWRITE_THREADS,
 			     KVA_REWRITE_THREADS, 0, s>>>(*v, src, dst, n);
-	return cuda_errno(cudaGetLastError());
+	return kvk_cuda_errno(cudaGetLastError());
 }

@@ -10,23 +10,10 @@
 #include <errno.h>
 
 #include "kva.h"
+#include "kvk_cuda.cuh"
 
 #define KVA_THREADS 256	      /* per block, count and scatter kernels */
 #define KVA_SCAN_THREADS 1024 /* the one block of the scan kernel */
-
-static int cuda_errno(cudaError_t e)
-{
-	switch (e) {
-	case cudaSuccess:
-		return 0;
-	case cudaErrorMemoryAllocation:
-		return -ENOMEM;
-	case cudaErrorInvalidValue:
-		return -EINVAL;
-	default:
-		return -EIO;
-	}
-}
 
 static __device__ uint32_t dev_tier_full(const struct kva_view &v,
 					 uint32_t list, int tier)
@@ -410,7 +397,7 @@ extern "C" int kva_append_cuda(const struct kva_view *v, const uint32_t *slots,
 		return -EINVAL;
 	e = cudaMemsetAsync(v->err, 0, sizeof(*v->err), s);
 	if (e)
-		return cuda_errno(e);
+		return kvk_cuda_errno(e);
 	if (nk)
 		kva_append_count_kernel<<<blocks(nk), KVA_THREADS, 0, s>>>(
 			*v, slots, nk);
@@ -420,7 +407,7 @@ extern "C" int kva_append_cuda(const struct kva_view *v, const uint32_t *slots,
 		kva_append_scatter_kernel<<<blocks(nk), KVA_THREADS, 0, s>>>(
 			*v, slots, nk);
 	kva_append_finish_kernel<<<1, 1, 0, s>>>(*v, nk);
-	return cuda_errno(cudaGetLastError());
+	return kvk_cuda_errno(cudaGetLastError());
 }
 
 /**
@@ -443,7 +430,7 @@ extern "C" int kva_free_cuda(const struct kva_view *v, const uint32_t *slots,
 		return -EINVAL;
 	e = cudaMemsetAsync(v->err, 0, sizeof(*v->err), s);
 	if (e)
-		return cuda_errno(e);
+		return kvk_cuda_errno(e);
 	if (nk)
 		kva_free_count_kernel<<<blocks(nk), KVA_THREADS, 0, s>>>(
 			*v, slots, nk);
@@ -453,7 +440,7 @@ extern "C" int kva_free_cuda(const struct kva_view *v, const uint32_t *slots,
 		kva_free_scatter_kernel<<<blocks(nk), KVA_THREADS, 0, s>>>(
 			*v, slots, nk);
 	kva_free_finish_kernel<<<1, 1, 0, s>>>(*v, nk);
-	return cuda_errno(cudaGetLastError());
+	return kvk_cuda_errno(cudaGetLastError());
 }
 
 /**
@@ -481,7 +468,7 @@ extern "C" int kva_admit_cuda(const struct kva_view *v, const uint32_t *slots,
 		return -EINVAL;
 	e = cudaMemsetAsync(v->err, 0, sizeof(*v->err), s);
 	if (e)
-		return cuda_errno(e);
+		return kvk_cuda_errno(e);
 	if (nk)
 		kva_admit_count_kernel<<<blocks(nk), KVA_THREADS, 0, s>>>(
 			*v, prompt, nk);
@@ -491,7 +478,7 @@ extern "C" int kva_admit_cuda(const struct kva_view *v, const uint32_t *slots,
 		kva_admit_scatter_kernel<<<blocks(nk), KVA_THREADS, 0, s>>>(
 			*v, slots, nk);
 	kva_admit_finish_kernel<<<1, 1, 0, s>>>(*v, nk);
-	return cuda_errno(cudaGetLastError());
+	return kvk_cuda_errno(cudaGetLastError());
 }
 
 /**
@@ -520,7 +507,7 @@ extern "C" int kva_trim_cuda(const struct kva_view *v, const uint32_t *slots,
 		return -EINVAL;
 	e = cudaMemsetAsync(v->err, 0, sizeof(*v->err), s);
 	if (e)
-		return cuda_errno(e);
+		return kvk_cuda_errno(e);
 	if (nk)
 		kva_trim_count_kernel<<<blocks(nk), KVA_THREADS, 0, s>>>(
 			*v, slots, hi_tokens, lo_tokens, nk);
@@ -530,5 +517,5 @@ extern "C" int kva_trim_cuda(const struct kva_view *v, const uint32_t *slots,
 		kva_trim_scatter_kernel<<<blocks(nk), KVA_THREADS, 0, s>>>(
 			*v, slots, hi_tokens, lo_tokens, nk);
 	kva_trim_finish_kernel<<<1, 1, 0, s>>>(*v, nk);
-	return cuda_errno(cudaGetLastError());
+	return kvk_cuda_errno(cudaGetLastError());
 }

@@ -22,6 +22,7 @@
 
 #include "kvattn.h"
 #include "kvq.h"
+#include "kvk_cuda.cuh"
 
 #define ATTN_WARPS 4
 #define ATTN_GRANULE (2ULL << 20)
@@ -308,5 +309,5 @@ extern "C" int kvk_attn_decode_cuda(const struct kvk_attn_args *a,
 		kvk_attn_decode_kernel<8><<<grid, ATTN_WARPS * 32, 0, st>>>(*a);
 	}
 	e = cudaGetLastError();
-	return e == cudaSuccess ? 0 : e == cudaErrorInvalidValue ? -EINVAL : -EIO;
+	return kvk_cuda_errno(e);
 }

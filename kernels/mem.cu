@@ -9,6 +9,7 @@
 #include <errno.h>
 
 #include "kvk_mem.h"
+#include "kvk_cuda.cuh"
 
 #define READ_THREADS 512
 #define READ_UNROLL 4
@@ -77,7 +78,7 @@ extern "C" int kvk_read_sum_cuda(const void *p, size_t bytes, uint64_t *out,
 		e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount,
 					   dev);
 	if (e != cudaSuccess)
-		return e == cudaErrorMemoryAllocation ? -ENOMEM : -EIO;
+		return kvk_cuda_errno(e);
 	if (!n)
 		return 0;
 	blocks = (n + READ_THREADS - 1) / READ_THREADS;
@@ -86,5 +87,5 @@ extern "C" int kvk_read_sum_cuda(const void *p, size_t bytes, uint64_t *out,
 	kvk_read_sum_kernel<<<blocks, READ_THREADS, 0, (cudaStream_t)stream>>>(
 		(const uint4 *)p, n, (unsigned long long *)out);
 	e = cudaGetLastError();
-	return e == cudaSuccess ? 0 : e == cudaErrorInvalidValue ? -EINVAL : -EIO;
+	return kvk_cuda_errno(e);
 }

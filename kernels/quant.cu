@@ -8,6 +8,7 @@
 #include <errno.h>
 
 #include "kvq.h"
+#include "kvk_cuda.cuh"
 
 #define KVQ_WARPS 4 /* rows per block: one warp each */
 
@@ -121,24 +122,6 @@ __global__ void kvk_dequantize_rows_kernel(const uint8_t *__restrict__ data,
 	}
 }
 
-static int cuda_errno(cudaError_t e)
-{
-	switch (e) {
-	case cudaSuccess:
-		return 0;
-	case cudaErrorMemoryAllocation:
-		return -ENOMEM;
-	case cudaErrorInvalidValue:
-	case cudaErrorInvalidConfiguration:
-		return -EINVAL;
-	case cudaErrorNoDevice:
-	case cudaErrorInsufficientDriver:
-		return -ENODEV;
-	default:
-		return -EIO;
-	}
-}
-
 /**
  * kvk_quantize_rows_cuda() - quantize @rows head vectors on the GPU
  * @x: device [rows][head_dim] fp32
@@ -172,7 +155,7 @@ extern "C" int kvk_quantize_rows_cuda(const float *x, uint32_t rows,
 				x, rows, head_dim, data, meta);
 	KVQ_FORMATS(X)
 #undef X
-	return cuda_errno(cudaGetLastError());
+	return kvk_cuda_errno(cudaGetLastError());
 }
 
 /**
@@ -206,5 +189,5 @@ extern "C" int kvk_dequantize_rows_cuda(const uint8_t *data,
 				data, meta, rows, head_dim, x);
 	KVQ_FORMATS(X)
 #undef X
-	return cuda_errno(cudaGetLastError());
+	return kvk_cuda_errno(cudaGetLastError());
 }

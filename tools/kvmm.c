@@ -18,6 +18,10 @@ static const struct kvmm_cmd bench_cmds[] = {
 	  "memory ceilings: device read and copy, host-NUMA read" },
 	{ "attn", cmd_bench_attn,
 	  "paged mixed-precision decode attention, GB/s beside the ceiling" },
+	{ "alloc", cmd_bench_alloc,
+	  "batched append/free latency over 1K..64K lists, GPU and CPU" },
+	{ "compact", cmd_bench_compact,
+	  "compaction after a random half free: copy GB/s, granules released" },
 };
 
 static const struct kvmm_cmd top_cmds[] = {

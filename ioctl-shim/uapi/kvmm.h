@@ -10,10 +10,9 @@
  * fields (the size encoded in the ioctl number tells the driver which
  * version of a structure the caller knows).
  *
- * Status: DRAFT for issue 4. The numbers and layouts below are the proposed
- * contract; the userspace driver (kvshim_ioctl) that serves them is not
- * written yet, and nothing here may be relied on until KVMM_API_VERSION 1
- * is served by it.
+ * Status: KVMM_API_VERSION 1, every command below served by the userspace
+ * driver kvshim_ioctl() (ioctl-shim/kvshim.h); see
+ * Documentation/uapi/kvmm.rst.
  */
 #ifndef _UAPI_KVMM_H
 #define _UAPI_KVMM_H

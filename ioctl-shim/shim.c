@@ -1,0 +1,707 @@
+// SPDX-License-Identifier: MIT
+/*
+ * shim.c - the userspace driver of the kvmm uapi.
+ *
+ * DOC: validate, then apply
+ *
+ * kvshim_ioctl() is the one entry point. It checks, in this order and
+ * before it touches any state: the handle (-EBADF), the argument pointer
+ * (-EFAULT), the command's magic, number and direction (-ENOTTY), the size
+ * encoded in the command against the structure this build knows (-EINVAL),
+ * then the command's own fields: pads, reserved words and flags zero, ranges,
+ * user pointers non-NULL where a count asks for them (-EINVAL), and the
+ * space handle belonging to this file (-ENOENT). Only then does it call the
+ * allocator, whose calls either succeed or change nothing (kva.h), and only
+ * on success does it write results back to the caller's memory.
+ *
+ * Space handles are drawn from one counter shared by every file and never
+ * reused, so a handle of another file is simply not found (-ENOENT).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kva.h"
+#include "kvrt.h"
+#include "kvshim.h"
+
+/**
+ * struct kvshim_space - one KVMM space: a runtime context and its pool
+ *
+ * Owned by the struct kvshim_file that created it; protected by
+ * kvshim_lock like everything else here.
+ */
+struct kvshim_space {
+	uint32_t id;			/* handle seen by userspace */
+	uint32_t backend;		/* KVMM_BACKEND_* */
+	uint64_t va_bytes;		/* bytes */
+	struct kvrt_ctx *ctx;
+	struct kva_pool *pool;
+};
+
+/**
+ * struct kvshim_file - one open handle
+ *
+ * Lives in kvshim_files[], protected by kvshim_lock.
+ */
+struct kvshim_file {
+	int open;			/* 1 between open and close */
+	struct kvshim_space *spaces[KVSHIM_MAX_SPACES];
+};
+
+/* One mutex for the file table and everything reachable from it. */
+static pthread_mutex_t kvshim_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct kvshim_file kvshim_files[KVSHIM_MAX_FILES];
+static uint32_t kvshim_next_id = 1;	/* never reused; 0 is never a space */
+
+static int all_zero(const void *p, size_t len)
+{
+	const unsigned char *c = p;
+
+	for (size_t i = 0; i < len; i++)
+		if (c[i])
+			return 0;
+	return 1;
+}
+
+#define ZERO(field) all_zero(&(field), sizeof(field))
+
+static void *user_ptr(uint64_t u)
+{
+	return (void *)(uintptr_t)u;
+}
+
+static struct kvshim_file *file_get(int fd)
+{
+	if (fd < 0 || fd >= KVSHIM_MAX_FILES || !kvshim_files[fd].open)
+		return NULL;
+	return &kvshim_files[fd];
+}
+
+static struct kvshim_space *space_find(struct kvshim_file *f, uint32_t id,
+				       uint32_t *idx)
+{
+	for (uint32_t i = 0; i < KVSHIM_MAX_SPACES; i++) {
+		if (f->spaces[i] && f->spaces[i]->id == id) {
+			if (idx)
+				*idx = i;
+			return f->spaces[i];
+		}
+	}
+	return NULL;
+}
+
+static int space_destroy(struct kvshim_space *s)
+{
+	int ret = kva_pool_destroy(s->pool);
+
+	if (ret)
+		return ret;
+	kvrt_ctx_destroy(s->ctx);
+	free(s);
+	return 0;
+}
+
+/**
+ * kvshim_open() - open a new handle
+ *
+ * Return: a handle (>= 0); -EMFILE when KVSHIM_MAX_FILES are open.
+ */
+int kvshim_open(void)
+{
+	int fd = -EMFILE;
+
+	pthread_mutex_lock(&kvshim_lock);
+	for (int i = 0; i < KVSHIM_MAX_FILES; i++) {
+		if (!kvshim_files[i].open) {
+			memset(&kvshim_files[i], 0, sizeof(kvshim_files[i]));
+			kvshim_files[i].open = 1;
+			fd = i;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&kvshim_lock);
+	return fd;
+}
+
+/**
+ * kvshim_close() - close a handle and destroy every space it owns
+ * @fd: handle from kvshim_open()
+ *
+ * Return: 0; -EBADF for a handle that is not open; the runtime's error
+ * when a space cannot be destroyed (the handle then stays open with the
+ * spaces not yet destroyed, and the call may be repeated).
+ */
+int kvshim_close(int fd)
+{
+	struct kvshim_file *f;
+	int ret = 0;
+
+	pthread_mutex_lock(&kvshim_lock);
+	f = file_get(fd);
+	if (!f) {
+		ret = -EBADF;
+		goto out_unlock;
+	}
+	for (uint32_t i = 0; i < KVSHIM_MAX_SPACES; i++) {
+		if (!f->spaces[i])
+			continue;
+		ret = space_destroy(f->spaces[i]);
+		if (ret)
+			goto out_unlock;
+		f->spaces[i] = NULL;
+	}
+	f->open = 0;
+out_unlock:
+	pthread_mutex_unlock(&kvshim_lock);
+	return ret;
+}
+
+static int ioc_version(struct kvmm_version *a)
+{
+	if (!ZERO(a->pad) || !ZERO(a->reserved))
+		return -EINVAL;
+	a->api = KVMM_API_VERSION;
+	a->features = KVMM_FEAT_HOST | KVMM_FEAT_COMPACT | KVMM_FEAT_TIERS;
+	if (kvrt_cuda_probe(NULL, 0) == 0)
+		a->features |= KVMM_FEAT_DEVICE;
+	return 0;
+}
+
+static int head_dim_valid(uint32_t d)
+{
+	return d == 64 || d == 80 || d == 96 || d == 128 || d == 256;
+}
+
+static int space_create_valid(const struct kvmm_space_create *a)
+{
+	if (a->flags || !ZERO(a->reserved))
+		return -EINVAL;
+	if (a->backend != KVMM_BACKEND_DEVICE &&
+	    a->backend != KVMM_BACKEND_HOST)
+		return -EINVAL;
+	if (!a->nr_layers || !a->nr_kv_heads || !a->max_seqs ||
+	    !a->max_tokens || !head_dim_valid(a->head_dim))
+		return -EINVAL;
+	if (a->nr_tiers < 1 || a->nr_tiers > 2)
+		return -EINVAL;
+	for (uint32_t i = 0; i < 2; i++) {
+		struct kva_tier t = { a->tiers[i].kbits, a->tiers[i].vbits,
+				      a->tiers[i].kgroups,
+				      a->tiers[i].vgroups };
+
+		if (i < a->nr_tiers ? kva_tier_valid(&t) != 0
+				    : !ZERO(a->tiers[i]))
+			return -EINVAL;
+	}
+	if (!a->va_bytes || a->va_bytes % KVRT_GRANULE_SIZE)
+		return -EINVAL;
+	if (!a->budget_bytes || a->budget_bytes % KVRT_GRANULE_SIZE ||
+	    a->budget_bytes > a->va_bytes)
+		return -EINVAL;
+	if ((uint64_t)a->max_seqs * a->nr_layers * a->nr_kv_heads >
+	    UINT32_MAX / 2)
+		return -EINVAL;
+	return 0;
+}
+
+static int ioc_space_create(struct kvshim_file *f,
+			    struct kvmm_space_create *a)
+{
+	struct kvrt_ctx_opts o = { 0 };
+	struct kva_pool_params p = { 0 };
+	struct kvshim_space *s;
+	uint32_t slot = KVSHIM_MAX_SPACES;
+	int ret;
+
+	ret = space_create_valid(a);
+	if (ret)
+		return ret;
+	for (uint32_t i = 0; i < KVSHIM_MAX_SPACES; i++) {
+		if (!f->spaces[i]) {
+			slot = i;
+			break;
+		}
+	}
+	if (slot == KVSHIM_MAX_SPACES)
+		return -ENOSPC;
+	if (kvshim_next_id == 0)	/* 2^32 - 1 spaces made: none left */
+		return -ENOSPC;
+	if (a->backend == KVMM_BACKEND_DEVICE && kvrt_cuda_probe(NULL, 0))
+		return -ENODEV;
+
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	o.backend = a->backend == KVMM_BACKEND_HOST ? KVRT_BACKEND_HOST
+						    : KVRT_BACKEND_CUDA;
+	ret = kvrt_ctx_create(&o, &s->ctx);
+	if (ret)
+		goto out_free;
+
+	p.ctx = s->ctx;
+	p.va_bytes = a->va_bytes;
+	p.budget_bytes = a->budget_bytes;
+	p.head_dim = a->head_dim;
+	p.nr_tiers = a->nr_tiers;
+	for (uint32_t i = 0; i < a->nr_tiers; i++) {
+		p.tiers[i].kbits = a->tiers[i].kbits;
+		p.tiers[i].vbits = a->tiers[i].vbits;
+		p.tiers[i].kgroups = a->tiers[i].kgroups;
+		p.tiers[i].vgroups = a->tiers[i].vgroups;
+	}
+	p.nr_slots = a->max_seqs;
+	p.nr_layers = a->nr_layers;
+	p.nr_heads = a->nr_kv_heads;
+	p.max_tokens = a->max_tokens;
+	ret = kva_pool_create(&p, &s->pool);
+	if (ret)
+		goto out_ctx;
+
+	s->id = kvshim_next_id++;
+	s->backend = a->backend;
+	s->va_bytes = a->va_bytes;
+	f->spaces[slot] = s;
+	a->space = s->id;
+	a->page_size = s->pool->page_size;
+	return 0;
+
+out_ctx:
+	kvrt_ctx_destroy(s->ctx);
+out_free:
+	free(s);
+	return ret;
+}
+
+static int ioc_space_destroy(struct kvshim_file *f,
+			     const struct kvmm_space_destroy *a)
+{
+	struct kvshim_space *s;
+	uint32_t idx;
+	int ret;
+
+	if (a->flags || !ZERO(a->reserved))
+		return -EINVAL;
+	s = space_find(f, a->space, &idx);
+	if (!s)
+		return -ENOENT;
+	ret = space_destroy(s);
+	if (ret)
+		return ret;
+	f->spaces[idx] = NULL;
+	return 0;
+}
+
+/*
+ * Admission picks free slots, maps the granules the prompts need (the
+ * uapi has no grow command: admission is what asks for memory), then runs
+ * kva_admit(). Everything kva_admit() can refuse is checked first, so that
+ * once granules are mapped it cannot fail: slots are free and distinct,
+ * prompts are at most max_tokens, and the ring holds the pages
+ * kva_can_admit() counts.
+ */
+static int ioc_seq_admit(struct kvshim_file *f, const struct kvmm_seq_admit *a)
+{
+	struct kvmm_seq *useqs = user_ptr(a->seqs);
+	struct kvshim_space *s;
+	struct kva_pool *pool;
+	struct kvrt_space_stats st;
+	uint32_t *slots = NULL, *prompt = NULL, n = a->count, found = 0;
+	uint64_t need = 0, free_pages, grow, room;
+	int ret;
+
+	if (a->flags || a->pad || !ZERO(a->reserved))
+		return -EINVAL;
+	if (n && !useqs)
+		return -EINVAL;
+	s = space_find(f, a->space, NULL);
+	if (!s)
+		return -ENOENT;
+	pool = s->pool;
+	if (!n)
+		return 0;
+	if (n > pool->nr_slots)
+		return -EINVAL;
+
+	slots = malloc(n * sizeof(*slots));
+	prompt = malloc(n * sizeof(*prompt));
+	if (!slots || !prompt) {
+		ret = -ENOMEM;
+		goto out_free;
+	}
+	/* read each entry once: what is checked is what is used */
+	for (uint32_t i = 0; i < n; i++) {
+		struct kvmm_seq q = useqs[i];
+
+		ret = q.reserved ? -EINVAL :
+		      q.tokens > pool->max_tokens ? -E2BIG : 0;
+		if (ret)
+			goto out_free;
+		prompt[i] = q.tokens;
+	}
+	for (uint32_t sl = 0; sl < pool->nr_slots && found < n; sl++)
+		if (pool->slot_state[sl] == KVA_SLOT_FREE)
+			slots[found++] = sl;
+	if (found < n) {
+		ret = -EBUSY;	/* every slot in use */
+		goto out_free;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		need += (uint64_t)kva_admit_pages(pool, prompt[i]) *
+			pool->lists_per_slot;
+	}
+
+	free_pages = kva_nr_free(pool);
+	if (need > free_pages) {
+		grow = kvmm_div_round_up(need - free_pages,
+					 pool->pages_per_granule);
+		kvrt_space_stats(pool->space, &st);
+		room = st.budget_bytes / KVRT_GRANULE_SIZE - st.nr_mapped;
+		if (grow > room) {
+			ret = -ENOSPC;
+			goto out_free;
+		}
+		ret = kva_pool_grow(pool, grow);
+		if (ret)
+			goto out_free;
+	}
+	ret = kva_admit(pool, slots, prompt, n);
+	if (ret)
+		goto out_free;
+	for (uint32_t i = 0; i < n; i++)
+		useqs[i].slot = slots[i];
+out_free:
+	free(prompt);
+	free(slots);
+	return ret;
+}
+
+static int ioc_seq_release(struct kvshim_file *f,
+			   const struct kvmm_seq_release *a)
+{
+	const uint32_t *uslots = user_ptr(a->slots);
+	struct kvshim_space *s;
+	uint32_t *slots;
+	int ret;
+
+	if (a->flags || a->pad || !ZERO(a->reserved))
+		return -EINVAL;
+	if (a->count && !uslots)
+		return -EINVAL;
+	s = space_find(f, a->space, NULL);
+	if (!s)
+		return -ENOENT;
+	if (!a->count)
+		return 0;
+	if (a->count > s->pool->nr_slots)
+		return -EINVAL;
+	/* one copy, so that what kva_free() validates is what it frees */
+	slots = malloc(a->count * sizeof(*slots));
+	if (!slots)
+		return -ENOMEM;
+	memcpy(slots, uslots, a->count * sizeof(*slots));
+	/* validates every slot (range, repeats, state) before freeing any */
+	ret = kva_free(s->pool, slots, a->count);
+	free(slots);
+	return ret;
+}
+
+static int ioc_set_budget(struct kvshim_file *f,
+			  const struct kvmm_set_budget *a)
+{
+	struct kvshim_space *s;
+
+	if (a->flags || !ZERO(a->reserved))
+		return -EINVAL;
+	if (!a->budget_bytes || a->budget_bytes % KVRT_GRANULE_SIZE)
+		return -EINVAL;
+	s = space_find(f, a->space, NULL);
+	if (!s)
+		return -ENOENT;
+	if (a->budget_bytes > s->va_bytes)
+		return -EINVAL;
+	return kva_pool_set_budget(s->pool, a->budget_bytes);
+}
+
+static uint32_t compact_reason(enum kva_compact_result r)
+{
+	switch (r) {
+	case KVA_COMPACT_BUDGET:
+		return KVMM_COMPACT_BUDGET;
+	case KVA_COMPACT_NO_ROOM:
+		return KVMM_COMPACT_NO_SPACE;
+	default:
+		return KVMM_COMPACT_DONE;
+	}
+}
+
+/*
+ * One kva_compact() increment. Unlike the validation failures, a runtime
+ * error in the middle of compaction may leave pages moved (every invariant
+ * holds; see kva_compact()).
+ */
+static int ioc_compact(struct kvshim_file *f, struct kvmm_compact *a)
+{
+	struct kva_compact_control cc;
+	struct kvshim_space *s;
+	int ret;
+
+	if (a->flags || a->pad || !ZERO(a->reserved))
+		return -EINVAL;
+	s = space_find(f, a->space, NULL);
+	if (!s)
+		return -ENOENT;
+	ret = kva_compact_init(&cc, s->pool, a->byte_budget);
+	if (ret)
+		return ret;
+	ret = kva_compact(s->pool, &cc);
+	if (!ret) {
+		a->pages_moved = cc.pages_moved;
+		a->bytes_moved = cc.bytes_moved;
+		a->granules_released = cc.granules_released;
+		a->reason = compact_reason(cc.result);
+	}
+	kva_compact_fini(&cc);
+	return ret;
+}
+
+/*
+ * Per-(layer, head) figures: the sums over every slot of the lists of that
+ * (layer, head), per tier.
+ */
+static void stats_heads(const struct kva_pool *pool,
+			struct kvmm_head_stats *h)
+{
+	uint32_t lps = pool->lists_per_slot;
+
+	memset(h, 0, (size_t)lps * sizeof(*h));
+	for (uint32_t sl = 0; sl < pool->nr_slots; sl++) {
+		if (pool->slot_state[sl] == KVA_SLOT_FREE)
+			continue;
+		for (uint32_t j = 0; j < lps; j++) {
+			uint32_t l = sl * lps + j;
+
+			for (int t = 0; t < KVA_NR_TIERS; t++) {
+				h[j].tokens[t] += pool->ntokens[2 * l + t];
+				h[j].pages[t] += pool->npages[2 * l + t];
+			}
+		}
+	}
+}
+
+static int ioc_stats(struct kvshim_file *f, struct kvmm_stats *a)
+{
+	struct kvmm_head_stats *uheads = user_ptr(a->heads);
+	struct kvrt_space_stats st;
+	struct kvshim_space *s;
+	struct kva_pool *pool;
+	uint32_t ppg;
+
+	if (a->flags || a->pad || a->pad2 || !ZERO(a->reserved))
+		return -EINVAL;
+	if (!a->nr_heads != !uheads)
+		return -EINVAL;
+	s = space_find(f, a->space, NULL);
+	if (!s)
+		return -ENOENT;
+	pool = s->pool;
+	if (a->nr_heads && a->nr_heads != pool->lists_per_slot)
+		return -EINVAL;
+
+	ppg = pool->pages_per_granule;
+	a->page_size = pool->page_size;
+	a->pages_total = (uint64_t)pool->nr_granules * ppg;
+	a->pages_free = kva_nr_free(pool);
+	a->pages_used[0] = a->pages_used[1] = 0;
+	a->tokens[0] = a->tokens[1] = 0;
+	for (uint32_t l = 0; l < pool->nr_lists; l++) {
+		for (int t = 0; t < KVA_NR_TIERS; t++) {
+			a->pages_used[t] += pool->npages[2 * l + t];
+			a->tokens[t] += pool->ntokens[2 * l + t];
+		}
+	}
+	kvrt_space_stats(pool->space, &st);
+	a->granules_by_loc[0] = st.nr_by_loc[KVRT_LOC_DEVICE];
+	a->granules_by_loc[1] = st.nr_by_loc[KVRT_LOC_HOST_NUMA];
+	/* free pages in granules that also hold used pages */
+	a->free_unusable_bytes = 0;
+	for (uint32_t g = 0; g < pool->nr_gslots; g++) {
+		uint32_t used = 0;
+
+		if (pool->gran_mapped[g] != KVA_GRAN_MAPPED)
+			continue;
+		for (uint32_t j = 0; j < ppg; j++)
+			used += pool->page_list[g * ppg + j] < KVA_OWNER_FREE;
+		if (used && used < ppg)
+			a->free_unusable_bytes +=
+				(uint64_t)(ppg - used) * pool->page_size;
+	}
+	if (a->nr_heads)
+		stats_heads(pool, uheads);
+	return 0;
+}
+
+/*
+ * The arrays are the pool's host arrays today: pool_base is the space's
+ * device-visible base (a host address on the host backend), but tables and
+ * counts are host addresses until the tables move to the device.
+ */
+static int ioc_page_table_info(struct kvshim_file *f,
+			       struct kvmm_page_table_info *a)
+{
+	struct kvshim_space *s;
+	struct kva_pool *pool;
+
+	if (a->flags || a->pad || !ZERO(a->reserved))
+		return -EINVAL;
+	s = space_find(f, a->space, NULL);
+	if (!s)
+		return -ENOENT;
+	pool = s->pool;
+	a->pool_base = pool->base;
+	a->tables = (uint64_t)(uintptr_t)pool->table;
+	a->counts = (uint64_t)(uintptr_t)pool->ntokens;
+	a->page_size = pool->page_size;
+	a->pages_per_granule = pool->pages_per_granule;
+	a->table_width = pool->width;
+	a->tokens_per_page[0] = pool->layout[KVA_HI].tokens;
+	a->tokens_per_page[1] = pool->layout[KVA_LO].tokens;
+	return 0;
+}
+
+/**
+ * kvshim_check() - run the allocator's invariant checker on a space
+ * @fd: handle from kvshim_open()
+ * @space: a space handle owned by @fd
+ * @why: filled with the first broken invariant, if any
+ * @len: bytes at @why
+ *
+ * Not part of the uapi: for tests and the fuzzer, which check the pool
+ * after every call.
+ *
+ * Return: 0 when every invariant holds; -EBADF; -ENOENT; kva_check()'s
+ * error.
+ */
+int kvshim_check(int fd, uint32_t space, char *why, size_t len)
+{
+	struct kvshim_file *f;
+	struct kvshim_space *s;
+	int ret;
+
+	pthread_mutex_lock(&kvshim_lock);
+	f = file_get(fd);
+	s = f ? space_find(f, space, NULL) : NULL;
+	if (!f)
+		ret = -EBADF;
+	else if (!s)
+		ret = -ENOENT;
+	else
+		ret = kva_check(s->pool, why, len);
+	pthread_mutex_unlock(&kvshim_lock);
+	return ret;
+}
+
+/* The commands this build serves: number, whole command, structure size. */
+static const struct {
+	unsigned long cmd;
+	size_t size;
+} kvshim_cmds[] = {
+	[0x00] = { KVMM_IOC_VERSION, sizeof(struct kvmm_version) },
+	[0x01] = { KVMM_IOC_SPACE_CREATE, sizeof(struct kvmm_space_create) },
+	[0x02] = { KVMM_IOC_SPACE_DESTROY, sizeof(struct kvmm_space_destroy) },
+	[0x03] = { KVMM_IOC_SEQ_ADMIT, sizeof(struct kvmm_seq_admit) },
+	[0x04] = { KVMM_IOC_SEQ_RELEASE, sizeof(struct kvmm_seq_release) },
+	[0x05] = { KVMM_IOC_SET_BUDGET, sizeof(struct kvmm_set_budget) },
+	[0x06] = { KVMM_IOC_COMPACT, sizeof(struct kvmm_compact) },
+	[0x07] = { KVMM_IOC_STATS, sizeof(struct kvmm_stats) },
+	[0x08] = { KVMM_IOC_PAGE_TABLE_INFO,
+		   sizeof(struct kvmm_page_table_info) },
+};
+
+static int cmd_valid(unsigned long cmd)
+{
+	unsigned int nr = _IOC_NR(cmd);
+
+	if (_IOC_TYPE(cmd) != KVMMIO || nr >= ARRAY_SIZE(kvshim_cmds))
+		return -ENOTTY;
+	if (_IOC_DIR(cmd) != _IOC_DIR(kvshim_cmds[nr].cmd))
+		return -ENOTTY;
+	if (_IOC_SIZE(cmd) != kvshim_cmds[nr].size)
+		return -EINVAL;
+	if (cmd != kvshim_cmds[nr].cmd)	/* bits beyond the four fields */
+		return -ENOTTY;
+	return 0;
+}
+
+/**
+ * kvshim_ioctl() - the one entry point of the kvmm uapi
+ * @fd: handle from kvshim_open()
+ * @cmd: KVMM_IOC_*
+ * @arg: the command's structure
+ *
+ * Validates the handle, the command and every field before it touches any
+ * state; see Documentation/uapi/kvmm.rst for each command.
+ *
+ * Return: 0; -EBADF for a handle that is not open; -EFAULT for a NULL
+ * @arg; -ENOTTY for a command with another magic, an unknown number or the
+ * wrong direction; -EINVAL for a size this build does not know, a non-zero
+ * pad, reserved word or flag, or a value out of range; -ENOENT for a space
+ * this handle does not own; the command's own errors. Nothing changes on
+ * failure.
+ */
+int kvshim_ioctl(int fd, unsigned long cmd, void *arg)
+{
+	struct kvshim_file *f;
+	int ret;
+
+	pthread_mutex_lock(&kvshim_lock);
+	f = file_get(fd);
+	if (!f) {
+		ret = -EBADF;
+		goto out_unlock;
+	}
+	ret = cmd_valid(cmd);
+	if (ret)
+		goto out_unlock;
+	if (!arg) {
+		ret = -EFAULT;
+		goto out_unlock;
+	}
+	switch (cmd) {
+	case KVMM_IOC_VERSION:
+		ret = ioc_version(arg);
+		break;
+	case KVMM_IOC_SPACE_CREATE:
+		ret = ioc_space_create(f, arg);
+		break;
+	case KVMM_IOC_SPACE_DESTROY:
+		ret = ioc_space_destroy(f, arg);
+		break;
+	case KVMM_IOC_SEQ_ADMIT:
+		ret = ioc_seq_admit(f, arg);
+		break;
+	case KVMM_IOC_SEQ_RELEASE:
+		ret = ioc_seq_release(f, arg);
+		break;
+	case KVMM_IOC_SET_BUDGET:
+		ret = ioc_set_budget(f, arg);
+		break;
+	case KVMM_IOC_COMPACT:
+		ret = ioc_compact(f, arg);
+		break;
+	case KVMM_IOC_STATS:
+		ret = ioc_stats(f, arg);
+		break;
+	case KVMM_IOC_PAGE_TABLE_INFO:
+		ret = ioc_page_table_info(f, arg);
+		break;
+	default:
+		ret = -ENOTTY;
+		break;
+	}
+out_unlock:
+	pthread_mutex_unlock(&kvshim_lock);
+	return ret;
+}

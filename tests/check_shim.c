@@ -1,0 +1,759 @@
+// SPDX-License-Identifier: MIT
+/*
+ * check_shim.c - the kvmm uapi as served by kvshim_ioctl(), host backend:
+ * every command's success path, every validation rule (each failure
+ * returns its errno and leaves the space exactly as it was: STATS with
+ * per-head figures, PAGE_TABLE_INFO and kva_check() compared before and
+ * after), and two handles that cannot reach each other's spaces.
+ */
+#include <check.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "kvshim.h"
+#include "kvmm_base.h"
+#include "kvrt.h"
+#include "kvtest.h"
+
+#define MB2 (2ULL << 20)
+#define LAYERS 2
+#define HEADS 2
+#define MAX_SEQS 8
+#define MAX_TOKENS 256
+
+/* everything userspace can see of a space */
+struct snap {
+	struct kvmm_stats st;
+	struct kvmm_head_stats h[LAYERS * HEADS];
+	struct kvmm_page_table_info pti;
+};
+
+static void take(int fd, uint32_t space, struct snap *s)
+{
+	char why[256] = "";
+	int ret;
+
+	memset(s, 0, sizeof(*s));
+	s->st.space = space;
+	s->st.heads = (uint64_t)(uintptr_t)s->h;
+	s->st.nr_heads = LAYERS * HEADS;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_STATS, &s->st), 0);
+	s->st.heads = 0;
+	s->st.nr_heads = 0;
+	s->pti.space = space;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_PAGE_TABLE_INFO, &s->pti),
+			 0);
+	ret = kvshim_check(fd, space, why, sizeof(why));
+	ck_assert_msg(ret == 0, "kva_check: %d %s", ret, why);
+}
+
+/* the call fails with @err and the space is as it was */
+#define FAILS(fd, space, cmd, arg, err)                                        \
+	do {                                                                   \
+		struct snap __a, __b;                                          \
+		take((fd), (space), &__a);                                     \
+		ck_assert_int_eq(kvshim_ioctl((fd), (cmd), (arg)), (err));     \
+		take((fd), (space), &__b);                                     \
+		ck_assert_msg(!memcmp(&__a, &__b, sizeof(__a)),                \
+			      "state changed by a failed " #cmd);              \
+	} while (0)
+
+static struct kvmm_space_create good_create(void)
+{
+	struct kvmm_space_create c = {
+		.backend = KVMM_BACKEND_HOST,
+		.nr_layers = LAYERS,
+		.nr_kv_heads = HEADS,
+		.head_dim = 128,
+		.nr_tiers = 2,
+		.tiers = { { 8, 4, 1, 2 }, { 4, 2, 1, 1 } },
+		.max_seqs = MAX_SEQS,
+		.max_tokens = MAX_TOKENS,
+		.va_bytes = 16 * MB2,
+		.budget_bytes = 8 * MB2,
+	};
+	return c;
+}
+
+static uint32_t create(int fd)
+{
+	struct kvmm_space_create c = good_create();
+
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SPACE_CREATE, &c), 0);
+	ck_assert_uint_ne(c.space, 0);
+	ck_assert_uint_gt(c.page_size, 0);
+	return c.space;
+}
+
+static int admit(int fd, uint32_t space, const uint32_t *tokens, uint32_t n,
+		 uint32_t *slots)
+{
+	struct kvmm_seq q[MAX_SEQS + 1] = { 0 };
+	struct kvmm_seq_admit a = { .space = space, .count = n,
+				    .seqs = (uint64_t)(uintptr_t)q };
+	int ret;
+
+	for (uint32_t i = 0; i < n; i++)
+		q[i].tokens = tokens[i];
+	ret = kvshim_ioctl(fd, KVMM_IOC_SEQ_ADMIT, &a);
+	for (uint32_t i = 0; !ret && i < n; i++)
+		slots[i] = q[i].slot;
+	return ret;
+}
+
+static int release(int fd, uint32_t space, const uint32_t *slots, uint32_t n)
+{
+	struct kvmm_seq_release r = { .space = space, .count = n,
+				      .slots = (uint64_t)(uintptr_t)slots };
+
+	return kvshim_ioctl(fd, KVMM_IOC_SEQ_RELEASE, &r);
+}
+
+START_TEST(test_version)
+{
+	struct kvmm_version v = { 0 };
+	int fd = kvshim_open();
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_VERSION, &v), 0);
+	ck_assert_uint_eq(v.api, KVMM_API_VERSION);
+	ck_assert(v.features & KVMM_FEAT_HOST);
+	ck_assert(v.features & KVMM_FEAT_COMPACT);
+	ck_assert(v.features & KVMM_FEAT_TIERS);
+	ck_assert_int_eq(!!(v.features & KVMM_FEAT_DEVICE),
+			 kvrt_cuda_probe(NULL, 0) == 0);
+	v.pad = 1;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_VERSION, &v), -EINVAL);
+	v.pad = 0;
+	v.reserved[3] = 1;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_VERSION, &v), -EINVAL);
+	ck_assert_int_eq(kvshim_close(fd), 0);
+	ck_assert_int_eq(kvshim_close(fd), -EBADF);
+}
+END_TEST
+
+START_TEST(test_space_lifecycle)
+{
+	struct kvmm_space_destroy d = { 0 };
+	struct snap s;
+	int fd = kvshim_open();
+	uint32_t sp = create(fd), sp2 = create(fd);
+
+	ck_assert_uint_ne(sp, sp2);
+	take(fd, sp, &s);
+	ck_assert_uint_gt(s.st.page_size, 0);
+	ck_assert_uint_eq(s.st.pages_total, 0);
+	ck_assert_uint_eq(s.st.pages_used[0] + s.st.pages_used[1], 0);
+	d.space = sp;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SPACE_DESTROY, &d), 0);
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SPACE_DESTROY, &d),
+			 -ENOENT);
+	s.st.space = sp;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_STATS, &s.st), -ENOENT);
+	take(fd, sp2, &s);
+	/* close destroys what is left */
+	ck_assert_int_eq(kvshim_close(fd), 0);
+}
+END_TEST
+
+START_TEST(test_admit_release)
+{
+	static const uint32_t tokens[] = { 10, 100, MAX_TOKENS };
+	uint32_t slots[3], sum_pages = 0;
+	struct snap s;
+	int fd = kvshim_open();
+	uint32_t sp = create(fd);
+
+	ck_assert_int_eq(admit(fd, sp, tokens, 3, slots), 0);
+	ck_assert_uint_ne(slots[0], slots[1]);
+	ck_assert_uint_ne(slots[1], slots[2]);
+	ck_assert_uint_ne(slots[0], slots[2]);
+	for (int i = 0; i < 3; i++)
+		ck_assert_uint_lt(slots[i], MAX_SEQS);
+	take(fd, sp, &s);
+	ck_assert_uint_gt(s.st.pages_total, 0);
+	ck_assert_uint_gt(s.st.pages_used[0], 0);
+	ck_assert_uint_eq(s.st.pages_used[0] + s.st.pages_used[1] +
+				  s.st.pages_free,
+			  s.st.pages_total);
+	ck_assert_uint_eq(s.st.granules_by_loc[0] + s.st.granules_by_loc[1],
+			  s.st.pages_total / s.pti.pages_per_granule);
+	for (int i = 0; i < LAYERS * HEADS; i++) {
+		ck_assert_uint_gt(s.h[i].pages[0], 0);
+		sum_pages += s.h[i].pages[0] + s.h[i].pages[1];
+	}
+	ck_assert_uint_eq(sum_pages, s.st.pages_used[0] + s.st.pages_used[1]);
+
+	ck_assert_int_eq(release(fd, sp, slots, 2), 0);
+	ck_assert_int_eq(release(fd, sp, &slots[2], 1), 0);
+	take(fd, sp, &s);
+	ck_assert_uint_eq(s.st.pages_used[0] + s.st.pages_used[1], 0);
+	ck_assert_uint_eq(s.st.pages_free, s.st.pages_total);
+	/* a double release is refused and changes nothing */
+	FAILS(fd, sp, KVMM_IOC_SEQ_RELEASE,
+	      (&(struct kvmm_seq_release){ .space = sp, .count = 1,
+					   .slots = (uintptr_t)slots }),
+	      -ENOENT);
+	/* empty batches succeed and do nothing */
+	ck_assert_int_eq(admit(fd, sp, tokens, 0, slots), 0);
+	ck_assert_int_eq(release(fd, sp, NULL, 0), 0);
+	ck_assert_int_eq(kvshim_close(fd), 0);
+}
+END_TEST
+
+START_TEST(test_set_budget)
+{
+	struct kvmm_space_create c = good_create();
+	struct kvmm_seq q[MAX_SEQS];
+	struct kvmm_seq_admit a = { .count = MAX_SEQS, .seqs = (uintptr_t)q };
+	struct kvmm_set_budget b = { 0 };
+	struct kvmm_stats s0 = { 0 }, s1 = { 0 };
+	uint32_t ppg;
+	int fd = kvshim_open();
+
+	/* 8 x 8 lists per sequence: eight of them need several granules */
+	c.nr_layers = 8;
+	c.nr_kv_heads = 8;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SPACE_CREATE, &c), 0);
+	ppg = MB2 / c.page_size;
+	b.space = a.space = s0.space = s1.space = c.space;
+	b.budget_bytes = 16 * MB2;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SET_BUDGET, &b), 0);
+	for (int i = 0; i < MAX_SEQS; i++)
+		q[i] = (struct kvmm_seq){ .tokens = MAX_TOKENS };
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SEQ_ADMIT, &a), 0);
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_STATS, &s0), 0);
+	ck_assert_uint_gt(s0.pages_total, ppg);
+
+	/* below what is mapped: -EBUSY, nothing changed */
+	b.budget_bytes = MB2;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SET_BUDGET, &b), -EBUSY);
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_STATS, &s1), 0);
+	ck_assert(!memcmp(&s0, &s1, sizeof(s0)));
+	ck_assert_int_eq(kvshim_check(fd, c.space, NULL, 0), 0);
+
+	/* exactly what is mapped is accepted */
+	b.budget_bytes = s0.pages_total / ppg * MB2;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SET_BUDGET, &b), 0);
+	ck_assert_int_eq(kvshim_close(fd), 0);
+}
+END_TEST
+
+/*
+ * 8 layers x 8 heads of full-length sequences: one granule cannot hold
+ * all eight. Admission grows until the budget refuses, and the refused
+ * batch changes nothing.
+ */
+START_TEST(test_admit_over_budget)
+{
+	struct kvmm_space_create c = good_create();
+	struct kvmm_seq q = { .tokens = MAX_TOKENS };
+	struct kvmm_seq_admit a = { .count = 1, .seqs = (uintptr_t)&q };
+	struct kvmm_stats s0 = { 0 }, s1 = { 0 };
+	int fd = kvshim_open(), ret = 0, n = 0;
+
+	c.nr_layers = 8;
+	c.nr_kv_heads = 8;
+	c.budget_bytes = MB2;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SPACE_CREATE, &c), 0);
+	a.space = s0.space = s1.space = c.space;
+	for (n = 0; n < MAX_SEQS; n++) {
+		ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_STATS, &s0), 0);
+		ret = kvshim_ioctl(fd, KVMM_IOC_SEQ_ADMIT, &a);
+		if (ret)
+			break;
+	}
+	ck_assert_int_eq(ret, -ENOSPC);
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_STATS, &s1), 0);
+	ck_assert(!memcmp(&s0, &s1, sizeof(s0)));
+	ck_assert_int_eq(kvshim_check(fd, c.space, NULL, 0), 0);
+	ck_assert_int_eq(kvshim_close(fd), 0);
+}
+END_TEST
+
+START_TEST(test_slots_exhausted)
+{
+	uint32_t tokens[MAX_SEQS], slots[MAX_SEQS];
+	struct kvmm_seq q = { .tokens = 1 };
+	struct kvmm_seq_admit a = { .count = 1, .seqs = (uintptr_t)&q };
+	int fd = kvshim_open();
+	uint32_t sp = create(fd);
+
+	for (int i = 0; i < MAX_SEQS; i++)
+		tokens[i] = 1;
+	ck_assert_int_eq(admit(fd, sp, tokens, MAX_SEQS, slots), 0);
+	a.space = sp;
+	FAILS(fd, sp, KVMM_IOC_SEQ_ADMIT, &a, -EBUSY);
+	ck_assert_int_eq(release(fd, sp, slots, MAX_SEQS), 0);
+	ck_assert_int_eq(kvshim_close(fd), 0);
+}
+END_TEST
+
+/*
+ * Fill several granules, free every other sequence, compact: pages move,
+ * used pages and tokens stay, and the pool's invariants hold.
+ */
+START_TEST(test_compact)
+{
+	struct kvmm_space_create c = good_create();
+	struct kvmm_seq q[MAX_SEQS];
+	struct kvmm_seq_admit a = { .count = MAX_SEQS, .seqs = (uintptr_t)q };
+	struct kvmm_stats s0 = { 0 }, s1 = { 0 };
+	struct kvmm_compact cp = { 0 };
+	uint32_t odd[MAX_SEQS / 2];
+	int fd = kvshim_open();
+
+	c.nr_layers = 8;
+	c.nr_kv_heads = 8;
+	c.budget_bytes = c.va_bytes;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SPACE_CREATE, &c), 0);
+	a.space = s0.space = s1.space = cp.space = c.space;
+	for (int i = 0; i < MAX_SEQS; i++)
+		q[i] = (struct kvmm_seq){ .tokens = MAX_TOKENS };
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SEQ_ADMIT, &a), 0);
+	for (int i = 0; i < MAX_SEQS / 2; i++)
+		odd[i] = q[2 * i + 1].slot;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SEQ_RELEASE,
+				      &(struct kvmm_seq_release){
+					      .space = c.space,
+					      .count = MAX_SEQS / 2,
+					      .slots = (uintptr_t)odd }),
+			 0);
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_STATS, &s0), 0);
+	ck_assert_uint_gt(s0.free_unusable_bytes, 0);
+
+	/* a one-page budget moves at most one page */
+	cp.byte_budget = s0.page_size;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_COMPACT, &cp), 0);
+	ck_assert_uint_le(cp.bytes_moved, s0.page_size);
+	ck_assert_int_eq(kvshim_check(fd, c.space, NULL, 0), 0);
+
+	memset(&cp, 0, sizeof(cp));
+	cp.space = c.space;	/* byte_budget 0: no limit */
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_COMPACT, &cp), 0);
+	ck_assert_uint_ne(cp.reason, KVMM_COMPACT_BUDGET);
+	ck_assert_uint_eq(cp.bytes_moved, cp.pages_moved * s0.page_size);
+	ck_assert_int_eq(kvshim_check(fd, c.space, NULL, 0), 0);
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_STATS, &s1), 0);
+	ck_assert_uint_eq(s1.pages_used[0], s0.pages_used[0]);
+	ck_assert_uint_eq(s1.pages_used[1], s0.pages_used[1]);
+	ck_assert_uint_eq(s1.tokens[0], s0.tokens[0]);
+	ck_assert_uint_le(s1.pages_total, s0.pages_total);
+	ck_assert_uint_le(s1.free_unusable_bytes, s0.free_unusable_bytes);
+	printf("compact: %llu pages moved, %llu granules released, "
+	       "free unusable %llu -> %llu bytes\n",
+	       (unsigned long long)cp.pages_moved,
+	       (unsigned long long)cp.granules_released,
+	       (unsigned long long)s0.free_unusable_bytes,
+	       (unsigned long long)s1.free_unusable_bytes);
+	ck_assert_uint_gt(cp.pages_moved + cp.granules_released, 0);
+	ck_assert_int_eq(kvshim_close(fd), 0);
+}
+END_TEST
+
+START_TEST(test_page_table_info)
+{
+	struct snap s;
+	int fd = kvshim_open();
+	uint32_t sp = create(fd);
+
+	take(fd, sp, &s);
+	ck_assert_uint_ne(s.pti.pool_base, 0);
+	ck_assert_uint_ne(s.pti.tables, 0);
+	ck_assert_uint_ne(s.pti.counts, 0);
+	ck_assert_uint_eq(s.pti.page_size, s.st.page_size);
+	ck_assert_uint_eq(s.pti.pages_per_granule, MB2 / s.pti.page_size);
+	ck_assert_uint_gt(s.pti.tokens_per_page[0], 0);
+	ck_assert_uint_ge(s.pti.tokens_per_page[1], s.pti.tokens_per_page[0]);
+	ck_assert_uint_ge((uint64_t)s.pti.table_width *
+				  s.pti.tokens_per_page[0],
+			  MAX_TOKENS);
+	ck_assert_int_eq(kvshim_close(fd), 0);
+}
+END_TEST
+
+/* the command number: magic, number, direction, size; the handle; arg */
+START_TEST(test_bad_command)
+{
+	struct kvmm_stats st = { 0 };
+	char big[512] = { 0 };
+	int fd = kvshim_open();
+	uint32_t sp = create(fd);
+	uint32_t slot, tok = 5;
+
+	ck_assert_int_eq(admit(fd, sp, &tok, 1, &slot), 0);
+	st.space = sp;
+	FAILS(fd, sp, _IOWR(0xB6, 0x07, struct kvmm_stats), &st, -ENOTTY);
+	FAILS(fd, sp, _IOWR(KVMMIO, 0x09, struct kvmm_stats), &st, -ENOTTY);
+	FAILS(fd, sp, _IOWR(KVMMIO, 0x10, struct kvmm_stats), &st, -ENOTTY);
+	FAILS(fd, sp, _IOWR(KVMMIO, 0xff, struct kvmm_stats), &st, -ENOTTY);
+	FAILS(fd, sp, _IOR(KVMMIO, 0x07, struct kvmm_stats), &st, -ENOTTY);
+	FAILS(fd, sp, _IO(KVMMIO, 0x07), &st, -ENOTTY);
+	FAILS(fd, sp, _IOW(KVMMIO, 0x00, struct kvmm_version), big, -ENOTTY);
+	/* a structure size this build does not know */
+	FAILS(fd, sp, _IOC(_IOC_READ | _IOC_WRITE, KVMMIO, 0x07,
+			   sizeof(struct kvmm_stats) + 8),
+	      big, -EINVAL);
+	FAILS(fd, sp, _IOC(_IOC_READ | _IOC_WRITE, KVMMIO, 0x07,
+			   sizeof(struct kvmm_stats) - 8),
+	      big, -EINVAL);
+	FAILS(fd, sp, _IOC(_IOC_WRITE, KVMMIO, 0x04, 8), big, -EINVAL);
+	FAILS(fd, sp, _IOC(_IOC_READ, KVMMIO, 0x00, 8), big, -EINVAL);
+	/* NULL argument */
+	FAILS(fd, sp, KVMM_IOC_STATS, NULL, -EFAULT);
+	FAILS(fd, sp, KVMM_IOC_SEQ_RELEASE, NULL, -EFAULT);
+	/* bad handles */
+	FAILS(fd, sp, KVMM_IOC_STATS, &st, 0);
+	ck_assert_int_eq(kvshim_ioctl(-1, KVMM_IOC_STATS, &st), -EBADF);
+	ck_assert_int_eq(kvshim_ioctl(KVSHIM_MAX_FILES, KVMM_IOC_STATS, &st),
+			 -EBADF);
+	ck_assert_int_eq(kvshim_ioctl(fd + 1, KVMM_IOC_STATS, &st), -EBADF);
+	ck_assert_int_eq(kvshim_close(-1), -EBADF);
+	{
+		struct snap a, b;
+
+		take(fd, sp, &a);
+		ck_assert_int_eq(kvshim_ioctl(fd + 1, KVMM_IOC_SEQ_RELEASE,
+					      big),
+				 -EBADF);
+		take(fd, sp, &b);
+		ck_assert(!memcmp(&a, &b, sizeof(a)));
+	}
+	ck_assert_int_eq(kvshim_close(fd), 0);
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_STATS, &st), -EBADF);
+}
+END_TEST
+
+/* every pad, reserved word and flag of every command must be zero */
+START_TEST(test_nonzero_reserved)
+{
+	int fd = kvshim_open();
+	uint32_t sp = create(fd);
+	uint32_t slot, tok = 7;
+	struct kvmm_seq q = { .tokens = 3 };
+
+	ck_assert_int_eq(admit(fd, sp, &tok, 1, &slot), 0);
+
+	for (int i = 0; i < 6; i++) {
+		struct kvmm_space_create c = good_create();
+
+		if (i == 0)
+			c.flags = 1;
+		else if (i == 1)
+			c.flags = 1U << 31;
+		else
+			c.reserved[i - 2] = 1;
+		FAILS(fd, sp, KVMM_IOC_SPACE_CREATE, &c, -EINVAL);
+	}
+	for (int i = 0; i < 3; i++) {
+		struct kvmm_space_destroy d = { .space = sp };
+
+		if (i == 0)
+			d.flags = 1;
+		else
+			d.reserved[i - 1] = 1;
+		FAILS(fd, sp, KVMM_IOC_SPACE_DESTROY, &d, -EINVAL);
+	}
+	for (int i = 0; i < 5; i++) {
+		struct kvmm_seq qq = q;
+		struct kvmm_seq_admit a = { .space = sp, .count = 1,
+					    .seqs = (uintptr_t)&qq };
+
+		if (i == 0)
+			a.flags = 1;
+		else if (i == 1)
+			a.pad = 1;
+		else if (i == 4)
+			qq.reserved = 1;
+		else
+			a.reserved[i - 2] = 1;
+		FAILS(fd, sp, KVMM_IOC_SEQ_ADMIT, &a, -EINVAL);
+	}
+	for (int i = 0; i < 4; i++) {
+		struct kvmm_seq_release r = { .space = sp, .count = 1,
+					      .slots = (uintptr_t)&slot };
+
+		if (i == 0)
+			r.flags = 1;
+		else if (i == 1)
+			r.pad = 1;
+		else
+			r.reserved[i - 2] = 1;
+		FAILS(fd, sp, KVMM_IOC_SEQ_RELEASE, &r, -EINVAL);
+	}
+	for (int i = 0; i < 3; i++) {
+		struct kvmm_set_budget b = { .space = sp,
+					     .budget_bytes = 16 * MB2 };
+
+		if (i == 0)
+			b.flags = 1;
+		else
+			b.reserved[i - 1] = 1;
+		FAILS(fd, sp, KVMM_IOC_SET_BUDGET, &b, -EINVAL);
+	}
+	for (int i = 0; i < 4; i++) {
+		struct kvmm_compact c = { .space = sp };
+
+		if (i == 0)
+			c.flags = 1;
+		else if (i == 1)
+			c.pad = 1;
+		else
+			c.reserved[i - 2] = 1;
+		FAILS(fd, sp, KVMM_IOC_COMPACT, &c, -EINVAL);
+	}
+	for (int i = 0; i < 7; i++) {
+		struct kvmm_stats st = { .space = sp };
+
+		if (i == 0)
+			st.flags = 1;
+		else if (i == 1)
+			st.pad = 1;
+		else if (i == 2)
+			st.pad2 = 1;
+		else
+			st.reserved[i - 3] = 1;
+		FAILS(fd, sp, KVMM_IOC_STATS, &st, -EINVAL);
+	}
+	for (int i = 0; i < 6; i++) {
+		struct kvmm_page_table_info p = { .space = sp };
+
+		if (i == 0)
+			p.flags = 1;
+		else if (i == 1)
+			p.pad = 1;
+		else
+			p.reserved[i - 2] = 1;
+		FAILS(fd, sp, KVMM_IOC_PAGE_TABLE_INFO, &p, -EINVAL);
+	}
+	ck_assert_int_eq(kvshim_close(fd), 0);
+}
+END_TEST
+
+/* ranges, counts and pointers */
+START_TEST(test_bad_ranges)
+{
+	int fd = kvshim_open();
+	uint32_t sp = create(fd);
+	uint32_t slots[2], tok[2] = { 4, 4 }, bad[2];
+	struct kvmm_seq q[MAX_SEQS + 1] = { 0 };
+	struct kvmm_head_stats h[LAYERS * HEADS + 1];
+
+	ck_assert_int_eq(admit(fd, sp, tok, 2, slots), 0);
+
+	for (int i = 0; i < 17; i++) {
+		struct kvmm_space_create c = good_create();
+		int err = -EINVAL;
+
+		switch (i) {
+		case 0: c.head_dim = 100; break;
+		case 1: c.head_dim = 0; break;
+		case 2: c.nr_tiers = 0; break;
+		case 3: c.nr_tiers = 3; break;
+		case 4: c.tiers[0].kbits = 3; break;
+		case 5: c.tiers[1].vgroups = 3; break;
+		case 6: c.nr_tiers = 1; break;	/* tiers[1] unused, not zero */
+		case 7: c.va_bytes = MB2 + 4096; break;
+		case 8: c.va_bytes = 0; break;
+		case 9: c.budget_bytes = 3 * MB2 / 2; break;
+		case 10: c.budget_bytes = c.va_bytes + 2 * MB2; break;
+		case 11: c.budget_bytes = 0; break;
+		case 12: c.backend = 7; break;
+		case 13: c.nr_layers = 0; break;
+		case 14: c.nr_kv_heads = 0; break;
+		case 15: c.max_seqs = 0; break;
+		case 16: c.max_tokens = 0; break;
+		}
+		FAILS(fd, sp, KVMM_IOC_SPACE_CREATE, &c, err);
+	}
+	if (kvrt_cuda_probe(NULL, 0)) {
+		struct kvmm_space_create c = good_create();
+
+		c.backend = KVMM_BACKEND_DEVICE;
+		FAILS(fd, sp, KVMM_IOC_SPACE_CREATE, &c, -ENODEV);
+	}
+
+	/* admission: too long a prompt, NULL with a count, too many */
+	q[0].tokens = 1;
+	q[1].tokens = MAX_TOKENS + 1;
+	FAILS(fd, sp, KVMM_IOC_SEQ_ADMIT,
+	      (&(struct kvmm_seq_admit){ .space = sp, .count = 2,
+					 .seqs = (uintptr_t)q }),
+	      -E2BIG);
+	FAILS(fd, sp, KVMM_IOC_SEQ_ADMIT,
+	      (&(struct kvmm_seq_admit){ .space = sp, .count = 1 }), -EINVAL);
+	q[1].tokens = 1;
+	FAILS(fd, sp, KVMM_IOC_SEQ_ADMIT,
+	      (&(struct kvmm_seq_admit){ .space = sp, .count = MAX_SEQS + 1,
+					 .seqs = (uintptr_t)q }),
+	      -EINVAL);
+
+	/* release: NULL, too many, out of range, repeated, free slot */
+	FAILS(fd, sp, KVMM_IOC_SEQ_RELEASE,
+	      (&(struct kvmm_seq_release){ .space = sp, .count = 1 }),
+	      -EINVAL);
+	FAILS(fd, sp, KVMM_IOC_SEQ_RELEASE,
+	      (&(struct kvmm_seq_release){ .space = sp, .count = MAX_SEQS + 1,
+					   .slots = (uintptr_t)q }),
+	      -EINVAL);
+	bad[0] = slots[0];
+	bad[1] = MAX_SEQS;
+	FAILS(fd, sp, KVMM_IOC_SEQ_RELEASE,
+	      (&(struct kvmm_seq_release){ .space = sp, .count = 2,
+					   .slots = (uintptr_t)bad }),
+	      -EINVAL);
+	bad[1] = slots[0];
+	FAILS(fd, sp, KVMM_IOC_SEQ_RELEASE,
+	      (&(struct kvmm_seq_release){ .space = sp, .count = 2,
+					   .slots = (uintptr_t)bad }),
+	      -EINVAL);
+	bad[1] = 0;
+	while (bad[1] == slots[0] || bad[1] == slots[1])
+		bad[1]++;
+	FAILS(fd, sp, KVMM_IOC_SEQ_RELEASE,
+	      (&(struct kvmm_seq_release){ .space = sp, .count = 2,
+					   .slots = (uintptr_t)bad }),
+	      -ENOENT);
+
+	/* budget: zero, unaligned, over the reservation */
+	FAILS(fd, sp, KVMM_IOC_SET_BUDGET,
+	      (&(struct kvmm_set_budget){ .space = sp }), -EINVAL);
+	FAILS(fd, sp, KVMM_IOC_SET_BUDGET,
+	      (&(struct kvmm_set_budget){ .space = sp,
+					  .budget_bytes = MB2 + 1 }),
+	      -EINVAL);
+	FAILS(fd, sp, KVMM_IOC_SET_BUDGET,
+	      (&(struct kvmm_set_budget){ .space = sp,
+					  .budget_bytes = 32 * MB2 }),
+	      -EINVAL);
+
+	/* stats: head count that does not match, or a count without array */
+	FAILS(fd, sp, KVMM_IOC_STATS,
+	      (&(struct kvmm_stats){ .space = sp, .nr_heads = LAYERS * HEADS +
+							      1,
+				     .heads = (uintptr_t)h }),
+	      -EINVAL);
+	FAILS(fd, sp, KVMM_IOC_STATS,
+	      (&(struct kvmm_stats){ .space = sp, .nr_heads = LAYERS * HEADS }),
+	      -EINVAL);
+	FAILS(fd, sp, KVMM_IOC_STATS,
+	      (&(struct kvmm_stats){ .space = sp, .heads = (uintptr_t)h }),
+	      -EINVAL);
+
+	/* unknown space handles */
+	FAILS(fd, sp, KVMM_IOC_STATS, (&(struct kvmm_stats){ .space = 0 }),
+	      -ENOENT);
+	FAILS(fd, sp, KVMM_IOC_COMPACT,
+	      (&(struct kvmm_compact){ .space = sp + 1000 }), -ENOENT);
+	ck_assert_int_eq(release(fd, sp, slots, 2), 0);
+	ck_assert_int_eq(kvshim_close(fd), 0);
+}
+END_TEST
+
+/* a handle cannot reach another handle's spaces */
+START_TEST(test_two_fds)
+{
+	int a = kvshim_open(), b = kvshim_open();
+	uint32_t sa, sb, slot, tok = 9;
+	struct kvmm_seq q = { .tokens = 2 };
+	struct snap s0, s1;
+
+	ck_assert_int_ge(a, 0);
+	ck_assert_int_ge(b, 0);
+	ck_assert_int_ne(a, b);
+	sa = create(a);
+	sb = create(b);
+	ck_assert_uint_ne(sa, sb);
+	ck_assert_int_eq(admit(a, sa, &tok, 1, &slot), 0);
+
+	take(a, sa, &s0);
+	ck_assert_int_eq(kvshim_check(b, sa, NULL, 0), -ENOENT);
+	ck_assert_int_eq(kvshim_ioctl(b, KVMM_IOC_SPACE_DESTROY,
+				      &(struct kvmm_space_destroy){
+					      .space = sa }),
+			 -ENOENT);
+	ck_assert_int_eq(kvshim_ioctl(b, KVMM_IOC_SEQ_ADMIT,
+				      &(struct kvmm_seq_admit){
+					      .space = sa, .count = 1,
+					      .seqs = (uintptr_t)&q }),
+			 -ENOENT);
+	ck_assert_int_eq(kvshim_ioctl(b, KVMM_IOC_SEQ_RELEASE,
+				      &(struct kvmm_seq_release){
+					      .space = sa, .count = 1,
+					      .slots = (uintptr_t)&slot }),
+			 -ENOENT);
+	ck_assert_int_eq(kvshim_ioctl(b, KVMM_IOC_SET_BUDGET,
+				      &(struct kvmm_set_budget){
+					      .space = sa,
+					      .budget_bytes = 2 * MB2 }),
+			 -ENOENT);
+	ck_assert_int_eq(kvshim_ioctl(b, KVMM_IOC_COMPACT,
+				      &(struct kvmm_compact){ .space = sa }),
+			 -ENOENT);
+	ck_assert_int_eq(kvshim_ioctl(b, KVMM_IOC_STATS,
+				      &(struct kvmm_stats){ .space = sa }),
+			 -ENOENT);
+	ck_assert_int_eq(kvshim_ioctl(b, KVMM_IOC_PAGE_TABLE_INFO,
+				      &(struct kvmm_page_table_info){
+					      .space = sa }),
+			 -ENOENT);
+	take(a, sa, &s1);
+	ck_assert(!memcmp(&s0, &s1, sizeof(s0)));
+
+	/* closing one handle leaves the other's spaces alone */
+	take(b, sb, &s0);
+	ck_assert_int_eq(kvshim_close(a), 0);
+	ck_assert_int_eq(kvshim_ioctl(a, KVMM_IOC_STATS,
+				      &(struct kvmm_stats){ .space = sa }),
+			 -EBADF);
+	take(b, sb, &s1);
+	ck_assert(!memcmp(&s0, &s1, sizeof(s0)));
+	/* a reopened handle number does not inherit the old spaces */
+	a = kvshim_open();
+	ck_assert_int_ge(a, 0);
+	ck_assert_int_eq(kvshim_ioctl(a, KVMM_IOC_STATS,
+				      &(struct kvmm_stats){ .space = sa }),
+			 -ENOENT);
+	ck_assert_int_eq(admit(b, sb, &tok, 1, &slot), 0);
+	ck_assert_int_eq(kvshim_close(a), 0);
+	ck_assert_int_eq(kvshim_close(b), 0);
+}
+END_TEST
+
+START_TEST(test_many_fds)
+{
+	int fds[KVSHIM_MAX_FILES];
+
+	for (int i = 0; i < KVSHIM_MAX_FILES; i++) {
+		fds[i] = kvshim_open();
+		ck_assert_int_ge(fds[i], 0);
+	}
+	ck_assert_int_eq(kvshim_open(), -EMFILE);
+	for (int i = 0; i < KVSHIM_MAX_FILES; i++)
+		ck_assert_int_eq(kvshim_close(fds[i]), 0);
+}
+END_TEST
+
+Suite *suite_shim(void)
+{
+	Suite *s = suite_create("shim");
+	TCase *tc = tcase_create("ioctl");
+
+	tcase_set_timeout(tc, 20);
+	KV_ADD(tc, test_version);
+	KV_ADD(tc, test_space_lifecycle);
+	KV_ADD(tc, test_admit_release);
+	KV_ADD(tc, test_set_budget);
+	KV_ADD(tc, test_admit_over_budget);
+	KV_ADD(tc, test_slots_exhausted);
+	KV_ADD(tc, test_compact);
+	KV_ADD(tc, test_page_table_info);
+	KV_ADD(tc, test_bad_command);
+	KV_ADD(tc, test_nonzero_reserved);
+	KV_ADD(tc, test_bad_ranges);
+	KV_ADD(tc, test_two_fds);
+	KV_ADD(tc, test_many_fds);
+	suite_add_tcase(s, tc);
+	return s;
+}

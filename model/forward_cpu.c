@@ -70,7 +70,7 @@ struct llm_cpu {
 
 	/* workspace, grown on demand */
 	int ws_tok;   /* tokens the buffers below hold */
-	int ws_ctx;   /* positions kbuf, vbuf, scores hold */
+	int ws_ctx;   /* positions the score rows hold */
 	int ws_seq;   /* sequences last holds */
 	float *x;     /* [ws_tok][dim] residual stream */
 	float *h;     /* [ws_tok][dim] normed */
@@ -78,8 +78,8 @@ struct llm_cpu {
 	float *att;   /* [ws_tok][q_dim] */
 	float *gu;    /* [ws_tok][2 ffn] */
 	float *act;   /* [ws_tok][ffn] */
-	float *kbuf;  /* [n_kv][ws_ctx][head_dim] */
-	float *vbuf;  /* [n_kv][ws_ctx][head_dim] */
+	const float **kview; /* [n_kv] the cache's keys, this layer/sequence */
+	const float **vview; /* [n_kv] its values */
 	float *score; /* [threads][ws_ctx] */
 	float *last;  /* [ws_seq][dim] */
 	int32_t *pos; /* [ws_tok] */
@@ -361,8 +361,8 @@ static void attn_one(struct llm_cpu *m, const struct attn_job *a, int t,
 	int hd = c->head_dim, g = h / (c->n_heads / c->n_kv_heads);
 	int n = a->p0 + t + 1; /* causal: positions 0 .. p0 + t */
 	const float *q = a->qkv + (size_t)t * m->qkv_dim + (size_t)h * hd;
-	const float *kb = m->kbuf + (size_t)g * m->ws_ctx * hd;
-	const float *vb = m->vbuf + (size_t)g * m->ws_ctx * hd;
+	const float *kb = m->kview[g];
+	const float *vb = m->vview[g];
 	float *o = a->att + (size_t)t * m->q_dim + (size_t)h * hd;
 	float scale = 1.0f / sqrtf((float)hd), mx = -INFINITY, sum = 0.0f;
 
@@ -620,13 +620,14 @@ static void ws_free(struct llm_cpu *m)
 	free(m->att);
 	free(m->gu);
 	free(m->act);
-	free(m->kbuf);
-	free(m->vbuf);
+	free(m->kview);
+	free(m->vview);
 	free(m->score);
 	free(m->last);
 	free(m->pos);
 	m->x = m->h = m->qkv = m->att = m->gu = m->act = NULL;
-	m->kbuf = m->vbuf = m->score = m->last = NULL;
+	m->kview = m->vview = NULL;
+	m->score = m->last = NULL;
 	m->pos = NULL;
 	m->ws_tok = m->ws_ctx = m->ws_seq = 0;
 }
@@ -702,13 +703,13 @@ static int ws_reserve(struct llm_cpu *m, int ntok, int ctx, int nseq)
 	m->att = falloc((size_t)ntok * m->q_dim);
 	m->gu = falloc((size_t)ntok * 2 * c->ffn_dim);
 	m->act = falloc((size_t)ntok * c->ffn_dim);
-	m->kbuf = falloc((size_t)c->n_kv_heads * ctx * c->head_dim);
-	m->vbuf = falloc((size_t)c->n_kv_heads * ctx * c->head_dim);
+	m->kview = calloc(c->n_kv_heads, sizeof(*m->kview));
+	m->vview = calloc(c->n_kv_heads, sizeof(*m->vview));
 	m->score = falloc((size_t)nth * ctx);
 	m->last = falloc((size_t)nseq * c->dim);
 	m->pos = malloc((size_t)ntok * sizeof(int32_t));
 	if (!m->x || !m->h || !m->qkv || !m->att || !m->gu || !m->act ||
-	    !m->kbuf || !m->vbuf || !m->score || !m->last || !m->pos) {
+	    !m->kview || !m->vview || !m->score || !m->last || !m->pos) {
 		ws_free(m);
 		return -ENOMEM;
 	}
@@ -809,9 +810,8 @@ static int layer_attn(struct llm_cpu *m, struct llm_kv *kv,
 		ret = kv->ops->append(kv, s, l, p0, nt, k, k + m->kv_dim,
 				      m->qkv_dim);
 		for (uint32_t g = 0; !ret && g < c->n_kv_heads; g++)
-			ret = kv->ops->read(kv, s, l, g, p0 + nt,
-				m->kbuf + (size_t)g * m->ws_ctx * c->head_dim,
-				m->vbuf + (size_t)g * m->ws_ctx * c->head_dim);
+			ret = kv->ops->view(kv, s, l, g, p0 + nt, &m->kview[g],
+					    &m->vview[g]);
 		if (ret)
 			return ret;
 		llm_pool_run(m->pool, attn_task, &a);

@@ -46,19 +46,19 @@ static int kvc_append(struct llm_kv *kv, int seq, int layer, int pos,
 	return 0;
 }
 
-static int kvc_read(struct llm_kv *kv, int seq, int layer, int h, int n,
-		    float *k, float *v)
+static int kvc_view(struct llm_kv *kv, int seq, int layer, int h, int n,
+		    const float **k, const float **v)
 {
 	struct kv_contig *c = (struct kv_contig *)kv;
-	size_t o, bytes = (size_t)n * kv->head_dim * sizeof(float);
+	size_t o;
 
 	if (seq < 0 || seq >= kv->n_seq || layer < 0 ||
 	    layer >= kv->n_layers || h < 0 || h >= kv->n_kv_heads || n < 0 ||
 	    n > kv->max_tok)
 		return -EINVAL;
 	o = kvc_off(kv, seq, layer, h, 0);
-	memcpy(k, c->k + o, bytes);
-	memcpy(v, c->v + o, bytes);
+	*k = c->k + o;
+	*v = c->v + o;
 	return 0;
 }
 
@@ -74,7 +74,7 @@ static void kvc_destroy(struct llm_kv *kv)
 
 static const struct llm_kv_ops kvc_ops = {
 	.append = kvc_append,
-	.read = kvc_read,
+	.view = kvc_view,
 	.destroy = kvc_destroy,
 };
 

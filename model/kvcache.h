@@ -24,15 +24,18 @@ struct llm_kv;
  *	sequence @seq at @layer: @k and @v hold @ntok rows of
  *	n_kv_heads * head_dim floats, @ld floats apart. Return 0, -ENOSPC
  *	when the sequence would exceed its capacity, -EINVAL.
- * @read: copy positions 0 .. @n - 1 of (@seq, @layer, @kv_head) into @k
- *	and @v, each [n][head_dim] floats. Return 0 or -EINVAL.
+ * @view: where positions 0 .. @n - 1 of (@seq, @layer, @kv_head) lie:
+ *	*@k and *@v point at [n][head_dim] floats each, valid until the
+ *	next append, reset or destroy. A cache that keeps them contiguously
+ *	returns pointers into itself (no copy on the decode path); one that
+ *	does not gathers them into scratch it owns. Return 0 or -EINVAL.
  * @destroy: free the cache.
  */
 struct llm_kv_ops {
 	int (*append)(struct llm_kv *kv, int seq, int layer, int pos,
 		      int ntok, const float *k, const float *v, long ld);
-	int (*read)(struct llm_kv *kv, int seq, int layer, int kv_head,
-		    int n, float *k, float *v);
+	int (*view)(struct llm_kv *kv, int seq, int layer, int kv_head,
+		    int n, const float **k, const float **v);
 	void (*destroy)(struct llm_kv *kv);
 };
 

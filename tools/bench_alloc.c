@@ -75,20 +75,6 @@ struct alloc_bench {
 	int gate_timeouts;
 };
 
-static double median(double *v, int n)
-{
-	qsort(v, n, sizeof(*v), kvmm_cmp_double);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-static uint64_t rnd(uint64_t *s)
-{
-	*s ^= *s >> 12;
-	*s ^= *s << 25;
-	*s ^= *s >> 27;
-	return *s * 2685821657736338717ULL;
-}
-
 static int snap_alloc(struct alloc_bench *b)
 {
 	struct snap *s = &b->s0;
@@ -200,7 +186,7 @@ static int setup(struct alloc_bench *b)
 	tpl = pool->layout[KVA_LO].tokens;
 	for (uint32_t s = 0; s < BA_SLOTS; s++) {
 		b->slots[s] = s;
-		prompt[s] = 32 + rnd(&seed) % 129;
+		prompt[s] = 32 + kvmm_rand(&seed) % 129;
 		need += (uint64_t)kva_admit_pages(pool, prompt[s]) * lps;
 	}
 	need += b->lists; /* one append */
@@ -213,7 +199,7 @@ static int setup(struct alloc_bench *b)
 	if (!hi || !lo)
 		goto out;
 	for (uint32_t k = 0; k < b->lists; k++) {
-		lo[k] = 1 + rnd(&seed) % prompt[k / lps];
+		lo[k] = 1 + kvmm_rand(&seed) % prompt[k / lps];
 		hi[k] = prompt[k / lps] - lo[k];
 	}
 	ret = kva_admit(pool, b->slots, prompt, BA_SLOTS);
@@ -280,7 +266,7 @@ static int bench_cpu(struct alloc_bench *b, int op, int i)
 			b->pool->off[n * b->pool->lists_per_slot], want);
 		return -EIO;
 	}
-	b->us[op][W_CPU][i] = median(t, b->reps);
+	b->us[op][W_CPU][i] = kvmm_median(t, b->reps);
 	return 0;
 }
 
@@ -546,7 +532,7 @@ static int time_gpu(struct alloc_bench *b, struct dev *d, int op, uint32_t n,
 			t[done + j] = ms * 1e3;
 		}
 	}
-	*med = median(t, b->reps);
+	*med = kvmm_median(t, b->reps);
 	return 0;
 }
 
@@ -758,16 +744,8 @@ int cmd_bench_alloc(int argc, char **argv)
 		return 2;
 	}
 	/* which side runs the ops; the pool's bookkeeping is on the host */
-	ret = kvrt_ctx_create(&o, &probe);
-	if (ret) {
-		char why[256] = "";
-
-		if (o.backend != KVRT_BACKEND_HOST)
-			kvrt_cuda_probe(why, sizeof(why));
-		fprintf(stderr, "kvmm bench alloc: no context: %s%s%s\n",
-			strerror(-ret), *why ? ": " : "", why);
+	if (kvmm_ctx_open("kvmm bench alloc", &o, &probe))
 		return 1;
-	}
 	kind = kvrt_ctx_backend(probe);
 #ifndef KVMM_HAVE_CUDA
 	(void)kind;

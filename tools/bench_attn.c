@@ -44,12 +44,6 @@ static const struct mix mixes[] = {
 		}                                                              \
 	} while (0)
 
-static double median(double *v, int n)
-{
-	qsort(v, n, sizeof(*v), kvmm_cmp_double);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 /* the ceiling: the streaming-read kernel over 4 GiB */
 static int read_ceiling(double *gbs)
 {
@@ -74,7 +68,7 @@ static int read_ceiling(double *gbs)
 		if (r >= 0)
 			t[r] = ms;
 	}
-	*gbs = len / (median(t, REPS) * 1e-3) / 1e9;
+	*gbs = len / (kvmm_median(t, REPS) * 1e-3) / 1e9;
 	cudaEventDestroy(a), cudaEventDestroy(b);
 	cudaFree(p), cudaFree(sum);
 	return 0;
@@ -165,7 +159,7 @@ static int run_point(const struct mix *m, uint32_t batch, uint32_t ctx,
 	}
 	CU(cudaGetLastError());
 	if (!ret) {
-		res->us = median(t, REPS) * 1e3;
+		res->us = kvmm_median(t, REPS) * 1e3;
 		res->bytes = (double)kvk_attn_bytes(&a, ntok);
 		res->gbs = res->bytes / (res->us * 1e-6) / 1e9;
 	}

@@ -68,20 +68,6 @@ struct compact_bench {
 	const char *copy_how, *ceil_how;
 };
 
-static double median(double *v, int n)
-{
-	qsort(v, n, sizeof(*v), kvmm_cmp_double);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-static uint64_t rnd(uint64_t *s)
-{
-	*s ^= *s >> 12;
-	*s ^= *s << 25;
-	*s ^= *s >> 27;
-	return *s * 2685821657736338717ULL;
-}
-
 static int check_pool(struct compact_bench *b, const char *when)
 {
 	char why[256] = "";
@@ -216,7 +202,7 @@ static int setup(struct compact_bench *b)
 							   pool->width]),
 			  pool->page_size, l);
 	for (uint32_t s = n - 1; s > 0; s--) {
-		uint32_t j = rnd(&seed) % (s + 1), x = b->slots[s];
+		uint32_t j = kvmm_rand(&seed) % (s + 1), x = b->slots[s];
 
 		b->slots[s] = b->slots[j];
 		b->slots[j] = x;
@@ -355,7 +341,7 @@ static int replay_host(struct compact_bench *b)
 		if (r >= 0)
 			t[r] = kvmm_now_us() - t0;
 	}
-	b->copy_us = median(t, b->reps);
+	b->copy_us = kvmm_median(t, b->reps);
 	ret = buf_verify(b, buf);
 	if (ret)
 		goto out;
@@ -367,7 +353,7 @@ static int replay_host(struct compact_bench *b)
 		if (r >= 0)
 			t[r] = kvmm_now_us() - t0;
 	}
-	b->ceil_gbs = 2.0 * half / median(t, b->reps) / 1e3;
+	b->ceil_gbs = 2.0 * half / kvmm_median(t, b->reps) / 1e3;
 	b->copy_how = "kva_copy_pages_cpu()";
 	b->ceil_how = "memcpy, one thread";
 out:
@@ -435,7 +421,7 @@ static int time_cuda(struct compact_bench *b, int what, uint8_t *d,
 		CU(cudaEventElapsedTime(&ms, e[r], e[r + 1]));
 		t[r - WARMUP] = ms;
 	}
-	*ms_med = median(t, b->reps);
+	*ms_med = kvmm_median(t, b->reps);
 out:
 	if (st)
 		cudaStreamSynchronize(st);
@@ -657,16 +643,8 @@ int cmd_bench_compact(int argc, char **argv)
 			argv[optind]);
 		return 2;
 	}
-	ret = kvrt_ctx_create(&o, &probe);
-	if (ret) {
-		char why[256] = "";
-
-		if (o.backend != KVRT_BACKEND_HOST)
-			kvrt_cuda_probe(why, sizeof(why));
-		fprintf(stderr, "kvmm bench compact: no context: %s%s%s\n",
-			strerror(-ret), *why ? ": " : "", why);
+	if (kvmm_ctx_open("kvmm bench compact", &o, &probe))
 		return 1;
-	}
 	kind = kvrt_ctx_backend(probe);
 	b = calloc(1, sizeof(*b));
 	if (!b) {

@@ -37,12 +37,6 @@ static struct mem_fig figs[M_NR] = {
 	[M_HOST_READ] = { "host_numa_read", "host-NUMA read (kernel)", 51 },
 };
 
-static double median(double *v, int n)
-{
-	qsort(v, n, sizeof(*v), kvmm_cmp_double);
-	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 #ifdef KVMM_HAVE_CUDA
 #define CU(x)                                                                  \
 	do {                                                                   \
@@ -83,7 +77,7 @@ static int time_gpu(int what, void *p, size_t len, uint64_t *dsum, int reps,
 	}
 	cudaEventDestroy(a);
 	cudaEventDestroy(b);
-	*gbs = (double)len / (median(t, reps) * 1e-3) / 1e9;
+	*gbs = (double)len / (kvmm_median(t, reps) * 1e-3) / 1e9;
 	return 0;
 }
 
@@ -143,7 +137,7 @@ static int bench_host(struct kvrt_space *s, uint64_t dev_g, int reps)
 			if (r >= 0)
 				t[r] = kvmm_now_us() - t0;
 		}
-		figs[w ? M_COPY : M_READ].gbs = len / median(t, reps) / 1e3;
+		figs[w ? M_COPY : M_READ].gbs = len / kvmm_median(t, reps) / 1e3;
 		figs[w ? M_COPY : M_READ].done = 1;
 		figs[w ? M_COPY : M_READ].design_gbs = 0;
 	}
@@ -220,12 +214,8 @@ int cmd_bench_mem(int argc, char **argv)
 	}
 	dev_g = dev_mib / 2;
 	host_g = host_mib / 2;
-	ret = kvrt_ctx_create(&o, &ctx);
-	if (ret) {
-		fprintf(stderr, "kvmm bench mem: no context: %s\n",
-			strerror(-ret));
+	if (kvmm_ctx_open("kvmm bench mem", &o, &ctx))
 		return 1;
-	}
 	if (kvrt_ctx_backend(ctx) == KVRT_BACKEND_HOST)
 		host_g = 0;
 	idx = calloc(dev_g + host_g, sizeof(*idx));

@@ -169,15 +169,6 @@ static int kvrt_round(struct vmm_bench *b, int rep)
 	return ret;
 }
 
-static double median(double *v, int n)
-{
-	double tmp[MAX_REPS];
-
-	memcpy(tmp, v, n * sizeof(*v));
-	qsort(tmp, n, sizeof(*tmp), kvmm_cmp_double);
-	return n % 2 ? tmp[n / 2] : (tmp[n / 2 - 1] + tmp[n / 2]) / 2;
-}
-
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -249,16 +240,14 @@ int cmd_bench_vmm(int argc, char **argv)
 		return 1;
 	b->n = n;
 	b->h = calloc(n, sizeof(*b->h));
-	ret = b->h ? kvrt_ctx_create(&o, &b->ctx) : -ENOMEM;
-	if (ret) {
-		char why[256] = "";
-
-		if (o.backend != KVRT_BACKEND_HOST)
-			kvrt_cuda_probe(why, sizeof(why));
-		fprintf(stderr, "kvmm bench vmm: no context: %s%s%s\n",
-			strerror(-ret), *why ? ": " : "", why);
+	if (!b->h) {
+		fprintf(stderr, "kvmm bench vmm: out of memory\n");
+		ret = -ENOMEM;
 		goto out_free;
 	}
+	ret = kvmm_ctx_open("kvmm bench vmm", &o, &b->ctx);
+	if (ret)
+		goto out_free;
 	if (n * G > kvrt_ctx_mem_total(b->ctx)) {
 		fprintf(stderr, "kvmm bench vmm: %" PRIu64 " granules do not "
 			"fit in %s memory\n", n, kvrt_ctx_name(b->ctx));
@@ -273,7 +262,7 @@ int cmd_bench_vmm(int argc, char **argv)
 		goto out_ctx;
 
 	for (int f = 0; f < F_NR; f++)
-		med[f] = median(b->t[f], reps);
+		med[f] = kvmm_median(b->t[f], reps);
 	raw_grow_1 = med[F_CREATE] + med[F_MAP] + med[F_ACCESS];
 	raw_grow_n = med[F_CREATE] + med[F_MAP] + med[F_ACCESS_BATCH];
 	raw_shrink_1 = med[F_UNMAP] + med[F_RELEASE];

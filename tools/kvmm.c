@@ -145,6 +145,59 @@ int kvmm_cmp_double(const void *a, const void *b)
 }
 
 /**
+ * kvmm_median() - median of @n samples
+ * @v: samples; sorted in place
+ * @n: how many, at least 1
+ *
+ * Return: the median (the mean of the middle two for an even @n).
+ */
+double kvmm_median(double *v, int n)
+{
+	qsort(v, n, sizeof(*v), kvmm_cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/**
+ * kvmm_rand() - xorshift64* step, for benchmark inputs that replay
+ * @s: state, not zero
+ *
+ * Return: the next 64 random bits.
+ */
+uint64_t kvmm_rand(uint64_t *s)
+{
+	*s ^= *s >> 12;
+	*s ^= *s << 25;
+	*s ^= *s >> 27;
+	return *s * 2685821657736338717ULL;
+}
+
+/**
+ * kvmm_ctx_open() - open a runtime context, or say why not
+ * @who: prefix of the message, e.g. "kvmm bench mem"
+ * @opts: backend and device
+ * @ctx: the context
+ *
+ * When no context can be had, prints one line with the errno and, for a
+ * CUDA or automatic backend, the driver's reason.
+ *
+ * Return: 0 or the -errno of kvrt_ctx_create().
+ */
+int kvmm_ctx_open(const char *who, const struct kvrt_ctx_opts *opts,
+		  struct kvrt_ctx **ctx)
+{
+	char why[256] = "";
+	int ret = kvrt_ctx_create(opts, ctx);
+
+	if (!ret)
+		return 0;
+	if (opts->backend != KVRT_BACKEND_HOST)
+		kvrt_cuda_probe(why, sizeof(why));
+	fprintf(stderr, "%s: no context: %s%s%s\n", who, strerror(-ret),
+		*why ? ": " : "", why);
+	return ret;
+}
+
+/**
  * cmd_bench() - `kvmm bench <what>`
  * @argc: argument count
  * @argv: arguments, argv[0] = "bench"

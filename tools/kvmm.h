@@ -28,6 +28,10 @@ int kvmm_parse_u64(const char *opt, const char *s, uint64_t lo, uint64_t hi,
 int kvmm_parse_backend(const char *s, enum kvrt_backend_kind *out);
 double kvmm_now_us(void);
 int kvmm_cmp_double(const void *a, const void *b);
+double kvmm_median(double *v, int n);
+uint64_t kvmm_rand(uint64_t *s);
+int kvmm_ctx_open(const char *who, const struct kvrt_ctx_opts *opts,
+		  struct kvrt_ctx **ctx);
 
 int cmd_bench(int argc, char **argv);
 int cmd_bench_vmm(int argc, char **argv);

@@ -14,6 +14,7 @@
  */
 #include <dirent.h>
 #include <getopt.h>
+#include <limits.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -191,7 +192,9 @@ int main(int argc, char **argv)
 	char why[256] = "";
 	int have_gpu, run = 0, failed = 0, skipped = 0, added = 0;
 	SRunner *sr = NULL, *unrun = NULL; /* unrun: listed or skipped */
-	FILE *skip_tap = NULL;
+	FILE *skip_tap = NULL;	/* skip lines, in memory until a file is chosen */
+	char *skip_buf = NULL;
+	size_t skip_len = 0;
 
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
@@ -258,11 +261,9 @@ int main(int argc, char **argv)
 			for (int i = first; i < nr_notes; i++) {
 				printf("SKIP: %s: %s: no CUDA device (%s)\n",
 				       d->name, notes[i].name, why);
-				if (tap && !skip_tap) {
-					skip_tap = fopen(tap, "w");
-					if (skip_tap)
-						fprintf(skip_tap, "# skipped\n");
-				}
+				if (tap && !skip_tap)
+					skip_tap = open_memstream(&skip_buf,
+								  &skip_len);
 				if (skip_tap)
 					fprintf(skip_tap,
 						"ok %d - %s:%s # SKIP no CUDA "
@@ -287,8 +288,21 @@ int main(int argc, char **argv)
 	if (list)
 		return 0;
 	if (skip_tap) {
-		fprintf(skip_tap, "1..%d\n", skipped);
+		/*
+		 * Alone, the skips are the TAP log; beside suites that run,
+		 * Check writes the log and the skips go to <tap>.skipped.
+		 */
+		char path[PATH_MAX];
+		FILE *f;
+
 		fclose(skip_tap);
+		snprintf(path, sizeof(path), "%s%s", tap, sr ? ".skipped" : "");
+		f = fopen(path, "w");
+		if (f) {
+			fprintf(f, "# skipped\n%s1..%d\n", skip_buf, skipped);
+			fclose(f);
+		}
+		free(skip_buf);
 	}
 	if (sr) {
 		char skip_file[] = "/tmp/kvmm-check-skips-XXXXXX";
@@ -298,7 +312,7 @@ int main(int argc, char **argv)
 			close(fd);
 			setenv("KVTEST_SKIP_FILE", skip_file, 1);
 		}
-		if (tap && !skipped)
+		if (tap)
 			srunner_set_tap(sr, tap);
 		if (xml)
 			srunner_set_xml(sr, xml);

@@ -12,6 +12,7 @@
 #   V=1             show full commands
 #   CUDA=0          CPU-only build; CUDA=1 requires nvcc
 #   SAN=1           build with AddressSanitizer and UBSan into build-san/
+#   O=dir           build into dir instead (parallel work on one tree)
 #   CK_FORK=no      (environment) run Check tests in-process, for gdb/valgrind
 
 ifeq ($(V),1)
@@ -49,6 +50,10 @@ SANFLAGS :=
 else
 B := build-cpu
 SANFLAGS :=
+endif
+
+ifneq ($(O),)
+B := $(O)
 endif
 
 MODULES := runtime allocator kernels model ioctl-shim
@@ -163,8 +168,11 @@ run: deps
 	$(Q)$(KVMM) generate --model $(RUN_MODEL) --chat --prompt "$(RUN_PROMPT)"
 
 clean:
-	$(Q)rm -rf build build-cpu build-san
+	$(Q)rm -rf build build-cpu build-san build-fuzz
 
 .PHONY: all deps check check-gpu check-san run model clean
+
+# fuzz targets (tools/fuzz.mk) when present
+-include tools/fuzz.mk
 
 -include $(LIB_OBJ:.o=.d) $(TOOL_OBJ:.o=.d) $(TEST_OBJ:.o=.d)

@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "kva.h"
+#include "kva_dev.h"
 
 /**
  * DOC: invariants
@@ -206,17 +206,25 @@ static int check_pages(const struct kva_pool *pool, const uint8_t *seen,
  * @why: if not NULL, receives the first violation in words
  * @len: size of @why
  *
- * O(pages + lists * width); meant for tests, after every operation.
+ * O(pages + lists * width); meant for tests, after every operation. A
+ * device pool syncs its snapshot first, as kva_pool_stats() does.
  *
  * Return: 0; -EUCLEAN for a violated invariant; -ENOMEM.
  */
 int kva_check(const struct kva_pool *pool, char *why, size_t len)
 {
-	uint8_t *seen = calloc(pool->nr_page_ids, 1);
-	uint64_t owned = 0, nfree = pool->tail - pool->head;
+	uint8_t *seen;
+	uint64_t owned = 0, nfree;
 	uint64_t pages = (uint64_t)pool->nr_granules * pool->pages_per_granule;
 	int ret;
 
+	if (pool->dev) {
+		ret = kva_dev_pull((struct kva_pool *)pool);
+		if (ret)
+			return ret;
+	}
+	nfree = pool->tail - pool->head;
+	seen = calloc(pool->nr_page_ids, 1);
 	if (!seen)
 		return -ENOMEM;
 	ret = check_ring(pool, seen, why, len);

@@ -7,8 +7,9 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
-#include "kva.h"
+#include "kva_dev.h"
 
 /**
  * kva_compact_init() - prepare a compaction control for @pool
@@ -257,12 +258,28 @@ int kva_copy_pages_cpu(uint64_t base, uint32_t page_size, uint32_t ppg,
 	return 0;
 }
 
-/* Copy page contents through the runtime: works on every backend. */
+static double now_us(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec * 1e6 + t.tv_nsec / 1e3;
+}
+
+/*
+ * Copy page contents. A device pool copies on the device, on its side
+ * stream, and rewrites the device tables after it (kva_dev_compact_copy());
+ * a host pool copies through the runtime, which works on every backend.
+ */
 static int copy_pages(struct kva_pool *pool, struct kva_compact_control *cc)
 {
-	void *buf = malloc(pool->page_size);
+	void *buf;
+	double t0 = now_us();
 	int ret = 0;
 
+	if (pool->dev)
+		return kva_dev_compact_copy(pool, cc);
+	buf = malloc(pool->page_size);
 	if (!buf)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < cc->nr_moves && !ret; i++) {
@@ -275,6 +292,7 @@ static int copy_pages(struct kva_pool *pool, struct kva_compact_control *cc)
 					     buf, pool->page_size);
 	}
 	free(buf);
+	cc->copy_us = now_us() - t0;
 	return ret;
 }
 
@@ -397,6 +415,11 @@ static int retire_granules(struct kva_pool *pool,
 		if (ret)
 			return ret;
 	}
+	if (pool->dev) {
+		ret = kva_dev_fence(pool);
+		if (ret)
+			return ret;
+	}
 	ret = kvrt_space_retire(pool->space, cc->release, cc->nr_release);
 	if (ret)
 		return ret;
@@ -411,9 +434,18 @@ static int retire_granules(struct kva_pool *pool,
 	pool->nr_retired += cc->nr_release;
 	rebuild_ring(pool, cc);
 	cc->granules_released += cc->nr_release;
-	ret = kva_compact_release(pool, 0);
-	return ret == -EBUSY ? 0 : (ret < 0 ? ret : 0);
+	/*
+	 * The increment is complete here: ring rebuilt, granules retired. A
+	 * shrink refused now (pending fence or runtime error) leaves them
+	 * retired for a later kva_compact_release(); failing the call would
+	 * make the caller rebuild the ring a second time.
+	 */
+	kva_compact_release(pool, 0);
+	return 0;
 }
+
+static int compact_once(struct kva_pool *pool,
+			struct kva_compact_control *cc);
 
 /**
  * kva_compact() - one increment of physical compaction
@@ -426,9 +458,17 @@ static int retire_granules(struct kva_pool *pool,
  * fences allow) shrinks the emptied granules. Call again to go on: the
  * next call starts from the pool as it is then.
  *
- * Return: 0 with @cc->result set; -ENOMEM; the runtime's error from a
- * page copy (nothing changed) or from fencing or retiring (pages moved,
- * every invariant holds, no granule released).
+ * On a device pool: syncs, plans on the snapshot, copies the pages on the
+ * pool's side stream with kva_copy_pages_cuda() and rewrites the device
+ * tables with kva_rewrite_cuda() after it (no host bounce), applies the
+ * same rewrite and ring rebuild to the snapshot, sends the rebuilt ring
+ * and page owners to the device in stream order, and fences both of the
+ * pool's streams before retiring. The host waits for none of it.
+ *
+ * Return: 0 with @cc->result set (emptied granules the runtime would not
+ * unmap yet stay retired for kva_compact_release()); -ENOMEM; the
+ * runtime's error from a page copy (nothing changed) or from fencing or
+ * retiring (pages moved, every invariant holds, no granule released).
  */
 int kva_compact(struct kva_pool *pool, struct kva_compact_control *cc)
 {
@@ -437,6 +477,41 @@ int kva_compact(struct kva_pool *pool, struct kva_compact_control *cc)
 	ret = kva_compact_release(pool, 0);
 	if (ret < 0 && ret != -EBUSY)
 		return ret;
+	if (pool->dev) {
+		ret = kva_dev_pull(pool);
+		if (ret)
+			return ret;
+		ret = compact_once(pool, cc);
+		if (cc->nr_moves || cc->nr_release) {
+			int r = kva_dev_push(pool, 0);
+
+			ret = ret ? ret : r;
+		}
+		return ret;
+	}
+	return compact_once(pool, cc);
+}
+
+/**
+ * kva_compact_timing() - how long the last increment's page copy took
+ * @pool: pool
+ * @cc: control; @cc->copy_us is set
+ *
+ * A host pool measured the copy as it ran. A device pool recorded events
+ * around kva_copy_pages_cuda() on its side stream: this waits for the
+ * second one.
+ *
+ * Return: 0 or the CUDA error as an errno.
+ */
+int kva_compact_timing(struct kva_pool *pool, struct kva_compact_control *cc)
+{
+	return pool->dev ? kva_dev_copy_time(pool, &cc->copy_us) : 0;
+}
+
+static int compact_once(struct kva_pool *pool, struct kva_compact_control *cc)
+{
+	int ret;
+
 	cc->nr_moves = 0;
 	cc->nr_release = 0;
 	cc->call_bytes = 0;

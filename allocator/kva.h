@@ -122,6 +122,7 @@ enum kva_slot_state {
  * @max_tokens: most tokens one sequence may hold (sizes the tables)
  * @wmark_low: free pages below which kva_pool_balance() grows
  * @wmark_high: free pages kva_pool_balance() grows up to
+ * @flags: KVA_POOL_* (0: a host pool, whatever the context)
  */
 struct kva_pool_params {
 	struct kvrt_ctx *ctx;
@@ -136,7 +137,18 @@ struct kva_pool_params {
 	uint32_t max_tokens;
 	uint32_t wmark_low;
 	uint32_t wmark_high;
+	uint32_t flags;
 };
+
+/*
+ * kva_pool_params.flags: KVA_POOL_DEVICE makes the pool device-resident
+ * (a CUDA context only). Opt-in: callers that read the pool's arrays
+ * directly (model/forward_cuda.c, ioctl-shim) must kva_pool_sync() first.
+ */
+#define KVA_POOL_DEVICE BIT(0)
+#define KVA_POOL_FLAGS KVA_POOL_DEVICE
+
+struct kva_dev;
 
 /**
  * struct kva_pool - one KV page pool
@@ -212,6 +224,17 @@ struct kva_pool {
 	uint64_t nr_used;		/* owned by some list */
 	uint32_t wmark_low;
 	uint32_t wmark_high;
+
+	/*
+	 * Device residency (see "Device pool" in the allocator doc). NULL
+	 * @dev: a host pool, the arrays above are the state. Otherwise the
+	 * state lives in device memory and the arrays above are a snapshot,
+	 * exact after kva_pool_sync(); slot_state, gran_mapped and the
+	 * control counters stay host state.
+	 */
+	struct kva_dev *dev;
+	uint64_t free_lb;		/* free pages, never over the truth */
+	uint32_t *resv;			/* [nr_slots] admitted pages */
 };
 
 /**
@@ -274,9 +297,11 @@ static inline uint32_t kva_list(const struct kva_pool *pool, uint32_t slot,
 	return (slot * pool->nr_layers + layer) * pool->nr_heads + head;
 }
 
+/* Free pages: exact on a host pool, a lower bound on a device pool (exact
+ * right after kva_pool_sync()). */
 static inline uint64_t kva_nr_free(const struct kva_pool *pool)
 {
-	return pool->tail - pool->head;
+	return pool->dev ? pool->free_lb : pool->tail - pool->head;
 }
 
 /* pool lifecycle and accounting (pool.c) */
@@ -291,6 +316,13 @@ void kva_pool_stats(const struct kva_pool *pool, struct kva_stats *out);
 uint32_t kva_admit_pages(const struct kva_pool *pool, uint32_t prompt);
 int kva_can_admit(const struct kva_pool *pool, const uint32_t *prompt,
 		  uint32_t n);
+
+/* device pool (device.c) */
+int kva_pool_is_device(const struct kva_pool *pool);
+int kva_pool_sync(struct kva_pool *pool);
+void *kva_pool_stream(const struct kva_pool *pool);
+struct kva_view;
+int kva_pool_device_view(const struct kva_pool *pool, struct kva_view *v);
 
 /**
  * struct kva_view - the arrays one batched data-plane op reads and writes
@@ -336,7 +368,9 @@ int kva_copy_pages_cpu(uint64_t base, uint32_t page_size, uint32_t ppg,
 		       void *stream);
 int kva_rewrite_cpu(const struct kva_view *v, const uint32_t *src,
 		    const uint32_t *dst, uint32_t n, void *stream);
+int kva_err_latch_cpu(const int32_t *err, int32_t *sticky, void *stream);
 #ifdef KVMM_HAVE_CUDA
+int kva_err_latch_cuda(const int32_t *err, int32_t *sticky, void *stream);
 int kva_copy_pages_cuda(uint64_t base, uint32_t page_size, uint32_t ppg,
 			const uint32_t *src, const uint32_t *dst, uint32_t n,
 			void *stream);
@@ -434,6 +468,9 @@ struct kva_compact_control {
 	uint64_t pages_moved;
 	uint64_t granules_released;
 	enum kva_compact_result result;	/* of the last call */
+	double copy_us;			/* page copy of the last call; on a
+					 * device pool set by
+					 * kva_compact_timing() */
 };
 
 int kva_compact_init(struct kva_compact_control *cc,
@@ -445,6 +482,7 @@ kva_compact_finished(const struct kva_pool *pool,
 		     const struct kva_compact_control *cc);
 const char *kva_compact_reason(enum kva_compact_result r);
 int kva_compact_release(struct kva_pool *pool, unsigned int flags);
+int kva_compact_timing(struct kva_pool *pool, struct kva_compact_control *cc);
 
 #ifdef __cplusplus
 }

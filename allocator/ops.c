@@ -5,7 +5,7 @@
  */
 #include <string.h>
 
-#include "kva.h"
+#include "kva_dev.h"
 
 /**
  * DOC: batched operations
@@ -72,6 +72,58 @@ static int validate_slots(struct kva_pool *pool, const uint32_t *slots,
 			return pool->slot_state[s] == KVA_SLOT_FREE ? -ENOENT
 								    : -EBUSY;
 	}
+	return 0;
+}
+
+/**
+ * kva_err_latch_cpu() - keep the first refusal of a run of ops
+ * @err: the result of the op just run
+ * @sticky: the first refusal since it was last cleared; set to *@err when
+ *	it is still 0
+ * @stream: unused (the CUDA version's stream)
+ *
+ * CPU reference of the kernel a device pool enqueues after each op (see
+ * DOC: device pool in device.c).
+ *
+ * Return: 0.
+ */
+int kva_err_latch_cpu(const int32_t *err, int32_t *sticky, void *stream)
+{
+	(void)stream;
+	if (*err && !*sticky)
+		*sticky = *err;
+	return 0;
+}
+
+/*
+ * kva_admit() on a device pool: the total is known on the host; when it is
+ * over the free lower bound, sync to make the bound exact before refusing.
+ */
+static int admit_dev(struct kva_pool *pool, const uint32_t *slots,
+		     const uint32_t *prompt, uint32_t n)
+{
+	uint64_t total = 0;
+	int ret;
+
+	for (uint32_t i = 0; i < n; i++)
+		total += (uint64_t)kva_admit_pages(pool, prompt[i]) *
+			 pool->lists_per_slot;
+	if (total > pool->free_lb) {
+		ret = kva_dev_pull(pool);
+		if (ret)
+			return ret;
+		if (total > pool->free_lb)
+			return -ENOSPC;
+	}
+	ret = kva_dev_admit(pool, slots, prompt, n);
+	if (ret)
+		return ret;
+	for (uint32_t i = 0; i < n; i++) {
+		pool->slot_state[slots[i]] = KVA_SLOT_PREFILL;
+		pool->resv[slots[i]] = kva_admit_pages(pool, prompt[i]);
+	}
+	pool->free_lb -= total;
+	pool->nr_used += total;
 	return 0;
 }
 
@@ -158,6 +210,8 @@ int kva_admit(struct kva_pool *pool, const uint32_t *slots,
 	for (uint32_t i = 0; i < n; i++)
 		if (!prompt || prompt[i] > pool->max_tokens)
 			return -E2BIG;
+	if (pool->dev)
+		return admit_dev(pool, slots, prompt, n);
 	kva_pool_view(pool, &v);
 	kva_admit_cpu(&v, slots, prompt, n, NULL);
 	if (pool->err)
@@ -244,6 +298,38 @@ int kva_trim_cpu(const struct kva_view *v, const uint32_t *slots, uint32_t n,
 	return 0;
 }
 
+/*
+ * kva_trim() on a device pool: a prefill slot's lists hold exactly the
+ * pages reserved at admit, so the refusal and the surplus are host facts.
+ */
+static int trim_dev(struct kva_pool *pool, const uint32_t *slots, uint32_t n,
+		    const uint32_t *hi_tokens, const uint32_t *lo_tokens)
+{
+	uint32_t lps = pool->lists_per_slot;
+	uint32_t a = pool->layout[KVA_HI].tokens;
+	uint32_t b = pool->layout[KVA_LO].tokens;
+	uint64_t total = 0;
+	int ret;
+
+	for (uint32_t k = 0; k < n * lps; k++) {
+		uint64_t keep = kvmm_div_round_up(hi_tokens[k], a) +
+				kvmm_div_round_up(lo_tokens[k], b);
+		uint32_t have = pool->resv[slots[k / lps]];
+
+		if (keep > have)
+			return -EINVAL;
+		total += have - keep;
+	}
+	ret = kva_dev_trim(pool, slots, n, hi_tokens, lo_tokens);
+	if (ret)
+		return ret;
+	for (uint32_t i = 0; i < n; i++)
+		pool->slot_state[slots[i]] = KVA_SLOT_DECODE;
+	pool->free_lb += total;
+	pool->nr_used -= total;
+	return 0;
+}
+
 /**
  * kva_trim() - after prefill, keep what the prompt used and free the rest
  * @pool: pool
@@ -279,6 +365,8 @@ int kva_trim(struct kva_pool *pool, const uint32_t *slots, uint32_t n,
 	for (uint32_t k = 0; k < n * lps; k++)
 		if ((uint64_t)hi_tokens[k] + lo_tokens[k] > pool->max_tokens)
 			return -EINVAL;
+	if (pool->dev)
+		return trim_dev(pool, slots, n, hi_tokens, lo_tokens);
 	kva_pool_view(pool, &v);
 	kva_trim_cpu(&v, slots, n, hi_tokens, lo_tokens, NULL);
 	if (pool->err)
@@ -393,6 +481,46 @@ int kva_append_cpu(const struct kva_view *v, const uint32_t *slots, uint32_t n,
 	return 0;
 }
 
+/*
+ * kva_append() on a device pool: enqueue at once when the worst case (one
+ * page per growing tier of every list) fits the free lower bound; else sync
+ * and count exactly on the snapshot, refusing on the host.
+ */
+static int append_dev(struct kva_pool *pool, const uint32_t *slots,
+		      uint32_t n)
+{
+	uint32_t lps = pool->lists_per_slot;
+	uint64_t total = (uint64_t)n * lps * (1 + (pool->nr_tiers > 1));
+	struct kva_view v;
+	int ret;
+
+	if (total > pool->free_lb) {
+		ret = kva_dev_pull(pool);
+		if (ret)
+			return ret;
+		kva_pool_view(pool, &v);
+		total = 0;
+		for (uint32_t k = 0; k < n * lps; k++) {
+			uint32_t list = slots[k / lps] * lps + k % lps;
+			uint32_t c = tier_full(&v, list, KVA_HI) +
+				     tier_full(&v, list, KVA_LO);
+
+			if (v.npages[2 * list] + v.npages[2 * list + 1] + c >
+			    v.width)
+				return -E2BIG;
+			total += c;
+		}
+		if (total > pool->free_lb)
+			return -ENOSPC;
+	}
+	ret = kva_dev_append(pool, slots, n);
+	if (ret)
+		return ret;
+	pool->free_lb -= total;
+	pool->nr_used += total;
+	return 0;
+}
+
 /**
  * kva_append() - one new page for every tier whose last page is full
  * @pool: pool
@@ -417,6 +545,8 @@ int kva_append(struct kva_pool *pool, const uint32_t *slots, uint32_t n)
 	ret = validate_slots(pool, slots, n, BIT(KVA_SLOT_DECODE));
 	if (ret)
 		return ret;
+	if (pool->dev)
+		return append_dev(pool, slots, n);
 	kva_pool_view(pool, &v);
 	kva_append_cpu(&v, slots, n, NULL);
 	if (pool->err)
@@ -501,6 +631,15 @@ int kva_free(struct kva_pool *pool, const uint32_t *slots, uint32_t n)
 			     BIT(KVA_SLOT_PREFILL) | BIT(KVA_SLOT_DECODE));
 	if (ret)
 		return ret;
+	if (pool->dev) {
+		/* the pages come back at the next sync (free_lb stays) */
+		ret = kva_dev_free(pool, slots, n);
+		if (ret)
+			return ret;
+		for (uint32_t i = 0; i < n; i++)
+			pool->slot_state[slots[i]] = KVA_SLOT_FREE;
+		return 0;
+	}
 	kva_pool_view(pool, &v);
 	kva_free_cpu(&v, slots, n, NULL);
 	for (uint32_t i = 0; i < n; i++)
@@ -527,9 +666,13 @@ int kva_set_tokens(struct kva_pool *pool, uint32_t list, uint32_t hi,
 		   uint32_t lo)
 {
 	uint32_t s;
+	int ret;
 
 	if (list >= pool->nr_lists)
 		return -EINVAL;
+	ret = pool->dev ? kva_dev_pull(pool) : 0;
+	if (ret)
+		return ret;
 	s = pool->slot_state[list / pool->lists_per_slot];
 	if (s != KVA_SLOT_DECODE)
 		return s == KVA_SLOT_FREE ? -ENOENT : -EBUSY;
@@ -541,5 +684,5 @@ int kva_set_tokens(struct kva_pool *pool, uint32_t list, uint32_t hi,
 		return -EINVAL;
 	pool->ntokens[2 * list + KVA_HI] = hi;
 	pool->ntokens[2 * list + KVA_LO] = lo;
-	return 0;
+	return pool->dev ? kva_dev_set_tokens(pool, list) : 0;
 }

@@ -519,3 +519,27 @@ extern "C" int kva_trim_cuda(const struct kva_view *v, const uint32_t *slots,
 	kva_trim_finish_kernel<<<1, 1, 0, s>>>(*v, nk);
 	return kvk_cuda_errno(cudaGetLastError());
 }
+
+__global__ void kva_err_latch_kernel(const int32_t *__restrict__ err,
+				     int32_t *__restrict__ sticky)
+{
+	if (*err && !*sticky)
+		*sticky = *err;
+}
+
+/**
+ * kva_err_latch_cuda() - kva_err_latch_cpu() on the device
+ * @err: device word, the result of the op just enqueued
+ * @sticky: device word, the first refusal since it was last cleared
+ * @stream: a cudaStream_t (NULL: the default stream)
+ *
+ * Return: 0, -EINVAL for a missing word, or the launch error as an errno.
+ */
+extern "C" int kva_err_latch_cuda(const int32_t *err, int32_t *sticky,
+				  void *stream)
+{
+	if (!err || !sticky)
+		return -EINVAL;
+	kva_err_latch_kernel<<<1, 1, 0, (cudaStream_t)stream>>>(err, sticky);
+	return kvk_cuda_errno(cudaGetLastError());
+}

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kva.h"
+#include "kva_dev.h"
 
 static void pool_free_arrays(struct kva_pool *pool)
 {
@@ -63,7 +63,10 @@ static int params_valid(const struct kva_pool_params *p)
 	if (!p->va_bytes || p->va_bytes % KVRT_GRANULE_SIZE ||
 	    p->va_bytes / KVRT_GRANULE_SIZE > UINT32_MAX / 1024)
 		return 0;
-	if (p->wmark_high < p->wmark_low)
+	if (p->wmark_high < p->wmark_low || (p->flags & ~KVA_POOL_FLAGS))
+		return 0;
+	if ((p->flags & KVA_POOL_DEVICE) &&
+	    kvrt_ctx_backend(p->ctx) != KVRT_BACKEND_CUDA)
 		return 0;
 	if ((uint64_t)p->nr_slots * p->nr_layers * p->nr_heads > UINT32_MAX / 2)
 		return 0;
@@ -80,8 +83,12 @@ static int params_valid(const struct kva_pool_params *p)
  * plus three: one for a split between tiers and one per tier for the empty
  * page kva_append() adds when a tier's last page is full.
  *
+ * With KVA_POOL_DEVICE in @params->flags (a CUDA context only) the pool
+ * is device-resident: see DOC: device pool in device.c.
+ *
  * Return: 0; -EINVAL for bad parameters; -ENOSPC when no page size fits;
- * -ENOMEM; the runtime's error.
+ * -ENODEV for KVA_POOL_DEVICE in a build without CUDA; -ENOMEM; the
+ * runtime's or CUDA's error.
  */
 int kva_pool_create(const struct kva_pool_params *params, struct kva_pool **out)
 {
@@ -136,9 +143,16 @@ int kva_pool_create(const struct kva_pool_params *params, struct kva_pool **out)
 	if (ret)
 		goto out_free_arrays;
 	pool->base = kvrt_space_base(pool->space);
+	if (params->flags & KVA_POOL_DEVICE) {
+		ret = kva_dev_create(pool);
+		if (ret)
+			goto out_destroy_space;
+	}
 	*out = pool;
 	return 0;
 
+out_destroy_space:
+	kvrt_space_destroy(pool->space);
 out_free_arrays:
 	pool_free_arrays(pool);
 out_free_pool:
@@ -159,9 +173,15 @@ int kva_pool_destroy(struct kva_pool *pool)
 
 	if (!pool)
 		return 0;
+	if (pool->dev) {
+		ret = kva_dev_wait(pool);
+		if (ret)
+			return ret;
+	}
 	ret = kvrt_space_destroy(pool->space);
 	if (ret)
 		return ret;
+	kva_dev_destroy(pool);
 	pool_free_arrays(pool);
 	free(pool);
 	return 0;
@@ -173,7 +193,7 @@ int kva_pool_destroy(struct kva_pool *pool)
  * @n: granules, at least 1
  *
  * Control plane only (driver calls); kva_pool_balance() calls it ahead of
- * need.
+ * need. A device pool syncs first and sends the new ring entries after.
  *
  * Return: 0; -EINVAL for n == 0; -ENOSPC over the budget or reservation;
  * the runtime's error.
@@ -186,6 +206,11 @@ int kva_pool_grow(struct kva_pool *pool, uint32_t n)
 
 	if (!n)
 		return -EINVAL;
+	if (pool->dev) {
+		ret = kva_dev_pull(pool);
+		if (ret)
+			return ret;
+	}
 	idx = malloc(n * sizeof(*idx));
 	if (!idx)
 		return -ENOMEM;
@@ -204,6 +229,12 @@ int kva_pool_grow(struct kva_pool *pool, uint32_t n)
 		}
 	}
 	pool->nr_granules += n;
+	if (pool->dev) {
+		pool->nr_used = (uint64_t)pool->nr_granules *
+				pool->pages_per_granule -
+				(pool->tail - pool->head);
+		ret = kva_dev_push(pool, 0);
+	}
 out_free_idx:
 	free(idx);
 	return ret;
@@ -215,7 +246,9 @@ out_free_idx:
  *
  * When fewer than wmark_low pages are free, grows enough granules to reach
  * wmark_high, or as many as the budget allows. Meant for a background
- * worker: it is the only driver call of the allocation path.
+ * worker: it is the only driver call of the allocation path. A device
+ * pool whose free lower bound is under the watermark syncs first, so it
+ * grows on exact figures.
  *
  * Return: granules grown (>= 0); the runtime's error when none could be.
  */
@@ -227,6 +260,13 @@ int kva_pool_balance(struct kva_pool *pool)
 
 	if (kva_nr_free(pool) >= pool->wmark_low)
 		return 0;
+	if (pool->dev) {
+		ret = kva_dev_pull(pool);
+		if (ret)
+			return ret;
+		if (kva_nr_free(pool) >= pool->wmark_low)
+			return 0;
+	}
 	want = kvmm_div_round_up(pool->wmark_high - kva_nr_free(pool),
 				 pool->pages_per_granule);
 	if (!want)
@@ -277,16 +317,22 @@ int kva_pool_set_budget(struct kva_pool *pool, uint64_t budget_bytes)
  * kva_pool_stats() - occupancy of a pool
  * @pool: pool
  * @out: filled in
+ *
+ * A device pool syncs its snapshot first (kva_dev_pull(): the host arrays
+ * are a cache of the device state, so this is not a change of the pool); a
+ * refusal found there stays for kva_pool_sync() to report.
  */
 void kva_pool_stats(const struct kva_pool *pool, struct kva_stats *out)
 {
 	uint32_t ppg = pool->pages_per_granule;
 
+	if (pool->dev)
+		kva_dev_pull((struct kva_pool *)pool);
 	memset(out, 0, sizeof(*out));
 	out->page_size = pool->page_size;
 	out->nr_granules = pool->nr_granules;
 	out->nr_pages = (uint64_t)pool->nr_granules * ppg;
-	out->nr_free = kva_nr_free(pool);
+	out->nr_free = pool->tail - pool->head;
 	out->nr_used = pool->nr_used;
 	out->tail_bytes = KVRT_GRANULE_SIZE - (uint64_t)ppg * pool->page_size;
 	for (uint32_t g = 0; g < pool->nr_gslots; g++) {
@@ -325,6 +371,9 @@ uint32_t kva_admit_pages(const struct kva_pool *pool, uint32_t prompt)
  * @pool: pool
  * @prompt: prompt lengths, in tokens
  * @n: number of prompts
+ *
+ * On a device pool the free count is the lower bound (kva_nr_free()): a
+ * "no" may turn "yes" after kva_pool_sync(), never the reverse.
  *
  * Return: 0 when they fit; -ENOSPC when the pool must grow or compact
  * first; -E2BIG when a prompt is over max_tokens.

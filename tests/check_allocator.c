@@ -332,6 +332,55 @@ END_TEST
 		CHECK_POOL(pool);                                              \
 	} while (0)
 
+/* a host pool: the device-pool calls are no-ops or refusals, the flag
+ * needs a CUDA context; the result latch keeps the first refusal */
+START_TEST(test_pool_flags)
+{
+	struct kvrt_ctx_opts o = {.backend = KVRT_BACKEND_HOST,
+				  .host_mem_bytes = 16 * G};
+	struct kva_pool_params p = {
+		.va_bytes = 4 * G,
+		.budget_bytes = 4 * G,
+		.head_dim = 128,
+		.nr_tiers = 2,
+		.nr_slots = 4,
+		.nr_layers = 1,
+		.nr_heads = 1,
+		.max_tokens = 64,
+	};
+	static const int32_t seq[] = {0, -ENOSPC, 0, -E2BIG, 0};
+	struct kvrt_ctx *ctx;
+	struct kva_pool *pool = NULL;
+	struct kva_view v;
+	int32_t sticky = 0;
+
+	memcpy(p.tiers, diffkv_tiers, 2 * sizeof(diffkv_tiers[0]));
+	ck_assert_int_eq(kvrt_ctx_create(&o, &ctx), 0);
+	p.ctx = ctx;
+	p.flags = KVA_POOL_DEVICE;
+	ck_assert_int_eq(kva_pool_create(&p, &pool), -EINVAL);
+	p.flags = BIT(7);
+	ck_assert_int_eq(kva_pool_create(&p, &pool), -EINVAL);
+	ck_assert_ptr_null(pool);
+	p.flags = 0;
+	ck_assert_int_eq(kva_pool_create(&p, &pool), 0);
+	ck_assert_int_eq(kva_pool_is_device(pool), 0);
+	ck_assert_ptr_null(kva_pool_stream(pool));
+	ck_assert_int_eq(kva_pool_device_view(pool, &v), -ENODEV);
+	ck_assert_int_eq(kva_pool_grow(pool, 1), 0);
+	ck_assert_int_eq(kva_pool_sync(pool), 0);
+	ck_assert_uint_eq(kva_nr_free(pool), pool->tail - pool->head);
+	CHECK_POOL(pool);
+	ck_assert_int_eq(kva_pool_destroy(pool), 0);
+	kvrt_ctx_destroy(ctx);
+
+	for (size_t i = 0; i < ARRAY_SIZE(seq); i++) {
+		ck_assert_int_eq(kva_err_latch_cpu(&seq[i], &sticky, NULL), 0);
+		ck_assert_int_eq(sticky, i < 1 ? 0 : -ENOSPC);
+	}
+}
+END_TEST
+
 START_TEST(test_alloc_misuse)
 {
 	uint64_t seed = kvtest_seed("alloc_misuse");
@@ -845,6 +894,66 @@ START_TEST(test_compact_after_half_free)
 }
 END_TEST
 
+/*
+ * A fault at every backend call of one compaction increment, on a fresh
+ * pool each time: whatever fails, the pool stays consistent. When only the
+ * final unmapping is refused the increment succeeds with the emptied
+ * granules left retired, and kva_compact_release() gives them back later
+ * (once, this rebuilt the free ring twice).
+ */
+START_TEST(test_compact_shrink_refused)
+{
+	uint32_t slots[600], one[600], zero[600] = {0}, odd[300];
+	uint32_t deferred = 0, failed = 0, n;
+
+	for (uint32_t s = 0; s < 600; s++) {
+		slots[s] = s;
+		one[s] = 1;
+	}
+	for (uint32_t s = 0; s < 300; s++)
+		odd[s] = 2 * s + 1;
+	for (n = 1;; n++) {
+		struct kva_compact_control cc;
+		struct fixture f;
+		uint64_t armed;
+		int ret;
+
+		open_pool(&f, 600, 1, 1, 32, 4);
+		ck_assert_int_eq(kva_pool_grow(f.pool, 2), 0);
+		ck_assert_int_eq(kva_admit(f.pool, slots, one, 600), 0);
+		ck_assert_int_eq(kva_trim(f.pool, slots, 600, one, zero), 0);
+		ck_assert_int_eq(kva_free(f.pool, odd, 300), 0);
+		ck_assert_int_eq(kva_compact_init(&cc, f.pool, 0), 0);
+		kvrt_fault_inject(f.ctx, n, EIO);
+		ret = kva_compact(f.pool, &cc);
+		armed = kvrt_fault_pending(f.ctx); /* n beyond every call */
+		kvrt_fault_inject(f.ctx, 0, 0);
+		CHECK_POOL(f.pool);
+		if (ret) {
+			ck_assert_int_eq(ret, -EIO);
+			failed++;
+		} else if (f.pool->nr_retired) {
+			deferred++;
+		}
+		ck_assert_int_ge(kva_compact_release(f.pool, KVRT_SHRINK_WAIT),
+				 0);
+		CHECK_POOL(f.pool);
+		ck_assert_uint_eq(f.pool->nr_granules, ret ? 2 : 1);
+		kva_compact_fini(&cc);
+		close_pool(&f);
+		if (armed) {
+			ck_assert_int_eq(ret, 0);
+			break;
+		}
+		ck_assert_uint_lt(n, 2000);
+	}
+	printf("# compact_shrink_refused: %u calls, %u failed, %u left "
+	       "granules retired\n",
+	       n, failed, deferred);
+	ck_assert_uint_gt(deferred, 0);
+}
+END_TEST
+
 START_TEST(test_compact_incremental)
 {
 	compact_half(24, SZ_1M, "compact_incremental");
@@ -856,7 +965,10 @@ END_TEST
 START_TEST(test_alloc_stress)
 {
 	uint64_t seed = kvtest_seed("alloc_stress");
-	const uint32_t nslots = 24, ops = 60000;
+	const char *env = getenv("KVMM_STRESS_OPS");
+	const uint32_t nslots = 24;
+	/* CI: 60000 ops (a few seconds); KVMM_STRESS_OPS=N for long runs */
+	const uint32_t ops = env ? (uint32_t)strtoul(env, NULL, 0) : 60000;
 	struct fixture f;
 	struct kva_compact_control cc;
 	uint32_t lps, *hi, *lo, counts[8] = {0};
@@ -959,9 +1071,9 @@ START_TEST(test_alloc_stress)
 		}
 		CHECK_POOL(f.pool);
 	}
-	printf("# alloc_stress: %u admit %u trim %u append %u free %u compact "
-	       "%u balance\n",
-	       counts[0], counts[1], counts[2], counts[3], counts[5],
+	printf("# alloc_stress: %u ops: %u admit %u trim %u append %u free "
+	       "%u compact %u balance\n",
+	       ops, counts[0], counts[1], counts[2], counts[3], counts[5],
 	       counts[6]);
 	kva_compact_fini(&cc);
 	free(hi);
@@ -984,6 +1096,7 @@ Suite *suite_allocator(void)
 
 	tcase_set_timeout(ops, 60);
 	KV_ADD(ops, test_alloc_smoke);
+	KV_ADD(ops, test_pool_flags);
 	KV_ADD(ops, test_alloc_misuse);
 	KV_ADD(ops, test_alloc_pessimistic);
 	KV_ADD(ops, test_alloc_pathological);
@@ -996,6 +1109,7 @@ Suite *suite_allocator(void)
 	KV_ADD(cmp, test_alloc_fault);
 	KV_ADD(cmp, test_compact_after_half_free);
 	KV_ADD(cmp, test_compact_incremental);
+	KV_ADD(cmp, test_compact_shrink_refused);
 	suite_add_tcase(s, cmp);
 	return s;
 }

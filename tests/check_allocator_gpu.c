@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kva.h"
 #include "kvtest.h"
@@ -469,6 +470,481 @@ START_TEST(test_rewrite_cuda_vs_cpu)
 	kvrt_ctx_destroy(ctx);
 }
 END_TEST
+
+/* ---- the device pool against the host pool ---- */
+
+static const struct kva_tier twin_tiers[] = {
+	{8, 4, 1, 2},
+	{4, 2, 1, 1},
+	{8, 4, 1, 1},
+	{4, 2, 2, 4},
+};
+
+/* the same pool twice: host arrays on a host context, device-resident
+ * (KVA_POOL_DEVICE) on a CUDA context */
+struct twin {
+	struct kvrt_ctx *hctx, *dctx;
+	struct kva_pool *h, *d;
+};
+
+static void twin_open(struct twin *t, uint32_t slots, uint32_t layers,
+		      uint32_t heads, uint32_t max_tokens, uint32_t granules)
+{
+	struct kvrt_ctx_opts ho = {.backend = KVRT_BACKEND_HOST,
+				   .host_mem_bytes = 256 * G};
+	struct kvrt_ctx_opts dopt = {.backend = KVRT_BACKEND_CUDA};
+	struct kva_pool_params p = {
+		.va_bytes = (uint64_t)granules * G,
+		.budget_bytes = (uint64_t)granules * G,
+		.head_dim = 128,
+		.nr_tiers = ARRAY_SIZE(twin_tiers),
+		.nr_slots = slots,
+		.nr_layers = layers,
+		.nr_heads = heads,
+		.max_tokens = max_tokens,
+		.wmark_low = 64,
+		.wmark_high = 400,
+	};
+
+	memcpy(p.tiers, twin_tiers, sizeof(twin_tiers));
+	ck_assert_int_eq(kvrt_ctx_create(&ho, &t->hctx), 0);
+	ck_assert_int_eq(kvrt_ctx_create(&dopt, &t->dctx), 0);
+	p.ctx = t->hctx;
+	ck_assert_int_eq(kva_pool_create(&p, &t->h), 0);
+	/* a host context cannot hold a device pool */
+	p.flags = KVA_POOL_DEVICE;
+	ck_assert_int_eq(kva_pool_create(&p, &t->d), -EINVAL);
+	p.ctx = t->dctx;
+	ck_assert_int_eq(kva_pool_create(&p, &t->d), 0);
+	ck_assert_int_eq(kva_pool_is_device(t->h), 0);
+	ck_assert_int_eq(kva_pool_is_device(t->d), 1);
+	ck_assert_ptr_nonnull(kva_pool_stream(t->d));
+}
+
+static void twin_close(struct twin *t)
+{
+	ck_assert_int_eq(kva_pool_destroy(t->d), 0);
+	ck_assert_int_eq(kva_pool_destroy(t->h), 0);
+	kvrt_ctx_destroy(t->dctx);
+	kvrt_ctx_destroy(t->hctx);
+}
+
+static void same(const char *what, const void *a, const void *b, size_t n,
+		 size_t elem, uint32_t op)
+{
+	if (!memcmp(a, b, n))
+		return;
+	for (size_t i = 0; i < n; i++)
+		if (((const uint8_t *)a)[i] != ((const uint8_t *)b)[i])
+			ck_abort_msg("op %u: %s[%zu] differs (device pool vs "
+				     "host pool)",
+				     op, what, i / elem);
+}
+
+/* the device pool synced (it must report nothing pending) equals the host
+ * pool byte for byte; both pass kva_check() */
+static void twin_compare(struct twin *t, uint32_t op)
+{
+	struct kva_pool *h = t->h, *d = t->d;
+	size_t ids = h->nr_page_ids, lists = h->nr_lists;
+
+	ck_assert_int_eq(kva_pool_sync(d), 0);
+	ck_assert_uint_eq(d->head, h->head);
+	ck_assert_uint_eq(d->tail, h->tail);
+	ck_assert_uint_eq(d->nr_used, h->nr_used);
+	ck_assert_uint_eq(kva_nr_free(d), kva_nr_free(h));
+	ck_assert_uint_eq(d->nr_granules, h->nr_granules);
+	ck_assert_uint_eq(d->nr_retired, h->nr_retired);
+	same("ring", d->ring, h->ring, ids * 4, 4, op);
+	same("page_list", d->page_list, h->page_list, ids * 4, 4, op);
+	same("page_pos", d->page_pos, h->page_pos, ids * 4, 4, op);
+	same("table", d->table, h->table, lists * h->width * 4, 4, op);
+	same("npages", d->npages, h->npages, lists * 8, 4, op);
+	same("ntokens", d->ntokens, h->ntokens, lists * 8, 4, op);
+	same("slot_state", d->slot_state, h->slot_state, h->nr_slots, 1, op);
+	same("gran_mapped", d->gran_mapped, h->gran_mapped, h->nr_gslots, 1,
+	     op);
+	CHECK_POOL(h);
+	CHECK_POOL(d);
+}
+
+/*
+ * The CPU stress sequence on both pools at once: admit, trim, append (with
+ * token growth), free, compact and balance, comparing results and every
+ * array after each op. A refusal the device pool could only see on the
+ * device comes back from kva_pool_sync(); the host pool returns it at once.
+ */
+START_TEST(test_pool_device_vs_host)
+{
+	uint64_t seed = kvtest_seed("pool_device_vs_host");
+	const char *env = getenv("KVMM_STRESS_OPS");
+	const uint32_t nslots = 24, ops = env ? strtoul(env, NULL, 0) : 4000;
+	struct twin t;
+	struct kva_compact_control hc, dc;
+	uint32_t lps, counts[8] = {0}, late = 0, host_refused = 0;
+	uint32_t prompt_of[24] = {0};
+
+	twin_open(&t, nslots, 2, 2, 700, 8);
+	lps = t.h->lists_per_slot;
+	ck_assert_int_eq(kva_compact_init(&hc, t.h, 64 * 6784), 0);
+	ck_assert_int_eq(kva_compact_init(&dc, t.d, 64 * 6784), 0);
+	for (uint32_t op = 0; op < ops; op++) {
+		uint32_t pick[24], n = 0, want = kvtest_rand(&seed) % 6;
+		uint32_t r = kvtest_rand(&seed) % 100;
+		uint32_t st = r < 20   ? KVA_SLOT_FREE
+			      : r < 35 ? KVA_SLOT_PREFILL
+			      : r < 90 ? KVA_SLOT_DECODE
+				       : KVA_SLOT_PREFILL;
+		int rh, rd;
+
+		for (uint32_t s = 0; s < nslots && n <= want; s++) {
+			uint32_t c = (s + (uint32_t)(seed >> 7)) % nslots;
+
+			if (t.h->slot_state[c] == st ||
+			    (r >= 90 && t.h->slot_state[c]))
+				pick[n++] = c;
+		}
+		if (r >= 95) {
+			rh = kva_compact(t.h, &hc);
+			rd = kva_compact(t.d, &dc);
+			ck_assert_int_eq(rh, 0);
+			ck_assert_int_eq(rd, 0);
+			ck_assert_uint_eq(dc.nr_moves, hc.nr_moves);
+			ck_assert_uint_eq(dc.nr_release, hc.nr_release);
+			ck_assert_int_eq(dc.result, hc.result);
+			ck_assert_int_ge(kva_compact_release(t.h,
+							     KVRT_SHRINK_WAIT),
+					 0);
+			ck_assert_int_ge(kva_compact_release(t.d,
+							     KVRT_SHRINK_WAIT),
+					 0);
+			counts[5]++;
+		} else if (r >= 93) {
+			rh = kva_pool_balance(t.h);
+			rd = kva_pool_balance(t.d);
+			ck_assert_int_eq(rd, rh);
+			counts[6]++;
+		} else if (!n) {
+			continue;
+		} else if (r < 20) {
+			uint32_t p[24];
+
+			for (uint32_t i = 0; i < n; i++)
+				p[i] = prompt_of[pick[i]] =
+					kvtest_rand(&seed) % 700;
+			rh = kva_admit(t.h, pick, p, n);
+			rd = kva_admit(t.d, pick, p, n);
+			ck_assert_int_eq(rd, rh);
+			if (rh) {
+				ck_assert_int_eq(rh, -ENOSPC);
+				counts[7]++;
+				ck_assert_int_eq(kva_pool_balance(t.d),
+						 kva_pool_balance(t.h));
+			}
+			counts[0]++;
+		} else if (r < 35) {
+			uint32_t hi[24 * 4], lo[24 * 4];
+
+			for (uint32_t k = 0; k < n * lps; k++) {
+				uint32_t p = prompt_of[pick[k / lps]];
+
+				lo[k] = p ? kvtest_rand(&seed) % (p + 1) : 0;
+				hi[k] = p - lo[k];
+			}
+			/* now and then a split over the reservation */
+			if (kvtest_rand(&seed) % 8 == 0)
+				hi[0] = 700 - lo[0];
+			rh = kva_trim(t.h, pick, n, hi, lo);
+			rd = kva_trim(t.d, pick, n, hi, lo);
+			ck_assert_int_eq(rd, rh);
+			counts[1]++;
+		} else if (r < 90) {
+			rh = kva_append(t.h, pick, n);
+			rd = kva_append(t.d, pick, n);
+			if (!rd) {
+				rd = kva_pool_sync(t.d);
+				late += rd != 0;
+			}
+			ck_assert_int_eq(rd, rh);
+			if (rh) {
+				host_refused++;
+				ck_assert(rh == -ENOSPC || rh == -E2BIG);
+				if (rh == -E2BIG) {
+					ck_assert_int_eq(kva_free(t.h, pick, n),
+							 0);
+					ck_assert_int_eq(kva_free(t.d, pick, n),
+							 0);
+				} else {
+					ck_assert_int_eq(kva_pool_balance(t.d),
+							 kva_pool_balance(t.h));
+				}
+			} else {
+				for (uint32_t i = 0; i < n; i++)
+					for (uint32_t j = 0; j < lps; j++) {
+						uint32_t l = pick[i] * lps + j;
+						uint32_t hh =
+							t.h->ntokens[2 * l];
+						uint32_t o =
+							t.h->ntokens[2 * l + 1];
+
+						if (hh + o >= 700)
+							continue;
+						if (hh &&
+						    kvtest_rand(&seed) % 3 == 0)
+							o++;
+						else
+							hh++;
+						ck_assert_int_eq(
+							kva_set_tokens(t.h, l,
+								       hh, o),
+							0);
+						ck_assert_int_eq(
+							kva_set_tokens(t.d, l,
+								       hh, o),
+							0);
+					}
+			}
+			counts[2]++;
+		} else {
+			ck_assert_int_eq(kva_free(t.h, pick, n), 0);
+			ck_assert_int_eq(kva_free(t.d, pick, n), 0);
+			counts[3]++;
+		}
+		twin_compare(&t, op);
+	}
+	printf("# pool_device_vs_host: %u ops: %u admit %u trim %u append %u "
+	       "free %u compact %u balance; %u admits refused; %u appends "
+	       "refused (%u seen only at sync); %llu pages moved by "
+	       "compaction\n",
+	       ops, counts[0], counts[1], counts[2], counts[3], counts[5],
+	       counts[6], counts[7], host_refused, late,
+	       (unsigned long long)dc.pages_moved);
+	fflush(stdout);
+	ck_assert_uint_eq(dc.pages_moved, hc.pages_moved);
+	ck_assert_uint_eq(dc.granules_released, hc.granules_released);
+	kva_compact_fini(&hc);
+	kva_compact_fini(&dc);
+	twin_close(&t);
+}
+END_TEST
+
+/* every piece of host-visible state of a (synced) pool */
+static uint64_t twin_digest(struct kva_pool *pool)
+{
+	uint64_t h = 14695981039346656037ULL;
+	size_t ids = pool->nr_page_ids, lists = pool->nr_lists;
+	const struct {
+		const void *p;
+		size_t n;
+	} part[] = {
+		{&pool->head, 8},
+		{&pool->tail, 8},
+		{&pool->nr_used, 8},
+		{&pool->nr_granules, 4},
+		{pool->ring, ids * 4},
+		{pool->page_list, ids * 4},
+		{pool->page_pos, ids * 4},
+		{pool->table, lists * pool->width * 4},
+		{pool->npages, lists * 8},
+		{pool->ntokens, lists * 8},
+		{pool->slot_state, pool->nr_slots},
+		{pool->gran_mapped, pool->nr_gslots},
+	};
+
+	ck_assert_int_eq(kva_pool_sync(pool), 0);
+	for (size_t i = 0; i < ARRAY_SIZE(part); i++)
+		for (size_t j = 0; j < part[i].n; j++)
+			h = (h ^ ((const uint8_t *)part[i].p)[j]) *
+			    1099511628211ULL;
+	return h;
+}
+
+/* the result latch, device against CPU, over random runs of results */
+START_TEST(test_latch_cuda_vs_cpu)
+{
+	static const int32_t res[] = {0, 0, -ENOSPC, -E2BIG, -EINVAL};
+	uint64_t seed = kvtest_seed("latch_cuda_vs_cpu");
+	int32_t *dw, w[2], sticky = 0;
+
+	CK_CUDA(cudaMalloc((void **)&dw, 8));
+	CK_CUDA(cudaMemset(dw, 0, 8));
+	for (int i = 0; i < 64; i++) {
+		int32_t e = res[kvtest_rand(&seed) % ARRAY_SIZE(res)];
+
+		if (kvtest_rand(&seed) % 16 == 0) {
+			sticky = 0;
+			CK_CUDA(cudaMemset(dw + 1, 0, 4));
+		}
+		CK_CUDA(cudaMemcpy(dw, &e, 4, cudaMemcpyHostToDevice));
+		ck_assert_int_eq(kva_err_latch_cuda(dw, dw + 1, NULL), 0);
+		ck_assert_int_eq(kva_err_latch_cpu(&e, &sticky, NULL), 0);
+		CK_CUDA(cudaMemcpy(w, dw, 8, cudaMemcpyDeviceToHost));
+		ck_assert_int_eq(w[0], e);
+		ck_assert_int_eq(w[1], sticky);
+	}
+	cudaFree(dw);
+}
+END_TEST
+
+/*
+ * The real API on a device pool over 64K lists (256 sequences x 32 layers
+ * x 8 kv-heads): admit, trim with both tiers exactly full, then one
+ * kva_append() over every list, timed on the host (validate, stage,
+ * enqueue: the call does not wait) and on the device (events on the
+ * pool's stream around the call).
+ */
+START_TEST(test_pool_device_append_64k)
+{
+	uint64_t seed = kvtest_seed("pool_device_append_64k");
+	const uint32_t nslots = 256;
+	struct kvrt_ctx_opts o = {.backend = KVRT_BACKEND_CUDA};
+	struct kva_pool_params p = {
+		.va_bytes = 1200 * G,
+		.budget_bytes = 1200 * G,
+		.head_dim = 128,
+		.nr_tiers = 4,
+		.nr_slots = nslots,
+		.nr_layers = 32,
+		.nr_heads = 8,
+		.max_tokens = 256,
+		.flags = KVA_POOL_DEVICE,
+	};
+	struct kvrt_ctx *ctx;
+	struct kva_pool *pool;
+	uint32_t slots[256], prompt[256], *hi, *lo, lps, nk;
+	uint64_t used;
+	cudaStream_t st;
+	cudaEvent_t e0, e1;
+	struct timespec t0, t1;
+	float ms;
+	double host_us;
+
+	memcpy(p.tiers, twin_tiers, sizeof(twin_tiers));
+	ck_assert_int_eq(kvrt_ctx_create(&o, &ctx), 0);
+	p.ctx = ctx;
+	ck_assert_int_eq(kva_pool_create(&p, &pool), 0);
+	ck_assert_int_eq(kva_pool_grow(pool, 1150), 0);
+	lps = pool->lists_per_slot;
+	nk = nslots * lps;
+	ck_assert_uint_eq(nk, 65536);
+	hi = malloc(nk * 4);
+	lo = malloc(nk * 4);
+	for (uint32_t s = 0; s < nslots; s++) {
+		/* whole pages of each tier: 1..2 high, 0..1 low */
+		slots[s] = s;
+		prompt[s] = 32 * (1 + kvtest_rand(&seed) % 2) +
+			    60 * (kvtest_rand(&seed) % 2);
+	}
+	for (uint32_t k = 0; k < nk; k++) {
+		uint32_t pr = prompt[k / lps];
+
+		lo[k] = pr % 32 ? 60 : 0;
+		hi[k] = pr - lo[k];
+	}
+	ck_assert_int_eq(kva_admit(pool, slots, prompt, nslots), 0);
+	ck_assert_int_eq(kva_trim(pool, slots, nslots, hi, lo), 0);
+	/* warm up on slot 0; then every list but slot 0's takes 2 pages */
+	ck_assert_int_eq(kva_append(pool, slots, 1), 0);
+	ck_assert_int_eq(kva_pool_sync(pool), 0);
+	CHECK_POOL(pool);
+	used = pool->nr_used;
+	st = (cudaStream_t)kva_pool_stream(pool);
+	CK_CUDA(cudaEventCreate(&e0));
+	CK_CUDA(cudaEventCreate(&e1));
+	CK_CUDA(cudaEventRecord(e0, st));
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	ck_assert_int_eq(kva_append(pool, slots, nslots), 0);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	CK_CUDA(cudaEventRecord(e1, st));
+	CK_CUDA(cudaEventSynchronize(e1));
+	CK_CUDA(cudaEventElapsedTime(&ms, e0, e1));
+	host_us = (t1.tv_sec - t0.tv_sec) * 1e6 +
+		  (t1.tv_nsec - t0.tv_nsec) / 1e3;
+	printf("# kva_append() on a device pool over %u lists: %.1f us in "
+	       "the host call (no wait), %.1f us on the device\n",
+	       nk, host_us, ms * 1000.0f);
+	fflush(stdout);
+	ck_assert_int_eq(kva_pool_sync(pool), 0);
+	ck_assert_uint_eq(pool->nr_used, used + 2ULL * (nk - lps));
+	CHECK_POOL(pool);
+	ck_assert_int_eq(kva_free(pool, slots, nslots), 0);
+	ck_assert_int_eq(kva_pool_sync(pool), 0);
+	ck_assert_uint_eq(pool->nr_used, 0);
+	CHECK_POOL(pool);
+	cudaEventDestroy(e0);
+	cudaEventDestroy(e1);
+	free(hi);
+	free(lo);
+	ck_assert_int_eq(kva_pool_destroy(pool), 0);
+	kvrt_ctx_destroy(ctx);
+}
+END_TEST
+
+/* misuse of a device pool: -errno, and nothing changes on the device */
+START_TEST(test_pool_device_misuse)
+{
+	struct twin t;
+	struct kva_pool *d;
+	uint32_t slots[3] = {0, 1, 2}, prompt[3] = {100, 40, 7};
+	uint32_t hi[3 * 4], lo[3 * 4], twice[2] = {1, 1}, bad = 99;
+	uint64_t dig;
+
+	twin_open(&t, 4, 2, 2, 256, 4);
+	d = t.d;
+	/* no granule yet: an admit over the free pages is refused */
+	dig = twin_digest(d);
+	ck_assert_int_eq(kva_admit(d, slots, prompt, 3), -ENOSPC);
+	ck_assert_uint_eq(twin_digest(d), dig);
+	ck_assert_int_eq(kva_pool_grow(d, 2), 0);
+	ck_assert_int_eq(kva_admit(d, slots, prompt, 3), 0);
+	for (uint32_t k = 0; k < 3 * 4; k++) {
+		lo[k] = k % 3 == 0 ? prompt[k / 4] / 2 : 0;
+		hi[k] = prompt[k / 4] - lo[k];
+	}
+	ck_assert_int_eq(kva_trim(d, slots, 3, hi, lo), 0);
+	ck_assert_int_eq(kva_append(d, slots, 3), 0);
+	CHECK_POOL(d);
+	dig = twin_digest(d);
+
+	/* a slot twice, out of range, a prompt over max_tokens */
+	ck_assert_int_eq(kva_append(d, twice, 2), -EINVAL);
+	ck_assert_int_eq(kva_free(d, &bad, 1), -EINVAL);
+	ck_assert_int_eq(kva_admit(d, &slots[0], prompt, 1), -EBUSY);
+	prompt[0] = 257;
+	ck_assert_int_eq(kva_admit(d, (uint32_t[]){3}, prompt, 1), -E2BIG);
+	ck_assert_uint_eq(twin_digest(d), dig);
+
+	/* free a slot, then free it again and append to it */
+	ck_assert_int_eq(kva_free(d, &slots[1], 1), 0);
+	dig = twin_digest(d);
+	ck_assert_int_eq(kva_free(d, &slots[1], 1), -ENOENT);
+	ck_assert_int_eq(kva_append(d, &slots[1], 1), -ENOENT);
+	ck_assert_int_eq(kva_trim(d, &slots[1], 1, hi, lo), -ENOENT);
+	ck_assert_int_eq(kva_set_tokens(d, kva_list(d, 1, 0, 0), 0, 0),
+			 -ENOENT);
+	ck_assert_uint_eq(twin_digest(d), dig);
+
+	/* a trim needing more pages than admit reserved */
+	prompt[0] = 5;
+	ck_assert_int_eq(kva_admit(d, (uint32_t[]){3}, prompt, 1), 0);
+	dig = twin_digest(d);
+	for (uint32_t k = 0; k < 4; k++) {
+		hi[k] = 5;
+		lo[k] = 0;
+	}
+	hi[2] = 200;
+	ck_assert_int_eq(kva_trim(d, (uint32_t[]){3}, 1, hi, lo), -EINVAL);
+	ck_assert_int_eq(kva_append(d, (uint32_t[]){3}, 1), -EBUSY);
+	ck_assert_uint_eq(twin_digest(d), dig);
+
+	/* a budget below what is mapped */
+	ck_assert_int_eq(kva_pool_set_budget(d, G), -EBUSY);
+	ck_assert_uint_eq(twin_digest(d), dig);
+
+	CHECK_POOL(d);
+	twin_close(&t);
+}
+END_TEST
 #else
 START_TEST(test_alloc_cuda_vs_cpu)
 {
@@ -487,6 +963,30 @@ START_TEST(test_rewrite_cuda_vs_cpu)
 	ck_abort_msg("built without CUDA: this suite cannot run");
 }
 END_TEST
+
+START_TEST(test_pool_device_vs_host)
+{
+	ck_abort_msg("built without CUDA: this suite cannot run");
+}
+END_TEST
+
+START_TEST(test_pool_device_misuse)
+{
+	ck_abort_msg("built without CUDA: this suite cannot run");
+}
+END_TEST
+
+START_TEST(test_latch_cuda_vs_cpu)
+{
+	ck_abort_msg("built without CUDA: this suite cannot run");
+}
+END_TEST
+
+START_TEST(test_pool_device_append_64k)
+{
+	ck_abort_msg("built without CUDA: this suite cannot run");
+}
+END_TEST
 #endif
 
 Suite *suite_allocator_gpu(void)
@@ -498,6 +998,10 @@ Suite *suite_allocator_gpu(void)
 	KV_ADD(tc, test_alloc_cuda_vs_cpu);
 	KV_ADD(tc, test_compact_cuda_vs_cpu);
 	KV_ADD(tc, test_rewrite_cuda_vs_cpu);
+	KV_ADD(tc, test_pool_device_vs_host);
+	KV_ADD(tc, test_pool_device_misuse);
+	KV_ADD(tc, test_latch_cuda_vs_cpu);
+	KV_ADD(tc, test_pool_device_append_64k);
 	suite_add_tcase(s, tc);
 	return s;
 }

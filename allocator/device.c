@@ -1,0 +1,679 @@
+// SPDX-License-Identifier: MIT
+/*
+ * device.c - the device-resident pool: the data-plane arrays in one device
+ * allocation, the batched ops enqueued on the pool's stream with their
+ * arguments staged through pinned buffers, and the pull/push that keep the
+ * pool's host arrays a snapshot of the device state.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kva_dev.h"
+
+/**
+ * DOC: device pool
+ *
+ * A pool created with KVA_POOL_DEVICE (on a CUDA context) keeps its
+ * data plane - ring, head, tail, reverse map, tables, counts, scratch and
+ * result word - in one device allocation. The control plane (slot states,
+ * granule states, accounting) stays on the host: every call validates there
+ * exactly as on a host pool, then enqueues the kva_*_cuda() kernels on the
+ * pool's stream and returns without waiting.
+ *
+ * Sync rule: the pool's host arrays are a snapshot, exact after
+ * kva_pool_sync() (which waits for the pool's stream and copies the device
+ * state back). kva_check(), kva_pool_stats(), kva_pool_grow(),
+ * kva_set_tokens() and kva_compact() sync themselves first.
+ *
+ * Refusals: admit and trim are decided entirely on the host (the pages a
+ * prefill slot holds are known from its admission), so their kernels never
+ * refuse. Append is decided on the host when the worst case (one page per
+ * growing tier of every list) fits the free lower bound; otherwise the pool
+ * syncs and counts exactly on the snapshot, so -ENOSPC and -E2BIG are
+ * returned synchronously. A refusal only the device can see (a row that
+ * overflows because device code raised the token counts in between) lands
+ * in the result word; a latch kernel after each op keeps the first one in
+ * a sticky word, and the next kva_pool_sync() returns it.
+ *
+ * Admission accounting: free_lb never exceeds the free pages the device
+ * will have when the next op runs: admit subtracts exactly, trim adds
+ * exactly, append subtracts its worst case (or its exact count after a
+ * sync), free adds nothing until the next sync makes it exact again.
+ */
+
+#ifdef KVMM_HAVE_CUDA
+#include <cuda_runtime.h>
+
+#define KVA_STAGE_BUFS 4
+
+struct kva_dev {
+	void *mem;			/* the one device allocation */
+	struct kva_view v;		/* the pool's arrays inside mem */
+	int32_t *sticky;		/* first refusal since the last pull */
+	uint32_t *dslots;		/* [nr_slots] staged slot list */
+	uint32_t *dargs;		/* [nr_slots] staged prompts */
+	uint32_t *dhi, *dlo;		/* [nr_lists] staged trim counts */
+	uint32_t *dsrc, *ddst;		/* [nr_page_ids] moves */
+	size_t o_args, o_hi, o_lo;	/* word offsets inside a stage buf */
+	struct kvrt_stream *ks;		/* the ops' stream */
+	struct kvrt_stream *kside;	/* compaction's copy stream */
+	cudaStream_t st, side;
+	uint32_t *pin;			/* [KVA_STAGE_BUFS][pin_words] */
+	size_t pin_words;
+	cudaEvent_t pin_done[KVA_STAGE_BUFS];
+	uint32_t pin_next;
+	cudaEvent_t mark;		/* ops stream, before a copy */
+	cudaEvent_t c0, c1;		/* around the last page copy */
+	int timed;
+	int dirty;			/* device ahead of the host arrays */
+	int32_t refused;		/* first refusal pulled, not reported */
+};
+
+static int cu_errno(cudaError_t e)
+{
+	switch (e) {
+	case cudaSuccess:
+		return 0;
+	case cudaErrorMemoryAllocation:
+		return -ENOMEM;
+	case cudaErrorInvalidValue:
+		return -EINVAL;
+	default:
+		return -EIO;
+	}
+}
+
+#define CU(call)                                                               \
+	do {                                                                   \
+		ret = cu_errno(call);                                          \
+		if (ret)                                                       \
+			goto out;                                              \
+	} while (0)
+
+/* next 16-byte aligned piece of @bytes at *@at (base 0 computes the size) */
+static void *carve(uintptr_t base, size_t *at, size_t bytes)
+{
+	uintptr_t p = base + *at;
+
+	*at += (bytes + 15) & ~(size_t)15;
+	return (void *)p;
+}
+
+static size_t layout(struct kva_pool *pool, struct kva_dev *d, uintptr_t base)
+{
+	size_t ids = pool->nr_page_ids, lists = pool->nr_lists, at = 0;
+	uint64_t *ht;
+
+	d->v.ring = carve(base, &at, ids * 4);
+	d->v.page_list = carve(base, &at, ids * 4);
+	d->v.page_pos = carve(base, &at, ids * 4);
+	d->v.table = carve(base, &at, lists * pool->width * 4);
+	d->v.npages = carve(base, &at, lists * 2 * 4);
+	d->v.ntokens = carve(base, &at, lists * 2 * 4);
+	d->v.cnt = carve(base, &at, lists * 4);
+	d->v.off = carve(base, &at, (lists + 1) * 8);
+	ht = carve(base, &at, 3 * 8);
+	d->v.head = &ht[0];
+	d->v.tail = &ht[1];
+	d->v.err = (int32_t *)&ht[2];
+	d->sticky = d->v.err + 1;
+	d->dslots = carve(base, &at, pool->nr_slots * 4);
+	d->dargs = carve(base, &at, pool->nr_slots * 4);
+	d->dhi = carve(base, &at, lists * 4);
+	d->dlo = carve(base, &at, lists * 4);
+	d->dsrc = carve(base, &at, ids * 4);
+	d->ddst = carve(base, &at, ids * 4);
+	return at;
+}
+
+/**
+ * kva_dev_create() - make @pool device-resident
+ * @pool: pool just created, no granule mapped, on a CUDA context
+ *
+ * Return: 0 or a negative errno (nothing is left allocated).
+ */
+int kva_dev_create(struct kva_pool *pool)
+{
+	struct kva_dev *d = calloc(1, sizeof(*d));
+	size_t bytes, lists = pool->nr_lists;
+	int ret = -ENOMEM;
+
+	pool->resv = calloc(pool->nr_slots, sizeof(uint32_t));
+	if (!d || !pool->resv)
+		goto out;
+	kva_pool_view(pool, &d->v);
+	bytes = layout(pool, d, 0);
+	CU(cudaMalloc(&d->mem, bytes));
+	layout(pool, d, (uintptr_t)d->mem);
+	CU(cudaMemset(d->mem, 0, bytes));
+	d->o_args = (pool->nr_slots + 3) & ~3u;
+	d->o_hi = 2 * d->o_args;
+	d->o_lo = d->o_hi + ((lists + 3) & ~(size_t)3);
+	d->pin_words = d->o_lo + lists;
+	CU(cudaMallocHost((void **)&d->pin,
+			  KVA_STAGE_BUFS * d->pin_words * 4));
+	for (int i = 0; i < KVA_STAGE_BUFS; i++)
+		CU(cudaEventCreateWithFlags(&d->pin_done[i],
+					    cudaEventDisableTiming));
+	CU(cudaEventCreateWithFlags(&d->mark, cudaEventDisableTiming));
+	CU(cudaEventCreate(&d->c0));
+	CU(cudaEventCreate(&d->c1));
+	ret = kvrt_stream_create(pool->ctx, &d->ks);
+	if (ret)
+		goto out;
+	ret = kvrt_stream_create(pool->ctx, &d->kside);
+	if (ret)
+		goto out;
+	d->st = (cudaStream_t)kvrt_stream_handle(d->ks);
+	d->side = (cudaStream_t)kvrt_stream_handle(d->kside);
+	pool->dev = d;
+	ret = kva_dev_push(pool, 1);
+	if (!ret)
+		ret = cu_errno(cudaStreamSynchronize(d->st));
+	if (!ret)
+		return 0;
+out:
+	if (d) {
+		pool->dev = d;
+		kva_dev_destroy(pool);
+	} else {
+		free(pool->resv);
+		pool->resv = NULL;
+	}
+	return ret;
+}
+
+/**
+ * kva_dev_destroy() - wait for the pool's streams and free its device half
+ * @pool: device pool (its space is already destroyed, or never fenced)
+ */
+void kva_dev_destroy(struct kva_pool *pool)
+{
+	struct kva_dev *d = pool->dev;
+
+	if (!d)
+		return;
+	if (d->ks)
+		kvrt_stream_destroy(d->ks);
+	if (d->kside)
+		kvrt_stream_destroy(d->kside);
+	for (int i = 0; i < KVA_STAGE_BUFS; i++)
+		if (d->pin_done[i])
+			cudaEventDestroy(d->pin_done[i]);
+	if (d->mark)
+		cudaEventDestroy(d->mark);
+	if (d->c0)
+		cudaEventDestroy(d->c0);
+	if (d->c1)
+		cudaEventDestroy(d->c1);
+	cudaFreeHost(d->pin);
+	cudaFree(d->mem);
+	free(d);
+	free(pool->resv);
+	pool->resv = NULL;
+	pool->dev = NULL;
+}
+
+/* copy @bytes of one array between the pool's host array and the device */
+static int xfer(struct kva_dev *d, void *dev, void *host, size_t bytes,
+		int to_dev)
+{
+	return cu_errno(cudaMemcpyAsync(to_dev ? dev : host,
+					to_dev ? host : dev, bytes,
+					to_dev ? cudaMemcpyHostToDevice
+					       : cudaMemcpyDeviceToHost,
+					d->st));
+}
+
+/**
+ * kva_dev_pull() - make the host arrays an exact snapshot
+ * @pool: device pool
+ *
+ * Waits for the pool's stream, copies ring, head, tail, reverse map,
+ * tables and counts back, latches the device's first refusal into the
+ * host (reported by kva_pool_sync()), and makes free_lb and nr_used exact.
+ *
+ * Return: 0 or the CUDA error as an errno.
+ */
+int kva_dev_pull(struct kva_pool *pool)
+{
+	struct kva_dev *d = pool->dev;
+	size_t ids = pool->nr_page_ids, lists = pool->nr_lists;
+	uint64_t ht[3];
+	int ret;
+
+	if (!d->dirty)
+		return 0;
+	ret = xfer(d, d->v.ring, pool->ring, ids * 4, 0);
+	if (!ret)
+		ret = xfer(d, d->v.page_list, pool->page_list, ids * 4, 0);
+	if (!ret)
+		ret = xfer(d, d->v.page_pos, pool->page_pos, ids * 4, 0);
+	if (!ret)
+		ret = xfer(d, d->v.table, pool->table,
+			   lists * pool->width * 4, 0);
+	if (!ret)
+		ret = xfer(d, d->v.npages, pool->npages, lists * 8, 0);
+	if (!ret)
+		ret = xfer(d, d->v.ntokens, pool->ntokens, lists * 8, 0);
+	if (!ret)
+		ret = xfer(d, d->v.head, ht, sizeof(ht), 0);
+	if (!ret)
+		ret = cu_errno(cudaMemsetAsync(d->sticky, 0, 4, d->st));
+	if (!ret)
+		ret = cu_errno(cudaStreamSynchronize(d->st));
+	if (ret)
+		return ret;
+	pool->head = ht[0];
+	pool->tail = ht[1];
+	pool->err = (int32_t)ht[2];
+	if ((int32_t)(ht[2] >> 32) && !d->refused)
+		d->refused = (int32_t)(ht[2] >> 32);
+	pool->free_lb = pool->tail - pool->head;
+	pool->nr_used = (uint64_t)pool->nr_granules * pool->pages_per_granule -
+			pool->free_lb;
+	d->dirty = 0;
+	return 0;
+}
+
+/* wait for both of the pool's streams (before its space goes) */
+int kva_dev_wait(struct kva_pool *pool)
+{
+	int ret = cu_errno(cudaStreamSynchronize(pool->dev->st));
+
+	return ret ? ret : cu_errno(cudaStreamSynchronize(pool->dev->side));
+}
+
+/**
+ * kva_dev_push() - copy the host arrays to the device, in stream order
+ * @pool: device pool whose host arrays are exact (pulled, then changed by
+ *	the control plane)
+ * @all: 1 for every array; 0 for the ring, head, tail and page owners only
+ *	(what growing and compaction's ring rebuild change)
+ *
+ * Copies from pageable memory: each is staged before the call returns, so
+ * the host arrays may change right after.
+ *
+ * Return: 0 or the CUDA error as an errno.
+ */
+int kva_dev_push(struct kva_pool *pool, int all)
+{
+	struct kva_dev *d = pool->dev;
+	size_t ids = pool->nr_page_ids, lists = pool->nr_lists;
+	uint64_t ht[2] = { pool->head, pool->tail };
+	int ret;
+
+	ret = xfer(d, d->v.ring, pool->ring, ids * 4, 1);
+	if (!ret)
+		ret = xfer(d, d->v.page_list, pool->page_list, ids * 4, 1);
+	if (!ret)
+		ret = xfer(d, d->v.head, ht, sizeof(ht), 1);
+	if (!ret && all)
+		ret = xfer(d, d->v.page_pos, pool->page_pos, ids * 4, 1);
+	if (!ret && all)
+		ret = xfer(d, d->v.table, pool->table,
+			   lists * pool->width * 4, 1);
+	if (!ret && all)
+		ret = xfer(d, d->v.npages, pool->npages, lists * 8, 1);
+	if (!ret && all)
+		ret = xfer(d, d->v.ntokens, pool->ntokens, lists * 8, 1);
+	if (!ret)
+		pool->free_lb = pool->tail - pool->head;
+	return ret;
+}
+
+/*
+ * Stage an op's arguments: fill the next pinned buffer (waiting only for
+ * the copy made from it KVA_STAGE_BUFS ops ago), copy the parts used to
+ * the device staging area on the pool's stream, then mark the buffer.
+ */
+static int stage(struct kva_pool *pool, const uint32_t *slots, uint32_t n,
+		 const uint32_t *args, const uint32_t *hi, const uint32_t *lo)
+{
+	struct kva_dev *d = pool->dev;
+	uint32_t i = d->pin_next++ % KVA_STAGE_BUFS;
+	uint32_t *b = d->pin + i * d->pin_words;
+	size_t nk = (size_t)n * pool->lists_per_slot;
+	int ret;
+
+	CU(cudaEventSynchronize(d->pin_done[i]));
+	memcpy(b, slots, n * 4);
+	CU(cudaMemcpyAsync(d->dslots, b, n * 4, cudaMemcpyHostToDevice,
+			   d->st));
+	if (args) {
+		memcpy(b + d->o_args, args, n * 4);
+		CU(cudaMemcpyAsync(d->dargs, b + d->o_args, n * 4,
+				   cudaMemcpyHostToDevice, d->st));
+	}
+	if (hi) {
+		memcpy(b + d->o_hi, hi, nk * 4);
+		memcpy(b + d->o_lo, lo, nk * 4);
+		CU(cudaMemcpyAsync(d->dhi, b + d->o_hi, nk * 4,
+				   cudaMemcpyHostToDevice, d->st));
+		CU(cudaMemcpyAsync(d->dlo, b + d->o_lo, nk * 4,
+				   cudaMemcpyHostToDevice, d->st));
+	}
+	CU(cudaEventRecord(d->pin_done[i], d->st));
+out:
+	return ret;
+}
+
+static int enqueued(struct kva_pool *pool, int ret, int latch)
+{
+	struct kva_dev *d = pool->dev;
+
+	d->dirty = 1;
+	if (!ret && latch)
+		ret = kva_err_latch_cuda(d->v.err, d->sticky, d->st);
+	return ret;
+}
+
+/* kva_admit() on a device pool, after validation: enqueue only */
+int kva_dev_admit(struct kva_pool *pool, const uint32_t *slots,
+		  const uint32_t *prompt, uint32_t n)
+{
+	struct kva_dev *d = pool->dev;
+	int ret;
+
+	if (!n)
+		return 0;
+	ret = stage(pool, slots, n, prompt, NULL, NULL);
+	if (!ret)
+		ret = kva_admit_cuda(&d->v, d->dslots, d->dargs, n, d->st);
+	return enqueued(pool, ret, 1);
+}
+
+/* kva_trim() on a device pool, after validation: enqueue only */
+int kva_dev_trim(struct kva_pool *pool, const uint32_t *slots, uint32_t n,
+		 const uint32_t *hi_tokens, const uint32_t *lo_tokens)
+{
+	struct kva_dev *d = pool->dev;
+	int ret;
+
+	if (!n)
+		return 0;
+	ret = stage(pool, slots, n, NULL, hi_tokens, lo_tokens);
+	if (!ret)
+		ret = kva_trim_cuda(&d->v, d->dslots, n, d->dhi, d->dlo,
+				    d->st);
+	return enqueued(pool, ret, 1);
+}
+
+/* kva_append() on a device pool, after validation: enqueue only */
+int kva_dev_append(struct kva_pool *pool, const uint32_t *slots, uint32_t n)
+{
+	struct kva_dev *d = pool->dev;
+	int ret;
+
+	if (!n)
+		return 0;
+	ret = stage(pool, slots, n, NULL, NULL, NULL);
+	if (!ret)
+		ret = kva_append_cuda(&d->v, d->dslots, n, d->st);
+	return enqueued(pool, ret, 1);
+}
+
+/* kva_free() on a device pool, after validation: enqueue only */
+int kva_dev_free(struct kva_pool *pool, const uint32_t *slots, uint32_t n)
+{
+	struct kva_dev *d = pool->dev;
+	int ret;
+
+	if (!n)
+		return 0;
+	ret = stage(pool, slots, n, NULL, NULL, NULL);
+	if (!ret)
+		ret = kva_free_cuda(&d->v, d->dslots, n, d->st);
+	return enqueued(pool, ret, 0);
+}
+
+/* kva_set_tokens() on a device pool: the host snapshot's two counts of
+ * @list, already written, go to the device in stream order */
+int kva_dev_set_tokens(struct kva_pool *pool, uint32_t list)
+{
+	struct kva_dev *d = pool->dev;
+
+	return xfer(d, &d->v.ntokens[2 * (size_t)list],
+		    &pool->ntokens[2 * (size_t)list], 8, 1);
+}
+
+/**
+ * kva_dev_compact_copy() - the device half of one compaction increment
+ * @pool: device pool, pulled, with the plan in @cc
+ * @cc: control holding the moves
+ *
+ * The side stream waits for the ops stream, takes the moves and copies
+ * the pages with kva_copy_pages_cuda() between two timing events; the ops
+ * stream waits for the copy and rewrites the tables and reverse map with
+ * kva_rewrite_cuda(). The host does not wait.
+ *
+ * Return: 0 or the CUDA error as an errno.
+ */
+int kva_dev_compact_copy(struct kva_pool *pool,
+			 const struct kva_compact_control *cc)
+{
+	struct kva_dev *d = pool->dev;
+	size_t bytes = (size_t)cc->nr_moves * 4;
+	int ret;
+
+	if (!cc->nr_moves)
+		return 0;
+	CU(cudaEventRecord(d->mark, d->st));
+	CU(cudaStreamWaitEvent(d->side, d->mark, 0));
+	CU(cudaMemcpyAsync(d->dsrc, cc->src, bytes, cudaMemcpyHostToDevice,
+			   d->side));
+	CU(cudaMemcpyAsync(d->ddst, cc->dst, bytes, cudaMemcpyHostToDevice,
+			   d->side));
+	CU(cudaEventRecord(d->c0, d->side));
+	ret = kva_copy_pages_cuda(pool->base, pool->page_size,
+				  pool->pages_per_granule, d->dsrc, d->ddst,
+				  cc->nr_moves, d->side);
+	if (ret)
+		goto out;
+	CU(cudaEventRecord(d->c1, d->side));
+	d->timed = 1;
+	CU(cudaStreamWaitEvent(d->st, d->c1, 0));
+	ret = kva_rewrite_cuda(&d->v, d->dsrc, d->ddst, cc->nr_moves, d->st);
+out:
+	return ret;
+}
+
+/* fence the pool's own streams: granules retired now wait for them */
+int kva_dev_fence(struct kva_pool *pool)
+{
+	int ret = kvrt_space_fence(pool->space, pool->dev->ks);
+
+	return ret ? ret : kvrt_space_fence(pool->space, pool->dev->kside);
+}
+
+/* device time of the last page copy, waiting for it */
+int kva_dev_copy_time(struct kva_pool *pool, double *us)
+{
+	struct kva_dev *d = pool->dev;
+	float ms = 0;
+	int ret = 0;
+
+	if (!d->timed) {
+		*us = 0;
+		return 0;
+	}
+	CU(cudaEventSynchronize(d->c1));
+	CU(cudaEventElapsedTime(&ms, d->c0, d->c1));
+	*us = ms * 1e3;
+out:
+	return ret;
+}
+
+/**
+ * kva_pool_sync() - wait for a pool's device work and refresh its snapshot
+ * @pool: pool
+ *
+ * On a device pool: waits for the ops enqueued so far, copies the device
+ * state into the pool's host arrays (then exact, as are kva_nr_free() and
+ * nr_used) and reports the first refusal the device made since the last
+ * kva_pool_sync(). On a host pool: nothing to do.
+ *
+ * Return: 0; the first device-side refusal since the last call (-E2BIG,
+ * -ENOSPC; the op refused changed nothing); the CUDA error as an errno.
+ */
+int kva_pool_sync(struct kva_pool *pool)
+{
+	int ret;
+
+	if (!pool->dev)
+		return 0;
+	pool->dev->dirty = 1; /* read back even what the host just sent */
+	ret = kva_dev_pull(pool);
+	if (ret)
+		return ret;
+	ret = pool->dev->refused;
+	pool->dev->refused = 0;
+	return ret;
+}
+
+/**
+ * kva_pool_stream() - the stream a device pool's ops run on
+ * @pool: pool
+ *
+ * Kernels that read the tables or write token counts order themselves
+ * after it (events), and the pool fences it before releasing granules.
+ *
+ * Return: a cudaStream_t, or NULL for a host pool.
+ */
+void *kva_pool_stream(const struct kva_pool *pool)
+{
+	return pool->dev ? (void *)pool->dev->st : NULL;
+}
+
+/**
+ * kva_pool_device_view() - the view of a device pool's device arrays
+ * @pool: pool
+ * @v: filled in; valid until the pool is destroyed
+ *
+ * For kernels and benchmarks that run the kva_*_cuda() ops themselves, on
+ * kva_pool_stream(). The pool's accounting does not see such calls: sync
+ * and use them on pools the control plane does not also drive.
+ *
+ * Return: 0, or -ENODEV for a host pool.
+ */
+int kva_pool_device_view(const struct kva_pool *pool, struct kva_view *v)
+{
+	if (!pool->dev)
+		return -ENODEV;
+	*v = pool->dev->v;
+	return 0;
+}
+
+#else /* !KVMM_HAVE_CUDA: every pool is a host pool, KVA_POOL_DEVICE fails */
+
+int kva_dev_create(struct kva_pool *pool)
+{
+	(void)pool;
+	return -ENODEV;
+}
+
+void kva_dev_destroy(struct kva_pool *pool)
+{
+	(void)pool;
+}
+
+int kva_dev_pull(struct kva_pool *pool)
+{
+	(void)pool;
+	return 0;
+}
+
+int kva_dev_wait(struct kva_pool *pool)
+{
+	(void)pool;
+	return 0;
+}
+
+int kva_dev_push(struct kva_pool *pool, int all)
+{
+	(void)pool;
+	(void)all;
+	return 0;
+}
+
+int kva_dev_admit(struct kva_pool *pool, const uint32_t *slots,
+		  const uint32_t *prompt, uint32_t n)
+{
+	(void)pool, (void)slots, (void)prompt, (void)n;
+	return -ENODEV;
+}
+
+int kva_dev_trim(struct kva_pool *pool, const uint32_t *slots, uint32_t n,
+		 const uint32_t *hi_tokens, const uint32_t *lo_tokens)
+{
+	(void)pool, (void)slots, (void)n, (void)hi_tokens, (void)lo_tokens;
+	return -ENODEV;
+}
+
+int kva_dev_append(struct kva_pool *pool, const uint32_t *slots, uint32_t n)
+{
+	(void)pool, (void)slots, (void)n;
+	return -ENODEV;
+}
+
+int kva_dev_free(struct kva_pool *pool, const uint32_t *slots, uint32_t n)
+{
+	(void)pool, (void)slots, (void)n;
+	return -ENODEV;
+}
+
+int kva_dev_set_tokens(struct kva_pool *pool, uint32_t list)
+{
+	(void)pool, (void)list;
+	return -ENODEV;
+}
+
+int kva_dev_compact_copy(struct kva_pool *pool,
+			 const struct kva_compact_control *cc)
+{
+	(void)pool, (void)cc;
+	return -ENODEV;
+}
+
+int kva_dev_fence(struct kva_pool *pool)
+{
+	(void)pool;
+	return -ENODEV;
+}
+
+int kva_dev_copy_time(struct kva_pool *pool, double *us)
+{
+	(void)pool;
+	*us = 0;
+	return -ENODEV;
+}
+
+int kva_pool_sync(struct kva_pool *pool)
+{
+	(void)pool;
+	return 0;
+}
+
+void *kva_pool_stream(const struct kva_pool *pool)
+{
+	(void)pool;
+	return NULL;
+}
+
+int kva_pool_device_view(const struct kva_pool *pool, struct kva_view *v)
+{
+	(void)pool, (void)v;
+	return -ENODEV;
+}
+#endif
+
+/**
+ * kva_pool_is_device() - whether a pool's data plane is in device memory
+ * @pool: pool
+ *
+ * Return: 1 for a device pool, 0 for a host pool.
+ */
+int kva_pool_is_device(const struct kva_pool *pool)
+{
+	return pool->dev != NULL;
+}

@@ -1,0 +1,28 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kva_dev.h - internal: the device half of a device-resident pool
+ * (device.c), called by pool.c, ops.c and compact.c after they validate.
+ */
+#ifndef KVA_DEV_H
+#define KVA_DEV_H
+
+#include "kva.h"
+
+int kva_dev_create(struct kva_pool *pool);
+void kva_dev_destroy(struct kva_pool *pool);
+int kva_dev_pull(struct kva_pool *pool);
+int kva_dev_wait(struct kva_pool *pool);
+int kva_dev_push(struct kva_pool *pool, int all);
+int kva_dev_admit(struct kva_pool *pool, const uint32_t *slots,
+		  const uint32_t *prompt, uint32_t n);
+int kva_dev_trim(struct kva_pool *pool, const uint32_t *slots, uint32_t n,
+		 const uint32_t *hi_tokens, const uint32_t *lo_tokens);
+int kva_dev_append(struct kva_pool *pool, const uint32_t *slots, uint32_t n);
+int kva_dev_free(struct kva_pool *pool, const uint32_t *slots, uint32_t n);
+int kva_dev_set_tokens(struct kva_pool *pool, uint32_t list);
+int kva_dev_compact_copy(struct kva_pool *pool,
+			 const struct kva_compact_control *cc);
+int kva_dev_fence(struct kva_pool *pool);
+int kva_dev_copy_time(struct kva_pool *pool, double *us);
+
+#endif /* KVA_DEV_H */

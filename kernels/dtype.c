@@ -90,26 +90,6 @@ uint16_t kvk_f32_to_f16(float f)
 }
 
 /**
- * kvk_f16_to_f32() - widen an IEEE half to float (exact)
- * @h: the half's bits
- *
- * Return: the value.
- */
-float kvk_f16_to_f32(uint16_t h)
-{
-	uint32_t sign = (uint32_t)(h & 0x8000) << 16;
-	uint32_t exp = (h >> 10) & 0x1f;
-	uint32_t mant = h & 0x3ff;
-
-	if (exp == 0x1f)
-		return bits_f32(sign | 0x7f800000 | (mant << 13));
-	if (exp)
-		return bits_f32(sign | ((exp + 112) << 23) | (mant << 13));
-	/* zero or subnormal: mant * 2^-24, exact in float */
-	return (sign ? -1.0f : 1.0f) * ((float)mant * 5.9604644775390625e-8f);
-}
-
-/**
  * kvk_f32_to_bf16() - round a float to bfloat16, to nearest even
  * @f: the value
  *

@@ -26,6 +26,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -87,9 +88,27 @@ static inline size_t kvk_dtype_size(enum kvk_dtype dt)
 
 const char *kvk_dtype_name(enum kvk_dtype dt);
 
+/*
+ * kvk_f16_to_f32() - widen an IEEE half to float (exact). Inline: the CPU
+ * references of the paged kernels call it for every element they read.
+ */
+static inline float kvk_f16_to_f32(uint16_t h)
+{
+	uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+	uint32_t exp = (h >> 10) & 0x1f, mant = h & 0x3ff, u;
+	float f;
+
+	if (!exp)	/* zero or subnormal: mant * 2^-24, exact in float */
+		return (sign ? -1.0f : 1.0f) *
+		       ((float)mant * 5.9604644775390625e-8f);
+	u = sign | (exp == 0x1f ? 0x7f800000 | (mant << 13)
+				: ((exp + 112) << 23) | (mant << 13));
+	memcpy(&f, &u, sizeof(f));
+	return f;
+}
+
 /* dtype.c: conversions, round to nearest even; NaN stays NaN */
 uint16_t kvk_f32_to_f16(float f);
-float kvk_f16_to_f32(uint16_t h);
 uint16_t kvk_f32_to_bf16(float f);
 float kvk_bf16_to_f32(uint16_t h);
 int kvk_convert_from_f32(void *dst, const float *src, size_t n,

@@ -81,6 +81,9 @@ NVFLAGS += -DKVMM_HAVE_CUDA
 # cudart is linked statically: it loads libcuda itself at run time, so the
 # binaries start on a machine with no NVIDIA driver.
 LDLIBS += -L$(CUDA_HOME)/lib64 -lcudart_static -lstdc++
+# cuBLAS (the CUDA executor's GEMMs) is linked dynamically; the rpath finds
+# it on a machine with the toolkit at the same place.
+LDLIBS += -lcublas -Wl,-rpath,$(CUDA_HOME)/lib64
 endif
 
 LIB_C := $(wildcard $(addsuffix /*.c,$(MODULES)))
@@ -121,12 +124,13 @@ $(KVMM): $(TOOL_OBJ) $(LIB)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(LDFLAGS) -o $@ $(TOOL_OBJ) $(LIB) $(LDLIBS)
 
-# The runner's suite table is generated from the file names.
-$(B)/tests/suites.h: $(wildcard tests/check_*.c) Makefile
+# The runner's suite table is generated from the file names, every run,
+# and replaced only when the set of suites changed (a removed suite too).
+$(B)/tests/suites.h: FORCE
 	@mkdir -p $(dir $@)
-	@$(if $(Q),echo "  GEN     $@")
-	$(Q)( for s in $(SUITES); do echo "KVMM_SUITE($$s)"; done ) > $@.tmp && \
-		mv $@.tmp $@
+	$(Q)( for s in $(SUITES); do echo "KVMM_SUITE($$s)"; done ) > $@.tmp
+	$(Q)if cmp -s $@.tmp $@; then rm -f $@.tmp; else \
+		$(if $(Q),echo "  GEN     $@";) mv $@.tmp $@; fi
 
 $(B)/tests/runner.o: $(B)/tests/suites.h
 $(B)/tests/runner.o: CFLAGS += -I$(B)/tests
@@ -170,7 +174,9 @@ run: deps
 clean:
 	$(Q)rm -rf build build-cpu build-san build-fuzz
 
-.PHONY: all deps check check-gpu check-san run model clean
+.PHONY: all deps check check-gpu check-san run model clean FORCE
+
+FORCE:
 
 # fuzz targets (tools/fuzz.mk) when present
 -include tools/fuzz.mk

@@ -221,6 +221,76 @@ out:
 }
 
 /**
+ * kvk_attn_splits() - blocks per (sequence, kv-head) the CUDA kernel uses
+ * @a: valid arguments
+ *
+ * Enough splits that the grid holds about KVK_ATTN_TARGET_BLOCKS blocks,
+ * at most KVK_ATTN_MAX_SPLIT, and at least 8 table entries per split.
+ *
+ * Return: 1..KVK_ATTN_MAX_SPLIT.
+ */
+uint32_t kvk_attn_splits(const struct kvk_attn_args *a)
+{
+	uint64_t pairs = (uint64_t)a->nr_seqs * a->nr_kv_heads;
+	uint64_t n;
+
+	if (!pairs)
+		return 1;
+	n = (KVK_ATTN_TARGET_BLOCKS + pairs - 1) / pairs;
+	if (n > (a->width + 7) / 8)
+		n = (a->width + 7) / 8;
+	if (n > KVK_ATTN_MAX_SPLIT)
+		n = KVK_ATTN_MAX_SPLIT;
+	return n ? (uint32_t)n : 1;
+}
+
+/**
+ * kvk_attn_work_layout() - scratch layout for a given split count
+ * @a: valid arguments
+ * @splits: blocks per (sequence, kv-head), 1..KVK_ATTN_MAX_SPLIT
+ * @w: filled in; partial results only when @splits > 1, logits and
+ *	log-sum-exps only with @a->update_scores
+ */
+void kvk_attn_work_layout(const struct kvk_attn_args *a, uint32_t splits,
+			  struct kvk_attn_work *w)
+{
+	size_t heads = (size_t)a->nr_seqs * a->nr_kv_heads * a->group;
+	uint32_t tmax = a->tier[0].tokens > a->tier[1].tokens ?
+				a->tier[0].tokens : a->tier[1].tokens;
+	size_t o = 0;
+
+	w->splits = splits;
+	w->tstride = (tmax + 15) / 16 * 16;
+	w->acc_off = o;
+	if (splits > 1)
+		o += heads * splits * a->head_dim * 4;
+	w->ml_off = o;
+	if (splits > 1)
+		o += heads * splits * 8;
+	w->lse_off = o;
+	if (a->update_scores)
+		o += (heads * 4 + 15) / 16 * 16;
+	w->logit_off = o;
+	if (a->update_scores)
+		o += heads * a->width * w->tstride * 4;
+	w->bytes = o;
+}
+
+/**
+ * kvk_attn_work_bytes() - scratch the CUDA kernel needs to run at full speed
+ * @a: valid arguments
+ *
+ * Return: bytes for struct kvk_attn_args.work (0 when none is needed).
+ */
+size_t kvk_attn_work_bytes(const struct kvk_attn_args *a)
+{
+	struct kvk_attn_work w;
+
+	kvk_attn_work_layout(a, kvk_attn_splits(a), &w);
+	return w.bytes;
+}
+
+/**
  * kvk_attn_bytes() - bytes one decode-attention call reads from memory
  * @a: arguments
  * @ntok: host array [nr_seqs][nr_kv_heads][2]: each (sequence, head)'s

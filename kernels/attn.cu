@@ -1,24 +1,22 @@
 // SPDX-License-Identifier: MIT
 /*
- * attn.cu - paged mixed-precision decode attention, first version.
+ * attn.cu - paged mixed-precision decode attention.
  *
- * One block per (kv-head, sequence): every page of the head is read once
- * for all query heads of its GQA group (DiffKV runs one block per query
- * head and re-reads K and V group-size times). Four warps take tokens in
- * turn; each lane holds head_dim / 32 consecutive dimensions, dequantizes
- * them in registers and keeps an online softmax per query head. The warps
- * are merged through shared memory. With update_scores, a second pass over
- * K (the final maximum and sum known) adds each token's largest probability
- * over the group to its score field.
- *
- * Not yet: splitting a long context over several blocks (low batch leaves
- * SMs idle), templated formats (bits are read at run time), vector loads of
- * whole rows. See Documentation/kernels/attention.rst for figures.
+ * Version 2 (fp16 and bf16 activations, below): tensor cores, a warp per
+ * page, tiles of 16 tokens, formats as template parameters, the context
+ * split over several blocks and merged by log-sum-exp, scores from saved
+ * logits in a light third kernel. Version 1 (fp32 activations, and scores
+ * asked for without scratch): one block of 4 warps per (kv-head, sequence),
+ * lanes own dims, every page read once for all query heads of the group,
+ * online softmax per query head, warps merged through shared memory, a
+ * second pass over K for the scores. See
+ * Documentation/kernels/attention.rst for both, with figures.
  */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <errno.h>
+#include <stdlib.h>
 
 #include "kvattn.h"
 #include "kvq.h"
@@ -272,6 +270,682 @@ __global__ void __launch_bounds__(ATTN_WARPS * 32)
 	}
 }
 
+/*
+ * Version 2: tensor cores (mma.sync m16n8k16, fp16 or bf16 operands, fp32
+ * accumulation) for fp16 and bf16 activations.
+ *
+ * A warp takes whole pages and walks each in tiles of 16 tokens. For the
+ * logits, S^T = Q K^T: A is the group's query heads (rows 0..7, rows 8..15
+ * zero), B is 8 tokens' K; lane (gid = lane / 4, q4 = lane % 4) loads the
+ * contiguous quarter [q4 * hd / 4, +hd / 4) of two tokens' K rows (one or
+ * more 16-byte loads), dequantizes in registers and feeds it as B: the
+ * k-index of the mma is mapped to that quarter, so no lane exchanges K.
+ * The logits land on the lanes as 4 consecutive tokens (4 q4 .. 4 q4 + 3)
+ * of head gid, which is exactly the B operand of O^T = V^T P^T: P needs no
+ * shuffle. For V, lane (gid, q4) loads tokens 4 q4 .. 4 q4 + 3, dims
+ * [gid * hd / 8, +hd / 8), and packs token pairs into the A operand. The
+ * online softmax runs per tile (base 2, one exp2 per lane per token),
+ * with 2 shuffles for the tile maximum and 2 for the correction factors.
+ *
+ * The context of a (sequence, kv-head) is split over kvk_attn_splits()
+ * blocks, merged by log-sum-exp in a second kernel; with update_scores the
+ * logits are kept in the scratch and a third, light kernel adds each
+ * token's largest probability over the group to its score field.
+ */
+#define V2_WARPS 4
+#define V2_LOG2E 1.4426950408889634f
+
+template <typename T> struct v2_ops;
+
+template <> struct v2_ops<__half> {
+	static constexpr bool is_half = true;
+	static __device__ __forceinline__ uint32_t pack(float lo, float hi)
+	{
+		__half2 h = __floats2half2_rn(lo, hi);
+
+		return *(uint32_t *)&h;
+	}
+	static __device__ __forceinline__ void mma(float *c, uint32_t a0,
+						   uint32_t a1, uint32_t a2,
+						   uint32_t a3, uint32_t b0,
+						   uint32_t b1)
+	{
+		asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+			     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+			     "{%0,%1,%2,%3};\n"
+			     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+			     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0),
+			       "r"(b1));
+	}
+	static __device__ __forceinline__ void store(void *p, size_t i, float v)
+	{
+		((__half *)p)[i] = __float2half_rn(v);
+	}
+};
+
+template <> struct v2_ops<__nv_bfloat16> {
+	static constexpr bool is_half = false;
+	static __device__ __forceinline__ uint32_t pack(float lo, float hi)
+	{
+		__nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+
+		return *(uint32_t *)&h;
+	}
+	static __device__ __forceinline__ void mma(float *c, uint32_t a0,
+						   uint32_t a1, uint32_t a2,
+						   uint32_t a3, uint32_t b0,
+						   uint32_t b1)
+	{
+		asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+			     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+			     "{%0,%1,%2,%3};\n"
+			     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+			     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0),
+			       "r"(b1));
+	}
+	static __device__ __forceinline__ void store(void *p, size_t i, float v)
+	{
+		((__nv_bfloat16 *)p)[i] = __float2bfloat16_rn(v);
+	}
+};
+
+/* N bytes (N a power of two, the address N- or 16-aligned) into words */
+template <int N>
+static __device__ __forceinline__ void v2_ld(const uint8_t *p, uint32_t *w)
+{
+	if (N >= 16) {
+#pragma unroll
+		for (int i = 0; i < N / 16; i++) {
+			uint4 v = __ldg((const uint4 *)p + i);
+
+			w[4 * i] = v.x, w[4 * i + 1] = v.y;
+			w[4 * i + 2] = v.z, w[4 * i + 3] = v.w;
+		}
+	} else if (N == 8) {
+		uint2 v = __ldg((const uint2 *)p);
+
+		w[0] = v.x, w[1] = v.y;
+	} else if (N == 4) {
+		w[0] = __ldg((const uint32_t *)p);
+	} else if (N == 2) {
+		w[0] = __ldg((const unsigned short *)p);
+	} else {
+		w[0] = __ldg((const unsigned char *)p);
+	}
+}
+
+/* element e of a packed little-endian chunk of B-bit codes, dequantized */
+template <int B>
+static __device__ __forceinline__ float v2_deq(const uint32_t *w, int e,
+					       float sc, float zr)
+{
+	uint32_t q = (w[e * B / 32] >> ((e * B) % 32)) & ((1U << B) - 1);
+
+	/* 2^23 + q, exactly, then - 2^23: the integer as a float */
+	return fmaf(__uint_as_float(0x4B000000U | q) - 8388608.0f, sc, zr);
+}
+
+static __device__ __forceinline__ float v2_h(const uint32_t *w, int e)
+{
+	return __half2float(__ushort_as_half(
+		(unsigned short)(w[e / 2] >> (16 * (e % 2)))));
+}
+
+/* a token's (scale, zero) of one group, as two floats */
+static __device__ __forceinline__ void v2_meta(const uint8_t *p, float *sc,
+					       float *zr)
+{
+	uint32_t m = __ldg((const uint32_t *)p);
+	__half2 h = *(__half2 *)&m;
+
+	*sc = __low2float(h), *zr = __high2float(h);
+}
+
+/*
+ * fp16 fast path for 8, 4 and 2 bits: elements e and e + 1 (e even) of a
+ * chunk as one half2, dequantized by PRMT (and LOP3), HSUB2, HFMA2: each
+ * code is placed in the mantissa of 1024 (0x6400), shifted left by its bit
+ * offset o in its byte; 1024 is subtracted exactly and the fma uses scale
+ * 2^-o (exact), so the result is fp16(q * scale + zero), rounded once.
+ */
+template <int B>
+static __device__ __forceinline__ uint32_t v2_deq2h(const uint32_t *w, int e,
+						   float sc, float zr)
+{
+	const int byte = e * B / 8, o = (e * B) % 8;
+	const uint32_t wd = w[byte / 4];
+	uint32_t x;
+	__half2 h, s2, z2 = __float2half2_rn(zr);
+
+	if (B == 8) {
+		x = __byte_perm(wd, 0x64646464U,
+				(byte % 4) | 0x40 | (((byte + 1) % 4) << 8) |
+					0x4000);
+		s2 = __float2half2_rn(sc);
+	} else {
+		const uint32_t m = (1U << B) - 1;
+
+		x = __byte_perm(wd, 0, (byte % 4) | 0x40 | ((byte % 4) << 8) |
+					       0x4000);
+		x = (x & ((m << o) | (m << (o + B + 16)))) | 0x64006400U;
+		s2 = __floats2half2_rn(sc * (1.0f / (1 << o)),
+				       sc * (1.0f / (1 << (o + B))));
+	}
+	h = __hsub2(*(__half2 *)&x, __float2half2_rn(1024.0f));
+	h = __hfma2(h, s2, z2);
+	return *(uint32_t *)&h;
+}
+
+/* K for the B operand: this lane's quarter row of token t, bits B */
+template <int HD, int B>
+static __device__ __forceinline__ void v2_ld_k(const uint8_t *pg,
+					       const kvk_attn_tier &t,
+					       uint32_t slot, int q4,
+					       uint32_t *w, float *sc,
+					       float *zr)
+{
+	constexpr int N = HD / 4 * B / 8;
+
+	v2_ld<N>(pg + t.k_off + slot * (HD * B / 8) + q4 * N, w);
+	if (B != 16)
+		v2_meta(pg + t.km_off + slot * 4 * t.kgroups +
+				4 * ((q4 * t.kgroups) >> 2),
+			sc, zr);
+}
+
+template <int HD, int B>
+static __device__ __forceinline__ void v2_ld_v(const uint8_t *pg,
+					       const kvk_attn_tier &t,
+					       uint32_t slot, int gid,
+					       uint32_t *w, float *sc,
+					       float *zr)
+{
+	constexpr int N = HD / 8 * B / 8;
+
+	v2_ld<N>(pg + t.v_off + slot * (HD * B / 8) + gid * N, w);
+	if (B != 16)
+		v2_meta(pg + t.vm_off + slot * 4 * t.vgroups +
+				4 * ((gid * t.vgroups) >> 3),
+			sc, zr);
+}
+
+/* S^T for 16 tokens: s[n-tile][c0..c3] */
+template <int HD, typename T, int B, int KW>
+static __device__ __forceinline__ void v2_qk(uint32_t (*kr)[KW],
+					     const float *sc, const float *zr,
+					     const uint32_t (*qf)[2],
+					     float (*s)[4])
+{
+#pragma unroll
+	for (int n = 0; n < 2; n++) {
+		s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+		for (int j = 0; j < HD / 16; j++) {
+			uint32_t b0, b1;
+
+			if (B == 16 && v2_ops<T>::is_half) {
+				b0 = kr[n][2 * j], b1 = kr[n][2 * j + 1];
+			} else if (B == 16) {
+				b0 = v2_ops<T>::pack(v2_h(kr[n], 4 * j),
+						     v2_h(kr[n], 4 * j + 1));
+				b1 = v2_ops<T>::pack(v2_h(kr[n], 4 * j + 2),
+						     v2_h(kr[n], 4 * j + 3));
+			} else if (v2_ops<T>::is_half && B >= 2) {
+				b0 = v2_deq2h<B == 16 ? 8 : B>(kr[n], 4 * j,
+							       sc[n], zr[n]);
+				b1 = v2_deq2h<B == 16 ? 8 : B>(kr[n], 4 * j + 2,
+							       sc[n], zr[n]);
+			} else {
+				const float c = sc[n], z = zr[n];
+
+				b0 = v2_ops<T>::pack(
+					v2_deq<B>(kr[n], 4 * j, c, z),
+					v2_deq<B>(kr[n], 4 * j + 1, c, z));
+				b1 = v2_ops<T>::pack(
+					v2_deq<B>(kr[n], 4 * j + 2, c, z),
+					v2_deq<B>(kr[n], 4 * j + 3, c, z));
+			}
+			v2_ops<T>::mma(s[n], qf[j][0], 0, qf[j][1], 0, b0, b1);
+		}
+	}
+}
+
+/* O^T += V^T P^T for 16 tokens */
+template <int HD, typename T, int B, int VW>
+static __device__ __forceinline__ void v2_pv(uint32_t (*vr)[VW],
+					     const float *sc, const float *zr,
+					     uint32_t p0, uint32_t p1,
+					     float (*acc)[4])
+{
+#pragma unroll
+	for (int i = 0; i < HD / 16; i++) {
+		uint32_t a[4];
+
+		if (B == 16 && v2_ops<T>::is_half) {
+			a[0] = __byte_perm(vr[0][i], vr[1][i], 0x5410);
+			a[1] = __byte_perm(vr[0][i], vr[1][i], 0x7632);
+			a[2] = __byte_perm(vr[2][i], vr[3][i], 0x5410);
+			a[3] = __byte_perm(vr[2][i], vr[3][i], 0x7632);
+		} else if (v2_ops<T>::is_half && B >= 2) {
+			uint32_t y[4];
+
+#pragma unroll
+			for (int u = 0; u < 4; u++)
+				y[u] = v2_deq2h<B == 16 ? 8 : B>(vr[u], 2 * i,
+								 sc[u], zr[u]);
+			a[0] = __byte_perm(y[0], y[1], 0x5410);
+			a[1] = __byte_perm(y[0], y[1], 0x7632);
+			a[2] = __byte_perm(y[2], y[3], 0x5410);
+			a[3] = __byte_perm(y[2], y[3], 0x7632);
+		} else {
+			float x[4][2];
+
+#pragma unroll
+			for (int u = 0; u < 4; u++)
+#pragma unroll
+				for (int e = 0; e < 2; e++)
+					x[u][e] = B == 16 ?
+						v2_h(vr[u], 2 * i + e) :
+						v2_deq<B == 16 ? 8 : B>(
+							vr[u], 2 * i + e, sc[u],
+							zr[u]);
+			a[0] = v2_ops<T>::pack(x[0][0], x[1][0]);
+			a[1] = v2_ops<T>::pack(x[0][1], x[1][1]);
+			a[2] = v2_ops<T>::pack(x[2][0], x[3][0]);
+			a[3] = v2_ops<T>::pack(x[2][1], x[3][1]);
+		}
+		v2_ops<T>::mma(acc[i], a[0], a[1], a[2], a[3], p0, p1);
+	}
+}
+
+/* the list's page @p: address, tier, tokens in it */
+static __device__ __forceinline__ const uint8_t *
+v2_page(const kvk_attn_args &a, uint32_t list, uint32_t p, uint32_t p_hi,
+	uint32_t n_hi, uint32_t n_lo, int *tier, uint32_t *ntok)
+{
+	uint32_t id;
+
+	if (p < p_hi) {
+		*tier = 0;
+		id = a.tables[(size_t)list * a.width + p];
+		*ntok = min(a.tier[0].tokens, n_hi - p * a.tier[0].tokens);
+	} else {
+		p -= p_hi;
+		*tier = 1;
+		id = a.tables[(size_t)list * a.width + a.width - 1 - p];
+		*ntok = min(a.tier[1].tokens, n_lo - p * a.tier[1].tokens);
+	}
+	return (const uint8_t *)(a.pool +
+				 (id / a.pages_per_granule) * ATTN_GRANULE +
+				 (uint64_t)(id % a.pages_per_granule) *
+					 a.page_size);
+}
+
+#define V2_BITS_SWITCH(bits, CALL)                                             \
+	switch (bits) {                                                        \
+	case 16: if constexpr (MAXB == 16) { CALL(16); } break;                \
+	case 8: CALL(8); break;                                                \
+	case 4: CALL(4); break;                                                \
+	case 2: CALL(2); break;                                                \
+	default: CALL(1); break;                                               \
+	}
+
+/*
+ * MAXB: the widest format of the call (16 or 8 bits): it sizes the raw
+ * registers. NT: tiles of 16 tokens loaded per step before any arithmetic
+ * (2 with 8 bits keeps as many bytes in flight as one fp16 tile).
+ */
+template <int HD, typename T, int MAXB, int NT, int MINB>
+__global__ void __launch_bounds__(V2_WARPS * 32, MINB)
+	kvk_attn_v2_kernel(const kvk_attn_args a, const kvk_attn_work w)
+{
+	constexpr int VD = HD / 8;
+	constexpr int KW = HD * MAXB / 128, VW = HD * MAXB / 256;
+	__shared__ float sm_acc[V2_WARPS][MAXG][HD];
+	__shared__ float sm_m[V2_WARPS][MAXG], sm_l[V2_WARPS][MAXG];
+	const uint32_t h = blockIdx.x, s = blockIdx.y, z = blockIdx.z;
+	const uint32_t G = a.group, splits = w.splits;
+	const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+	const int gid = lane / 4, q4 = lane % 4;
+	const uint32_t list = a.list_base[s] + h;
+	const size_t pair = (size_t)s * a.nr_kv_heads + h;
+	const float qscale = a.scale * V2_LOG2E;
+	uint32_t n_hi = a.ntokens[2 * list], n_lo = a.ntokens[2 * list + 1];
+	uint32_t p_hi = (n_hi + a.tier[0].tokens - 1) / a.tier[0].tokens;
+	uint32_t p_all = p_hi +
+			 (n_lo + a.tier[1].tokens - 1) / a.tier[1].tokens;
+	uint32_t per, p_end;
+	uint32_t qf[HD / 16][2];
+	float acc[HD / 16][4], m = -INFINITY, l = 0.0f;
+	float *logit = NULL;
+
+	if (p_all > a.width) /* table too short: read nothing, output 0 */
+		p_all = 0;
+	per = (p_all + splits - 1) / splits;
+	p_end = min(p_all, (z + 1) * per);
+	if (a.update_scores)
+		logit = (float *)((uint8_t *)a.work + w.logit_off) +
+			(pair * G + gid) * a.width * w.tstride;
+	{
+		const uint32_t *qp =
+			(const uint32_t *)a.q +
+			((pair * G + gid) * HD + q4 * (HD / 4)) / 2;
+
+#pragma unroll
+		for (int j = 0; j < HD / 16; j++) {
+			qf[j][0] = gid < (int)G ? qp[2 * j] : 0;
+			qf[j][1] = gid < (int)G ? qp[2 * j + 1] : 0;
+		}
+	}
+#pragma unroll
+	for (int i = 0; i < HD / 16; i++)
+		acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
+
+	for (uint32_t p = z * per + warp; p < p_end; p += V2_WARPS) {
+		uint32_t np;
+		int ti;
+		const uint8_t *pg = v2_page(a, list, p, p_hi, n_hi, n_lo, &ti,
+					    &np);
+		const kvk_attn_tier &t = a.tier[ti];
+		const int kb = t.kbits, vb = t.vbits;
+
+		for (uint32_t t0 = 0; t0 < np; t0 += 16 * NT) {
+			uint32_t kr[NT][2][KW], vr[NT][4][VW];
+			float ksc[NT][2] = { 0 }, kzr[NT][2] = { 0 };
+			float vsc[NT][4] = { 0 }, vzr[NT][4] = { 0 };
+
+#define LDK(B)                                                                 \
+	for (int u = 0; u < NT; u++)                                           \
+		for (int n = 0; n < 2; n++)                                    \
+			v2_ld_k<HD, B>(pg, t,                                  \
+				       min(t0 + 16 * u + 4 * (gid >> 1) +      \
+						   2 * n + (gid & 1),          \
+					   np - 1),                            \
+				       q4, kr[u][n], &ksc[u][n], &kzr[u][n])
+#define LDV(B)                                                                 \
+	for (int u = 0; u < NT; u++)                                           \
+		for (int e = 0; e < 4; e++)                                    \
+			v2_ld_v<HD, B>(pg, t,                                  \
+				       min(t0 + 16 * u + 4 * q4 + e, np - 1),  \
+				       gid, vr[u][e], &vsc[u][e], &vzr[u][e])
+			V2_BITS_SWITCH(kb, LDK)
+			V2_BITS_SWITCH(vb, LDV)
+		{
+			/* one softmax step over NT tiles (NT * 16 tokens) */
+			float x[NT][4], mx = -INFINITY, mn, base, corr;
+			uint32_t pp[NT][2];
+
+#pragma unroll
+			for (int u = 0; u < NT; u++) {
+				const uint32_t tu = t0 + 16 * u;
+				const int nv =
+					tu < np ? (int)min(16U, np - tu) : 0;
+				float st[2][4];
+
+#define QK(B) v2_qk<HD, T, B, KW>(kr[u], ksc[u], kzr[u], qf, st)
+				V2_BITS_SWITCH(kb, QK)
+#pragma unroll
+				for (int e = 0; e < 4; e++) {
+					x[u][e] = st[e / 2][e % 2] * qscale;
+					if (4 * q4 + e >= nv)
+						x[u][e] = -INFINITY;
+					mx = fmaxf(mx, x[u][e]);
+				}
+				if (logit && gid < (int)G)
+					for (int e = 0; e < 4; e++)
+						if (4 * q4 + e < nv)
+							logit[p * w.tstride +
+							      tu + 4 * q4 + e] =
+								x[u][e];
+			}
+			mx = fmaxf(mx, __shfl_xor_sync(~0U, mx, 1));
+			mx = fmaxf(mx, __shfl_xor_sync(~0U, mx, 2));
+			mn = fmaxf(m, mx);
+			base = mn == -INFINITY ? 0.0f : mn;
+			corr = exp2f(m - base);
+#pragma unroll
+			for (int u = 0; u < NT; u++) {
+#pragma unroll
+				for (int e = 0; e < 4; e++)
+					x[u][e] = exp2f(x[u][e] - base);
+				l = l * (u ? 1.0f : corr) +
+				    (x[u][0] + x[u][1]) + (x[u][2] + x[u][3]);
+				pp[u][0] = v2_ops<T>::pack(x[u][0], x[u][1]);
+				pp[u][1] = v2_ops<T>::pack(x[u][2], x[u][3]);
+			}
+			m = mn;
+			/* rescale only when some head's maximum moved */
+			if (__any_sync(~0U, corr != 1.0f)) {
+				float c0 = __shfl_sync(~0U, corr, 8 * q4);
+				float c1 = __shfl_sync(~0U, corr, 8 * q4 + 4);
+
+#pragma unroll
+				for (int i = 0; i < HD / 16; i++) {
+					acc[i][0] *= c0, acc[i][1] *= c1;
+					acc[i][2] *= c0, acc[i][3] *= c1;
+				}
+			}
+#pragma unroll
+			for (int u = 0; u < NT; u++) {
+#define PV(B)                                                                  \
+	v2_pv<HD, T, B, VW>(vr[u], vsc[u], vzr[u], pp[u][0], pp[u][1], acc)
+				V2_BITS_SWITCH(vb, PV)
+			}
+		}
+#undef LDK
+#undef LDV
+#undef QK
+#undef PV
+		}
+	}
+	/* merge the warps */
+	l += __shfl_xor_sync(~0U, l, 1);
+	l += __shfl_xor_sync(~0U, l, 2);
+	if (q4 == 0 && gid < (int)G)
+		sm_m[warp][gid] = m, sm_l[warp][gid] = l;
+#pragma unroll
+	for (int i = 0; i < HD / 16; i++) {
+		int d = gid * VD + 2 * i;
+
+		if (2 * q4 < (int)G) {
+			sm_acc[warp][2 * q4][d] = acc[i][0];
+			sm_acc[warp][2 * q4][d + 1] = acc[i][2];
+		}
+		if (2 * q4 + 1 < (int)G) {
+			sm_acc[warp][2 * q4 + 1][d] = acc[i][1];
+			sm_acc[warp][2 * q4 + 1][d + 1] = acc[i][3];
+		}
+	}
+	__syncthreads();
+	for (uint32_t idx = threadIdx.x; idx < G * HD; idx += blockDim.x) {
+		uint32_t g = idx / HD, d = idx % HD;
+		float M = -INFINITY, L = 0.0f, o = 0.0f;
+
+		for (int v = 0; v < V2_WARPS; v++)
+			if (sm_l[v][g] > 0.0f)
+				M = fmaxf(M, sm_m[v][g]);
+		for (int v = 0; v < V2_WARPS; v++)
+			if (sm_l[v][g] > 0.0f) {
+				float f = exp2f(sm_m[v][g] - M);
+
+				L += sm_l[v][g] * f;
+				o += sm_acc[v][g][d] * f;
+			}
+		if (splits == 1) {
+			v2_ops<T>::store(a.out, (pair * G + g) * HD + d,
+					 L > 0.0f ? o / L : 0.0f);
+			if (a.update_scores && d == 0)
+				((float *)((uint8_t *)a.work + w.lse_off))
+					[pair * G + g] = M + log2f(L);
+		} else {
+			size_t b = (pair * splits + z) * G + g;
+
+			float *ac = (float *)((uint8_t *)a.work + w.acc_off);
+
+			ac[b * HD + d] = o;
+			if (d == 0) {
+				float *ml = (float *)((uint8_t *)a.work +
+						      w.ml_off);
+
+				ml[2 * b] = M, ml[2 * b + 1] = L;
+			}
+		}
+	}
+}
+
+/* the splits of one (sequence, kv-head) merged by log-sum-exp */
+template <typename T>
+__global__ void kvk_attn_v2_merge(const kvk_attn_args a, const kvk_attn_work w)
+{
+	const size_t pair = blockIdx.x;
+	const uint32_t G = a.group, HD = a.head_dim, S = w.splits;
+	const float *acc = (const float *)((const uint8_t *)a.work + w.acc_off);
+	const float *ml = (const float *)((const uint8_t *)a.work + w.ml_off);
+
+	for (uint32_t idx = threadIdx.x; idx < G * HD; idx += blockDim.x) {
+		uint32_t g = idx / HD, d = idx % HD;
+		float M = -INFINITY, L = 0.0f, o = 0.0f;
+
+		for (uint32_t z = 0; z < S; z++) {
+			size_t b = (pair * S + z) * G + g;
+
+			if (ml[2 * b + 1] > 0.0f)
+				M = fmaxf(M, ml[2 * b]);
+		}
+		for (uint32_t z = 0; z < S; z++) {
+			size_t b = (pair * S + z) * G + g;
+
+			if (ml[2 * b + 1] > 0.0f) {
+				float f = exp2f(ml[2 * b] - M);
+
+				L += ml[2 * b + 1] * f;
+				o += acc[b * HD + d] * f;
+			}
+		}
+		v2_ops<T>::store(a.out, (pair * G + g) * HD + d,
+				 L > 0.0f ? o / L : 0.0f);
+		if (a.update_scores && d == 0) {
+			float *lse = (float *)((uint8_t *)a.work + w.lse_off);
+
+			lse[pair * G + g] = M + log2f(L);
+		}
+	}
+}
+
+/* score += max over the group of exp2(logit - lse), every token */
+__global__ void kvk_attn_v2_scores(const kvk_attn_args a, const kvk_attn_work w)
+{
+	const uint32_t h = blockIdx.x, s = blockIdx.y, G = a.group;
+	const uint32_t list = a.list_base[s] + h;
+	const size_t pair = (size_t)s * a.nr_kv_heads + h;
+	const uint32_t n_hi = a.ntokens[2 * list];
+	const uint32_t n_lo = a.ntokens[2 * list + 1];
+	const uint32_t p_hi = (n_hi + a.tier[0].tokens - 1) / a.tier[0].tokens;
+	const uint32_t p_all =
+		p_hi + (n_lo + a.tier[1].tokens - 1) / a.tier[1].tokens;
+	const uint8_t *wk = (const uint8_t *)a.work;
+	const float *lse = (const float *)(wk + w.lse_off) + pair * G;
+	const float *lg = (const float *)(wk + w.logit_off) +
+			  pair * G * a.width * w.tstride;
+	const size_t hstride = (size_t)a.width * w.tstride;
+	const uint32_t lane = threadIdx.x % 32;
+	const uint32_t p = blockIdx.z * (blockDim.x / 32) + threadIdx.x / 32;
+
+	if (p_all > a.width || p >= p_all)
+		return;
+	{
+		uint32_t np;
+		int ti;
+		const uint8_t *pg = v2_page(a, list, p, p_hi, n_hi, n_lo, &ti,
+					    &np);
+		float *sc = (float *)(pg + a.tier[ti].score_off);
+
+		for (uint32_t i = lane; i < np; i += 32) {
+			float best = 0.0f;
+
+			for (uint32_t g = 0; g < G; g++)
+				best = fmaxf(best, exp2f(lg[g * hstride +
+							    p * w.tstride + i] -
+							 lse[g]));
+			sc[i] += best;
+		}
+	}
+}
+
+/*
+ * Measuring knobs, read once per process: KVMM_ATTN_MINB (blocks per SM
+ * the head_dim-128 kernel is compiled for: 1 or 4), KVMM_ATTN_NT (tiles per
+ * step with formats of at most 8 bits: 1 or 2), KVMM_ATTN_V1 (run version
+ * 1). Unset: compiled for 1 block per SM (fp16 pages: 213 registers, 2
+ * blocks fit; 95% of the read ceiling at 64 x 8K on an H100; MINB=4 costs
+ * 24%) and 2 tiles per step: the configuration the GPU suite passed on.
+ * Measured faster for formats of at most 8 bits, not yet run through the
+ * GPU suite: MINB=4 NT=1 (128 registers, 68 bytes spilled: 51% of the
+ * ceiling against 43%).
+ */
+static int v2_knob(const char *name)
+{
+	static int minb = -2, nt = -2;
+	int *v = name[10] == 'M' ? &minb : &nt;
+
+	if (*v == -2) {
+		const char *e = getenv(name);
+
+		*v = e ? atoi(e) : -1;
+	}
+	return *v;
+}
+
+template <typename T, int MAXB, int NT>
+static void v2_launch_main(const kvk_attn_args *a, const kvk_attn_work *w,
+			   cudaStream_t st)
+{
+	dim3 grid(a->nr_kv_heads, a->nr_seqs, w->splits);
+	int minb = v2_knob("KVMM_ATTN_MINB");
+
+	if (minb < 0)
+		minb = 1;
+	switch (a->head_dim) {
+	case 64:
+		kvk_attn_v2_kernel<64, T, MAXB, NT, 1>
+			<<<grid, V2_WARPS * 32, 0, st>>>(*a, *w);
+		break;
+	case 128:
+		if (minb == 4)
+			kvk_attn_v2_kernel<128, T, MAXB, NT, 4>
+				<<<grid, V2_WARPS * 32, 0, st>>>(*a, *w);
+		else
+			kvk_attn_v2_kernel<128, T, MAXB, NT, 1>
+				<<<grid, V2_WARPS * 32, 0, st>>>(*a, *w);
+		break;
+	default:
+		kvk_attn_v2_kernel<256, T, MAXB, NT, 1>
+			<<<grid, V2_WARPS * 32, 0, st>>>(*a, *w);
+	}
+}
+
+template <typename T>
+static void v2_launch(const kvk_attn_args *a, const kvk_attn_work *w,
+		      cudaStream_t st)
+{
+	dim3 grid(a->nr_kv_heads, a->nr_seqs, w->splits);
+
+	if (a->tier[0].kbits == 16 || a->tier[0].vbits == 16 ||
+	    a->tier[1].kbits == 16 || a->tier[1].vbits == 16)
+		v2_launch_main<T, 16, 1>(a, w, st);
+	else if (v2_knob("KVMM_ATTN_NT") == 1)
+		v2_launch_main<T, 8, 1>(a, w, st);
+	else
+		v2_launch_main<T, 8, 2>(a, w, st);
+	if (w->splits > 1)
+		kvk_attn_v2_merge<T>
+			<<<a->nr_seqs * a->nr_kv_heads, 256, 0, st>>>(*a, *w);
+	if (a->update_scores)
+		kvk_attn_v2_scores<<<dim3(a->nr_kv_heads, a->nr_seqs,
+					  (a->width + 7) / 8),
+				     256, 0, st>>>(*a, *w);
+}
+
 /**
  * kvk_attn_decode_cuda() - decode attention on the GPU
  * @a: arguments; every pointer and address is a device address
@@ -297,6 +971,22 @@ extern "C" int kvk_attn_decode_cuda(const struct kvk_attn_args *a,
 		return 0;
 	if (a->nr_seqs > 65535 || a->nr_kv_heads > 65535)
 		return -EINVAL;
+	if (a->dtype != KVK_F32 && !getenv("KVMM_ATTN_V1") &&
+	    a->width <= 8U * 65535) {
+		struct kvk_attn_work w;
+
+		kvk_attn_work_layout(a, kvk_attn_splits(a), &w);
+		if (!a->work || a->work_bytes < w.bytes)
+			kvk_attn_work_layout(a, 1, &w);
+		if (!w.bytes || (a->work && w.bytes <= a->work_bytes)) {
+			if (a->dtype == KVK_F16)
+				v2_launch<__half>(a, &w, st);
+			else
+				v2_launch<__nv_bfloat16>(a, &w, st);
+			return kvk_cuda_errno(cudaGetLastError());
+		}
+	}
+	/* fp32 activations, or scores without scratch: version 1 */
 	grid = dim3(a->nr_kv_heads, a->nr_seqs);
 	switch (a->head_dim) {
 	case 64:

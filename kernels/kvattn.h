@@ -66,6 +66,14 @@ struct kvk_attn_args {
 	 * probability any query head of its group gave it in this call.
 	 */
 	int update_scores;
+	/*
+	 * Device scratch for the CUDA kernel (ignored by the CPU reference):
+	 * kvk_attn_work_bytes() bytes let it split long contexts over several
+	 * blocks and update the scores in a second, light pass. With less (or
+	 * NULL), it runs unsplit, or falls back to the first version.
+	 */
+	void *work;
+	size_t work_bytes;
 };
 
 int kvk_attn_check(const struct kvk_attn_args *a);
@@ -73,6 +81,27 @@ int kvk_attn_decode_cpu(const struct kvk_attn_args *a, void *stream);
 #ifdef KVMM_HAVE_CUDA
 int kvk_attn_decode_cuda(const struct kvk_attn_args *a, void *stream);
 #endif
+
+#define KVK_ATTN_MAX_SPLIT 64	/* blocks per (sequence, kv-head) */
+#define KVK_ATTN_TARGET_BLOCKS 1024
+
+/*
+ * struct kvk_attn_work - where each part of the scratch lives (byte offsets
+ * from @work): per split block, the unnormalised output and (max, sum) per
+ * query head; per query head its log-sum-exp; per token and query head its
+ * logit (base-2 units), [pair][g][page * tstride + slot].
+ */
+struct kvk_attn_work {
+	uint32_t splits;
+	uint32_t tstride;	/* logit slots per page, multiple of 16 */
+	size_t acc_off, ml_off, lse_off, logit_off;
+	size_t bytes;		/* total */
+};
+
+uint32_t kvk_attn_splits(const struct kvk_attn_args *a);
+void kvk_attn_work_layout(const struct kvk_attn_args *a, uint32_t splits,
+			  struct kvk_attn_work *w);
+size_t kvk_attn_work_bytes(const struct kvk_attn_args *a);
 
 /* bytes one call reads: K, V, metadata, scores (if updated), tables */
 uint64_t kvk_attn_bytes(const struct kvk_attn_args *a, const uint32_t *ntok);

@@ -3,8 +3,9 @@
  * check_attn.c - decode attention, CPU reference, against attention
  * computed in double precision straight from the dequantized tokens (read
  * back through kvq_page_get(), a separate path), over random pools of many
- * tier pairs, head_dims and GQA ratios; and the score update: with one
- * query head per group each head's scores gain exactly 1 in total.
+ * tier pairs, head_dims and GQA ratios; the score update: with one query
+ * head per group each head's scores gain exactly 1 in total; and the CUDA
+ * kernel's split count and scratch layout.
  */
 #include <check.h>
 #include <math.h>
@@ -171,6 +172,62 @@ START_TEST(test_attn_bad_args)
 }
 END_TEST
 
+/*
+ * The CUDA kernel's split count and scratch layout (host functions): splits
+ * within bounds and filling about KVK_ATTN_TARGET_BLOCKS blocks, the parts
+ * of the scratch disjoint, in order and sized for their contents; no
+ * scratch when unsplit without scores.
+ */
+START_TEST(test_attn_work_layout)
+{
+	uint64_t seed = kvtest_seed("attn_work_layout");
+	struct attn_case c;
+	struct kvk_attn_work w;
+	static const uint32_t seqs[] = { 1, 3, 64, 500 };
+
+	attn_case_make(&c, &seed, 2, 2, 4, 128, pairs[1], 400, KVK_F32);
+	for (size_t i = 0; i < ARRAY_SIZE(seqs); i++) {
+		struct kvk_attn_args a = c.a;
+		uint32_t n, pairs_n;
+		size_t heads;
+
+		a.nr_seqs = seqs[i];
+		a.nr_kv_heads = 8;
+		a.width = 1 + kvtest_rand(&seed) % 2000;
+		pairs_n = a.nr_seqs * a.nr_kv_heads;
+		heads = (size_t)pairs_n * a.group;
+		n = kvk_attn_splits(&a);
+		ck_assert_uint_ge(n, 1);
+		ck_assert_uint_le(n, KVK_ATTN_MAX_SPLIT);
+		ck_assert_uint_le(n, (a.width + 7) / 8 > 1 ? (a.width + 7) / 8 : 1);
+		if (n < KVK_ATTN_MAX_SPLIT && n < (a.width + 7) / 8)
+			ck_assert_uint_ge((uint64_t)n * pairs_n,
+					  KVK_ATTN_TARGET_BLOCKS);
+		for (int sc = 0; sc < 2; sc++) {
+			a.update_scores = sc;
+			kvk_attn_work_layout(&a, n, &w);
+			ck_assert_uint_eq(w.splits, n);
+			ck_assert_uint_eq(w.tstride % 16, 0);
+			ck_assert_uint_ge(w.tstride, a.tier[0].tokens);
+			ck_assert_uint_ge(w.tstride, a.tier[1].tokens);
+			ck_assert_uint_ge(w.ml_off - w.acc_off,
+					  n > 1 ? heads * n * 128 * 4 : 0);
+			ck_assert_uint_ge(w.lse_off - w.ml_off,
+					  n > 1 ? heads * n * 8 : 0);
+			ck_assert_uint_ge(w.logit_off - w.lse_off,
+					  sc ? heads * 4 : 0);
+			ck_assert_uint_eq(w.bytes - w.logit_off,
+					  sc ? heads * a.width * w.tstride * 4 : 0);
+			ck_assert_uint_eq(kvk_attn_work_bytes(&a), w.bytes);
+			kvk_attn_work_layout(&a, 1, &w);
+			if (!sc)
+				ck_assert_uint_eq(w.bytes, 0);
+		}
+	}
+	attn_case_free(&c);
+}
+END_TEST
+
 Suite *suite_attn(void)
 {
 	Suite *s = suite_create("attn");
@@ -180,6 +237,7 @@ Suite *suite_attn(void)
 	KV_ADD(tc, test_attn_cpu_vs_direct);
 	KV_ADD(tc, test_scores_sum_to_one);
 	KV_ADD(tc, test_attn_bad_args);
+	KV_ADD(tc, test_attn_work_layout);
 	suite_add_tcase(s, tc);
 	return s;
 }

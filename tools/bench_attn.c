@@ -95,7 +95,7 @@ static int run_point(const struct mix *m, uint32_t batch, uint32_t ctx,
 	size_t npages, pool_bytes, nq = (size_t)lists * group * hd;
 	double t[REPS];
 	cudaEvent_t e0, e1;
-	void *pool, *dtab, *dntok, *dbase, *q, *out;
+	void *pool, *dtab, *dntok, *dbase, *q, *out, *work = NULL;
 	float ms;
 	int ps = kva_page_size(hd, m->t, 2), ret = 0;
 
@@ -146,6 +146,11 @@ static int run_point(const struct mix *m, uint32_t batch, uint32_t ctx,
 			m->t[i].vgroups, l[i].tokens, l[i].k_off, l[i].km_off,
 			l[i].v_off, l[i].vm_off, l[i].score_off, l[i].pos_off,
 		};
+	a.work_bytes = kvk_attn_work_bytes(&a);
+	if (a.work_bytes) {
+		CU(cudaMalloc(&work, a.work_bytes));
+		a.work = work;
+	}
 	CU(cudaEventCreate(&e0));
 	CU(cudaEventCreate(&e1));
 	for (int r = -3; r < REPS && !ret; r++) {
@@ -165,7 +170,7 @@ static int run_point(const struct mix *m, uint32_t batch, uint32_t ctx,
 	}
 	cudaEventDestroy(e0), cudaEventDestroy(e1);
 	cudaFree(pool), cudaFree(dtab), cudaFree(dntok), cudaFree(dbase);
-	cudaFree(q), cudaFree(out);
+	cudaFree(q), cudaFree(out), cudaFree(work);
 	free(tables), free(ntok), free(base);
 	return ret;
 }

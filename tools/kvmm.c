@@ -22,6 +22,8 @@ static const struct kvmm_cmd bench_cmds[] = {
 	  "batched append/free latency over 1K..64K lists, GPU and CPU" },
 	{ "compact", cmd_bench_compact,
 	  "compaction after a random half free: copy GB/s, granules released" },
+	{ "prefill", cmd_bench_prefill,
+	  "prefill attention TFLOP/s beside the cuBLAS GEMM rate" },
 };
 
 static const struct kvmm_cmd top_cmds[] = {

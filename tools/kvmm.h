@@ -40,5 +40,6 @@ int cmd_generate(int argc, char **argv);
 int cmd_bench_attn(int argc, char **argv);
 int cmd_bench_alloc(int argc, char **argv);
 int cmd_bench_compact(int argc, char **argv);
+int cmd_bench_prefill(int argc, char **argv);
 
 #endif /* KVMM_TOOL_H */

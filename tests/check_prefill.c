@@ -1,0 +1,288 @@
+// SPDX-License-Identifier: MIT
+/*
+ * check_prefill.c - the prefill-attention reference against a naive
+ * double-precision statement written here (outputs, lse, token scores) on
+ * fresh random variable-length batches with GQA; the scores' sum property
+ * (each of the last W rows gives probability 1 in total); the refusals.
+ */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kvmm_base.h"
+#include "prefill.h"
+#include "kvtest.h"
+
+static float frand(uint64_t *s)
+{
+	return (float)((kvtest_rand(s) >> 11) * 0x1.0p-53);
+}
+
+struct pfc {
+	struct kvk_prefill_args a;
+	uint32_t *ss;
+	float *qf, *kf, *vf; /* the inputs, as stored (rounded) */
+	void *q, *k, *v, *out;
+	float *lse, *scores;
+	size_t total;
+};
+
+static void pfc_make(struct pfc *c, uint64_t *seed, uint32_t nseq, uint32_t nq,
+		     uint32_t nkv, uint32_t hd, uint32_t maxlen,
+		     enum kvk_dtype dt, uint32_t w)
+{
+	size_t nqe, nke;
+
+	memset(c, 0, sizeof(*c));
+	c->ss = calloc(nseq + 1, 4);
+	for (uint32_t s = 0; s < nseq; s++) {
+		c->ss[s] = (uint32_t)c->total;
+		c->total += 1 + kvtest_rand(seed) % maxlen;
+	}
+	c->ss[nseq] = (uint32_t)c->total;
+	nqe = c->total * nq * hd;
+	nke = c->total * nkv * hd;
+	c->qf = malloc(nqe * 4);
+	c->kf = malloc(nke * 4);
+	c->vf = malloc(nke * 4);
+	for (size_t i = 0; i < nqe; i++)
+		c->qf[i] = (frand(seed) * 2 - 1) * 2;
+	for (size_t i = 0; i < nke; i++) {
+		c->kf[i] = (frand(seed) * 2 - 1) * 2;
+		c->vf[i] = frand(seed) * 2 - 1;
+	}
+	c->q = malloc(nqe * 2);
+	c->k = malloc(nke * 2);
+	c->v = malloc(nke * 2);
+	c->out = malloc(nqe * 2);
+	kvk_convert_from_f32(c->q, c->qf, nqe, dt);
+	kvk_convert_from_f32(c->k, c->kf, nke, dt);
+	kvk_convert_from_f32(c->v, c->vf, nke, dt);
+	kvk_convert_to_f32(c->qf, c->q, nqe, dt);
+	kvk_convert_to_f32(c->kf, c->k, nke, dt);
+	kvk_convert_to_f32(c->vf, c->v, nke, dt);
+	c->lse = malloc(c->total * nq * 4);
+	c->scores = malloc(c->total * nkv * 4);
+	memset(c->out, 0xff, nqe * 2);
+	memset(c->lse, 0xff, c->total * nq * 4);
+	memset(c->scores, 0xff, c->total * nkv * 4);
+	c->a = (struct kvk_prefill_args){
+		.nr_seqs = nseq,
+		.nr_q_heads = nq,
+		.nr_kv_heads = nkv,
+		.head_dim = hd,
+		.scale = 1.0f / sqrtf((float)hd),
+		.dtype = dt,
+		.q = c->q,
+		.k = c->k,
+		.v = c->v,
+		.seq_start = c->ss,
+		.max_len = maxlen,
+		.out = c->out,
+		.lse = c->lse,
+		.scores = c->scores,
+		.score_window = w,
+	};
+}
+
+static void pfc_free(struct pfc *c)
+{
+	free(c->ss);
+	free(c->qf);
+	free(c->kf);
+	free(c->vf);
+	free(c->q);
+	free(c->k);
+	free(c->v);
+	free(c->out);
+	free(c->lse);
+	free(c->scores);
+}
+
+/*
+ * The naive statement, in double: for every (sequence, head, row) the
+ * softmax over the row's keys, the output, the lse, and the scores.
+ */
+static void naive(const struct pfc *c, double *out, double *lse, double *scores)
+{
+	const struct kvk_prefill_args *a = &c->a;
+	uint32_t nq = a->nr_q_heads, nkv = a->nr_kv_heads, hd = a->head_dim;
+	uint32_t group = nq / nkv;
+	double *p = malloc(a->max_len * sizeof(*p));
+	double *sum = malloc(a->max_len * sizeof(*sum));
+
+	for (size_t i = 0; i < c->total * nkv; i++)
+		scores[i] = 0;
+	for (uint32_t s = 0; s < a->nr_seqs; s++) {
+		uint32_t b = c->ss[s], len = c->ss[s + 1] - b;
+
+		for (uint32_t h = 0; h < nq; h++) {
+			uint32_t kvh = h / group;
+
+			for (uint32_t t = 0; t < len; t++)
+				sum[t] = 0;
+			for (uint32_t i = 0; i < len; i++) {
+				const float *q =
+					c->qf + ((size_t)(b + i) * nq + h) * hd;
+				double mx = -INFINITY, z = 0;
+
+				for (uint32_t j = 0; j <= i; j++) {
+					const float *k =
+						c->kf + ((size_t)(b + j) * nkv +
+							 kvh) * hd;
+					double d = 0;
+
+					for (uint32_t e = 0; e < hd; e++)
+						d += (double)q[e] * k[e];
+					p[j] = d * a->scale;
+					mx = fmax(mx, p[j]);
+				}
+				for (uint32_t j = 0; j <= i; j++) {
+					p[j] = exp(p[j] - mx);
+					z += p[j];
+				}
+				for (uint32_t e = 0; e < hd; e++) {
+					double o = 0;
+
+					for (uint32_t j = 0; j <= i; j++)
+						o += p[j] *
+						     c->vf[((size_t)(b + j) *
+								    nkv +
+							    kvh) * hd +
+							   e];
+					out[((size_t)(b + i) * nq + h) * hd +
+					    e] = o / z;
+				}
+				lse[(size_t)(b + i) * nq + h] = mx + log(z);
+				if (i + a->score_window >= len)
+					for (uint32_t j = 0; j <= i; j++)
+						sum[j] += p[j] / z;
+			}
+			for (uint32_t t = 0; t < len; t++) {
+				double *d =
+					&scores[(size_t)(b + t) * nkv + kvh];
+
+				*d = fmax(*d, sum[t]);
+			}
+		}
+	}
+	free(p);
+	free(sum);
+}
+
+START_TEST(test_prefill_ref)
+{
+	uint64_t seed = kvtest_seed("prefill_ref");
+
+	for (int it = 0; it < 12; it++) {
+		static const uint32_t groups[] = {1, 2, 4, 8};
+		uint32_t nkv = 1 + kvtest_rand(&seed) % 2;
+		uint32_t nq = nkv * groups[kvtest_rand(&seed) % 4];
+		uint32_t hd = it % 2 ? 128 : 64;
+		enum kvk_dtype dt = it % 3 ? KVK_F16 : KVK_BF16;
+		uint32_t w = 1 + kvtest_rand(&seed) % 80;
+		struct pfc c;
+		size_t no;
+		double *out, *lse, *sc, e2 = 0, n2 = 0;
+		float *got;
+		double bound = dt == KVK_F16 ? 1e-3 : 8e-3;
+
+		pfc_make(&c, &seed, 1 + kvtest_rand(&seed) % 3, nq, nkv, hd, 90,
+			 dt, w);
+		no = c.total * nq * hd;
+		out = malloc(no * 8);
+		lse = malloc(c.total * nq * 8);
+		sc = malloc(c.total * nkv * 8);
+		got = malloc(no * 4);
+		ck_assert_int_eq(kvk_prefill_cpu(&c.a, NULL), 0);
+		naive(&c, out, lse, sc);
+		kvk_convert_to_f32(got, c.out, no, dt);
+		for (size_t i = 0; i < no; i++) {
+			ck_assert_msg(isfinite(got[i]), "out[%zu] not written",
+				      i);
+			e2 += (got[i] - out[i]) * (got[i] - out[i]);
+			n2 += out[i] * out[i];
+		}
+		ck_assert_msg(sqrt(e2 / n2) < bound, "%s hd %u: error %g",
+			      kvk_dtype_name(dt), hd, sqrt(e2 / n2));
+		for (size_t i = 0; i < c.total * nq; i++)
+			ck_assert_msg(fabs(c.lse[i] - lse[i]) <
+					      1e-4 * (1 + fabs(lse[i])),
+				      "lse[%zu] %g want %g", i, c.lse[i],
+				      lse[i]);
+		for (size_t i = 0; i < c.total * nkv; i++)
+			ck_assert_msg(
+				fabs(c.scores[i] - sc[i]) < 1e-4 * (1 + sc[i]),
+				"score[%zu] %g want %g", i, c.scores[i], sc[i]);
+		/* one kv-head, one query head: the scores sum to min(W, len) */
+		if (nq == 1)
+			for (uint32_t s = 0; s < c.a.nr_seqs; s++) {
+				uint32_t len = c.ss[s + 1] - c.ss[s];
+				double t = 0;
+
+				for (uint32_t j = 0; j < len; j++)
+					t += c.scores[c.ss[s] + j];
+				ck_assert(fabs(t - (len < w ? len : w)) <
+					  1e-3 * w);
+			}
+		free(out);
+		free(lse);
+		free(sc);
+		free(got);
+		pfc_free(&c);
+	}
+}
+END_TEST
+
+START_TEST(test_prefill_einval)
+{
+	uint64_t seed = kvtest_seed("prefill_einval");
+	struct pfc c;
+	struct kvk_prefill_args a;
+
+	pfc_make(&c, &seed, 1, 4, 2, 64, 10, KVK_F16, 4);
+	a = c.a;
+	a.head_dim = 96;
+	ck_assert_int_eq(kvk_prefill_cpu(&a, NULL), -EINVAL);
+	a = c.a;
+	a.nr_q_heads = 3;
+	ck_assert_int_eq(kvk_prefill_cpu(&a, NULL), -EINVAL);
+	a = c.a;
+	a.dtype = KVK_F32;
+	ck_assert_int_eq(kvk_prefill_cpu(&a, NULL), -EINVAL);
+	a = c.a;
+	a.lse = NULL;
+	ck_assert_int_eq(kvk_prefill_cpu(&a, NULL), -EINVAL);
+	a = c.a;
+	a.score_window = 0;
+	ck_assert_int_eq(kvk_prefill_cpu(&a, NULL), -EINVAL);
+	a = c.a;
+	a.scale = NAN;
+	ck_assert_int_eq(kvk_prefill_cpu(&a, NULL), -EINVAL);
+	a = c.a;
+	a.q = NULL;
+	ck_assert_int_eq(kvk_prefill_cpu(&a, NULL), -EINVAL);
+	ck_assert_int_eq(kvk_prefill_check(NULL), -EINVAL);
+	/* without lse and scores, only out is written */
+	a = c.a;
+	a.lse = NULL;
+	a.scores = NULL;
+	ck_assert_int_eq(kvk_prefill_cpu(&a, NULL), 0);
+	ck_assert_uint_eq(*(uint32_t *)c.lse, 0xffffffffu);
+	pfc_free(&c);
+}
+END_TEST
+
+Suite *suite_prefill(void)
+{
+	Suite *s = suite_create("prefill");
+	TCase *tc = tcase_create("cpu");
+
+	tcase_set_timeout(tc, 120);
+	KV_ADD(tc, test_prefill_ref);
+	KV_ADD(tc, test_prefill_einval);
+	suite_add_tcase(s, tc);
+	return s;
+}

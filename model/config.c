@@ -154,6 +154,8 @@ int llm_config_load(const struct llm_gguf *g, struct llm_config *c,
 	snprintf(c->arch_name, sizeof(c->arch_name), "%s", arch_tab[i].name);
 	c->qkv_bias = c->arch == LLM_ARCH_QWEN2;
 	c->qk_norm = c->arch == LLM_ARCH_QWEN3;
+	c->qk_interleaved = c->arch == LLM_ARCH_LLAMA ||
+			    c->arch == LLM_ARCH_MISTRAL;
 
 	ret = cfg_u32(g, c, "context_length", true, 0, 1, LLM_MAX_CTX,
 		      &c->n_ctx, err, errlen);

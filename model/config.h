@@ -51,6 +51,13 @@ struct llm_config {
 	uint32_t n_vocab;    /* vocab_size, else tokens, else token_embd */
 	bool qkv_bias;	     /* qwen2: attn_{q,k,v}.bias */
 	bool qk_norm;	     /* qwen3: attn_{q,k}_norm.weight */
+	bool qk_interleaved; /* wq/wk rows in pairwise-RoPE order (llama and
+			      * mistral GGUF); see llm_qk_file_row() */
+	/* Llama-3 RoPE scaling (rope_scaling.rope_type "llama3"); 0: off */
+	float rope_factor;
+	float rope_low_freq;   /* low_freq_factor */
+	float rope_high_freq;  /* high_freq_factor */
+	uint32_t rope_orig_ctx; /* original_max_position_embeddings */
 };
 
 /* one transformer block's tensors; pointers into the struct llm_gguf */

@@ -24,6 +24,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#ifndef MADV_PAGEOUT
+#define MADV_PAGEOUT 21 /* Linux 5.4 */
+#endif
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -348,13 +354,16 @@ static void gemm(struct llm_cpu *m, const float *x, long ldx, const float *w,
 
 struct attn_job {
 	struct llm_cpu *m;
+	struct llm_kv *kv; /* attend through kv->ops->attend when set */
+	int seq, layer;
+	int err;	   /* first error of attend, 0 */
 	const float *qkv; /* first new token's row */
 	float *att;	  /* first new token's output row */
 	int ntok;	  /* new tokens */
 	int p0;		  /* position of the first new token */
 };
 
-static void attn_one(struct llm_cpu *m, const struct attn_job *a, int t,
+static void attn_one(struct llm_cpu *m, struct attn_job *a, int t,
 		     int h, float *s)
 {
 	const struct llm_config *c = &m->c;
@@ -366,6 +375,14 @@ static void attn_one(struct llm_cpu *m, const struct attn_job *a, int t,
 	float *o = a->att + (size_t)t * m->q_dim + (size_t)h * hd;
 	float scale = 1.0f / sqrtf((float)hd), mx = -INFINITY, sum = 0.0f;
 
+	if (a->kv) {
+		int ret = a->kv->ops->attend(a->kv, a->seq, a->layer, g, n, q,
+					     scale, o, s);
+
+		if (ret)
+			__atomic_store_n(&a->err, ret, __ATOMIC_RELAXED);
+		return;
+	}
 	for (int j = 0; j < n; j++) {
 		s[j] = m->dot(kb + (size_t)j * hd, q, hd) * scale;
 		mx = s[j] > mx ? s[j] : mx;
@@ -381,7 +398,7 @@ static void attn_one(struct llm_cpu *m, const struct attn_job *a, int t,
 
 static void attn_task(void *arg, int tid, int nth)
 {
-	const struct attn_job *a = arg;
+	struct attn_job *a = arg;
 	struct llm_cpu *m = a->m;
 	int nh = m->c.n_heads;
 	long lo, hi;
@@ -403,6 +420,24 @@ static float *falloc(size_t n)
 	return p;
 }
 
+/*
+ * Ask the kernel to reclaim the pages of a source tensor once it is in
+ * fp32: the model file's pages otherwise stay resident next to their
+ * fp32 copy until the file is closed (an F32 safetensors file doubles the
+ * peak). MADV_PAGEOUT keeps the contents (file pages are dropped and read
+ * again if touched; anonymous memory is swapped or left alone), so it is
+ * safe on any memory; an older kernel's -EINVAL is ignored.
+ */
+static void drop_source(const struct llm_gguf_tensor *t)
+{
+	uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+	uintptr_t lo = ((uintptr_t)t->data + pg - 1) & ~(pg - 1);
+	uintptr_t hi = ((uintptr_t)t->data + t->nbytes) & ~(pg - 1);
+
+	if (hi > lo)
+		madvise((void *)lo, hi - lo, MADV_PAGEOUT);
+}
+
 /* dequantise @t into @dst: rows of t->ne[0] floats */
 static int load_rows(const struct llm_gguf_tensor *t, float *dst)
 {
@@ -414,6 +449,7 @@ static int load_rows(const struct llm_gguf_tensor *t, float *dst)
 		if (ret)
 			return ret;
 	}
+	drop_source(t);
 	return 0;
 }
 
@@ -460,8 +496,7 @@ static int load_layer(struct llm_cpu *m, const struct llm_layer_weights *lw,
 		      struct cpu_layer *L)
 {
 	const struct llm_config *c = &m->c;
-	bool permuted = c->arch == LLM_ARCH_LLAMA ||
-			c->arch == LLM_ARCH_MISTRAL;
+	bool permuted = c->qk_interleaved;
 	size_t dim = c->dim, ffn = c->ffn_dim;
 	int ret = 0;
 
@@ -583,6 +618,10 @@ int llm_cpu_load(const struct llm_config *c, const struct llm_weights *w,
 	m->kv_dim = c->n_kv_heads * c->head_dim;
 	m->qkv_dim = m->q_dim + 2 * m->kv_dim;
 	m->rope.theta = c->rope_theta;
+	m->rope.factor = c->rope_factor;
+	m->rope.low_freq_factor = c->rope_low_freq;
+	m->rope.high_freq_factor = c->rope_high_freq;
+	m->rope.orig_max_pos = (int)c->rope_orig_ctx;
 	kernels_pick(m);
 	ret = llm_pool_create(n_threads, &m->pool);
 	if (ret) {
@@ -801,20 +840,35 @@ static int layer_attn(struct llm_cpu *m, struct llm_kv *kv,
 		const float *k = m->qkv + row * m->qkv_dim + m->q_dim;
 		struct attn_job a = {
 			.m = m,
+			.kv = kv->ops->attend ? kv : NULL,
+			.seq = s,
+			.layer = l,
 			.qkv = m->qkv + row * m->qkv_dim,
 			.att = m->att + row * m->q_dim,
 			.ntok = nt,
 			.p0 = p0,
 		};
 
+		if (kv->ops->step) {
+			/* the cache stores and attends in one call */
+			ret = kv->ops->step(kv, s, l, p0, nt, a.qkv,
+					    m->qkv_dim, k, k + m->kv_dim,
+					    m->qkv_dim, a.att, m->q_dim);
+			if (ret)
+				return ret;
+			row += nt;
+			continue;
+		}
 		ret = kv->ops->append(kv, s, l, p0, nt, k, k + m->kv_dim,
 				      m->qkv_dim);
-		for (uint32_t g = 0; !ret && g < c->n_kv_heads; g++)
+		for (uint32_t g = 0; !ret && !a.kv && g < c->n_kv_heads; g++)
 			ret = kv->ops->view(kv, s, l, g, p0 + nt, &m->kview[g],
 					    &m->vview[g]);
 		if (ret)
 			return ret;
 		llm_pool_run(m->pool, attn_task, &a);
+		if (a.err)
+			return a.err;
 		row += nt;
 	}
 	return 0;

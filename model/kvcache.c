@@ -72,6 +72,22 @@ static void kvc_destroy(struct llm_kv *kv)
 	free(c);
 }
 
+/**
+ * llm_kv_stats() - memory a cache holds
+ * @kv: the cache
+ * @st: filled; a cache without a stats op reports kv->bytes, not paged
+ *
+ * Return: 0 or the error of the cache's stats op.
+ */
+int llm_kv_stats(struct llm_kv *kv, struct llm_kv_stats *st)
+{
+	if (kv->ops->stats)
+		return kv->ops->stats(kv, st);
+	memset(st, 0, sizeof(*st));
+	st->bytes = kv->bytes;
+	return 0;
+}
+
 static const struct llm_kv_ops kvc_ops = {
 	.append = kvc_append,
 	.view = kvc_view,

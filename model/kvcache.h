@@ -12,11 +12,30 @@
 #ifndef LLM_KVCACHE_H
 #define LLM_KVCACHE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "config.h"
 
 struct llm_kv;
+
+/**
+ * struct llm_kv_stats - memory a cache holds
+ * @paged: the cache lives in allocator pages
+ * @page_size: bytes per page (0 when not paged)
+ * @tokens_per_page: tokens of one (layer, kv-head) per page
+ * @pages_total: pages in the granules mapped
+ * @pages_used: pages owned by sequences, per tier (high, low)
+ * @bytes: bytes held for keys and values (pages used x page size)
+ */
+struct llm_kv_stats {
+	bool paged;
+	uint64_t page_size;
+	uint64_t tokens_per_page;
+	uint64_t pages_total;
+	uint64_t pages_used[2];
+	uint64_t bytes;
+};
 
 /**
  * struct llm_kv_ops - what a KV cache implements
@@ -29,6 +48,22 @@ struct llm_kv;
  *	next append, reset or destroy. A cache that keeps them contiguously
  *	returns pointers into itself (no copy on the decode path); one that
  *	does not gathers them into scratch it owns. Return 0 or -EINVAL.
+ * @attend: optional: the attention of one query head @q (head_dim
+ *	floats) over positions 0 .. @n - 1 of (@seq, @layer, @kv_head):
+ *	@out = softmax(q . k * @scale) v, read where the cache keeps them;
+ *	@s is @n floats of scratch the caller owns. Safe to call from many
+ *	threads at once (between appends). Return 0 or -EINVAL.
+ * @step: optional: a whole layer of a step in one call, for caches that
+ *	decide themselves what they keep (policies: tiers, pruning,
+ *	eviction): store the keys and values of tokens @pos .. @pos + @ntok
+ *	- 1 of @seq at @layer (@k, @v: rows of n_kv_heads * head_dim floats,
+ *	@ldkv apart) and write the causal attention of their queries (@q:
+ *	rows of n_heads * head_dim floats, @ldq apart; token t attends to
+ *	what the cache holds of positions 0 .. @pos + t) to @out (rows of
+ *	n_heads * head_dim, @ldo apart). When set, the forward pass calls it
+ *	instead of append and view/attend. Return 0, -ENOSPC, -EINVAL,
+ *	-ENOMEM.
+ * @stats: optional: memory held (see struct llm_kv_stats).
  * @destroy: free the cache.
  */
 struct llm_kv_ops {
@@ -36,6 +71,13 @@ struct llm_kv_ops {
 		      int ntok, const float *k, const float *v, long ld);
 	int (*view)(struct llm_kv *kv, int seq, int layer, int kv_head,
 		    int n, const float **k, const float **v);
+	int (*attend)(struct llm_kv *kv, int seq, int layer, int kv_head,
+		      int n, const float *q, float scale, float *out,
+		      float *s);
+	int (*step)(struct llm_kv *kv, int seq, int layer, int pos, int ntok,
+		    const float *q, long ldq, const float *k, const float *v,
+		    long ldkv, float *out, long ldo);
+	int (*stats)(struct llm_kv *kv, struct llm_kv_stats *st);
 	void (*destroy)(struct llm_kv *kv);
 };
 
@@ -56,6 +98,9 @@ struct llm_kv {
 
 int llm_kv_contig_create(const struct llm_config *c, int n_seq, int max_tok,
 			 struct llm_kv **out);
+int llm_kv_paged_create(const struct llm_config *c, int n_seq, int max_tok,
+			struct llm_kv **out);
+int llm_kv_stats(struct llm_kv *kv, struct llm_kv_stats *st);
 
 /* tokens of @seq whose keys and values every layer holds */
 static inline int llm_kv_len(const struct llm_kv *kv, int seq)

@@ -21,6 +21,7 @@
  * Decoding concatenates the bytes of each token, computed once at load by
  * inverting the byte map.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -368,6 +369,54 @@ static int load_merges(struct llm_tok *t, const struct llm_gguf *g,
 	return 0;
 }
 
+/* "<0xAB>" -> 0xAB, or -1 */
+static int spm_byte(const uint8_t *s, size_t n)
+{
+	int v = 0;
+
+	if (n != 6 || memcmp(s, "<0x", 3) || s[5] != '>')
+		return -1;
+	for (int k = 3; k < 5; k++) {
+		int c = s[k];
+
+		v <<= 4;
+		if (c >= '0' && c <= '9')
+			v |= c - '0';
+		else if (c >= 'A' && c <= 'F')
+			v |= c - 'A' + 10;
+		else if (c >= 'a' && c <= 'f')
+			v |= c - 'a' + 10;
+		else
+			return -1;
+	}
+	return v;
+}
+
+/* the bytes of a SentencePiece token: U+2581 is a space, <0xAB> a byte */
+static size_t spm_piece(uint8_t type, const uint8_t *s, size_t n, char *out)
+{
+	size_t k = 0, o = 0;
+	int b;
+
+	if (type == LLM_TOKTYPE_BYTE && (b = spm_byte(s, n)) >= 0) {
+		out[0] = (char)b;
+		return 1;
+	}
+	if (type == LLM_TOKTYPE_CONTROL || type == LLM_TOKTYPE_UNKNOWN) {
+		memcpy(out, s, n);
+		return n;
+	}
+	while (k < n) {
+		if (n - k >= 3 && !memcmp(s + k, "\xe2\x96\x81", 3)) {
+			out[o++] = ' ';
+			k += 3;
+		} else {
+			out[o++] = (char)s[k++];
+		}
+	}
+	return o;
+}
+
 /* decoded bytes of every token; control-like tokens keep their text */
 static int load_pieces(struct llm_tok *t, const struct llm_gguf_str *v)
 {
@@ -394,6 +443,10 @@ static int load_pieces(struct llm_tok *t, const struct llm_gguf_str *v)
 			   t->type[i] == LLM_TOKTYPE_USER_DEFINED;
 
 		t->piece_off[i] = (uint32_t)(p - t->pieces);
+		if (t->spm) {
+			p += spm_piece(t->type[i], s, v[i].len, p);
+			continue;
+		}
 		while (k < v[i].len) {
 			uint32_t cp;
 			size_t n = llm_utf8_decode(s + k, v[i].len - k, &cp);
@@ -446,6 +499,23 @@ static int load_ids(struct llm_tok *t, const struct llm_gguf *g, char *err,
 		return tok_fail(err, errlen, -EBADMSG, "not a bool",
 				"tokenizer.ggml.add_bos_token");
 
+	if (t->spm) {
+		bool b = true, first = false;
+
+		ret = llm_gguf_get_bool(g, "tokenizer.ggml.add_space_prefix",
+					&b);
+		if (ret && ret != -ENOENT)
+			return tok_fail(err, errlen, -EBADMSG, "not a bool",
+					"tokenizer.ggml.add_space_prefix");
+		ret = llm_gguf_get_bool(g, "kvmm.tokenizer.prefix_first_only",
+					&first);
+		if (ret && ret != -ENOENT)
+			return tok_fail(err, errlen, -EBADMSG, "not a bool",
+					"kvmm.tokenizer.prefix_first_only");
+		t->prefix = !b ? LLM_TOK_PREFIX_NONE :
+			    first ? LLM_TOK_PREFIX_FIRST : LLM_TOK_PREFIX_EACH;
+		return 0; /* no pre-tokenizer */
+	}
 	t->pre = LLM_TOK_PRE_GPT2;
 	ret = llm_gguf_get_str(g, "tokenizer.ggml.pre", &pre);
 	if (ret == -ENOENT)
@@ -459,6 +529,17 @@ static int load_ids(struct llm_tok *t, const struct llm_gguf *g, char *err,
 	    llm_gguf_str_eq(pre, "starcoder") ||
 	    llm_gguf_str_eq(pre, "refact")) {
 		t->pre = LLM_TOK_PRE_GPT2_DIGITS;
+		return 0;
+	}
+	if (llm_gguf_str_eq(pre, "llama-bpe") ||
+	    llm_gguf_str_eq(pre, "llama3") ||
+	    llm_gguf_str_eq(pre, "smaug-bpe")) {
+		t->pre = LLM_TOK_PRE_LLAMA3;
+		return 0;
+	}
+	if (llm_gguf_str_eq(pre, "qwen2") ||
+	    llm_gguf_str_eq(pre, "deepseek-r1-qwen")) {
+		t->pre = LLM_TOK_PRE_QWEN2;
 		return 0;
 	}
 	if (err && errlen)
@@ -545,6 +626,111 @@ static int load_template(struct llm_tok *t, const struct llm_gguf *g)
 	return 0;
 }
 
+static int sc_cmp(const void *a, const void *b)
+{
+	const struct { float s; int32_t id; } *x = a, *y = b;
+
+	if (x->s != y->s)
+		return x->s > y->s ? -1 : 1;
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/*
+ * SentencePiece merges from tokenizer.ggml.scores: every split of a token
+ * into two tokens is a merge, ranked by the token's score (highest first,
+ * equal scores share a rank, so they merge left to right as in llama.cpp).
+ */
+static int spm_merges(struct llm_tok *t, const struct llm_gguf *g,
+		      const struct llm_gguf_str *v, const struct str_map *vm,
+		      char *err, size_t errlen)
+{
+	const struct llm_gguf_kv *kv = llm_gguf_find_kv(g,
+						"tokenizer.ggml.scores");
+	struct { float s; int32_t id; } *ord;
+	uint64_t pairs = 0;
+	uint32_t rank = 0;
+
+	if (!kv || kv->type != LLM_GGUF_ARRAY ||
+	    kv->arr_type != LLM_GGUF_F32 || kv->arr_n != t->n_vocab)
+		return tok_fail(err, errlen, -EBADMSG,
+				"SentencePiece vocabulary needs merges or a "
+				"float array of one score per token",
+				"tokenizer.ggml.scores");
+	ord = malloc(t->n_vocab * sizeof(*ord));
+	if (!ord)
+		return tok_fail(err, errlen, -ENOMEM, "out of memory", NULL);
+	for (uint32_t i = 0; i < t->n_vocab; i++) {
+		memcpy(&ord[i].s, (const uint8_t *)kv->data + 4ULL * i, 4);
+		if (ord[i].s != ord[i].s)
+			ord[i].s = -INFINITY;
+		ord[i].id = (int32_t)i;
+		pairs += v[i].len;
+	}
+	qsort(ord, t->n_vocab, sizeof(*ord), sc_cmp);
+	t->merge_mask = pow2_at_least(pairs * 2) - 1;
+	t->merges = malloc((t->merge_mask + 1) * sizeof(*t->merges));
+	if (!t->merges) {
+		free(ord);
+		return tok_fail(err, errlen, -ENOMEM, "out of memory", NULL);
+	}
+	memset(t->merges, 0xff, (t->merge_mask + 1) * sizeof(*t->merges));
+	for (uint32_t k = 0; k < t->n_vocab; k++) {
+		int32_t id = ord[k].id;
+		const struct llm_gguf_str *p = &v[id];
+
+		if (k && ord[k].s != ord[k - 1].s)
+			rank++;
+		if (t->type[id] != LLM_TOKTYPE_NORMAL &&
+		    t->type[id] != LLM_TOKTYPE_USER_DEFINED)
+			continue;
+		for (size_t c = 1; c < p->len; c++) {
+			int32_t a, b;
+
+			if (((uint8_t)p->ptr[c] & 0xc0) == 0x80)
+				continue; /* inside a character */
+			a = str_map_get(vm, p->ptr, c);
+			b = str_map_get(vm, p->ptr + c, p->len - c);
+			if (a >= 0 && b >= 0)
+				merge_add(t, a, b, rank, id);
+		}
+	}
+	free(ord);
+	return 0;
+}
+
+static int ch_cmp(const void *a, const void *b)
+{
+	const struct llm_tok_char *x = a, *y = b;
+
+	if (x->cp != y->cp)
+		return x->cp < y->cp ? -1 : 1;
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* the single-character tokens, the initial SentencePiece symbols */
+static int spm_chars(struct llm_tok *t, const struct llm_gguf_str *v,
+		     char *err, size_t errlen)
+{
+	uint32_t n = 0, cp;
+
+	t->chars = malloc(t->n_vocab * sizeof(*t->chars));
+	if (!t->chars)
+		return tok_fail(err, errlen, -ENOMEM, "out of memory", NULL);
+	for (uint32_t i = 0; i < t->n_vocab; i++) {
+		if (t->type[i] != LLM_TOKTYPE_NORMAL &&
+		    t->type[i] != LLM_TOKTYPE_USER_DEFINED)
+			continue;
+		if (!v[i].len || llm_utf8_decode((const uint8_t *)v[i].ptr,
+						 v[i].len, &cp) != v[i].len ||
+		    cp > 0x10ffff)
+			continue;
+		t->chars[n++] = (struct llm_tok_char){ cp, (int32_t)i };
+	}
+	qsort(t->chars, n, sizeof(*t->chars), ch_cmp);
+	t->n_chars = n;
+	return 0;
+}
+
 /**
  * llm_tok_load() - build a tokenizer from GGUF metadata.
  * @g: the parsed file; may be closed once this returns.
@@ -568,11 +754,13 @@ int llm_tok_load(const struct llm_gguf *g, struct llm_tok **out, char *err,
 	if (ret)
 		return tok_fail(err, errlen, -EBADMSG, "missing string",
 				"tokenizer.ggml.model");
-	if (!llm_gguf_str_eq(model, "gpt2")) {
+	if (!llm_gguf_str_eq(model, "gpt2") &&
+	    !llm_gguf_str_eq(model, "llama")) {
 		if (err && errlen)
 			snprintf(err, errlen,
 				 "tokenizer: unsupported model '%.*s' "
-				 "(only byte-level BPE, \"gpt2\")",
+				 "(byte-level BPE \"gpt2\" and "
+				 "SentencePiece BPE \"llama\" are)",
 				 (int)(model.len > 32 ? 32 : model.len),
 				 model.ptr);
 		return -EOPNOTSUPP;
@@ -580,6 +768,7 @@ int llm_tok_load(const struct llm_gguf *g, struct llm_tok **out, char *err,
 	t = calloc(1, sizeof(*t));
 	if (!t)
 		return tok_fail(err, errlen, -ENOMEM, "out of memory", NULL);
+	t->spm = llm_gguf_str_eq(model, "llama");
 
 	ret = load_vocab(t, g, &vocab, err, errlen);
 	if (ret)
@@ -598,11 +787,21 @@ int llm_tok_load(const struct llm_gguf *g, struct llm_tok **out, char *err,
 	for (uint32_t i = 0; i < t->n_vocab; i++)
 		str_map_add(&vm, i);
 	for (uint32_t b = 0; b < 256; b++) {
-		char u[4];
+		char u[8];
 
+		if (t->spm) {
+			snprintf(u, sizeof(u), "<0x%02X>", b);
+			t->byte_id[b] = str_map_get(&vm, u, 6);
+			continue;
+		}
 		t->byte_id[b] = str_map_get(&vm, u, utf8_encode(byte_to_cp(b), u));
 	}
-	ret = load_merges(t, g, &vm, err, errlen);
+	if (t->spm && !llm_gguf_find_kv(g, "tokenizer.ggml.merges"))
+		ret = spm_merges(t, g, vocab, &vm, err, errlen);
+	else
+		ret = load_merges(t, g, &vm, err, errlen);
+	if (!ret && t->spm)
+		ret = spm_chars(t, vocab, err, errlen);
 	if (ret)
 		goto out_map;
 	ret = load_pieces(t, vocab);
@@ -643,6 +842,7 @@ void llm_tok_free(struct llm_tok *t)
 	free(t->merges);
 	free(t->special);
 	free(t->chat_template);
+	free(t->chars);
 	free(t);
 }
 
@@ -728,12 +928,43 @@ static void bpe_try(const struct llm_tok *t, const struct bpe_sym *sym,
 						    sym[r].id });
 }
 
+/* merge the @len symbols of @sym (linked in order) until no pair merges */
+static void bpe_run(const struct llm_tok *t, struct bpe_sym *sym, size_t len,
+		    struct bpe_cand *h)
+{
+	size_t nh = 0;
+	int32_t k;
+
+	if (len)
+		sym[len - 1].next = -1;
+	/* n - 1 initial pairs, then at most 2 new ones per merge (n - 1) */
+	for (k = 0; k + 1 < (int32_t)len; k++)
+		bpe_try(t, sym, k, h, &nh);
+	while (nh) {
+		struct bpe_cand c = heap_pop(h, &nh);
+		const struct llm_tok_merge *m;
+		int32_t r = c.right;
+
+		if (sym[c.left].id != c.lid || sym[c.left].next != r ||
+		    sym[r].id != c.rid)
+			continue; /* stale */
+		m = merge_find(t, c.lid, c.rid);
+		sym[c.left].id = m->id;
+		sym[c.left].next = sym[r].next;
+		if (sym[r].next >= 0)
+			sym[sym[r].next].prev = c.left;
+		sym[r].id = -1; /* dead: never matches a pushed id */
+		bpe_try(t, sym, sym[c.left].prev, h, &nh);
+		bpe_try(t, sym, c.left, h, &nh);
+	}
+}
+
 static int bpe_word(const struct llm_tok *t, const uint8_t *s, size_t n,
 		    struct tok_out *o)
 {
 	struct bpe_sym sym_stack[64], *sym = sym_stack;
 	struct bpe_cand h_stack[3 * 64], *h = h_stack;
-	size_t len = 0, nh = 0, i;
+	size_t len = 0, i;
 	int32_t k;
 
 	if (n > INT32_MAX / 4)
@@ -758,34 +989,106 @@ static int bpe_word(const struct llm_tok *t, const uint8_t *s, size_t n,
 					     (int32_t)len + 1 };
 		len++;
 	}
-	if (len)
-		sym[len - 1].next = -1;
-	/* n - 1 initial pairs, then at most 2 new ones per merge (n - 1) */
-	for (k = 0; k + 1 < (int32_t)len; k++)
-		bpe_try(t, sym, k, h, &nh);
-	while (nh) {
-		struct bpe_cand c = heap_pop(h, &nh);
-		const struct llm_tok_merge *m;
-		int32_t r = c.right;
-
-		if (sym[c.left].id != c.lid || sym[c.left].next != r ||
-		    sym[r].id != c.rid)
-			continue; /* stale */
-		m = merge_find(t, c.lid, c.rid);
-		sym[c.left].id = m->id;
-		sym[c.left].next = sym[r].next;
-		if (sym[r].next >= 0)
-			sym[sym[r].next].prev = c.left;
-		sym[r].id = -1; /* dead: never matches a pushed id */
-		bpe_try(t, sym, sym[c.left].prev, h, &nh);
-		bpe_try(t, sym, c.left, h, &nh);
-	}
+	bpe_run(t, sym, len, h);
 	for (k = len ? 0 : -1; k >= 0; k = sym[k].next)
 		out_push(o, sym[k].id);
 	if (sym != sym_stack) {
 		free(sym);
 		free(h);
 	}
+	return 0;
+}
+
+static int32_t spm_char_id(const struct llm_tok *t, uint32_t cp)
+{
+	uint32_t lo = 0, hi = t->n_chars;
+
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+
+		if (t->chars[mid].cp < cp)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < t->n_chars && t->chars[lo].cp == cp ? t->chars[lo].id :
+							   -1;
+}
+
+/*
+ * SentencePiece BPE over one text fragment: spaces become U+2581 (and one
+ * is put first when @lead), the symbols are its characters, merged by
+ * rank; a character without a token is written as its <0xXX> byte tokens
+ * (or unk, or dropped, when the vocabulary lacks them).
+ */
+static int spm_encode(const struct llm_tok *t, const uint8_t *s, size_t n,
+		      bool lead, struct tok_out *o)
+{
+	struct bpe_sym *sym;
+	struct bpe_cand *h;
+	uint32_t *off;
+	uint8_t *buf;
+	size_t bl = 0, len = 0, i;
+	int32_t k;
+
+	if (!n)
+		return 0;
+	if (n > INT32_MAX / 8)
+		return -E2BIG;
+	buf = malloc(3 * (n + 1));
+	sym = malloc((n + 1) * 3 * sizeof(*sym));
+	h = malloc(3 * (n + 1) * 3 * sizeof(*h));
+	off = malloc((n + 1) * 3 * sizeof(*off) + sizeof(*off));
+	if (!buf || !sym || !h || !off) {
+		free(buf);
+		free(sym);
+		free(h);
+		free(off);
+		return -ENOMEM;
+	}
+	if (lead) {
+		memcpy(buf, "\xe2\x96\x81", 3);
+		bl = 3;
+	}
+	for (i = 0; i < n; i++) {
+		if (s[i] == ' ') {
+			memcpy(buf + bl, "\xe2\x96\x81", 3);
+			bl += 3;
+		} else {
+			buf[bl++] = s[i];
+		}
+	}
+	for (i = 0; i < bl;) {
+		uint32_t cp;
+		size_t l = llm_utf8_decode(buf + i, bl - i, &cp);
+
+		off[len] = (uint32_t)i;
+		sym[len] = (struct bpe_sym){ cp <= 0x10ffff ?
+					     spm_char_id(t, cp) : -1,
+					     (int32_t)len - 1,
+					     (int32_t)len + 1 };
+		len++;
+		i += l;
+	}
+	off[len] = (uint32_t)bl;
+	bpe_run(t, sym, len, h);
+	for (k = 0; k >= 0; k = sym[k].next) {
+		if (sym[k].id >= 0) {
+			out_push(o, sym[k].id);
+			continue;
+		}
+		/* never merged: one character, bytes off[k] .. off[k + 1] */
+		for (uint32_t b = off[k]; b < off[k + 1]; b++) {
+			if (t->byte_id[buf[b]] >= 0)
+				out_push(o, t->byte_id[buf[b]]);
+			else if (t->unk_id >= 0)
+				out_push(o, t->unk_id);
+		}
+	}
+	free(buf);
+	free(sym);
+	free(h);
+	free(off);
 	return 0;
 }
 
@@ -858,6 +1161,85 @@ static size_t gpt2_match(const uint8_t *s, size_t i, size_t end)
 	return last - i; /* leave the last space to the next match */
 }
 
+static bool is_nl(uint32_t cp)
+{
+	return cp == '\r' || cp == '\n';
+}
+
+/*
+ * one match of the Llama-3 pattern (Qwen2's when @maxdig is 1):
+ *   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}
+ *   | ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+ */
+static size_t llama3_match(const uint8_t *s, size_t i, size_t end,
+			   int maxdig)
+{
+	size_t l0, l1 = 0, j, k, last;
+	enum llm_ucat c0, c1 = LLM_UCAT_OTHER;
+	uint32_t cp0, cp1 = 0;
+
+	c0 = cat_at(s, i, end, &cp0, &l0);
+	if (cp0 == '\'' && i + 1 < end) {
+		uint8_t a = s[i + 1] | 0x20;
+		uint8_t b = i + 2 < end ? s[i + 2] | 0x20 : 0;
+
+		if (a == 's' || a == 't' || a == 'm' || a == 'd')
+			return 2;
+		if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') ||
+		    (a == 'l' && b == 'l'))
+			return 3;
+	}
+	if (i + l0 < end)
+		c1 = cat_at(s, i + l0, end, &cp1, &l1);
+	if (c0 == LLM_UCAT_LETTER)
+		return run_of(s, i, end, LLM_UCAT_LETTER);
+	if (c0 != LLM_UCAT_NUMBER && !is_nl(cp0) && l1 &&
+	    c1 == LLM_UCAT_LETTER)
+		return l0 + run_of(s, i + l0, end, LLM_UCAT_LETTER);
+	if (c0 == LLM_UCAT_NUMBER) {
+		j = i;
+		for (int d = 0; d < maxdig && j < end; d++) {
+			uint32_t cp;
+			size_t l;
+
+			if (cat_at(s, j, end, &cp, &l) != LLM_UCAT_NUMBER)
+				break;
+			j += l;
+		}
+		return j - i;
+	}
+	j = 0;
+	if (c0 == LLM_UCAT_OTHER)
+		j = i + run_of(s, i, end, -1);
+	else if (cp0 == ' ' && l1 && c1 == LLM_UCAT_OTHER)
+		j = i + l0 + run_of(s, i + l0, end, -1);
+	if (j) {
+		while (j < end && (s[j] == '\r' || s[j] == '\n'))
+			j++;
+		return j - i;
+	}
+	/* whitespace: \s*[\r\n]+ up to the run's last newline, else GPT-2's */
+	j = i;
+	last = i;
+	k = 0; /* 0: no newline in the run */
+	while (j < end) {
+		uint32_t cp;
+		size_t l;
+
+		if (cat_at(s, j, end, &cp, &l) != LLM_UCAT_SPACE)
+			break;
+		if (is_nl(cp))
+			k = j + l;
+		last = j;
+		j += l;
+	}
+	if (k)
+		return k - i;
+	if (j == end || last == i)
+		return j - i;
+	return last - i;
+}
+
 static int encode_segment(const struct llm_tok *t, const uint8_t *s,
 			  size_t n, struct tok_out *o)
 {
@@ -865,7 +1247,12 @@ static int encode_segment(const struct llm_tok *t, const uint8_t *s,
 	int ret;
 
 	while (i < n) {
-		l = gpt2_match(s, i, n);
+		if (t->pre == LLM_TOK_PRE_LLAMA3)
+			l = llama3_match(s, i, n, 3);
+		else if (t->pre == LLM_TOK_PRE_QWEN2)
+			l = llama3_match(s, i, n, 1);
+		else
+			l = gpt2_match(s, i, n);
 		ret = bpe_word(t, s + i, l, o);
 		if (ret)
 			return ret;
@@ -874,14 +1261,22 @@ static int encode_segment(const struct llm_tok *t, const uint8_t *s,
 	return 0;
 }
 
-/* ordinary text: the digit split, then the GPT-2 pattern */
+/*
+ * ordinary text: the digit split, then the GPT-2 pattern; or SentencePiece,
+ * with a space first when @first (the text starts the input) or the
+ * tokenizer puts one after every special token
+ */
 static int encode_text(const struct llm_tok *t, const uint8_t *s, size_t n,
-		       struct tok_out *o)
+		       bool first, struct tok_out *o)
 {
 	size_t i = 0, start = 0, l;
 	uint32_t cp;
 	int ret;
 
+	if (t->spm)
+		return spm_encode(t, s, n, t->prefix == LLM_TOK_PREFIX_EACH ||
+				  (t->prefix == LLM_TOK_PREFIX_FIRST && first),
+				  o);
 	if (t->pre != LLM_TOK_PRE_GPT2_DIGITS)
 		return encode_segment(t, s, n, o);
 	while (i < n) {
@@ -956,14 +1351,14 @@ int llm_tok_encode(const struct llm_tok *t, const char *text, size_t len,
 			i++;
 			continue;
 		}
-		ret = encode_text(t, s + start, i - start, &o);
+		ret = encode_text(t, s + start, i - start, start == 0, &o);
 		if (ret)
 			return ret;
 		out_push(&o, sp);
 		i += sl;
 		start = i;
 	}
-	ret = encode_text(t, s + start, len - start, &o);
+	ret = encode_text(t, s + start, len - start, start == 0, &o);
 	if (ret)
 		return ret;
 	*n_out = o.n;

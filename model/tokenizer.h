@@ -5,7 +5,12 @@
  *
  * Supported: tokenizer.ggml.model = "gpt2" with tokenizer.ggml.pre absent,
  * "default" or "gpt2" (the GPT-2 pre-tokenizer regex) or "smollm",
- * "starcoder", "refact" (every digit split off first, then the GPT-2 regex).
+ * "starcoder", "refact" (every digit split off first, then the GPT-2 regex);
+ * and "llama", SentencePiece-style BPE (Llama 2, Mistral): spaces become
+ * U+2581, a space is put before the text (tokenizer.ggml.add_space_prefix),
+ * the symbols are UTF-8 characters merged by tokenizer.ggml.merges ranks or,
+ * without merges, by tokenizer.ggml.scores (highest first), and a character
+ * without a token falls back to its <0xXX> byte tokens.
  * Control and user-defined tokens are matched as whole tokens in the text
  * when LLM_TOK_PARSE_SPECIAL is given. See Documentation/model/index.rst for
  * the Unicode limits of the pre-tokenizer.
@@ -34,12 +39,27 @@ enum llm_tok_type {
 enum llm_tok_pre {
 	LLM_TOK_PRE_GPT2,	 /* GPT-2 regex */
 	LLM_TOK_PRE_GPT2_DIGITS, /* each \p{N} alone, then the GPT-2 regex */
+	LLM_TOK_PRE_LLAMA3,	 /* Llama 3 regex ("llama-bpe") */
+	LLM_TOK_PRE_QWEN2,	 /* Qwen2 regex: Llama 3's, one digit a time */
 };
 
 /* flags of llm_tok_encode() and llm_tok_decode() */
 #define LLM_TOK_ADD_BOS BIT(0)	     /* encode: prepend bos_id */
 #define LLM_TOK_PARSE_SPECIAL BIT(1) /* encode: match special tokens */
 #define LLM_TOK_SKIP_SPECIAL BIT(2)  /* decode: drop control tokens */
+
+/* where SentencePiece puts a space before the text */
+enum llm_tok_prefix {
+	LLM_TOK_PREFIX_NONE,  /* never */
+	LLM_TOK_PREFIX_FIRST, /* before the first text fragment only */
+	LLM_TOK_PREFIX_EACH,  /* at the start and after each special token */
+};
+
+/* one single-character token (SentencePiece symbols) */
+struct llm_tok_char {
+	uint32_t cp;
+	int32_t id;
+};
 
 /* one entry of the merge table: pair (left, right) -> merged token */
 struct llm_tok_merge {
@@ -59,7 +79,8 @@ struct llm_tok {
 	enum llm_tok_pre pre;
 	int32_t bos_id, eos_id, unk_id, pad_id; /* -1 when absent */
 	bool add_bos; /* tokenizer.ggml.add_bos_token */
-	int32_t byte_id[256]; /* token of each single byte, -1 if none */
+	int32_t byte_id[256]; /* token of each single byte, -1 if none
+			       * (spm: the <0xXX> tokens) */
 	uint8_t *type;	      /* n_vocab enum llm_tok_type */
 	uint32_t *piece_off;  /* n_vocab + 1 offsets into @pieces */
 	char *pieces;	      /* decoded bytes of every token */
@@ -70,6 +91,10 @@ struct llm_tok {
 	uint32_t n_special;
 	uint8_t special_first[32]; /* bitmap: first bytes of specials */
 	char *chat_template;	   /* tokenizer.chat_template or NULL */
+	bool spm;		   /* SentencePiece-style ("llama") */
+	enum llm_tok_prefix prefix; /* spm: space before the text */
+	struct llm_tok_char *chars; /* spm: sorted by cp */
+	uint32_t n_chars;
 };
 
 int llm_tok_load(const struct llm_gguf *g, struct llm_tok **out, char *err,

@@ -15,6 +15,7 @@
 #include "gguf.h"
 #include "gguf_writer.h"
 #include "kvtest.h"
+#include "model.h"
 
 static void gb_kv_u32(struct gbuf *b, const char *k, uint32_t v)
 {
@@ -313,6 +314,86 @@ START_TEST(test_config_model)
 }
 END_TEST
 
+/* llm_qk_file_row(): a bijection per head, the inverse of the permutation */
+START_TEST(test_qk_file_row)
+{
+	struct llm_config c = { .head_dim = 8, .qk_interleaved = true };
+	uint8_t seen[24] = { 0 };
+
+	/* HF row j * hd/2 + i of a head is file row 2i + j */
+	ck_assert_uint_eq(llm_qk_file_row(&c, 0), 0);
+	ck_assert_uint_eq(llm_qk_file_row(&c, 1), 2);
+	ck_assert_uint_eq(llm_qk_file_row(&c, 4), 1);
+	ck_assert_uint_eq(llm_qk_file_row(&c, 7), 7);
+	ck_assert_uint_eq(llm_qk_file_row(&c, 8 + 5), 8 + 3);
+	for (uint64_t r = 0; r < 24; r++) {
+		uint64_t f = llm_qk_file_row(&c, r);
+
+		ck_assert_uint_eq(f / 8, r / 8);
+		ck_assert(!seen[f]);
+		seen[f] = 1;
+	}
+	c.qk_interleaved = false;
+	ck_assert_uint_eq(llm_qk_file_row(&c, 13), 13);
+}
+END_TEST
+
+/* llm_model_open() on the default GGUF and on missing or broken paths */
+START_TEST(test_model_open)
+{
+	char err[LLM_GGUF_ERR_MAX + 64], tmp[] = "/tmp/kvmm-mo-XXXXXX";
+	char path[64];
+	struct llm_model *m = NULL;
+	FILE *in, *out;
+	char buf[65536];
+	size_t n, total = 0;
+
+	ck_assert_int_eq(llm_model_open("/nonexistent.gguf", &m, err,
+					sizeof(err)), -ENOENT);
+	ck_assert_ptr_null(m);
+	ck_assert_ptr_nonnull(strstr(err, "/nonexistent.gguf"));
+	ck_assert_ptr_nonnull(mkdtemp(tmp));
+	ck_assert_int_eq(llm_model_open(tmp, &m, err, sizeof(err)), -ENOENT);
+	ck_assert_ptr_nonnull(strstr(err, "config.json"));
+	if (access(model_path(), R_OK)) {
+		rmdir(tmp);
+		kvtest_skip(__func__, "%s absent (make model fetches it)",
+			    model_path());
+		return;
+	}
+	ck_assert_msg(!llm_model_open(model_path(), &m, err, sizeof(err)),
+		      "%s", err);
+	ck_assert_int_eq(m->format, LLM_FORMAT_GGUF);
+	ck_assert(m->cfg.qk_interleaved);
+	ck_assert_uint_eq(m->cfg.n_layers, 30);
+	ck_assert(m->w.tied);
+	ck_assert_uint_eq(m->tok->n_vocab, 49152);
+	ck_assert_int_eq(m->gen.n_eos, 1);
+	ck_assert_int_eq(m->gen.eos[0], m->tok->eos_id);
+	ck_assert_ptr_eq(m->w.layers[3].wq,
+			 llm_gguf_find_tensor(m->src, "blk.3.attn_q.weight"));
+	llm_model_close(m);
+	/* the first 8 MiB of the file: truncated, named */
+	snprintf(path, sizeof(path), "%s/t.gguf", tmp);
+	in = fopen(model_path(), "rb");
+	out = fopen(path, "wb");
+	ck_assert(in && out);
+	while (total < (8 << 20) && (n = fread(buf, 1, sizeof(buf), in))) {
+		fwrite(buf, 1, n, out);
+		total += n;
+	}
+	fclose(in);
+	fclose(out);
+	m = NULL;
+	ck_assert_int_eq(llm_model_open(path, &m, err, sizeof(err)), -EBADMSG);
+	ck_assert_ptr_null(m);
+	ck_assert_msg(strstr(err, "beyond end of file") && strstr(err, path),
+		      "%s", err);
+	unlink(path);
+	rmdir(tmp);
+}
+END_TEST
+
 Suite *suite_model(void)
 {
 	Suite *s = suite_create("model");
@@ -322,6 +403,8 @@ Suite *suite_model(void)
 	KV_ADD(tc, test_config_tiny_qwen);
 	KV_ADD(tc, test_config_refused);
 	KV_ADD(tc, test_config_model);
+	KV_ADD(tc, test_qk_file_row);
+	KV_ADD(tc, test_model_open);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -19,6 +19,10 @@
 #include "kvtest.h"
 #include "tokenizer.h"
 
+#include "../model/hf.h"
+#include "ref/spm_ref.h"
+#include "ref/pretok_ref.h"
+
 /* ../shared beside the checkout; tests run from the repository root */
 #define WIKI_PATH "../shared/data/wikitext-2/valid.txt"
 
@@ -356,16 +360,16 @@ END_TEST
 
 START_TEST(test_tiny_refused)
 {
-	struct tiny_opts o = { "llama", NULL, 0 };
+	struct tiny_opts o = { "bert", NULL, 0 };
 	char err[LLM_GGUF_ERR_MAX];
 	struct llm_tok *t = NULL;
 
 	ck_assert_int_eq(tiny_load(&o, &t, err), -EOPNOTSUPP);
-	ck_assert_ptr_nonnull(strstr(err, "unsupported model 'llama'"));
+	ck_assert_ptr_nonnull(strstr(err, "unsupported model 'bert'"));
 	o.model = "gpt2";
-	o.pre = "qwen2";
+	o.pre = "falcon";
 	ck_assert_int_eq(tiny_load(&o, &t, err), -EOPNOTSUPP);
-	ck_assert_ptr_nonnull(strstr(err, "unsupported pre-tokenizer 'qwen2'"));
+	ck_assert_ptr_nonnull(strstr(err, "unsupported pre-tokenizer 'falcon'"));
 	o.pre = NULL;
 	o.bad_types = 1;
 	ck_assert_int_eq(tiny_load(&o, &t, err), -EBADMSG);
@@ -610,6 +614,288 @@ START_TEST(test_model_long_word)
 }
 END_TEST
 
+/* ---- Llama-3 and Qwen2 pre-tokenizers ---- */
+
+/*
+ * The default model's vocabulary with the Llama-3 and Qwen2 patterns, as
+ * tests/ref/pretok_ref.py builds it with Hugging Face tokenizers: the test
+ * strings, and all of WikiText-2 valid through a hash.
+ */
+START_TEST(test_model_pretok_llama3_qwen2)
+{
+	const struct pretok_case *cases[2] = { pretok_llama3, pretok_qwen2 };
+	const enum llm_tok_pre pre[2] = { LLM_TOK_PRE_LLAMA3,
+					  LLM_TOK_PRE_QWEN2 };
+	const uint64_t fnv[2] = { PRETOK_LLAMA3_WIKI_FNV,
+				  PRETOK_QWEN2_WIKI_FNV };
+	const size_t ntok[2] = { PRETOK_LLAMA3_WIKI_NTOK,
+				 PRETOK_QWEN2_WIKI_NTOK };
+	const char *path = getenv("KVMM_WIKITEXT");
+	struct llm_tok *t = model_tok();
+	char *text = NULL;
+	size_t n = 0, nt;
+	int differ = 0;
+	FILE *f;
+
+	if (!t)
+		return;
+	path = path && *path ? path : WIKI_PATH;
+	f = fopen(path, "rb");
+	if (f) {
+		fseek(f, 0, SEEK_END);
+		n = (size_t)ftell(f);
+		rewind(f);
+		text = malloc(n + 1);
+		ck_assert_uint_eq(fread(text, 1, n, f), n);
+		fclose(f);
+	}
+	for (int k = 0; k < 2; k++) {
+		t->pre = pre[k];
+		for (size_t i = 0; i < ARRAY_SIZE(ref); i++) {
+			expect_ids(t, cases[k][i].text, LLM_TOK_PARSE_SPECIAL,
+				   cases[k][i].ids, cases[k][i].n);
+			differ += cases[k][i].n != ref[i].n ||
+				  memcmp(cases[k][i].ids, ref[i].ids,
+					 ref[i].n * sizeof(int32_t));
+		}
+		if (text) {
+			int32_t *ids = encode_all(t, text, n,
+						  LLM_TOK_PARSE_SPECIAL, &nt);
+
+			ck_assert_uint_eq(nt, ntok[k]);
+			ck_assert_uint_eq(fnv_ids(ids, nt), fnv[k]);
+			free(ids);
+		}
+	}
+	/* the patterns split some strings differently from GPT-2's */
+	printf("pretok: %d of %zu cases differ from the GPT-2 pattern\n",
+	       differ, 2 * ARRAY_SIZE(ref));
+	ck_assert_int_gt(differ, 0);
+	free(text);
+	llm_tok_free(t);
+}
+END_TEST
+
+/* ---- SentencePiece BPE ---- */
+
+/*
+ * A "llama" tokenizer GGUF image: @n pieces with scores and types; @prefix
+ * -1 leaves add_space_prefix out, @first sets the first-only variant.
+ */
+static void spm_image(struct gbuf *b, const char *const *pieces,
+		      const float *scores, const uint8_t *types, uint32_t n,
+		      int prefix, bool first)
+{
+	gb_u32(b, LLM_GGUF_MAGIC);
+	gb_u32(b, 3);
+	gb_u64(b, 0);
+	gb_u64(b, 6 + (prefix >= 0) + first);
+	gb_key(b, "tokenizer.ggml.model", LLM_GGUF_STRING);
+	gb_str(b, "llama");
+	gb_key(b, "tokenizer.ggml.tokens", LLM_GGUF_ARRAY);
+	gb_u32(b, LLM_GGUF_STRING);
+	gb_u64(b, n);
+	for (uint32_t i = 0; i < n; i++)
+		gb_str(b, pieces[i]);
+	gb_key(b, "tokenizer.ggml.scores", LLM_GGUF_ARRAY);
+	gb_u32(b, LLM_GGUF_F32);
+	gb_u64(b, n);
+	gb_put(b, scores, 4ULL * n);
+	gb_key(b, "tokenizer.ggml.token_type", LLM_GGUF_ARRAY);
+	gb_u32(b, LLM_GGUF_I32);
+	gb_u64(b, n);
+	for (uint32_t i = 0; i < n; i++)
+		gb_u32(b, types[i]);
+	gb_key(b, "tokenizer.ggml.bos_token_id", LLM_GGUF_U32);
+	gb_u32(b, 1);
+	gb_key(b, "tokenizer.ggml.unknown_token_id", LLM_GGUF_U32);
+	gb_u32(b, 0);
+	if (prefix >= 0) {
+		uint8_t v = (uint8_t)prefix;
+
+		gb_key(b, "tokenizer.ggml.add_space_prefix", LLM_GGUF_BOOL);
+		gb_put(b, &v, 1);
+	}
+	if (first) {
+		uint8_t v = 1;
+
+		gb_key(b, "kvmm.tokenizer.prefix_first_only", LLM_GGUF_BOOL);
+		gb_put(b, &v, 1);
+	}
+}
+
+static struct llm_tok *spm_load(struct gbuf *b)
+{
+	char err[LLM_GGUF_ERR_MAX];
+	struct llm_gguf *g;
+	struct llm_tok *t;
+
+	ck_assert_msg(!llm_gguf_open_mem(b->p, b->len, &g, err, sizeof(err)),
+		      "%s", err);
+	ck_assert_msg(!llm_tok_load(g, &t, err, sizeof(err)), "%s", err);
+	llm_gguf_close(g);
+	free(b->p);
+	return t;
+}
+
+static void spm_check_cases(const struct llm_tok *t, const char *what)
+{
+	int32_t ids[256];
+	char text[1024];
+	size_t n, len;
+
+	for (size_t c = 0; c < ARRAY_SIZE(spm_cases); c++) {
+		const char *s = spm_cases[c].text;
+
+		ck_assert_int_eq(llm_tok_encode(t, s, strlen(s), 0, ids, 256,
+						&n), 0);
+		ck_assert_msg(n == (size_t)spm_cases[c].n, "%s: case %zu: %zu "
+			      "tokens, sentencepiece %d", what, c, n,
+			      spm_cases[c].n);
+		for (size_t i = 0; i < n; i++)
+			ck_assert_msg(ids[i] == spm_cases[c].ids[i],
+				      "%s: case %zu: token %zu is %d, "
+				      "sentencepiece %d", what, c, i, ids[i],
+				      spm_cases[c].ids[i]);
+		/* decoding gives the text back, after the added space */
+		ck_assert_int_eq(llm_tok_decode(t, ids, n, 0, text,
+						sizeof(text), &len), 0);
+		if (*s)
+			ck_assert_msg(len == strlen(s) + 1 && text[0] == ' ' &&
+				      !strcmp(text + 1, s), "%s: case %zu: "
+				      "decodes to '%s'", what, c, text);
+	}
+}
+
+/* scores-based merges (GGUF) against sentencepiece itself */
+START_TEST(test_spm_gguf_ref)
+{
+	struct gbuf b = { 0 };
+	struct llm_tok *t;
+
+	spm_image(&b, spm_pieces, spm_scores, spm_types, SPM_NVOCAB, 1, false);
+	t = spm_load(&b);
+	ck_assert(t->spm);
+	ck_assert_int_eq(t->prefix, LLM_TOK_PREFIX_EACH);
+	ck_assert_int_eq(t->byte_id[0x41], 3 + 0x41);
+	spm_check_cases(t, "gguf scores");
+	llm_tok_free(t);
+}
+END_TEST
+
+/* the same vocabulary as tokenizer.json (merges, byte_fallback) */
+START_TEST(test_spm_json_ref)
+{
+	const char *path = "tests/ref/spm_tokenizer.json";
+	char err[LLM_GGUF_ERR_MAX + 64];
+	struct llm_tok *t;
+
+	ck_assert_msg(!llm_hf_tokenizer(path, &t, err, sizeof(err)), "%s",
+		      err);
+	ck_assert(t->spm);
+	ck_assert_uint_eq(t->n_vocab, SPM_NVOCAB);
+	ck_assert_int_eq(t->unk_id, 0);
+	ck_assert_int_eq(t->type[5], LLM_TOKTYPE_BYTE);
+	spm_check_cases(t, "tokenizer.json merges");
+	llm_tok_free(t);
+}
+END_TEST
+
+/*
+ * A hand-made vocabulary: score order decides (not the order of the
+ * table), equal scores merge left first, a character without a token
+ * falls back to bytes or unk, and where the space prefix goes.
+ */
+START_TEST(test_spm_tiny)
+{
+	static const char *const p[] = {
+		"<unk>", "<s>", "</s>", "<0xC3>", "<0xA9>",
+		"\xe2\x96\x81", "a", "b", "c", "ab", "bc", "abc",
+		"\xe2\x96\x81" "a", "x",
+	};
+	/* bc beats ab; abc best; ▁a as good as bc */
+	static const float sc[] = { 0, 0, 0, 0, 0, -100, -100, -100, -100,
+				    -10, -5, -1, -5, -100 };
+	static const uint8_t ty[] = { 2, 3, 3, 6, 6, 1, 1, 1, 1, 1, 1, 1, 1,
+				      1 };
+	static const struct {
+		const char *text;
+		unsigned int flags;
+		int prefix;
+		bool first;
+		int n;
+		int32_t ids[8];
+	} cases[] = {
+		/* ▁ a b c: ▁a (-5, left) before bc (-5); then ▁a bc */
+		{ "abc", 0, 1, false, 2, { 12, 10 } },
+		/* no prefix: bc (-5) first, then a bc -> abc via (a, bc) */
+		{ "abc", 0, 0, false, 1, { 11 } },
+		/* absent key: llama.cpp's default, a prefix */
+		{ "abc", 0, -1, false, 2, { 12, 10 } },
+		/* é has no token: its two byte tokens; 'z' no byte: unk */
+		{ "x\xc3\xa9z", 0, 0, false, 4, { 13, 3, 4, 0 } },
+		/* a special token, then a prefixed fragment again */
+		{ "ab<s>ab", LLM_TOK_PARSE_SPECIAL, 1, false, 5,
+		  { 12, 7, 1, 12, 7 } },
+		/* first-only: no prefix after the special token */
+		{ "ab<s>ab", LLM_TOK_PARSE_SPECIAL, 1, true, 4, { 12, 7, 1, 9 } },
+		/* spaces are U+2581 */
+		{ "a a", 0, 0, false, 2, { 6, 12 } },
+	};
+	int32_t ids[16];
+	size_t n;
+
+	for (size_t c = 0; c < ARRAY_SIZE(cases); c++) {
+		struct gbuf b = { 0 };
+		struct llm_tok *t;
+
+		spm_image(&b, p, sc, ty, ARRAY_SIZE(p), cases[c].prefix,
+			  cases[c].first);
+		t = spm_load(&b);
+		ck_assert_int_eq(llm_tok_encode(t, cases[c].text,
+						strlen(cases[c].text),
+						cases[c].flags, ids, 16, &n), 0);
+		ck_assert_msg(n == (size_t)cases[c].n, "case %zu: %zu tokens",
+			      c, n);
+		for (size_t i = 0; i < n; i++)
+			ck_assert_msg(ids[i] == cases[c].ids[i],
+				      "case %zu: token %zu is %d, want %d", c,
+				      i, ids[i], cases[c].ids[i]);
+		llm_tok_free(t);
+	}
+}
+END_TEST
+
+/* missing scores without merges is refused */
+START_TEST(test_spm_refused)
+{
+	static const char *const p[] = { "<unk>", "<s>", "a" };
+	char err[LLM_GGUF_ERR_MAX];
+	struct gbuf b = { 0 };
+	struct llm_gguf *g;
+	struct llm_tok *t = NULL;
+
+	gb_u32(&b, LLM_GGUF_MAGIC);
+	gb_u32(&b, 3);
+	gb_u64(&b, 0);
+	gb_u64(&b, 2);
+	gb_key(&b, "tokenizer.ggml.model", LLM_GGUF_STRING);
+	gb_str(&b, "llama");
+	gb_key(&b, "tokenizer.ggml.tokens", LLM_GGUF_ARRAY);
+	gb_u32(&b, LLM_GGUF_STRING);
+	gb_u64(&b, 3);
+	for (int i = 0; i < 3; i++)
+		gb_str(&b, p[i]);
+	ck_assert_int_eq(llm_gguf_open_mem(b.p, b.len, &g, err, sizeof(err)),
+			 0);
+	ck_assert_int_eq(llm_tok_load(g, &t, err, sizeof(err)), -EBADMSG);
+	ck_assert_ptr_nonnull(strstr(err, "tokenizer.ggml.scores"));
+	ck_assert_ptr_null(t);
+	llm_gguf_close(g);
+	free(b.p);
+}
+END_TEST
+
 Suite *suite_tokenizer(void)
 {
 	Suite *s = suite_create("tokenizer");
@@ -620,6 +906,11 @@ Suite *suite_tokenizer(void)
 	KV_ADD(tc, test_ucat);
 	KV_ADD(tc, test_tiny_bpe);
 	KV_ADD(tc, test_tiny_refused);
+	KV_ADD(tc, test_spm_gguf_ref);
+	KV_ADD(tc, test_spm_json_ref);
+	KV_ADD(tc, test_spm_tiny);
+	KV_ADD(tc, test_spm_refused);
+	KV_ADD(tc, test_model_pretok_llama3_qwen2);
 	KV_ADD(tc, test_chat_format);
 	KV_ADD(tc, test_model_ref_ids);
 	KV_ADD(tc, test_model_wikitext);

@@ -20,6 +20,7 @@
 #include "kvcache.h"
 #include "kvk.h"
 #include "kvmm.h"
+#include "model.h"
 #include "tokenizer.h"
 
 #define GEN_MAX_STOP 8
@@ -37,6 +38,13 @@ struct gen_opts {
 	struct kvk_sample_cfg sample;
 	const char *stop[GEN_MAX_STOP];
 	int n_stop;
+	int kv;	/* GEN_KV_* */
+};
+
+enum {
+	GEN_KV_AUTO,   /* paged, or contiguous when the uapi cannot serve */
+	GEN_KV_CONTIG, /* contiguous fp32 */
+	GEN_KV_PAGED,  /* allocator pages through the uapi, fp16 */
 };
 
 /*
@@ -66,7 +74,9 @@ struct gen_run {
 	struct gen_seq *seq;
 	int n_seq;
 	uint64_t max_new;   /* tokens each sequence may generate */
-	int32_t stop_id[3]; /* eos and end-of-turn tokens, -1 unused */
+	int32_t stop_id[3 + LLM_MODEL_MAX_EOS]; /* eos, end-of-turn tokens,
+						 * -1 unused */
+	struct llm_gen_defaults gen; /* of the model */
 	bool stream;	    /* print text as it comes (one sequence) */
 	double load_us, prefill_us, decode_us; /* microseconds */
 	uint64_t decode_tok; /* tokens produced by decode steps */
@@ -89,7 +99,9 @@ static const char gen_usage[] =
 	"  --seed S            seed of the sampler (0)\n"
 	"  --stop TEXT         stop when TEXT is generated (up to 8)\n"
 	"  --json              JSON lines (one per prompt, then a summary)\n"
-	"                      instead of streaming\n";
+	"                      instead of streaming\n"
+	"  --kv KIND           KV cache: paged (allocator pages through the\n"
+	"                      uapi, fp16; the default) or contig (fp32)\n";
 
 static int parse_f32(const char *opt, const char *s, float lo, float hi,
 		     float *out)
@@ -111,7 +123,7 @@ static int parse_f32(const char *opt, const char *s, float lo, float hi,
 enum {
 	OPT_MODEL = 256, OPT_PROMPT, OPT_CHAT, OPT_SYSTEM, OPT_MAX_TOKENS,
 	OPT_DEVICE, OPT_THREADS, OPT_TEMP, OPT_TOP_K, OPT_TOP_P, OPT_SEED,
-	OPT_STOP, OPT_JSON, OPT_BATCH_FILE, OPT_HELP,
+	OPT_STOP, OPT_JSON, OPT_BATCH_FILE, OPT_KV, OPT_HELP,
 };
 
 static const struct option gen_longopts[] = {
@@ -129,6 +141,7 @@ static const struct option gen_longopts[] = {
 	{ "stop", required_argument, NULL, OPT_STOP },
 	{ "json", no_argument, NULL, OPT_JSON },
 	{ "batch-file", required_argument, NULL, OPT_BATCH_FILE },
+	{ "kv", required_argument, NULL, OPT_KV },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
 };
@@ -217,6 +230,17 @@ static int gen_parse(int argc, char **argv, struct gen_opts *o)
 		case OPT_BATCH_FILE:
 			o->batch_file = optarg;
 			break;
+		case OPT_KV:
+			if (!strcmp(optarg, "paged")) {
+				o->kv = GEN_KV_PAGED;
+			} else if (!strcmp(optarg, "contig")) {
+				o->kv = GEN_KV_CONTIG;
+			} else {
+				fprintf(stderr, "kvmm generate: --kv: '%s' is "
+					"not paged or contig\n", optarg);
+				return -EINVAL;
+			}
+			break;
 		case OPT_HELP:
 			fputs(gen_usage, stdout);
 			return 1;
@@ -246,43 +270,46 @@ static int gen_threads(const struct gen_opts *o)
 	return 1;
 }
 
-/* open, configure, load weights and tokenizer; the file is closed after */
+/*
+ * open the model (GGUF file or Hugging Face directory), load the weights
+ * for the CPU and keep the tokenizer; the files are closed after
+ */
 static int gen_load(struct gen_run *r, const struct gen_opts *o)
 {
-	char err[LLM_GGUF_ERR_MAX] = "";
-	struct llm_weights w = { 0 };
-	struct llm_gguf *g;
+	char err[LLM_GGUF_ERR_MAX + 64] = "";
+	struct llm_model *m;
 	double t0 = kvmm_now_us();
 	int ret;
 
-	ret = llm_gguf_open(o->model, &g, err, sizeof(err));
+	ret = llm_model_open(o->model, &m, err, sizeof(err));
 	if (ret) {
-		/* the reader's message names the file already */
+		/* the loader's message names the file already */
 		fprintf(stderr, "kvmm generate: %s\n",
 			*err ? err : strerror(-ret));
 		return ret;
 	}
-	ret = llm_config_load(g, &r->cfg, err, sizeof(err));
-	if (!ret)
-		ret = llm_weights_bind(g, &r->cfg, &w, err, sizeof(err));
-	if (ret)
-		goto out_close;
-	ret = llm_tok_load(g, &r->tok, err, sizeof(err));
-	if (!ret)
-		ret = llm_cpu_load(&r->cfg, &w, gen_threads(o), &r->cpu, err,
-				   sizeof(err));
-	llm_weights_fini(&w);
-out_close:
-	llm_gguf_close(g);
-	if (ret)
-		goto out_err;
+	if (!m->tok) {
+		fprintf(stderr, "kvmm generate: %s: no tokenizer.json\n",
+			o->model);
+		llm_model_close(m);
+		return -ENOENT;
+	}
+	r->cfg = m->cfg;
+	r->gen = m->gen;
+	ret = llm_cpu_load(&m->cfg, &m->w, gen_threads(o), &r->cpu, err,
+			   sizeof(err));
+	if (!ret) {
+		r->tok = m->tok;
+		m->tok = NULL;
+	}
+	llm_model_close(m);
+	if (ret) {
+		fprintf(stderr, "kvmm generate: %s: %s\n", o->model,
+			*err ? err : strerror(-ret));
+		return ret;
+	}
 	r->load_us = kvmm_now_us() - t0;
 	return 0;
-
-out_err:
-	fprintf(stderr, "kvmm generate: %s: %s\n", o->model,
-		*err ? err : strerror(-ret));
-	return ret;
 }
 
 /* the prompt of @q in the chat template or as is, into q->ids */
@@ -575,9 +602,23 @@ static void gen_summary(const struct gen_run *r, const struct gen_opts *o)
 {
 	size_t n_prompt = 0, n_gen = 0;
 	double pre_tps, dec_tps;
+	struct llm_kv_stats ks;
 	struct rusage ru;
 	double rss_mb;
+	char kvdesc[128];
 
+	if (llm_kv_stats(r->kv, &ks))
+		memset(&ks, 0, sizeof(ks));
+	if (ks.paged)
+		snprintf(kvdesc, sizeof(kvdesc), "paged fp16, %llu + %llu "
+			 "pages of %llu B (hi + lo tier), %d x %d tokens",
+			 (unsigned long long)ks.pages_used[0],
+			 (unsigned long long)ks.pages_used[1],
+			 (unsigned long long)ks.page_size, r->kv->n_seq,
+			 r->kv->max_tok);
+	else
+		snprintf(kvdesc, sizeof(kvdesc), "contiguous fp32, %d x %d "
+			 "tokens", r->kv->n_seq, r->kv->max_tok);
 	for (int i = 0; i < r->n_seq; i++) {
 		n_prompt += r->seq[i].n_prompt;
 		n_gen += r->seq[i].n_gen;
@@ -595,12 +636,17 @@ static void gen_summary(const struct gen_run *r, const struct gen_opts *o)
 		       "\"generated_tokens\": %zu, \"load_s\": %.3f, "
 		       "\"prefill_s\": %.3f, \"prefill_tok_s\": %.2f, "
 		       "\"decode_s\": %.3f, \"decode_tok_s\": %.2f, "
-		       "\"kv_bytes\": %llu, \"weight_bytes\": %llu, "
-		       "\"peak_rss_mb\": %.1f}\n",
+		       "\"kv\": \"%s\", \"kv_bytes\": %llu, "
+		       "\"kv_page_bytes\": %llu, \"kv_pages\": [%llu, %llu], "
+		       "\"weight_bytes\": %llu, \"peak_rss_mb\": %.1f}\n",
 		       llm_cpu_threads(r->cpu), r->n_seq, n_prompt, n_gen,
 		       r->load_us / 1e6, r->prefill_us / 1e6, pre_tps,
 		       r->decode_us / 1e6, dec_tps,
-		       (unsigned long long)r->kv->bytes,
+		       ks.paged ? "paged" : "contig",
+		       (unsigned long long)ks.bytes,
+		       (unsigned long long)ks.page_size,
+		       (unsigned long long)ks.pages_used[0],
+		       (unsigned long long)ks.pages_used[1],
 		       (unsigned long long)llm_cpu_weight_bytes(r->cpu), rss_mb);
 		return;
 	}
@@ -609,15 +655,14 @@ static void gen_summary(const struct gen_run *r, const struct gen_opts *o)
 		"   load          %8.2f s (weights %.1f MiB fp32)\n"
 		"   prompt        %8zu tokens  %8.2f s  %8.1f tok/s (prefill)\n"
 		"   generated     %8zu tokens  %8.2f s  %8.1f tok/s (decode)\n"
-		"   KV cache      %8.1f MiB (contiguous fp32, %d x %d tokens)\n"
+		"   KV cache      %8.1f MiB (%s)\n"
 		"   peak RSS      %8.1f MiB\n",
 		llm_cpu_threads(r->cpu), r->cfg.arch_name, r->n_seq,
 		r->n_seq > 1 ? "s" : "", r->n_seq > 1 ? "" : ", stop: ",
 		r->n_seq > 1 ? "" : r->seq[0].stop_reason, r->load_us / 1e6,
 		llm_cpu_weight_bytes(r->cpu) / 1048576.0, n_prompt,
 		r->prefill_us / 1e6, pre_tps, n_gen, r->decode_us / 1e6,
-		dec_tps, r->kv->bytes / 1048576.0, r->kv->n_seq,
-		r->kv->max_tok, rss_mb);
+		dec_tps, ks.bytes / 1048576.0, kvdesc, rss_mb);
 }
 
 static void gen_fini(struct gen_run *r)
@@ -912,7 +957,7 @@ static void gen_step_free(struct gen_step *st)
 }
 
 /* the KV cache for every sequence, each up to the longest one's need */
-static int gen_kv(struct gen_run *r)
+static int gen_kv(struct gen_run *r, const struct gen_opts *o)
 {
 	size_t need = 0;
 	int ret;
@@ -923,10 +968,21 @@ static int gen_kv(struct gen_run *r)
 	if (r->max_new > r->cfg.n_ctx - need)
 		r->max_new = r->cfg.n_ctx - need;
 	need += r->max_new;
+	if (o->kv != GEN_KV_CONTIG) {
+		ret = llm_kv_paged_create(&r->cfg, r->n_seq, (int)need,
+					  &r->kv);
+		if (!ret || o->kv == GEN_KV_PAGED)
+			goto out;
+		/* e.g. a head_dim the allocator does not serve */
+		fprintf(stderr, "kvmm generate: paged KV cache: %s; using the "
+			"contiguous one\n", strerror(-ret));
+	}
 	ret = llm_kv_contig_create(&r->cfg, r->n_seq, (int)need, &r->kv);
+out:
 	if (ret)
-		fprintf(stderr, "kvmm generate: KV cache of %d x %zu tokens: "
-			"%s\n", r->n_seq, need, strerror(-ret));
+		fprintf(stderr, "kvmm generate: %s KV cache of %d x %zu "
+			"tokens: %s\n", o->kv == GEN_KV_CONTIG ? "contiguous" :
+			"paged", r->n_seq, need, strerror(-ret));
 	return ret;
 }
 
@@ -965,8 +1021,10 @@ int cmd_generate(int argc, char **argv)
 	r.stop_id[0] = r.tok->eos_id;
 	r.stop_id[1] = llm_tok_lookup(r.tok, "<|im_end|>");
 	r.stop_id[2] = llm_tok_lookup(r.tok, "<|eot_id|>");
+	for (int i = 0; i < LLM_MODEL_MAX_EOS; i++)
+		r.stop_id[3 + i] = i < r.gen.n_eos ? r.gen.eos[i] : -1;
 	r.stream = r.n_seq == 1 && !o.json;
-	ret = gen_kv(&r);
+	ret = gen_kv(&r, &o);
 	if (ret)
 		goto out;
 	ret = gen_step_alloc(&st, &r);

@@ -1,0 +1,155 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * forward_cuda.h - the LLaMA-family forward pass on one CUDA device, with
+ * the signature of the CPU executor (forward.h): load from a config and
+ * bound weights, free, forward(batch) -> logits.
+ *
+ * Weights live on the device in fp16 or bf16 (GGUF Q4_0/Q4_1/Q8_0 and F32
+ * tensors are dequantised on the host, then converted; F16 and BF16 are
+ * copied as they are). GEMMs are cuBLAS with fp32 accumulation; RMSNorm,
+ * RoPE, SiLU-mul, embedding and argmax are the kvk_*_cuda() kernels. The
+ * KV cache is a struct llm_kv whose keys and values sit in fp16 pages of
+ * the allocator (kva.h) on device memory of the runtime (kvrt.h), read by
+ * kvk_attn_decode_cuda() at decode. See Documentation/model/cuda.rst.
+ *
+ * Built only with CUDA (KVMM_HAVE_CUDA); a CPU-only build has none of
+ * these symbols.
+ */
+#ifndef LLM_FORWARD_CUDA_H
+#define LLM_FORWARD_CUDA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "forward.h"
+#include "kvcache.h"
+#include "kvk.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/**
+ * struct llm_cuda_opts - how to load a model on the device
+ * @device: CUDA device ordinal
+ * @dtype: weight dtype, KVK_F16 or KVK_BF16; KVK_F32 picks: bf16 when the
+ *	file's matrices are BF16 or F32, else fp16
+ * @no_graphs: do not capture decode steps into CUDA graphs
+ *
+ * Plain value, copied by llm_cuda_load(). A NULL pointer means all zeros.
+ */
+struct llm_cuda_opts {
+	int device;
+	enum kvk_dtype dtype;
+	bool no_graphs;
+};
+
+struct llm_cuda;
+
+int llm_cuda_load(const struct llm_config *c, const struct llm_weights *w,
+		  const struct llm_cuda_opts *o, struct llm_cuda **out,
+		  char *err, size_t errlen);
+void llm_cuda_free(struct llm_cuda *m);
+uint64_t llm_cuda_weight_bytes(const struct llm_cuda *m);
+enum kvk_dtype llm_cuda_dtype(const struct llm_cuda *m);
+int llm_cuda_kv_create(struct llm_cuda *m, int n_seq, int max_tok,
+		       struct llm_kv **out);
+int llm_cuda_kv_pages(const struct llm_kv *kv, uint64_t *used,
+		      uint64_t *page_bytes);
+int llm_cuda_forward(struct llm_cuda *m, struct llm_kv *kv,
+		     const struct llm_batch *b, float *logits);
+int llm_cuda_forward_greedy(struct llm_cuda *m, struct llm_kv *kv,
+			    const struct llm_batch *b, int32_t *ids);
+int llm_cuda_read_weights(struct llm_cuda *m, double *gbs);
+
+/*
+ * The executor's own kernels (forward_cuda.cu), each with its CPU reference
+ * (forward_ref_cuda.c) of the same signature. Pointers are device memory
+ * for _cuda, host memory for _cpu.
+ */
+
+/**
+ * struct llm_kvpages - where one layer's keys and values lie: pages of the
+ * allocator's fp16 tier (kva_page_layout()), as kvk_attn_decode_cuda()
+ * reads them
+ * @pool: address of page 0 (granule slot 0 of the pool's space)
+ * @page_size: bytes
+ * @ppg: pages per 2 MiB granule
+ * @tokens: tokens per page
+ * @k_off: offset of the K rows in a page, [tokens][head_dim] fp16
+ * @v_off: offset of the V rows
+ * @pos_off: offset of the positions, int32 per token
+ * @score_off: offset of the scores, fp32 per token
+ * @tables: [lists][width] page ids; list = a (slot, layer, kv-head)
+ * @width: table entries per list
+ * @head_dim: values per head
+ * @n_kv: kv-heads per layer
+ */
+struct llm_kvpages {
+	uint64_t pool;
+	uint32_t page_size, ppg, tokens;
+	uint32_t k_off, v_off, pos_off, score_off;
+	const uint32_t *tables;
+	uint32_t width;
+	uint32_t head_dim, n_kv;
+};
+
+int llm_kv_store_cpu(const struct llm_kvpages *p, const float *k,
+		     const float *v, long ld, const int32_t *pos,
+		     const uint32_t *list, uint32_t list_add, int ntok,
+		     const float *q, void *qh, int n_heads, void *stream);
+int llm_kv_store_cuda(const struct llm_kvpages *p, const float *k,
+		      const float *v, long ld, const int32_t *pos,
+		      const uint32_t *list, uint32_t list_add, int ntok,
+		      const float *q, void *qh, int n_heads, void *stream);
+int llm_attn_prefill_cpu(const struct llm_kvpages *p, const float *q,
+			 const int32_t *pos, const uint32_t *list,
+			 uint32_t list_add, int ntok, int n_heads, float scale,
+			 void *out, enum kvk_dtype dt, void *stream);
+int llm_attn_prefill_cuda(const struct llm_kvpages *p, const float *q,
+			  const int32_t *pos, const uint32_t *list,
+			  uint32_t list_add, int ntok, int n_heads,
+			  float scale, void *out, enum kvk_dtype dt,
+			  void *stream);
+int llm_convert_cpu(void *dst, enum kvk_dtype ddt, const void *src,
+		    enum kvk_dtype sdt, size_t n, void *stream);
+int llm_convert_cuda(void *dst, enum kvk_dtype ddt, const void *src,
+		     enum kvk_dtype sdt, size_t n, void *stream);
+
+#define LLM_GEMV_MAX_TOK 4 /* tokens llm_gemv_*() takes at once */
+#define LLM_GEMV_MAX_SEG 3
+
+/**
+ * struct llm_gemv_out - where the rows of a GEMV's result go: rows
+ * [end[s - 1], end[s]) of W (end[-1] = 0) to @y[s], token t's row at
+ * y[s] + t * ld[s]
+ * @n_seg: segments, 1..LLM_GEMV_MAX_SEG; end[n_seg - 1] is N
+ * @end: one past the last row of each segment, increasing
+ * @y: fp32 outputs, one per segment
+ * @ld: floats between two tokens' outputs, per segment
+ */
+struct llm_gemv_out {
+	int n_seg;
+	int end[LLM_GEMV_MAX_SEG];
+	float *y[LLM_GEMV_MAX_SEG];
+	long ld[LLM_GEMV_MAX_SEG];
+};
+
+int llm_gemv_cpu(const void *w, enum kvk_dtype wdt, const float *x,
+		 long ldx, int ntok, int n, int k, const float *nw, float eps,
+		 const struct llm_gemv_out *o, float beta, void *stream);
+int llm_gemv_cuda(const void *w, enum kvk_dtype wdt, const float *x,
+		  long ldx, int ntok, int n, int k, const float *nw, float eps,
+		  const struct llm_gemv_out *o, float beta, void *stream);
+int llm_bias_add_cpu(float *y, const float *b, int rows, int n,
+		     void *stream);
+int llm_bias_add_cuda(float *y, const float *b, int rows, int n,
+		      void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LLM_FORWARD_CUDA_H */

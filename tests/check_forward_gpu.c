@@ -1,0 +1,1046 @@
+// SPDX-License-Identifier: MIT
+/*
+ * check_forward_gpu.c - the CUDA executor against the CPU executor.
+ *
+ * Kernels: llm_kv_store, llm_attn_prefill, llm_convert and llm_bias_add on
+ * fresh random inputs against their CPU references.
+ *
+ * Models: small random models of each architecture (llama, qwen2 with QKV
+ * bias, qwen3 with q/k norm), written as GGUF in memory: CUDA and CPU
+ * logits after the prompt and after each of 16 greedy decode steps (both
+ * fed the CPU's tokens), relative L2 under a bound for the weight dtype,
+ * and the same greedy tokens; a batch of three sequences prefilled and
+ * decoded together against the CPU doing the same.
+ *
+ * With KVMM_HF_DIRS (tcase "hf", tools/gpu-suite.d/model.sh): Hugging Face
+ * directories written by tests/ref/hf_compare.py, each with hf_ref.bin (the
+ * transformers greedy tokens and logits): our greedy tokens must match for
+ * every step. With KVMM_BENCH_DIR (tcase "bench"): decode time per token
+ * against the time to read the weights once.
+ */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kvmm_base.h"
+#include "kvtest.h"
+
+#ifdef KVMM_HAVE_CUDA
+#include <cuda_runtime.h>
+
+#include "config.h"
+#include "forward.h"
+#include "forward_cuda.h"
+#include "gguf.h"
+#include "gguf_writer.h"
+#include "kva.h"
+#include "kvcache.h"
+#include "model.h"
+
+#define CK_CUDA(call)                                                          \
+	ck_assert_msg((call) == cudaSuccess, "%s: %s", #call,                  \
+		      cudaGetErrorString(cudaGetLastError()))
+
+#define GRAN (2ULL << 20)
+
+static float frand(uint64_t *s)
+{
+	return (float)((kvtest_rand(s) >> 11) * 0x1.0p-53 * 2.0 - 1.0);
+}
+
+static double rel_l2(const float *x, const float *ref, size_t n)
+{
+	double e = 0.0, s = 0.0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (isnan(x[i]))
+			return INFINITY;
+		e += ((double)x[i] - ref[i]) * ((double)x[i] - ref[i]);
+		s += (double)ref[i] * ref[i];
+	}
+	return s > 0 ? sqrt(e / s) : sqrt(e);
+}
+
+static void *to_dev(const void *p, size_t n)
+{
+	void *d;
+
+	CK_CUDA(cudaMalloc(&d, n ? n : 1));
+	if (p)
+		CK_CUDA(cudaMemcpy(d, p, n, cudaMemcpyHostToDevice));
+	return d;
+}
+
+/* ---- kernels ---- */
+
+/* random pages: every list of @nl holds pages for @maxtok tokens */
+struct pages_case {
+	struct llm_kvpages hp, dp;	/* host and device views */
+	uint8_t *pool;
+	void *dpool;
+	uint32_t *tables;
+	size_t bytes, ntab;
+};
+
+static void pages_make(struct pages_case *pc, uint64_t *seed, uint32_t hd,
+		       uint32_t n_kv, uint32_t nl, uint32_t maxtok)
+{
+	struct kva_tier tier = { 16, 16, 1, 1 };
+	struct kva_layout lay;
+	uint32_t ps, ppg, width, npg, *perm;
+	int r;
+
+	memset(pc, 0, sizeof(*pc));
+	r = kva_page_size(hd, &tier, 1);
+	ck_assert_int_gt(r, 0);
+	ps = r;
+	ck_assert_int_eq(kva_page_layout(hd, ps, &tier, &lay), 0);
+	ppg = GRAN / ps;
+	width = (maxtok + lay.tokens - 1) / lay.tokens;
+	npg = nl * width;
+	pc->bytes = ((npg + ppg - 1) / ppg + 1) * GRAN;
+	pc->pool = aligned_alloc(GRAN, pc->bytes);
+	ck_assert_ptr_nonnull(pc->pool);
+	for (size_t i = 0; i < pc->bytes; i++)
+		pc->pool[i] = kvtest_rand(seed) >> 56; /* poison */
+	pc->ntab = (size_t)nl * width;
+	pc->tables = malloc(pc->ntab * 4);
+	perm = malloc((pc->bytes / GRAN) * ppg * 4);
+	for (uint32_t i = 0; i < (pc->bytes / GRAN) * ppg; i++)
+		perm[i] = i;
+	for (uint32_t i = (pc->bytes / GRAN) * ppg - 1; i > 0; i--) {
+		uint32_t j = kvtest_rand(seed) % (i + 1), t = perm[i];
+
+		perm[i] = perm[j], perm[j] = t;
+	}
+	for (size_t i = 0; i < pc->ntab; i++)
+		pc->tables[i] = perm[i];
+	free(perm);
+	pc->hp = (struct llm_kvpages){
+		.pool = (uint64_t)(uintptr_t)pc->pool, .page_size = ps,
+		.ppg = ppg, .tokens = lay.tokens, .k_off = lay.k_off,
+		.v_off = lay.v_off, .pos_off = lay.pos_off,
+		.score_off = lay.score_off, .tables = pc->tables,
+		.width = width, .head_dim = hd, .n_kv = n_kv,
+	};
+	pc->dpool = to_dev(pc->pool, pc->bytes);
+	pc->dp = pc->hp;
+	pc->dp.pool = (uint64_t)(uintptr_t)pc->dpool;
+	pc->dp.tables = to_dev(pc->tables, pc->ntab * 4);
+}
+
+static void pages_free(struct pages_case *pc)
+{
+	cudaFree(pc->dpool);
+	cudaFree((void *)pc->dp.tables);
+	free(pc->pool);
+	free(pc->tables);
+}
+
+/*
+ * Two sequences of a 2-layer cache: store every position's keys and values
+ * (the pool bytes must match exactly), then attend from a few positions.
+ */
+START_TEST(test_kernels_store_attend)
+{
+	static const uint32_t hds[] = { 64, 128, 256 };
+	static const enum kvk_dtype dts[] = { KVK_F32, KVK_F16, KVK_BF16 };
+	static const double tol[] = { 1e-5, 2e-3, 1e-2 };
+	uint64_t seed = kvtest_seed("forward_kernels_store_attend");
+
+	for (size_t hi = 0; hi < ARRAY_SIZE(hds); hi++) {
+		uint32_t hd = hds[hi], n_kv = 2, nh = 6, L = 2, S = 2;
+		uint32_t ntok = 75 + kvtest_rand(&seed) % 60, nq = 7;
+		enum kvk_dtype dt = dts[hi];
+		size_t es = kvk_dtype_size(dt), kvn = (size_t)n_kv * hd;
+		struct pages_case pc;
+		float *k, *v, *q, *got, *ref, *qs;
+		uint16_t *qsh;
+		void *dqs, *dqsh;
+		size_t nqs;
+		int32_t *pos, qpos[7];
+		uint32_t *list, qlist[7];
+		uint8_t *back;
+		void *dk, *dv, *dpos, *dlist, *dq, *dout;
+		double e;
+
+		pages_make(&pc, &seed, hd, n_kv, S * L * n_kv, ntok);
+		/* every token of both sequences, layer 1 */
+		k = malloc(S * ntok * kvn * 4);
+		v = malloc(S * ntok * kvn * 4);
+		pos = malloc(S * ntok * 4);
+		list = malloc(S * ntok * 4);
+		for (size_t i = 0; i < S * ntok * kvn; i++) {
+			k[i] = frand(&seed) * 2.0f;
+			v[i] = frand(&seed);
+		}
+		for (uint32_t i = 0; i < S * ntok; i++) {
+			pos[i] = i % ntok;
+			list[i] = (i / ntok) * L * n_kv;
+		}
+		dk = to_dev(k, S * ntok * kvn * 4);
+		dv = to_dev(v, S * ntok * kvn * 4);
+		dpos = to_dev(pos, S * ntok * 4);
+		dlist = to_dev(list, S * ntok * 4);
+		nqs = (size_t)S * ntok * nh * hd;
+		qs = malloc(nqs * 4);
+		qsh = malloc(nqs * 2);
+		for (size_t i = 0; i < nqs; i++)
+			qs[i] = frand(&seed) * 3.0f;
+		dqs = to_dev(qs, nqs * 4);
+		dqsh = to_dev(NULL, nqs * 2);
+		ck_assert_int_eq(llm_kv_store_cpu(&pc.hp, k, v, kvn, pos, list,
+						  n_kv, S * ntok, qs, qsh, nh,
+						  NULL), 0);
+		ck_assert_int_eq(llm_kv_store_cuda(&pc.dp, dk, dv, kvn, dpos,
+						   dlist, n_kv, S * ntok, dqs,
+						   dqsh, nh, NULL), 0);
+		back = malloc(pc.bytes);
+		CK_CUDA(cudaMemcpy(back, pc.dpool, pc.bytes,
+				   cudaMemcpyDeviceToHost));
+		ck_assert_msg(!memcmp(back, pc.pool, pc.bytes),
+			      "hd %u: stored pages differ", hd);
+		CK_CUDA(cudaMemcpy(back, dqsh, nqs * 2,
+				   cudaMemcpyDeviceToHost));
+		ck_assert_msg(!memcmp(back, qsh, nqs * 2),
+			      "hd %u: fp16 queries differ", hd);
+		ck_assert_int_eq(llm_kv_store_cuda(&pc.dp, dk, dv, kvn, dpos,
+						   dlist, n_kv, 1, dqs, dqsh,
+						   nh + 1, NULL), -EINVAL);
+		cudaFree(dqs), cudaFree(dqsh);
+		free(qs), free(qsh);
+		/* attend from nq tokens at random positions */
+		q = malloc(nq * nh * hd * 4);
+		for (size_t i = 0; i < (size_t)nq * nh * hd; i++)
+			q[i] = frand(&seed);
+		for (uint32_t i = 0; i < nq; i++) {
+			qpos[i] = i ? kvtest_rand(&seed) % ntok : ntok - 1;
+			qlist[i] = (kvtest_rand(&seed) % S) * L * n_kv;
+		}
+		got = malloc(nq * nh * hd * 4);
+		ref = malloc(nq * nh * hd * 4);
+		dq = to_dev(q, nq * nh * hd * 4);
+		dout = to_dev(NULL, nq * nh * hd * es);
+		CK_CUDA(cudaMemcpy(dpos, qpos, sizeof(qpos),
+				   cudaMemcpyHostToDevice));
+		CK_CUDA(cudaMemcpy(dlist, qlist, sizeof(qlist),
+				   cudaMemcpyHostToDevice));
+		ck_assert_int_eq(llm_attn_prefill_cpu(&pc.hp, q, qpos, qlist,
+						      n_kv, nq, nh,
+						      1.0f / sqrtf(hd), back,
+						      KVK_F32, NULL), 0);
+		memcpy(ref, back, nq * nh * hd * 4);
+		ck_assert_int_eq(llm_attn_prefill_cuda(&pc.dp, dq, dpos, dlist,
+						       n_kv, nq, nh,
+						       1.0f / sqrtf(hd), dout,
+						       dt, NULL), 0);
+		CK_CUDA(cudaDeviceSynchronize());
+		CK_CUDA(cudaMemcpy(back, dout, nq * nh * hd * es,
+				   cudaMemcpyDeviceToHost));
+		ck_assert_int_eq(kvk_convert_to_f32(got, back, nq * nh * hd,
+						    dt), 0);
+		e = rel_l2(got, ref, (size_t)nq * nh * hd);
+		printf("store+prefill attention hd %u %s, %u tokens: rel L2 "
+		       "%.3g\n", hd, kvk_dtype_name(dt), ntok, e);
+		ck_assert_msg(e < tol[hi], "hd %u: attention rel L2 %.3g", hd,
+			      e);
+		/* refused: head_dim not a multiple of 32 */
+		pc.dp.head_dim = 80;
+		ck_assert_int_eq(llm_attn_prefill_cuda(&pc.dp, dq, dpos, dlist,
+						       n_kv, nq, nh, 1.0f,
+						       dout, dt, NULL),
+				 -EINVAL);
+		cudaFree(dk), cudaFree(dv), cudaFree(dpos), cudaFree(dlist);
+		cudaFree(dq), cudaFree(dout);
+		free(k), free(v), free(pos), free(list), free(q);
+		free(got), free(ref), free(back);
+		pages_free(&pc);
+	}
+}
+END_TEST
+
+START_TEST(test_kernels_convert_bias)
+{
+	uint64_t seed = kvtest_seed("forward_kernels_convert_bias");
+	size_t n = 10000 + kvtest_rand(&seed) % 5000;
+	int rows = 7, cols = (int)(n / 7);
+	float *x = malloc(n * 4), *b = malloc(cols * 4), *y = malloc(n * 4);
+	uint8_t *hc = malloc(n * 4), *dc = malloc(n * 4);
+	void *dx = NULL, *dd, *db;
+
+	for (size_t i = 0; i < n; i++)
+		x[i] = frand(&seed) * 1000.0f;
+	for (int i = 0; i < cols; i++)
+		b[i] = frand(&seed);
+	dx = to_dev(x, n * 4);
+	dd = to_dev(NULL, n * 4);
+	for (int sd = 0; sd < KVK_DTYPE_NR; sd++)
+		for (int dd_t = 0; dd_t < KVK_DTYPE_NR; dd_t++) {
+			size_t ss = kvk_dtype_size(sd), ds = kvk_dtype_size(dd_t);
+			void *src = to_dev(NULL, n * ss);
+
+			/* a source of dtype sd, the same bytes on both sides */
+			ck_assert_int_eq(kvk_convert_from_f32(hc, x, n, sd), 0);
+			CK_CUDA(cudaMemcpy(src, hc, n * ss,
+					   cudaMemcpyHostToDevice));
+			memcpy(y, hc, n * ss);
+			ck_assert_int_eq(llm_convert_cpu(hc, dd_t, y, sd, n,
+							 NULL), 0);
+			ck_assert_int_eq(llm_convert_cuda(dd, dd_t, src, sd, n,
+							  NULL), 0);
+			CK_CUDA(cudaMemcpy(dc, dd, n * ds,
+					   cudaMemcpyDeviceToHost));
+			ck_assert_msg(!memcmp(hc, dc, n * ds),
+				      "convert %s -> %s differs",
+				      kvk_dtype_name(sd), kvk_dtype_name(dd_t));
+			cudaFree(src);
+		}
+	db = to_dev(b, cols * 4);
+	CK_CUDA(cudaMemcpy(dd, x, n * 4, cudaMemcpyHostToDevice));
+	memcpy(y, x, n * 4);
+	ck_assert_int_eq(llm_bias_add_cpu(y, b, rows, cols, NULL), 0);
+	ck_assert_int_eq(llm_bias_add_cuda(dd, db, rows, cols,
+					   NULL), 0);
+	CK_CUDA(cudaMemcpy(dc, dd, (size_t)rows * cols * 4,
+			   cudaMemcpyDeviceToHost));
+	ck_assert(!memcmp(dc, y, (size_t)rows * cols * 4));
+	ck_assert_int_eq(llm_bias_add_cuda(dd, db, rows, 0, NULL), -EINVAL);
+	cudaFree(dx), cudaFree(dd), cudaFree(db);
+	free(x), free(b), free(y), free(hc), free(dc);
+}
+END_TEST
+
+/* GEMV of 1..4 tokens into three segments, beta 0 and 1, fp16 and bf16 */
+START_TEST(test_kernels_gemv)
+{
+	static const enum kvk_dtype dts[] = { KVK_F16, KVK_BF16 };
+	uint64_t seed = kvtest_seed("forward_kernels_gemv");
+	int n = 700 + kvtest_rand(&seed) % 200, k = 8 * (90 + kvtest_rand(&seed) % 300);
+	int end[3] = { n / 3, n / 3 + 8, n };
+	long ldx = k + 4;
+	size_t ny = (size_t)LLM_GEMV_MAX_TOK * (n + 5);
+	float *wf = malloc((size_t)n * k * 4), *x = malloc(4 * ldx * 4);
+	float *yh = malloc(ny * 4), *yd = malloc(ny * 4), *y0 = malloc(ny * 4);
+	uint8_t *w = malloc((size_t)n * k * 2);
+	void *dw = to_dev(NULL, (size_t)n * k * 2), *dx, *dy, *dg;
+	float *g = malloc((size_t)k * 4);
+
+	for (size_t i = 0; i < (size_t)n * k; i++)
+		wf[i] = frand(&seed) * 0.1f;
+	for (long i = 0; i < 4 * ldx; i++)
+		x[i] = frand(&seed);
+	for (size_t i = 0; i < ny; i++)
+		y0[i] = frand(&seed);
+	for (int i = 0; i < k; i++)
+		g[i] = 1.0f + 0.2f * frand(&seed);
+	dg = to_dev(g, (size_t)k * 4);
+	dx = to_dev(x, 4 * ldx * 4);
+	dy = to_dev(NULL, ny * 4);
+	for (size_t d = 0; d < ARRAY_SIZE(dts); d++)
+		for (int T = 1; T <= LLM_GEMV_MAX_TOK; T++)
+			for (int beta = 0; beta < 2; beta++) {
+				struct llm_gemv_out ho = { 3, { end[0], end[1],
+								end[2] } };
+				struct llm_gemv_out dO = ho;
+				size_t off = 0;
+				double e;
+
+				for (int s = 0; s < 3; s++) {
+					int rows = end[s] - (s ? end[s - 1] : 0);
+
+					ho.ld[s] = dO.ld[s] = rows + s;
+					ho.y[s] = yh + off;
+					dO.y[s] = (float *)dy + off;
+					off += (size_t)T * (rows + s);
+				}
+				kvk_convert_from_f32(w, wf, (size_t)n * k, dts[d]);
+				CK_CUDA(cudaMemcpy(dw, w, (size_t)n * k * 2,
+						   cudaMemcpyHostToDevice));
+				memcpy(yh, y0, ny * 4);
+				CK_CUDA(cudaMemcpy(dy, y0, ny * 4,
+						   cudaMemcpyHostToDevice));
+				ck_assert_int_eq(llm_gemv_cpu(w, dts[d], x, ldx, T,
+							      n, k,
+							      beta ? g : NULL,
+							      1e-5f, &ho, beta,
+							      NULL), 0);
+				ck_assert_int_eq(llm_gemv_cuda(dw, dts[d], dx,
+							       ldx, T, n, k,
+							       beta ? dg : NULL,
+							       1e-5f, &dO, beta,
+							       NULL),
+						 0);
+				CK_CUDA(cudaMemcpy(yd, dy, ny * 4,
+						   cudaMemcpyDeviceToHost));
+				e = rel_l2(yd, yh, ny);
+				ck_assert_msg(e < 1e-5, "gemv %s T %d beta %d: "
+					      "rel L2 %.3g",
+					      kvk_dtype_name(dts[d]), T, beta, e);
+			}
+	printf("gemv %d x %d, 1..%d tokens, 3 segments, with and without "
+	       "RMSNorm: CUDA = CPU\n", n, k, LLM_GEMV_MAX_TOK);
+	{
+		struct llm_gemv_out bad = { 1, { n }, { (float *)dy }, { n } };
+
+		ck_assert_int_eq(llm_gemv_cuda(dw, KVK_F32, dx, ldx, 1, n, k,
+					       NULL, 0.0f, &bad, 0.0f, NULL),
+				 -EINVAL);
+		ck_assert_int_eq(llm_gemv_cuda(dw, KVK_F16, dx, ldx, 5, n, k,
+					       NULL, 0.0f, &bad, 0.0f, NULL),
+				 -EINVAL);
+		ck_assert_int_eq(llm_gemv_cuda(dw, KVK_F16, dx, ldx, 1, n, k - 4,
+					       NULL, 0.0f, &bad, 0.0f, NULL),
+				 -EINVAL);
+		bad.end[0] = n - 1;
+		ck_assert_int_eq(llm_gemv_cuda(dw, KVK_F16, dx, ldx, 1, n, k,
+					       NULL, 0.0f, &bad, 0.0f, NULL),
+				 -EINVAL);
+	}
+	cudaFree(dw), cudaFree(dx), cudaFree(dy), cudaFree(dg);
+	free(wf), free(x), free(yh), free(yd), free(y0), free(w), free(g);
+}
+END_TEST
+
+/* ---- random models ---- */
+
+struct rnd_shape {
+	const char *arch;
+	uint32_t dim, n_heads, n_kv_heads, head_dim, ffn, vocab, layers;
+	bool tied;
+};
+
+static const struct rnd_shape shapes[] = {
+	{ "llama", 256, 4, 2, 64, 512, 512, 2, true },
+	{ "qwen2", 256, 4, 4, 64, 384, 640, 2, false },
+	{ "qwen3", 256, 8, 2, 64, 512, 512, 3, true },
+	{ "llama", 256, 2, 1, 128, 512, 384, 2, false },
+};
+
+static void gb_kv_u32(struct gbuf *b, const char *arch, const char *k,
+		      uint32_t v)
+{
+	char key[96];
+
+	snprintf(key, sizeof(key), "%s.%s", arch, k);
+	gb_str(b, key);
+	gb_u32(b, LLM_GGUF_U32);
+	gb_u32(b, v);
+}
+
+static void gb_kv_f32(struct gbuf *b, const char *arch, const char *k,
+		      float v)
+{
+	char key[96];
+
+	snprintf(key, sizeof(key), "%s.%s", arch, k);
+	gb_str(b, key);
+	gb_u32(b, LLM_GGUF_F32);
+	gb_put(b, &v, 4);
+}
+
+struct rnd_tensor {
+	char name[48];
+	uint64_t ne0, ne1;
+};
+
+static int rnd_tensors(const struct rnd_shape *r, struct rnd_tensor *t)
+{
+	static const struct {
+		const char *s;
+		int ne0, ne1; /* 0 dim, 1 q, 2 kv, 3 ffn, 4 head_dim, 5 one */
+		const char *arch;
+	} blk[] = {
+		{ "attn_norm.weight", 0, 5, NULL },
+		{ "attn_q.weight", 0, 1, NULL },
+		{ "attn_k.weight", 0, 2, NULL },
+		{ "attn_v.weight", 0, 2, NULL },
+		{ "attn_output.weight", 1, 0, NULL },
+		{ "ffn_norm.weight", 0, 5, NULL },
+		{ "ffn_gate.weight", 0, 3, NULL },
+		{ "ffn_up.weight", 0, 3, NULL },
+		{ "ffn_down.weight", 3, 0, NULL },
+		{ "attn_q.bias", 1, 5, "qwen2" },
+		{ "attn_k.bias", 2, 5, "qwen2" },
+		{ "attn_v.bias", 2, 5, "qwen2" },
+		{ "attn_q_norm.weight", 4, 5, "qwen3" },
+		{ "attn_k_norm.weight", 4, 5, "qwen3" },
+	};
+	uint64_t d[6] = { r->dim, r->n_heads * r->head_dim,
+			  r->n_kv_heads * r->head_dim, r->ffn, r->head_dim, 1 };
+	int n = 0;
+
+	t[n++] = (struct rnd_tensor){ "token_embd.weight", r->dim, r->vocab };
+	t[n++] = (struct rnd_tensor){ "output_norm.weight", r->dim, 1 };
+	if (!r->tied)
+		t[n++] = (struct rnd_tensor){ "output.weight", r->dim,
+					      r->vocab };
+	for (uint32_t l = 0; l < r->layers; l++)
+		for (size_t i = 0; i < ARRAY_SIZE(blk); i++) {
+			if (blk[i].arch && strcmp(blk[i].arch, r->arch))
+				continue;
+			snprintf(t[n].name, sizeof(t[n].name), "blk.%u.%s", l,
+				 blk[i].s);
+			t[n].ne0 = d[blk[i].ne0];
+			t[n++].ne1 = d[blk[i].ne1];
+		}
+	return n;
+}
+
+/* a GGUF image of random F32 weights of shape @r */
+static void rnd_build(const struct rnd_shape *r, uint64_t *seed,
+		      struct gbuf *b)
+{
+	struct rnd_tensor t[128];
+	int n = rnd_tensors(r, t);
+	uint64_t off = 0;
+
+	gb_u32(b, LLM_GGUF_MAGIC);
+	gb_u32(b, 3);
+	gb_u64(b, n);
+	gb_u64(b, 11);
+	gb_str(b, "general.architecture");
+	gb_u32(b, LLM_GGUF_STRING);
+	gb_str(b, r->arch);
+	gb_kv_u32(b, r->arch, "context_length", 256);
+	gb_kv_u32(b, r->arch, "embedding_length", r->dim);
+	gb_kv_u32(b, r->arch, "block_count", r->layers);
+	gb_kv_u32(b, r->arch, "feed_forward_length", r->ffn);
+	gb_kv_u32(b, r->arch, "attention.head_count", r->n_heads);
+	gb_kv_u32(b, r->arch, "attention.head_count_kv", r->n_kv_heads);
+	gb_kv_u32(b, r->arch, "attention.key_length", r->head_dim);
+	gb_kv_u32(b, r->arch, "vocab_size", r->vocab);
+	gb_kv_f32(b, r->arch, "rope.freq_base", 10000.0f);
+	gb_kv_f32(b, r->arch, "attention.layer_norm_rms_epsilon", 1e-5f);
+	for (int i = 0; i < n; i++) {
+		gb_str(b, t[i].name);
+		gb_u32(b, t[i].ne1 > 1 ? 2 : 1);
+		gb_u64(b, t[i].ne0);
+		if (t[i].ne1 > 1)
+			gb_u64(b, t[i].ne1);
+		gb_u32(b, LLM_GGML_F32);
+		gb_u64(b, off);
+		off += (t[i].ne0 * t[i].ne1 * 4 + 31) / 32 * 32;
+	}
+	gb_put(b, NULL, (b->len + 31) / 32 * 32 - b->len);
+	for (int i = 0; i < n; i++) {
+		uint64_t ne = t[i].ne0 * t[i].ne1;
+		size_t len = strlen(t[i].name);
+		bool norm = len > 11 && !strcmp(t[i].name + len - 11,
+						"norm.weight");
+		bool bias = len > 5 && !strcmp(t[i].name + len - 5, ".bias");
+		bool embd = !strcmp(t[i].name, "token_embd.weight");
+
+		for (uint64_t e = 0; e < ne; e++) {
+			float u = frand(seed), v;
+
+			if (norm)
+				v = 1.0f + 0.2f * u;
+			else if (bias)
+				v = 0.2f * u;
+			else if (embd)
+				v = u;
+			else
+				v = u * 2.0f / sqrtf((float)t[i].ne0);
+			gb_put(b, &v, 4);
+		}
+		gb_put(b, NULL, (ne * 4 + 31) / 32 * 32 - ne * 4);
+	}
+}
+
+struct both {
+	struct llm_config c;
+	struct llm_cpu *cpu;
+	struct llm_cuda *gpu;
+};
+
+static void both_load(struct both *m, const struct rnd_shape *r,
+		      uint64_t *seed, enum kvk_dtype dt)
+{
+	struct llm_cuda_opts o = { .dtype = dt };
+	char err[LLM_GGUF_ERR_MAX] = "";
+	struct llm_weights w = { 0 };
+	struct gbuf b = { 0 };
+	struct llm_gguf *g;
+
+	rnd_build(r, seed, &b);
+	ck_assert_msg(!llm_gguf_open_mem(b.p, b.len, &g, err, sizeof(err)),
+		      "%s", err);
+	ck_assert_msg(!llm_config_load(g, &m->c, err, sizeof(err)), "%s",
+		      err);
+	ck_assert_msg(!llm_weights_bind(g, &m->c, &w, err, sizeof(err)), "%s",
+		      err);
+	ck_assert_msg(!llm_cpu_load(&m->c, &w, 2, &m->cpu, err, sizeof(err)),
+		      "%s", err);
+	ck_assert_msg(!llm_cuda_load(&m->c, &w, &o, &m->gpu, err,
+				     sizeof(err)), "%s", err);
+	ck_assert_int_eq(llm_cuda_dtype(m->gpu), dt);
+	llm_weights_fini(&w);
+	llm_gguf_close(g);
+	free(b.p);
+}
+
+static void both_free(struct both *m)
+{
+	llm_cuda_free(m->gpu);
+	llm_cpu_free(m->cpu);
+}
+
+/* the two largest logits of @z: returns the gap, *@am the argmax */
+static float top2_gap(const float *z, int n, int32_t *am)
+{
+	float a = -INFINITY, b = -INFINITY;
+
+	*am = 0;
+	for (int i = 0; i < n; i++) {
+		if (z[i] > a) {
+			b = a;
+			a = z[i];
+			*am = i;
+		} else if (z[i] > b) {
+			b = z[i];
+		}
+	}
+	return a - b;
+}
+
+#define STEPS 16
+
+/*
+ * Prefill then STEPS greedy decode steps on both executors, both fed the
+ * CPU's greedy token: logits within @tol; the CUDA argmax is the CPU's
+ * wherever the CPU's top two logits are further apart than the error seen.
+ */
+static void compare_arch(const struct rnd_shape *r, enum kvk_dtype dt,
+			 double tol, uint64_t *seed)
+{
+	int32_t prompt[40], id, gid;
+	int seq = 0, nt, np = 20 + kvtest_rand(seed) % 20, agree = 0;
+	struct llm_batch b = { 1, &seq, &nt, prompt };
+	struct llm_kv *kc, *kg;
+	float *zc, *zg;
+	double e, worst = 0.0;
+	struct both m;
+
+	both_load(&m, r, seed, dt);
+	for (int i = 0; i < np; i++)
+		prompt[i] = kvtest_rand(seed) % r->vocab;
+	zc = malloc(r->vocab * 4);
+	zg = malloc(r->vocab * 4);
+	ck_assert_int_eq(llm_kv_contig_create(&m.c, 1, 64, &kc), 0);
+	ck_assert_int_eq(llm_cuda_kv_create(m.gpu, 1, 64, &kg), 0);
+	nt = np;
+	for (int s = 0; s <= STEPS; s++) {
+		float gap, maxabs = 0.0f;
+
+		ck_assert_int_eq(llm_cpu_forward(m.cpu, kc, &b, zc), 0);
+		ck_assert_int_eq(llm_cuda_forward(m.gpu, kg, &b, zg), 0);
+		ck_assert_int_eq(llm_kv_len(kg, 0), llm_kv_len(kc, 0));
+		e = rel_l2(zg, zc, r->vocab);
+		worst = e > worst ? e : worst;
+		ck_assert_msg(e < tol, "%s %s step %d: rel L2 %.3g", r->arch,
+			      kvk_dtype_name(dt), s, e);
+		for (uint32_t i = 0; i < r->vocab; i++)
+			maxabs = fmaxf(maxabs, fabsf(zg[i] - zc[i]));
+		gap = top2_gap(zc, r->vocab, &id);
+		top2_gap(zg, r->vocab, &gid);
+		if (gap > 2.0f * maxabs)
+			ck_assert_msg(gid == id, "%s step %d: token %d, CPU %d "
+				      "(gap %.3g, max error %.3g)", r->arch, s,
+				      gid, id, gap, maxabs);
+		agree += gid == id;
+		nt = 1;
+		b.tok = &id;
+	}
+	printf("%s %s (%u layers, hd %u, %u:%u heads): prompt %d, %d steps: "
+	       "worst rel L2 %.3g, greedy agree %d/%d\n", r->arch,
+	       kvk_dtype_name(dt), r->layers, r->head_dim, r->n_heads,
+	       r->n_kv_heads, np, STEPS, worst, agree, STEPS + 1);
+	llm_kv_destroy(kc);
+	llm_kv_destroy(kg);
+	free(zc);
+	free(zg);
+	both_free(&m);
+}
+
+START_TEST(test_forward_cuda_vs_cpu)
+{
+	const struct rnd_shape *r = &shapes[_i];
+	uint64_t seed = kvtest_seed("forward_cuda_vs_cpu");
+
+	compare_arch(r, KVK_F16, 2e-2, &seed);
+	if (_i == 0)
+		compare_arch(r, KVK_BF16, 5e-2, &seed);
+}
+END_TEST
+
+/* three sequences prefilled in one batch, then decoded together */
+START_TEST(test_forward_cuda_batch)
+{
+	enum { NS = 3, BSTEPS = 8 };
+	static const int plen[NS] = { 5, 23, 11 };
+	const struct rnd_shape *r = &shapes[2];
+	uint64_t seed = kvtest_seed("forward_cuda_batch");
+	int32_t toks[96], next[NS];
+	int seq[NS] = { 2, 0, 1 }, nt[NS];
+	struct llm_batch b = { NS, seq, nt, toks };
+	struct llm_kv *kc, *kg;
+	float *zc, *zg;
+	double e, worst = 0.0;
+	struct both m;
+	int off = 0;
+
+	both_load(&m, r, &seed, KVK_F16);
+	zc = malloc(NS * r->vocab * 4);
+	zg = malloc(NS * r->vocab * 4);
+	for (int i = 0; i < NS; i++) {
+		for (int t = 0; t < plen[i]; t++)
+			toks[off++] = kvtest_rand(&seed) % r->vocab;
+		nt[i] = plen[i];
+	}
+	ck_assert_int_eq(llm_kv_contig_create(&m.c, NS, 64, &kc), 0);
+	ck_assert_int_eq(llm_cuda_kv_create(m.gpu, NS, 64, &kg), 0);
+	for (int s = 0; s <= BSTEPS; s++) {
+		ck_assert_int_eq(llm_cpu_forward(m.cpu, kc, &b, zc), 0);
+		ck_assert_int_eq(llm_cuda_forward(m.gpu, kg, &b, zg), 0);
+		e = rel_l2(zg, zc, (size_t)NS * r->vocab);
+		worst = e > worst ? e : worst;
+		ck_assert_msg(e < 2e-2, "step %d: rel L2 %.3g", s, e);
+		for (int i = 0; i < NS; i++) {
+			top2_gap(zc + (size_t)i * r->vocab, r->vocab,
+				 &next[i]);
+			nt[i] = 1;
+		}
+		b.tok = next;
+		/* after 4 steps, sequence 1 restarts with a new prompt */
+		if (s == 4) {
+			llm_kv_reset(kc, 0);
+			llm_kv_reset(kg, 0);
+		}
+	}
+	printf("batch of %d, %d decode steps, slot 0 reset midway: worst rel "
+	       "L2 %.3g\n", NS, BSTEPS, worst);
+	/* a batch over the capacity is refused and changes nothing */
+	for (int i = 0; i < 96; i++)
+		toks[i] = i;
+	b.tok = toks;
+	nt[0] = 64;
+	ck_assert_int_eq(llm_cuda_forward(m.gpu, kg, &b, zg), -ENOSPC);
+	ck_assert_int_eq(llm_kv_len(kg, 2), plen[0] + BSTEPS);
+	seq[1] = seq[0];
+	nt[0] = 1;
+	ck_assert_int_eq(llm_cuda_forward(m.gpu, kg, &b, zg), -EINVAL);
+	llm_kv_destroy(kc);
+	llm_kv_destroy(kg);
+	free(zc);
+	free(zg);
+	both_free(&m);
+}
+END_TEST
+
+/* ---- Hugging Face comparison and decode speed (env-driven) ---- */
+
+struct hf_ref {
+	int32_t n_prompt, n_steps, vocab;
+	int32_t *prompt, *greedy;
+	float *logits; /* [n_steps][vocab]: the logits giving greedy[s] */
+};
+
+static int hf_ref_read(const char *dir, struct hf_ref *r)
+{
+	char path[4200];
+	FILE *f;
+	size_t nl;
+	int ok;
+
+	snprintf(path, sizeof(path), "%s/hf_ref.bin", dir);
+	f = fopen(path, "rb");
+	if (!f)
+		return -1;
+	ok = fread(&r->n_prompt, 4, 1, f) == 1 &&
+	     fread(&r->n_steps, 4, 1, f) == 1 && fread(&r->vocab, 4, 1, f) == 1;
+	if (!ok || r->n_prompt < 1 || r->n_steps < 1 || r->vocab < 1) {
+		fclose(f);
+		return -1;
+	}
+	nl = (size_t)r->n_steps * r->vocab;
+	r->prompt = malloc(r->n_prompt * 4);
+	r->greedy = malloc(r->n_steps * 4);
+	r->logits = malloc(nl * 4);
+	ok = fread(r->prompt, 4, r->n_prompt, f) == (size_t)r->n_prompt &&
+	     fread(r->greedy, 4, r->n_steps, f) == (size_t)r->n_steps &&
+	     fread(r->logits, 4, nl, f) == nl;
+	fclose(f);
+	return ok ? 0 : -1;
+}
+
+static void hf_one(const char *dir)
+{
+	char err[LLM_GGUF_ERR_MAX] = "";
+	struct llm_model *mo;
+	struct llm_cuda *m;
+	struct llm_kv *kv;
+	struct hf_ref r;
+	int seq = 0, nt, agree = 0;
+	struct llm_batch b = { 1, &seq, &nt, NULL };
+	double e, worst = 0.0;
+	float *z;
+	int32_t id;
+
+	ck_assert_msg(!hf_ref_read(dir, &r), "%s/hf_ref.bin unreadable", dir);
+	ck_assert_msg(!llm_model_open(dir, &mo, err, sizeof(err)), "%s", err);
+	ck_assert_int_eq((int)mo->cfg.n_vocab, r.vocab);
+	ck_assert_msg(!llm_cuda_load(&mo->cfg, &mo->w, NULL, &m, err,
+				     sizeof(err)), "%s", err);
+	ck_assert_int_eq(llm_cuda_kv_create(m, 1, r.n_prompt + r.n_steps + 1,
+					    &kv), 0);
+	z = malloc((size_t)r.vocab * 4);
+	nt = r.n_prompt;
+	b.tok = r.prompt;
+	for (int s = 0; s < r.n_steps; s++) {
+		const float *ref = r.logits + (size_t)s * r.vocab;
+		float gap;
+		int32_t hid;
+
+		ck_assert_int_eq(llm_cuda_forward(m, kv, &b, z), 0);
+		e = rel_l2(z, ref, r.vocab);
+		worst = e > worst ? e : worst;
+		top2_gap(z, r.vocab, &id);
+		gap = top2_gap(ref, r.vocab, &hid);
+		if (id != r.greedy[s]) {
+			printf("%s: step %d: token %d, transformers %d (its "
+			       "top-2 gap %.3g)\n", dir, s, id, r.greedy[s],
+			       gap);
+			break;
+		}
+		agree++;
+		nt = 1;
+		b.tok = &r.greedy[s];
+	}
+	printf("%s (%s, %s weights): greedy tokens identical for %d of %d "
+	       "steps, worst logits rel L2 %.3g\n", dir, mo->cfg.arch_name,
+	       kvk_dtype_name(llm_cuda_dtype(m)), agree, r.n_steps, worst);
+	fflush(stdout);
+	ck_assert_msg(agree == r.n_steps, "%s: greedy diverged at step %d",
+		      dir, agree);
+	ck_assert_msg(worst < 5e-2, "%s: logits rel L2 %.3g", dir, worst);
+	llm_kv_destroy(kv);
+	llm_cuda_free(m);
+	llm_model_close(mo);
+	free(z);
+	free(r.prompt);
+	free(r.greedy);
+	free(r.logits);
+}
+
+START_TEST(test_forward_cuda_hf)
+{
+	const char *env = getenv("KVMM_HF_DIRS");
+	char *dirs, *save = NULL;
+
+	if (!env || !*env) {
+		kvtest_skip(__func__, "KVMM_HF_DIRS unset "
+			    "(tools/gpu-suite.d/model.sh sets it)");
+		return;
+	}
+	dirs = strdup(env);
+	for (char *d = strtok_r(dirs, ":", &save); d;
+	     d = strtok_r(NULL, ":", &save))
+		hf_one(d);
+	free(dirs);
+}
+END_TEST
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ms per decode step of @ns sequences after a prompt of @np tokens each */
+static double time_decode(struct llm_cuda *m, int ns, int np, int steps,
+			  uint32_t vocab, uint64_t *seed, double *prefill_ms)
+{
+	int32_t prompt[8 * 64], ids[8];
+	int seq[8], nt[8];
+	struct llm_batch b = { ns, seq, nt, prompt };
+	struct llm_kv *kv;
+	double t0;
+
+	ck_assert(ns <= 8 && np <= 64);
+	ck_assert_int_eq(llm_cuda_kv_create(m, ns, 1024, &kv), 0);
+	for (int i = 0; i < ns * np; i++)
+		prompt[i] = kvtest_rand(seed) % vocab;
+	for (int i = 0; i < ns; i++) {
+		seq[i] = i;
+		nt[i] = np;
+	}
+	t0 = now_s();
+	ck_assert_int_eq(llm_cuda_forward_greedy(m, kv, &b, ids), 0);
+	if (prefill_ms)
+		*prefill_ms = (now_s() - t0) * 1e3;
+	for (int i = 0; i < ns; i++)
+		nt[i] = 1;
+	b.tok = ids;
+	for (int s = 0; s < 8; s++)
+		ck_assert_int_eq(llm_cuda_forward_greedy(m, kv, &b, ids), 0);
+	t0 = now_s();
+	for (int s = 0; s < steps; s++)
+		ck_assert_int_eq(llm_cuda_forward_greedy(m, kv, &b, ids), 0);
+	t0 = (now_s() - t0) * 1e3 / steps;
+	llm_kv_destroy(kv);
+	return t0;
+}
+
+/* GB/s of llm_gemv_cuda() on one token over a @n x @k bf16 matrix */
+static double gemv_gbs(int n, int k)
+{
+	struct llm_gemv_out o = { 1, { n }, { NULL }, { n } };
+	cudaEvent_t e0, e1;
+	void *w, *x, *y;
+	float ms;
+
+	CK_CUDA(cudaMalloc(&w, (size_t)n * k * 2));
+	CK_CUDA(cudaMalloc(&x, (size_t)k * 4));
+	CK_CUDA(cudaMalloc(&y, (size_t)n * 4));
+	CK_CUDA(cudaMemset(w, 0x3c, (size_t)n * k * 2));
+	CK_CUDA(cudaMemset(x, 0, (size_t)k * 4));
+	o.y[0] = y;
+	cudaEventCreate(&e0);
+	cudaEventCreate(&e1);
+	ck_assert_int_eq(llm_gemv_cuda(w, KVK_BF16, x, k, 1, n, k, NULL, 0.0f,
+				       &o, 0.0f, NULL), 0);
+	cudaEventRecord(e0, NULL);
+	for (int r = 0; r < 20; r++)
+		llm_gemv_cuda(w, KVK_BF16, x, k, 1, n, k, NULL, 0.0f, &o, 0.0f,
+			      NULL);
+	cudaEventRecord(e1, NULL);
+	CK_CUDA(cudaEventSynchronize(e1));
+	cudaEventElapsedTime(&ms, e0, e1);
+	cudaEventDestroy(e0);
+	cudaEventDestroy(e1);
+	cudaFree(w), cudaFree(x), cudaFree(y);
+	return (double)n * k * 2 * 20 / (ms * 1e-3) / 1e9;
+}
+
+START_TEST(test_forward_cuda_decode_speed)
+{
+	const char *dir = getenv("KVMM_BENCH_DIR");
+	enum { PROMPT = 32, WARM = 8, TIMED = 64 };
+	char err[LLM_GGUF_ERR_MAX] = "";
+	struct llm_model *mo;
+	struct llm_cuda *m;
+	struct llm_kv *kv;
+	int32_t prompt[PROMPT], id;
+	int seq = 0, nt = PROMPT;
+	struct llm_batch b = { 1, &seq, &nt, prompt };
+	double t0, t1, tp, gbs, ms, ideal;
+	uint64_t seed = kvtest_seed("forward_cuda_decode_speed");
+
+	if (!dir || !*dir) {
+		kvtest_skip(__func__, "KVMM_BENCH_DIR unset "
+			    "(tools/gpu-suite.d/model.sh sets it)");
+		return;
+	}
+	t0 = now_s();
+	ck_assert_msg(!llm_model_open(dir, &mo, err, sizeof(err)), "%s", err);
+	ck_assert_msg(!llm_cuda_load(&mo->cfg, &mo->w, NULL, &m, err,
+				     sizeof(err)), "%s", err);
+	printf("%s: loaded %.2f GB of %s weights in %.1f s\n", dir,
+	       llm_cuda_weight_bytes(m) / 1e9,
+	       kvk_dtype_name(llm_cuda_dtype(m)), now_s() - t0);
+	fflush(stdout);
+	ck_assert_int_eq(llm_cuda_read_weights(m, &gbs), 0);
+	ck_assert_int_eq(llm_cuda_kv_create(m, 1, 1024, &kv), 0);
+	for (int i = 0; i < PROMPT; i++)
+		prompt[i] = kvtest_rand(&seed) % mo->cfg.n_vocab;
+	t0 = now_s();
+	ck_assert_int_eq(llm_cuda_forward_greedy(m, kv, &b, &id), 0);
+	tp = now_s() - t0;
+	nt = 1;
+	b.tok = &id;
+	for (int s = 0; s < WARM; s++)
+		ck_assert_int_eq(llm_cuda_forward_greedy(m, kv, &b, &id), 0);
+	t0 = now_s();
+	for (int s = 0; s < TIMED; s++)
+		ck_assert_int_eq(llm_cuda_forward_greedy(m, kv, &b, &id), 0);
+	t1 = now_s();
+	ms = (t1 - t0) * 1e3 / TIMED;
+	ideal = llm_cuda_weight_bytes(m) / (gbs * 1e9) * 1e3;
+	printf("decode: %.3f ms/token (%.1f tok/s) at context %d..%d; "
+	       "weights %.2f GB read once at the measured %.0f GB/s: "
+	       "%.3f ms; ratio %.3f (goal <= 1.25); prefill of %d: %.1f ms\n",
+	       ms, 1e3 / ms, PROMPT + WARM, PROMPT + WARM + TIMED,
+	       llm_cuda_weight_bytes(m) / 1e9, gbs, ideal, ms / ideal, PROMPT,
+	       tp * 1e3);
+	fflush(stdout);
+	llm_kv_destroy(kv);
+	printf("gemv alone, one token: %.0f GB/s on 4096 x 4096, %.0f GB/s on "
+	       "28672 x 4096, %.0f GB/s on 4096 x 14336\n",
+	       gemv_gbs(4096, 4096), gemv_gbs(28672, 4096),
+	       gemv_gbs(4096, 14336));
+	for (int ns = 2; ns <= 8; ns *= 2) {
+		double t = time_decode(m, ns, 16, 32, mo->cfg.n_vocab, &seed,
+				       NULL);
+
+		printf("decode batch of %d: %.3f ms/step, %.0f tok/s\n", ns, t,
+		       ns * 1e3 / t);
+	}
+	llm_cuda_free(m);
+	{
+		struct llm_cuda_opts o = { .no_graphs = true };
+
+		ck_assert_msg(!llm_cuda_load(&mo->cfg, &mo->w, &o, &m, err,
+					     sizeof(err)), "%s", err);
+		printf("without CUDA graphs: %.3f ms/token\n",
+		       time_decode(m, 1, PROMPT, 32, mo->cfg.n_vocab, &seed,
+				   NULL));
+		llm_cuda_free(m);
+	}
+	/* the attention kernel's first version (unsplit), for comparison */
+	setenv("KVMM_ATTN_V1", "1", 1);
+	ck_assert_msg(!llm_cuda_load(&mo->cfg, &mo->w, NULL, &m, err,
+				     sizeof(err)), "%s", err);
+	printf("with KVMM_ATTN_V1 (unsplit attention): %.3f ms/token\n",
+	       time_decode(m, 1, PROMPT, 32, mo->cfg.n_vocab, &seed, NULL));
+	llm_cuda_free(m);
+	unsetenv("KVMM_ATTN_V1");
+	fflush(stdout);
+	ck_assert_msg(ms / ideal <= 1.25, "decode %.3f ms, %.2fx the weight "
+		      "read", ms, ms / ideal);
+	llm_model_close(mo);
+}
+END_TEST
+#endif /* KVMM_HAVE_CUDA */
+
+Suite *suite_forward_gpu(void)
+{
+	Suite *s = suite_create("forward_gpu");
+	TCase *tk = tcase_create("kernels");
+	TCase *tm = tcase_create("models");
+	TCase *th = tcase_create("hf");
+	TCase *tb = tcase_create("bench");
+
+	tcase_set_timeout(tk, 120);
+	tcase_set_timeout(tm, 300);
+	tcase_set_timeout(th, 600);
+	tcase_set_timeout(tb, 600);
+#ifdef KVMM_HAVE_CUDA
+	KV_ADD(tk, test_kernels_store_attend);
+	KV_ADD(tk, test_kernels_convert_bias);
+	KV_ADD(tk, test_kernels_gemv);
+	KV_ADD_LOOP(tm, test_forward_cuda_vs_cpu, 0, (int)ARRAY_SIZE(shapes));
+	KV_ADD(tm, test_forward_cuda_batch);
+	KV_ADD(th, test_forward_cuda_hf);
+	KV_ADD(tb, test_forward_cuda_decode_speed);
+#endif
+	suite_add_tcase(s, tk);
+	suite_add_tcase(s, tm);
+	suite_add_tcase(s, th);
+	suite_add_tcase(s, tb);
+	return s;
+}

@@ -1,0 +1,56 @@
+# SPDX-License-Identifier: MIT
+#
+# gpu-suite.d/model.sh - sourced by tools/gpu-suite.sh near its end (uses
+# its say and row helpers, $B and $OUT): the CUDA executor against Hugging
+# Face transformers on randomly initialised SmolLM2-135M, Qwen2 and Qwen3
+# shaped models (greedy tokens for 32 steps, logits), then the decode speed
+# of a Llama-3-8B-shaped random bf16 model against the time to read its
+# weights once. Standalone: B=build OUT=/tmp/x bash tools/gpu-suite.d/model.sh
+# (HF_ARCHS and BENCH_ARCH override the model lists; empty skips).
+
+if ! declare -F say >/dev/null; then
+	say() { echo "$@"; }
+	row() { printf '%-28s %s\n' "$1" "$2"; }
+	B=${B:-build}
+	OUT=${OUT:-/tmp/kvmm-model}
+	mkdir -p "$OUT"
+fi
+HF_ARCHS=${HF_ARCHS-smollm2,qwen2,qwen3}
+BENCH_ARCH=${BENCH_ARCH-llama3-8b}
+hfd=$(mktemp -d /tmp/kvmm-hf.XXXXXX)
+
+if [ -n "$HF_ARCHS" ]; then
+	say "== model: transformers reference ($HF_ARCHS)"
+	PYTHONUNBUFFERED=1 timeout 900 python3 tests/ref/hf_compare.py \
+		--out "$hfd" --archs "$HF_ARCHS" >"$OUT/hf-ref.log" 2>&1
+	tail -n 8 "$OUT/hf-ref.log" | tee -a "${log:-/dev/null}"
+	dirs=$(sed -n 's/^dirs: //p' "$OUT/hf-ref.log")
+	if [ -n "$dirs" ]; then
+		KVMM_HF_DIRS=$dirs CK_RUN_CASE=hf "$B/kvmm-check" --gpu \
+			forward_gpu >"$OUT/forward-hf.log" 2>&1
+		rc=$?
+		grep -E 'greedy|step|diverged|rel L2|Checks' "$OUT/forward-hf.log" |
+			tee -a "${log:-/dev/null}"
+		row "HF greedy 32 steps" "$(tail -1 "$OUT/forward-hf.log") (rc $rc)"
+	else
+		row "HF greedy 32 steps" "no reference (see hf-ref.log)"
+	fi
+	rm -rf "${hfd:?}"/*
+fi
+
+if [ -n "$BENCH_ARCH" ]; then
+	say "== model: decode speed ($BENCH_ARCH, random bf16)"
+	PYTHONUNBUFFERED=1 timeout 900 python3 tests/ref/hf_compare.py \
+		--out "$hfd" --archs "$BENCH_ARCH" --no-ref >"$OUT/bench-ref.log" 2>&1
+	if [ -d "$hfd/$BENCH_ARCH" ]; then
+		KVMM_BENCH_DIR=$hfd/$BENCH_ARCH CK_RUN_CASE=bench \
+			"$B/kvmm-check" --gpu forward_gpu >"$OUT/forward-bench.log" 2>&1
+		rc=$?
+		grep -E "decode|loaded|gemv|graphs|ATTN|Checks" "$OUT/forward-bench.log" |
+			tee -a "${log:-/dev/null}"
+		row "decode $BENCH_ARCH" "$(grep -o 'ratio [0-9.]*' "$OUT/forward-bench.log") (rc $rc)"
+	else
+		row "decode $BENCH_ARCH" "no model (see bench-ref.log)"
+	fi
+fi
+rm -rf "$hfd"

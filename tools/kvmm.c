@@ -28,6 +28,8 @@ static const struct kvmm_cmd bench_cmds[] = {
 
 static const struct kvmm_cmd top_cmds[] = {
 	{ "bench", cmd_bench, "microbenchmarks (kvmm bench help)" },
+	{ "eval", cmd_eval,
+	  "quality of KV policies: ppl, needle, sweep (kvmm eval help)" },
 	{ "generate", cmd_generate,
 	  "generate text from a GGUF model (kvmm generate --help)" },
 };

@@ -1,0 +1,701 @@
+// SPDX-License-Identifier: MIT
+/*
+ * kvpolicy.c - the policy KV cache: DiffKV tiers, KV-Compress eviction,
+ * uniform quantization or plain fp16, in the allocator's pages, on the CPU
+ * (the CPU references of the kernels the CUDA executor runs).
+ *
+ * DOC: policy cache
+ *
+ * One allocator pool (host backend) per cache, with the policy's tiers, one
+ * slot per sequence. The cache owns the attention of its sequences: the
+ * forward pass hands it each layer's queries and new keys and values
+ * (llm_kv_policy_step()), and the cache stores, scores, compresses and
+ * attends in the order of DiffKV's engine:
+ *
+ * Prefill (the whole prompt at once): causal attention in fp32 over the
+ * prompt's own keys and values, with each token's score from the last
+ * @score_window queries (diffkv: the probability summed over those queries,
+ * max over the query heads of its kv-head; kvcompress: the squared
+ * probability summed over the queries and the group's heads). Then
+ * kvk_compress_prompt_cpu() classifies (diffkv's alphas; zero alphas keep
+ * every token high for the other policies), quantizes and writes the
+ * tokens; after the last layer kva_trim() gives the surplus of the
+ * admission back, and kvcompress evicts down to its target rate.
+ *
+ * Decode (one token): before layer 0, kva_append() adds a page to every
+ * tier whose last page is full; kvk_compress_decode_cpu() appends the new
+ * token (demoting or pruning at most one old token per head under diffkv);
+ * kvk_attn_decode_cpu() attends over both tiers and adds each token's
+ * largest probability over its group to its score. Under kvcompress, every
+ * @interval steps after the last layer, kvk_evict_cpu() frees whole pages
+ * down to 1 / @rate of what the full policy would hold and kva_shrink()
+ * gives them back.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "compress.h"
+#include "kva.h"
+#include "kva_shrink.h"
+#include "kvattn.h"
+#include "kvevict.h"
+#include "kvpolicy.h"
+#include "kvq.h"
+#include "pool.h"
+
+/* struct kvp_seq - one sequence slot of the cache */
+struct kvp_seq {
+	int live;		/* admitted in the pool */
+	int decoding;		/* trimmed: decode steps may run */
+	uint32_t len;		/* positions seen */
+	uint32_t steps;		/* decode steps since the last eviction */
+};
+
+/*
+ * struct kvp - the policy cache. Owned by its creator; one forward pass at
+ * a time (not locked).
+ */
+struct kvp {
+	struct llm_kv kv;
+	struct llm_policy pol;
+	uint32_t nh, nkv, hd, group;
+	float scale;
+	struct kvrt_ctx *ctx;
+	struct kva_pool *pool;
+	struct kvk_attn_tier at[2];
+	uint32_t full_tpp, full_page_size;
+	struct kvp_seq *seq;
+	struct llm_pool *threads; /* the prefill attention's workers */
+	/* scratch, sized for max_tok tokens */
+	float *k, *v;		/* [max_tok][nkv][hd] */
+	float *scores;		/* [max_tok][nkv] */
+	float *p;		/* [threads][max_tok] probabilities */
+	float *acc;		/* [n_heads][max_tok] score sums per head */
+	uint32_t *hi, *lo;	/* [lists_per_slot] for kva_trim() */
+	uint32_t *counts;	/* [nkv][KVK_TOK_NR] */
+	struct kvk_compress_action *act; /* [nkv] */
+};
+
+static inline struct kvp *to_kvp(struct llm_kv *kv)
+{
+	return (struct kvp *)kv;
+}
+
+static void tier_of(const struct kva_layout *l, const struct kva_tier *t,
+		    struct kvk_attn_tier *at)
+{
+	*at = (struct kvk_attn_tier){
+		.kbits = t->kbits, .vbits = t->vbits, .kgroups = t->kgroups,
+		.vgroups = t->vgroups, .tokens = l->tokens, .k_off = l->k_off,
+		.km_off = l->km_off, .v_off = l->v_off, .vm_off = l->vm_off,
+		.score_off = l->score_off, .pos_off = l->pos_off,
+	};
+}
+
+/* the pages as the compress kernels see them; list_base set by the caller */
+static struct kvk_compress_pages pages_of(const struct kvp *c)
+{
+	struct kvk_compress_pages pg = {
+		.pool = c->pool->base,
+		.page_size = c->pool->page_size,
+		.pages_per_granule = c->pool->pages_per_granule,
+		.tables = c->pool->table,
+		.width = c->pool->width,
+		.tier = { c->at[0], c->at[1] },
+	};
+
+	return pg;
+}
+
+static uint32_t list_of(const struct kvp *c, uint32_t s, uint32_t layer)
+{
+	return kva_list(c->pool, s, layer, 0);
+}
+
+/* eight floats; GCC lowers it to whatever vector unit the target has */
+typedef float kvp_v8 __attribute__((vector_size(32)));
+
+/* a . b over @n floats, @n % 8 == 0 */
+static float dot8(const float *a, const float *b, uint32_t n)
+{
+	kvp_v8 s = { 0 }, x, y;
+
+	for (uint32_t e = 0; e < n; e += 8) {
+		memcpy(&x, a + e, sizeof(x));
+		memcpy(&y, b + e, sizeof(y));
+		s += x * y;
+	}
+	return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+}
+
+/* y += a x over @n floats, @n % 8 == 0 */
+static void axpy8(float *restrict y, float a, const float *restrict x,
+		  uint32_t n)
+{
+	kvp_v8 u, v;
+
+	for (uint32_t e = 0; e < n; e += 8) {
+		memcpy(&u, y + e, sizeof(u));
+		memcpy(&v, x + e, sizeof(v));
+		u += a * v;
+		memcpy(y + e, &u, sizeof(u));
+	}
+}
+
+/* struct prefill_job - one layer's prompt attention, split by query head */
+struct prefill_job {
+	struct kvp *c;
+	int ntok;
+	const float *q;
+	long ldq;
+	float *out;
+	long ldo;
+};
+
+/* query heads [lo, hi) of the job; per-thread probabilities in c->p */
+static void prefill_heads(void *arg, int tid, int nth)
+{
+	const struct prefill_job *j = arg;
+	struct kvp *c = j->c;
+	uint32_t hd = c->hd, nkv = c->nkv, W = c->pol.score_window;
+	uint32_t first = (uint32_t)j->ntok > W ? (uint32_t)j->ntok - W : 0;
+	bool sq = c->pol.kind == LLM_POLICY_KVCOMPRESS;
+	float *p = c->p + (size_t)tid * c->kv.max_tok;
+	long lo, hi;
+
+	llm_pool_range(c->nh, tid, nth, 1, &lo, &hi);
+	for (long h = lo; h < hi; h++) {
+		uint32_t g = (uint32_t)h / c->group;
+		float *acc = c->acc + (size_t)h * j->ntok;
+
+		memset(acc, 0, (size_t)j->ntok * sizeof(float));
+		for (int i = 0; i < j->ntok; i++) {
+			const float *qi = j->q + i * j->ldq + h * hd;
+			float *o = j->out + i * j->ldo + h * hd, m = -INFINITY;
+			float sum = 0, inv;
+
+			for (int t = 0; t <= i; t++) {
+				p[t] = dot8(qi, c->k + ((size_t)t * nkv + g) * hd,
+					    hd) * c->scale;
+				m = p[t] > m ? p[t] : m;
+			}
+			for (int t = 0; t <= i; t++) {
+				p[t] = expf(p[t] - m);
+				sum += p[t];
+			}
+			inv = 1.0f / sum;
+			memset(o, 0, hd * sizeof(float));
+			for (int t = 0; t <= i; t++) {
+				const float *vt = c->v + ((size_t)t * nkv + g) * hd;
+				float pt = p[t] * inv;
+
+				axpy8(o, pt, vt, hd);
+				if ((uint32_t)i >= first)
+					acc[t] += sq ? pt * pt : pt;
+			}
+		}
+	}
+}
+
+/*
+ * fp32 causal attention of the prompt, with the policy's token scores:
+ * diffkv takes the max over the group of each head's sum, kvcompress the
+ * sum of squares over the group.
+ */
+static void prefill_attend(struct kvp *c, int ntok, const float *q, long ldq,
+			   float *out, long ldo)
+{
+	struct prefill_job j = { c, ntok, q, ldq, out, ldo };
+	bool sq = c->pol.kind == LLM_POLICY_KVCOMPRESS;
+
+	llm_pool_run(c->threads, prefill_heads, &j);
+	for (uint32_t g = 0; g < c->nkv; g++)
+		for (int t = 0; t < ntok; t++) {
+			float s = 0;
+
+			for (uint32_t h = g * c->group; h < (g + 1) * c->group;
+			     h++) {
+				float a = c->acc[(size_t)h * ntok + t];
+
+				s = sq ? s + a : (a > s ? a : s);
+			}
+			c->scores[(size_t)t * c->nkv + g] = s;
+		}
+}
+
+/* pages a (layer, kv-head) list of @len positions takes under full */
+static uint64_t full_pages(const struct kvp *c, uint32_t len)
+{
+	return (len + c->full_tpp - 1) / c->full_tpp;
+}
+
+/* kvcompress: free whole pages of @s down to 1 / rate of full's */
+static int evict(struct kvp *c, uint32_t s)
+{
+	struct kva_pool *pl = c->pool;
+	uint32_t lps = pl->lists_per_slot, base = s * lps, len = c->seq[s].len;
+	uint64_t have = 0, target;
+	uint32_t quota, *ev;
+	int32_t from = (int32_t)len - (int32_t)c->pol.window;
+	struct kvk_evict_args a;
+	int ret;
+
+	for (uint32_t l = 0; l < lps; l++)
+		have += (pl->ntokens[2 * (base + l)] + c->at[0].tokens - 1) /
+			c->at[0].tokens;
+	target = (uint64_t)ceil((double)(full_pages(c, len) * lps) /
+				c->pol.rate);
+	if (have <= target)
+		return 0;
+	quota = (uint32_t)(have - target);
+	ev = malloc(lps * sizeof(*ev));
+	if (!ev)
+		return -ENOMEM;
+	a = (struct kvk_evict_args){
+		.nr_seqs = 1, .lists = lps, .head_dim = c->hd, .tier = c->at[0],
+		.pool = pl->base, .page_size = pl->page_size,
+		.pages_per_granule = pl->pages_per_granule,
+		.tables = pl->table, .width = pl->width,
+		.ntokens = pl->ntokens, .list_base = &base, .quota = &quota,
+		.protect_from = &from, .sinks = c->pol.sinks, .evicted = ev,
+	};
+	ret = kvk_evict_cpu(&a, NULL);
+	free(ev);
+	if (!ret) {
+		ret = kva_shrink(pl, &s, 1);
+		ret = ret < 0 ? ret : 0;
+	}
+	return ret;
+}
+
+/* admit @s for a prompt of @n tokens, growing the pool when it must */
+static int admit(struct kvp *c, uint32_t s, uint32_t n)
+{
+	int ret = kva_admit(c->pool, &s, &n, 1);
+
+	while (ret == -ENOSPC && !kva_pool_grow(c->pool, 1))
+		ret = kva_admit(c->pool, &s, &n, 1);
+	return ret;
+}
+
+static int append(struct kvp *c, uint32_t s)
+{
+	int ret = kva_append(c->pool, &s, 1);
+
+	while (ret == -ENOSPC && !kva_pool_grow(c->pool, 1))
+		ret = kva_append(c->pool, &s, 1);
+	return ret;
+}
+
+static float alpha(const struct kvp *c, int quant)
+{
+	if (c->pol.kind != LLM_POLICY_DIFFKV)
+		return 0.0f;
+	return quant ? c->pol.alpha_quant : c->pol.alpha_prune;
+}
+
+static int step_prefill(struct kvp *c, uint32_t s, uint32_t layer, int ntok,
+			const float *q, long ldq, float *out, long ldo)
+{
+	uint32_t start[2] = { 0, (uint32_t)ntok }, base = list_of(c, s, layer);
+	struct kvk_compress_prompt a;
+	int32_t err = 0;
+	int ret;
+
+	prefill_attend(c, ntok, q, ldq, out, ldo);
+	a = (struct kvk_compress_prompt){
+		.nr_seqs = 1, .nr_kv_heads = c->nkv, .head_dim = c->hd,
+		.dtype = KVK_F32, .k = c->k, .v = c->v, .seq_start = start,
+		.max_len = (uint32_t)ntok, .scores = c->scores,
+		.score_window = c->pol.score_window, .window = c->pol.window,
+		.alpha_prune = alpha(c, 0), .alpha_quant = alpha(c, 1),
+		.pg = pages_of(c), .npages = c->pool->npages,
+		.counts = c->counts, .ntokens = c->pool->ntokens, .err = &err,
+	};
+	a.pg.list_base = &base;
+	ret = kvk_compress_prompt_cpu(&a, NULL);
+	if (!ret)
+		ret = err;
+	if (ret || layer + 1 < (uint32_t)c->kv.n_layers)
+		return ret;
+	/* every layer written: the surplus of the admission goes back */
+	for (uint32_t l = 0; l < c->pool->lists_per_slot; l++) {
+		uint32_t list = s * c->pool->lists_per_slot + l;
+
+		c->hi[l] = c->pool->ntokens[2 * list + KVA_HI];
+		c->lo[l] = c->pool->ntokens[2 * list + KVA_LO];
+	}
+	ret = kva_trim(c->pool, &s, 1, c->hi, c->lo);
+	if (ret)
+		return ret;
+	c->seq[s].decoding = 1;
+	c->seq[s].len = (uint32_t)ntok;
+	if (c->pol.kind == LLM_POLICY_KVCOMPRESS)
+		ret = evict(c, s);
+	return ret;
+}
+
+static int step_decode(struct kvp *c, uint32_t s, uint32_t layer,
+		       const float *q, float *out)
+{
+	uint32_t base = list_of(c, s, layer);
+	int32_t pos = (int32_t)c->seq[s].len, err = 0;
+	struct kvk_compress_decode d;
+	struct kvk_attn_args a;
+	int ret;
+
+	if (layer == 0) {
+		ret = append(c, s);
+		if (ret)
+			return ret;
+	}
+	d = (struct kvk_compress_decode){
+		.nr_seqs = 1, .nr_kv_heads = c->nkv, .head_dim = c->hd,
+		.dtype = KVK_F32, .k = c->k, .v = c->v, .pos = &pos,
+		.window = c->pol.window, .alpha_prune = alpha(c, 0),
+		.alpha_quant = alpha(c, 1), .pg = pages_of(c),
+		.npages = c->pool->npages, .ntokens = c->pool->ntokens,
+		.actions = c->act, .err = &err,
+	};
+	d.pg.list_base = &base;
+	ret = kvk_compress_decode_cpu(&d, NULL);
+	if (!ret)
+		ret = err;
+	if (ret)
+		return ret;
+	a = (struct kvk_attn_args){
+		.nr_seqs = 1, .nr_kv_heads = c->nkv, .group = c->group,
+		.head_dim = c->hd, .scale = c->scale, .dtype = KVK_F32,
+		.q = q, .out = out, .pool = c->pool->base,
+		.page_size = c->pool->page_size,
+		.pages_per_granule = c->pool->pages_per_granule,
+		.tables = c->pool->table, .width = c->pool->width,
+		.ntokens = c->pool->ntokens, .list_base = &base,
+		.tier = { c->at[0], c->at[1] },
+		.update_scores = c->pol.kind == LLM_POLICY_DIFFKV ||
+				 c->pol.kind == LLM_POLICY_KVCOMPRESS,
+	};
+	ret = kvk_attn_decode_cpu(&a, NULL);
+	if (ret || layer + 1 < (uint32_t)c->kv.n_layers)
+		return ret;
+	c->seq[s].len++;
+	if (c->pol.kind == LLM_POLICY_KVCOMPRESS &&
+	    ++c->seq[s].steps >= c->pol.interval) {
+		c->seq[s].steps = 0;
+		ret = evict(c, s);
+	}
+	return ret;
+}
+
+/**
+ * llm_kv_policy_step() - store, compress and attend one layer of a step
+ * @kv: a cache of llm_kv_policy_create()
+ * @seq: sequence slot
+ * @layer: layer
+ * @pos: position of the first new token: 0 with the whole prompt, else
+ *	the sequence's length with one token
+ * @ntok: new tokens
+ * @q: [ntok] rows of n_heads * head_dim query floats, @ldq apart (RoPE
+ *	applied)
+ * @k: [ntok] rows of n_kv_heads * head_dim key floats, @ldkv apart (RoPE
+ *	applied)
+ * @v: likewise, values
+ * @out: [ntok] rows of n_heads * head_dim, @ldo apart: the attention
+ *
+ * Layers of a step are called in order 0 .. n_layers - 1.
+ *
+ * Return: 0; -EINVAL for arguments out of range; -EOPNOTSUPP for a prompt
+ * in several parts or several decode tokens at once; -ENOSPC when the pool
+ * cannot grow; an allocator or kernel error.
+ */
+int llm_kv_policy_step(struct llm_kv *kv, int seq, int layer, int pos,
+		       int ntok, const float *q, long ldq, const float *k,
+		       const float *v, long ldkv, float *out, long ldo)
+{
+	struct kvp *c = to_kvp(kv);
+	uint32_t s = (uint32_t)seq, nkv = c->nkv, hd = c->hd;
+	int ret;
+
+	if (seq < 0 || seq >= kv->n_seq || layer < 0 ||
+	    layer >= kv->n_layers || ntok < 1 || !q || !k || !v || !out)
+		return -EINVAL;
+	if (pos + ntok > kv->max_tok)
+		return -ENOSPC;
+	if (pos == 0 && layer == 0) {
+		if (c->seq[s].live) {
+			kva_free(c->pool, &s, 1);
+			c->seq[s] = (struct kvp_seq){ 0 };
+		}
+		ret = admit(c, s, (uint32_t)ntok);
+		if (ret)
+			return ret;
+		c->seq[s].live = 1;
+	}
+	if (pos == 0 ? !c->seq[s].live || c->seq[s].decoding
+		     : ntok != 1 || !c->seq[s].decoding ||
+		       (uint32_t)pos != c->seq[s].len)
+		return -EOPNOTSUPP;
+	for (int t = 0; t < ntok; t++) {
+		memcpy(c->k + (size_t)t * nkv * hd, k + t * ldkv,
+		       nkv * hd * sizeof(float));
+		memcpy(c->v + (size_t)t * nkv * hd, v + t * ldkv,
+		       nkv * hd * sizeof(float));
+	}
+	if (pos == 0)
+		return step_prefill(c, s, (uint32_t)layer, ntok, q, ldq, out,
+				    ldo);
+	return step_decode(c, s, (uint32_t)layer, q, out);
+}
+
+/**
+ * llm_kv_policy_usage() - what sequence @seq holds, and what full would
+ * @kv: a cache of llm_kv_policy_create()
+ * @seq: sequence slot
+ * @u: filled
+ *
+ * Return: 0 or -EINVAL.
+ */
+int llm_kv_policy_usage(const struct llm_kv *kv, int seq,
+			struct llm_kv_usage *u)
+{
+	const struct kvp *c = (const struct kvp *)kv;
+	const struct kva_pool *pl;
+	uint32_t lps, len;
+
+	if (!kv || seq < 0 || seq >= kv->n_seq || !u)
+		return -EINVAL;
+	pl = c->pool;
+	lps = pl->lists_per_slot;
+	len = c->seq[seq].live ? c->seq[seq].len : 0;
+	memset(u, 0, sizeof(*u));
+	for (uint32_t l = 0; c->seq[seq].live && l < lps; l++) {
+		uint32_t list = (uint32_t)seq * lps + l;
+
+		for (int t = 0; t < 2; t++) {
+			const struct kvk_attn_tier *a = &c->at[t];
+			uint64_t n = pl->ntokens[2 * list + t];
+
+			u->tokens[t] += n;
+			u->pages[t] += pl->npages[2 * list + t];
+			u->bits += n * (c->hd * (a->kbits + a->vbits) +
+					8 * (kvq_meta_bytes(a->kbits, a->kgroups) +
+					     kvq_meta_bytes(a->vbits, a->vgroups)));
+		}
+	}
+	u->pruned = (uint64_t)len * lps - u->tokens[0] - u->tokens[1];
+	u->page_size = pl->page_size;
+	u->full_pages = full_pages(c, len) * lps;
+	u->full_page_size = c->full_page_size;
+	u->full_bits = (uint64_t)len * lps * c->hd * 32;
+	return 0;
+}
+
+/**
+ * llm_kv_policy_check() - the allocator's invariants over the cache's pool
+ * @kv: a cache of llm_kv_policy_create()
+ * @why: the first violation in words
+ * @len: bytes of @why
+ *
+ * Return: 0 or -EUCLEAN (kva_check()).
+ */
+int llm_kv_policy_check(const struct llm_kv *kv, char *why, size_t len)
+{
+	return kva_check(((const struct kvp *)kv)->pool, why, len);
+}
+
+static int kvp_append(struct llm_kv *kv, int seq, int layer, int pos,
+		      int ntok, const float *k, const float *v, long ld)
+{
+	(void)kv, (void)seq, (void)layer, (void)pos, (void)ntok, (void)k;
+	(void)v, (void)ld;
+	return -EOPNOTSUPP;	/* the forward pass uses the step op */
+}
+
+static int kvp_view(struct llm_kv *kv, int seq, int layer, int kv_head,
+		    int n, const float **k, const float **v)
+{
+	(void)kv, (void)seq, (void)layer, (void)kv_head, (void)n, (void)k;
+	(void)v;
+	return -EOPNOTSUPP;
+}
+
+static void kvp_destroy(struct llm_kv *kv)
+{
+	struct kvp *c = to_kvp(kv);
+
+	if (!c)
+		return;
+	if (c->pool)
+		kva_pool_destroy(c->pool);
+	if (c->ctx)
+		kvrt_ctx_destroy(c->ctx);
+	if (c->threads)
+		llm_pool_destroy(c->threads);
+	free(c->seq);
+	free(c->k);
+	free(c->v);
+	free(c->scores);
+	free(c->p);
+	free(c->acc);
+	free(c->hi);
+	free(c->lo);
+	free(c->counts);
+	free(c->act);
+	free(c->kv.len);
+	free(c);
+}
+
+static const struct llm_kv_ops kvp_ops = {
+	.append = kvp_append,
+	.view = kvp_view,
+	.step = llm_kv_policy_step,
+	.destroy = kvp_destroy,
+};
+
+static int pool_make(struct kvp *c, const struct llm_config *cfg,
+		     int n_seq, int max_tok, char *err, size_t errlen)
+{
+	struct kvrt_ctx_opts o = { .backend = KVRT_BACKEND_HOST };
+	struct kva_pool_params pp = { 0 };
+	struct kva_tier fp16 = { 16, 16, 1, 1 };
+	struct kva_layout l[2];
+	uint64_t pages, gran;
+	int ps, ret;
+
+	ps = kva_page_size(cfg->head_dim, &fp16, 1);
+	if (ps < 0 || kva_page_layout(cfg->head_dim, (uint32_t)ps, &fp16,
+				      &l[0])) {
+		snprintf(err, errlen, "head_dim %u has no page geometry",
+			 cfg->head_dim);
+		return -EINVAL;
+	}
+	c->full_page_size = (uint32_t)ps;
+	c->full_tpp = l[0].tokens;
+	pp.head_dim = cfg->head_dim;
+	pp.tiers[0] = c->pol.hi;
+	pp.tiers[1] = c->pol.lo;
+	pp.nr_tiers = c->pol.kind == LLM_POLICY_DIFFKV ? 2 : 1;
+	ps = kva_page_size(cfg->head_dim, pp.tiers, pp.nr_tiers);
+	if (ps < 0)
+		return ps;
+	ret = kva_page_layout(cfg->head_dim, (uint32_t)ps, &pp.tiers[0], &l[0]);
+	ret = ret ?: kva_page_layout(cfg->head_dim, (uint32_t)ps,
+				     &pp.tiers[pp.nr_tiers - 1], &l[1]);
+	if (ret)
+		return ret;
+	/* the worst case: every list full at the smaller tier, +3 pages */
+	pages = (uint64_t)n_seq * cfg->n_layers * cfg->n_kv_heads *
+		((uint64_t)max_tok / (l[0].tokens < l[1].tokens ?
+				      l[0].tokens : l[1].tokens) + 4);
+	gran = pages / (KVRT_GRANULE_SIZE / (uint64_t)ps) + 2;
+	ret = kvrt_ctx_create(&o, &c->ctx);
+	if (ret) {
+		snprintf(err, errlen, "runtime: %s", strerror(-ret));
+		return ret;
+	}
+	pp.ctx = c->ctx;
+	pp.va_bytes = gran * KVRT_GRANULE_SIZE;
+	pp.budget_bytes = gran * KVRT_GRANULE_SIZE;
+	pp.nr_slots = (uint32_t)n_seq;
+	pp.nr_layers = cfg->n_layers;
+	pp.nr_heads = cfg->n_kv_heads;
+	pp.max_tokens = (uint32_t)max_tok;
+	pp.wmark_low = 0;
+	pp.wmark_high = 0;
+	ret = kva_pool_create(&pp, &c->pool);
+	if (ret) {
+		snprintf(err, errlen, "allocator pool of %lu granules: %s",
+			 (unsigned long)gran, strerror(-ret));
+		return ret;
+	}
+	tier_of(&c->pool->layout[KVA_HI], &pp.tiers[0], &c->at[0]);
+	tier_of(&c->pool->layout[KVA_LO], &pp.tiers[pp.nr_tiers - 1],
+		&c->at[1]);
+	return 0;
+}
+
+/**
+ * llm_kv_policy_create() - a cache that applies @p
+ * @c: model configuration
+ * @p: policy (llm_policy_parse())
+ * @n_seq: sequence slots
+ * @max_tok: tokens one sequence may reach
+ * @n_threads: workers of the prefill attention (>= 1)
+ * @out: the cache; llm_kv_destroy() frees it
+ * @err: a one-line reason on failure
+ * @errlen: bytes of @err
+ *
+ * Return: 0, -EINVAL (a shape the kernels do not take: head_dim other than
+ * 64, 128 or 256, more than 8 query heads per kv-head), -ENOMEM, or the
+ * runtime's or allocator's error.
+ */
+int llm_kv_policy_create(const struct llm_config *c,
+			 const struct llm_policy *p, int n_seq, int max_tok,
+			 int n_threads, struct llm_kv **out, char *err,
+			 size_t errlen)
+{
+	struct kvp *k;
+	size_t mt = (size_t)max_tok;
+	int ret;
+
+	if (!c || !p || !out || n_seq < 1 || max_tok < 1 || n_threads < 1 ||
+	    (c->head_dim != 64 && c->head_dim != 128 && c->head_dim != 256) ||
+	    !c->n_kv_heads || c->n_heads % c->n_kv_heads ||
+	    c->n_heads / c->n_kv_heads > KVK_ATTN_MAX_GROUP) {
+		snprintf(err, errlen, "the policy cache takes head_dim 64, 128 "
+			 "or 256 and at most %d query heads per kv-head",
+			 KVK_ATTN_MAX_GROUP);
+		return -EINVAL;
+	}
+	k = calloc(1, sizeof(*k));
+	if (!k)
+		return -ENOMEM;
+	k->kv.ops = &kvp_ops;
+	k->kv.n_seq = n_seq;
+	k->kv.n_layers = (int)c->n_layers;
+	k->kv.n_kv_heads = (int)c->n_kv_heads;
+	k->kv.head_dim = (int)c->head_dim;
+	k->kv.max_tok = max_tok;
+	k->pol = *p;
+	k->nh = c->n_heads;
+	k->nkv = c->n_kv_heads;
+	k->hd = c->head_dim;
+	k->group = c->n_heads / c->n_kv_heads;
+	k->scale = 1.0f / sqrtf((float)c->head_dim);
+	ret = pool_make(k, c, n_seq, max_tok, err, errlen);
+	if (ret)
+		goto out_free;
+	k->kv.len = calloc(n_seq, sizeof(int));
+	k->seq = calloc(n_seq, sizeof(*k->seq));
+	k->k = malloc(mt * k->nkv * k->hd * sizeof(float));
+	k->v = malloc(mt * k->nkv * k->hd * sizeof(float));
+	k->scores = malloc(mt * k->nkv * sizeof(float));
+	ret = llm_pool_create(n_threads, &k->threads);
+	if (ret) {
+		snprintf(err, errlen, "threads: %s", strerror(-ret));
+		goto out_free;
+	}
+	k->p = malloc(mt * llm_pool_threads(k->threads) * sizeof(float));
+	k->acc = malloc(mt * k->nh * sizeof(float));
+	k->hi = malloc(k->pool->lists_per_slot * sizeof(uint32_t));
+	k->lo = malloc(k->pool->lists_per_slot * sizeof(uint32_t));
+	k->counts = malloc(k->nkv * KVK_TOK_NR * sizeof(uint32_t));
+	k->act = malloc(k->nkv * sizeof(*k->act));
+	if (!k->kv.len || !k->seq || !k->k || !k->v || !k->scores || !k->p ||
+	    !k->acc || !k->hi || !k->lo || !k->counts || !k->act) {
+		ret = -ENOMEM;
+		snprintf(err, errlen, "out of memory");
+		goto out_free;
+	}
+	k->kv.bytes = 0;
+	*out = &k->kv;
+	return 0;
+
+out_free:
+	kvp_destroy(&k->kv);
+	return ret;
+}

@@ -1,0 +1,352 @@
+// SPDX-License-Identifier: MIT
+/*
+ * check_kvpolicy.c - the policy KV cache (model/kvpolicy.h) on random
+ * queries, keys and values: full against an independent fp32 attention,
+ * equivalent policies against each other, the allocator's invariants after
+ * every step, and the compression each policy reports.
+ */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kvk.h"
+#include "kvpolicy.h"
+#include "kvtest.h"
+
+#define NL 2
+#define NH 4
+#define NKV 2
+#define HD 64
+
+/* struct trace - every input of a run, so several policies see the same */
+struct trace {
+	int prompt, steps, len;
+	float *q, *k, *v;	/* [NL][len][NH|NKV][HD] */
+};
+
+static float frand(uint64_t *s)
+{
+	return (float)((kvtest_rand(s) >> 11) * 0x1.0p-53) * 2.0f - 1.0f;
+}
+
+static void trace_make(struct trace *t, uint64_t seed, int prompt, int steps)
+{
+	size_t nq, nk;
+
+	t->prompt = prompt;
+	t->steps = steps;
+	t->len = prompt + steps;
+	nq = (size_t)NL * t->len * NH * HD;
+	nk = (size_t)NL * t->len * NKV * HD;
+	t->q = malloc(nq * sizeof(float));
+	t->k = malloc(nk * sizeof(float));
+	t->v = malloc(nk * sizeof(float));
+	ck_assert(t->q && t->k && t->v);
+	/*
+	 * Every 8th token's key points along the query's first dimensions,
+	 * so a few tokens draw most of the attention, as in real models.
+	 */
+	for (size_t i = 0; i < nq; i++)
+		t->q[i] = frand(&seed) + (i % HD < 8 ? 1.5f : 0.0f);
+	for (size_t i = 0; i < nk; i++) {
+		size_t tok = i / (NKV * HD) % t->len;
+		int big = tok % 8 == 0;
+
+		t->k[i] = big && i % HD < 8 ? 3.0f : 0.5f * frand(&seed);
+		t->v[i] = frand(&seed);
+	}
+}
+
+static void trace_free(struct trace *t)
+{
+	free(t->q);
+	free(t->k);
+	free(t->v);
+}
+
+static const float *at(const float *x, int l, int len, int t, int w)
+{
+	return x + ((size_t)l * len + t) * w * HD;
+}
+
+static float r16(float x)
+{
+	return kvk_f16_to_f32(kvk_f32_to_f16(x));
+}
+
+/*
+ * The reference: token i of layer l attends to tokens 0..i; keys and
+ * values of tokens before @fp16_from exact, the others rounded to fp16
+ * (what full's pages hold when token i decodes).
+ */
+static void ref_attend(const struct trace *t, int l, int i, int fp16,
+		       float *out)
+{
+	float *p = malloc((size_t)(i + 1) * sizeof(float));
+
+	ck_assert(p);
+	for (int h = 0; h < NH; h++) {
+		const float *q = at(t->q, l, t->len, i, NH) + h * HD;
+		int g = h / (NH / NKV);
+		double m = -INFINITY, sum = 0;
+
+		for (int j = 0; j <= i; j++) {
+			const float *k = at(t->k, l, t->len, j, NKV) + g * HD;
+			double d = 0;
+
+			for (int e = 0; e < HD; e++)
+				d += (double)q[e] * (fp16 ? r16(k[e]) : k[e]);
+			p[j] = (float)(d / sqrt(HD));
+			m = p[j] > m ? p[j] : m;
+		}
+		for (int j = 0; j <= i; j++)
+			sum += exp(p[j] - m);
+		for (int e = 0; e < HD; e++) {
+			double o = 0;
+
+			for (int j = 0; j <= i; j++) {
+				const float *v = at(t->v, l, t->len, j, NKV) +
+						 g * HD;
+
+				o += exp(p[j] - m) / sum *
+				     (fp16 ? r16(v[e]) : v[e]);
+			}
+			out[h * HD + e] = (float)o;
+		}
+	}
+	free(p);
+}
+
+/*
+ * Run @spec over @t; the outputs of every decode step, every layer, into
+ * @out ([steps][NL][NH][HD]); the prefill's last layer into @pre
+ * ([prompt][NH][HD]). Invariants checked after every step.
+ */
+static void drive(const char *spec, const struct trace *t, float *pre,
+		  float *out, struct llm_kv_usage *u)
+{
+	struct llm_config c = { 0 };
+	struct llm_policy p;
+	struct llm_kv *kv;
+	char err[200];
+	float *o = malloc((size_t)t->prompt * NH * HD * sizeof(float));
+
+	ck_assert(o);
+	c.n_layers = NL;
+	c.n_heads = NH;
+	c.n_kv_heads = NKV;
+	c.head_dim = HD;
+	ck_assert_msg(!llm_policy_parse(spec, &p, err, sizeof(err)), "%s",
+		      err);
+	ck_assert_msg(!llm_kv_policy_create(&c, &p, 2, t->len, 2, &kv, err,
+					    sizeof(err)), "%s: %s", spec, err);
+	for (int l = 0; l < NL; l++) {
+		ck_assert_int_eq(llm_kv_policy_step(kv, 1, l, 0, t->prompt,
+			at(t->q, l, t->len, 0, NH), NH * HD,
+			at(t->k, l, t->len, 0, NKV), at(t->v, l, t->len, 0, NKV),
+			NKV * HD, o, NH * HD), 0);
+		if (l == NL - 1 && pre)
+			memcpy(pre, o, (size_t)t->prompt * NH * HD * 4);
+	}
+	ck_assert_msg(!llm_kv_policy_check(kv, err, sizeof(err)), "%s: %s",
+		      spec, err);
+	for (int s = 0; s < t->steps; s++) {
+		int i = t->prompt + s;
+
+		for (int l = 0; l < NL; l++)
+			ck_assert_int_eq(llm_kv_policy_step(kv, 1, l, i, 1,
+				at(t->q, l, t->len, i, NH), NH * HD,
+				at(t->k, l, t->len, i, NKV),
+				at(t->v, l, t->len, i, NKV), NKV * HD,
+				out + ((size_t)s * NL + l) * NH * HD, NH * HD),
+				0);
+		ck_assert_msg(!llm_kv_policy_check(kv, err, sizeof(err)),
+			      "%s step %d: %s", spec, s, err);
+	}
+	ck_assert_int_eq(llm_kv_policy_usage(kv, 1, u), 0);
+	if (getenv("KVMM_VERBOSE"))
+		fprintf(stderr, "%s: hi %lu lo %lu pruned %lu pages %lu+%lu "
+			"logical %.3f physical %.3f\n", spec, u->tokens[0],
+			u->tokens[1], u->pruned, u->pages[0], u->pages[1],
+			llm_kv_logical_ratio(u), llm_kv_physical_ratio(u));
+	ck_assert_uint_eq(u->tokens[0] + u->tokens[1] + u->pruned,
+			  (uint64_t)NL * NKV * t->len);
+	llm_kv_destroy(kv);
+	free(o);
+}
+
+static double rel_err(const float *x, const float *r, size_t n)
+{
+	double e = 0, d = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		ck_assert(isfinite(x[i]));
+		e += ((double)x[i] - r[i]) * ((double)x[i] - r[i]);
+		d += (double)r[i] * r[i];
+	}
+	return sqrt(e / d);
+}
+
+/* full: fp32 prefill exact, decode over fp16 pages */
+START_TEST(test_kvpolicy_full_matches_reference)
+{
+	uint64_t seed = kvtest_seed(__func__);
+	struct trace t;
+	struct llm_kv_usage u;
+	size_t no;
+	float *pre, *out, *ref;
+
+	trace_make(&t, seed, 150, 24);
+	no = (size_t)t.steps * NL * NH * HD;
+	pre = malloc((size_t)t.prompt * NH * HD * 4);
+	out = malloc(no * 4);
+	ref = malloc((size_t)NH * HD * 4);
+	ck_assert(pre && out && ref);
+	drive("full", &t, pre, out, &u);
+	for (int i = 0; i < t.prompt; i += 7) {
+		ref_attend(&t, NL - 1, i, 0, ref);
+		ck_assert_double_le(rel_err(pre + (size_t)i * NH * HD, ref,
+					    NH * HD), 1e-5);
+	}
+	for (int s = 0; s < t.steps; s++)
+		for (int l = 0; l < NL; l++) {
+			ref_attend(&t, l, t.prompt + s, 1, ref);
+			ck_assert_double_le(rel_err(out + ((size_t)s * NL + l) *
+						    NH * HD, ref, NH * HD),
+					    1e-5);
+		}
+	ck_assert_uint_eq(u.pruned, 0);
+	ck_assert_uint_eq(u.tokens[1], 0);
+	ck_assert_double_eq_tol(llm_kv_physical_ratio(&u), 1.0, 1e-12);
+	ck_assert_double_eq_tol(llm_kv_logical_ratio(&u), 1.0, 1e-12);
+	free(pre);
+	free(out);
+	free(ref);
+	trace_free(&t);
+}
+END_TEST
+
+/* policies that must store the same bits give the same outputs */
+START_TEST(test_kvpolicy_equivalences)
+{
+	static const char *const same[][2] = {
+		{ "full", "kvcompress:rate=1" },
+		{ "uniform:tier=k8v4", "diffkv:prune=0,quant=0" },
+		{ "uniform:tier=k4g2v2g4",
+		  "diffkv:hi=k4g2v2g4,lo=k4g2v2g4,prune=0,quant=0" },
+	};
+	uint64_t seed = kvtest_seed(__func__);
+	struct llm_kv_usage u[2];
+	struct trace t;
+	size_t no;
+	float *o[2];
+
+	trace_make(&t, seed, 130, 20);
+	no = (size_t)t.steps * NL * NH * HD;
+	o[0] = malloc(no * 4);
+	o[1] = malloc(no * 4);
+	ck_assert(o[0] && o[1]);
+	for (unsigned i = 0; i < sizeof(same) / sizeof(same[0]); i++) {
+		drive(same[i][0], &t, NULL, o[0], &u[0]);
+		drive(same[i][1], &t, NULL, o[1], &u[1]);
+		ck_assert_msg(!memcmp(o[0], o[1], no * 4), "%s != %s",
+			      same[i][0], same[i][1]);
+		ck_assert_uint_eq(u[0].tokens[0], u[1].tokens[0]);
+		ck_assert_uint_eq(u[0].bits, u[1].bits);
+	}
+	free(o[0]);
+	free(o[1]);
+	trace_free(&t);
+}
+END_TEST
+
+/* each compressing policy compresses, and stays close to full */
+START_TEST(test_kvpolicy_compress)
+{
+	uint64_t seed = kvtest_seed(__func__);
+	struct llm_kv_usage uf, u;
+	struct trace t;
+	size_t no;
+	float *of, *o;
+
+	trace_make(&t, seed, 300, 40);
+	no = (size_t)t.steps * NL * NH * HD;
+	of = malloc(no * 4);
+	o = malloc(no * 4);
+	ck_assert(of && o);
+	drive("full", &t, NULL, of, &uf);
+
+	drive("uniform:tier=k4v4", &t, NULL, o, &u);
+	ck_assert_double_eq_tol(llm_kv_logical_ratio(&u),
+				2.0 * 16 * HD / (8.0 * HD + 64), 1e-9);
+	ck_assert_double_gt(llm_kv_physical_ratio(&u), 2.5);
+	ck_assert_double_le(rel_err(o, of, no), 0.15);
+
+	drive("diffkv", &t, NULL, o, &u);
+	ck_assert_uint_gt(u.tokens[1], 0);	/* some tokens went low */
+	/* more than its high tier alone (K8V4: 2.46x logical) */
+	ck_assert_double_gt(llm_kv_logical_ratio(&u), 2.6);
+	ck_assert_double_le(rel_err(o, of, no), 0.3);
+
+	drive("diffkv:prune=0.5,quant=1", &t, NULL, o, &u);
+	ck_assert_uint_gt(u.pruned, 0);
+
+	drive("kvcompress:rate=2,interval=4,window=16", &t, NULL, o, &u);
+	ck_assert_uint_gt(u.pruned, 0);
+	ck_assert_uint_eq(u.tokens[1], 0);
+	ck_assert_double_ge(llm_kv_physical_ratio(&u), 1.8);
+	ck_assert_double_le(rel_err(o, of, no), 0.5);
+	free(of);
+	free(o);
+	trace_free(&t);
+}
+END_TEST
+
+START_TEST(test_kvpolicy_invalid)
+{
+	struct llm_config c = { 0 };
+	struct llm_policy p;
+	struct llm_kv *kv = NULL;
+	char err[200] = "";
+	float x[NH * HD] = { 0 };
+
+	c.n_layers = NL;
+	c.n_heads = NH;
+	c.n_kv_heads = NKV;
+	c.head_dim = 80;
+	llm_policy_default(LLM_POLICY_DIFFKV, &p);
+	ck_assert_int_eq(llm_kv_policy_create(&c, &p, 1, 64, 1, &kv, err,
+					      sizeof(err)), -EINVAL);
+	ck_assert(strstr(err, "head_dim"));
+	c.head_dim = HD;
+	ck_assert_int_eq(llm_kv_policy_create(&c, &p, 1, 64, 1, &kv, err,
+					      sizeof(err)), 0);
+	/* decode before prefill, a layer out of range, past max_tok */
+	ck_assert_int_eq(llm_kv_policy_step(kv, 0, 0, 5, 1, x, 0, x, x, 0, x,
+					    0), -EOPNOTSUPP);
+	ck_assert_int_eq(llm_kv_policy_step(kv, 0, NL, 0, 1, x, 0, x, x, 0, x,
+					    0), -EINVAL);
+	ck_assert_int_eq(llm_kv_policy_step(kv, 1, 0, 0, 1, x, 0, x, x, 0, x,
+					    0), -EINVAL);
+	ck_assert_int_eq(llm_kv_policy_step(kv, 0, 0, 60, 5, x, 0, x, x, 0, x,
+					    0), -ENOSPC);
+	ck_assert(!llm_kv_policy_check(kv, err, sizeof(err)));
+	llm_kv_destroy(kv);
+}
+END_TEST
+
+Suite *suite_kvpolicy(void)
+{
+	Suite *s = suite_create("kvpolicy");
+	TCase *tc = tcase_create("cache");
+
+	KV_ADD(tc, test_kvpolicy_full_matches_reference);
+	KV_ADD(tc, test_kvpolicy_equivalences);
+	KV_ADD(tc, test_kvpolicy_compress);
+	KV_ADD(tc, test_kvpolicy_invalid);
+	tcase_set_timeout(tc, 120);
+	suite_add_tcase(s, tc);
+	return s;
+}

@@ -1,0 +1,897 @@
+// SPDX-License-Identifier: MIT
+/*
+ * eval.c - `kvmm eval ppl|needle|sweep`: what a KV memory policy costs in
+ * quality, measured through the compressed cache itself.
+ *
+ * Every policy of a run is evaluated in lockstep with the full policy: the
+ * same tokens go through one cache per policy, and at each step the
+ * policy's next-token distribution is compared with full's (perplexity,
+ * top-1 agreement, KL divergence). A prefix is prefilled and the rest of
+ * the context decoded token by token, so that compression acts as it does
+ * in generation. See Documentation/policies/index.rst.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <sched.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "forward.h"
+#include "kvmm_base.h"
+#include "kvmm.h"
+#include "kvpolicy.h"
+#include "model.h"
+#include "policy.h"
+
+#define EV_MAX_POL 32
+#define EV_MAX_GRID 16
+
+struct ev_opts {
+	const char *model;
+	const char *text;
+	const char *out;
+	const char *spec[EV_MAX_POL];
+	int n_spec;
+	uint64_t context, prefix, chunks, threads, trials, seed;
+	uint64_t lengths[EV_MAX_GRID], depths[EV_MAX_GRID];
+	int n_len, n_depth;
+	bool json;
+};
+
+/* struct ev_pol - one policy of a lockstep run and its running sums */
+struct ev_pol {
+	struct llm_policy p;
+	char spec[LLM_POLICY_SPEC_MAX + 1];
+	struct llm_kv *kv;
+	float *logits;		/* [n_vocab] of the current step */
+	double nll, kl;		/* sums over scored tokens */
+	uint64_t agree, n;	/* top-1 equal to full's; scored tokens */
+	uint64_t hits, tries;	/* needle */
+	struct llm_kv_usage u;	/* summed over chunks */
+};
+
+/*
+ * struct ev_multi - every policy's cache as one llm_kv: sequence i of the
+ * batch is policy i, so one forward pass (the weights read once) serves
+ * every policy of a step, and each policy's cache attends its own copy.
+ */
+struct ev_multi {
+	struct llm_kv kv;
+	struct llm_kv *sub[EV_MAX_POL];
+};
+
+/* struct ev_run - the model and the policies. Owned by one command. */
+struct ev_run {
+	const char *who;
+	struct llm_model *m;
+	struct llm_cpu *cpu;
+	struct ev_pol pol[EV_MAX_POL];
+	int n_pol;
+	int threads;
+	struct ev_multi multi;
+	int len[EV_MAX_POL];
+	float *logits;		/* [n_pol][n_vocab] of the last step */
+	int32_t *tok;		/* [n_pol * max_tok] a step's tokens */
+	int n_tok[EV_MAX_POL], seq[EV_MAX_POL];
+};
+
+static int multi_step(struct llm_kv *kv, int seq, int layer, int pos,
+		      int ntok, const float *q, long ldq, const float *k,
+		      const float *v, long ldkv, float *out, long ldo)
+{
+	struct llm_kv *sub = ((struct ev_multi *)kv)->sub[seq];
+
+	return sub->ops->step(sub, 0, layer, pos, ntok, q, ldq, k, v, ldkv,
+			      out, ldo);
+}
+
+static int multi_append(struct llm_kv *kv, int seq, int layer, int pos,
+			int ntok, const float *k, const float *v, long ld)
+{
+	(void)kv, (void)seq, (void)layer, (void)pos, (void)ntok, (void)k;
+	(void)v, (void)ld;
+	return -EOPNOTSUPP;
+}
+
+static int multi_view(struct llm_kv *kv, int seq, int layer, int kv_head,
+		      int n, const float **k, const float **v)
+{
+	(void)kv, (void)seq, (void)layer, (void)kv_head, (void)n, (void)k;
+	(void)v;
+	return -EOPNOTSUPP;
+}
+
+static void multi_destroy(struct llm_kv *kv)
+{
+	(void)kv;	/* the policies own their caches */
+}
+
+static const struct llm_kv_ops multi_ops = {
+	.append = multi_append,
+	.view = multi_view,
+	.step = multi_step,
+	.destroy = multi_destroy,
+};
+
+static int ev_threads(uint64_t want)
+{
+	cpu_set_t set;
+
+	if (want)
+		return (int)want;
+	if (!sched_getaffinity(0, sizeof(set), &set) && CPU_COUNT(&set) > 0)
+		return CPU_COUNT(&set);
+	return 1;
+}
+
+static int ev_load(struct ev_run *r, const struct ev_opts *o)
+{
+	char err[LLM_GGUF_ERR_MAX] = "";
+	int ret;
+
+	r->threads = ev_threads(o->threads);
+	ret = llm_model_open(o->model, &r->m, err, sizeof(err));
+	if (!ret)
+		ret = llm_cpu_load(&r->m->cfg, &r->m->w, r->threads, &r->cpu,
+				   err, sizeof(err));
+	if (ret)
+		fprintf(stderr, "kvmm eval %s: %s\n", r->who,
+			*err ? err : strerror(-ret));
+	return ret;
+}
+
+/* the policies of the command line, full first (added when absent) */
+static int ev_policies(struct ev_run *r, const struct ev_opts *o)
+{
+	char err[200];
+
+	llm_policy_default(LLM_POLICY_FULL, &r->pol[0].p);
+	r->n_pol = 1;
+	for (int i = 0; i < o->n_spec; i++) {
+		struct llm_policy p;
+
+		if (llm_policy_parse(o->spec[i], &p, err, sizeof(err))) {
+			fprintf(stderr, "kvmm eval %s: --policy: %s\n", r->who,
+				err);
+			return -EINVAL;
+		}
+		if (p.kind == LLM_POLICY_FULL)
+			continue;
+		if (r->n_pol == EV_MAX_POL) {
+			fprintf(stderr, "kvmm eval %s: more than %d policies\n",
+				r->who, EV_MAX_POL - 1);
+			return -EINVAL;
+		}
+		r->pol[r->n_pol++].p = p;
+	}
+	r->logits = malloc((size_t)r->n_pol * r->m->cfg.n_vocab *
+			   sizeof(float));
+	if (!r->logits)
+		return -ENOMEM;
+	for (int i = 0; i < r->n_pol; i++) {
+		llm_policy_format(&r->pol[i].p, r->pol[i].spec,
+				  sizeof(r->pol[i].spec));
+		r->pol[i].logits = r->logits + (size_t)i * r->m->cfg.n_vocab;
+		r->seq[i] = i;
+	}
+	return 0;
+}
+
+static void ev_fini(struct ev_run *r)
+{
+	for (int i = 0; i < r->n_pol; i++)
+		llm_kv_destroy(r->pol[i].kv);
+	free(r->logits);
+	free(r->tok);
+	llm_cpu_free(r->cpu);
+	llm_model_close(r->m);
+}
+
+/* fresh caches of @max_tok tokens for every policy, as one llm_kv */
+static int ev_caches(struct ev_run *r, int max_tok)
+{
+	const struct llm_config *c = &r->m->cfg;
+	char err[200] = "";
+	int32_t *tok;
+
+	tok = realloc(r->tok, (size_t)r->n_pol * max_tok * sizeof(int32_t));
+	if (!tok)
+		return -ENOMEM;
+	r->tok = tok;
+	r->multi.kv = (struct llm_kv){
+		.ops = &multi_ops, .n_seq = r->n_pol,
+		.n_layers = (int)c->n_layers, .n_kv_heads = (int)c->n_kv_heads,
+		.head_dim = (int)c->head_dim, .max_tok = max_tok,
+		.len = r->len,
+	};
+	memset(r->len, 0, sizeof(r->len));
+	for (int i = 0; i < r->n_pol; i++) {
+		int ret;
+
+		llm_kv_destroy(r->pol[i].kv);
+		r->pol[i].kv = NULL;
+		ret = llm_kv_policy_create(&r->m->cfg, &r->pol[i].p, 1, max_tok,
+					   r->threads, &r->pol[i].kv, err,
+					   sizeof(err));
+		if (ret) {
+			fprintf(stderr, "kvmm eval %s: %s: %s\n", r->who,
+				r->pol[i].spec, *err ? err : strerror(-ret));
+			return ret;
+		}
+		r->multi.sub[i] = r->pol[i].kv;
+	}
+	return 0;
+}
+
+/*
+ * feed @n tokens to every policy's cache in one forward pass (@tok[i * n ..]
+ * to policy i, or the same @tok to all when @same); the logits of each
+ * policy's last token into its pol->logits
+ */
+static int ev_feed(struct ev_run *r, const int32_t *tok, int n, bool same)
+{
+	struct llm_batch b = { .n_seq = r->n_pol, .seq = r->seq,
+			       .n_tok = r->n_tok, .tok = r->tok };
+	int ret;
+
+	for (int i = 0; i < r->n_pol; i++) {
+		r->n_tok[i] = n;
+		memcpy(r->tok + (size_t)i * n, same ? tok : tok + (size_t)i * n,
+		       n * sizeof(int32_t));
+	}
+	ret = llm_cpu_forward(r->cpu, &r->multi.kv, &b, r->logits);
+	if (ret)
+		fprintf(stderr, "kvmm eval %s: forward pass: %s\n", r->who,
+			strerror(-ret));
+	return ret;
+}
+
+/* log-sum-exp of @x and its argmax */
+static double lse(const float *x, int n, int *amax)
+{
+	double m = x[0], s = 0;
+
+	*amax = 0;
+	for (int i = 1; i < n; i++)
+		if (x[i] > m) {
+			m = x[i];
+			*amax = i;
+		}
+	for (int i = 0; i < n; i++)
+		s += exp(x[i] - m);
+	return m + log(s);
+}
+
+/* score @target under every policy against full (pol[0]) */
+static void ev_score(struct ev_run *r, int32_t target)
+{
+	int n = (int)r->m->cfg.n_vocab, a0, a;
+	const float *f = r->pol[0].logits;
+	double l0 = lse(f, n, &a0);
+
+	for (int i = 0; i < r->n_pol; i++) {
+		struct ev_pol *p = &r->pol[i];
+		double li = i ? lse(p->logits, n, &a) : l0, kl = 0;
+
+		if (!i)
+			a = a0;
+		p->nll += li - p->logits[target];
+		p->agree += a == a0;
+		p->n++;
+		for (int v = 0; i && v < n; v++) {
+			double lf = f[v] - l0, lp = p->logits[v] - li;
+
+			kl += exp(lf) * (lf - lp);
+		}
+		p->kl += kl;
+	}
+}
+
+static void usage_add(struct llm_kv_usage *s, const struct llm_kv_usage *u)
+{
+	for (int t = 0; t < 2; t++) {
+		s->tokens[t] += u->tokens[t];
+		s->pages[t] += u->pages[t];
+	}
+	s->pruned += u->pruned;
+	s->bits += u->bits;
+	s->full_pages += u->full_pages;
+	s->full_bits += u->full_bits;
+	s->page_size = u->page_size;
+	s->full_page_size = u->full_page_size;
+}
+
+static int ev_usage_add(struct ev_run *r)
+{
+	for (int i = 0; i < r->n_pol; i++) {
+		struct llm_kv_usage u;
+		int ret = llm_kv_policy_usage(r->pol[i].kv, 0, &u);
+
+		if (ret)
+			return ret;
+		usage_add(&r->pol[i].u, &u);
+	}
+	return 0;
+}
+
+/* one chunk: prefill @prefix tokens, decode the rest teacher-forced */
+static int ev_chunk(struct ev_run *r, const int32_t *tok, int ctx, int prefix)
+{
+	int ret = ev_caches(r, ctx);
+
+	if (!ret)
+		ret = ev_feed(r, tok, prefix, true);
+	for (int t = prefix; !ret && t < ctx; t++) {
+		if (t > prefix)
+			ret = ev_feed(r, &tok[t - 1], 1, true);
+		if (!ret)
+			ev_score(r, tok[t]);
+		if (!ret && isatty(2) && (t - prefix) % 64 == 0)
+			fprintf(stderr, "\r  %d/%d", t - prefix + 1,
+				ctx - prefix);
+	}
+	if (isatty(2))
+		fputc('\r', stderr);
+	return ret ? ret : ev_usage_add(r);
+}
+
+/* the whole text file, tokenized */
+static int ev_text(struct ev_run *r, const char *path, int32_t **ids,
+		   size_t *n)
+{
+	FILE *f = fopen(path, "rb");
+	size_t len = 0, cap = 1 << 20, got;
+	char *buf = malloc(cap);
+	int ret = 0;
+
+	if (!f || !buf) {
+		ret = f ? -ENOMEM : -errno;
+		fprintf(stderr, "kvmm eval %s: %s: %s\n", r->who, path,
+			strerror(-ret));
+		goto out;
+	}
+	while ((got = fread(buf + len, 1, cap - len, f)) > 0) {
+		len += got;
+		if (len == cap) {
+			char *nb = cap < (1u << 30) ? realloc(buf, 2 * cap)
+						    : NULL;
+
+			if (!nb) {
+				fprintf(stderr, "kvmm eval %s: %s: larger "
+					"than 1 GiB\n", r->who, path);
+				ret = -EFBIG;
+				goto out;
+			}
+			buf = nb;
+			cap *= 2;
+		}
+	}
+	if (ferror(f)) {
+		ret = -EIO;
+		fprintf(stderr, "kvmm eval %s: %s: read error\n", r->who, path);
+		goto out;
+	}
+	*ids = malloc((len + 1) * sizeof(int32_t));
+	if (!*ids) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	ret = llm_tok_encode(r->m->tok, buf, len, 0, *ids, len + 1, n);
+	if (ret)
+		fprintf(stderr, "kvmm eval %s: %s: not text the tokenizer "
+			"takes: %s\n", r->who, path, strerror(-ret));
+out:
+	if (f)
+		fclose(f);
+	free(buf);
+	return ret;
+}
+
+static double ev_ppl_of(const struct ev_pol *p)
+{
+	return p->n ? exp(p->nll / (double)p->n) : 0.0;
+}
+
+static void ev_print_ppl(const struct ev_run *r, const struct ev_opts *o,
+			 FILE *f, bool json)
+{
+	double ppl0 = ev_ppl_of(&r->pol[0]);
+
+	if (!json)
+		fprintf(f, "%-58s %9s %8s %7s %8s %8s %8s\n", "policy", "ppl",
+			"d-ppl%", "top1%", "KL", "logical", "physical");
+	for (int i = 0; i < r->n_pol; i++) {
+		const struct ev_pol *p = &r->pol[i];
+		double ppl = ev_ppl_of(p), n = p->n ? (double)p->n : 1;
+
+		if (!json) {
+			fprintf(f, "%-58s %9.4f %+8.3f %7.2f %8.5f %7.2fx "
+				"%7.2fx\n", p->spec, ppl,
+				100.0 * (ppl / ppl0 - 1.0), 100.0 * p->agree / n,
+				p->kl / n, llm_kv_logical_ratio(&p->u),
+				llm_kv_physical_ratio(&p->u));
+			continue;
+		}
+		fprintf(f, "{\"model\": \"%s\", \"context\": %lu, \"prefix\": "
+			"%lu, \"chunks\": %lu, \"policy\": \"%s\", "
+			"\"kind\": \"%s\", \"scored\": %lu, \"ppl\": %.6f, "
+			"\"delta_pct\": %.4f, \"top1\": %.5f, \"kl\": %.6f, "
+			"\"logical_ratio\": %.4f, \"physical_ratio\": %.4f, "
+			"\"tokens\": [%lu, %lu], \"pruned\": %lu, "
+			"\"pages\": [%lu, %lu], \"page_size\": %lu}\n",
+			o->model, o->context, o->prefix, o->chunks, p->spec,
+			llm_policy_name(p->p.kind), p->n, ppl,
+			100.0 * (ppl / ppl0 - 1.0), p->agree / n, p->kl / n,
+			llm_kv_logical_ratio(&p->u),
+			llm_kv_physical_ratio(&p->u), p->u.tokens[0],
+			p->u.tokens[1], p->u.pruned, p->u.pages[0],
+			p->u.pages[1], p->u.page_size);
+	}
+}
+
+enum {
+	OPT_MODEL = 256, OPT_TEXT, OPT_CONTEXT, OPT_PREFIX, OPT_CHUNKS,
+	OPT_POLICY, OPT_THREADS, OPT_JSON, OPT_OUT, OPT_LENGTHS, OPT_DEPTHS,
+	OPT_TRIALS, OPT_SEED, OPT_HELP,
+};
+
+static const struct option ev_longopts[] = {
+	{ "model", required_argument, NULL, OPT_MODEL },
+	{ "text", required_argument, NULL, OPT_TEXT },
+	{ "context", required_argument, NULL, OPT_CONTEXT },
+	{ "prefix", required_argument, NULL, OPT_PREFIX },
+	{ "chunks", required_argument, NULL, OPT_CHUNKS },
+	{ "policy", required_argument, NULL, OPT_POLICY },
+	{ "threads", required_argument, NULL, OPT_THREADS },
+	{ "json", no_argument, NULL, OPT_JSON },
+	{ "out", required_argument, NULL, OPT_OUT },
+	{ "lengths", required_argument, NULL, OPT_LENGTHS },
+	{ "depths", required_argument, NULL, OPT_DEPTHS },
+	{ "trials", required_argument, NULL, OPT_TRIALS },
+	{ "seed", required_argument, NULL, OPT_SEED },
+	{ "help", no_argument, NULL, OPT_HELP },
+	{ NULL, 0, NULL, 0 },
+};
+
+static const char ev_help[] =
+	"usage: kvmm eval ppl --model M --text FILE [options]\n"
+	"       kvmm eval needle --model M [options]\n"
+	"       kvmm eval sweep --model M --text FILE --out FILE.jsonl "
+	"[options]\n"
+	"  --policy SPEC     a policy to compare with full (repeatable):\n"
+	"                    full, uniform[:tier=k4v4], diffkv[:prune=A,\n"
+	"                    quant=B,hi=k8v4,lo=k4v2,window=64,score=64],\n"
+	"                    kvcompress[:rate=R,window=64,score=32,\n"
+	"                    interval=16,sinks=0]\n"
+	"  --context N       tokens per chunk (ppl, sweep; 2048)\n"
+	"  --prefix P        tokens prefilled, the rest decoded (N/2)\n"
+	"  --chunks K        consecutive chunks of the text (1)\n"
+	"  --lengths L,...   needle: prompt lengths (512,1024,2048)\n"
+	"  --depths D,...    needle: depths in percent (0,25,50,75,100)\n"
+	"  --trials T        needle: pass keys per cell (2)\n"
+	"  --seed S          needle: seed of the pass keys (1)\n"
+	"  --threads N       CPU threads (all available)\n"
+	"  --json            JSON lines instead of a table\n"
+	"  --out FILE        sweep: JSON lines written here\n";
+
+/* "a,b,c" into @v; -EINVAL with a message when out of [lo, hi] */
+static int parse_list(const char *opt, const char *s, uint64_t lo,
+		      uint64_t hi, uint64_t *v, int *n)
+{
+	char buf[256], *tok, *save = NULL;
+
+	if (strlen(s) >= sizeof(buf))
+		goto bad;
+	strcpy(buf, s);
+	*n = 0;
+	for (tok = strtok_r(buf, ",", &save); tok;
+	     tok = strtok_r(NULL, ",", &save)) {
+		if (*n == EV_MAX_GRID ||
+		    kvmm_parse_u64(opt, tok, lo, hi, &v[*n]))
+			goto bad;
+		(*n)++;
+	}
+	if (*n)
+		return 0;
+bad:
+	fprintf(stderr, "kvmm eval: %s: '%s' is not a list of at most %d "
+		"numbers in [%lu, %lu]\n", opt, s, EV_MAX_GRID, lo, hi);
+	return -EINVAL;
+}
+
+/* Return: 0, 1 for --help, -EINVAL. */
+static int ev_parse(const char *who, int argc, char **argv,
+		    struct ev_opts *o)
+{
+	int c;
+
+	memset(o, 0, sizeof(*o));
+	o->context = 2048;
+	o->chunks = 1;
+	o->trials = 2;
+	o->seed = 1;
+	parse_list("--lengths", "512,1024,2048", 1, LLM_MAX_CTX, o->lengths,
+		   &o->n_len);
+	parse_list("--depths", "0,25,50,75,100", 0, 100, o->depths,
+		   &o->n_depth);
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", ev_longopts, NULL)) != -1) {
+		int ret = 0;
+
+		switch (c) {
+		case OPT_MODEL:
+			o->model = optarg;
+			break;
+		case OPT_TEXT:
+			o->text = optarg;
+			break;
+		case OPT_OUT:
+			o->out = optarg;
+			break;
+		case OPT_CONTEXT:
+			ret = kvmm_parse_u64("--context", optarg, 2,
+					     LLM_MAX_CTX, &o->context);
+			break;
+		case OPT_PREFIX:
+			ret = kvmm_parse_u64("--prefix", optarg, 1,
+					     LLM_MAX_CTX, &o->prefix);
+			break;
+		case OPT_CHUNKS:
+			ret = kvmm_parse_u64("--chunks", optarg, 1, 4096,
+					     &o->chunks);
+			break;
+		case OPT_THREADS:
+			ret = kvmm_parse_u64("--threads", optarg, 1, 256,
+					     &o->threads);
+			break;
+		case OPT_TRIALS:
+			ret = kvmm_parse_u64("--trials", optarg, 1, 1000,
+					     &o->trials);
+			break;
+		case OPT_SEED:
+			ret = kvmm_parse_u64("--seed", optarg, 0, UINT64_MAX,
+					     &o->seed);
+			break;
+		case OPT_LENGTHS:
+			ret = parse_list("--lengths", optarg, 64, LLM_MAX_CTX,
+					 o->lengths, &o->n_len);
+			break;
+		case OPT_DEPTHS:
+			ret = parse_list("--depths", optarg, 0, 100, o->depths,
+					 &o->n_depth);
+			break;
+		case OPT_POLICY:
+			if (o->n_spec == EV_MAX_POL - 1) {
+				fprintf(stderr, "kvmm eval: --policy: at most "
+					"%d\n", EV_MAX_POL - 1);
+				return -EINVAL;
+			}
+			o->spec[o->n_spec++] = optarg;
+			break;
+		case OPT_JSON:
+			o->json = true;
+			break;
+		case OPT_HELP:
+			fputs(ev_help, stdout);
+			return 1;
+		default:
+			fputs(ev_help, stderr);
+			return -EINVAL;
+		}
+		if (ret)
+			return ret;
+	}
+	if (optind < argc || !o->model) {
+		fprintf(stderr, "kvmm eval %s: %s\n%s", who,
+			optind < argc ? "unexpected argument" :
+					"--model is required", ev_help);
+		return -EINVAL;
+	}
+	if (!o->prefix)
+		o->prefix = o->context / 2;
+	if (o->prefix >= o->context) {
+		fprintf(stderr, "kvmm eval %s: --prefix %lu must be below "
+			"--context %lu\n", who, o->prefix, o->context);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* ppl over @o's chunks; results in @r */
+static int ev_ppl_run(struct ev_run *r, const struct ev_opts *o)
+{
+	int32_t *ids = NULL;
+	size_t n = 0;
+	int ret;
+
+	if (!o->text) {
+		fprintf(stderr, "kvmm eval %s: --text is required\n", r->who);
+		return -EINVAL;
+	}
+	if (o->context > r->m->cfg.n_ctx) {
+		fprintf(stderr, "kvmm eval %s: --context %lu is longer than "
+			"the model's context (%u)\n", r->who, o->context,
+			r->m->cfg.n_ctx);
+		return -EINVAL;
+	}
+	ret = ev_text(r, o->text, &ids, &n);
+	if (ret)
+		goto out;
+	if (n < o->context * o->chunks) {
+		fprintf(stderr, "kvmm eval %s: %s: %zu tokens, shorter than "
+			"--chunks %lu x --context %lu\n", r->who, o->text, n,
+			o->chunks, o->context);
+		ret = -EINVAL;
+		goto out;
+	}
+	for (uint64_t c = 0; !ret && c < o->chunks; c++)
+		ret = ev_chunk(r, ids + c * o->context, (int)o->context,
+			       (int)o->prefix);
+out:
+	free(ids);
+	return ret;
+}
+
+static int cmd_eval_ppl(int argc, char **argv)
+{
+	struct ev_run r = { .who = "ppl" };
+	struct ev_opts o;
+	int ret = ev_parse("ppl", argc, argv, &o);
+
+	if (ret)
+		return ret > 0 ? 0 : 2;
+	ret = ev_load(&r, &o);
+	if (!ret)
+		ret = ev_policies(&r, &o);
+	if (!ret)
+		ret = ev_ppl_run(&r, &o);
+	if (!ret)
+		ev_print_ppl(&r, &o, stdout, o.json);
+	ev_fini(&r);
+	return ret == -EINVAL ? 2 : ret ? 1 : 0;
+}
+
+/*
+ * The sweep's grid: full, uniform at three precisions, diffkv over
+ * DiffKV's threshold ranges, kvcompress over rates.
+ */
+static const char *const sweep_grid[] = {
+	"uniform:tier=k8v8", "uniform:tier=k8v4", "uniform:tier=k4v4",
+	"uniform:tier=k4v2",
+	"diffkv:prune=0,quant=0.5", "diffkv:prune=0.02,quant=1",
+	"diffkv:prune=0.02,quant=2", "diffkv:prune=0.05,quant=1",
+	"diffkv:prune=0.05,quant=2", "diffkv:prune=0.1,quant=2",
+	"diffkv:prune=0.1,quant=4", "diffkv:prune=0.2,quant=5",
+	"kvcompress:rate=1.5", "kvcompress:rate=2", "kvcompress:rate=3",
+	"kvcompress:rate=4", "kvcompress:rate=6",
+};
+
+static int cmd_eval_sweep(int argc, char **argv)
+{
+	struct ev_run r = { .who = "sweep" };
+	struct ev_opts o;
+	FILE *f = NULL;
+	int ret = ev_parse("sweep", argc, argv, &o);
+
+	if (ret)
+		return ret > 0 ? 0 : 2;
+	if (!o.out) {
+		fprintf(stderr, "kvmm eval sweep: --out is required\n");
+		return 2;
+	}
+	if (!o.n_spec)
+		for (size_t i = 0; i < ARRAY_SIZE(sweep_grid); i++)
+			o.spec[o.n_spec++] = sweep_grid[i];
+	f = fopen(o.out, "w");
+	if (!f) {
+		fprintf(stderr, "kvmm eval sweep: %s: %s\n", o.out,
+			strerror(errno));
+		return 1;
+	}
+	ret = ev_load(&r, &o);
+	if (!ret)
+		ret = ev_policies(&r, &o);
+	if (!ret)
+		ret = ev_ppl_run(&r, &o);
+	if (!ret) {
+		ev_print_ppl(&r, &o, f, true);
+		ev_print_ppl(&r, &o, stdout, o.json);
+	}
+	if (fclose(f) && !ret) {
+		fprintf(stderr, "kvmm eval sweep: %s: %s\n", o.out,
+			strerror(errno));
+		ret = -EIO;
+	}
+	ev_fini(&r);
+	return ret == -EINVAL ? 2 : ret ? 1 : 0;
+}
+
+/* tokens of @s appended to @ids */
+static int ev_put(struct ev_run *r, const char *s, int32_t *ids, size_t cap,
+		  size_t *n)
+{
+	size_t got = 0;
+	int ret = llm_tok_encode(r->m->tok, s, strlen(s), 0, ids + *n,
+				 cap - *n, &got);
+
+	*n += got;
+	return ret;
+}
+
+/*
+ * The pass-key prompt of the landmark-attention paper: an instruction,
+ * filler sentences around "The pass key is K. Remember it. K is the pass
+ * key." at @depth percent, a question. About @len tokens.
+ */
+static int ev_needle_prompt(struct ev_run *r, uint64_t len, uint64_t depth,
+			    const char *key, int32_t *ids, size_t cap,
+			    size_t *n)
+{
+	static const char head[] =
+		"There is an important info hidden inside a lot of "
+		"irrelevant text. Find it and memorize it. I will quiz you "
+		"about the important information there.\n";
+	static const char filler[] =
+		" The grass is green. The sky is blue. The sun is yellow. "
+		"Here we go. There and back again.";
+	static const char tail[] =
+		"\nWhat is the pass key? The pass key is";
+	char needle[128];
+	int32_t fill[64];
+	size_t nf = 0, nh = 0, nt = 0, nn = 0, body, at;
+	int32_t tmp[128];
+	int ret;
+
+	snprintf(needle, sizeof(needle), " The pass key is %s. Remember it. "
+		 "%s is the pass key.", key, key);
+	ret = ev_put(r, filler, fill, ARRAY_SIZE(fill), &nf);
+	ret = ret ?: ev_put(r, head, tmp, ARRAY_SIZE(tmp), &nh);
+	ret = ret ?: ev_put(r, tail, tmp, ARRAY_SIZE(tmp), &nt);
+	ret = ret ?: ev_put(r, needle, tmp, ARRAY_SIZE(tmp), &nn);
+	if (ret || !nf)
+		return ret ?: -EINVAL;
+	if (len < nh + nt + nn + nf || len > cap) {
+		fprintf(stderr, "kvmm eval needle: --lengths %lu: too short "
+			"for the prompt (at least %zu tokens)\n", len,
+			nh + nt + nn + nf);
+		return -EINVAL;
+	}
+	body = (len - nh - nt - nn) / nf;	/* filler sentences */
+	at = (body * depth + 50) / 100;
+	*n = 0;
+	ret = ev_put(r, head, ids, cap, n);
+	for (size_t i = 0; !ret && i <= body; i++) {
+		if (i == at)
+			ret = ev_put(r, needle, ids, cap, n);
+		if (!ret && i < body) {
+			memcpy(ids + *n, fill, nf * sizeof(int32_t));
+			*n += nf;
+		}
+	}
+	return ret ?: ev_put(r, tail, ids, cap, n);
+}
+
+/* greedy answer of every policy to @ids; hits counted per policy */
+static int ev_needle_one(struct ev_run *r, const int32_t *ids, size_t n,
+			 const char *key)
+{
+	int32_t out[10][EV_MAX_POL];
+	int ret = ev_caches(r, (int)n + 16), amax;
+
+	if (!ret)
+		ret = ev_feed(r, ids, (int)n, true);
+	for (int t = 0; !ret && t < 10; t++) {
+		for (int i = 0; i < r->n_pol; i++) {
+			lse(r->pol[i].logits, (int)r->m->cfg.n_vocab, &amax);
+			out[t][i] = amax;
+		}
+		if (t < 9)
+			ret = ev_feed(r, out[t], 1, false);
+	}
+	for (int i = 0; !ret && i < r->n_pol; i++) {
+		int32_t ans[10];
+		char text[128];
+		size_t len = 0;
+
+		for (int t = 0; t < 10; t++)
+			ans[t] = out[t][i];
+		ret = llm_tok_decode(r->m->tok, ans, 10, LLM_TOK_SKIP_SPECIAL,
+				     text, sizeof(text) - 1, &len);
+		if (ret)
+			break;
+		text[len] = '\0';
+		r->pol[i].hits += strstr(text, key) != NULL;
+		r->pol[i].tries++;
+	}
+	return ret;
+}
+
+static int cmd_eval_needle(int argc, char **argv)
+{
+	struct ev_run r = { .who = "needle" };
+	uint64_t rng;
+	int32_t *ids = NULL;
+	struct ev_opts o;
+	uint64_t cap = 0;
+	int ret = ev_parse("needle", argc, argv, &o);
+
+	if (ret)
+		return ret > 0 ? 0 : 2;
+	rng = o.seed * 0x9e3779b97f4a7c15ULL + 1;
+	for (int i = 0; i < o.n_len; i++)
+		cap = o.lengths[i] > cap ? o.lengths[i] : cap;
+	ret = ev_load(&r, &o);
+	if (!ret)
+		ret = ev_policies(&r, &o);
+	if (!ret && cap + 16 > r.m->cfg.n_ctx) {
+		fprintf(stderr, "kvmm eval needle: --lengths %lu: longer than "
+			"the model's context (%u) less 16\n", cap,
+			r.m->cfg.n_ctx);
+		ret = -EINVAL;
+	}
+	if (!ret && !(ids = malloc(cap * sizeof(int32_t))))
+		ret = -ENOMEM;
+	if (!ret && !o.json)
+		printf("%-58s %7s %6s %9s\n", "policy", "length", "depth",
+		       "accuracy");
+	for (int li = 0; !ret && li < o.n_len; li++) {
+		for (int di = 0; !ret && di < o.n_depth; di++) {
+			for (int i = 0; i < r.n_pol; i++)
+				r.pol[i].hits = r.pol[i].tries = 0;
+			for (uint64_t t = 0; !ret && t < o.trials; t++) {
+				char key[16];
+				size_t n;
+
+				snprintf(key, sizeof(key), "%05lu",
+					 kvmm_rand(&rng) % 100000);
+				ret = ev_needle_prompt(&r, o.lengths[li],
+						       o.depths[di], key, ids,
+						       cap, &n);
+				if (!ret)
+					ret = ev_needle_one(&r, ids, n, key);
+			}
+			for (int i = 0; !ret && i < r.n_pol; i++) {
+				const struct ev_pol *p = &r.pol[i];
+				double acc = (double)p->hits / p->tries;
+
+				if (o.json)
+					printf("{\"policy\": \"%s\", "
+					       "\"length\": %lu, \"depth\": "
+					       "%lu, \"accuracy\": %.4f, "
+					       "\"trials\": %lu}\n", p->spec,
+					       o.lengths[li], o.depths[di],
+					       acc, p->tries);
+				else
+					printf("%-58s %7lu %5lu%% %8.1f%%\n",
+					       p->spec, o.lengths[li],
+					       o.depths[di], 100.0 * acc);
+			}
+		}
+	}
+	free(ids);
+	ev_fini(&r);
+	return ret == -EINVAL ? 2 : ret ? 1 : 0;
+}
+
+static const struct kvmm_cmd eval_cmds[] = {
+	{ "ppl", cmd_eval_ppl, "teacher-forced perplexity against full" },
+	{ "needle", cmd_eval_needle, "pass-key retrieval per length/depth" },
+	{ "sweep", cmd_eval_sweep, "a grid of policies, JSON lines" },
+};
+
+/**
+ * cmd_eval() - `kvmm eval ppl|needle|sweep`
+ * @argc: argument count
+ * @argv: arguments, argv[0] = "eval"
+ *
+ * Return: exit status: 0, 1 when the run failed, 2 for a bad command line.
+ */
+int cmd_eval(int argc, char **argv)
+{
+	return kvmm_dispatch("kvmm eval", eval_cmds, ARRAY_SIZE(eval_cmds),
+			     argc, argv);
+}

@@ -161,8 +161,8 @@ check-san:
 model:
 	$(Q)tools/model-fetch.sh
 
-# README's first command: build, fetch the model if absent, generate. The
-# executor runs on the CPU until the CUDA executor exists.
+# README's first command: build, fetch the model if absent, generate: on the
+# GPU when the build has CUDA and a device answers, else on the CPU.
 RUN_MODEL := models/SmolLM2-135M-Instruct.Q4_1.gguf
 RUN_PROMPT := What are three tips for staying healthy?
 

@@ -22,8 +22,13 @@
 #include "kvmm.h"
 #include "model.h"
 #include "tokenizer.h"
+#ifdef KVMM_HAVE_CUDA
+#include "forward_cuda.h"
+#endif
 
 #define GEN_MAX_STOP 8
+
+enum gen_device { GEN_DEV_AUTO, GEN_DEV_CPU, GEN_DEV_CUDA };
 
 struct gen_opts {
 	const char *model;
@@ -34,6 +39,7 @@ struct gen_opts {
 	bool json;
 	uint64_t max_tokens;
 	uint64_t threads; /* 0: every CPU we may run on */
+	int device;	  /* enum gen_device */
 	uint64_t seed;
 	struct kvk_sample_cfg sample;
 	const char *stop[GEN_MAX_STOP];
@@ -69,7 +75,8 @@ struct gen_seq {
 struct gen_run {
 	struct llm_config cfg;
 	struct llm_tok *tok;
-	struct llm_cpu *cpu;
+	struct llm_cpu *cpu;	/* the executor: this one ... */
+	struct llm_cuda *gpu;	/* ... or this one */
 	struct llm_kv *kv;
 	struct gen_seq *seq;
 	int n_seq;
@@ -91,7 +98,7 @@ static const char gen_usage[] =
 	"  --system TEXT       system message (with --chat)\n"
 	"  --max-tokens N      tokens to generate at most (256)\n"
 	"  --device D          auto, cpu or cuda (auto: cuda when built\n"
-	"                      and a GPU answers, else cpu; today cpu)\n"
+	"                      with CUDA and a GPU answers, else cpu)\n"
 	"  --threads N         CPU threads (all available)\n"
 	"  --temperature T     0 is greedy (0)\n"
 	"  --top-k K           keep the K most likely tokens, 0 all (0)\n"
@@ -176,15 +183,18 @@ static int gen_parse(int argc, char **argv, struct gen_opts *o)
 				return -EINVAL;
 			break;
 		case OPT_DEVICE:
-			/* auto: the GPU when its executor exists, else cpu */
-			if (!strcmp(optarg, "auto"))
-				break;
-			if (!strcmp(optarg, "cuda")) {
+			if (!strcmp(optarg, "auto")) {
+				o->device = GEN_DEV_AUTO;
+			} else if (!strcmp(optarg, "cpu")) {
+				o->device = GEN_DEV_CPU;
+			} else if (!strcmp(optarg, "cuda")) {
+#ifndef KVMM_HAVE_CUDA
 				fprintf(stderr, "kvmm generate: --device cuda: "
-					"the CUDA executor is not built yet\n");
+					"this kvmm was built without CUDA\n");
 				return -EINVAL;
-			}
-			if (strcmp(optarg, "cpu")) {
+#endif
+				o->device = GEN_DEV_CUDA;
+			} else {
 				fprintf(stderr, "kvmm generate: --device: '%s' "
 					"is not auto, cpu or cuda\n", optarg);
 				return -EINVAL;
@@ -274,6 +284,57 @@ static int gen_threads(const struct gen_opts *o)
  * open the model (GGUF file or Hugging Face directory), load the weights
  * for the CPU and keep the tokenizer; the files are closed after
  */
+/* whether to run on the GPU: asked for, or auto and a device answers */
+static bool gen_use_cuda(const struct gen_opts *o)
+{
+#ifdef KVMM_HAVE_CUDA
+	char why[128];
+
+	if (o->device == GEN_DEV_CUDA)
+		return true;
+	return o->device == GEN_DEV_AUTO && !kvrt_cuda_probe(why, sizeof(why));
+#else
+	(void)o;
+	return false;
+#endif
+}
+
+static int gen_load_cuda(struct gen_run *r, const struct llm_model *m,
+			 char *err, size_t len)
+{
+#ifdef KVMM_HAVE_CUDA
+	return llm_cuda_load(&m->cfg, &m->w, NULL, &r->gpu, err, len);
+#else
+	(void)r, (void)m, (void)err, (void)len;
+	return -ENODEV;
+#endif
+}
+
+/* one step on whichever executor was loaded */
+static int gen_forward(struct gen_run *r, const struct llm_batch *b,
+		       float *logits)
+{
+#ifdef KVMM_HAVE_CUDA
+	if (r->gpu)
+		return llm_cuda_forward(r->gpu, r->kv, b, logits);
+#endif
+	return llm_cpu_forward(r->cpu, r->kv, b, logits);
+}
+
+static uint64_t gen_weight_bytes(const struct gen_run *r)
+{
+#ifdef KVMM_HAVE_CUDA
+	if (r->gpu)
+		return llm_cuda_weight_bytes(r->gpu);
+#endif
+	return llm_cpu_weight_bytes(r->cpu);
+}
+
+static int gen_threads_used(const struct gen_run *r)
+{
+	return r->cpu ? llm_cpu_threads(r->cpu) : 0;
+}
+
 static int gen_load(struct gen_run *r, const struct gen_opts *o)
 {
 	char err[LLM_GGUF_ERR_MAX + 64] = "";
@@ -296,8 +357,11 @@ static int gen_load(struct gen_run *r, const struct gen_opts *o)
 	}
 	r->cfg = m->cfg;
 	r->gen = m->gen;
-	ret = llm_cpu_load(&m->cfg, &m->w, gen_threads(o), &r->cpu, err,
-			   sizeof(err));
+	if (gen_use_cuda(o))
+		ret = gen_load_cuda(r, m, err, sizeof(err));
+	else
+		ret = llm_cpu_load(&m->cfg, &m->w, gen_threads(o), &r->cpu,
+				   err, sizeof(err));
 	if (!ret) {
 		r->tok = m->tok;
 		m->tok = NULL;
@@ -520,7 +584,7 @@ static int gen_loop(struct gen_run *r, const struct gen_opts *o,
 		off += r->seq[i].n_prompt;
 	}
 	t0 = kvmm_now_us();
-	ret = llm_cpu_forward(r->cpu, r->kv, &b, st->logits);
+	ret = gen_forward(r, &b, st->logits);
 	r->prefill_us = kvmm_now_us() - t0;
 	n = r->n_seq;
 	t0 = kvmm_now_us();
@@ -546,7 +610,7 @@ static int gen_loop(struct gen_run *r, const struct gen_opts *o,
 				"sequences running ", r->decode_tok, n,
 				r->n_seq);
 		b.n_seq = n;
-		ret = llm_cpu_forward(r->cpu, r->kv, &b, st->logits);
+		ret = gen_forward(r, &b, st->logits);
 		r->decode_tok += n;
 	}
 	r->decode_us = kvmm_now_us() - t0;
@@ -631,7 +695,7 @@ static void gen_summary(const struct gen_run *r, const struct gen_opts *o)
 	if (o->json) {
 		printf("{\"summary\": true, \"model\": ");
 		json_str(stdout, o->model, strlen(o->model));
-		printf(", \"device\": \"cpu\", \"threads\": %d, "
+		printf(", \"device\": \"%s\", \"threads\": %d, "
 		       "\"sequences\": %d, \"prompt_tokens\": %zu, "
 		       "\"generated_tokens\": %zu, \"load_s\": %.3f, "
 		       "\"prefill_s\": %.3f, \"prefill_tok_s\": %.2f, "
@@ -639,7 +703,8 @@ static void gen_summary(const struct gen_run *r, const struct gen_opts *o)
 		       "\"kv\": \"%s\", \"kv_bytes\": %llu, "
 		       "\"kv_page_bytes\": %llu, \"kv_pages\": [%llu, %llu], "
 		       "\"weight_bytes\": %llu, \"peak_rss_mb\": %.1f}\n",
-		       llm_cpu_threads(r->cpu), r->n_seq, n_prompt, n_gen,
+		       r->gpu ? "cuda" : "cpu", gen_threads_used(r), r->n_seq,
+		       n_prompt, n_gen,
 		       r->load_us / 1e6, r->prefill_us / 1e6, pre_tps,
 		       r->decode_us / 1e6, dec_tps,
 		       ks.paged ? "paged" : "contig",
@@ -647,28 +712,33 @@ static void gen_summary(const struct gen_run *r, const struct gen_opts *o)
 		       (unsigned long long)ks.page_size,
 		       (unsigned long long)ks.pages_used[0],
 		       (unsigned long long)ks.pages_used[1],
-		       (unsigned long long)llm_cpu_weight_bytes(r->cpu), rss_mb);
+		       (unsigned long long)gen_weight_bytes(r), rss_mb);
 		return;
 	}
 	fprintf(stderr,
-		"\n-- kvmm generate: cpu, %d threads, %s, %d sequence%s%s%s\n"
-		"   load          %8.2f s (weights %.1f MiB fp32)\n"
+		"\n-- kvmm generate: %s, %d threads, %s, %d sequence%s%s%s\n"
+		"   load          %8.2f s (weights %.1f MiB %s)\n"
 		"   prompt        %8zu tokens  %8.2f s  %8.1f tok/s (prefill)\n"
 		"   generated     %8zu tokens  %8.2f s  %8.1f tok/s (decode)\n"
 		"   KV cache      %8.1f MiB (%s)\n"
 		"   peak RSS      %8.1f MiB\n",
-		llm_cpu_threads(r->cpu), r->cfg.arch_name, r->n_seq,
+		r->gpu ? "cuda" : "cpu", gen_threads_used(r),
+		r->cfg.arch_name, r->n_seq,
 		r->n_seq > 1 ? "s" : "", r->n_seq > 1 ? "" : ", stop: ",
 		r->n_seq > 1 ? "" : r->seq[0].stop_reason, r->load_us / 1e6,
-		llm_cpu_weight_bytes(r->cpu) / 1048576.0, n_prompt,
+		gen_weight_bytes(r) / 1048576.0, r->gpu ? "fp16/bf16" : "fp32",
+		n_prompt,
 		r->prefill_us / 1e6, pre_tps, n_gen, r->decode_us / 1e6,
 		dec_tps, ks.bytes / 1048576.0, kvdesc, rss_mb);
 }
 
 static void gen_fini(struct gen_run *r)
 {
-	llm_kv_destroy(r->kv);
+	llm_kv_destroy(r->kv);	/* before the model it may refer to */
 	llm_cpu_free(r->cpu);
+#ifdef KVMM_HAVE_CUDA
+	llm_cuda_free(r->gpu);
+#endif
 	llm_tok_free(r->tok);
 	for (int i = 0; r->seq && i < r->n_seq; i++) {
 		free(r->seq[i].prompt);
@@ -968,6 +1038,17 @@ static int gen_kv(struct gen_run *r, const struct gen_opts *o)
 	if (r->max_new > r->cfg.n_ctx - need)
 		r->max_new = r->cfg.n_ctx - need;
 	need += r->max_new;
+#ifdef KVMM_HAVE_CUDA
+	if (r->gpu) {
+		/* the executor's own device pool of fp16 pages */
+		ret = llm_cuda_kv_create(r->gpu, r->n_seq, (int)need, &r->kv);
+		if (ret)
+			fprintf(stderr, "kvmm generate: device KV cache of %d x "
+				"%zu tokens: %s\n", r->n_seq, need,
+				strerror(-ret));
+		return ret;
+	}
+#endif
 	if (o->kv != GEN_KV_CONTIG) {
 		ret = llm_kv_paged_create(&r->cfg, r->n_seq, (int)need,
 					  &r->kv);
@@ -992,7 +1073,7 @@ out:
  * @argv: arguments, argv[0] = "generate"
  *
  * Return: exit status: 0, 1 when the model or the run failed, 2 for a bad
- * command line (or --device cuda, not built yet).
+ * command line (--device cuda in a build without CUDA included).
  */
 int cmd_generate(int argc, char **argv)
 {

@@ -15,7 +15,8 @@ RES=${OUT:-/tmp/kvmm-gpu}
 OUT=$(mktemp -d /tmp/kvmm-gpu-run.XXXXXX)
 B=${B:-build}
 mkdir -p "$RES"
-log=$OUT/gpu-suite.log
+# the log goes straight to $RES, so a run cut short still hands it back
+log=$RES/gpu-suite.log
 : >"$log"
 say() { echo "$@" | tee -a "$log"; }
 
@@ -78,4 +79,4 @@ done
 say ""
 say "== summary ($(cat "$OUT/gpu.txt" | cut -d, -f1))"
 for r in "${rows[@]}"; do say "$r"; done
-tar czf "$RES/gpu-logs.tgz" -C "$OUT" . && cp "$log" "$RES/gpu-suite.log"
+tar czf "$RES/gpu-logs.tgz" -C "$OUT" .

@@ -198,7 +198,8 @@ int kvk_attn_decode_cpu(const struct kvk_attn_args *a, void *stream)
 
 					for (uint32_t e = 0; e < hd; e++)
 						oo[e] += p * v[e];
-					best = fmaxf(best, p);
+					best = kvk_attn_score_fold(
+						a->update_scores, best, p);
 				}
 				if (a->update_scores) {
 					float *sc = (float *)(pg +

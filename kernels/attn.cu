@@ -263,7 +263,9 @@ __global__ void __launch_bounds__(ATTN_WARPS * 32)
 		for (int g = 0; g < MAXG; g++) {
 			if (g >= (int)G)
 				break;
-			best = fmaxf(best, expf(lg[g] - fin_m[g]) / fin_l[g]);
+			best = kvk_attn_score_fold(a.update_scores, best,
+						   expf(lg[g] - fin_m[g]) /
+							   fin_l[g]);
 		}
 		if (lane == 0)
 			*((float *)(pg + a.tier[tier].score_off) + slot) += best;
@@ -864,9 +866,10 @@ __global__ void kvk_attn_v2_scores(const kvk_attn_args a, const kvk_attn_work w)
 			float best = 0.0f;
 
 			for (uint32_t g = 0; g < G; g++)
-				best = fmaxf(best, exp2f(lg[g * hstride +
-							    p * w.tstride + i] -
-							 lse[g]));
+				best = kvk_attn_score_fold(
+					a.update_scores, best,
+					exp2f(lg[g * hstride + p * w.tstride +
+						 i] - lse[g]));
 			sc[i] += best;
 		}
 	}

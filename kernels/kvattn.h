@@ -22,6 +22,20 @@ extern "C" {
 
 #define KVK_ATTN_MAX_GROUP 8	/* query heads per kv-head */
 
+/* kvk_attn_args.update_scores */
+#define KVK_ATTN_SCORE_MAX 1	/* max over the group of p (DiffKV) */
+#define KVK_ATTN_SCORE_SUMSQ 2	/* sum over the group of p^2 (KV-Compress) */
+
+/* one query head's probability @p folded into a token's running @acc */
+#ifdef __CUDACC__
+__host__ __device__
+#endif
+static inline float kvk_attn_score_fold(int mode, float acc, float p)
+{
+	return mode == KVK_ATTN_SCORE_SUMSQ ? acc + p * p
+					    : (p > acc ? p : acc);
+}
+
 /*
  * struct kvk_attn_tier - how one tier's tokens sit in a page: the formats
  * and the segment offsets of struct kva_layout (allocator/kva.h).
@@ -62,8 +76,11 @@ struct kvk_attn_args {
 	const uint32_t *list_base; /* [nr_seqs] */
 	struct kvk_attn_tier tier[2]; /* [0] high, [1] low */
 	/*
-	 * When set, each token's score field gains the largest attention
-	 * probability any query head of its group gave it in this call.
+	 * KVK_ATTN_SCORE_MAX (1, or any non-zero value but the next): each
+	 * token's score field gains the largest attention probability any
+	 * query head of its group gave it in this call (DiffKV).
+	 * KVK_ATTN_SCORE_SUMSQ: it gains the sum over the group's query heads
+	 * of the squared probability (KV-Compress's L2 metric). 0: untouched.
 	 */
 	int update_scores;
 	/*

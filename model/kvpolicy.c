@@ -25,8 +25,9 @@
  * Decode (one token): before layer 0, kva_append() adds a page to every
  * tier whose last page is full; kvk_compress_decode_cpu() appends the new
  * token (demoting or pruning at most one old token per head under diffkv);
- * kvk_attn_decode_cpu() attends over both tiers and adds each token's
- * largest probability over its group to its score. Under kvcompress, every
+ * kvk_attn_decode_cpu() attends over both tiers and adds to each token's
+ * score its largest probability over the group (diffkv) or the sum over
+ * the group of its squared probabilities (kvcompress). Under kvcompress, every
  * @interval steps after the last layer, kvk_evict_cpu() frees whole pages
  * down to 1 / @rate of what the full policy would hold and kva_shrink()
  * gives them back.
@@ -376,8 +377,10 @@ static int step_decode(struct kvp *c, uint32_t s, uint32_t layer,
 		.tables = c->pool->table, .width = c->pool->width,
 		.ntokens = c->pool->ntokens, .list_base = &base,
 		.tier = { c->at[0], c->at[1] },
-		.update_scores = c->pol.kind == LLM_POLICY_DIFFKV ||
-				 c->pol.kind == LLM_POLICY_KVCOMPRESS,
+		.update_scores =
+			c->pol.kind == LLM_POLICY_DIFFKV ? KVK_ATTN_SCORE_MAX :
+			c->pol.kind == LLM_POLICY_KVCOMPRESS ?
+				KVK_ATTN_SCORE_SUMSQ : 0,
 	};
 	ret = kvk_attn_decode_cpu(&a, NULL);
 	if (ret || layer + 1 < (uint32_t)c->kv.n_layers)

@@ -26,7 +26,8 @@ static const struct kva_tier pairs[][2] = {
 	{ { 16, 16, 1, 1 }, { 4, 4, 2, 2 } },
 };
 
-static void expect(const struct attn_case *c, float *want, float *score_add)
+static void expect(const struct attn_case *c, float *want, float *score_add,
+		   int mode)
 {
 	const struct kvk_attn_args *a = &c->a;
 	uint32_t hd = a->head_dim, G = a->group;
@@ -65,7 +66,11 @@ static void expect(const struct attn_case *c, float *want, float *score_add)
 				float p = (float)(exp(lg[i] - mx) / sum);
 				float *s = &score_add[li * c->max_tokens + i];
 
-				*s = g ? fmaxf(*s, p) : p;
+				/* max of p (DiffKV) or sum of p^2 (KV-Compress) */
+				if (mode == KVK_ATTN_SCORE_SUMSQ)
+					*s = (g ? *s : 0.0f) + p * p;
+				else
+					*s = g ? fmaxf(*s, p) : p;
 			}
 			free(lg);
 		}
@@ -93,9 +98,11 @@ START_TEST(test_attn_cpu_vs_direct)
 			add = calloc(c.nr_lists * c.max_tokens, 4);
 			before = calloc(c.nr_lists * c.max_tokens, 4);
 			after = calloc(c.nr_lists * c.max_tokens, 4);
-			expect(&c, want, add);
+			/* both score modes, alternately */
+			c.a.update_scores = cases % 2 ? KVK_ATTN_SCORE_SUMSQ
+						      : KVK_ATTN_SCORE_MAX;
+			expect(&c, want, add, c.a.update_scores);
 			attn_read_scores(&c, c.pool, before);
-			c.a.update_scores = 1;
 			ck_assert_int_eq(kvk_attn_decode_cpu(&c.a, NULL), 0);
 			got = c.out;
 			err = attn_rel_l2(got, want, n);

@@ -70,7 +70,12 @@ static void run_case(struct attn_case *c, enum run_mode mode, double tol,
 	void *dout, *work = NULL;
 	double err;
 
-	c->a.update_scores = d.update_scores = mode != RUN_NOWORK;
+	static unsigned runs;
+
+	/* the two score modes in turn */
+	c->a.update_scores = d.update_scores =
+		mode == RUN_NOWORK ? 0 : runs++ % 2 ? KVK_ATTN_SCORE_SUMSQ
+						   : KVK_ATTN_SCORE_MAX;
 	if (mode == RUN_SPLIT) {
 		d.work_bytes = kvk_attn_work_bytes(&d);
 		CK_CUDA(cudaMalloc(&work, d.work_bytes ? d.work_bytes : 1));

@@ -879,12 +879,11 @@ __global__ void kvk_attn_v2_scores(const kvk_attn_args a, const kvk_attn_work w)
  * Measuring knobs, read once per process: KVMM_ATTN_MINB (blocks per SM
  * the head_dim-128 kernel is compiled for: 1 or 4), KVMM_ATTN_NT (tiles per
  * step with formats of at most 8 bits: 1 or 2), KVMM_ATTN_V1 (run version
- * 1). Unset: compiled for 1 block per SM (fp16 pages: 213 registers, 2
+ * 1). Unset: fp16 pages compiled for 1 block per SM (213 registers, 2
  * blocks fit; 95% of the read ceiling at 64 x 8K on an H100; MINB=4 costs
- * 24%) and 2 tiles per step: the configuration the GPU suite passed on.
- * Measured faster for formats of at most 8 bits, not yet run through the
- * GPU suite: MINB=4 NT=1 (128 registers, 68 bytes spilled: 51% of the
- * ceiling against 43%).
+ * 24%); formats of at most 8 bits for 4 blocks per SM and 1 tile per step
+ * (128 registers, 68 bytes spilled: 51% of the ceiling against 43% with
+ * MINB=1 NT=2, which KVMM_ATTN_MINB=1 KVMM_ATTN_NT=2 still select).
  */
 static int v2_knob(const char *name)
 {
@@ -906,8 +905,8 @@ static void v2_launch_main(const kvk_attn_args *a, const kvk_attn_work *w,
 	dim3 grid(a->nr_kv_heads, a->nr_seqs, w->splits);
 	int minb = v2_knob("KVMM_ATTN_MINB");
 
-	if (minb < 0)
-		minb = 1;
+	if (minb < 0)	/* quantized pages: occupancy beats spills */
+		minb = MAXB == 16 ? 1 : 4;
 	switch (a->head_dim) {
 	case 64:
 		kvk_attn_v2_kernel<64, T, MAXB, NT, 1>
@@ -936,7 +935,7 @@ static void v2_launch(const kvk_attn_args *a, const kvk_attn_work *w,
 	if (a->tier[0].kbits == 16 || a->tier[0].vbits == 16 ||
 	    a->tier[1].kbits == 16 || a->tier[1].vbits == 16)
 		v2_launch_main<T, 16, 1>(a, w, st);
-	else if (v2_knob("KVMM_ATTN_NT") == 1)
+	else if (v2_knob("KVMM_ATTN_NT") != 2)
 		v2_launch_main<T, 8, 1>(a, w, st);
 	else
 		v2_launch_main<T, 8, 2>(a, w, st);

@@ -373,7 +373,7 @@ __device__ __forceinline__ void gemv_unpack(uint4 u, const __nv_bfloat16 *,
  * 256 weights per warp per step, and the x values under them (fp32, from
  * L1/L2), for every token at once; fp32 accumulation, one warp reduction.
  */
-template <typename W, int T>
+template <typename W, int T, int DEPTH>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
 llm_gemv_kernel(const W *w, const float *x, long ldx, int n, int k,
 		const float *nw, float eps, struct llm_gemv_out o, float beta)
@@ -389,19 +389,19 @@ llm_gemv_kernel(const W *w, const float *x, long ldx, int n, int k,
 #pragma unroll
 	for (int t = 0; t < T; t++)
 		acc[t] = ss[t] = 0.0f;
-	/* GEMV_DEPTH loads of 16 bytes in flight per lane */
-	for (int c0 = lane * 8; c0 < k; c0 += 256 * GEMV_DEPTH) {
-		uint4 u[GEMV_DEPTH];
+	/* DEPTH loads of 16 bytes in flight per lane */
+	for (int c0 = lane * 8; c0 < k; c0 += 256 * DEPTH) {
+		uint4 u[DEPTH];
 
 #pragma unroll
-		for (int j = 0; j < GEMV_DEPTH; j++) {
+		for (int j = 0; j < DEPTH; j++) {
 			int c = c0 + 256 * j;
 
 			u[j] = c < k ? __ldcs((const uint4 *)(wr + c)) :
 				       make_uint4(0, 0, 0, 0);
 		}
 #pragma unroll
-		for (int j = 0; j < GEMV_DEPTH; j++) {
+		for (int j = 0; j < DEPTH; j++) {
 			int c = c0 + 256 * j;
 			float f[8];
 
@@ -456,6 +456,17 @@ llm_gemv_kernel(const W *w, const float *x, long ldx, int n, int k,
 						acc[t] + beta * y[t * o.ld[s]];
 }
 
+/*
+ * Loads in flight per lane: GEMV_DEPTH, or KVMM_GEMV_DEPTH=8 (a measuring
+ * knob, read at each launch so a test can compare both in one process).
+ */
+static int gemv_depth(void)
+{
+	const char *e = getenv("KVMM_GEMV_DEPTH");
+
+	return e && atoi(e) == 8 ? 8 : GEMV_DEPTH;
+}
+
 /**
  * llm_gemv_cuda() - y = beta * y + W x for a few tokens (decode GEMMs)
  * @w: [n][k] weights of @wdt, 16-byte aligned (device)
@@ -495,8 +506,18 @@ extern "C" int llm_gemv_cuda(const void *w, enum kvk_dtype wdt,
 	if (!ntok)
 		return 0;
 #define LAUNCH_T(W, T)                                                         \
-	llm_gemv_kernel<W, T><<<blocks, GEMV_WARPS * 32, 0, s>>>(              \
-		(const W *)w, x, ldx, n, k, nw, eps, *o, beta)
+	do {                                                                   \
+		if (gemv_depth() == 8)                                         \
+			llm_gemv_kernel<W, T, 8><<<blocks, GEMV_WARPS * 32, 0, \
+						   s>>>((const W *)w, x, ldx,  \
+							n, k, nw, eps, *o,     \
+							beta);                 \
+		else                                                           \
+			llm_gemv_kernel<W, T, GEMV_DEPTH>                      \
+				<<<blocks, GEMV_WARPS * 32, 0, s>>>(           \
+					(const W *)w, x, ldx, n, k, nw, eps,   \
+					*o, beta);                             \
+	} while (0)
 #define LAUNCH(W)                                                              \
 	do {                                                                   \
 		switch (ntok) {                                                \

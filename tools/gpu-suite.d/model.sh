@@ -2,10 +2,10 @@
 #
 # gpu-suite.d/model.sh - sourced by tools/gpu-suite.sh near its end (uses
 # its say and row helpers, $B and $OUT): the CUDA executor against Hugging
-# Face transformers on randomly initialised SmolLM2-135M, Qwen2 and Qwen3
-# shaped models (greedy tokens for 32 steps, logits), then the decode speed
-# of a Llama-3-8B-shaped random bf16 model against the time to read its
-# weights once. Standalone: B=build OUT=/tmp/x bash tools/gpu-suite.d/model.sh
+# Face transformers on randomly initialised SmolLM2-135M, Qwen2, Qwen3 and
+# Llama-3-8B shaped models (greedy tokens for 32 steps, logits), then the
+# decode speed of a Llama-3-8B-shaped random bf16 model against the time
+# to read its weights once. Standalone: B=build OUT=/tmp/x bash tools/gpu-suite.d/model.sh
 # (HF_ARCHS and BENCH_ARCH override the model lists; empty skips).
 
 if ! declare -F say >/dev/null; then
@@ -15,7 +15,7 @@ if ! declare -F say >/dev/null; then
 	OUT=${OUT:-/tmp/kvmm-model}
 	mkdir -p "$OUT"
 fi
-HF_ARCHS=${HF_ARCHS-smollm2,qwen2,qwen3}
+HF_ARCHS=${HF_ARCHS-smollm2,qwen2,qwen3,llama3-8b}
 BENCH_ARCH=${BENCH_ARCH-llama3-8b}
 hfd=$(mktemp -d /tmp/kvmm-hf.XXXXXX)
 
@@ -46,7 +46,7 @@ if [ -n "$BENCH_ARCH" ]; then
 		KVMM_BENCH_DIR=$hfd/$BENCH_ARCH CK_RUN_CASE=bench \
 			"$B/kvmm-check" --gpu forward_gpu >"$OUT/forward-bench.log" 2>&1
 		rc=$?
-		grep -E "decode|loaded|gemv|graphs|ATTN|Checks" "$OUT/forward-bench.log" |
+		grep -E "decode|loaded|gemv|graphs|ATTN|GEMV|Checks" "$OUT/forward-bench.log" |
 			tee -a "${log:-/dev/null}"
 		row "decode $BENCH_ARCH" "$(grep -o 'ratio [0-9.]*' "$OUT/forward-bench.log") (rc $rc)"
 	else

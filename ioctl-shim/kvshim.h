@@ -18,11 +18,28 @@
 #define KVSHIM_MAX_FILES 64
 #define KVSHIM_MAX_SPACES 64
 
+/*
+ * Bounds on what sizes the driver's own (host) memory at SPACE_CREATE:
+ * tokens per sequence, the VA reservation (per-page arrays), and
+ * sequences x layers x heads x tokens (the page tables).
+ */
+#define KVSHIM_MAX_TOKENS (1U << 20)
+#define KVSHIM_MAX_VA_BYTES (1ULL << 40)
+#define KVSHIM_MAX_LIST_TOKENS (1ULL << 34)
+
 int kvshim_open(void);
 int kvshim_close(int fd);
 int kvshim_ioctl(int fd, unsigned long cmd, void *arg);
 
-/* tests and fuzzing: kva_check() on one space's pool (not uapi) */
+/* tests and fuzzing (not uapi) */
 int kvshim_check(int fd, uint32_t space, char *why, size_t len);
+int kvshim_digest(int fd, uint32_t space, uint64_t *out);
+
+/* kvshim_fault_inject() @where */
+#define KVSHIM_FAULT_RUNTIME 0	/* nth runtime call of the space */
+#define KVSHIM_FAULT_ADMIT 1	/* nth SEQ_ADMIT allocator step */
+
+int kvshim_fault_inject(int fd, uint32_t space, unsigned int where,
+			uint64_t nth, int err);
 
 #endif /* KVSHIM_H */

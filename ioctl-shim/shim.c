@@ -18,6 +18,7 @@
  * reused, so a handle of another file is simply not found (-ENOENT).
  */
 #include <errno.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -39,6 +40,8 @@ struct kvshim_space {
 	uint64_t va_bytes;		/* bytes */
 	struct kvrt_ctx *ctx;
 	struct kva_pool *pool;
+	uint64_t admit_fault;		/* tests: fail the nth admission */
+	int admit_fault_err;
 };
 
 /**
@@ -204,6 +207,12 @@ static int space_create_valid(const struct kvmm_space_create *a)
 	if ((uint64_t)a->max_seqs * a->nr_layers * a->nr_kv_heads >
 	    UINT32_MAX / 2)
 		return -EINVAL;
+	/* what sizes the driver's own memory: tables, per-page arrays */
+	if (a->max_tokens > KVSHIM_MAX_TOKENS ||
+	    a->va_bytes > KVSHIM_MAX_VA_BYTES ||
+	    (uint64_t)a->max_seqs * a->nr_layers * a->nr_kv_heads *
+			    a->max_tokens > KVSHIM_MAX_LIST_TOKENS)
+		return -EINVAL;
 	return 0;
 }
 
@@ -295,21 +304,73 @@ static int ioc_space_destroy(struct kvshim_file *f,
 }
 
 /*
+ * Undo kva_pool_grow(): the granules that were unmapped in @was and are
+ * mapped now hold only free pages, appended at the ring's tail in the
+ * order grow mapped them. Give them back to the runtime, then put the
+ * pool's arrays back as they were. kvrt_space_shrink() changes nothing
+ * when it fails, so it is retried once (an injected fault fires once);
+ * if the runtime refuses twice the granules stay mapped and free, a state
+ * kva_check() accepts.
+ */
+static int ungrow(struct kva_pool *pool, const uint8_t *was,
+		  uint64_t tail)
+{
+	uint32_t ppg = pool->pages_per_granule, n = 0, *idx;
+	int ret;
+
+	idx = malloc(pool->nr_gslots * sizeof(*idx));
+	if (!idx)
+		return -ENOMEM;
+	for (uint32_t g = 0; g < pool->nr_gslots; g++)
+		if (was[g] == KVA_GRAN_UNMAPPED &&
+		    pool->gran_mapped[g] == KVA_GRAN_MAPPED)
+			idx[n++] = g;
+	ret = kvrt_space_shrink(pool->space, idx, n, 0);
+	if (ret)
+		ret = kvrt_space_shrink(pool->space, idx, n, 0);
+	if (ret)
+		goto out_free;
+	for (uint32_t i = 0; i < n; i++) {
+		pool->gran_mapped[idx[i]] = KVA_GRAN_UNMAPPED;
+		for (uint32_t j = 0; j < ppg; j++)
+			pool->page_list[idx[i] * ppg + j] =
+				KVA_OWNER_UNMAPPED;
+	}
+	pool->nr_granules -= n;
+	pool->tail = tail;
+out_free:
+	free(idx);
+	return ret;
+}
+
+/* kva_admit(), or the error a test injected with kvshim_fault_inject() */
+static int admit_step(struct kvshim_space *s, const uint32_t *slots,
+		      const uint32_t *prompt, uint32_t n)
+{
+	if (s->admit_fault && --s->admit_fault == 0)
+		return -s->admit_fault_err;
+	return kva_admit(s->pool, slots, prompt, n);
+}
+
+/*
  * Admission picks free slots, maps the granules the prompts need (the
  * uapi has no grow command: admission is what asks for memory), then runs
  * kva_admit(). Everything kva_admit() can refuse is checked first, so that
- * once granules are mapped it cannot fail: slots are free and distinct,
- * prompts are at most max_tokens, and the ring holds the pages
- * kva_can_admit() counts.
+ * once granules are mapped it should not fail: slots are free and
+ * distinct, prompts are at most max_tokens, and the ring holds the pages
+ * kva_can_admit() counts. Should it fail all the same, the granules mapped
+ * for the batch are given back (ungrow()), so that the failed call leaves
+ * the space as it found it.
  */
 static int ioc_seq_admit(struct kvshim_file *f, const struct kvmm_seq_admit *a)
 {
-	struct kvmm_seq *useqs = user_ptr(a->seqs);
+	unsigned char *useqs = user_ptr(a->seqs);	/* struct kvmm_seq[] */
 	struct kvshim_space *s;
 	struct kva_pool *pool;
 	struct kvrt_space_stats st;
 	uint32_t *slots = NULL, *prompt = NULL, n = a->count, found = 0;
-	uint64_t need = 0, free_pages, grow, room;
+	uint64_t need = 0, free_pages, grow = 0, room, tail;
+	uint8_t *was = NULL;
 	int ret;
 
 	if (a->flags || a->pad || !ZERO(a->reserved))
@@ -333,7 +394,9 @@ static int ioc_seq_admit(struct kvshim_file *f, const struct kvmm_seq_admit *a)
 	}
 	/* read each entry once: what is checked is what is used */
 	for (uint32_t i = 0; i < n; i++) {
-		struct kvmm_seq q = useqs[i];
+		struct kvmm_seq q;
+
+		memcpy(&q, useqs + (size_t)i * sizeof(q), sizeof(q));
 
 		ret = q.reserved ? -EINVAL :
 		      q.tokens > pool->max_tokens ? -E2BIG : 0;
@@ -354,6 +417,7 @@ static int ioc_seq_admit(struct kvshim_file *f, const struct kvmm_seq_admit *a)
 	}
 
 	free_pages = kva_nr_free(pool);
+	tail = pool->tail;
 	if (need > free_pages) {
 		grow = kvmm_div_round_up(need - free_pages,
 					 pool->pages_per_granule);
@@ -363,16 +427,30 @@ static int ioc_seq_admit(struct kvshim_file *f, const struct kvmm_seq_admit *a)
 			ret = -ENOSPC;
 			goto out_free;
 		}
+		was = malloc(pool->nr_gslots);
+		if (!was) {
+			ret = -ENOMEM;
+			goto out_free;
+		}
+		memcpy(was, pool->gran_mapped, pool->nr_gslots);
 		ret = kva_pool_grow(pool, grow);
 		if (ret)
 			goto out_free;
 	}
-	ret = kva_admit(pool, slots, prompt, n);
+	ret = admit_step(s, slots, prompt, n);
 	if (ret)
-		goto out_free;
+		goto out_ungrow;
 	for (uint32_t i = 0; i < n; i++)
-		useqs[i].slot = slots[i];
+		memcpy(useqs + (size_t)i * sizeof(struct kvmm_seq) +
+			       offsetof(struct kvmm_seq, slot),
+		       &slots[i], sizeof(slots[i]));
+	goto out_free;
+
+out_ungrow:
+	if (grow)
+		ungrow(pool, was, tail);
 out_free:
+	free(was);
 	free(prompt);
 	free(slots);
 	return ret;
@@ -381,7 +459,7 @@ out_free:
 static int ioc_seq_release(struct kvshim_file *f,
 			   const struct kvmm_seq_release *a)
 {
-	const uint32_t *uslots = user_ptr(a->slots);
+	const void *uslots = user_ptr(a->slots);
 	struct kvshim_space *s;
 	uint32_t *slots;
 	int ret;
@@ -438,15 +516,133 @@ static uint32_t compact_reason(enum kva_compact_result r)
 }
 
 /*
- * One kva_compact() increment. Unlike the validation failures, a runtime
- * error in the middle of compaction may leave pages moved (every invariant
- * holds; see kva_compact()).
+ * The pool's arrays that kva_compact() may change, saved so that a failed
+ * increment can be undone. The page tables are not copied (they may be
+ * large): compaction only redirects the entries of the pages it moved,
+ * and the inverse moves put them back.
+ */
+struct compact_undo {
+	uint32_t *ring;
+	uint32_t *page_list;
+	uint32_t *page_pos;
+	uint8_t *gran_mapped;
+	uint8_t *seen;			/* ring_dedupe()'s scratch */
+	uint64_t head, tail, nr_used;
+	uint32_t nr_granules, nr_retired;
+};
+
+static void undo_fini(struct compact_undo *u)
+{
+	free(u->ring);
+	free(u->page_list);
+	free(u->page_pos);
+	free(u->gran_mapped);
+	free(u->seen);
+	memset(u, 0, sizeof(*u));
+}
+
+static int undo_save(struct compact_undo *u, const struct kva_pool *pool)
+{
+	size_t ids = pool->nr_page_ids;
+
+	u->ring = malloc(ids * sizeof(*u->ring));
+	u->page_list = malloc(ids * sizeof(*u->page_list));
+	u->page_pos = malloc(ids * sizeof(*u->page_pos));
+	u->gran_mapped = malloc(pool->nr_gslots);
+	u->seen = malloc(ids);
+	if (!u->ring || !u->page_list || !u->page_pos || !u->gran_mapped ||
+	    !u->seen) {
+		undo_fini(u);
+		return -ENOMEM;
+	}
+	memcpy(u->ring, pool->ring, ids * sizeof(*u->ring));
+	memcpy(u->page_list, pool->page_list, ids * sizeof(*u->page_list));
+	memcpy(u->page_pos, pool->page_pos, ids * sizeof(*u->page_pos));
+	memcpy(u->gran_mapped, pool->gran_mapped, pool->nr_gslots);
+	u->head = pool->head;
+	u->tail = pool->tail;
+	u->nr_used = pool->nr_used;
+	u->nr_granules = pool->nr_granules;
+	u->nr_retired = pool->nr_retired;
+	return 0;
+}
+
+static void undo_apply(const struct compact_undo *u, struct kva_pool *pool,
+		       const struct kva_compact_control *cc)
+{
+	size_t ids = pool->nr_page_ids;
+
+	/* the tables were rewritten once the moves were counted */
+	if (cc->pages_moved) {
+		struct kva_view v;
+
+		kva_pool_view(pool, &v);
+		kva_rewrite_cpu(&v, cc->dst, cc->src, cc->nr_moves, NULL);
+	}
+	memcpy(pool->ring, u->ring, ids * sizeof(*u->ring));
+	memcpy(pool->page_list, u->page_list, ids * sizeof(*u->page_list));
+	memcpy(pool->page_pos, u->page_pos, ids * sizeof(*u->page_pos));
+	memcpy(pool->gran_mapped, u->gran_mapped, pool->nr_gslots);
+	pool->head = u->head;
+	pool->tail = u->tail;
+	pool->nr_used = u->nr_used;
+	pool->nr_granules = u->nr_granules;
+	pool->nr_retired = u->nr_retired;
+}
+
+/*
+ * The free ring after kva_compact() failed in the unmapping of granules it
+ * had retired: kva_compact() rebuilds the ring once more on that path,
+ * appending the moves' sources a second time (those of a granule left
+ * half migrated survive the filter). Keep the first copy of each page and
+ * only pages that are free in mapped granules, in ring order; a ring
+ * without the defect is left as it is.
+ */
+static void ring_dedupe(struct kva_pool *pool, uint8_t *seen)
+{
+	uint32_t ppg = pool->pages_per_granule, ids = pool->nr_page_ids;
+	uint64_t n = pool->tail - pool->head, k = 0;
+
+	memset(seen, 0, ids);
+	for (uint64_t i = 0; i < n; i++) {
+		uint32_t p = pool->ring[(pool->head + i) % ids];
+
+		if (seen[p] || pool->page_list[p] != KVA_OWNER_FREE ||
+		    pool->gran_mapped[p / ppg] != KVA_GRAN_MAPPED)
+			continue;
+		seen[p] = 1;
+		pool->ring[(pool->head + k++) % ids] = p;
+	}
+	pool->tail = pool->head + k;
+}
+
+/*
+ * One kva_compact() increment, all or nothing.
+ *
+ * kva_compact() can fail after it has moved pages: fencing or retiring
+ * refused. The runtime is then unchanged, and the saved arrays plus the
+ * inverse moves restore the pool exactly (the moved pages' old copies were
+ * never written, so the data the restored tables point at is intact).
+ *
+ * It can also fail after the runtime has retired the emptied granules,
+ * when only their unmapping is refused. Retiring cannot be undone; the
+ * state is the one a successful increment leaves while a fence is pending
+ * (pages moved, granules retired and counted in granules_released, their
+ * memory given back by the next COMPACT), and the call succeeds.
+ *
+ * Granules left retired that way are unmapped first, before anything is
+ * saved; if the runtime refuses, the call fails having changed nothing.
+ * If they are unmapped and the increment then fails, the increment is
+ * undone and the call succeeds with nothing moved (reason
+ * KVMM_COMPACT_BUDGET: call again).
  */
 static int ioc_compact(struct kvshim_file *f, struct kvmm_compact *a)
 {
 	struct kva_compact_control cc;
+	struct kvrt_space_stats st0, st1;
+	struct compact_undo u;
 	struct kvshim_space *s;
-	int ret;
+	int ret, deferred = 0;
 
 	if (a->flags || a->pad || !ZERO(a->reserved))
 		return -EINVAL;
@@ -456,13 +652,54 @@ static int ioc_compact(struct kvshim_file *f, struct kvmm_compact *a)
 	ret = kva_compact_init(&cc, s->pool, a->byte_budget);
 	if (ret)
 		return ret;
+	ret = undo_save(&u, s->pool);
+	if (ret)
+		goto out_fini;
+	if (s->pool->nr_retired) {
+		ret = kva_compact_release(s->pool, 0);
+		if (ret < 0)
+			goto out_undo;
+		deferred = ret;
+		undo_fini(&u);
+		ret = undo_save(&u, s->pool);
+		if (ret) {
+			ret = 0;
+			goto out_deferred;
+		}
+	}
+	kvrt_space_stats(s->pool->space, &st0);
 	ret = kva_compact(s->pool, &cc);
+	if (ret) {
+		kvrt_space_stats(s->pool->space, &st1);
+		if (st1.nr_retired > st0.nr_retired &&
+		    cc.granules_released) {
+			/* retired, unmapping refused: later */
+			ring_dedupe(s->pool, u.seen);
+			ret = 0;
+		} else {
+			undo_apply(&u, s->pool, &cc);
+			if (deferred) {
+				ret = 0;
+				goto out_deferred;
+			}
+		}
+	}
 	if (!ret) {
 		a->pages_moved = cc.pages_moved;
 		a->bytes_moved = cc.bytes_moved;
 		a->granules_released = cc.granules_released;
 		a->reason = compact_reason(cc.result);
 	}
+	goto out_undo;
+
+out_deferred:
+	a->pages_moved = 0;
+	a->bytes_moved = 0;
+	a->granules_released = 0;
+	a->reason = KVMM_COMPACT_BUDGET;
+out_undo:
+	undo_fini(&u);
+out_fini:
 	kva_compact_fini(&cc);
 	return ret;
 }
@@ -476,7 +713,6 @@ static void stats_heads(const struct kva_pool *pool,
 {
 	uint32_t lps = pool->lists_per_slot;
 
-	memset(h, 0, (size_t)lps * sizeof(*h));
 	for (uint32_t sl = 0; sl < pool->nr_slots; sl++) {
 		if (pool->slot_state[sl] == KVA_SLOT_FREE)
 			continue;
@@ -493,7 +729,8 @@ static void stats_heads(const struct kva_pool *pool,
 
 static int ioc_stats(struct kvshim_file *f, struct kvmm_stats *a)
 {
-	struct kvmm_head_stats *uheads = user_ptr(a->heads);
+	void *uheads = user_ptr(a->heads);
+	struct kvmm_head_stats *h = NULL;
 	struct kvrt_space_stats st;
 	struct kvshim_space *s;
 	struct kva_pool *pool;
@@ -509,6 +746,11 @@ static int ioc_stats(struct kvshim_file *f, struct kvmm_stats *a)
 	pool = s->pool;
 	if (a->nr_heads && a->nr_heads != pool->lists_per_slot)
 		return -EINVAL;
+	if (a->nr_heads) {
+		h = calloc(a->nr_heads, sizeof(*h));
+		if (!h)
+			return -ENOMEM;
+	}
 
 	ppg = pool->pages_per_granule;
 	a->page_size = pool->page_size;
@@ -538,8 +780,11 @@ static int ioc_stats(struct kvshim_file *f, struct kvmm_stats *a)
 			a->free_unusable_bytes +=
 				(uint64_t)(ppg - used) * pool->page_size;
 	}
-	if (a->nr_heads)
-		stats_heads(pool, uheads);
+	if (h) {
+		stats_heads(pool, h);
+		memcpy(uheads, h, a->nr_heads * sizeof(*h));
+		free(h);
+	}
 	return 0;
 }
 
@@ -603,6 +848,142 @@ int kvshim_check(int fd, uint32_t space, char *why, size_t len)
 	return ret;
 }
 
+/* FNV-1a, 64 bits, over bytes and over 32-bit words */
+static uint64_t fnv(uint64_t h, const void *p, size_t len)
+{
+	const unsigned char *c = p;
+
+	for (size_t i = 0; i < len; i++) {
+		h ^= c[i];
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
+static uint64_t fnv32(uint64_t h, const uint32_t *w, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		h ^= w[i];
+		h *= 0x100000001b3ULL;
+	}
+	return h;
+}
+
+#define FNV(h, x) fnv((h), &(x), sizeof(x))
+
+/*
+ * Everything of a space that a later call can observe: the free ring in
+ * order, the reverse map, the page tables and counts, the slot and granule
+ * states, the counters, and the runtime's view of the space.
+ */
+static uint64_t space_digest(const struct kvshim_space *s)
+{
+	const struct kva_pool *pool = s->pool;
+	struct kvrt_space_stats st;
+	uint64_t h = 0xcbf29ce484222325ULL;
+
+	for (uint64_t i = pool->head; i < pool->tail; i++)
+		h = fnv32(h, &pool->ring[i % pool->nr_page_ids], 1);
+	h = FNV(h, pool->head);
+	h = FNV(h, pool->tail);
+	h = fnv32(h, pool->page_list, pool->nr_page_ids);
+	/* the position of a free or unmapped page means nothing */
+	for (uint32_t p = 0; p < pool->nr_page_ids; p++)
+		if (pool->page_list[p] < KVA_OWNER_FREE)
+			h = fnv32(h, &pool->page_pos[p], 1);
+	for (uint32_t l = 0; l < pool->nr_lists; l++) {
+		const uint32_t *t = pool->table + (size_t)l * pool->width;
+		uint32_t hi = pool->npages[2 * l], lo = pool->npages[2 * l + 1];
+
+		/* high pages from the left, low pages from the right */
+		h = fnv32(h, t, hi);
+		h = fnv32(h, t + pool->width - lo, lo);
+	}
+	h = fnv32(h, pool->npages, (size_t)pool->nr_lists * 2);
+	h = fnv32(h, pool->ntokens, (size_t)pool->nr_lists * 2);
+	h = fnv(h, pool->slot_state, pool->nr_slots);
+	h = fnv(h, pool->gran_mapped, pool->nr_gslots);
+	h = FNV(h, pool->nr_granules);
+	h = FNV(h, pool->nr_retired);
+	h = FNV(h, pool->nr_used);
+	kvrt_space_stats(pool->space, &st);
+	h = FNV(h, st);
+	return h;
+}
+
+/**
+ * kvshim_digest() - a digest of everything observable of a space
+ * @fd: handle from kvshim_open()
+ * @space: a space handle owned by @fd
+ * @out: the digest
+ *
+ * Not part of the uapi: tests and the fuzzer compare digests taken before
+ * and after a failed call. Two equal states have equal digests.
+ *
+ * Return: 0; -EBADF; -ENOENT.
+ */
+int kvshim_digest(int fd, uint32_t space, uint64_t *out)
+{
+	struct kvshim_file *f;
+	struct kvshim_space *s;
+	int ret = 0;
+
+	pthread_mutex_lock(&kvshim_lock);
+	f = file_get(fd);
+	s = f ? space_find(f, space, NULL) : NULL;
+	if (!f)
+		ret = -EBADF;
+	else if (!s)
+		ret = -ENOENT;
+	else
+		*out = space_digest(s);
+	pthread_mutex_unlock(&kvshim_lock);
+	return ret;
+}
+
+/**
+ * kvshim_fault_inject() - make a later step of a space's calls fail
+ * @fd: handle from kvshim_open()
+ * @space: a space handle owned by @fd
+ * @where: KVSHIM_FAULT_RUNTIME: the nth runtime (backend) call of the
+ *	space's context (kvrt_fault_inject()); KVSHIM_FAULT_ADMIT: the nth
+ *	allocator step of SEQ_ADMIT, after the granules are mapped
+ * @nth: 1 for the next one; 0 turns injection off
+ * @err: positive errno the step fails with
+ *
+ * Not part of the uapi: for tests and the fuzzer, which check that a call
+ * failing that way changes nothing.
+ *
+ * Return: 0; -EBADF; -ENOENT; -EINVAL for an unknown @where.
+ */
+int kvshim_fault_inject(int fd, uint32_t space, unsigned int where,
+			uint64_t nth, int err)
+{
+	struct kvshim_file *f;
+	struct kvshim_space *s;
+	int ret = 0;
+
+	if (err <= 0)
+		err = EIO;
+	pthread_mutex_lock(&kvshim_lock);
+	f = file_get(fd);
+	s = f ? space_find(f, space, NULL) : NULL;
+	if (!f) {
+		ret = -EBADF;
+	} else if (!s) {
+		ret = -ENOENT;
+	} else if (where == KVSHIM_FAULT_RUNTIME) {
+		kvrt_fault_inject(s->ctx, nth, err);
+	} else if (where == KVSHIM_FAULT_ADMIT) {
+		s->admit_fault = nth;
+		s->admit_fault_err = err;
+	} else {
+		ret = -EINVAL;
+	}
+	pthread_mutex_unlock(&kvshim_lock);
+	return ret;
+}
+
 /* The commands this build serves: number, whole command, structure size. */
 static const struct {
 	unsigned long cmd;
@@ -653,7 +1034,19 @@ static int cmd_valid(unsigned long cmd)
  */
 int kvshim_ioctl(int fd, unsigned long cmd, void *arg)
 {
+	union {
+		struct kvmm_version version;
+		struct kvmm_space_create space_create;
+		struct kvmm_space_destroy space_destroy;
+		struct kvmm_seq_admit seq_admit;
+		struct kvmm_seq_release seq_release;
+		struct kvmm_set_budget set_budget;
+		struct kvmm_compact compact;
+		struct kvmm_stats stats;
+		struct kvmm_page_table_info page_table_info;
+	} k;
 	struct kvshim_file *f;
+	size_t size = _IOC_SIZE(cmd);
 	int ret;
 
 	pthread_mutex_lock(&kvshim_lock);
@@ -669,38 +1062,46 @@ int kvshim_ioctl(int fd, unsigned long cmd, void *arg)
 		ret = -EFAULT;
 		goto out_unlock;
 	}
+	/*
+	 * As a kernel driver would: copy the argument in (it may be
+	 * unaligned, and is read once), work on the copy, copy results out
+	 * only on success and only for commands that return any.
+	 */
+	memcpy(&k, arg, size);
 	switch (cmd) {
 	case KVMM_IOC_VERSION:
-		ret = ioc_version(arg);
+		ret = ioc_version(&k.version);
 		break;
 	case KVMM_IOC_SPACE_CREATE:
-		ret = ioc_space_create(f, arg);
+		ret = ioc_space_create(f, &k.space_create);
 		break;
 	case KVMM_IOC_SPACE_DESTROY:
-		ret = ioc_space_destroy(f, arg);
+		ret = ioc_space_destroy(f, &k.space_destroy);
 		break;
 	case KVMM_IOC_SEQ_ADMIT:
-		ret = ioc_seq_admit(f, arg);
+		ret = ioc_seq_admit(f, &k.seq_admit);
 		break;
 	case KVMM_IOC_SEQ_RELEASE:
-		ret = ioc_seq_release(f, arg);
+		ret = ioc_seq_release(f, &k.seq_release);
 		break;
 	case KVMM_IOC_SET_BUDGET:
-		ret = ioc_set_budget(f, arg);
+		ret = ioc_set_budget(f, &k.set_budget);
 		break;
 	case KVMM_IOC_COMPACT:
-		ret = ioc_compact(f, arg);
+		ret = ioc_compact(f, &k.compact);
 		break;
 	case KVMM_IOC_STATS:
-		ret = ioc_stats(f, arg);
+		ret = ioc_stats(f, &k.stats);
 		break;
 	case KVMM_IOC_PAGE_TABLE_INFO:
-		ret = ioc_page_table_info(f, arg);
+		ret = ioc_page_table_info(f, &k.page_table_info);
 		break;
 	default:
 		ret = -ENOTTY;
 		break;
 	}
+	if (!ret && (_IOC_DIR(cmd) & _IOC_READ))
+		memcpy(arg, &k, size);
 out_unlock:
 	pthread_mutex_unlock(&kvshim_lock);
 	return ret;

@@ -21,11 +21,13 @@
 #define HEADS 2
 #define MAX_SEQS 8
 #define MAX_TOKENS 256
+#define BIG_LISTS 64	/* the 8 x 8 spaces some tests make */
 
 /* everything userspace can see of a space */
 struct snap {
+	uint64_t digest;
 	struct kvmm_stats st;
-	struct kvmm_head_stats h[LAYERS * HEADS];
+	struct kvmm_head_stats h[BIG_LISTS];
 	struct kvmm_page_table_info pti;
 };
 
@@ -38,7 +40,12 @@ static void take(int fd, uint32_t space, struct snap *s)
 	s->st.space = space;
 	s->st.heads = (uint64_t)(uintptr_t)s->h;
 	s->st.nr_heads = LAYERS * HEADS;
-	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_STATS, &s->st), 0);
+	ret = kvshim_ioctl(fd, KVMM_IOC_STATS, &s->st);
+	if (ret == -EINVAL) {	/* not LAYERS x HEADS: an 8 x 8 space */
+		s->st.nr_heads = BIG_LISTS;
+		ret = kvshim_ioctl(fd, KVMM_IOC_STATS, &s->st);
+	}
+	ck_assert_int_eq(ret, 0);
 	s->st.heads = 0;
 	s->st.nr_heads = 0;
 	s->pti.space = space;
@@ -46,6 +53,7 @@ static void take(int fd, uint32_t space, struct snap *s)
 			 0);
 	ret = kvshim_check(fd, space, why, sizeof(why));
 	ck_assert_msg(ret == 0, "kva_check: %d %s", ret, why);
+	ck_assert_int_eq(kvshim_digest(fd, space, &s->digest), 0);
 }
 
 /* the call fails with @err and the space is as it was */
@@ -735,6 +743,360 @@ START_TEST(test_many_fds)
 }
 END_TEST
 
+/*
+ * 8 layers x 8 heads, MAX_SEQS full sequences admitted, every other one
+ * released: granules half used, which compaction can empty.
+ */
+static uint32_t fragmented(int fd)
+{
+	struct kvmm_space_create c = good_create();
+	struct kvmm_seq q[MAX_SEQS];
+	struct kvmm_seq_admit a = { .count = MAX_SEQS, .seqs = (uintptr_t)q };
+	uint32_t odd[MAX_SEQS / 2];
+
+	c.nr_layers = 8;
+	c.nr_kv_heads = 8;
+	c.budget_bytes = c.va_bytes;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SPACE_CREATE, &c), 0);
+	a.space = c.space;
+	for (int i = 0; i < MAX_SEQS; i++)
+		q[i] = (struct kvmm_seq){ .tokens = MAX_TOKENS };
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SEQ_ADMIT, &a), 0);
+	for (int i = 0; i < MAX_SEQS / 2; i++)
+		odd[i] = q[2 * i + 1].slot;
+	ck_assert_int_eq(release(fd, c.space, odd, MAX_SEQS / 2), 0);
+	return c.space;
+}
+
+/*
+ * An admission whose allocator step fails after the granules it needed
+ * were mapped gives them back: the space is as it was, granules included.
+ * Also with a runtime fault armed at every call of the way, so that the
+ * unmapping itself is refused once.
+ */
+START_TEST(test_admit_rollback)
+{
+	struct kvmm_seq q[2] = { { .tokens = MAX_TOKENS },
+				 { .tokens = MAX_TOKENS } };
+	struct kvmm_seq_admit a = { .count = 2, .seqs = (uintptr_t)q };
+	struct kvmm_space_create c = good_create();
+	struct snap s0, s1;
+	int fd = kvshim_open(), failed_rt = 0;
+
+	c.nr_layers = 8;
+	c.nr_kv_heads = 8;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SPACE_CREATE, &c), 0);
+	a.space = c.space;
+	take(fd, c.space, &s0);
+	ck_assert_uint_eq(s0.st.pages_total, 0);
+
+	ck_assert_int_eq(kvshim_fault_inject(fd, c.space, KVSHIM_FAULT_ADMIT,
+					     1, EIO),
+			 0);
+	FAILS(fd, c.space, KVMM_IOC_SEQ_ADMIT, &a, -EIO);
+	take(fd, c.space, &s1);
+	ck_assert_uint_eq(s1.st.pages_total, 0);
+	ck_assert_uint_eq(s1.st.granules_by_loc[0] + s1.st.granules_by_loc[1],
+			  0);
+
+	for (uint64_t nth = 1; nth <= 64; nth++) {
+		int ret;
+
+		ck_assert_int_eq(kvshim_fault_inject(fd, c.space,
+						     KVSHIM_FAULT_ADMIT, 1,
+						     ENOMEM),
+				 0);
+		ck_assert_int_eq(kvshim_fault_inject(fd, c.space,
+						     KVSHIM_FAULT_RUNTIME,
+						     nth, EIO),
+				 0);
+		take(fd, c.space, &s0);
+		ret = kvshim_ioctl(fd, KVMM_IOC_SEQ_ADMIT, &a);
+		ck_assert_msg(ret == -ENOMEM || ret == -EIO,
+			      "nth %llu: %d", (unsigned long long)nth, ret);
+		failed_rt += ret == -EIO;
+		take(fd, c.space, &s1);
+		ck_assert_msg(!memcmp(&s0, &s1, sizeof(s0)),
+			      "nth %llu changed the space",
+			      (unsigned long long)nth);
+	}
+	ck_assert_int_gt(failed_rt, 0);
+	ck_assert_int_eq(kvshim_fault_inject(fd, c.space,
+					     KVSHIM_FAULT_RUNTIME, 0, 0),
+			 0);
+	ck_assert_int_eq(kvshim_fault_inject(fd, c.space, KVSHIM_FAULT_ADMIT,
+					     0, 0),
+			 0);
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SEQ_ADMIT, &a), 0);
+	ck_assert_int_eq(kvshim_close(fd), 0);
+}
+END_TEST
+
+/*
+ * A runtime fault at every backend call an admission makes, one at a
+ * time: the call fails and changes nothing, or succeeds as it would have.
+ */
+START_TEST(test_admit_runtime_faults)
+{
+	struct kvmm_seq q[4];
+	struct kvmm_seq_admit a = { .count = 4, .seqs = (uintptr_t)q };
+	uint64_t ref = 0;
+	int failed = 0;
+
+	for (uint64_t nth = 0; nth <= 48; nth++) {
+		struct kvmm_space_create c = good_create();
+		struct snap s0, s1;
+		int fd = kvshim_open(), ret;
+
+		c.nr_layers = 8;
+		c.nr_kv_heads = 8;
+		ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SPACE_CREATE, &c),
+				 0);
+		a.space = c.space;
+		for (int i = 0; i < 4; i++)
+			q[i] = (struct kvmm_seq){ .tokens = MAX_TOKENS };
+		take(fd, c.space, &s0);
+		ck_assert_int_eq(kvshim_fault_inject(fd, c.space,
+						     KVSHIM_FAULT_RUNTIME,
+						     nth, EIO),
+				 0);
+		ret = kvshim_ioctl(fd, KVMM_IOC_SEQ_ADMIT, &a);
+		take(fd, c.space, &s1);
+		if (ret) {
+			ck_assert_int_eq(ret, -EIO);
+			ck_assert_msg(!memcmp(&s0, &s1, sizeof(s0)),
+				      "nth %llu changed the space",
+				      (unsigned long long)nth);
+			failed++;
+		} else if (!nth) {
+			ref = s1.digest;
+		} else {
+			ck_assert_uint_eq(s1.digest, ref);
+		}
+		ck_assert_int_eq(kvshim_fault_inject(fd, c.space,
+						     KVSHIM_FAULT_RUNTIME, 0,
+						     0),
+				 0);
+		ck_assert_int_eq(kvshim_close(fd), 0);
+	}
+	ck_assert_int_gt(failed, 0);
+	printf("admit: %d of 48 runtime faults failed the call\n", failed);
+}
+END_TEST
+
+/*
+ * A runtime fault at every backend call of one compaction, one at a time,
+ * each on a fresh copy of the same fragmented space: the call fails and
+ * the space is exactly as before (tables, reverse map, ring order,
+ * granules), or it succeeds reporting what a compaction without faults
+ * reports, leaving the same state or (a refused unmapping) the emptied
+ * granules retired, which the next compaction gives back: after it, the
+ * state is the one two compactions without faults leave.
+ */
+START_TEST(test_compact_runtime_faults)
+{
+	struct kvmm_compact ref_cp = { 0 };
+	uint64_t ref1 = 0, ref2 = 0;
+	int failed = 0, ok = 0, deferred = 0;
+
+	/*
+	 * Every call: the page copies (a failure there is undone), then the
+	 * unmapping of the emptied granules. Past the last call the fault
+	 * never fires: 16 successes in a row end the walk.
+	 */
+	for (uint64_t nth = 0, run = 0; nth <= 2000 && run < 16; nth++) {
+		struct kvmm_compact cp = { 0 };
+		struct snap s0, s1;
+		int fd = kvshim_open(), ret;
+		uint32_t sp = fragmented(fd);
+
+		cp.space = sp;
+		take(fd, sp, &s0);
+		ck_assert_int_eq(kvshim_fault_inject(fd, sp,
+						     KVSHIM_FAULT_RUNTIME,
+						     nth, EIO),
+				 0);
+		ret = kvshim_ioctl(fd, KVMM_IOC_COMPACT, &cp);
+		take(fd, sp, &s1);
+		ck_assert_int_eq(kvshim_fault_inject(fd, sp,
+						     KVSHIM_FAULT_RUNTIME, 0,
+						     0),
+				 0);
+		if (ret) {
+			ck_assert_int_eq(ret, -EIO);
+			ck_assert_msg(!memcmp(&s0, &s1, sizeof(s0)),
+				      "nth %llu: a failed COMPACT changed "
+				      "the space",
+				      (unsigned long long)nth);
+			failed++;
+		} else if (!nth) {
+			ref1 = s1.digest;
+			ref_cp = cp;
+			ck_assert_uint_gt(cp.granules_released, 0);
+			ck_assert_uint_gt(cp.pages_moved, 0);
+		} else {
+			ck_assert_uint_eq(cp.pages_moved, ref_cp.pages_moved);
+			ck_assert_uint_eq(cp.granules_released,
+					  ref_cp.granules_released);
+			deferred += s1.digest != ref1;
+			ok++;
+		}
+		run = ret ? 0 : run + 1;
+		if (!ret) {
+			/* the next increment: retired granules go first */
+			memset(&cp, 0, sizeof(cp));
+			cp.space = sp;
+			ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_COMPACT,
+						      &cp),
+					 0);
+			take(fd, sp, &s1);
+			if (!nth)
+				ref2 = s1.digest;
+			ck_assert_msg(s1.digest == ref2,
+				      "nth %llu: two compactions ended "
+				      "elsewhere",
+				      (unsigned long long)nth);
+		}
+		ck_assert_int_eq(kvshim_close(fd), 0);
+	}
+	printf("compact: %d runtime faults failed the call, %d succeeded "
+	       "(%d with unmapping deferred; %llu pages moved, %llu "
+	       "granules released)\n",
+	       failed, ok, deferred, (unsigned long long)ref_cp.pages_moved,
+	       (unsigned long long)ref_cp.granules_released);
+	ck_assert_int_gt(failed, 0);
+	ck_assert_int_gt(deferred, 0);
+}
+END_TEST
+
+/*
+ * Granules left retired by a refused unmapping are given back first by the
+ * next COMPACT; if its own increment then fails, that increment is undone
+ * and the call succeeds having moved nothing (reason BUDGET). Increments
+ * of 64 pages, so that the second one has pages to move.
+ */
+START_TEST(test_compact_deferred_then_fault)
+{
+	struct kvmm_compact ref = { 0 };
+	uint64_t budget;
+	int undone = 0, failed = 0;
+
+	{
+		struct snap s0;
+		int fd = kvshim_open();
+		uint32_t sp = fragmented(fd);
+
+		take(fd, sp, &s0);
+		budget = 64ULL * s0.st.page_size;
+		ref = (struct kvmm_compact){ .space = sp,
+					     .byte_budget = budget };
+		ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_COMPACT, &ref), 0);
+		ck_assert_uint_eq(ref.reason, KVMM_COMPACT_BUDGET);
+		ck_assert_uint_gt(ref.granules_released, 0);
+		ck_assert_int_eq(kvshim_close(fd), 0);
+	}
+	for (uint64_t nth = 1; nth <= 64; nth++) {
+		struct kvmm_compact cp = { .byte_budget = budget };
+		struct snap s0, s1;
+		int fd = kvshim_open(), ret;
+		uint32_t sp = fragmented(fd);
+
+		/* the first increment: its first unmapping refused */
+		cp.space = sp;
+		ck_assert_int_eq(kvshim_fault_inject(fd, sp,
+						     KVSHIM_FAULT_RUNTIME,
+						     2 * ref.pages_moved + 1,
+						     EIO),
+				 0);
+		ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_COMPACT, &cp), 0);
+		ck_assert_uint_eq(cp.granules_released, ref.granules_released);
+		take(fd, sp, &s0);
+		ck_assert_uint_gt(s0.st.granules_by_loc[0],
+				  s0.st.pages_total / s0.pti.pages_per_granule);
+
+		/* the second: a fault at its nth call */
+		memset(&cp, 0, sizeof(cp));
+		cp.space = sp;
+		cp.byte_budget = budget;
+		ck_assert_int_eq(kvshim_fault_inject(fd, sp,
+						     KVSHIM_FAULT_RUNTIME, nth,
+						     EIO),
+				 0);
+		ret = kvshim_ioctl(fd, KVMM_IOC_COMPACT, &cp);
+		take(fd, sp, &s1);
+		if (ret) {
+			ck_assert_int_eq(ret, -EIO);
+			ck_assert(!memcmp(&s0, &s1, sizeof(s0)));
+			failed++;
+		} else if (!cp.pages_moved && !cp.granules_released) {
+			/* the retired granules are gone, nothing else */
+			ck_assert_uint_eq(cp.reason, KVMM_COMPACT_BUDGET);
+			ck_assert_uint_eq(s1.st.granules_by_loc[0],
+					  s1.st.pages_total /
+						  s1.pti.pages_per_granule);
+			ck_assert_uint_eq(s1.st.pages_total,
+					  s0.st.pages_total);
+			undone++;
+		}
+		ck_assert_int_eq(kvshim_fault_inject(fd, sp,
+						     KVSHIM_FAULT_RUNTIME, 0,
+						     0),
+				 0);
+		ck_assert_int_eq(kvshim_close(fd), 0);
+	}
+	printf("compact after a deferred unmapping: %d faults failed the "
+	       "call, %d undid the increment\n", failed, undone);
+	ck_assert_int_gt(undone, 0);
+}
+END_TEST
+
+/* a misaligned argument is read once, and written only on success */
+START_TEST(test_unaligned_arg)
+{
+	_Alignas(16) unsigned char buf[sizeof(struct kvmm_stats) + 8];
+	struct kvmm_stats st = { 0 }, out;
+	int fd = kvshim_open();
+	uint32_t sp = create(fd);
+
+	st.space = sp;
+	memcpy(buf + 3, &st, sizeof(st));
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_STATS, buf + 3), 0);
+	memcpy(&out, buf + 3, sizeof(out));
+	ck_assert_uint_gt(out.page_size, 0);
+	/* a failure leaves the caller's structure alone */
+	st.flags = 1;
+	memcpy(buf + 3, &st, sizeof(st));
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_STATS, buf + 3), -EINVAL);
+	ck_assert(!memcmp(buf + 3, &st, sizeof(st)));
+	ck_assert_int_eq(kvshim_close(fd), 0);
+}
+END_TEST
+
+/* the driver's bounds on what SPACE_CREATE may make it allocate */
+START_TEST(test_create_bounds)
+{
+	struct kvmm_space_create c = good_create();
+	int fd = kvshim_open();
+	uint32_t sp = create(fd);
+
+	c.max_tokens = KVSHIM_MAX_TOKENS + 1;
+	FAILS(fd, sp, KVMM_IOC_SPACE_CREATE, &c, -EINVAL);
+	c = good_create();
+	c.va_bytes = KVSHIM_MAX_VA_BYTES + MB2;
+	FAILS(fd, sp, KVMM_IOC_SPACE_CREATE, &c, -EINVAL);
+	c = good_create();
+	c.max_tokens = KVSHIM_MAX_TOKENS;
+	c.max_seqs = 1U << 13;	/* 2^13 x 2 x 2 x 2^20 = 2^35 tokens */
+	FAILS(fd, sp, KVMM_IOC_SPACE_CREATE, &c, -EINVAL);
+	c = good_create();
+	/* the bound itself is allowed */
+	c.max_tokens = KVSHIM_MAX_TOKENS;
+	c.max_seqs = 1;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SPACE_CREATE, &c), 0);
+	ck_assert_int_eq(kvshim_close(fd), 0);
+}
+END_TEST
+
 Suite *suite_shim(void)
 {
 	Suite *s = suite_create("shim");
@@ -754,6 +1116,12 @@ Suite *suite_shim(void)
 	KV_ADD(tc, test_bad_ranges);
 	KV_ADD(tc, test_two_fds);
 	KV_ADD(tc, test_many_fds);
+	KV_ADD(tc, test_admit_rollback);
+	KV_ADD(tc, test_admit_runtime_faults);
+	KV_ADD(tc, test_compact_runtime_faults);
+	KV_ADD(tc, test_compact_deferred_then_fault);
+	KV_ADD(tc, test_unaligned_arg);
+	KV_ADD(tc, test_create_bounds);
 	suite_add_tcase(s, tc);
 	return s;
 }

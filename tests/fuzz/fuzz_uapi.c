@@ -1,0 +1,799 @@
+// SPDX-License-Identifier: MIT
+/*
+ * fuzz_uapi.c - libFuzzer harness of the kvmm uapi (kvshim_ioctl()).
+ *
+ * DOC: what one input is
+ *
+ * An input is a program: a sequence of operations decoded byte by byte
+ * (open a handle, close one, one ioctl with structured but hostile
+ * arguments, one ioctl with a raw command number and raw bytes, or arm a
+ * fault: the nth runtime call of a space, or the allocator step of the
+ * next admission). Arguments live in a fuzzer-owned arena, at any
+ * alignment; the user pointers inside them point into the arena or are
+ * NULL, with counts that may exceed what the space allows (the driver must
+ * refuse those before it reads). A real kernel would fail an unmapped
+ * pointer with -EFAULT; an in-process driver cannot tell, so the harness
+ * only hands out pointers to arrays that fit in the arena.
+ *
+ * After every ioctl, for every space the harness knows of (several
+ * handles, several spaces each):
+ *
+ * - kvshim_check() (the allocator's kva_check()) passes;
+ * - STATS adds up: used + free pages = pages in mapped granules;
+ * - when the call failed, or only reads (VERSION, STATS,
+ *   PAGE_TABLE_INFO), every space's STATS (with per-head figures),
+ *   PAGE_TABLE_INFO and kvshim_digest() are what they were before, and the
+ *   arena (everything the caller can see) is byte for byte unchanged;
+ * - when it succeeded, every space but the one it named is unchanged.
+ *
+ * Any violation prints what broke and aborts. At exit the harness prints
+ * the number of ioctls it made (FUZZ_STATS=path also writes them there),
+ * and every million on the way; FUZZ_IOCTLS=n stops it after the input
+ * that reaches n ioctls (leak check, report, exit status 0).
+ */
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sanitizer/lsan_interface.h>
+
+#include "kvshim.h"
+
+#define MB2 (2ULL << 20)
+#define MAX_FDS 3
+#define MAX_SPACES 6
+#define MAX_HEADS 64		/* nr_layers * nr_kv_heads, at most */
+#define ARENA_SIZE 16384
+/* where each kind of argument may start, and the largest it can be */
+#define ARG_AREA 0		/* structures: 4096 starts + 256 */
+#define SEQ_AREA 4608		/* kvmm_seq[64]: 4096 starts + 1024 */
+#define SEQ_SPAN 4096
+#define SLOT_AREA 9856		/* __u32[64]: 1024 starts + 256 */
+#define SLOT_SPAN 1024
+#define HEAD_AREA 11264		/* kvmm_head_stats[64]: 2048 + 2048 */
+#define HEAD_SPAN 2048
+
+struct in {
+	const uint8_t *p;
+	size_t n;
+};
+
+/* everything userspace can see of a space */
+struct snap {
+	uint64_t digest;
+	struct kvmm_stats st;
+	struct kvmm_head_stats h[MAX_HEADS];
+	struct kvmm_page_table_info pti;
+};
+
+struct space {
+	int fd;
+	uint32_t id;
+	uint32_t nr_heads;
+	uint32_t max_seqs;
+	struct snap snap;
+};
+
+static int fds[MAX_FDS];
+static int nr_fds;
+static struct space spaces[MAX_SPACES];
+static int nr_spaces;
+static unsigned char arena[ARENA_SIZE] __attribute__((aligned(64)));
+static unsigned char arena_before[ARENA_SIZE];
+static struct snap now;
+
+static unsigned long long nr_ioctls, nr_failed, nr_inputs, nr_faults;
+static unsigned long long nr_mutated;
+static unsigned long long max_ioctls, next_progress = 1000000;
+static unsigned long long nr_ok[16];
+
+static uint8_t rd8(struct in *in)
+{
+	if (!in->n)
+		return 0;
+	in->n--;
+	return *in->p++;
+}
+
+static uint16_t rd16(struct in *in)
+{
+	return rd8(in) | (uint16_t)rd8(in) << 8;
+}
+
+static uint32_t rd32(struct in *in)
+{
+	return rd16(in) | (uint32_t)rd16(in) << 16;
+}
+
+static uint64_t rd64(struct in *in)
+{
+	return rd32(in) | (uint64_t)rd32(in) << 32;
+}
+
+#define violation(...)                                                         \
+	do {                                                                   \
+		fprintf(stderr, "fuzz_uapi: VIOLATION: " __VA_ARGS__);        \
+		fputc('\n', stderr);                                           \
+		abort();                                                       \
+	} while (0)
+
+static void take(const struct space *s, struct snap *out)
+{
+	char why[256] = "";
+	int ret;
+
+	memset(out, 0, sizeof(*out));
+	out->st.space = s->id;
+	out->st.heads = (uint64_t)(uintptr_t)out->h;
+	out->st.nr_heads = s->nr_heads;
+	ret = kvshim_ioctl(s->fd, KVMM_IOC_STATS, &out->st);
+	if (ret)
+		violation("STATS of space %u on fd %d: %d", s->id, s->fd, ret);
+	out->st.heads = 0;
+	out->pti.space = s->id;
+	ret = kvshim_ioctl(s->fd, KVMM_IOC_PAGE_TABLE_INFO, &out->pti);
+	if (ret)
+		violation("PAGE_TABLE_INFO of space %u: %d", s->id, ret);
+	ret = kvshim_digest(s->fd, s->id, &out->digest);
+	if (ret)
+		violation("digest of space %u: %d", s->id, ret);
+	ret = kvshim_check(s->fd, s->id, why, sizeof(why));
+	if (ret)
+		violation("kva_check of space %u: %d %s", s->id, ret, why);
+	if (out->st.pages_used[0] + out->st.pages_used[1] +
+		    out->st.pages_free != out->st.pages_total)
+		violation("space %u: used %llu + %llu + free %llu != %llu",
+			  s->id, (unsigned long long)out->st.pages_used[0],
+			  (unsigned long long)out->st.pages_used[1],
+			  (unsigned long long)out->st.pages_free,
+			  (unsigned long long)out->st.pages_total);
+}
+
+static int space_index(int fd, uint32_t id)
+{
+	for (int i = 0; i < nr_spaces; i++)
+		if (spaces[i].fd == fd && spaces[i].id == id)
+			return i;
+	return -1;
+}
+
+static void space_forget(int i)
+{
+	spaces[i] = spaces[--nr_spaces];
+}
+
+/*
+ * After a call: every space still valid; unchanged unless it is @changed
+ * (the index of the space a successful mutating call named, or -1).
+ */
+static void check_all(int changed, const char *what, int ret)
+{
+	for (int i = 0; i < nr_spaces; i++) {
+		take(&spaces[i], &now);
+		if (i != changed && memcmp(&now, &spaces[i].snap, sizeof(now)))
+			violation("%s returned %d and changed space %u "
+				  "(fd %d)%s",
+				  what, ret, spaces[i].id, spaces[i].fd,
+				  now.digest != spaces[i].snap.digest ?
+					  ": digest differs" : "");
+		spaces[i].snap = now;
+	}
+}
+
+static int pick_fd(struct in *in)
+{
+	uint8_t c = rd8(in);
+
+	if (c < 240 && nr_fds)
+		return fds[c % nr_fds];
+	switch (c & 3) {
+	case 0:
+		return -1;
+	case 1:
+		return KVSHIM_MAX_FILES;
+	case 2:
+		return c;	/* most likely not open */
+	default:
+		return nr_fds ? fds[0] + 1 : 0;
+	}
+}
+
+static uint32_t pick_space(struct in *in, int fd)
+{
+	uint8_t c = rd8(in);
+
+	if (c < 200 && nr_spaces) {
+		/* mostly one of fd's own, sometimes another handle's */
+		for (int k = 0; c < 160 && k < nr_spaces; k++) {
+			const struct space *s = &spaces[(c + k) % nr_spaces];
+
+			if (s->fd == fd)
+				return s->id;
+		}
+		return spaces[c % nr_spaces].id;
+	}
+	switch (c & 3) {
+	case 0:
+		return 0;
+	case 1:
+		return UINT32_MAX;
+	case 2:
+		return nr_spaces ? spaces[0].id + 1 : 1;
+	default:
+		return rd32(in);
+	}
+}
+
+static uint32_t hostile32(struct in *in, uint32_t sane)
+{
+	static const uint32_t vals[] = { 0, 1, 2, 3, 7, 64, 255, 256,
+					 65535, 1U << 31, UINT32_MAX,
+					 UINT32_MAX - 1 };
+	uint8_t c = rd8(in);
+
+	if (c < 232)
+		return sane;
+	if (c < 250)
+		return vals[c % (sizeof(vals) / sizeof(vals[0]))];
+	return rd32(in);
+}
+
+/* flip one byte of the structure now and then: pads, reserved, flags */
+static void maybe_corrupt(struct in *in, void *k, size_t size)
+{
+	uint8_t c = rd8(in);
+
+	if (c < 240)
+		return;
+	((unsigned char *)k)[rd16(in) % size] ^= (uint8_t)(1 + rd8(in));
+}
+
+/* NULL, or anywhere an array of the largest valid count still fits */
+static uint64_t user_ptr(struct in *in, size_t area, size_t span)
+{
+	uint8_t c = rd8(in);
+
+	if (c >= 248)
+		return 0;
+	if (c < 128)
+		return (uint64_t)(uintptr_t)arena + area;
+	return (uint64_t)(uintptr_t)arena + area + rd16(in) % span;
+}
+
+static const struct kvmm_tier good_tiers[] = {
+	{ 16, 16, 1, 1 }, { 8, 8, 1, 1 }, { 8, 4, 1, 2 }, { 4, 2, 1, 1 },
+	{ 4, 4, 2, 2 },	  { 2, 2, 4, 4 }, { 1, 1, 1, 1 }, { 2, 1, 2, 1 },
+};
+
+static void gen_create(struct in *in, struct kvmm_space_create *c)
+{
+	static const uint32_t dims[] = { 64, 80, 96, 128, 256, 128, 64, 100 };
+	uint64_t lists, va_g;
+
+	c->backend = rd8(in) >= 240 ? KVMM_BACKEND_DEVICE : KVMM_BACKEND_HOST;
+	c->backend = hostile32(in, c->backend);
+	c->nr_layers = hostile32(in, 1 + rd8(in) % 4);
+	c->nr_kv_heads = hostile32(in, 1 + rd8(in) % 4);
+	c->head_dim = hostile32(in, dims[rd8(in) % 8]);
+	c->nr_tiers = hostile32(in, 1 + rd8(in) % 2);
+	c->tiers[0] = good_tiers[rd8(in) % 8];
+	if (c->nr_tiers == 2)
+		c->tiers[1] = good_tiers[rd8(in) % 8];
+	c->max_seqs = hostile32(in, 1 + rd8(in) % 16);
+	c->max_tokens = hostile32(in, 1 + rd16(in) % 1024);
+	va_g = 1 + rd8(in) % 8;
+	c->va_bytes = va_g * MB2;
+	c->budget_bytes = (1 + rd8(in) % va_g) * MB2;
+	switch (rd8(in)) {
+	case 250:
+		c->va_bytes += 4096;
+		break;
+	case 251:
+		c->budget_bytes = c->va_bytes + MB2;
+		break;
+	case 252:
+		c->va_bytes = KVSHIM_MAX_VA_BYTES + MB2;
+		break;
+	case 253:
+		c->budget_bytes = 0;
+		break;
+	case 254:
+		c->va_bytes = rd64(in);
+		break;
+	case 255:
+		c->max_tokens = KVSHIM_MAX_TOKENS + 1;
+		break;
+	}
+	maybe_corrupt(in, c, sizeof(*c));
+
+	/*
+	 * Keep what could be created small: the harness snapshots every
+	 * space after every call. A valid request for much memory becomes
+	 * one just over the driver's bounds, which it must refuse.
+	 */
+	lists = (uint64_t)c->max_seqs * c->nr_layers * c->nr_kv_heads;
+	if ((lists > 64 || c->nr_layers * (uint64_t)c->nr_kv_heads >
+				   MAX_HEADS ||
+	     lists * c->max_tokens > (1ULL << 18) || c->va_bytes > 16 * MB2) &&
+	    lists <= UINT32_MAX / 2 && c->max_tokens <= KVSHIM_MAX_TOKENS &&
+	    c->va_bytes <= KVSHIM_MAX_VA_BYTES &&
+	    lists * c->max_tokens <= KVSHIM_MAX_LIST_TOKENS)
+		c->max_tokens = KVSHIM_MAX_TOKENS + 1;
+	if (nr_spaces == MAX_SPACES)
+		c->reserved[rd8(in) % 4] |= 1;
+}
+
+static void gen_seqs(struct in *in, uint64_t ptr, uint32_t count)
+{
+	unsigned char *at = (unsigned char *)(uintptr_t)ptr;
+
+	for (uint32_t i = 0; at && i < count && i < 64; i++) {
+		struct kvmm_seq q = { 0 };
+		uint8_t c = rd8(in);
+
+		q.tokens = c < 200 ? rd16(in) % 300 :
+			   c < 250 ? rd16(in) : rd32(in);
+		q.slot = rd8(in) >= 248 ? rd32(in) : 0;
+		if (rd8(in) >= 252)
+			q.reserved = 1ULL << (rd8(in) % 64);
+		memcpy(at + i * sizeof(q), &q, sizeof(q));
+	}
+}
+
+/* a release array: mostly slots in range, repeats and free ones included */
+static void gen_slots(struct in *in, uint64_t ptr, uint32_t count,
+		      uint32_t max)
+{
+	unsigned char *at = (unsigned char *)(uintptr_t)ptr;
+
+	for (uint32_t i = 0; at && i < count && i < 64; i++) {
+		uint8_t c = rd8(in);
+		uint32_t v = c < 240 ? c % (max + 2) : rd32(in);
+
+		memcpy(at + i * 4, &v, 4);
+	}
+}
+
+/* fill the argument, return the command and the space it names (or -1) */
+static unsigned long gen_ioctl(struct in *in, int fd, void *k,
+			       uint32_t *space_out)
+{
+	uint32_t sp = pick_space(in, fd), max = 16;
+	int idx = space_index(fd, sp);
+	uint8_t which = rd8(in) % 9;
+
+	if (idx >= 0)
+		max = spaces[idx].max_seqs;
+	*space_out = sp;
+	switch (which) {
+	case 0: {
+		struct kvmm_version *v = k;
+
+		maybe_corrupt(in, v, sizeof(*v));
+		return KVMM_IOC_VERSION;
+	}
+	case 1:
+		gen_create(in, k);
+		*space_out = 0;
+		return KVMM_IOC_SPACE_CREATE;
+	case 2: {
+		struct kvmm_space_destroy *d = k;
+
+		d->space = sp;
+		maybe_corrupt(in, d, sizeof(*d));
+		return KVMM_IOC_SPACE_DESTROY;
+	}
+	case 3: {
+		struct kvmm_seq_admit *a = k;
+
+		a->space = sp;
+		a->count = hostile32(in, rd8(in) % (max + 2));
+		a->seqs = user_ptr(in, SEQ_AREA, SEQ_SPAN);
+		gen_seqs(in, a->seqs, a->count);
+		maybe_corrupt(in, a, sizeof(*a));
+		return KVMM_IOC_SEQ_ADMIT;
+	}
+	case 4: {
+		struct kvmm_seq_release *r = k;
+
+		r->space = sp;
+		r->count = hostile32(in, rd8(in) % (max + 2));
+		r->slots = user_ptr(in, SLOT_AREA, SLOT_SPAN);
+		gen_slots(in, r->slots, r->count, max);
+		maybe_corrupt(in, r, sizeof(*r));
+		return KVMM_IOC_SEQ_RELEASE;
+	}
+	case 5: {
+		struct kvmm_set_budget *b = k;
+		uint8_t c = rd8(in);
+
+		b->space = sp;
+		b->budget_bytes = c < 200 ? (1 + c % 10) * MB2 :
+				  c < 220 ? 0 :
+				  c < 240 ? (1 + c % 10) * MB2 + 4096 :
+					    rd64(in);
+		maybe_corrupt(in, b, sizeof(*b));
+		return KVMM_IOC_SET_BUDGET;
+	}
+	case 6: {
+		struct kvmm_compact *c = k;
+		uint8_t b = rd8(in);
+
+		c->space = sp;
+		c->byte_budget = b < 64 ? 0 : b < 200 ? (uint64_t)b * 997 :
+				 rd64(in);
+		if (rd8(in) >= 248)	/* out fields are ignored on input */
+			c->pages_moved = rd64(in);
+		maybe_corrupt(in, c, sizeof(*c));
+		return KVMM_IOC_COMPACT;
+	}
+	case 7: {
+		struct kvmm_stats *s = k;
+		uint8_t c = rd8(in);
+
+		s->space = sp;
+		if (c < 128) {
+			s->nr_heads = idx >= 0 ? spaces[idx].nr_heads : 4;
+			s->heads = user_ptr(in, HEAD_AREA, HEAD_SPAN);
+		} else if (c < 140) {
+			s->nr_heads = rd8(in) % (MAX_HEADS + 1);
+			s->heads = user_ptr(in, HEAD_AREA, HEAD_SPAN);
+		} else if (c < 150) {
+			s->nr_heads = rd32(in);
+		}
+		maybe_corrupt(in, s, sizeof(*s));
+		return KVMM_IOC_STATS;
+	}
+	default: {
+		struct kvmm_page_table_info *p = k;
+
+		p->space = sp;
+		maybe_corrupt(in, p, sizeof(*p));
+		return KVMM_IOC_PAGE_TABLE_INFO;
+	}
+	}
+}
+
+/* the wrong direction, size, number or magic, now and then */
+static unsigned long mutate_cmd(struct in *in, unsigned long cmd)
+{
+	uint8_t c = rd8(in);
+
+	if (c < 244)
+		return cmd;
+	switch (c % 6) {
+	case 0:
+		return cmd ^ ((unsigned long)(1 + rd8(in) % 3)
+			      << _IOC_DIRSHIFT);
+	case 1:
+		return _IOC(_IOC_DIR(cmd), _IOC_TYPE(cmd), _IOC_NR(cmd),
+			    (_IOC_SIZE(cmd) + 8 * (1 + rd8(in) % 4)) &
+				    _IOC_SIZEMASK);
+	case 2:
+		return _IOC(_IOC_DIR(cmd), _IOC_TYPE(cmd), _IOC_NR(cmd),
+			    _IOC_SIZE(cmd) - 8);
+	case 3:
+		return _IOC(_IOC_DIR(cmd), _IOC_TYPE(cmd),
+			    (unsigned int)rd8(in), _IOC_SIZE(cmd));
+	case 4:
+		return _IOC(_IOC_DIR(cmd), (unsigned int)rd8(in), _IOC_NR(cmd),
+			    _IOC_SIZE(cmd));
+	default:
+		return cmd | (1UL << 32);
+	}
+}
+
+/*
+ * A pointer the harness cannot vouch for (a corrupted byte, raw bytes)
+ * goes back into its area: an in-process driver cannot fail it with
+ * -EFAULT as a kernel would.
+ */
+static void fix_ptr(uint64_t *p, size_t area, size_t span)
+{
+	uint64_t lo = (uint64_t)(uintptr_t)arena + area;
+
+	if (*p && (*p < lo || *p >= lo + span))
+		*p = lo;
+}
+
+static void fix_at(void *k, size_t off, size_t area, size_t span)
+{
+	uint64_t p;
+
+	memcpy(&p, (char *)k + off, sizeof(p));
+	fix_ptr(&p, area, span);
+	memcpy((char *)k + off, &p, sizeof(p));
+}
+
+static void fix_ptrs(unsigned long cmd, void *k)
+{
+	switch (_IOC_NR(cmd)) {
+	case _IOC_NR(KVMM_IOC_SEQ_ADMIT):
+		fix_at(k, offsetof(struct kvmm_seq_admit, seqs), SEQ_AREA,
+		       SEQ_SPAN);
+		break;
+	case _IOC_NR(KVMM_IOC_SEQ_RELEASE):
+		fix_at(k, offsetof(struct kvmm_seq_release, slots), SLOT_AREA,
+		       SLOT_SPAN);
+		break;
+	case _IOC_NR(KVMM_IOC_STATS):
+		fix_at(k, offsetof(struct kvmm_stats, heads), HEAD_AREA,
+		       HEAD_SPAN);
+		break;
+	}
+}
+
+static int is_readonly(unsigned long cmd)
+{
+	return cmd == KVMM_IOC_VERSION || cmd == KVMM_IOC_STATS ||
+	       cmd == KVMM_IOC_PAGE_TABLE_INFO;
+}
+
+static void do_ioctl(struct in *in, int raw)
+{
+	union {
+		struct kvmm_version v;
+		struct kvmm_space_create c;
+		struct kvmm_space_destroy d;
+		struct kvmm_seq_admit a;
+		struct kvmm_seq_release r;
+		struct kvmm_set_budget b;
+		struct kvmm_compact cp;
+		struct kvmm_stats s;
+		struct kvmm_page_table_info p;
+		unsigned char bytes[256];
+	} k;
+	int fd = pick_fd(in), changed = -1, ret;
+	uint32_t sp = 0;
+	unsigned long cmd, gen = 0;
+	unsigned char *arg;
+	uint8_t c;
+
+	memset(&k, 0, sizeof(k));
+	if (raw) {
+		cmd = rd8(in) < 128 ? _IOC(rd8(in) % 4U, KVMMIO,
+					   rd8(in) % 0x20U, rd16(in) % 256U) :
+				      (unsigned long)rd32(in);
+		for (size_t i = 0; i < sizeof(k.bytes) && in->n; i++)
+			k.bytes[i] = rd8(in) < 200 ? 0 : rd8(in);
+	} else {
+		gen = gen_ioctl(in, fd, &k, &sp);
+		cmd = mutate_cmd(in, gen);
+		if (cmd != gen)
+			nr_mutated++;
+	}
+	fix_ptrs(cmd, &k);
+	/* only the generator may create: it keeps spaces small */
+	if (cmd == KVMM_IOC_SPACE_CREATE && gen != KVMM_IOC_SPACE_CREATE)
+		k.c.flags |= 1;
+	c = rd8(in);
+	arg = c >= 252 ? NULL :
+	      arena + ARG_AREA + (c < 128 ? 0 : rd16(in) % 4096);
+	if (arg)
+		memcpy(arg, &k, sizeof(k));
+	memcpy(arena_before, arena, sizeof(arena));
+
+	ret = kvshim_ioctl(fd, cmd, arg);
+	nr_ioctls++;
+	if (ret) {
+		nr_failed++;
+		if (ret >= 0 || ret < -4095)
+			violation("ioctl %#lx returned %d", cmd, ret);
+		if (memcmp(arena, arena_before, sizeof(arena)))
+			violation("failed ioctl %#lx (%d) wrote user memory",
+				  cmd, ret);
+		check_all(-1, "a failed ioctl", ret);
+		return;
+	}
+	nr_ok[_IOC_NR(cmd) & 15]++;
+	memcpy(&k, arg, sizeof(k));	/* what it returned, what it named */
+	if (cmd == KVMM_IOC_SPACE_CREATE) {
+		struct space *s;
+
+		if (nr_spaces == MAX_SPACES)
+			violation("space created over the harness's limit");
+		s = &spaces[nr_spaces++];
+		s->fd = fd;
+		s->id = k.c.space;
+		s->nr_heads = k.c.nr_layers * k.c.nr_kv_heads;
+		s->max_seqs = k.c.max_seqs;
+		if (space_index(fd, s->id) != nr_spaces - 1 || !s->id)
+			violation("CREATE gave a used handle %u", s->id);
+		take(s, &s->snap);
+		if (s->snap.st.pages_total)
+			violation("a new space has mapped pages");
+		check_all(-1, "CREATE", ret);
+		return;
+	}
+	if (cmd == KVMM_IOC_SPACE_DESTROY) {
+		int i = space_index(fd, k.d.space);
+
+		if (i < 0)
+			violation("DESTROY of an unknown space %u", k.d.space);
+		space_forget(i);
+		if (kvshim_digest(fd, k.d.space, &now.digest) != -ENOENT)
+			violation("space %u alive after DESTROY", k.d.space);
+		check_all(-1, "DESTROY", ret);
+		return;
+	}
+	if (!is_readonly(cmd)) {
+		/* every other command names its space in its first word */
+		uint32_t named;
+
+		memcpy(&named, &k, sizeof(named));
+		changed = space_index(fd, named);
+		if (changed < 0)
+			violation("ioctl %#lx succeeded on space %u not of "
+				  "fd %d", cmd, named, fd);
+	}
+	if (cmd != KVMM_IOC_SEQ_ADMIT &&
+	    memcmp(arena + SEQ_AREA, arena_before + SEQ_AREA,
+		   HEAD_AREA - SEQ_AREA))
+		violation("ioctl %#lx wrote an array it only reads", cmd);
+	check_all(changed, "an ioctl", ret);
+}
+
+static void do_open(void)
+{
+	int fd;
+
+	if (nr_fds == MAX_FDS)
+		return;
+	fd = kvshim_open();
+	if (fd < 0)
+		violation("open: %d", fd);
+	for (int i = 0; i < nr_fds; i++)
+		if (fds[i] == fd)
+			violation("open gave an open handle %d", fd);
+	fds[nr_fds++] = fd;
+}
+
+static void do_close(int fd, int disarm)
+{
+	int ret, i;
+
+	if (disarm)
+		for (i = 0; i < nr_spaces; i++)
+			if (spaces[i].fd == fd) {
+				kvshim_fault_inject(fd, spaces[i].id,
+						    KVSHIM_FAULT_RUNTIME, 0, 0);
+				kvshim_fault_inject(fd, spaces[i].id,
+						    KVSHIM_FAULT_ADMIT, 0, 0);
+			}
+	ret = kvshim_close(fd);
+	if (ret && disarm)
+		violation("close of fd %d with no fault armed: %d", fd, ret);
+	if (ret) {
+		/* the spaces it could not destroy stay, unchanged */
+		for (i = 0; i < nr_spaces; i++) {
+			uint64_t d;
+
+			if (spaces[i].fd != fd)
+				continue;
+			if (kvshim_digest(fd, spaces[i].id, &d) == -ENOENT)
+				space_forget(i--);
+		}
+		check_all(-1, "a failed close", ret);
+		return;
+	}
+	for (i = 0; i < nr_spaces; i++)
+		if (spaces[i].fd == fd)
+			space_forget(i--);
+	for (i = 0; i < nr_fds; i++)
+		if (fds[i] == fd)
+			fds[i] = fds[--nr_fds];
+	if (kvshim_ioctl(fd, KVMM_IOC_VERSION, arena) != -EBADF)
+		violation("closed fd %d still answers", fd);
+	check_all(-1, "close", 0);
+}
+
+static void do_fault(struct in *in, unsigned int where)
+{
+	static const int errs[] = { EIO, ENOMEM, EBUSY, ENOSPC, EINVAL,
+				    EFAULT };
+	const struct space *s;
+	uint64_t nth;
+
+	if (!nr_spaces)
+		return;
+	s = &spaces[rd8(in) % nr_spaces];
+	if (where == KVSHIM_FAULT_ADMIT) {
+		nth = 1 + rd8(in) % 3;
+	} else {
+		/* mostly early; sometimes past a compaction's page copies */
+		uint8_t c = rd8(in);
+
+		nth = 1 + (c < 192 ? c % 12 : rd16(in) % 512);
+	}
+	if (kvshim_fault_inject(s->fd, s->id, where, nth,
+				errs[rd8(in) % 6]))
+		violation("fault_inject on space %u", s->id);
+	nr_faults++;
+}
+
+static void report(void);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct in in = { data, size };
+
+	nr_inputs++;
+	while (in.n) {
+		uint8_t op = rd8(&in) % 32;
+
+		if (op < 2)
+			do_open();
+		else if (op < 3 && nr_fds)
+			do_close(fds[rd8(&in) % nr_fds], rd8(&in) < 200);
+		else if (op < 28)
+			do_ioctl(&in, 0);
+		else if (op < 30)
+			do_ioctl(&in, 1);
+		else if (op < 31)
+			do_fault(&in, KVSHIM_FAULT_RUNTIME);
+		else
+			do_fault(&in, KVSHIM_FAULT_ADMIT);
+		/* the first operation of most inputs finds a handle open */
+		if (!nr_fds && rd8(&in) < 192)
+			do_open();
+	}
+	while (nr_fds)
+		do_close(fds[0], 1);
+	if (nr_spaces)
+		violation("%d spaces left after every close", nr_spaces);
+	if (nr_ioctls >= next_progress) {
+		fprintf(stderr, "fuzz_uapi: %llu ioctls after %llu inputs\n",
+			nr_ioctls, nr_inputs);
+		next_progress += 1000000;
+	}
+	if (max_ioctls && nr_ioctls >= max_ioctls) {
+		/*
+		 * libFuzzer takes exit() from the target for a crash: check
+		 * for leaks and report here, then leave without its handlers.
+		 */
+		__lsan_do_leak_check();
+		report();
+		fflush(NULL);
+		_exit(0);
+	}
+	return 0;
+}
+
+static void report(void)
+{
+	const char *path = getenv("FUZZ_STATS");
+	char line[512];
+
+	snprintf(line, sizeof(line),
+		 "fuzz_uapi: %llu inputs, %llu ioctls (%llu failed, %llu "
+		 "succeeded: create %llu admit %llu release %llu budget %llu "
+		 "compact %llu), %llu commands mutated, %llu faults armed\n",
+		 nr_inputs, nr_ioctls, nr_failed, nr_ioctls - nr_failed,
+		 nr_ok[1], nr_ok[3], nr_ok[4], nr_ok[5], nr_ok[6], nr_mutated,
+		 nr_faults);
+	fputs(line, stderr);
+	if (path) {
+		FILE *f = fopen(path, "w");
+
+		if (f) {
+			fputs(line, f);
+			fclose(f);
+		}
+	}
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	const char *max = getenv("FUZZ_IOCTLS");
+
+	(void)argc;
+	(void)argv;
+	if (max)
+		max_ioctls = strtoull(max, NULL, 0);
+	atexit(report);
+	return 0;
+}

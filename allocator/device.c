@@ -65,11 +65,16 @@ struct kva_dev {
 	cudaEvent_t mark;		/* ops stream, before a copy */
 	cudaEvent_t c0, c1;		/* around the last page copy */
 	int timed;
-	/* append as one CUDA graph, captured for the last batch size */
-	cudaGraphExec_t app_exec;
-	uint32_t app_n;			/* slots of the captured batch */
-	uint32_t *app_pin;		/* [nr_slots] its staged slot list */
-	cudaEvent_t app_done;		/* the graph has read app_pin */
+	/*
+	 * append as one CUDA graph, captured for the last batch size: [1]
+	 * latches a refusal (asynchronous append), [0] does not (the
+	 * synchronous append reads the result itself)
+	 */
+	cudaGraphExec_t app_exec[2];
+	uint32_t app_n[2];		/* slots of each captured batch */
+	uint32_t *app_pin;		/* [nr_slots] staged slot list */
+	uint64_t *app_ht;		/* [3] pinned: head, tail, result */
+	cudaEvent_t app_done;		/* the graphs have read app_pin */
 	int dirty;			/* device ahead of the host arrays */
 	int32_t refused;		/* first refusal pulled, not reported */
 };
@@ -158,6 +163,7 @@ int kva_dev_create(struct kva_pool *pool)
 	CU(cudaMallocHost((void **)&d->pin,
 			  KVA_STAGE_BUFS * d->pin_words * 4));
 	CU(cudaMallocHost((void **)&d->app_pin, pool->nr_slots * 4));
+	CU(cudaMallocHost((void **)&d->app_ht, 3 * sizeof(uint64_t)));
 	CU(cudaEventCreateWithFlags(&d->app_done, cudaEventDisableTiming));
 	for (int i = 0; i < KVA_STAGE_BUFS; i++)
 		CU(cudaEventCreateWithFlags(&d->pin_done[i],
@@ -213,11 +219,13 @@ void kva_dev_destroy(struct kva_pool *pool)
 		cudaEventDestroy(d->c0);
 	if (d->c1)
 		cudaEventDestroy(d->c1);
-	if (d->app_exec)
-		cudaGraphExecDestroy(d->app_exec);
+	for (int i = 0; i < 2; i++)
+		if (d->app_exec[i])
+			cudaGraphExecDestroy(d->app_exec[i]);
 	if (d->app_done)
 		cudaEventDestroy(d->app_done);
 	cudaFreeHost(d->app_pin);
+	cudaFreeHost(d->app_ht);
 	cudaFreeHost(d->pin);
 	cudaFree(d->mem);
 	free(d);
@@ -413,9 +421,9 @@ int kva_dev_trim(struct kva_pool *pool, const uint32_t *slots, uint32_t n,
 
 /*
  * capture the append of @n slots read from app_pin: the staging copy, the
- * op's memset and kernels and the latch, as one graph
+ * op's memset and kernels and, when @latch, the latch, as one graph
  */
-static int append_capture(struct kva_pool *pool, uint32_t n)
+static int append_capture(struct kva_pool *pool, uint32_t n, int latch)
 {
 	struct kva_dev *d = pool->dev;
 	cudaGraph_t g = NULL;
@@ -427,7 +435,7 @@ static int append_capture(struct kva_pool *pool, uint32_t n)
 				       cudaMemcpyHostToDevice, d->st));
 	if (!cap)
 		cap = kva_append_cuda(&d->v, d->dslots, n, d->st);
-	if (!cap)
+	if (!cap && latch)
 		cap = kva_err_latch_cuda(d->v.err, d->sticky, d->st);
 	ret = cu_errno(cudaStreamEndCapture(d->st, &g));
 	if (!ret)
@@ -438,11 +446,37 @@ static int append_capture(struct kva_pool *pool, uint32_t n)
 		cudaGraphDestroy(g);
 	if (ret)
 		goto out;
-	if (d->app_exec)
-		cudaGraphExecDestroy(d->app_exec);
-	d->app_exec = exec;
-	d->app_n = n;
+	if (d->app_exec[latch])
+		cudaGraphExecDestroy(d->app_exec[latch]);
+	d->app_exec[latch] = exec;
+	d->app_n[latch] = n;
 out:
+	return ret;
+}
+
+/* the append of @n staged slots: its graph, or the plain launches */
+static int append_launch(struct kva_pool *pool, const uint32_t *slots,
+			 uint32_t n, int latch)
+{
+	struct kva_dev *d = pool->dev;
+	int ret;
+
+	CU(cudaEventSynchronize(d->app_done));
+	memcpy(d->app_pin, slots, n * 4);
+	if ((n != d->app_n[latch] || !d->app_exec[latch]) &&
+	    append_capture(pool, n, latch)) {
+		/* the plain path, if capture is not possible here */
+		ret = stage(pool, slots, n, NULL, NULL, NULL);
+		if (!ret)
+			ret = kva_append_cuda(&d->v, d->dslots, n, d->st);
+		if (!ret && latch)
+			ret = kva_err_latch_cuda(d->v.err, d->sticky, d->st);
+		goto out;
+	}
+	CU(cudaGraphLaunch(d->app_exec[latch], d->st));
+	CU(cudaEventRecord(d->app_done, d->st));
+out:
+	d->dirty = 1;
 	return ret;
 }
 
@@ -454,27 +488,38 @@ out:
  */
 int kva_dev_append(struct kva_pool *pool, const uint32_t *slots, uint32_t n)
 {
-	struct kva_dev *d = pool->dev;
-	int ret;
+	return n ? append_launch(pool, slots, n, 1) : 0;
+}
 
-	if (!n)
-		return 0;
-	CU(cudaEventSynchronize(d->app_done));
-	memcpy(d->app_pin, slots, n * 4);
-	if (n != d->app_n || !d->app_exec) {
-		ret = append_capture(pool, n);
-		if (ret) {
-			/* the plain path, if capture is not possible here */
-			ret = stage(pool, slots, n, NULL, NULL, NULL);
-			if (!ret)
-				ret = kva_append_cuda(&d->v, d->dslots, n,
-						      d->st);
-			return enqueued(pool, ret, 1);
-		}
-	}
-	CU(cudaGraphLaunch(d->app_exec, d->st));
-	CU(cudaEventRecord(d->app_done, d->st));
-	d->dirty = 1;
+/*
+ * kva_dev_append_sync() - append and wait for the device's answer
+ * @pool: device pool, the slots validated
+ * @slots: slots
+ * @n: number of slots
+ * @result: the op's result: 0, -ENOSPC or -E2BIG (then nothing changed)
+ *
+ * For when the host cannot prove the pages are there: instead of pulling
+ * the pool's state to count on the host, the device decides (the op
+ * refuses with nothing changed) and 24 bytes come back: head, tail and the
+ * result. The free count is exact afterwards.
+ *
+ * Return: 0 (the answer is in @result) or a CUDA error as -errno.
+ */
+int kva_dev_append_sync(struct kva_pool *pool, const uint32_t *slots,
+			uint32_t n, int32_t *result)
+{
+	struct kva_dev *d = pool->dev;
+	int ret = append_launch(pool, slots, n, 0);
+
+	if (ret)
+		return ret;
+	CU(cudaMemcpyAsync(d->app_ht, d->v.head, 3 * sizeof(uint64_t),
+			   cudaMemcpyDeviceToHost, d->st));
+	CU(cudaStreamSynchronize(d->st));
+	*result = (int32_t)d->app_ht[2];
+	pool->free_lb = d->app_ht[1] - d->app_ht[0];
+	pool->nr_used = (uint64_t)pool->nr_granules *
+			pool->pages_per_granule - pool->free_lb;
 out:
 	return ret;
 }
@@ -679,6 +724,13 @@ int kva_dev_trim(struct kva_pool *pool, const uint32_t *slots, uint32_t n,
 int kva_dev_append(struct kva_pool *pool, const uint32_t *slots, uint32_t n)
 {
 	(void)pool, (void)slots, (void)n;
+	return -ENODEV;
+}
+
+int kva_dev_append_sync(struct kva_pool *pool, const uint32_t *slots,
+			uint32_t n, int32_t *result)
+{
+	(void)pool, (void)slots, (void)n, (void)result;
 	return -ENODEV;
 }
 

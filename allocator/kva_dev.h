@@ -18,6 +18,8 @@ int kva_dev_admit(struct kva_pool *pool, const uint32_t *slots,
 int kva_dev_trim(struct kva_pool *pool, const uint32_t *slots, uint32_t n,
 		 const uint32_t *hi_tokens, const uint32_t *lo_tokens);
 int kva_dev_append(struct kva_pool *pool, const uint32_t *slots, uint32_t n);
+int kva_dev_append_sync(struct kva_pool *pool, const uint32_t *slots,
+			uint32_t n, int32_t *result);
 int kva_dev_free(struct kva_pool *pool, const uint32_t *slots, uint32_t n);
 int kva_dev_set_tokens(struct kva_pool *pool, uint32_t list);
 int kva_dev_compact_copy(struct kva_pool *pool,

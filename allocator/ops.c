@@ -483,35 +483,22 @@ int kva_append_cpu(const struct kva_view *v, const uint32_t *slots, uint32_t n,
 
 /*
  * kva_append() on a device pool: enqueue at once when the worst case (one
- * page per growing tier of every list) fits the free lower bound; else sync
- * and count exactly on the snapshot, refusing on the host.
+ * page per growing tier of every list) fits the free lower bound; else run
+ * it synchronously: the device op refuses (-ENOSPC, -E2BIG) with nothing
+ * changed, and its result and the exact free count come back.
  */
 static int append_dev(struct kva_pool *pool, const uint32_t *slots,
 		      uint32_t n)
 {
 	uint32_t lps = pool->lists_per_slot;
 	uint64_t total = (uint64_t)n * lps * (1 + (pool->nr_tiers > 1));
-	struct kva_view v;
+	int32_t result;
 	int ret;
 
 	if (total > pool->free_lb) {
-		ret = kva_dev_pull(pool);
-		if (ret)
-			return ret;
-		kva_pool_view(pool, &v);
-		total = 0;
-		for (uint32_t k = 0; k < n * lps; k++) {
-			uint32_t list = slots[k / lps] * lps + k % lps;
-			uint32_t c = tier_full(&v, list, KVA_HI) +
-				     tier_full(&v, list, KVA_LO);
-
-			if (v.npages[2 * list] + v.npages[2 * list + 1] + c >
-			    v.width)
-				return -E2BIG;
-			total += c;
-		}
-		if (total > pool->free_lb)
-			return -ENOSPC;
+		/* the device decides, exactly, and says so at once */
+		ret = kva_dev_append_sync(pool, slots, n, &result);
+		return ret ? ret : result;
 	}
 	ret = kva_dev_append(pool, slots, n);
 	if (ret)

@@ -44,6 +44,8 @@
 #ifdef KVMM_HAVE_CUDA
 #include <cuda_runtime.h>
 
+#include "kvk_cudart.h"
+
 #define KVA_STAGE_BUFS 4
 
 struct kva_dev {
@@ -79,23 +81,9 @@ struct kva_dev {
 	int32_t refused;		/* first refusal pulled, not reported */
 };
 
-static int cu_errno(cudaError_t e)
-{
-	switch (e) {
-	case cudaSuccess:
-		return 0;
-	case cudaErrorMemoryAllocation:
-		return -ENOMEM;
-	case cudaErrorInvalidValue:
-		return -EINVAL;
-	default:
-		return -EIO;
-	}
-}
-
 #define CU(call)                                                               \
 	do {                                                                   \
-		ret = cu_errno(call);                                          \
+		ret = kvk_cuda_errno(call);                                          \
 		if (ret)                                                       \
 			goto out;                                              \
 	} while (0)
@@ -182,7 +170,7 @@ int kva_dev_create(struct kva_pool *pool)
 	pool->dev = d;
 	ret = kva_dev_push(pool, 1);
 	if (!ret)
-		ret = cu_errno(cudaStreamSynchronize(d->st));
+		ret = kvk_cuda_errno(cudaStreamSynchronize(d->st));
 	if (!ret)
 		return 0;
 out:
@@ -238,7 +226,7 @@ void kva_dev_destroy(struct kva_pool *pool)
 static int xfer(struct kva_dev *d, void *dev, void *host, size_t bytes,
 		int to_dev)
 {
-	return cu_errno(cudaMemcpyAsync(to_dev ? dev : host,
+	return kvk_cuda_errno(cudaMemcpyAsync(to_dev ? dev : host,
 					to_dev ? host : dev, bytes,
 					to_dev ? cudaMemcpyHostToDevice
 					       : cudaMemcpyDeviceToHost,
@@ -279,9 +267,9 @@ int kva_dev_pull(struct kva_pool *pool)
 	if (!ret)
 		ret = xfer(d, d->v.head, ht, sizeof(ht), 0);
 	if (!ret)
-		ret = cu_errno(cudaMemsetAsync(d->sticky, 0, 4, d->st));
+		ret = kvk_cuda_errno(cudaMemsetAsync(d->sticky, 0, 4, d->st));
 	if (!ret)
-		ret = cu_errno(cudaStreamSynchronize(d->st));
+		ret = kvk_cuda_errno(cudaStreamSynchronize(d->st));
 	if (ret)
 		return ret;
 	pool->head = ht[0];
@@ -299,9 +287,9 @@ int kva_dev_pull(struct kva_pool *pool)
 /* wait for both of the pool's streams (before its space goes) */
 int kva_dev_wait(struct kva_pool *pool)
 {
-	int ret = cu_errno(cudaStreamSynchronize(pool->dev->st));
+	int ret = kvk_cuda_errno(cudaStreamSynchronize(pool->dev->st));
 
-	return ret ? ret : cu_errno(cudaStreamSynchronize(pool->dev->side));
+	return ret ? ret : kvk_cuda_errno(cudaStreamSynchronize(pool->dev->side));
 }
 
 /**
@@ -431,17 +419,17 @@ static int append_capture(struct kva_pool *pool, uint32_t n, int latch)
 	int ret, cap;
 
 	CU(cudaStreamBeginCapture(d->st, cudaStreamCaptureModeThreadLocal));
-	cap = cu_errno(cudaMemcpyAsync(d->dslots, d->app_pin, n * 4,
+	cap = kvk_cuda_errno(cudaMemcpyAsync(d->dslots, d->app_pin, n * 4,
 				       cudaMemcpyHostToDevice, d->st));
 	if (!cap)
 		cap = kva_append_cuda(&d->v, d->dslots, n, d->st);
 	if (!cap && latch)
 		cap = kva_err_latch_cuda(d->v.err, d->sticky, d->st);
-	ret = cu_errno(cudaStreamEndCapture(d->st, &g));
+	ret = kvk_cuda_errno(cudaStreamEndCapture(d->st, &g));
 	if (!ret)
 		ret = cap;
 	if (!ret)
-		ret = cu_errno(cudaGraphInstantiate(&exec, g, 0));
+		ret = kvk_cuda_errno(cudaGraphInstantiate(&exec, g, 0));
 	if (g)
 		cudaGraphDestroy(g);
 	if (ret)

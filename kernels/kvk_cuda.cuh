@@ -11,6 +11,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include "kvk_cudart.h"
 #include "kvk_internal.h"
 
 __device__ __forceinline__ float kvk_dld(const float *p, size_t i)
@@ -60,30 +61,6 @@ template <typename T> __device__ T kvk_block_sum(T v)
 	for (int o = 16; o > 0; o /= 2)
 		v += __shfl_xor_sync(0xffffffffu, v, o);
 	return v;
-}
-
-static inline int kvk_cuda_errno(cudaError_t e)
-{
-	switch (e) {
-	case cudaSuccess:
-		return 0;
-	case cudaErrorMemoryAllocation:
-		return -ENOMEM;
-	case cudaErrorInvalidValue:
-	case cudaErrorInvalidConfiguration:
-	case cudaErrorInvalidResourceHandle:
-		return -EINVAL;
-	case cudaErrorNoDevice:
-	case cudaErrorInsufficientDriver:
-	case cudaErrorInitializationError:
-	case cudaErrorNoKernelImageForDevice:
-		return -ENODEV;
-	case cudaErrorInvalidDevicePointer:
-	case cudaErrorIllegalAddress:
-		return -EFAULT;
-	default:
-		return -EIO;
-	}
 }
 
 /* the launch's error, if any, as -errno */

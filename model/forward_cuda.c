@@ -47,6 +47,8 @@
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
+#include "kvk_cudart.h"
+
 #include "forward_cuda.h"
 #include "kva.h"
 #include "kvattn.h"
@@ -122,24 +124,6 @@ struct cuda_kv {
 };
 
 static const struct llm_kv_ops cuda_kv_ops;
-
-static int cu_errno(cudaError_t e)
-{
-	switch (e) {
-	case cudaSuccess:
-		return 0;
-	case cudaErrorMemoryAllocation:
-		return -ENOMEM;
-	case cudaErrorInvalidValue:
-		return -EINVAL;
-	case cudaErrorNoDevice:
-	case cudaErrorInsufficientDriver:
-	case cudaErrorInitializationError:
-		return -ENODEV;
-	default:
-		return -EIO;
-	}
-}
 
 static int blas_errno(cublasStatus_t s)
 {
@@ -240,7 +224,7 @@ static int upload(struct stage *s, void *dst, size_t bytes)
 {
 	if (s->dry)
 		return 0;
-	return cu_errno(cudaMemcpy(dst, s->buf, bytes,
+	return kvk_cuda_errno(cudaMemcpy(dst, s->buf, bytes,
 				   cudaMemcpyHostToDevice));
 }
 
@@ -466,9 +450,9 @@ int llm_cuda_load(const struct llm_config *c, const struct llm_weights *w,
 		snprintf(err, errlen, "out of memory");
 		goto out_free;
 	}
-	ret = cu_errno(cudaSetDevice(m->dev));
+	ret = kvk_cuda_errno(cudaSetDevice(m->dev));
 	if (!ret)
-		ret = cu_errno(cudaStreamCreateWithFlags(&m->st,
+		ret = kvk_cuda_errno(cudaStreamCreateWithFlags(&m->st,
 						 cudaStreamNonBlocking));
 	if (ret) {
 		snprintf(err, errlen, "CUDA device %d: %s", m->dev,
@@ -477,7 +461,7 @@ int llm_cuda_load(const struct llm_config *c, const struct llm_weights *w,
 	}
 	ret = blas_errno(cublasCreate(&m->blas));
 	if (!ret)
-		ret = cu_errno(cudaMalloc(&m->blas_ws, CUBLAS_WS));
+		ret = kvk_cuda_errno(cudaMalloc(&m->blas_ws, CUBLAS_WS));
 	if (!ret)
 		ret = blas_errno(cublasSetWorkspace(m->blas, m->blas_ws,
 						    CUBLAS_WS));
@@ -494,7 +478,7 @@ int llm_cuda_load(const struct llm_config *c, const struct llm_weights *w,
 	if (ret)
 		goto out_err;
 	m->bytes = s.off;
-	ret = cu_errno(cudaMalloc((void **)&m->arena, m->bytes));
+	ret = kvk_cuda_errno(cudaMalloc((void **)&m->arena, m->bytes));
 	if (ret) {
 		snprintf(err, errlen, "%.2f GB of weights do not fit on the "
 			 "device", m->bytes / 1e9);
@@ -742,14 +726,14 @@ int llm_cuda_kv_create(struct llm_cuda *m, int n_seq, int max_tok,
 	if (!ret)
 		ret = kva_pool_grow(kv->pool, gran);
 	if (!ret)
-		ret = cu_errno(cudaMalloc((void **)&kv->tables_d,
+		ret = kvk_cuda_errno(cudaMalloc((void **)&kv->tables_d,
 					  (size_t)kv->pool->nr_lists *
 						  kv->pool->width * 4));
 	if (!ret)
-		ret = cu_errno(cudaMalloc((void **)&kv->ntok_d,
+		ret = kvk_cuda_errno(cudaMalloc((void **)&kv->ntok_d,
 					  (size_t)kv->pool->nr_lists * 8));
 	if (!ret)
-		ret = cu_errno(cudaMallocHost((void **)&kv->stage,
+		ret = kvk_cuda_errno(cudaMallocHost((void **)&kv->stage,
 					      (size_t)kv->pool->nr_lists *
 						      (kv->pool->width + 2) * 4));
 	if (ret)
@@ -813,7 +797,7 @@ static int ws_reserve(struct llm_cuda *m, int ntok, int nseq)
 	ws_free(m);
 	T = ntok, S = nseq;
 	nm = 3 * T + S + (size_t)c->n_layers * S;
-#define DA(p, n) if (!ret) ret = cu_errno(cudaMalloc((void **)&(p), (n)))
+#define DA(p, n) if (!ret) ret = kvk_cuda_errno(cudaMalloc((void **)&(p), (n)))
 	DA(m->x, T * c->dim * 4);
 	DA(m->tmp, T * c->dim * 4);
 	DA(m->q, T * m->q_dim * 4);
@@ -833,7 +817,7 @@ static int ws_reserve(struct llm_cuda *m, int ntok, int nseq)
 	DA(m->ids, S * 4);
 #undef DA
 	if (!ret)
-		ret = cu_errno(cudaMallocHost((void **)&m->hmeta, nm * 4));
+		ret = kvk_cuda_errno(cudaMallocHost((void **)&m->hmeta, nm * 4));
 	if (ret) {
 		ws_free(m);
 		return ret;
@@ -1284,13 +1268,13 @@ static int upload_step(struct llm_cuda *m, struct cuda_kv *kv,
 			lb[l * S + i] = b->seq[i] * lps + l * c->n_kv_heads;
 	}
 	(void)T;
-	ret = cu_errno(cudaMemcpyAsync(m->meta, m->hmeta,
+	ret = kvk_cuda_errno(cudaMemcpyAsync(m->meta, m->hmeta,
 				       (3 * (size_t)m->cap_tok + m->cap_seq +
 					(size_t)c->n_layers * m->cap_seq) * 4,
 				       cudaMemcpyHostToDevice, m->st));
 	memcpy(kv->stage, pool->ntokens, (size_t)pool->nr_lists * 8);
 	if (!ret)
-		ret = cu_errno(cudaMemcpyAsync(kv->ntok_d, kv->stage,
+		ret = kvk_cuda_errno(cudaMemcpyAsync(kv->ntok_d, kv->stage,
 					       (size_t)pool->nr_lists * 8,
 					       cudaMemcpyHostToDevice, m->st));
 	if (!ret && kv->dirty) {
@@ -1298,7 +1282,7 @@ static int upload_step(struct llm_cuda *m, struct cuda_kv *kv,
 		size_t tb = (size_t)pool->nr_lists * pool->width * 4;
 
 		memcpy(tab, pool->table, tb);
-		ret = cu_errno(cudaMemcpyAsync(kv->tables_d, tab, tb,
+		ret = kvk_cuda_errno(cudaMemcpyAsync(kv->tables_d, tab, tb,
 					       cudaMemcpyHostToDevice, m->st));
 		if (!ret)
 			kv->dirty = false;
@@ -1321,23 +1305,23 @@ static int step_graph(struct llm_cuda *m, struct cuda_kv *kv, int S)
 		m->g_kv = &kv->kv;
 	}
 	if (!m->g[S]) {
-		ret = cu_errno(cudaStreamBeginCapture(
+		ret = kvk_cuda_errno(cudaStreamBeginCapture(
 			m->st, cudaStreamCaptureModeThreadLocal));
 		if (ret)
 			return ret;
 		ret = step_run(m, kv, S, S, true);
-		r2 = cu_errno(cudaStreamEndCapture(m->st, &g));
+		r2 = kvk_cuda_errno(cudaStreamEndCapture(m->st, &g));
 		ret = ret ? ret : r2;
 		if (ret)
 			return ret;
-		ret = cu_errno(cudaGraphInstantiate(&m->g[S], g, 0));
+		ret = kvk_cuda_errno(cudaGraphInstantiate(&m->g[S], g, 0));
 		cudaGraphDestroy(g);
 		if (ret) {
 			m->g[S] = NULL;
 			return ret;
 		}
 	}
-	return cu_errno(cudaGraphLaunch(m->g[S], m->st));
+	return kvk_cuda_errno(cudaGraphLaunch(m->g[S], m->st));
 }
 
 static int forward(struct llm_cuda *m, struct llm_kv *base,
@@ -1395,12 +1379,12 @@ int llm_cuda_forward(struct llm_cuda *m, struct llm_kv *kv,
 	int ret = forward(m, kv, b);
 
 	if (!ret)
-		ret = cu_errno(cudaMemcpyAsync(logits, m->logits,
+		ret = kvk_cuda_errno(cudaMemcpyAsync(logits, m->logits,
 					       (size_t)b->n_seq * m->c.n_vocab *
 						       4,
 					       cudaMemcpyDeviceToHost, m->st));
 	if (!ret)
-		ret = cu_errno(cudaStreamSynchronize(m->st));
+		ret = kvk_cuda_errno(cudaStreamSynchronize(m->st));
 	if (!ret)
 		commit(kv, b);
 	return ret;
@@ -1422,11 +1406,11 @@ int llm_cuda_forward_greedy(struct llm_cuda *m, struct llm_kv *kv,
 	int ret = forward(m, kv, b);
 
 	if (!ret)
-		ret = cu_errno(cudaMemcpyAsync(ids, m->ids,
+		ret = kvk_cuda_errno(cudaMemcpyAsync(ids, m->ids,
 					       (size_t)b->n_seq * 4,
 					       cudaMemcpyDeviceToHost, m->st));
 	if (!ret)
-		ret = cu_errno(cudaStreamSynchronize(m->st));
+		ret = kvk_cuda_errno(cudaStreamSynchronize(m->st));
 	if (!ret)
 		commit(kv, b);
 	return ret;
@@ -1448,17 +1432,17 @@ int llm_cuda_read_weights(struct llm_cuda *m, double *gbs)
 	size_t n = m->bytes / 16 * 16;
 	int ret;
 
-	ret = cu_errno(cudaMalloc((void **)&sum, 8));
+	ret = kvk_cuda_errno(cudaMalloc((void **)&sum, 8));
 	if (!ret)
-		ret = cu_errno(cudaEventCreate(&e0));
+		ret = kvk_cuda_errno(cudaEventCreate(&e0));
 	if (!ret)
-		ret = cu_errno(cudaEventCreate(&e1));
+		ret = kvk_cuda_errno(cudaEventCreate(&e1));
 	for (int r = 0; !ret && r < 6; r++) {
 		cudaEventRecord(e0, m->st);
 		ret = kvk_read_sum_cuda(m->arena, n, sum, m->st);
 		cudaEventRecord(e1, m->st);
 		if (!ret)
-			ret = cu_errno(cudaEventSynchronize(e1));
+			ret = kvk_cuda_errno(cudaEventSynchronize(e1));
 		if (!ret && !cudaEventElapsedTime(&ms, e0, e1) && r &&
 		    (best == 0.0f || ms < best))
 			best = ms;

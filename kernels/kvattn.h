@@ -93,6 +93,10 @@ struct kvk_attn_args {
 	size_t work_bytes;
 };
 
+struct kva_tier;
+struct kva_layout;
+struct kvk_attn_tier kvk_attn_tier_make(const struct kva_tier *t,
+					const struct kva_layout *l);
 int kvk_attn_check(const struct kvk_attn_args *a);
 int kvk_attn_decode_cpu(const struct kvk_attn_args *a, void *stream);
 #ifdef KVMM_HAVE_CUDA

@@ -86,17 +86,6 @@ static inline struct kvp *to_kvp(struct llm_kv *kv)
 	return (struct kvp *)kv;
 }
 
-static void tier_of(const struct kva_layout *l, const struct kva_tier *t,
-		    struct kvk_attn_tier *at)
-{
-	*at = (struct kvk_attn_tier){
-		.kbits = t->kbits, .vbits = t->vbits, .kgroups = t->kgroups,
-		.vgroups = t->vgroups, .tokens = l->tokens, .k_off = l->k_off,
-		.km_off = l->km_off, .v_off = l->v_off, .vm_off = l->vm_off,
-		.score_off = l->score_off, .pos_off = l->pos_off,
-	};
-}
-
 /* the pages as the compress kernels see them; list_base set by the caller */
 static struct kvk_compress_pages pages_of(const struct kvp *c)
 {
@@ -615,9 +604,9 @@ static int pool_make(struct kvp *c, const struct llm_config *cfg,
 			 (unsigned long)gran, strerror(-ret));
 		return ret;
 	}
-	tier_of(&c->pool->layout[KVA_HI], &pp.tiers[0], &c->at[0]);
-	tier_of(&c->pool->layout[KVA_LO], &pp.tiers[pp.nr_tiers - 1],
-		&c->at[1]);
+	c->at[0] = kvk_attn_tier_make(&pp.tiers[0], &c->pool->layout[KVA_HI]);
+	c->at[1] = kvk_attn_tier_make(&pp.tiers[pp.nr_tiers - 1],
+				      &c->pool->layout[KVA_LO]);
 	return 0;
 }
 

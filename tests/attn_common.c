@@ -158,14 +158,7 @@ void attn_case_make(struct attn_case *c, uint64_t *seed, uint32_t nr_seqs,
 	c->a.ntokens = c->ntokens;
 	c->a.list_base = c->list_base;
 	for (int t = 0; t < 2; t++)
-		c->a.tier[t] = (struct kvk_attn_tier){
-			.kbits = tiers[t].kbits, .vbits = tiers[t].vbits,
-			.kgroups = tiers[t].kgroups, .vgroups = tiers[t].vgroups,
-			.tokens = l[t].tokens, .k_off = l[t].k_off,
-			.km_off = l[t].km_off, .v_off = l[t].v_off,
-			.vm_off = l[t].vm_off, .score_off = l[t].score_off,
-			.pos_off = l[t].pos_off,
-		};
+		c->a.tier[t] = kvk_attn_tier_make(&tiers[t], &l[t]);
 }
 
 /* each token's score, read back through the page layout */

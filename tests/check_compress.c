@@ -87,19 +87,7 @@ static void cpool_make(struct cpool *c, uint64_t *seed, uint32_t hd, int pair,
 	c->pg.width = width;
 	c->pg.list_base = c->list_base;
 	for (int t = 0; t < 2; t++)
-		c->pg.tier[t] = (struct kvk_attn_tier){
-			.kbits = c->tiers[t].kbits,
-			.vbits = c->tiers[t].vbits,
-			.kgroups = c->tiers[t].kgroups,
-			.vgroups = c->tiers[t].vgroups,
-			.tokens = c->l[t].tokens,
-			.k_off = c->l[t].k_off,
-			.km_off = c->l[t].km_off,
-			.v_off = c->l[t].v_off,
-			.vm_off = c->l[t].vm_off,
-			.score_off = c->l[t].score_off,
-			.pos_off = c->l[t].pos_off,
-		};
+		c->pg.tier[t] = kvk_attn_tier_make(&c->tiers[t], &c->l[t]);
 }
 
 static void cpool_free(struct cpool *c)

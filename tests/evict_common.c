@@ -70,13 +70,7 @@ void evict_case_make(struct evict_case *c, uint64_t *seed, uint32_t nr_seqs,
 	a->nr_seqs = nr_seqs;
 	a->lists = lists;
 	a->head_dim = head_dim;
-	a->tier = (struct kvk_attn_tier){
-		.kbits = tier->kbits, .vbits = tier->vbits,
-		.kgroups = tier->kgroups, .vgroups = tier->vgroups,
-		.tokens = l.tokens, .k_off = l.k_off, .km_off = l.km_off,
-		.v_off = l.v_off, .vm_off = l.vm_off,
-		.score_off = l.score_off, .pos_off = l.pos_off,
-	};
+	a->tier = kvk_attn_tier_make(tier, &l);
 	a->page_size = ps;
 	a->pages_per_granule = (uint32_t)(GRANULE / ps);
 	a->width = max_pages;

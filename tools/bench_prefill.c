@@ -245,19 +245,7 @@ static int run_point(uint32_t len, uint32_t nq, uint32_t nkv, uint32_t hd,
 	};
 	/* one table row per kv-head: list h is row h, so rows are worst wide */
 	for (int t = 0; t < 2; t++)
-		cp.pg.tier[t] = (struct kvk_attn_tier){
-			.kbits = tiers[t].kbits,
-			.vbits = tiers[t].vbits,
-			.kgroups = tiers[t].kgroups,
-			.vgroups = tiers[t].vgroups,
-			.tokens = l[t].tokens,
-			.k_off = l[t].k_off,
-			.km_off = l[t].km_off,
-			.v_off = l[t].v_off,
-			.vm_off = l[t].vm_off,
-			.score_off = l[t].score_off,
-			.pos_off = l[t].pos_off,
-		};
+		cp.pg.tier[t] = kvk_attn_tier_make(&tiers[t], &l[t]);
 	TIME(pt->ms_compress, kvk_compress_prompt_cuda(&cp, NULL));
 
 	cudaFree(pool);

@@ -34,6 +34,9 @@ struct llm_batch {
 	const int32_t *tok;
 };
 
+int llm_batch_check(const struct llm_config *c, const struct llm_kv *kv,
+		    const struct llm_batch *b, int *ntok, int *ctx);
+
 struct llm_cpu;
 
 int llm_cpu_load(const struct llm_config *c, const struct llm_weights *w,

@@ -758,44 +758,6 @@ static int ws_reserve(struct llm_cpu *m, int ntok, int ctx, int nseq)
 	return 0;
 }
 
-static int batch_check(const struct llm_cpu *m, const struct llm_kv *kv,
-		       const struct llm_batch *b, int *ntok, int *ctx)
-{
-	*ntok = 0;
-	*ctx = 0;
-	if (!b || b->n_seq < 1 || b->n_seq > kv->n_seq || !b->seq ||
-	    !b->n_tok || !b->tok)
-		return -EINVAL;
-	if (kv->n_layers != (int)m->c.n_layers ||
-	    kv->n_kv_heads != (int)m->c.n_kv_heads ||
-	    kv->head_dim != (int)m->c.head_dim)
-		return -EINVAL;
-	for (int i = 0; i < b->n_seq; i++) {
-		int s = b->seq[i];
-
-		if (s < 0 || s >= kv->n_seq || b->n_tok[i] < 1 ||
-		    b->n_tok[i] > kv->max_tok)
-			return -EINVAL;
-		for (int k = 0; k < i; k++)
-			if (b->seq[k] == s)
-				return -EINVAL;
-		if (*ntok > (1 << 24) - b->n_tok[i])
-			return -E2BIG;
-		*ntok += b->n_tok[i];
-	}
-	for (int t = 0; t < *ntok; t++)
-		if (b->tok[t] < 0 || (uint32_t)b->tok[t] >= m->c.n_vocab)
-			return -EINVAL;
-	for (int i = 0; i < b->n_seq; i++) {
-		int end = llm_kv_len(kv, b->seq[i]) + b->n_tok[i];
-
-		if (end > kv->max_tok)
-			return -ENOSPC;
-		*ctx = end > *ctx ? end : *ctx;
-	}
-	return 0;
-}
-
 /* QKV projection, bias, q/k norm, RoPE for the @T tokens of the step */
 static int layer_qkv(struct llm_cpu *m, const struct cpu_layer *L, int T)
 {
@@ -932,7 +894,7 @@ int llm_cpu_forward(struct llm_cpu *m, struct llm_kv *kv,
 	int T, ctx, ret;
 	size_t row = 0;
 
-	ret = batch_check(m, kv, b, &T, &ctx);
+	ret = llm_batch_check(&m->c, kv, b, &T, &ctx);
 	if (!ret)
 		ret = ws_reserve(m, T, ctx, b->n_seq);
 	if (ret)

@@ -1146,34 +1146,16 @@ static int step_run(struct llm_cuda *m, struct cuda_kv *kv, int T, int S,
 	return ret;
 }
 
+/* llm_batch_check(), and the cache must be one of this model's */
 static int batch_check(const struct llm_cuda *m, const struct llm_kv *kv,
 		       const struct llm_batch *b, int *ntok)
 {
-	*ntok = 0;
-	if (!b || b->n_seq < 1 || b->n_seq > kv->n_seq || !b->seq ||
-	    !b->n_tok || !b->tok || kv->ops != &cuda_kv_ops ||
-	    ((const struct cuda_kv *)kv)->m != m)
-		return -EINVAL;
-	for (int i = 0; i < b->n_seq; i++) {
-		int s = b->seq[i];
+	int ctx;
 
-		if (s < 0 || s >= kv->n_seq || b->n_tok[i] < 1 ||
-		    b->n_tok[i] > kv->max_tok)
-			return -EINVAL;
-		for (int k = 0; k < i; k++)
-			if (b->seq[k] == s)
-				return -EINVAL;
-		if (*ntok > (1 << 24) - b->n_tok[i])
-			return -E2BIG;
-		*ntok += b->n_tok[i];
-	}
-	for (int t = 0; t < *ntok; t++)
-		if (b->tok[t] < 0 || (uint32_t)b->tok[t] >= m->c.n_vocab)
-			return -EINVAL;
-	for (int i = 0; i < b->n_seq; i++)
-		if (llm_kv_len(kv, b->seq[i]) + b->n_tok[i] > kv->max_tok)
-			return -ENOSPC;
-	return 0;
+	*ntok = 0;
+	if (kv->ops != &cuda_kv_ops || ((const struct cuda_kv *)kv)->m != m)
+		return -EINVAL;
+	return llm_batch_check(&m->c, kv, b, ntok, &ctx);
 }
 
 /* pages for the step's tokens: admit new sequences, append to the others */

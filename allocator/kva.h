@@ -396,6 +396,9 @@ int kva_append(struct kva_pool *pool, const uint32_t *slots, uint32_t n);
 int kva_free(struct kva_pool *pool, const uint32_t *slots, uint32_t n);
 int kva_set_tokens(struct kva_pool *pool, uint32_t list, uint32_t hi,
 		   uint32_t lo);
+int kva_shrink_cpu(const struct kva_view *v, const uint32_t *slots,
+		   uint32_t n, void *stream);
+int kva_shrink(struct kva_pool *pool, const uint32_t *slots, uint32_t n);
 uint64_t kva_scan(const uint32_t *cnt, uint64_t *off, uint32_t n);
 
 /* invariants (check.c) */

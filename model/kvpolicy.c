@@ -41,7 +41,6 @@
 
 #include "compress.h"
 #include "kva.h"
-#include "kva_shrink.h"
 #include "kvattn.h"
 #include "kvevict.h"
 #include "kvpolicy.h"

@@ -8,7 +8,6 @@
 #include <string.h>
 
 #include "kva.h"
-#include "kva_shrink.h"
 #include "kvmm_base.h"
 #include "kvtest.h"
 

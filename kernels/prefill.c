@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,6 +28,8 @@ int kvk_prefill_check(const struct kvk_prefill_args *a)
 	    a->max_len > KVK_PREFILL_MAX_LEN)
 		return -EINVAL;
 	if (a->scores && (!a->lse || !a->score_window))
+		return -EINVAL;
+	if (a->score_mode < 0 || a->score_mode > KVK_ATTN_SCORE_SUMSQ)
 		return -EINVAL;
 	return 0;
 }
@@ -61,10 +64,12 @@ int kvk_prefill_cpu(const struct kvk_prefill_args *a, void *stream)
 	float *q = NULL, *k = NULL, *v = NULL, *s = NULL, *o = NULL;
 	float *acc = NULL;
 	int ret = -ENOMEM;
+	bool sumsq;
 
 	(void)stream;
 	if (kvk_prefill_check(a))
 		return -EINVAL;
+	sumsq = a->score_mode == KVK_ATTN_SCORE_SUMSQ;
 	nq = a->nr_q_heads;
 	nkv = a->nr_kv_heads;
 	group = nq / nkv;
@@ -136,7 +141,9 @@ int kvk_prefill_cpu(const struct kvk_prefill_args *a, void *stream)
 						mx + logf(sum);
 				if (a->scores && a->score_window && i >= w0)
 					for (uint32_t j = 0; j <= i; j++)
-						acc[j] += s[j] / sum;
+						acc[j] += sumsq ? (s[j] / sum) *
+								       (s[j] / sum)
+							     : s[j] / sum;
 			}
 			if (!a->scores)
 				continue;
@@ -144,7 +151,8 @@ int kvk_prefill_cpu(const struct kvk_prefill_args *a, void *stream)
 				float *d =
 					&a->scores[(size_t)(b + t) * nkv + kvh];
 
-				*d = acc[t] > *d ? acc[t] : *d;
+				*d = sumsq ? *d + acc[t]
+					: acc[t] > *d ? acc[t] : *d;
 			}
 		}
 	}

@@ -326,7 +326,8 @@ __global__ void __launch_bounds__(32 * WARPS, MINB)
 /*
  * One block per (64 keys, kv-head, sequence): for each query head of the
  * group, the probability each of the last W rows gives each key, from the
- * row's lse, summed over the rows; then the max over the group. Thread
+ * row's lse, summed over the rows; then the max over the group (or, for
+ * KVK_ATTN_SCORE_SUMSQ, the squared probabilities, summed over the group). Thread
  * (key, rg) takes the rows rg, rg + 4, ... of each staged chunk: the query
  * row is a broadcast, the key rows sit in distinct banks.
  */
@@ -346,6 +347,7 @@ __global__ void __launch_bounds__(SC_THREADS)
 	const uint32_t w0 = len > a.score_window ? len - a.score_window : 0;
 	const uint32_t r0 = k0 > w0 ? k0 : w0;
 	const T *Q = (const T *)a.q, *K = (const T *)a.k;
+	const bool sq = a.score_mode == KVK_ATTN_SCORE_SUMSQ;
 	float best = 0.0f;
 
 	if (k0 >= len)
@@ -395,8 +397,11 @@ __global__ void __launch_bounds__(SC_THREADS)
 #pragma unroll 8
 				for (uint32_t e = 0; e < D; e++)
 					d += qrow[r][e] * ks[key][e];
-				if (k0 + key <= i0 + r)
-					acc += expf(d * a.scale - lrow[r]);
+				if (k0 + key <= i0 + r) {
+					float p = expf(d * a.scale - lrow[r]);
+
+					acc += sq ? p * p : p;
+				}
 			}
 		}
 		__syncthreads();
@@ -405,7 +410,7 @@ __global__ void __launch_bounds__(SC_THREADS)
 		if (rg == 0) {
 			for (uint32_t g = 1; g < SC_THREADS / SC_KEYS; g++)
 				acc += part[g][key];
-			best = fmaxf(best, acc);
+			best = sq ? best + acc : fmaxf(best, acc);
 		}
 	}
 	if (rg == 0 && k0 + key < len)

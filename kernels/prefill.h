@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kvattn.h"
 #include "kvk.h"
 
 #ifdef __cplusplus
@@ -43,8 +44,12 @@ extern "C" {
  *	denominator (natural log, scaled logits); required with @scores
  * @scores: NULL, or out [total][nr_kv_heads] fp32: for token t, the max
  *	over the query heads of t's kv-head of the sum over the sequence's
- *	last @score_window queries i >= t of softmax_i(t)
+ *	last @score_window queries i >= t of softmax_i(t); with
+ *	@score_mode KVK_ATTN_SCORE_SUMSQ, the sum over those query heads of
+ *	the sum of softmax_i(t)^2 (KV-Compress's metric)
  * @score_window: W (>= 1) when @scores is set
+ * @score_mode: 0 or KVK_ATTN_SCORE_MAX (DiffKV), or KVK_ATTN_SCORE_SUMSQ
+ *	(kvattn.h)
  *
  * On CUDA every pointer is a device address.
  */
@@ -64,6 +69,7 @@ struct kvk_prefill_args {
 	float *lse;
 	float *scores;
 	uint32_t score_window;
+	int score_mode;
 };
 
 int kvk_prefill_check(const struct kvk_prefill_args *a);

@@ -7,6 +7,7 @@
  */
 #include <check.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,6 +111,7 @@ static void naive(const struct pfc *c, double *out, double *lse, double *scores)
 	const struct kvk_prefill_args *a = &c->a;
 	uint32_t nq = a->nr_q_heads, nkv = a->nr_kv_heads, hd = a->head_dim;
 	uint32_t group = nq / nkv;
+	bool sq = a->score_mode == KVK_ATTN_SCORE_SUMSQ;
 	double *p = malloc(a->max_len * sizeof(*p));
 	double *sum = malloc(a->max_len * sizeof(*sum));
 
@@ -158,13 +160,15 @@ static void naive(const struct pfc *c, double *out, double *lse, double *scores)
 				lse[(size_t)(b + i) * nq + h] = mx + log(z);
 				if (i + a->score_window >= len)
 					for (uint32_t j = 0; j <= i; j++)
-						sum[j] += p[j] / z;
+						sum[j] += sq ? (p[j] / z) *
+								       (p[j] / z)
+							     : p[j] / z;
 			}
 			for (uint32_t t = 0; t < len; t++) {
 				double *d =
 					&scores[(size_t)(b + t) * nkv + kvh];
 
-				*d = fmax(*d, sum[t]);
+				*d = sq ? *d + sum[t] : fmax(*d, sum[t]);
 			}
 		}
 	}
@@ -191,6 +195,8 @@ START_TEST(test_prefill_ref)
 
 		pfc_make(&c, &seed, 1 + kvtest_rand(&seed) % 3, nq, nkv, hd, 90,
 			 dt, w);
+		/* every third case: KV-Compress's sum of squares */
+		c.a.score_mode = it % 3 == 1 ? KVK_ATTN_SCORE_SUMSQ : 0;
 		no = c.total * nq * hd;
 		out = malloc(no * 8);
 		lse = malloc(c.total * nq * 8);
@@ -217,7 +223,7 @@ START_TEST(test_prefill_ref)
 				fabs(c.scores[i] - sc[i]) < 1e-4 * (1 + sc[i]),
 				"score[%zu] %g want %g", i, c.scores[i], sc[i]);
 		/* one kv-head, one query head: the scores sum to min(W, len) */
-		if (nq == 1)
+		if (nq == 1 && !c.a.score_mode)
 			for (uint32_t s = 0; s < c.a.nr_seqs; s++) {
 				uint32_t len = c.ss[s + 1] - c.ss[s];
 				double t = 0;
@@ -257,6 +263,9 @@ START_TEST(test_prefill_einval)
 	ck_assert_int_eq(kvk_prefill_cpu(&a, NULL), -EINVAL);
 	a = c.a;
 	a.score_window = 0;
+	ck_assert_int_eq(kvk_prefill_cpu(&a, NULL), -EINVAL);
+	a = c.a;
+	a.score_mode = 3;
 	ck_assert_int_eq(kvk_prefill_cpu(&a, NULL), -EINVAL);
 	a = c.a;
 	a.scale = NAN;

@@ -106,6 +106,10 @@ struct llm_cuda {
 	/* decode graphs, for one cache */
 	const struct llm_kv *g_kv;
 	cudaGraphExec_t g[MAX_GRAPHS + 1];
+
+	/* the step in progress, when its cache is a policy cache */
+	struct llm_kv *pkv;
+	const struct llm_batch *pb;
 };
 
 /* struct cuda_kv - a KV cache in the allocator's pages on the device */
@@ -1014,6 +1018,71 @@ static int layer_mlp_gemv(struct llm_cuda *m, const struct cuda_layer *L,
 	return ret;
 }
 
+/* the step's keys and values into the fp16 pages, then attention */
+static int layer_attn(struct llm_cuda *m, struct cuda_kv *kv, int l, int T,
+		      int S, bool decode, bool gv)
+{
+	const struct llm_config *c = &m->c;
+	float *k = m->kvb, *v = m->kvb + (size_t)T * m->kv_dim;
+	int32_t *pos = meta_pos(m, m->meta);
+	uint32_t *list = (uint32_t *)meta_list(m, m->meta);
+	uint32_t ladd = l * c->n_kv_heads;
+	int hd = c->head_dim, ret;
+
+	ret = llm_kv_store_cuda(&kv->pages, k, v, m->kv_dim, pos, list, ladd,
+				T, decode ? m->q : NULL, m->qh, c->n_heads,
+				m->st);
+	if (ret)
+		return ret;
+	if (decode) {
+		struct kvk_attn_args a;
+
+		attn_args(m, kv, S, l, &a);
+		ret = kvk_attn_decode_cuda(&a, m->st);
+		if (!ret)
+			ret = llm_convert_cuda(gv ? (void *)m->attf : m->atth,
+					       gv ? KVK_F32 : m->dt, m->oh,
+					       KVK_F16, (size_t)T * m->q_dim,
+					       m->st);
+	} else {
+		ret = llm_attn_prefill_cuda(&kv->pages, m->q, pos, list, ladd,
+					    T, c->n_heads,
+					    1.0f / sqrtf((float)hd), m->atth,
+					    m->dt, m->st);
+	}
+	return ret;
+}
+
+/*
+ * the policy cache stores, compresses and attends, sequence by sequence
+ * (its step_cuda op); decode output fp16 into m->oh, prompt output in the
+ * activation type into m->atth
+ */
+static int layer_attn_policy(struct llm_cuda *m, int l, int T, bool decode,
+			     bool gv)
+{
+	const struct llm_batch *b = m->pb;
+	struct llm_kv *kv = m->pkv;
+	enum kvk_dtype odt = decode ? KVK_F16 : m->dt;
+	uint8_t *out = decode ? m->oh : m->atth;
+	float *k = m->kvb, *v = m->kvb + (size_t)T * m->kv_dim;
+	size_t row = 0;
+	int ret = 0;
+
+	for (int i = 0; !ret && i < b->n_seq; row += b->n_tok[i++])
+		ret = kv->ops->step_cuda(kv, b->seq[i], l,
+					 llm_kv_len(kv, b->seq[i]),
+					 b->n_tok[i], m->q + row * m->q_dim,
+					 k + row * m->kv_dim,
+					 v + row * m->kv_dim,
+					 out + row * m->q_dim * 2, odt, m->st);
+	if (!ret && decode)
+		ret = llm_convert_cuda(gv ? (void *)m->attf : m->atth,
+				       gv ? KVK_F32 : m->dt, m->oh, KVK_F16,
+				       (size_t)T * m->q_dim, m->st);
+	return ret;
+}
+
 static int layer_run(struct llm_cuda *m, struct cuda_kv *kv, int l, int T,
 		     int S, bool decode)
 {
@@ -1022,8 +1091,6 @@ static int layer_run(struct llm_cuda *m, struct cuda_kv *kv, int l, int T,
 	int hd = c->head_dim, ffn = c->ffn_dim, ret;
 	float *k = m->kvb, *v = m->kvb + (size_t)T * m->kv_dim;
 	int32_t *pos = meta_pos(m, m->meta);
-	uint32_t *list = (uint32_t *)meta_list(m, m->meta);
-	uint32_t ladd = l * c->n_kv_heads;
 	size_t ffn_mat = (size_t)ffn * c->dim;
 	bool gv = decode && use_gemv(m, T);
 
@@ -1066,28 +1133,10 @@ static int layer_run(struct llm_cuda *m, struct cuda_kv *kv, int l, int T,
 	if (!ret)
 		ret = kvk_rope_cuda(m->q, k, pos, T, c->n_heads, c->n_kv_heads,
 				    hd, &m->rope, KVK_F32, m->st);
-	if (!ret)
-		ret = llm_kv_store_cuda(&kv->pages, k, v, m->kv_dim, pos, list,
-					ladd, T, decode ? m->q : NULL, m->qh,
-					c->n_heads, m->st);
-	if (ret)
-		return ret;
-	if (decode) {
-		struct kvk_attn_args a;
-
-		attn_args(m, kv, S, l, &a);
-		ret = kvk_attn_decode_cuda(&a, m->st);
-		if (!ret)
-			ret = llm_convert_cuda(gv ? (void *)m->attf : m->atth,
-					       gv ? KVK_F32 : m->dt, m->oh,
-					       KVK_F16, (size_t)T * m->q_dim,
-					       m->st);
-	} else {
-		ret = llm_attn_prefill_cuda(&kv->pages, m->q, pos, list, ladd,
-					    T, c->n_heads,
-					    1.0f / sqrtf((float)hd), m->atth,
-					    m->dt, m->st);
-	}
+	if (!ret && m->pkv)
+		ret = layer_attn_policy(m, l, T, decode, gv);
+	else if (!ret)
+		ret = layer_attn(m, kv, l, T, S, decode, gv);
 	if (ret)
 		return ret;
 	if (gv)
@@ -1146,14 +1195,21 @@ static int step_run(struct llm_cuda *m, struct cuda_kv *kv, int T, int S,
 	return ret;
 }
 
-/* llm_batch_check(), and the cache must be one of this model's */
+/*
+ * llm_batch_check(), and the cache must be one of this model's or a cache
+ * on the device that does its own attention (step_cuda)
+ */
 static int batch_check(const struct llm_cuda *m, const struct llm_kv *kv,
 		       const struct llm_batch *b, int *ntok)
 {
 	int ctx;
 
 	*ntok = 0;
-	if (kv->ops != &cuda_kv_ops || ((const struct cuda_kv *)kv)->m != m)
+	if (kv->ops->step_cuda ? kv->n_kv_heads != (int)m->c.n_kv_heads ||
+					 kv->head_dim != (int)m->c.head_dim ||
+					 kv->n_layers != (int)m->c.n_layers
+			       : kv->ops != &cuda_kv_ops ||
+					 ((const struct cuda_kv *)kv)->m != m)
 		return -EINVAL;
 	return llm_batch_check(&m->c, kv, b, ntok, &ctx);
 }
@@ -1225,20 +1281,23 @@ static int kv_pages(struct cuda_kv *kv, const struct llm_batch *b)
 	return 0;
 }
 
-/* metadata of the step into m->hmeta, then everything to the device */
-static int upload_step(struct llm_cuda *m, struct cuda_kv *kv,
-		       const struct llm_batch *b, int T)
+/*
+ * metadata of the step into m->hmeta, then everything to the device (the
+ * pages' tables and counts of @kv, unless it is NULL: a policy cache)
+ */
+static int upload_step(struct llm_cuda *m, struct llm_kv *base,
+		       struct cuda_kv *kv, const struct llm_batch *b, int T)
 {
 	const struct llm_config *c = &m->c;
 	int32_t *tok = meta_tok(m, m->hmeta), *pos = meta_pos(m, m->hmeta);
 	int32_t *list = meta_list(m, m->hmeta), *rows = meta_rows(m, m->hmeta);
 	int32_t *lb = meta_lb(m, m->hmeta), S = b->n_seq, row = 0;
 	uint32_t lps = c->n_layers * c->n_kv_heads;
-	struct kva_pool *pool = kv->pool;
+	struct kva_pool *pool;
 	int ret;
 
 	for (int i = 0; i < S; i++) {
-		int p0 = llm_kv_len(&kv->kv, b->seq[i]);
+		int p0 = llm_kv_len(base, b->seq[i]);
 
 		for (int t = 0; t < b->n_tok[i]; t++, row++) {
 			tok[row] = b->tok[row];
@@ -1254,6 +1313,9 @@ static int upload_step(struct llm_cuda *m, struct cuda_kv *kv,
 				       (3 * (size_t)m->cap_tok + m->cap_seq +
 					(size_t)c->n_layers * m->cap_seq) * 4,
 				       cudaMemcpyHostToDevice, m->st));
+	if (!kv)
+		return ret;
+	pool = kv->pool;
 	memcpy(kv->stage, pool->ntokens, (size_t)pool->nr_lists * 8);
 	if (!ret)
 		ret = kvk_cuda_errno(cudaMemcpyAsync(kv->ntok_d, kv->stage,
@@ -1320,11 +1382,22 @@ static int forward(struct llm_cuda *m, struct llm_kv *base,
 		return ret;
 	for (int i = 0; i < b->n_seq; i++)
 		decode &= b->n_tok[i] == 1;
+	if (base->ops->step_cuda) {
+		/* a policy cache: no graph (the cache decides on the host) */
+		ret = upload_step(m, base, NULL, b, T);
+		m->pkv = base;
+		m->pb = b;
+		if (!ret)
+			ret = step_run(m, NULL, T, b->n_seq, decode);
+		m->pkv = NULL;
+		m->pb = NULL;
+		return ret;
+	}
 	ret = kv_pages(kv, b);
 	if (!ret && decode)
 		ret = attn_work(m, kv, b->n_seq);
 	if (!ret)
-		ret = upload_step(m, kv, b, T);
+		ret = upload_step(m, base, kv, b, T);
 	if (ret)
 		return ret;
 	if (decode && m->graphs && b->n_seq <= MAX_GRAPHS)

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "kvk.h"
 
 struct llm_kv;
 
@@ -63,6 +64,11 @@ struct llm_kv_stats {
  *	n_heads * head_dim, @ldo apart). When set, the forward pass calls it
  *	instead of append and view/attend. Return 0, -ENOSPC, -EINVAL,
  *	-ENOMEM.
+ * @step_cuda: optional, CUDA builds: @step for a cache on the device, the
+ *	CUDA executor's way in: @q, @k and @v are device fp32 rows packed
+ *	(n_heads * head_dim, n_kv_heads * head_dim floats per token), @out
+ *	device rows of n_heads * head_dim in @odt (KVK_F16 or KVK_BF16),
+ *	every kernel on @stream (a cudaStream_t). Return as @step.
  * @stats: optional: memory held (see struct llm_kv_stats).
  * @destroy: free the cache.
  */
@@ -77,6 +83,10 @@ struct llm_kv_ops {
 	int (*step)(struct llm_kv *kv, int seq, int layer, int pos, int ntok,
 		    const float *q, long ldq, const float *k, const float *v,
 		    long ldkv, float *out, long ldo);
+	int (*step_cuda)(struct llm_kv *kv, int seq, int layer, int pos,
+			 int ntok, const float *q, const float *k,
+			 const float *v, void *out, enum kvk_dtype odt,
+			 void *stream);
 	int (*stats)(struct llm_kv *kv, struct llm_kv_stats *st);
 	void (*destroy)(struct llm_kv *kv);
 };

@@ -44,41 +44,9 @@
 #include "kvattn.h"
 #include "kvevict.h"
 #include "kvpolicy.h"
+#include "kvpolicy_int.h"
 #include "kvq.h"
 #include "pool.h"
-
-/* struct kvp_seq - one sequence slot of the cache */
-struct kvp_seq {
-	int live;		/* admitted in the pool */
-	int decoding;		/* trimmed: decode steps may run */
-	uint32_t len;		/* positions seen */
-	uint32_t steps;		/* decode steps since the last eviction */
-};
-
-/*
- * struct kvp - the policy cache. Owned by its creator; one forward pass at
- * a time (not locked).
- */
-struct kvp {
-	struct llm_kv kv;
-	struct llm_policy pol;
-	uint32_t nh, nkv, hd, group;
-	float scale;
-	struct kvrt_ctx *ctx;
-	struct kva_pool *pool;
-	struct kvk_attn_tier at[2];
-	uint32_t full_tpp, full_page_size;
-	struct kvp_seq *seq;
-	struct llm_pool *threads; /* the prefill attention's workers */
-	/* scratch, sized for max_tok tokens */
-	float *k, *v;		/* [max_tok][nkv][hd] */
-	float *scores;		/* [max_tok][nkv] */
-	float *p;		/* [threads][max_tok] probabilities */
-	float *acc;		/* [n_heads][max_tok] score sums per head */
-	uint32_t *hi, *lo;	/* [lists_per_slot] for kva_trim() */
-	uint32_t *counts;	/* [nkv][KVK_TOK_NR] */
-	struct kvk_compress_action *act; /* [nkv] */
-};
 
 static inline struct kvp *to_kvp(struct llm_kv *kv)
 {
@@ -222,25 +190,15 @@ static uint64_t full_pages(const struct kvp *c, uint32_t len)
 	return (len + c->full_tpp - 1) / c->full_tpp;
 }
 
-/* kvcompress: free whole pages of @s down to 1 / rate of full's */
-static int evict(struct kvp *c, uint32_t s)
+/* kvk_evict_cpu() over the lists of @s, @quota pages */
+static int evict_cpu(struct kvp *c, uint32_t s, uint32_t quota)
 {
 	struct kva_pool *pl = c->pool;
-	uint32_t lps = pl->lists_per_slot, base = s * lps, len = c->seq[s].len;
-	uint64_t have = 0, target;
-	uint32_t quota, *ev;
-	int32_t from = (int32_t)len - (int32_t)c->pol.window;
+	uint32_t lps = pl->lists_per_slot, base = s * lps, *ev;
+	int32_t from = (int32_t)c->seq[s].len - (int32_t)c->pol.window;
 	struct kvk_evict_args a;
 	int ret;
 
-	for (uint32_t l = 0; l < lps; l++)
-		have += (pl->ntokens[2 * (base + l)] + c->at[0].tokens - 1) /
-			c->at[0].tokens;
-	target = (uint64_t)ceil((double)(full_pages(c, len) * lps) /
-				c->pol.rate);
-	if (have <= target)
-		return 0;
-	quota = (uint32_t)(have - target);
 	ev = malloc(lps * sizeof(*ev));
 	if (!ev)
 		return -ENOMEM;
@@ -254,10 +212,37 @@ static int evict(struct kvp *c, uint32_t s)
 	};
 	ret = kvk_evict_cpu(&a, NULL);
 	free(ev);
+	return ret;
+}
+
+/*
+ * kvcompress: free whole pages of @s down to 1 / rate of full's (the kernel
+ * on the cache's side, then kva_shrink() on the host's arrays)
+ */
+static int evict(struct kvp *c, uint32_t s)
+{
+	struct kva_pool *pl = c->pool;
+	uint32_t lps = pl->lists_per_slot, base = s * lps;
+	uint64_t have = 0, target;
+	int ret;
+
+	for (uint32_t l = 0; l < lps; l++)
+		have += (pl->ntokens[2 * (base + l)] + c->at[0].tokens - 1) /
+			c->at[0].tokens;
+	target = (uint64_t)ceil((double)(full_pages(c, c->seq[s].len) * lps) /
+				c->pol.rate);
+	if (have <= target)
+		return 0;
+	if (c->dev)
+		ret = kvp_dev_evict(c, s, (uint32_t)(have - target));
+	else
+		ret = evict_cpu(c, s, (uint32_t)(have - target));
 	if (!ret) {
 		ret = kva_shrink(pl, &s, 1);
 		ret = ret < 0 ? ret : 0;
 	}
+	if (!ret && c->dev)
+		ret = kvp_dev_upload(c, s);
 	return ret;
 }
 
@@ -271,7 +256,8 @@ static int admit(struct kvp *c, uint32_t s, uint32_t n)
 	return ret;
 }
 
-static int append(struct kvp *c, uint32_t s)
+/* a page for every tier of @s whose last page is full, before a decode */
+int kvp_append(struct kvp *c, uint32_t s)
 {
 	int ret = kva_append(c->pool, &s, 1);
 
@@ -280,11 +266,56 @@ static int append(struct kvp *c, uint32_t s)
 	return ret;
 }
 
-static float alpha(const struct kvp *c, int quant)
+float kvp_alpha(const struct kvp *c, int quant)
 {
 	if (c->pol.kind != LLM_POLICY_DIFFKV)
 		return 0.0f;
 	return quant ? c->pol.alpha_quant : c->pol.alpha_prune;
+}
+
+int kvp_score_mode(const struct kvp *c)
+{
+	if (c->pol.kind == LLM_POLICY_DIFFKV)
+		return KVK_ATTN_SCORE_MAX;
+	return c->pol.kind == LLM_POLICY_KVCOMPRESS ? KVK_ATTN_SCORE_SUMSQ : 0;
+}
+
+/*
+ * kvp_prompt_done() - after the prompt's last layer: the surplus of the
+ * admission goes back (kva_trim() from the tokens each list stored), and
+ * kvcompress evicts down to its rate
+ */
+int kvp_prompt_done(struct kvp *c, uint32_t s, uint32_t ntok)
+{
+	int ret;
+
+	for (uint32_t l = 0; l < c->pool->lists_per_slot; l++) {
+		uint32_t list = s * c->pool->lists_per_slot + l;
+
+		c->hi[l] = c->pool->ntokens[2 * list + KVA_HI];
+		c->lo[l] = c->pool->ntokens[2 * list + KVA_LO];
+	}
+	ret = kva_trim(c->pool, &s, 1, c->hi, c->lo);
+	if (!ret && c->dev)
+		ret = kvp_dev_upload(c, s);
+	if (ret)
+		return ret;
+	c->seq[s].decoding = 1;
+	c->seq[s].len = ntok;
+	if (c->pol.kind == LLM_POLICY_KVCOMPRESS)
+		ret = evict(c, s);
+	return ret;
+}
+
+/* kvp_decode_done() - after a decode step's last layer */
+int kvp_decode_done(struct kvp *c, uint32_t s)
+{
+	c->seq[s].len++;
+	if (c->pol.kind != LLM_POLICY_KVCOMPRESS ||
+	    ++c->seq[s].steps < c->pol.interval)
+		return 0;
+	c->seq[s].steps = 0;
+	return evict(c, s);
 }
 
 static int step_prefill(struct kvp *c, uint32_t s, uint32_t layer, int ntok,
@@ -301,7 +332,7 @@ static int step_prefill(struct kvp *c, uint32_t s, uint32_t layer, int ntok,
 		.dtype = KVK_F32, .k = c->k, .v = c->v, .seq_start = start,
 		.max_len = (uint32_t)ntok, .scores = c->scores,
 		.score_window = c->pol.score_window, .window = c->pol.window,
-		.alpha_prune = alpha(c, 0), .alpha_quant = alpha(c, 1),
+		.alpha_prune = kvp_alpha(c, 0), .alpha_quant = kvp_alpha(c, 1),
 		.pg = pages_of(c), .npages = c->pool->npages,
 		.counts = c->counts, .ntokens = c->pool->ntokens, .err = &err,
 	};
@@ -311,21 +342,7 @@ static int step_prefill(struct kvp *c, uint32_t s, uint32_t layer, int ntok,
 		ret = err;
 	if (ret || layer + 1 < (uint32_t)c->kv.n_layers)
 		return ret;
-	/* every layer written: the surplus of the admission goes back */
-	for (uint32_t l = 0; l < c->pool->lists_per_slot; l++) {
-		uint32_t list = s * c->pool->lists_per_slot + l;
-
-		c->hi[l] = c->pool->ntokens[2 * list + KVA_HI];
-		c->lo[l] = c->pool->ntokens[2 * list + KVA_LO];
-	}
-	ret = kva_trim(c->pool, &s, 1, c->hi, c->lo);
-	if (ret)
-		return ret;
-	c->seq[s].decoding = 1;
-	c->seq[s].len = (uint32_t)ntok;
-	if (c->pol.kind == LLM_POLICY_KVCOMPRESS)
-		ret = evict(c, s);
-	return ret;
+	return kvp_prompt_done(c, s, (uint32_t)ntok);
 }
 
 static int step_decode(struct kvp *c, uint32_t s, uint32_t layer,
@@ -337,16 +354,11 @@ static int step_decode(struct kvp *c, uint32_t s, uint32_t layer,
 	struct kvk_attn_args a;
 	int ret;
 
-	if (layer == 0) {
-		ret = append(c, s);
-		if (ret)
-			return ret;
-	}
 	d = (struct kvk_compress_decode){
 		.nr_seqs = 1, .nr_kv_heads = c->nkv, .head_dim = c->hd,
 		.dtype = KVK_F32, .k = c->k, .v = c->v, .pos = &pos,
-		.window = c->pol.window, .alpha_prune = alpha(c, 0),
-		.alpha_quant = alpha(c, 1), .pg = pages_of(c),
+		.window = c->pol.window, .alpha_prune = kvp_alpha(c, 0),
+		.alpha_quant = kvp_alpha(c, 1), .pg = pages_of(c),
 		.npages = c->pool->npages, .ntokens = c->pool->ntokens,
 		.actions = c->act, .err = &err,
 	};
@@ -365,54 +377,26 @@ static int step_decode(struct kvp *c, uint32_t s, uint32_t layer,
 		.tables = c->pool->table, .width = c->pool->width,
 		.ntokens = c->pool->ntokens, .list_base = &base,
 		.tier = { c->at[0], c->at[1] },
-		.update_scores =
-			c->pol.kind == LLM_POLICY_DIFFKV ? KVK_ATTN_SCORE_MAX :
-			c->pol.kind == LLM_POLICY_KVCOMPRESS ?
-				KVK_ATTN_SCORE_SUMSQ : 0,
+		.update_scores = kvp_score_mode(c),
 	};
 	ret = kvk_attn_decode_cpu(&a, NULL);
 	if (ret || layer + 1 < (uint32_t)c->kv.n_layers)
 		return ret;
-	c->seq[s].len++;
-	if (c->pol.kind == LLM_POLICY_KVCOMPRESS &&
-	    ++c->seq[s].steps >= c->pol.interval) {
-		c->seq[s].steps = 0;
-		ret = evict(c, s);
-	}
-	return ret;
+	return kvp_decode_done(c, s);
 }
 
-/**
- * llm_kv_policy_step() - store, compress and attend one layer of a step
- * @kv: a cache of llm_kv_policy_create()
- * @seq: sequence slot
- * @layer: layer
- * @pos: position of the first new token: 0 with the whole prompt, else
- *	the sequence's length with one token
- * @ntok: new tokens
- * @q: [ntok] rows of n_heads * head_dim query floats, @ldq apart (RoPE
- *	applied)
- * @k: [ntok] rows of n_kv_heads * head_dim key floats, @ldkv apart (RoPE
- *	applied)
- * @v: likewise, values
- * @out: [ntok] rows of n_heads * head_dim, @ldo apart: the attention
- *
- * Layers of a step are called in order 0 .. n_layers - 1.
- *
- * Return: 0; -EINVAL for arguments out of range; -EOPNOTSUPP for a prompt
- * in several parts or several decode tokens at once; -ENOSPC when the pool
- * cannot grow; an allocator or kernel error.
+/*
+ * kvp_begin() - the checks and the allocator's part before a layer of a
+ * step, for both backends: a prompt (pos 0) admits the slot at layer 0, a
+ * decode token gets its pages at layer 0
  */
-int llm_kv_policy_step(struct llm_kv *kv, int seq, int layer, int pos,
-		       int ntok, const float *q, long ldq, const float *k,
-		       const float *v, long ldkv, float *out, long ldo)
+int kvp_begin(struct kvp *c, uint32_t s, int layer, int pos, int ntok)
 {
-	struct kvp *c = to_kvp(kv);
-	uint32_t s = (uint32_t)seq, nkv = c->nkv, hd = c->hd;
+	struct llm_kv *kv = &c->kv;
 	int ret;
 
-	if (seq < 0 || seq >= kv->n_seq || layer < 0 ||
-	    layer >= kv->n_layers || ntok < 1 || !q || !k || !v || !out)
+	if (s >= (uint32_t)kv->n_seq || layer < 0 || layer >= kv->n_layers ||
+	    pos < 0 || ntok < 1)
 		return -EINVAL;
 	if (pos + ntok > kv->max_tok)
 		return -ENOSPC;
@@ -430,6 +414,47 @@ int llm_kv_policy_step(struct llm_kv *kv, int seq, int layer, int pos,
 		     : ntok != 1 || !c->seq[s].decoding ||
 		       (uint32_t)pos != c->seq[s].len)
 		return -EOPNOTSUPP;
+	if (pos && layer == 0)
+		return kvp_append(c, s);
+	return 0;
+}
+
+/**
+ * llm_kv_policy_step() - store, compress and attend one layer of a step
+ * @kv: a host cache of llm_kv_policy_create()
+ * @seq: sequence slot
+ * @layer: layer
+ * @pos: position of the first new token: 0 with the whole prompt, else
+ *	the sequence's length with one token
+ * @ntok: new tokens
+ * @q: [ntok] rows of n_heads * head_dim query floats, @ldq apart (RoPE
+ *	applied)
+ * @k: [ntok] rows of n_kv_heads * head_dim key floats, @ldkv apart (RoPE
+ *	applied)
+ * @v: likewise, values
+ * @out: [ntok] rows of n_heads * head_dim, @ldo apart: the attention
+ *
+ * Layers of a step are called in order 0 .. n_layers - 1.
+ *
+ * Return: 0; -EINVAL for arguments out of range; -EOPNOTSUPP for a prompt
+ * in several parts, several decode tokens at once, or a device cache;
+ * -ENOSPC when the pool cannot grow; an allocator or kernel error.
+ */
+int llm_kv_policy_step(struct llm_kv *kv, int seq, int layer, int pos,
+		       int ntok, const float *q, long ldq, const float *k,
+		       const float *v, long ldkv, float *out, long ldo)
+{
+	struct kvp *c = to_kvp(kv);
+	uint32_t s = (uint32_t)seq, nkv = c->nkv, hd = c->hd;
+	int ret;
+
+	if (c->dev)
+		return -EOPNOTSUPP;
+	if (seq < 0 || !q || !k || !v || !out)
+		return -EINVAL;
+	ret = kvp_begin(c, s, layer, pos, ntok);
+	if (ret)
+		return ret;
 	for (int t = 0; t < ntok; t++) {
 		memcpy(c->k + (size_t)t * nkv * hd, k + t * ldkv,
 		       nkv * hd * sizeof(float));
@@ -498,7 +523,7 @@ int llm_kv_policy_check(const struct llm_kv *kv, char *why, size_t len)
 	return kva_check(((const struct kvp *)kv)->pool, why, len);
 }
 
-static int kvp_append(struct llm_kv *kv, int seq, int layer, int pos,
+static int kvp_op_append(struct llm_kv *kv, int seq, int layer, int pos,
 		      int ntok, const float *k, const float *v, long ld)
 {
 	(void)kv, (void)seq, (void)layer, (void)pos, (void)ntok, (void)k;
@@ -506,12 +531,31 @@ static int kvp_append(struct llm_kv *kv, int seq, int layer, int pos,
 	return -EOPNOTSUPP;	/* the forward pass uses the step op */
 }
 
-static int kvp_view(struct llm_kv *kv, int seq, int layer, int kv_head,
+static int kvp_op_view(struct llm_kv *kv, int seq, int layer, int kv_head,
 		    int n, const float **k, const float **v)
 {
 	(void)kv, (void)seq, (void)layer, (void)kv_head, (void)n, (void)k;
 	(void)v;
 	return -EOPNOTSUPP;
+}
+
+/* pages every slot holds, per tier */
+static int kvp_stats(struct llm_kv *kv, struct llm_kv_stats *st)
+{
+	const struct kvp *c = to_kvp(kv);
+	const struct kva_pool *pl = c->pool;
+
+	memset(st, 0, sizeof(*st));
+	st->paged = true;
+	st->page_size = pl->page_size;
+	st->tokens_per_page = c->at[0].tokens;
+	st->pages_total = (uint64_t)pl->nr_granules * pl->pages_per_granule;
+	for (uint32_t l = 0; l < pl->nr_lists; l++) {
+		st->pages_used[0] += pl->npages[2 * l + KVA_HI];
+		st->pages_used[1] += pl->npages[2 * l + KVA_LO];
+	}
+	st->bytes = (st->pages_used[0] + st->pages_used[1]) * pl->page_size;
+	return 0;
 }
 
 static void kvp_destroy(struct llm_kv *kv)
@@ -520,6 +564,7 @@ static void kvp_destroy(struct llm_kv *kv)
 
 	if (!c)
 		return;
+	kvp_dev_free(c);
 	if (c->pool)
 		kva_pool_destroy(c->pool);
 	if (c->ctx)
@@ -541,16 +586,33 @@ static void kvp_destroy(struct llm_kv *kv)
 }
 
 static const struct llm_kv_ops kvp_ops = {
-	.append = kvp_append,
-	.view = kvp_view,
+	.append = kvp_op_append,
+	.view = kvp_op_view,
 	.step = llm_kv_policy_step,
+	.stats = kvp_stats,
+	.destroy = kvp_destroy,
+};
+
+/* a device cache: the CUDA executor's step_cuda only */
+static const struct llm_kv_ops kvp_dev_ops = {
+	.append = kvp_op_append,
+	.view = kvp_op_view,
+	.step = llm_kv_policy_step,
+#ifdef KVMM_HAVE_CUDA
+	.step_cuda = kvp_step_cuda,
+#endif
+	.stats = kvp_stats,
 	.destroy = kvp_destroy,
 };
 
 static int pool_make(struct kvp *c, const struct llm_config *cfg,
-		     int n_seq, int max_tok, char *err, size_t errlen)
+		     int n_seq, int max_tok, int device, char *err,
+		     size_t errlen)
 {
-	struct kvrt_ctx_opts o = { .backend = KVRT_BACKEND_HOST };
+	struct kvrt_ctx_opts o = {
+		.backend = device < 0 ? KVRT_BACKEND_HOST : KVRT_BACKEND_CUDA,
+		.device = device < 0 ? 0 : device,
+	};
 	struct kva_pool_params pp = { 0 };
 	struct kva_tier fp16 = { 16, 16, 1, 1 };
 	struct kva_layout l[2];
@@ -609,8 +671,86 @@ static int pool_make(struct kvp *c, const struct llm_config *cfg,
 	return 0;
 }
 
+static int create(const struct llm_config *c, const struct llm_policy *p,
+		  int n_seq, int max_tok, int n_threads, int device,
+		  struct llm_kv **out, char *err, size_t errlen)
+{
+	bool host = device < 0;
+	struct kvp *k;
+	size_t mt = (size_t)max_tok;
+	int ret;
+
+	if (!c || !p || !out || n_seq < 1 || max_tok < 1 || n_threads < 1 ||
+	    (c->head_dim != 64 && c->head_dim != 128 &&
+	     (c->head_dim != 256 || !host)) ||
+	    !c->n_kv_heads || c->n_heads % c->n_kv_heads ||
+	    c->n_heads / c->n_kv_heads > KVK_ATTN_MAX_GROUP) {
+		snprintf(err, errlen, "the policy cache takes head_dim 64, 128 "
+			 "or (on the CPU) 256 and at most %d query heads per "
+			 "kv-head", KVK_ATTN_MAX_GROUP);
+		return -EINVAL;
+	}
+	k = calloc(1, sizeof(*k));
+	if (!k)
+		return -ENOMEM;
+	k->kv.ops = host ? &kvp_ops : &kvp_dev_ops;
+	k->kv.n_seq = n_seq;
+	k->kv.n_layers = (int)c->n_layers;
+	k->kv.n_kv_heads = (int)c->n_kv_heads;
+	k->kv.head_dim = (int)c->head_dim;
+	k->kv.max_tok = max_tok;
+	k->pol = *p;
+	k->nh = c->n_heads;
+	k->nkv = c->n_kv_heads;
+	k->hd = c->head_dim;
+	k->group = c->n_heads / c->n_kv_heads;
+	k->scale = 1.0f / sqrtf((float)c->head_dim);
+	ret = pool_make(k, c, n_seq, max_tok, device, err, errlen);
+	if (ret)
+		goto out_free;
+	k->kv.len = calloc(n_seq, sizeof(int));
+	k->seq = calloc(n_seq, sizeof(*k->seq));
+	k->hi = malloc(k->pool->lists_per_slot * sizeof(uint32_t));
+	k->lo = malloc(k->pool->lists_per_slot * sizeof(uint32_t));
+	if (!k->kv.len || !k->seq || !k->hi || !k->lo)
+		goto out_nomem;
+#ifdef KVMM_HAVE_CUDA
+	if (!host) {
+		ret = kvp_dev_init(k, device, err, errlen);
+		if (ret)
+			goto out_free;
+		*out = &k->kv;
+		return 0;
+	}
+#endif
+	k->k = malloc(mt * k->nkv * k->hd * sizeof(float));
+	k->v = malloc(mt * k->nkv * k->hd * sizeof(float));
+	k->scores = malloc(mt * k->nkv * sizeof(float));
+	ret = llm_pool_create(n_threads, &k->threads);
+	if (ret) {
+		snprintf(err, errlen, "threads: %s", strerror(-ret));
+		goto out_free;
+	}
+	k->p = malloc(mt * llm_pool_threads(k->threads) * sizeof(float));
+	k->acc = malloc(mt * k->nh * sizeof(float));
+	k->counts = malloc(k->nkv * KVK_TOK_NR * sizeof(uint32_t));
+	k->act = malloc(k->nkv * sizeof(*k->act));
+	if (!k->k || !k->v || !k->scores || !k->p || !k->acc || !k->counts ||
+	    !k->act)
+		goto out_nomem;
+	*out = &k->kv;
+	return 0;
+
+out_nomem:
+	ret = -ENOMEM;
+	snprintf(err, errlen, "out of memory");
+out_free:
+	kvp_destroy(&k->kv);
+	return ret;
+}
+
 /**
- * llm_kv_policy_create() - a cache that applies @p
+ * llm_kv_policy_create() - a host cache that applies @p
  * @c: model configuration
  * @p: policy (llm_policy_parse())
  * @n_seq: sequence slots
@@ -629,64 +769,35 @@ int llm_kv_policy_create(const struct llm_config *c,
 			 int n_threads, struct llm_kv **out, char *err,
 			 size_t errlen)
 {
-	struct kvp *k;
-	size_t mt = (size_t)max_tok;
-	int ret;
+	return create(c, p, n_seq, max_tok, n_threads, -1, out, err, errlen);
+}
 
-	if (!c || !p || !out || n_seq < 1 || max_tok < 1 || n_threads < 1 ||
-	    (c->head_dim != 64 && c->head_dim != 128 && c->head_dim != 256) ||
-	    !c->n_kv_heads || c->n_heads % c->n_kv_heads ||
-	    c->n_heads / c->n_kv_heads > KVK_ATTN_MAX_GROUP) {
-		snprintf(err, errlen, "the policy cache takes head_dim 64, 128 "
-			 "or 256 and at most %d query heads per kv-head",
-			 KVK_ATTN_MAX_GROUP);
+#ifdef KVMM_HAVE_CUDA
+/**
+ * llm_kv_policy_create_cuda() - a cache that applies @p on a CUDA device,
+ * for the CUDA executor (its step_cuda op; the host step op answers
+ * -EOPNOTSUPP)
+ * @c: model configuration
+ * @p: policy
+ * @n_seq: sequence slots
+ * @max_tok: tokens one sequence may reach
+ * @device: CUDA device ordinal, the executor's
+ * @out: the cache; llm_kv_destroy() frees it
+ * @err: a one-line reason on failure
+ * @errlen: bytes of @err
+ *
+ * Return: as llm_kv_policy_create(); head_dim 256 is -EINVAL here (the
+ * prefill kernel takes 64 and 128).
+ */
+int llm_kv_policy_create_cuda(const struct llm_config *c,
+			      const struct llm_policy *p, int n_seq,
+			      int max_tok, int device, struct llm_kv **out,
+			      char *err, size_t errlen)
+{
+	if (device < 0) {
+		snprintf(err, errlen, "device %d", device);
 		return -EINVAL;
 	}
-	k = calloc(1, sizeof(*k));
-	if (!k)
-		return -ENOMEM;
-	k->kv.ops = &kvp_ops;
-	k->kv.n_seq = n_seq;
-	k->kv.n_layers = (int)c->n_layers;
-	k->kv.n_kv_heads = (int)c->n_kv_heads;
-	k->kv.head_dim = (int)c->head_dim;
-	k->kv.max_tok = max_tok;
-	k->pol = *p;
-	k->nh = c->n_heads;
-	k->nkv = c->n_kv_heads;
-	k->hd = c->head_dim;
-	k->group = c->n_heads / c->n_kv_heads;
-	k->scale = 1.0f / sqrtf((float)c->head_dim);
-	ret = pool_make(k, c, n_seq, max_tok, err, errlen);
-	if (ret)
-		goto out_free;
-	k->kv.len = calloc(n_seq, sizeof(int));
-	k->seq = calloc(n_seq, sizeof(*k->seq));
-	k->k = malloc(mt * k->nkv * k->hd * sizeof(float));
-	k->v = malloc(mt * k->nkv * k->hd * sizeof(float));
-	k->scores = malloc(mt * k->nkv * sizeof(float));
-	ret = llm_pool_create(n_threads, &k->threads);
-	if (ret) {
-		snprintf(err, errlen, "threads: %s", strerror(-ret));
-		goto out_free;
-	}
-	k->p = malloc(mt * llm_pool_threads(k->threads) * sizeof(float));
-	k->acc = malloc(mt * k->nh * sizeof(float));
-	k->hi = malloc(k->pool->lists_per_slot * sizeof(uint32_t));
-	k->lo = malloc(k->pool->lists_per_slot * sizeof(uint32_t));
-	k->counts = malloc(k->nkv * KVK_TOK_NR * sizeof(uint32_t));
-	k->act = malloc(k->nkv * sizeof(*k->act));
-	if (!k->kv.len || !k->seq || !k->k || !k->v || !k->scores || !k->p ||
-	    !k->acc || !k->hi || !k->lo || !k->counts || !k->act) {
-		ret = -ENOMEM;
-		snprintf(err, errlen, "out of memory");
-		goto out_free;
-	}
-	k->kv.bytes = 0;
-	*out = &k->kv;
-	return 0;
-
-out_free:
-	kvp_destroy(&k->kv);
-	return ret;
+	return create(c, p, n_seq, max_tok, 1, device, out, err, errlen);
 }
+#endif

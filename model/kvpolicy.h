@@ -15,6 +15,12 @@ int llm_kv_policy_create(const struct llm_config *c,
 			 const struct llm_policy *p, int n_seq, int max_tok,
 			 int n_threads, struct llm_kv **out, char *err,
 			 size_t errlen);
+#ifdef KVMM_HAVE_CUDA
+int llm_kv_policy_create_cuda(const struct llm_config *c,
+			      const struct llm_policy *p, int n_seq,
+			      int max_tok, int device, struct llm_kv **out,
+			      char *err, size_t errlen);
+#endif
 int llm_kv_policy_usage(const struct llm_kv *kv, int seq,
 			struct llm_kv_usage *u);
 int llm_kv_policy_step(struct llm_kv *kv, int seq, int layer, int pos,

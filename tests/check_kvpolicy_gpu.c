@@ -1,0 +1,280 @@
+// SPDX-License-Identifier: MIT
+/*
+ * check_kvpolicy_gpu.c - the policy cache on the device
+ * (llm_kv_policy_create_cuda()) against the host cache on the same random
+ * queries, keys and values: the attention of the prompt and of every
+ * decode step, what each tier holds after every step, and the allocator's
+ * invariants over the device cache's pool after every step.
+ *
+ * The two differ in the activation type of the attention kernels (fp16 on
+ * the device, fp32 on the host), so a token whose score sits on a
+ * threshold may be classified differently; the bounds allow a few such
+ * tokens, not a different policy.
+ */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kvk.h"
+#include "kvpolicy.h"
+#include "kvtest.h"
+
+#ifdef KVMM_HAVE_CUDA
+#include <cuda_runtime.h>
+
+#define NL 3
+#define NH 8
+#define NKV 2
+#define HD 64
+#define QW (NH * HD)
+#define KW (NKV * HD)
+
+#define CK_CUDA(call)                                                          \
+	ck_assert_msg((call) == cudaSuccess, "%s: %s", #call,                  \
+		      cudaGetErrorString(cudaGetLastError()))
+
+static float frand(uint64_t *s)
+{
+	return (float)((kvtest_rand(s) >> 11) * 0x1.0p-53) * 2.0f - 1.0f;
+}
+
+/* a few tokens draw most of the attention, as in real models */
+static void fill(uint64_t *seed, float *q, float *k, float *v, int len)
+{
+	for (size_t i = 0; i < (size_t)NL * len * QW; i++)
+		q[i] = frand(seed) + (i % HD < 8 ? 1.5f : 0.0f);
+	for (size_t i = 0; i < (size_t)NL * len * KW; i++) {
+		size_t tok = i / KW % len;
+
+		k[i] = tok % 8 == 0 && i % HD < 8 ? 3.0f : 0.5f * frand(seed);
+		v[i] = frand(seed);
+	}
+}
+
+static double rel_err(const float *x, const float *r, size_t n)
+{
+	double e = 0, d = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		ck_assert_msg(isfinite(x[i]), "output %zu not written", i);
+		e += ((double)x[i] - r[i]) * ((double)x[i] - r[i]);
+		d += (double)r[i] * r[i];
+	}
+	return sqrt(e / d);
+}
+
+static float *to_dev(const float *h, size_t n)
+{
+	float *d;
+
+	CK_CUDA(cudaMalloc((void **)&d, n * 4));
+	CK_CUDA(cudaMemcpy(d, h, n * 4, cudaMemcpyHostToDevice));
+	return d;
+}
+
+/* one device step of one layer; its fp16 output widened into @out */
+static void dev_step(struct llm_kv *kv, int l, int pos, int ntok,
+		     const float *q, const float *k, const float *v,
+		     float *out, void *dout)
+{
+	float *dq = to_dev(q, (size_t)ntok * QW);
+	float *dk = to_dev(k, (size_t)ntok * KW);
+	float *dv = to_dev(v, (size_t)ntok * KW);
+	uint16_t *h = malloc((size_t)ntok * QW * 2);
+
+	CK_CUDA(cudaMemset(dout, 0xff, (size_t)ntok * QW * 2));
+	ck_assert_int_eq(kv->ops->step_cuda(kv, 1, l, pos, ntok, dq, dk, dv,
+					    dout, KVK_F16, NULL), 0);
+	CK_CUDA(cudaMemcpy(h, dout, (size_t)ntok * QW * 2,
+			   cudaMemcpyDeviceToHost));
+	kvk_convert_to_f32(out, h, (size_t)ntok * QW, KVK_F16);
+	free(h);
+	cudaFree(dq);
+	cudaFree(dk);
+	cudaFree(dv);
+}
+
+static void usage_close(const char *spec, int step,
+			const struct llm_kv_usage *h,
+			const struct llm_kv_usage *d, double tol)
+{
+	const uint64_t a[5] = { h->tokens[0], h->tokens[1], h->pruned,
+				h->pages[0], h->pages[1] };
+	const uint64_t b[5] = { d->tokens[0], d->tokens[1], d->pruned,
+				d->pages[0], d->pages[1] };
+	static const char *const what[5] = { "high tokens", "low tokens",
+					     "pruned", "high pages",
+					     "low pages" };
+
+	ck_assert_uint_eq(h->full_pages, d->full_pages);
+	for (int i = 0; i < 5; i++)
+		ck_assert_msg(fabs((double)a[i] - (double)b[i]) <=
+				      tol * (double)(a[i] > b[i] ? a[i] : b[i]) +
+					      2,
+			      "%s step %d: %s host %lu device %lu", spec, step,
+			      what[i], a[i], b[i]);
+}
+
+/* @spec on both caches over one random trace of @prompt + @steps tokens */
+static void compare(const char *spec, uint64_t *seed, int prompt, int steps,
+		    double out_tol, double use_tol)
+{
+	int len = prompt + steps;
+	struct llm_config c = { .n_layers = NL, .n_heads = NH,
+				.n_kv_heads = NKV, .head_dim = HD };
+	float *q = malloc((size_t)NL * len * QW * 4);
+	float *k = malloc((size_t)NL * len * KW * 4);
+	float *v = malloc((size_t)NL * len * KW * 4);
+	float *oh = malloc((size_t)prompt * QW * 4);
+	float *od = malloc((size_t)prompt * QW * 4);
+	struct llm_kv *hk, *dk;
+	struct llm_kv_usage uh, ud;
+	struct llm_policy p;
+	double worst = 0, e;
+	char err[200];
+	void *dout;
+
+	ck_assert(q && k && v && oh && od);
+	fill(seed, q, k, v, len);
+	ck_assert_msg(!llm_policy_parse(spec, &p, err, sizeof(err)), "%s",
+		      err);
+	ck_assert_msg(!llm_kv_policy_create(&c, &p, 2, len, 2, &hk, err,
+					    sizeof(err)), "%s", err);
+	ck_assert_msg(!llm_kv_policy_create_cuda(&c, &p, 2, len, 0, &dk, err,
+						 sizeof(err)), "%s", err);
+	/* the device cache refuses host pointers */
+	ck_assert_int_eq(llm_kv_policy_step(dk, 1, 0, 0, 1, q, QW, k, v, KW,
+					    oh, QW), -EOPNOTSUPP);
+	CK_CUDA(cudaMalloc(&dout, (size_t)prompt * QW * 2));
+#define AT(x, w, l, t) ((x) + ((size_t)(l) * len + (t)) * (w))
+	for (int l = 0; l < NL; l++) {
+		ck_assert_int_eq(llm_kv_policy_step(hk, 1, l, 0, prompt,
+			AT(q, QW, l, 0), QW, AT(k, KW, l, 0), AT(v, KW, l, 0),
+			KW, oh, QW), 0);
+		dev_step(dk, l, 0, prompt, AT(q, QW, l, 0), AT(k, KW, l, 0),
+			 AT(v, KW, l, 0), od, dout);
+		e = rel_err(od, oh, (size_t)prompt * QW);
+		ck_assert_msg(e < 2e-3, "%s prompt layer %d: error %g", spec, l,
+			      e);
+	}
+	for (int s = 0; s <= steps; s++) {
+		char why[200];
+
+		ck_assert_int_eq(llm_kv_policy_usage(hk, 1, &uh), 0);
+		ck_assert_int_eq(llm_kv_policy_usage(dk, 1, &ud), 0);
+		usage_close(spec, s, &uh, &ud, use_tol);
+		ck_assert_msg(!llm_kv_policy_check(dk, why, sizeof(why)),
+			      "%s step %d: %s", spec, s, why);
+		if (s == steps)
+			break;
+		for (int l = 0; l < NL; l++) {
+			int i = prompt + s;
+
+			ck_assert_int_eq(llm_kv_policy_step(hk, 1, l, i, 1,
+				AT(q, QW, l, i), QW, AT(k, KW, l, i),
+				AT(v, KW, l, i), KW, oh, QW), 0);
+			dev_step(dk, l, i, 1, AT(q, QW, l, i), AT(k, KW, l, i),
+				 AT(v, KW, l, i), od, dout);
+			e = rel_err(od, oh, QW);
+			worst = e > worst ? e : worst;
+		}
+	}
+#undef AT
+	printf("# kvpolicy cuda vs cpu %s: %d + %d tokens, decode output "
+	       "error %.2e, host hi %lu lo %lu pruned %lu pages %lu + %lu, "
+	       "device hi %lu lo %lu pruned %lu pages %lu + %lu\n", spec,
+	       prompt, steps, worst, uh.tokens[0], uh.tokens[1], uh.pruned,
+	       uh.pages[0], uh.pages[1], ud.tokens[0], ud.tokens[1], ud.pruned,
+	       ud.pages[0], ud.pages[1]);
+	ck_assert_msg(worst < out_tol, "%s: decode output error %g over %g",
+		      spec, worst, out_tol);
+	cudaFree(dout);
+	llm_kv_destroy(hk);
+	llm_kv_destroy(dk);
+	free(q);
+	free(k);
+	free(v);
+	free(oh);
+	free(od);
+}
+
+START_TEST(test_kvpolicy_cuda_vs_cpu)
+{
+	uint64_t seed = kvtest_seed(__func__);
+	int prompt = 200 + (int)(kvtest_rand(&seed) % 300);
+
+	/* fp16 pages: the fp16 rounding of q and out only */
+	compare("full", &seed, prompt, 60, 2e-3, 0.0);
+	compare("uniform:tier=k8v8", &seed, prompt, 60, 5e-3, 0.0);
+	/* tiers, pruning, demotion: a few threshold tokens may differ */
+	compare("diffkv", &seed, prompt, 80, 5e-2, 0.02);
+	compare("diffkv:prune=0,quant=2", &seed, prompt, 80, 5e-2, 0.02);
+	compare("kvcompress:rate=2,interval=8", &seed, prompt, 80, 5e-2,
+		0.02);
+}
+END_TEST
+
+/* a bad activation type or a host cache: refused, nothing changed */
+START_TEST(test_kvpolicy_cuda_einval)
+{
+	struct llm_config c = { .n_layers = 1, .n_heads = 2, .n_kv_heads = 1,
+				.head_dim = 256 };
+	struct llm_policy p;
+	struct llm_kv *kv = NULL;
+	char err[200];
+
+	llm_policy_default(LLM_POLICY_DIFFKV, &p);
+	/* head_dim 256: the prefill kernel takes 64 and 128 */
+	ck_assert_int_eq(llm_kv_policy_create_cuda(&c, &p, 1, 64, 0, &kv, err,
+						   sizeof(err)), -EINVAL);
+	ck_assert_ptr_null(kv);
+	c.head_dim = 64;
+	ck_assert_int_eq(llm_kv_policy_create_cuda(&c, &p, 1, 64, -1, &kv,
+						   err, sizeof(err)), -EINVAL);
+	ck_assert_int_eq(llm_kv_policy_create_cuda(&c, &p, 1, 64, 0, &kv, err,
+						   sizeof(err)), 0);
+	{
+		float *d;
+
+		CK_CUDA(cudaMalloc((void **)&d, 4096));
+		ck_assert_int_eq(kv->ops->step_cuda(kv, 0, 0, 0, 1, d, d, d, d,
+						    KVK_F32, NULL), -EINVAL);
+		ck_assert_int_eq(kv->ops->step_cuda(kv, 1, 0, 0, 1, d, d, d, d,
+						    KVK_F16, NULL), -EINVAL);
+		/* decode before any prompt */
+		ck_assert_int_eq(kv->ops->step_cuda(kv, 0, 0, 3, 1, d, d, d, d,
+						    KVK_F16, NULL),
+				 -EOPNOTSUPP);
+		cudaFree(d);
+	}
+	ck_assert(!llm_kv_policy_check(kv, err, sizeof(err)));
+	llm_kv_destroy(kv);
+}
+END_TEST
+#else
+START_TEST(test_kvpolicy_cuda_vs_cpu)
+{
+	ck_abort_msg("built without CUDA: this suite cannot run");
+}
+END_TEST
+
+START_TEST(test_kvpolicy_cuda_einval)
+{
+	ck_abort_msg("built without CUDA: this suite cannot run");
+}
+END_TEST
+#endif
+
+Suite *suite_kvpolicy_gpu(void)
+{
+	Suite *s = suite_create("kvpolicy_gpu");
+	TCase *tc = tcase_create("cuda");
+
+	tcase_set_timeout(tc, 300);
+	KV_ADD(tc, test_kvpolicy_cuda_vs_cpu);
+	KV_ADD(tc, test_kvpolicy_cuda_einval);
+	suite_add_tcase(s, tc);
+	return s;
+}

@@ -21,6 +21,9 @@
 #include <unistd.h>
 
 #include "forward.h"
+#ifdef KVMM_HAVE_CUDA
+#include "forward_cuda.h"
+#endif
 #include "kvmm_base.h"
 #include "kvmm.h"
 #include "kvpolicy.h"
@@ -40,6 +43,7 @@ struct ev_opts {
 	uint64_t lengths[EV_MAX_GRID], depths[EV_MAX_GRID];
 	int n_len, n_depth;
 	bool json;
+	bool cuda;		/* --device cuda */
 };
 
 /* struct ev_pol - one policy of a lockstep run and its running sums */
@@ -69,6 +73,7 @@ struct ev_run {
 	const char *who;
 	struct llm_model *m;
 	struct llm_cpu *cpu;
+	struct llm_cuda *gpu;	/* --device cuda: the executor, caches on it */
 	struct ev_pol pol[EV_MAX_POL];
 	int n_pol;
 	int threads;
@@ -88,6 +93,19 @@ static int multi_step(struct llm_kv *kv, int seq, int layer, int pos,
 	return sub->ops->step(sub, 0, layer, pos, ntok, q, ldq, k, v, ldkv,
 			      out, ldo);
 }
+
+#ifdef KVMM_HAVE_CUDA
+static int multi_step_cuda(struct llm_kv *kv, int seq, int layer, int pos,
+			   int ntok, const float *q, const float *k,
+			   const float *v, void *out, enum kvk_dtype odt,
+			   void *stream)
+{
+	struct llm_kv *sub = ((struct ev_multi *)kv)->sub[seq];
+
+	return sub->ops->step_cuda(sub, 0, layer, pos, ntok, q, k, v, out,
+				   odt, stream);
+}
+#endif
 
 static int multi_append(struct llm_kv *kv, int seq, int layer, int pos,
 			int ntok, const float *k, const float *v, long ld)
@@ -117,6 +135,16 @@ static const struct llm_kv_ops multi_ops = {
 	.destroy = multi_destroy,
 };
 
+#ifdef KVMM_HAVE_CUDA
+/* the caches on the device, for the CUDA executor */
+static const struct llm_kv_ops multi_cuda_ops = {
+	.append = multi_append,
+	.view = multi_view,
+	.step_cuda = multi_step_cuda,
+	.destroy = multi_destroy,
+};
+#endif
+
 static int ev_threads(uint64_t want)
 {
 	cpu_set_t set;
@@ -135,6 +163,12 @@ static int ev_load(struct ev_run *r, const struct ev_opts *o)
 
 	r->threads = ev_threads(o->threads);
 	ret = llm_model_open(o->model, &r->m, err, sizeof(err));
+#ifdef KVMM_HAVE_CUDA
+	if (!ret && o->cuda)
+		ret = llm_cuda_load(&r->m->cfg, &r->m->w, NULL, &r->gpu, err,
+				    sizeof(err));
+	else
+#endif
 	if (!ret)
 		ret = llm_cpu_load(&r->m->cfg, &r->m->w, r->threads, &r->cpu,
 				   err, sizeof(err));
@@ -188,6 +222,9 @@ static void ev_fini(struct ev_run *r)
 	free(r->logits);
 	free(r->tok);
 	llm_cpu_free(r->cpu);
+#ifdef KVMM_HAVE_CUDA
+	llm_cuda_free(r->gpu);
+#endif
 	llm_model_close(r->m);
 }
 
@@ -214,6 +251,15 @@ static int ev_caches(struct ev_run *r, int max_tok)
 
 		llm_kv_destroy(r->pol[i].kv);
 		r->pol[i].kv = NULL;
+#ifdef KVMM_HAVE_CUDA
+		if (r->gpu) {
+			r->multi.kv.ops = &multi_cuda_ops;
+			ret = llm_kv_policy_create_cuda(&r->m->cfg, &r->pol[i].p,
+							1, max_tok, 0,
+							&r->pol[i].kv, err,
+							sizeof(err));
+		} else
+#endif
 		ret = llm_kv_policy_create(&r->m->cfg, &r->pol[i].p, 1, max_tok,
 					   r->threads, &r->pol[i].kv, err,
 					   sizeof(err));
@@ -243,6 +289,11 @@ static int ev_feed(struct ev_run *r, const int32_t *tok, int n, bool same)
 		memcpy(r->tok + (size_t)i * n, same ? tok : tok + (size_t)i * n,
 		       n * sizeof(int32_t));
 	}
+#ifdef KVMM_HAVE_CUDA
+	if (r->gpu)
+		ret = llm_cuda_forward(r->gpu, &r->multi.kv, &b, r->logits);
+	else
+#endif
 	ret = llm_cpu_forward(r->cpu, &r->multi.kv, &b, r->logits);
 	if (ret)
 		fprintf(stderr, "kvmm eval %s: forward pass: %s\n", r->who,
@@ -416,14 +467,16 @@ static void ev_print_ppl(const struct ev_run *r, const struct ev_opts *o,
 				llm_kv_physical_ratio(&p->u));
 			continue;
 		}
-		fprintf(f, "{\"model\": \"%s\", \"context\": %lu, \"prefix\": "
+		fprintf(f, "{\"model\": \"%s\", \"device\": \"%s\", "
+			"\"context\": %lu, \"prefix\": "
 			"%lu, \"chunks\": %lu, \"policy\": \"%s\", "
 			"\"kind\": \"%s\", \"scored\": %lu, \"ppl\": %.6f, "
 			"\"delta_pct\": %.4f, \"top1\": %.5f, \"kl\": %.6f, "
 			"\"logical_ratio\": %.4f, \"physical_ratio\": %.4f, "
 			"\"tokens\": [%lu, %lu], \"pruned\": %lu, "
 			"\"pages\": [%lu, %lu], \"page_size\": %lu}\n",
-			o->model, o->context, o->prefix, o->chunks, p->spec,
+			o->model, o->cuda ? "cuda" : "cpu", o->context,
+			o->prefix, o->chunks, p->spec,
 			llm_policy_name(p->p.kind), p->n, ppl,
 			100.0 * (ppl / ppl0 - 1.0), p->agree / n, p->kl / n,
 			llm_kv_logical_ratio(&p->u),
@@ -435,8 +488,8 @@ static void ev_print_ppl(const struct ev_run *r, const struct ev_opts *o,
 
 enum {
 	OPT_MODEL = 256, OPT_TEXT, OPT_CONTEXT, OPT_PREFIX, OPT_CHUNKS,
-	OPT_POLICY, OPT_THREADS, OPT_JSON, OPT_OUT, OPT_LENGTHS, OPT_DEPTHS,
-	OPT_TRIALS, OPT_SEED, OPT_HELP,
+	OPT_POLICY, OPT_THREADS, OPT_DEVICE, OPT_JSON, OPT_OUT, OPT_LENGTHS,
+	OPT_DEPTHS, OPT_TRIALS, OPT_SEED, OPT_HELP,
 };
 
 static const struct option ev_longopts[] = {
@@ -447,6 +500,7 @@ static const struct option ev_longopts[] = {
 	{ "chunks", required_argument, NULL, OPT_CHUNKS },
 	{ "policy", required_argument, NULL, OPT_POLICY },
 	{ "threads", required_argument, NULL, OPT_THREADS },
+	{ "device", required_argument, NULL, OPT_DEVICE },
 	{ "json", no_argument, NULL, OPT_JSON },
 	{ "out", required_argument, NULL, OPT_OUT },
 	{ "lengths", required_argument, NULL, OPT_LENGTHS },
@@ -475,6 +529,8 @@ static const char ev_help[] =
 	"  --trials T        needle: pass keys per cell (2)\n"
 	"  --seed S          needle: seed of the pass keys (1)\n"
 	"  --threads N       CPU threads (all available)\n"
+	"  --device D        cpu (fp32 executor, host caches) or cuda (the\n"
+	"                    CUDA executor, caches on the device) (cpu)\n"
 	"  --json            JSON lines instead of a table\n"
 	"  --out FILE        sweep: JSON lines written here\n";
 
@@ -571,6 +627,21 @@ static int ev_parse(const char *who, int argc, char **argv,
 				return -EINVAL;
 			}
 			o->spec[o->n_spec++] = optarg;
+			break;
+		case OPT_DEVICE:
+			if (!strcmp(optarg, "cuda")) {
+#ifdef KVMM_HAVE_CUDA
+				o->cuda = true;
+#else
+				fprintf(stderr, "kvmm eval: --device cuda: "
+					"this build has no CUDA\n");
+				return -EINVAL;
+#endif
+			} else if (strcmp(optarg, "cpu")) {
+				fprintf(stderr, "kvmm eval: --device: '%s' is "
+					"not cpu or cuda\n", optarg);
+				return -EINVAL;
+			}
 			break;
 		case OPT_JSON:
 			o->json = true;

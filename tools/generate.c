@@ -20,7 +20,9 @@
 #include "kvcache.h"
 #include "kvk.h"
 #include "kvmm.h"
+#include "kvpolicy.h"
 #include "model.h"
+#include "policy.h"
 #include "tokenizer.h"
 #ifdef KVMM_HAVE_CUDA
 #include "forward_cuda.h"
@@ -45,6 +47,8 @@ struct gen_opts {
 	const char *stop[GEN_MAX_STOP];
 	int n_stop;
 	int kv;	/* GEN_KV_* */
+	bool policy;	/* --policy given: a policy cache */
+	struct llm_policy pol;
 };
 
 enum {
@@ -108,7 +112,10 @@ static const char gen_usage[] =
 	"  --json              JSON lines (one per prompt, then a summary)\n"
 	"                      instead of streaming\n"
 	"  --kv KIND           KV cache: paged (allocator pages through the\n"
-	"                      uapi, fp16; the default) or contig (fp32)\n";
+	"                      uapi, fp16; the default) or contig (fp32)\n"
+	"  --policy SPEC       a KV memory policy instead: full, uniform,\n"
+	"                      diffkv or kvcompress, with knobs as in\n"
+	"                      `kvmm eval` (e.g. diffkv:prune=0,quant=2)\n";
 
 static int parse_f32(const char *opt, const char *s, float lo, float hi,
 		     float *out)
@@ -130,7 +137,7 @@ static int parse_f32(const char *opt, const char *s, float lo, float hi,
 enum {
 	OPT_MODEL = 256, OPT_PROMPT, OPT_CHAT, OPT_SYSTEM, OPT_MAX_TOKENS,
 	OPT_DEVICE, OPT_THREADS, OPT_TEMP, OPT_TOP_K, OPT_TOP_P, OPT_SEED,
-	OPT_STOP, OPT_JSON, OPT_BATCH_FILE, OPT_KV, OPT_HELP,
+	OPT_STOP, OPT_JSON, OPT_BATCH_FILE, OPT_KV, OPT_POLICY, OPT_HELP,
 };
 
 static const struct option gen_longopts[] = {
@@ -149,6 +156,7 @@ static const struct option gen_longopts[] = {
 	{ "json", no_argument, NULL, OPT_JSON },
 	{ "batch-file", required_argument, NULL, OPT_BATCH_FILE },
 	{ "kv", required_argument, NULL, OPT_KV },
+	{ "policy", required_argument, NULL, OPT_POLICY },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
 };
@@ -251,6 +259,18 @@ static int gen_parse(int argc, char **argv, struct gen_opts *o)
 				return -EINVAL;
 			}
 			break;
+		case OPT_POLICY: {
+			char err[200];
+
+			if (llm_policy_parse(optarg, &o->pol, err,
+					     sizeof(err))) {
+				fprintf(stderr, "kvmm generate: --policy: %s\n",
+					err);
+				return -EINVAL;
+			}
+			o->policy = true;
+			break;
+		}
 		case OPT_HELP:
 			fputs(gen_usage, stdout);
 			return 1;
@@ -669,11 +689,20 @@ static void gen_summary(const struct gen_run *r, const struct gen_opts *o)
 	struct llm_kv_stats ks;
 	struct rusage ru;
 	double rss_mb;
-	char kvdesc[128];
+	char kvdesc[320];
 
 	if (llm_kv_stats(r->kv, &ks))
 		memset(&ks, 0, sizeof(ks));
-	if (ks.paged)
+	if (o->policy) {
+		char spec[LLM_POLICY_SPEC_MAX + 1];
+
+		llm_policy_format(&o->pol, spec, sizeof(spec));
+		snprintf(kvdesc, sizeof(kvdesc), "%s, %llu + %llu pages of "
+			 "%llu B (hi + lo tier)", spec,
+			 (unsigned long long)ks.pages_used[0],
+			 (unsigned long long)ks.pages_used[1],
+			 (unsigned long long)ks.page_size);
+	} else if (ks.paged)
 		snprintf(kvdesc, sizeof(kvdesc), "paged fp16, %llu + %llu "
 			 "pages of %llu B (hi + lo tier), %d x %d tokens",
 			 (unsigned long long)ks.pages_used[0],
@@ -1026,6 +1055,30 @@ static void gen_step_free(struct gen_step *st)
 	free(st->logits);
 }
 
+/* --policy: a policy cache on the executor's side */
+static int gen_kv_policy(struct gen_run *r, const struct gen_opts *o,
+			 int need)
+{
+	char err[200] = "";
+	int ret;
+
+#ifdef KVMM_HAVE_CUDA
+	if (r->gpu)
+		ret = llm_kv_policy_create_cuda(&r->cfg, &o->pol, r->n_seq,
+						need, 0, &r->kv, err,
+						sizeof(err));
+	else
+#endif
+	ret = llm_kv_policy_create(&r->cfg, &o->pol, r->n_seq, need,
+				   gen_threads_used(r), &r->kv, err,
+				   sizeof(err));
+	if (ret)
+		fprintf(stderr, "kvmm generate: --policy %s: %s\n",
+			llm_policy_name(o->pol.kind),
+			*err ? err : strerror(-ret));
+	return ret;
+}
+
 /* the KV cache for every sequence, each up to the longest one's need */
 static int gen_kv(struct gen_run *r, const struct gen_opts *o)
 {
@@ -1038,6 +1091,8 @@ static int gen_kv(struct gen_run *r, const struct gen_opts *o)
 	if (r->max_new > r->cfg.n_ctx - need)
 		r->max_new = r->cfg.n_ctx - need;
 	need += r->max_new;
+	if (o->policy)
+		return gen_kv_policy(r, o, (int)need);
 #ifdef KVMM_HAVE_CUDA
 	if (r->gpu) {
 		/* the executor's own device pool of fp16 pages */

@@ -13,20 +13,23 @@
  * The residual stream is fp32. Prefill (and a decode step of several
  * sequences): RMSNorm (kvk_rmsnorm_cuda, fp32), conversion to the weight
  * dtype, Q GEMM and a two-matrix batched K/V GEMM (fp32 out), bias, q/k
- * RMSNorm, RoPE (kvk_rope_cuda, fp32), keys and values into the
- * allocator's fp16 pages (llm_kv_store_cuda), attention, the output GEMM
- * accumulated into the residual (beta = 1), RMSNorm, a batched gate/up GEMM
- * (weight dtype out), kvk_silu_mul_cuda, the down GEMM accumulated into the
- * residual. These GEMMs are cublasGemmEx (or its strided-batched form) with
- * fp32 accumulation.
+ * RMSNorm, keys and values into the allocator's fp16 pages with RoPE
+ * applied on the way (llm_kv_store_cuda, which rotates the fp32 queries in
+ * place), attention (fp32 out), the output GEMM accumulated into the
+ * residual (beta = 1), RMSNorm, a batched gate/up GEMM (fp32 out),
+ * kvk_silu_mul_cuda, the down GEMM accumulated into the residual. These
+ * GEMMs are cublasGemmEx (or its strided-batched form) with fp32
+ * accumulation; at prefill each fp32 activation is split into hi + lo of
+ * the weight dtype (llm_split_cuda) and a second GEMM adds W lo, so the
+ * product sees about 16 bits of it instead of bf16's 8.
  *
  * A decode step of one sequence is bound by reading the weights, so its
- * projections are llm_gemv_cuda(): fp32 activations read straight from the
- * residual, the RMSNorm folded into the same pass, one launch for Q/K/V and
- * one for gate/up, fp32 outputs. A Llama layer is then 9 launches (and
- * the attention's merge kernel when it splits the context): QKV GEMV, RoPE,
- * KV store (which also writes the fp16 queries), attention, its output to
- * fp32, output GEMV, gate/up GEMV, SiLU-mul, down GEMV.
+ * projections are llm_gemv_cuda(): activations read straight from the
+ * residual, the RMSNorm folded into the same pass, four rows per warp. A
+ * Llama layer is 6 launches (and the attention's merge kernel when it
+ * splits the context): QKV GEMV, KV store with RoPE (which also writes the
+ * fp16 queries), attention, output GEMV on the attention's fp16 output,
+ * gate/up GEMV writing silu(gate) * up, down GEMV.
  *
  * Attention: when every sequence of the step brings one token, the step is
  * a decode step and kvk_attn_decode_cuda() reads the pages (fp16 queries
@@ -77,6 +80,7 @@ struct cuda_layer {
 struct llm_cuda {
 	struct llm_config c;
 	struct kvk_rope_cfg rope;
+	float *freq;		/* [head_dim / 2] rotary frequencies, device */
 	enum kvk_dtype dt;	/* of the weight matrices */
 	size_t es;		/* bytes per weight element */
 	int dev;
@@ -93,12 +97,15 @@ struct llm_cuda {
 
 	/* workspace, grown on demand; graphs are dropped when it moves */
 	int cap_tok, cap_seq;
-	float *x, *tmp, *q, *kvb, *attf, *last, *logits;
-	float *guf, *actf;	/* [2][LLM_GEMV_MAX_TOK][ffn], [..][ffn] */
+	float *x, *tmp, *q, *kvb, *last, *logits;
+	float *attf;		/* [cap_tok][q_dim]: attention output */
+	float *guf;		/* [2][cap_tok][ffn]: gate, up */
+	float *actf;		/* [max(cap_tok, LLM_GEMV_MAX_TOK)][ffn] */
 	void *qh, *oh;		/* [cap_tok][q_dim] fp16: decode attention */
 	void *aw;		/* kvk_attn_decode_cuda() scratch */
 	size_t aw_bytes;
-	void *h, *atth, *gu, *act;
+	void *h, *atth, *act;	/* fp32 activations rounded to the weight */
+	void *hl, *atthl, *actl; /* dtype, and the remainders (split) */
 	int32_t *meta;		/* device: tok, pos, list, rows, list_base */
 	int32_t *hmeta;		/* pinned host copy */
 	int32_t *ids;		/* [cap_seq] device */
@@ -408,6 +415,7 @@ int llm_cuda_load(const struct llm_config *c, const struct llm_weights *w,
 		  char *err, size_t errlen)
 {
 	struct llm_cuda_opts def = { 0 };
+	float freq[KVK_ROPE_MAX_HEAD_DIM / 2];
 	struct stage s = { 0 };
 	struct llm_cuda *m;
 	uint32_t t0;
@@ -448,6 +456,11 @@ int llm_cuda_load(const struct llm_config *c, const struct llm_weights *w,
 	m->rope.low_freq_factor = c->rope_low_freq;
 	m->rope.high_freq_factor = c->rope_high_freq;
 	m->rope.orig_max_pos = (int)c->rope_orig_ctx;
+	ret = kvk_rope_inv_freq(freq, (int)c->head_dim, &m->rope);
+	if (ret) {
+		snprintf(err, errlen, "bad rotary configuration");
+		goto out_free;
+	}
 	m->L = calloc(c->n_layers, sizeof(*m->L));
 	if (!m->L) {
 		ret = -ENOMEM;
@@ -473,6 +486,14 @@ int llm_cuda_load(const struct llm_config *c, const struct llm_weights *w,
 		ret = blas_errno(cublasSetStream(m->blas, m->st));
 	if (ret) {
 		snprintf(err, errlen, "cuBLAS: %s", strerror(-ret));
+		goto out_free;
+	}
+	ret = kvk_cuda_errno(cudaMalloc((void **)&m->freq, sizeof(freq)));
+	if (!ret)
+		ret = kvk_cuda_errno(cudaMemcpy(m->freq, freq, sizeof(freq),
+						cudaMemcpyHostToDevice));
+	if (ret) {
+		snprintf(err, errlen, "rotary table: %s", strerror(-ret));
 		goto out_free;
 	}
 	/* count, allocate, then fill */
@@ -525,26 +546,29 @@ static void ws_free(struct llm_cuda *m)
 	cudaFree(m->tmp);
 	cudaFree(m->q);
 	cudaFree(m->kvb);
-	cudaFree(m->attf);
 	cudaFree(m->last);
 	cudaFree(m->logits);
-	cudaFree(m->guf);
 	cudaFree(m->actf);
 	cudaFree(m->qh);
 	cudaFree(m->oh);
 	cudaFree(m->aw);
 	cudaFree(m->h);
 	cudaFree(m->atth);
-	cudaFree(m->gu);
 	cudaFree(m->act);
+	cudaFree(m->hl);
+	cudaFree(m->atthl);
+	cudaFree(m->actl);
+	cudaFree(m->attf);
+	cudaFree(m->guf);
 	cudaFree(m->meta);
 	cudaFree(m->ids);
 	cudaFreeHost(m->hmeta);
-	m->x = m->tmp = m->q = m->kvb = m->attf = m->last = m->logits = NULL;
-	m->guf = m->actf = NULL;
+	m->x = m->tmp = m->q = m->kvb = m->last = m->logits = NULL;
+	m->actf = NULL;
 	m->qh = m->oh = m->aw = NULL;
 	m->aw_bytes = 0;
-	m->h = m->atth = m->gu = m->act = NULL;
+	m->h = m->atth = m->act = m->hl = m->atthl = m->actl = NULL;
+	m->attf = m->guf = NULL;
 	m->meta = m->hmeta = m->ids = NULL;
 	m->cap_tok = m->cap_seq = 0;
 }
@@ -560,6 +584,7 @@ void llm_cuda_free(struct llm_cuda *m)
 		return;
 	ws_free(m);
 	cudaFree(m->arena);
+	cudaFree(m->freq);
 	if (m->blas)
 		cublasDestroy(m->blas);
 	cudaFree(m->blas_ws);
@@ -806,17 +831,20 @@ static int ws_reserve(struct llm_cuda *m, int ntok, int nseq)
 	DA(m->tmp, T * c->dim * 4);
 	DA(m->q, T * m->q_dim * 4);
 	DA(m->kvb, 2 * T * m->kv_dim * 4);
-	DA(m->attf, T * m->q_dim * 4);
 	DA(m->last, S * c->dim * 4);
 	DA(m->logits, S * c->n_vocab * 4);
-	DA(m->guf, 2 * LLM_GEMV_MAX_TOK * (size_t)c->ffn_dim * 4);
-	DA(m->actf, LLM_GEMV_MAX_TOK * (size_t)c->ffn_dim * 4);
+	DA(m->actf, (T > LLM_GEMV_MAX_TOK ? T : LLM_GEMV_MAX_TOK) *
+		    (size_t)c->ffn_dim * 4);
 	DA(m->qh, T * m->q_dim * 2);
 	DA(m->oh, T * m->q_dim * 2);
 	DA(m->h, T * c->dim * m->es);
 	DA(m->atth, T * m->q_dim * m->es);
-	DA(m->gu, 2 * T * c->ffn_dim * m->es);
 	DA(m->act, T * c->ffn_dim * m->es);
+	DA(m->hl, T * c->dim * m->es);
+	DA(m->atthl, T * m->q_dim * m->es);
+	DA(m->actl, T * c->ffn_dim * m->es);
+	DA(m->attf, T * m->q_dim * 4);
+	DA(m->guf, 2 * T * c->ffn_dim * 4);
 	DA(m->meta, nm * 4);
 	DA(m->ids, S * 4);
 #undef DA
@@ -875,9 +903,9 @@ static int gemm(struct llm_cuda *m, const void *w, const void *x, int ldx,
 /* two matrices [N][K], @sw elements apart, on one X: Y[2][T][N] */
 static int gemm2(struct llm_cuda *m, const void *w, long long sw,
 		 const void *x, void *y, enum kvk_dtype ydt, int T, int N,
-		 int K)
+		 int K, float beta)
 {
-	float alpha = 1.0f, beta = 0.0f;
+	float alpha = 1.0f;
 
 	return blas_errno(cublasGemmStridedBatchedEx(
 		m->blas, CUBLAS_OP_T, CUBLAS_OP_N, N, T, K, &alpha, w,
@@ -886,19 +914,24 @@ static int gemm2(struct llm_cuda *m, const void *w, long long sw,
 		CUBLAS_GEMM_DEFAULT));
 }
 
-/* decode GEMV: W [N][K] on fp32 X, into up to three outputs */
-static int gemv(struct llm_cuda *m, const void *w, const float *x, int ldx,
-		int T, int K, const float *nw, int n_seg, const int *end,
-		float *const *y, const long *ld, float beta)
+/*
+ * decode GEMV: W [N][K] on X (fp32, or fp16 with @xh), into up to three
+ * outputs; with @glu, N = 2 * end[0] and silu(gate) * up goes out
+ */
+static int gemv(struct llm_cuda *m, const void *w, const void *x, bool xh,
+		int ldx, int T, int K, const float *nw, int n_seg,
+		const int *end, float *const *y, const long *ld, float beta,
+		bool glu)
 {
-	struct llm_gemv_out o = { .n_seg = n_seg };
+	struct llm_gemv_out o = { .n_seg = n_seg, .glu = glu };
 
 	for (int i = 0; i < n_seg; i++) {
 		o.end[i] = end[i];
 		o.y[i] = y[i];
 		o.ld[i] = ld[i];
 	}
-	return llm_gemv_cuda(w, m->dt, x, ldx, T, end[n_seg - 1], K, nw,
+	return llm_gemv_cuda(w, m->dt, x, xh ? KVK_F16 : KVK_F32, ldx, T,
+			     glu ? 2 * end[0] : end[n_seg - 1], K, nw,
 			     m->c.rms_eps, &o, beta, m->st);
 }
 
@@ -915,9 +948,53 @@ static bool use_gemv(const struct llm_cuda *m, int T)
 	       c->ffn_dim % 8 == 0;
 }
 
-/* RMSNorm of @rows rows of the fp32 @src into m->h, in the weight dtype */
+/*
+ * Whether prefill GEMMs see their fp32 activations as hi + lo, two values
+ * of the weight dtype (KVMM_PREFILL_SPLIT=0: hi only, one rounding; a
+ * measuring knob, read at each step).
+ */
+static bool split_on(void)
+{
+	const char *e = getenv("KVMM_PREFILL_SPLIT");
+
+	return !e || atoi(e) != 0;
+}
+
+/* fp32 @x ([n]) to the weight dtype: @hi, and with @split the rest @lo */
+static int to_h(struct llm_cuda *m, const float *x, void *hi, void *lo,
+		size_t n, bool split)
+{
+	if (split)
+		return llm_split_cuda(hi, lo, m->dt, x, n, m->st);
+	return llm_convert_cuda(hi, m->dt, x, KVK_F32, n, m->st);
+}
+
+/*
+ * Y = beta Y + X W^T in fp32 for X = @hi (+ @lo with @split: a second GEMM
+ * accumulates it); @nmat 1: Y [T][N], @ldy apart; 2: two matrices @sw
+ * elements apart, Y [2][T][N]
+ */
+static int gemm_hl(struct llm_cuda *m, const void *w, long long sw, int nmat,
+		   const void *hi, const void *lo, bool split, float *y,
+		   int ldy, int T, int N, int K, float beta)
+{
+	int ret = 0;
+
+	for (int p = 0; !ret && p < (split ? 2 : 1); p++) {
+		const void *x = p ? lo : hi;
+		float b = p ? 1.0f : beta;
+
+		if (nmat == 1)
+			ret = gemm(m, w, x, K, y, KVK_F32, ldy, T, N, K, b);
+		else
+			ret = gemm2(m, w, sw, x, y, KVK_F32, T, N, K, b);
+	}
+	return ret;
+}
+
+/* RMSNorm of @rows rows of the fp32 @src into m->h (and m->hl) */
 static int norm_to_h(struct llm_cuda *m, const float *src, const float *w,
-		     int rows)
+		     int rows, bool split)
 {
 	const struct llm_config *c = &m->c;
 	int ret;
@@ -925,8 +1002,8 @@ static int norm_to_h(struct llm_cuda *m, const float *src, const float *w,
 	ret = kvk_rmsnorm_cuda(m->tmp, src, w, rows, c->dim, c->rms_eps,
 			       KVK_F32, m->st);
 	if (!ret)
-		ret = llm_convert_cuda(m->h, m->dt, m->tmp, KVK_F32,
-				       (size_t)rows * c->dim, m->st);
+		ret = to_h(m, m->tmp, m->h, m->hl, (size_t)rows * c->dim,
+			   split);
 	return ret;
 }
 
@@ -993,32 +1070,35 @@ static int attn_work(struct llm_cuda *m, struct cuda_kv *kv, int S)
 	return 0;
 }
 
-/* decode: output projection, MLP, by GEMV on fp32 activations */
+/*
+ * decode: output projection (on the attention's fp16 output), MLP (the
+ * gate/up GEMV writes silu(gate) * up), by GEMV
+ */
 static int layer_mlp_gemv(struct llm_cuda *m, const struct cuda_layer *L,
 			  int T)
 {
 	const struct llm_config *c = &m->c;
-	int ffn = c->ffn_dim, e1[1] = { c->dim }, e2[2] = { ffn, 2 * ffn };
-	float *yx[1] = { m->x };
-	float *ygu[2] = { m->guf, m->guf + (size_t)T * ffn };
-	long l1[1] = { c->dim }, l2[2] = { ffn, ffn };
+	int ffn = c->ffn_dim, e1[1] = { c->dim }, e2[1] = { ffn };
+	float *yx[1] = { m->x }, *ya[1] = { m->actf };
+	long l1[1] = { c->dim }, l2[1] = { ffn };
 	int ret;
 
-	ret = gemv(m, L->wo, m->attf, m->q_dim, T, m->q_dim, NULL, 1, e1, yx,
-		   l1, 1.0f);
+	ret = gemv(m, L->wo, m->oh, true, m->q_dim, T, m->q_dim, NULL, 1, e1,
+		   yx, l1, 1.0f, false);
 	if (!ret)
-		ret = gemv(m, L->wgu, m->x, c->dim, T, c->dim, L->ffn_norm, 2,
-			   e2, ygu, l2, 0.0f);
+		ret = gemv(m, L->wgu, m->x, false, c->dim, T, c->dim,
+			   L->ffn_norm, 1, e2, ya, l2, 0.0f, true);
 	if (!ret)
-		ret = kvk_silu_mul_cuda(m->actf, ygu[0], ygu[1],
-					(size_t)T * ffn, KVK_F32, m->st);
-	if (!ret)
-		ret = gemv(m, L->wdown, m->actf, ffn, T, ffn, NULL, 1, e1, yx,
-			   l1, 1.0f);
+		ret = gemv(m, L->wdown, m->actf, false, ffn, T, ffn, NULL, 1,
+			   e1, yx, l1, 1.0f, false);
 	return ret;
 }
 
-/* the step's keys and values into the fp16 pages, then attention */
+/*
+ * the step's keys and values into the fp16 pages (RoPE applied there), then
+ * attention: decode into m->oh (fp16; into m->attf too off the GEMV path),
+ * prefill into m->attf
+ */
 static int layer_attn(struct llm_cuda *m, struct cuda_kv *kv, int l, int T,
 		      int S, bool decode, bool gv)
 {
@@ -1030,8 +1110,8 @@ static int layer_attn(struct llm_cuda *m, struct cuda_kv *kv, int l, int T,
 	int hd = c->head_dim, ret;
 
 	ret = llm_kv_store_cuda(&kv->pages, k, v, m->kv_dim, pos, list, ladd,
-				T, decode ? m->q : NULL, m->qh, c->n_heads,
-				m->st);
+				T, m->q, decode ? m->qh : NULL, c->n_heads,
+				m->freq, m->st);
 	if (ret)
 		return ret;
 	if (decode) {
@@ -1039,46 +1119,46 @@ static int layer_attn(struct llm_cuda *m, struct cuda_kv *kv, int l, int T,
 
 		attn_args(m, kv, S, l, &a);
 		ret = kvk_attn_decode_cuda(&a, m->st);
-		if (!ret)
-			ret = llm_convert_cuda(gv ? (void *)m->attf : m->atth,
-					       gv ? KVK_F32 : m->dt, m->oh,
-					       KVK_F16, (size_t)T * m->q_dim,
-					       m->st);
+		if (!ret && !gv)
+			ret = llm_convert_cuda(m->attf, KVK_F32, m->oh, KVK_F16,
+					       (size_t)T * m->q_dim, m->st);
 	} else {
 		ret = llm_attn_prefill_cuda(&kv->pages, m->q, pos, list, ladd,
 					    T, c->n_heads,
-					    1.0f / sqrtf((float)hd), m->atth,
-					    m->dt, m->st);
+					    1.0f / sqrtf((float)hd), m->attf,
+					    KVK_F32, m->st);
 	}
 	return ret;
 }
 
 /*
  * the policy cache stores, compresses and attends, sequence by sequence
- * (its step_cuda op); decode output fp16 into m->oh, prompt output in the
- * activation type into m->atth
+ * (its step_cuda op), on RoPE'd fp32 queries and keys; its fp16 output goes
+ * to m->oh, and to m->attf off the GEMV path, as layer_attn()'s does
  */
 static int layer_attn_policy(struct llm_cuda *m, int l, int T, bool decode,
 			     bool gv)
 {
+	const struct llm_config *c = &m->c;
 	const struct llm_batch *b = m->pb;
 	struct llm_kv *kv = m->pkv;
-	enum kvk_dtype odt = decode ? KVK_F16 : m->dt;
-	uint8_t *out = decode ? m->oh : m->atth;
 	float *k = m->kvb, *v = m->kvb + (size_t)T * m->kv_dim;
 	size_t row = 0;
-	int ret = 0;
+	int ret;
 
+	ret = kvk_rope_cuda(m->q, k, meta_pos(m, m->meta), T, c->n_heads,
+			    c->n_kv_heads, c->head_dim, &m->rope, KVK_F32,
+			    m->st);
 	for (int i = 0; !ret && i < b->n_seq; row += b->n_tok[i++])
 		ret = kv->ops->step_cuda(kv, b->seq[i], l,
 					 llm_kv_len(kv, b->seq[i]),
 					 b->n_tok[i], m->q + row * m->q_dim,
 					 k + row * m->kv_dim,
 					 v + row * m->kv_dim,
-					 out + row * m->q_dim * 2, odt, m->st);
-	if (!ret && decode)
-		ret = llm_convert_cuda(gv ? (void *)m->attf : m->atth,
-				       gv ? KVK_F32 : m->dt, m->oh, KVK_F16,
+					 (uint8_t *)m->oh + row * m->q_dim * 2,
+					 KVK_F16, m->st);
+	if (!ret && !(decode && gv))
+		ret = llm_convert_cuda(m->attf, KVK_F32, m->oh, KVK_F16,
 				       (size_t)T * m->q_dim, m->st);
 	return ret;
 }
@@ -1090,27 +1170,28 @@ static int layer_run(struct llm_cuda *m, struct cuda_kv *kv, int l, int T,
 	const struct cuda_layer *L = &m->L[l];
 	int hd = c->head_dim, ffn = c->ffn_dim, ret;
 	float *k = m->kvb, *v = m->kvb + (size_t)T * m->kv_dim;
-	int32_t *pos = meta_pos(m, m->meta);
 	size_t ffn_mat = (size_t)ffn * c->dim;
-	bool gv = decode && use_gemv(m, T);
+	bool gv = decode && use_gemv(m, T), split = !decode && split_on();
 
 	if (gv) {
 		int end[3] = { m->q_dim, m->q_dim + m->kv_dim, m->qkv_dim };
 		float *y[3] = { m->q, k, v };
 		long ld[3] = { m->q_dim, m->kv_dim, m->kv_dim };
 
-		ret = gemv(m, L->wqkv, m->x, c->dim, T, c->dim, L->attn_norm,
-			   3, end, y, ld, 0.0f);
+		ret = gemv(m, L->wqkv, m->x, false, c->dim, T, c->dim,
+			   L->attn_norm, 3, end, y, ld, 0.0f, false);
 	} else {
-		ret = norm_to_h(m, m->x, L->attn_norm, T);
+		ret = norm_to_h(m, m->x, L->attn_norm, T, split);
 		if (!ret)
-			ret = gemm(m, L->wqkv, m->h, c->dim, m->q, KVK_F32,
-				   m->q_dim, T, m->q_dim, c->dim, 0.0f);
+			ret = gemm_hl(m, L->wqkv, 0, 1, m->h, m->hl, split,
+				      m->q, m->q_dim, T, m->q_dim, c->dim,
+				      0.0f);
 		if (!ret)
-			ret = gemm2(m, (const uint8_t *)L->wqkv +
+			ret = gemm_hl(m, (const uint8_t *)L->wqkv +
 					       (size_t)m->q_dim * c->dim * m->es,
-				    (long long)m->kv_dim * c->dim, m->h,
-				    m->kvb, KVK_F32, T, m->kv_dim, c->dim);
+				      (long long)m->kv_dim * c->dim, 2, m->h,
+				      m->hl, split, m->kvb, 0, T, m->kv_dim,
+				      c->dim, 0.0f);
 	}
 	if (!ret && L->bqkv) {
 		ret = llm_bias_add_cuda(m->q, L->bqkv, T, m->q_dim, m->st);
@@ -1131,31 +1212,31 @@ static int layer_run(struct llm_cuda *m, struct cuda_kv *kv, int l, int T,
 					       c->rms_eps, KVK_F32, m->st);
 	}
 	if (!ret)
-		ret = kvk_rope_cuda(m->q, k, pos, T, c->n_heads, c->n_kv_heads,
-				    hd, &m->rope, KVK_F32, m->st);
-	if (!ret && m->pkv)
-		ret = layer_attn_policy(m, l, T, decode, gv);
-	else if (!ret)
-		ret = layer_attn(m, kv, l, T, S, decode, gv);
+		ret = m->pkv ? layer_attn_policy(m, l, T, decode, gv)
+			     : layer_attn(m, kv, l, T, S, decode, gv);
 	if (ret)
 		return ret;
 	if (gv)
 		return layer_mlp_gemv(m, L, T);
-	ret = gemm(m, L->wo, m->atth, m->q_dim, m->x, KVK_F32, c->dim, T,
-		   c->dim, m->q_dim, 1.0f);
+	ret = to_h(m, m->attf, m->atth, m->atthl, (size_t)T * m->q_dim, split);
 	if (!ret)
-		ret = norm_to_h(m, m->x, L->ffn_norm, T);
+		ret = gemm_hl(m, L->wo, 0, 1, m->atth, m->atthl, split, m->x,
+			      c->dim, T, c->dim, m->q_dim, 1.0f);
 	if (!ret)
-		ret = gemm2(m, L->wgu, (long long)ffn_mat, m->h, m->gu, m->dt,
-			    T, ffn, c->dim);
+		ret = norm_to_h(m, m->x, L->ffn_norm, T, split);
 	if (!ret)
-		ret = kvk_silu_mul_cuda(m->act, m->gu,
-					(uint8_t *)m->gu +
-						(size_t)T * ffn * m->es,
-					(size_t)T * ffn, m->dt, m->st);
+		ret = gemm_hl(m, L->wgu, (long long)ffn_mat, 2, m->h, m->hl,
+			      split, m->guf, 0, T, ffn, c->dim, 0.0f);
 	if (!ret)
-		ret = gemm(m, L->wdown, m->act, ffn, m->x, KVK_F32, c->dim, T,
-			   c->dim, ffn, 1.0f);
+		ret = kvk_silu_mul_cuda(m->actf, m->guf,
+					m->guf + (size_t)T * ffn,
+					(size_t)T * ffn, KVK_F32, m->st);
+	if (!ret)
+		ret = to_h(m, m->actf, m->act, m->actl, (size_t)T * ffn,
+			   split);
+	if (!ret)
+		ret = gemm_hl(m, L->wdown, 0, 1, m->act, m->actl, split, m->x,
+			      c->dim, T, c->dim, ffn, 1.0f);
 	return ret;
 }
 
@@ -1181,13 +1262,16 @@ static int step_run(struct llm_cuda *m, struct cuda_kv *kv, int T, int S,
 		float *y[1] = { m->logits };
 		long ld[1] = { c->n_vocab };
 
-		ret = gemv(m, m->out, m->last, c->dim, S, c->dim, m->out_norm,
-			   1, end, y, ld, 0.0f);
+		ret = gemv(m, m->out, m->last, false, c->dim, S, c->dim,
+			   m->out_norm, 1, end, y, ld, 0.0f, false);
 	} else if (!ret) {
-		ret = norm_to_h(m, m->last, m->out_norm, S);
+		bool split = !decode && split_on();
+
+		ret = norm_to_h(m, m->last, m->out_norm, S, split);
 		if (!ret)
-			ret = gemm(m, m->out, m->h, c->dim, m->logits, KVK_F32,
-				   c->n_vocab, S, c->n_vocab, c->dim, 0.0f);
+			ret = gemm_hl(m, m->out, 0, 1, m->h, m->hl, split,
+				      m->logits, c->n_vocab, S, c->n_vocab,
+				      c->dim, 0.0f);
 	}
 	if (!ret)
 		ret = kvk_argmax_cuda(m->ids, m->logits, S, c->n_vocab,

@@ -27,31 +27,130 @@ __device__ __forceinline__ uint8_t *page_at(const struct llm_kvpages &p,
 				      (uint64_t)(pg % p.ppg) * p.page_size);
 }
 
+/*
+ * Programmatic dependent launch (sm_90): with KVMM_PDL=1, a kernel launched
+ * by launch_pdl() may start while the kernel before it drains; it must
+ * call pdl_wait() before it reads anything that kernel wrote (and before it
+ * writes anything that kernel reads). pdl_trigger() lets the next kernel
+ * start early. Both are no-ops without PDL. Off by default: on the
+ * Llama-3-8B decode step it measured no faster (6.20 against 6.15-6.21
+ * ms/token, see Documentation/model/cuda.rst).
+ */
+__device__ __forceinline__ void pdl_wait(void)
+{
+#if __CUDA_ARCH__ >= 900
+	asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void pdl_trigger(void)
+{
+#if __CUDA_ARCH__ >= 900
+	asm volatile("griddepcontrol.launch_dependents;" :::);
+#endif
+}
+
+/* PDL with KVMM_PDL=1 (a measuring knob, read at each launch) */
+static bool pdl_on(void)
+{
+	const char *e = getenv("KVMM_PDL");
+
+	return e && atoi(e) == 1;
+}
+
+template <typename... P, typename... A>
+static int launch_pdl(void (*k)(P...), dim3 grid, int threads,
+		      cudaStream_t s, A... args)
+{
+	cudaLaunchConfig_t c = {};
+	cudaLaunchAttribute at[1];
+
+	c.gridDim = grid;
+	c.blockDim = dim3(threads);
+	c.stream = s;
+	at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+	at[0].val.programmaticStreamSerializationAllowed = pdl_on();
+	c.attrs = at;
+	c.numAttrs = 1;
+	return kvk_cuda_errno(cudaLaunchKernelEx(&c, k, args...));
+}
+
+/* rotate the pair (x[i], x[i + half]) by angle pos * inv_freq[i] */
+__device__ __forceinline__ void rope_pair(const float *x, int i, int half,
+					  float c, float sn, float *a,
+					  float *b)
+{
+	float x0 = x[i], x1 = x[i + half];
+
+	*a = x0 * c - x1 * sn;
+	*b = x1 * c + x0 * sn;
+}
+
 /* one block per (token, kv-head) */
 __global__ void llm_kv_store_kernel(struct llm_kvpages p, const float *k,
 				    const float *v, long ld,
 				    const int32_t *pos, const uint32_t *list,
-				    uint32_t list_add, const float *q,
-				    __half *qh, int n_heads)
+				    uint32_t list_add, float *q,
+				    __half *qh, int n_heads,
+				    const float *inv_freq)
 {
-	int t = blockIdx.x, h = blockIdx.y, hd = p.head_dim;
-	uint32_t ps = (uint32_t)pos[t], slot = ps % p.tokens;
-	uint8_t *pg = page_at(p, list[t] + list_add + h, ps);
-	__half *kr = (__half *)(pg + p.k_off) + (size_t)slot * hd;
-	__half *vr = (__half *)(pg + p.v_off) + (size_t)slot * hd;
-	const float *ks = k + t * ld + (size_t)h * hd;
-	const float *vs = v + t * ld + (size_t)h * hd;
+	int t = blockIdx.x, h = blockIdx.y, hd = p.head_dim, half = hd / 2;
+	uint32_t ps, slot;
+	uint8_t *pg;
+	__half *kr, *vr;
+	const float *ks, *vs;
 
-	for (int i = threadIdx.x; i < hd; i += blockDim.x) {
-		kr[i] = __float2half_rn(ks[i]);
+	pdl_trigger();
+	pdl_wait();
+	ps = (uint32_t)pos[t];
+	slot = ps % p.tokens;
+	pg = page_at(p, list[t] + list_add + h, ps);
+	kr = (__half *)(pg + p.k_off) + (size_t)slot * hd;
+	vr = (__half *)(pg + p.v_off) + (size_t)slot * hd;
+	ks = k + t * ld + (size_t)h * hd;
+	vs = v + t * ld + (size_t)h * hd;
+	for (int i = threadIdx.x; i < hd; i += blockDim.x)
 		vr[i] = __float2half_rn(vs[i]);
+	if (!inv_freq) {
+		for (int i = threadIdx.x; i < hd; i += blockDim.x)
+			kr[i] = __float2half_rn(ks[i]);
+	} else {
+		for (int i = threadIdx.x; i < half; i += blockDim.x) {
+			float ang = (float)(int32_t)ps * inv_freq[i], a, b;
+
+			rope_pair(ks, i, half, cosf(ang), sinf(ang), &a, &b);
+			kr[i] = __float2half_rn(a);
+			kr[i + half] = __float2half_rn(b);
+		}
 	}
 	if (q) {
-		int gsz = n_heads / p.n_kv * hd;
-		size_t q0 = ((size_t)t * n_heads) * hd + (size_t)h * gsz;
+		int g = n_heads / p.n_kv;
+		size_t q0 = ((size_t)t * n_heads + (size_t)h * g) * hd;
 
-		for (int i = threadIdx.x; i < gsz; i += blockDim.x)
-			qh[q0 + i] = __float2half_rn(q[q0 + i]);
+		if (!inv_freq) {
+			for (int i = threadIdx.x; i < g * hd; i += blockDim.x)
+				qh[q0 + i] = __float2half_rn(q[q0 + i]);
+		} else {
+			for (int e = threadIdx.x; e < g * half;
+			     e += blockDim.x) {
+				int i = e % half;
+				float *x = q + q0 + (size_t)(e / half) * hd;
+				float ang = (float)(int32_t)ps * inv_freq[i];
+				float a, b;
+
+				rope_pair(x, i, half, cosf(ang), sinf(ang), &a,
+					  &b);
+				if (qh) {
+					size_t o = x - q;
+
+					qh[o + i] = __float2half_rn(a);
+					qh[o + i + half] = __float2half_rn(b);
+				} else {
+					x[i] = a;
+					x[i + half] = b;
+				}
+			}
+		}
 	}
 	if (threadIdx.x == 0) {
 		((int32_t *)(pg + p.pos_off))[slot] = (int32_t)ps;
@@ -69,7 +168,8 @@ static int kvpages_check(const struct llm_kvpages *p)
 }
 
 /**
- * llm_kv_store_cuda() - write keys and values of new tokens into their pages
+ * llm_kv_store_cuda() - write keys and values of new tokens into their
+ * pages, RoPE applied on the way
  * @p: the pages (device tables and pool)
  * @k: keys, [ntok] rows of n_kv * head_dim fp32, @ld floats apart (device)
  * @v: values, likewise (device)
@@ -80,36 +180,40 @@ static int kvpages_check(const struct llm_kvpages *p)
  *	@list_add (device)
  * @list_add: added to every @list entry (the layer's offset)
  * @ntok: tokens; 0 is a no-op
- * @q: NULL, or [ntok][n_heads][head_dim] fp32 queries (device) to convert
- *	to fp16 into @qh, same layout, in the same pass
- * @qh: fp16 queries out, with @q
+ * @q: NULL, or [ntok][n_heads][head_dim] fp32 queries (device): with @qh
+ *	converted to fp16 into @qh (same layout), else rotated in place
+ *	(needs @inv_freq)
+ * @qh: NULL or the fp16 queries out
  * @n_heads: query heads of @q, a multiple of p->n_kv
+ * @inv_freq: NULL, or [head_dim / 2] rotary frequencies (device, from
+ *	kvk_rope_inv_freq()): keys and queries are rotated as kvk_rope_cuda()
+ *	does (rotate-half, angle pos * inv_freq[i] in fp32) before they are
+ *	stored; @k and @v are not changed
  * @stream: cudaStream_t
  *
  * Also stores each token's position and a zero score. Every page must be in
- * the tables already.
+ * the tables already. With KVMM_PDL=1, launched with programmatic
+ * dependent launch.
  *
  * Return: 0, -EINVAL, or the launch error.
  */
 extern "C" int llm_kv_store_cuda(const struct llm_kvpages *p, const float *k,
 				 const float *v, long ld, const int32_t *pos,
 				 const uint32_t *list, uint32_t list_add,
-				 int ntok, const float *q, void *qh,
-				 int n_heads, void *stream)
+				 int ntok, float *q, void *qh, int n_heads,
+				 const float *inv_freq, void *stream)
 {
 	int ret = kvpages_check(p);
 
 	if (ret || ntok < 0 || !k || !v || !pos || !list)
 		return ret ? ret : -EINVAL;
-	if (q && (!qh || n_heads < 1 || n_heads % p->n_kv))
+	if (q && ((!qh && !inv_freq) || n_heads < 1 || n_heads % p->n_kv))
 		return -EINVAL;
 	if (!ntok)
 		return 0;
-	llm_kv_store_kernel<<<dim3(ntok, p->n_kv), 128, 0,
-			      (cudaStream_t)stream>>>(*p, k, v, ld, pos, list,
-						      list_add, q,
-						      (__half *)qh, n_heads);
-	return kvk_launch_errno();
+	return launch_pdl(llm_kv_store_kernel, dim3(ntok, p->n_kv), 128,
+			  (cudaStream_t)stream, *p, k, v, ld, pos, list,
+			  list_add, q, (__half *)qh, n_heads, inv_freq);
 }
 
 /*
@@ -283,6 +387,50 @@ extern "C" int llm_convert_cuda(void *dst, enum kvk_dtype ddt,
 	return kvk_launch_errno();
 }
 
+template <typename D>
+__global__ void llm_split_kernel(D *hi, D *lo, const float *src, size_t n)
+{
+	for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+	     i += (size_t)gridDim.x * blockDim.x) {
+		float x = src[i];
+
+		kvk_dst(hi, i, x);
+		kvk_dst(lo, i, x - kvk_dld(hi, i));
+	}
+}
+
+/**
+ * llm_split_cuda() - hi = src rounded to @dt, lo = (src - hi) rounded, so
+ * that hi + lo holds src to about twice the precision of @dt
+ * @hi: @n elements of @dt (device)
+ * @lo: @n elements of @dt (device)
+ * @dt: KVK_F16 or KVK_BF16
+ * @src: @n fp32 (device)
+ * @n: elements; 0 is a no-op
+ * @stream: cudaStream_t
+ *
+ * Return: 0, -EINVAL, or the launch error.
+ */
+extern "C" int llm_split_cuda(void *hi, void *lo, enum kvk_dtype dt,
+			      const float *src, size_t n, void *stream)
+{
+	cudaStream_t s = (cudaStream_t)stream;
+	size_t b = (n + 255) / 256;
+	int blocks = b > 4096 ? 4096 : (int)b;
+
+	if (!hi || !lo || !src || (dt != KVK_F16 && dt != KVK_BF16))
+		return -EINVAL;
+	if (!n)
+		return 0;
+	if (dt == KVK_F16)
+		llm_split_kernel<<<blocks, 256, 0, s>>>((__half *)hi,
+							(__half *)lo, src, n);
+	else
+		llm_split_kernel<<<blocks, 256, 0, s>>>(
+			(__nv_bfloat16 *)hi, (__nv_bfloat16 *)lo, src, n);
+	return kvk_launch_errno();
+}
+
 __global__ void llm_bias_add_kernel(float *y, const float *b, int rows,
 				    int n)
 {
@@ -317,21 +465,24 @@ extern "C" int llm_bias_add_cuda(float *y, const float *b, int rows, int n,
 	return kvk_launch_errno();
 }
 
-/* ---- GEMV for decode: y = beta y + W x, W [n][k] fp16/bf16, x fp32 ---- */
+/* ---- GEMV for decode: y = beta y + W x, W fp16/bf16, x fp32/fp16 ---- */
 
 #define GEMV_WARPS 8
-#define GEMV_DEPTH 4
 
-static int gemv_check(const void *w, enum kvk_dtype wdt, const float *x,
-		      long ldx, int ntok, int n, int k,
+static int gemv_check(const void *w, enum kvk_dtype wdt, const void *x,
+		      enum kvk_dtype xdt, long ldx, int ntok, int n, int k,
 		      const struct llm_gemv_out *o)
 {
 	int prev = 0;
 
 	if (!w || !x || !o || (wdt != KVK_F16 && wdt != KVK_BF16) ||
-	    ntok < 0 || ntok > LLM_GEMV_MAX_TOK || n < 1 || k < 8 || k % 8 ||
-	    ldx < k || ldx % 4 || o->n_seg < 1 ||
-	    o->n_seg > LLM_GEMV_MAX_SEG || o->end[o->n_seg - 1] != n)
+	    (xdt != KVK_F32 && xdt != KVK_F16) || ntok < 0 ||
+	    ntok > LLM_GEMV_MAX_TOK || n < 1 || k < 8 || k % 8 || ldx < k ||
+	    ldx % (xdt == KVK_F32 ? 4 : 8) || o->n_seg < 1 ||
+	    o->n_seg > LLM_GEMV_MAX_SEG ||
+	    o->end[o->n_seg - 1] != (o->glu ? n / 2 : n))
+		return -EINVAL;
+	if (o->glu && (n % 2 || o->n_seg != 1))
 		return -EINVAL;
 	for (int s = 0; s < o->n_seg; s++) {
 		if (!o->y[s] || o->end[s] <= prev ||
@@ -368,111 +519,250 @@ __device__ __forceinline__ void gemv_unpack(uint4 u, const __nv_bfloat16 *,
 	}
 }
 
-/*
- * One warp per row of W: each lane reads 16 bytes (8 weights) per step,
- * 256 weights per warp per step, and the x values under them (fp32, from
- * L1/L2), for every token at once; fp32 accumulation, one warp reduction.
- */
-template <typename W, int T, int DEPTH>
-__global__ void __launch_bounds__(GEMV_WARPS * 32)
-llm_gemv_kernel(const W *w, const float *x, long ldx, int n, int k,
-		const float *nw, float eps, struct llm_gemv_out o, float beta)
+/* eight activations from @x, as fp32 */
+__device__ __forceinline__ void gemv_x8(const float *x, float *a)
 {
-	int lane = threadIdx.x % 32;
-	int row = blockIdx.x * GEMV_WARPS + threadIdx.x / 32, s = 0, r0 = 0;
-	const W *wr = w + (size_t)row * k;
-	float acc[T], ss[T];
-	float *y;
+	float4 p = __ldg((const float4 *)x), q = __ldg((const float4 *)x + 1);
 
-	if (row >= n)
-		return;
-#pragma unroll
-	for (int t = 0; t < T; t++)
-		acc[t] = ss[t] = 0.0f;
-	/* DEPTH loads of 16 bytes in flight per lane */
-	for (int c0 = lane * 8; c0 < k; c0 += 256 * DEPTH) {
-		uint4 u[DEPTH];
+	a[0] = p.x, a[1] = p.y, a[2] = p.z, a[3] = p.w;
+	a[4] = q.x, a[5] = q.y, a[6] = q.z, a[7] = q.w;
+}
 
-#pragma unroll
-		for (int j = 0; j < DEPTH; j++) {
-			int c = c0 + 256 * j;
-
-			u[j] = c < k ? __ldcs((const uint4 *)(wr + c)) :
-				       make_uint4(0, 0, 0, 0);
-		}
-#pragma unroll
-		for (int j = 0; j < DEPTH; j++) {
-			int c = c0 + 256 * j;
-			float f[8];
-
-			if (c >= k)
-				break;
-			gemv_unpack(u[j], wr, f);
-#pragma unroll
-			for (int t = 0; t < T; t++) {
-				const float4 *xp =
-					(const float4 *)(x + t * ldx + c);
-				float4 a = __ldg(xp), b = __ldg(xp + 1);
-
-				if (nw) {
-					const float4 *gp =
-						(const float4 *)(nw + c);
-					float4 g = __ldg(gp), h = __ldg(gp + 1);
-
-					ss[t] += a.x * a.x + a.y * a.y +
-						 a.z * a.z + a.w * a.w +
-						 b.x * b.x + b.y * b.y +
-						 b.z * b.z + b.w * b.w;
-					a.x *= g.x, a.y *= g.y, a.z *= g.z;
-					a.w *= g.w, b.x *= h.x, b.y *= h.y;
-					b.z *= h.z, b.w *= h.w;
-				}
-				acc[t] += f[0] * a.x + f[1] * a.y +
-					  f[2] * a.z + f[3] * a.w +
-					  f[4] * b.x + f[5] * b.y +
-					  f[6] * b.z + f[7] * b.w;
-			}
-		}
-	}
-#pragma unroll
-	for (int t = 0; t < T; t++) {
-		for (int d = 16; d > 0; d /= 2) {
-			acc[t] += __shfl_xor_sync(0xffffffffu, acc[t], d);
-			ss[t] += __shfl_xor_sync(0xffffffffu, ss[t], d);
-		}
-		if (nw)
-			acc[t] *= rsqrtf(ss[t] / k + eps);
-	}
-	if (lane)
-		return;
-	while (row >= o.end[s]) {
-		r0 = o.end[s];
-		s++;
-	}
-	y = o.y[s] + (row - r0);
-#pragma unroll
-	for (int t = 0; t < T; t++)
-		y[t * o.ld[s]] = beta == 0.0f ? acc[t] :
-						acc[t] + beta * y[t * o.ld[s]];
+__device__ __forceinline__ void gemv_x8(const __half *x, float *a)
+{
+	gemv_unpack(__ldg((const uint4 *)x), x, a);
 }
 
 /*
- * Loads in flight per lane: GEMV_DEPTH, or KVMM_GEMV_DEPTH=8 (a measuring
- * knob, read at each launch so a test can compare both in one process).
+ * Each warp computes R rows of W (with GLU: R / 2 gate rows and the up rows
+ * paired with them): each lane reads 16 bytes (8 weights) of every row per
+ * step, D steps in flight, and the x values under them once for all R rows
+ * (from L1/L2), for every token at once; fp32 accumulation, one warp
+ * reduction per row. The first weight loads are issued before pdl_wait():
+ * weights do not depend on the kernel before.
  */
-static int gemv_depth(void)
+template <typename W, typename X, int T, int R, int D, bool GLU>
+__global__ void __launch_bounds__(GEMV_WARPS * 32)
+llm_gemv_kernel(const W *w, const X *x, long ldx, int n, int k,
+		const float *nw, float eps, struct llm_gemv_out o, float beta)
 {
-	const char *e = getenv("KVMM_GEMV_DEPTH");
+	int lane = threadIdx.x % 32;
+	int grp = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+	int half = n / 2, row[R];
+	const W *wr[R];
+	float acc[R][T], ss[T], rs[T];
+	uint4 u[D][R];
+	int c0 = lane * 8;
 
-	return e && atoi(e) == 8 ? 8 : GEMV_DEPTH;
+	pdl_trigger();
+#pragma unroll
+	for (int j = 0; j < R; j++) {
+		if (GLU) {
+			constexpr int H = R / 2 > 0 ? R / 2 : 1;
+			int p = grp * H + j % H;
+
+			row[j] = p < half ? p + (j < H ? 0 : half) : -1;
+		} else {
+			row[j] = grp * R + j < n ? grp * R + j : -1;
+		}
+		wr[j] = w + (size_t)(row[j] < 0 ? 0 : row[j]) * k;
+#pragma unroll
+		for (int t = 0; t < T; t++)
+			acc[j][t] = 0.0f;
+	}
+#pragma unroll
+	for (int t = 0; t < T; t++)
+		ss[t] = 0.0f;
+	if (row[0] < 0) {
+		pdl_wait();
+		return;
+	}
+#pragma unroll
+	for (int d = 0; d < D; d++)
+#pragma unroll
+		for (int j = 0; j < R; j++)
+			u[d][j] = c0 + 256 * d < k ?
+				  __ldcs((const uint4 *)(wr[j] + c0 +
+							 256 * d)) :
+				  make_uint4(0, 0, 0, 0);
+	pdl_wait();
+	for (;;) {
+#pragma unroll
+		for (int d = 0; d < D; d++) {
+			int c = c0 + 256 * d;
+			float a[T][8], f[8];
+
+			if (c >= k)
+				break;
+#pragma unroll
+			for (int t = 0; t < T; t++) {
+				gemv_x8(x + t * ldx + c, a[t]);
+				if (nw) {
+					float g[8];
+
+					gemv_x8(nw + c, g);
+#pragma unroll
+					for (int i = 0; i < 8; i++) {
+						ss[t] += a[t][i] * a[t][i];
+						a[t][i] *= g[i];
+					}
+				}
+			}
+#pragma unroll
+			for (int j = 0; j < R; j++) {
+				gemv_unpack(u[d][j], w, f);
+#pragma unroll
+				for (int t = 0; t < T; t++)
+					acc[j][t] += f[0] * a[t][0] +
+						     f[1] * a[t][1] +
+						     f[2] * a[t][2] +
+						     f[3] * a[t][3] +
+						     f[4] * a[t][4] +
+						     f[5] * a[t][5] +
+						     f[6] * a[t][6] +
+						     f[7] * a[t][7];
+			}
+		}
+		c0 += 256 * D;
+		if (c0 >= k)
+			break;
+#pragma unroll
+		for (int d = 0; d < D; d++)
+#pragma unroll
+			for (int j = 0; j < R; j++)
+				u[d][j] = c0 + 256 * d < k ?
+					  __ldcs((const uint4 *)(wr[j] + c0 +
+								 256 * d)) :
+					  make_uint4(0, 0, 0, 0);
+	}
+#pragma unroll
+	for (int t = 0; t < T; t++) {
+		for (int m = 16; m > 0; m /= 2) {
+			ss[t] += __shfl_xor_sync(0xffffffffu, ss[t], m);
+#pragma unroll
+			for (int j = 0; j < R; j++)
+				acc[j][t] += __shfl_xor_sync(0xffffffffu,
+							     acc[j][t], m);
+		}
+		rs[t] = nw ? rsqrtf(ss[t] / k + eps) : 1.0f;
+	}
+	/* lane j * T + t stores row j, token t */
+#pragma unroll
+	for (int j = 0; j < (GLU ? R / 2 : R); j++)
+#pragma unroll
+		for (int t = 0; t < T; t++) {
+			int s = 0, r0 = 0;
+			float r, *y;
+
+			if (lane != j * T + t || row[j] < 0)
+				continue;
+			r = acc[j][t] * rs[t];
+			if (GLU) {
+				float up = acc[j + R / 2][t] * rs[t];
+
+				r = r / (1.0f + expf(-r)) * up;
+			}
+			while (row[j] >= o.end[s]) {
+				r0 = o.end[s];
+				s++;
+			}
+			y = o.y[s] + (row[j] - r0) + t * o.ld[s];
+			*y = beta == 0.0f ? r : r + beta * *y;
+		}
+}
+
+/*
+ * Rows per warp: 4 (KVMM_GEMV_ROWS=1, 2, 4 or 8, a measuring knob read at
+ * each launch, overrides it), for one token; more tokens take one row per
+ * warp, two with GLU. Four rows read each x value once for four 16-byte
+ * weight loads, and keep eight loads of 16 bytes in flight per lane.
+ */
+static int gemv_rows(int ntok, bool glu)
+{
+	const char *e = getenv("KVMM_GEMV_ROWS");
+	int r = e ? atoi(e) : 0;
+
+	if (ntok > 1)
+		return glu ? 2 : 1;
+	if (r != 1 && r != 2 && r != 4 && r != 8)
+		r = 4;
+	return glu && r < 2 ? 2 : r;
+}
+
+/* warps per block: GEMV_WARPS, or KVMM_GEMV_WARPS=4 (a measuring knob) */
+static int gemv_warps(void)
+{
+	const char *e = getenv("KVMM_GEMV_WARPS");
+
+	return e && atoi(e) == 4 ? 4 : GEMV_WARPS;
+}
+
+template <typename W, typename X, int T, int R, bool GLU>
+static int gemv_go(const void *w, const void *x, long ldx, int n, int k,
+		   const float *nw, float eps, const struct llm_gemv_out *o,
+		   float beta, cudaStream_t s)
+{
+	int groups = GLU ? (n / 2 + R / 2 - 1) / (R / 2) : (n + R - 1) / R;
+	int wb = gemv_warps();
+
+	return launch_pdl(llm_gemv_kernel<W, X, T, R, R == 1 ? 4 :
+						     R == 8 ? 1 : 2, GLU>,
+			  dim3((groups + wb - 1) / wb), wb * 32, s,
+			  (const W *)w, (const X *)x, ldx, n, k, nw, eps, *o,
+			  beta);
+}
+
+template <typename W, typename X, int T>
+static int gemv_tok(const void *w, const void *x, long ldx, int n, int k,
+		    const float *nw, float eps, const struct llm_gemv_out *o,
+		    float beta, cudaStream_t s)
+{
+	int r = gemv_rows(T, o->glu);
+
+#define GO(R, G) gemv_go<W, X, T, R, G>(w, x, ldx, n, k, nw, eps, o, beta, s)
+	if constexpr (T == 1) {
+		if (o->glu)
+			return r == 8 ? GO(8, true) :
+			       r == 4 ? GO(4, true) : GO(2, true);
+		if (r == 8)
+			return GO(8, false);
+		if (r == 4)
+			return GO(4, false);
+		if (r == 2)
+			return GO(2, false);
+		return GO(1, false);
+	} else {
+		(void)r;
+		return o->glu ? GO(2, true) : GO(1, false);
+	}
+#undef GO
+}
+
+template <typename W, typename X>
+static int gemv_x(const void *w, const void *x, long ldx, int ntok, int n,
+		  int k, const float *nw, float eps,
+		  const struct llm_gemv_out *o, float beta, cudaStream_t s)
+{
+	switch (ntok) {
+	case 1:
+		return gemv_tok<W, X, 1>(w, x, ldx, n, k, nw, eps, o, beta, s);
+	case 2:
+		return gemv_tok<W, X, 2>(w, x, ldx, n, k, nw, eps, o, beta, s);
+	case 3:
+		return gemv_tok<W, X, 3>(w, x, ldx, n, k, nw, eps, o, beta, s);
+	default:
+		return gemv_tok<W, X, 4>(w, x, ldx, n, k, nw, eps, o, beta, s);
+	}
 }
 
 /**
  * llm_gemv_cuda() - y = beta * y + W x for a few tokens (decode GEMMs)
  * @w: [n][k] weights of @wdt, 16-byte aligned (device)
  * @wdt: KVK_F16 or KVK_BF16
- * @x: [ntok][k] fp32, @ldx floats apart, 16-byte aligned (device)
- * @ldx: a multiple of 4, >= @k
+ * @x: [ntok][k] activations of @xdt, @ldx elements apart, 16-byte aligned
+ *	(device)
+ * @xdt: KVK_F32 or KVK_F16
+ * @ldx: >= @k, a multiple of 4 (fp32) or 8 (fp16)
  * @ntok: tokens, 0..LLM_GEMV_MAX_TOK; 0 is a no-op
  * @n: rows of @w
  * @k: columns, a multiple of 8
@@ -480,24 +770,26 @@ static int gemv_depth(void)
  *	each token's x is first RMS-normalised with @eps and scaled by @nw,
  *	as kvk_rmsnorm_cuda() does, inside the same pass
  * @eps: RMSNorm epsilon, with @nw
- * @o: where each row's result goes (host struct, device outputs)
+ * @o: where each row's result goes (host struct, device outputs); with
+ *	@o->glu, silu(row i) * row (n / 2 + i) goes to output i instead
  * @beta: 0 (outputs are not read) or the factor of the old outputs
  * @stream: cudaStream_t
  *
  * fp32 accumulation: each lane sums its eight-column slices in order, then
- * the warp's lanes are summed by a butterfly.
+ * the warp's lanes are summed by a butterfly. With KVMM_PDL=1, launched
+ * with programmatic dependent launch: the first weights are read while the
+ * kernel before drains.
  *
  * Return: 0, -EINVAL, or the launch error.
  */
 extern "C" int llm_gemv_cuda(const void *w, enum kvk_dtype wdt,
-			     const float *x, long ldx, int ntok, int n, int k,
-			     const float *nw, float eps,
-			     const struct llm_gemv_out *o, float beta,
-			     void *stream)
+			     const void *x, enum kvk_dtype xdt, long ldx,
+			     int ntok, int n, int k, const float *nw,
+			     float eps, const struct llm_gemv_out *o,
+			     float beta, void *stream)
 {
 	cudaStream_t s = (cudaStream_t)stream;
-	int ret = gemv_check(w, wdt, x, ldx, ntok, n, k, o);
-	int blocks = (n + GEMV_WARPS - 1) / GEMV_WARPS;
+	int ret = gemv_check(w, wdt, x, xdt, ldx, ntok, n, k, o);
 
 	if (ret)
 		return ret;
@@ -505,33 +797,15 @@ extern "C" int llm_gemv_cuda(const void *w, enum kvk_dtype wdt,
 		return -EINVAL;
 	if (!ntok)
 		return 0;
-#define LAUNCH_T(W, T)                                                         \
-	do {                                                                   \
-		if (gemv_depth() == 8)                                         \
-			llm_gemv_kernel<W, T, 8><<<blocks, GEMV_WARPS * 32, 0, \
-						   s>>>((const W *)w, x, ldx,  \
-							n, k, nw, eps, *o,     \
-							beta);                 \
-		else                                                           \
-			llm_gemv_kernel<W, T, GEMV_DEPTH>                      \
-				<<<blocks, GEMV_WARPS * 32, 0, s>>>(           \
-					(const W *)w, x, ldx, n, k, nw, eps,   \
-					*o, beta);                             \
-	} while (0)
-#define LAUNCH(W)                                                              \
-	do {                                                                   \
-		switch (ntok) {                                                \
-		case 1: LAUNCH_T(W, 1); break;                                 \
-		case 2: LAUNCH_T(W, 2); break;                                 \
-		case 3: LAUNCH_T(W, 3); break;                                 \
-		default: LAUNCH_T(W, 4); break;                                \
-		}                                                              \
-	} while (0)
 	if (wdt == KVK_F16)
-		LAUNCH(__half);
-	else
-		LAUNCH(__nv_bfloat16);
-#undef LAUNCH
-#undef LAUNCH_T
-	return kvk_launch_errno();
+		return xdt == KVK_F32 ?
+			gemv_x<__half, float>(w, x, ldx, ntok, n, k, nw, eps,
+					      o, beta, s) :
+			gemv_x<__half, __half>(w, x, ldx, ntok, n, k, nw, eps,
+					       o, beta, s);
+	return xdt == KVK_F32 ?
+		gemv_x<__nv_bfloat16, float>(w, x, ldx, ntok, n, k, nw, eps,
+					     o, beta, s) :
+		gemv_x<__nv_bfloat16, __half>(w, x, ldx, ntok, n, k, nw, eps,
+					      o, beta, s);
 }

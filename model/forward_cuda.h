@@ -6,8 +6,10 @@
  *
  * Weights live on the device in fp16 or bf16 (GGUF Q4_0/Q4_1/Q8_0 and F32
  * tensors are dequantised on the host, then converted; F16 and BF16 are
- * copied as they are). GEMMs are cuBLAS with fp32 accumulation; RMSNorm,
- * RoPE, SiLU-mul, embedding and argmax are the kvk_*_cuda() kernels. The
+ * copied as they are). GEMMs are cuBLAS with fp32 accumulation (and
+ * llm_gemv_cuda() for a decode step of one sequence); RMSNorm, SiLU-mul,
+ * embedding and argmax are the kvk_*_cuda() kernels, RoPE is applied by
+ * llm_kv_store_cuda() as it stores keys. The
  * KV cache is a struct llm_kv whose keys and values sit in fp16 pages of
  * the allocator (kva.h) on device memory of the runtime (kvrt.h), read by
  * kvk_attn_decode_cuda() at decode. See Documentation/model/cuda.rst.
@@ -99,11 +101,13 @@ struct llm_kvpages {
 int llm_kv_store_cpu(const struct llm_kvpages *p, const float *k,
 		     const float *v, long ld, const int32_t *pos,
 		     const uint32_t *list, uint32_t list_add, int ntok,
-		     const float *q, void *qh, int n_heads, void *stream);
+		     float *q, void *qh, int n_heads, const float *inv_freq,
+		     void *stream);
 int llm_kv_store_cuda(const struct llm_kvpages *p, const float *k,
 		      const float *v, long ld, const int32_t *pos,
 		      const uint32_t *list, uint32_t list_add, int ntok,
-		      const float *q, void *qh, int n_heads, void *stream);
+		      float *q, void *qh, int n_heads, const float *inv_freq,
+		      void *stream);
 int llm_attn_prefill_cpu(const struct llm_kvpages *p, const float *q,
 			 const int32_t *pos, const uint32_t *list,
 			 uint32_t list_add, int ntok, int n_heads, float scale,
@@ -125,24 +129,35 @@ int llm_convert_cuda(void *dst, enum kvk_dtype ddt, const void *src,
  * struct llm_gemv_out - where the rows of a GEMV's result go: rows
  * [end[s - 1], end[s]) of W (end[-1] = 0) to @y[s], token t's row at
  * y[s] + t * ld[s]
- * @n_seg: segments, 1..LLM_GEMV_MAX_SEG; end[n_seg - 1] is N
+ * @n_seg: segments, 1..LLM_GEMV_MAX_SEG; end[n_seg - 1] is N (N / 2 with
+ *	@glu)
  * @end: one past the last row of each segment, increasing
  * @y: fp32 outputs, one per segment
  * @ld: floats between two tokens' outputs, per segment
+ * @glu: rows [0, N/2) are gates, [N/2, N) ups: output i is
+ *	silu(row i) * row (N/2 + i), as kvk_silu_mul_cuda() computes it;
+ *	one segment
  */
 struct llm_gemv_out {
 	int n_seg;
 	int end[LLM_GEMV_MAX_SEG];
 	float *y[LLM_GEMV_MAX_SEG];
 	long ld[LLM_GEMV_MAX_SEG];
+	bool glu;
 };
 
-int llm_gemv_cpu(const void *w, enum kvk_dtype wdt, const float *x,
-		 long ldx, int ntok, int n, int k, const float *nw, float eps,
-		 const struct llm_gemv_out *o, float beta, void *stream);
-int llm_gemv_cuda(const void *w, enum kvk_dtype wdt, const float *x,
-		  long ldx, int ntok, int n, int k, const float *nw, float eps,
-		  const struct llm_gemv_out *o, float beta, void *stream);
+int llm_gemv_cpu(const void *w, enum kvk_dtype wdt, const void *x,
+		 enum kvk_dtype xdt, long ldx, int ntok, int n, int k,
+		 const float *nw, float eps, const struct llm_gemv_out *o,
+		 float beta, void *stream);
+int llm_gemv_cuda(const void *w, enum kvk_dtype wdt, const void *x,
+		  enum kvk_dtype xdt, long ldx, int ntok, int n, int k,
+		  const float *nw, float eps, const struct llm_gemv_out *o,
+		  float beta, void *stream);
+int llm_split_cpu(void *hi, void *lo, enum kvk_dtype dt, const float *src,
+		  size_t n, void *stream);
+int llm_split_cuda(void *hi, void *lo, enum kvk_dtype dt, const float *src,
+		   size_t n, void *stream);
 int llm_bias_add_cpu(float *y, const float *b, int rows, int n,
 		     void *stream);
 int llm_bias_add_cuda(float *y, const float *b, int rows, int n,

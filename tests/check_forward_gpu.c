@@ -2,8 +2,9 @@
 /*
  * check_forward_gpu.c - the CUDA executor against the CPU executor.
  *
- * Kernels: llm_kv_store, llm_attn_prefill, llm_convert and llm_bias_add on
- * fresh random inputs against their CPU references.
+ * Kernels: llm_kv_store (plain and with RoPE), llm_attn_prefill,
+ * llm_convert, llm_split, llm_gemv and llm_bias_add on fresh random inputs
+ * against their CPU references.
  *
  * Models: small random models of each architecture (llama, qwen2 with QKV
  * bias, qwen3 with q/k norm), written as GGUF in memory: CUDA and CPU
@@ -14,9 +15,11 @@
  *
  * With KVMM_HF_DIRS (tcase "hf", tools/gpu-suite.d/model.sh): Hugging Face
  * directories written by tests/ref/hf_compare.py, each with hf_ref.bin (the
- * transformers greedy tokens and logits): our greedy tokens must match for
- * every step. With KVMM_BENCH_DIR (tcase "bench"): decode time per token
- * against the time to read the weights once.
+ * transformers greedy tokens and logits), fed transformers' tokens: our
+ * argmax must match at every step whose top-2 gap exceeds twice our logit
+ * error, at least half the steps must be such, and the logits' relative
+ * L2 stays under 5e-2. With KVMM_BENCH_DIR (tcase "bench"): decode time
+ * per token against the time to read the weights once, and the knobs.
  */
 #include <check.h>
 #include <math.h>
@@ -144,6 +147,108 @@ static void pages_free(struct pages_case *pc)
  * Two sequences of a 2-layer cache: store every position's keys and values
  * (the pool bytes must match exactly), then attend from a few positions.
  */
+/*
+ * fp16 arrays equal but for a few values within one fp16 rounding of each
+ * other (the device's cosf/sinf are not the host's; near-cancelling
+ * rotations may then round to neighbouring small values)
+ */
+static void f16_close(const void *a, const void *b, size_t bytes,
+		      const char *what)
+{
+	const uint16_t *x = a, *y = b;
+	size_t off = 0;
+
+	for (size_t i = 0; i < bytes / 2; i++) {
+		float u, v;
+
+		if (x[i] == y[i])
+			continue;
+		kvk_convert_to_f32(&u, &x[i], 1, KVK_F16);
+		kvk_convert_to_f32(&v, &y[i], 1, KVK_F16);
+		ck_assert_msg(isfinite(u) && isfinite(v) &&
+			      fabsf(u - v) <= fmaxf(fabsf(u), fabsf(v)) /
+						      1024.0f + 1e-5f,
+			      "%s: value %zu: %g, %g", what, i, u, v);
+		off++;
+	}
+	ck_assert_msg(off * 100 < bytes / 2, "%s: %zu values differ", what,
+		      off);
+}
+
+/*
+ * RoPE fused into the KV store (Llama-3 scaling): the CPU reference equals
+ * kvk_rope_cpu() then a plain store; CUDA equals the reference up to one
+ * fp16 rounding; the in-place fp32 queries (prefill) to 1e-6. Leaves the pages
+ * as the plain store wrote them.
+ */
+static void store_rope_check(struct pages_case *pc, const float *k,
+			     const float *v, size_t kvn, const int32_t *pos,
+			     const uint32_t *list, uint32_t n_kv, uint32_t ntok,
+			     const float *qs, uint32_t nh, void *dk, void *dv,
+			     void *dpos, void *dlist, void *dqs, void *dqsh,
+			     uint8_t *back)
+{
+	struct kvk_rope_cfg rc = { 500000.0f, 8.0f, 1.0f, 4.0f, 8192 };
+	uint32_t hd = pc->hp.head_dim;
+	size_t nqs = (size_t)ntok * nh * hd;
+	float freq[KVK_ROPE_MAX_HEAD_DIM / 2], *kr, *qr, *qg;
+	uint16_t *q1 = malloc(nqs * 2), *q2 = malloc(nqs * 2);
+	uint8_t *p1 = malloc(pc->bytes);
+	void *dfreq;
+
+	ck_assert_int_eq(kvk_rope_inv_freq(freq, hd, &rc), 0);
+	dfreq = to_dev(freq, hd / 2 * 4);
+	kr = malloc(ntok * kvn * 4);
+	qr = malloc(nqs * 4);
+	qg = malloc(nqs * 4);
+	memcpy(kr, k, ntok * kvn * 4);
+	memcpy(qr, qs, nqs * 4);
+	/* kvk_rope_cpu() wants [ntok][nkv][hd]: rows are kvn apart */
+	ck_assert_int_eq(kvk_rope_cpu(qr, kr, pos, ntok, nh, n_kv, hd, &rc,
+				      KVK_F32, NULL), 0);
+	ck_assert_int_eq(llm_kv_store_cpu(&pc->hp, kr, v, kvn, pos, list, n_kv,
+					  ntok, qr, q1, nh, NULL, NULL), 0);
+	memcpy(p1, pc->pool, pc->bytes);
+	memcpy(qr, qs, nqs * 4);
+	ck_assert_int_eq(llm_kv_store_cpu(&pc->hp, k, v, kvn, pos, list, n_kv,
+					  ntok, qr, q2, nh, freq, NULL), 0);
+	ck_assert_msg(!memcmp(p1, pc->pool, pc->bytes) &&
+		      !memcmp(q1, q2, nqs * 2),
+		      "hd %u: fused RoPE reference != kvk_rope_cpu", hd);
+	ck_assert_int_eq(llm_kv_store_cuda(&pc->dp, dk, dv, kvn, dpos, dlist,
+					   n_kv, ntok, dqs, dqsh, nh, dfreq,
+					   NULL), 0);
+	CK_CUDA(cudaMemcpy(back, pc->dpool, pc->bytes,
+			   cudaMemcpyDeviceToHost));
+	f16_close(back, pc->pool, pc->bytes, "roped pages");
+	CK_CUDA(cudaMemcpy(back, dqsh, nqs * 2, cudaMemcpyDeviceToHost));
+	f16_close(back, q2, nqs * 2, "roped fp16 queries");
+	/* prefill: queries rotated in place, fp32 */
+	memcpy(qr, qs, nqs * 4);
+	ck_assert_int_eq(llm_kv_store_cpu(&pc->hp, k, v, kvn, pos, list, n_kv,
+					  ntok, qr, NULL, nh, freq, NULL), 0);
+	ck_assert_int_eq(llm_kv_store_cuda(&pc->dp, dk, dv, kvn, dpos, dlist,
+					   n_kv, ntok, dqs, NULL, nh, dfreq,
+					   NULL), 0);
+	CK_CUDA(cudaMemcpy(qg, dqs, nqs * 4, cudaMemcpyDeviceToHost));
+	ck_assert_msg(rel_l2(qg, qr, nqs) < 1e-6, "hd %u: roped queries",
+		      hd);
+	ck_assert_int_eq(llm_kv_store_cuda(&pc->dp, dk, dv, kvn, dpos, dlist,
+					   n_kv, 1, dqs, NULL, nh, NULL, NULL),
+			 -EINVAL);
+	/* back to the plain store, and the original queries */
+	CK_CUDA(cudaMemcpy(dqs, qs, nqs * 4, cudaMemcpyHostToDevice));
+	ck_assert_int_eq(llm_kv_store_cpu(&pc->hp, k, v, kvn, pos, list, n_kv,
+					  ntok, NULL, NULL, nh, NULL, NULL), 0);
+	ck_assert_int_eq(llm_kv_store_cuda(&pc->dp, dk, dv, kvn, dpos, dlist,
+					   n_kv, ntok, NULL, NULL, nh, NULL,
+					   NULL), 0);
+	printf("kv store with RoPE (Llama-3 scaling) hd %u: CUDA = CPU within "
+	       "one fp16 rounding, CPU = kvk_rope_cpu + store\n", hd);
+	cudaFree(dfreq);
+	free(kr), free(qr), free(qg), free(q1), free(q2), free(p1);
+}
+
 START_TEST(test_kernels_store_attend)
 {
 	static const uint32_t hds[] = { 64, 128, 256 };
@@ -194,10 +299,10 @@ START_TEST(test_kernels_store_attend)
 		dqsh = to_dev(NULL, nqs * 2);
 		ck_assert_int_eq(llm_kv_store_cpu(&pc.hp, k, v, kvn, pos, list,
 						  n_kv, S * ntok, qs, qsh, nh,
-						  NULL), 0);
+						  NULL, NULL), 0);
 		ck_assert_int_eq(llm_kv_store_cuda(&pc.dp, dk, dv, kvn, dpos,
 						   dlist, n_kv, S * ntok, dqs,
-						   dqsh, nh, NULL), 0);
+						   dqsh, nh, NULL, NULL), 0);
 		back = malloc(pc.bytes);
 		CK_CUDA(cudaMemcpy(back, pc.dpool, pc.bytes,
 				   cudaMemcpyDeviceToHost));
@@ -209,7 +314,10 @@ START_TEST(test_kernels_store_attend)
 			      "hd %u: fp16 queries differ", hd);
 		ck_assert_int_eq(llm_kv_store_cuda(&pc.dp, dk, dv, kvn, dpos,
 						   dlist, n_kv, 1, dqs, dqsh,
-						   nh + 1, NULL), -EINVAL);
+						   nh + 1, NULL, NULL),
+				 -EINVAL);
+		store_rope_check(&pc, k, v, kvn, pos, list, n_kv, S * ntok, qs,
+				 nh, dk, dv, dpos, dlist, dqs, dqsh, back);
 		cudaFree(dqs), cudaFree(dqsh);
 		free(qs), free(qsh);
 		/* attend from nq tokens at random positions */
@@ -298,6 +406,35 @@ START_TEST(test_kernels_convert_bias)
 				      kvk_dtype_name(sd), kvk_dtype_name(dd_t));
 			cudaFree(src);
 		}
+	/* hi/lo split: same bytes, and hi + lo much closer to x than hi */
+	for (int dt = KVK_F16; dt <= KVK_BF16; dt++) {
+		void *dlo = to_dev(NULL, n * 2);
+		uint8_t *lc = malloc(n * 2), *dl = malloc(n * 2);
+		float *h = malloc(n * 4), *l = malloc(n * 4);
+		double e1 = 0, e2 = 0, ref = 0;
+
+		ck_assert_int_eq(llm_split_cpu(hc, lc, dt, x, n, NULL), 0);
+		ck_assert_int_eq(llm_split_cuda(dd, dlo, dt, dx, n, NULL), 0);
+		CK_CUDA(cudaMemcpy(dc, dd, n * 2, cudaMemcpyDeviceToHost));
+		CK_CUDA(cudaMemcpy(dl, dlo, n * 2, cudaMemcpyDeviceToHost));
+		ck_assert_msg(!memcmp(hc, dc, n * 2) && !memcmp(lc, dl, n * 2),
+			      "split %s differs", kvk_dtype_name(dt));
+		kvk_convert_to_f32(h, hc, n, dt);
+		kvk_convert_to_f32(l, lc, n, dt);
+		for (size_t i = 0; i < n; i++) {
+			e1 += (h[i] - x[i]) * (double)(h[i] - x[i]);
+			e2 += (h[i] + l[i] - x[i]) *
+			      (double)(h[i] + l[i] - x[i]);
+			ref += x[i] * (double)x[i];
+		}
+		printf("split %s: rel L2 of hi %.3g, of hi + lo %.3g\n",
+		       kvk_dtype_name(dt), sqrt(e1 / ref), sqrt(e2 / ref));
+		ck_assert(sqrt(e2 / ref) < sqrt(e1 / ref) / 64);
+		ck_assert_int_eq(llm_split_cuda(dd, dlo, KVK_F32, dx, n, NULL),
+				 -EINVAL);
+		cudaFree(dlo);
+		free(lc), free(dl), free(h), free(l);
+	}
 	db = to_dev(b, cols * 4);
 	CK_CUDA(cudaMemcpy(dd, x, n * 4, cudaMemcpyHostToDevice));
 	memcpy(y, x, n * 4);
@@ -314,18 +451,60 @@ START_TEST(test_kernels_convert_bias)
 END_TEST
 
 /* GEMV of 1..4 tokens into three segments, beta 0 and 1, fp16 and bf16 */
+/* one GEMV case, CUDA against the CPU reference */
+static void gemv_case(const void *w, void *dw, enum kvk_dtype wdt,
+		      const void *x, const void *dx, enum kvk_dtype xdt,
+		      long ldx, int T, int n, int k, const float *g,
+		      const float *dg, int beta, bool glu, const float *y0,
+		      float *yh, float *yd, void *dy, size_t ny)
+{
+	int rows = glu ? n / 2 : n;
+	int end[3] = { rows / 3, rows / 3 + 8, rows };
+	struct llm_gemv_out ho = { glu ? 1 : 3, { 0 }, { NULL }, { 0 }, glu };
+	struct llm_gemv_out dO;
+	size_t off = 0;
+	double e;
+
+	for (int s = 0; s < ho.n_seg; s++) {
+		int r = glu ? rows : end[s] - (s ? end[s - 1] : 0);
+
+		ho.end[s] = glu ? rows : end[s];
+		ho.ld[s] = r + s;
+		ho.y[s] = yh + off;
+		off += (size_t)T * (r + s);
+	}
+	dO = ho;
+	for (int s = 0; s < ho.n_seg; s++)
+		dO.y[s] = (float *)dy + (ho.y[s] - yh);
+	memcpy(yh, y0, ny * 4);
+	CK_CUDA(cudaMemcpy(dy, y0, ny * 4, cudaMemcpyHostToDevice));
+	ck_assert_int_eq(llm_gemv_cpu(w, wdt, x, xdt, ldx, T, n, k,
+				      beta ? g : NULL, 1e-5f, &ho, beta, NULL),
+			 0);
+	ck_assert_int_eq(llm_gemv_cuda(dw, wdt, dx, xdt, ldx, T, n, k,
+				       beta ? dg : NULL, 1e-5f, &dO, beta,
+				       NULL), 0);
+	CK_CUDA(cudaMemcpy(yd, dy, ny * 4, cudaMemcpyDeviceToHost));
+	e = rel_l2(yd, yh, ny);
+	ck_assert_msg(e < 1e-5, "gemv %s x %s T %d beta %d glu %d rows %s: "
+		      "rel L2 %.3g", kvk_dtype_name(wdt), kvk_dtype_name(xdt),
+		      T, beta, glu, getenv("KVMM_GEMV_ROWS"), e);
+}
+
 START_TEST(test_kernels_gemv)
 {
 	static const enum kvk_dtype dts[] = { KVK_F16, KVK_BF16 };
+	static const char *const rows[] = { "1", "2", "4", "8" };
 	uint64_t seed = kvtest_seed("forward_kernels_gemv");
-	int n = 700 + kvtest_rand(&seed) % 200, k = 8 * (90 + kvtest_rand(&seed) % 300);
-	int end[3] = { n / 3, n / 3 + 8, n };
-	long ldx = k + 4;
+	int n = 2 * (350 + kvtest_rand(&seed) % 100);
+	int k = 8 * (90 + kvtest_rand(&seed) % 300);
+	long ldx = k + 8;
 	size_t ny = (size_t)LLM_GEMV_MAX_TOK * (n + 5);
 	float *wf = malloc((size_t)n * k * 4), *x = malloc(4 * ldx * 4);
 	float *yh = malloc(ny * 4), *yd = malloc(ny * 4), *y0 = malloc(ny * 4);
 	uint8_t *w = malloc((size_t)n * k * 2);
-	void *dw = to_dev(NULL, (size_t)n * k * 2), *dx, *dy, *dg;
+	uint16_t *xh = malloc(4 * ldx * 2);
+	void *dw = to_dev(NULL, (size_t)n * k * 2), *dx, *dxh, *dy, *dg;
 	float *g = malloc((size_t)k * 4);
 
 	for (size_t i = 0; i < (size_t)n * k; i++)
@@ -336,71 +515,71 @@ START_TEST(test_kernels_gemv)
 		y0[i] = frand(&seed);
 	for (int i = 0; i < k; i++)
 		g[i] = 1.0f + 0.2f * frand(&seed);
+	kvk_convert_from_f32(xh, x, 4 * ldx, KVK_F16);
 	dg = to_dev(g, (size_t)k * 4);
 	dx = to_dev(x, 4 * ldx * 4);
+	dxh = to_dev(xh, 4 * ldx * 2);
 	dy = to_dev(NULL, ny * 4);
-	for (size_t d = 0; d < ARRAY_SIZE(dts); d++)
-		for (int T = 1; T <= LLM_GEMV_MAX_TOK; T++)
-			for (int beta = 0; beta < 2; beta++) {
-				struct llm_gemv_out ho = { 3, { end[0], end[1],
-								end[2] } };
-				struct llm_gemv_out dO = ho;
-				size_t off = 0;
-				double e;
+	for (size_t d = 0; d < ARRAY_SIZE(dts); d++) {
+		kvk_convert_from_f32(w, wf, (size_t)n * k, dts[d]);
+		CK_CUDA(cudaMemcpy(dw, w, (size_t)n * k * 2,
+				   cudaMemcpyHostToDevice));
+		for (size_t r = 0; r < ARRAY_SIZE(rows); r++) {
+			setenv("KVMM_GEMV_ROWS", rows[r], 1);
+			setenv("KVMM_GEMV_WARPS", r % 2 ? "4" : "8", 1);
+			setenv("KVMM_PDL", r % 2 ? "0" : "1", 1);
+			for (int T = 1; T <= LLM_GEMV_MAX_TOK; T++)
+				for (int v = 0; v < 6; v++) {
+					bool fh = v == 2, glu = v >= 3;
+					int beta = v % 2;
 
-				for (int s = 0; s < 3; s++) {
-					int rows = end[s] - (s ? end[s - 1] : 0);
-
-					ho.ld[s] = dO.ld[s] = rows + s;
-					ho.y[s] = yh + off;
-					dO.y[s] = (float *)dy + off;
-					off += (size_t)T * (rows + s);
+					gemv_case(w, dw, dts[d],
+						  fh ? (const void *)xh : x,
+						  fh ? dxh : dx,
+						  fh ? KVK_F16 : KVK_F32, ldx,
+						  T, n, k, g, dg,
+						  v == 4 ? 0 : beta || v == 5,
+						  glu, y0, yh, yd, dy, ny);
 				}
-				kvk_convert_from_f32(w, wf, (size_t)n * k, dts[d]);
-				CK_CUDA(cudaMemcpy(dw, w, (size_t)n * k * 2,
-						   cudaMemcpyHostToDevice));
-				memcpy(yh, y0, ny * 4);
-				CK_CUDA(cudaMemcpy(dy, y0, ny * 4,
-						   cudaMemcpyHostToDevice));
-				ck_assert_int_eq(llm_gemv_cpu(w, dts[d], x, ldx, T,
-							      n, k,
-							      beta ? g : NULL,
-							      1e-5f, &ho, beta,
-							      NULL), 0);
-				ck_assert_int_eq(llm_gemv_cuda(dw, dts[d], dx,
-							       ldx, T, n, k,
-							       beta ? dg : NULL,
-							       1e-5f, &dO, beta,
-							       NULL),
-						 0);
-				CK_CUDA(cudaMemcpy(yd, dy, ny * 4,
-						   cudaMemcpyDeviceToHost));
-				e = rel_l2(yd, yh, ny);
-				ck_assert_msg(e < 1e-5, "gemv %s T %d beta %d: "
-					      "rel L2 %.3g",
-					      kvk_dtype_name(dts[d]), T, beta, e);
-			}
-	printf("gemv %d x %d, 1..%d tokens, 3 segments, with and without "
-	       "RMSNorm: CUDA = CPU\n", n, k, LLM_GEMV_MAX_TOK);
+		}
+		unsetenv("KVMM_GEMV_ROWS");
+		unsetenv("KVMM_GEMV_WARPS");
+		unsetenv("KVMM_PDL");
+	}
+	printf("gemv %d x %d, 1..%d tokens, 1, 2, 4, 8 rows per warp, fp32 and "
+	       "fp16 x, 3 segments or GLU, with and without RMSNorm: CUDA = "
+	       "CPU\n", n, k, LLM_GEMV_MAX_TOK);
 	{
 		struct llm_gemv_out bad = { 1, { n }, { (float *)dy }, { n } };
 
-		ck_assert_int_eq(llm_gemv_cuda(dw, KVK_F32, dx, ldx, 1, n, k,
-					       NULL, 0.0f, &bad, 0.0f, NULL),
-				 -EINVAL);
-		ck_assert_int_eq(llm_gemv_cuda(dw, KVK_F16, dx, ldx, 5, n, k,
-					       NULL, 0.0f, &bad, 0.0f, NULL),
-				 -EINVAL);
-		ck_assert_int_eq(llm_gemv_cuda(dw, KVK_F16, dx, ldx, 1, n, k - 4,
-					       NULL, 0.0f, &bad, 0.0f, NULL),
-				 -EINVAL);
+		ck_assert_int_eq(llm_gemv_cuda(dw, KVK_F32, dx, KVK_F32, ldx, 1,
+					       n, k, NULL, 0.0f, &bad, 0.0f,
+					       NULL), -EINVAL);
+		ck_assert_int_eq(llm_gemv_cuda(dw, KVK_F16, dx, KVK_BF16, ldx,
+					       1, n, k, NULL, 0.0f, &bad, 0.0f,
+					       NULL), -EINVAL);
+		ck_assert_int_eq(llm_gemv_cuda(dw, KVK_F16, dx, KVK_F32, ldx, 5,
+					       n, k, NULL, 0.0f, &bad, 0.0f,
+					       NULL), -EINVAL);
+		ck_assert_int_eq(llm_gemv_cuda(dw, KVK_F16, dx, KVK_F32, ldx, 1,
+					       n, k - 4, NULL, 0.0f, &bad, 0.0f,
+					       NULL), -EINVAL);
+		ck_assert_int_eq(llm_gemv_cuda(dw, KVK_F16, dxh, KVK_F16,
+					       ldx - 4, 1, n, k, NULL, 0.0f,
+					       &bad, 0.0f, NULL), -EINVAL);
+		bad.glu = true;
+		ck_assert_int_eq(llm_gemv_cuda(dw, KVK_F16, dx, KVK_F32, ldx, 1,
+					       n, k, NULL, 0.0f, &bad, 0.0f,
+					       NULL), -EINVAL);
+		bad.glu = false;
 		bad.end[0] = n - 1;
-		ck_assert_int_eq(llm_gemv_cuda(dw, KVK_F16, dx, ldx, 1, n, k,
-					       NULL, 0.0f, &bad, 0.0f, NULL),
-				 -EINVAL);
+		ck_assert_int_eq(llm_gemv_cuda(dw, KVK_F16, dx, KVK_F32, ldx, 1,
+					       n, k, NULL, 0.0f, &bad, 0.0f,
+					       NULL), -EINVAL);
 	}
-	cudaFree(dw), cudaFree(dx), cudaFree(dy), cudaFree(dg);
-	free(wf), free(x), free(yh), free(yd), free(y0), free(w), free(g);
+	cudaFree(dw), cudaFree(dx), cudaFree(dxh), cudaFree(dy), cudaFree(dg);
+	free(wf), free(x), free(xh), free(yh), free(yd), free(y0), free(w);
+	free(g);
 }
 END_TEST
 
@@ -776,6 +955,23 @@ static int hf_ref_read(const char *dir, struct hf_ref *r)
 	return ok ? 0 : -1;
 }
 
+static float max_abs_diff(const float *x, const float *y, int n)
+{
+	float m = 0.0f;
+
+	for (int i = 0; i < n; i++)
+		m = fabsf(x[i] - y[i]) > m ? fabsf(x[i] - y[i]) : m;
+	return m;
+}
+
+/*
+ * Teacher-forced on transformers' greedy tokens, so that every step is
+ * compared on the same context; up to the first disagreement this is the
+ * free-running greedy comparison. A step is decided when transformers'
+ * top-2 gap exceeds twice our largest logit error there: no rounding can
+ * then flip the argmax, and ours must agree. Near-ties are reported, not
+ * failed (see Documentation/model/cuda.rst).
+ */
 static void hf_one(const char *dir)
 {
 	char err[LLM_GGUF_ERR_MAX] = "";
@@ -783,9 +979,9 @@ static void hf_one(const char *dir)
 	struct llm_cuda *m;
 	struct llm_kv *kv;
 	struct hf_ref r;
-	int seq = 0, nt, agree = 0;
+	int seq = 0, nt, same = -1, agree = 0, decided = 0, bad = 0;
 	struct llm_batch b = { 1, &seq, &nt, NULL };
-	double e, worst = 0.0;
+	double e, worst = 0.0, sum = 0.0;
 	float *z;
 	int32_t id;
 
@@ -801,30 +997,44 @@ static void hf_one(const char *dir)
 	b.tok = r.prompt;
 	for (int s = 0; s < r.n_steps; s++) {
 		const float *ref = r.logits + (size_t)s * r.vocab;
-		float gap;
+		float gap, dz;
 		int32_t hid;
 
 		ck_assert_int_eq(llm_cuda_forward(m, kv, &b, z), 0);
 		e = rel_l2(z, ref, r.vocab);
 		worst = e > worst ? e : worst;
+		sum += e;
+		dz = max_abs_diff(z, ref, r.vocab);
 		top2_gap(z, r.vocab, &id);
 		gap = top2_gap(ref, r.vocab, &hid);
-		if (id != r.greedy[s]) {
-			printf("%s: step %d: token %d, transformers %d (its "
-			       "top-2 gap %.3g)\n", dir, s, id, r.greedy[s],
-			       gap);
-			break;
+		agree += id == r.greedy[s];
+		if (id != r.greedy[s] && same < 0)
+			same = s;
+		if (gap > 2.0f * dz) {
+			decided++;
+			bad += id != r.greedy[s];
 		}
-		agree++;
+		if (id != r.greedy[s])
+			printf("%s: step %d: token %d, transformers %d (its "
+			       "top-2 gap %.3g, our largest logit error %.3g, "
+			       "rel L2 %.3g): %s\n", dir, s, id, r.greedy[s],
+			       gap, dz, e,
+			       gap > 2.0f * dz ? "WRONG" : "near tie");
 		nt = 1;
 		b.tok = &r.greedy[s];
 	}
+	if (same < 0)
+		same = r.n_steps;
 	printf("%s (%s, %s weights): greedy tokens identical for %d of %d "
-	       "steps, worst logits rel L2 %.3g\n", dir, mo->cfg.arch_name,
-	       kvk_dtype_name(llm_cuda_dtype(m)), agree, r.n_steps, worst);
+	       "steps; teacher-forced argmax agrees at %d of %d, at all %d "
+	       "decided steps but %d; logits rel L2 worst %.3g mean %.3g\n",
+	       dir, mo->cfg.arch_name, kvk_dtype_name(llm_cuda_dtype(m)), same,
+	       r.n_steps, agree, r.n_steps, decided, bad, worst,
+	       sum / r.n_steps);
 	fflush(stdout);
-	ck_assert_msg(agree == r.n_steps, "%s: greedy diverged at step %d",
-		      dir, agree);
+	ck_assert_msg(!bad, "%s: %d decided steps disagree", dir, bad);
+	ck_assert_msg(2 * decided >= r.n_steps, "%s: only %d of %d steps "
+		      "decided", dir, decided, r.n_steps);
 	ck_assert_msg(worst < 5e-2, "%s: logits rel L2 %.3g", dir, worst);
 	llm_kv_destroy(kv);
 	llm_cuda_free(m);
@@ -912,12 +1122,12 @@ static double gemv_gbs(int n, int k)
 	o.y[0] = y;
 	cudaEventCreate(&e0);
 	cudaEventCreate(&e1);
-	ck_assert_int_eq(llm_gemv_cuda(w, KVK_BF16, x, k, 1, n, k, NULL, 0.0f,
-				       &o, 0.0f, NULL), 0);
+	ck_assert_int_eq(llm_gemv_cuda(w, KVK_BF16, x, KVK_F32, k, 1, n, k,
+				       NULL, 0.0f, &o, 0.0f, NULL), 0);
 	cudaEventRecord(e0, NULL);
 	for (int r = 0; r < 20; r++)
-		llm_gemv_cuda(w, KVK_BF16, x, k, 1, n, k, NULL, 0.0f, &o, 0.0f,
-			      NULL);
+		llm_gemv_cuda(w, KVK_BF16, x, KVK_F32, k, 1, n, k, NULL, 0.0f,
+			      &o, 0.0f, NULL);
 	cudaEventRecord(e1, NULL);
 	CK_CUDA(cudaEventSynchronize(e1));
 	cudaEventElapsedTime(&ms, e0, e1);
@@ -926,6 +1136,16 @@ static double gemv_gbs(int n, int k)
 	cudaFree(w), cudaFree(x), cudaFree(y);
 	return (double)n * k * 2 * 20 / (ms * 1e-3) / 1e9;
 }
+
+/* decode knobs the bench compares, name and value */
+static const char *const knobs[][2] = {
+	{ "KVMM_PDL", "1" },		/* programmatic dependent launch */
+	{ "KVMM_GEMV_ROWS", "1" },	/* rows per warp in every GEMV */
+	{ "KVMM_GEMV_ROWS", "2" },
+	{ "KVMM_GEMV_ROWS", "8" },
+	{ "KVMM_GEMV_WARPS", "4" },	/* warps per GEMV block */
+	{ "KVMM_ATTN_V1", "1" },	/* unsplit decode attention */
+};
 
 START_TEST(test_forward_cuda_decode_speed)
 {
@@ -980,9 +1200,9 @@ START_TEST(test_forward_cuda_decode_speed)
 	fflush(stdout);
 	llm_kv_destroy(kv);
 	printf("gemv alone, one token: %.0f GB/s on 4096 x 4096, %.0f GB/s on "
-	       "28672 x 4096, %.0f GB/s on 4096 x 14336\n",
-	       gemv_gbs(4096, 4096), gemv_gbs(28672, 4096),
-	       gemv_gbs(4096, 14336));
+	       "6144 x 4096, %.0f GB/s on 28672 x 4096, %.0f GB/s on 4096 x "
+	       "14336\n", gemv_gbs(4096, 4096), gemv_gbs(6144, 4096),
+	       gemv_gbs(28672, 4096), gemv_gbs(4096, 14336));
 	for (int ns = 2; ns <= 8; ns *= 2) {
 		double t = time_decode(m, ns, 16, 32, mo->cfg.n_vocab, &seed,
 				       NULL);
@@ -990,6 +1210,25 @@ START_TEST(test_forward_cuda_decode_speed)
 		printf("decode batch of %d: %.3f ms/step, %.0f tok/s\n", ns, t,
 		       ns * 1e3 / t);
 	}
+	/* measuring knobs, read when a decode step is captured */
+	for (size_t i = 0; i < ARRAY_SIZE(knobs); i++) {
+		setenv(knobs[i][0], knobs[i][1], 1);
+		printf("with %s=%s: %.3f ms/token\n", knobs[i][0], knobs[i][1],
+		       time_decode(m, 1, PROMPT, 32, mo->cfg.n_vocab, &seed,
+				   NULL));
+		unsetenv(knobs[i][0]);
+	}
+	for (int sp = 1; sp >= 0; sp--) {
+		double pf;
+
+		setenv("KVMM_PREFILL_SPLIT", sp ? "1" : "0", 1);
+		time_decode(m, 1, 64, 1, mo->cfg.n_vocab, &seed, &pf);
+		time_decode(m, 1, 64, 1, mo->cfg.n_vocab, &seed, &pf);
+		printf("prefill of 64 tokens, %s: %.1f ms\n",
+		       sp ? "activations split hi + lo" :
+			    "KVMM_PREFILL_SPLIT=0", pf);
+	}
+	unsetenv("KVMM_PREFILL_SPLIT");
 	llm_cuda_free(m);
 	{
 		struct llm_cuda_opts o = { .no_graphs = true };
@@ -1001,22 +1240,6 @@ START_TEST(test_forward_cuda_decode_speed)
 				   NULL));
 		llm_cuda_free(m);
 	}
-	/* the attention kernel's first version (unsplit), for comparison */
-	setenv("KVMM_ATTN_V1", "1", 1);
-	ck_assert_msg(!llm_cuda_load(&mo->cfg, &mo->w, NULL, &m, err,
-				     sizeof(err)), "%s", err);
-	printf("with KVMM_ATTN_V1 (unsplit attention): %.3f ms/token\n",
-	       time_decode(m, 1, PROMPT, 32, mo->cfg.n_vocab, &seed, NULL));
-	llm_cuda_free(m);
-	unsetenv("KVMM_ATTN_V1");
-	/* eight 16-byte loads in flight per lane in the GEMV, for comparison */
-	setenv("KVMM_GEMV_DEPTH", "8", 1);
-	ck_assert_msg(!llm_cuda_load(&mo->cfg, &mo->w, NULL, &m, err,
-				     sizeof(err)), "%s", err);
-	printf("with KVMM_GEMV_DEPTH=8: %.3f ms/token\n",
-	       time_decode(m, 1, PROMPT, 32, mo->cfg.n_vocab, &seed, NULL));
-	llm_cuda_free(m);
-	unsetenv("KVMM_GEMV_DEPTH");
 	/* a figure beside its ceiling, not a pass/fail: the goal (<= 1.25x)
 	 * is read off the printed ratio, as for every speed goal */
 	printf("decode goal: <= 1.25x the weight read; %s\n",

@@ -22,31 +22,37 @@ hfd=$(mktemp -d /tmp/kvmm-hf.XXXXXX)
 if [ -n "$HF_ARCHS" ]; then
 	say "== model: transformers reference ($HF_ARCHS)"
 	PYTHONUNBUFFERED=1 timeout 900 python3 tests/ref/hf_compare.py \
-		--out "$hfd" --archs "$HF_ARCHS" >"$OUT/hf-ref.log" 2>&1
-	tail -n 8 "$OUT/hf-ref.log" | tee -a "${log:-/dev/null}"
+		--out "$hfd" --archs "$HF_ARCHS" --noise >"$OUT/hf-ref.log" 2>&1
+	grep -E 'rope check|noise|gaps per step|^torch|Error|error' \
+		"$OUT/hf-ref.log" | tee -a "${log:-/dev/null}"
 	dirs=$(sed -n 's/^dirs: //p' "$OUT/hf-ref.log")
 	if [ -n "$dirs" ]; then
 		KVMM_HF_DIRS=$dirs CK_RUN_CASE=hf "$B/kvmm-check" --gpu \
 			forward_gpu >"$OUT/forward-hf.log" 2>&1
 		rc=$?
-		grep -E 'greedy|step|diverged|rel L2|Checks' "$OUT/forward-hf.log" |
+		grep -E 'greedy|step|diverged|decided|rel L2|Checks' "$OUT/forward-hf.log" |
 			tee -a "${log:-/dev/null}"
 		row "HF greedy 32 steps" "$(tail -1 "$OUT/forward-hf.log") (rc $rc)"
 	else
 		row "HF greedy 32 steps" "no reference (see hf-ref.log)"
 	fi
-	rm -rf "${hfd:?}"/*
+	# the bench model, when the reference just wrote it, is kept
+	for d in "$hfd"/*; do
+		[ "${d##*/}" = "$BENCH_ARCH" ] || rm -rf "${d:?}"
+	done
 fi
 
 if [ -n "$BENCH_ARCH" ]; then
 	say "== model: decode speed ($BENCH_ARCH, random bf16)"
-	PYTHONUNBUFFERED=1 timeout 900 python3 tests/ref/hf_compare.py \
-		--out "$hfd" --archs "$BENCH_ARCH" --no-ref >"$OUT/bench-ref.log" 2>&1
+	[ -d "$hfd/$BENCH_ARCH" ] ||
+		PYTHONUNBUFFERED=1 timeout 900 python3 tests/ref/hf_compare.py \
+			--out "$hfd" --archs "$BENCH_ARCH" --no-ref \
+			>"$OUT/bench-ref.log" 2>&1
 	if [ -d "$hfd/$BENCH_ARCH" ]; then
 		KVMM_BENCH_DIR=$hfd/$BENCH_ARCH CK_RUN_CASE=bench \
 			"$B/kvmm-check" --gpu forward_gpu >"$OUT/forward-bench.log" 2>&1
 		rc=$?
-		grep -E "decode|loaded|gemv|graphs|ATTN|GEMV|Checks" "$OUT/forward-bench.log" |
+		grep -E "decode|loaded|gemv|graphs|prefill|with KVMM|Checks" "$OUT/forward-bench.log" |
 			tee -a "${log:-/dev/null}"
 		row "decode $BENCH_ARCH" "$(grep -o 'ratio [0-9.]*' "$OUT/forward-bench.log") (rc $rc)"
 	else

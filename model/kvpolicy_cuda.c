@@ -53,8 +53,8 @@ struct kvp_dev {
 	uint32_t *tables;	/* [lists][width] */
 	uint32_t *npages;	/* [lists][2] */
 	uint32_t *ntokens;	/* [lists][2] */
-	uint32_t *small;	/* seq_start[2], list bases, evict args */
-	int32_t *err;		/* [n_layers] per-layer kernel errors */
+	uint32_t *small;	/* [n_seq] blocks of KVD_LB + n_layers words */
+	int32_t *err;		/* [n_seq][n_layers] per-layer kernel errors */
 	uint32_t *counts;	/* [nkv][KVK_TOK_NR] */
 	struct kvk_compress_action *act; /* [nkv] */
 	float *scores;		/* [T][nkv] */
@@ -68,14 +68,28 @@ struct kvp_dev {
 	void *st;		/* cudaStream_t of the step in progress */
 };
 
-/* slots of struct kvp_dev.small */
+/*
+ * words of a sequence slot's block of struct kvp_dev.small: each slot has its
+ * own, since the sequences of a batch interleave layer by layer
+ */
 enum {
 	KVD_START = 0,		/* seq_start[2] of the prompt */
 	KVD_POS = 2,		/* the decode token's position */
 	KVD_QUOTA = 3,		/* eviction: pages to free */
 	KVD_FROM = 4,		/* eviction: first protected position */
-	KVD_LB = 5,		/* [n_layers]: the slot's list base per layer */
+	KVD_LB = 5,		/* [n_layers]: the slot's list base per layer,
+				 * uploaded once by kvp_dev_init() */
 };
+
+static uint32_t *slot_small(const struct kvp *c, uint32_t s)
+{
+	return c->dev->small + (size_t)s * (KVD_LB + c->kv.n_layers);
+}
+
+static int32_t *slot_err(const struct kvp *c, uint32_t s)
+{
+	return c->dev->err + (size_t)s * c->kv.n_layers;
+}
 
 static int copy_in(void *dst, const void *src, size_t bytes, void *st)
 {
@@ -168,9 +182,9 @@ int kvp_dev_evict(struct kvp *c, uint32_t s, uint32_t quota)
 	struct kvk_evict_args a;
 	int ret;
 
-	/* the slot's first list is its layer 0 base, KVD_LB[0], uploaded */
+	/* the slot's first list is its layer 0 base, KVD_LB[0] */
 	memcpy(&h[1], &from, 4);
-	ret = copy_in(d->small + KVD_QUOTA, h, sizeof(h), d->st);
+	ret = copy_in(slot_small(c, s) + KVD_QUOTA, h, sizeof(h), d->st);
 	if (ret)
 		return ret;
 	a = (struct kvk_evict_args){
@@ -179,29 +193,34 @@ int kvp_dev_evict(struct kvp *c, uint32_t s, uint32_t quota)
 		.page_size = pl->page_size,
 		.pages_per_granule = pl->pages_per_granule,
 		.tables = d->tables, .width = pl->width, .ntokens = d->ntokens,
-		.list_base = d->small + KVD_LB, .quota = d->small + KVD_QUOTA,
-		.protect_from = (const int32_t *)(d->small + KVD_FROM),
+		.list_base = slot_small(c, s) + KVD_LB,
+		.quota = slot_small(c, s) + KVD_QUOTA,
+		.protect_from = (const int32_t *)(slot_small(c, s) + KVD_FROM),
 		.sinks = c->pol.sinks, .evicted = d->evicted,
 	};
 	ret = kvk_evict_cuda(&a, d->st);
 	return ret ?: download_ntokens(c, s, d->st);
 }
 
-/* the list bases of slot @s, one per layer, for the layer kernels */
-static int upload_bases(struct kvp *c, uint32_t s, void *st)
+/* every slot's list bases, one per layer, for the layer kernels */
+static int upload_bases(struct kvp *c)
 {
-	uint32_t *lb = c->dev->hlb;
+	int ret = 0;
 
-	for (int l = 0; l < c->kv.n_layers; l++)
-		lb[l] = kva_list(c->pool, s, (uint32_t)l, 0);
-	return copy_in(c->dev->small + KVD_LB, lb, c->kv.n_layers * 4, st);
+	for (uint32_t s = 0; !ret && s < (uint32_t)c->kv.n_seq; s++) {
+		for (int l = 0; l < c->kv.n_layers; l++)
+			c->dev->hlb[l] = kva_list(c->pool, s, (uint32_t)l, 0);
+		ret = copy_in(slot_small(c, s) + KVD_LB, c->dev->hlb,
+			      c->kv.n_layers * 4, NULL);
+	}
+	return ret ?: kvk_cuda_errno(cudaStreamSynchronize(NULL));
 }
 
 /* after the last layer: the layers' errors, then the token counts */
 static int finish(struct kvp *c, uint32_t s, void *st)
 {
 	struct kvp_dev *d = c->dev;
-	int ret = copy_out(d->herr, d->err, c->kv.n_layers * 4, st);
+	int ret = copy_out(d->herr, slot_err(c, s), c->kv.n_layers * 4, st);
 
 	for (int l = 0; !ret && l < c->kv.n_layers; l++)
 		ret = d->herr[l];
@@ -221,8 +240,8 @@ static int dev_prefill(struct kvp *c, uint32_t s, uint32_t layer, int ntok,
 	if (layer == 0) {
 		uint32_t start[2] = { 0, (uint32_t)ntok };
 
-		ret = copy_in(d->small + KVD_START, start, sizeof(start), st);
-		ret = ret ?: upload_bases(c, s, st);
+		ret = copy_in(slot_small(c, s) + KVD_START, start,
+			      sizeof(start), st);
 		ret = ret ?: upload_slot(c, s, st);
 		if (ret)
 			return ret;
@@ -236,8 +255,8 @@ static int dev_prefill(struct kvp *c, uint32_t s, uint32_t layer, int ntok,
 		.nr_seqs = 1, .nr_q_heads = c->nh, .nr_kv_heads = c->nkv,
 		.head_dim = c->hd, .scale = c->scale, .dtype = odt,
 		.q = d->qh, .k = d->kh, .v = d->vh,
-		.seq_start = d->small + KVD_START, .max_len = (uint32_t)ntok,
-		.out = out, .lse = d->lse, .scores = d->scores,
+		.seq_start = slot_small(c, s) + KVD_START,
+		.max_len = (uint32_t)ntok, .out = out, .lse = d->lse, .scores = d->scores,
 		.score_window = c->pol.score_window,
 		.score_mode = kvp_score_mode(c),
 	};
@@ -247,13 +266,13 @@ static int dev_prefill(struct kvp *c, uint32_t s, uint32_t layer, int ntok,
 	a = (struct kvk_compress_prompt){
 		.nr_seqs = 1, .nr_kv_heads = c->nkv, .head_dim = c->hd,
 		.dtype = KVK_F32, .k = k, .v = v,
-		.seq_start = d->small + KVD_START, .max_len = (uint32_t)ntok,
-		.scores = d->scores, .score_window = c->pol.score_window,
+		.seq_start = slot_small(c, s) + KVD_START,
+		.max_len = (uint32_t)ntok, .scores = d->scores, .score_window = c->pol.score_window,
 		.window = c->pol.window, .alpha_prune = kvp_alpha(c, 0),
 		.alpha_quant = kvp_alpha(c, 1),
-		.pg = pages_dev(c, d->small + KVD_LB + layer),
+		.pg = pages_dev(c, slot_small(c, s) + KVD_LB + layer),
 		.npages = d->npages, .counts = d->counts, .ntokens = d->ntokens,
-		.err = d->err + layer,
+		.err = slot_err(c, s) + layer,
 	};
 	ret = kvk_compress_prompt_cuda(&a, st);
 	if (ret || layer + 1 < (uint32_t)c->kv.n_layers)
@@ -267,7 +286,7 @@ static int dev_decode(struct kvp *c, uint32_t s, uint32_t layer,
 		      void *out, enum kvk_dtype odt, void *st)
 {
 	struct kvp_dev *d = c->dev;
-	const uint32_t *lb = d->small + KVD_LB + layer;
+	const uint32_t *lb = slot_small(c, s) + KVD_LB + layer;
 	struct kvk_compress_decode cd;
 	struct kvk_attn_args a;
 	int ret;
@@ -275,8 +294,7 @@ static int dev_decode(struct kvp *c, uint32_t s, uint32_t layer,
 	if (layer == 0) {
 		int32_t pos = (int32_t)c->seq[s].len;
 
-		ret = copy_in(d->small + KVD_POS, &pos, 4, st);
-		ret = ret ?: upload_bases(c, s, st);
+		ret = copy_in(slot_small(c, s) + KVD_POS, &pos, 4, st);
 		ret = ret ?: upload_slot(c, s, st);
 		if (ret)
 			return ret;
@@ -288,11 +306,11 @@ static int dev_decode(struct kvp *c, uint32_t s, uint32_t layer,
 	cd = (struct kvk_compress_decode){
 		.nr_seqs = 1, .nr_kv_heads = c->nkv, .head_dim = c->hd,
 		.dtype = KVK_F32, .k = k, .v = v,
-		.pos = (const int32_t *)(d->small + KVD_POS),
+		.pos = (const int32_t *)(slot_small(c, s) + KVD_POS),
 		.window = c->pol.window, .alpha_prune = kvp_alpha(c, 0),
 		.alpha_quant = kvp_alpha(c, 1), .pg = pages_dev(c, lb),
 		.npages = d->npages, .ntokens = d->ntokens, .actions = d->act,
-		.err = d->err + layer,
+		.err = slot_err(c, s) + layer,
 	};
 	ret = kvk_compress_decode_cuda(&cd, st);
 	if (ret)
@@ -395,8 +413,10 @@ int kvp_dev_init(struct kvp *c, int device, char *err, size_t errlen)
 	ret = ret ?: dev_alloc((void **)&d->tables, lists * pl->width * 4);
 	ret = ret ?: dev_alloc((void **)&d->npages, lists * 8);
 	ret = ret ?: dev_alloc((void **)&d->ntokens, lists * 8);
-	ret = ret ?: dev_alloc((void **)&d->small, (KVD_LB + c->kv.n_layers) * 4);
-	ret = ret ?: dev_alloc((void **)&d->err, c->kv.n_layers * 4);
+	ret = ret ?: dev_alloc((void **)&d->small, (size_t)c->kv.n_seq *
+					     (KVD_LB + c->kv.n_layers) * 4);
+	ret = ret ?: dev_alloc((void **)&d->err,
+			       (size_t)c->kv.n_seq * c->kv.n_layers * 4);
 	ret = ret ?: dev_alloc((void **)&d->counts, c->nkv * KVK_TOK_NR * 4);
 	ret = ret ?: dev_alloc((void **)&d->act, c->nkv * sizeof(*d->act));
 	ret = ret ?: dev_alloc((void **)&d->scores, T * c->nkv * 4);
@@ -406,6 +426,7 @@ int kvp_dev_init(struct kvp *c, int device, char *err, size_t errlen)
 	ret = ret ?: dev_alloc((void **)&d->vh, T * c->nkv * c->hd * 2);
 	ret = ret ?: dev_alloc((void **)&d->evicted, pl->lists_per_slot * 4);
 	ret = ret ?: dev_alloc(&d->work, d->work_bytes);
+	ret = ret ?: upload_bases(c);
 	if (ret)
 		snprintf(err, errlen, "device scratch for %zu tokens: %s", T,
 			 strerror(-ret));

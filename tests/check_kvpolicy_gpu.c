@@ -74,8 +74,8 @@ static float *to_dev(const float *h, size_t n)
 	return d;
 }
 
-/* one device step of one layer; its fp16 output widened into @out */
-static void dev_step(struct llm_kv *kv, int l, int pos, int ntok,
+/* one device step of one layer of slot @slot; fp16 output widened */
+static void dev_step(struct llm_kv *kv, int slot, int l, int pos, int ntok,
 		     const float *q, const float *k, const float *v,
 		     float *out, void *dout)
 {
@@ -85,7 +85,7 @@ static void dev_step(struct llm_kv *kv, int l, int pos, int ntok,
 	uint16_t *h = malloc((size_t)ntok * QW * 2);
 
 	CK_CUDA(cudaMemset(dout, 0xff, (size_t)ntok * QW * 2));
-	ck_assert_int_eq(kv->ops->step_cuda(kv, 1, l, pos, ntok, dq, dk, dv,
+	ck_assert_int_eq(kv->ops->step_cuda(kv, slot, l, pos, ntok, dq, dk, dv,
 					    dout, KVK_F16, NULL), 0);
 	CK_CUDA(cudaMemcpy(h, dout, (size_t)ntok * QW * 2,
 			   cudaMemcpyDeviceToHost));
@@ -117,18 +117,27 @@ static void usage_close(const char *spec, int step,
 			      what[i], a[i], b[i]);
 }
 
-/* @spec on both caches over one random trace of @prompt + @steps tokens */
+/* struct seqin - one sequence's inputs, [NL][len][heads][HD] */
+struct seqin {
+	int prompt, len;
+	float *q, *k, *v;
+};
+
+#define AT(x, w, len, l, t) ((x) + ((size_t)(l) * (len) + (t)) * (w))
+
+/*
+ * @spec on both caches over two random sequences of different prompt
+ * lengths, interleaved layer by layer in slots 1 and 0 as a batch runs
+ */
 static void compare(const char *spec, uint64_t *seed, int prompt, int steps,
 		    double out_tol, double use_tol)
 {
-	int len = prompt + steps;
 	struct llm_config c = { .n_layers = NL, .n_heads = NH,
 				.n_kv_heads = NKV, .head_dim = HD };
-	float *q = malloc((size_t)NL * len * QW * 4);
-	float *k = malloc((size_t)NL * len * KW * 4);
-	float *v = malloc((size_t)NL * len * KW * 4);
-	float *oh = malloc((size_t)prompt * QW * 4);
-	float *od = malloc((size_t)prompt * QW * 4);
+	struct seqin in[2];
+	int maxp = prompt + 40;
+	float *oh = malloc((size_t)maxp * QW * 4);
+	float *od = malloc((size_t)maxp * QW * 4);
 	struct llm_kv *hk, *dk;
 	struct llm_kv_usage uh, ud;
 	struct llm_policy p;
@@ -136,66 +145,90 @@ static void compare(const char *spec, uint64_t *seed, int prompt, int steps,
 	char err[200];
 	void *dout;
 
-	ck_assert(q && k && v && oh && od);
-	fill(seed, q, k, v, len);
+	for (int j = 0; j < 2; j++) {
+		in[j].prompt = j ? prompt : prompt + 40;
+		in[j].len = in[j].prompt + steps;
+		in[j].q = malloc((size_t)NL * in[j].len * QW * 4);
+		in[j].k = malloc((size_t)NL * in[j].len * KW * 4);
+		in[j].v = malloc((size_t)NL * in[j].len * KW * 4);
+		ck_assert(in[j].q && in[j].k && in[j].v);
+		fill(seed, in[j].q, in[j].k, in[j].v, in[j].len);
+	}
+	ck_assert(oh && od);
 	ck_assert_msg(!llm_policy_parse(spec, &p, err, sizeof(err)), "%s",
 		      err);
-	ck_assert_msg(!llm_kv_policy_create(&c, &p, 2, len, 2, &hk, err,
-					    sizeof(err)), "%s", err);
-	ck_assert_msg(!llm_kv_policy_create_cuda(&c, &p, 2, len, 0, &dk, err,
-						 sizeof(err)), "%s", err);
+	ck_assert_msg(!llm_kv_policy_create(&c, &p, 2, maxp + steps, 2, &hk,
+					    err, sizeof(err)), "%s", err);
+	ck_assert_msg(!llm_kv_policy_create_cuda(&c, &p, 2, maxp + steps, 0,
+						 &dk, err, sizeof(err)),
+		      "%s", err);
 	/* the device cache refuses host pointers */
-	ck_assert_int_eq(llm_kv_policy_step(dk, 1, 0, 0, 1, q, QW, k, v, KW,
-					    oh, QW), -EOPNOTSUPP);
-	CK_CUDA(cudaMalloc(&dout, (size_t)prompt * QW * 2));
-#define AT(x, w, l, t) ((x) + ((size_t)(l) * len + (t)) * (w))
-	for (int l = 0; l < NL; l++) {
-		ck_assert_int_eq(llm_kv_policy_step(hk, 1, l, 0, prompt,
-			AT(q, QW, l, 0), QW, AT(k, KW, l, 0), AT(v, KW, l, 0),
-			KW, oh, QW), 0);
-		dev_step(dk, l, 0, prompt, AT(q, QW, l, 0), AT(k, KW, l, 0),
-			 AT(v, KW, l, 0), od, dout);
-		e = rel_err(od, oh, (size_t)prompt * QW);
-		ck_assert_msg(e < 2e-3, "%s prompt layer %d: error %g", spec, l,
-			      e);
-	}
+	ck_assert_int_eq(llm_kv_policy_step(dk, 1, 0, 0, 1, in[0].q, QW,
+					    in[0].k, in[0].v, KW, oh, QW),
+			 -EOPNOTSUPP);
+	CK_CUDA(cudaMalloc(&dout, (size_t)maxp * QW * 2));
+	for (int l = 0; l < NL; l++)
+		for (int slot = 1; slot >= 0; slot--) {
+			const struct seqin *x = &in[slot];
+			int n = x->prompt;
+
+			ck_assert_int_eq(llm_kv_policy_step(hk, slot, l, 0, n,
+				AT(x->q, QW, x->len, l, 0), QW,
+				AT(x->k, KW, x->len, l, 0),
+				AT(x->v, KW, x->len, l, 0), KW, oh, QW), 0);
+			dev_step(dk, slot, l, 0, n, AT(x->q, QW, x->len, l, 0),
+				 AT(x->k, KW, x->len, l, 0),
+				 AT(x->v, KW, x->len, l, 0), od, dout);
+			e = rel_err(od, oh, (size_t)n * QW);
+			ck_assert_msg(e < 2e-3, "%s slot %d prompt layer %d: "
+				      "error %g", spec, slot, l, e);
+		}
 	for (int s = 0; s <= steps; s++) {
 		char why[200];
 
-		ck_assert_int_eq(llm_kv_policy_usage(hk, 1, &uh), 0);
-		ck_assert_int_eq(llm_kv_policy_usage(dk, 1, &ud), 0);
-		usage_close(spec, s, &uh, &ud, use_tol);
+		for (int slot = 0; slot < 2; slot++) {
+			ck_assert_int_eq(llm_kv_policy_usage(hk, slot, &uh), 0);
+			ck_assert_int_eq(llm_kv_policy_usage(dk, slot, &ud), 0);
+			usage_close(spec, s, &uh, &ud, use_tol);
+		}
 		ck_assert_msg(!llm_kv_policy_check(dk, why, sizeof(why)),
 			      "%s step %d: %s", spec, s, why);
 		if (s == steps)
 			break;
-		for (int l = 0; l < NL; l++) {
-			int i = prompt + s;
+		for (int l = 0; l < NL; l++)
+			for (int slot = 1; slot >= 0; slot--) {
+				const struct seqin *x = &in[slot];
+				int i = x->prompt + s;
 
-			ck_assert_int_eq(llm_kv_policy_step(hk, 1, l, i, 1,
-				AT(q, QW, l, i), QW, AT(k, KW, l, i),
-				AT(v, KW, l, i), KW, oh, QW), 0);
-			dev_step(dk, l, i, 1, AT(q, QW, l, i), AT(k, KW, l, i),
-				 AT(v, KW, l, i), od, dout);
-			e = rel_err(od, oh, QW);
-			worst = e > worst ? e : worst;
-		}
+				ck_assert_int_eq(llm_kv_policy_step(hk, slot, l,
+					i, 1, AT(x->q, QW, x->len, l, i), QW,
+					AT(x->k, KW, x->len, l, i),
+					AT(x->v, KW, x->len, l, i), KW, oh,
+					QW), 0);
+				dev_step(dk, slot, l, i, 1,
+					 AT(x->q, QW, x->len, l, i),
+					 AT(x->k, KW, x->len, l, i),
+					 AT(x->v, KW, x->len, l, i), od, dout);
+				e = rel_err(od, oh, QW);
+				worst = e > worst ? e : worst;
+			}
 	}
-#undef AT
-	printf("# kvpolicy cuda vs cpu %s: %d + %d tokens, decode output "
-	       "error %.2e, host hi %lu lo %lu pruned %lu pages %lu + %lu, "
-	       "device hi %lu lo %lu pruned %lu pages %lu + %lu\n", spec,
-	       prompt, steps, worst, uh.tokens[0], uh.tokens[1], uh.pruned,
-	       uh.pages[0], uh.pages[1], ud.tokens[0], ud.tokens[1], ud.pruned,
-	       ud.pages[0], ud.pages[1]);
+	printf("# kvpolicy cuda vs cpu %s: %d + %d tokens (and %d + %d), "
+	       "decode output error %.2e, host hi %lu lo %lu pruned %lu "
+	       "pages %lu + %lu, device hi %lu lo %lu pruned %lu pages %lu + "
+	       "%lu\n", spec, in[1].prompt, steps, in[0].prompt, steps, worst,
+	       uh.tokens[0], uh.tokens[1], uh.pruned, uh.pages[0], uh.pages[1],
+	       ud.tokens[0], ud.tokens[1], ud.pruned, ud.pages[0], ud.pages[1]);
 	ck_assert_msg(worst < out_tol, "%s: decode output error %g over %g",
 		      spec, worst, out_tol);
 	cudaFree(dout);
 	llm_kv_destroy(hk);
 	llm_kv_destroy(dk);
-	free(q);
-	free(k);
-	free(v);
+	for (int j = 0; j < 2; j++) {
+		free(in[j].q);
+		free(in[j].k);
+		free(in[j].v);
+	}
 	free(oh);
 	free(od);
 }

@@ -31,6 +31,20 @@ say "== device: $(cat "$OUT/gpu.txt")"
 rows=()
 row() { rows+=("$(printf '%-28s %s' "$1" "$2")"); }
 
+# 0. the policy check runs beside everything else: its CPU half (the host
+# caches' eval on 8 threads) takes minutes; its log and rows are merged last
+if [ -e tools/gpu-suite.d/policy.sh ]; then
+	(
+		log=$OUT/policy.say
+		say() { echo "$@" >>"$log"; }
+		row() { printf '%-28s %s\n' "$1" "$2" >>"$OUT/policy.rows"; }
+		POLICY_THREADS=${POLICY_THREADS:-8}
+		# shellcheck source=/dev/null
+		. tools/gpu-suite.d/policy.sh
+	) &
+	policy_pid=$!
+fi
+
 # 1. GPU test suites (the CPU suites too: the same binaries, this machine)
 say "== kvmm-check --gpu"
 "$B/kvmm-check" --gpu --tap "$OUT/check-gpu.tap" >"$OUT/check-gpu.log" 2>&1
@@ -72,9 +86,17 @@ if [ -s "$OUT/bench-attn.txt" ]; then
 fi
 for extra in tools/gpu-suite.d/*.sh; do
 	[ -e "$extra" ] || continue
+	[ "$extra" = tools/gpu-suite.d/policy.sh ] && continue
 	# shellcheck source=/dev/null
 	. "$extra"
 done
+
+if [ -n "${policy_pid:-}" ]; then
+	wait "$policy_pid"
+	cat "$OUT/policy.say" >>"$log" 2>/dev/null
+	[ -e "$OUT/policy.rows" ] &&
+		while IFS= read -r line; do rows+=("$line"); done <"$OUT/policy.rows"
+fi
 
 say ""
 say "== summary ($(cat "$OUT/gpu.txt" | cut -d, -f1))"

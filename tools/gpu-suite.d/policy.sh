@@ -12,7 +12,8 @@
 # TEXT: the text file (default ../shared/data/wikitext-2/valid.txt, then
 # $B/valid.txt); POLICY_INIT: the model's initializer range (0.1);
 # POLICY_CTX: tokens of the chunk, half prefilled (1024; the CPU run of
-# 2048 takes over 7 minutes on 16 cores).
+# 2048 takes over 7 minutes on 16 cores); POLICY_THREADS: CPU threads of
+# the host run (all; gpu-suite.sh runs this file in the background with 8).
 
 if ! declare -F say >/dev/null; then
 	say() { echo "$@"; }
@@ -54,6 +55,7 @@ else
 		(
 			t0=$SECONDS
 			timeout 900 "$B/kvmm" eval ppl --device $dev \
+				${POLICY_THREADS:+--threads $POLICY_THREADS} \
 				--model "$pold/smollm2" --text "$TEXT" \
 				--context "$POLICY_CTX" --prefix $((POLICY_CTX / 2)) \
 				"${pols[@]}" --json >"$OUT/policy-$dev.jsonl" \
@@ -65,6 +67,15 @@ else
 	wait
 	for dev in cpu cuda; do
 		tail -3 "$OUT/policy-$dev.err" | tee -a "${log:-/dev/null}"
+	done
+	# generation through a policy cache on the GPU, batched
+	printf '{"prompt": "%s"}\n' "The cache" "A much longer prompt, so that the two sequences differ" \
+		>"$pold/batch.jsonl"
+	for pol in diffkv kvcompress:rate=2,interval=4; do
+		"$B/kvmm" generate --device cuda --model "$pold/smollm2" \
+			--batch-file "$pold/batch.jsonl" --max-tokens 300 \
+			--policy "$pol" >"$OUT/policy-gen.txt" 2>&1
+		say "generate --device cuda --policy $pol: rc $?, $(grep -E 'KV cache' "$OUT/policy-gen.txt" | head -1 | sed 's/^ *//')"
 	done
 	python3 tests/ref/policy_compare.py "$OUT/policy-cpu.jsonl" \
 		"$OUT/policy-cuda.jsonl" >"$OUT/policy-compare.txt" 2>&1

@@ -5,11 +5,12 @@
  * Version 2 (fp16 and bf16 activations, below): tensor cores, a warp per
  * page, tiles of 16 tokens, formats as template parameters, the context
  * split over several blocks and merged by log-sum-exp, scores from saved
- * logits in a light third kernel. Version 1 (fp32 activations, and scores
- * asked for without scratch): one block of 4 warps per (kv-head, sequence),
- * lanes own dims, every page read once for all query heads of the group,
- * online softmax per query head, warps merged through shared memory, a
- * second pass over K for the scores. See
+ * logits in a light third kernel; formats of at most 8 bits staged in
+ * shared memory by cp.async, a tile ahead. Version 1 (fp32 activations,
+ * and scores asked for without scratch): one block of 4 warps per
+ * (kv-head, sequence), lanes own dims, every page read once for all query
+ * heads of the group, online softmax per query head, warps merged through
+ * shared memory, a second pass over K for the scores. See
  * Documentation/kernels/attention.rst for both, with figures.
  */
 #include <cuda_bf16.h>
@@ -479,10 +480,13 @@ static __device__ __forceinline__ void v2_qk(uint32_t (*kr)[KW],
 					     float (*s)[4])
 {
 #pragma unroll
-	for (int n = 0; n < 2; n++) {
+	for (int n = 0; n < 2; n++)
 		s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+	/* n inner: the two mma chains interleave */
 #pragma unroll
-		for (int j = 0; j < HD / 16; j++) {
+	for (int j = 0; j < HD / 16; j++) {
+#pragma unroll
+		for (int n = 0; n < 2; n++) {
 			uint32_t b0, b1;
 
 			if (B == 16 && v2_ops<T>::is_half) {
@@ -510,6 +514,29 @@ static __device__ __forceinline__ void v2_qk(uint32_t (*kr)[KW],
 			v2_ops<T>::mma(s[n], qf[j][0], 0, qf[j][1], 0, b0, b1);
 		}
 	}
+}
+
+/*
+ * S^T for 16 tokens of 8-bit K with one group, fp16: B is 1024 + code
+ * (PRMT alone, exact in fp16), and the scale and zero are applied to the
+ * fp32 result: s (sum q_d h_d - 1024 Q) + z Q, Q the sum of the head's q.
+ */
+template <int HD, int KW>
+static __device__ __forceinline__ void v2_qk_h8(uint32_t (*kr)[KW],
+						const uint32_t (*qf)[2],
+						float (*s)[4])
+{
+#pragma unroll
+	for (int n = 0; n < 2; n++)
+		s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+	for (int j = 0; j < HD / 16; j++)
+#pragma unroll
+		for (int n = 0; n < 2; n++)
+			v2_ops<__half>::mma(
+				s[n], qf[j][0], 0, qf[j][1], 0,
+				__byte_perm(kr[n][j], 0x64646464U, 0x4140),
+				__byte_perm(kr[n][j], 0x64646464U, 0x4342));
 }
 
 /* O^T += V^T P^T for 16 tokens */
@@ -560,27 +587,279 @@ static __device__ __forceinline__ void v2_pv(uint32_t (*vr)[VW],
 	}
 }
 
-/* the list's page @p: address, tier, tokens in it */
-static __device__ __forceinline__ const uint8_t *
-v2_page(const kvk_attn_args &a, uint32_t list, uint32_t p, uint32_t p_hi,
-	uint32_t n_hi, uint32_t n_lo, int *tier, uint32_t *ntok)
+/*
+ * O^T += V^T P^T for 16 tokens of 4- or 2-bit V, fp16 (staged path): the
+ * A operand straight from token pairs. One PRMT takes the byte holding
+ * dims 2i, 2i + 1 from two tokens; LOP3 keeps one code per half in the
+ * mantissa of 1024 (shifted by its bit offset o); HSUB2 removes 1024
+ * exactly and HFMA2 applies the two tokens' scale 2^-o and zero: the
+ * same operations and roundings as v2_deq2h(), without repacking.
+ */
+template <int HD, int B, int VW>
+static __device__ __forceinline__ void v2_pv_h(uint32_t (*vr)[VW],
+					       const float *sc, const float *zr,
+					       uint32_t p0, uint32_t p1,
+					       float (*acc)[4])
 {
-	uint32_t id;
+	constexpr uint32_t M = (1U << B) - 1;
+	const __half2 one = __float2half2_rn(1024.0f);
+	const __half2 z01 = __floats2half2_rn(zr[0], zr[1]);
+	const __half2 z23 = __floats2half2_rn(zr[2], zr[3]);
 
+#pragma unroll
+	for (int i = 0; i < HD / 16; i++) {
+		const int byte = 2 * i * B / 8, o0 = (2 * i * B) % 8;
+		const int o1 = o0 + B, bs = byte % 4;
+		const uint32_t sel = bs | ((4 + bs) << 8);
+		const uint32_t x01 = __byte_perm(vr[0][byte / 4],
+						 vr[1][byte / 4], sel);
+		const uint32_t x23 = __byte_perm(vr[2][byte / 4],
+						 vr[3][byte / 4], sel);
+		const uint32_t m0 = (M << o0) * 0x00010001U;
+		const uint32_t m1 = (M << o1) * 0x00010001U;
+		const float f0 = 1.0f / (1 << o0), f1 = 1.0f / (1 << o1);
+		uint32_t a[4] = { (x01 & m0) | 0x64006400U,
+				  (x01 & m1) | 0x64006400U,
+				  (x23 & m0) | 0x64006400U,
+				  (x23 & m1) | 0x64006400U };
+		const __half2 s[4] = {
+			__floats2half2_rn(sc[0] * f0, sc[1] * f0),
+			__floats2half2_rn(sc[0] * f1, sc[1] * f1),
+			__floats2half2_rn(sc[2] * f0, sc[3] * f0),
+			__floats2half2_rn(sc[2] * f1, sc[3] * f1),
+		};
+
+#pragma unroll
+		for (int k = 0; k < 4; k++) {
+			__half2 h = __hfma2(__hsub2(*(__half2 *)&a[k], one),
+					    s[k], k < 2 ? z01 : z23);
+
+			a[k] = *(uint32_t *)&h;
+		}
+		v2_ops<__half>::mma(acc[i], a[0], a[1], a[2], a[3], p0, p1);
+	}
+}
+
+/* the table entry of the list's page @p (high tier from the left) */
+static __device__ __forceinline__ uint32_t v2_page_id(const kvk_attn_args &a,
+						      uint32_t list, uint32_t p,
+						      uint32_t p_hi)
+{
+	return a.tables[(size_t)list * a.width +
+			(p < p_hi ? p : a.width - 1 - (p - p_hi))];
+}
+
+/* the list's page @p, table entry @id: address, tier, tokens in it */
+static __device__ __forceinline__ const uint8_t *
+v2_page_at(const kvk_attn_args &a, uint32_t id, uint32_t p, uint32_t p_hi,
+	   uint32_t n_hi, uint32_t n_lo, int *tier, uint32_t *ntok)
+{
 	if (p < p_hi) {
 		*tier = 0;
-		id = a.tables[(size_t)list * a.width + p];
 		*ntok = min(a.tier[0].tokens, n_hi - p * a.tier[0].tokens);
 	} else {
 		p -= p_hi;
 		*tier = 1;
-		id = a.tables[(size_t)list * a.width + a.width - 1 - p];
 		*ntok = min(a.tier[1].tokens, n_lo - p * a.tier[1].tokens);
 	}
 	return (const uint8_t *)(a.pool +
 				 (id / a.pages_per_granule) * ATTN_GRANULE +
 				 (uint64_t)(id % a.pages_per_granule) *
 					 a.page_size);
+}
+
+/* the list's page @p: address, tier, tokens in it */
+static __device__ __forceinline__ const uint8_t *
+v2_page(const kvk_attn_args &a, uint32_t list, uint32_t p, uint32_t p_hi,
+	uint32_t n_hi, uint32_t n_lo, int *tier, uint32_t *ntok)
+{
+	return v2_page_at(a, v2_page_id(a, list, p, p_hi), p, p_hi, n_hi, n_lo,
+			  tier, ntok);
+}
+
+/*
+ * Staging (formats of at most 8 bits): each warp copies its next tile of
+ * 16 tokens (K rows, K metadata, V rows, V metadata) into shared memory
+ * with cp.async while it computes the current one, two stages per warp.
+ * The copies take no registers, so a warp always has a tile in flight.
+ * Rows are stored in 16-byte units (8 for rows of 8 bytes), the unit index
+ * XOR-swizzled so that the mma fragment reads are free of bank conflicts:
+ * K rows by (r & 1) (a lane reads a quarter row of tokens 2n, 2n + 1), V
+ * rows by 2 ((r >> 2) & 3) (a lane reads an eighth of tokens 4 q4 + e).
+ * Tokens past the page's end are zero-filled by the copy (nothing read):
+ * finite, masked out of the logits, zero V. Segments and pages are assumed
+ * 16-byte aligned (kva_page_layout() aligns them to 32).
+ */
+#define V2_STAGES 2
+#define V2_MAXGRP 4	/* metadata groups per row (kva_tier_valid()) */
+
+template <int HD> struct v2_stage {
+	static constexpr int K = 0, KM = 16 * HD, V = KM + 16 * 4 * V2_MAXGRP;
+	static constexpr int VM = V + 16 * HD, BYTES = VM + 16 * 4 * V2_MAXGRP;
+	/* per warp; the block's shared memory, later also the accumulators */
+	static constexpr int WARP = V2_STAGES * BYTES;
+	static constexpr int BLOCK = V2_WARPS * WARP > V2_WARPS * MAXG * HD * 4 ?
+					     V2_WARPS * WARP :
+					     V2_WARPS * MAXG * HD * 4;
+};
+
+extern __shared__ __align__(16) uint8_t v2_dyn_smem[];
+
+#define V2_BITS8_SWITCH(bits, CALL)                                            \
+	switch (bits) {                                                        \
+	case 8: CALL(8); break;                                                \
+	case 4: CALL(4); break;                                                \
+	case 2: CALL(2); break;                                                \
+	default: CALL(1); break;                                               \
+	}
+
+/* U bytes (4, 8, 16) to shared memory, of which the first n are read */
+template <int U>
+static __device__ __forceinline__ void v2_cp(uint32_t dst, const uint8_t *src,
+					     uint32_t n)
+{
+	if (U == 16)
+		asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(
+				     dst),
+			     "l"(src), "r"(n)
+			     : "memory");
+	else
+		asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(
+				     dst),
+			     "l"(src), "n"(U), "r"(n)
+			     : "memory");
+}
+
+static __device__ __forceinline__ void v2_cp_commit(void)
+{
+	asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+template <int N> static __device__ __forceinline__ void v2_cp_wait(void)
+{
+	asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+/* swizzle of a row's 16-byte units (rows of 32 bytes or more) */
+template <int ROW, bool V>
+static __device__ __forceinline__ uint32_t v2_swz(uint32_t r)
+{
+	if (ROW < 32)
+		return 0;
+	return V ? 2 * ((r >> 2) & 3) : (r & 1);
+}
+
+/*
+ * 16 rows of ROW bytes from @src (the tile's first row; rows are
+ * contiguous, so unit c is at src + c U) into @dst; rows from @nv on are
+ * zeros (nothing read).
+ */
+template <int ROW, bool V>
+static __device__ __forceinline__ void v2_cp_rows(uint32_t dst,
+						  const uint8_t *src,
+						  uint32_t nv, int lane)
+{
+	constexpr int U = ROW < 16 ? ROW : 16, PER = ROW / U, NU = 16 * PER;
+
+#pragma unroll
+	for (int i = 0; i < (NU + 31) / 32; i++) {
+		const uint32_t c = lane + 32 * i, r = c / PER, u = c % PER;
+
+		if (NU % 32 == 0 || c < NU)
+			v2_cp<U>(dst + ((r * PER + u) ^ v2_swz<ROW, V>(r)) * U,
+				 r < nv ? src + c * U : src, r < nv ? U : 0);
+	}
+}
+
+/* 16 tokens' metadata (@g groups of 4 bytes) from @src, zeros from @nv on */
+static __device__ __forceinline__ void v2_cp_meta(uint32_t dst,
+						  const uint8_t *src,
+						  uint32_t g, uint32_t nv,
+						  int lane)
+{
+	const int n = (int)(nv * 4 * g) - 16 * lane;
+
+	if (lane < (int)(4 * g))
+		v2_cp<16>(dst + 16 * lane, n > 0 ? src + 16 * lane : src,
+			  n > 16 ? 16 : n > 0 ? n : 0);
+}
+
+/* N bytes of shared memory (N a power of two, aligned) into words */
+template <int N>
+static __device__ __forceinline__ void v2_lds(const uint8_t *p, uint32_t *w)
+{
+	if (N >= 16) {
+		uint4 v = *(const uint4 *)p;
+
+		w[0] = v.x, w[1] = v.y, w[2] = v.z, w[3] = v.w;
+	} else if (N == 8) {
+		uint2 v = *(const uint2 *)p;
+
+		w[0] = v.x, w[1] = v.y;
+	} else if (N == 4) {
+		w[0] = *(const uint32_t *)p;
+	} else if (N == 2) {
+		w[0] = *(const unsigned short *)p;
+	} else {
+		w[0] = *p;
+	}
+}
+
+/* bytes [off, off + N) of staged row r (ROW bytes, swizzled) into words */
+template <int ROW, bool V, int N>
+static __device__ __forceinline__ void v2_lds_row(const uint8_t *rows,
+						  uint32_t r, uint32_t off,
+						  uint32_t *w)
+{
+	constexpr int U = ROW < 16 ? ROW : 16, PER = ROW / U;
+	const uint32_t x = v2_swz<ROW, V>(r);
+
+	if (N >= 16) {
+#pragma unroll
+		for (int h = 0; h < N / 16; h++)
+			v2_lds<16>(rows + ((r * PER + off / 16 + h) ^ x) * 16,
+				   w + 4 * h);
+	} else {
+		v2_lds<N>(rows + ((r * PER + off / U) ^ x) * U + off % U, w);
+	}
+}
+
+/* one tile (16 tokens from t0 of a page of np) into the stage at @st */
+template <int HD>
+static __device__ __forceinline__ void v2_stage_tile(uint32_t st,
+						     const uint8_t *pg,
+						     const kvk_attn_tier &t,
+						     uint32_t t0, uint32_t np,
+						     int lane)
+{
+	typedef v2_stage<HD> S;
+	const uint32_t nv = min(16U, np - t0);
+
+#define CPK(B)                                                                 \
+	v2_cp_rows<HD * B / 8, false>(st + S::K,                               \
+				      pg + t.k_off + t0 * (HD * B / 8), nv,    \
+				      lane)
+#define CPV(B)                                                                 \
+	v2_cp_rows<HD * B / 8, true>(st + S::V,                                \
+				     pg + t.v_off + t0 * (HD * B / 8), nv,     \
+				     lane)
+	V2_BITS8_SWITCH(t.kbits, CPK)
+	V2_BITS8_SWITCH(t.vbits, CPV)
+#undef CPK
+#undef CPV
+	v2_cp_meta(st + S::KM, pg + t.km_off + t0 * 4 * t.kgroups, t.kgroups,
+		   nv, lane);
+	v2_cp_meta(st + S::VM, pg + t.vm_off + t0 * 4 * t.vgroups, t.vgroups,
+		   nv, lane);
+}
+
+/* a token's (scale, zero) of one group from shared memory */
+static __device__ __forceinline__ void v2_meta_s(const uint8_t *p, float *sc,
+						 float *zr)
+{
+	__half2 h = *(const __half2 *)p;
+
+	*sc = __low2float(h), *zr = __high2float(h);
 }
 
 #define V2_BITS_SWITCH(bits, CALL)                                             \
@@ -592,18 +871,238 @@ v2_page(const kvk_attn_args &a, uint32_t list, uint32_t p, uint32_t p_hi,
 	default: CALL(1); break;                                               \
 	}
 
+/* 2^x, one MUFU (flushes results below 2^-126 to 0; 2^-inf = 0) */
+static __device__ __forceinline__ float v2_ex2(float x)
+{
+	float y;
+
+	asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+	return y;
+}
+
+/* K and V of one staged tile into the fragments' registers */
+template <int HD, int B>
+static __device__ __forceinline__ void v2_lds_k(const uint8_t *st,
+						const kvk_attn_tier &t,
+						uint32_t r, int q4, uint32_t *w,
+						float *sc, float *zr)
+{
+	typedef v2_stage<HD> S;
+	constexpr int ROW = HD * B / 8, N = ROW / 4;
+
+	v2_lds_row<ROW, false, N>(st + S::K, r, q4 * N, w);
+	v2_meta_s(st + S::KM + 4 * (r * t.kgroups + ((q4 * t.kgroups) >> 2)),
+		  sc, zr);
+}
+
+template <int HD, int B>
+static __device__ __forceinline__ void v2_lds_v(const uint8_t *st,
+						const kvk_attn_tier &t,
+						uint32_t r, int gid, uint32_t *w,
+						float *sc, float *zr)
+{
+	typedef v2_stage<HD> S;
+	constexpr int ROW = HD * B / 8, N = ROW / 8;
+
+	v2_lds_row<ROW, true, N>(st + S::V, r, gid * N, w);
+	v2_meta_s(st + S::VM + 4 * (r * t.vgroups + ((gid * t.vgroups) >> 3)),
+		  sc, zr);
+}
+
+/*
+ * The staged walk (formats of at most 8 bits) over the warp's pages p0,
+ * p0 + V2_WARPS, .. < p_end: the copy of tile i + 1 is issued before tile i
+ * is computed. Lane j holds the table entry of the warp's page k0 + j, so
+ * opening a page costs a shuffle, not a dependent load.
+ */
+template <int HD, typename T>
+static __device__ __forceinline__ void
+v2_staged(const kvk_attn_args &a, const kvk_attn_work &w, uint32_t list,
+	  uint32_t p0, uint32_t p_end, uint32_t p_hi, uint32_t n_hi,
+	  uint32_t n_lo, int lane, uint8_t *sbuf, const uint32_t (*qf)[2],
+	  float (*acc)[4], float &m, float &l, float *logit, float qscale,
+	  bool fold)
+{
+	constexpr int KW = HD * 8 / 128, VW = HD * 8 / 256;
+	typedef v2_stage<HD> S;
+	const int gid = lane / 4, q4 = lane % 4;
+	float qsum = 0.0f; /* head gid's sum of q (fp16 operands), for fold */
+
+	fold = fold && v2_ops<T>::is_half;
+	if (fold) {
+#pragma unroll
+		for (int j = 0; j < HD / 16; j++)
+#pragma unroll
+			for (int i = 0; i < 2; i++) {
+				const __half2 h = *(const __half2 *)&qf[j][i];
+
+				qsum += __low2float(h) + __high2float(h);
+			}
+		qsum += __shfl_xor_sync(~0U, qsum, 1);
+		qsum += __shfl_xor_sync(~0U, qsum, 2);
+	}
+	const uint32_t G = a.group;
+	const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(sbuf);
+	uint32_t cp = p0, ct0 = 0, cnp, k = 0, ids;
+	int cti, stg = 0;
+	const uint8_t *cpg;
+
+	if (p0 >= p_end)
+		return;
+	ids = p0 + lane * V2_WARPS < p_end ?
+		      v2_page_id(a, list, p0 + lane * V2_WARPS, p_hi) : 0;
+	cpg = v2_page_at(a, __shfl_sync(~0U, ids, 0), cp, p_hi, n_hi, n_lo,
+			 &cti, &cnp);
+	v2_stage_tile<HD>(sbase, cpg, a.tier[cti], 0, cnp, lane);
+	v2_cp_commit();
+	for (;;) {
+		/* the tile in stage stg */
+		const uint32_t p = cp, t0 = ct0, np = cnp;
+		const kvk_attn_tier &t = a.tier[cti];
+		const uint8_t *st = sbuf + stg * S::BYTES;
+		bool more;
+
+		ct0 += 16;
+		if (ct0 >= cnp) {
+			cp += V2_WARPS, ct0 = 0, k++;
+			if (cp < p_end) {
+				if (k % 32 == 0) {
+					const uint32_t pl =
+						cp + lane * V2_WARPS;
+
+					ids = pl < p_end ?
+						v2_page_id(a, list, pl, p_hi) :
+						0;
+				}
+				cpg = v2_page_at(a,
+						 __shfl_sync(~0U, ids, k % 32),
+						 cp, p_hi, n_hi, n_lo, &cti,
+						 &cnp);
+			}
+		}
+		more = cp < p_end;
+		if (more)
+			v2_stage_tile<HD>(sbase + (stg ^ 1) * S::BYTES, cpg,
+					  a.tier[cti], ct0, cnp, lane);
+		v2_cp_commit();
+		v2_cp_wait<1>();
+		__syncwarp();
+		{
+			const int kb = t.kbits, vb = t.vbits;
+			const int nv = (int)min(16U, np - t0);
+			uint32_t kr[2][KW], vr[4][VW], pp0, pp1;
+			float ksc[2], kzr[2], vsc[4], vzr[4], st2[2][4], x[4];
+			float mx = -INFINITY, mn, base, corr;
+
+#define LDK(B)                                                                 \
+	for (int n = 0; n < 2; n++)                                            \
+		v2_lds_k<HD, B>(st, t, 4 * (gid >> 1) + 2 * n + (gid & 1), q4, \
+				kr[n], &ksc[n], &kzr[n])
+#define LDV(B)                                                                 \
+	for (int e = 0; e < 4; e++)                                            \
+		v2_lds_v<HD, B>(st, t, 4 * q4 + e, gid, vr[e], &vsc[e], &vzr[e])
+#define QK(B) v2_qk<HD, T, B, KW>(kr, ksc, kzr, qf, st2)
+#define PV(B)                                                                  \
+	if constexpr (v2_ops<T>::is_half && (B == 4 || B == 2))                \
+		v2_pv_h<HD, B, VW>(vr, vsc, vzr, pp0, pp1, acc);               \
+	else                                                                   \
+		v2_pv<HD, T, B, VW>(vr, vsc, vzr, pp0, pp1, acc)
+			if (fold && kb == 8 && t.kgroups == 1) {
+				/* tokens 4 q4 + e: their (scale, zero) */
+				const uint4 km = *(const uint4 *)(st + S::KM +
+								  16 * q4);
+				const uint32_t kmw[4] = { km.x, km.y, km.z,
+							  km.w };
+
+				for (int n = 0; n < 2; n++)
+					v2_lds_row<HD, false, HD / 4>(
+						st + S::K,
+						4 * (gid >> 1) + 2 * n +
+							(gid & 1),
+						q4 * (HD / 4), kr[n]);
+				v2_qk_h8<HD, KW>(kr, qf, st2);
+#pragma unroll
+				for (int e = 0; e < 4; e++) {
+					const __half2 h =
+						*(const __half2 *)&kmw[e];
+
+					st2[e / 2][e % 2] = fmaf(
+						__low2float(h),
+						st2[e / 2][e % 2] - qsum * 1024.0f,
+						__high2float(h) * qsum);
+				}
+			} else {
+				V2_BITS8_SWITCH(kb, LDK)
+				V2_BITS8_SWITCH(kb, QK)
+			}
+#pragma unroll
+			for (int e = 0; e < 4; e++) {
+				x[e] = st2[e / 2][e % 2] * qscale;
+				if (4 * q4 + e >= nv)
+					x[e] = -INFINITY;
+				mx = fmaxf(mx, x[e]);
+			}
+			if (logit && gid < (int)G)
+				for (int e = 0; e < 4; e++)
+					if (4 * q4 + e < nv)
+						logit[p * w.tstride + t0 +
+						      4 * q4 + e] = x[e];
+			V2_BITS8_SWITCH(vb, LDV)
+			mx = fmaxf(mx, __shfl_xor_sync(~0U, mx, 1));
+			mx = fmaxf(mx, __shfl_xor_sync(~0U, mx, 2));
+			mn = fmaxf(m, mx);
+			base = mn == -INFINITY ? 0.0f : mn;
+			corr = v2_ex2(m - base);
+#pragma unroll
+			for (int e = 0; e < 4; e++)
+				x[e] = v2_ex2(x[e] - base);
+			l = l * corr + (x[0] + x[1]) + (x[2] + x[3]);
+			pp0 = v2_ops<T>::pack(x[0], x[1]);
+			pp1 = v2_ops<T>::pack(x[2], x[3]);
+			m = mn;
+			/* rescale only when some head's maximum moved */
+			if (__any_sync(~0U, corr != 1.0f)) {
+				float c0 = __shfl_sync(~0U, corr, 8 * q4);
+				float c1 = __shfl_sync(~0U, corr, 8 * q4 + 4);
+
+#pragma unroll
+				for (int i = 0; i < HD / 16; i++) {
+					acc[i][0] *= c0, acc[i][1] *= c1;
+					acc[i][2] *= c0, acc[i][3] *= c1;
+				}
+			}
+			V2_BITS8_SWITCH(vb, PV)
+#undef LDK
+#undef LDV
+#undef QK
+#undef PV
+		}
+		__syncwarp(); /* every lane is done with stage stg */
+		if (!more)
+			break;
+		stg ^= 1;
+	}
+	v2_cp_wait<0>();
+	__syncwarp();
+}
+
 /*
  * MAXB: the widest format of the call (16 or 8 bits): it sizes the raw
  * registers. NT: tiles of 16 tokens loaded per step before any arithmetic
- * (2 with 8 bits keeps as many bytes in flight as one fp16 tile).
+ * in the register path (launched with 1). STG: formats of at most 8 bits
+ * staged in shared memory (v2_staged()). fold (run time): the K8 fold.
  */
-template <int HD, typename T, int MAXB, int NT, int MINB>
+template <int HD, typename T, int MAXB, int NT, int MINB, bool STG>
 __global__ void __launch_bounds__(V2_WARPS * 32, MINB)
-	kvk_attn_v2_kernel(const kvk_attn_args a, const kvk_attn_work w)
+	kvk_attn_v2_kernel(const kvk_attn_args a, const kvk_attn_work w,
+			   const bool fold)
 {
 	constexpr int VD = HD / 8;
 	constexpr int KW = HD * MAXB / 128, VW = HD * MAXB / 256;
-	__shared__ float sm_acc[V2_WARPS][MAXG][HD];
+	/* staged: the accumulators reuse the stages (after a barrier) */
+	__shared__ float sm_acc_st[STG ? 1 : V2_WARPS][MAXG][HD];
+	float (*sm_acc)[MAXG][HD] =
+		STG ? (float (*)[MAXG][HD])v2_dyn_smem : sm_acc_st;
 	__shared__ float sm_m[V2_WARPS][MAXG], sm_l[V2_WARPS][MAXG];
 	const uint32_t h = blockIdx.x, s = blockIdx.y, z = blockIdx.z;
 	const uint32_t G = a.group, splits = w.splits;
@@ -643,6 +1142,13 @@ __global__ void __launch_bounds__(V2_WARPS * 32, MINB)
 	for (int i = 0; i < HD / 16; i++)
 		acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
 
+	if constexpr (STG) {
+		v2_staged<HD, T>(a, w, list, z * per + warp, p_end, p_hi, n_hi,
+				 n_lo, lane,
+				 v2_dyn_smem + warp * v2_stage<HD>::WARP, qf,
+				 acc, m, l, logit, qscale, fold);
+		__syncthreads(); /* the stages become the accumulators */
+	} else
 	for (uint32_t p = z * per + warp; p < p_end; p += V2_WARPS) {
 		uint32_t np;
 		int ti;
@@ -877,18 +1383,19 @@ __global__ void kvk_attn_v2_scores(const kvk_attn_args a, const kvk_attn_work w)
 
 /*
  * Measuring knobs, read once per process: KVMM_ATTN_MINB (blocks per SM
- * the head_dim-128 kernel is compiled for: 1 or 4), KVMM_ATTN_NT (tiles per
- * step with formats of at most 8 bits: 1 or 2), KVMM_ATTN_V1 (run version
- * 1). Unset: fp16 pages compiled for 1 block per SM (213 registers, 2
- * blocks fit; 95% of the read ceiling at 64 x 8K on an H100; MINB=4 costs
- * 24%); formats of at most 8 bits for 4 blocks per SM and 1 tile per step
- * (128 registers, 68 bytes spilled: 51% of the ceiling against 43% with
- * MINB=1 NT=2, which KVMM_ATTN_MINB=1 KVMM_ATTN_NT=2 still select).
+ * the head_dim-128 kernel is compiled for: 1, 3 (staged only) or 4),
+ * KVMM_ATTN_STAGED=0 (formats of at most 8 bits through the register path
+ * instead of the shared-memory stages), KVMM_ATTN_FOLD=0 (no K8 fold),
+ * KVMM_ATTN_V1 (run version 1). Unset: fp16 pages compiled for 1 block
+ * per SM (213 registers, 2 blocks fit; 95% of the read ceiling at 64 x 8K
+ * on an H100; MINB=4 costs 24%); formats of at most 8 bits staged, for 4
+ * blocks per SM (128 registers, about 70 bytes spilled; 3 blocks without
+ * spills is slower).
  */
 static int v2_knob(const char *name)
 {
-	static int minb = -2, nt = -2;
-	int *v = name[10] == 'M' ? &minb : &nt;
+	static int minb = -2, staged = -2, fold = -2;
+	int *v = name[10] == 'M' ? &minb : name[10] == 'S' ? &staged : &fold;
 
 	if (*v == -2) {
 		const char *e = getenv(name);
@@ -898,31 +1405,48 @@ static int v2_knob(const char *name)
 	return *v;
 }
 
-template <typename T, int MAXB, int NT>
+/* one instance; staged ones get their dynamic shared memory */
+template <int HD, typename T, int MAXB, int MINB, bool STG>
+static void v2_launch_one(const kvk_attn_args *a, const kvk_attn_work *w,
+			  cudaStream_t st)
+{
+	dim3 grid(a->nr_kv_heads, a->nr_seqs, w->splits);
+	const int smem = STG ? v2_stage<HD>::BLOCK : 0;
+	static int attr;
+
+	if (smem > 48 * 1024 && !attr) {
+		cudaFuncSetAttribute(kvk_attn_v2_kernel<HD, T, MAXB, 1, MINB, STG>,
+				     cudaFuncAttributeMaxDynamicSharedMemorySize,
+				     smem);
+		attr = 1;
+	}
+	kvk_attn_v2_kernel<HD, T, MAXB, 1, MINB, STG>
+		<<<grid, V2_WARPS * 32, smem, st>>>(*a, *w,
+						    v2_knob("KVMM_ATTN_FOLD") != 0);
+}
+
+template <typename T, int MAXB, bool STG>
 static void v2_launch_main(const kvk_attn_args *a, const kvk_attn_work *w,
 			   cudaStream_t st)
 {
-	dim3 grid(a->nr_kv_heads, a->nr_seqs, w->splits);
 	int minb = v2_knob("KVMM_ATTN_MINB");
 
 	if (minb < 0)	/* quantized pages: occupancy beats spills */
 		minb = MAXB == 16 ? 1 : 4;
 	switch (a->head_dim) {
 	case 64:
-		kvk_attn_v2_kernel<64, T, MAXB, NT, 1>
-			<<<grid, V2_WARPS * 32, 0, st>>>(*a, *w);
+		v2_launch_one<64, T, MAXB, 1, STG>(a, w, st);
 		break;
 	case 128:
 		if (minb == 4)
-			kvk_attn_v2_kernel<128, T, MAXB, NT, 4>
-				<<<grid, V2_WARPS * 32, 0, st>>>(*a, *w);
+			v2_launch_one<128, T, MAXB, 4, STG>(a, w, st);
+		else if (minb == 3 && STG)
+			v2_launch_one<128, T, MAXB, 3, STG>(a, w, st);
 		else
-			kvk_attn_v2_kernel<128, T, MAXB, NT, 1>
-				<<<grid, V2_WARPS * 32, 0, st>>>(*a, *w);
+			v2_launch_one<128, T, MAXB, 1, STG>(a, w, st);
 		break;
 	default:
-		kvk_attn_v2_kernel<256, T, MAXB, NT, 1>
-			<<<grid, V2_WARPS * 32, 0, st>>>(*a, *w);
+		v2_launch_one<256, T, MAXB, 1, STG>(a, w, st);
 	}
 }
 
@@ -934,11 +1458,11 @@ static void v2_launch(const kvk_attn_args *a, const kvk_attn_work *w,
 
 	if (a->tier[0].kbits == 16 || a->tier[0].vbits == 16 ||
 	    a->tier[1].kbits == 16 || a->tier[1].vbits == 16)
-		v2_launch_main<T, 16, 1>(a, w, st);
-	else if (v2_knob("KVMM_ATTN_NT") != 2)
-		v2_launch_main<T, 8, 1>(a, w, st);
+		v2_launch_main<T, 16, false>(a, w, st);
+	else if (v2_knob("KVMM_ATTN_STAGED") != 0)
+		v2_launch_main<T, 8, true>(a, w, st);
 	else
-		v2_launch_main<T, 8, 2>(a, w, st);
+		v2_launch_main<T, 8, false>(a, w, st);
 	if (w->splits > 1)
 		kvk_attn_v2_merge<T>
 			<<<a->nr_seqs * a->nr_kv_heads, 256, 0, st>>>(*a, *w);

@@ -345,6 +345,51 @@ static int step_prefill(struct kvp *c, uint32_t s, uint32_t layer, int ntok,
 	return kvp_prompt_done(c, s, (uint32_t)ntok);
 }
 
+/* struct attn_job - one decode token's attention, split by kv-head */
+struct attn_job {
+	const struct kvk_attn_args *a;
+	uint32_t base;		/* the sequence's list of kv-head 0 */
+	int ret;		/* an error of any worker */
+};
+
+/* kv-heads [lo, hi) of the job: their lists, queries and outputs */
+static void attn_heads(void *arg, int tid, int nth)
+{
+	struct attn_job *j = arg;
+	struct kvk_attn_args a = *j->a;
+	size_t row = (size_t)a.group * a.head_dim * kvk_dtype_size(a.dtype);
+	uint32_t lb;
+	long lo, hi;
+	int ret;
+
+	llm_pool_range(a.nr_kv_heads, tid, nth, 1, &lo, &hi);
+	if (lo >= hi)
+		return;
+	lb = j->base + (uint32_t)lo;
+	a.nr_kv_heads = (uint32_t)(hi - lo);
+	a.list_base = &lb;
+	a.q = (const uint8_t *)a.q + lo * row;
+	a.out = (uint8_t *)a.out + lo * row;
+	ret = kvk_attn_decode_cpu(&a, NULL);
+	if (ret)
+		__atomic_store_n(&j->ret, ret, __ATOMIC_RELAXED);
+}
+
+/*
+ * kvk_attn_decode_cpu() over one sequence's kv-heads, split across the
+ * cache's workers (heads touch disjoint lists, pages and outputs, so the
+ * result is the single call's, bit for bit)
+ */
+static int attend(struct kvp *c, const struct kvk_attn_args *a, uint32_t base)
+{
+	struct attn_job j = { a, base, 0 };
+
+	if (llm_pool_threads(c->threads) < 2 || a->nr_kv_heads < 2)
+		return kvk_attn_decode_cpu(a, NULL);
+	llm_pool_run(c->threads, attn_heads, &j);
+	return j.ret;
+}
+
 static int step_decode(struct kvp *c, uint32_t s, uint32_t layer,
 		       const float *q, float *out)
 {
@@ -379,7 +424,7 @@ static int step_decode(struct kvp *c, uint32_t s, uint32_t layer,
 		.tier = { c->at[0], c->at[1] },
 		.update_scores = kvp_score_mode(c),
 	};
-	ret = kvk_attn_decode_cpu(&a, NULL);
+	ret = attend(c, &a, base);
 	if (ret || layer + 1 < (uint32_t)c->kv.n_layers)
 		return ret;
 	return kvp_decode_done(c, s);

@@ -304,6 +304,106 @@ START_TEST(test_kvpolicy_compress)
 }
 END_TEST
 
+/*
+ * Run @spec over traces @t[0] (slot 0) and @t[1] (slot 1) in one cache,
+ * layer by layer interleaved as a batch runs them, or only @t[@only] when
+ * @only >= 0; decode outputs into @out[j] ([steps][NL][NH][HD]).
+ */
+static void drive_slots(const char *spec, const struct trace *t, int only,
+			float **out, struct llm_kv_usage *u)
+{
+	struct llm_config c = { .n_layers = NL, .n_heads = NH,
+				.n_kv_heads = NKV, .head_dim = HD };
+	int maxlen = t[0].len > t[1].len ? t[0].len : t[1].len;
+	float *o = malloc((size_t)maxlen * NH * HD * sizeof(float));
+	struct llm_policy p;
+	struct llm_kv *kv;
+	char err[200];
+
+	ck_assert(o);
+	ck_assert(!llm_policy_parse(spec, &p, err, sizeof(err)));
+	ck_assert_msg(!llm_kv_policy_create(&c, &p, 2, maxlen, 2, &kv, err,
+					    sizeof(err)), "%s", err);
+	for (int l = 0; l < NL; l++)
+		for (int j = 0; j < 2; j++) {
+			const struct trace *x = &t[j];
+
+			if (only >= 0 && j != only)
+				continue;
+			ck_assert_int_eq(llm_kv_policy_step(kv, j, l, 0,
+				x->prompt, at(x->q, l, x->len, 0, NH), NH * HD,
+				at(x->k, l, x->len, 0, NKV),
+				at(x->v, l, x->len, 0, NKV), NKV * HD, o,
+				NH * HD), 0);
+		}
+	for (int s = 0; s < t[0].steps; s++) {
+		for (int l = 0; l < NL; l++)
+			for (int j = 0; j < 2; j++) {
+				const struct trace *x = &t[j];
+				int i = x->prompt + s;
+
+				if (only >= 0 && j != only)
+					continue;
+				ck_assert_int_eq(llm_kv_policy_step(kv, j, l, i,
+					1, at(x->q, l, x->len, i, NH), NH * HD,
+					at(x->k, l, x->len, i, NKV),
+					at(x->v, l, x->len, i, NKV), NKV * HD,
+					out[j] + ((size_t)s * NL + l) * NH * HD,
+					NH * HD), 0);
+			}
+		ck_assert_msg(!llm_kv_policy_check(kv, err, sizeof(err)),
+			      "%s step %d: %s", spec, s, err);
+	}
+	for (int j = 0; j < 2; j++)
+		if (only < 0 || j == only)
+			ck_assert_int_eq(llm_kv_policy_usage(kv, j, &u[j]), 0);
+	llm_kv_destroy(kv);
+	free(o);
+}
+
+/* two sequences of one cache, interleaved, as each alone: bit for bit */
+START_TEST(test_kvpolicy_slots)
+{
+	static const char *const specs[] = {
+		"full", "uniform:tier=k4v4", "diffkv",
+		"kvcompress:rate=2,interval=4,window=16",
+	};
+	uint64_t seed = kvtest_seed(__func__);
+	struct trace t[2];
+	size_t no;
+	float *both[2], *alone[2];
+
+	trace_make(&t[0], seed, 150, 24);
+	trace_make(&t[1], seed + 1, 220, 24);
+	no = (size_t)t[0].steps * NL * NH * HD;
+	for (int j = 0; j < 2; j++) {
+		both[j] = malloc(no * 4);
+		alone[j] = malloc(no * 4);
+		ck_assert(both[j] && alone[j]);
+	}
+	for (size_t i = 0; i < sizeof(specs) / sizeof(specs[0]); i++) {
+		struct llm_kv_usage ub[2], ua[2];
+
+		drive_slots(specs[i], t, -1, both, ub);
+		drive_slots(specs[i], t, 0, alone, ua);
+		drive_slots(specs[i], t, 1, alone, ua);
+		for (int j = 0; j < 2; j++) {
+			ck_assert_msg(!memcmp(both[j], alone[j], no * 4),
+				      "%s: slot %d differs when interleaved",
+				      specs[i], j);
+			ck_assert_msg(!memcmp(&ub[j], &ua[j], sizeof(ub[j])),
+				      "%s: slot %d usage differs", specs[i],
+				      j);
+		}
+	}
+	for (int j = 0; j < 2; j++) {
+		free(both[j]);
+		free(alone[j]);
+		trace_free(&t[j]);
+	}
+}
+END_TEST
+
 START_TEST(test_kvpolicy_invalid)
 {
 	struct llm_config c = { 0 };
@@ -345,6 +445,7 @@ Suite *suite_kvpolicy(void)
 	KV_ADD(tc, test_kvpolicy_full_matches_reference);
 	KV_ADD(tc, test_kvpolicy_equivalences);
 	KV_ADD(tc, test_kvpolicy_compress);
+	KV_ADD(tc, test_kvpolicy_slots);
 	KV_ADD(tc, test_kvpolicy_invalid);
 	tcase_set_timeout(tc, 120);
 	suite_add_tcase(s, tc);

@@ -48,6 +48,14 @@
 #include "kvq.h"
 #include "pool.h"
 
+static const struct llm_kv_ops kvp_ops, kvp_dev_ops;
+
+/* whether @kv is a policy cache */
+static bool is_kvp(const struct llm_kv *kv)
+{
+	return kv && (kv->ops == &kvp_ops || kv->ops == &kvp_dev_ops);
+}
+
 static inline struct kvp *to_kvp(struct llm_kv *kv)
 {
 	return (struct kvp *)kv;
@@ -266,11 +274,41 @@ int kvp_append(struct kvp *c, uint32_t s)
 	return ret;
 }
 
-float kvp_alpha(const struct kvp *c, int quant)
+/* slot @s's threshold: diffkv's alpha_prune (@quant 0) or alpha_quant */
+float kvp_alpha(const struct kvp *c, uint32_t s, int quant)
 {
 	if (c->pol.kind != LLM_POLICY_DIFFKV)
 		return 0.0f;
-	return quant ? c->pol.alpha_quant : c->pol.alpha_prune;
+	return c->alpha[s][quant ? 1 : 0];
+}
+
+/**
+ * llm_kv_policy_seq_alpha() - diffkv thresholds of one sequence slot
+ * @kv: a cache of llm_kv_policy_create() or _create_cuda() for diffkv
+ * @seq: sequence slot
+ * @prune: alpha_prune of the slot, 0 .. 1
+ * @quant: alpha_quant of the slot, at least @prune
+ *
+ * The slot's next prompt and decode steps classify with these instead of
+ * the policy's (the per-sequence thresholds the compress kernels take);
+ * tiers, window and score window stay the cache's. Kept across the slot's
+ * reuse until set again.
+ *
+ * Return: 0, or -EINVAL (another policy, a slot or threshold out of range;
+ * nothing changed).
+ */
+int llm_kv_policy_seq_alpha(struct llm_kv *kv, int seq, float prune,
+			    float quant)
+{
+	struct kvp *c = to_kvp(kv);
+
+	if (!is_kvp(kv) || c->pol.kind != LLM_POLICY_DIFFKV || seq < 0 ||
+	    seq >= kv->n_seq || !(prune >= 0.0f && prune <= 1.0f) ||
+	    !(quant >= prune) || !isfinite(quant))
+		return -EINVAL;
+	c->alpha[seq][0] = prune;
+	c->alpha[seq][1] = quant;
+	return 0;
 }
 
 int kvp_score_mode(const struct kvp *c)
@@ -332,7 +370,7 @@ static int step_prefill(struct kvp *c, uint32_t s, uint32_t layer, int ntok,
 		.dtype = KVK_F32, .k = c->k, .v = c->v, .seq_start = start,
 		.max_len = (uint32_t)ntok, .scores = c->scores,
 		.score_window = c->pol.score_window, .window = c->pol.window,
-		.alpha_prune = kvp_alpha(c, 0), .alpha_quant = kvp_alpha(c, 1),
+		.alpha_prune = kvp_alpha(c, s, 0), .alpha_quant = kvp_alpha(c, s, 1),
 		.pg = pages_of(c), .npages = c->pool->npages,
 		.counts = c->counts, .ntokens = c->pool->ntokens, .err = &err,
 	};
@@ -402,8 +440,8 @@ static int step_decode(struct kvp *c, uint32_t s, uint32_t layer,
 	d = (struct kvk_compress_decode){
 		.nr_seqs = 1, .nr_kv_heads = c->nkv, .head_dim = c->hd,
 		.dtype = KVK_F32, .k = c->k, .v = c->v, .pos = &pos,
-		.window = c->pol.window, .alpha_prune = kvp_alpha(c, 0),
-		.alpha_quant = kvp_alpha(c, 1), .pg = pages_of(c),
+		.window = c->pol.window, .alpha_prune = kvp_alpha(c, s, 0),
+		.alpha_quant = kvp_alpha(c, s, 1), .pg = pages_of(c),
 		.npages = c->pool->npages, .ntokens = c->pool->ntokens,
 		.actions = c->act, .err = &err,
 	};
@@ -527,7 +565,7 @@ int llm_kv_policy_usage(const struct llm_kv *kv, int seq,
 	const struct kva_pool *pl;
 	uint32_t lps, len;
 
-	if (!kv || seq < 0 || seq >= kv->n_seq || !u)
+	if (!is_kvp(kv) || seq < 0 || seq >= kv->n_seq || !u)
 		return -EINVAL;
 	pl = c->pool;
 	lps = pl->lists_per_slot;
@@ -561,10 +599,12 @@ int llm_kv_policy_usage(const struct llm_kv *kv, int seq,
  * @why: the first violation in words
  * @len: bytes of @why
  *
- * Return: 0 or -EUCLEAN (kva_check()).
+ * Return: 0, -EUCLEAN (kva_check()), or -EINVAL for another cache.
  */
 int llm_kv_policy_check(const struct llm_kv *kv, char *why, size_t len)
 {
+	if (!is_kvp(kv))
+		return -EINVAL;
 	return kva_check(((const struct kvp *)kv)->pool, why, len);
 }
 
@@ -617,6 +657,7 @@ static void kvp_destroy(struct llm_kv *kv)
 	if (c->threads)
 		llm_pool_destroy(c->threads);
 	free(c->seq);
+	free(c->alpha);
 	free(c->k);
 	free(c->v);
 	free(c->scores);
@@ -755,10 +796,15 @@ static int create(const struct llm_config *c, const struct llm_policy *p,
 		goto out_free;
 	k->kv.len = calloc(n_seq, sizeof(int));
 	k->seq = calloc(n_seq, sizeof(*k->seq));
+	k->alpha = calloc(n_seq, sizeof(*k->alpha));
 	k->hi = malloc(k->pool->lists_per_slot * sizeof(uint32_t));
 	k->lo = malloc(k->pool->lists_per_slot * sizeof(uint32_t));
-	if (!k->kv.len || !k->seq || !k->hi || !k->lo)
+	if (!k->kv.len || !k->seq || !k->alpha || !k->hi || !k->lo)
 		goto out_nomem;
+	for (int i = 0; i < n_seq; i++) {
+		k->alpha[i][0] = p->alpha_prune;
+		k->alpha[i][1] = p->alpha_quant;
+	}
 #ifdef KVMM_HAVE_CUDA
 	if (!host) {
 		ret = kvp_dev_init(k, device, err, errlen);

@@ -21,6 +21,8 @@ int llm_kv_policy_create_cuda(const struct llm_config *c,
 			      int max_tok, int device, struct llm_kv **out,
 			      char *err, size_t errlen);
 #endif
+int llm_kv_policy_seq_alpha(struct llm_kv *kv, int seq, float prune,
+			    float quant);
 int llm_kv_policy_usage(const struct llm_kv *kv, int seq,
 			struct llm_kv_usage *u);
 int llm_kv_policy_step(struct llm_kv *kv, int seq, int layer, int pos,

@@ -42,6 +42,7 @@ struct kvp {
 	struct kvk_attn_tier at[2];
 	uint32_t full_tpp, full_page_size;
 	struct kvp_seq *seq;
+	float (*alpha)[2];	/* [n_seq] (prune, quant) of each slot */
 	struct kvp_dev *dev;	/* NULL: a host cache */
 	struct llm_pool *threads; /* the prefill attention's workers */
 	/* host scratch, sized for max_tok tokens (host caches only) */
@@ -54,7 +55,7 @@ struct kvp {
 	uint32_t *hi, *lo;	/* [lists_per_slot] for kva_trim() */
 };
 
-float kvp_alpha(const struct kvp *c, int quant);
+float kvp_alpha(const struct kvp *c, uint32_t s, int quant);
 int kvp_score_mode(const struct kvp *c);
 int kvp_begin(struct kvp *c, uint32_t s, int layer, int pos, int ntok);
 int kvp_append(struct kvp *c, uint32_t s);

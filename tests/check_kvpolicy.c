@@ -310,7 +310,8 @@ END_TEST
  * @only >= 0; decode outputs into @out[j] ([steps][NL][NH][HD]).
  */
 static void drive_slots(const char *spec, const struct trace *t, int only,
-			float **out, struct llm_kv_usage *u)
+			const float *alpha1, float **out,
+			struct llm_kv_usage *u)
 {
 	struct llm_config c = { .n_layers = NL, .n_heads = NH,
 				.n_kv_heads = NKV, .head_dim = HD };
@@ -324,6 +325,9 @@ static void drive_slots(const char *spec, const struct trace *t, int only,
 	ck_assert(!llm_policy_parse(spec, &p, err, sizeof(err)));
 	ck_assert_msg(!llm_kv_policy_create(&c, &p, 2, maxlen, 2, &kv, err,
 					    sizeof(err)), "%s", err);
+	if (alpha1)
+		ck_assert_int_eq(llm_kv_policy_seq_alpha(kv, 1, alpha1[0],
+							 alpha1[1]), 0);
 	for (int l = 0; l < NL; l++)
 		for (int j = 0; j < 2; j++) {
 			const struct trace *x = &t[j];
@@ -384,9 +388,9 @@ START_TEST(test_kvpolicy_slots)
 	for (size_t i = 0; i < sizeof(specs) / sizeof(specs[0]); i++) {
 		struct llm_kv_usage ub[2], ua[2];
 
-		drive_slots(specs[i], t, -1, both, ub);
-		drive_slots(specs[i], t, 0, alone, ua);
-		drive_slots(specs[i], t, 1, alone, ua);
+		drive_slots(specs[i], t, -1, NULL, both, ub);
+		drive_slots(specs[i], t, 0, NULL, alone, ua);
+		drive_slots(specs[i], t, 1, NULL, alone, ua);
 		for (int j = 0; j < 2; j++) {
 			ck_assert_msg(!memcmp(both[j], alone[j], no * 4),
 				      "%s: slot %d differs when interleaved",
@@ -399,6 +403,67 @@ START_TEST(test_kvpolicy_slots)
 	for (int j = 0; j < 2; j++) {
 		free(both[j]);
 		free(alone[j]);
+		trace_free(&t[j]);
+	}
+}
+END_TEST
+
+/*
+ * per-sequence thresholds: slot 1 of a diffkv cache set to other alphas
+ * is, bit for bit, slot 1 of a cache made with them; slot 0 keeps the
+ * cache's
+ */
+START_TEST(test_kvpolicy_seq_alpha)
+{
+	static const float alpha[2] = { 0.5f, 2.0f };
+	uint64_t seed = kvtest_seed(__func__);
+	struct llm_config c = { .n_layers = NL, .n_heads = NH,
+				.n_kv_heads = NKV, .head_dim = HD };
+	struct llm_kv_usage u[2], w[2];
+	struct trace t[2];
+	struct llm_policy p;
+	struct llm_kv *kv;
+	char err[200];
+	size_t no;
+	float *a[2], *b[2];
+
+	trace_make(&t[0], seed, 180, 20);
+	trace_make(&t[1], seed + 1, 200, 20);
+	no = (size_t)t[0].steps * NL * NH * HD;
+	for (int j = 0; j < 2; j++) {
+		a[j] = malloc(no * 4);
+		b[j] = malloc(no * 4);
+		ck_assert(a[j] && b[j]);
+	}
+	drive_slots("diffkv", t, -1, alpha, a, u);
+	drive_slots("diffkv:prune=0.5,quant=2", t, 1, NULL, b, w);
+	ck_assert(!memcmp(a[1], b[1], no * 4));
+	ck_assert(!memcmp(&u[1], &w[1], sizeof(u[1])));
+	ck_assert_uint_gt(u[1].pruned, 0);
+	drive_slots("diffkv", t, 0, NULL, b, w);
+	ck_assert(!memcmp(a[0], b[0], no * 4));
+	ck_assert(!memcmp(&u[0], &w[0], sizeof(u[0])));
+	/* refusals: other policies, thresholds and slots out of range */
+	llm_policy_default(LLM_POLICY_UNIFORM, &p);
+	ck_assert(!llm_kv_policy_create(&c, &p, 2, 64, 1, &kv, err,
+					sizeof(err)));
+	ck_assert_int_eq(llm_kv_policy_seq_alpha(kv, 0, 0.1f, 1.0f), -EINVAL);
+	llm_kv_destroy(kv);
+	llm_policy_default(LLM_POLICY_DIFFKV, &p);
+	ck_assert(!llm_kv_policy_create(&c, &p, 2, 64, 1, &kv, err,
+					sizeof(err)));
+	ck_assert_int_eq(llm_kv_policy_seq_alpha(kv, 2, 0.1f, 1.0f), -EINVAL);
+	ck_assert_int_eq(llm_kv_policy_seq_alpha(kv, 0, 1.5f, 2.0f), -EINVAL);
+	ck_assert_int_eq(llm_kv_policy_seq_alpha(kv, 0, 0.5f, 0.1f), -EINVAL);
+	ck_assert_int_eq(llm_kv_policy_seq_alpha(kv, 0, NAN, 1.0f), -EINVAL);
+	ck_assert_int_eq(llm_kv_policy_seq_alpha(kv, 0, 0.0f, INFINITY),
+			 -EINVAL);
+	ck_assert_int_eq(llm_kv_policy_seq_alpha(NULL, 0, 0.0f, 1.0f),
+			 -EINVAL);
+	llm_kv_destroy(kv);
+	for (int j = 0; j < 2; j++) {
+		free(a[j]);
+		free(b[j]);
 		trace_free(&t[j]);
 	}
 }
@@ -446,6 +511,7 @@ Suite *suite_kvpolicy(void)
 	KV_ADD(tc, test_kvpolicy_equivalences);
 	KV_ADD(tc, test_kvpolicy_compress);
 	KV_ADD(tc, test_kvpolicy_slots);
+	KV_ADD(tc, test_kvpolicy_seq_alpha);
 	KV_ADD(tc, test_kvpolicy_invalid);
 	tcase_set_timeout(tc, 120);
 	suite_add_tcase(s, tc);

@@ -63,6 +63,7 @@ enum {
  */
 struct gen_seq {
 	char *prompt;	  /* the user's text (owned) */
+	char *policy;	  /* its "policy" of --batch-file, or NULL (owned) */
 	int32_t *ids;	  /* prompt, then generated tokens */
 	size_t n_prompt;  /* tokens */
 	size_t n_gen;	  /* tokens generated (stop token included) */
@@ -115,7 +116,9 @@ static const char gen_usage[] =
 	"                      uapi, fp16; the default) or contig (fp32)\n"
 	"  --policy SPEC       a KV memory policy instead: full, uniform,\n"
 	"                      diffkv or kvcompress, with knobs as in\n"
-	"                      `kvmm eval` (e.g. diffkv:prune=0,quant=2)\n";
+	"                      `kvmm eval` (e.g. diffkv:prune=0,quant=2);\n"
+	"                      a --batch-file line's \"policy\" may change\n"
+	"                      diffkv's prune and quant for its prompt\n";
 
 static int parse_f32(const char *opt, const char *s, float lo, float hi,
 		     float *out)
@@ -689,14 +692,13 @@ static void gen_summary(const struct gen_run *r, const struct gen_opts *o)
 	struct llm_kv_stats ks;
 	struct rusage ru;
 	double rss_mb;
-	char kvdesc[320];
+	char kvdesc[320], spec[LLM_POLICY_SPEC_MAX + 1] = "";
 
 	if (llm_kv_stats(r->kv, &ks))
 		memset(&ks, 0, sizeof(ks));
-	if (o->policy) {
-		char spec[LLM_POLICY_SPEC_MAX + 1];
-
+	if (o->policy)
 		llm_policy_format(&o->pol, spec, sizeof(spec));
+	if (o->policy) {
 		snprintf(kvdesc, sizeof(kvdesc), "%s, %llu + %llu pages of "
 			 "%llu B (hi + lo tier)", spec,
 			 (unsigned long long)ks.pages_used[0],
@@ -736,7 +738,7 @@ static void gen_summary(const struct gen_run *r, const struct gen_opts *o)
 		       n_prompt, n_gen,
 		       r->load_us / 1e6, r->prefill_us / 1e6, pre_tps,
 		       r->decode_us / 1e6, dec_tps,
-		       ks.paged ? "paged" : "contig",
+		       o->policy ? spec : ks.paged ? "paged" : "contig",
 		       (unsigned long long)ks.bytes,
 		       (unsigned long long)ks.page_size,
 		       (unsigned long long)ks.pages_used[0],
@@ -771,6 +773,7 @@ static void gen_fini(struct gen_run *r)
 	llm_tok_free(r->tok);
 	for (int i = 0; r->seq && i < r->n_seq; i++) {
 		free(r->seq[i].prompt);
+		free(r->seq[i].policy);
 		free(r->seq[i].ids);
 		free(r->seq[i].text);
 	}
@@ -913,14 +916,18 @@ static int js_skip(const char **pp)
 	return 0;
 }
 
-/* the "prompt" member of the object on @line, in a new buffer */
-static int js_prompt(const char *line, char **prompt)
+/*
+ * the "prompt" member of the object on @line, and its "policy" member when
+ * it has one (else NULL), in new buffers
+ */
+static int js_prompt(const char *line, char **prompt, char **policy)
 {
 	const char *p = js_ws(line);
 	char *key;
 	int ret;
 
 	*prompt = NULL;
+	*policy = NULL;
 	if (*p++ != '{')
 		return -EINVAL;
 	for (p = js_ws(p); *p == '"'; p = js_ws(p)) {
@@ -935,6 +942,8 @@ static int js_prompt(const char *line, char **prompt)
 		p = js_ws(p);
 		if (!strcmp(key, "prompt") && *p == '"' && !*prompt)
 			ret = js_string(&p, prompt);
+		else if (!strcmp(key, "policy") && *p == '"' && !*policy)
+			ret = js_string(&p, policy);
 		else
 			ret = *p == '"' ? js_string(&p, NULL) : js_skip(&p);
 		free(key);
@@ -952,11 +961,13 @@ static int js_prompt(const char *line, char **prompt)
 
 out_bad:
 	free(*prompt);
+	free(*policy);
 	*prompt = NULL;
+	*policy = NULL;
 	return -EINVAL;
 }
 
-static int gen_add(struct gen_run *r, int *cap, char *prompt)
+static int gen_add(struct gen_run *r, int *cap, char *prompt, char *policy)
 {
 	if (r->n_seq == *cap) {
 		int nc = *cap ? 2 * *cap : 8;
@@ -968,6 +979,7 @@ static int gen_add(struct gen_run *r, int *cap, char *prompt)
 		*cap = nc;
 	}
 	memset(&r->seq[r->n_seq], 0, sizeof(r->seq[0]));
+	r->seq[r->n_seq].policy = policy;
 	r->seq[r->n_seq++].prompt = prompt;
 	return 0;
 }
@@ -975,14 +987,14 @@ static int gen_add(struct gen_run *r, int *cap, char *prompt)
 /* the prompts: --prompt, or every line of --batch-file */
 static int gen_prompts(struct gen_run *r, const struct gen_opts *o)
 {
-	char *line = NULL, *prompt;
+	char *line = NULL, *prompt, *policy;
 	size_t lcap = 0;
 	int cap = 0, ret = 0, lineno = 0;
 	FILE *f;
 
 	if (o->prompt) {
 		prompt = strdup(o->prompt);
-		ret = prompt ? gen_add(r, &cap, prompt) : -ENOMEM;
+		ret = prompt ? gen_add(r, &cap, prompt, NULL) : -ENOMEM;
 		if (ret)
 			free(prompt);
 		return ret;
@@ -998,19 +1010,25 @@ static int gen_prompts(struct gen_run *r, const struct gen_opts *o)
 		lineno++;
 		if (!*js_ws(line))
 			continue;
-		ret = js_prompt(line, &prompt);
+		ret = js_prompt(line, &prompt, &policy);
 		if (ret == -EINVAL) {
 			fprintf(stderr, "kvmm generate: %s:%d: not a JSON "
 				"object with a \"prompt\" string\n",
 				o->batch_file, lineno);
 			break;
 		}
+		if (!ret && policy && !o->policy) {
+			fprintf(stderr, "kvmm generate: %s:%d: a \"policy\" "
+				"needs --policy\n", o->batch_file, lineno);
+			ret = -EINVAL;
+		}
 		if (!ret && r->n_seq == 4096)
 			ret = -E2BIG;
 		if (!ret)
-			ret = gen_add(r, &cap, prompt);
+			ret = gen_add(r, &cap, prompt, policy);
 		if (ret) {
 			free(prompt);
+			free(policy);
 			break;
 		}
 	}
@@ -1055,6 +1073,40 @@ static void gen_step_free(struct gen_step *st)
 	free(st->logits);
 }
 
+/*
+ * a prompt's own "policy": the kernels take per-sequence thresholds, so it
+ * may differ from --policy in diffkv's prune and quant only
+ */
+static int gen_seq_policy(struct gen_run *r, const struct gen_opts *o, int i)
+{
+	char a[LLM_POLICY_SPEC_MAX + 1], b[LLM_POLICY_SPEC_MAX + 1];
+	struct llm_policy p, q;
+	char err[200];
+
+	if (llm_policy_parse(r->seq[i].policy, &p, err, sizeof(err))) {
+		fprintf(stderr, "kvmm generate: prompt %d: policy: %s\n", i + 1,
+			err);
+		return -EINVAL;
+	}
+	/* the canonical forms, every knob written, must be equal */
+	q = o->pol;
+	if (p.kind == LLM_POLICY_DIFFKV && q.kind == LLM_POLICY_DIFFKV) {
+		q.alpha_prune = p.alpha_prune;
+		q.alpha_quant = p.alpha_quant;
+	}
+	llm_policy_format(&p, a, sizeof(a));
+	llm_policy_format(&q, b, sizeof(b));
+	if (strcmp(a, b)) {
+		fprintf(stderr, "kvmm generate: prompt %d: policy '%s' differs "
+			"from --policy in more than diffkv's prune and quant\n",
+			i + 1, r->seq[i].policy);
+		return -EINVAL;
+	}
+	if (p.kind != LLM_POLICY_DIFFKV)
+		return 0;
+	return llm_kv_policy_seq_alpha(r->kv, i, p.alpha_prune, p.alpha_quant);
+}
+
 /* --policy: a policy cache on the executor's side */
 static int gen_kv_policy(struct gen_run *r, const struct gen_opts *o,
 			 int need)
@@ -1072,10 +1124,15 @@ static int gen_kv_policy(struct gen_run *r, const struct gen_opts *o,
 	ret = llm_kv_policy_create(&r->cfg, &o->pol, r->n_seq, need,
 				   gen_threads_used(r), &r->kv, err,
 				   sizeof(err));
-	if (ret)
+	if (ret) {
 		fprintf(stderr, "kvmm generate: --policy %s: %s\n",
 			llm_policy_name(o->pol.kind),
 			*err ? err : strerror(-ret));
+		return ret;
+	}
+	for (int i = 0; !ret && i < r->n_seq; i++)
+		if (r->seq[i].policy)
+			ret = gen_seq_policy(r, o, i);
 	return ret;
 }
 

@@ -24,6 +24,8 @@ static const struct kvmm_cmd bench_cmds[] = {
 	  "compaction after a random half free: copy GB/s, granules released" },
 	{ "prefill", cmd_bench_prefill,
 	  "prefill attention TFLOP/s beside the cuBLAS GEMM rate" },
+	{ "evict", cmd_bench_evict,
+	  "per-head page eviction (KV-Compress) over Llama-3-8B lists" },
 };
 
 static const struct kvmm_cmd top_cmds[] = {

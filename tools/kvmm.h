@@ -39,6 +39,7 @@ int cmd_bench_mem(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_bench_attn(int argc, char **argv);
+int cmd_bench_evict(int argc, char **argv);
 int cmd_bench_alloc(int argc, char **argv);
 int cmd_bench_compact(int argc, char **argv);
 int cmd_bench_prefill(int argc, char **argv);

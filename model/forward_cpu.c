@@ -17,6 +17,11 @@
  * (one row each); attention then runs per sequence over the keys and values
  * read back from the KV cache. Only the last token of each sequence goes
  * through the final norm and the output projection.
+ *
+ * Measuring knob: KVMM_CPU_ACT_ROUND=f16 (or bf16) rounds every GEMM input
+ * to that type first, as the CUDA executor's GEMMs see them, so that the
+ * sensitivity of a result to the GPU's roundings can be measured on the
+ * CPU alone (Documentation/policies/index.rst). Read once per process.
  */
 #include <errno.h>
 #include <math.h>
@@ -346,6 +351,24 @@ static void gemm(struct llm_cpu *m, const float *x, long ldx, const float *w,
 		 float *y, long ldy, int T, int N, int K)
 {
 	struct gemm_job j = { m, x, w, y, ldx, ldy, T, N, K };
+	static int round_dt = -1;
+
+	/* KVMM_CPU_ACT_ROUND: the inputs are scratch, rounded in place */
+	if (round_dt < 0) {
+		const char *e = getenv("KVMM_CPU_ACT_ROUND");
+
+		round_dt = e && !strcmp(e, "f16") ? KVK_F16 :
+			   e && !strcmp(e, "bf16") ? KVK_BF16 : 0;
+	}
+	if (round_dt)
+		for (int t = 0; t < T; t++)
+			for (int k = 0; k < K; k++) {
+				float *v = (float *)x + t * ldx + k;
+				uint16_t h;
+
+				kvk_convert_from_f32(&h, v, 1, round_dt);
+				kvk_convert_to_f32(v, &h, 1, round_dt);
+			}
 
 	llm_pool_run(m->pool, gemm_task, &j);
 }

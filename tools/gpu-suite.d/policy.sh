@@ -14,7 +14,9 @@
 # 0.1 the random model is chaotic, see Documentation/policies/index.rst);
 # POLICY_CTX: tokens of the chunk, half prefilled (1024; the CPU run of
 # 2048 takes over 7 minutes on 16 cores); POLICY_THREADS: CPU threads of
-# the host run (all; gpu-suite.sh runs this file in the background with 8).
+# the host run (all; gpu-suite.sh runs this file in the background with 8);
+# POLICY_TIMEOUT: seconds each eval may take (480, so that the suite stays
+# within one 10-minute device call).
 
 if ! declare -F say >/dev/null; then
 	say() { echo "$@"; }
@@ -55,7 +57,7 @@ else
 	for dev in cpu cuda; do
 		(
 			t0=$SECONDS
-			timeout 900 "$B/kvmm" eval ppl --device $dev \
+			timeout "${POLICY_TIMEOUT:-480}" "$B/kvmm" eval ppl --device $dev \
 				${POLICY_THREADS:+--threads $POLICY_THREADS} \
 				--model "$pold/smollm2" --text "$TEXT" \
 				--context "$POLICY_CTX" --prefix $((POLICY_CTX / 2)) \

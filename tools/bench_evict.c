@@ -25,6 +25,7 @@
 
 #ifdef KVMM_HAVE_CUDA
 #include <cuda_runtime.h>
+#endif
 
 #define GRAN (2ULL << 20)
 #define REPS 7
@@ -32,17 +33,114 @@
 #define HD 128
 #define WINDOW 64
 
-#define CU(x)                                                                  \
-	do {                                                                   \
-		cudaError_t __e = (x);                                         \
-		if (__e != cudaSuccess) {                                      \
-			fprintf(stderr, "kvmm bench evict: %s: %s\n", #x,      \
-				cudaGetErrorString(__e));                      \
-			return -EIO;                                           \
-		}                                                              \
-	} while (0)
+/* memory of one run: device (CUDA) or host (--cpu) */
+static int m_alloc(int cpu, void **p, size_t n)
+{
+	(void)cpu;	/* unused without CUDA */
+#ifdef KVMM_HAVE_CUDA
+	if (!cpu)
+		return cudaMalloc(p, n) == cudaSuccess ? 0 : -ENOMEM;
+#endif
+	*p = aligned_alloc(4096, (n + 4095) / 4096 * 4096);
+	return *p ? 0 : -ENOMEM;
+}
 
-/* the ceiling: the streaming-read kernel over 4 GiB */
+static void m_free(int cpu, void *p)
+{
+	(void)cpu;	/* unused without CUDA */
+#ifdef KVMM_HAVE_CUDA
+	if (!cpu) {
+		cudaFree(p);
+		return;
+	}
+#endif
+	free(p);
+}
+
+/* @h rows of @w bytes from @src (pitch @sp) to @dst (pitch @dp) */
+static int m_put2d(int cpu, void *dst, size_t dp, const void *src, size_t sp,
+		   size_t w, size_t h)
+{
+	(void)cpu;	/* unused without CUDA */
+#ifdef KVMM_HAVE_CUDA
+	if (!cpu)
+		return cudaMemcpy2D(dst, dp, src, sp, w, h,
+				    cudaMemcpyHostToDevice) == cudaSuccess
+			       ? 0 : -EIO;
+#endif
+	for (size_t r = 0; r < h; r++)
+		memcpy((uint8_t *)dst + r * dp, (const uint8_t *)src + r * sp,
+		       w);
+	return 0;
+}
+
+static int m_put(int cpu, void *dst, const void *src, size_t n)
+{
+	return m_put2d(cpu, dst, n, src, n, n, 1);
+}
+
+static int m_get(int cpu, void *dst, const void *src, size_t n)
+{
+	(void)cpu;	/* unused without CUDA */
+#ifdef KVMM_HAVE_CUDA
+	if (!cpu)
+		return cudaMemcpy(dst, src, n, cudaMemcpyDeviceToHost) ==
+			       cudaSuccess ? 0 : -EIO;
+#endif
+	memcpy(dst, src, n);
+	return 0;
+}
+
+static int m_fill(int cpu, void *p, int byte, size_t n)
+{
+	(void)cpu;	/* unused without CUDA */
+#ifdef KVMM_HAVE_CUDA
+	if (!cpu)
+		return cudaMemset(p, byte, n) == cudaSuccess ? 0 : -EIO;
+#endif
+	memset(p, byte, n);
+	return 0;
+}
+
+/* one timed call, in microseconds */
+static int timed_evict(int cpu, const struct kvk_evict_args *a, double *us)
+{
+	(void)cpu;	/* unused without CUDA */
+#ifdef KVMM_HAVE_CUDA
+	if (!cpu) {
+		cudaEvent_t e0, e1;
+		float ms = 0;
+		int ret;
+
+		if (cudaEventCreate(&e0) != cudaSuccess)
+			return -EIO;
+		if (cudaEventCreate(&e1) != cudaSuccess) {
+			cudaEventDestroy(e0);
+			return -EIO;
+		}
+		cudaEventRecord(e0, 0);
+		ret = kvk_evict_cuda(a, NULL);
+		cudaEventRecord(e1, 0);
+		if (!ret && (cudaEventSynchronize(e1) != cudaSuccess ||
+			     cudaEventElapsedTime(&ms, e0, e1) != cudaSuccess))
+			ret = -EIO;
+		cudaEventDestroy(e0);
+		cudaEventDestroy(e1);
+		*us = ms * 1e3;
+		return ret;
+	}
+#endif
+	{
+		double t0 = kvmm_now_us();
+		int ret = kvk_evict_cpu(a, NULL);
+
+		*us = kvmm_now_us() - t0;
+		return ret;
+	}
+}
+
+/* the ceiling: the streaming-read kernel over 4 GiB (GPU only) */
+#ifdef KVMM_HAVE_CUDA
 static int read_ceiling(double *gbs)
 {
 	size_t len = 4ULL << 30;
@@ -52,17 +150,19 @@ static int read_ceiling(double *gbs)
 	void *p;
 	float ms;
 
-	CU(cudaMalloc(&p, len));
-	CU(cudaMalloc((void **)&sum, 8));
-	CU(cudaMemset(p, 0x3c, len));
-	CU(cudaEventCreate(&a));
-	CU(cudaEventCreate(&b));
+	if (cudaMalloc(&p, len) != cudaSuccess ||
+	    cudaMalloc((void **)&sum, 8) != cudaSuccess ||
+	    cudaMemset(p, 0x3c, len) != cudaSuccess ||
+	    cudaEventCreate(&a) != cudaSuccess ||
+	    cudaEventCreate(&b) != cudaSuccess)
+		return -EIO;
 	for (int r = -2; r < REPS; r++) {
-		CU(cudaEventRecord(a, 0));
+		cudaEventRecord(a, 0);
 		kvk_read_sum_cuda(p, len, sum, NULL);
-		CU(cudaEventRecord(b, 0));
-		CU(cudaEventSynchronize(b));
-		CU(cudaEventElapsedTime(&ms, a, b));
+		cudaEventRecord(b, 0);
+		if (cudaEventSynchronize(b) != cudaSuccess ||
+		    cudaEventElapsedTime(&ms, a, b) != cudaSuccess)
+			return -EIO;
 		if (r >= 0)
 			t[r] = ms;
 	}
@@ -71,9 +171,10 @@ static int read_ceiling(double *gbs)
 	cudaFree(p), cudaFree(sum);
 	return 0;
 }
+#endif
 
 struct result {
-	double us, gbs, bytes, evicted;
+	double us, gbs, bytes, evicted, want;
 };
 
 /*
@@ -82,9 +183,9 @@ struct result {
  * (p % width) * tokens + k; metrics are random. Granule g holds pages
  * g * ppg .., each segment one strided copy per granule.
  */
-static int fill_pages(void *pool, const struct kva_layout *l, uint32_t ps,
-		      uint32_t ppg, uint64_t npages, uint32_t width,
-		      uint64_t *seed)
+static int fill_pages(int cpu, void *pool, const struct kva_layout *l,
+		      uint32_t ps, uint32_t ppg, uint64_t npages,
+		      uint32_t width, uint64_t *seed)
 {
 	size_t seg = (size_t)l->tokens * 4;
 	float *m = malloc(seg * ppg);
@@ -105,40 +206,50 @@ static int fill_pages(void *pool, const struct kva_layout *l, uint32_t ps,
 				pos[p * l->tokens + k] = (int32_t)(
 					(g * ppg + p) % width * l->tokens + k);
 			}
-		if (cudaMemcpy2D(dst + l->score_off, ps, m, seg, seg, n,
-				 cudaMemcpyHostToDevice) != cudaSuccess ||
-		    cudaMemcpy2D(dst + l->pos_off, ps, pos, seg, seg, n,
-				 cudaMemcpyHostToDevice) != cudaSuccess)
-			ret = -EIO;
+		ret = m_put2d(cpu, dst + l->score_off, ps, m, seg, seg, n);
+		if (!ret)
+			ret = m_put2d(cpu, dst + l->pos_off, ps, pos, seg, seg,
+				      n);
 	}
 	free(m);
 	free(pos);
 	return ret;
 }
 
+/* struct evict_mem - the arrays of one grid point, in the run's memory */
+struct evict_mem {
+	void *pool, *tab, *ntok, *base, *quota, *from, *ev;
+};
+
+static void mem_free(int cpu, struct evict_mem *d)
+{
+	m_free(cpu, d->pool), m_free(cpu, d->tab), m_free(cpu, d->ntok);
+	m_free(cpu, d->base), m_free(cpu, d->quota), m_free(cpu, d->from);
+	m_free(cpu, d->ev);
+}
+
 /*
  * One grid point: @batch sequences of @ctx tokens in each of their LISTS
  * lists, positions 0 .. ctx - 1 per list, random metrics; the newest
  * WINDOW positions protected; the quota half of each sequence's pages.
- * ntokens is restored before every repetition (the compaction moves
- * survivors into holes; the lists then hold duplicates of valid tokens,
- * which costs the next call the same).
+ * The token counts and every page's metrics and positions are restored
+ * before each repetition (the compaction moved survivors, protected ones
+ * among them, into the holes), so every call sees the same state.
  */
-static int run_point(uint32_t batch, uint32_t ctx, uint64_t *seed,
+static int run_point(int cpu, uint32_t batch, uint32_t ctx, uint64_t *seed,
 		     struct result *res)
 {
 	struct kva_tier tier = { 16, 16, 1, 1 };
 	struct kva_layout l;
 	struct kvk_evict_args a = { 0 };
-	uint32_t lists = batch * LISTS, width, ppg, *tables, *ntok, *base;
-	uint32_t *quota, *ev_h;
-	int32_t *from;
+	struct evict_mem d = { 0 };
+	uint32_t lists = batch * LISTS, width, ppg;
+	uint32_t *tables = NULL, *ntok = NULL, *base = NULL, *quota = NULL;
+	uint32_t *ev_h = NULL;
+	int32_t *from = NULL;
 	uint64_t npages;
 	size_t pool_bytes;
-	double t[REPS], moved = 0;
-	cudaEvent_t e0, e1;
-	void *pool, *dtab, *dntok, *dbase, *dquota, *dfrom, *dev;
-	float ms;
+	double t[REPS];
 	int ps = kva_page_size(HD, &tier, 1), ret = 0;
 
 	if (ps < 0 || kva_page_layout(HD, ps, &tier, &l))
@@ -153,8 +264,10 @@ static int run_point(uint32_t batch, uint32_t ctx, uint64_t *seed,
 	quota = malloc(batch * 4);
 	from = malloc(batch * 4);
 	ev_h = malloc((size_t)lists * 4);
-	if (!tables || !ntok || !base || !quota || !from || !ev_h)
-		return -ENOMEM;
+	if (!tables || !ntok || !base || !quota || !from || !ev_h) {
+		ret = -ENOMEM;
+		goto out;
+	}
 	for (uint64_t p = 0; p < npages; p++)
 		tables[p] = (uint32_t)p;
 	for (uint32_t li = 0; li < lists; li++)
@@ -164,69 +277,61 @@ static int run_point(uint32_t batch, uint32_t ctx, uint64_t *seed,
 		quota[s] = LISTS * width / 2;
 		from[s] = (int32_t)ctx - WINDOW;
 	}
-	CU(cudaMalloc(&pool, pool_bytes));
-	CU(cudaMemset(pool, 0x3c, pool_bytes));
-	ret = fill_pages(pool, &l, ps, ppg, npages, width, seed);
+	ret = m_alloc(cpu, &d.pool, pool_bytes);
+	ret = ret ?: m_alloc(cpu, &d.tab, (size_t)npages * 4);
+	ret = ret ?: m_alloc(cpu, &d.ntok, (size_t)lists * 8);
+	ret = ret ?: m_alloc(cpu, &d.base, batch * 4);
+	ret = ret ?: m_alloc(cpu, &d.quota, batch * 4);
+	ret = ret ?: m_alloc(cpu, &d.from, batch * 4);
+	ret = ret ?: m_alloc(cpu, &d.ev, (size_t)lists * 4);
+	ret = ret ?: m_fill(cpu, d.pool, 0x3c, pool_bytes);
+	ret = ret ?: m_put(cpu, d.tab, tables, (size_t)npages * 4);
+	ret = ret ?: m_put(cpu, d.base, base, batch * 4);
+	ret = ret ?: m_put(cpu, d.quota, quota, batch * 4);
+	ret = ret ?: m_put(cpu, d.from, from, batch * 4);
 	if (ret)
-		return ret;
-	CU(cudaMalloc(&dtab, (size_t)npages * 4));
-	CU(cudaMemcpy(dtab, tables, (size_t)npages * 4,
-		      cudaMemcpyHostToDevice));
-	CU(cudaMalloc(&dntok, (size_t)lists * 8));
-	CU(cudaMalloc(&dbase, batch * 4));
-	CU(cudaMemcpy(dbase, base, batch * 4, cudaMemcpyHostToDevice));
-	CU(cudaMalloc(&dquota, batch * 4));
-	CU(cudaMemcpy(dquota, quota, batch * 4, cudaMemcpyHostToDevice));
-	CU(cudaMalloc(&dfrom, batch * 4));
-	CU(cudaMemcpy(dfrom, from, batch * 4, cudaMemcpyHostToDevice));
-	CU(cudaMalloc(&dev, (size_t)lists * 4));
+		goto out;
 	a.nr_seqs = batch, a.lists = LISTS, a.head_dim = HD;
 	a.tier = (struct kvk_attn_tier){ 16, 16, 1, 1, l.tokens, l.k_off,
 					  l.km_off, l.v_off, l.vm_off,
 					  l.score_off, l.pos_off };
-	a.pool = (uint64_t)(uintptr_t)pool, a.page_size = ps;
-	a.pages_per_granule = ppg, a.tables = dtab, a.width = width;
-	a.ntokens = dntok, a.list_base = dbase, a.quota = dquota;
-	a.protect_from = dfrom, a.sinks = 0, a.evicted = dev;
-	CU(cudaEventCreate(&e0));
-	CU(cudaEventCreate(&e1));
-	for (int r = -2; r < REPS && !ret; r++) {
-		CU(cudaMemcpy(dntok, ntok, (size_t)lists * 8,
-			      cudaMemcpyHostToDevice));
-		CU(cudaEventRecord(e0, 0));
-		ret = kvk_evict_cuda(&a, NULL);
-		CU(cudaEventRecord(e1, 0));
-		CU(cudaEventSynchronize(e1));
-		CU(cudaEventElapsedTime(&ms, e0, e1));
-		if (r >= 0)
-			t[r] = ms;
+	a.pool = (uint64_t)(uintptr_t)d.pool, a.page_size = ps;
+	a.pages_per_granule = ppg, a.tables = d.tab, a.width = width;
+	a.ntokens = d.ntok, a.list_base = d.base, a.quota = d.quota;
+	a.protect_from = d.from, a.sinks = 0, a.evicted = d.ev;
+	for (int r = -1; r < REPS && !ret; r++) {
+		uint64_t again = *seed;
+		double us;
+
+		ret = fill_pages(cpu, d.pool, &l, ps, ppg, npages, width,
+				 &again);
+		ret = ret ?: m_put(cpu, d.ntok, ntok, (size_t)lists * 8);
+		ret = ret ?: timed_evict(cpu, &a, &us);
+		if (!ret && r >= 0)
+			t[r] = us;
 	}
-	CU(cudaGetLastError());
-	if (!ret) {
-		CU(cudaMemcpy(ev_h, dev, (size_t)lists * 4,
-			      cudaMemcpyDeviceToHost));
-		res->evicted = 0;
-		for (uint32_t li = 0; li < lists; li++)
-			res->evicted += ev_h[li];
-		/*
-		 * survivors moved into holes: at most one per evicted token
-		 * below the new length; counted as the evicted tokens, an
-		 * upper bound of the copies
-		 */
-		moved = res->evicted;
-		res->us = kvmm_median(t, REPS) * 1e3;
-		res->bytes = (double)lists * ctx * 8 + (double)npages * 4 +
-			     moved * 2.0 * 2 * HD * 2;
-		res->gbs = res->bytes / (res->us * 1e-6) / 1e9;
-	}
-	cudaEventDestroy(e0), cudaEventDestroy(e1);
-	cudaFree(pool), cudaFree(dtab), cudaFree(dntok), cudaFree(dbase);
-	cudaFree(dquota), cudaFree(dfrom), cudaFree(dev);
+	ret = ret ?: m_get(cpu, ev_h, d.ev, (size_t)lists * 4);
+	if (ret)
+		goto out;
+	res->evicted = 0;
+	for (uint32_t li = 0; li < lists; li++)
+		res->evicted += ev_h[li];
+	res->want = (double)quota[0] * batch * l.tokens;
+	/*
+	 * bytes: each token's metric and position, the table, and the K/V
+	 * rows of the moved survivors, read and written (at most one per
+	 * evicted token: an upper bound)
+	 */
+	res->us = kvmm_median(t, REPS);
+	res->bytes = (double)lists * ctx * 8 + (double)npages * 4 +
+		     res->evicted * 2.0 * 2 * HD * 2;
+	res->gbs = res->bytes / (res->us * 1e-6) / 1e9;
+out:
+	mem_free(cpu, &d);
 	free(tables), free(ntok), free(base), free(quota), free(from);
 	free(ev_h);
 	return ret;
 }
-#endif
 
 /**
  * cmd_bench_evict() - `kvmm bench evict`
@@ -239,27 +344,38 @@ static int run_point(uint32_t batch, uint32_t ctx, uint64_t *seed,
 int cmd_bench_evict(int argc, char **argv)
 {
 	static const struct option opts[] = {
+		{ "cpu", no_argument, NULL, 'c' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	int json = 0, c;
+	static const uint32_t batches[] = { 1, 8 };
+	static const uint32_t ctxs[] = { 1024, 8192 };
+	uint64_t seed = 0x5eed;
+	double ceil_gbs = 0;
+	int json = 0, cpu = 0, first = 1, c;
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
+		case 'c':
+			cpu = 1;
+			break;
 		case 'j':
 			json = 1;
 			break;
 		case 'h':
-			printf("usage: kvmm bench evict [--json]\n"
+			printf("usage: kvmm bench evict [--cpu] [--json]\n"
 			       "  Llama-3-8B lists (32 layers x 8 kv-heads, "
 			       "head_dim 128, fp16 pages), random metrics;\n"
 			       "  batch {1, 8} x context {1K, 8K}, half of "
-			       "each sequence's pages freed\n");
+			       "each sequence's pages freed\n"
+			       "  --cpu: the CPU reference on host memory, "
+			       "batch 1 only\n");
 			return 0;
 		default:
-			fprintf(stderr, "usage: kvmm bench evict [--json]\n");
+			fprintf(stderr, "usage: kvmm bench evict [--cpu] "
+					"[--json]\n");
 			return 2;
 		}
 	}
@@ -268,58 +384,77 @@ int cmd_bench_evict(int argc, char **argv)
 			argv[optind]);
 		return 2;
 	}
+	if (!cpu) {
 #ifdef KVMM_HAVE_CUDA
-	{
-		static const uint32_t batches[] = { 1, 8 };
-		static const uint32_t ctxs[] = { 1024, 8192 };
-		uint64_t seed = 0x5eed;
 		char why[256];
-		double ceil_gbs;
-		int first = 1;
 
 		if (kvrt_cuda_probe(why, sizeof(why))) {
 			fprintf(stderr, "kvmm bench evict: no GPU: %s\n", why);
 			return 1;
 		}
-		if (read_ceiling(&ceil_gbs))
+		if (read_ceiling(&ceil_gbs)) {
+			fprintf(stderr, "kvmm bench evict: read ceiling "
+				"failed\n");
 			return 1;
-		if (json)
-			printf("{\"bench\":\"evict\",\"read_ceiling_gbs\":%.1f,"
-			       "\"points\":[", ceil_gbs);
-		else
-			printf("kvmm bench evict: %d lists of head_dim %d per "
-			       "sequence, fp16 pages, half the pages freed; "
-			       "read ceiling %.0f GB/s\n\n%6s %6s %10s %12s "
-			       "%10s %9s %7s\n", LISTS, HD, ceil_gbs, "batch",
-			       "ctx", "us", "evicted", "MB", "GB/s", "ceil%");
-		for (size_t b = 0; b < ARRAY_SIZE(batches); b++)
-			for (size_t ci = 0; ci < ARRAY_SIZE(ctxs); ci++) {
-				struct result r = { 0 };
-
-				if (run_point(batches[b], ctxs[ci], &seed, &r))
-					return 1;
-				if (json)
-					printf("%s{\"batch\":%u,\"ctx\":%u,"
-					       "\"us\":%.2f,\"evicted\":%.0f,"
-					       "\"bytes\":%.0f,\"gbs\":%.1f}",
-					       first ? "" : ",", batches[b],
-					       ctxs[ci], r.us, r.evicted,
-					       r.bytes, r.gbs);
-				else
-					printf("%6u %6u %10.1f %12.0f %10.1f "
-					       "%9.1f %6.1f%%\n", batches[b],
-					       ctxs[ci], r.us, r.evicted,
-					       r.bytes / 1e6, r.gbs,
-					       100 * r.gbs / ceil_gbs);
-				first = 0;
-			}
-		if (json)
-			printf("]}\n");
-		return 0;
-	}
+		}
 #else
-	(void)json;
-	fprintf(stderr, "kvmm bench evict: built without CUDA\n");
-	return 1;
+		fprintf(stderr, "kvmm bench evict: built without CUDA (--cpu "
+			"runs the CPU reference)\n");
+		return 1;
 #endif
+	}
+	if (json)
+		printf("{\"bench\":\"evict\",\"device\":\"%s\","
+		       "\"read_ceiling_gbs\":%.1f,\"points\":[",
+		       cpu ? "cpu" : "cuda", ceil_gbs);
+	else
+	{
+		char ce[64] = "no read ceiling on the CPU";
+
+		if (!cpu)
+			snprintf(ce, sizeof(ce), "read ceiling %.0f GB/s",
+				 ceil_gbs);
+		printf("kvmm bench evict (%s): %d lists of head_dim %d per "
+		       "sequence, fp16 pages, half the pages freed; %s\n\n"
+		       "%6s %6s %10s %12s %10s %9s %7s\n",
+		       cpu ? "cpu reference" : "cuda", LISTS, HD, ce, "batch",
+		       "ctx", "us", "evicted", "MB", "GB/s", "ceil%");
+	}
+	for (size_t b = 0; b < ARRAY_SIZE(batches); b++)
+		for (size_t ci = 0; ci < ARRAY_SIZE(ctxs); ci++) {
+			struct result r = { 0 };
+			int ret;
+
+			if (cpu && batches[b] > 1)
+				continue;
+			ret = run_point(cpu, batches[b], ctxs[ci], &seed, &r);
+			if (ret) {
+				fprintf(stderr, "kvmm bench evict: batch %u "
+					"ctx %u: %s\n", batches[b], ctxs[ci],
+					strerror(-ret));
+				return 1;
+			}
+			if (r.evicted != r.want) {
+				fprintf(stderr, "kvmm bench evict: batch %u "
+					"ctx %u: evicted %.0f tokens, the quota "
+					"is %.0f\n", batches[b], ctxs[ci],
+					r.evicted, r.want);
+				return 1;
+			}
+			if (json)
+				printf("%s{\"batch\":%u,\"ctx\":%u,"
+				       "\"us\":%.2f,\"evicted\":%.0f,"
+				       "\"bytes\":%.0f,\"gbs\":%.1f}",
+				       first ? "" : ",", batches[b], ctxs[ci],
+				       r.us, r.evicted, r.bytes, r.gbs);
+			else
+				printf("%6u %6u %10.1f %12.0f %10.1f %9.1f "
+				       "%6.1f%%\n", batches[b], ctxs[ci], r.us,
+				       r.evicted, r.bytes / 1e6, r.gbs,
+				       ceil_gbs ? 100 * r.gbs / ceil_gbs : 0.0);
+			first = 0;
+		}
+	if (json)
+		printf("]}\n");
+	return 0;
 }

@@ -120,7 +120,8 @@ static int upload_slot(struct kvp *c, uint32_t s, void *st)
 
 	ret = copy_in(d->tables + l0 * pl->width, pl->table + l0 * pl->width,
 		      n * pl->width * 4, st);
-	ret = ret ?: copy_in(d->npages + 2 * l0, pl->npages + 2 * l0, n * 8, st);
+	ret = ret ?: copy_in(d->npages + 2 * l0, pl->npages + 2 * l0, n * 8,
+			     st);
 	return ret ?: copy_in(d->ntokens + 2 * l0, pl->ntokens + 2 * l0, n * 8,
 			      st);
 }
@@ -232,7 +233,8 @@ static int dev_prefill(struct kvp *c, uint32_t s, uint32_t layer, int ntok,
 		       void *out, enum kvk_dtype odt, void *st)
 {
 	struct kvp_dev *d = c->dev;
-	size_t nq = (size_t)ntok * c->nh * c->hd, nk = (size_t)ntok * c->nkv * c->hd;
+	size_t nq = (size_t)ntok * c->nh * c->hd;
+	size_t nk = (size_t)ntok * c->nkv * c->hd;
 	struct kvk_prefill_args pa;
 	struct kvk_compress_prompt a;
 	int ret;
@@ -256,8 +258,8 @@ static int dev_prefill(struct kvp *c, uint32_t s, uint32_t layer, int ntok,
 		.head_dim = c->hd, .scale = c->scale, .dtype = odt,
 		.q = d->qh, .k = d->kh, .v = d->vh,
 		.seq_start = slot_small(c, s) + KVD_START,
-		.max_len = (uint32_t)ntok, .out = out, .lse = d->lse, .scores = d->scores,
-		.score_window = c->pol.score_window,
+		.max_len = (uint32_t)ntok, .out = out, .lse = d->lse,
+		.scores = d->scores, .score_window = c->pol.score_window,
 		.score_mode = kvp_score_mode(c),
 	};
 	ret = kvk_prefill_cuda(&pa, st);
@@ -267,7 +269,8 @@ static int dev_prefill(struct kvp *c, uint32_t s, uint32_t layer, int ntok,
 		.nr_seqs = 1, .nr_kv_heads = c->nkv, .head_dim = c->hd,
 		.dtype = KVK_F32, .k = k, .v = v,
 		.seq_start = slot_small(c, s) + KVD_START,
-		.max_len = (uint32_t)ntok, .scores = d->scores, .score_window = c->pol.score_window,
+		.max_len = (uint32_t)ntok, .scores = d->scores,
+		.score_window = c->pol.score_window,
 		.window = c->pol.window, .alpha_prune = kvp_alpha(c, s, 0),
 		.alpha_quant = kvp_alpha(c, s, 1),
 		.pg = pages_dev(c, slot_small(c, s) + KVD_LB + layer),
@@ -409,7 +412,8 @@ int kvp_dev_init(struct kvp *c, int device, char *err, size_t errlen)
 	d->work_bytes = kvk_attn_work_bytes(&a);
 	d->herr = calloc(c->kv.n_layers, 4);
 	d->hlb = calloc(c->kv.n_layers, 4);
-	ret = d->herr && d->hlb ? kvk_cuda_errno(cudaSetDevice(device)) : -ENOMEM;
+	ret = d->herr && d->hlb ? kvk_cuda_errno(cudaSetDevice(device))
+				: -ENOMEM;
 	ret = ret ?: dev_alloc((void **)&d->tables, lists * pl->width * 4);
 	ret = ret ?: dev_alloc((void **)&d->npages, lists * 8);
 	ret = ret ?: dev_alloc((void **)&d->ntokens, lists * 8);

@@ -436,9 +436,9 @@ int cmd_bench_evict(int argc, char **argv)
 			}
 			if (r.evicted != r.want) {
 				fprintf(stderr, "kvmm bench evict: batch %u "
-					"ctx %u: evicted %.0f tokens, the quota "
-					"is %.0f\n", batches[b], ctxs[ci],
-					r.evicted, r.want);
+					"ctx %u: evicted %.0f tokens, the "
+					"quota is %.0f\n", batches[b],
+					ctxs[ci], r.evicted, r.want);
 				return 1;
 			}
 			if (json)

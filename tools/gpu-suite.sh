@@ -5,8 +5,11 @@
 # full logs under $OUT, a short table last.
 #
 # Build here (where liburing and Check are installed; both are linked
-# statically) and carry the build folder to the GPU machine:
-#   make -j2 && <device run, carry build/>: bash tools/gpu-suite.sh
+# statically) and carry the build folder to the GPU machine, with the
+# WikiText-2 text the policy check reads when ../shared is not there:
+#   make -j2 && mkdir -p build-carry &&
+#   cp build/kvmm build/kvmm-check ../shared/data/wikitext-2/valid.txt build-carry/
+#   <device run, carry build-carry/>: B=build-carry bash tools/gpu-suite.sh
 # Where build/ is absent the script builds it (needs liburing and Check).
 set -u
 # Logs are written to a work folder and handed back as two files under

@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""random_llama.py - a randomly initialised SmolLM2-135M-shaped model, numpy only.
+
+Writes a Hugging Face directory (config.json, model.safetensors in fp16, a
+byte-level BPE tokenizer.json of 256 bytes and filler ids) with
+transformers' Llama layout and initialisation: every linear and the
+embedding drawn from N(0, init^2), norms 1, the output tied to the
+embedding. The same --seed and --init give the same bytes on every
+machine, so the policy check of the GPU suite (tools/gpu-suite.d/policy.sh)
+and a CPU-only measurement of its noise floor see one model.
+
+    random_llama.py --out DIR [--init 0.05] [--seed 1234]
+"""
+import argparse
+import json
+import os
+import struct
+import sys
+
+import numpy as np
+
+# SmolLM2-135M
+D, F, L, H, KV, HD, V = 576, 1536, 30, 9, 3, 64, 49152
+
+
+def bytes_to_unicode():
+    """GPT-2's byte -> printable character table."""
+    bs = (list(range(ord("!"), ord("~") + 1)) +
+          list(range(ord("\xa1"), ord("\xac") + 1)) +
+          list(range(ord("\xae"), ord("\xff") + 1)))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, (chr(c) for c in cs)))
+
+
+def tensors(init, seed):
+    rng = np.random.default_rng(seed)
+    t = {}
+
+    def lin(name, rows, cols):
+        w = rng.standard_normal((rows, cols), dtype=np.float32) * init
+        t[name] = w.astype(np.float16)
+
+    lin("model.embed_tokens.weight", V, D)
+    for i in range(L):
+        p = "model.layers.%d." % i
+        t[p + "input_layernorm.weight"] = np.ones(D, np.float16)
+        t[p + "post_attention_layernorm.weight"] = np.ones(D, np.float16)
+        lin(p + "self_attn.q_proj.weight", H * HD, D)
+        lin(p + "self_attn.k_proj.weight", KV * HD, D)
+        lin(p + "self_attn.v_proj.weight", KV * HD, D)
+        lin(p + "self_attn.o_proj.weight", D, H * HD)
+        lin(p + "mlp.gate_proj.weight", F, D)
+        lin(p + "mlp.up_proj.weight", F, D)
+        lin(p + "mlp.down_proj.weight", D, F)
+    t["model.norm.weight"] = np.ones(D, np.float16)
+    return t
+
+
+def write_safetensors(path, t):
+    hdr, off = {}, 0
+    for k, a in t.items():
+        hdr[k] = {"dtype": "F16", "shape": list(a.shape),
+                  "data_offsets": [off, off + a.nbytes]}
+        off += a.nbytes
+    hdr["__metadata__"] = {"format": "pt"}
+    hj = json.dumps(hdr).encode()
+    hj += b" " * ((8 - len(hj) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(hj)))
+        f.write(hj)
+        for a in t.values():
+            f.write(a.tobytes())
+
+
+def write_tokenizer(path):
+    b2u = bytes_to_unicode()
+    vocab = {b2u[b]: b for b in range(256)}
+    for i in range(256, V):
+        vocab["<f%d>" % i] = i
+    bl = {"type": "ByteLevel", "add_prefix_space": False,
+          "trim_offsets": True, "use_regex": True}
+    tj = {"version": "1.0", "truncation": None, "padding": None,
+          "added_tokens": [], "normalizer": None, "pre_tokenizer": bl,
+          "post_processor": None,
+          "decoder": dict(bl, add_prefix_space=True),
+          "model": {"type": "BPE", "dropout": None, "unk_token": None,
+                    "continuing_subword_prefix": None,
+                    "end_of_word_suffix": None, "fuse_unk": False,
+                    "byte_fallback": False, "ignore_merges": False,
+                    "vocab": vocab, "merges": []}}
+    with open(path, "w") as f:
+        json.dump(tj, f)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--init", type=float, default=0.05)
+    ap.add_argument("--seed", type=int, default=1234)
+    a = ap.parse_args()
+    if not a.init > 0:
+        print("random_llama.py: --init must be positive", file=sys.stderr)
+        return 2
+    os.makedirs(a.out, exist_ok=True)
+    write_safetensors(os.path.join(a.out, "model.safetensors"),
+                      tensors(a.init, a.seed))
+    cfg = dict(architectures=["LlamaForCausalLM"], model_type="llama",
+               hidden_size=D, intermediate_size=F, num_hidden_layers=L,
+               num_attention_heads=H, num_key_value_heads=KV, head_dim=HD,
+               vocab_size=V, tie_word_embeddings=True, rope_theta=100000.0,
+               max_position_embeddings=8192, rms_norm_eps=1e-5,
+               hidden_act="silu", torch_dtype="float16", bos_token_id=None,
+               eos_token_id=None)
+    with open(os.path.join(a.out, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=1)
+    write_tokenizer(os.path.join(a.out, "tokenizer.json"))
+    print(a.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -6,8 +6,10 @@
  *
  * DOC: policy cache
  *
- * One allocator pool (host backend) per cache, with the policy's tiers, one
- * slot per sequence. The cache owns the attention of its sequences: the
+ * One allocator pool per cache, with the policy's tiers, one slot per
+ * sequence; its pages on the host, or on a CUDA device for
+ * llm_kv_policy_create_cuda(), whose kernels kvpolicy_cuda.c runs with the
+ * same arguments (kvp_*_args()) on device mirrors of the pool's arrays. The cache owns the attention of its sequences: the
  * forward pass hands it each layer's queries and new keys and values
  * (llm_kv_policy_step()), and the cache stores, scores, compresses and
  * attends in the order of DiffKV's engine:
@@ -61,19 +63,96 @@ static inline struct kvp *to_kvp(struct llm_kv *kv)
 	return (struct kvp *)kv;
 }
 
-/* the pages as the compress kernels see them; list_base set by the caller */
-static struct kvk_compress_pages pages_of(const struct kvp *c)
+struct kvp_mem kvp_host_mem(const struct kvp *c)
+{
+	struct kvp_mem m = { c->pool->table, c->pool->npages,
+			     c->pool->ntokens };
+
+	return m;
+}
+
+/* the pages as the compress kernels see them */
+static struct kvk_compress_pages pages_of(const struct kvp *c,
+					  const struct kvp_mem *m,
+					  const uint32_t *lb)
 {
 	struct kvk_compress_pages pg = {
 		.pool = c->pool->base,
 		.page_size = c->pool->page_size,
 		.pages_per_granule = c->pool->pages_per_granule,
-		.tables = c->pool->table,
+		.tables = m->tables,
 		.width = c->pool->width,
+		.list_base = lb,
 		.tier = { c->at[0], c->at[1] },
 	};
 
 	return pg;
+}
+
+struct kvk_compress_prompt kvp_prompt_args(const struct kvp *c, uint32_t s,
+					   const struct kvp_mem *m,
+					   const uint32_t *lb)
+{
+	struct kvk_compress_prompt a = {
+		.nr_seqs = 1, .nr_kv_heads = c->nkv, .head_dim = c->hd,
+		.score_window = c->pol.score_window, .window = c->pol.window,
+		.alpha_prune = kvp_alpha(c, s, 0),
+		.alpha_quant = kvp_alpha(c, s, 1),
+		.pg = pages_of(c, m, lb), .npages = m->npages,
+		.ntokens = m->ntokens,
+	};
+
+	return a;
+}
+
+struct kvk_compress_decode kvp_decode_args(const struct kvp *c, uint32_t s,
+					   const struct kvp_mem *m,
+					   const uint32_t *lb)
+{
+	struct kvk_compress_decode a = {
+		.nr_seqs = 1, .nr_kv_heads = c->nkv, .head_dim = c->hd,
+		.window = c->pol.window, .alpha_prune = kvp_alpha(c, s, 0),
+		.alpha_quant = kvp_alpha(c, s, 1), .pg = pages_of(c, m, lb),
+		.npages = m->npages, .ntokens = m->ntokens,
+	};
+
+	return a;
+}
+
+struct kvk_attn_args kvp_attn_args(const struct kvp *c,
+				   const struct kvp_mem *m,
+				   const uint32_t *lb)
+{
+	struct kvk_attn_args a = {
+		.nr_seqs = 1, .nr_kv_heads = c->nkv, .group = c->group,
+		.head_dim = c->hd, .scale = c->scale, .pool = c->pool->base,
+		.page_size = c->pool->page_size,
+		.pages_per_granule = c->pool->pages_per_granule,
+		.tables = m->tables, .width = c->pool->width,
+		.ntokens = m->ntokens, .list_base = lb,
+		.tier = { c->at[0], c->at[1] },
+		.update_scores = kvp_score_mode(c),
+	};
+
+	return a;
+}
+
+/* every list of a slot, from the list of its layer 0 at @lb */
+struct kvk_evict_args kvp_evict_args(const struct kvp *c,
+				     const struct kvp_mem *m,
+				     const uint32_t *lb)
+{
+	const struct kva_pool *pl = c->pool;
+	struct kvk_evict_args a = {
+		.nr_seqs = 1, .lists = pl->lists_per_slot, .head_dim = c->hd,
+		.tier = c->at[0], .pool = pl->base,
+		.page_size = pl->page_size,
+		.pages_per_granule = pl->pages_per_granule,
+		.tables = m->tables, .width = pl->width, .ntokens = m->ntokens,
+		.list_base = lb, .sinks = c->pol.sinks,
+	};
+
+	return a;
 }
 
 static uint32_t list_of(const struct kvp *c, uint32_t s, uint32_t layer)
@@ -128,7 +207,7 @@ static void prefill_heads(void *arg, int tid, int nth)
 	struct kvp *c = j->c;
 	uint32_t hd = c->hd, nkv = c->nkv, W = c->pol.score_window;
 	uint32_t first = (uint32_t)j->ntok > W ? (uint32_t)j->ntok - W : 0;
-	bool sq = c->pol.kind == LLM_POLICY_KVCOMPRESS;
+	bool sq = kvp_score_mode(c) == KVK_ATTN_SCORE_SUMSQ;
 	float *p = c->p + (size_t)tid * c->kv.max_tok;
 	long lo, hi;
 
@@ -175,7 +254,7 @@ static void prefill_attend(struct kvp *c, int ntok, const float *q, long ldq,
 			   float *out, long ldo)
 {
 	struct prefill_job j = { c, ntok, q, ldq, out, ldo };
-	bool sq = c->pol.kind == LLM_POLICY_KVCOMPRESS;
+	bool sq = kvp_score_mode(c) == KVK_ATTN_SCORE_SUMSQ;
 
 	llm_pool_run(c->threads, prefill_heads, &j);
 	for (uint32_t g = 0; g < c->nkv; g++)
@@ -201,23 +280,18 @@ static uint64_t full_pages(const struct kvp *c, uint32_t len)
 /* kvk_evict_cpu() over the lists of @s, @quota pages */
 static int evict_cpu(struct kvp *c, uint32_t s, uint32_t quota)
 {
-	struct kva_pool *pl = c->pool;
-	uint32_t lps = pl->lists_per_slot, base = s * lps, *ev;
+	struct kvp_mem m = kvp_host_mem(c);
+	uint32_t base = s * c->pool->lists_per_slot, *ev;
 	int32_t from = (int32_t)c->seq[s].len - (int32_t)c->pol.window;
-	struct kvk_evict_args a;
+	struct kvk_evict_args a = kvp_evict_args(c, &m, &base);
 	int ret;
 
-	ev = malloc(lps * sizeof(*ev));
+	ev = malloc(c->pool->lists_per_slot * sizeof(*ev));
 	if (!ev)
 		return -ENOMEM;
-	a = (struct kvk_evict_args){
-		.nr_seqs = 1, .lists = lps, .head_dim = c->hd, .tier = c->at[0],
-		.pool = pl->base, .page_size = pl->page_size,
-		.pages_per_granule = pl->pages_per_granule,
-		.tables = pl->table, .width = pl->width,
-		.ntokens = pl->ntokens, .list_base = &base, .quota = &quota,
-		.protect_from = &from, .sinks = c->pol.sinks, .evicted = ev,
-	};
+	a.quota = &quota;
+	a.protect_from = &from;
+	a.evicted = ev;
 	ret = kvk_evict_cpu(&a, NULL);
 	free(ev);
 	return ret;
@@ -360,22 +434,20 @@ static int step_prefill(struct kvp *c, uint32_t s, uint32_t layer, int ntok,
 			const float *q, long ldq, float *out, long ldo)
 {
 	uint32_t start[2] = { 0, (uint32_t)ntok }, base = list_of(c, s, layer);
-	struct kvk_compress_prompt a;
+	struct kvp_mem m = kvp_host_mem(c);
+	struct kvk_compress_prompt a = kvp_prompt_args(c, s, &m, &base);
 	int32_t err = 0;
 	int ret;
 
 	prefill_attend(c, ntok, q, ldq, out, ldo);
-	a = (struct kvk_compress_prompt){
-		.nr_seqs = 1, .nr_kv_heads = c->nkv, .head_dim = c->hd,
-		.dtype = KVK_F32, .k = c->k, .v = c->v, .seq_start = start,
-		.max_len = (uint32_t)ntok, .scores = c->scores,
-		.score_window = c->pol.score_window, .window = c->pol.window,
-		.alpha_prune = kvp_alpha(c, s, 0),
-		.alpha_quant = kvp_alpha(c, s, 1),
-		.pg = pages_of(c), .npages = c->pool->npages,
-		.counts = c->counts, .ntokens = c->pool->ntokens, .err = &err,
-	};
-	a.pg.list_base = &base;
+	a.dtype = KVK_F32;
+	a.k = c->k;
+	a.v = c->v;
+	a.seq_start = start;
+	a.max_len = (uint32_t)ntok;
+	a.scores = c->scores;
+	a.counts = c->counts;
+	a.err = &err;
 	ret = kvk_compress_prompt_cpu(&a, NULL);
 	if (!ret)
 		ret = err;
@@ -434,35 +506,25 @@ static int step_decode(struct kvp *c, uint32_t s, uint32_t layer,
 {
 	uint32_t base = list_of(c, s, layer);
 	int32_t pos = (int32_t)c->seq[s].len, err = 0;
-	struct kvk_compress_decode d;
-	struct kvk_attn_args a;
+	struct kvp_mem m = kvp_host_mem(c);
+	struct kvk_compress_decode d = kvp_decode_args(c, s, &m, &base);
+	struct kvk_attn_args a = kvp_attn_args(c, &m, &base);
 	int ret;
 
-	d = (struct kvk_compress_decode){
-		.nr_seqs = 1, .nr_kv_heads = c->nkv, .head_dim = c->hd,
-		.dtype = KVK_F32, .k = c->k, .v = c->v, .pos = &pos,
-		.window = c->pol.window, .alpha_prune = kvp_alpha(c, s, 0),
-		.alpha_quant = kvp_alpha(c, s, 1), .pg = pages_of(c),
-		.npages = c->pool->npages, .ntokens = c->pool->ntokens,
-		.actions = c->act, .err = &err,
-	};
-	d.pg.list_base = &base;
+	d.dtype = KVK_F32;
+	d.k = c->k;
+	d.v = c->v;
+	d.pos = &pos;
+	d.actions = c->act;
+	d.err = &err;
 	ret = kvk_compress_decode_cpu(&d, NULL);
 	if (!ret)
 		ret = err;
 	if (ret)
 		return ret;
-	a = (struct kvk_attn_args){
-		.nr_seqs = 1, .nr_kv_heads = c->nkv, .group = c->group,
-		.head_dim = c->hd, .scale = c->scale, .dtype = KVK_F32,
-		.q = q, .out = out, .pool = c->pool->base,
-		.page_size = c->pool->page_size,
-		.pages_per_granule = c->pool->pages_per_granule,
-		.tables = c->pool->table, .width = c->pool->width,
-		.ntokens = c->pool->ntokens, .list_base = &base,
-		.tier = { c->at[0], c->at[1] },
-		.update_scores = kvp_score_mode(c),
-	};
+	a.dtype = KVK_F32;
+	a.q = q;
+	a.out = out;
 	ret = attend(c, &a, base);
 	if (ret || layer + 1 < (uint32_t)c->kv.n_layers)
 		return ret;

@@ -148,21 +148,13 @@ int kvp_dev_upload(struct kvp *c, uint32_t s)
 	return upload_slot(c, s, c->dev->st);
 }
 
-/* the pages as the kernels see them, with the device tables */
-static struct kvk_compress_pages pages_dev(const struct kvp *c,
-					   const uint32_t *lb)
+/* the device mirrors, as the argument builders take them */
+static struct kvp_mem dev_mem(const struct kvp *c)
 {
-	struct kvk_compress_pages pg = {
-		.pool = c->pool->base,
-		.page_size = c->pool->page_size,
-		.pages_per_granule = c->pool->pages_per_granule,
-		.tables = c->dev->tables,
-		.width = c->pool->width,
-		.list_base = lb,
-		.tier = { c->at[0], c->at[1] },
-	};
+	struct kvp_mem m = { c->dev->tables, c->dev->npages,
+			     c->dev->ntokens };
 
-	return pg;
+	return m;
 }
 
 /**
@@ -176,29 +168,21 @@ static struct kvk_compress_pages pages_dev(const struct kvp *c,
  */
 int kvp_dev_evict(struct kvp *c, uint32_t s, uint32_t quota)
 {
-	struct kva_pool *pl = c->pool;
 	struct kvp_dev *d = c->dev;
-	uint32_t h[2] = { quota, 0 };
+	struct kvp_mem m = dev_mem(c);
+	uint32_t h[2] = { quota, 0 }, *blk = slot_small(c, s);
 	int32_t from = (int32_t)c->seq[s].len - (int32_t)c->pol.window;
-	struct kvk_evict_args a;
+	/* the slot's first list is its layer 0 base, KVD_LB[0] */
+	struct kvk_evict_args a = kvp_evict_args(c, &m, blk + KVD_LB);
 	int ret;
 
-	/* the slot's first list is its layer 0 base, KVD_LB[0] */
 	memcpy(&h[1], &from, 4);
-	ret = copy_in(slot_small(c, s) + KVD_QUOTA, h, sizeof(h), d->st);
+	ret = copy_in(blk + KVD_QUOTA, h, sizeof(h), d->st);
 	if (ret)
 		return ret;
-	a = (struct kvk_evict_args){
-		.nr_seqs = 1, .lists = pl->lists_per_slot, .head_dim = c->hd,
-		.tier = c->at[0], .pool = pl->base,
-		.page_size = pl->page_size,
-		.pages_per_granule = pl->pages_per_granule,
-		.tables = d->tables, .width = pl->width, .ntokens = d->ntokens,
-		.list_base = slot_small(c, s) + KVD_LB,
-		.quota = slot_small(c, s) + KVD_QUOTA,
-		.protect_from = (const int32_t *)(slot_small(c, s) + KVD_FROM),
-		.sinks = c->pol.sinks, .evicted = d->evicted,
-	};
+	a.quota = blk + KVD_QUOTA;
+	a.protect_from = (const int32_t *)(blk + KVD_FROM);
+	a.evicted = d->evicted;
 	ret = kvk_evict_cuda(&a, d->st);
 	return ret ?: download_ntokens(c, s, d->st);
 }
@@ -235,6 +219,7 @@ static int dev_prefill(struct kvp *c, uint32_t s, uint32_t layer, int ntok,
 	struct kvp_dev *d = c->dev;
 	size_t nq = (size_t)ntok * c->nh * c->hd;
 	size_t nk = (size_t)ntok * c->nkv * c->hd;
+	struct kvp_mem m = dev_mem(c);
 	struct kvk_prefill_args pa;
 	struct kvk_compress_prompt a;
 	int ret;
@@ -265,18 +250,15 @@ static int dev_prefill(struct kvp *c, uint32_t s, uint32_t layer, int ntok,
 	ret = kvk_prefill_cuda(&pa, st);
 	if (ret)
 		return ret;
-	a = (struct kvk_compress_prompt){
-		.nr_seqs = 1, .nr_kv_heads = c->nkv, .head_dim = c->hd,
-		.dtype = KVK_F32, .k = k, .v = v,
-		.seq_start = slot_small(c, s) + KVD_START,
-		.max_len = (uint32_t)ntok, .scores = d->scores,
-		.score_window = c->pol.score_window,
-		.window = c->pol.window, .alpha_prune = kvp_alpha(c, s, 0),
-		.alpha_quant = kvp_alpha(c, s, 1),
-		.pg = pages_dev(c, slot_small(c, s) + KVD_LB + layer),
-		.npages = d->npages, .counts = d->counts, .ntokens = d->ntokens,
-		.err = slot_err(c, s) + layer,
-	};
+	a = kvp_prompt_args(c, s, &m, slot_small(c, s) + KVD_LB + layer);
+	a.dtype = KVK_F32;
+	a.k = k;
+	a.v = v;
+	a.seq_start = slot_small(c, s) + KVD_START;
+	a.max_len = (uint32_t)ntok;
+	a.scores = d->scores;
+	a.counts = d->counts;
+	a.err = slot_err(c, s) + layer;
 	ret = kvk_compress_prompt_cuda(&a, st);
 	if (ret || layer + 1 < (uint32_t)c->kv.n_layers)
 		return ret;
@@ -290,6 +272,7 @@ static int dev_decode(struct kvp *c, uint32_t s, uint32_t layer,
 {
 	struct kvp_dev *d = c->dev;
 	const uint32_t *lb = slot_small(c, s) + KVD_LB + layer;
+	struct kvp_mem m = dev_mem(c);
 	struct kvk_compress_decode cd;
 	struct kvk_attn_args a;
 	int ret;
@@ -306,30 +289,22 @@ static int dev_decode(struct kvp *c, uint32_t s, uint32_t layer,
 			       (size_t)c->nh * c->hd, st);
 	if (ret)
 		return ret;
-	cd = (struct kvk_compress_decode){
-		.nr_seqs = 1, .nr_kv_heads = c->nkv, .head_dim = c->hd,
-		.dtype = KVK_F32, .k = k, .v = v,
-		.pos = (const int32_t *)(slot_small(c, s) + KVD_POS),
-		.window = c->pol.window, .alpha_prune = kvp_alpha(c, s, 0),
-		.alpha_quant = kvp_alpha(c, s, 1), .pg = pages_dev(c, lb),
-		.npages = d->npages, .ntokens = d->ntokens, .actions = d->act,
-		.err = slot_err(c, s) + layer,
-	};
+	cd = kvp_decode_args(c, s, &m, lb);
+	cd.dtype = KVK_F32;
+	cd.k = k;
+	cd.v = v;
+	cd.pos = (const int32_t *)(slot_small(c, s) + KVD_POS);
+	cd.actions = d->act;
+	cd.err = slot_err(c, s) + layer;
 	ret = kvk_compress_decode_cuda(&cd, st);
 	if (ret)
 		return ret;
-	a = (struct kvk_attn_args){
-		.nr_seqs = 1, .nr_kv_heads = c->nkv, .group = c->group,
-		.head_dim = c->hd, .scale = c->scale, .dtype = odt,
-		.q = d->qh, .out = out, .pool = c->pool->base,
-		.page_size = c->pool->page_size,
-		.pages_per_granule = c->pool->pages_per_granule,
-		.tables = d->tables, .width = c->pool->width,
-		.ntokens = d->ntokens, .list_base = lb,
-		.tier = { c->at[0], c->at[1] },
-		.update_scores = kvp_score_mode(c),
-		.work = d->work, .work_bytes = d->work_bytes,
-	};
+	a = kvp_attn_args(c, &m, lb);
+	a.dtype = odt;
+	a.q = d->qh;
+	a.out = out;
+	a.work = d->work;
+	a.work_bytes = d->work_bytes;
 	ret = kvk_attn_decode_cuda(&a, st);
 	if (ret || layer + 1 < (uint32_t)c->kv.n_layers)
 		return ret;
@@ -397,12 +372,9 @@ int kvp_dev_init(struct kvp *c, int device, char *err, size_t errlen)
 	struct kva_pool *pl = c->pool;
 	size_t lists = pl->nr_lists, T = (size_t)c->kv.max_tok;
 	struct kvp_dev *d = calloc(1, sizeof(*d));
-	struct kvk_attn_args a = {
-		.nr_seqs = 1, .nr_kv_heads = c->nkv, .group = c->group,
-		.head_dim = c->hd, .width = pl->width,
-		.tier = { c->at[0], c->at[1] },
-		.update_scores = kvp_score_mode(c),
-	};
+	struct kvp_mem none = { 0 };
+	/* the decode attention's call, as dev_decode() makes it */
+	struct kvk_attn_args a = kvp_attn_args(c, &none, NULL);
 	int ret;
 
 	if (!d)

@@ -14,6 +14,7 @@
 #include "kva.h"
 #include "kvattn.h"
 #include "kvcache.h"
+#include "kvevict.h"
 #include "policy.h"
 
 /* struct kvp_seq - one sequence slot of the cache */
@@ -54,6 +55,37 @@ struct kvp {
 	struct kvk_compress_action *act; /* [nkv] */
 	uint32_t *hi, *lo;	/* [lists_per_slot] for kva_trim() */
 };
+
+/*
+ * struct kvp_mem - where the kernels find the pool's tables, pages per tier
+ * and tokens per tier: the pool's host arrays (kvp_host_mem()) or their
+ * device mirrors (kvpolicy_cuda.c)
+ */
+struct kvp_mem {
+	const uint32_t *tables;
+	const uint32_t *npages;
+	uint32_t *ntokens;
+};
+
+/*
+ * The kernels' arguments as the policy sets them, for slot @s with list
+ * base @lb (an address in @m's memory); the callers add the rest: the
+ * activations and their type, the prompt bounds, scores, counts, actions,
+ * error words, the decode position, the scratch, the eviction's quota.
+ */
+struct kvp_mem kvp_host_mem(const struct kvp *c);
+struct kvk_compress_prompt kvp_prompt_args(const struct kvp *c, uint32_t s,
+					   const struct kvp_mem *m,
+					   const uint32_t *lb);
+struct kvk_compress_decode kvp_decode_args(const struct kvp *c, uint32_t s,
+					   const struct kvp_mem *m,
+					   const uint32_t *lb);
+struct kvk_attn_args kvp_attn_args(const struct kvp *c,
+				   const struct kvp_mem *m,
+				   const uint32_t *lb);
+struct kvk_evict_args kvp_evict_args(const struct kvp *c,
+				     const struct kvp_mem *m,
+				     const uint32_t *lb);
 
 float kvp_alpha(const struct kvp *c, uint32_t s, int quant);
 int kvp_score_mode(const struct kvp *c);

@@ -14,7 +14,6 @@
 
 #include "kva.h"
 #include "kvattn.h"
-#include "kvk_mem.h"
 #include "kvmm.h"
 
 #ifdef KVMM_HAVE_CUDA
@@ -43,36 +42,6 @@ static const struct mix mixes[] = {
 			return -EIO;                                           \
 		}                                                              \
 	} while (0)
-
-/* the ceiling: the streaming-read kernel over 4 GiB */
-static int read_ceiling(double *gbs)
-{
-	size_t len = 4ULL << 30;
-	double t[REPS];
-	cudaEvent_t a, b;
-	uint64_t *sum;
-	void *p;
-	float ms;
-
-	CU(cudaMalloc(&p, len));
-	CU(cudaMalloc((void **)&sum, 8));
-	CU(cudaMemset(p, 0x3c, len));
-	CU(cudaEventCreate(&a));
-	CU(cudaEventCreate(&b));
-	for (int r = -3; r < REPS; r++) {
-		CU(cudaEventRecord(a, 0));
-		kvk_read_sum_cuda(p, len, sum, NULL);
-		CU(cudaEventRecord(b, 0));
-		CU(cudaEventSynchronize(b));
-		CU(cudaEventElapsedTime(&ms, a, b));
-		if (r >= 0)
-			t[r] = ms;
-	}
-	*gbs = len / (kvmm_median(t, REPS) * 1e-3) / 1e9;
-	cudaEventDestroy(a), cudaEventDestroy(b);
-	cudaFree(p), cudaFree(sum);
-	return 0;
-}
 
 struct result {
 	double us, gbs, bytes;
@@ -233,7 +202,7 @@ int cmd_bench_attn(int argc, char **argv)
 			fprintf(stderr, "kvmm bench attn: no GPU: %s\n", why);
 			return 1;
 		}
-		if (read_ceiling(&ceil_gbs))
+		if (kvmm_read_ceiling(&ceil_gbs))
 			return 1;
 		if (json)
 			printf("{\"bench\":\"attn\",\"read_ceiling_gbs\":%.1f,"

@@ -20,7 +20,6 @@
 
 #include "kva.h"
 #include "kvevict.h"
-#include "kvk_mem.h"
 #include "kvmm.h"
 
 #ifdef KVMM_HAVE_CUDA
@@ -138,40 +137,6 @@ static int timed_evict(int cpu, const struct kvk_evict_args *a, double *us)
 		return ret;
 	}
 }
-
-/* the ceiling: the streaming-read kernel over 4 GiB (GPU only) */
-#ifdef KVMM_HAVE_CUDA
-static int read_ceiling(double *gbs)
-{
-	size_t len = 4ULL << 30;
-	double t[REPS];
-	cudaEvent_t a, b;
-	uint64_t *sum;
-	void *p;
-	float ms;
-
-	if (cudaMalloc(&p, len) != cudaSuccess ||
-	    cudaMalloc((void **)&sum, 8) != cudaSuccess ||
-	    cudaMemset(p, 0x3c, len) != cudaSuccess ||
-	    cudaEventCreate(&a) != cudaSuccess ||
-	    cudaEventCreate(&b) != cudaSuccess)
-		return -EIO;
-	for (int r = -2; r < REPS; r++) {
-		cudaEventRecord(a, 0);
-		kvk_read_sum_cuda(p, len, sum, NULL);
-		cudaEventRecord(b, 0);
-		if (cudaEventSynchronize(b) != cudaSuccess ||
-		    cudaEventElapsedTime(&ms, a, b) != cudaSuccess)
-			return -EIO;
-		if (r >= 0)
-			t[r] = ms;
-	}
-	*gbs = len / (kvmm_median(t, REPS) * 1e-3) / 1e9;
-	cudaEventDestroy(a), cudaEventDestroy(b);
-	cudaFree(p), cudaFree(sum);
-	return 0;
-}
-#endif
 
 struct result {
 	double us, gbs, bytes, evicted, want;
@@ -392,7 +357,7 @@ int cmd_bench_evict(int argc, char **argv)
 			fprintf(stderr, "kvmm bench evict: no GPU: %s\n", why);
 			return 1;
 		}
-		if (read_ceiling(&ceil_gbs)) {
+		if (kvmm_read_ceiling(&ceil_gbs)) {
 			fprintf(stderr, "kvmm bench evict: read ceiling "
 				"failed\n");
 			return 1;

@@ -11,6 +11,12 @@
 
 #include "kvmm.h"
 
+#ifdef KVMM_HAVE_CUDA
+#include <cuda_runtime.h>
+
+#include "kvk_mem.h"
+#endif
+
 static const struct kvmm_cmd bench_cmds[] = {
 	{ "vmm", cmd_bench_vmm,
 	  "time reserve/create/map/set-access/unmap/release per granule" },
@@ -221,3 +227,58 @@ int main(int argc, char **argv)
 	return kvmm_dispatch("kvmm", top_cmds, ARRAY_SIZE(top_cmds), argc,
 			     argv);
 }
+
+#ifdef KVMM_HAVE_CUDA
+#define CEIL_REPS 15
+
+/**
+ * kvmm_read_ceiling() - the device's read ceiling the benchmarks print
+ * their GB/s beside: kvk_read_sum_cuda() over 4 GiB, median of 15 runs
+ * after 3 warm-ups
+ * @gbs: out, GB/s (1e9 bytes/s)
+ *
+ * Return: 0, or -EIO with the CUDA error on stderr.
+ */
+int kvmm_read_ceiling(double *gbs)
+{
+	size_t len = 4ULL << 30;
+	double t[CEIL_REPS];
+	cudaEvent_t a = NULL, b = NULL;
+	uint64_t *sum = NULL;
+	void *p = NULL;
+	cudaError_t e;
+	float ms;
+
+	e = cudaMalloc(&p, len);
+	if (e == cudaSuccess)
+		e = cudaMalloc((void **)&sum, 8);
+	if (e == cudaSuccess)
+		e = cudaMemset(p, 0x3c, len);
+	if (e == cudaSuccess)
+		e = cudaEventCreate(&a);
+	if (e == cudaSuccess)
+		e = cudaEventCreate(&b);
+	for (int r = -3; e == cudaSuccess && r < CEIL_REPS; r++) {
+		cudaEventRecord(a, 0);
+		kvk_read_sum_cuda(p, len, sum, NULL);
+		cudaEventRecord(b, 0);
+		e = cudaEventSynchronize(b);
+		if (e == cudaSuccess)
+			e = cudaEventElapsedTime(&ms, a, b);
+		if (r >= 0)
+			t[r] = ms;
+	}
+	if (e == cudaSuccess)
+		*gbs = len / (kvmm_median(t, CEIL_REPS) * 1e-3) / 1e9;
+	else
+		fprintf(stderr, "kvmm: read ceiling: %s\n",
+			cudaGetErrorString(e));
+	if (a)
+		cudaEventDestroy(a);
+	if (b)
+		cudaEventDestroy(b);
+	cudaFree(p);
+	cudaFree(sum);
+	return e == cudaSuccess ? 0 : -EIO;
+}
+#endif

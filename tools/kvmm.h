@@ -30,6 +30,9 @@ double kvmm_now_us(void);
 int kvmm_cmp_double(const void *a, const void *b);
 double kvmm_median(double *v, int n);
 uint64_t kvmm_rand(uint64_t *s);
+#ifdef KVMM_HAVE_CUDA
+int kvmm_read_ceiling(double *gbs);
+#endif
 int kvmm_ctx_open(const char *who, const struct kvrt_ctx_opts *opts,
 		  struct kvrt_ctx **ctx);
 

@@ -560,8 +560,13 @@ int kvp_begin(struct kvp *c, uint32_t s, int layer, int pos, int ntok)
 		     : ntok != 1 || !c->seq[s].decoding ||
 		       (uint32_t)pos != c->seq[s].len)
 		return -EOPNOTSUPP;
-	if (pos && layer == 0)
-		return kvp_append(c, s);
+	if (pos && layer == 0) {
+		uint64_t used = c->pool->nr_used;
+
+		ret = kvp_append(c, s);
+		c->seq[s].grew |= c->pool->nr_used != used;
+		return ret;
+	}
 	return 0;
 }
 

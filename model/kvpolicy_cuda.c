@@ -14,7 +14,8 @@
  * per layer:
  *
  * - before layer 0 the host admits (prompt) or appends pages (decode) and
- *   uploads the sequence's rows of the three arrays;
+ *   uploads the sequence's rows of the three arrays (at decode only when
+ *   the append added a page: otherwise they have not changed);
  * - each layer's kernels change only that layer's token counts, on the
  *   device (nothing on the host reads them meanwhile);
  * - after the last layer the sequence's token counts come back, then the
@@ -280,8 +281,16 @@ static int dev_decode(struct kvp *c, uint32_t s, uint32_t layer,
 	if (layer == 0) {
 		int32_t pos = (int32_t)c->seq[s].len;
 
+		/*
+		 * the mirrors are current since the last step (its counts
+		 * came back, trim and shrink uploaded), unless the append
+		 * added pages
+		 */
 		ret = copy_in(slot_small(c, s) + KVD_POS, &pos, 4, st);
-		ret = ret ?: upload_slot(c, s, st);
+		if (!ret && c->seq[s].grew) {
+			ret = upload_slot(c, s, st);
+			c->seq[s].grew = ret != 0;
+		}
 		if (ret)
 			return ret;
 	}

@@ -23,6 +23,8 @@ struct kvp_seq {
 	int decoding;		/* trimmed: decode steps may run */
 	uint32_t len;		/* positions seen */
 	uint32_t steps;		/* decode steps since the last eviction */
+	int grew;		/* kva_append() added pages the device
+				 * mirrors have not had yet */
 };
 
 struct kvp_dev;

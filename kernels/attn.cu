@@ -304,21 +304,14 @@ template <> struct v2_ops<__half> {
 	static constexpr bool is_half = true;
 	static __device__ __forceinline__ uint32_t pack(float lo, float hi)
 	{
-		__half2 h = __floats2half2_rn(lo, hi);
-
-		return *(uint32_t *)&h;
+		return kvk_pack2(__half(), lo, hi);
 	}
 	static __device__ __forceinline__ void mma(float *c, uint32_t a0,
 						   uint32_t a1, uint32_t a2,
 						   uint32_t a3, uint32_t b0,
 						   uint32_t b1)
 	{
-		asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-			     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-			     "{%0,%1,%2,%3};\n"
-			     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-			     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0),
-			       "r"(b1));
+		kvk_mma16816(__half(), c, a0, a1, a2, a3, b0, b1);
 	}
 	static __device__ __forceinline__ void store(void *p, size_t i, float v)
 	{
@@ -330,21 +323,14 @@ template <> struct v2_ops<__nv_bfloat16> {
 	static constexpr bool is_half = false;
 	static __device__ __forceinline__ uint32_t pack(float lo, float hi)
 	{
-		__nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-
-		return *(uint32_t *)&h;
+		return kvk_pack2(__nv_bfloat16(), lo, hi);
 	}
 	static __device__ __forceinline__ void mma(float *c, uint32_t a0,
 						   uint32_t a1, uint32_t a2,
 						   uint32_t a3, uint32_t b0,
 						   uint32_t b1)
 	{
-		asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-			     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-			     "{%0,%1,%2,%3};\n"
-			     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-			     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0),
-			       "r"(b1));
+		kvk_mma16816(__nv_bfloat16(), c, a0, a1, a2, a3, b0, b1);
 	}
 	static __device__ __forceinline__ void store(void *p, size_t i, float v)
 	{

@@ -87,4 +87,49 @@ static inline int kvk_launch_errno(void)
 		}                                                              \
 	} while (0)
 
+/*
+ * mma.sync m16n8k16 with fp32 accumulators, c += A B, for fp16 or bf16
+ * operands (A: four registers of the 16x16 row-major fragment, B: two of
+ * the 16x8 column-major one), and two floats packed into one operand
+ * register; shared by the decode and prefill attention kernels.
+ */
+__device__ __forceinline__ void kvk_mma16816(__half, float *c, uint32_t a0,
+					     uint32_t a1, uint32_t a2,
+					     uint32_t a3, uint32_t b0,
+					     uint32_t b1)
+{
+	asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+		     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+		     "{%0,%1,%2,%3};\n"
+		     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+		     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void kvk_mma16816(__nv_bfloat16, float *c,
+					     uint32_t a0, uint32_t a1,
+					     uint32_t a2, uint32_t a3,
+					     uint32_t b0, uint32_t b1)
+{
+	asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+		     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+		     "{%0,%1,%2,%3};\n"
+		     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+		     : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t kvk_pack2(__half, float lo, float hi)
+{
+	__half2 h = __floats2half2_rn(lo, hi);
+
+	return *(uint32_t *)&h;
+}
+
+__device__ __forceinline__ uint32_t kvk_pack2(__nv_bfloat16, float lo,
+					      float hi)
+{
+	__nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+
+	return *(uint32_t *)&h;
+}
+
 #endif /* KVK_CUDA_CUH */

@@ -70,19 +70,11 @@ template <> struct pf_mma<__half> {
 	static __device__ __forceinline__ void run(float *d, const uint32_t *a,
 						   uint32_t b0, uint32_t b1)
 	{
-		asm volatile(
-			"mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-			"{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-			"{%0,%1,%2,%3};\n"
-			: "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-			: "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0),
-			  "r"(b1));
+		kvk_mma16816(__half(), d, a[0], a[1], a[2], a[3], b0, b1);
 	}
 	static __device__ __forceinline__ uint32_t pack(float lo, float hi)
 	{
-		__half2 h = __floats2half2_rn(lo, hi);
-
-		return *(uint32_t *)&h;
+		return kvk_pack2(__half(), lo, hi);
 	}
 	static __device__ __forceinline__ void store2(__half *p, float a,
 						      float b)
@@ -95,18 +87,12 @@ template <> struct pf_mma<__nv_bfloat16> {
 	static __device__ __forceinline__ void run(float *d, const uint32_t *a,
 						   uint32_t b0, uint32_t b1)
 	{
-		asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16."
-			     "f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-			     "{%0,%1,%2,%3};\n"
-			     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-			     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]),
-			       "r"(b0), "r"(b1));
+		kvk_mma16816(__nv_bfloat16(), d, a[0], a[1], a[2], a[3], b0,
+			     b1);
 	}
 	static __device__ __forceinline__ uint32_t pack(float lo, float hi)
 	{
-		__nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-
-		return *(uint32_t *)&h;
+		return kvk_pack2(__nv_bfloat16(), lo, hi);
 	}
 	static __device__ __forceinline__ void store2(__nv_bfloat16 *p, float a,
 						      float b)

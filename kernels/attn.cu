@@ -18,8 +18,10 @@
 #include <cuda_runtime.h>
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "kvattn.h"
+#include "kvmm_base.h"
 #include "kvq.h"
 #include "kvk_cuda.cuh"
 
@@ -677,6 +679,9 @@ v2_page(const kvk_attn_args &a, uint32_t list, uint32_t p, uint32_t p_hi,
  * 16-byte aligned (kva_page_layout() aligns them to 32).
  */
 #define V2_STAGES 2
+/* run-time flags of the staged walk (measuring knobs, v2_knob()) */
+#define V2_FOLD 1	/* K8 with one group: scale and zero after the mma */
+#define V2_SPAN 2	/* tiles span the warp's pages of one tier */
 #define V2_MAXGRP 4	/* metadata groups per row (kva_tier_valid()) */
 
 template <int HD> struct v2_stage {
@@ -684,8 +689,21 @@ template <int HD> struct v2_stage {
 	static constexpr int VM = V + 16 * HD, BYTES = VM + 16 * 4 * V2_MAXGRP;
 	/* per warp; the block's shared memory, later also the accumulators */
 	static constexpr int WARP = V2_STAGES * BYTES;
-	static constexpr int BLOCK = V2_WARPS * WARP > V2_WARPS * MAXG * HD * 4 ?
-					     V2_WARPS * WARP :
+	/*
+	 * after the stages (which stay 128-byte aligned, as the swizzle
+	 * needs), each stage's header: the fields computing the tile
+	 * needs (16 bytes)
+	 */
+	static constexpr int HDRS = V2_WARPS * WARP;
+	/*
+	 * then the A fragments of q (the same for every warp), read per tile
+	 * rather than held in 16 registers: uint4 (j / 2) * 32 + lane holds
+	 * the lane's words of chunks j and j + 1
+	 */
+	static constexpr int QF = HDRS + V2_WARPS * V2_STAGES * 16;
+	static constexpr int STAGED = QF + 32 * HD / 16 * 2 * 4;
+	static constexpr int BLOCK = STAGED > V2_WARPS * MAXG * HD * 4 ?
+					     STAGED :
 					     V2_WARPS * MAXG * HD * 4;
 };
 
@@ -757,6 +775,31 @@ static __device__ __forceinline__ void v2_cp_rows(uint32_t dst,
 	}
 }
 
+/*
+ * The same for a tile that spans two pages: rows 0 .. na - 1 from @sa,
+ * rows na .. nv - 1 from @sb (row na at sb), zeros from @nv on.
+ */
+template <int ROW, bool V>
+static __device__ __forceinline__ void v2_cp_rows2(uint32_t dst,
+						   const uint8_t *sa,
+						   const uint8_t *sb,
+						   uint32_t na, uint32_t nv,
+						   int lane)
+{
+	constexpr int U = ROW < 16 ? ROW : 16, PER = ROW / U, NU = 16 * PER;
+	const uint8_t *vb = sb - na * ROW;	/* row r of the second page */
+
+#pragma unroll
+	for (int i = 0; i < (NU + 31) / 32; i++) {
+		const uint32_t c = lane + 32 * i, r = c / PER, u = c % PER;
+
+		if (NU % 32 == 0 || c < NU)
+			v2_cp<U>(dst + ((r * PER + u) ^ v2_swz<ROW, V>(r)) * U,
+				 r < nv ? (r < na ? sa : vb) + c * U : sa,
+				 r < nv ? U : 0);
+	}
+}
+
 /* 16 tokens' metadata (@g groups of 4 bytes) from @src, zeros from @nv on */
 static __device__ __forceinline__ void v2_cp_meta(uint32_t dst,
 						  const uint8_t *src,
@@ -768,6 +811,29 @@ static __device__ __forceinline__ void v2_cp_meta(uint32_t dst,
 	if (lane < (int)(4 * g))
 		v2_cp<16>(dst + 16 * lane, n > 0 ? src + 16 * lane : src,
 			  n > 16 ? 16 : n > 0 ? n : 0);
+}
+
+/*
+ * The same for a tile that spans two pages (tokens 0 .. na - 1 from @sa,
+ * na .. nv - 1 from @sb), in 4-byte units: the tile starts anywhere in the
+ * first page, so its metadata is not 16-byte aligned.
+ */
+static __device__ __forceinline__ void v2_cp_meta2(uint32_t dst,
+						   const uint8_t *sa,
+						   const uint8_t *sb,
+						   uint32_t g, uint32_t na,
+						   uint32_t nv, int lane)
+{
+	const uint8_t *vb = sb - 4 * na * g;
+
+#pragma unroll
+	for (int i = 0; i < 2; i++) {
+		const uint32_t c = lane + 32 * i, r = c / g;
+
+		if (c < 16 * g)
+			v2_cp<4>(dst + 4 * c, r < nv ? (r < na ? sa : vb) + 4 * c : sa,
+				 r < nv ? 4 : 0);
+	}
 }
 
 /* N bytes of shared memory (N a power of two, aligned) into words */
@@ -833,10 +899,71 @@ static __device__ __forceinline__ void v2_stage_tile(uint32_t st,
 	V2_BITS8_SWITCH(t.vbits, CPV)
 #undef CPK
 #undef CPV
-	v2_cp_meta(st + S::KM, pg + t.km_off + t0 * 4 * t.kgroups, t.kgroups,
-		   nv, lane);
-	v2_cp_meta(st + S::VM, pg + t.vm_off + t0 * 4 * t.vgroups, t.vgroups,
-		   nv, lane);
+	/* past a spanning tile, tiles start anywhere: 16-byte units if aligned */
+	if (!(t0 * 4 * t.kgroups % 16))
+		v2_cp_meta(st + S::KM, pg + t.km_off + t0 * 4 * t.kgroups,
+			   t.kgroups, nv, lane);
+	else
+		v2_cp_meta2(st + S::KM, pg + t.km_off + t0 * 4 * t.kgroups,
+			    pg, t.kgroups, nv, nv, lane);
+	if (!(t0 * 4 * t.vgroups % 16))
+		v2_cp_meta(st + S::VM, pg + t.vm_off + t0 * 4 * t.vgroups,
+			   t.vgroups, nv, lane);
+	else
+		v2_cp_meta2(st + S::VM, pg + t.vm_off + t0 * 4 * t.vgroups,
+			    pg, t.vgroups, nv, nv, lane);
+}
+
+/*
+ * A tile that spans two pages of one tier: tokens oa .. oa + na - 1 of
+ * page @ga, then nv - na from the start of page @gb.
+ */
+template <int HD>
+static __device__ __forceinline__ void v2_stage_span(uint32_t st,
+						     const uint8_t *ga,
+						     uint32_t oa, uint32_t na,
+						     const uint8_t *gb,
+						     uint32_t nv,
+						     const kvk_attn_tier &t,
+						     int lane)
+{
+	typedef v2_stage<HD> S;
+
+#define CPK(B)                                                                 \
+	v2_cp_rows2<HD * B / 8, false>(st + S::K,                              \
+				       ga + t.k_off + oa * (HD * B / 8),       \
+				       gb + t.k_off, na, nv, lane)
+#define CPV(B)                                                                 \
+	v2_cp_rows2<HD * B / 8, true>(st + S::V,                               \
+				      ga + t.v_off + oa * (HD * B / 8),        \
+				      gb + t.v_off, na, nv, lane)
+	V2_BITS8_SWITCH(t.kbits, CPK)
+	V2_BITS8_SWITCH(t.vbits, CPV)
+#undef CPK
+#undef CPV
+	v2_cp_meta2(st + S::KM, ga + t.km_off + oa * 4 * t.kgroups,
+		    gb + t.km_off, t.kgroups, na, nv, lane);
+	v2_cp_meta2(st + S::VM, ga + t.vm_off + oa * 4 * t.vgroups,
+		    gb + t.vm_off, t.vgroups, na, nv, lane);
+}
+
+/*
+ * A stage's header (shared memory at @hdr, 16 bytes): what computing the
+ * tile needs besides its bytes. Its first na tokens have logit slots
+ * la + r, the rest (a tile that spans two pages) lb + r; nv tokens in all;
+ * tier ti.
+ */
+static __device__ __forceinline__ void v2_stage_hdr(uint32_t hdr, uint32_t la,
+						    uint32_t lb, uint32_t na,
+						    uint32_t nv, int ti,
+						    int lane)
+{
+	if (!lane)
+		asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};\n" ::"r"(
+				     hdr),
+			     "r"(la), "r"(lb), "r"(na | nv << 8),
+			     "r"((uint32_t)ti)
+			     : "memory");
 }
 
 /* a token's (scale, zero) of one group from shared memory */
@@ -896,20 +1023,67 @@ static __device__ __forceinline__ void v2_lds_v(const uint8_t *st,
 }
 
 /*
+ * Tier formats fixed at compile time. FMT 0: as the call gives them (a
+ * run-time switch per tile); FMT 1: the DiffKV pair, K8V4 (1 and 2
+ * metadata groups) high and K4V2 (2 and 4) low, so that each tier's tile
+ * is straight-line code (fewer branches, constant-bank reads and
+ * instructions to fetch).
+ */
+template <int FMT, int TI>
+static __device__ __forceinline__ kvk_attn_tier v2_tier(const kvk_attn_args &a,
+							int ti)
+{
+	kvk_attn_tier t = a.tier[FMT ? TI : ti];
+
+	if constexpr (FMT == 1) {
+		t.kbits = TI ? 4 : 8, t.vbits = TI ? 2 : 4;
+		t.kgroups = TI ? 2 : 1, t.vgroups = TI ? 4 : 2;
+	}
+	return t;
+}
+
+/* f(tier @ti), the tier's formats constant where FMT fixes them */
+template <int FMT, typename F>
+static __device__ __forceinline__ void v2_with_tier(const kvk_attn_args &a,
+						    int ti, F f)
+{
+	if constexpr (FMT) {
+		if (ti)
+			f(v2_tier<FMT, 1>(a, 1));
+		else
+			f(v2_tier<FMT, 0>(a, 0));
+	} else {
+		f(v2_tier<0, 0>(a, ti));
+	}
+}
+
+/* does the call's pair of tiers match FMT 1? */
+static inline bool v2_fmt_diffkv(const kvk_attn_args *a)
+{
+	const kvk_attn_tier *h = &a->tier[0], *l = &a->tier[1];
+
+	return h->kbits == 8 && h->vbits == 4 && h->kgroups == 1 &&
+	       h->vgroups == 2 && l->kbits == 4 && l->vbits == 2 &&
+	       l->kgroups == 2 && l->vgroups == 4;
+}
+
+/*
  * The staged walk (formats of at most 8 bits) over the warp's pages p0,
  * p0 + V2_WARPS, .. < p_end: the copy of tile i + 1 is issued before tile i
  * is computed. Lane j holds the table entry of the warp's page k0 + j, so
  * opening a page costs a shuffle, not a dependent load.
  */
-template <int HD, typename T>
+template <int HD, typename T, int FMT>
 static __device__ __forceinline__ void
 v2_staged(const kvk_attn_args &a, const kvk_attn_work &w, uint32_t list,
 	  uint32_t p0, uint32_t p_end, uint32_t p_hi, uint32_t n_hi,
-	  uint32_t n_lo, int lane, uint8_t *sbuf, const uint32_t (*qf)[2],
-	  float (*acc)[4], float &m, float &l, float *logit, float qscale,
-	  bool fold)
+	  uint32_t n_lo, int lane, uint8_t *sbuf, uint8_t *hbuf,
+	  const uint4 *qs, float (*acc)[4], float &m, float &l, float *logit,
+	  float qscale, int flags)
 {
 	constexpr int KW = HD * 8 / 128, VW = HD * 8 / 256;
+	const bool span = flags & V2_SPAN;
+	bool fold = flags & V2_FOLD;
 	typedef v2_stage<HD> S;
 	const int gid = lane / 4, q4 = lane % 4;
 	float qsum = 0.0f; /* head gid's sum of q (fp16 operands), for fold */
@@ -917,21 +1091,81 @@ v2_staged(const kvk_attn_args &a, const kvk_attn_work &w, uint32_t list,
 	fold = fold && v2_ops<T>::is_half;
 	if (fold) {
 #pragma unroll
-		for (int j = 0; j < HD / 16; j++)
+		for (int j = 0; j < HD / 32; j++) {
+			const uint4 v = qs[j * 32 + lane];
+			const uint32_t qw[4] = { v.x, v.y, v.z, v.w };
+
 #pragma unroll
-			for (int i = 0; i < 2; i++) {
-				const __half2 h = *(const __half2 *)&qf[j][i];
+			for (int i = 0; i < 4; i++) {
+				const __half2 h = *(const __half2 *)&qw[i];
 
 				qsum += __low2float(h) + __high2float(h);
 			}
+		}
 		qsum += __shfl_xor_sync(~0U, qsum, 1);
 		qsum += __shfl_xor_sync(~0U, qsum, 2);
 	}
 	const uint32_t G = a.group;
 	const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(sbuf);
-	uint32_t cp = p0, ct0 = 0, cnp, k = 0, ids;
-	int cti, stg = 0;
-	const uint8_t *cpg;
+	const uint32_t hbase = (uint32_t)__cvta_generic_to_shared(hbuf);
+	uint32_t cp = p0, ct0 = 0, cnp = 0, k = 0, ids;
+	int cti = 0, stg = 0;
+	const uint8_t *cpg = NULL;
+	/* to the warp's next page: cp, and cpg, cti, cnp when cp < p_end */
+	auto next_page = [&]() {
+		cp += V2_WARPS, ct0 = 0, k++;
+		if (cp < p_end) {
+			if (k % 32 == 0) {
+				const uint32_t pl = cp + lane * V2_WARPS;
+
+				ids = pl < p_end ? v2_page_id(a, list, pl, p_hi) :
+						   0;
+			}
+			cpg = v2_page_at(a, __shfl_sync(~0U, ids, k % 32), cp,
+					 p_hi, n_hi, n_lo, &cti, &cnp);
+		}
+	};
+	/*
+	 * Stage the tile at (cp, ct0) into stage @s and move past it. With
+	 * span, a tile that would end short at its page's end takes the rest
+	 * of its slots from the warp's next page of the same tier (the low
+	 * tier's 53-token pages would otherwise leave 17% of them empty).
+	 */
+	auto issue = [&](int s) {
+		const uint32_t sa = sbase + s * S::BYTES, ha = hbase + 16 * s;
+		const uint32_t na = min(16U, cnp - ct0);
+		const uint32_t la = cp * w.tstride + ct0, oa = ct0;
+		const uint8_t *ga = cpg;
+		const int ti = cti;
+
+		if (na == 16 || !span) {
+			v2_with_tier<FMT>(a, cti, [&](const kvk_attn_tier &t) {
+				v2_stage_tile<HD>(sa, cpg, t, ct0, cnp, lane);
+			});
+			v2_stage_hdr(ha, la, la, na, na, cti, lane);
+			ct0 += 16;
+			if (ct0 >= cnp)
+				next_page();
+			return;
+		}
+		next_page();
+		if (cp >= p_end || cti != ti) {
+			v2_with_tier<FMT>(a, ti, [&](const kvk_attn_tier &t) {
+				v2_stage_tile<HD>(sa, ga, t, oa, oa + na, lane);
+			});
+			v2_stage_hdr(ha, la, la, na, na, ti, lane);
+			return;
+		}
+		ct0 = min(16U - na, cnp);
+		v2_with_tier<FMT>(a, ti, [&](const kvk_attn_tier &t) {
+			v2_stage_span<HD>(sa, ga, oa, na, cpg, na + ct0, t,
+					  lane);
+		});
+		v2_stage_hdr(ha, la, cp * w.tstride - na, na, na + ct0, ti,
+			     lane);
+		if (ct0 >= cnp)
+			next_page();
+	};
 
 	if (p0 >= p_end)
 		return;
@@ -939,46 +1173,38 @@ v2_staged(const kvk_attn_args &a, const kvk_attn_work &w, uint32_t list,
 		      v2_page_id(a, list, p0 + lane * V2_WARPS, p_hi) : 0;
 	cpg = v2_page_at(a, __shfl_sync(~0U, ids, 0), cp, p_hi, n_hi, n_lo,
 			 &cti, &cnp);
-	v2_stage_tile<HD>(sbase, cpg, a.tier[cti], 0, cnp, lane);
+	issue(0);
 	v2_cp_commit();
 	for (;;) {
 		/* the tile in stage stg */
-		const uint32_t p = cp, t0 = ct0, np = cnp;
-		const kvk_attn_tier &t = a.tier[cti];
 		const uint8_t *st = sbuf + stg * S::BYTES;
-		bool more;
+		const bool more = cp < p_end;
 
-		ct0 += 16;
-		if (ct0 >= cnp) {
-			cp += V2_WARPS, ct0 = 0, k++;
-			if (cp < p_end) {
-				if (k % 32 == 0) {
-					const uint32_t pl =
-						cp + lane * V2_WARPS;
-
-					ids = pl < p_end ?
-						v2_page_id(a, list, pl, p_hi) :
-						0;
-				}
-				cpg = v2_page_at(a,
-						 __shfl_sync(~0U, ids, k % 32),
-						 cp, p_hi, n_hi, n_lo, &cti,
-						 &cnp);
-			}
-		}
-		more = cp < p_end;
 		if (more)
-			v2_stage_tile<HD>(sbase + (stg ^ 1) * S::BYTES, cpg,
-					  a.tier[cti], ct0, cnp, lane);
+			issue(stg ^ 1);
 		v2_cp_commit();
 		v2_cp_wait<1>();
 		__syncwarp();
 		{
+			const uint4 hdr = *(const uint4 *)(hbuf + stg * 16);
+			const uint32_t la = hdr.x, lb = hdr.y;
+			const uint32_t na = hdr.z & 0xff;
+			const int nv = (int)(hdr.z >> 8);
+
+			v2_with_tier<FMT>(a, (int)hdr.w,
+					  [&](const kvk_attn_tier &t) {
 			const int kb = t.kbits, vb = t.vbits;
-			const int nv = (int)min(16U, np - t0);
-			uint32_t kr[2][KW], vr[4][VW], pp0, pp1;
+			uint32_t kr[2][KW], vr[4][VW], pp0, pp1, qf[HD / 16][2];
 			float ksc[2], kzr[2], vsc[4], vzr[4], st2[2][4], x[4];
 			float mx = -INFINITY, mn, base, corr;
+
+#pragma unroll
+			for (int j = 0; j < HD / 16; j += 2) {
+				const uint4 v = qs[j / 2 * 32 + lane];
+
+				qf[j][0] = v.x, qf[j][1] = v.y;
+				qf[j + 1][0] = v.z, qf[j + 1][1] = v.w;
+			}
 
 #define LDK(B)                                                                 \
 	for (int n = 0; n < 2; n++)                                            \
@@ -1029,10 +1255,13 @@ v2_staged(const kvk_attn_args &a, const kvk_attn_work &w, uint32_t list,
 				mx = fmaxf(mx, x[e]);
 			}
 			if (logit && gid < (int)G)
-				for (int e = 0; e < 4; e++)
-					if (4 * q4 + e < nv)
-						logit[p * w.tstride + t0 +
-						      4 * q4 + e] = x[e];
+				for (int e = 0; e < 4; e++) {
+					const uint32_t r = 4 * q4 + e;
+
+					if ((int)r < nv)
+						logit[(r < na ? la : lb) + r] =
+							x[e];
+				}
 			V2_BITS8_SWITCH(vb, LDV)
 			mx = fmaxf(mx, __shfl_xor_sync(~0U, mx, 1));
 			mx = fmaxf(mx, __shfl_xor_sync(~0U, mx, 2));
@@ -1062,6 +1291,7 @@ v2_staged(const kvk_attn_args &a, const kvk_attn_work &w, uint32_t list,
 #undef LDV
 #undef QK
 #undef PV
+			});
 		}
 		__syncwarp(); /* every lane is done with stage stg */
 		if (!more)
@@ -1076,12 +1306,13 @@ v2_staged(const kvk_attn_args &a, const kvk_attn_work &w, uint32_t list,
  * MAXB: the widest format of the call (16 or 8 bits): it sizes the raw
  * registers. NT: tiles of 16 tokens loaded per step before any arithmetic
  * in the register path (launched with 1). STG: formats of at most 8 bits
- * staged in shared memory (v2_staged()). fold (run time): the K8 fold.
+ * staged in shared memory (v2_staged()). flags (run time): V2_FOLD, V2_SPAN.
  */
-template <int HD, typename T, int MAXB, int NT, int MINB, bool STG>
+template <int HD, typename T, int MAXB, int NT, int MINB, bool STG,
+	  int FMT = 0>
 __global__ void __launch_bounds__(V2_WARPS * 32, MINB)
 	kvk_attn_v2_kernel(const kvk_attn_args a, const kvk_attn_work w,
-			   const bool fold)
+			   const int flags)
 {
 	constexpr int VD = HD / 8;
 	constexpr int KW = HD * MAXB / 128, VW = HD * MAXB / 256;
@@ -1129,10 +1360,21 @@ __global__ void __launch_bounds__(V2_WARPS * 32, MINB)
 		acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
 
 	if constexpr (STG) {
-		v2_staged<HD, T>(a, w, list, z * per + warp, p_end, p_hi, n_hi,
+		uint4 *qs = (uint4 *)(v2_dyn_smem + v2_stage<HD>::QF);
+
+		if (!warp)
+#pragma unroll
+			for (int j = 0; j < HD / 16; j += 2)
+				qs[j / 2 * 32 + lane] = make_uint4(
+					qf[j][0], qf[j][1], qf[j + 1][0],
+					qf[j + 1][1]);
+		__syncthreads();
+		v2_staged<HD, T, FMT>(a, w, list, z * per + warp, p_end, p_hi,
+				      n_hi,
 				 n_lo, lane,
-				 v2_dyn_smem + warp * v2_stage<HD>::WARP, qf,
-				 acc, m, l, logit, qscale, fold);
+				 v2_dyn_smem + warp * v2_stage<HD>::WARP,
+				 v2_dyn_smem + v2_stage<HD>::HDRS + warp * 32, qs,
+				 acc, m, l, logit, qscale, flags);
 		__syncthreads(); /* the stages become the accumulators */
 	} else
 	for (uint32_t p = z * per + warp; p < p_end; p += V2_WARPS) {
@@ -1372,6 +1614,8 @@ __global__ void kvk_attn_v2_scores(const kvk_attn_args a, const kvk_attn_work w)
  * the head_dim-128 kernel is compiled for: 1, 3 (staged only) or 4),
  * KVMM_ATTN_STAGED=0 (formats of at most 8 bits through the register path
  * instead of the shared-memory stages), KVMM_ATTN_FOLD=0 (no K8 fold),
+ * KVMM_ATTN_SPAN=0 (staged tiles end at page ends), KVMM_ATTN_TIERS=0
+ * (no instance with the DiffKV tier pair's formats fixed at compile time),
  * KVMM_ATTN_V1 (run version 1). Unset: fp16 pages compiled for 1 block
  * per SM (213 registers, 2 blocks fit; 95% of the read ceiling at 64 x 8K
  * on an H100; MINB=4 costs 24%); formats of at most 8 bits staged, for 4
@@ -1380,35 +1624,44 @@ __global__ void kvk_attn_v2_scores(const kvk_attn_args a, const kvk_attn_work w)
  */
 static int v2_knob(const char *name)
 {
-	static int minb = -2, staged = -2, fold = -2;
-	int *v = name[10] == 'M' ? &minb : name[10] == 'S' ? &staged : &fold;
+	static const char *const names[] = {
+		"KVMM_ATTN_MINB", "KVMM_ATTN_STAGED", "KVMM_ATTN_FOLD",
+		"KVMM_ATTN_SPAN", "KVMM_ATTN_TIERS",
+	};
+	static int val[ARRAY_SIZE(names)] = { -2, -2, -2, -2, -2 };
 
-	if (*v == -2) {
-		const char *e = getenv(name);
+	for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+		if (strcmp(name, names[i]))
+			continue;
+		if (val[i] == -2) {
+			const char *e = getenv(names[i]);
 
-		*v = e ? atoi(e) : -1;
+			val[i] = e ? atoi(e) : -1;
+		}
+		return val[i];
 	}
-	return *v;
+	return -1;
 }
 
 /* one instance; staged ones get their dynamic shared memory */
-template <int HD, typename T, int MAXB, int MINB, bool STG>
+template <int HD, typename T, int MAXB, int MINB, bool STG, int FMT = 0>
 static void v2_launch_one(const kvk_attn_args *a, const kvk_attn_work *w,
 			  cudaStream_t st)
 {
 	dim3 grid(a->nr_kv_heads, a->nr_seqs, w->splits);
 	const int smem = STG ? v2_stage<HD>::BLOCK : 0;
+	const int flags = (v2_knob("KVMM_ATTN_FOLD") ? V2_FOLD : 0) |
+			  (v2_knob("KVMM_ATTN_SPAN") ? V2_SPAN : 0);
 	static int attr;
 
 	if (smem > 48 * 1024 && !attr) {
-		cudaFuncSetAttribute(kvk_attn_v2_kernel<HD, T, MAXB, 1, MINB, STG>,
-				     cudaFuncAttributeMaxDynamicSharedMemorySize,
-				     smem);
+		cudaFuncSetAttribute(
+			kvk_attn_v2_kernel<HD, T, MAXB, 1, MINB, STG, FMT>,
+			cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
 		attr = 1;
 	}
-	kvk_attn_v2_kernel<HD, T, MAXB, 1, MINB, STG>
-		<<<grid, V2_WARPS * 32, smem, st>>>(*a, *w,
-						    v2_knob("KVMM_ATTN_FOLD") != 0);
+	kvk_attn_v2_kernel<HD, T, MAXB, 1, MINB, STG, FMT>
+		<<<grid, V2_WARPS * 32, smem, st>>>(*a, *w, flags);
 }
 
 template <typename T, int MAXB, bool STG>
@@ -1424,7 +1677,10 @@ static void v2_launch_main(const kvk_attn_args *a, const kvk_attn_work *w,
 		v2_launch_one<64, T, MAXB, 1, STG>(a, w, st);
 		break;
 	case 128:
-		if (minb == 4)
+		if (minb == 4 && STG && v2_fmt_diffkv(a) &&
+		    v2_knob("KVMM_ATTN_TIERS"))
+			v2_launch_one<128, T, MAXB, 4, STG, 1>(a, w, st);
+		else if (minb == 4)
 			v2_launch_one<128, T, MAXB, 4, STG>(a, w, st);
 		else if (minb == 3 && STG)
 			v2_launch_one<128, T, MAXB, 3, STG>(a, w, st);

@@ -5,6 +5,7 @@
  * beside the streaming-read ceiling measured in the same run, over a grid
  * of batch x context x tier mix. Llama-3-8B head shapes by default.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
@@ -158,10 +159,16 @@ int cmd_bench_attn(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "scores", no_argument, NULL, 's' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "tiers", required_argument, NULL, 't' },
+		{ "batch", required_argument, NULL, 'b' },
+		{ "ctx", required_argument, NULL, 'c' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
+	const char *only_tiers = NULL;
+	long only_batch = 0, only_ctx = 0;
 	int json = 0, scores = 0, c;
+	char *end;
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -172,16 +179,46 @@ int cmd_bench_attn(int argc, char **argv)
 		case 'j':
 			json = 1;
 			break;
+		case 't':
+			only_tiers = optarg;
+			if (strcmp(optarg, "fp16") && strcmp(optarg, "k8v4/k4v2")) {
+				fprintf(stderr, "kvmm bench attn: --tiers '%s': "
+						"not fp16 or k8v4/k4v2\n",
+					optarg);
+				return 2;
+			}
+			break;
+		case 'b':
+		case 'c':
+			errno = 0;
+			only_batch = c == 'b' ? strtol(optarg, &end, 10) :
+						 only_batch;
+			only_ctx = c == 'c' ? strtol(optarg, &end, 10) :
+					       only_ctx;
+			if (errno || *end || !*optarg ||
+			    (c == 'b' ? only_batch != 1 && only_batch != 16 &&
+						only_batch != 64 :
+					only_ctx != 1024 && only_ctx != 8192)) {
+				fprintf(stderr, "kvmm bench attn: --%s '%s': "
+						"not one of the grid's (%s)\n",
+					c == 'b' ? "batch" : "ctx", optarg,
+					c == 'b' ? "1, 16, 64" : "1024, 8192");
+				return 2;
+			}
+			break;
 		case 'h':
-			printf("usage: kvmm bench attn [--scores] [--json]\n"
+			printf("usage: kvmm bench attn [--scores] [--json] "
+			       "[--tiers T] [--batch N] [--ctx N]\n"
 			       "  Llama-3-8B heads (8 kv-heads, GQA 4, head_dim "
 			       "128), fp16 activations;\n  batch {1, 16, 64} x "
-			       "context {1K, 8K} x tiers {fp16, k8v4/k4v2 "
-			       "half and half}\n");
+			       "context {1024, 8192} x tiers {fp16, k8v4/k4v2 "
+			       "half and half};\n  --tiers, --batch, --ctx "
+			       "keep only the points that match\n");
 			return 0;
 		default:
 			fprintf(stderr, "usage: kvmm bench attn [--scores] "
-					"[--json]\n");
+					"[--json] [--tiers T] [--batch N] "
+					"[--ctx N]\n");
 			return 2;
 		}
 	}
@@ -220,6 +257,12 @@ int cmd_bench_attn(int argc, char **argv)
 				for (size_t ci = 0; ci < ARRAY_SIZE(ctxs); ci++) {
 					struct result r;
 
+					if ((only_tiers &&
+					     strcmp(only_tiers, mixes[mi].name)) ||
+					    (only_batch &&
+					     only_batch != batches[b]) ||
+					    (only_ctx && only_ctx != ctxs[ci]))
+						continue;
 					if (run_point(&mixes[mi], batches[b],
 						      ctxs[ci], 8, 4, 128, scores,
 						      &r))
@@ -247,7 +290,7 @@ int cmd_bench_attn(int argc, char **argv)
 		return 0;
 	}
 #else
-	(void)json, (void)scores;
+	(void)json, (void)scores, (void)only_tiers;
 	fprintf(stderr, "kvmm bench attn: built without CUDA\n");
 	return 1;
 #endif

@@ -11,13 +11,14 @@
  * a page each time tokens_per_page of its tokens are chosen, so unimportant
  * heads lose many pages and important heads few.
  *
- * The choice is a selection, not a sort: a binary search over the 64-bit
- * token keys (metric, then token identity) finds the smallest key T such
- * that the lists' whole pages below T reach the quota. Memory is O(1) per
- * sequence whatever its length (KV-Compress sorts every KV of the batch
- * twice and runs out of memory on long contexts). Keys are unique, so the
- * chosen set, and the result, do not depend on the order of evaluation: the
- * CPU reference and the CUDA kernel produce identical pages.
+ * The choice is a selection, not a sort: over the 64-bit token keys
+ * (metric, then token identity) it finds the smallest key T such that the
+ * lists' whole pages below T reach the quota (the CPU reference by binary
+ * search, the CUDA kernel by radix select, eight 8-bit digits). Memory is
+ * O(1) per sequence whatever its length (KV-Compress sorts every KV of the
+ * batch twice and runs out of memory on long contexts). Keys are unique, so
+ * the chosen set, and the result, do not depend on the order of evaluation:
+ * the CPU reference and the CUDA kernel produce identical pages.
  *
  * After the choice each list is compacted in place: its surviving tokens at
  * or past its new length move into the holes below it (lowest hole first),
@@ -28,6 +29,7 @@
 #ifndef KVEVICT_H
 #define KVEVICT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "kvattn.h"
@@ -46,6 +48,13 @@ extern "C" {
  * 0 .. ntokens[2 * list] - 1, token i in page tables[list][i / tokens] at
  * slot i % tokens. A token is protected (never evicted) when its position is
  * below @sinks or at least protect_from[s] (the recent window).
+ *
+ * @scratch is device memory of kvk_evict_scratch_bytes(nr_seqs, lists) bytes
+ * that the CUDA kernel uses between its launches: each sequence's threshold
+ * prefix, page totals per digit and block counter (struct kvk_evict_seq),
+ * then each list's cut key (u64). Every call overwrites it, so one buffer
+ * serves every call on one stream. The CPU reference ignores it (NULL is
+ * fine there).
  */
 struct kvk_evict_args {
 	uint32_t nr_seqs;
@@ -63,7 +72,39 @@ struct kvk_evict_args {
 	const int32_t *protect_from; /* [nr_seqs] first protected position */
 	uint32_t sinks;		/* positions below this are protected */
 	uint32_t *evicted;	/* [nr_seqs * lists] tokens evicted, out */
+	void *scratch;		/* CUDA: kvk_evict_scratch_bytes() bytes */
 };
+
+/*
+ * struct kvk_evict_seq - one sequence's state in @scratch between the
+ * passes of the CUDA radix select. Owner: kvk_evict_cuda(); zeroed at the
+ * start of each call, then written only by the last block of a sequence to
+ * finish a pass (after a device-wide fence and an atomic count) and read by
+ * the next launch.
+ */
+struct kvk_evict_seq {
+	uint64_t prefix;	/* digits of the threshold decided so far */
+	uint32_t done;		/* blocks of this pass finished */
+	uint32_t all;		/* 1: the quota exceeds every eligible page */
+	uint32_t total[256];	/* pages freed when the digit is <= b */
+};
+
+/**
+ * kvk_evict_scratch_bytes() - bytes of struct kvk_evict_args.scratch
+ * @nr_seqs: sequences of the calls that will use it
+ * @lists: lists per sequence of those calls
+ *
+ * A buffer sized for (nr_seqs, lists) serves any call with no more of
+ * either.
+ *
+ * Return: the size (8-byte alignment needed; cudaMalloc's is enough).
+ */
+static inline size_t kvk_evict_scratch_bytes(uint32_t nr_seqs, uint32_t lists)
+{
+	size_t n = nr_seqs ? nr_seqs : 1;
+
+	return n * sizeof(struct kvk_evict_seq) + n * lists * sizeof(uint64_t);
+}
 
 int kvk_evict_check(const struct kvk_evict_args *a);
 int kvk_evict_cpu(const struct kvk_evict_args *a, void *stream);

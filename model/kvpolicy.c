@@ -137,7 +137,11 @@ struct kvk_attn_args kvp_attn_args(const struct kvp *c,
 	return a;
 }
 
-/* every list of a slot, from the list of its layer 0 at @lb */
+/*
+ * every list of a slot, from the list of its layer 0 at @lb; the callers add
+ * quota, protect_from, evicted and, on the device, the scratch (the CPU
+ * reference needs none)
+ */
 struct kvk_evict_args kvp_evict_args(const struct kvp *c,
 				     const struct kvp_mem *m,
 				     const uint32_t *lb)
@@ -149,7 +153,7 @@ struct kvk_evict_args kvp_evict_args(const struct kvp *c,
 		.page_size = pl->page_size,
 		.pages_per_granule = pl->pages_per_granule,
 		.tables = m->tables, .width = pl->width, .ntokens = m->ntokens,
-		.list_base = lb, .sinks = c->pol.sinks,
+		.list_base = lb, .sinks = c->pol.sinks, .scratch = NULL,
 	};
 
 	return a;

@@ -62,6 +62,7 @@ struct kvp_dev {
 	float *lse;		/* [T][nh] */
 	uint16_t *qh, *kh, *vh; /* [T][nh or nkv][hd] in the activation type */
 	uint32_t *evicted;	/* [lps] */
+	void *evict_scratch;	/* kvk_evict_scratch_bytes(1, lps) */
 	void *work;		/* decode attention's scratch */
 	size_t work_bytes;
 	int32_t *herr;		/* [n_layers] host copy of err */
@@ -184,6 +185,7 @@ int kvp_dev_evict(struct kvp *c, uint32_t s, uint32_t quota)
 	a.quota = blk + KVD_QUOTA;
 	a.protect_from = (const int32_t *)(blk + KVD_FROM);
 	a.evicted = d->evicted;
+	a.scratch = d->evict_scratch;
 	ret = kvk_evict_cuda(&a, d->st);
 	return ret ?: download_ntokens(c, s, d->st);
 }
@@ -410,6 +412,8 @@ int kvp_dev_init(struct kvp *c, int device, char *err, size_t errlen)
 	ret = ret ?: dev_alloc((void **)&d->kh, T * c->nkv * c->hd * 2);
 	ret = ret ?: dev_alloc((void **)&d->vh, T * c->nkv * c->hd * 2);
 	ret = ret ?: dev_alloc((void **)&d->evicted, pl->lists_per_slot * 4);
+	ret = ret ?: dev_alloc(&d->evict_scratch,
+			       kvk_evict_scratch_bytes(1, pl->lists_per_slot));
 	ret = ret ?: dev_alloc(&d->work, d->work_bytes);
 	ret = ret ?: upload_bases(c);
 	if (ret)
@@ -438,6 +442,7 @@ void kvp_dev_free(struct kvp *c)
 	cudaFree(d->kh);
 	cudaFree(d->vh);
 	cudaFree(d->evicted);
+	cudaFree(d->evict_scratch);
 	cudaFree(d->work);
 	free(d->herr);
 	free(d->hlb);

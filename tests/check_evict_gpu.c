@@ -5,6 +5,7 @@
  * counts and the per-list eviction counts must be identical.
  */
 #include <check.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +40,7 @@ static void run_case(uint64_t *seed, uint32_t nr_seqs, uint32_t lists,
 {
 	struct evict_case c, g;
 	struct kvk_evict_args d;
-	size_t nl = (size_t)nr_seqs * lists;
+	size_t nl = (size_t)nr_seqs * lists, sb;
 	void *pool, *nt, *ev;
 
 	evict_case_make(&c, seed, nr_seqs, lists, hd, tier, width);
@@ -55,6 +56,11 @@ static void run_case(uint64_t *seed, uint32_t nr_seqs, uint32_t lists,
 	d.list_base = to_dev(c.list_base, nr_seqs * 4);
 	d.quota = to_dev(c.quota, nr_seqs * 4);
 	d.protect_from = to_dev(c.protect_from, nr_seqs * 4);
+	ck_assert_int_eq(kvk_evict_cuda(&d, NULL), -EINVAL); /* no scratch */
+	sb = kvk_evict_scratch_bytes(nr_seqs, lists);
+	CK_CUDA(cudaMalloc(&d.scratch, sb));
+	/* stale state from an earlier call must not matter */
+	CK_CUDA(cudaMemset(d.scratch, 0x5a, sb));
 	ck_assert_int_eq(kvk_evict_cuda(&d, NULL), 0);
 	CK_CUDA(cudaDeviceSynchronize());
 	ck_assert_int_eq(kvk_evict_cpu(&c.a, NULL), 0);
@@ -65,6 +71,7 @@ static void run_case(uint64_t *seed, uint32_t nr_seqs, uint32_t lists,
 	CK_CUDA(cudaFree((void *)d.list_base));
 	CK_CUDA(cudaFree((void *)d.quota));
 	CK_CUDA(cudaFree((void *)d.protect_from));
+	CK_CUDA(cudaFree(d.scratch));
 	ck_assert_mem_eq(g.evicted, c.evicted, nl * 4);
 	ck_assert_mem_eq(g.ntokens, c.ntokens, 2 * c.nr_rows * 4);
 	if (memcmp(g.pool, c.pool, c.pool_bytes))

@@ -6,10 +6,12 @@
  * pages, beside the streaming-read ceiling measured in the same run.
  *
  * Bytes counted: every token's metric and position once (8 bytes), the
- * table entries, and the K/V rows of the tokens the compaction moves (read
- * once, written once). The kernel's selection reads the metrics once per
- * step of its binary search, so the achieved figure against the ceiling
- * says how far the call is from one pass over what it must read.
+ * table entries, and each token the compaction moved (its K/V rows, metric
+ * and position, read once and written once; counted after the last call:
+ * slots below a list's new length whose position is not their own). The
+ * kernel's selection reads the metrics once per radix pass (eight) and a
+ * few times more per list for its cut, so the achieved figure against the
+ * ceiling says how far the call is from one pass over what it must read.
  */
 #include <getopt.h>
 #include <inttypes.h>
@@ -90,6 +92,54 @@ static int m_get(int cpu, void *dst, const void *src, size_t n)
 	return 0;
 }
 
+/* @n segments of @seg bytes, @ps apart from @src, packed into @dst */
+static int m_get_segs(int cpu, void *dst, const void *src, size_t ps,
+		      size_t seg, size_t n)
+{
+	(void)cpu;	/* unused without CUDA */
+#ifdef KVMM_HAVE_CUDA
+	if (!cpu)
+		return cudaMemcpy2D(dst, seg, src, ps, seg, n,
+				    cudaMemcpyDeviceToHost) == cudaSuccess
+			       ? 0 : -EIO;
+#endif
+	for (size_t r = 0; r < n; r++)
+		memcpy((uint8_t *)dst + r * seg, (const uint8_t *)src + r * ps,
+		       seg);
+	return 0;
+}
+
+/*
+ * count_moved() - tokens the last call moved: slots below each list's new
+ * length whose position is no longer their own index (fill_pages() gives
+ * token i of a list position i).
+ */
+static int count_moved(int cpu, const void *pool, const struct kva_layout *l,
+		       uint32_t ps, uint32_t ppg, uint64_t npages,
+		       uint32_t width, uint32_t lists, uint32_t ctx,
+		       const uint32_t *ev, double *moved)
+{
+	size_t seg = (size_t)l->tokens * 4;
+	int32_t *pos = malloc(seg * npages);
+	int ret = pos ? 0 : -ENOMEM;
+
+	for (uint64_t g = 0; !ret && g * ppg < npages; g++) {
+		uint64_t n = npages - g * ppg < ppg ? npages - g * ppg : ppg;
+
+		ret = m_get_segs(cpu, (uint8_t *)pos + g * ppg * seg,
+				 (const uint8_t *)pool + g * GRAN + l->pos_off,
+				 ps, seg, n);
+	}
+	*moved = 0;
+	for (uint32_t li = 0; !ret && li < lists; li++)
+		for (uint32_t i = 0; i < ctx - ev[li]; i++)
+			*moved += pos[((size_t)li * width + i / l->tokens) *
+					      l->tokens +
+				      i % l->tokens] != (int32_t)i;
+	free(pos);
+	return ret;
+}
+
 static int m_fill(int cpu, void *p, int byte, size_t n)
 {
 	(void)cpu;	/* unused without CUDA */
@@ -139,7 +189,7 @@ static int timed_evict(int cpu, const struct kvk_evict_args *a, double *us)
 }
 
 struct result {
-	double us, gbs, bytes, evicted, want;
+	double us, gbs, bytes, evicted, want, moved;
 };
 
 /*
@@ -183,14 +233,14 @@ static int fill_pages(int cpu, void *pool, const struct kva_layout *l,
 
 /* struct evict_mem - the arrays of one grid point, in the run's memory */
 struct evict_mem {
-	void *pool, *tab, *ntok, *base, *quota, *from, *ev;
+	void *pool, *tab, *ntok, *base, *quota, *from, *ev, *scratch;
 };
 
 static void mem_free(int cpu, struct evict_mem *d)
 {
 	m_free(cpu, d->pool), m_free(cpu, d->tab), m_free(cpu, d->ntok);
 	m_free(cpu, d->base), m_free(cpu, d->quota), m_free(cpu, d->from);
-	m_free(cpu, d->ev);
+	m_free(cpu, d->ev), m_free(cpu, d->scratch);
 }
 
 /*
@@ -249,6 +299,8 @@ static int run_point(int cpu, uint32_t batch, uint32_t ctx, uint64_t *seed,
 	ret = ret ?: m_alloc(cpu, &d.quota, batch * 4);
 	ret = ret ?: m_alloc(cpu, &d.from, batch * 4);
 	ret = ret ?: m_alloc(cpu, &d.ev, (size_t)lists * 4);
+	ret = ret ?: m_alloc(cpu, &d.scratch,
+			     kvk_evict_scratch_bytes(batch, LISTS));
 	ret = ret ?: m_fill(cpu, d.pool, 0x3c, pool_bytes);
 	ret = ret ?: m_put(cpu, d.tab, tables, (size_t)npages * 4);
 	ret = ret ?: m_put(cpu, d.base, base, batch * 4);
@@ -264,6 +316,7 @@ static int run_point(int cpu, uint32_t batch, uint32_t ctx, uint64_t *seed,
 	a.pages_per_granule = ppg, a.tables = d.tab, a.width = width;
 	a.ntokens = d.ntok, a.list_base = d.base, a.quota = d.quota;
 	a.protect_from = d.from, a.sinks = 0, a.evicted = d.ev;
+	a.scratch = d.scratch;
 	for (int r = -1; r < REPS && !ret; r++) {
 		uint64_t again = *seed;
 		double us;
@@ -282,14 +335,17 @@ static int run_point(int cpu, uint32_t batch, uint32_t ctx, uint64_t *seed,
 	for (uint32_t li = 0; li < lists; li++)
 		res->evicted += ev_h[li];
 	res->want = (double)quota[0] * batch * l.tokens;
+	ret = count_moved(cpu, d.pool, &l, ps, ppg, npages, width, lists, ctx,
+			  ev_h, &res->moved);
+	if (ret)
+		goto out;
 	/*
-	 * bytes: each token's metric and position, the table, and the K/V
-	 * rows of the moved survivors, read and written (at most one per
-	 * evicted token: an upper bound)
+	 * bytes: each token's metric and position, the table, and every
+	 * moved survivor's K/V rows, metric and position, read and written
 	 */
 	res->us = kvmm_median(t, REPS);
 	res->bytes = (double)lists * ctx * 8 + (double)npages * 4 +
-		     res->evicted * 2.0 * 2 * HD * 2;
+		     res->moved * 2.0 * (2 * HD * 2 + 8);
 	res->gbs = res->bytes / (res->us * 1e-6) / 1e9;
 out:
 	mem_free(cpu, &d);
@@ -381,9 +437,10 @@ int cmd_bench_evict(int argc, char **argv)
 				 ceil_gbs);
 		printf("kvmm bench evict (%s): %d lists of head_dim %d per "
 		       "sequence, fp16 pages, half the pages freed; %s\n\n"
-		       "%6s %6s %10s %12s %10s %9s %7s\n",
+		       "%6s %6s %10s %12s %12s %10s %9s %7s\n",
 		       cpu ? "cpu reference" : "cuda", LISTS, HD, ce, "batch",
-		       "ctx", "us", "evicted", "MB", "GB/s", "ceil%");
+		       "ctx", "us", "evicted", "moved", "MB", "GB/s",
+		       "ceil%");
 	}
 	for (size_t b = 0; b < ARRAY_SIZE(batches); b++)
 		for (size_t ci = 0; ci < ARRAY_SIZE(ctxs); ci++) {
@@ -409,13 +466,16 @@ int cmd_bench_evict(int argc, char **argv)
 			if (json)
 				printf("%s{\"batch\":%u,\"ctx\":%u,"
 				       "\"us\":%.2f,\"evicted\":%.0f,"
-				       "\"bytes\":%.0f,\"gbs\":%.1f}",
+				       "\"moved\":%.0f,\"bytes\":%.0f,"
+				       "\"gbs\":%.1f}",
 				       first ? "" : ",", batches[b], ctxs[ci],
-				       r.us, r.evicted, r.bytes, r.gbs);
+				       r.us, r.evicted, r.moved, r.bytes,
+				       r.gbs);
 			else
-				printf("%6u %6u %10.1f %12.0f %10.1f %9.1f "
-				       "%6.1f%%\n", batches[b], ctxs[ci], r.us,
-				       r.evicted, r.bytes / 1e6, r.gbs,
+				printf("%6u %6u %10.1f %12.0f %12.0f %10.1f "
+				       "%9.1f %6.1f%%\n", batches[b], ctxs[ci],
+				       r.us, r.evicted, r.moved, r.bytes / 1e6,
+				       r.gbs,
 				       ceil_gbs ? 100 * r.gbs / ceil_gbs : 0.0);
 			first = 0;
 		}

@@ -6,7 +6,9 @@
  * page, tiles of 16 tokens, formats as template parameters, the context
  * split over several blocks and merged by log-sum-exp, scores from saved
  * logits in a light third kernel; formats of at most 8 bits staged in
- * shared memory by cp.async, a tile ahead. Version 1 (fp32 activations,
+ * shared memory by cp.async, a tile ahead, tiles spanning a warp's pages
+ * of one tier, and an instance with the DiffKV tier pair's formats fixed
+ * at compile time. Version 1 (fp32 activations,
  * and scores asked for without scratch): one block of 4 warps per
  * (kv-head, sequence), lanes own dims, every page read once for all query
  * heads of the group, online softmax per query head, warps merged through
@@ -676,7 +678,8 @@ v2_page(const kvk_attn_args &a, uint32_t list, uint32_t p, uint32_t p_hi,
  * rows by 2 ((r >> 2) & 3) (a lane reads an eighth of tokens 4 q4 + e).
  * Tokens past the page's end are zero-filled by the copy (nothing read):
  * finite, masked out of the logits, zero V. Segments and pages are assumed
- * 16-byte aligned (kva_page_layout() aligns them to 32).
+ * 16-byte aligned (kva_page_layout() aligns them to 32); each stage starts
+ * 128-byte aligned, as the swizzle's bank mapping needs.
  */
 #define V2_STAGES 2
 /* run-time flags of the staged walk (measuring knobs, v2_knob()) */

@@ -13,6 +13,9 @@
 # TEXT: the text file (default ../shared/data/wikitext-2/valid.txt, then
 # $B/valid.txt); POLICY_INIT: the model's initializer range (0.05; at
 # 0.1 the random model is chaotic, see Documentation/policies/index.rst);
+# A third run, KVMM_CPU_ACT_ROUND=f16 on the CPU, is compared with the CUDA
+# one as a diagnostic (the CUDA path's own error against the random
+# model's sensitivity to fp16 rounding).
 # POLICY_CTX: tokens of the chunk, half prefilled (1024; the CPU run of
 # 2048 takes over 7 minutes on 16 cores); POLICY_THREADS: CPU threads of
 # the host run (all; gpu-suite.sh runs this file in the background with 8);
@@ -41,23 +44,28 @@ elif ! python3 tests/ref/random_llama.py --out "$pold/smollm2" \
 else
 	pols=(--policy diffkv --policy "diffkv:prune=0,quant=2"
 	      --policy uniform:tier=k4v4 --policy kvcompress:rate=3)
-	# both at once: the CPU run takes the cores, the CUDA run the GPU
-	for dev in cpu cuda; do
+	# all at once: the CPU runs take the cores, the CUDA run the GPU.
+	# cpuf16 (a diagnostic, not the criterion): the CPU executor with its
+	# GEMM inputs rounded to fp16 as the CUDA GEMMs see them, to tell the
+	# CUDA path's own error from the random model's sensitivity.
+	for run in cpu cpuf16 cuda; do
 		(
 			t0=$SECONDS
+			dev=${run%f16}
+			[ "$run" = cpuf16 ] && export KVMM_CPU_ACT_ROUND=f16
 			timeout "${POLICY_TIMEOUT:-480}" "$B/kvmm" eval ppl --device $dev \
 				${POLICY_THREADS:+--threads $POLICY_THREADS} \
 				--model "$pold/smollm2" --text "$TEXT" \
 				--context "$POLICY_CTX" --prefix $((POLICY_CTX / 2)) \
-				"${pols[@]}" --json >"$OUT/policy-$dev.jsonl" \
-				2>"$OUT/policy-$dev.err"
-			echo "eval ppl --device $dev: rc $? in $((SECONDS - t0)) s" \
-				>>"$OUT/policy-$dev.err"
+				"${pols[@]}" --json >"$OUT/policy-$run.jsonl" \
+				2>"$OUT/policy-$run.err"
+			echo "eval ppl --device $dev${KVMM_CPU_ACT_ROUND:+ (KVMM_CPU_ACT_ROUND=f16)}: rc $? in $((SECONDS - t0)) s" \
+				>>"$OUT/policy-$run.err"
 		) &
 	done
 	wait
-	for dev in cpu cuda; do
-		tail -3 "$OUT/policy-$dev.err" | tee -a "${log:-/dev/null}"
+	for run in cpu cpuf16 cuda; do
+		tail -3 "$OUT/policy-$run.err" | tee -a "${log:-/dev/null}"
 	done
 	# generation through a policy cache on the GPU, batched
 	printf '{"prompt": "%s"}\n' "The cache" "A much longer prompt, so that the two sequences differ" \
@@ -73,5 +81,10 @@ else
 	rc=$?
 	tee -a "${log:-/dev/null}" <"$OUT/policy-compare.txt"
 	row "policy cuda vs cpu" "$(tail -1 "$OUT/policy-compare.txt") (rc $rc)"
+	say "-- diagnostic: cuda against the cpu with fp16-rounded GEMM inputs"
+	python3 tests/ref/policy_compare.py "$OUT/policy-cpuf16.jsonl" \
+		"$OUT/policy-cuda.jsonl" >"$OUT/policy-compare-f16.txt" 2>&1
+	tee -a "${log:-/dev/null}" <"$OUT/policy-compare-f16.txt"
+	row "policy cuda vs cpu-f16" "$(tail -1 "$OUT/policy-compare-f16.txt") (diagnostic)"
 fi
 rm -rf "$pold"

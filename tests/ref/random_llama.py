@@ -8,9 +8,12 @@ transformers' Llama layout and initialisation: every linear and the
 embedding drawn from N(0, init^2), norms 1, the output tied to the
 embedding. The same --seed and --init give the same bytes on every
 machine, so the policy check of the GPU suite (tools/gpu-suite.d/policy.sh)
-and a CPU-only measurement of its noise floor see one model.
+and a CPU-only measurement of its noise floor see one model. The default
+--init is SmolLM2-135M's own initializer_range (1/24, from its
+config.json), so that the model is what transformers' from_config() would
+draw for the default model's configuration.
 
-    random_llama.py --out DIR [--init 0.05] [--seed 1234]
+    random_llama.py --out DIR [--init 0.041666666666666664] [--seed 1234]
 """
 import argparse
 import json
@@ -20,8 +23,9 @@ import sys
 
 import numpy as np
 
-# SmolLM2-135M
+# SmolLM2-135M, and its config.json's initializer_range
 D, F, L, H, KV, HD, V = 576, 1536, 30, 9, 3, 64, 49152
+INIT = 0.041666666666666664
 
 
 def bytes_to_unicode():
@@ -102,7 +106,7 @@ def write_tokenizer(path):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
-    ap.add_argument("--init", type=float, default=0.05)
+    ap.add_argument("--init", type=float, default=INIT)
     ap.add_argument("--seed", type=int, default=1234)
     a = ap.parse_args()
     if not a.init > 0:
@@ -115,6 +119,7 @@ def main():
                hidden_size=D, intermediate_size=F, num_hidden_layers=L,
                num_attention_heads=H, num_key_value_heads=KV, head_dim=HD,
                vocab_size=V, tie_word_embeddings=True, rope_theta=100000.0,
+               initializer_range=a.init,
                max_position_embeddings=8192, rms_norm_eps=1e-5,
                hidden_act="silu", torch_dtype="float16", bos_token_id=None,
                eos_token_id=None)

@@ -9,13 +9,14 @@
 # over one chunk of WikiText-2 with every policy, --device cpu and
 # --device cuda, compared by tests/ref/policy_compare.py (physical
 # compression within 1%, perplexity within 0.5%).
-# Standalone: B=build OUT=/tmp/x TEXT=valid.txt bash tools/gpu-suite.d/policy.sh
-# TEXT: the text file (default ../shared/data/wikitext-2/valid.txt, then
-# $B/valid.txt); POLICY_INIT: the model's initializer range (0.05; at
-# 0.1 the random model is chaotic, see Documentation/policies/index.rst);
 # A third run, KVMM_CPU_ACT_ROUND=f16 on the CPU, is compared with the CUDA
 # one as a diagnostic (the CUDA path's own error against the random
 # model's sensitivity to fp16 rounding).
+# Standalone: B=build OUT=/tmp/x TEXT=valid.txt bash tools/gpu-suite.d/policy.sh
+# TEXT: the text file (default ../shared/data/wikitext-2/valid.txt, then
+# $B/valid.txt); POLICY_INIT: the model's initializer range (SmolLM2's
+# own, 1/24; at 0.1 the random model is chaotic, see
+# Documentation/policies/index.rst);
 # POLICY_CTX: tokens of the chunk, half prefilled (1024; the CPU run of
 # 2048 takes over 7 minutes on 16 cores); POLICY_THREADS: CPU threads of
 # the host run (all; gpu-suite.sh runs this file in the background with 8);
@@ -31,7 +32,7 @@ if ! declare -F say >/dev/null; then
 fi
 TEXT=${TEXT:-../shared/data/wikitext-2/valid.txt}
 [ -r "$TEXT" ] || TEXT=$B/valid.txt
-POLICY_INIT=${POLICY_INIT:-0.05}
+POLICY_INIT=${POLICY_INIT:-0.041666666666666664}
 POLICY_CTX=${POLICY_CTX:-1024}
 pold=$(mktemp -d /tmp/kvmm-pol.XXXXXX)
 

@@ -879,6 +879,23 @@ static __device__ __forceinline__ void v2_lds_row(const uint8_t *rows,
 	}
 }
 
+/*
+ * The metadata of tokens t0 .. t0 + nv - 1 of a page's segment @seg: past
+ * a spanning tile, tiles start anywhere, so 16-byte units only if aligned
+ */
+static __device__ __forceinline__ void v2_cp_meta_at(uint32_t dst,
+						     const uint8_t *seg,
+						     uint32_t g, uint32_t t0,
+						     uint32_t nv, int lane)
+{
+	const uint8_t *src = seg + t0 * 4 * g;
+
+	if (!(t0 * 4 * g % 16))
+		v2_cp_meta(dst, src, g, nv, lane);
+	else
+		v2_cp_meta2(dst, src, src, g, nv, nv, lane);
+}
+
 /* one tile (16 tokens from t0 of a page of np) into the stage at @st */
 template <int HD>
 static __device__ __forceinline__ void v2_stage_tile(uint32_t st,
@@ -902,19 +919,8 @@ static __device__ __forceinline__ void v2_stage_tile(uint32_t st,
 	V2_BITS8_SWITCH(t.vbits, CPV)
 #undef CPK
 #undef CPV
-	/* past a spanning tile, tiles start anywhere: 16-byte units if aligned */
-	if (!(t0 * 4 * t.kgroups % 16))
-		v2_cp_meta(st + S::KM, pg + t.km_off + t0 * 4 * t.kgroups,
-			   t.kgroups, nv, lane);
-	else
-		v2_cp_meta2(st + S::KM, pg + t.km_off + t0 * 4 * t.kgroups,
-			    pg, t.kgroups, nv, nv, lane);
-	if (!(t0 * 4 * t.vgroups % 16))
-		v2_cp_meta(st + S::VM, pg + t.vm_off + t0 * 4 * t.vgroups,
-			   t.vgroups, nv, lane);
-	else
-		v2_cp_meta2(st + S::VM, pg + t.vm_off + t0 * 4 * t.vgroups,
-			    pg, t.vgroups, nv, nv, lane);
+	v2_cp_meta_at(st + S::KM, pg + t.km_off, t.kgroups, t0, nv, lane);
+	v2_cp_meta_at(st + S::VM, pg + t.vm_off, t.vgroups, t0, nv, lane);
 }
 
 /*

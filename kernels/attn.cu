@@ -7,8 +7,8 @@
  * split over several blocks and merged by log-sum-exp, scores from saved
  * logits in a light third kernel; formats of at most 8 bits staged in
  * shared memory by cp.async, a tile ahead, tiles spanning a warp's pages
- * of one tier, and an instance with the DiffKV tier pair's formats fixed
- * at compile time. Version 1 (fp32 activations,
+ * of one tier, and instances with common tier pairs' formats fixed at
+ * compile time. Version 1 (fp32 activations,
  * and scores asked for without scratch): one block of 4 warps per
  * (kv-head, sequence), lanes own dims, every page read once for all query
  * heads of the group, online softmax per query head, warps merged through
@@ -1033,20 +1033,34 @@ static __device__ __forceinline__ void v2_lds_v(const uint8_t *st,
 
 /*
  * Tier formats fixed at compile time. FMT 0: as the call gives them (a
- * run-time switch per tile); FMT 1: the DiffKV pair, K8V4 (1 and 2
- * metadata groups) high and K4V2 (2 and 4) low, so that each tier's tile
- * is straight-line code (fewer branches, constant-bank reads and
- * instructions to fetch).
+ * run-time switch per tile); FMT 1..V2_NR_FMT: one of the pairs below,
+ * chosen at launch when the call's tiers match it exactly, so that each
+ * tier's tile is straight-line code (fewer branches, constant-bank reads
+ * and instructions to fetch). 1: DiffKV's pair, K8V4 (1 and 2 metadata
+ * groups) high and K4V2 (2 and 4) low; 2 and 3: the uniform baselines
+ * K4V4 and K8V8 (one group, both tiers alike).
  */
+#define V2_NR_FMT 3
+
+/* tier @ti of pair @fmt: kbits | vbits << 8 | kgroups << 16 | vgroups << 24 */
+static constexpr __host__ __device__ uint32_t v2_fmt_code(int fmt, int ti)
+{
+	return fmt == 1 ? (ti ? 0x04020204U : 0x02010408U) :
+	       fmt == 2 ? 0x01010404U :
+	       fmt == 3 ? 0x01010808U : 0;
+}
+
 template <int FMT, int TI>
 static __device__ __forceinline__ kvk_attn_tier v2_tier(const kvk_attn_args &a,
 							int ti)
 {
 	kvk_attn_tier t = a.tier[FMT ? TI : ti];
 
-	if constexpr (FMT == 1) {
-		t.kbits = TI ? 4 : 8, t.vbits = TI ? 2 : 4;
-		t.kgroups = TI ? 2 : 1, t.vgroups = TI ? 4 : 2;
+	if constexpr (FMT != 0) {
+		constexpr uint32_t c = v2_fmt_code(FMT, TI);
+
+		t.kbits = c & 0xff, t.vbits = c >> 8 & 0xff;
+		t.kgroups = c >> 16 & 0xff, t.vgroups = c >> 24;
 	}
 	return t;
 }
@@ -1066,14 +1080,22 @@ static __device__ __forceinline__ void v2_with_tier(const kvk_attn_args &a,
 	}
 }
 
-/* does the call's pair of tiers match FMT 1? */
-static inline bool v2_fmt_diffkv(const kvk_attn_args *a)
+/* the fixed pair the call's tiers match, 0 for none */
+static inline int v2_fmt_of(const kvk_attn_args *a)
 {
-	const kvk_attn_tier *h = &a->tier[0], *l = &a->tier[1];
+	for (int f = 1; f <= V2_NR_FMT; f++) {
+		int ok = 1;
 
-	return h->kbits == 8 && h->vbits == 4 && h->kgroups == 1 &&
-	       h->vgroups == 2 && l->kbits == 4 && l->vbits == 2 &&
-	       l->kgroups == 2 && l->vgroups == 4;
+		for (int ti = 0; ti < 2; ti++) {
+			const kvk_attn_tier *t = &a->tier[ti];
+
+			ok &= (t->kbits | t->vbits << 8 | t->kgroups << 16 |
+			       (uint32_t)t->vgroups << 24) == v2_fmt_code(f, ti);
+		}
+		if (ok)
+			return f;
+	}
+	return 0;
 }
 
 /*
@@ -1624,7 +1646,7 @@ __global__ void kvk_attn_v2_scores(const kvk_attn_args a, const kvk_attn_work w)
  * KVMM_ATTN_STAGED=0 (formats of at most 8 bits through the register path
  * instead of the shared-memory stages), KVMM_ATTN_FOLD=0 (no K8 fold),
  * KVMM_ATTN_SPAN=0 (staged tiles end at page ends), KVMM_ATTN_TIERS=0
- * (no instance with the DiffKV tier pair's formats fixed at compile time),
+ * (no instance with a tier pair's formats fixed at compile time),
  * KVMM_ATTN_V1 (run version 1). Unset: fp16 pages compiled for 1 block
  * per SM (213 registers, 2 blocks fit; 95% of the read ceiling at 64 x 8K
  * on an H100; MINB=4 costs 24%); formats of at most 8 bits staged, for 4
@@ -1677,7 +1699,7 @@ template <typename T, int MAXB, bool STG>
 static void v2_launch_main(const kvk_attn_args *a, const kvk_attn_work *w,
 			   cudaStream_t st)
 {
-	int minb = v2_knob("KVMM_ATTN_MINB");
+	int minb = v2_knob("KVMM_ATTN_MINB"), fmt = 0;
 
 	if (minb < 0)	/* quantized pages: occupancy beats spills */
 		minb = MAXB == 16 ? 1 : 4;
@@ -1686,9 +1708,14 @@ static void v2_launch_main(const kvk_attn_args *a, const kvk_attn_work *w,
 		v2_launch_one<64, T, MAXB, 1, STG>(a, w, st);
 		break;
 	case 128:
-		if (minb == 4 && STG && v2_fmt_diffkv(a) &&
-		    v2_knob("KVMM_ATTN_TIERS"))
+		if (minb == 4 && STG && v2_knob("KVMM_ATTN_TIERS"))
+			fmt = v2_fmt_of(a);
+		if (fmt == 1)
 			v2_launch_one<128, T, MAXB, 4, STG, 1>(a, w, st);
+		else if (fmt == 2)
+			v2_launch_one<128, T, MAXB, 4, STG, 2>(a, w, st);
+		else if (fmt == 3)
+			v2_launch_one<128, T, MAXB, 4, STG, 3>(a, w, st);
 		else if (minb == 4)
 			v2_launch_one<128, T, MAXB, 4, STG>(a, w, st);
 		else if (minb == 3 && STG)

@@ -17,12 +17,6 @@
 #include "kvattn.h"
 #include "kvmm.h"
 
-#ifdef KVMM_HAVE_CUDA
-#include <cuda_runtime.h>
-
-#define GRAN (2ULL << 20)
-#define REPS 15
-
 struct mix {
 	const char *name;
 	struct kva_tier t[2];
@@ -32,7 +26,24 @@ struct mix {
 static const struct mix mixes[] = {
 	{ "fp16", { { 16, 16, 1, 1 }, { 16, 16, 1, 1 } }, 1.0 },
 	{ "k8v4/k4v2", { { 8, 4, 1, 2 }, { 4, 2, 2, 4 } }, 0.5 },
+	{ "k8v8", { { 8, 8, 1, 1 }, { 8, 8, 1, 1 } }, 1.0 },
+	{ "k4v4", { { 4, 4, 1, 1 }, { 4, 4, 1, 1 } }, 1.0 },
 };
+
+/* the grid's mix called @name, or NULL */
+static const struct mix *mix_named(const char *name)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(mixes); i++)
+		if (!strcmp(mixes[i].name, name))
+			return &mixes[i];
+	return NULL;
+}
+
+#ifdef KVMM_HAVE_CUDA
+#include <cuda_runtime.h>
+
+#define GRAN (2ULL << 20)
+#define REPS 15
 
 #define CU(x)                                                                  \
 	do {                                                                   \
@@ -181,9 +192,10 @@ int cmd_bench_attn(int argc, char **argv)
 			break;
 		case 't':
 			only_tiers = optarg;
-			if (strcmp(optarg, "fp16") && strcmp(optarg, "k8v4/k4v2")) {
+			if (!mix_named(optarg)) {
 				fprintf(stderr, "kvmm bench attn: --tiers '%s': "
-						"not fp16 or k8v4/k4v2\n",
+						"not fp16, k8v4/k4v2, k8v8 or "
+						"k4v4\n",
 					optarg);
 				return 2;
 			}
@@ -212,8 +224,9 @@ int cmd_bench_attn(int argc, char **argv)
 			       "  Llama-3-8B heads (8 kv-heads, GQA 4, head_dim "
 			       "128), fp16 activations;\n  batch {1, 16, 64} x "
 			       "context {1024, 8192} x tiers {fp16, k8v4/k4v2 "
-			       "half and half};\n  --tiers, --batch, --ctx "
-			       "keep only the points that match\n");
+			       "half and half, k8v8, k4v4};\n"
+			       "  --tiers, --batch, --ctx keep only the points "
+			       "that match\n");
 			return 0;
 		default:
 			fprintf(stderr, "usage: kvmm bench attn [--scores] "

@@ -85,7 +85,7 @@ bench -t scores attn --scores
 if [ -s "$OUT/bench-attn.txt" ]; then
 	while read -r tiers batch ctx _us _mb gbs pct; do
 		row "attn $tiers b$batch ctx$ctx" "$gbs GB/s ($pct of read)"
-	done < <(grep -E '^(fp16|k8v4)' "$OUT/bench-attn.txt" | awk '$2==64 && $3==8192')
+	done < <(grep -E '^(fp16|k8v4|k8v8|k4v4)' "$OUT/bench-attn.txt" | awk '$2==64 && $3==8192')
 fi
 for extra in tools/gpu-suite.d/*.sh; do
 	[ -e "$extra" ] || continue

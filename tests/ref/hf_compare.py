@@ -32,6 +32,9 @@ import time
 import torch
 import transformers
 
+# the byte-level tokenizer of the random models (same directory)
+from random_llama import write_tokenizer
+
 
 SHAPES = {
     # SmolLM2-135M
@@ -59,48 +62,6 @@ SHAPES = {
         vocab_size=128256, tie_word_embeddings=False, rope_theta=500000.0,
         max_position_embeddings=8192, rms_norm_eps=1e-5)),
 }
-
-
-def bytes_to_unicode():
-    """GPT-2's byte -> printable character table."""
-    bs = (list(range(ord("!"), ord("~") + 1)) +
-          list(range(ord("\xa1"), ord("\xac") + 1)) +
-          list(range(ord("\xae"), ord("\xff") + 1)))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, (chr(c) for c in cs)))
-
-
-def write_tokenizer(path, vocab_size):
-    """A byte-level BPE tokenizer.json: the 256 bytes, then filler ids."""
-    b2u = bytes_to_unicode()
-    vocab = {b2u[b]: b for b in range(256)}
-    for i in range(256, vocab_size):
-        vocab["<f%d>" % i] = i
-    tj = {
-        "version": "1.0",
-        "truncation": None,
-        "padding": None,
-        "added_tokens": [],
-        "normalizer": None,
-        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False,
-                          "trim_offsets": True, "use_regex": True},
-        "post_processor": None,
-        "decoder": {"type": "ByteLevel", "add_prefix_space": True,
-                    "trim_offsets": True, "use_regex": True},
-        "model": {"type": "BPE", "dropout": None, "unk_token": None,
-                  "continuing_subword_prefix": None,
-                  "end_of_word_suffix": None, "fuse_unk": False,
-                  "byte_fallback": False, "ignore_merges": False,
-                  "vocab": vocab, "merges": []},
-    }
-    with open(path, "w") as f:
-        json.dump(tj, f)
 
 
 def make_model(name, out, seed, init_range):

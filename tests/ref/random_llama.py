@@ -83,10 +83,11 @@ def write_safetensors(path, t):
             f.write(a.tobytes())
 
 
-def write_tokenizer(path):
+def write_tokenizer(path, vocab_size):
+    """A byte-level BPE tokenizer.json: the 256 bytes, then filler ids."""
     b2u = bytes_to_unicode()
     vocab = {b2u[b]: b for b in range(256)}
-    for i in range(256, V):
+    for i in range(256, vocab_size):
         vocab["<f%d>" % i] = i
     bl = {"type": "ByteLevel", "add_prefix_space": False,
           "trim_offsets": True, "use_regex": True}
@@ -125,7 +126,7 @@ def main():
                eos_token_id=None)
     with open(os.path.join(a.out, "config.json"), "w") as f:
         json.dump(cfg, f, indent=1)
-    write_tokenizer(os.path.join(a.out, "tokenizer.json"))
+    write_tokenizer(os.path.join(a.out, "tokenizer.json"), V)
     print(a.out)
     return 0
 

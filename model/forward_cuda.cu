@@ -533,6 +533,21 @@ __device__ __forceinline__ void gemv_x8(const __half *x, float *a)
 	gemv_unpack(__ldg((const uint4 *)x), x, a);
 }
 
+/* D steps of 16 bytes of each of the R rows from column @c0 (zeros past k) */
+template <int D, int R, typename W>
+__device__ __forceinline__ void gemv_load(uint4 (*u)[R], const W *const *wr,
+					  int c0, int k)
+{
+#pragma unroll
+	for (int d = 0; d < D; d++)
+#pragma unroll
+		for (int j = 0; j < R; j++)
+			u[d][j] = c0 + 256 * d < k ?
+				  __ldcs((const uint4 *)(wr[j] + c0 +
+							 256 * d)) :
+				  make_uint4(0, 0, 0, 0);
+}
+
 /*
  * Each warp computes R rows of W (with GLU: R / 2 gate rows and the up rows
  * paired with them): each lane reads 16 bytes (8 weights) of every row per
@@ -577,14 +592,7 @@ llm_gemv_kernel(const W *w, const X *x, long ldx, int n, int k,
 		pdl_wait();
 		return;
 	}
-#pragma unroll
-	for (int d = 0; d < D; d++)
-#pragma unroll
-		for (int j = 0; j < R; j++)
-			u[d][j] = c0 + 256 * d < k ?
-				  __ldcs((const uint4 *)(wr[j] + c0 +
-							 256 * d)) :
-				  make_uint4(0, 0, 0, 0);
+	gemv_load<D, R>(u, wr, c0, k);
 	pdl_wait();
 	for (;;) {
 #pragma unroll
@@ -626,14 +634,7 @@ llm_gemv_kernel(const W *w, const X *x, long ldx, int n, int k,
 		c0 += 256 * D;
 		if (c0 >= k)
 			break;
-#pragma unroll
-		for (int d = 0; d < D; d++)
-#pragma unroll
-			for (int j = 0; j < R; j++)
-				u[d][j] = c0 + 256 * d < k ?
-					  __ldcs((const uint4 *)(wr[j] + c0 +
-								 256 * d)) :
-					  make_uint4(0, 0, 0, 0);
+		gemv_load<D, R>(u, wr, c0, k);
 	}
 #pragma unroll
 	for (int t = 0; t < T; t++) {

@@ -757,37 +757,17 @@ static __device__ __forceinline__ uint32_t v2_swz(uint32_t r)
 }
 
 /*
- * 16 rows of ROW bytes from @src (the tile's first row; rows are
- * contiguous, so unit c is at src + c U) into @dst; rows from @nv on are
- * zeros (nothing read).
+ * 16 rows of ROW bytes into @dst: rows 0 .. na - 1 from @sa (the tile's
+ * first row; rows are contiguous, so unit c is at sa + c U), rows na ..
+ * nv - 1 from @sb (a tile that spans two pages: row na at sb), rows from
+ * @nv on zeros (nothing read). A tile in one page passes na = nv.
  */
 template <int ROW, bool V>
 static __device__ __forceinline__ void v2_cp_rows(uint32_t dst,
-						  const uint8_t *src,
-						  uint32_t nv, int lane)
-{
-	constexpr int U = ROW < 16 ? ROW : 16, PER = ROW / U, NU = 16 * PER;
-
-#pragma unroll
-	for (int i = 0; i < (NU + 31) / 32; i++) {
-		const uint32_t c = lane + 32 * i, r = c / PER, u = c % PER;
-
-		if (NU % 32 == 0 || c < NU)
-			v2_cp<U>(dst + ((r * PER + u) ^ v2_swz<ROW, V>(r)) * U,
-				 r < nv ? src + c * U : src, r < nv ? U : 0);
-	}
-}
-
-/*
- * The same for a tile that spans two pages: rows 0 .. na - 1 from @sa,
- * rows na .. nv - 1 from @sb (row na at sb), zeros from @nv on.
- */
-template <int ROW, bool V>
-static __device__ __forceinline__ void v2_cp_rows2(uint32_t dst,
-						   const uint8_t *sa,
-						   const uint8_t *sb,
-						   uint32_t na, uint32_t nv,
-						   int lane)
+						  const uint8_t *sa,
+						  const uint8_t *sb,
+						  uint32_t na, uint32_t nv,
+						  int lane)
 {
 	constexpr int U = ROW < 16 ? ROW : 16, PER = ROW / U, NU = 16 * PER;
 	const uint8_t *vb = sb - na * ROW;	/* row r of the second page */
@@ -908,13 +888,13 @@ static __device__ __forceinline__ void v2_stage_tile(uint32_t st,
 	const uint32_t nv = min(16U, np - t0);
 
 #define CPK(B)                                                                 \
-	v2_cp_rows<HD * B / 8, false>(st + S::K,                               \
-				      pg + t.k_off + t0 * (HD * B / 8), nv,    \
-				      lane)
+	v2_cp_rows<HD * B / 8, false>(                                         \
+		st + S::K, pg + t.k_off + t0 * (HD * B / 8),                   \
+		pg + t.k_off + t0 * (HD * B / 8), nv, nv, lane)
 #define CPV(B)                                                                 \
-	v2_cp_rows<HD * B / 8, true>(st + S::V,                                \
-				     pg + t.v_off + t0 * (HD * B / 8), nv,     \
-				     lane)
+	v2_cp_rows<HD * B / 8, true>(                                          \
+		st + S::V, pg + t.v_off + t0 * (HD * B / 8),                   \
+		pg + t.v_off + t0 * (HD * B / 8), nv, nv, lane)
 	V2_BITS8_SWITCH(t.kbits, CPK)
 	V2_BITS8_SWITCH(t.vbits, CPV)
 #undef CPK
@@ -939,13 +919,13 @@ static __device__ __forceinline__ void v2_stage_span(uint32_t st,
 	typedef v2_stage<HD> S;
 
 #define CPK(B)                                                                 \
-	v2_cp_rows2<HD * B / 8, false>(st + S::K,                              \
-				       ga + t.k_off + oa * (HD * B / 8),       \
-				       gb + t.k_off, na, nv, lane)
+	v2_cp_rows<HD * B / 8, false>(st + S::K,                               \
+				      ga + t.k_off + oa * (HD * B / 8),        \
+				      gb + t.k_off, na, nv, lane)
 #define CPV(B)                                                                 \
-	v2_cp_rows2<HD * B / 8, true>(st + S::V,                               \
-				      ga + t.v_off + oa * (HD * B / 8),        \
-				      gb + t.v_off, na, nv, lane)
+	v2_cp_rows<HD * B / 8, true>(st + S::V,                                \
+				     ga + t.v_off + oa * (HD * B / 8),         \
+				     gb + t.v_off, na, nv, lane)
 	V2_BITS8_SWITCH(t.kbits, CPK)
 	V2_BITS8_SWITCH(t.vbits, CPV)
 #undef CPK

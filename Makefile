@@ -56,7 +56,10 @@ ifneq ($(O),)
 B := $(O)
 endif
 
-MODULES := runtime allocator kernels model ioctl-shim
+# model/ is split in layers (load, tokenizer, exec, kv); each folder
+# holding sources is a module for the build
+MODULES := runtime allocator kernels ioctl-shim \
+	   model/load model/tokenizer model/exec model/kv
 INCLUDES := $(addprefix -I,$(MODULES)) -Iioctl-shim/uapi
 
 CC ?= gcc

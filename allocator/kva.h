@@ -143,7 +143,7 @@ struct kva_pool_params {
 /*
  * kva_pool_params.flags: KVA_POOL_DEVICE makes the pool device-resident
  * (a CUDA context only). Opt-in: callers that read the pool's arrays
- * directly (model/forward_cuda.c, ioctl-shim) must kva_pool_sync() first.
+ * directly (model/exec/forward_cuda.c, ioctl-shim) must kva_pool_sync() first.
  */
 #define KVA_POOL_DEVICE BIT(0)
 #define KVA_POOL_FLAGS KVA_POOL_DEVICE

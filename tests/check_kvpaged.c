@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /*
- * check_kvpaged.c - the KV cache in allocator pages (model/kvpaged.c),
+ * check_kvpaged.c - the KV cache in allocator pages (model/kv/kvpaged.c),
  * reached through the uapi, against the contiguous fp32 cache: round trips
  * of random keys and values (fp16 exact), attention from the pages against
  * attention over the fp32 rows, page accounting, refused calls, and with

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /*
- * check_kvpolicy.c - the policy KV cache (model/kvpolicy.h) on random
+ * check_kvpolicy.c - the policy KV cache (model/kv/kvpolicy.h) on random
  * queries, keys and values: full against an independent fp32 attention,
  * equivalent policies against each other, the allocator's invariants after
  * every step, and the compression each policy reports.

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /*
- * check_model.c - hyperparameters and weight binding (model/config.c) on
+ * check_model.c - hyperparameters and weight binding (model/load/config.c) on
  * tiny synthetic GGUF files (llama, qwen2, qwen3, and broken variants) and
  * on the default model when models/ has it.
  */

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /*
- * check_policy.c - KV memory policies (model/policy.h): parsing, defaults,
+ * check_policy.c - KV memory policies (model/kv/policy.h): parsing, defaults,
  * validation, and the compression ratios.
  */
 #include <check.h>

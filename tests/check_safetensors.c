@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
- * check_safetensors.c - Hugging Face model directories (model/hf.c) and the
- * JSON parser under them (model/json.c).
+ * check_safetensors.c - Hugging Face model directories (model/load/hf.c) and the
+ * JSON parser under them (model/load/json.c).
  *
  * The tiny models of tests/ref/tiny_ref.h (llama, qwen2, qwen3, weights from
  * a formula) are written as Hugging Face directories, with the Q and K rows
@@ -27,7 +27,7 @@
 #include "kvtest.h"
 #include "model.h"
 
-#include "../model/hf.h"
+#include "../model/load/hf.h"
 #include "ref/tiny_ref.h"
 
 #define REF_TOL 1e-4

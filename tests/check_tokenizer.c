@@ -19,7 +19,7 @@
 #include "kvtest.h"
 #include "tokenizer.h"
 
-#include "../model/hf.h"
+#include "../model/load/hf.h"
 #include "ref/spm_ref.h"
 #include "ref/pretok_ref.h"
 

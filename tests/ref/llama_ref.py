@@ -4,7 +4,7 @@
 
 An independent LLaMA forward pass in numpy (float64), reading the weights of
 the same GGUF file with the `gguf` package. It shares no code or layout
-decision with model/forward_cpu.c: it keeps the Q/K rows in the file's
+decision with model/exec/forward_cpu.c: it keeps the Q/K rows in the file's
 order and applies llama.cpp's pairwise ("normal") RoPE to them, where the C
 executor restores Hugging Face's row order and rotates halves. Prompts are
 tokenised with a Hugging Face `tokenizers` BPE built from the GGUF

@@ -10,9 +10,10 @@
  * fields (the size encoded in the ioctl number tells the driver which
  * version of a structure the caller knows).
  *
- * Status: KVMM_API_VERSION 1, every command below served by the userspace
+ * Status: KVMM_API_VERSION 2, every command below served by the userspace
  * driver kvshim_ioctl() (ioctl-shim/kvshim.h); see
- * Documentation/uapi/kvmm.rst.
+ * Documentation/uapi/kvmm.rst. Version 2 adds the data path (SPACE_MAP,
+ * STEP_SUBMIT, FENCE) and SEQ_STATS.
  */
 #ifndef _UAPI_KVMM_H
 #define _UAPI_KVMM_H
@@ -20,7 +21,7 @@
 #include <linux/ioctl.h>
 #include <linux/types.h>
 
-#define KVMM_API_VERSION 1
+#define KVMM_API_VERSION 2
 
 #define KVMMIO 0xB7
 
@@ -30,6 +31,8 @@
 #define KVMM_FEAT_HOST_NUMA	(1ULL << 2) /* host NUMA granules */
 #define KVMM_FEAT_COMPACT	(1ULL << 3) /* physical compaction */
 #define KVMM_FEAT_TIERS		(1ULL << 4) /* two precision tiers */
+#define KVMM_FEAT_STEP		(1ULL << 5) /* SPACE_MAP, STEP_SUBMIT, FENCE,
+					     * SEQ_STATS */
 
 /**
  * struct kvmm_version - KVMM_IOC_VERSION
@@ -257,6 +260,244 @@ struct kvmm_page_table_info {
 	__u64 reserved[4];
 };
 
+/**
+ * struct kvmm_tier_layout - where one tier's tokens sit in a page
+ * @kbits: key bits per element (16: fp16, no metadata; 8, 4, 2, 1)
+ * @vbits: value bits per element
+ * @kgroups: key quantization groups per head vector
+ * @vgroups: value quantization groups per head vector
+ * @tokens: tokens per page
+ * @k_off: key data, [tokens][head_dim * kbits / 8] bytes
+ * @km_off: key metadata, fp16 scale and zero per group and token
+ * @v_off: value data (token count padded to 2)
+ * @vm_off: value metadata
+ * @score_off: fp32 score per token
+ * @pos_off: int32 position per token
+ * @pad: zero
+ *
+ * Offsets are bytes from the start of a page, multiples of 32.
+ */
+struct kvmm_tier_layout {
+	__u8 kbits;
+	__u8 vbits;
+	__u8 kgroups;
+	__u8 vgroups;
+	__u32 tokens;
+	__u32 k_off;
+	__u32 km_off;
+	__u32 v_off;
+	__u32 vm_off;
+	__u32 score_off;
+	__u32 pos_off;
+	__u32 pad;
+	__u32 pad2;
+};
+
+/**
+ * struct kvmm_space_map - KVMM_IOC_SPACE_MAP: map a space's page tables for
+ * the data-plane kernels, and bind the stream its device work runs on
+ * @space: handle
+ * @flags: must be zero
+ * @stream: in: a cudaStream_t (device spaces) on which every later call's
+ *	device work for this space is enqueued, in call order, so that it is
+ *	ordered with the caller's kernels without host synchronisation; 0
+ *	keeps the space's own stream. Ignored (must be 0) on a host space.
+ * @pool_base: out: address of granule slot 0; page p lives at pool_base +
+ *	(p / pages_per_granule) * 2 MiB + (p % pages_per_granule) * page_size
+ * @tables: out: [lists][table_width] __u32 page ids. List (slot, layer,
+ *	head) = (slot * nr_layers + layer) * nr_kv_heads + head; the high
+ *	tier's pages from the left of its row, the low tier's from the right
+ * @npages: out: [lists][2] __u32 pages per tier
+ * @ntokens: out: [lists][2] __u32 tokens per tier; the data-plane kernels
+ *	write them as they store, demote, prune and evict tokens
+ * @page_size: out: bytes
+ * @pages_per_granule: out
+ * @table_width: out: entries per list
+ * @lists_per_slot: out: nr_layers * nr_kv_heads
+ * @nr_layers: out
+ * @nr_kv_heads: out
+ * @head_dim: out
+ * @nr_tiers: out: 1 or 2
+ * @max_seqs: out: sequence slots
+ * @max_tokens: out: most tokens one sequence may hold
+ * @tiers: out: [0] the high tier, [1] the low tier (the high one again
+ *	in a one-tier space)
+ * @reserved: must be zero
+ *
+ * Addresses are device addresses on a device space, host addresses on a
+ * host space, valid until the space is destroyed. The arrays are the
+ * subsystem's own: a kernel may write ntokens and the pages' contents;
+ * tables and npages change only through the ioctls.
+ */
+struct kvmm_space_map {
+	__u32 space;
+	__u32 flags;
+	__u64 stream;
+	__u64 pool_base;
+	__u64 tables;
+	__u64 npages;
+	__u64 ntokens;
+	__u32 page_size;
+	__u32 pages_per_granule;
+	__u32 table_width;
+	__u32 lists_per_slot;
+	__u32 nr_layers;
+	__u32 nr_kv_heads;
+	__u32 head_dim;
+	__u32 nr_tiers;
+	__u32 max_seqs;
+	__u32 max_tokens;
+	struct kvmm_tier_layout tiers[2];
+	__u64 reserved[4];
+};
+
+/* struct kvmm_step_op.op */
+#define KVMM_OP_APPEND	1 /* before a decode token: a page for every tier
+			   * of each slot's lists whose last page is full */
+#define KVMM_OP_TRIM	2 /* after a prompt: each list keeps the pages its
+			   * token counts need, the low ones moved to the
+			   * right of its row; the rest is freed and the slot
+			   * decodes from now on */
+#define KVMM_OP_EVICT	3 /* KV-Compress: free whole pages of the lowest
+			   * scored tokens of each slot, across all its
+			   * lists, down to arg0 pages; then as SHRINK */
+#define KVMM_OP_SHRINK	4 /* give back the pages the token counts no
+			   * longer need */
+#define KVMM_OP_MAX	4
+
+/**
+ * struct kvmm_step_slot - one slot of a step op
+ * @slot: sequence slot
+ * @arg0: KVMM_OP_EVICT: pages the slot may keep, summed over its lists
+ *	(ceil(tokens / tokens per page) per list); else zero
+ * @arg1: KVMM_OP_EVICT: first protected position (the recent window);
+ *	else zero
+ * @pad: zero
+ */
+struct kvmm_step_slot {
+	__u32 slot;
+	__u32 arg0;
+	__u32 arg1;
+	__u32 pad;
+};
+
+/**
+ * struct kvmm_step_op - one batched operation of a step
+ * @op: KVMM_OP_*
+ * @count: entries at @slots, each slot at most once per op
+ * @slots: user pointer to struct kvmm_step_slot[@count]
+ * @sinks: KVMM_OP_EVICT: positions below this are never evicted; else 0
+ * @flags: must be zero
+ * @reserved: must be zero
+ */
+struct kvmm_step_op {
+	__u32 op;
+	__u32 count;
+	__u64 slots;
+	__u32 sinks;
+	__u32 flags;
+	__u64 reserved;
+};
+
+/**
+ * struct kvmm_step_submit - KVMM_IOC_STEP_SUBMIT: enqueue a step's page
+ * work and return at once with a fence (after DRM's execbuffer)
+ * @space: handle
+ * @nr_ops: entries at @ops, at most KVMM_STEP_MAX_OPS
+ * @ops: user pointer to struct kvmm_step_op[@nr_ops], run in order
+ * @fence: out: sequence number of this submission (KVMM_IOC_FENCE)
+ * @flags: must be zero
+ * @pad: must be zero
+ * @reserved: must be zero
+ *
+ * Every op of the call is validated (slots in range and in the state the
+ * op needs, arguments) and the pages it may take are accounted before any
+ * is enqueued: the call fails whole, having changed nothing, or enqueues
+ * all. On a device space the work is enqueued on the bound stream and no
+ * call waits for the device: a refusal only the device can see (a list
+ * that outgrew its table) is reported by the next KVMM_IOC_FENCE. On a
+ * host space the ops run before the call returns.
+ */
+struct kvmm_step_submit {
+	__u32 space;
+	__u32 nr_ops;
+	__u64 ops;
+	__u64 fence;
+	__u32 flags;
+	__u32 pad;
+	__u64 reserved[2];
+};
+
+#define KVMM_STEP_MAX_OPS 16
+
+/* struct kvmm_fence.flags */
+#define KVMM_FENCE_WAIT	(1U << 0) /* block until @seqno has completed */
+
+/**
+ * struct kvmm_fence - KVMM_IOC_FENCE: whether a submission has completed,
+ * and the space's page counts as of the latest completed one
+ * @space: handle
+ * @flags: KVMM_FENCE_WAIT or 0 (query, never blocks)
+ * @seqno: a fence of KVMM_IOC_STEP_SUBMIT; 0 means the latest
+ * @signalled: out: 1 when @seqno has completed
+ * @error: out: the first refusal the device made since the last FENCE
+ *	(-ENOSPC, -E2BIG; the op refused changed nothing), or 0
+ * @completed: out: the latest completed sequence number
+ * @pages_free: out: free pages as of @completed
+ * @pages_used: out: pages owned by slots as of @completed
+ * @reserved: must be zero
+ */
+struct kvmm_fence {
+	__u32 space;
+	__u32 flags;
+	__u64 seqno;
+	__u32 signalled;
+	__s32 error;
+	__u64 completed;
+	__u64 pages_free;
+	__u64 pages_used;
+	__u64 reserved[2];
+};
+
+/* struct kvmm_seq_info.state */
+#define KVMM_SEQ_FREE		0
+#define KVMM_SEQ_PREFILL	1 /* admitted, not trimmed */
+#define KVMM_SEQ_DECODE		2
+
+/**
+ * struct kvmm_seq_info - one slot of KVMM_IOC_SEQ_STATS
+ * @slot: in: sequence slot
+ * @state: out: KVMM_SEQ_*
+ * @pages: out: pages per tier, summed over the slot's lists
+ * @tokens: out: tokens per tier, summed over the slot's lists
+ */
+struct kvmm_seq_info {
+	__u32 slot;
+	__u32 state;
+	__u64 pages[2];
+	__u64 tokens[2];
+};
+
+/**
+ * struct kvmm_seq_stats - KVMM_IOC_SEQ_STATS: what some slots hold
+ * @space: handle
+ * @count: entries at @seqs
+ * @seqs: user pointer to struct kvmm_seq_info[@count]
+ * @flags: must be zero
+ * @pad: must be zero
+ * @reserved: must be zero
+ *
+ * Control plane: on a device space it waits for the space's device work.
+ */
+struct kvmm_seq_stats {
+	__u32 space;
+	__u32 count;
+	__u64 seqs;
+	__u32 flags;
+	__u32 pad;
+	__u64 reserved[2];
+};
+
 #define KVMM_IOC_VERSION	_IOR(KVMMIO, 0x00, struct kvmm_version)
 #define KVMM_IOC_SPACE_CREATE	_IOWR(KVMMIO, 0x01, struct kvmm_space_create)
 #define KVMM_IOC_SPACE_DESTROY	_IOW(KVMMIO, 0x02, struct kvmm_space_destroy)
@@ -266,6 +507,10 @@ struct kvmm_page_table_info {
 #define KVMM_IOC_COMPACT	_IOWR(KVMMIO, 0x06, struct kvmm_compact)
 #define KVMM_IOC_STATS		_IOWR(KVMMIO, 0x07, struct kvmm_stats)
 #define KVMM_IOC_PAGE_TABLE_INFO _IOWR(KVMMIO, 0x08, struct kvmm_page_table_info)
+#define KVMM_IOC_SPACE_MAP	_IOWR(KVMMIO, 0x09, struct kvmm_space_map)
+#define KVMM_IOC_STEP_SUBMIT	_IOWR(KVMMIO, 0x0a, struct kvmm_step_submit)
+#define KVMM_IOC_FENCE		_IOWR(KVMMIO, 0x0b, struct kvmm_fence)
+#define KVMM_IOC_SEQ_STATS	_IOWR(KVMMIO, 0x0c, struct kvmm_seq_stats)
 /* 0x10 - 0x1f: reserved for swap and placement (a later issue) */
 
 #endif /* _UAPI_KVMM_H */

@@ -93,6 +93,14 @@ int kva_page_size(uint32_t head_dim, const struct kva_tier *tiers,
 int kva_page_layout(uint32_t head_dim, uint32_t page_size,
 		    const struct kva_tier *tier, struct kva_layout *out);
 
+/* the kernels' view of one tier (kernels/kvattn.h); callers include it */
+struct kvk_attn_tier;
+struct kvk_attn_tier kva_attn_tier(const struct kva_tier *t,
+				   const struct kva_layout *l);
+/* Deprecated: the name model/kv/kvpolicy.c still calls; kva_attn_tier(). */
+struct kvk_attn_tier kvk_attn_tier_make(const struct kva_tier *t,
+					const struct kva_layout *l);
+
 /* Granule slot states. */
 enum kva_gran_state {
 	KVA_GRAN_UNMAPPED = 0,	/* no memory, pages nowhere */

@@ -393,7 +393,8 @@ START_TEST(test_bad_command)
 	ck_assert_int_eq(admit(fd, sp, &tok, 1, &slot), 0);
 	st.space = sp;
 	FAILS(fd, sp, _IOWR(0xB6, 0x07, struct kvmm_stats), &st, -ENOTTY);
-	FAILS(fd, sp, _IOWR(KVMMIO, 0x09, struct kvmm_stats), &st, -ENOTTY);
+	FAILS(fd, sp, _IOWR(KVMMIO, 0x0d, struct kvmm_stats), &st, -ENOTTY);
+	FAILS(fd, sp, _IOWR(KVMMIO, 0x09, struct kvmm_stats), &st, -EINVAL);
 	FAILS(fd, sp, _IOWR(KVMMIO, 0x10, struct kvmm_stats), &st, -ENOTTY);
 	FAILS(fd, sp, _IOWR(KVMMIO, 0xff, struct kvmm_stats), &st, -ENOTTY);
 	FAILS(fd, sp, _IOR(KVMMIO, 0x07, struct kvmm_stats), &st, -ENOTTY);

@@ -104,10 +104,15 @@ static int check_counts(const struct kva_pool *pool, uint32_t list, char *why,
 	if (state == KVA_SLOT_FREE && (np[0] || np[1] || nt[0] || nt[1]))
 		return fail(why, len, "I4: free slot's list %u not empty",
 			    list);
-	if (state == KVA_SLOT_PREFILL && (np[1] || nt[0] || nt[1]))
+	/* prefill: the kernels write both tiers into the reserved pages */
+	if (state == KVA_SLOT_PREFILL &&
+	    (np[1] || kvmm_div_round_up(nt[0], pool->layout[KVA_HI].tokens) +
+				  kvmm_div_round_up(nt[1],
+						    pool->layout[KVA_LO].tokens) >
+			  np[0]))
 		return fail(why, len,
 			    "I4: prefill list %u has low pages or "
-			    "tokens",
+			    "more tokens than its pages hold",
 			    list);
 	if (state != KVA_SLOT_DECODE)
 		return 0;

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "kva_dev.h"
+#include "kvevict.h"
 
 /**
  * DOC: device pool
@@ -38,7 +39,19 @@
  * Admission accounting: free_lb never exceeds the free pages the device
  * will have when the next op runs: admit subtracts exactly, trim adds
  * exactly, append subtracts its worst case (or its exact count after a
- * sync), free adds nothing until the next sync makes it exact again.
+ * sync), grow adds its pages; free, shrink, evict and a trim "as held"
+ * add nothing until the next sync makes it exact again.
+ *
+ * Bound stream: kva_pool_bind_stream() makes the ops run on a caller's
+ * stream (the executor's), ordered after what the pool enqueued before on
+ * its previous stream; the pool's own stream stays for when none is bound.
+ *
+ * Fences: kva_pool_fence() records, after the work enqueued so far, a
+ * copy of the ring's head and tail and of the sticky refusal word into a
+ * slot of a small pinned mirror, clears the sticky word, and records an
+ * event. kva_pool_fence_state() finds the latest fence whose event has
+ * completed with cudaEventQuery() (never blocking, unless asked to wait)
+ * and reads the figures of that fence from the mirror.
  */
 
 #ifdef KVMM_HAVE_CUDA
@@ -47,6 +60,7 @@
 #include "kvk_cudart.h"
 
 #define KVA_STAGE_BUFS 4
+#define KVA_FENCES 64		/* fence ring: events and mirror slots */
 
 struct kva_dev {
 	void *mem;			/* the one device allocation */
@@ -79,6 +93,23 @@ struct kva_dev {
 	cudaEvent_t app_done;		/* the graphs have read app_pin */
 	int dirty;			/* device ahead of the host arrays */
 	int32_t refused;		/* first refusal pulled, not reported */
+
+	/* eviction (kva_dev_evict()) and grow (kva_dev_grow()) */
+	uint32_t *dgran;		/* [nr_gslots] granules grown */
+	uint32_t *dquota, *dbase;	/* [nr_slots] */
+	uint32_t *devicted;		/* [nr_lists] */
+	void *evscratch;		/* kvk_evict_scratch_bytes() */
+	cudaStream_t own;		/* the pool's own stream (ks) */
+
+	/* fences: slot i holds seqno fseq[i] */
+	cudaEvent_t fev[KVA_FENCES];
+	uint64_t fseq[KVA_FENCES];
+	uint64_t *fmirror;		/* pinned [KVA_FENCES][4]: head,
+					 * tail, sticky, pages mapped */
+	uint64_t flb[KVA_FENCES];	/* free_lb when each was recorded */
+	uint64_t fdone;			/* latest fence known complete */
+	uint64_t freported;		/* refusals reported up to here */
+	uint64_t fcredited;		/* free_lb corrected up to here */
 };
 
 #define CU(call)                                                               \
@@ -121,6 +152,13 @@ static size_t layout(struct kva_pool *pool, struct kva_dev *d, uintptr_t base)
 	d->dlo = carve(base, &at, lists * 4);
 	d->dsrc = carve(base, &at, ids * 4);
 	d->ddst = carve(base, &at, ids * 4);
+	d->dgran = carve(base, &at, pool->nr_gslots * 4);
+	d->dquota = carve(base, &at, pool->nr_slots * 4);
+	d->dbase = carve(base, &at, pool->nr_slots * 4);
+	d->devicted = carve(base, &at, lists * 4);
+	d->evscratch = carve(base, &at,
+			     kvk_evict_scratch_bytes(pool->nr_slots,
+						     pool->lists_per_slot));
 	return at;
 }
 
@@ -159,6 +197,12 @@ int kva_dev_create(struct kva_pool *pool)
 	CU(cudaEventCreateWithFlags(&d->mark, cudaEventDisableTiming));
 	CU(cudaEventCreate(&d->c0));
 	CU(cudaEventCreate(&d->c1));
+	CU(cudaMallocHost((void **)&d->fmirror,
+			  KVA_FENCES * 4 * sizeof(uint64_t)));
+	memset(d->fmirror, 0, KVA_FENCES * 4 * sizeof(uint64_t));
+	for (int i = 0; i < KVA_FENCES; i++)
+		CU(cudaEventCreateWithFlags(&d->fev[i],
+					    cudaEventDisableTiming));
 	ret = kvrt_stream_create(pool->ctx, &d->ks);
 	if (ret)
 		goto out;
@@ -166,6 +210,7 @@ int kva_dev_create(struct kva_pool *pool)
 	if (ret)
 		goto out;
 	d->st = (cudaStream_t)kvrt_stream_handle(d->ks);
+	d->own = d->st;
 	d->side = (cudaStream_t)kvrt_stream_handle(d->kside);
 	pool->dev = d;
 	ret = kva_dev_push(pool, 1);
@@ -212,6 +257,10 @@ void kva_dev_destroy(struct kva_pool *pool)
 			cudaGraphExecDestroy(d->app_exec[i]);
 	if (d->app_done)
 		cudaEventDestroy(d->app_done);
+	for (int i = 0; i < KVA_FENCES; i++)
+		if (d->fev[i])
+			cudaEventDestroy(d->fev[i]);
+	cudaFreeHost(d->fmirror);
 	cudaFreeHost(d->app_pin);
 	cudaFreeHost(d->app_ht);
 	cudaFreeHost(d->pin);
@@ -280,6 +329,7 @@ int kva_dev_pull(struct kva_pool *pool)
 	pool->free_lb = pool->tail - pool->head;
 	pool->nr_used = (uint64_t)pool->nr_granules * pool->pages_per_granule -
 			pool->free_lb;
+	d->fcredited = pool->fence_last; /* exact: nothing left to credit */
 	d->dirty = 0;
 	return 0;
 }
@@ -287,9 +337,12 @@ int kva_dev_pull(struct kva_pool *pool)
 /* wait for both of the pool's streams (before its space goes) */
 int kva_dev_wait(struct kva_pool *pool)
 {
-	int ret = kvk_cuda_errno(cudaStreamSynchronize(pool->dev->st));
+	struct kva_dev *d = pool->dev;
+	int ret = kvk_cuda_errno(cudaStreamSynchronize(d->st));
 
-	return ret ? ret : kvk_cuda_errno(cudaStreamSynchronize(pool->dev->side));
+	if (!ret && d->st != d->own)
+		ret = kvk_cuda_errno(cudaStreamSynchronize(d->own));
+	return ret ? ret : kvk_cuda_errno(cudaStreamSynchronize(d->side));
 }
 
 /**
@@ -335,13 +388,13 @@ int kva_dev_push(struct kva_pool *pool, int all)
  * the copy made from it KVA_STAGE_BUFS ops ago), copy the parts used to
  * the device staging area on the pool's stream, then mark the buffer.
  */
-static int stage(struct kva_pool *pool, const uint32_t *slots, uint32_t n,
-		 const uint32_t *args, const uint32_t *hi, const uint32_t *lo)
+static int stage_n(struct kva_pool *pool, const uint32_t *slots, uint32_t n,
+		   const uint32_t *args, const uint32_t *hi,
+		   const uint32_t *lo, size_t nk)
 {
 	struct kva_dev *d = pool->dev;
 	uint32_t i = d->pin_next++ % KVA_STAGE_BUFS;
 	uint32_t *b = d->pin + i * d->pin_words;
-	size_t nk = (size_t)n * pool->lists_per_slot;
 	int ret;
 
 	CU(cudaEventSynchronize(d->pin_done[i]));
@@ -355,15 +408,25 @@ static int stage(struct kva_pool *pool, const uint32_t *slots, uint32_t n,
 	}
 	if (hi) {
 		memcpy(b + d->o_hi, hi, nk * 4);
-		memcpy(b + d->o_lo, lo, nk * 4);
 		CU(cudaMemcpyAsync(d->dhi, b + d->o_hi, nk * 4,
 				   cudaMemcpyHostToDevice, d->st));
+	}
+	if (lo) {
+		memcpy(b + d->o_lo, lo, nk * 4);
 		CU(cudaMemcpyAsync(d->dlo, b + d->o_lo, nk * 4,
 				   cudaMemcpyHostToDevice, d->st));
 	}
 	CU(cudaEventRecord(d->pin_done[i], d->st));
 out:
 	return ret;
+}
+
+/* the slots, and for trim the per-list counts of the batch */
+static int stage(struct kva_pool *pool, const uint32_t *slots, uint32_t n,
+		 const uint32_t *args, const uint32_t *hi, const uint32_t *lo)
+{
+	return stage_n(pool, slots, n, args, hi, lo,
+		       (size_t)n * pool->lists_per_slot);
 }
 
 static int enqueued(struct kva_pool *pool, int ret, int latch)
@@ -526,6 +589,92 @@ int kva_dev_free(struct kva_pool *pool, const uint32_t *slots, uint32_t n)
 	return enqueued(pool, ret, 0);
 }
 
+/* kva_trim() with the counts the lists hold: gather them, then trim */
+int kva_dev_trim_held(struct kva_pool *pool, const uint32_t *slots,
+		      uint32_t n)
+{
+	struct kva_dev *d = pool->dev;
+	int ret;
+
+	if (!n)
+		return 0;
+	ret = stage(pool, slots, n, NULL, NULL, NULL);
+	if (!ret)
+		ret = kva_gather_tokens_cuda(&d->v, d->dslots, n, d->dhi,
+					     d->dlo, d->st);
+	if (!ret)
+		ret = kva_trim_cuda(&d->v, d->dslots, n, d->dhi, d->dlo,
+				    d->st);
+	return enqueued(pool, ret, 1);
+}
+
+/* kva_shrink() on a device pool, after validation: enqueue only */
+int kva_dev_shrink(struct kva_pool *pool, const uint32_t *slots, uint32_t n)
+{
+	struct kva_dev *d = pool->dev;
+	int ret;
+
+	if (!n)
+		return 0;
+	ret = stage(pool, slots, n, NULL, NULL, NULL);
+	if (!ret)
+		ret = kva_shrink_cuda(&d->v, d->dslots, n, d->st);
+	return enqueued(pool, ret, 0);
+}
+
+/*
+ * kva_evict() on a device pool, after validation: the quota from the
+ * device counts, the eviction kernels and the shrink, in stream order.
+ * @tmpl holds the geometry (kva_evict_args()); its host arrays are
+ * replaced by the device ones.
+ */
+int kva_dev_evict(struct kva_pool *pool, const uint32_t *slots, uint32_t n,
+		  const uint32_t *keep, const int32_t *protect_from,
+		  uint32_t sinks, const struct kvk_evict_args *tmpl)
+{
+	struct kva_dev *d = pool->dev;
+	struct kvk_evict_args a = *tmpl;
+	int ret;
+
+	ret = stage_n(pool, slots, n, keep, (const uint32_t *)protect_from,
+		      NULL, n);
+	if (!ret)
+		ret = kva_evict_quota_cuda(&d->v, d->dslots, d->dargs, n,
+					   d->dquota, d->dbase, d->st);
+	if (ret)
+		return enqueued(pool, ret, 0);
+	a.nr_seqs = n;
+	a.tables = d->v.table;
+	a.ntokens = d->v.ntokens;
+	a.list_base = d->dbase;
+	a.quota = d->dquota;
+	a.protect_from = (const int32_t *)d->dhi;
+	a.sinks = sinks;
+	a.evicted = d->devicted;
+	a.scratch = d->evscratch;
+	ret = kvk_evict_cuda(&a, d->st);
+	if (!ret)
+		ret = kva_shrink_cuda(&d->v, d->dslots, n, d->st);
+	return enqueued(pool, ret, 0);
+}
+
+/* kva_pool_grow() on a device pool: the new pages go to the ring's tail
+ * on the device, in stream order, without a pull */
+int kva_dev_grow(struct kva_pool *pool, const uint32_t *gran, uint32_t n)
+{
+	struct kva_dev *d = pool->dev;
+	int ret;
+
+	/* pageable source: staged before the call returns */
+	ret = kvk_cuda_errno(cudaMemcpyAsync(d->dgran, gran, n * 4,
+					     cudaMemcpyHostToDevice, d->st));
+	if (!ret)
+		ret = kva_grow_cuda(&d->v, d->dgran, n,
+				    pool->pages_per_granule, d->st);
+	d->dirty = 1;
+	return ret;
+}
+
 /* kva_set_tokens() on a device pool: the host snapshot's two counts of
  * @list, already written, go to the device in stream order */
 int kva_dev_set_tokens(struct kva_pool *pool, uint32_t list)
@@ -580,9 +729,19 @@ out:
 /* fence the pool's own streams: granules retired now wait for them */
 int kva_dev_fence(struct kva_pool *pool)
 {
-	int ret = kvrt_space_fence(pool->space, pool->dev->ks);
+	struct kva_dev *d = pool->dev;
+	int ret = 0;
 
-	return ret ? ret : kvrt_space_fence(pool->space, pool->dev->kside);
+	if (d->st != d->own) {
+		/* the own stream stands for the bound one */
+		CU(cudaEventRecord(d->mark, d->st));
+		CU(cudaStreamWaitEvent(d->own, d->mark, 0));
+	}
+	ret = kvrt_space_fence(pool->space, pool->dev->ks);
+	if (!ret)
+		ret = kvrt_space_fence(pool->space, pool->dev->kside);
+out:
+	return ret;
 }
 
 /* device time of the last page copy, waiting for it */
@@ -642,6 +801,229 @@ int kva_pool_sync(struct kva_pool *pool)
 void *kva_pool_stream(const struct kva_pool *pool)
 {
 	return pool->dev ? (void *)pool->dev->st : NULL;
+}
+
+/**
+ * kva_pool_snapshot() - refresh a pool's host arrays from the device
+ * @pool: pool
+ *
+ * As kva_pool_sync(), but a refusal found on the way stays for
+ * kva_pool_sync() or kva_pool_fence_state() to report: for the control
+ * plane's readers (statistics, checks, digests). On a host pool: nothing.
+ *
+ * Return: 0 or the CUDA error as an errno.
+ */
+int kva_pool_snapshot(struct kva_pool *pool)
+{
+	if (!pool->dev)
+		return 0;
+	pool->dev->dirty = 1;
+	return kva_dev_pull(pool);
+}
+
+/**
+ * kva_pool_bind_stream() - run a device pool's ops on a caller's stream
+ * @pool: pool
+ * @stream: a cudaStream_t, or NULL for the pool's own stream
+ *
+ * Every op enqueued from now on runs on @stream, after what the pool had
+ * enqueued on its previous stream (an event orders them), so that it is
+ * ordered with the caller's kernels without host synchronisation. The
+ * stream must outlive the binding (bind NULL, or destroy the pool, first).
+ *
+ * Return: 0; -ENODEV for a non-NULL @stream on a host pool; the CUDA
+ * error as an errno (the binding is then unchanged).
+ */
+int kva_pool_bind_stream(struct kva_pool *pool, void *stream)
+{
+	struct kva_dev *d = pool->dev;
+	cudaStream_t ns;
+	int ret;
+
+	if (!d)
+		return stream ? -ENODEV : 0;
+	ns = stream ? (cudaStream_t)stream : d->own;
+	if (ns == d->st)
+		return 0;
+	CU(cudaEventRecord(d->mark, d->st));
+	CU(cudaStreamWaitEvent(ns, d->mark, 0));
+	d->st = ns;
+out:
+	return ret;
+}
+
+static int fence_credit(struct kva_pool *pool);
+
+/**
+ * kva_pool_fence() - mark the end of a submission's work
+ * @pool: pool
+ * @seqno: the submission's sequence number, above every earlier one
+ *
+ * On a device pool: after the work enqueued so far, the ring's head and
+ * tail and the sticky refusal word are copied into the fence's slot of the
+ * pinned mirror, the sticky word is cleared and an event is recorded; the
+ * host does not wait (unless the slot's fence of KVA_FENCES submissions
+ * ago has not completed yet). On a host pool the work is done: the fence
+ * is signalled at once.
+ *
+ * Return: 0; -EINVAL for a @seqno not above the last; the CUDA error as an
+ * errno.
+ */
+int kva_pool_fence(struct kva_pool *pool, uint64_t seqno)
+{
+	struct kva_dev *d = pool->dev;
+	uint32_t i = seqno % KVA_FENCES;
+	uint64_t *m;
+	int ret;
+
+	if (seqno <= pool->fence_last)
+		return -EINVAL;
+	if (!d) {
+		pool->fence_last = seqno;
+		return 0;
+	}
+	ret = fence_credit(pool);	/* never blocks */
+	if (ret)
+		return ret;
+	m = &d->fmirror[4 * i];
+	if (d->fseq[i])
+		CU(cudaEventSynchronize(d->fev[i]));
+	d->flb[i] = pool->free_lb;
+	m[2] = 0;
+	m[3] = (uint64_t)pool->nr_granules * pool->pages_per_granule;
+	CU(cudaMemcpyAsync(m, d->v.head, 2 * sizeof(uint64_t),
+			   cudaMemcpyDeviceToHost, d->st));
+	CU(cudaMemcpyAsync(&m[2], d->sticky, sizeof(int32_t),
+			   cudaMemcpyDeviceToHost, d->st));
+	CU(cudaMemsetAsync(d->sticky, 0, sizeof(int32_t), d->st));
+	CU(cudaEventRecord(d->fev[i], d->st));
+	d->fseq[i] = seqno;
+	pool->fence_last = seqno;
+out:
+	return ret;
+}
+
+/* the latest fence whose event has completed, never blocking */
+static int fence_scan(struct kva_pool *pool)
+{
+	struct kva_dev *d = pool->dev;
+	uint64_t last = pool->fence_last;
+	uint64_t low = last > KVA_FENCES ? last - KVA_FENCES + 1 : 1;
+
+	if (low <= d->fdone)
+		low = d->fdone + 1;
+	for (uint64_t s = last; s >= low && s; s--) {
+		uint32_t i = s % KVA_FENCES;
+		cudaError_t e;
+
+		if (d->fseq[i] != s)
+			continue;
+		e = cudaEventQuery(d->fev[i]);
+		if (e == cudaSuccess) {
+			d->fdone = s;
+			return 0;
+		}
+		if (e != cudaErrorNotReady)
+			return kvk_cuda_errno(e);
+		cudaGetLastError();	/* not-ready is no error */
+	}
+	return 0;
+}
+
+/*
+ * Raise free_lb by what the latest completed fence proves: the device had
+ * F free pages there when the host counted at least L, and everything
+ * enqueued since moved both figures alike or the bound only down, so
+ * free_lb + F - L is still a lower bound. The fences still pending had
+ * their L counted before this credit: they get it too. Without this the
+ * bound would fall by append's worst case every step until a sync.
+ */
+static int fence_credit(struct kva_pool *pool)
+{
+	struct kva_dev *d = pool->dev;
+	uint32_t i;
+	uint64_t f, c;
+	int ret = fence_scan(pool);
+
+	if (ret || d->fdone <= d->fcredited)
+		return ret;
+	i = d->fdone % KVA_FENCES;
+	if (d->fseq[i] != d->fdone)
+		return 0;
+	f = d->fmirror[4 * i + 1] - d->fmirror[4 * i];
+	d->fcredited = d->fdone;
+	if (f <= d->flb[i])
+		return 0;
+	c = f - d->flb[i];
+	pool->free_lb += c;
+	pool->nr_used -= c < pool->nr_used ? c : pool->nr_used;
+	for (uint32_t j = 0; j < KVA_FENCES; j++)
+		if (d->fseq[j] > d->fdone)
+			d->flb[j] += c;
+	return 0;
+}
+
+/**
+ * kva_pool_fence_state() - whether fences have completed, and the figures
+ * @pool: pool
+ * @seqno: a fence of kva_pool_fence(), at most the last; 0: the last
+ * @wait: 1 to block until @seqno has completed; 0 never blocks
+ * @out: the latest completed fence, the free and used pages as of it, and
+ *	the first refusal the device made since the last call (which this
+ *	call reports once: kva_pool_sync() semantics)
+ *
+ * Return: 0; -EINVAL for a @seqno above the last fence; the CUDA error as
+ * an errno.
+ */
+int kva_pool_fence_state(struct kva_pool *pool, uint64_t seqno, int wait,
+			 struct kva_fence_state *out)
+{
+	struct kva_dev *d = pool->dev;
+	int32_t err = 0;
+	int ret;
+
+	if (seqno > pool->fence_last)
+		return -EINVAL;
+	if (!d) {
+		out->completed = pool->fence_last;
+		out->pages_free = pool->tail - pool->head;
+		out->pages_used = pool->nr_used;
+		out->error = 0;
+		return 0;
+	}
+	if (!seqno)
+		seqno = pool->fence_last;
+	if (wait && seqno > d->fdone)
+		/* this slot holds @seqno or a later fence */
+		CU(cudaEventSynchronize(d->fev[seqno % KVA_FENCES]));
+	ret = fence_credit(pool);
+	if (ret)
+		return ret;
+	for (uint64_t s = d->freported + 1; s <= d->fdone; s++) {
+		uint32_t i = s % KVA_FENCES;
+
+		if (d->fseq[i] == s && (int32_t)d->fmirror[4 * i + 2] && !err)
+			err = (int32_t)d->fmirror[4 * i + 2];
+	}
+	d->freported = d->fdone;
+	if (d->refused) {
+		if (!err)
+			err = d->refused;
+		d->refused = 0;
+	}
+	out->completed = d->fdone;
+	out->error = err;
+	if (d->fdone && d->fseq[d->fdone % KVA_FENCES] == d->fdone) {
+		const uint64_t *m = &d->fmirror[4 * (d->fdone % KVA_FENCES)];
+
+		out->pages_free = m[1] - m[0];
+		out->pages_used = m[3] - out->pages_free;
+	} else {
+		out->pages_free = pool->free_lb;
+		out->pages_used = pool->nr_used;
+	}
+out:
+	return ret;
 }
 
 /**
@@ -770,6 +1152,67 @@ int kva_pool_device_view(const struct kva_pool *pool, struct kva_view *v)
 {
 	(void)pool, (void)v;
 	return -ENODEV;
+}
+
+int kva_dev_trim_held(struct kva_pool *pool, const uint32_t *slots,
+		      uint32_t n)
+{
+	(void)pool, (void)slots, (void)n;
+	return -ENODEV;
+}
+
+int kva_dev_shrink(struct kva_pool *pool, const uint32_t *slots, uint32_t n)
+{
+	(void)pool, (void)slots, (void)n;
+	return -ENODEV;
+}
+
+int kva_dev_evict(struct kva_pool *pool, const uint32_t *slots, uint32_t n,
+		  const uint32_t *keep, const int32_t *protect_from,
+		  uint32_t sinks, const struct kvk_evict_args *tmpl)
+{
+	(void)pool, (void)slots, (void)n, (void)keep, (void)protect_from;
+	(void)sinks, (void)tmpl;
+	return -ENODEV;
+}
+
+int kva_dev_grow(struct kva_pool *pool, const uint32_t *gran, uint32_t n)
+{
+	(void)pool, (void)gran, (void)n;
+	return -ENODEV;
+}
+
+int kva_pool_snapshot(struct kva_pool *pool)
+{
+	(void)pool;
+	return 0;
+}
+
+int kva_pool_bind_stream(struct kva_pool *pool, void *stream)
+{
+	(void)pool;
+	return stream ? -ENODEV : 0;
+}
+
+int kva_pool_fence(struct kva_pool *pool, uint64_t seqno)
+{
+	if (seqno <= pool->fence_last)
+		return -EINVAL;
+	pool->fence_last = seqno;
+	return 0;
+}
+
+int kva_pool_fence_state(struct kva_pool *pool, uint64_t seqno, int wait,
+			 struct kva_fence_state *out)
+{
+	(void)wait;
+	if (seqno > pool->fence_last)
+		return -EINVAL;
+	out->completed = pool->fence_last;
+	out->pages_free = pool->tail - pool->head;
+	out->pages_used = pool->nr_used;
+	out->error = 0;
+	return 0;
 }
 #endif
 

@@ -4,6 +4,7 @@
  * segment of a page lives.
  */
 #include "kva.h"
+#include "kvattn.h"
 
 /**
  * DOC: page geometry
@@ -199,4 +200,40 @@ int kva_page_size(uint32_t head_dim, const struct kva_tier *tiers, uint32_t n)
 		}
 	}
 	return best ? (int)best : -ENOSPC;
+}
+
+/**
+ * kva_attn_tier() - a tier as the paged kernels read it
+ * @t: the tier's formats
+ * @l: its segment offsets in the pool's pages (kva_page_layout())
+ *
+ * The kernels (kernels/) take struct kvk_attn_tier and know nothing of the
+ * allocator; this is the one place that converts.
+ *
+ * Return: the formats and offsets in one struct kvk_attn_tier.
+ */
+struct kvk_attn_tier kva_attn_tier(const struct kva_tier *t,
+				   const struct kva_layout *l)
+{
+	return (struct kvk_attn_tier){
+		.kbits = t->kbits, .vbits = t->vbits, .kgroups = t->kgroups,
+		.vgroups = t->vgroups, .tokens = l->tokens, .k_off = l->k_off,
+		.km_off = l->km_off, .v_off = l->v_off, .vm_off = l->vm_off,
+		.score_off = l->score_off, .pos_off = l->pos_off,
+	};
+}
+
+/**
+ * kvk_attn_tier_make() - deprecated name of kva_attn_tier()
+ * @t: the tier's formats
+ * @l: its segment offsets
+ *
+ * Kept only until model/kv/kvpolicy.c calls kva_attn_tier().
+ *
+ * Return: kva_attn_tier(@t, @l).
+ */
+struct kvk_attn_tier kvk_attn_tier_make(const struct kva_tier *t,
+					const struct kva_layout *l)
+{
+	return kva_attn_tier(t, l);
 }

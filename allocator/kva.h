@@ -93,6 +93,14 @@ int kva_page_size(uint32_t head_dim, const struct kva_tier *tiers,
 int kva_page_layout(uint32_t head_dim, uint32_t page_size,
 		    const struct kva_tier *tier, struct kva_layout *out);
 
+/* the kernels' view of one tier (kernels/kvattn.h); callers include it */
+struct kvk_attn_tier;
+struct kvk_attn_tier kva_attn_tier(const struct kva_tier *t,
+				   const struct kva_layout *l);
+/* Deprecated: the name model/kv/kvpolicy.c still calls; kva_attn_tier(). */
+struct kvk_attn_tier kvk_attn_tier_make(const struct kva_tier *t,
+					const struct kva_layout *l);
+
 /* Granule slot states. */
 enum kva_gran_state {
 	KVA_GRAN_UNMAPPED = 0,	/* no memory, pages nowhere */
@@ -235,6 +243,21 @@ struct kva_pool {
 	struct kva_dev *dev;
 	uint64_t free_lb;		/* free pages, never over the truth */
 	uint32_t *resv;			/* [nr_slots] admitted pages */
+	uint64_t fence_last;		/* last kva_pool_fence() seqno */
+};
+
+/**
+ * struct kva_fence_state - what kva_pool_fence_state() reports
+ * @completed: the latest fence seqno whose work has completed
+ * @pages_free: free pages as of @completed
+ * @pages_used: pages owned by lists as of @completed
+ * @error: the first refusal the device made since the last report, or 0
+ */
+struct kva_fence_state {
+	uint64_t completed;
+	uint64_t pages_free;
+	uint64_t pages_used;
+	int32_t error;
 };
 
 /**
@@ -320,7 +343,12 @@ int kva_can_admit(const struct kva_pool *pool, const uint32_t *prompt,
 /* device pool (device.c) */
 int kva_pool_is_device(const struct kva_pool *pool);
 int kva_pool_sync(struct kva_pool *pool);
+int kva_pool_snapshot(struct kva_pool *pool);
 void *kva_pool_stream(const struct kva_pool *pool);
+int kva_pool_bind_stream(struct kva_pool *pool, void *stream);
+int kva_pool_fence(struct kva_pool *pool, uint64_t seqno);
+int kva_pool_fence_state(struct kva_pool *pool, uint64_t seqno, int wait,
+			 struct kva_fence_state *out);
 struct kva_view;
 int kva_pool_device_view(const struct kva_pool *pool, struct kva_view *v);
 
@@ -369,7 +397,24 @@ int kva_copy_pages_cpu(uint64_t base, uint32_t page_size, uint32_t ppg,
 int kva_rewrite_cpu(const struct kva_view *v, const uint32_t *src,
 		    const uint32_t *dst, uint32_t n, void *stream);
 int kva_err_latch_cpu(const int32_t *err, int32_t *sticky, void *stream);
+int kva_gather_tokens_cpu(const struct kva_view *v, const uint32_t *slots,
+			  uint32_t n, uint32_t *hi, uint32_t *lo, void *stream);
+int kva_grow_cpu(const struct kva_view *v, const uint32_t *gran, uint32_t n,
+		 uint32_t ppg, void *stream);
+int kva_evict_quota_cpu(const struct kva_view *v, const uint32_t *slots,
+			const uint32_t *keep, uint32_t n, uint32_t *quota,
+			uint32_t *list_base, void *stream);
 #ifdef KVMM_HAVE_CUDA
+int kva_gather_tokens_cuda(const struct kva_view *v, const uint32_t *slots,
+			   uint32_t n, uint32_t *hi, uint32_t *lo,
+			   void *stream);
+int kva_grow_cuda(const struct kva_view *v, const uint32_t *gran, uint32_t n,
+		  uint32_t ppg, void *stream);
+int kva_evict_quota_cuda(const struct kva_view *v, const uint32_t *slots,
+			 const uint32_t *keep, uint32_t n, uint32_t *quota,
+			 uint32_t *list_base, void *stream);
+int kva_shrink_cuda(const struct kva_view *v, const uint32_t *slots,
+		    uint32_t n, void *stream);
 int kva_err_latch_cuda(const int32_t *err, int32_t *sticky, void *stream);
 int kva_copy_pages_cuda(uint64_t base, uint32_t page_size, uint32_t ppg,
 			const uint32_t *src, const uint32_t *dst, uint32_t n,
@@ -399,6 +444,13 @@ int kva_set_tokens(struct kva_pool *pool, uint32_t list, uint32_t hi,
 int kva_shrink_cpu(const struct kva_view *v, const uint32_t *slots,
 		   uint32_t n, void *stream);
 int kva_shrink(struct kva_pool *pool, const uint32_t *slots, uint32_t n);
+
+/* eviction (evict.c) */
+struct kvk_evict_args;
+int kva_evict_args(const struct kva_pool *pool, struct kvk_evict_args *a);
+int kva_evict(struct kva_pool *pool, const uint32_t *slots, uint32_t n,
+	      const uint32_t *keep, const int32_t *protect_from,
+	      uint32_t sinks);
 uint64_t kva_scan(const uint32_t *cnt, uint64_t *off, uint32_t n);
 
 /* invariants (check.c) */

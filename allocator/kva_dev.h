@@ -21,6 +21,16 @@ int kva_dev_append(struct kva_pool *pool, const uint32_t *slots, uint32_t n);
 int kva_dev_append_sync(struct kva_pool *pool, const uint32_t *slots,
 			uint32_t n, int32_t *result);
 int kva_dev_free(struct kva_pool *pool, const uint32_t *slots, uint32_t n);
+int kva_dev_trim_held(struct kva_pool *pool, const uint32_t *slots,
+		      uint32_t n);
+int kva_dev_shrink(struct kva_pool *pool, const uint32_t *slots, uint32_t n);
+struct kvk_evict_args;
+int kva_dev_evict(struct kva_pool *pool, const uint32_t *slots, uint32_t n,
+		  const uint32_t *keep, const int32_t *protect_from,
+		  uint32_t sinks, const struct kvk_evict_args *tmpl);
+int kva_dev_grow(struct kva_pool *pool, const uint32_t *gran, uint32_t n);
+int kva_validate_slots(struct kva_pool *pool, const uint32_t *slots,
+		       uint32_t n, unsigned int ok_states);
 int kva_dev_set_tokens(struct kva_pool *pool, uint32_t list);
 int kva_dev_compact_copy(struct kva_pool *pool,
 			 const struct kva_compact_control *cc);

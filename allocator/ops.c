@@ -3,6 +3,7 @@
  * ops.c - batched page operations over many lists: admit, trim, append,
  * free. CPU reference of the device kernels.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "kva_dev.h"
@@ -48,13 +49,14 @@ uint64_t kva_scan(const uint32_t *cnt, uint64_t *off, uint32_t n)
 }
 
 /*
- * Phase 0 shared by every op: slots in range, listed once, each in a state
+ * kva_validate_slots() - phase 0 shared by every op (kva_dev.h, internal):
+ * slots in range, listed once, each in a state
  * of @ok_states (a mask of BIT(state)). A free slot where a live one is
  * wanted is -ENOENT (double free, append after release); any other wrong
  * state is -EBUSY. An empty batch is valid and changes nothing.
  */
-static int validate_slots(struct kva_pool *pool, const uint32_t *slots,
-			  uint32_t n, unsigned int ok_states)
+int kva_validate_slots(struct kva_pool *pool, const uint32_t *slots,
+		       uint32_t n, unsigned int ok_states)
 {
 	if ((n && !slots) || n > pool->nr_slots)
 		return -EINVAL;
@@ -204,7 +206,7 @@ int kva_admit(struct kva_pool *pool, const uint32_t *slots,
 	struct kva_view v;
 	int ret;
 
-	ret = validate_slots(pool, slots, n, BIT(KVA_SLOT_FREE));
+	ret = kva_validate_slots(pool, slots, n, BIT(KVA_SLOT_FREE));
 	if (ret)
 		return ret;
 	for (uint32_t i = 0; i < n; i++)
@@ -298,6 +300,52 @@ int kva_trim_cpu(const struct kva_view *v, const uint32_t *slots, uint32_t n,
 	return 0;
 }
 
+/**
+ * kva_gather_tokens_cpu() - CPU reference of the device gather of counts
+ * @v: view of the arrays
+ * @slots: slots, validated by the caller
+ * @n: number of slots
+ * @hi: out: [n * lists_per_slot] high-tier token counts of the batch lists
+ * @lo: out: [n * lists_per_slot] low-tier token counts
+ * @stream: unused (the CUDA version's stream)
+ *
+ * What kva_trim() with NULL counts runs first: the counts the lists hold,
+ * in batch order, as kva_trim_cpu() takes them.
+ *
+ * Return: 0.
+ */
+int kva_gather_tokens_cpu(const struct kva_view *v, const uint32_t *slots,
+			  uint32_t n, uint32_t *hi, uint32_t *lo, void *stream)
+{
+	uint32_t lps = v->lists_per_slot;
+
+	(void)stream;
+	for (uint32_t k = 0; k < n * lps; k++) {
+		uint32_t list = slots[k / lps] * lps + k % lps;
+
+		hi[k] = v->ntokens[2 * list + KVA_HI];
+		lo[k] = v->ntokens[2 * list + KVA_LO];
+	}
+	return 0;
+}
+
+/*
+ * kva_trim() "as held" on a device pool: the counts are on the device, so
+ * the pages given back are not known here; free_lb stays (a lower bound)
+ * and the surplus counts at the next sync.
+ */
+static int trim_held_dev(struct kva_pool *pool, const uint32_t *slots,
+			 uint32_t n)
+{
+	int ret = kva_dev_trim_held(pool, slots, n);
+
+	if (ret)
+		return ret;
+	for (uint32_t i = 0; i < n; i++)
+		pool->slot_state[slots[i]] = KVA_SLOT_DECODE;
+	return 0;
+}
+
 /*
  * kva_trim() on a device pool: a prefill slot's lists hold exactly the
  * pages reserved at admit, so the refusal and the surplus are host facts.
@@ -335,7 +383,9 @@ static int trim_dev(struct kva_pool *pool, const uint32_t *slots, uint32_t n,
  * @pool: pool
  * @slots: slots in prefill, each once
  * @n: number of slots
- * @hi_tokens: [n * lists_per_slot] high-tier tokens each list stored
+ * @hi_tokens: [n * lists_per_slot] high-tier tokens each list stored, or
+ *	NULL (with @lo_tokens NULL) for the counts the lists hold now (the
+ *	prefill kernels wrote them into the pool's ntokens)
  * @lo_tokens: [n * lists_per_slot] low-tier tokens each list stored
  *
  * The prefill kernel wrote ceil(hi / tpp_hi) high pages from the left of
@@ -346,35 +396,61 @@ static int trim_dev(struct kva_pool *pool, const uint32_t *slots, uint32_t n,
  * destination overlap. Page contents do not move. Validates, then runs
  * kva_trim_cpu().
  *
+ * On a device pool with NULL counts the counts are read on the device
+ * (kva_gather_tokens_cuda()) and the host cannot check them: counts that
+ * need more pages than were reserved make the device refuse the op (it
+ * then changes nothing) and kva_pool_sync() reports -EINVAL; the pages
+ * given back reach the free count at the next sync.
+ *
  * Return: 0; -EINVAL for a bad or repeated slot, or counts that need more
  * pages than were reserved or exceed max_tokens; -ENOENT for a free slot;
- * -EBUSY for a slot already trimmed. Nothing changes on failure.
+ * -EBUSY for a slot already trimmed; -ENOMEM. Nothing changes on failure.
  */
 int kva_trim(struct kva_pool *pool, const uint32_t *slots, uint32_t n,
 	     const uint32_t *hi_tokens, const uint32_t *lo_tokens)
 {
-	uint32_t lps = pool->lists_per_slot;
+	uint32_t lps = pool->lists_per_slot, *held = NULL;
 	struct kva_view v;
 	int ret;
 
-	ret = validate_slots(pool, slots, n, BIT(KVA_SLOT_PREFILL));
+	ret = kva_validate_slots(pool, slots, n, BIT(KVA_SLOT_PREFILL));
 	if (ret)
 		return ret;
-	if (n && (!hi_tokens || !lo_tokens))
+	if (!hi_tokens != !lo_tokens)
 		return -EINVAL;
+	if (n && !hi_tokens && pool->dev)
+		return trim_held_dev(pool, slots, n);
+	kva_pool_view(pool, &v);
+	if (n && !hi_tokens) {
+		/* the counts the prefill kernels wrote into the pool */
+		held = malloc((size_t)n * lps * 2 * sizeof(*held));
+		if (!held)
+			return -ENOMEM;
+		kva_gather_tokens_cpu(&v, slots, n, held, held + n * lps,
+				      NULL);
+		hi_tokens = held;
+		lo_tokens = held + n * lps;
+	}
+	ret = 0;
 	for (uint32_t k = 0; k < n * lps; k++)
 		if ((uint64_t)hi_tokens[k] + lo_tokens[k] > pool->max_tokens)
-			return -EINVAL;
-	if (pool->dev)
-		return trim_dev(pool, slots, n, hi_tokens, lo_tokens);
-	kva_pool_view(pool, &v);
+			ret = -EINVAL;
+	if (ret)
+		goto out_free;
+	if (pool->dev) {
+		ret = trim_dev(pool, slots, n, hi_tokens, lo_tokens);
+		goto out_free;
+	}
 	kva_trim_cpu(&v, slots, n, hi_tokens, lo_tokens, NULL);
-	if (pool->err)
-		return pool->err;
+	ret = pool->err;
+	if (ret)
+		goto out_free;
 	for (uint32_t i = 0; i < n; i++)
 		pool->slot_state[slots[i]] = KVA_SLOT_DECODE;
 	pool->nr_used -= pool->off[n * lps];
-	return 0;
+out_free:
+	free(held);
+	return ret;
 }
 
 /**
@@ -529,7 +605,7 @@ int kva_append(struct kva_pool *pool, const uint32_t *slots, uint32_t n)
 	struct kva_view v;
 	int ret;
 
-	ret = validate_slots(pool, slots, n, BIT(KVA_SLOT_DECODE));
+	ret = kva_validate_slots(pool, slots, n, BIT(KVA_SLOT_DECODE));
 	if (ret)
 		return ret;
 	if (pool->dev)
@@ -614,7 +690,7 @@ int kva_free(struct kva_pool *pool, const uint32_t *slots, uint32_t n)
 	struct kva_view v;
 	int ret;
 
-	ret = validate_slots(pool, slots, n,
+	ret = kva_validate_slots(pool, slots, n,
 			     BIT(KVA_SLOT_PREFILL) | BIT(KVA_SLOT_DECODE));
 	if (ret)
 		return ret;
@@ -746,7 +822,7 @@ int kva_shrink_cpu(const struct kva_view *v, const uint32_t *slots,
 
 /**
  * kva_shrink() - give back the pages the slots' token counts no longer need
- * @pool: a host pool
+ * @pool: pool
  * @slots: decoding slots, each once
  * @n: number of slots
  *
@@ -754,20 +830,23 @@ int kva_shrink_cpu(const struct kva_view *v, const uint32_t *slots,
  * ceil(tokens / tokens per page) pages per tier; a page that kva_append()
  * added ahead of the next token goes back too.
  *
- * Return: the number of pages given back; -EINVAL for a bad or repeated
- * slot; -ENOENT for a free slot; -EBUSY for a slot in prefill; -EOPNOTSUPP
- * on a device pool (not yet). Nothing changes on failure.
+ * On a device pool the op is enqueued (kva_shrink_cuda()) and the pages
+ * given back reach the free count at the next sync: the call returns 0.
+ *
+ * Return: the number of pages given back (0 on a device pool); -EINVAL
+ * for a bad or repeated slot; -ENOENT for a free slot; -EBUSY for a slot
+ * in prefill. Nothing changes on failure.
  */
 int kva_shrink(struct kva_pool *pool, const uint32_t *slots, uint32_t n)
 {
 	struct kva_view v;
 	int ret;
 
-	if (pool->dev)
-		return -EOPNOTSUPP;
-	ret = validate_slots(pool, slots, n, BIT(KVA_SLOT_DECODE));
+	ret = kva_validate_slots(pool, slots, n, BIT(KVA_SLOT_DECODE));
 	if (ret)
 		return ret;
+	if (pool->dev)
+		return kva_dev_shrink(pool, slots, n);
 	kva_pool_view(pool, &v);
 	kva_shrink_cpu(&v, slots, n, NULL);
 	pool->nr_used -= pool->off[n * pool->lists_per_slot];

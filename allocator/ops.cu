@@ -543,3 +543,249 @@ extern "C" int kva_err_latch_cuda(const int32_t *err, int32_t *sticky,
 	kva_err_latch_kernel<<<1, 1, 0, (cudaStream_t)stream>>>(err, sticky);
 	return kvk_cuda_errno(cudaGetLastError());
 }
+
+__global__ void kva_gather_tokens_kernel(struct kva_view v,
+					 const uint32_t *__restrict__ slots,
+					 uint32_t nk, uint32_t *__restrict__ hi,
+					 uint32_t *__restrict__ lo)
+{
+	const uint32_t k = blockIdx.x * blockDim.x + threadIdx.x;
+
+	if (k >= nk)
+		return;
+	const uint32_t list = dev_list(v, slots, k);
+
+	hi[k] = v.ntokens[2 * list + KVA_HI];
+	lo[k] = v.ntokens[2 * list + KVA_LO];
+}
+
+/**
+ * kva_gather_tokens_cuda() - kva_gather_tokens_cpu() on the device
+ * @v: view whose every pointer is device memory
+ * @slots: device array of slots, validated by the caller
+ * @n: number of slots
+ * @hi: device array, out: [n * lists_per_slot] high-tier counts
+ * @lo: device array, out: [n * lists_per_slot] low-tier counts
+ * @stream: a cudaStream_t (NULL: the default stream)
+ *
+ * Return: 0, -EINVAL for a missing array, or the launch error as an errno.
+ */
+extern "C" int kva_gather_tokens_cuda(const struct kva_view *v,
+				      const uint32_t *slots, uint32_t n,
+				      uint32_t *hi, uint32_t *lo, void *stream)
+{
+	const uint32_t nk = n * (v ? v->lists_per_slot : 0);
+
+	if (!v || (n && (!slots || !hi || !lo)))
+		return -EINVAL;
+	if (nk)
+		kva_gather_tokens_kernel<<<blocks(nk), KVA_THREADS, 0,
+					   (cudaStream_t)stream>>>(*v, slots,
+								   nk, hi,
+								   lo);
+	return kvk_cuda_errno(cudaGetLastError());
+}
+
+__global__ void kva_grow_kernel(struct kva_view v,
+				const uint32_t *__restrict__ gran,
+				uint32_t n, uint32_t ppg)
+{
+	const uint64_t x = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+
+	if (x >= (uint64_t)n * ppg)
+		return;
+	const uint32_t i = (uint32_t)(x / ppg), j = (uint32_t)(x % ppg);
+	const uint32_t p = gran[i] * ppg + j;
+
+	v.page_list[p] = KVA_OWNER_FREE;
+	v.ring[(*v.tail + x) % v.ring_cap] = p;
+}
+
+__global__ void kva_grow_finish_kernel(struct kva_view v, uint64_t total)
+{
+	*v.tail += total;
+}
+
+/**
+ * kva_grow_cuda() - kva_grow_cpu() on the device
+ * @v: view whose every pointer is device memory
+ * @gran: device array of the granule slots just mapped
+ * @n: number of granules
+ * @ppg: pages per granule
+ * @stream: a cudaStream_t (NULL: the default stream)
+ *
+ * One thread per new page writes its ring entry at the tail and its owner;
+ * then one thread advances the tail. No host synchronisation.
+ *
+ * Return: 0, -EINVAL for a missing array, or the launch error as an errno.
+ */
+extern "C" int kva_grow_cuda(const struct kva_view *v, const uint32_t *gran,
+			     uint32_t n, uint32_t ppg, void *stream)
+{
+	cudaStream_t s = (cudaStream_t)stream;
+	const uint64_t total = (uint64_t)n * ppg;
+
+	if (!v || (n && !gran))
+		return -EINVAL;
+	if (!total)
+		return 0;
+	kva_grow_kernel<<<(unsigned int)((total + KVA_THREADS - 1) /
+					 KVA_THREADS),
+			  KVA_THREADS, 0, s>>>(*v, gran, n, ppg);
+	kva_grow_finish_kernel<<<1, 1, 0, s>>>(*v, total);
+	return kvk_cuda_errno(cudaGetLastError());
+}
+
+__global__ void kva_evict_quota_kernel(struct kva_view v,
+				       const uint32_t *__restrict__ slots,
+				       const uint32_t *__restrict__ keep,
+				       uint32_t n, uint32_t *__restrict__ quota,
+				       uint32_t *__restrict__ list_base)
+{
+	const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x;
+
+	if (i >= n)
+		return;
+	const uint32_t lps = v.lists_per_slot, a = v.tpp[KVA_HI];
+	uint64_t have = 0;
+
+	for (uint32_t j = 0; j < lps; j++) {
+		const uint32_t list = slots[i] * lps + j;
+
+		have += (v.ntokens[2 * list + KVA_HI] + (uint64_t)a - 1) / a;
+	}
+	quota[i] = have > keep[i] ? (uint32_t)(have - keep[i]) : 0;
+	list_base[i] = slots[i] * lps;
+}
+
+/**
+ * kva_evict_quota_cuda() - kva_evict_quota_cpu() on the device
+ * @v: view whose every pointer is device memory
+ * @slots: device array of decoding slots, validated by the caller
+ * @keep: device array, [n] pages each slot may keep
+ * @n: number of slots
+ * @quota: device array, out: [n] pages to free
+ * @list_base: device array, out: [n] first list of each slot
+ * @stream: a cudaStream_t (NULL: the default stream)
+ *
+ * Return: 0, -EINVAL for a missing array, or the launch error as an errno.
+ */
+extern "C" int kva_evict_quota_cuda(const struct kva_view *v,
+				    const uint32_t *slots,
+				    const uint32_t *keep, uint32_t n,
+				    uint32_t *quota, uint32_t *list_base,
+				    void *stream)
+{
+	if (!v || (n && (!slots || !keep || !quota || !list_base)))
+		return -EINVAL;
+	if (n)
+		kva_evict_quota_kernel<<<blocks(n), KVA_THREADS, 0,
+					 (cudaStream_t)stream>>>(
+			*v, slots, keep, n, quota, list_base);
+	return kvk_cuda_errno(cudaGetLastError());
+}
+
+static __device__ uint32_t dev_keep(const struct kva_view &v, uint32_t list,
+				    int tier)
+{
+	const uint32_t a = v.tpp[tier];
+
+	return (v.ntokens[2 * list + tier] + a - 1) / a;
+}
+
+__global__ void kva_shrink_count_kernel(struct kva_view v,
+					const uint32_t *__restrict__ slots,
+					uint32_t nk)
+{
+	const uint32_t k = blockIdx.x * blockDim.x + threadIdx.x;
+	uint32_t c = 0;
+
+	if (k < nk) {
+		const uint32_t list = dev_list(v, slots, k);
+		const uint32_t kh = dev_keep(v, list, KVA_HI);
+		const uint32_t kl = dev_keep(v, list, KVA_LO);
+		const uint32_t nh = v.npages[2 * list + KVA_HI];
+		const uint32_t nl = v.npages[2 * list + KVA_LO];
+
+		c = (nh > kh ? nh - kh : 0) + (nl > kl ? nl - kl : 0);
+		v.cnt[k] = c;
+	}
+	block_park_sum(v, c);
+}
+
+__global__ void kva_shrink_scatter_kernel(struct kva_view v,
+					  const uint32_t *__restrict__ slots,
+					  uint32_t nk)
+{
+	const uint32_t k = blockIdx.x * blockDim.x + threadIdx.x;
+	const uint64_t off = block_offset(v, k, nk);
+
+	if (k >= nk)
+		return;
+	const uint32_t list = dev_list(v, slots, k);
+	const uint32_t w = v.width;
+	uint32_t *t = &v.table[(size_t)list * w];
+	uint32_t *np = &v.npages[2 * list];
+	const uint32_t kh = dev_keep(v, list, KVA_HI);
+	const uint32_t kl = dev_keep(v, list, KVA_LO);
+	uint64_t pos = *v.tail + off;
+
+	for (uint32_t e = kh; e < np[KVA_HI]; e++, pos++) {
+		const uint32_t p = t[e];
+
+		v.ring[pos % v.ring_cap] = p;
+		v.page_list[p] = KVA_OWNER_FREE;
+		v.page_pos[p] = KVA_PAGE_NONE;
+		t[e] = KVA_PAGE_NONE;
+	}
+	for (uint32_t i = kl; i < np[KVA_LO]; i++, pos++) {
+		const uint32_t e = w - 1 - i, p = t[e];
+
+		v.ring[pos % v.ring_cap] = p;
+		v.page_list[p] = KVA_OWNER_FREE;
+		v.page_pos[p] = KVA_PAGE_NONE;
+		t[e] = KVA_PAGE_NONE;
+	}
+	if (np[KVA_HI] > kh)
+		np[KVA_HI] = kh;
+	if (np[KVA_LO] > kl)
+		np[KVA_LO] = kl;
+}
+
+/**
+ * kva_shrink_cuda() - kva_shrink_cpu() on the device
+ * @v: view whose every pointer is device memory
+ * @slots: device array of decoding slots, validated by the caller
+ * @n: number of slots
+ * @stream: a cudaStream_t (NULL: the default stream)
+ *
+ * count (pages beyond what each tier's tokens need), block-sum scan,
+ * scatter them to the tail (high then low, as the CPU reference), finish
+ * (the tail advances; kva_free_finish_kernel() does exactly that). The
+ * arrays come out identical to kva_shrink_cpu()'s.
+ *
+ * Return: 0, -EINVAL for a missing view, or the launch error as an errno.
+ */
+extern "C" int kva_shrink_cuda(const struct kva_view *v, const uint32_t *slots,
+			       uint32_t n, void *stream)
+{
+	cudaStream_t s = (cudaStream_t)stream;
+	const uint32_t nk = n * (v ? v->lists_per_slot : 0);
+	cudaError_t e;
+
+	if (!v || (n && !slots))
+		return -EINVAL;
+	e = cudaMemsetAsync(v->err, 0, sizeof(*v->err), s);
+	if (e)
+		return kvk_cuda_errno(e);
+	if (nk)
+		kva_shrink_count_kernel<<<blocks(nk), KVA_THREADS, 0, s>>>(
+			*v, slots, nk);
+	kva_scan_blocks_kernel<<<1, KVA_SCAN_THREADS, 0, s>>>(v->off, nk,
+							      blocks(nk));
+	if (nk)
+		kva_shrink_scatter_kernel<<<blocks(nk), KVA_THREADS, 0, s>>>(
+			*v, slots, nk);
+	kva_free_finish_kernel<<<1, 1, 0, s>>>(*v, nk);
+	return kvk_cuda_errno(cudaGetLastError());
+}

@@ -193,7 +193,9 @@ int kva_pool_destroy(struct kva_pool *pool)
  * @n: granules, at least 1
  *
  * Control plane only (driver calls); kva_pool_balance() calls it ahead of
- * need. A device pool syncs first and sends the new ring entries after.
+ * need. The new granules' pages go to the ring's tail, granule by granule
+ * (kva_grow_cpu()); a device pool does that on the device in stream order
+ * (kva_grow_cuda()), without waiting for it.
  *
  * Return: 0; -EINVAL for n == 0; -ENOSPC over the budget or reservation;
  * the runtime's error.
@@ -204,40 +206,61 @@ int kva_pool_grow(struct kva_pool *pool, uint32_t n)
 	uint32_t ppg = pool->pages_per_granule;
 	int ret;
 
+	struct kva_view v;
+
 	if (!n)
 		return -EINVAL;
-	if (pool->dev) {
-		ret = kva_dev_pull(pool);
-		if (ret)
-			return ret;
-	}
 	idx = malloc(n * sizeof(*idx));
 	if (!idx)
 		return -ENOMEM;
 	ret = kvrt_space_grow(pool->space, n, KVRT_LOC_DEVICE, -1, idx);
 	if (ret)
 		goto out_free_idx;
-	for (uint32_t i = 0; i < n; i++) {
-		uint32_t g = idx[i];
-
-		pool->gran_mapped[g] = KVA_GRAN_MAPPED;
-		for (uint32_t j = 0; j < ppg; j++) {
-			uint32_t p = g * ppg + j;
-
-			pool->page_list[p] = KVA_OWNER_FREE;
-			pool->ring[pool->tail++ % pool->nr_page_ids] = p;
-		}
-	}
+	for (uint32_t i = 0; i < n; i++)
+		pool->gran_mapped[idx[i]] = KVA_GRAN_MAPPED;
 	pool->nr_granules += n;
 	if (pool->dev) {
-		pool->nr_used = (uint64_t)pool->nr_granules *
-				pool->pages_per_granule -
-				(pool->tail - pool->head);
-		ret = kva_dev_push(pool, 0);
+		/* the device appends the pages; the free count knows them */
+		ret = kva_dev_grow(pool, idx, n);
+		if (!ret)
+			pool->free_lb += (uint64_t)n * ppg;
+		goto out_free_idx;
 	}
+	kva_pool_view(pool, &v);
+	kva_grow_cpu(&v, idx, n, ppg, NULL);
 out_free_idx:
 	free(idx);
 	return ret;
+}
+
+/**
+ * kva_grow_cpu() - CPU reference of the device grow
+ * @v: view of the arrays
+ * @gran: [n] granule slots just mapped
+ * @n: number of granules
+ * @ppg: pages per granule
+ * @stream: unused (the CUDA version's stream)
+ *
+ * Page j of granule gran[i] goes to ring entry tail + i * ppg + j and is
+ * marked free in the reverse map; the tail then advances by n * ppg.
+ *
+ * Return: 0.
+ */
+int kva_grow_cpu(const struct kva_view *v, const uint32_t *gran, uint32_t n,
+		 uint32_t ppg, void *stream)
+{
+	(void)stream;
+	for (uint32_t i = 0; i < n; i++) {
+		for (uint32_t j = 0; j < ppg; j++) {
+			uint32_t p = gran[i] * ppg + j;
+
+			v->page_list[p] = KVA_OWNER_FREE;
+			v->ring[(*v->tail + (uint64_t)i * ppg + j) %
+				v->ring_cap] = p;
+		}
+	}
+	*v->tail += (uint64_t)n * ppg;
+	return 0;
 }
 
 /**

@@ -124,6 +124,58 @@ int kvmm_page_table_info(int fd, struct kvmm_page_table_info *arg)
 }
 
 /**
+ * kvmm_space_map() - KVMM_IOC_SPACE_MAP
+ * @fd: handle
+ * @arg: the space and, on a device space, the stream to bind (or 0); out:
+ *	the arrays' addresses, the geometry and the tiers' page layouts
+ *
+ * Return: 0 or -errno, as the ioctl.
+ */
+int kvmm_space_map(int fd, struct kvmm_space_map *arg)
+{
+	return kvshim_ioctl(fd, KVMM_IOC_SPACE_MAP, arg);
+}
+
+/**
+ * kvmm_step_submit() - KVMM_IOC_STEP_SUBMIT
+ * @fd: handle
+ * @arg: the space and an array of struct kvmm_step_op; out: the fence
+ *
+ * Return: 0 or -errno, as the ioctl.
+ */
+int kvmm_step_submit(int fd, struct kvmm_step_submit *arg)
+{
+	return kvshim_ioctl(fd, KVMM_IOC_STEP_SUBMIT, arg);
+}
+
+/**
+ * kvmm_fence() - KVMM_IOC_FENCE
+ * @fd: handle
+ * @arg: the space, a fence (0: the last) and KVMM_FENCE_WAIT or 0; out:
+ *	whether it completed, the latest completed one, its page counts and
+ *	the device's first refusal since the last FENCE
+ *
+ * Return: 0 or -errno, as the ioctl.
+ */
+int kvmm_fence(int fd, struct kvmm_fence *arg)
+{
+	return kvshim_ioctl(fd, KVMM_IOC_FENCE, arg);
+}
+
+/**
+ * kvmm_seq_stats() - KVMM_IOC_SEQ_STATS
+ * @fd: handle
+ * @arg: the space and an array of struct kvmm_seq_info with the slots;
+ *	out (in that array): each slot's state, pages and tokens per tier
+ *
+ * Return: 0 or -errno, as the ioctl.
+ */
+int kvmm_seq_stats(int fd, struct kvmm_seq_stats *arg)
+{
+	return kvshim_ioctl(fd, KVMM_IOC_SEQ_STATS, arg);
+}
+
+/**
  * kvmm_open() - open a handle and check the API version and features
  * @features: KVMM_FEAT_* bits the caller needs (0: none)
  *

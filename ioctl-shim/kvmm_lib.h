@@ -29,6 +29,10 @@ int kvmm_set_budget(int fd, struct kvmm_set_budget *arg);
 int kvmm_compact(int fd, struct kvmm_compact *arg);
 int kvmm_stats(int fd, struct kvmm_stats *arg);
 int kvmm_page_table_info(int fd, struct kvmm_page_table_info *arg);
+int kvmm_space_map(int fd, struct kvmm_space_map *arg);
+int kvmm_step_submit(int fd, struct kvmm_step_submit *arg);
+int kvmm_fence(int fd, struct kvmm_fence *arg);
+int kvmm_seq_stats(int fd, struct kvmm_seq_stats *arg);
 
 /* helpers */
 int kvmm_open(uint64_t features);

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "kva.h"
+#include "kvevict.h"
 #include "kvrt.h"
 #include "kvshim.h"
 
@@ -42,6 +43,8 @@ struct kvshim_space {
 	struct kva_pool *pool;
 	uint64_t admit_fault;		/* tests: fail the nth admission */
 	int admit_fault_err;
+	uint64_t submitted;		/* last fence of STEP_SUBMIT */
+	void *stream;			/* bound by SPACE_MAP, or NULL */
 };
 
 /**
@@ -167,7 +170,8 @@ static int ioc_version(struct kvmm_version *a)
 	if (!ZERO(a->pad) || !ZERO(a->reserved))
 		return -EINVAL;
 	a->api = KVMM_API_VERSION;
-	a->features = KVMM_FEAT_HOST | KVMM_FEAT_COMPACT | KVMM_FEAT_TIERS;
+	a->features = KVMM_FEAT_HOST | KVMM_FEAT_COMPACT | KVMM_FEAT_TIERS |
+		      KVMM_FEAT_STEP;
 	if (kvrt_cuda_probe(NULL, 0) == 0)
 		a->features |= KVMM_FEAT_DEVICE;
 	return 0;
@@ -265,6 +269,9 @@ static int ioc_space_create(struct kvshim_file *f,
 	p.nr_layers = a->nr_layers;
 	p.nr_heads = a->nr_kv_heads;
 	p.max_tokens = a->max_tokens;
+	/* a device space keeps its tables on the device (SPACE_MAP) */
+	if (a->backend == KVMM_BACKEND_DEVICE)
+		p.flags = KVA_POOL_DEVICE;
 	ret = kva_pool_create(&p, &s->pool);
 	if (ret)
 		goto out_ctx;
@@ -417,6 +424,13 @@ static int ioc_seq_admit(struct kvshim_file *f, const struct kvmm_seq_admit *a)
 	}
 
 	free_pages = kva_nr_free(pool);
+	if (need > free_pages && kva_pool_is_device(pool)) {
+		/* the free count is a lower bound: make it exact first */
+		ret = kva_pool_snapshot(pool);
+		if (ret)
+			goto out_free;
+		free_pages = kva_nr_free(pool);
+	}
 	tail = pool->tail;
 	if (need > free_pages) {
 		grow = kvmm_div_round_up(need - free_pages,
@@ -447,7 +461,8 @@ static int ioc_seq_admit(struct kvshim_file *f, const struct kvmm_seq_admit *a)
 	goto out_free;
 
 out_ungrow:
-	if (grow)
+	/* a device pool's ring is on the device: its granules stay, free */
+	if (grow && !kva_pool_is_device(pool))
 		ungrow(pool, was, tail);
 out_free:
 	free(was);
@@ -649,6 +664,9 @@ static int ioc_compact(struct kvshim_file *f, struct kvmm_compact *a)
 	s = space_find(f, a->space, NULL);
 	if (!s)
 		return -ENOENT;
+	ret = kva_pool_snapshot(s->pool);	/* undo_save() reads the arrays */
+	if (ret)
+		return ret;
 	ret = kva_compact_init(&cc, s->pool, a->byte_budget);
 	if (ret)
 		return ret;
@@ -746,6 +764,8 @@ static int ioc_stats(struct kvshim_file *f, struct kvmm_stats *a)
 	pool = s->pool;
 	if (a->nr_heads && a->nr_heads != pool->lists_per_slot)
 		return -EINVAL;
+	if (kva_pool_snapshot(pool))
+		return -EIO;
 	if (a->nr_heads) {
 		h = calloc(a->nr_heads, sizeof(*h));
 		if (!h)
@@ -789,15 +809,15 @@ static int ioc_stats(struct kvshim_file *f, struct kvmm_stats *a)
 }
 
 /*
- * The arrays are the pool's host arrays today: pool_base is the space's
- * device-visible base (a host address on the host backend), but tables and
- * counts are host addresses until the tables move to the device.
+ * The pool's own arrays: the device ones on a device space, the host ones
+ * on a host space (as KVMM_IOC_SPACE_MAP).
  */
 static int ioc_page_table_info(struct kvshim_file *f,
 			       struct kvmm_page_table_info *a)
 {
 	struct kvshim_space *s;
 	struct kva_pool *pool;
+	struct kva_view v;
 
 	if (a->flags || a->pad || !ZERO(a->reserved))
 		return -EINVAL;
@@ -805,15 +825,528 @@ static int ioc_page_table_info(struct kvshim_file *f,
 	if (!s)
 		return -ENOENT;
 	pool = s->pool;
+	if (kva_pool_device_view(pool, &v))
+		kva_pool_view(pool, &v);
 	a->pool_base = pool->base;
-	a->tables = (uint64_t)(uintptr_t)pool->table;
-	a->counts = (uint64_t)(uintptr_t)pool->ntokens;
+	a->tables = (uint64_t)(uintptr_t)v.table;
+	a->counts = (uint64_t)(uintptr_t)v.ntokens;
 	a->page_size = pool->page_size;
 	a->pages_per_granule = pool->pages_per_granule;
 	a->table_width = pool->width;
 	a->tokens_per_page[0] = pool->layout[KVA_HI].tokens;
 	a->tokens_per_page[1] = pool->layout[KVA_LO].tokens;
 	return 0;
+}
+
+static void tier_layout(const struct kva_pool *pool, int t,
+			struct kvmm_tier_layout *o)
+{
+	const struct kva_tier *k = &pool->tiers[t && pool->nr_tiers > 1];
+	const struct kva_layout *l = &pool->layout[t];
+
+	memset(o, 0, sizeof(*o));
+	o->kbits = k->kbits;
+	o->vbits = k->vbits;
+	o->kgroups = k->kgroups;
+	o->vgroups = k->vgroups;
+	o->tokens = l->tokens;
+	o->k_off = l->k_off;
+	o->km_off = l->km_off;
+	o->v_off = l->v_off;
+	o->vm_off = l->vm_off;
+	o->score_off = l->score_off;
+	o->pos_off = l->pos_off;
+}
+
+/*
+ * The arrays are the pool's own: on a device space the device arrays
+ * (kva_pool_device_view()), on a host space the host ones. Binding a
+ * stream orders it after the space's earlier work (kva_pool_bind_stream());
+ * a failed binding changes nothing.
+ */
+static int ioc_space_map(struct kvshim_file *f, struct kvmm_space_map *a)
+{
+	struct kvshim_space *s;
+	struct kva_pool *pool;
+	struct kva_view v;
+	void *stream = user_ptr(a->stream);
+	int ret;
+
+	if (a->flags || !ZERO(a->reserved))
+		return -EINVAL;
+	s = space_find(f, a->space, NULL);
+	if (!s)
+		return -ENOENT;
+	pool = s->pool;
+	if (!kva_pool_is_device(pool)) {
+		if (stream)
+			return -EINVAL;
+		kva_pool_view(pool, &v);
+	} else {
+		ret = kva_pool_device_view(pool, &v);
+		if (ret)
+			return ret;
+		ret = kva_pool_bind_stream(pool, stream);
+		if (ret)
+			return ret;
+		s->stream = stream;
+	}
+	a->pool_base = pool->base;
+	a->tables = (uint64_t)(uintptr_t)v.table;
+	a->npages = (uint64_t)(uintptr_t)v.npages;
+	a->ntokens = (uint64_t)(uintptr_t)v.ntokens;
+	a->page_size = pool->page_size;
+	a->pages_per_granule = pool->pages_per_granule;
+	a->table_width = pool->width;
+	a->lists_per_slot = pool->lists_per_slot;
+	a->nr_layers = pool->nr_layers;
+	a->nr_kv_heads = pool->nr_heads;
+	a->head_dim = pool->head_dim;
+	a->nr_tiers = pool->nr_tiers;
+	a->max_seqs = pool->nr_slots;
+	a->max_tokens = pool->max_tokens;
+	tier_layout(pool, KVA_HI, &a->tiers[0]);
+	tier_layout(pool, KVA_LO, &a->tiers[1]);
+	return 0;
+}
+
+/* one op of a submission, copied in */
+struct step_op {
+	uint32_t op;
+	uint32_t n;
+	uint32_t sinks;
+	uint32_t *slots;		/* [n] */
+	uint32_t *keep;			/* [n] EVICT: arg0 */
+	int32_t *prot;			/* [n] EVICT: arg1 */
+};
+
+/*
+ * What the submission's ops will do to the lists of the slots they name,
+ * simulated on copies of their page and token counts (exact where the
+ * counts are known: a host pool, or a device pool after a snapshot).
+ */
+struct step_plan {
+	uint32_t *idx;			/* [nr_slots] slot -> sim index + 1 */
+	uint32_t nsim;
+	uint32_t *np, *nt;		/* [nsim][lists_per_slot][2] */
+	uint8_t *unk;			/* [nsim] high count lowered by EVICT
+					 * to an unknown value */
+	uint8_t *state;			/* [nr_slots] slot states, simulated */
+	uint64_t freed, taken, need;	/* pages; need: most taken - freed */
+};
+
+static void plan_fini(struct step_plan *pl)
+{
+	free(pl->idx);
+	free(pl->np);
+	free(pl->nt);
+	free(pl->unk);
+	free(pl->state);
+}
+
+static int plan_init(struct step_plan *pl, const struct kva_pool *pool,
+		     uint32_t nslots)
+{
+	size_t w = (size_t)nslots * pool->lists_per_slot * 2;
+
+	memset(pl, 0, sizeof(*pl));
+	pl->idx = calloc(pool->nr_slots, sizeof(*pl->idx));
+	pl->np = malloc((w ? w : 1) * sizeof(*pl->np));
+	pl->nt = malloc((w ? w : 1) * sizeof(*pl->nt));
+	pl->unk = calloc(nslots ? nslots : 1, 1);
+	pl->state = malloc(pool->nr_slots);
+	if (!pl->idx || !pl->np || !pl->nt || !pl->unk || !pl->state) {
+		plan_fini(pl);
+		return -ENOMEM;
+	}
+	memcpy(pl->state, pool->slot_state, pool->nr_slots);
+	return 0;
+}
+
+/* the simulated counts of @slot, copied from the pool on first use */
+static uint32_t plan_slot(struct step_plan *pl, const struct kva_pool *pool,
+			  uint32_t slot)
+{
+	uint32_t lps = pool->lists_per_slot, i = pl->idx[slot];
+
+	if (i)
+		return i - 1;
+	i = pl->nsim++;
+	pl->idx[slot] = i + 1;
+	memcpy(&pl->np[(size_t)i * lps * 2],
+	       &pool->npages[(size_t)slot * lps * 2], lps * 2 * 4);
+	memcpy(&pl->nt[(size_t)i * lps * 2],
+	       &pool->ntokens[(size_t)slot * lps * 2], lps * 2 * 4);
+	return i;
+}
+
+static uint32_t div_up(uint32_t x, uint32_t d)
+{
+	return (uint32_t)kvmm_div_round_up(x, d);
+}
+
+/*
+ * Counts a kernel wrote through the mapping must fit the pages: tokens
+ * beyond a list's pages, or a sequence over max_tokens, are refused
+ * (-EINVAL) before anything runs.
+ */
+static int plan_counts_ok(const struct kva_pool *pool, const uint32_t *np,
+			  const uint32_t *nt, int unk)
+{
+	if ((uint64_t)nt[0] + nt[1] > pool->max_tokens)
+		return 0;
+	if (!unk && (uint64_t)nt[0] > (uint64_t)np[0] * pool->layout[0].tokens)
+		return 0;
+	return (uint64_t)nt[1] <= (uint64_t)np[1] * pool->layout[1].tokens;
+}
+
+static int plan_op(struct step_plan *pl, const struct kva_pool *pool,
+		   const struct step_op *o)
+{
+	uint32_t lps = pool->lists_per_slot, w = pool->width;
+	uint32_t a = pool->layout[KVA_HI].tokens, b = pool->layout[KVA_LO].tokens;
+	int lo_grows = pool->nr_tiers > 1;
+
+	for (uint32_t i = 0; i < o->n; i++) {
+		uint32_t x = plan_slot(pl, pool, o->slots[i]);
+
+		for (uint32_t j = 0; j < lps; j++) {
+			uint32_t *np = &pl->np[((size_t)x * lps + j) * 2];
+			uint32_t *nt = &pl->nt[((size_t)x * lps + j) * 2];
+			uint32_t kh, kl, ch, cl;
+
+			if (o->op == KVMM_OP_TRIM) {
+				kh = div_up(nt[0], a);
+				kl = div_up(nt[1], b);
+				if ((uint64_t)nt[0] + nt[1] > pool->max_tokens ||
+				    (uint64_t)kh + kl > np[0])
+					return -EINVAL;
+				pl->freed += np[0] - kh - kl;
+				np[0] = kh;
+				np[1] = kl;
+				continue;
+			}
+			if (!plan_counts_ok(pool, np, nt, pl->unk[x]))
+				return -EINVAL;
+			kh = div_up(nt[0], a);
+			kl = div_up(nt[1], b);
+			switch (o->op) {
+			case KVMM_OP_APPEND:
+				ch = pl->unk[x] || nt[0] == np[0] * a;
+				cl = lo_grows && nt[1] == np[1] * b;
+				if ((uint64_t)np[0] + np[1] + ch + cl > w)
+					return -E2BIG;
+				np[0] += ch;
+				np[1] += cl;
+				pl->taken += ch + cl;
+				break;
+			case KVMM_OP_EVICT:
+			case KVMM_OP_SHRINK:
+				/* evict lowers nt[0] by an unknown amount:
+				 * what a shrink at the old count frees is
+				 * the least it frees */
+				if (!pl->unk[x] && np[0] > kh) {
+					pl->freed += np[0] - kh;
+					np[0] = kh;
+				}
+				if (np[1] > kl) {
+					pl->freed += np[1] - kl;
+					np[1] = kl;
+				}
+				break;
+			}
+		}
+		if (o->op == KVMM_OP_EVICT)
+			pl->unk[x] = 1;
+	}
+	if (pl->taken > pl->freed && pl->taken - pl->freed > pl->need)
+		pl->need = pl->taken - pl->freed;
+	return 0;
+}
+
+/*
+ * Copy in and check one op: the fields, each slot once, each in the state
+ * the op needs when it runs (the ops before it in @pl->state).
+ */
+static int step_op_in(const struct kva_pool *pool, const void *uop,
+		      struct step_op *o, uint8_t *state, uint32_t *mark,
+		      uint32_t gen)
+{
+	const unsigned char *us;
+	struct kvmm_step_op k;
+
+	memcpy(&k, uop, sizeof(k));
+	memset(o, 0, sizeof(*o));
+	if (k.op < KVMM_OP_APPEND || k.op > KVMM_OP_MAX || k.flags ||
+	    k.reserved || (k.sinks && k.op != KVMM_OP_EVICT))
+		return -EINVAL;
+	if (k.count > pool->nr_slots || (k.count && !k.slots))
+		return -EINVAL;
+	o->op = k.op;
+	o->n = k.count;
+	o->sinks = k.sinks;
+	if (!k.count)
+		return 0;
+	o->slots = malloc(k.count * sizeof(*o->slots));
+	o->keep = malloc(k.count * sizeof(*o->keep));
+	o->prot = malloc(k.count * sizeof(*o->prot));
+	if (!o->slots || !o->keep || !o->prot)
+		return -ENOMEM;
+	us = user_ptr(k.slots);
+	for (uint32_t i = 0; i < k.count; i++) {
+		struct kvmm_step_slot e;
+		uint32_t want = k.op == KVMM_OP_TRIM ? KVA_SLOT_PREFILL
+						     : KVA_SLOT_DECODE;
+
+		memcpy(&e, us + (size_t)i * sizeof(e), sizeof(e));
+		if (e.pad || e.slot >= pool->nr_slots ||
+		    mark[e.slot] == gen)
+			return -EINVAL;
+		if (k.op != KVMM_OP_EVICT && (e.arg0 || e.arg1))
+			return -EINVAL;
+		if (e.arg1 > INT32_MAX)
+			return -EINVAL;
+		mark[e.slot] = gen;
+		if (state[e.slot] != want)
+			return state[e.slot] == KVA_SLOT_FREE ? -ENOENT
+							      : -EBUSY;
+		o->slots[i] = e.slot;
+		o->keep[i] = e.arg0;
+		o->prot[i] = (int32_t)e.arg1;
+	}
+	for (uint32_t i = 0; i < k.count; i++)
+		if (k.op == KVMM_OP_TRIM)
+			state[o->slots[i]] = KVA_SLOT_DECODE;
+	return 0;
+}
+
+/* run one validated op; a host pool's ops cannot fail here */
+static int step_run(struct kva_pool *pool, const struct step_op *o)
+{
+	int ret;
+
+	if (!o->n)
+		return 0;
+	switch (o->op) {
+	case KVMM_OP_APPEND:
+		return kva_append(pool, o->slots, o->n);
+	case KVMM_OP_TRIM:
+		return kva_trim(pool, o->slots, o->n, NULL, NULL);
+	case KVMM_OP_EVICT:
+		ret = kva_evict(pool, o->slots, o->n, o->keep, o->prot,
+				o->sinks);
+		return ret < 0 ? ret : 0;
+	default:
+		ret = kva_shrink(pool, o->slots, o->n);
+		return ret < 0 ? ret : 0;
+	}
+}
+
+/* granules to map so that @need pages are free; -ENOSPC over the budget */
+static int step_grow(struct kva_pool *pool, uint64_t need, int dry)
+{
+	struct kvrt_space_stats st;
+	uint64_t free_pages = kva_nr_free(pool), g, room;
+
+	if (need <= free_pages)
+		return 0;
+	g = kvmm_div_round_up(need - free_pages, pool->pages_per_granule);
+	kvrt_space_stats(pool->space, &st);
+	room = st.budget_bytes / KVRT_GRANULE_SIZE - st.nr_mapped;
+	if (g > room)
+		return -ENOSPC;
+	return dry ? 0 : kva_pool_grow(pool, (uint32_t)g);
+}
+
+/*
+ * STEP_SUBMIT: copy in and validate every op (fields, slots, states as
+ * the ops before leave them), then account the pages: the plan simulates
+ * the ops on copies of the named lists' counts (a device space without a
+ * snapshot uses append's worst case instead), grows the pool within its
+ * budget when the pages taken at some point exceed the free ones, and
+ * refuses with -ENOSPC when even the budget cannot cover them. Only then
+ * does it run (host) or enqueue (device) the ops, in order, and emit the
+ * fence.
+ */
+static int ioc_step_submit(struct kvshim_file *f, struct kvmm_step_submit *a)
+{
+	const unsigned char *uops = user_ptr(a->ops);
+	struct step_op ops[KVMM_STEP_MAX_OPS];
+	struct step_plan pl;
+	struct kvshim_space *s;
+	struct kva_pool *pool;
+	uint32_t nr = a->nr_ops, nslots = 0, *mark = NULL;
+	uint64_t worst = 0;
+	int ret, dev, planned = 0;
+
+	if (a->flags || a->pad || !ZERO(a->reserved) ||
+	    nr > KVMM_STEP_MAX_OPS || (nr && !uops))
+		return -EINVAL;
+	s = space_find(f, a->space, NULL);
+	if (!s)
+		return -ENOENT;
+	pool = s->pool;
+	dev = kva_pool_is_device(pool);
+	memset(ops, 0, sizeof(ops));
+	ret = plan_init(&pl, pool, 0);
+	if (ret)
+		return ret;
+	mark = calloc(pool->nr_slots, sizeof(*mark));
+	if (!mark) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (uint32_t i = 0; i < nr; i++) {
+		ret = step_op_in(pool, uops + (size_t)i *
+				 sizeof(struct kvmm_step_op), &ops[i],
+				 pl.state, mark, i + 1);
+		if (ret)
+			goto out;
+		nslots += ops[i].n;
+		if (ops[i].op == KVMM_OP_APPEND)
+			worst += (uint64_t)ops[i].n * pool->lists_per_slot *
+				 (1 + (pool->nr_tiers > 1));
+		if (ops[i].op == KVMM_OP_EVICT && ops[i].n) {
+			struct kvk_evict_args ea;
+
+			ret = kva_evict_args(pool, &ea);
+			if (ret)
+				goto out;
+		}
+	}
+	if (nslots > pool->nr_slots)
+		nslots = pool->nr_slots;
+
+	/*
+	 * A device space enqueues on the worst case when it fits (or the
+	 * budget lets it fit); else it takes a snapshot so that the plan is
+	 * exact, as a host space always is.
+	 */
+	if (dev && !step_grow(pool, worst, 1)) {
+		ret = step_grow(pool, worst, 0);
+		if (ret)
+			goto out;
+	} else {
+		if (dev) {
+			ret = kva_pool_snapshot(pool);
+			if (ret)
+				goto out;
+		}
+		plan_fini(&pl);
+		ret = plan_init(&pl, pool, nslots);
+		if (ret)
+			goto out;
+		planned = 1;
+		for (uint32_t i = 0; i < nr && !ret; i++)
+			ret = plan_op(&pl, pool, &ops[i]);
+		if (!ret)
+			ret = step_grow(pool, pl.need, 1);
+		if (!ret)
+			ret = step_grow(pool, pl.need, 0);
+		if (ret)
+			goto out;
+	}
+	(void)planned;
+	for (uint32_t i = 0; i < nr; i++) {
+		ret = step_run(pool, &ops[i]);
+		if (ret)	/* validated above: a device or runtime error */
+			goto out;
+	}
+	ret = kva_pool_fence(pool, s->submitted + 1);
+	if (ret)
+		goto out;
+	a->fence = ++s->submitted;
+out:
+	for (uint32_t i = 0; i < nr; i++) {
+		free(ops[i].slots);
+		free(ops[i].keep);
+		free(ops[i].prot);
+	}
+	free(mark);
+	plan_fini(&pl);
+	return ret;
+}
+
+static int ioc_fence(struct kvshim_file *f, struct kvmm_fence *a)
+{
+	struct kva_fence_state st;
+	struct kvshim_space *s;
+	uint64_t seqno;
+	int ret;
+
+	if ((a->flags & ~KVMM_FENCE_WAIT) || !ZERO(a->reserved))
+		return -EINVAL;
+	s = space_find(f, a->space, NULL);
+	if (!s)
+		return -ENOENT;
+	if (a->seqno > s->submitted)
+		return -EINVAL;
+	seqno = a->seqno ? a->seqno : s->submitted;
+	ret = kva_pool_fence_state(s->pool, seqno,
+				   !!(a->flags & KVMM_FENCE_WAIT), &st);
+	if (ret)
+		return ret;
+	a->signalled = seqno <= st.completed;
+	a->error = st.error;
+	a->completed = st.completed;
+	a->pages_free = st.pages_free;
+	a->pages_used = st.pages_used;
+	return 0;
+}
+
+static int ioc_seq_stats(struct kvshim_file *f, const struct kvmm_seq_stats *a)
+{
+	unsigned char *useqs = user_ptr(a->seqs);
+	struct kvmm_seq_info *info;
+	struct kvshim_space *s;
+	struct kva_pool *pool;
+	uint32_t lps;
+	int ret;
+
+	if (a->flags || a->pad || !ZERO(a->reserved))
+		return -EINVAL;
+	if (a->count && !useqs)
+		return -EINVAL;
+	s = space_find(f, a->space, NULL);
+	if (!s)
+		return -ENOENT;
+	pool = s->pool;
+	if (!a->count)
+		return 0;
+	if (a->count > pool->nr_slots)
+		return -EINVAL;
+	info = malloc(a->count * sizeof(*info));
+	if (!info)
+		return -ENOMEM;
+	memcpy(info, useqs, a->count * sizeof(*info));
+	ret = 0;
+	for (uint32_t i = 0; i < a->count; i++)
+		if (info[i].slot >= pool->nr_slots)
+			ret = -EINVAL;
+	if (!ret)
+		ret = kva_pool_snapshot(pool);
+	if (ret)
+		goto out_free;
+	lps = pool->lists_per_slot;
+	for (uint32_t i = 0; i < a->count; i++) {
+		uint32_t sl = info[i].slot;
+
+		info[i].state = pool->slot_state[sl];
+		for (int t = 0; t < KVA_NR_TIERS; t++) {
+			info[i].pages[t] = 0;
+			info[i].tokens[t] = 0;
+			for (uint32_t j = 0; j < lps; j++) {
+				size_t l = (size_t)sl * lps + j;
+
+				info[i].pages[t] += pool->npages[2 * l + t];
+				info[i].tokens[t] += pool->ntokens[2 * l + t];
+			}
+		}
+	}
+	memcpy(useqs, info, a->count * sizeof(*info));
+out_free:
+	free(info);
+	return ret;
 }
 
 /**
@@ -842,7 +1375,7 @@ int kvshim_check(int fd, uint32_t space, char *why, size_t len)
 		ret = -EBADF;
 	else if (!s)
 		ret = -ENOENT;
-	else
+	else if (!(ret = kva_pool_snapshot(s->pool)))
 		ret = kva_check(s->pool, why, len);
 	pthread_mutex_unlock(&kvshim_lock);
 	return ret;
@@ -935,7 +1468,7 @@ int kvshim_digest(int fd, uint32_t space, uint64_t *out)
 		ret = -EBADF;
 	else if (!s)
 		ret = -ENOENT;
-	else
+	else if (!(ret = kva_pool_snapshot(s->pool)))
 		*out = space_digest(s);
 	pthread_mutex_unlock(&kvshim_lock);
 	return ret;
@@ -999,6 +1532,10 @@ static const struct {
 	[0x07] = { KVMM_IOC_STATS, sizeof(struct kvmm_stats) },
 	[0x08] = { KVMM_IOC_PAGE_TABLE_INFO,
 		   sizeof(struct kvmm_page_table_info) },
+	[0x09] = { KVMM_IOC_SPACE_MAP, sizeof(struct kvmm_space_map) },
+	[0x0a] = { KVMM_IOC_STEP_SUBMIT, sizeof(struct kvmm_step_submit) },
+	[0x0b] = { KVMM_IOC_FENCE, sizeof(struct kvmm_fence) },
+	[0x0c] = { KVMM_IOC_SEQ_STATS, sizeof(struct kvmm_seq_stats) },
 };
 
 static int cmd_valid(unsigned long cmd)
@@ -1044,6 +1581,10 @@ int kvshim_ioctl(int fd, unsigned long cmd, void *arg)
 		struct kvmm_compact compact;
 		struct kvmm_stats stats;
 		struct kvmm_page_table_info page_table_info;
+		struct kvmm_space_map space_map;
+		struct kvmm_step_submit step_submit;
+		struct kvmm_fence fence;
+		struct kvmm_seq_stats seq_stats;
 	} k;
 	struct kvshim_file *f;
 	size_t size = _IOC_SIZE(cmd);
@@ -1095,6 +1636,18 @@ int kvshim_ioctl(int fd, unsigned long cmd, void *arg)
 		break;
 	case KVMM_IOC_PAGE_TABLE_INFO:
 		ret = ioc_page_table_info(f, &k.page_table_info);
+		break;
+	case KVMM_IOC_SPACE_MAP:
+		ret = ioc_space_map(f, &k.space_map);
+		break;
+	case KVMM_IOC_STEP_SUBMIT:
+		ret = ioc_step_submit(f, &k.step_submit);
+		break;
+	case KVMM_IOC_FENCE:
+		ret = ioc_fence(f, &k.fence);
+		break;
+	case KVMM_IOC_SEQ_STATS:
+		ret = ioc_seq_stats(f, &k.seq_stats);
 		break;
 	default:
 		ret = -ENOTTY;

@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kva.h"
 #include "kvattn.h"
 #include "kvq.h"
 
@@ -28,24 +27,6 @@ static int tier_valid(const struct kvk_attn_tier *t, uint32_t hd,
 		       page_size &&
 	       t->score_off + 4 * t->tokens <= page_size &&
 	       t->pos_off + 4 * t->tokens <= page_size;
-}
-
-/**
- * kvk_attn_tier_make() - a tier as the paged kernels read it
- * @t: the tier's formats
- * @l: its segment offsets in the pool's pages (kva_page_layout())
- *
- * Return: the formats and offsets in one struct kvk_attn_tier.
- */
-struct kvk_attn_tier kvk_attn_tier_make(const struct kva_tier *t,
-					const struct kva_layout *l)
-{
-	return (struct kvk_attn_tier){
-		.kbits = t->kbits, .vbits = t->vbits, .kgroups = t->kgroups,
-		.vgroups = t->vgroups, .tokens = l->tokens, .k_off = l->k_off,
-		.km_off = l->km_off, .v_off = l->v_off, .vm_off = l->vm_off,
-		.score_off = l->score_off, .pos_off = l->pos_off,
-	};
 }
 
 /**

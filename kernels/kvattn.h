@@ -38,7 +38,8 @@ static inline float kvk_attn_score_fold(int mode, float acc, float p)
 
 /*
  * struct kvk_attn_tier - how one tier's tokens sit in a page: the formats
- * and the segment offsets of struct kva_layout (allocator/kva.h).
+ * and the segment offsets of one tier (the allocator's kva_attn_tier()
+ * builds it from its page layout; kernels/ includes nothing of allocator/).
  */
 struct kvk_attn_tier {
 	uint8_t kbits, vbits, kgroups, vgroups;
@@ -93,10 +94,6 @@ struct kvk_attn_args {
 	size_t work_bytes;
 };
 
-struct kva_tier;
-struct kva_layout;
-struct kvk_attn_tier kvk_attn_tier_make(const struct kva_tier *t,
-					const struct kva_layout *l);
 int kvk_attn_check(const struct kvk_attn_args *a);
 int kvk_attn_decode_cpu(const struct kvk_attn_args *a, void *stream);
 #ifdef KVMM_HAVE_CUDA

@@ -58,7 +58,7 @@ extern "C" {
  * (IEEE division, explicit fma, round-to-nearest-even conversions), so their
  * bytes are identical.
  *
- * Within a page (struct kva_layout), token t of a tier has its K row at
+ * Within a page (struct kvk_attn_tier), token t of a tier has its K row at
  * k_off + t * row_bytes(kbits), its K metadata at km_off + t * meta_bytes,
  * likewise V at v_off and vm_off, its score (fp32) at score_off + 4t and
  * its position (int32) at pos_off + 4t.
@@ -86,14 +86,13 @@ int kvq_dequantize_row(const uint8_t *row, const uint16_t *meta,
 		       float *x);
 
 /* one token of a page, on a host-visible page (CPU reference, tests) */
-struct kva_layout;
-struct kva_tier;
-int kvq_page_put(void *page, const struct kva_layout *l, uint32_t head_dim,
-		 const struct kva_tier *tier, uint32_t t, const float *k,
-		 const float *v, float score, int32_t pos);
-int kvq_page_get(const void *page, const struct kva_layout *l,
-		 uint32_t head_dim, const struct kva_tier *tier, uint32_t t,
-		 float *k, float *v, float *score, int32_t *pos);
+struct kvk_attn_tier;
+int kvq_page_put(void *page, const struct kvk_attn_tier *tier,
+		 uint32_t head_dim, uint32_t t, const float *k, const float *v,
+		 float score, int32_t pos);
+int kvq_page_get(const void *page, const struct kvk_attn_tier *tier,
+		 uint32_t head_dim, uint32_t t, float *k, float *v,
+		 float *score, int32_t *pos);
 
 /*
  * Batched rows: the kernel and its CPU reference share this signature.

@@ -6,7 +6,7 @@
 #include <math.h>
 #include <stddef.h>
 
-#include "kva.h"
+#include "kvattn.h"
 #include "kvq.h"
 
 #define KVQ_F16_MAX 65504.0f
@@ -204,11 +204,11 @@ int kvk_dequantize_rows_cpu(const uint8_t *data, const uint16_t *meta,
 
 /**
  * kvq_page_put() - quantize and store token @t of a page
- * @page: host-visible page of l->page_size bytes
- * @l: the tier's layout (kva_page_layout())
+ * @page: host-visible page
+ * @tier: the tier's formats and segment offsets (kva_attn_tier() builds
+ *	it from the allocator's layout)
  * @head_dim: dimension
- * @tier: the tier's formats
- * @t: token index in the page, below l->tokens
+ * @t: token index in the page, below tier->tokens
  * @k: head_dim key values
  * @v: head_dim value values
  * @score: importance score
@@ -216,41 +216,41 @@ int kvk_dequantize_rows_cpu(const uint8_t *data, const uint16_t *meta,
  *
  * Return: 0, or -EINVAL for a token outside the page or a bad format.
  */
-int kvq_page_put(void *page, const struct kva_layout *l, uint32_t head_dim,
-		 const struct kva_tier *tier, uint32_t t, const float *k,
-		 const float *v, float score, int32_t pos)
+int kvq_page_put(void *page, const struct kvk_attn_tier *tier,
+		 uint32_t head_dim, uint32_t t, const float *k, const float *v,
+		 float score, int32_t pos)
 {
 	uint8_t *p = page;
 	int ret;
 
-	if (t >= l->tokens)
+	if (t >= tier->tokens)
 		return -EINVAL;
 	ret = kvq_quantize_row(k, head_dim, tier->kbits, tier->kgroups,
-			       p + l->k_off + t * kvq_row_bytes(head_dim,
-								tier->kbits),
-			       (uint16_t *)(p + l->km_off +
+			       p + tier->k_off +
+				       t * kvq_row_bytes(head_dim, tier->kbits),
+			       (uint16_t *)(p + tier->km_off +
 					    t * kvq_meta_bytes(tier->kbits,
 							       tier->kgroups)));
 	if (!ret)
 		ret = kvq_quantize_row(
 			v, head_dim, tier->vbits, tier->vgroups,
-			p + l->v_off + t * kvq_row_bytes(head_dim, tier->vbits),
-			(uint16_t *)(p + l->vm_off +
+			p + tier->v_off +
+				t * kvq_row_bytes(head_dim, tier->vbits),
+			(uint16_t *)(p + tier->vm_off +
 				     t * kvq_meta_bytes(tier->vbits,
 							tier->vgroups)));
 	if (ret)
 		return ret;
-	memcpy(p + l->score_off + 4 * t, &score, 4);
-	memcpy(p + l->pos_off + 4 * t, &pos, 4);
+	memcpy(p + tier->score_off + 4 * t, &score, 4);
+	memcpy(p + tier->pos_off + 4 * t, &pos, 4);
 	return 0;
 }
 
 /**
  * kvq_page_get() - load and dequantize token @t of a page
  * @page: host-visible page
- * @l: the tier's layout
+ * @tier: the tier's formats and segment offsets
  * @head_dim: dimension
- * @tier: the tier's formats
  * @t: token index in the page
  * @k: out: head_dim key values
  * @v: out: head_dim value values
@@ -259,31 +259,31 @@ int kvq_page_put(void *page, const struct kva_layout *l, uint32_t head_dim,
  *
  * Return: 0, or -EINVAL for a token outside the page or a bad format.
  */
-int kvq_page_get(const void *page, const struct kva_layout *l,
-		 uint32_t head_dim, const struct kva_tier *tier, uint32_t t,
-		 float *k, float *v, float *score, int32_t *pos)
+int kvq_page_get(const void *page, const struct kvk_attn_tier *tier,
+		 uint32_t head_dim, uint32_t t, float *k, float *v,
+		 float *score, int32_t *pos)
 {
 	const uint8_t *p = page;
 	int ret;
 
-	if (t >= l->tokens)
+	if (t >= tier->tokens)
 		return -EINVAL;
 	ret = kvq_dequantize_row(
-		p + l->k_off + t * kvq_row_bytes(head_dim, tier->kbits),
-		(const uint16_t *)(p + l->km_off +
+		p + tier->k_off + t * kvq_row_bytes(head_dim, tier->kbits),
+		(const uint16_t *)(p + tier->km_off +
 				   t * kvq_meta_bytes(tier->kbits,
 						      tier->kgroups)),
 		head_dim, tier->kbits, tier->kgroups, k);
 	if (!ret)
 		ret = kvq_dequantize_row(
-			p + l->v_off + t * kvq_row_bytes(head_dim, tier->vbits),
-			(const uint16_t *)(p + l->vm_off +
+			p + tier->v_off + t * kvq_row_bytes(head_dim, tier->vbits),
+			(const uint16_t *)(p + tier->vm_off +
 					   t * kvq_meta_bytes(tier->vbits,
 							      tier->vgroups)),
 			head_dim, tier->vbits, tier->vgroups, v);
 	if (ret)
 		return ret;
-	memcpy(score, p + l->score_off + 4 * t, 4);
-	memcpy(pos, p + l->pos_off + 4 * t, 4);
+	memcpy(score, p + tier->score_off + 4 * t, 4);
+	memcpy(pos, p + tier->pos_off + 4 * t, 4);
 	return 0;
 }

@@ -45,6 +45,7 @@ void attn_case_make(struct attn_case *c, uint64_t *seed, uint32_t nr_seqs,
 		    enum kvk_dtype dt)
 {
 	struct kva_layout l[2];
+	struct kvk_attn_tier at[2];
 	uint32_t ppg, width, total_pages = 0, *perm, next = 0;
 	size_t nq;
 	int ps;
@@ -54,9 +55,11 @@ void attn_case_make(struct attn_case *c, uint64_t *seed, uint32_t nr_seqs,
 	memcpy(c->tiers, tiers, sizeof(c->tiers));
 	ps = kva_page_size(head_dim, tiers, 2);
 	ck_assert_int_gt(ps, 0);
-	for (int t = 0; t < 2; t++)
+	for (int t = 0; t < 2; t++) {
 		ck_assert_int_eq(kva_page_layout(head_dim, ps, &tiers[t], &l[t]),
 				 0);
+		at[t] = kva_attn_tier(&tiers[t], &l[t]);
+	}
 	ppg = GRAN / ps;
 	width = max_tokens / l[0].tokens + max_tokens / l[1].tokens + 4;
 	c->nr_lists = (size_t)nr_seqs * nr_kv_heads;
@@ -117,12 +120,12 @@ void attn_case_make(struct attn_case *c, uint64_t *seed, uint32_t nr_seqs,
 			if (i % 17 == 0)
 				for (uint32_t d = 0; d < head_dim; d++)
 					k[d] *= 1.0f + boost;
-			ck_assert_int_eq(kvq_page_put(page, &l[t], head_dim,
-						      &tiers[t], slot, k, v,
+			ck_assert_int_eq(kvq_page_put(page, &at[t], head_dim,
+						      slot, k, v,
 						      0.25f, (int32_t)i),
 					 0);
-			ck_assert_int_eq(kvq_page_get(page, &l[t], head_dim,
-						      &tiers[t], slot,
+			ck_assert_int_eq(kvq_page_get(page, &at[t], head_dim,
+						      slot,
 						      c->k_ref + (li * max_tokens + i) *
 								 head_dim,
 						      c->v_ref + (li * max_tokens + i) *
@@ -158,7 +161,7 @@ void attn_case_make(struct attn_case *c, uint64_t *seed, uint32_t nr_seqs,
 	c->a.ntokens = c->ntokens;
 	c->a.list_base = c->list_base;
 	for (int t = 0; t < 2; t++)
-		c->a.tier[t] = kvk_attn_tier_make(&tiers[t], &l[t]);
+		c->a.tier[t] = kva_attn_tier(&tiers[t], &l[t]);
 }
 
 /* each token's score, read back through the page layout */

@@ -87,7 +87,7 @@ static void cpool_make(struct cpool *c, uint64_t *seed, uint32_t hd, int pair,
 	c->pg.width = width;
 	c->pg.list_base = c->list_base;
 	for (int t = 0; t < 2; t++)
-		c->pg.tier[t] = kvk_attn_tier_make(&c->tiers[t], &c->l[t]);
+		c->pg.tier[t] = kva_attn_tier(&c->tiers[t], &c->l[t]);
 }
 
 static void cpool_free(struct cpool *c)
@@ -308,7 +308,8 @@ static void pcase_verify(struct pcase *p)
 				pid = cl ? tab[kh + i / tpp] : tab[i / tpp];
 				ck_assert_int_eq(
 					kvq_page_get(cpool_addr(c, c->mem, pid),
-						     &c->l[cl], hd, ti, i % tpp,
+						     &c->pg.tier[cl], hd,
+						     i % tpp,
 						     k, v, &sc, &pos),
 					0);
 				kvq_quantize_row(p->kf + at * hd, hd, ti->kbits,
@@ -475,8 +476,8 @@ static void dcase_token(struct dcase *d, uint64_t *seed, uint32_t list,
 	}
 	if (kvtest_rand(seed) % 50 == 0)
 		sc = 0.0f; /* ties at zero */
-	kvq_page_put(dec_page(c, c->mem, list, tier, i), &c->l[tier], c->hd,
-		     &c->tiers[tier], i % c->l[tier].tokens, k, v, sc, q0);
+	kvq_page_put(dec_page(c, c->mem, list, tier, i), &c->pg.tier[tier],
+		     c->hd, i % c->l[tier].tokens, k, v, sc, q0);
 }
 
 /* lists in decode layout with random tokens; room as kva_append leaves */
@@ -663,14 +664,14 @@ static int dcase_expect(struct dcase *d, uint8_t *mem, uint32_t *nt,
 		size_t at = (size_t)list * hd;
 
 		if (w->op == KVK_OP_DEMOTE || w->op == KVK_OP_DEMOTE_SWAP) {
-			kvq_page_get(hp, &c->l[0], hd, &c->tiers[0], hs, k, v,
+			kvq_page_get(hp, &c->pg.tier[0], hd, hs, k, v,
 				     &sc, &q0);
-			kvq_page_put(dec_page(c, mem, list, 1, w->lo), &c->l[1],
-				     hd, &c->tiers[1], w->lo % c->l[1].tokens,
+			kvq_page_put(dec_page(c, mem, list, 1, w->lo), &c->pg.tier[1],
+				     hd, w->lo % c->l[1].tokens,
 				     k, v, sc, q0);
 			nt[2 * list + 1] += w->op == KVK_OP_DEMOTE;
 		}
-		kvq_page_put(hp, &c->l[0], hd, &c->tiers[0], hs, d->kf + at,
+		kvq_page_put(hp, &c->pg.tier[0], hd, hs, d->kf + at,
 			     d->vf + at, 0.0f, d->pos[list / d->nkv]);
 		nt[2 * list] += w->op == KVK_OP_APPEND;
 	}

@@ -106,7 +106,7 @@ static void gpool_make(struct gpool *c, uint64_t *seed, uint32_t hd, int pair,
 	c->pg.width = width;
 	c->pg.list_base = c->list_base;
 	for (int t = 0; t < 2; t++)
-		c->pg.tier[t] = kvk_attn_tier_make(&c->tiers[t], &c->l[t]);
+		c->pg.tier[t] = kva_attn_tier(&c->tiers[t], &c->l[t]);
 }
 
 /* copy the host state to the device (tables, counts, pool) */
@@ -373,7 +373,7 @@ static void put_rand_token(struct gpool *c, uint64_t *seed, uint32_t list,
 		sc = 0.0f;
 	kvq_page_put(c->mem + (size_t)(pid / c->ppg) * GRAN +
 			     (size_t)(pid % c->ppg) * c->pg.page_size,
-		     &c->l[t], c->hd, &c->tiers[t], i % tpp, k, v, sc, q0);
+		     &c->pg.tier[t], c->hd, i % tpp, k, v, sc, q0);
 }
 
 static void decode_run(uint64_t *seed, uint32_t nseq, uint32_t nkv, uint32_t hd,

@@ -12,6 +12,7 @@
 
 #include "kva.h"
 #include "kvmm_base.h"
+#include "kvattn.h"
 #include "kvq.h"
 #include "kvtest.h"
 
@@ -245,26 +246,28 @@ START_TEST(test_page_tokens)
 	page = malloc(ps);
 	for (size_t t = 0; t < ARRAY_SIZE(tiers); t++) {
 		struct kva_layout l;
+		struct kvk_attn_tier at;
 
 		ck_assert_int_eq(kva_page_layout(128, ps, &tiers[t], &l), 0);
+		at = kva_attn_tier(&tiers[t], &l);
 		memset(page, 0x5a, ps);
 		for (uint32_t i = 0; i < l.tokens; i++) {
 			for (uint32_t d = 0; d < 128; d++)
 				k[i][d] = rand_float(&seed),
 				v[i][d] = rand_float(&seed);
-			ck_assert_int_eq(kvq_page_put(page, &l, 128, &tiers[t], i,
+			ck_assert_int_eq(kvq_page_put(page, &at, 128, i,
 						      k[i], v[i], 0.5f * i,
 						      (int32_t)i * 3),
 					 0);
 		}
-		ck_assert_int_eq(kvq_page_put(page, &l, 128, &tiers[t], l.tokens,
+		ck_assert_int_eq(kvq_page_put(page, &at, 128, l.tokens,
 					      k[0], v[0], 0, 0),
 				 -EINVAL);
 		for (uint32_t i = 0; i < l.tokens; i++) {
 			float kk[128], vv[128], sc;
 			int32_t pos;
 
-			ck_assert_int_eq(kvq_page_get(page, &l, 128, &tiers[t], i,
+			ck_assert_int_eq(kvq_page_get(page, &at, 128, i,
 						      kk, vv, &sc, &pos),
 					 0);
 			bound_check(k[i], kk, 128, tiers[t].kbits,

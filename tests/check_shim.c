@@ -9,6 +9,7 @@
 #include <check.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kvshim.h"
@@ -393,7 +394,8 @@ START_TEST(test_bad_command)
 	ck_assert_int_eq(admit(fd, sp, &tok, 1, &slot), 0);
 	st.space = sp;
 	FAILS(fd, sp, _IOWR(0xB6, 0x07, struct kvmm_stats), &st, -ENOTTY);
-	FAILS(fd, sp, _IOWR(KVMMIO, 0x09, struct kvmm_stats), &st, -ENOTTY);
+	FAILS(fd, sp, _IOWR(KVMMIO, 0x0d, struct kvmm_stats), &st, -ENOTTY);
+	FAILS(fd, sp, _IOWR(KVMMIO, 0x09, struct kvmm_stats), &st, -EINVAL);
 	FAILS(fd, sp, _IOWR(KVMMIO, 0x10, struct kvmm_stats), &st, -ENOTTY);
 	FAILS(fd, sp, _IOWR(KVMMIO, 0xff, struct kvmm_stats), &st, -ENOTTY);
 	FAILS(fd, sp, _IOR(KVMMIO, 0x07, struct kvmm_stats), &st, -ENOTTY);
@@ -1097,6 +1099,483 @@ START_TEST(test_create_bounds)
 }
 END_TEST
 
+/* ---- the data path: SPACE_MAP, STEP_SUBMIT, FENCE, SEQ_STATS ---- */
+
+/* one submission of up to 4 ops of up to MAX_SEQS + 1 slots each */
+struct step {
+	struct kvmm_step_slot s[4][MAX_SEQS + 1];
+	struct kvmm_step_op o[4];
+	struct kvmm_step_submit sub;
+};
+
+static struct step *step_new(uint32_t space)
+{
+	struct step *st = calloc(1, sizeof(*st));
+
+	st->sub.space = space;
+	st->sub.ops = (uintptr_t)st->o;
+	return st;
+}
+
+/* append op @op over @n slots to @st */
+static struct kvmm_step_op *step_op(struct step *st, uint32_t op,
+				    const uint32_t *slots, uint32_t n)
+{
+	uint32_t i = st->sub.nr_ops++;
+
+	st->o[i].op = op;
+	st->o[i].count = n;
+	st->o[i].slots = (uintptr_t)st->s[i];
+	for (uint32_t k = 0; k < n; k++)
+		st->s[i][k].slot = slots[k];
+	return &st->o[i];
+}
+
+static struct kvmm_space_map map(int fd, uint32_t sp)
+{
+	struct kvmm_space_map m = { .space = sp };
+
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SPACE_MAP, &m), 0);
+	return m;
+}
+
+/* the prefill kernels' counts: @hi high tokens per list of @slot, no low */
+static void put_counts(const struct kvmm_space_map *m, uint32_t slot,
+		       uint32_t hi, uint32_t lo)
+{
+	uint32_t *nt = (uint32_t *)(uintptr_t)m->ntokens;
+
+	for (uint32_t j = 0; j < m->lists_per_slot; j++) {
+		nt[2 * (slot * m->lists_per_slot + j)] = hi;
+		nt[2 * (slot * m->lists_per_slot + j) + 1] = lo;
+	}
+}
+
+START_TEST(test_space_map)
+{
+	struct kvmm_space_create c = good_create();
+	struct kvmm_page_table_info p = { 0 };
+	struct kvmm_space_map m = { 0 };
+	int fd = kvshim_open();
+	uint32_t sp = create(fd);
+
+	m = map(fd, sp);
+	p.space = sp;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_PAGE_TABLE_INFO, &p), 0);
+	ck_assert_uint_eq(m.pool_base, p.pool_base);
+	ck_assert_uint_eq(m.tables, p.tables);
+	ck_assert_uint_eq(m.ntokens, p.counts);
+	ck_assert_uint_ne(m.npages, 0);
+	ck_assert_uint_eq(m.page_size, c.page_size ? c.page_size : p.page_size);
+	ck_assert_uint_eq(m.table_width, p.table_width);
+	ck_assert_uint_eq(m.pages_per_granule, p.pages_per_granule);
+	ck_assert_uint_eq(m.lists_per_slot, LAYERS * HEADS);
+	ck_assert_uint_eq(m.nr_layers, LAYERS);
+	ck_assert_uint_eq(m.nr_kv_heads, HEADS);
+	ck_assert_uint_eq(m.head_dim, 128);
+	ck_assert_uint_eq(m.nr_tiers, 2);
+	ck_assert_uint_eq(m.max_seqs, MAX_SEQS);
+	ck_assert_uint_eq(m.max_tokens, MAX_TOKENS);
+	for (int t = 0; t < 2; t++) {
+		ck_assert_uint_eq(m.tiers[t].kbits, c.tiers[t].kbits);
+		ck_assert_uint_eq(m.tiers[t].vbits, c.tiers[t].vbits);
+		ck_assert_uint_eq(m.tiers[t].tokens, p.tokens_per_page[t]);
+		ck_assert_uint_eq(m.tiers[t].pos_off % 32, 0);
+		ck_assert_uint_lt(m.tiers[t].pos_off + 4 * m.tiers[t].tokens,
+				  m.page_size + 1);
+	}
+	/* mapping twice maps the same */
+	{
+		struct kvmm_space_map m2 = map(fd, sp);
+
+		ck_assert(!memcmp(&m, &m2, sizeof(m)));
+	}
+	m.stream = 1;
+	FAILS(fd, sp, KVMM_IOC_SPACE_MAP, &m, -EINVAL);
+	m.stream = 0;
+	m.flags = 1;
+	FAILS(fd, sp, KVMM_IOC_SPACE_MAP, &m, -EINVAL);
+	m.flags = 0;
+	m.reserved[3] = 1;
+	FAILS(fd, sp, KVMM_IOC_SPACE_MAP, &m, -EINVAL);
+	m.reserved[3] = 0;
+	m.space = sp + 1000;
+	FAILS(fd, sp, KVMM_IOC_SPACE_MAP, &m, -ENOENT);
+	/* a one-tier space reports its tier twice */
+	c.nr_tiers = 1;
+	c.tiers[1] = (struct kvmm_tier){ 0 };
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SPACE_CREATE, &c), 0);
+	m = map(fd, c.space);
+	ck_assert_uint_eq(m.nr_tiers, 1);
+	ck_assert(!memcmp(&m.tiers[0], &m.tiers[1], sizeof(m.tiers[0])));
+	ck_assert_int_eq(kvshim_close(fd), 0);
+}
+END_TEST
+
+/* every field rule of STEP_SUBMIT: refused, nothing changed */
+START_TEST(test_step_refusals)
+{
+	int fd = kvshim_open();
+	uint32_t sp = create(fd);
+	struct kvmm_space_map m = map(fd, sp);
+	uint32_t tok[3] = { 20, 30, 40 }, sl[3], pre;
+	struct step *st;
+
+	ck_assert_int_eq(admit(fd, sp, tok, 3, sl), 0);
+	for (int i = 0; i < 3; i++)
+		put_counts(&m, sl[i], tok[i], 0);
+	st = step_new(sp);
+	step_op(st, KVMM_OP_TRIM, sl, 2);
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_STEP_SUBMIT, &st->sub), 0);
+	ck_assert_uint_eq(st->sub.fence, 1);
+	free(st);
+	pre = sl[2];	/* sl[0], sl[1] decode; sl[2] in prefill */
+
+#define STEP_FAILS(st, err)                                                    \
+	do {                                                                   \
+		FAILS(fd, sp, KVMM_IOC_STEP_SUBMIT, &(st)->sub, (err));        \
+		free(st);                                                      \
+	} while (0)
+
+	/* the call's own fields */
+	st = step_new(sp);
+	st->sub.flags = 1;
+	STEP_FAILS(st, -EINVAL);
+	st = step_new(sp);
+	st->sub.pad = 1;
+	STEP_FAILS(st, -EINVAL);
+	st = step_new(sp);
+	st->sub.reserved[1] = 1;
+	STEP_FAILS(st, -EINVAL);
+	st = step_new(sp);
+	st->sub.nr_ops = KVMM_STEP_MAX_OPS + 1;
+	STEP_FAILS(st, -EINVAL);
+	st = step_new(sp);
+	st->sub.nr_ops = 1;
+	st->sub.ops = 0;
+	STEP_FAILS(st, -EINVAL);
+	st = step_new(sp + 1000);
+	STEP_FAILS(st, -ENOENT);
+
+	/* an op's fields */
+	st = step_new(sp);
+	step_op(st, KVMM_OP_APPEND, sl, 2)->op = 0;
+	STEP_FAILS(st, -EINVAL);
+	st = step_new(sp);
+	step_op(st, KVMM_OP_APPEND, sl, 2)->op = KVMM_OP_MAX + 1;
+	STEP_FAILS(st, -EINVAL);
+	st = step_new(sp);
+	step_op(st, KVMM_OP_APPEND, sl, 2)->flags = 1;
+	STEP_FAILS(st, -EINVAL);
+	st = step_new(sp);
+	step_op(st, KVMM_OP_APPEND, sl, 2)->reserved = 1;
+	STEP_FAILS(st, -EINVAL);
+	st = step_new(sp);
+	step_op(st, KVMM_OP_APPEND, sl, 2)->sinks = 4;	/* EVICT only */
+	STEP_FAILS(st, -EINVAL);
+	st = step_new(sp);
+	step_op(st, KVMM_OP_APPEND, sl, 2)->count = MAX_SEQS + 1;
+	STEP_FAILS(st, -EINVAL);
+	st = step_new(sp);
+	step_op(st, KVMM_OP_APPEND, sl, 2)->slots = 0;
+	STEP_FAILS(st, -EINVAL);
+
+	/* a slot's fields, range, repeats and state */
+	st = step_new(sp);
+	step_op(st, KVMM_OP_APPEND, sl, 2);
+	st->s[0][1].pad = 1;
+	STEP_FAILS(st, -EINVAL);
+	st = step_new(sp);
+	step_op(st, KVMM_OP_APPEND, sl, 2);
+	st->s[0][1].arg0 = 1;	/* EVICT only */
+	STEP_FAILS(st, -EINVAL);
+	st = step_new(sp);
+	step_op(st, KVMM_OP_SHRINK, sl, 2);
+	st->s[0][0].arg1 = 1;
+	STEP_FAILS(st, -EINVAL);
+	st = step_new(sp);
+	step_op(st, KVMM_OP_EVICT, sl, 2);
+	st->s[0][0].arg1 = 0x80000000u;	/* not a position */
+	STEP_FAILS(st, -EINVAL);
+	st = step_new(sp);
+	step_op(st, KVMM_OP_APPEND, sl, 2);
+	st->s[0][1].slot = MAX_SEQS;
+	STEP_FAILS(st, -EINVAL);
+	st = step_new(sp);
+	step_op(st, KVMM_OP_APPEND, sl, 2);
+	st->s[0][1].slot = sl[0];
+	STEP_FAILS(st, -EINVAL);
+	st = step_new(sp);
+	step_op(st, KVMM_OP_APPEND, &pre, 1);
+	STEP_FAILS(st, -EBUSY);
+	st = step_new(sp);
+	step_op(st, KVMM_OP_EVICT, &pre, 1);
+	STEP_FAILS(st, -EBUSY);
+	st = step_new(sp);
+	step_op(st, KVMM_OP_SHRINK, &pre, 1);
+	STEP_FAILS(st, -EBUSY);
+	st = step_new(sp);
+	step_op(st, KVMM_OP_TRIM, sl, 1);
+	STEP_FAILS(st, -EBUSY);
+	ck_assert_int_eq(release(fd, sp, &sl[1], 1), 0);
+	st = step_new(sp);
+	step_op(st, KVMM_OP_APPEND, &sl[1], 1);
+	STEP_FAILS(st, -ENOENT);
+	st = step_new(sp);
+	step_op(st, KVMM_OP_TRIM, &sl[1], 1);
+	STEP_FAILS(st, -ENOENT);
+
+	/* the state the ops before leave: valid ops first, refused whole */
+	st = step_new(sp);
+	step_op(st, KVMM_OP_APPEND, sl, 1);
+	step_op(st, KVMM_OP_APPEND, &pre, 1);
+	step_op(st, KVMM_OP_TRIM, &pre, 1);
+	STEP_FAILS(st, -EBUSY);
+	st = step_new(sp);
+	step_op(st, KVMM_OP_TRIM, &pre, 1);
+	step_op(st, KVMM_OP_TRIM, &pre, 1);
+	STEP_FAILS(st, -EBUSY);
+	/* the same slot in two ops is fine; in one op twice is not */
+	st = step_new(sp);
+	step_op(st, KVMM_OP_APPEND, sl, 1);
+	step_op(st, KVMM_OP_SHRINK, sl, 1);
+	step_op(st, KVMM_OP_TRIM, &pre, 1);
+	step_op(st, KVMM_OP_APPEND, &pre, 1);
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_STEP_SUBMIT, &st->sub), 0);
+	ck_assert_uint_eq(st->sub.fence, 2);
+	free(st);
+	ck_assert_int_eq(kvshim_check(fd, sp, NULL, 0), 0);
+
+	/*
+	 * Counts the kernels wrote that the pages cannot hold (the checker
+	 * rejects such a state, so only the digest is compared).
+	 */
+#define STEP_FAILS_RAW(st, err)                                                \
+	do {                                                                   \
+		uint64_t __d0, __d1;                                           \
+		ck_assert_int_eq(kvshim_digest(fd, sp, &__d0), 0);             \
+		ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_STEP_SUBMIT,        \
+					      &(st)->sub), (err));             \
+		ck_assert_int_eq(kvshim_digest(fd, sp, &__d1), 0);             \
+		ck_assert_uint_eq(__d0, __d1);                                 \
+		free(st);                                                      \
+	} while (0)
+	ck_assert_int_eq(admit(fd, sp, tok, 1, &pre), 0);
+	put_counts(&m, pre, MAX_TOKENS, 0);	/* over its 20-token pages */
+	st = step_new(sp);
+	step_op(st, KVMM_OP_TRIM, &pre, 1);
+	STEP_FAILS_RAW(st, -EINVAL);
+	put_counts(&m, pre, 15, 5);		/* the sum over max_tokens */
+	((uint32_t *)(uintptr_t)m.ntokens)[2 * pre * m.lists_per_slot + 1] =
+		MAX_TOKENS;
+	st = step_new(sp);
+	step_op(st, KVMM_OP_TRIM, &pre, 1);
+	STEP_FAILS_RAW(st, -EINVAL);
+	put_counts(&m, pre, 0, 0);
+	st = step_new(sp);
+	step_op(st, KVMM_OP_TRIM, &pre, 1);
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_STEP_SUBMIT, &st->sub), 0);
+	free(st);
+	put_counts(&m, pre, 100000, 0);	/* a decode list overrun */
+	st = step_new(sp);
+	step_op(st, KVMM_OP_APPEND, &pre, 1);
+	STEP_FAILS_RAW(st, -EINVAL);
+	st = step_new(sp);
+	step_op(st, KVMM_OP_SHRINK, &pre, 1);
+	STEP_FAILS_RAW(st, -EINVAL);
+	put_counts(&m, pre, 0, 0);
+	ck_assert_int_eq(kvshim_check(fd, sp, NULL, 0), 0);
+#undef STEP_FAILS_RAW
+#undef STEP_FAILS
+	ck_assert_int_eq(kvshim_close(fd), 0);
+}
+END_TEST
+
+/*
+ * APPEND grows the pool within its budget when the free pages do not
+ * cover it, and is refused whole (-ENOSPC, nothing changed) when the
+ * budget cannot: decode until then, with TRIM of a new sequence in the
+ * same call so that a refused call is seen to undo nothing it never did.
+ */
+START_TEST(test_step_grow_and_nospc)
+{
+	struct kvmm_space_create c = good_create();
+	struct kvmm_stats s0 = { 0 }, s1 = { 0 };
+	uint32_t tok = 16, sl[MAX_SEQS], n = 0, refused = 0;
+	uint32_t grown = 0;
+	struct kvmm_space_map m;
+	struct step *st;
+	int fd = kvshim_open(), ret;
+
+	/* 8 x 8 lists; admission fills one granule, decode needs more */
+	c.nr_layers = 8;
+	c.nr_kv_heads = 8;
+	c.budget_bytes = MB2;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SPACE_CREATE, &c), 0);
+	m = map(fd, c.space);
+	s0.space = s1.space = c.space;
+	while (n < MAX_SEQS && !admit(fd, c.space, &tok, 1, &sl[n])) {
+		put_counts(&m, sl[n], tok, 0);
+		st = step_new(c.space);
+		step_op(st, KVMM_OP_TRIM, &sl[n], 1);
+		ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_STEP_SUBMIT,
+					      &st->sub), 0);
+		free(st);
+		n++;
+	}
+	ck_assert_uint_gt(n, 1);
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SET_BUDGET,
+				      &(struct kvmm_set_budget){
+					      .space = c.space,
+					      .budget_bytes = 2 * MB2 }),
+			 0);
+	for (int step = 0; step < 4 * MAX_TOKENS && !refused; step++) {
+		ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_STATS, &s0), 0);
+		st = step_new(c.space);
+		step_op(st, KVMM_OP_APPEND, sl, n);
+		{
+			struct snap a, b;
+
+			take(fd, c.space, &a);
+			ret = kvshim_ioctl(fd, KVMM_IOC_STEP_SUBMIT, &st->sub);
+			take(fd, c.space, &b);
+			if (ret) {
+				ck_assert_int_eq(ret, -ENOSPC);
+				ck_assert(!memcmp(&a, &b, sizeof(a)));
+				refused = 1;
+			}
+		}
+		free(st);
+		ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_STATS, &s1), 0);
+		grown += s1.pages_total > s0.pages_total;
+		if (refused)
+			break;
+		/* one token per list; stop a list at max_tokens */
+		for (uint32_t i = 0; i < n; i++) {
+			uint32_t *nt = (uint32_t *)(uintptr_t)m.ntokens;
+			uint32_t l0 = sl[i] * m.lists_per_slot;
+
+			if (nt[2 * l0] + 1 >= MAX_TOKENS)
+				continue;
+			for (uint32_t j = 0; j < m.lists_per_slot; j++)
+				nt[2 * (l0 + j)]++;
+		}
+	}
+	ck_assert_msg(grown > 0, "APPEND never grew the pool");
+	ck_assert_msg(refused, "APPEND was never refused");
+	ck_assert_uint_eq(s1.pages_total, 2 * m.pages_per_granule);
+	ck_assert_int_eq(kvshim_close(fd), 0);
+}
+END_TEST
+
+START_TEST(test_fence)
+{
+	struct kvmm_fence f = { 0 };
+	struct kvmm_stats s = { 0 };
+	int fd = kvshim_open();
+	uint32_t sp = create(fd), tok = 50, slot;
+	struct step *st;
+
+	f.space = s.space = sp;
+	/* no submission yet: fence 0 is the latest, and signalled */
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_FENCE, &f), 0);
+	ck_assert_uint_eq(f.signalled, 1);
+	ck_assert_uint_eq(f.completed, 0);
+	ck_assert_int_eq(admit(fd, sp, &tok, 1, &slot), 0);
+	for (uint64_t i = 1; i <= 3; i++) {
+		st = step_new(sp);
+		ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_STEP_SUBMIT,
+					      &st->sub), 0);
+		ck_assert_uint_eq(st->sub.fence, i);	/* monotonic */
+		free(st);
+	}
+	f.seqno = 2;
+	f.flags = KVMM_FENCE_WAIT;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_FENCE, &f), 0);
+	ck_assert_uint_eq(f.signalled, 1);
+	ck_assert_uint_eq(f.completed, 3);
+	ck_assert_int_eq(f.error, 0);
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_STATS, &s), 0);
+	ck_assert_uint_eq(f.pages_free, s.pages_free);
+	ck_assert_uint_eq(f.pages_used, s.pages_used[0] + s.pages_used[1]);
+	f.seqno = 4;
+	FAILS(fd, sp, KVMM_IOC_FENCE, &f, -EINVAL);
+	f.seqno = 0;
+	f.flags = 2;
+	FAILS(fd, sp, KVMM_IOC_FENCE, &f, -EINVAL);
+	f.flags = 0;
+	f.reserved[0] = 1;
+	FAILS(fd, sp, KVMM_IOC_FENCE, &f, -EINVAL);
+	f.reserved[0] = 0;
+	f.space = sp + 1000;
+	FAILS(fd, sp, KVMM_IOC_FENCE, &f, -ENOENT);
+	/* fences are per space */
+	f.space = create(fd);
+	f.seqno = 1;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_FENCE, &f), -EINVAL);
+	ck_assert_int_eq(kvshim_close(fd), 0);
+}
+END_TEST
+
+START_TEST(test_seq_stats)
+{
+	struct kvmm_seq_info info[MAX_SEQS + 1];
+	struct kvmm_seq_stats q = { 0 };
+	struct kvmm_stats s = { 0 };
+	int fd = kvshim_open();
+	uint32_t sp = create(fd), tok[2] = { 33, 120 }, sl[2];
+	uint64_t pages = 0;
+
+	ck_assert_int_eq(admit(fd, sp, tok, 2, sl), 0);
+	q.space = s.space = sp;
+	q.seqs = (uintptr_t)info;
+	q.count = MAX_SEQS;
+	for (uint32_t i = 0; i < MAX_SEQS; i++)
+		info[i] = (struct kvmm_seq_info){ .slot = i };
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SEQ_STATS, &q), 0);
+	for (uint32_t i = 0; i < MAX_SEQS; i++) {
+		int live = i == sl[0] || i == sl[1];
+
+		ck_assert_uint_eq(info[i].slot, i);
+		ck_assert_uint_eq(info[i].state,
+				  live ? KVMM_SEQ_PREFILL : KVMM_SEQ_FREE);
+		ck_assert_uint_eq(!!info[i].pages[0], live);
+		ck_assert_uint_eq(info[i].pages[1], 0);
+		pages += info[i].pages[0];
+	}
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_STATS, &s), 0);
+	ck_assert_uint_eq(pages, s.pages_used[0]);
+	/* repeats are fine: it only reads */
+	info[1].slot = info[0].slot;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SEQ_STATS, &q), 0);
+	ck_assert(!memcmp(&info[0].state, &info[1].state,
+			  sizeof(info[0]) - sizeof(info[0].slot)));
+	q.count = 0;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SEQ_STATS, &q), 0);
+	q.count = MAX_SEQS + 1;
+	FAILS(fd, sp, KVMM_IOC_SEQ_STATS, &q, -EINVAL);
+	q.count = 2;
+	info[1].slot = MAX_SEQS;
+	FAILS(fd, sp, KVMM_IOC_SEQ_STATS, &q, -EINVAL);
+	info[1].slot = 1;
+	q.seqs = 0;
+	FAILS(fd, sp, KVMM_IOC_SEQ_STATS, &q, -EINVAL);
+	q.seqs = (uintptr_t)info;
+	q.pad = 1;
+	FAILS(fd, sp, KVMM_IOC_SEQ_STATS, &q, -EINVAL);
+	q.pad = 0;
+	q.flags = 1;
+	FAILS(fd, sp, KVMM_IOC_SEQ_STATS, &q, -EINVAL);
+	q.flags = 0;
+	q.reserved[1] = 1;
+	FAILS(fd, sp, KVMM_IOC_SEQ_STATS, &q, -EINVAL);
+	q.reserved[1] = 0;
+	q.space = sp + 1000;
+	FAILS(fd, sp, KVMM_IOC_SEQ_STATS, &q, -ENOENT);
+	ck_assert_int_eq(kvshim_close(fd), 0);
+}
+END_TEST
+
 Suite *suite_shim(void)
 {
 	Suite *s = suite_create("shim");
@@ -1122,6 +1601,14 @@ Suite *suite_shim(void)
 	KV_ADD(tc, test_compact_deferred_then_fault);
 	KV_ADD(tc, test_unaligned_arg);
 	KV_ADD(tc, test_create_bounds);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("step");
+	tcase_set_timeout(tc, 60);
+	KV_ADD(tc, test_space_map);
+	KV_ADD(tc, test_step_refusals);
+	KV_ADD(tc, test_step_grow_and_nospc);
+	KV_ADD(tc, test_fence);
+	KV_ADD(tc, test_seq_stats);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -70,7 +70,7 @@ void evict_case_make(struct evict_case *c, uint64_t *seed, uint32_t nr_seqs,
 	a->nr_seqs = nr_seqs;
 	a->lists = lists;
 	a->head_dim = head_dim;
-	a->tier = kvk_attn_tier_make(tier, &l);
+	a->tier = kva_attn_tier(tier, &l);
 	a->page_size = ps;
 	a->pages_per_granule = (uint32_t)(GRANULE / ps);
 	a->width = max_pages;

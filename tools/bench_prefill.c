@@ -245,7 +245,7 @@ static int run_point(uint32_t len, uint32_t nq, uint32_t nkv, uint32_t hd,
 	};
 	/* one table row per kv-head: list h is row h, so rows are worst wide */
 	for (int t = 0; t < 2; t++)
-		cp.pg.tier[t] = kvk_attn_tier_make(&tiers[t], &l[t]);
+		cp.pg.tier[t] = kva_attn_tier(&tiers[t], &l[t]);
 	TIME(pt->ms_compress, kvk_compress_prompt_cuda(&cp, NULL));
 
 	cudaFree(pool);

@@ -215,7 +215,7 @@ int kva_dev_create(struct kva_pool *pool)
 	pool->dev = d;
 	ret = kva_dev_push(pool, 1);
 	if (!ret)
-		ret = kvk_cuda_errno(cudaStreamSynchronize(d->st));
+		ret = kvk_cuda_drain(d->st);
 	if (!ret)
 		return 0;
 out:
@@ -318,7 +318,7 @@ int kva_dev_pull(struct kva_pool *pool)
 	if (!ret)
 		ret = kvk_cuda_errno(cudaMemsetAsync(d->sticky, 0, 4, d->st));
 	if (!ret)
-		ret = kvk_cuda_errno(cudaStreamSynchronize(d->st));
+		ret = kvk_cuda_drain(d->st);
 	if (ret)
 		return ret;
 	pool->head = ht[0];
@@ -338,11 +338,11 @@ int kva_dev_pull(struct kva_pool *pool)
 int kva_dev_wait(struct kva_pool *pool)
 {
 	struct kva_dev *d = pool->dev;
-	int ret = kvk_cuda_errno(cudaStreamSynchronize(d->st));
+	int ret = kvk_cuda_drain(d->st);
 
 	if (!ret && d->st != d->own)
-		ret = kvk_cuda_errno(cudaStreamSynchronize(d->own));
-	return ret ? ret : kvk_cuda_errno(cudaStreamSynchronize(d->side));
+		ret = kvk_cuda_drain(d->own);
+	return ret ? ret : kvk_cuda_drain(d->side);
 }
 
 /**
@@ -566,7 +566,9 @@ int kva_dev_append_sync(struct kva_pool *pool, const uint32_t *slots,
 		return ret;
 	CU(cudaMemcpyAsync(d->app_ht, d->v.head, 3 * sizeof(uint64_t),
 			   cudaMemcpyDeviceToHost, d->st));
-	CU(cudaStreamSynchronize(d->st));
+	ret = kvk_cuda_drain(d->st);
+	if (ret)
+		goto out;
 	*result = (int32_t)d->app_ht[2];
 	pool->free_lb = d->app_ht[1] - d->app_ht[0];
 	pool->nr_used = (uint64_t)pool->nr_granules *

@@ -11,6 +11,9 @@
 
 #include "kvk_internal.h"
 
+/* kvk_cuda_drain() (kvk_cudart.h) counts here; CPU builds keep it 0 */
+unsigned long kvk_host_syncs;
+
 static uint32_t f32_bits(float f)
 {
 	uint32_t u;

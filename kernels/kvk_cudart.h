@@ -33,4 +33,16 @@ static inline int kvk_cuda_errno(cudaError_t e)
 	}
 }
 
+/*
+ * Every time the host drains a stream (waits for all of its work), across
+ * every module: the figure `kvmm bench decode` reports per step.
+ */
+extern unsigned long kvk_host_syncs;
+
+static inline int kvk_cuda_drain(void *stream)
+{
+	__atomic_add_fetch(&kvk_host_syncs, 1, __ATOMIC_RELAXED);
+	return kvk_cuda_errno(cudaStreamSynchronize((cudaStream_t)stream));
+}
+
 #endif /* KVK_CUDART_H */

@@ -161,6 +161,9 @@ static void multi_destroy(struct llm_kv *kv)
 	(void)kv;	/* the policies own their caches */
 }
 
+/* struct llm_kv.id of the last set of caches, above the policy caches' */
+static uint64_t ev_multi_ids = 1ULL << 62;
+
 static const struct llm_kv_ops multi_ops = {
 	.begin = multi_begin,
 	.layer = multi_layer,
@@ -269,6 +272,8 @@ static int ev_caches(struct ev_run *r, int max_tok)
 		.n_kv_heads = (int)c->n_kv_heads,
 		.head_dim = (int)c->head_dim, .max_tok = max_tok,
 		.device = r->gpu != NULL, .len = r->len,
+		/* new caches: an executor must not replay older graphs */
+		.id = ++ev_multi_ids,
 	};
 	memset(r->len, 0, sizeof(r->len));
 	for (int i = 0; i < r->n_pol; i++) {

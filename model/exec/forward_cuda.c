@@ -107,7 +107,7 @@ struct llm_cuda {
 	int32_t *ids;		/* [cap_seq] device */
 
 	/* decode graphs, for one cache */
-	const struct llm_kv *g_kv;
+	uint64_t g_kv;		/* id of the cache the graphs run on */
 	cudaGraphExec_t g[MAX_GRAPHS + 1];
 	uint32_t g_kernels[MAX_GRAPHS + 1]; /* kernel nodes of each */
 
@@ -116,7 +116,7 @@ struct llm_cuda {
 	cudaEvent_t staged[KVX_STAGES];
 	uint32_t next_stage;
 	cudaEvent_t done;	/* the last step's outputs are on the host */
-	unsigned long syncs;	/* host waits for the device, all calls */
+	unsigned long waits;	/* host waits for an earlier step's copies */
 };
 
 static int blas_errno(cublasStatus_t s)
@@ -527,7 +527,7 @@ static void graphs_drop(struct llm_cuda *m)
 		m->g[i] = NULL;
 		m->g_kernels[i] = 0;
 	}
-	m->g_kv = NULL;
+	m->g_kv = 0;
 }
 
 static void ws_free(struct llm_cuda *m)
@@ -994,12 +994,15 @@ static int batch_check(const struct llm_cuda *m, const struct llm_kv *kv,
 	return llm_batch_check(&m->c, kv, b, ntok, &ctx);
 }
 
-/* wait for @e: counted, the figure bench decode reports */
+/*
+ * wait for @e, an event of KVX_STAGES steps ago: the host throttled to the
+ * device's pace, not a drain (counted apart)
+ */
 static int wait_event(struct llm_cuda *m, cudaEvent_t e)
 {
 	if (cudaEventQuery(e) == cudaSuccess)
 		return 0;
-	m->syncs++;
+	m->waits++;
 	return kvk_cuda_errno(cudaEventSynchronize(e));
 }
 
@@ -1073,9 +1076,9 @@ static int step_graph(struct llm_cuda *m, struct llm_kv *kv,
 	int S = b->n_seq, ret, r2;
 	cudaGraph_t g;
 
-	if (m->g_kv != kv) {
+	if (m->g_kv != kv->id || !kv->id) {
 		graphs_drop(m);
-		m->g_kv = kv;
+		m->g_kv = kv->id;
 	}
 	if (!m->g[S]) {
 		ret = kvk_cuda_errno(cudaStreamBeginCapture(
@@ -1144,10 +1147,8 @@ static int forward(struct llm_cuda *m, struct llm_kv *kv,
 							   : m->logits, bytes,
 						     cudaMemcpyDeviceToHost,
 						     m->st));
-	if (!ret) {
-		m->syncs++;
-		ret = kvk_cuda_errno(cudaStreamSynchronize(m->st));
-	}
+	if (!ret)
+		ret = kvk_cuda_drain(m->st);
 	if (!ret && kv->ops->status)
 		ret = kv->ops->status(kv);
 	if (!ret)
@@ -1265,10 +1266,8 @@ int llm_cuda_wait(struct llm_cuda *m, struct llm_kv *kv, int32_t *ids, int n)
 						     (size_t)n * 4,
 						     cudaMemcpyDeviceToHost,
 						     m->st));
-	if (!ret) {
-		m->syncs++;
-		ret = kvk_cuda_errno(cudaStreamSynchronize(m->st));
-	}
+	if (!ret)
+		ret = kvk_cuda_drain(m->st);
 	if (!ret && kv && kv->ops->status)
 		ret = kv->ops->status(kv);
 	return ret;
@@ -1277,16 +1276,18 @@ int llm_cuda_wait(struct llm_cuda *m, struct llm_kv *kv, int32_t *ids, int n)
 /**
  * llm_cuda_counters() - what the executor did, for benchmarks
  * @m: the model
- * @syncs: out, or NULL: host waits for the device since load
+ * @waits: out, or NULL: times the host waited for the copies of a step
+ *	KVX_STAGES steps back (throttled to the device's pace; drains of a
+ *	stream are counted by kvk_host_syncs)
  * @graph_kernels: out, or NULL: kernel nodes of the decode graph of @n
  *	sequences (0 when none is captured)
  * @n: batch size
  */
-void llm_cuda_counters(const struct llm_cuda *m, unsigned long *syncs,
+void llm_cuda_counters(const struct llm_cuda *m, unsigned long *waits,
 		       uint32_t *graph_kernels, int n)
 {
-	if (syncs)
-		*syncs = m->syncs;
+	if (waits)
+		*waits = m->waits;
 	if (graph_kernels)
 		*graph_kernels = n >= 0 && n <= MAX_GRAPHS ? m->g_kernels[n]
 							   : 0;
@@ -1311,8 +1312,7 @@ void *llm_cuda_stream(const struct llm_cuda *m)
  */
 void llm_cuda_trim(struct llm_cuda *m)
 {
-	cudaStreamSynchronize(m->st);
-	m->syncs++;
+	kvk_cuda_drain(m->st);
 	ws_free(m);
 }
 

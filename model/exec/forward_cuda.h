@@ -63,7 +63,7 @@ int llm_cuda_forward_greedy(struct llm_cuda *m, struct llm_kv *kv,
 int llm_cuda_decode_async(struct llm_cuda *m, struct llm_kv *kv,
 			  const struct llm_batch *b, bool feed);
 int llm_cuda_wait(struct llm_cuda *m, struct llm_kv *kv, int32_t *ids, int n);
-void llm_cuda_counters(const struct llm_cuda *m, unsigned long *syncs,
+void llm_cuda_counters(const struct llm_cuda *m, unsigned long *waits,
 		       uint32_t *graph_kernels, int n);
 void *llm_cuda_stream(const struct llm_cuda *m);
 void llm_cuda_trim(struct llm_cuda *m);

@@ -139,6 +139,7 @@ struct llm_kv {
 	int head_dim;	/* floats per head per token */
 	int max_tok;	/* capacity of each sequence, tokens */
 	bool device;	/* pages and io on a CUDA device */
+	uint64_t id;	/* unique in the process: executors key graphs on it */
 	int *len;	/* [n_seq] tokens committed */
 	uint64_t bytes; /* memory held for keys and values */
 };

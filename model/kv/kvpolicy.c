@@ -59,6 +59,7 @@
 #include "pool.h"
 
 static const struct llm_kv_ops kvp_ops;
+static uint64_t kvp_ids;	/* struct llm_kv.id of the last cache made */
 
 /* whether @kv is a policy cache */
 static bool is_kvp(const struct llm_kv *kv)
@@ -298,6 +299,14 @@ static int kvp_begin(struct llm_kv *kv, const struct llm_batch *b,
 		return kind;
 	c->kind = 0;
 	c->n = b->n_seq;
+#ifdef KVMM_HAVE_CUDA
+	/* the space's work of this step runs on the executor's stream */
+	if (c->dev) {
+		ret = kvp_dev_bind(c, stream);
+		if (ret)
+			return ret;
+	}
+#endif
 	ret = kind == LLM_KV_PREFILL ? begin_prefill(c, b)
 				     : begin_decode(c, b);
 	if (ret)
@@ -1049,6 +1058,7 @@ int llm_kv_policy_open(const struct llm_config *c, const struct llm_policy *p,
 	k->kv.head_dim = (int)c->head_dim;
 	k->kv.max_tok = o->max_tok;
 	k->kv.device = !host;
+	k->kv.id = __atomic_add_fetch(&kvp_ids, 1, __ATOMIC_RELAXED);
 	k->pol = *p;
 	k->nh = c->n_heads;
 	k->nkv = c->n_kv_heads;

@@ -107,8 +107,15 @@ static uint32_t *meta_start(const struct kvp *c, uint32_t *b)
 	return b + c->dev->o_start;
 }
 
-/* bind @stream to the space, once per stream */
-static int bind(struct kvp *c, void *stream)
+/**
+ * kvp_dev_bind() - the space's device work on @stream from now on
+ * (KVMM_IOC_SPACE_MAP), once per stream
+ * @c: a device cache
+ * @stream: cudaStream_t of the executor
+ *
+ * Return: 0 or the uapi's error.
+ */
+int kvp_dev_bind(struct kvp *c, void *stream)
 {
 	struct kvmm_space_map m = { .space = c->space,
 				    .stream = (uint64_t)(uintptr_t)stream };
@@ -165,7 +172,7 @@ int kvp_dev_begin(struct kvp *c, void *stream)
 	size_t n = (size_t)c->n;
 	int ret;
 
-	ret = bind(c, stream);
+	ret = kvp_dev_bind(c, stream);
 	if (!ret && c->kind == LLM_KV_PREFILL)
 		ret = prefill_reserve(c, c->ntok);
 	if (ret)
@@ -376,7 +383,7 @@ void kvp_dev_free(struct kvp *c)
 	if (!d)
 		return;
 	if (d->stream)
-		cudaStreamSynchronize((cudaStream_t)d->stream);
+		kvk_cuda_drain(d->stream);
 	cudaFree(d->meta);
 	for (int i = 0; i < KVD_STAGES; i++) {
 		cudaFreeHost(d->stage[i]);

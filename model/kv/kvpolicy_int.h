@@ -100,6 +100,7 @@ int kvp_score_mode(const struct kvp *c);
 #ifdef KVMM_HAVE_CUDA
 int kvp_dev_init(struct kvp *c, int device, char *err, size_t errlen);
 void kvp_dev_free(struct kvp *c);
+int kvp_dev_bind(struct kvp *c, void *stream);
 int kvp_dev_begin(struct kvp *c, void *stream);
 int kvp_dev_layer(struct kvp *c, int layer, const struct llm_kv_io *io,
 		  void *stream);

@@ -44,6 +44,10 @@ fi
 
 if [ -n "$BENCH_ARCH" ]; then
 	say "== model: decode speed ($BENCH_ARCH, random bf16)"
+	# decode.sh's model, when it made one
+	[ "$BENCH_ARCH" = llama3-8b ] && [ -d "${DECODE_MODEL:-/tmp/kvmm-llama3-8b}/llama3-8b" ] &&
+		[ ! -d "$hfd/$BENCH_ARCH" ] &&
+		ln -s "${DECODE_MODEL:-/tmp/kvmm-llama3-8b}/llama3-8b" "$hfd/$BENCH_ARCH"
 	[ -d "$hfd/$BENCH_ARCH" ] ||
 		PYTHONUNBUFFERED=1 timeout 900 python3 tests/ref/hf_compare.py \
 			--out "$hfd" --archs "$BENCH_ARCH" --no-ref \

@@ -89,6 +89,12 @@ LDLIBS += -L$(CUDA_HOME)/lib64 -lcudart_static -lstdc++
 LDLIBS += -lcublas -Wl,-rpath,$(CUDA_HOME)/lib64
 endif
 
+# The layers show in the include path: model/ reaches the subsystem only
+# through the uapi (ioctl-shim/), and kernels/ are leaves; neither sees an
+# allocator header, so including one fails the build.
+$(B)/model/%.o $(B)/kernels/%.o: CFLAGS := $(filter-out -Iallocator,$(CFLAGS))
+$(B)/model/%.cu.o $(B)/kernels/%.cu.o: NVFLAGS := $(filter-out -Iallocator,$(NVFLAGS))
+
 LIB_C := $(wildcard $(addsuffix /*.c,$(MODULES)))
 ifneq ($(HAVE_CUDA),1)
 LIB_C := $(filter-out %_cuda.c runtime/cuda.c,$(LIB_C))

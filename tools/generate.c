@@ -46,15 +46,8 @@ struct gen_opts {
 	struct kvk_sample_cfg sample;
 	const char *stop[GEN_MAX_STOP];
 	int n_stop;
-	int kv;	/* GEN_KV_* */
-	bool policy;	/* --policy given: a policy cache */
+	bool policy;	/* @pol set (--policy, else full) */
 	struct llm_policy pol;
-};
-
-enum {
-	GEN_KV_AUTO,   /* paged, or contiguous when the uapi cannot serve */
-	GEN_KV_CONTIG, /* contiguous fp32 */
-	GEN_KV_PAGED,  /* allocator pages through the uapi, fp16 */
 };
 
 /*
@@ -695,24 +688,11 @@ static void gen_summary(const struct gen_run *r, const struct gen_opts *o)
 
 	if (llm_kv_stats(r->kv, &ks))
 		memset(&ks, 0, sizeof(ks));
-	if (o->policy)
-		llm_policy_format(&o->pol, spec, sizeof(spec));
-	if (o->policy) {
-		snprintf(kvdesc, sizeof(kvdesc), "%s, %llu + %llu pages of "
-			 "%llu B (hi + lo tier)", spec,
-			 (unsigned long long)ks.pages_used[0],
-			 (unsigned long long)ks.pages_used[1],
-			 (unsigned long long)ks.page_size);
-	} else if (ks.paged)
-		snprintf(kvdesc, sizeof(kvdesc), "paged fp16, %llu + %llu "
-			 "pages of %llu B (hi + lo tier), %d x %d tokens",
-			 (unsigned long long)ks.pages_used[0],
-			 (unsigned long long)ks.pages_used[1],
-			 (unsigned long long)ks.page_size, r->kv->n_seq,
-			 r->kv->max_tok);
-	else
-		snprintf(kvdesc, sizeof(kvdesc), "contiguous fp32, %d x %d "
-			 "tokens", r->kv->n_seq, r->kv->max_tok);
+	llm_policy_format(&o->pol, spec, sizeof(spec));
+	snprintf(kvdesc, sizeof(kvdesc), "%s, %llu + %llu pages of %llu B "
+		 "(hi + lo tier)", spec, (unsigned long long)ks.pages_used[0],
+		 (unsigned long long)ks.pages_used[1],
+		 (unsigned long long)ks.page_size);
 	for (int i = 0; i < r->n_seq; i++) {
 		n_prompt += r->seq[i].n_prompt;
 		n_gen += r->seq[i].n_gen;
@@ -737,7 +717,7 @@ static void gen_summary(const struct gen_run *r, const struct gen_opts *o)
 		       n_prompt, n_gen,
 		       r->load_us / 1e6, r->prefill_us / 1e6, pre_tps,
 		       r->decode_us / 1e6, dec_tps,
-		       o->policy ? spec : ks.paged ? "paged" : "contig",
+		       spec,
 		       (unsigned long long)ks.bytes,
 		       (unsigned long long)ks.page_size,
 		       (unsigned long long)ks.pages_used[0],

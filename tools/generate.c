@@ -325,17 +325,6 @@ static int gen_load_cuda(struct gen_run *r, const struct llm_model *m,
 #endif
 }
 
-/* one step on whichever executor was loaded */
-static int gen_forward(struct gen_run *r, const struct llm_batch *b,
-		       float *logits)
-{
-#ifdef KVMM_HAVE_CUDA
-	if (r->gpu)
-		return llm_cuda_forward(r->gpu, r->kv, b, logits);
-#endif
-	return llm_cpu_forward(r->cpu, r->kv, b, logits);
-}
-
 static uint64_t gen_weight_bytes(const struct gen_run *r)
 {
 #ifdef KVMM_HAVE_CUDA
@@ -572,12 +561,40 @@ static int gen_sample(struct gen_run *r, const struct gen_opts *o,
 			      KVK_F32, NULL);
 }
 
+/*
+ * one step on whichever executor was loaded, and the next token of each of
+ * its sequences into @st->id: greedy on the GPU is the device's argmax (4
+ * bytes a sequence come back, not the logits: copying and scanning them
+ * on the host cost about 0.5 ms a sequence at Llama-3's vocabulary);
+ * otherwise the logits come back and the host samples
+ */
+struct gen_step;
+static int gen_next(struct gen_run *r, const struct gen_opts *o,
+		    const struct llm_batch *b, struct gen_step *st);
+
 /* arrays of one step: slots, token counts, tokens, sampled ids, uniforms */
 struct gen_step {
 	int *idx, *nt;
 	int32_t *tok, *id;
 	float *u, *logits;
 };
+
+static int gen_next(struct gen_run *r, const struct gen_opts *o,
+		    const struct llm_batch *b, struct gen_step *st)
+{
+	int ret;
+
+#ifdef KVMM_HAVE_CUDA
+	if (r->gpu && o->sample.temperature <= 0.0f)
+		return llm_cuda_forward_greedy(r->gpu, r->kv, b, st->id);
+	if (r->gpu)
+		ret = llm_cuda_forward(r->gpu, r->kv, b, st->logits);
+	else
+#endif
+	ret = llm_cpu_forward(r->cpu, r->kv, b, st->logits);
+	return ret ?: gen_sample(r, o, b->seq, b->n_seq, st->logits, st->id,
+				 st->u);
+}
 
 /*
  * Prefill every prompt in one step, then decode the sequences still
@@ -599,14 +616,13 @@ static int gen_loop(struct gen_run *r, const struct gen_opts *o,
 		off += r->seq[i].n_prompt;
 	}
 	t0 = kvmm_now_us();
-	ret = gen_forward(r, &b, st->logits);
+	ret = gen_next(r, o, &b, st);
 	r->prefill_us = kvmm_now_us() - t0;
 	n = r->n_seq;
 	t0 = kvmm_now_us();
 	while (!ret && n) {
 		int m = 0;
 
-		ret = gen_sample(r, o, st->idx, n, st->logits, st->id, st->u);
 		for (int i = 0; !ret && i < n; i++) {
 			struct gen_seq *q = &r->seq[st->idx[i]];
 
@@ -625,7 +641,7 @@ static int gen_loop(struct gen_run *r, const struct gen_opts *o,
 				"sequences running ", r->decode_tok, n,
 				r->n_seq);
 		b.n_seq = n;
-		ret = gen_forward(r, &b, st->logits);
+		ret = gen_next(r, o, &b, st);
 		r->decode_tok += n;
 	}
 	r->decode_us = kvmm_now_us() - t0;

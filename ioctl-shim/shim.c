@@ -1004,7 +1004,8 @@ static int plan_op(struct step_plan *pl, const struct kva_pool *pool,
 		   const struct step_op *o)
 {
 	uint32_t lps = pool->lists_per_slot, w = pool->width;
-	uint32_t a = pool->layout[KVA_HI].tokens, b = pool->layout[KVA_LO].tokens;
+	uint32_t a = pool->layout[KVA_HI].tokens;
+	uint32_t b = pool->layout[KVA_LO].tokens;
 	int lo_grows = pool->nr_tiers > 1;
 
 	for (uint32_t i = 0; i < o->n; i++) {
@@ -1177,7 +1178,7 @@ static int ioc_step_submit(struct kvshim_file *f, struct kvmm_step_submit *a)
 	struct kva_pool *pool;
 	uint32_t nr = a->nr_ops, nslots = 0, *mark = NULL;
 	uint64_t worst = 0;
-	int ret, dev, planned = 0;
+	int ret, dev;
 
 	if (a->flags || a->pad || !ZERO(a->reserved) ||
 	    nr > KVMM_STEP_MAX_OPS || (nr && !uops))
@@ -1236,7 +1237,6 @@ static int ioc_step_submit(struct kvshim_file *f, struct kvmm_step_submit *a)
 		ret = plan_init(&pl, pool, nslots);
 		if (ret)
 			goto out;
-		planned = 1;
 		for (uint32_t i = 0; i < nr && !ret; i++)
 			ret = plan_op(&pl, pool, &ops[i]);
 		if (!ret)
@@ -1246,7 +1246,6 @@ static int ioc_step_submit(struct kvshim_file *f, struct kvmm_step_submit *a)
 		if (ret)
 			goto out;
 	}
-	(void)planned;
 	for (uint32_t i = 0; i < nr; i++) {
 		ret = step_run(pool, &ops[i]);
 		if (ret)	/* validated above: a device or runtime error */

@@ -1344,6 +1344,33 @@ static void uspace_compare(int fd, struct uspace *u, const uint32_t *slots,
 	ck_assert_uint_eq(st[0].tokens[1], st[1].tokens[1]);
 }
 
+/* high token @i of @list of a space's pages: position and score */
+static void uput(const struct uspace *u, uint32_t list, uint32_t i,
+		 int32_t pos, float score)
+{
+	const struct kvmm_tier_layout *t = &u->m.tiers[0];
+	const uint32_t *tb = (const uint32_t *)(uintptr_t)u->m.tables;
+	size_t e = (size_t)list * u->m.table_width + i / t->tokens;
+	uint32_t p, ppg = u->m.pages_per_granule, at = i % t->tokens;
+	uint8_t *pg;
+
+	if (u->dev)
+		CK_CUDA(cudaMemcpy(&p, tb + e, 4, cudaMemcpyDeviceToHost));
+	else
+		p = tb[e];
+	pg = (uint8_t *)(uintptr_t)(u->m.pool_base + (uint64_t)(p / ppg) * G +
+				    (uint64_t)(p % ppg) * u->m.page_size);
+	if (u->dev) {
+		CK_CUDA(cudaMemcpy(pg + t->pos_off + 4 * at, &pos, 4,
+				   cudaMemcpyHostToDevice));
+		CK_CUDA(cudaMemcpy(pg + t->score_off + 4 * at, &score, 4,
+				   cudaMemcpyHostToDevice));
+	} else {
+		memcpy(pg + t->pos_off + 4 * at, &pos, 4);
+		memcpy(pg + t->score_off + 4 * at, &score, 4);
+	}
+}
+
 /* counts of the host space's lists of @slots copied into the device's */
 static void ucounts(struct uspace *u, const uint32_t *slots, uint32_t n,
 		    cudaStream_t s)
@@ -1454,50 +1481,12 @@ START_TEST(test_uapi_device_vs_host)
 	/* positions and scores into both pools' pages, then EVICT */
 	for (uint32_t k = 0; k < 3 * lps; k++) {
 		uint32_t l = sl[0][k / lps] * lps + k % lps;
-		const struct kvmm_tier_layout *t = &u[0].m.tiers[0];
 
 		for (uint32_t i = 0; i < hn[2 * l]; i++) {
-			int32_t pos = (int32_t)i;
 			float sc = (float)(kvtest_rand(&seed) % 300);
 
-			for (int s = 0; s < 2; s++) {
-				const uint32_t *tb = s ? NULL :
-					(const uint32_t *)(uintptr_t)
-						u[0].m.tables;
-				uint32_t p;
-				uint8_t *pg;
-
-				if (s)
-					CK_CUDA(cudaMemcpy(
-						&p,
-						(uint32_t *)(uintptr_t)
-								u[1].m.tables +
-							(size_t)l * u[1].m.table_width +
-							i / a,
-						4, cudaMemcpyDeviceToHost));
-				else
-					p = tb[(size_t)l * u[0].m.table_width +
-					       i / a];
-				pg = (uint8_t *)(uintptr_t)(
-					u[s].m.pool_base +
-					(uint64_t)(p / u[s].m.pages_per_granule) *
-						G +
-					(uint64_t)(p % u[s].m.pages_per_granule) *
-						u[s].m.page_size);
-				if (s) {
-					CK_CUDA(cudaMemcpy(pg + t->pos_off + 4 * (i % a),
-							   &pos, 4,
-							   cudaMemcpyHostToDevice));
-					CK_CUDA(cudaMemcpy(pg + t->score_off + 4 * (i % a),
-							   &sc, 4,
-							   cudaMemcpyHostToDevice));
-				} else {
-					memcpy(pg + t->pos_off + 4 * (i % a),
-					       &pos, 4);
-					memcpy(pg + t->score_off + 4 * (i % a),
-					       &sc, 4);
-				}
-			}
+			for (int s = 0; s < 2; s++)
+				uput(&u[s], l, i, (int32_t)i, sc);
 		}
 	}
 	for (uint32_t i = 0; i < 3; i++) {

@@ -11,8 +11,8 @@
  * next admission, or play the data-plane kernels: raise some token counts
  * of a slot through the SPACE_MAP mapping, within its pages). STEP_SUBMIT
  * gets up to four generated ops (APPEND, TRIM, EVICT, SHRINK) with their
- * slot arrays, at one fixed place in the arena. Arguments live in a fuzzer-owned arena, at any
- * alignment; the user pointers inside them point into the arena or are
+ * slot arrays, at one fixed place in the arena. Arguments live in a
+ * fuzzer-owned arena, at any alignment; the user pointers inside them point into the arena or are
  * NULL, with counts that may exceed what the space allows (the driver must
  * refuse those before it reads). A real kernel would fail an unmapped
  * pointer with -EFAULT; an in-process driver cannot tell, so the harness

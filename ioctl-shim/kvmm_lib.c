@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kva.h"
 #include "kvmm_lib.h"
 #include "kvshim.h"
 
@@ -330,5 +331,59 @@ int kvmm_compact_all(int fd, uint32_t space, uint64_t byte_budget,
 	}
 	if (total)
 		*total = sum;
+	return 0;
+}
+
+/**
+ * kvmm_tier_valid() - whether KVMM_IOC_SPACE_CREATE accepts a tier
+ * @t: tier
+ *
+ * Return: 0, or -EINVAL (bits not in {16, 8, 4, 2, 1}, groups not in
+ * {1, 2, 4}).
+ */
+int kvmm_tier_valid(const struct kvmm_tier *t)
+{
+	struct kva_tier k;
+
+	if (!t)
+		return -EINVAL;
+	k = (struct kva_tier){ t->kbits, t->vbits, t->kgroups, t->vgroups };
+	return kva_tier_valid(&k);
+}
+
+/**
+ * kvmm_geometry() - the page a space of these tiers would get
+ * @head_dim: head dimension (64, 80, 96, 128 or 256)
+ * @tiers: [@nr_tiers] high tier first
+ * @nr_tiers: 1 or 2
+ * @page_size: out: bytes (KVMM_IOC_SPACE_CREATE's page_size)
+ * @tokens: out: [@nr_tiers] tokens per page of each tier
+ *
+ * Return: 0, or -EINVAL for what KVMM_IOC_SPACE_CREATE would refuse.
+ */
+int kvmm_geometry(uint32_t head_dim, const struct kvmm_tier *tiers,
+		  uint32_t nr_tiers, uint32_t *page_size, uint32_t *tokens)
+{
+	struct kva_tier k[2];
+	struct kva_layout l;
+	int ps;
+
+	if (!tiers || nr_tiers < 1 || nr_tiers > 2 || !page_size || !tokens)
+		return -EINVAL;
+	for (uint32_t i = 0; i < nr_tiers; i++) {
+		if (kvmm_tier_valid(&tiers[i]))
+			return -EINVAL;
+		k[i] = (struct kva_tier){ tiers[i].kbits, tiers[i].vbits,
+					  tiers[i].kgroups, tiers[i].vgroups };
+	}
+	ps = kva_page_size(head_dim, k, nr_tiers);
+	if (ps < 0)
+		return ps;
+	for (uint32_t i = 0; i < nr_tiers; i++) {
+		if (kva_page_layout(head_dim, (uint32_t)ps, &k[i], &l))
+			return -EINVAL;
+		tokens[i] = l.tokens;
+	}
+	*page_size = (uint32_t)ps;
 	return 0;
 }

@@ -44,4 +44,9 @@ int kvmm_release(int fd, uint32_t space, const uint32_t *slots, uint32_t n);
 int kvmm_compact_all(int fd, uint32_t space, uint64_t byte_budget,
 		     struct kvmm_compact *total);
 
+/* the driver's rules, for users who plan before they create a space */
+int kvmm_tier_valid(const struct kvmm_tier *t);
+int kvmm_geometry(uint32_t head_dim, const struct kvmm_tier *tiers,
+		  uint32_t nr_tiers, uint32_t *page_size, uint32_t *tokens);
+
 #endif /* KVMM_LIB_H */

@@ -199,3 +199,32 @@ float kvk_rand_uniform(uint64_t seed, uint64_t counter)
 	z ^= z >> 31;
 	return (float)(z >> 40) * 5.9604644775390625e-8f;
 }
+
+/**
+ * kvk_convert_cpu() - reference of kvk_convert_cuda()
+ * @dst: @n elements of @ddt
+ * @ddt: destination dtype
+ * @src: @n elements of @sdt
+ * @sdt: source dtype
+ * @n: elements
+ * @stream: ignored
+ *
+ * Return: 0 or -EINVAL.
+ */
+int kvk_convert_cpu(void *dst, enum kvk_dtype ddt, const void *src,
+		    enum kvk_dtype sdt, size_t n, void *stream)
+{
+	float buf[256];
+	size_t ds = kvk_dtype_size(ddt), ss = kvk_dtype_size(sdt);
+
+	(void)stream;
+	if (!dst || !src || !ds || !ss)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i += 256) {
+		size_t c = n - i < 256 ? n - i : 256;
+
+		kvk_convert_to_f32(buf, (const uint8_t *)src + i * ss, c, sdt);
+		kvk_convert_from_f32((uint8_t *)dst + i * ds, buf, c, ddt);
+	}
+	return 0;
+}

@@ -116,6 +116,12 @@ int kvk_convert_from_f32(void *dst, const float *src, size_t n,
 int kvk_convert_to_f32(float *dst, const void *src, size_t n,
 		       enum kvk_dtype dt);
 float kvk_rand_uniform(uint64_t seed, uint64_t counter);
+int kvk_convert_cpu(void *dst, enum kvk_dtype ddt, const void *src,
+		    enum kvk_dtype sdt, size_t n, void *stream);
+#ifdef KVMM_HAVE_CUDA
+int kvk_convert_cuda(void *dst, enum kvk_dtype ddt, const void *src,
+		     enum kvk_dtype sdt, size_t n, void *stream);
+#endif
 
 /* out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w; out may be x */
 int kvk_rmsnorm_cpu(void *out, const void *x, const void *w, int rows, int dim,

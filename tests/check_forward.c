@@ -21,6 +21,7 @@
 #include "kvcache.h"
 #include "kvk.h"
 #include "gguf_writer.h"
+#include "kvcontig.h"
 #include "kvtest.h"
 #include "pool.h"
 #include "tokenizer.h"
@@ -523,53 +524,42 @@ START_TEST(test_forward_refuses_bad_batch)
 }
 END_TEST
 
-/* what is appended with a row stride reads back per head, in order */
+/*
+ * the reference cache through the executor's ops: a prompt's first token
+ * sees only itself (its output is its value), rows strided as the CPU
+ * executor hands them; past capacity it refuses
+ */
 START_TEST(test_kv_contig_roundtrip)
 {
-	struct llm_config c = { .n_layers = 3, .n_kv_heads = 2, .head_dim = 8,
-				.n_ctx = 64 };
+	struct llm_config c = { .n_layers = 3, .n_heads = 4, .n_kv_heads = 2,
+				.head_dim = 8, .n_ctx = 64 };
 	enum { LD = 40, N = 10 };
-	float k[N][LD], v[N][LD];
+	float q[N][LD], k[N][LD], v[N][LD], o[N][32];
 	uint64_t rs = kvtest_seed(__func__);
+	int seq = 1, nt = N;
+	struct llm_batch b = { 1, &seq, &nt, NULL };
+	struct llm_kv_io io = { &q[0][0], LD, &k[0][0], &v[0][0], LD,
+				&o[0][0], 32, KVK_F32 };
 	struct llm_kv *kv;
 
 	ck_assert_int_eq(llm_kv_contig_create(&c, 2, N, &kv), 0);
 	ck_assert_uint_eq(kv->bytes, 2ULL * 2 * 3 * 2 * N * 8 * 4);
 	for (int t = 0; t < N; t++)
 		for (int j = 0; j < LD; j++) {
-			k[t][j] = (float)(kvtest_rand(&rs) % 1000);
-			v[t][j] = -k[t][j];
+			q[t][j] = (float)(kvtest_rand(&rs) % 1000) / 1000;
+			k[t][j] = (float)(kvtest_rand(&rs) % 1000) / 1000;
+			v[t][j] = (float)(kvtest_rand(&rs) % 1000);
 		}
-	/* positions 0..3 then 4..9, layer 1 of sequence 1 */
-	ck_assert_int_eq(kv->ops->append(kv, 1, 1, 0, 4, &k[0][0], &v[0][0],
-					 LD), 0);
-	ck_assert_int_eq(kv->ops->append(kv, 1, 1, 4, 6, &k[4][0], &v[4][0],
-					 LD), 0);
-	ck_assert_int_eq(kv->ops->append(kv, 1, 1, 5, 6, &k[4][0], &v[4][0],
-					 LD), -ENOSPC);
-	ck_assert_int_eq(kv->ops->append(kv, 2, 1, 0, 1, &k[0][0], &v[0][0],
-					 LD), -EINVAL);
-	for (int h = 0; h < 2; h++) {
-		const float *rk, *rv;
-
-		ck_assert_int_eq(kv->ops->view(kv, 1, 1, h, N, &rk, &rv), 0);
-		for (int t = 0; t < N; t++)
-			for (int d = 0; d < 8; d++) {
-				ck_assert_float_eq(rk[t * 8 + d],
-						   k[t][h * 8 + d]);
-				ck_assert_float_eq(rv[t * 8 + d],
-						   v[t][h * 8 + d]);
-			}
-	}
-	{
-		const float *rk, *rv;
-
-		ck_assert_int_eq(kv->ops->view(kv, 1, 1, 2, N, &rk, &rv),
-				 -EINVAL);
-	}
-	ck_assert_int_eq(llm_kv_len(kv, 1), 0);
+	ck_assert_int_eq(kv->ops->begin(kv, &b, NULL), 0);
+	ck_assert_int_eq(kv->ops->layer(kv, &b, 1, &io, NULL), 0);
+	ck_assert_int_eq(kv->ops->end(kv, &b, NULL), 0);
+	for (int h = 0; h < 4; h++)
+		for (int d = 0; d < 8; d++)
+			ck_assert_float_eq(o[0][h * 8 + d], v[0][h / 2 * 8 + d]);
 	llm_kv_commit(kv, 1, N);
 	ck_assert_int_eq(llm_kv_len(kv, 1), N);
+	nt = 1;
+	ck_assert_int_eq(kv->ops->begin(kv, &b, NULL), -ENOSPC);
 	llm_kv_reset(kv, 1);
 	ck_assert_int_eq(llm_kv_len(kv, 1), 0);
 	llm_kv_destroy(kv);

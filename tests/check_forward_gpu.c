@@ -29,6 +29,8 @@
 #include <time.h>
 
 #include "kvmm_base.h"
+#include "kvcontig.h"
+#include "kvpolicy.h"
 #include "kvtest.h"
 
 #ifdef KVMM_HAVE_CUDA
@@ -79,296 +81,21 @@ static void *to_dev(const void *p, size_t n)
 
 /* ---- kernels ---- */
 
-/* random pages: every list of @nl holds pages for @maxtok tokens */
-struct pages_case {
-	struct llm_kvpages hp, dp;	/* host and device views */
-	uint8_t *pool;
-	void *dpool;
-	uint32_t *tables;
-	size_t bytes, ntab;
-};
-
-static void pages_make(struct pages_case *pc, uint64_t *seed, uint32_t hd,
-		       uint32_t n_kv, uint32_t nl, uint32_t maxtok)
+/* the device cache under the full policy (fp16 pages), as generate makes */
+static int dev_cache(const struct llm_config *c, int n, int max_tok,
+		     struct llm_kv **out)
 {
-	struct kva_tier tier = { 16, 16, 1, 1 };
-	struct kva_layout lay;
-	uint32_t ps, ppg, width, npg, *perm;
-	int r;
+	struct llm_policy p;
+	char err[200];
+	int ret;
 
-	memset(pc, 0, sizeof(*pc));
-	r = kva_page_size(hd, &tier, 1);
-	ck_assert_int_gt(r, 0);
-	ps = r;
-	ck_assert_int_eq(kva_page_layout(hd, ps, &tier, &lay), 0);
-	ppg = GRAN / ps;
-	width = (maxtok + lay.tokens - 1) / lay.tokens;
-	npg = nl * width;
-	pc->bytes = ((npg + ppg - 1) / ppg + 1) * GRAN;
-	pc->pool = aligned_alloc(GRAN, pc->bytes);
-	ck_assert_ptr_nonnull(pc->pool);
-	for (size_t i = 0; i < pc->bytes; i++)
-		pc->pool[i] = kvtest_rand(seed) >> 56; /* poison */
-	pc->ntab = (size_t)nl * width;
-	pc->tables = malloc(pc->ntab * 4);
-	perm = malloc((pc->bytes / GRAN) * ppg * 4);
-	for (uint32_t i = 0; i < (pc->bytes / GRAN) * ppg; i++)
-		perm[i] = i;
-	for (uint32_t i = (pc->bytes / GRAN) * ppg - 1; i > 0; i--) {
-		uint32_t j = kvtest_rand(seed) % (i + 1), t = perm[i];
-
-		perm[i] = perm[j], perm[j] = t;
-	}
-	for (size_t i = 0; i < pc->ntab; i++)
-		pc->tables[i] = perm[i];
-	free(perm);
-	pc->hp = (struct llm_kvpages){
-		.pool = (uint64_t)(uintptr_t)pc->pool, .page_size = ps,
-		.ppg = ppg, .tokens = lay.tokens, .k_off = lay.k_off,
-		.v_off = lay.v_off, .pos_off = lay.pos_off,
-		.score_off = lay.score_off, .tables = pc->tables,
-		.width = width, .head_dim = hd, .n_kv = n_kv,
-	};
-	pc->dpool = to_dev(pc->pool, pc->bytes);
-	pc->dp = pc->hp;
-	pc->dp.pool = (uint64_t)(uintptr_t)pc->dpool;
-	pc->dp.tables = to_dev(pc->tables, pc->ntab * 4);
+	llm_policy_default(LLM_POLICY_FULL, &p);
+	ret = llm_kv_policy_create_cuda(c, &p, n, max_tok, 0, out, err,
+					sizeof(err));
+	if (ret)
+		fprintf(stderr, "device cache: %s\n", err);
+	return ret;
 }
-
-static void pages_free(struct pages_case *pc)
-{
-	cudaFree(pc->dpool);
-	cudaFree((void *)pc->dp.tables);
-	free(pc->pool);
-	free(pc->tables);
-}
-
-/*
- * Two sequences of a 2-layer cache: store every position's keys and values
- * (the pool bytes must match exactly), then attend from a few positions.
- */
-/*
- * fp16 arrays equal but for a few values within one fp16 rounding of each
- * other (the device's cosf/sinf are not the host's; near-cancelling
- * rotations may then round to neighbouring small values)
- */
-static void f16_close(const void *a, const void *b, size_t bytes,
-		      const char *what)
-{
-	const uint16_t *x = a, *y = b;
-	size_t off = 0;
-
-	for (size_t i = 0; i < bytes / 2; i++) {
-		float u, v;
-
-		if (x[i] == y[i])
-			continue;
-		kvk_convert_to_f32(&u, &x[i], 1, KVK_F16);
-		kvk_convert_to_f32(&v, &y[i], 1, KVK_F16);
-		ck_assert_msg(isfinite(u) && isfinite(v) &&
-			      fabsf(u - v) <= fmaxf(fabsf(u), fabsf(v)) /
-						      1024.0f + 1e-5f,
-			      "%s: value %zu: %g, %g", what, i, u, v);
-		off++;
-	}
-	ck_assert_msg(off * 100 < bytes / 2, "%s: %zu values differ", what,
-		      off);
-}
-
-/*
- * RoPE fused into the KV store (Llama-3 scaling): the CPU reference equals
- * kvk_rope_cpu() then a plain store; CUDA equals the reference up to one
- * fp16 rounding; the in-place fp32 queries (prefill) to 1e-6. Leaves the pages
- * as the plain store wrote them.
- */
-static void store_rope_check(struct pages_case *pc, const float *k,
-			     const float *v, size_t kvn, const int32_t *pos,
-			     const uint32_t *list, uint32_t n_kv, uint32_t ntok,
-			     const float *qs, uint32_t nh, void *dk, void *dv,
-			     void *dpos, void *dlist, void *dqs, void *dqsh,
-			     uint8_t *back)
-{
-	struct kvk_rope_cfg rc = { 500000.0f, 8.0f, 1.0f, 4.0f, 8192 };
-	uint32_t hd = pc->hp.head_dim;
-	size_t nqs = (size_t)ntok * nh * hd;
-	float freq[KVK_ROPE_MAX_HEAD_DIM / 2], *kr, *qr, *qg;
-	uint16_t *q1 = malloc(nqs * 2), *q2 = malloc(nqs * 2);
-	uint8_t *p1 = malloc(pc->bytes);
-	void *dfreq;
-
-	ck_assert_int_eq(kvk_rope_inv_freq(freq, hd, &rc), 0);
-	dfreq = to_dev(freq, hd / 2 * 4);
-	kr = malloc(ntok * kvn * 4);
-	qr = malloc(nqs * 4);
-	qg = malloc(nqs * 4);
-	memcpy(kr, k, ntok * kvn * 4);
-	memcpy(qr, qs, nqs * 4);
-	/* kvk_rope_cpu() wants [ntok][nkv][hd]: rows are kvn apart */
-	ck_assert_int_eq(kvk_rope_cpu(qr, kr, pos, ntok, nh, n_kv, hd, &rc,
-				      KVK_F32, NULL), 0);
-	ck_assert_int_eq(llm_kv_store_cpu(&pc->hp, kr, v, kvn, pos, list, n_kv,
-					  ntok, qr, q1, nh, NULL, NULL), 0);
-	memcpy(p1, pc->pool, pc->bytes);
-	memcpy(qr, qs, nqs * 4);
-	ck_assert_int_eq(llm_kv_store_cpu(&pc->hp, k, v, kvn, pos, list, n_kv,
-					  ntok, qr, q2, nh, freq, NULL), 0);
-	ck_assert_msg(!memcmp(p1, pc->pool, pc->bytes) &&
-		      !memcmp(q1, q2, nqs * 2),
-		      "hd %u: fused RoPE reference != kvk_rope_cpu", hd);
-	ck_assert_int_eq(llm_kv_store_cuda(&pc->dp, dk, dv, kvn, dpos, dlist,
-					   n_kv, ntok, dqs, dqsh, nh, dfreq,
-					   NULL), 0);
-	CK_CUDA(cudaMemcpy(back, pc->dpool, pc->bytes,
-			   cudaMemcpyDeviceToHost));
-	f16_close(back, pc->pool, pc->bytes, "roped pages");
-	CK_CUDA(cudaMemcpy(back, dqsh, nqs * 2, cudaMemcpyDeviceToHost));
-	f16_close(back, q2, nqs * 2, "roped fp16 queries");
-	/* prefill: queries rotated in place, fp32 */
-	memcpy(qr, qs, nqs * 4);
-	ck_assert_int_eq(llm_kv_store_cpu(&pc->hp, k, v, kvn, pos, list, n_kv,
-					  ntok, qr, NULL, nh, freq, NULL), 0);
-	ck_assert_int_eq(llm_kv_store_cuda(&pc->dp, dk, dv, kvn, dpos, dlist,
-					   n_kv, ntok, dqs, NULL, nh, dfreq,
-					   NULL), 0);
-	CK_CUDA(cudaMemcpy(qg, dqs, nqs * 4, cudaMemcpyDeviceToHost));
-	ck_assert_msg(rel_l2(qg, qr, nqs) < 1e-6, "hd %u: roped queries",
-		      hd);
-	ck_assert_int_eq(llm_kv_store_cuda(&pc->dp, dk, dv, kvn, dpos, dlist,
-					   n_kv, 1, dqs, NULL, nh, NULL, NULL),
-			 -EINVAL);
-	/* back to the plain store, and the original queries */
-	CK_CUDA(cudaMemcpy(dqs, qs, nqs * 4, cudaMemcpyHostToDevice));
-	ck_assert_int_eq(llm_kv_store_cpu(&pc->hp, k, v, kvn, pos, list, n_kv,
-					  ntok, NULL, NULL, nh, NULL, NULL), 0);
-	ck_assert_int_eq(llm_kv_store_cuda(&pc->dp, dk, dv, kvn, dpos, dlist,
-					   n_kv, ntok, NULL, NULL, nh, NULL,
-					   NULL), 0);
-	printf("kv store with RoPE (Llama-3 scaling) hd %u: CUDA = CPU within "
-	       "one fp16 rounding, CPU = kvk_rope_cpu + store\n", hd);
-	cudaFree(dfreq);
-	free(kr), free(qr), free(qg), free(q1), free(q2), free(p1);
-}
-
-START_TEST(test_kernels_store_attend)
-{
-	static const uint32_t hds[] = { 64, 128, 256 };
-	static const enum kvk_dtype dts[] = { KVK_F32, KVK_F16, KVK_BF16 };
-	static const double tol[] = { 1e-5, 2e-3, 1e-2 };
-	uint64_t seed = kvtest_seed("forward_kernels_store_attend");
-
-	for (size_t hi = 0; hi < ARRAY_SIZE(hds); hi++) {
-		uint32_t hd = hds[hi], n_kv = 2, nh = 6, L = 2, S = 2;
-		uint32_t ntok = 75 + kvtest_rand(&seed) % 60, nq = 7;
-		enum kvk_dtype dt = dts[hi];
-		size_t es = kvk_dtype_size(dt), kvn = (size_t)n_kv * hd;
-		struct pages_case pc;
-		float *k, *v, *q, *got, *ref, *qs;
-		uint16_t *qsh;
-		void *dqs, *dqsh;
-		size_t nqs;
-		int32_t *pos, qpos[7];
-		uint32_t *list, qlist[7];
-		uint8_t *back;
-		void *dk, *dv, *dpos, *dlist, *dq, *dout;
-		double e;
-
-		pages_make(&pc, &seed, hd, n_kv, S * L * n_kv, ntok);
-		/* every token of both sequences, layer 1 */
-		k = malloc(S * ntok * kvn * 4);
-		v = malloc(S * ntok * kvn * 4);
-		pos = malloc(S * ntok * 4);
-		list = malloc(S * ntok * 4);
-		for (size_t i = 0; i < S * ntok * kvn; i++) {
-			k[i] = frand(&seed) * 2.0f;
-			v[i] = frand(&seed);
-		}
-		for (uint32_t i = 0; i < S * ntok; i++) {
-			pos[i] = i % ntok;
-			list[i] = (i / ntok) * L * n_kv;
-		}
-		dk = to_dev(k, S * ntok * kvn * 4);
-		dv = to_dev(v, S * ntok * kvn * 4);
-		dpos = to_dev(pos, S * ntok * 4);
-		dlist = to_dev(list, S * ntok * 4);
-		nqs = (size_t)S * ntok * nh * hd;
-		qs = malloc(nqs * 4);
-		qsh = malloc(nqs * 2);
-		for (size_t i = 0; i < nqs; i++)
-			qs[i] = frand(&seed) * 3.0f;
-		dqs = to_dev(qs, nqs * 4);
-		dqsh = to_dev(NULL, nqs * 2);
-		ck_assert_int_eq(llm_kv_store_cpu(&pc.hp, k, v, kvn, pos, list,
-						  n_kv, S * ntok, qs, qsh, nh,
-						  NULL, NULL), 0);
-		ck_assert_int_eq(llm_kv_store_cuda(&pc.dp, dk, dv, kvn, dpos,
-						   dlist, n_kv, S * ntok, dqs,
-						   dqsh, nh, NULL, NULL), 0);
-		back = malloc(pc.bytes);
-		CK_CUDA(cudaMemcpy(back, pc.dpool, pc.bytes,
-				   cudaMemcpyDeviceToHost));
-		ck_assert_msg(!memcmp(back, pc.pool, pc.bytes),
-			      "hd %u: stored pages differ", hd);
-		CK_CUDA(cudaMemcpy(back, dqsh, nqs * 2,
-				   cudaMemcpyDeviceToHost));
-		ck_assert_msg(!memcmp(back, qsh, nqs * 2),
-			      "hd %u: fp16 queries differ", hd);
-		ck_assert_int_eq(llm_kv_store_cuda(&pc.dp, dk, dv, kvn, dpos,
-						   dlist, n_kv, 1, dqs, dqsh,
-						   nh + 1, NULL, NULL),
-				 -EINVAL);
-		store_rope_check(&pc, k, v, kvn, pos, list, n_kv, S * ntok, qs,
-				 nh, dk, dv, dpos, dlist, dqs, dqsh, back);
-		cudaFree(dqs), cudaFree(dqsh);
-		free(qs), free(qsh);
-		/* attend from nq tokens at random positions */
-		q = malloc(nq * nh * hd * 4);
-		for (size_t i = 0; i < (size_t)nq * nh * hd; i++)
-			q[i] = frand(&seed);
-		for (uint32_t i = 0; i < nq; i++) {
-			qpos[i] = i ? kvtest_rand(&seed) % ntok : ntok - 1;
-			qlist[i] = (kvtest_rand(&seed) % S) * L * n_kv;
-		}
-		got = malloc(nq * nh * hd * 4);
-		ref = malloc(nq * nh * hd * 4);
-		dq = to_dev(q, nq * nh * hd * 4);
-		dout = to_dev(NULL, nq * nh * hd * es);
-		CK_CUDA(cudaMemcpy(dpos, qpos, sizeof(qpos),
-				   cudaMemcpyHostToDevice));
-		CK_CUDA(cudaMemcpy(dlist, qlist, sizeof(qlist),
-				   cudaMemcpyHostToDevice));
-		ck_assert_int_eq(llm_attn_prefill_cpu(&pc.hp, q, qpos, qlist,
-						      n_kv, nq, nh,
-						      1.0f / sqrtf(hd), back,
-						      KVK_F32, NULL), 0);
-		memcpy(ref, back, nq * nh * hd * 4);
-		ck_assert_int_eq(llm_attn_prefill_cuda(&pc.dp, dq, dpos, dlist,
-						       n_kv, nq, nh,
-						       1.0f / sqrtf(hd), dout,
-						       dt, NULL), 0);
-		CK_CUDA(cudaDeviceSynchronize());
-		CK_CUDA(cudaMemcpy(back, dout, nq * nh * hd * es,
-				   cudaMemcpyDeviceToHost));
-		ck_assert_int_eq(kvk_convert_to_f32(got, back, nq * nh * hd,
-						    dt), 0);
-		e = rel_l2(got, ref, (size_t)nq * nh * hd);
-		printf("store+prefill attention hd %u %s, %u tokens: rel L2 "
-		       "%.3g\n", hd, kvk_dtype_name(dt), ntok, e);
-		ck_assert_msg(e < tol[hi], "hd %u: attention rel L2 %.3g", hd,
-			      e);
-		/* refused: head_dim not a multiple of 32 */
-		pc.dp.head_dim = 80;
-		ck_assert_int_eq(llm_attn_prefill_cuda(&pc.dp, dq, dpos, dlist,
-						       n_kv, nq, nh, 1.0f,
-						       dout, dt, NULL),
-				 -EINVAL);
-		cudaFree(dk), cudaFree(dv), cudaFree(dpos), cudaFree(dlist);
-		cudaFree(dq), cudaFree(dout);
-		free(k), free(v), free(pos), free(list), free(q);
-		free(got), free(ref), free(back);
-		pages_free(&pc);
-	}
-}
-END_TEST
 
 START_TEST(test_kernels_convert_bias)
 {
@@ -395,9 +122,9 @@ START_TEST(test_kernels_convert_bias)
 			CK_CUDA(cudaMemcpy(src, hc, n * ss,
 					   cudaMemcpyHostToDevice));
 			memcpy(y, hc, n * ss);
-			ck_assert_int_eq(llm_convert_cpu(hc, dd_t, y, sd, n,
+			ck_assert_int_eq(kvk_convert_cpu(hc, dd_t, y, sd, n,
 							 NULL), 0);
-			ck_assert_int_eq(llm_convert_cuda(dd, dd_t, src, sd, n,
+			ck_assert_int_eq(kvk_convert_cuda(dd, dd_t, src, sd, n,
 							  NULL), 0);
 			CK_CUDA(cudaMemcpy(dc, dd, n * ds,
 					   cudaMemcpyDeviceToHost));
@@ -809,7 +536,7 @@ static void compare_arch(const struct rnd_shape *r, enum kvk_dtype dt,
 	zc = malloc(r->vocab * 4);
 	zg = malloc(r->vocab * 4);
 	ck_assert_int_eq(llm_kv_contig_create(&m.c, 1, 64, &kc), 0);
-	ck_assert_int_eq(llm_cuda_kv_create(m.gpu, 1, 64, &kg), 0);
+	ck_assert_int_eq(dev_cache(&m.c, 1, 64, &kg), 0);
 	nt = np;
 	for (int s = 0; s <= STEPS; s++) {
 		float gap, maxabs = 0.0f;
@@ -880,7 +607,7 @@ START_TEST(test_forward_cuda_batch)
 		nt[i] = plen[i];
 	}
 	ck_assert_int_eq(llm_kv_contig_create(&m.c, NS, 64, &kc), 0);
-	ck_assert_int_eq(llm_cuda_kv_create(m.gpu, NS, 64, &kg), 0);
+	ck_assert_int_eq(dev_cache(&m.c, NS, 64, &kg), 0);
 	for (int s = 0; s <= BSTEPS; s++) {
 		ck_assert_int_eq(llm_cpu_forward(m.cpu, kc, &b, zc), 0);
 		ck_assert_int_eq(llm_cuda_forward(m.gpu, kg, &b, zg), 0);
@@ -990,8 +717,7 @@ static void hf_one(const char *dir)
 	ck_assert_int_eq((int)mo->cfg.n_vocab, r.vocab);
 	ck_assert_msg(!llm_cuda_load(&mo->cfg, &mo->w, NULL, &m, err,
 				     sizeof(err)), "%s", err);
-	ck_assert_int_eq(llm_cuda_kv_create(m, 1, r.n_prompt + r.n_steps + 1,
-					    &kv), 0);
+	ck_assert_int_eq(dev_cache(llm_cuda_config(m), 1, r.n_prompt + r.n_steps + 1, &kv), 0);
 	z = malloc((size_t)r.vocab * 4);
 	nt = r.n_prompt;
 	b.tok = r.prompt;
@@ -1082,7 +808,7 @@ static double time_decode(struct llm_cuda *m, int ns, int np, int steps,
 	double t0;
 
 	ck_assert(ns <= 8 && np <= 64);
-	ck_assert_int_eq(llm_cuda_kv_create(m, ns, 1024, &kv), 0);
+	ck_assert_int_eq(dev_cache(llm_cuda_config(m), ns, 1024, &kv), 0);
 	for (int i = 0; i < ns * np; i++)
 		prompt[i] = kvtest_rand(seed) % vocab;
 	for (int i = 0; i < ns; i++) {
@@ -1175,7 +901,7 @@ START_TEST(test_forward_cuda_decode_speed)
 	       kvk_dtype_name(llm_cuda_dtype(m)), now_s() - t0);
 	fflush(stdout);
 	ck_assert_int_eq(llm_cuda_read_weights(m, &gbs), 0);
-	ck_assert_int_eq(llm_cuda_kv_create(m, 1, 1024, &kv), 0);
+	ck_assert_int_eq(dev_cache(llm_cuda_config(m), 1, 1024, &kv), 0);
 	for (int i = 0; i < PROMPT; i++)
 		prompt[i] = kvtest_rand(&seed) % mo->cfg.n_vocab;
 	t0 = now_s();
@@ -1263,7 +989,6 @@ Suite *suite_forward_gpu(void)
 	tcase_set_timeout(th, 600);
 	tcase_set_timeout(tb, 600);
 #ifdef KVMM_HAVE_CUDA
-	KV_ADD(tk, test_kernels_store_attend);
 	KV_ADD(tk, test_kernels_convert_bias);
 	KV_ADD(tk, test_kernels_gemv);
 	KV_ADD_LOOP(tm, test_forward_cuda_vs_cpu, 0, (int)ARRAY_SIZE(shapes));

@@ -305,9 +305,60 @@ START_TEST(test_kvpolicy_compress)
 END_TEST
 
 /*
- * Run @spec over traces @t[0] (slot 0) and @t[1] (slot 1) in one cache,
- * layer by layer interleaved as a batch runs them, or only @t[@only] when
- * @only >= 0; decode outputs into @out[j] ([steps][NL][NH][HD]).
+ * one step of the batch @b through the cache's ops: rows of each sequence
+ * (trace @t[seq]) gathered, token @t0[i] first, @nt[i] tokens; the
+ * outputs of the last layer of sequence @want (or none) into @out
+ */
+static void batch_step(struct llm_kv *kv, const struct llm_batch *b,
+		       const struct trace *t, const int *t0, float *buf,
+		       float *dec, int step)
+{
+	size_t qw = NH * HD, kw = NKV * HD, rows = 0;
+	float *q, *k, *v, *o;
+
+	for (int i = 0; i < b->n_seq; i++)
+		rows += b->n_tok[i];
+	q = buf;
+	k = q + rows * qw;
+	v = k + rows * kw;
+	o = v + rows * kw;
+	ck_assert_int_eq(kv->ops->begin(kv, b, NULL), 0);
+	for (int l = 0; l < NL; l++) {
+		struct llm_kv_io io = { q, qw, k, v, kw, o, qw, KVK_F32 };
+		size_t r = 0;
+
+		for (int i = 0; i < b->n_seq; i++) {
+			const struct trace *x = &t[b->seq[i]];
+
+			for (int j = 0; j < b->n_tok[i]; j++, r++) {
+				memcpy(q + r * qw, at(x->q, l, x->len,
+						      t0[i] + j, NH), qw * 4);
+				memcpy(k + r * kw, at(x->k, l, x->len,
+						      t0[i] + j, NKV), kw * 4);
+				memcpy(v + r * kw, at(x->v, l, x->len,
+						      t0[i] + j, NKV), kw * 4);
+			}
+		}
+		ck_assert_int_eq(kv->ops->layer(kv, b, l, &io, NULL), 0);
+		/* decode: each sequence's one output row of this layer */
+		for (int i = 0; dec && i < b->n_seq; i++) {
+			float *d = dec + (size_t)b->seq[i] * t[0].steps * NL *
+						 qw;
+
+			memcpy(d + ((size_t)step * NL + l) * qw, o + i * qw,
+			       qw * 4);
+		}
+	}
+	ck_assert_int_eq(kv->ops->end(kv, b, NULL), 0);
+	for (int i = 0; i < b->n_seq; i++)
+		llm_kv_commit(kv, b->seq[i], b->n_tok[i]);
+}
+
+/*
+ * Run @spec over traces @t[0] (sequence 0) and @t[1] (sequence 1) in one
+ * cache, both in every step's batch (prefilled together, decoded
+ * together), or only @t[@only] when @only >= 0; decode outputs into
+ * @out[j] ([steps][NL][NH][HD]).
  */
 static void drive_slots(const char *spec, const struct trace *t, int only,
 			const float *alpha1, float **out,
@@ -316,56 +367,51 @@ static void drive_slots(const char *spec, const struct trace *t, int only,
 	struct llm_config c = { .n_layers = NL, .n_heads = NH,
 				.n_kv_heads = NKV, .head_dim = HD };
 	int maxlen = t[0].len > t[1].len ? t[0].len : t[1].len;
-	float *o = malloc((size_t)maxlen * NH * HD * sizeof(float));
+	size_t no = (size_t)t[0].steps * NL * NH * HD;
+	float *buf = malloc((size_t)2 * maxlen * (2 * NH + 2 * NKV) * HD * 4);
+	float *dec = malloc(2 * no * sizeof(float));
+	int seq[2], nt[2], t0[2], n = 0;
+	struct llm_batch b = { 0, seq, nt, NULL };
 	struct llm_policy p;
 	struct llm_kv *kv;
 	char err[200];
 
-	ck_assert(o);
+	ck_assert(buf && dec);
 	ck_assert(!llm_policy_parse(spec, &p, err, sizeof(err)));
 	ck_assert_msg(!llm_kv_policy_create(&c, &p, 2, maxlen, 2, &kv, err,
 					    sizeof(err)), "%s", err);
 	if (alpha1)
 		ck_assert_int_eq(llm_kv_policy_seq_alpha(kv, 1, alpha1[0],
 							 alpha1[1]), 0);
-	for (int l = 0; l < NL; l++)
-		for (int j = 0; j < 2; j++) {
-			const struct trace *x = &t[j];
-
-			if (only >= 0 && j != only)
-				continue;
-			ck_assert_int_eq(llm_kv_policy_step(kv, j, l, 0,
-				x->prompt, at(x->q, l, x->len, 0, NH), NH * HD,
-				at(x->k, l, x->len, 0, NKV),
-				at(x->v, l, x->len, 0, NKV), NKV * HD, o,
-				NH * HD), 0);
-		}
+	for (int j = 0; j < 2; j++)
+		if (only < 0 || j == only)
+			seq[n++] = j;
+	b.n_seq = n;
+	for (int i = 0; i < n; i++) {
+		nt[i] = t[seq[i]].prompt;
+		t0[i] = 0;
+	}
+	batch_step(kv, &b, t, t0, buf, NULL, 0);
 	for (int s = 0; s < t[0].steps; s++) {
-		for (int l = 0; l < NL; l++)
-			for (int j = 0; j < 2; j++) {
-				const struct trace *x = &t[j];
-				int i = x->prompt + s;
-
-				if (only >= 0 && j != only)
-					continue;
-				ck_assert_int_eq(llm_kv_policy_step(kv, j, l, i,
-					1, at(x->q, l, x->len, i, NH), NH * HD,
-					at(x->k, l, x->len, i, NKV),
-					at(x->v, l, x->len, i, NKV), NKV * HD,
-					out[j] + ((size_t)s * NL + l) * NH * HD,
-					NH * HD), 0);
-			}
+		for (int i = 0; i < n; i++) {
+			nt[i] = 1;
+			t0[i] = t[seq[i]].prompt + s;
+		}
+		batch_step(kv, &b, t, t0, buf, dec, s);
 		ck_assert_msg(!llm_kv_policy_check(kv, err, sizeof(err)),
 			      "%s step %d: %s", spec, s, err);
 	}
-	for (int j = 0; j < 2; j++)
-		if (only < 0 || j == only)
-			ck_assert_int_eq(llm_kv_policy_usage(kv, j, &u[j]), 0);
+	for (int i = 0; i < n; i++) {
+		memcpy(out[seq[i]], dec + (size_t)seq[i] * no, no * 4);
+		ck_assert_int_eq(llm_kv_policy_usage(kv, seq[i], &u[seq[i]]),
+				 0);
+	}
 	llm_kv_destroy(kv);
-	free(o);
+	free(buf);
+	free(dec);
 }
 
-/* two sequences of one cache, interleaved, as each alone: bit for bit */
+/* two sequences of one cache in one batch, as each alone: bit for bit */
 START_TEST(test_kvpolicy_slots)
 {
 	static const char *const specs[] = {
@@ -393,7 +439,7 @@ START_TEST(test_kvpolicy_slots)
 		drive_slots(specs[i], t, 1, NULL, alone, ua);
 		for (int j = 0; j < 2; j++) {
 			ck_assert_msg(!memcmp(both[j], alone[j], no * 4),
-				      "%s: slot %d differs when interleaved",
+				      "%s: slot %d differs when batched",
 				      specs[i], j);
 			ck_assert_msg(!memcmp(&ub[j], &ua[j], sizeof(ub[j])),
 				      "%s: slot %d usage differs", specs[i],
@@ -490,12 +536,12 @@ START_TEST(test_kvpolicy_invalid)
 					      sizeof(err)), 0);
 	/* decode before prefill, a layer out of range, past max_tok */
 	ck_assert_int_eq(llm_kv_policy_step(kv, 0, 0, 5, 1, x, 0, x, x, 0, x,
-					    0), -EOPNOTSUPP);
+					    0), -EINVAL);
 	ck_assert_int_eq(llm_kv_policy_step(kv, 0, NL, 0, 1, x, 0, x, x, 0, x,
 					    0), -EINVAL);
 	ck_assert_int_eq(llm_kv_policy_step(kv, 1, 0, 0, 1, x, 0, x, x, 0, x,
 					    0), -EINVAL);
-	ck_assert_int_eq(llm_kv_policy_step(kv, 0, 0, 60, 5, x, 0, x, x, 0, x,
+	ck_assert_int_eq(llm_kv_policy_step(kv, 0, 0, 0, 65, x, 0, x, x, 0, x,
 					    0), -ENOSPC);
 	ck_assert(!llm_kv_policy_check(kv, err, sizeof(err)));
 	llm_kv_destroy(kv);

@@ -3,8 +3,9 @@
  * check_kvpolicy_gpu.c - the policy cache on the device
  * (llm_kv_policy_create_cuda()) against the host cache on the same random
  * queries, keys and values: the attention of the prompt and of every
- * decode step, what each tier holds after every step, and the allocator's
- * invariants over the device cache's pool after every step.
+ * decode step, what each tier holds after every step, and the subsystem's
+ * invariants over the device cache's space after every step, on the
+ * batched path (two sequences per step).
  *
  * The two differ in the activation type of the attention kernels (fp16 on
  * the device, fp32 on the host), so a token whose score sits on a
@@ -74,19 +75,23 @@ static float *to_dev(const float *h, size_t n)
 	return d;
 }
 
-/* one device step of one layer of slot @slot; fp16 output widened */
-static void dev_step(struct llm_kv *kv, int slot, int l, int pos, int ntok,
-		     const float *q, const float *k, const float *v,
-		     float *out, void *dout)
+/*
+ * one layer of a device step over the batch @b: @ntok rows of q, k, v
+ * (host), the fp16 output widened into @out
+ */
+static void dev_layer(struct llm_kv *kv, const struct llm_batch *b, int l,
+		      int ntok, const float *q, const float *k, const float *v,
+		      float *out, void *dout, cudaStream_t st)
 {
 	float *dq = to_dev(q, (size_t)ntok * QW);
 	float *dk = to_dev(k, (size_t)ntok * KW);
 	float *dv = to_dev(v, (size_t)ntok * KW);
 	uint16_t *h = malloc((size_t)ntok * QW * 2);
+	struct llm_kv_io io = { dq, QW, dk, dv, KW, dout, QW, KVK_F16 };
 
 	CK_CUDA(cudaMemset(dout, 0xff, (size_t)ntok * QW * 2));
-	ck_assert_int_eq(kv->ops->step_cuda(kv, slot, l, pos, ntok, dq, dk, dv,
-					    dout, KVK_F16, NULL), 0);
+	ck_assert_int_eq(kv->ops->layer(kv, b, l, &io, st), 0);
+	CK_CUDA(cudaStreamSynchronize(st));
 	CK_CUDA(cudaMemcpy(h, dout, (size_t)ntok * QW * 2,
 			   cudaMemcpyDeviceToHost));
 	kvk_convert_to_f32(out, h, (size_t)ntok * QW, KVK_F16);
@@ -127,7 +132,8 @@ struct seqin {
 
 /*
  * @spec on both caches over two random sequences of different prompt
- * lengths, interleaved layer by layer in slots 1 and 0 as a batch runs
+ * lengths, in slots 1 and 0, prefilled in one batch and decoded together:
+ * the batched path of both caches
  */
 static void compare(const char *spec, uint64_t *seed, int prompt, int steps,
 		    double out_tol, double use_tol)
@@ -135,13 +141,17 @@ static void compare(const char *spec, uint64_t *seed, int prompt, int steps,
 	struct llm_config c = { .n_layers = NL, .n_heads = NH,
 				.n_kv_heads = NKV, .head_dim = HD };
 	struct seqin in[2];
-	int maxp = prompt + 40;
-	float *oh = malloc((size_t)maxp * QW * 4);
-	float *od = malloc((size_t)maxp * QW * 4);
+	int maxp = prompt + 40, seq[2] = { 1, 0 }, nt[2];
+	size_t rows = 2 * (size_t)maxp;
+	float *q = malloc(rows * QW * 4), *k = malloc(rows * KW * 4);
+	float *v = malloc(rows * KW * 4), *oh = malloc(rows * QW * 4);
+	float *od = malloc(rows * QW * 4);
+	struct llm_batch b = { 2, seq, nt, NULL };
 	struct llm_kv *hk, *dk;
 	struct llm_kv_usage uh, ud;
 	struct llm_policy p;
 	double worst = 0, e;
+	cudaStream_t st;
 	char err[200];
 	void *dout;
 
@@ -154,7 +164,7 @@ static void compare(const char *spec, uint64_t *seed, int prompt, int steps,
 		ck_assert(in[j].q && in[j].k && in[j].v);
 		fill(seed, in[j].q, in[j].k, in[j].v, in[j].len);
 	}
-	ck_assert(oh && od);
+	ck_assert(q && k && v && oh && od);
 	ck_assert_msg(!llm_policy_parse(spec, &p, err, sizeof(err)), "%s",
 		      err);
 	ck_assert_msg(!llm_kv_policy_create(&c, &p, 2, maxp + steps, 2, &hk,
@@ -162,30 +172,57 @@ static void compare(const char *spec, uint64_t *seed, int prompt, int steps,
 	ck_assert_msg(!llm_kv_policy_create_cuda(&c, &p, 2, maxp + steps, 0,
 						 &dk, err, sizeof(err)),
 		      "%s", err);
-	/* the device cache refuses host pointers */
-	ck_assert_int_eq(llm_kv_policy_step(dk, 1, 0, 0, 1, in[0].q, QW,
-					    in[0].k, in[0].v, KW, oh, QW),
-			 -EOPNOTSUPP);
-	CK_CUDA(cudaMalloc(&dout, (size_t)maxp * QW * 2));
-	for (int l = 0; l < NL; l++)
-		for (int slot = 1; slot >= 0; slot--) {
-			const struct seqin *x = &in[slot];
-			int n = x->prompt;
-
-			ck_assert_int_eq(llm_kv_policy_step(hk, slot, l, 0, n,
-				AT(x->q, QW, x->len, l, 0), QW,
-				AT(x->k, KW, x->len, l, 0),
-				AT(x->v, KW, x->len, l, 0), KW, oh, QW), 0);
-			dev_step(dk, slot, l, 0, n, AT(x->q, QW, x->len, l, 0),
-				 AT(x->k, KW, x->len, l, 0),
-				 AT(x->v, KW, x->len, l, 0), od, dout);
-			e = rel_err(od, oh, (size_t)n * QW);
-			ck_assert_msg(e < 2e-3, "%s slot %d prompt layer %d: "
-				      "error %g", spec, slot, l, e);
-		}
-	for (int s = 0; s <= steps; s++) {
+	CK_CUDA(cudaStreamCreate(&st));
+	CK_CUDA(cudaMalloc(&dout, rows * QW * 2));
+	for (int s = -1; s < steps; s++) {
+		int T = 0;
 		char why[200];
 
+		/* the step's rows, sequence after sequence (slot 1 first) */
+		for (int i = 0; i < 2; i++)
+			nt[i] = s < 0 ? in[seq[i]].prompt : 1;
+		ck_assert_int_eq(hk->ops->begin(hk, &b, NULL), 0);
+		ck_assert_int_eq(dk->ops->begin(dk, &b, st), 0);
+		for (int l = 0; l < NL; l++) {
+			T = 0;
+			for (int i = 0; i < 2; i++) {
+				const struct seqin *x = &in[seq[i]];
+				int t0 = s < 0 ? 0 : x->prompt + s;
+
+				memcpy(q + (size_t)T * QW,
+				       AT(x->q, QW, x->len, l, t0),
+				       (size_t)nt[i] * QW * 4);
+				memcpy(k + (size_t)T * KW,
+				       AT(x->k, KW, x->len, l, t0),
+				       (size_t)nt[i] * KW * 4);
+				memcpy(v + (size_t)T * KW,
+				       AT(x->v, KW, x->len, l, t0),
+				       (size_t)nt[i] * KW * 4);
+				T += nt[i];
+			}
+			{
+				struct llm_kv_io io = { q, QW, k, v, KW, oh, QW,
+							KVK_F32 };
+
+				ck_assert_int_eq(hk->ops->layer(hk, &b, l, &io,
+								NULL), 0);
+			}
+			dev_layer(dk, &b, l, T, q, k, v, od, dout, st);
+			e = rel_err(od, oh, (size_t)T * QW);
+			if (s < 0)
+				ck_assert_msg(e < 2e-3, "%s prompt layer %d: "
+					      "error %g", spec, l, e);
+			else
+				worst = e > worst ? e : worst;
+		}
+		ck_assert_int_eq(hk->ops->end(hk, &b, NULL), 0);
+		ck_assert_int_eq(dk->ops->end(dk, &b, st), 0);
+		CK_CUDA(cudaStreamSynchronize(st));
+		ck_assert_int_eq(dk->ops->status(dk), 0);
+		for (int i = 0; i < 2; i++) {
+			llm_kv_commit(hk, seq[i], nt[i]);
+			llm_kv_commit(dk, seq[i], nt[i]);
+		}
 		for (int slot = 0; slot < 2; slot++) {
 			ck_assert_int_eq(llm_kv_policy_usage(hk, slot, &uh), 0);
 			ck_assert_int_eq(llm_kv_policy_usage(dk, slot, &ud), 0);
@@ -193,25 +230,6 @@ static void compare(const char *spec, uint64_t *seed, int prompt, int steps,
 		}
 		ck_assert_msg(!llm_kv_policy_check(dk, why, sizeof(why)),
 			      "%s step %d: %s", spec, s, why);
-		if (s == steps)
-			break;
-		for (int l = 0; l < NL; l++)
-			for (int slot = 1; slot >= 0; slot--) {
-				const struct seqin *x = &in[slot];
-				int i = x->prompt + s;
-
-				ck_assert_int_eq(llm_kv_policy_step(hk, slot, l,
-					i, 1, AT(x->q, QW, x->len, l, i), QW,
-					AT(x->k, KW, x->len, l, i),
-					AT(x->v, KW, x->len, l, i), KW, oh,
-					QW), 0);
-				dev_step(dk, slot, l, i, 1,
-					 AT(x->q, QW, x->len, l, i),
-					 AT(x->k, KW, x->len, l, i),
-					 AT(x->v, KW, x->len, l, i), od, dout);
-				e = rel_err(od, oh, QW);
-				worst = e > worst ? e : worst;
-			}
 	}
 	printf("# kvpolicy cuda vs cpu %s: %d + %d tokens (and %d + %d), "
 	       "decode output error %.2e, host hi %lu lo %lu pruned %lu "
@@ -224,11 +242,15 @@ static void compare(const char *spec, uint64_t *seed, int prompt, int steps,
 	cudaFree(dout);
 	llm_kv_destroy(hk);
 	llm_kv_destroy(dk);
+	cudaStreamDestroy(st);
 	for (int j = 0; j < 2; j++) {
 		free(in[j].q);
 		free(in[j].k);
 		free(in[j].v);
 	}
+	free(q);
+	free(k);
+	free(v);
 	free(oh);
 	free(od);
 }
@@ -269,17 +291,28 @@ START_TEST(test_kvpolicy_cuda_einval)
 	ck_assert_int_eq(llm_kv_policy_create_cuda(&c, &p, 1, 64, 0, &kv, err,
 						   sizeof(err)), 0);
 	{
+		int seq = 0, nt = 1;
+		struct llm_batch bt = { 1, &seq, &nt, NULL };
+		struct llm_kv_io io = { NULL, 128, NULL, NULL, 64, NULL, 128,
+					KVK_F32 };
 		float *d;
 
 		CK_CUDA(cudaMalloc((void **)&d, 4096));
-		ck_assert_int_eq(kv->ops->step_cuda(kv, 0, 0, 0, 1, d, d, d, d,
-						    KVK_F32, NULL), -EINVAL);
-		ck_assert_int_eq(kv->ops->step_cuda(kv, 1, 0, 0, 1, d, d, d, d,
-						    KVK_F16, NULL), -EINVAL);
-		/* decode before any prompt */
-		ck_assert_int_eq(kv->ops->step_cuda(kv, 0, 0, 3, 1, d, d, d, d,
-						    KVK_F16, NULL),
-				 -EOPNOTSUPP);
+		io.q = io.k = io.v = d;
+		io.out = d;
+		ck_assert_int_eq(kv->ops->begin(kv, &bt, NULL), 0);
+		/* fp32 output, then a row stride the device cache refuses */
+		ck_assert_int_eq(kv->ops->layer(kv, &bt, 0, &io, NULL),
+				 -EINVAL);
+		io.odt = KVK_F16;
+		io.ldq = 64;
+		ck_assert_int_eq(kv->ops->layer(kv, &bt, 0, &io, NULL),
+				 -EINVAL);
+		/* a layer out of range */
+		io.ldq = 128;
+		ck_assert_int_eq(kv->ops->layer(kv, &bt, 1, &io, NULL),
+				 -EINVAL);
+		ck_assert_int_eq(cudaStreamSynchronize(NULL), cudaSuccess);
 		cudaFree(d);
 	}
 	ck_assert(!llm_kv_policy_check(kv, err, sizeof(err)));

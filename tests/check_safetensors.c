@@ -24,6 +24,7 @@
 #include "json.h"
 #include "kvcache.h"
 #include "kvk.h"
+#include "kvcontig.h"
 #include "kvtest.h"
 #include "model.h"
 

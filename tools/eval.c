@@ -84,43 +84,76 @@ struct ev_run {
 	int n_tok[EV_MAX_POL], seq[EV_MAX_POL];
 };
 
-static int multi_step(struct llm_kv *kv, int seq, int layer, int pos,
-		      int ntok, const float *q, long ldq, const float *k,
-		      const float *v, long ldkv, float *out, long ldo)
+/* sub-batch @i of @b: sequence 0 of policy b->seq[i]'s cache */
+static struct llm_kv *multi_sub(struct llm_kv *kv, const struct llm_batch *b,
+				int i, struct llm_batch *one)
 {
-	struct llm_kv *sub = ((struct ev_multi *)kv)->sub[seq];
+	static const int zero;
 
-	return sub->ops->step(sub, 0, layer, pos, ntok, q, ldq, k, v, ldkv,
-			      out, ldo);
+	*one = (struct llm_batch){ 1, &zero, &b->n_tok[i], NULL };
+	return ((struct ev_multi *)kv)->sub[b->seq[i]];
 }
 
-#ifdef KVMM_HAVE_CUDA
-static int multi_step_cuda(struct llm_kv *kv, int seq, int layer, int pos,
-			   int ntok, const float *q, const float *k,
-			   const float *v, void *out, enum kvk_dtype odt,
-			   void *stream)
+static int multi_begin(struct llm_kv *kv, const struct llm_batch *b,
+		       void *stream)
 {
-	struct llm_kv *sub = ((struct ev_multi *)kv)->sub[seq];
+	struct llm_batch one;
+	int ret = 0;
 
-	return sub->ops->step_cuda(sub, 0, layer, pos, ntok, q, k, v, out,
-				   odt, stream);
-}
-#endif
+	for (int i = 0; !ret && i < b->n_seq; i++) {
+		struct llm_kv *sub = multi_sub(kv, b, i, &one);
 
-static int multi_append(struct llm_kv *kv, int seq, int layer, int pos,
-			int ntok, const float *k, const float *v, long ld)
-{
-	(void)kv, (void)seq, (void)layer, (void)pos, (void)ntok, (void)k;
-	(void)v, (void)ld;
-	return -EOPNOTSUPP;
+		ret = sub->ops->begin(sub, &one, stream);
+	}
+	return ret;
 }
 
-static int multi_view(struct llm_kv *kv, int seq, int layer, int kv_head,
-		      int n, const float **k, const float **v)
+/* each policy's cache on its own rows of the step */
+static int multi_layer(struct llm_kv *kv, const struct llm_batch *b,
+		       int layer, const struct llm_kv_io *io, void *stream)
 {
-	(void)kv, (void)seq, (void)layer, (void)kv_head, (void)n, (void)k;
-	(void)v;
-	return -EOPNOTSUPP;
+	size_t es = kvk_dtype_size(io->odt), row = 0;
+	struct llm_batch one;
+	int ret = 0;
+
+	for (int i = 0; !ret && i < b->n_seq; row += b->n_tok[i++]) {
+		struct llm_kv *sub = multi_sub(kv, b, i, &one);
+		struct llm_kv_io x = *io;
+
+		x.q = io->q + row * io->ldq;
+		x.k = io->k + row * io->ldkv;
+		x.v = io->v + row * io->ldkv;
+		x.out = (uint8_t *)io->out + row * io->ldo * es;
+		ret = sub->ops->layer(sub, &one, layer, &x, stream);
+	}
+	return ret;
+}
+
+static int multi_end(struct llm_kv *kv, const struct llm_batch *b,
+		     void *stream)
+{
+	struct llm_batch one;
+	int ret = 0;
+
+	for (int i = 0; !ret && i < b->n_seq; i++) {
+		struct llm_kv *sub = multi_sub(kv, b, i, &one);
+
+		ret = sub->ops->end(sub, &one, stream);
+		if (!ret)
+			llm_kv_commit(sub, 0, b->n_tok[i]);
+	}
+	return ret;
+}
+
+static int multi_status(struct llm_kv *kv)
+{
+	struct ev_multi *mu = (struct ev_multi *)kv;
+	int ret = 0;
+
+	for (int i = 0; !ret && i < kv->n_seq; i++)
+		if (mu->sub[i]->ops->status)
+			ret = mu->sub[i]->ops->status(mu->sub[i]);
+	return ret;
 }
 
 static void multi_destroy(struct llm_kv *kv)
@@ -129,21 +162,12 @@ static void multi_destroy(struct llm_kv *kv)
 }
 
 static const struct llm_kv_ops multi_ops = {
-	.append = multi_append,
-	.view = multi_view,
-	.step = multi_step,
+	.begin = multi_begin,
+	.layer = multi_layer,
+	.end = multi_end,
+	.status = multi_status,
 	.destroy = multi_destroy,
 };
-
-#ifdef KVMM_HAVE_CUDA
-/* the caches on the device, for the CUDA executor */
-static const struct llm_kv_ops multi_cuda_ops = {
-	.append = multi_append,
-	.view = multi_view,
-	.step_cuda = multi_step_cuda,
-	.destroy = multi_destroy,
-};
-#endif
 
 static int ev_threads(uint64_t want)
 {
@@ -241,9 +265,10 @@ static int ev_caches(struct ev_run *r, int max_tok)
 	r->tok = tok;
 	r->multi.kv = (struct llm_kv){
 		.ops = &multi_ops, .n_seq = r->n_pol,
-		.n_layers = (int)c->n_layers, .n_kv_heads = (int)c->n_kv_heads,
+		.n_layers = (int)c->n_layers, .n_heads = (int)c->n_heads,
+		.n_kv_heads = (int)c->n_kv_heads,
 		.head_dim = (int)c->head_dim, .max_tok = max_tok,
-		.len = r->len,
+		.device = r->gpu != NULL, .len = r->len,
 	};
 	memset(r->len, 0, sizeof(r->len));
 	for (int i = 0; i < r->n_pol; i++) {
@@ -253,7 +278,6 @@ static int ev_caches(struct ev_run *r, int max_tok)
 		r->pol[i].kv = NULL;
 #ifdef KVMM_HAVE_CUDA
 		if (r->gpu) {
-			r->multi.kv.ops = &multi_cuda_ops;
 			ret = llm_kv_policy_create_cuda(&r->m->cfg, &r->pol[i].p,
 							1, max_tok, 0,
 							&r->pol[i].kv, err,

@@ -112,10 +112,9 @@ static const char gen_usage[] =
 	"  --stop TEXT         stop when TEXT is generated (up to 8)\n"
 	"  --json              JSON lines (one per prompt, then a summary)\n"
 	"                      instead of streaming\n"
-	"  --kv KIND           KV cache: paged (allocator pages through the\n"
-	"                      uapi, fp16; the default) or contig (fp32)\n"
-	"  --policy SPEC       a KV memory policy instead: full, uniform,\n"
-	"                      diffkv or kvcompress, with knobs as in\n"
+	"  --policy SPEC       the KV cache's memory policy: full (fp16, the\n"
+	"                      default), uniform, diffkv or kvcompress,\n"
+	"                      with knobs as in\n"
 	"                      `kvmm eval` (e.g. diffkv:prune=0,quant=2);\n"
 	"                      a --batch-file line's \"policy\" may change\n"
 	"                      diffkv's prune and quant for its prompt\n";
@@ -252,15 +251,15 @@ static int gen_parse(int argc, char **argv, struct gen_opts *o)
 			o->batch_file = optarg;
 			break;
 		case OPT_KV:
-			if (!strcmp(optarg, "paged")) {
-				o->kv = GEN_KV_PAGED;
-			} else if (!strcmp(optarg, "contig")) {
-				o->kv = GEN_KV_CONTIG;
-			} else {
+			if (strcmp(optarg, "paged") && strcmp(optarg, "contig")) {
 				fprintf(stderr, "kvmm generate: --kv: '%s' is "
 					"not paged or contig\n", optarg);
 				return -EINVAL;
 			}
+			fprintf(stderr, "kvmm generate: --kv is deprecated: "
+				"there is one KV cache, the policy cache "
+				"(--policy full, the default, is its fp16 "
+				"policy)\n");
 			break;
 		case OPT_POLICY: {
 			char err[200];
@@ -1140,7 +1139,6 @@ static int gen_kv_policy(struct gen_run *r, const struct gen_opts *o,
 static int gen_kv(struct gen_run *r, const struct gen_opts *o)
 {
 	size_t need = 0;
-	int ret;
 
 	for (int i = 0; i < r->n_seq; i++)
 		if (r->seq[i].n_prompt > need)
@@ -1148,35 +1146,7 @@ static int gen_kv(struct gen_run *r, const struct gen_opts *o)
 	if (r->max_new > r->cfg.n_ctx - need)
 		r->max_new = r->cfg.n_ctx - need;
 	need += r->max_new;
-	if (o->policy)
-		return gen_kv_policy(r, o, (int)need);
-#ifdef KVMM_HAVE_CUDA
-	if (r->gpu) {
-		/* the executor's own device pool of fp16 pages */
-		ret = llm_cuda_kv_create(r->gpu, r->n_seq, (int)need, &r->kv);
-		if (ret)
-			fprintf(stderr, "kvmm generate: device KV cache of %d x "
-				"%zu tokens: %s\n", r->n_seq, need,
-				strerror(-ret));
-		return ret;
-	}
-#endif
-	if (o->kv != GEN_KV_CONTIG) {
-		ret = llm_kv_paged_create(&r->cfg, r->n_seq, (int)need,
-					  &r->kv);
-		if (!ret || o->kv == GEN_KV_PAGED)
-			goto out;
-		/* e.g. a head_dim the allocator does not serve */
-		fprintf(stderr, "kvmm generate: paged KV cache: %s; using the "
-			"contiguous one\n", strerror(-ret));
-	}
-	ret = llm_kv_contig_create(&r->cfg, r->n_seq, (int)need, &r->kv);
-out:
-	if (ret)
-		fprintf(stderr, "kvmm generate: %s KV cache of %d x %zu "
-			"tokens: %s\n", o->kv == GEN_KV_CONTIG ? "contiguous" :
-			"paged", r->n_seq, need, strerror(-ret));
-	return ret;
+	return gen_kv_policy(r, o, (int)need);
 }
 
 /**
@@ -1197,6 +1167,10 @@ int cmd_generate(int argc, char **argv)
 	ret = gen_parse(argc, argv, &o);
 	if (ret)
 		return ret > 0 ? 0 : 2;
+	if (!o.policy) {
+		llm_policy_default(LLM_POLICY_FULL, &o.pol);
+		o.policy = true;
+	}
 	ret = gen_prompts(&r, &o);
 	if (ret)
 		goto out;

@@ -25,6 +25,9 @@
 
 #define KVMMIO 0xB7
 
+/* va_bytes and budget_bytes are multiples of the granule */
+#define KVMM_GRANULE_SIZE (2ULL << 20)
+
 /* features reported by KVMM_IOC_VERSION */
 #define KVMM_FEAT_DEVICE	(1ULL << 0) /* device (CUDA) backend present */
 #define KVMM_FEAT_HOST		(1ULL << 1) /* host backend */

@@ -3,6 +3,8 @@
  * batch.c - the checks every executor runs on a step's batch (forward.h).
  */
 #include <errno.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "forward.h"
 
@@ -55,4 +57,64 @@ int llm_batch_check(const struct llm_config *c, const struct llm_kv *kv,
 		*ctx = end > *ctx ? end : *ctx;
 	}
 	return 0;
+}
+
+/**
+ * llm_batch_split() - run a mixed batch as its prefill, then its decode part
+ * @kv: the cache
+ * @b: a checked batch with prompts and decode tokens
+ * @out: [b->n_seq] rows of @row_bytes: each sequence's output
+ * @row_bytes: bytes of one sequence's output (logits, or an id)
+ * @fn: the executor's step over a batch the cache takes whole
+ * @m: the executor, passed to @fn
+ *
+ * Caches take a step that is all prefill or all decode
+ * (llm_kv_batch_kind()); an executor hands a mixed one here.
+ *
+ * Return: 0, -ENOMEM, or @fn's error (the prompts are then committed when
+ * only the decode part failed).
+ */
+int llm_batch_split(struct llm_kv *kv, const struct llm_batch *b, void *out,
+		    size_t row_bytes, llm_batch_fn fn, void *m)
+{
+	int n = b->n_seq, T = 0, ret = 0;
+	int *idx = malloc(3 * n * sizeof(int));
+	int32_t *tok = NULL;
+	uint8_t *tmp = malloc(n * row_bytes);
+
+	for (int i = 0; i < n; i++)
+		T += b->n_tok[i];
+	tok = malloc((size_t)T * sizeof(int32_t));
+	if (!idx || !tok || !tmp) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (int pass = 0; !ret && pass < 2; pass++) {
+		int *seq = idx + n, *nt = idx + 2 * n, k = 0, t = 0, row = 0;
+		struct llm_batch sub = { 0, seq, nt, tok };
+
+		for (int i = 0; i < n; row += b->n_tok[i++]) {
+			if ((llm_kv_len(kv, b->seq[i]) == 0) != (pass == 0))
+				continue;
+			idx[k] = i;
+			seq[k] = b->seq[i];
+			nt[k] = b->n_tok[i];
+			memcpy(tok + t, b->tok + row,
+			       b->n_tok[i] * sizeof(int32_t));
+			t += b->n_tok[i];
+			k++;
+		}
+		if (!k)
+			continue;
+		sub.n_seq = k;
+		ret = fn(m, kv, &sub, tmp);
+		for (int j = 0; !ret && j < k; j++)
+			memcpy((uint8_t *)out + idx[j] * row_bytes,
+			       tmp + j * row_bytes, row_bytes);
+	}
+out:
+	free(idx);
+	free(tok);
+	free(tmp);
+	return ret;
 }

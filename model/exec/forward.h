@@ -18,24 +18,14 @@
 #include "config.h"
 #include "kvcache.h"
 
-/**
- * struct llm_batch - the new tokens of one step, for several sequences
- * @n_seq: sequences in the step; >= 1
- * @seq: [n_seq] their slots in the KV cache, all different
- * @n_tok: [n_seq] new tokens of each: the prompt at prefill, 1 at decode
- * @tok: sum(n_tok) token ids, sequence after sequence
- *
- * The new tokens of sequence i take positions llm_kv_len(kv, seq[i]) on.
- */
-struct llm_batch {
-	int n_seq;
-	const int *seq;
-	const int *n_tok;
-	const int32_t *tok;
-};
-
 int llm_batch_check(const struct llm_config *c, const struct llm_kv *kv,
 		    const struct llm_batch *b, int *ntok, int *ctx);
+
+/* an executor's step over a batch that is all prefill or all decode */
+typedef int (*llm_batch_fn)(void *m, struct llm_kv *kv,
+			    const struct llm_batch *b, void *out);
+int llm_batch_split(struct llm_kv *kv, const struct llm_batch *b, void *out,
+		    size_t row_bytes, llm_batch_fn fn, void *m);
 
 struct llm_cpu;
 

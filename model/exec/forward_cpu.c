@@ -76,12 +76,9 @@ struct llm_cpu {
 	struct cpu_layer *L;	    /* [n_layers] */
 	uint64_t bytes;		    /* fp32 weights held */
 	void (*gemm_rows)(const struct gemm_job *j, long n0, long n1);
-	float (*dot)(const float *a, const float *b, int n);	/* head_dim */
-	void (*axpy)(float *y, float a, const float *x, int n); /* head_dim */
 
 	/* workspace, grown on demand */
 	int ws_tok;   /* tokens the buffers below hold */
-	int ws_ctx;   /* positions the score rows hold */
 	int ws_seq;   /* sequences last holds */
 	float *x;     /* [ws_tok][dim] residual stream */
 	float *h;     /* [ws_tok][dim] normed */
@@ -89,9 +86,6 @@ struct llm_cpu {
 	float *att;   /* [ws_tok][q_dim] */
 	float *gu;    /* [ws_tok][2 ffn] */
 	float *act;   /* [ws_tok][ffn] */
-	const float **kview; /* [n_kv] the cache's keys, this layer/sequence */
-	const float **vview; /* [n_kv] its values */
-	float *score; /* [threads][ws_ctx] */
 	float *last;  /* [ws_seq][dim] */
 	int32_t *pos; /* [ws_tok] */
 };
@@ -233,34 +227,6 @@ static AVX2 void dot4x1_avx2(const float *w, int K, const float *x,
 	y[3] = hsum256(a3);
 }
 
-/* sum of a[i] * b[i]; n a multiple of 8 */
-static AVX2 float dot_avx2(const float *a, const float *b, int n)
-{
-	__m256 s0 = _mm256_setzero_ps(), s1 = s0;
-	int k = 0;
-
-	for (; k + 16 <= n; k += 16) {
-		s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k),
-				     _mm256_loadu_ps(b + k), s0);
-		s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k + 8),
-				     _mm256_loadu_ps(b + k + 8), s1);
-	}
-	for (; k < n; k += 8)
-		s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + k),
-				     _mm256_loadu_ps(b + k), s0);
-	return hsum256(_mm256_add_ps(s0, s1));
-}
-
-/* y += a * x; n a multiple of 8 */
-static AVX2 void axpy_avx2(float *y, float a, const float *x, int n)
-{
-	__m256 av = _mm256_set1_ps(a);
-
-	for (int k = 0; k < n; k += 8)
-		_mm256_storeu_ps(y + k, _mm256_fmadd_ps(av,
-				 _mm256_loadu_ps(x + k), _mm256_loadu_ps(y + k)));
-}
-
 static AVX2 void gemm_rows_avx2(const struct gemm_job *j, long n0, long n1)
 {
 	int K = j->K, t;
@@ -299,17 +265,6 @@ static AVX2 void gemm_rows_avx2(const struct gemm_job *j, long n0, long n1)
 }
 #endif /* __x86_64__ */
 
-static float dot_gen(const float *a, const float *b, int n)
-{
-	return dot1_scalar(a, b, n);
-}
-
-static void axpy_gen(float *y, float a, const float *x, int n)
-{
-	for (int k = 0; k < n; k++)
-		y[k] += a * x[k];
-}
-
 static bool cpu_has_avx2(void)
 {
 #if defined(__x86_64__)
@@ -324,16 +279,9 @@ static bool cpu_has_avx2(void)
 static void kernels_pick(struct llm_cpu *m)
 {
 	m->gemm_rows = gemm_rows_gen;
-	m->dot = dot_gen;
-	m->axpy = axpy_gen;
 #if defined(__x86_64__)
-	if (cpu_has_avx2()) {
+	if (cpu_has_avx2())
 		m->gemm_rows = gemm_rows_avx2;
-		if (m->c.head_dim % 8 == 0) {
-			m->dot = dot_avx2;
-			m->axpy = axpy_avx2;
-		}
-	}
 #endif
 }
 
@@ -371,65 +319,6 @@ static void gemm(struct llm_cpu *m, const float *x, long ldx, const float *w,
 			}
 
 	llm_pool_run(m->pool, gemm_task, &j);
-}
-
-/* ---- attention ---- */
-
-struct attn_job {
-	struct llm_cpu *m;
-	struct llm_kv *kv; /* attend through kv->ops->attend when set */
-	int seq, layer;
-	int err;	   /* first error of attend, 0 */
-	const float *qkv; /* first new token's row */
-	float *att;	  /* first new token's output row */
-	int ntok;	  /* new tokens */
-	int p0;		  /* position of the first new token */
-};
-
-static void attn_one(struct llm_cpu *m, struct attn_job *a, int t,
-		     int h, float *s)
-{
-	const struct llm_config *c = &m->c;
-	int hd = c->head_dim, g = h / (c->n_heads / c->n_kv_heads);
-	int n = a->p0 + t + 1; /* causal: positions 0 .. p0 + t */
-	const float *q = a->qkv + (size_t)t * m->qkv_dim + (size_t)h * hd;
-	const float *kb = m->kview[g];
-	const float *vb = m->vview[g];
-	float *o = a->att + (size_t)t * m->q_dim + (size_t)h * hd;
-	float scale = 1.0f / sqrtf((float)hd), mx = -INFINITY, sum = 0.0f;
-
-	if (a->kv) {
-		int ret = a->kv->ops->attend(a->kv, a->seq, a->layer, g, n, q,
-					     scale, o, s);
-
-		if (ret)
-			__atomic_store_n(&a->err, ret, __ATOMIC_RELAXED);
-		return;
-	}
-	for (int j = 0; j < n; j++) {
-		s[j] = m->dot(kb + (size_t)j * hd, q, hd) * scale;
-		mx = s[j] > mx ? s[j] : mx;
-	}
-	for (int j = 0; j < n; j++) {
-		s[j] = expf(s[j] - mx);
-		sum += s[j];
-	}
-	memset(o, 0, hd * sizeof(float));
-	for (int j = 0; j < n; j++)
-		m->axpy(o, s[j] / sum, vb + (size_t)j * hd, hd);
-}
-
-static void attn_task(void *arg, int tid, int nth)
-{
-	struct attn_job *a = arg;
-	struct llm_cpu *m = a->m;
-	int nh = m->c.n_heads;
-	long lo, hi;
-
-	llm_pool_range((long)a->ntok * nh, tid, nth, 1, &lo, &hi);
-	for (long i = lo; i < hi; i++)
-		attn_one(m, a, i / nh, i % nh,
-			 m->score + (size_t)tid * m->ws_ctx);
 }
 
 /* ---- load ---- */
@@ -682,16 +571,12 @@ static void ws_free(struct llm_cpu *m)
 	free(m->att);
 	free(m->gu);
 	free(m->act);
-	free(m->kview);
-	free(m->vview);
-	free(m->score);
 	free(m->last);
 	free(m->pos);
 	m->x = m->h = m->qkv = m->att = m->gu = m->act = NULL;
-	m->kview = m->vview = NULL;
-	m->score = m->last = NULL;
+	m->last = NULL;
 	m->pos = NULL;
-	m->ws_tok = m->ws_ctx = m->ws_seq = 0;
+	m->ws_tok = m->ws_seq = 0;
 }
 
 /**
@@ -748,15 +633,13 @@ int llm_cpu_threads(const struct llm_cpu *m)
 }
 
 /* make the workspace hold @ntok tokens, @ctx positions, @nseq sequences */
-static int ws_reserve(struct llm_cpu *m, int ntok, int ctx, int nseq)
+static int ws_reserve(struct llm_cpu *m, int ntok, int nseq)
 {
 	const struct llm_config *c = &m->c;
-	int nth = llm_pool_threads(m->pool);
 
-	if (ntok <= m->ws_tok && ctx <= m->ws_ctx && nseq <= m->ws_seq)
+	if (ntok <= m->ws_tok && nseq <= m->ws_seq)
 		return 0;
 	ntok = ntok > m->ws_tok ? ntok : m->ws_tok;
-	ctx = ctx > m->ws_ctx ? ctx : m->ws_ctx;
 	nseq = nseq > m->ws_seq ? nseq : m->ws_seq;
 	ws_free(m);
 	m->x = falloc((size_t)ntok * c->dim);
@@ -765,18 +648,14 @@ static int ws_reserve(struct llm_cpu *m, int ntok, int ctx, int nseq)
 	m->att = falloc((size_t)ntok * m->q_dim);
 	m->gu = falloc((size_t)ntok * 2 * c->ffn_dim);
 	m->act = falloc((size_t)ntok * c->ffn_dim);
-	m->kview = calloc(c->n_kv_heads, sizeof(*m->kview));
-	m->vview = calloc(c->n_kv_heads, sizeof(*m->vview));
-	m->score = falloc((size_t)nth * ctx);
 	m->last = falloc((size_t)nseq * c->dim);
 	m->pos = malloc((size_t)ntok * sizeof(int32_t));
 	if (!m->x || !m->h || !m->qkv || !m->att || !m->gu || !m->act ||
-	    !m->kview || !m->vview || !m->score || !m->last || !m->pos) {
+	    !m->last || !m->pos) {
 		ws_free(m);
 		return -ENOMEM;
 	}
 	m->ws_tok = ntok;
-	m->ws_ctx = ctx;
 	m->ws_seq = nseq;
 	return 0;
 }
@@ -812,51 +691,18 @@ static int layer_qkv(struct llm_cpu *m, const struct cpu_layer *L, int T)
 	return 0;
 }
 
-/* store the step's keys and values, then attend, sequence by sequence */
+/* the cache stores the step's keys and values and attends, all sequences */
 static int layer_attn(struct llm_cpu *m, struct llm_kv *kv,
 		      const struct llm_batch *b, int l)
 {
-	const struct llm_config *c = &m->c;
-	size_t row = 0;
-	int ret;
+	struct llm_kv_io io = {
+		.q = m->qkv, .ldq = m->qkv_dim,
+		.k = m->qkv + m->q_dim, .v = m->qkv + m->q_dim + m->kv_dim,
+		.ldkv = m->qkv_dim, .out = m->att, .ldo = m->q_dim,
+		.odt = KVK_F32,
+	};
 
-	for (int i = 0; i < b->n_seq; i++) {
-		int s = b->seq[i], nt = b->n_tok[i], p0 = llm_kv_len(kv, s);
-		const float *k = m->qkv + row * m->qkv_dim + m->q_dim;
-		struct attn_job a = {
-			.m = m,
-			.kv = kv->ops->attend ? kv : NULL,
-			.seq = s,
-			.layer = l,
-			.qkv = m->qkv + row * m->qkv_dim,
-			.att = m->att + row * m->q_dim,
-			.ntok = nt,
-			.p0 = p0,
-		};
-
-		if (kv->ops->step) {
-			/* the cache stores and attends in one call */
-			ret = kv->ops->step(kv, s, l, p0, nt, a.qkv,
-					    m->qkv_dim, k, k + m->kv_dim,
-					    m->qkv_dim, a.att, m->q_dim);
-			if (ret)
-				return ret;
-			row += nt;
-			continue;
-		}
-		ret = kv->ops->append(kv, s, l, p0, nt, k, k + m->kv_dim,
-				      m->qkv_dim);
-		for (uint32_t g = 0; !ret && !a.kv && g < c->n_kv_heads; g++)
-			ret = kv->ops->view(kv, s, l, g, p0 + nt, &m->kview[g],
-					    &m->vview[g]);
-		if (ret)
-			return ret;
-		llm_pool_run(m->pool, attn_task, &a);
-		if (a.err)
-			return a.err;
-		row += nt;
-	}
-	return 0;
+	return kv->ops->layer(kv, b, l, &io, NULL);
 }
 
 static int layer_forward(struct llm_cpu *m, struct llm_kv *kv,
@@ -894,32 +740,15 @@ static int layer_forward(struct llm_cpu *m, struct llm_kv *kv,
 			   NULL);
 }
 
-/**
- * llm_cpu_forward() - run one step: the new tokens of each sequence of @b
- * @m: the model
- * @kv: the KV cache; the step's keys and values are appended and committed
- * @b: sequences and their new tokens (a prompt, or one token at decode)
- * @logits: out: [b->n_seq][n_vocab] floats, the logits after the last new
- *	token of each sequence
- *
- * On failure the cache lengths are unchanged (entries past them may have
- * been written).
- *
- * Return: 0, -EINVAL for a bad batch (unknown or repeated slot, token id out
- * of the vocabulary, a cache of another shape), -ENOSPC when a sequence
- * would exceed the cache's capacity, -E2BIG for more than 2^24 tokens in
- * the step, -ENOMEM.
- */
-int llm_cpu_forward(struct llm_cpu *m, struct llm_kv *kv,
-		    const struct llm_batch *b, float *logits)
+/* one step of a batch the cache takes whole (all prefill or all decode) */
+static int forward(struct llm_cpu *m, struct llm_kv *kv,
+		   const struct llm_batch *b, int T, float *logits)
 {
 	const struct llm_config *c = &m->c;
-	int T, ctx, ret;
 	size_t row = 0;
+	int ret;
 
-	ret = llm_batch_check(&m->c, kv, b, &T, &ctx);
-	if (!ret)
-		ret = ws_reserve(m, T, ctx, b->n_seq);
+	ret = ws_reserve(m, T, b->n_seq);
 	if (ret)
 		return ret;
 	for (int i = 0; i < b->n_seq; i++) {
@@ -930,8 +759,12 @@ int llm_cpu_forward(struct llm_cpu *m, struct llm_kv *kv,
 	}
 	ret = kvk_embed_cpu(m->x, m->embd, b->tok, T, c->dim, c->n_vocab,
 			    KVK_F32, NULL);
+	if (!ret)
+		ret = kv->ops->begin(kv, b, NULL);
 	for (uint32_t l = 0; !ret && l < c->n_layers; l++)
 		ret = layer_forward(m, kv, b, l, T);
+	if (!ret)
+		ret = kv->ops->end(kv, b, NULL);
 	if (ret)
 		return ret;
 	row = 0;
@@ -949,4 +782,42 @@ int llm_cpu_forward(struct llm_cpu *m, struct llm_kv *kv,
 	for (int i = 0; i < b->n_seq; i++)
 		llm_kv_commit(kv, b->seq[i], b->n_tok[i]);
 	return 0;
+}
+
+static int cpu_step(void *m, struct llm_kv *kv, const struct llm_batch *b,
+		    void *logits)
+{
+	return llm_cpu_forward(m, kv, b, logits);
+}
+
+/**
+ * llm_cpu_forward() - run one step: the new tokens of each sequence of @b
+ * @m: the model
+ * @kv: the KV cache; the step's keys and values are appended and committed
+ * @b: sequences and their new tokens (a prompt, or one token at decode)
+ * @logits: out: [b->n_seq][n_vocab] floats, the logits after the last new
+ *	token of each sequence
+ *
+ * The cache takes a step that is all prompts or all decode tokens; a
+ * mixed batch runs as its prompts, then its decode tokens
+ * (llm_batch_split()). On failure the cache lengths are unchanged (but for
+ * a mixed batch's prompts when its decode part failed).
+ *
+ * Return: 0, -EINVAL for a bad batch (unknown or repeated slot, token id out
+ * of the vocabulary, a cache of another shape), -ENOSPC when a sequence
+ * would exceed the cache's capacity, -E2BIG for more than 2^24 tokens in
+ * the step, -ENOMEM.
+ */
+int llm_cpu_forward(struct llm_cpu *m, struct llm_kv *kv,
+		    const struct llm_batch *b, float *logits)
+{
+	int T, ctx, ret;
+
+	ret = llm_batch_check(&m->c, kv, b, &T, &ctx);
+	if (ret)
+		return ret;
+	if (llm_kv_batch_kind(kv, b) > 0)
+		return forward(m, kv, b, T, logits);
+	return llm_batch_split(kv, b, logits, m->c.n_vocab * sizeof(float),
+			       cpu_step, m);
 }

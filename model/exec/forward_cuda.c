@@ -53,15 +53,14 @@
 #include "kvk_cudart.h"
 
 #include "forward_cuda.h"
-#include "kva.h"
 #include "kvattn.h"
 #include "kvk_mem.h"
-#include "kvrt.h"
 #include "model.h"
 
 #define ARENA_ALIGN 256
 #define CUBLAS_WS (32u << 20)	/* cuBLAS workspace, bytes */
-#define MAX_GRAPHS 64		/* batch sizes with a captured decode step */
+#define MAX_GRAPHS 256		/* batch sizes with a captured decode step */
+#define KVX_STAGES 4		/* pinned metadata buffers in flight */
 
 struct cuda_layer {
 	float *attn_norm, *ffn_norm;	/* [dim] */
@@ -101,40 +100,24 @@ struct llm_cuda {
 	float *attf;		/* [cap_tok][q_dim]: attention output */
 	float *guf;		/* [2][cap_tok][ffn]: gate, up */
 	float *actf;		/* [max(cap_tok, LLM_GEMV_MAX_TOK)][ffn] */
-	void *qh, *oh;		/* [cap_tok][q_dim] fp16: decode attention */
-	void *aw;		/* kvk_attn_decode_cuda() scratch */
-	size_t aw_bytes;
+	void *oh;		/* [cap_tok][q_dim] fp16: attention output */
 	void *h, *atth, *act;	/* fp32 activations rounded to the weight */
 	void *hl, *atthl, *actl; /* dtype, and the remainders (split) */
-	int32_t *meta;		/* device: tok, pos, list, rows, list_base */
-	int32_t *hmeta;		/* pinned host copy */
+	int32_t *meta;		/* device: tok, pos, rows */
 	int32_t *ids;		/* [cap_seq] device */
 
 	/* decode graphs, for one cache */
 	const struct llm_kv *g_kv;
 	cudaGraphExec_t g[MAX_GRAPHS + 1];
+	uint32_t g_kernels[MAX_GRAPHS + 1]; /* kernel nodes of each */
 
-	/* the step in progress, when its cache is a policy cache */
-	struct llm_kv *pkv;
-	const struct llm_batch *pb;
+	/* pinned staging of the step's metadata, reused KVX_STAGES steps on */
+	int32_t *hstage[KVX_STAGES];
+	cudaEvent_t staged[KVX_STAGES];
+	uint32_t next_stage;
+	cudaEvent_t done;	/* the last step's outputs are on the host */
+	unsigned long syncs;	/* host waits for the device, all calls */
 };
-
-/* struct cuda_kv - a KV cache in the allocator's pages on the device */
-struct cuda_kv {
-	struct llm_kv kv;	/* common part; must be first */
-	struct llm_cuda *m;
-	struct kvrt_ctx *ctx;
-	struct kva_pool *pool;
-	struct llm_kvpages pages; /* tables: the device copy */
-	uint32_t *tables_d;	/* [nr_lists][width] */
-	uint32_t *ntok_d;	/* [nr_lists][2] */
-	uint32_t *stage;	/* pinned: ntokens, then tables */
-	uint32_t *hi;		/* [lists_per_slot * n_seq] scratch */
-	uint32_t *lo;
-	bool dirty;		/* tables changed since the last upload */
-};
-
-static const struct llm_kv_ops cuda_kv_ops;
 
 static int blas_errno(cublasStatus_t s)
 {
@@ -476,6 +459,13 @@ int llm_cuda_load(const struct llm_config *c, const struct llm_weights *w,
 			 cudaGetErrorString(cudaGetLastError()));
 		goto out_free;
 	}
+	for (int i = 0; !ret && i < KVX_STAGES; i++)
+		ret = kvk_cuda_errno(cudaEventCreateWithFlags(
+			&m->staged[i], cudaEventDisableTiming));
+	if (ret) {
+		snprintf(err, errlen, "CUDA events: %s", strerror(-ret));
+		goto out_free;
+	}
 	ret = blas_errno(cublasCreate(&m->blas));
 	if (!ret)
 		ret = kvk_cuda_errno(cudaMalloc(&m->blas_ws, CUBLAS_WS));
@@ -535,6 +525,7 @@ static void graphs_drop(struct llm_cuda *m)
 		if (m->g[i])
 			cudaGraphExecDestroy(m->g[i]);
 		m->g[i] = NULL;
+		m->g_kernels[i] = 0;
 	}
 	m->g_kv = NULL;
 }
@@ -549,9 +540,7 @@ static void ws_free(struct llm_cuda *m)
 	cudaFree(m->last);
 	cudaFree(m->logits);
 	cudaFree(m->actf);
-	cudaFree(m->qh);
 	cudaFree(m->oh);
-	cudaFree(m->aw);
 	cudaFree(m->h);
 	cudaFree(m->atth);
 	cudaFree(m->act);
@@ -562,21 +551,23 @@ static void ws_free(struct llm_cuda *m)
 	cudaFree(m->guf);
 	cudaFree(m->meta);
 	cudaFree(m->ids);
-	cudaFreeHost(m->hmeta);
+	for (int i = 0; i < KVX_STAGES; i++) {
+		cudaFreeHost(m->hstage[i]);
+		m->hstage[i] = NULL;
+	}
 	m->x = m->tmp = m->q = m->kvb = m->last = m->logits = NULL;
 	m->actf = NULL;
-	m->qh = m->oh = m->aw = NULL;
-	m->aw_bytes = 0;
+	m->oh = NULL;
 	m->h = m->atth = m->act = m->hl = m->atthl = m->actl = NULL;
 	m->attf = m->guf = NULL;
-	m->meta = m->hmeta = m->ids = NULL;
+	m->meta = m->ids = NULL;
 	m->cap_tok = m->cap_seq = 0;
 }
 
 /**
  * llm_cuda_free() - release a model loaded by llm_cuda_load()
- * @m: the model, or NULL; caches made by llm_cuda_kv_create() for it must
- *     be destroyed first
+ * @m: the model, or NULL; device caches its steps ran on must be destroyed
+ *     first (their space is bound to the model's stream)
  */
 void llm_cuda_free(struct llm_cuda *m)
 {
@@ -588,6 +579,9 @@ void llm_cuda_free(struct llm_cuda *m)
 	if (m->blas)
 		cublasDestroy(m->blas);
 	cudaFree(m->blas_ws);
+	for (int i = 0; i < KVX_STAGES; i++)
+		if (m->staged[i])
+			cudaEventDestroy(m->staged[i]);
 	if (m->st)
 		cudaStreamDestroy(m->st);
 	free(m->L);
@@ -606,6 +600,17 @@ uint64_t llm_cuda_weight_bytes(const struct llm_cuda *m)
 }
 
 /**
+ * llm_cuda_config() - the configuration the model was loaded with
+ * @m: the model
+ *
+ * Return: the model's copy, valid until llm_cuda_free().
+ */
+const struct llm_config *llm_cuda_config(const struct llm_cuda *m)
+{
+	return &m->c;
+}
+
+/**
  * llm_cuda_dtype() - dtype of the weight matrices on the device
  * @m: the model
  *
@@ -614,201 +619,6 @@ uint64_t llm_cuda_weight_bytes(const struct llm_cuda *m)
 enum kvk_dtype llm_cuda_dtype(const struct llm_cuda *m)
 {
 	return m->dt;
-}
-
-/* ---- KV cache ---- */
-
-static int kv_append_unsup(struct llm_kv *kv, int seq, int layer, int pos,
-			   int ntok, const float *k, const float *v, long ld)
-{
-	(void)kv, (void)seq, (void)layer, (void)pos, (void)ntok, (void)k;
-	(void)v, (void)ld;
-	return -EOPNOTSUPP;
-}
-
-static int kv_view_unsup(struct llm_kv *kv, int seq, int layer, int kv_head,
-			 int n, const float **k, const float **v)
-{
-	(void)kv, (void)seq, (void)layer, (void)kv_head, (void)n, (void)k;
-	(void)v;
-	return -EOPNOTSUPP;
-}
-
-static void kv_destroy(struct llm_kv *base)
-{
-	struct cuda_kv *kv = (struct cuda_kv *)base;
-
-	if (kv->m && kv->m->g_kv == base)
-		graphs_drop(kv->m);
-	if (kv->pool)
-		kva_pool_destroy(kv->pool);
-	if (kv->ctx)
-		kvrt_ctx_destroy(kv->ctx);
-	cudaFree(kv->tables_d);
-	cudaFree(kv->ntok_d);
-	cudaFreeHost(kv->stage);
-	free(kv->hi);
-	free(kv->lo);
-	free(kv->kv.len);
-	free(kv);
-}
-
-/* pages held now (a slot reset by the caller holds its pages until its
- * next forward) */
-static int kv_stats(struct llm_kv *base, struct llm_kv_stats *st)
-{
-	const struct cuda_kv *kv = (const struct cuda_kv *)base;
-	const struct kva_pool *pool = kv->pool;
-
-	memset(st, 0, sizeof(*st));
-	st->paged = true;
-	st->page_size = pool->page_size;
-	st->tokens_per_page = pool->layout[KVA_HI].tokens;
-	st->pages_total = (uint64_t)pool->nr_granules *
-			  pool->pages_per_granule;
-	st->pages_used[0] = pool->nr_used;
-	st->bytes = pool->nr_used * pool->page_size;
-	return 0;
-}
-
-/*
- * The host-side append, view and attend are not served: the keys and values
- * are on the device, reached by llm_cuda_forward() only.
- */
-static const struct llm_kv_ops cuda_kv_ops = {
-	.append = kv_append_unsup,
-	.view = kv_view_unsup,
-	.stats = kv_stats,
-	.destroy = kv_destroy,
-};
-
-/**
- * llm_cuda_kv_create() - a KV cache for @m in the allocator's pages
- * @m: the model (outlives the cache)
- * @n_seq: sequence slots
- * @max_tok: tokens each sequence may hold
- * @out: the cache, a struct llm_kv for llm_cuda_forward() only (its
- *	append and view ops answer -EOPNOTSUPP); llm_kv_destroy() frees it
- *
- * One fp16 tier; every page the slots can need is mapped up front (a pool
- * of n_seq * n_layers * n_kv_heads lists of ceil(max_tok / tokens) pages).
- * llm_kv_reset() of a slot gives its pages back at the next forward.
- *
- * Return: 0, -EINVAL, -ENOMEM, or the runtime's error.
- */
-int llm_cuda_kv_create(struct llm_cuda *m, int n_seq, int max_tok,
-		       struct llm_kv **out)
-{
-	struct kva_tier tier = { 16, 16, 1, 1 };
-	struct kvrt_ctx_opts ro = { .backend = KVRT_BACKEND_CUDA,
-				    .device = m ? m->dev : 0 };
-	struct kva_pool_params p = { 0 };
-	struct kva_layout lay;
-	const struct llm_config *c;
-	struct cuda_kv *kv;
-	uint64_t pages, gran;
-	int ps, ret;
-
-	if (!m || !out || n_seq < 1 || max_tok < 1 ||
-	    (uint64_t)max_tok > LLM_MAX_CTX)
-		return -EINVAL;
-	c = &m->c;
-	ps = kva_page_size(c->head_dim, &tier, 1);
-	if (ps < 0)
-		return ps;
-	ret = kva_page_layout(c->head_dim, ps, &tier, &lay);
-	if (ret)
-		return ret;
-	pages = (uint64_t)n_seq * c->n_layers * c->n_kv_heads *
-		((max_tok + lay.tokens - 1) / lay.tokens + 1);
-	gran = (pages + KVRT_GRANULE_SIZE / ps - 1) / (KVRT_GRANULE_SIZE / ps) +
-	       1;
-	kv = calloc(1, sizeof(*kv));
-	if (!kv)
-		return -ENOMEM;
-	kv->m = m;
-	kv->kv.ops = &cuda_kv_ops;
-	kv->kv.n_seq = n_seq;
-	kv->kv.n_layers = c->n_layers;
-	kv->kv.n_kv_heads = c->n_kv_heads;
-	kv->kv.head_dim = c->head_dim;
-	kv->kv.max_tok = max_tok;
-	kv->kv.len = calloc(n_seq, sizeof(int));
-	kv->hi = calloc((size_t)n_seq * c->n_layers * c->n_kv_heads, 4);
-	kv->lo = calloc((size_t)n_seq * c->n_layers * c->n_kv_heads, 4);
-	ret = kv->kv.len && kv->hi && kv->lo ? 0 : -ENOMEM;
-	if (!ret)
-		ret = kvrt_ctx_create(&ro, &kv->ctx);
-	if (ret)
-		goto out_destroy;
-	p.ctx = kv->ctx;
-	p.va_bytes = gran * KVRT_GRANULE_SIZE;
-	p.budget_bytes = p.va_bytes;
-	p.head_dim = c->head_dim;
-	p.tiers[0] = tier;
-	p.nr_tiers = 1;
-	p.nr_slots = n_seq;
-	p.nr_layers = c->n_layers;
-	p.nr_heads = c->n_kv_heads;
-	p.max_tokens = max_tok;
-	ret = kva_pool_create(&p, &kv->pool);
-	if (!ret)
-		ret = kva_pool_grow(kv->pool, gran);
-	if (!ret)
-		ret = kvk_cuda_errno(cudaMalloc((void **)&kv->tables_d,
-					  (size_t)kv->pool->nr_lists *
-						  kv->pool->width * 4));
-	if (!ret)
-		ret = kvk_cuda_errno(cudaMalloc((void **)&kv->ntok_d,
-					  (size_t)kv->pool->nr_lists * 8));
-	if (!ret)
-		ret = kvk_cuda_errno(cudaMallocHost((void **)&kv->stage,
-					      (size_t)kv->pool->nr_lists *
-						      (kv->pool->width + 2) * 4));
-	if (ret)
-		goto out_destroy;
-	kv->pages = (struct llm_kvpages){
-		.pool = kv->pool->base,
-		.page_size = kv->pool->page_size,
-		.ppg = kv->pool->pages_per_granule,
-		.tokens = lay.tokens,
-		.k_off = lay.k_off,
-		.v_off = lay.v_off,
-		.pos_off = lay.pos_off,
-		.score_off = lay.score_off,
-		.tables = kv->tables_d,
-		.width = kv->pool->width,
-		.head_dim = c->head_dim,
-		.n_kv = c->n_kv_heads,
-	};
-	kv->kv.bytes = gran * KVRT_GRANULE_SIZE;
-	kv->dirty = true;
-	*out = &kv->kv;
-	return 0;
-
-out_destroy:
-	kv_destroy(&kv->kv);
-	return ret;
-}
-
-/**
- * llm_cuda_kv_pages() - pages a cache's sequences hold
- * @kv: a cache of llm_cuda_kv_create()
- * @used: out: pages owned by sequences
- * @page_bytes: out: bytes of one page
- *
- * Return: 0, or -EINVAL for another kind of cache.
- */
-int llm_cuda_kv_pages(const struct llm_kv *kv, uint64_t *used,
-		      uint64_t *page_bytes)
-{
-	const struct cuda_kv *ck = (const struct cuda_kv *)kv;
-
-	if (!kv || kv->ops != &cuda_kv_ops)
-		return -EINVAL;
-	*used = ck->pool->nr_used;
-	*page_bytes = ck->pool->page_size;
-	return 0;
 }
 
 /* ---- forward ---- */
@@ -825,7 +635,7 @@ static int ws_reserve(struct llm_cuda *m, int ntok, int nseq)
 	nseq = nseq > m->cap_seq ? nseq : m->cap_seq;
 	ws_free(m);
 	T = ntok, S = nseq;
-	nm = 3 * T + S + (size_t)c->n_layers * S;
+	nm = 2 * T + S;
 #define DA(p, n) if (!ret) ret = kvk_cuda_errno(cudaMalloc((void **)&(p), (n)))
 	DA(m->x, T * c->dim * 4);
 	DA(m->tmp, T * c->dim * 4);
@@ -835,7 +645,6 @@ static int ws_reserve(struct llm_cuda *m, int ntok, int nseq)
 	DA(m->logits, S * c->n_vocab * 4);
 	DA(m->actf, (T > LLM_GEMV_MAX_TOK ? T : LLM_GEMV_MAX_TOK) *
 		    (size_t)c->ffn_dim * 4);
-	DA(m->qh, T * m->q_dim * 2);
 	DA(m->oh, T * m->q_dim * 2);
 	DA(m->h, T * c->dim * m->es);
 	DA(m->atth, T * m->q_dim * m->es);
@@ -848,8 +657,9 @@ static int ws_reserve(struct llm_cuda *m, int ntok, int nseq)
 	DA(m->meta, nm * 4);
 	DA(m->ids, S * 4);
 #undef DA
-	if (!ret)
-		ret = kvk_cuda_errno(cudaMallocHost((void **)&m->hmeta, nm * 4));
+	for (int i = 0; !ret && i < KVX_STAGES; i++)
+		ret = kvk_cuda_errno(cudaMallocHost((void **)&m->hstage[i],
+						    nm * 4));
 	if (ret) {
 		ws_free(m);
 		return ret;
@@ -871,19 +681,14 @@ static int32_t *meta_pos(struct llm_cuda *m, int32_t *b)
 	return b + m->cap_tok;
 }
 
-static int32_t *meta_list(struct llm_cuda *m, int32_t *b)
+static int32_t *meta_rows(struct llm_cuda *m, int32_t *b)
 {
 	return b + 2 * m->cap_tok;
 }
 
-static int32_t *meta_rows(struct llm_cuda *m, int32_t *b)
+static size_t meta_words(const struct llm_cuda *m)
 {
-	return b + 3 * m->cap_tok;
-}
-
-static int32_t *meta_lb(struct llm_cuda *m, int32_t *b)
-{
-	return b + 3 * m->cap_tok + m->cap_seq;
+	return 2 * (size_t)m->cap_tok + m->cap_seq;
 }
 
 /* Y[T][N] (ydt, ldy) = beta Y + X[T][K] (weight dtype) W[N][K]^T */
@@ -966,7 +771,7 @@ static int to_h(struct llm_cuda *m, const float *x, void *hi, void *lo,
 {
 	if (split)
 		return llm_split_cuda(hi, lo, m->dt, x, n, m->st);
-	return llm_convert_cuda(hi, m->dt, x, KVK_F32, n, m->st);
+	return kvk_convert_cuda(hi, m->dt, x, KVK_F32, n, m->st);
 }
 
 /*
@@ -1008,69 +813,6 @@ static int norm_to_h(struct llm_cuda *m, const float *src, const float *w,
 }
 
 /*
- * decode attention of layer @l for @S sequences: fp16 queries and outputs
- * (m->qh, m->oh), the fp16 tier of @kv, m->aw as scratch
- */
-static void attn_args(struct llm_cuda *m, struct cuda_kv *kv, int S, int l,
-		      struct kvk_attn_args *a)
-{
-	const struct llm_config *c = &m->c;
-	struct kvk_attn_tier t = {
-		.kbits = 16, .vbits = 16, .kgroups = 1, .vgroups = 1,
-		.tokens = kv->pages.tokens,
-		.k_off = kv->pages.k_off,
-		.km_off = kv->pool->layout[KVA_HI].km_off,
-		.v_off = kv->pages.v_off,
-		.vm_off = kv->pool->layout[KVA_HI].vm_off,
-		.score_off = kv->pages.score_off,
-		.pos_off = kv->pages.pos_off,
-	};
-
-	memset(a, 0, sizeof(*a));
-	a->nr_seqs = S;
-	a->nr_kv_heads = c->n_kv_heads;
-	a->group = c->n_heads / c->n_kv_heads;
-	a->head_dim = c->head_dim;
-	a->scale = 1.0f / sqrtf((float)c->head_dim);
-	a->dtype = KVK_F16;
-	a->q = m->qh;
-	a->out = m->oh;
-	a->pool = kv->pages.pool;
-	a->page_size = kv->pages.page_size;
-	a->pages_per_granule = kv->pages.ppg;
-	a->tables = kv->tables_d;
-	a->width = kv->pages.width;
-	a->ntokens = kv->ntok_d;
-	a->list_base = (const uint32_t *)meta_lb(m, m->meta) + (size_t)l * S;
-	a->tier[0] = t;
-	a->tier[1] = t;
-	a->work = m->aw;
-	a->work_bytes = m->aw_bytes;
-}
-
-/* the decode attention's scratch for @S sequences, before a capture */
-static int attn_work(struct llm_cuda *m, struct cuda_kv *kv, int S)
-{
-	struct kvk_attn_args a;
-	size_t bytes;
-
-	attn_args(m, kv, S, 0, &a);
-	bytes = kvk_attn_work_bytes(&a);
-	if (bytes <= m->aw_bytes)
-		return 0;
-	graphs_drop(m);
-	cudaFree(m->aw);
-	m->aw = NULL;
-	m->aw_bytes = 0;
-	if (cudaMalloc(&m->aw, bytes) != cudaSuccess) {
-		m->aw = NULL;
-		return -ENOMEM;
-	}
-	m->aw_bytes = bytes;
-	return 0;
-}
-
-/*
  * decode: output projection (on the attention's fp16 output), MLP (the
  * gate/up GEMV writes silu(gate) * up), by GEMV
  */
@@ -1095,76 +837,35 @@ static int layer_mlp_gemv(struct llm_cuda *m, const struct cuda_layer *L,
 }
 
 /*
- * the step's keys and values into the fp16 pages (RoPE applied there), then
- * attention: decode into m->oh (fp16; into m->attf too off the GEMV path),
- * prefill into m->attf
+ * the cache stores the step's keys and values and attends, for every
+ * sequence at once, on RoPE'd fp32 queries and keys; its fp16 output goes
+ * to m->oh, and to m->attf off the GEMV path
  */
-static int layer_attn(struct llm_cuda *m, struct cuda_kv *kv, int l, int T,
-		      int S, bool decode, bool gv)
+static int layer_attn(struct llm_cuda *m, struct llm_kv *kv,
+		      const struct llm_batch *b, int l, int T, bool gv)
 {
 	const struct llm_config *c = &m->c;
 	float *k = m->kvb, *v = m->kvb + (size_t)T * m->kv_dim;
-	int32_t *pos = meta_pos(m, m->meta);
-	uint32_t *list = (uint32_t *)meta_list(m, m->meta);
-	uint32_t ladd = l * c->n_kv_heads;
-	int hd = c->head_dim, ret;
-
-	ret = llm_kv_store_cuda(&kv->pages, k, v, m->kv_dim, pos, list, ladd,
-				T, m->q, decode ? m->qh : NULL, c->n_heads,
-				m->freq, m->st);
-	if (ret)
-		return ret;
-	if (decode) {
-		struct kvk_attn_args a;
-
-		attn_args(m, kv, S, l, &a);
-		ret = kvk_attn_decode_cuda(&a, m->st);
-		if (!ret && !gv)
-			ret = llm_convert_cuda(m->attf, KVK_F32, m->oh, KVK_F16,
-					       (size_t)T * m->q_dim, m->st);
-	} else {
-		ret = llm_attn_prefill_cuda(&kv->pages, m->q, pos, list, ladd,
-					    T, c->n_heads,
-					    1.0f / sqrtf((float)hd), m->attf,
-					    KVK_F32, m->st);
-	}
-	return ret;
-}
-
-/*
- * the policy cache stores, compresses and attends, sequence by sequence
- * (its step_cuda op), on RoPE'd fp32 queries and keys; its fp16 output goes
- * to m->oh, and to m->attf off the GEMV path, as layer_attn()'s does
- */
-static int layer_attn_policy(struct llm_cuda *m, int l, int T, bool decode,
-			     bool gv)
-{
-	const struct llm_config *c = &m->c;
-	const struct llm_batch *b = m->pb;
-	struct llm_kv *kv = m->pkv;
-	float *k = m->kvb, *v = m->kvb + (size_t)T * m->kv_dim;
-	size_t row = 0;
+	struct llm_kv_io io = {
+		.q = m->q, .ldq = m->q_dim, .k = k, .v = v,
+		.ldkv = m->kv_dim, .out = m->oh, .ldo = m->q_dim,
+		.odt = KVK_F16,
+	};
 	int ret;
 
 	ret = kvk_rope_cuda(m->q, k, meta_pos(m, m->meta), T, c->n_heads,
 			    c->n_kv_heads, c->head_dim, &m->rope, KVK_F32,
 			    m->st);
-	for (int i = 0; !ret && i < b->n_seq; row += b->n_tok[i++])
-		ret = kv->ops->step_cuda(kv, b->seq[i], l,
-					 llm_kv_len(kv, b->seq[i]),
-					 b->n_tok[i], m->q + row * m->q_dim,
-					 k + row * m->kv_dim,
-					 v + row * m->kv_dim,
-					 (uint8_t *)m->oh + row * m->q_dim * 2,
-					 KVK_F16, m->st);
-	if (!ret && !(decode && gv))
-		ret = llm_convert_cuda(m->attf, KVK_F32, m->oh, KVK_F16,
+	if (!ret)
+		ret = kv->ops->layer(kv, b, l, &io, m->st);
+	if (!ret && !gv)
+		ret = kvk_convert_cuda(m->attf, KVK_F32, m->oh, KVK_F16,
 				       (size_t)T * m->q_dim, m->st);
 	return ret;
 }
 
-static int layer_run(struct llm_cuda *m, struct cuda_kv *kv, int l, int T,
-		     int S, bool decode)
+static int layer_run(struct llm_cuda *m, struct llm_kv *kv,
+		     const struct llm_batch *b, int l, int T, bool decode)
 {
 	const struct llm_config *c = &m->c;
 	const struct cuda_layer *L = &m->L[l];
@@ -1212,8 +913,7 @@ static int layer_run(struct llm_cuda *m, struct cuda_kv *kv, int l, int T,
 					       c->rms_eps, KVK_F32, m->st);
 	}
 	if (!ret)
-		ret = m->pkv ? layer_attn_policy(m, l, T, decode, gv)
-			     : layer_attn(m, kv, l, T, S, decode, gv);
+		ret = layer_attn(m, kv, b, l, T, gv);
 	if (ret)
 		return ret;
 	if (gv)
@@ -1241,19 +941,19 @@ static int layer_run(struct llm_cuda *m, struct cuda_kv *kv, int l, int T,
 }
 
 /* every kernel of one step, on m->st, metadata already on the device */
-static int step_run(struct llm_cuda *m, struct cuda_kv *kv, int T, int S,
-		    bool decode)
+static int step_run(struct llm_cuda *m, struct llm_kv *kv,
+		    const struct llm_batch *b, int T, bool decode)
 {
 	const struct llm_config *c = &m->c;
-	int ret;
+	int S = b->n_seq, ret;
 
 	ret = kvk_embed_cuda(m->h, m->embd, meta_tok(m, m->meta), T, c->dim,
 			     c->n_vocab, m->dt, m->st);
 	if (!ret)
-		ret = llm_convert_cuda(m->x, KVK_F32, m->h, m->dt,
+		ret = kvk_convert_cuda(m->x, KVK_F32, m->h, m->dt,
 				       (size_t)T * c->dim, m->st);
 	for (uint32_t l = 0; !ret && l < c->n_layers; l++)
-		ret = layer_run(m, kv, l, T, S, decode);
+		ret = layer_run(m, kv, b, l, T, decode);
 	if (!ret)
 		ret = kvk_embed_cuda(m->last, m->x, meta_rows(m, m->meta), S,
 				     c->dim, T, KVK_F32, m->st);
@@ -1279,169 +979,115 @@ static int step_run(struct llm_cuda *m, struct cuda_kv *kv, int T, int S,
 	return ret;
 }
 
-/*
- * llm_batch_check(), and the cache must be one of this model's or a cache
- * on the device that does its own attention (step_cuda)
- */
+/* llm_batch_check(), and the cache must be a device cache of this shape */
 static int batch_check(const struct llm_cuda *m, const struct llm_kv *kv,
 		       const struct llm_batch *b, int *ntok)
 {
 	int ctx;
 
 	*ntok = 0;
-	if (kv->ops->step_cuda ? kv->n_kv_heads != (int)m->c.n_kv_heads ||
-					 kv->head_dim != (int)m->c.head_dim ||
-					 kv->n_layers != (int)m->c.n_layers
-			       : kv->ops != &cuda_kv_ops ||
-					 ((const struct cuda_kv *)kv)->m != m)
+	if (!kv || !kv->device || kv->n_kv_heads != (int)m->c.n_kv_heads ||
+	    kv->n_heads != (int)m->c.n_heads ||
+	    kv->head_dim != (int)m->c.head_dim ||
+	    kv->n_layers != (int)m->c.n_layers)
 		return -EINVAL;
 	return llm_batch_check(&m->c, kv, b, ntok, &ctx);
 }
 
-/* pages for the step's tokens: admit new sequences, append to the others */
-static int kv_pages(struct cuda_kv *kv, const struct llm_batch *b)
+/* wait for @e: counted, the figure bench decode reports */
+static int wait_event(struct llm_cuda *m, cudaEvent_t e)
 {
-	struct kva_pool *pool = kv->pool;
-	uint32_t lps = pool->lists_per_slot, nc;
-	uint64_t used = pool->nr_used;
-	int ret = 0, maxn = 0;
-
-	/* slots reset by the caller give their pages back */
-	for (int i = 0; i < b->n_seq; i++) {
-		uint32_t s = b->seq[i];
-
-		if (!llm_kv_len(&kv->kv, s) &&
-		    pool->slot_state[s] != KVA_SLOT_FREE) {
-			ret = kva_free(pool, &s, 1);
-			if (ret)
-				return ret;
-			kv->dirty = true;
-		}
-	}
-	/* new sequences: reserve, then keep what the prompt uses */
-	for (int i = 0; i < b->n_seq; i++) {
-		uint32_t s = b->seq[i], n = b->n_tok[i];
-
-		if (llm_kv_len(&kv->kv, s))
-			continue;
-		ret = kva_admit(pool, &s, &n, 1);
-		if (ret)
-			return ret;
-		for (uint32_t k = 0; k < lps; k++) {
-			kv->hi[k] = n;
-			kv->lo[k] = 0;
-		}
-		ret = kva_trim(pool, &s, 1, kv->hi, kv->lo);
-		if (ret)
-			return ret;
-		kv->dirty = true;
-	}
-	/*
-	 * going on: one page per list whose last page is full, per token;
-	 * kv->hi holds the slots of each round
-	 */
-	for (int i = 0; i < b->n_seq; i++)
-		if (llm_kv_len(&kv->kv, b->seq[i]) && b->n_tok[i] > maxn)
-			maxn = b->n_tok[i];
-	for (int t = 0; t < maxn; t++) {
-		nc = 0;
-		for (int i = 0; i < b->n_seq; i++)
-			if (llm_kv_len(&kv->kv, b->seq[i]) && t < b->n_tok[i])
-				kv->hi[nc++] = b->seq[i];
-		ret = kva_append(pool, kv->hi, nc);
-		for (uint32_t j = 0; !ret && j < nc; j++) {
-			uint32_t base = kv->hi[j] * lps;
-
-			for (uint32_t k = 0; !ret && k < lps; k++)
-				ret = kva_set_tokens(pool, base + k,
-						     pool->ntokens[2 *
-							(base + k)] + 1, 0);
-		}
-		if (ret)
-			return ret;
-	}
-	if (pool->nr_used != used)
-		kv->dirty = true;
-	return 0;
+	if (cudaEventQuery(e) == cudaSuccess)
+		return 0;
+	m->syncs++;
+	return kvk_cuda_errno(cudaEventSynchronize(e));
 }
 
 /*
- * metadata of the step into m->hmeta, then everything to the device (the
- * pages' tables and counts of @kv, unless it is NULL: a policy cache)
+ * the step's tokens, positions and last rows to the device, through the
+ * next pinned staging buffer (free once the copy made from it KVX_STAGES
+ * steps ago is done); with @feed the tokens are the last step's argmax,
+ * already on the device
  */
-static int upload_step(struct llm_cuda *m, struct llm_kv *base,
-		       struct cuda_kv *kv, const struct llm_batch *b, int T)
+static int upload_step(struct llm_cuda *m, struct llm_kv *kv,
+		       const struct llm_batch *b, bool feed)
 {
-	const struct llm_config *c = &m->c;
-	int32_t *tok = meta_tok(m, m->hmeta), *pos = meta_pos(m, m->hmeta);
-	int32_t *list = meta_list(m, m->hmeta), *rows = meta_rows(m, m->hmeta);
-	int32_t *lb = meta_lb(m, m->hmeta), S = b->n_seq, row = 0;
-	uint32_t lps = c->n_layers * c->n_kv_heads;
-	struct kva_pool *pool;
-	int ret;
+	uint32_t i = m->next_stage++ % KVX_STAGES;
+	int32_t *h = m->hstage[i], *tok = meta_tok(m, h);
+	int32_t *pos = meta_pos(m, h), *rows = meta_rows(m, h);
+	int S = b->n_seq, row = 0, ret;
 
-	for (int i = 0; i < S; i++) {
-		int p0 = llm_kv_len(base, b->seq[i]);
-
-		for (int t = 0; t < b->n_tok[i]; t++, row++) {
-			tok[row] = b->tok[row];
-			pos[row] = p0 + t;
-			list[row] = b->seq[i] * lps;
-		}
-		rows[i] = row - 1;
-		for (uint32_t l = 0; l < c->n_layers; l++)
-			lb[l * S + i] = b->seq[i] * lps + l * c->n_kv_heads;
-	}
-	(void)T;
-	ret = kvk_cuda_errno(cudaMemcpyAsync(m->meta, m->hmeta,
-				       (3 * (size_t)m->cap_tok + m->cap_seq +
-					(size_t)c->n_layers * m->cap_seq) * 4,
-				       cudaMemcpyHostToDevice, m->st));
-	if (!kv)
+	ret = wait_event(m, m->staged[i]);
+	if (ret)
 		return ret;
-	pool = kv->pool;
-	memcpy(kv->stage, pool->ntokens, (size_t)pool->nr_lists * 8);
-	if (!ret)
-		ret = kvk_cuda_errno(cudaMemcpyAsync(kv->ntok_d, kv->stage,
-					       (size_t)pool->nr_lists * 8,
-					       cudaMemcpyHostToDevice, m->st));
-	if (!ret && kv->dirty) {
-		uint32_t *tab = kv->stage + 2 * (size_t)pool->nr_lists;
-		size_t tb = (size_t)pool->nr_lists * pool->width * 4;
+	for (int j = 0; j < S; j++) {
+		int p0 = llm_kv_len(kv, b->seq[j]);
 
-		memcpy(tab, pool->table, tb);
-		ret = kvk_cuda_errno(cudaMemcpyAsync(kv->tables_d, tab, tb,
-					       cudaMemcpyHostToDevice, m->st));
-		if (!ret)
-			kv->dirty = false;
+		for (int t = 0; t < b->n_tok[j]; t++, row++) {
+			tok[row] = feed ? 0 : b->tok[row];
+			pos[row] = p0 + t;
+		}
+		rows[j] = row - 1;
 	}
-	/*
-	 * hmeta and kv->stage (pinned) are rewritten only after the step's
-	 * final synchronisation.
-	 */
+	ret = kvk_cuda_errno(cudaMemcpyAsync(m->meta, h, meta_words(m) * 4,
+					     cudaMemcpyHostToDevice, m->st));
+	if (!ret && feed)
+		ret = kvk_cuda_errno(cudaMemcpyAsync(meta_tok(m, m->meta),
+						     m->ids, (size_t)S * 4,
+						     cudaMemcpyDeviceToDevice,
+						     m->st));
+	if (!ret)
+		ret = kvk_cuda_errno(cudaEventRecord(m->staged[i], m->st));
 	return ret;
 }
 
-/* a decode step of @S sequences: replay its graph, capturing it first */
-static int step_graph(struct llm_cuda *m, struct cuda_kv *kv, int S)
+/* kernel nodes of a captured graph */
+static uint32_t graph_kernels(cudaGraph_t g)
 {
-	cudaGraph_t g;
-	int ret, r2;
+	size_t n = 0;
+	uint32_t k = 0;
+	cudaGraphNode_t *nodes;
 
-	if (m->g_kv != &kv->kv) {
+	if (cudaGraphGetNodes(g, NULL, &n) != cudaSuccess || !n)
+		return 0;
+	nodes = malloc(n * sizeof(*nodes));
+	if (!nodes || cudaGraphGetNodes(g, nodes, &n) != cudaSuccess) {
+		free(nodes);
+		return 0;
+	}
+	for (size_t i = 0; i < n; i++) {
+		enum cudaGraphNodeType t;
+
+		if (cudaGraphNodeGetType(nodes[i], &t) == cudaSuccess &&
+		    t == cudaGraphNodeTypeKernel)
+			k++;
+	}
+	free(nodes);
+	return k;
+}
+
+/* a decode step of @S sequences: replay its graph, capturing it first */
+static int step_graph(struct llm_cuda *m, struct llm_kv *kv,
+		      const struct llm_batch *b)
+{
+	int S = b->n_seq, ret, r2;
+	cudaGraph_t g;
+
+	if (m->g_kv != kv) {
 		graphs_drop(m);
-		m->g_kv = &kv->kv;
+		m->g_kv = kv;
 	}
 	if (!m->g[S]) {
 		ret = kvk_cuda_errno(cudaStreamBeginCapture(
 			m->st, cudaStreamCaptureModeThreadLocal));
 		if (ret)
 			return ret;
-		ret = step_run(m, kv, S, S, true);
+		ret = step_run(m, kv, b, S, true);
 		r2 = kvk_cuda_errno(cudaStreamEndCapture(m->st, &g));
 		ret = ret ? ret : r2;
 		if (ret)
 			return ret;
+		m->g_kernels[S] = graph_kernels(g);
 		ret = kvk_cuda_errno(cudaGraphInstantiate(&m->g[S], g, 0));
 		cudaGraphDestroy(g);
 		if (ret) {
@@ -1452,43 +1098,31 @@ static int step_graph(struct llm_cuda *m, struct cuda_kv *kv, int S)
 	return kvk_cuda_errno(cudaGraphLaunch(m->g[S], m->st));
 }
 
-static int forward(struct llm_cuda *m, struct llm_kv *base,
-		   const struct llm_batch *b)
+/*
+ * enqueue one step of a batch the cache takes whole: the cache's page
+ * work (begin), the layers (a graph at decode), the cache's end; the
+ * outputs stay on the device
+ */
+static int enqueue(struct llm_cuda *m, struct llm_kv *kv,
+		   const struct llm_batch *b, int T, bool feed)
 {
-	struct cuda_kv *kv = (struct cuda_kv *)base;
-	bool decode = true;
-	int T, ret;
+	bool decode = llm_kv_batch_kind(kv, b) == LLM_KV_DECODE;
+	int ret;
 
-	ret = batch_check(m, base, b, &T);
+	if (feed && !decode)
+		return -EINVAL;
+	ret = ws_reserve(m, T, b->n_seq);
 	if (!ret)
-		ret = ws_reserve(m, T, b->n_seq);
-	if (ret)
-		return ret;
-	for (int i = 0; i < b->n_seq; i++)
-		decode &= b->n_tok[i] == 1;
-	if (base->ops->step_cuda) {
-		/* a policy cache: no graph (the cache decides on the host) */
-		ret = upload_step(m, base, NULL, b, T);
-		m->pkv = base;
-		m->pb = b;
-		if (!ret)
-			ret = step_run(m, NULL, T, b->n_seq, decode);
-		m->pkv = NULL;
-		m->pb = NULL;
-		return ret;
-	}
-	ret = kv_pages(kv, b);
-	if (!ret && decode)
-		ret = attn_work(m, kv, b->n_seq);
+		ret = upload_step(m, kv, b, feed);
 	if (!ret)
-		ret = upload_step(m, base, kv, b, T);
+		ret = kv->ops->begin(kv, b, m->st);
 	if (ret)
 		return ret;
 	if (decode && m->graphs && b->n_seq <= MAX_GRAPHS)
-		ret = step_graph(m, kv, b->n_seq);
+		ret = step_graph(m, kv, b);
 	else
-		ret = step_run(m, kv, T, b->n_seq, decode);
-	return ret;
+		ret = step_run(m, kv, b, T, decode);
+	return ret ?: kv->ops->end(kv, b, m->st);
 }
 
 static void commit(struct llm_kv *kv, const struct llm_batch *b)
@@ -1497,42 +1131,73 @@ static void commit(struct llm_kv *kv, const struct llm_batch *b)
 		llm_kv_commit(kv, b->seq[i], b->n_tok[i]);
 }
 
-/**
- * llm_cuda_forward() - run one step on the device; see llm_cpu_forward()
- * @m: the model
- * @kv: a cache of llm_cuda_kv_create() for @m
- * @b: sequences and their new tokens (a prompt, or one token at decode)
- * @logits: out (host memory): [b->n_seq][n_vocab] floats, the logits after
- *	the last new token of each sequence
- *
- * On failure the cache lengths are unchanged (pages may have been taken
- * for the step's tokens: a retry reuses them only after llm_kv_reset()).
- *
- * Return: 0, -EINVAL for a bad batch, -ENOSPC when a sequence would exceed
- * the cache's capacity or the pool has no page, -E2BIG, -ENOMEM, or a
- * CUDA or cuBLAS error as -errno.
- */
-int llm_cuda_forward(struct llm_cuda *m, struct llm_kv *kv,
-		     const struct llm_batch *b, float *logits)
+/* one whole step, its outputs (@ids or @logits) copied to the host */
+static int forward(struct llm_cuda *m, struct llm_kv *kv,
+		   const struct llm_batch *b, int T, void *out, bool ids)
 {
-	int ret = forward(m, kv, b);
+	size_t bytes = (size_t)b->n_seq * (ids ? 4 : m->c.n_vocab * 4);
+	int ret;
 
+	ret = enqueue(m, kv, b, T, false);
 	if (!ret)
-		ret = kvk_cuda_errno(cudaMemcpyAsync(logits, m->logits,
-					       (size_t)b->n_seq * m->c.n_vocab *
-						       4,
-					       cudaMemcpyDeviceToHost, m->st));
-	if (!ret)
+		ret = kvk_cuda_errno(cudaMemcpyAsync(out, ids ? (void *)m->ids
+							   : m->logits, bytes,
+						     cudaMemcpyDeviceToHost,
+						     m->st));
+	if (!ret) {
+		m->syncs++;
 		ret = kvk_cuda_errno(cudaStreamSynchronize(m->st));
+	}
+	if (!ret && kv->ops->status)
+		ret = kv->ops->status(kv);
 	if (!ret)
 		commit(kv, b);
 	return ret;
 }
 
+static int step_logits(void *m, struct llm_kv *kv, const struct llm_batch *b,
+		       void *out)
+{
+	return llm_cuda_forward(m, kv, b, out);
+}
+
+static int step_ids(void *m, struct llm_kv *kv, const struct llm_batch *b,
+		    void *out)
+{
+	return llm_cuda_forward_greedy(m, kv, b, out);
+}
+
+/**
+ * llm_cuda_forward() - run one step on the device; see llm_cpu_forward()
+ * @m: the model
+ * @kv: a device cache (llm_kv_policy_create_cuda()) of the model's shape
+ * @b: sequences and their new tokens (prompts, or one token at decode; a
+ *	mixed batch runs as its prompts, then its decode tokens)
+ * @logits: out (host memory): [b->n_seq][n_vocab] floats, the logits after
+ *	the last new token of each sequence
+ *
+ * Return: 0, -EINVAL for a bad batch or another cache, -ENOSPC when a
+ * sequence would exceed the cache's capacity or its budget, -E2BIG,
+ * -ENOMEM, or a CUDA or cuBLAS error as -errno.
+ */
+int llm_cuda_forward(struct llm_cuda *m, struct llm_kv *kv,
+		     const struct llm_batch *b, float *logits)
+{
+	int T, ret = batch_check(m, kv, b, &T);
+
+	if (ret)
+		return ret;
+	if (llm_kv_batch_kind(kv, b) < 0)
+		return llm_batch_split(kv, b, logits,
+				       m->c.n_vocab * sizeof(float),
+				       step_logits, m);
+	return forward(m, kv, b, T, logits, false);
+}
+
 /**
  * llm_cuda_forward_greedy() - one step, returning only the argmax tokens
  * @m: the model
- * @kv: a cache of llm_cuda_kv_create() for @m
+ * @kv: a device cache of the model's shape
  * @b: sequences and their new tokens
  * @ids: out (host memory): [b->n_seq] the most likely next token of each
  *	sequence (kvk_argmax_cuda: ties to the lowest id)
@@ -1542,17 +1207,113 @@ int llm_cuda_forward(struct llm_cuda *m, struct llm_kv *kv,
 int llm_cuda_forward_greedy(struct llm_cuda *m, struct llm_kv *kv,
 			    const struct llm_batch *b, int32_t *ids)
 {
-	int ret = forward(m, kv, b);
+	int T, ret = batch_check(m, kv, b, &T);
 
-	if (!ret)
-		ret = kvk_cuda_errno(cudaMemcpyAsync(ids, m->ids,
-					       (size_t)b->n_seq * 4,
-					       cudaMemcpyDeviceToHost, m->st));
-	if (!ret)
-		ret = kvk_cuda_errno(cudaStreamSynchronize(m->st));
+	if (ret)
+		return ret;
+	if (llm_kv_batch_kind(kv, b) < 0)
+		return llm_batch_split(kv, b, ids, sizeof(int32_t), step_ids,
+				       m);
+	return forward(m, kv, b, T, ids, true);
+}
+
+/**
+ * llm_cuda_decode_async() - enqueue a greedy decode step and return at once
+ * @m: the model
+ * @kv: a device cache of the model's shape
+ * @b: a decode batch (one token per sequence)
+ * @feed: the tokens are the argmax of the previous step of the same
+ *	batch, left on the device (b->tok is not read)
+ *
+ * The host does not wait for the device (the page work, the layers and the
+ * cache's end are enqueued on the model's stream); the tokens are
+ * committed at once. llm_cuda_wait() returns the last step's argmax and
+ * the cache's errors. For pipelines and for bench decode.
+ *
+ * Return: 0, -EINVAL, or the enqueue's error.
+ */
+int llm_cuda_decode_async(struct llm_cuda *m, struct llm_kv *kv,
+			  const struct llm_batch *b, bool feed)
+{
+	int T, ret = batch_check(m, kv, b, &T);
+
+	if (ret)
+		return ret;
+	if (llm_kv_batch_kind(kv, b) != LLM_KV_DECODE)
+		return -EINVAL;
+	ret = enqueue(m, kv, b, T, feed);
 	if (!ret)
 		commit(kv, b);
 	return ret;
+}
+
+/**
+ * llm_cuda_wait() - wait for the steps enqueued so far
+ * @m: the model
+ * @kv: the cache they ran on (its errors are read), or NULL
+ * @ids: NULL, or out (host memory): the argmax of the last step, @n ids
+ * @n: sequences of the last step
+ *
+ * Return: 0, the cache's error, or a CUDA error as -errno.
+ */
+int llm_cuda_wait(struct llm_cuda *m, struct llm_kv *kv, int32_t *ids, int n)
+{
+	int ret = 0;
+
+	if (ids && n > 0)
+		ret = kvk_cuda_errno(cudaMemcpyAsync(ids, m->ids,
+						     (size_t)n * 4,
+						     cudaMemcpyDeviceToHost,
+						     m->st));
+	if (!ret) {
+		m->syncs++;
+		ret = kvk_cuda_errno(cudaStreamSynchronize(m->st));
+	}
+	if (!ret && kv && kv->ops->status)
+		ret = kv->ops->status(kv);
+	return ret;
+}
+
+/**
+ * llm_cuda_counters() - what the executor did, for benchmarks
+ * @m: the model
+ * @syncs: out, or NULL: host waits for the device since load
+ * @graph_kernels: out, or NULL: kernel nodes of the decode graph of @n
+ *	sequences (0 when none is captured)
+ * @n: batch size
+ */
+void llm_cuda_counters(const struct llm_cuda *m, unsigned long *syncs,
+		       uint32_t *graph_kernels, int n)
+{
+	if (syncs)
+		*syncs = m->syncs;
+	if (graph_kernels)
+		*graph_kernels = n >= 0 && n <= MAX_GRAPHS ? m->g_kernels[n]
+							   : 0;
+}
+
+/**
+ * llm_cuda_stream() - the model's stream (a cudaStream_t)
+ * @m: the model
+ *
+ * Return: the stream every step runs on.
+ */
+void *llm_cuda_stream(const struct llm_cuda *m)
+{
+	return m->st;
+}
+
+/**
+ * llm_cuda_trim() - give the step workspace back (after a large prefill)
+ * @m: the model
+ *
+ * The decode graphs go with it and are captured again at the next step.
+ */
+void llm_cuda_trim(struct llm_cuda *m)
+{
+	cudaStreamSynchronize(m->st);
+	m->syncs++;
+	ws_free(m);
 }
 
 /**

@@ -8,11 +8,10 @@
  * tensors are dequantised on the host, then converted; F16 and BF16 are
  * copied as they are). GEMMs are cuBLAS with fp32 accumulation (and
  * llm_gemv_cuda() for a decode step of one sequence); RMSNorm, SiLU-mul,
- * embedding and argmax are the kvk_*_cuda() kernels, RoPE is applied by
- * llm_kv_store_cuda() as it stores keys. The
- * KV cache is a struct llm_kv whose keys and values sit in fp16 pages of
- * the allocator (kva.h) on device memory of the runtime (kvrt.h), read by
- * kvk_attn_decode_cuda() at decode. See Documentation/model/cuda.rst.
+ * embedding, RoPE and argmax are the kvk_*_cuda() kernels. The KV cache is
+ * a device policy cache (kvpolicy.h): its pages sit in a kvmm device
+ * space, and it stores, compresses and attends for every sequence of a
+ * step in one call per layer. See Documentation/model/cuda.rst.
  *
  * Built only with CUDA (KVMM_HAVE_CUDA); a CPU-only build has none of
  * these symbols.
@@ -55,15 +54,19 @@ int llm_cuda_load(const struct llm_config *c, const struct llm_weights *w,
 		  char *err, size_t errlen);
 void llm_cuda_free(struct llm_cuda *m);
 uint64_t llm_cuda_weight_bytes(const struct llm_cuda *m);
+const struct llm_config *llm_cuda_config(const struct llm_cuda *m);
 enum kvk_dtype llm_cuda_dtype(const struct llm_cuda *m);
-int llm_cuda_kv_create(struct llm_cuda *m, int n_seq, int max_tok,
-		       struct llm_kv **out);
-int llm_cuda_kv_pages(const struct llm_kv *kv, uint64_t *used,
-		      uint64_t *page_bytes);
 int llm_cuda_forward(struct llm_cuda *m, struct llm_kv *kv,
 		     const struct llm_batch *b, float *logits);
 int llm_cuda_forward_greedy(struct llm_cuda *m, struct llm_kv *kv,
 			    const struct llm_batch *b, int32_t *ids);
+int llm_cuda_decode_async(struct llm_cuda *m, struct llm_kv *kv,
+			  const struct llm_batch *b, bool feed);
+int llm_cuda_wait(struct llm_cuda *m, struct llm_kv *kv, int32_t *ids, int n);
+void llm_cuda_counters(const struct llm_cuda *m, unsigned long *syncs,
+		       uint32_t *graph_kernels, int n);
+void *llm_cuda_stream(const struct llm_cuda *m);
+void llm_cuda_trim(struct llm_cuda *m);
 int llm_cuda_read_weights(struct llm_cuda *m, double *gbs);
 
 /*
@@ -71,56 +74,6 @@ int llm_cuda_read_weights(struct llm_cuda *m, double *gbs);
  * (forward_ref_cuda.c) of the same signature. Pointers are device memory
  * for _cuda, host memory for _cpu.
  */
-
-/**
- * struct llm_kvpages - where one layer's keys and values lie: pages of the
- * allocator's fp16 tier (kva_page_layout()), as kvk_attn_decode_cuda()
- * reads them
- * @pool: address of page 0 (granule slot 0 of the pool's space)
- * @page_size: bytes
- * @ppg: pages per 2 MiB granule
- * @tokens: tokens per page
- * @k_off: offset of the K rows in a page, [tokens][head_dim] fp16
- * @v_off: offset of the V rows
- * @pos_off: offset of the positions, int32 per token
- * @score_off: offset of the scores, fp32 per token
- * @tables: [lists][width] page ids; list = a (slot, layer, kv-head)
- * @width: table entries per list
- * @head_dim: values per head
- * @n_kv: kv-heads per layer
- */
-struct llm_kvpages {
-	uint64_t pool;
-	uint32_t page_size, ppg, tokens;
-	uint32_t k_off, v_off, pos_off, score_off;
-	const uint32_t *tables;
-	uint32_t width;
-	uint32_t head_dim, n_kv;
-};
-
-int llm_kv_store_cpu(const struct llm_kvpages *p, const float *k,
-		     const float *v, long ld, const int32_t *pos,
-		     const uint32_t *list, uint32_t list_add, int ntok,
-		     float *q, void *qh, int n_heads, const float *inv_freq,
-		     void *stream);
-int llm_kv_store_cuda(const struct llm_kvpages *p, const float *k,
-		      const float *v, long ld, const int32_t *pos,
-		      const uint32_t *list, uint32_t list_add, int ntok,
-		      float *q, void *qh, int n_heads, const float *inv_freq,
-		      void *stream);
-int llm_attn_prefill_cpu(const struct llm_kvpages *p, const float *q,
-			 const int32_t *pos, const uint32_t *list,
-			 uint32_t list_add, int ntok, int n_heads, float scale,
-			 void *out, enum kvk_dtype dt, void *stream);
-int llm_attn_prefill_cuda(const struct llm_kvpages *p, const float *q,
-			  const int32_t *pos, const uint32_t *list,
-			  uint32_t list_add, int ntok, int n_heads,
-			  float scale, void *out, enum kvk_dtype dt,
-			  void *stream);
-int llm_convert_cpu(void *dst, enum kvk_dtype ddt, const void *src,
-		    enum kvk_dtype sdt, size_t n, void *stream);
-int llm_convert_cuda(void *dst, enum kvk_dtype ddt, const void *src,
-		     enum kvk_dtype sdt, size_t n, void *stream);
 
 #define LLM_GEMV_MAX_TOK 4 /* tokens llm_gemv_*() takes at once */
 #define LLM_GEMV_MAX_SEG 3

@@ -1,38 +1,45 @@
 // SPDX-License-Identifier: MIT
 /*
  * kvpolicy.c - the policy KV cache: DiffKV tiers, KV-Compress eviction,
- * uniform quantization or plain fp16, in the allocator's pages, on the CPU
- * (the CPU references of the kernels the CUDA executor runs).
+ * uniform quantization or plain fp16, in the pages of a kvmm space reached
+ * through the uapi; the host cache's CPU kernels.
  *
  * DOC: policy cache
  *
- * One allocator pool per cache, with the policy's tiers, one slot per
- * sequence; its pages on the host, or on a CUDA device for
- * llm_kv_policy_create_cuda(), whose kernels kvpolicy_cuda.c runs with the
- * same arguments (kvp_*_args()) on device mirrors of the pool's arrays. The cache owns the attention of its sequences: the
- * forward pass hands it each layer's queries and new keys and values
- * (llm_kv_policy_step()), and the cache stores, scores, compresses and
- * attends in the order of DiffKV's engine:
+ * The one KV cache of the executors. Each cache opens a kvmm handle and
+ * creates one space with the policy's tiers (KVMM_BACKEND_HOST for the CPU
+ * executor, KVMM_BACKEND_DEVICE for the CUDA one), maps it
+ * (KVMM_IOC_SPACE_MAP) and hands the mapped tables to the kernels. It
+ * never sees the allocator: pages come and go through the uapi only.
  *
- * Prefill (the whole prompt at once): causal attention in fp32 over the
- * prompt's own keys and values, with each token's score from the last
- * @score_window queries (diffkv: the probability summed over those queries,
- * max over the query heads of its kv-head; kvcompress: the squared
- * probability summed over the queries and the group's heads). Then
- * kvk_compress_prompt_cpu() classifies (diffkv's alphas; zero alphas keep
- * every token high for the other policies), quantizes and writes the
- * tokens; after the last layer kva_trim() gives the surplus of the
- * admission back, and kvcompress evicts down to its target rate.
+ * A step is a batch of sequences, all prefill or all decode
+ * (llm_kv_batch_kind()), and runs in the order of DiffKV's engine:
  *
- * Decode (one token): before layer 0, kva_append() adds a page to every
- * tier whose last page is full; kvk_compress_decode_cpu() appends the new
- * token (demoting or pruning at most one old token per head under diffkv);
- * kvk_attn_decode_cpu() attends over both tiers and adds to each token's
- * score its largest probability over the group (diffkv) or the sum over
- * the group of its squared probabilities (kvcompress). Under kvcompress, every
- * @interval steps after the last layer, kvk_evict_cpu() frees whole pages
- * down to 1 / @rate of what the full policy would hold and kva_shrink()
- * gives them back.
+ * Prefill (whole prompts from position 0): begin() admits the prompts
+ * (KVMM_IOC_SEQ_ADMIT reserves each list's worst case for its prompt).
+ * Each layer() computes causal attention over the prompts' own keys and
+ * values with each token's score from the last @score_window queries
+ * (diffkv: the probability summed over those queries, max over the query
+ * heads of its kv-head; kvcompress: the squared probability summed over the
+ * queries and the group's heads), then one kvk_compress_prompt_*() call
+ * for every sequence classifies (diffkv's alphas; zero alphas keep every
+ * token high for the other policies), quantizes and writes the tokens.
+ * end() submits KVMM_OP_TRIM (the admission's surplus back) and, under
+ * kvcompress, KVMM_OP_EVICT down to the target rate.
+ *
+ * Decode (one token per sequence): begin() submits KVMM_OP_APPEND (a page
+ * for every tier whose last page is full); each layer() runs one
+ * kvk_compress_decode_*() call (append the new token, demote or prune at
+ * most one old token per head under diffkv) and one kvk_attn_decode_*()
+ * call over both tiers, which adds to each token's score its largest
+ * probability over the group (diffkv) or the sum over the group of its
+ * squared probabilities (kvcompress). Every @interval steps of a sequence,
+ * end() submits KVMM_OP_EVICT for it: whole pages down to 1 / @rate of
+ * what full would hold, chosen across every list by the scores.
+ *
+ * The same calls in the same order serve both backends; a device cache
+ * (kvpolicy_cuda.c) runs the CUDA kernels on the bound stream and never
+ * waits for the device in begin(), layer() or end().
  */
 #include <errno.h>
 #include <math.h>
@@ -42,20 +49,21 @@
 #include <string.h>
 
 #include "compress.h"
-#include "kva.h"
 #include "kvattn.h"
 #include "kvevict.h"
+#include "kvmm_lib.h"
 #include "kvpolicy.h"
 #include "kvpolicy_int.h"
 #include "kvq.h"
+#include "kvshim.h"
 #include "pool.h"
 
-static const struct llm_kv_ops kvp_ops, kvp_dev_ops;
+static const struct llm_kv_ops kvp_ops;
 
 /* whether @kv is a policy cache */
 static bool is_kvp(const struct llm_kv *kv)
 {
-	return kv && (kv->ops == &kvp_ops || kv->ops == &kvp_dev_ops);
+	return kv && kv->ops == &kvp_ops;
 }
 
 static inline struct kvp *to_kvp(struct llm_kv *kv)
@@ -63,25 +71,28 @@ static inline struct kvp *to_kvp(struct llm_kv *kv)
 	return (struct kvp *)kv;
 }
 
-struct kvp_mem kvp_host_mem(const struct kvp *c)
+static struct kvk_attn_tier tier_of(const struct kvmm_tier_layout *t)
 {
-	struct kvp_mem m = { c->pool->table, c->pool->npages,
-			     c->pool->ntokens };
+	struct kvk_attn_tier a = {
+		.kbits = t->kbits, .vbits = t->vbits, .kgroups = t->kgroups,
+		.vgroups = t->vgroups, .tokens = t->tokens, .k_off = t->k_off,
+		.km_off = t->km_off, .v_off = t->v_off, .vm_off = t->vm_off,
+		.score_off = t->score_off, .pos_off = t->pos_off,
+	};
 
-	return m;
+	return a;
 }
 
 /* the pages as the compress kernels see them */
 static struct kvk_compress_pages pages_of(const struct kvp *c,
-					  const struct kvp_mem *m,
 					  const uint32_t *lb)
 {
 	struct kvk_compress_pages pg = {
-		.pool = c->pool->base,
-		.page_size = c->pool->page_size,
-		.pages_per_granule = c->pool->pages_per_granule,
-		.tables = m->tables,
-		.width = c->pool->width,
+		.pool = c->map.pool_base,
+		.page_size = c->map.page_size,
+		.pages_per_granule = c->map.pages_per_granule,
+		.tables = (const uint32_t *)(uintptr_t)c->map.tables,
+		.width = c->map.table_width,
 		.list_base = lb,
 		.tier = { c->at[0], c->at[1] },
 	};
@@ -89,80 +100,225 @@ static struct kvk_compress_pages pages_of(const struct kvp *c,
 	return pg;
 }
 
-struct kvk_compress_prompt kvp_prompt_args(const struct kvp *c, uint32_t s,
-					   const struct kvp_mem *m,
-					   const uint32_t *lb)
+struct kvk_compress_prompt kvp_prompt_args(const struct kvp *c,
+					   const uint32_t *lb,
+					   const float *seq_alpha)
 {
 	struct kvk_compress_prompt a = {
-		.nr_seqs = 1, .nr_kv_heads = c->nkv, .head_dim = c->hd,
+		.nr_seqs = (uint32_t)c->n, .nr_kv_heads = c->nkv,
+		.head_dim = c->hd, .dtype = KVK_F32,
 		.score_window = c->pol.score_window, .window = c->pol.window,
-		.alpha_prune = kvp_alpha(c, s, 0),
-		.alpha_quant = kvp_alpha(c, s, 1),
-		.pg = pages_of(c, m, lb), .npages = m->npages,
-		.ntokens = m->ntokens,
+		.max_len = c->max_len,
+		.seq_alpha = c->pol.kind == LLM_POLICY_DIFFKV ? seq_alpha
+							     : NULL,
+		.pg = pages_of(c, lb),
+		.npages = (const uint32_t *)(uintptr_t)c->map.npages,
+		.ntokens = (uint32_t *)(uintptr_t)c->map.ntokens,
 	};
 
 	return a;
 }
 
-struct kvk_compress_decode kvp_decode_args(const struct kvp *c, uint32_t s,
-					   const struct kvp_mem *m,
-					   const uint32_t *lb)
+struct kvk_compress_decode kvp_decode_args(const struct kvp *c,
+					   const uint32_t *lb,
+					   const int32_t *pos,
+					   const float *seq_alpha)
 {
 	struct kvk_compress_decode a = {
-		.nr_seqs = 1, .nr_kv_heads = c->nkv, .head_dim = c->hd,
-		.window = c->pol.window, .alpha_prune = kvp_alpha(c, s, 0),
-		.alpha_quant = kvp_alpha(c, s, 1), .pg = pages_of(c, m, lb),
-		.npages = m->npages, .ntokens = m->ntokens,
+		.nr_seqs = (uint32_t)c->n, .nr_kv_heads = c->nkv,
+		.head_dim = c->hd, .dtype = KVK_F32, .pos = pos,
+		.window = c->pol.window,
+		.seq_alpha = c->pol.kind == LLM_POLICY_DIFFKV ? seq_alpha
+							     : NULL,
+		.pg = pages_of(c, lb),
+		.npages = (const uint32_t *)(uintptr_t)c->map.npages,
+		.ntokens = (uint32_t *)(uintptr_t)c->map.ntokens,
 	};
 
 	return a;
 }
 
-struct kvk_attn_args kvp_attn_args(const struct kvp *c,
-				   const struct kvp_mem *m,
+struct kvk_attn_args kvp_attn_args(const struct kvp *c, uint32_t nr_seqs,
 				   const uint32_t *lb)
 {
 	struct kvk_attn_args a = {
-		.nr_seqs = 1, .nr_kv_heads = c->nkv, .group = c->group,
-		.head_dim = c->hd, .scale = c->scale, .pool = c->pool->base,
-		.page_size = c->pool->page_size,
-		.pages_per_granule = c->pool->pages_per_granule,
-		.tables = m->tables, .width = c->pool->width,
-		.ntokens = m->ntokens, .list_base = lb,
-		.tier = { c->at[0], c->at[1] },
+		.nr_seqs = nr_seqs, .nr_kv_heads = c->nkv, .group = c->group,
+		.head_dim = c->hd, .scale = c->scale, .dtype = KVK_F32,
+		.pool = c->map.pool_base, .page_size = c->map.page_size,
+		.pages_per_granule = c->map.pages_per_granule,
+		.tables = (const uint32_t *)(uintptr_t)c->map.tables,
+		.width = c->map.table_width,
+		.ntokens = (const uint32_t *)(uintptr_t)c->map.ntokens,
+		.list_base = lb, .tier = { c->at[0], c->at[1] },
 		.update_scores = kvp_score_mode(c),
 	};
 
 	return a;
 }
 
-/*
- * every list of a slot, from the list of its layer 0 at @lb; the callers add
- * quota, protect_from, evicted and, on the device, the scratch (the CPU
- * reference needs none)
- */
-struct kvk_evict_args kvp_evict_args(const struct kvp *c,
-				     const struct kvp_mem *m,
-				     const uint32_t *lb)
+int kvp_score_mode(const struct kvp *c)
 {
-	const struct kva_pool *pl = c->pool;
-	struct kvk_evict_args a = {
-		.nr_seqs = 1, .lists = pl->lists_per_slot, .head_dim = c->hd,
-		.tier = c->at[0], .pool = pl->base,
-		.page_size = pl->page_size,
-		.pages_per_granule = pl->pages_per_granule,
-		.tables = m->tables, .width = pl->width, .ntokens = m->ntokens,
-		.list_base = lb, .sinks = c->pol.sinks, .scratch = NULL,
-	};
-
-	return a;
+	if (c->pol.kind == LLM_POLICY_DIFFKV)
+		return KVK_ATTN_SCORE_MAX;
+	return c->pol.kind == LLM_POLICY_KVCOMPRESS ? KVK_ATTN_SCORE_SUMSQ : 0;
 }
 
-static uint32_t list_of(const struct kvp *c, uint32_t s, uint32_t layer)
+/* ---- the uapi ---- */
+
+static int ioc(struct kvp *c, unsigned long cmd, void *arg)
 {
-	return kva_list(c->pool, s, layer, 0);
+	return kvshim_ioctl(c->fd, cmd, arg);
 }
+
+/* give the slots of @n sequences back (their tokens are forgotten) */
+static int release(struct kvp *c, const int *seqs, int n)
+{
+	struct kvmm_seq_release r = { .space = c->space, .slots = 0 };
+	uint32_t *sl = c->slots;
+	uint32_t k = 0;
+	int ret;
+
+	for (int i = 0; i < n; i++)
+		if (c->seq[seqs[i]].live)
+			sl[k++] = c->seq[seqs[i]].slot;
+	if (!k)
+		return 0;
+	r.count = k;
+	r.slots = (uint64_t)(uintptr_t)sl;
+	ret = ioc(c, KVMM_IOC_SEQ_RELEASE, &r);
+	if (ret)
+		return ret;
+	for (int i = 0; i < n; i++) {
+		struct kvp_seq *s = &c->seq[seqs[i]];
+
+		if (s->live)
+			*s = (struct kvp_seq){ 0 };
+	}
+	return 0;
+}
+
+/* one op over the first @n entries of @c->ss */
+static int submit(struct kvp *c, uint32_t op, uint32_t n, uint32_t sinks)
+{
+	struct kvmm_step_op o = { .op = op, .count = n, .sinks = sinks,
+				  .slots = (uint64_t)(uintptr_t)c->ss };
+	struct kvmm_step_submit s = { .space = c->space, .nr_ops = 1,
+				      .ops = (uint64_t)(uintptr_t)&o };
+
+	return ioc(c, KVMM_IOC_STEP_SUBMIT, &s);
+}
+
+/* pages a (layer, kv-head) list of @len positions takes under full */
+static uint64_t full_pages(const struct kvp *c, uint32_t len)
+{
+	return (len + c->full_tpp - 1) / c->full_tpp;
+}
+
+/* an EVICT entry for sequence @s of @len positions: kvcompress's target */
+static struct kvmm_step_slot evict_slot(const struct kvp *c,
+					const struct kvp_seq *s, uint32_t len)
+{
+	struct kvmm_step_slot e = { .slot = s->slot };
+	uint64_t t = (uint64_t)ceil((double)(full_pages(c, len) * c->lps) /
+				    c->pol.rate);
+
+	e.arg0 = t > UINT32_MAX ? UINT32_MAX : (uint32_t)t;
+	e.arg1 = len > c->pol.window ? len - c->pol.window : 0;
+	return e;
+}
+
+/* ---- begin: the pages of the step ---- */
+
+static int begin_prefill(struct kvp *c, const struct llm_batch *b)
+{
+	struct kvmm_seq *q = c->adm;
+	struct kvmm_seq_admit a = { .space = c->space, .count = b->n_seq,
+				    .seqs = (uint64_t)(uintptr_t)q };
+	uint32_t t = 0, mx = 0;
+	int ret;
+
+	/* sequences started again give their old pages back first */
+	ret = release(c, b->seq, b->n_seq);
+	if (ret)
+		return ret;
+	for (int i = 0; i < b->n_seq; i++) {
+		q[i] = (struct kvmm_seq){ .tokens = (uint32_t)b->n_tok[i] };
+		c->sstart[i] = t;
+		t += (uint32_t)b->n_tok[i];
+		mx = (uint32_t)b->n_tok[i] > mx ? (uint32_t)b->n_tok[i] : mx;
+	}
+	c->sstart[b->n_seq] = t;
+	c->ntok = t;
+	c->max_len = mx;
+	ret = ioc(c, KVMM_IOC_SEQ_ADMIT, &a);
+	if (ret)
+		return ret;
+	for (int i = 0; i < b->n_seq; i++) {
+		struct kvp_seq *s = &c->seq[b->seq[i]];
+
+		*s = (struct kvp_seq){ .slot = q[i].slot, .live = 1 };
+		c->slots[i] = s->slot;
+	}
+	return 0;
+}
+
+static int begin_decode(struct kvp *c, const struct llm_batch *b)
+{
+	for (int i = 0; i < b->n_seq; i++) {
+		const struct kvp_seq *s = &c->seq[b->seq[i]];
+
+		if (!s->decoding || s->len != (uint32_t)llm_kv_len(&c->kv,
+								   b->seq[i]))
+			return -EINVAL;
+		c->slots[i] = s->slot;
+		c->pos[i] = (int32_t)s->len;
+		c->ss[i] = (struct kvmm_step_slot){ .slot = s->slot };
+	}
+	c->ntok = (uint32_t)b->n_seq;
+	return submit(c, KVMM_OP_APPEND, (uint32_t)b->n_seq, 0);
+}
+
+static int kvp_begin(struct llm_kv *kv, const struct llm_batch *b,
+		     void *stream)
+{
+	struct kvp *c = to_kvp(kv);
+	int kind, ret;
+
+	if (!b || b->n_seq < 1 || b->n_seq > kv->n_seq || !b->seq ||
+	    !b->n_tok)
+		return -EINVAL;
+	for (int i = 0; i < b->n_seq; i++) {
+		if (b->seq[i] < 0 || b->seq[i] >= kv->n_seq || b->n_tok[i] < 1)
+			return -EINVAL;
+		if (llm_kv_len(kv, b->seq[i]) + b->n_tok[i] > kv->max_tok)
+			return -ENOSPC;
+	}
+	kind = llm_kv_batch_kind(kv, b);
+	if (kind < 0)
+		return kind;
+	c->kind = 0;
+	c->n = b->n_seq;
+	ret = kind == LLM_KV_PREFILL ? begin_prefill(c, b)
+				     : begin_decode(c, b);
+	if (ret)
+		return ret;
+	for (int i = 0; i < b->n_seq; i++) {
+		c->salpha[2 * i] = c->alpha[b->seq[i]][0];
+		c->salpha[2 * i + 1] = c->alpha[b->seq[i]][1];
+		for (uint32_t l = 0; l < c->nl; l++)
+			c->lb[(size_t)l * b->n_seq + i] =
+				(c->slots[i] * c->nl + l) * c->nkv;
+	}
+	c->kind = kind;
+#ifdef KVMM_HAVE_CUDA
+	if (c->dev)
+		return kvp_dev_begin(c, stream);
+#endif
+	(void)stream;
+	return 0;
+}
+
+/* ---- host kernels of a layer ---- */
 
 /* eight floats; GCC lowers it to whatever vector unit the target has */
 typedef float kvp_v8 __attribute__((vector_size(32)));
@@ -194,80 +350,85 @@ static void axpy8(float *restrict y, float a, const float *restrict x,
 	}
 }
 
-/* struct prefill_job - one layer's prompt attention, split by query head */
+/* struct prefill_job - the prompts' attention, split by (sequence, head) */
 struct prefill_job {
 	struct kvp *c;
-	int ntok;
-	const float *q;
-	long ldq;
-	float *out;
-	long ldo;
+	float *acc;	/* [nh][ntok] score sums of the step's tokens */
 };
 
-/* query heads [lo, hi) of the job; per-thread probabilities in c->p */
-static void prefill_heads(void *arg, int tid, int nth)
+/* causal attention of query head @h of prompt @i, scores summed in @acc */
+static void prefill_head(struct kvp *c, int i, uint32_t h, float *p,
+			 float *acc)
 {
-	const struct prefill_job *j = arg;
-	struct kvp *c = j->c;
 	uint32_t hd = c->hd, nkv = c->nkv, W = c->pol.score_window;
-	uint32_t first = (uint32_t)j->ntok > W ? (uint32_t)j->ntok - W : 0;
+	uint32_t s0 = c->sstart[i], n = c->sstart[i + 1] - s0;
+	uint32_t first = n > W ? n - W : 0, g = h / c->group;
 	bool sq = kvp_score_mode(c) == KVK_ATTN_SCORE_SUMSQ;
-	float *p = c->p + (size_t)tid * c->kv.max_tok;
-	long lo, hi;
+	const float *k = c->k + (size_t)s0 * nkv * hd;
+	const float *v = c->v + (size_t)s0 * nkv * hd;
 
-	llm_pool_range(c->nh, tid, nth, 1, &lo, &hi);
-	for (long h = lo; h < hi; h++) {
-		uint32_t g = (uint32_t)h / c->group;
-		float *acc = c->acc + (size_t)h * j->ntok;
+	memset(acc, 0, n * sizeof(float));
+	for (uint32_t t = 0; t < n; t++) {
+		const float *qi = c->q + ((size_t)(s0 + t) * c->nh + h) * hd;
+		float *o = c->o + ((size_t)(s0 + t) * c->nh + h) * hd;
+		float m = -INFINITY, sum = 0, inv;
 
-		memset(acc, 0, (size_t)j->ntok * sizeof(float));
-		for (int i = 0; i < j->ntok; i++) {
-			const float *qi = j->q + i * j->ldq + h * hd;
-			float *o = j->out + i * j->ldo + h * hd, m = -INFINITY;
-			float sum = 0, inv;
+		for (uint32_t j = 0; j <= t; j++) {
+			p[j] = dot8(qi, k + ((size_t)j * nkv + g) * hd, hd) *
+			       c->scale;
+			m = p[j] > m ? p[j] : m;
+		}
+		for (uint32_t j = 0; j <= t; j++) {
+			p[j] = expf(p[j] - m);
+			sum += p[j];
+		}
+		inv = 1.0f / sum;
+		memset(o, 0, hd * sizeof(float));
+		for (uint32_t j = 0; j <= t; j++) {
+			float pj = p[j] * inv;
 
-			for (int t = 0; t <= i; t++) {
-				p[t] = dot8(qi, c->k + ((size_t)t * nkv + g) * hd,
-					    hd) * c->scale;
-				m = p[t] > m ? p[t] : m;
-			}
-			for (int t = 0; t <= i; t++) {
-				p[t] = expf(p[t] - m);
-				sum += p[t];
-			}
-			inv = 1.0f / sum;
-			memset(o, 0, hd * sizeof(float));
-			for (int t = 0; t <= i; t++) {
-				const float *vt = c->v + ((size_t)t * nkv + g) * hd;
-				float pt = p[t] * inv;
-
-				axpy8(o, pt, vt, hd);
-				if ((uint32_t)i >= first)
-					acc[t] += sq ? pt * pt : pt;
-			}
+			axpy8(o, pj, v + ((size_t)j * nkv + g) * hd, hd);
+			if (t >= first)
+				acc[j] += sq ? pj * pj : pj;
 		}
 	}
 }
 
-/*
- * fp32 causal attention of the prompt, with the policy's token scores:
- * diffkv takes the max over the group of each head's sum, kvcompress the
- * sum of squares over the group.
- */
-static void prefill_attend(struct kvp *c, int ntok, const float *q, long ldq,
-			   float *out, long ldo)
+static void prefill_work(void *arg, int tid, int nth)
 {
-	struct prefill_job j = { c, ntok, q, ldq, out, ldo };
+	struct prefill_job *j = arg;
+	struct kvp *c = j->c;
+	float *p = c->p + (size_t)tid * c->kv.max_tok;
+	long lo, hi;
+
+	llm_pool_range((long)c->n * c->nh, tid, nth, 1, &lo, &hi);
+	for (long u = lo; u < hi; u++) {
+		int i = (int)(u / c->nh);
+		uint32_t h = (uint32_t)(u % c->nh);
+
+		prefill_head(c, i, h, p,
+			     j->acc + (size_t)h * c->ntok + c->sstart[i]);
+	}
+}
+
+/*
+ * fp32 causal attention of the prompts, with the policy's token scores:
+ * diffkv takes the max over the group of each head's sum, kvcompress the
+ * sum of squares over the group
+ */
+static void prefill_attend(struct kvp *c)
+{
+	struct prefill_job j = { c, c->acc };
 	bool sq = kvp_score_mode(c) == KVK_ATTN_SCORE_SUMSQ;
 
-	llm_pool_run(c->threads, prefill_heads, &j);
-	for (uint32_t g = 0; g < c->nkv; g++)
-		for (int t = 0; t < ntok; t++) {
+	llm_pool_run(c->threads, prefill_work, &j);
+	for (uint32_t t = 0; t < c->ntok; t++)
+		for (uint32_t g = 0; g < c->nkv; g++) {
 			float s = 0;
 
-			for (uint32_t h = g * c->group; h < (g + 1) * c->group;
-			     h++) {
-				float a = c->acc[(size_t)h * ntok + t];
+			for (uint32_t h = g * c->group;
+			     h < (g + 1) * c->group; h++) {
+				float a = c->acc[(size_t)h * c->ntok + t];
 
 				s = sq ? s + a : (a > s ? a : s);
 			}
@@ -275,105 +436,258 @@ static void prefill_attend(struct kvp *c, int ntok, const float *q, long ldq,
 		}
 }
 
-/* pages a (layer, kv-head) list of @len positions takes under full */
-static uint64_t full_pages(const struct kvp *c, uint32_t len)
-{
-	return (len + c->full_tpp - 1) / c->full_tpp;
-}
+/* struct attn_job - a decode step's attention, split by (sequence, head) */
+struct attn_job {
+	const struct kvk_attn_args *a;
+	const uint32_t *lb;	/* the layer's list bases, [n] */
+	int ret;		/* an error of any worker */
+};
 
-/* kvk_evict_cpu() over the lists of @s, @quota pages */
-static int evict_cpu(struct kvp *c, uint32_t s, uint32_t quota)
+static void attn_work(void *arg, int tid, int nth)
 {
-	struct kvp_mem m = kvp_host_mem(c);
-	uint32_t base = s * c->pool->lists_per_slot, *ev;
-	int32_t from = (int32_t)c->seq[s].len - (int32_t)c->pol.window;
-	struct kvk_evict_args a = kvp_evict_args(c, &m, &base);
-	int ret;
+	struct attn_job *j = arg;
+	struct kvk_attn_args a = *j->a;
+	size_t row = (size_t)a.group * a.head_dim;
+	long lo, hi;
 
-	ev = malloc(c->pool->lists_per_slot * sizeof(*ev));
-	if (!ev)
-		return -ENOMEM;
-	a.quota = &quota;
-	a.protect_from = &from;
-	a.evicted = ev;
-	ret = kvk_evict_cpu(&a, NULL);
-	free(ev);
-	return ret;
+	llm_pool_range((long)j->a->nr_seqs * j->a->nr_kv_heads, tid, nth, 1,
+		       &lo, &hi);
+	a.nr_seqs = 1;
+	a.nr_kv_heads = 1;
+	for (long u = lo; u < hi; u++) {
+		uint32_t s = (uint32_t)(u / j->a->nr_kv_heads);
+		uint32_t g = (uint32_t)(u % j->a->nr_kv_heads);
+		uint32_t lb = j->lb[s] + g;
+		int ret;
+
+		a.list_base = &lb;
+		a.q = (const float *)j->a->q + (size_t)u * row;
+		a.out = (float *)j->a->out + (size_t)u * row;
+		ret = kvk_attn_decode_cpu(&a, NULL);
+		if (ret)
+			__atomic_store_n(&j->ret, ret, __ATOMIC_RELAXED);
+	}
 }
 
 /*
- * kvcompress: free whole pages of @s down to 1 / rate of full's (the kernel
- * on the cache's side, then kva_shrink() on the host's arrays)
+ * kvk_attn_decode_cpu() over the step's sequences and kv-heads, split
+ * across the cache's workers (each (sequence, head) touches its own list,
+ * pages and outputs, so the result is the single call's, bit for bit)
  */
-static int evict(struct kvp *c, uint32_t s)
+static int attend(struct kvp *c, const struct kvk_attn_args *a,
+		  const uint32_t *lb)
 {
-	struct kva_pool *pl = c->pool;
-	uint32_t lps = pl->lists_per_slot, base = s * lps;
-	uint64_t have = 0, target;
+	struct attn_job j = { a, lb, 0 };
+
+	if (llm_pool_threads(c->threads) < 2 ||
+	    a->nr_seqs * a->nr_kv_heads < 2)
+		return kvk_attn_decode_cpu(a, NULL);
+	llm_pool_run(c->threads, attn_work, &j);
+	return j.ret;
+}
+
+/* the step's rows of @io into the packed scratch */
+static void gather(struct kvp *c, const struct llm_kv_io *io, bool q)
+{
+	size_t kw = (size_t)c->nkv * c->hd, qw = (size_t)c->nh * c->hd;
+
+	for (uint32_t t = 0; t < c->ntok; t++) {
+		memcpy(c->k + t * kw, io->k + t * io->ldkv, kw * sizeof(float));
+		memcpy(c->v + t * kw, io->v + t * io->ldkv, kw * sizeof(float));
+		if (q)
+			memcpy(c->q + t * qw, io->q + t * io->ldq,
+			       qw * sizeof(float));
+	}
+}
+
+static void scatter(struct kvp *c, const struct llm_kv_io *io)
+{
+	size_t qw = (size_t)c->nh * c->hd;
+
+	for (uint32_t t = 0; t < c->ntok; t++)
+		memcpy((float *)io->out + t * io->ldo, c->o + t * qw,
+		       qw * sizeof(float));
+}
+
+/* the host scratch for @ntok tokens of a step */
+static int host_reserve(struct kvp *c, size_t ntok)
+{
+	size_t kw = (size_t)c->nkv * c->hd, qw = (size_t)c->nh * c->hd;
+	float *k, *v, *q, *o, *s, *acc;
+
+	if (ntok <= c->cap)
+		return 0;
+	k = realloc(c->k, ntok * kw * sizeof(float));
+	if (k)
+		c->k = k;
+	v = realloc(c->v, ntok * kw * sizeof(float));
+	if (v)
+		c->v = v;
+	q = realloc(c->q, ntok * qw * sizeof(float));
+	if (q)
+		c->q = q;
+	o = realloc(c->o, ntok * qw * sizeof(float));
+	if (o)
+		c->o = o;
+	s = realloc(c->scores, ntok * c->nkv * sizeof(float));
+	if (s)
+		c->scores = s;
+	acc = realloc(c->acc, ntok * c->nh * sizeof(float));
+	if (acc)
+		c->acc = acc;
+	if (!k || !v || !q || !o || !s || !acc)
+		return -ENOMEM;
+	c->cap = ntok;
+	return 0;
+}
+
+static int layer_prefill(struct kvp *c, int layer, const struct llm_kv_io *io)
+{
+	const uint32_t *lb = c->lb + (size_t)layer * c->n;
+	struct kvk_compress_prompt a = kvp_prompt_args(c, lb, c->salpha);
+	int32_t err = 0;
 	int ret;
 
-	for (uint32_t l = 0; l < lps; l++)
-		have += (pl->ntokens[2 * (base + l)] + c->at[0].tokens - 1) /
-			c->at[0].tokens;
-	target = (uint64_t)ceil((double)(full_pages(c, c->seq[s].len) * lps) /
-				c->pol.rate);
-	if (have <= target)
-		return 0;
+	gather(c, io, true);
+	prefill_attend(c);
+	scatter(c, io);
+	a.k = c->k;
+	a.v = c->v;
+	a.seq_start = c->sstart;
+	a.scores = c->scores;
+	a.counts = c->counts;
+	a.err = &err;
+	ret = kvk_compress_prompt_cpu(&a, NULL);
+	return ret ? ret : err;
+}
+
+static int layer_decode(struct kvp *c, int layer, const struct llm_kv_io *io)
+{
+	const uint32_t *lb = c->lb + (size_t)layer * c->n;
+	struct kvk_compress_decode d = kvp_decode_args(c, lb, c->pos,
+						       c->salpha);
+	struct kvk_attn_args a = kvp_attn_args(c, (uint32_t)c->n, lb);
+	int32_t err = 0;
+	int ret;
+
+	gather(c, io, true);
+	d.k = c->k;
+	d.v = c->v;
+	d.actions = c->act;
+	d.err = &err;
+	ret = kvk_compress_decode_cpu(&d, NULL);
+	if (!ret)
+		ret = err;
+	if (ret)
+		return ret;
+	a.q = c->q;
+	a.out = c->o;
+	ret = attend(c, &a, lb);
+	if (!ret)
+		scatter(c, io);
+	return ret;
+}
+
+static int kvp_layer(struct llm_kv *kv, const struct llm_batch *b, int layer,
+		     const struct llm_kv_io *io, void *stream)
+{
+	struct kvp *c = to_kvp(kv);
+	int ret;
+
+	if (!c->kind || !b || b->n_seq != c->n || layer < 0 ||
+	    (uint32_t)layer >= c->nl || !io || !io->q || !io->k || !io->v ||
+	    !io->out)
+		return -EINVAL;
+#ifdef KVMM_HAVE_CUDA
 	if (c->dev)
-		ret = kvp_dev_evict(c, s, (uint32_t)(have - target));
-	else
-		ret = evict_cpu(c, s, (uint32_t)(have - target));
-	if (!ret) {
-		ret = kva_shrink(pl, &s, 1);
-		ret = ret < 0 ? ret : 0;
+		return kvp_dev_layer(c, layer, io, stream);
+#endif
+	(void)stream;
+	if (io->odt != KVK_F32)
+		return -EINVAL;
+	ret = host_reserve(c, c->ntok);
+	if (ret)
+		return ret;
+	return c->kind == LLM_KV_PREFILL ? layer_prefill(c, layer, io)
+					 : layer_decode(c, layer, io);
+}
+
+/* ---- end: trim, evict ---- */
+
+static int kvp_end(struct llm_kv *kv, const struct llm_batch *b,
+		   void *stream)
+{
+	struct kvp *c = to_kvp(kv);
+	bool kvc = c->pol.kind == LLM_POLICY_KVCOMPRESS;
+	uint32_t n = 0;
+	int ret = 0, kind = c->kind;
+
+	if (!kind || !b || b->n_seq != c->n)
+		return -EINVAL;
+	c->kind = 0;
+	if (kind == LLM_KV_PREFILL) {
+		for (int i = 0; i < b->n_seq; i++)
+			c->ss[i] = (struct kvmm_step_slot){ .slot =
+								c->slots[i] };
+		ret = submit(c, KVMM_OP_TRIM, (uint32_t)b->n_seq, 0);
+		for (int i = 0; !ret && i < b->n_seq; i++) {
+			struct kvp_seq *s = &c->seq[b->seq[i]];
+
+			s->decoding = 1;
+			s->len = (uint32_t)b->n_tok[i];
+			if (kvc)
+				c->ss[n++] = evict_slot(c, s, s->len);
+		}
+	} else {
+		for (int i = 0; i < b->n_seq; i++) {
+			struct kvp_seq *s = &c->seq[b->seq[i]];
+
+			s->len++;
+			if (kvc && ++s->steps >= c->pol.interval) {
+				s->steps = 0;
+				c->ss[n++] = evict_slot(c, s, s->len);
+			}
+		}
 	}
+	if (!ret && n)
+		ret = submit(c, KVMM_OP_EVICT, n, c->pol.sinks);
+#ifdef KVMM_HAVE_CUDA
 	if (!ret && c->dev)
-		ret = kvp_dev_upload(c, s);
+		ret = kvp_dev_end(c, stream);
+#endif
+	(void)stream;
 	return ret;
 }
 
-/* admit @s for a prompt of @n tokens, growing the pool when it must */
-static int admit(struct kvp *c, uint32_t s, uint32_t n)
+static int kvp_status(struct llm_kv *kv)
 {
-	int ret = kva_admit(c->pool, &s, &n, 1);
+	struct kvp *c = to_kvp(kv);
+	struct kvmm_fence f = { .space = c->space };
+	int ret = 0;
 
-	while (ret == -ENOSPC && !kva_pool_grow(c->pool, 1))
-		ret = kva_admit(c->pool, &s, &n, 1);
+#ifdef KVMM_HAVE_CUDA
+	if (c->dev)
+		ret = kvp_dev_status(c);
+#endif
+	if (!ioc(c, KVMM_IOC_FENCE, &f) && f.error && !ret)
+		ret = f.error;
 	return ret;
-}
-
-/* a page for every tier of @s whose last page is full, before a decode */
-int kvp_append(struct kvp *c, uint32_t s)
-{
-	int ret = kva_append(c->pool, &s, 1);
-
-	while (ret == -ENOSPC && !kva_pool_grow(c->pool, 1))
-		ret = kva_append(c->pool, &s, 1);
-	return ret;
-}
-
-/* slot @s's threshold: diffkv's alpha_prune (@quant 0) or alpha_quant */
-float kvp_alpha(const struct kvp *c, uint32_t s, int quant)
-{
-	if (c->pol.kind != LLM_POLICY_DIFFKV)
-		return 0.0f;
-	return c->alpha[s][quant ? 1 : 0];
 }
 
 /**
- * llm_kv_policy_seq_alpha() - diffkv thresholds of one sequence slot
- * @kv: a cache of llm_kv_policy_create() or _create_cuda() for diffkv
- * @seq: sequence slot
- * @prune: alpha_prune of the slot, 0 .. 1
- * @quant: alpha_quant of the slot, at least @prune
+ * llm_kv_policy_seq_alpha() - diffkv thresholds of one sequence
+ * @kv: a policy cache for diffkv
+ * @seq: sequence
+ * @prune: alpha_prune of the sequence, 0 .. 1
+ * @quant: alpha_quant of the sequence, at least @prune
  *
- * The slot's next prompt and decode steps classify with these instead of
- * the policy's (the per-sequence thresholds the compress kernels take);
- * tiers, window and score window stay the cache's. Kept across the slot's
- * reuse until set again.
+ * The sequence's next prompt and decode steps classify with these instead
+ * of the policy's (the per-sequence thresholds the compress kernels take);
+ * tiers, window and score window stay the cache's. Kept across the
+ * sequence's reuse until set again.
  *
- * Return: 0, or -EINVAL (another policy, a slot or threshold out of range;
- * nothing changed).
+ * Return: 0, or -EINVAL (another policy, a sequence or threshold out of
+ * range; nothing changed).
  */
 int llm_kv_policy_seq_alpha(struct llm_kv *kv, int seq, float prune,
 			    float quant)
@@ -389,329 +703,193 @@ int llm_kv_policy_seq_alpha(struct llm_kv *kv, int seq, float prune,
 	return 0;
 }
 
-int kvp_score_mode(const struct kvp *c)
-{
-	if (c->pol.kind == LLM_POLICY_DIFFKV)
-		return KVK_ATTN_SCORE_MAX;
-	return c->pol.kind == LLM_POLICY_KVCOMPRESS ? KVK_ATTN_SCORE_SUMSQ : 0;
-}
-
-/*
- * kvp_prompt_done() - after the prompt's last layer: the surplus of the
- * admission goes back (kva_trim() from the tokens each list stored), and
- * kvcompress evicts down to its rate
- */
-int kvp_prompt_done(struct kvp *c, uint32_t s, uint32_t ntok)
-{
-	int ret;
-
-	for (uint32_t l = 0; l < c->pool->lists_per_slot; l++) {
-		uint32_t list = s * c->pool->lists_per_slot + l;
-
-		c->hi[l] = c->pool->ntokens[2 * list + KVA_HI];
-		c->lo[l] = c->pool->ntokens[2 * list + KVA_LO];
-	}
-	ret = kva_trim(c->pool, &s, 1, c->hi, c->lo);
-	if (!ret && c->dev)
-		ret = kvp_dev_upload(c, s);
-	if (ret)
-		return ret;
-	c->seq[s].decoding = 1;
-	c->seq[s].len = ntok;
-	if (c->pol.kind == LLM_POLICY_KVCOMPRESS)
-		ret = evict(c, s);
-	return ret;
-}
-
-/* kvp_decode_done() - after a decode step's last layer */
-int kvp_decode_done(struct kvp *c, uint32_t s)
-{
-	c->seq[s].len++;
-	if (c->pol.kind != LLM_POLICY_KVCOMPRESS ||
-	    ++c->seq[s].steps < c->pol.interval)
-		return 0;
-	c->seq[s].steps = 0;
-	return evict(c, s);
-}
-
-static int step_prefill(struct kvp *c, uint32_t s, uint32_t layer, int ntok,
-			const float *q, long ldq, float *out, long ldo)
-{
-	uint32_t start[2] = { 0, (uint32_t)ntok }, base = list_of(c, s, layer);
-	struct kvp_mem m = kvp_host_mem(c);
-	struct kvk_compress_prompt a = kvp_prompt_args(c, s, &m, &base);
-	int32_t err = 0;
-	int ret;
-
-	prefill_attend(c, ntok, q, ldq, out, ldo);
-	a.dtype = KVK_F32;
-	a.k = c->k;
-	a.v = c->v;
-	a.seq_start = start;
-	a.max_len = (uint32_t)ntok;
-	a.scores = c->scores;
-	a.counts = c->counts;
-	a.err = &err;
-	ret = kvk_compress_prompt_cpu(&a, NULL);
-	if (!ret)
-		ret = err;
-	if (ret || layer + 1 < (uint32_t)c->kv.n_layers)
-		return ret;
-	return kvp_prompt_done(c, s, (uint32_t)ntok);
-}
-
-/* struct attn_job - one decode token's attention, split by kv-head */
-struct attn_job {
-	const struct kvk_attn_args *a;
-	uint32_t base;		/* the sequence's list of kv-head 0 */
-	int ret;		/* an error of any worker */
-};
-
-/* kv-heads [lo, hi) of the job: their lists, queries and outputs */
-static void attn_heads(void *arg, int tid, int nth)
-{
-	struct attn_job *j = arg;
-	struct kvk_attn_args a = *j->a;
-	size_t row = (size_t)a.group * a.head_dim * kvk_dtype_size(a.dtype);
-	uint32_t lb;
-	long lo, hi;
-	int ret;
-
-	llm_pool_range(a.nr_kv_heads, tid, nth, 1, &lo, &hi);
-	if (lo >= hi)
-		return;
-	lb = j->base + (uint32_t)lo;
-	a.nr_kv_heads = (uint32_t)(hi - lo);
-	a.list_base = &lb;
-	a.q = (const uint8_t *)a.q + lo * row;
-	a.out = (uint8_t *)a.out + lo * row;
-	ret = kvk_attn_decode_cpu(&a, NULL);
-	if (ret)
-		__atomic_store_n(&j->ret, ret, __ATOMIC_RELAXED);
-}
-
-/*
- * kvk_attn_decode_cpu() over one sequence's kv-heads, split across the
- * cache's workers (heads touch disjoint lists, pages and outputs, so the
- * result is the single call's, bit for bit)
- */
-static int attend(struct kvp *c, const struct kvk_attn_args *a, uint32_t base)
-{
-	struct attn_job j = { a, base, 0 };
-
-	if (llm_pool_threads(c->threads) < 2 || a->nr_kv_heads < 2)
-		return kvk_attn_decode_cpu(a, NULL);
-	llm_pool_run(c->threads, attn_heads, &j);
-	return j.ret;
-}
-
-static int step_decode(struct kvp *c, uint32_t s, uint32_t layer,
-		       const float *q, float *out)
-{
-	uint32_t base = list_of(c, s, layer);
-	int32_t pos = (int32_t)c->seq[s].len, err = 0;
-	struct kvp_mem m = kvp_host_mem(c);
-	struct kvk_compress_decode d = kvp_decode_args(c, s, &m, &base);
-	struct kvk_attn_args a = kvp_attn_args(c, &m, &base);
-	int ret;
-
-	d.dtype = KVK_F32;
-	d.k = c->k;
-	d.v = c->v;
-	d.pos = &pos;
-	d.actions = c->act;
-	d.err = &err;
-	ret = kvk_compress_decode_cpu(&d, NULL);
-	if (!ret)
-		ret = err;
-	if (ret)
-		return ret;
-	a.dtype = KVK_F32;
-	a.q = q;
-	a.out = out;
-	ret = attend(c, &a, base);
-	if (ret || layer + 1 < (uint32_t)c->kv.n_layers)
-		return ret;
-	return kvp_decode_done(c, s);
-}
-
-/*
- * kvp_begin() - the checks and the allocator's part before a layer of a
- * step, for both backends: a prompt (pos 0) admits the slot at layer 0, a
- * decode token gets its pages at layer 0
- */
-int kvp_begin(struct kvp *c, uint32_t s, int layer, int pos, int ntok)
-{
-	struct llm_kv *kv = &c->kv;
-	int ret;
-
-	if (s >= (uint32_t)kv->n_seq || layer < 0 || layer >= kv->n_layers ||
-	    pos < 0 || ntok < 1)
-		return -EINVAL;
-	if (pos + ntok > kv->max_tok)
-		return -ENOSPC;
-	if (pos == 0 && layer == 0) {
-		if (c->seq[s].live) {
-			kva_free(c->pool, &s, 1);
-			c->seq[s] = (struct kvp_seq){ 0 };
-		}
-		ret = admit(c, s, (uint32_t)ntok);
-		if (ret)
-			return ret;
-		c->seq[s].live = 1;
-	}
-	if (pos == 0 ? !c->seq[s].live || c->seq[s].decoding
-		     : ntok != 1 || !c->seq[s].decoding ||
-		       (uint32_t)pos != c->seq[s].len)
-		return -EOPNOTSUPP;
-	if (pos && layer == 0) {
-		uint64_t used = c->pool->nr_used;
-
-		ret = kvp_append(c, s);
-		c->seq[s].grew |= c->pool->nr_used != used;
-		return ret;
-	}
-	return 0;
-}
-
 /**
- * llm_kv_policy_step() - store, compress and attend one layer of a step
- * @kv: a host cache of llm_kv_policy_create()
- * @seq: sequence slot
- * @layer: layer
+ * llm_kv_policy_step() - one layer of one sequence's step, for callers
+ * without an executor (tests, tools)
+ * @kv: a host policy cache
+ * @seq: sequence
+ * @layer: layer, in order 0 .. n_layers - 1 within a step
  * @pos: position of the first new token: 0 with the whole prompt, else
  *	the sequence's length with one token
  * @ntok: new tokens
  * @q: [ntok] rows of n_heads * head_dim query floats, @ldq apart (RoPE
  *	applied)
+ * @ldq: floats between rows of @q
  * @k: [ntok] rows of n_kv_heads * head_dim key floats, @ldkv apart (RoPE
  *	applied)
  * @v: likewise, values
+ * @ldkv: floats between rows of @k and @v
  * @out: [ntok] rows of n_heads * head_dim, @ldo apart: the attention
+ * @ldo: floats between rows of @out
  *
- * Layers of a step are called in order 0 .. n_layers - 1.
+ * A batch of one sequence through begin() (at layer 0), layer() and end()
+ * (at the last layer, which also commits the tokens).
  *
- * Return: 0; -EINVAL for arguments out of range; -EOPNOTSUPP for a prompt
- * in several parts, several decode tokens at once, or a device cache;
- * -ENOSPC when the pool cannot grow; an allocator or kernel error.
+ * Return: 0; -EINVAL for arguments out of range or a position other than
+ * the sequence's length; -EOPNOTSUPP for a device cache; the ops' errors.
  */
 int llm_kv_policy_step(struct llm_kv *kv, int seq, int layer, int pos,
 		       int ntok, const float *q, long ldq, const float *k,
 		       const float *v, long ldkv, float *out, long ldo)
 {
-	struct kvp *c = to_kvp(kv);
-	uint32_t s = (uint32_t)seq, nkv = c->nkv, hd = c->hd;
+	struct llm_batch b = { 1, &seq, &ntok, NULL };
+	struct llm_kv_io io = { q, ldq, k, v, ldkv, out, ldo, KVK_F32 };
 	int ret;
 
-	if (c->dev)
-		return -EOPNOTSUPP;
-	if (seq < 0 || !q || !k || !v || !out)
+	if (!is_kvp(kv) || kv->device)
+		return is_kvp(kv) ? -EOPNOTSUPP : -EINVAL;
+	if (seq < 0 || seq >= kv->n_seq || ntok < 1 || layer < 0 ||
+	    layer >= kv->n_layers)
 		return -EINVAL;
-	ret = kvp_begin(c, s, layer, pos, ntok);
-	if (ret)
-		return ret;
-	for (int t = 0; t < ntok; t++) {
-		memcpy(c->k + (size_t)t * nkv * hd, k + t * ldkv,
-		       nkv * hd * sizeof(float));
-		memcpy(c->v + (size_t)t * nkv * hd, v + t * ldkv,
-		       nkv * hd * sizeof(float));
+	if (layer == 0) {
+		if (pos == 0)
+			llm_kv_reset(kv, seq);
+		if (pos != llm_kv_len(kv, seq))
+			return -EINVAL;
+		ret = kvp_begin(kv, &b, NULL);
+		if (ret)
+			return ret;
 	}
-	if (pos == 0)
-		return step_prefill(c, s, (uint32_t)layer, ntok, q, ldq, out,
-				    ldo);
-	return step_decode(c, s, (uint32_t)layer, q, out);
+	ret = kvp_layer(kv, &b, layer, &io, NULL);
+	if (ret || layer + 1 < kv->n_layers)
+		return ret;
+	ret = kvp_end(kv, &b, NULL);
+	if (!ret)
+		llm_kv_commit(kv, seq, ntok);
+	return ret;
+}
+
+/**
+ * llm_kv_policy_release() - give a sequence's pages back now
+ * @kv: a policy cache
+ * @seq: sequence
+ *
+ * Its tokens are forgotten (llm_kv_reset()). A device cache enqueues the
+ * release on the stream of its last step.
+ *
+ * Return: 0, -EINVAL, or the uapi's error (nothing changed).
+ */
+int llm_kv_policy_release(struct llm_kv *kv, int seq)
+{
+	struct kvp *c = to_kvp(kv);
+	int ret;
+
+	if (!is_kvp(kv) || seq < 0 || seq >= kv->n_seq)
+		return -EINVAL;
+	ret = release(c, &seq, 1);
+	if (!ret)
+		llm_kv_reset(kv, seq);
+	return ret;
 }
 
 /**
  * llm_kv_policy_usage() - what sequence @seq holds, and what full would
- * @kv: a cache of llm_kv_policy_create()
- * @seq: sequence slot
+ * @kv: a policy cache
+ * @seq: sequence
  * @u: filled
  *
- * Return: 0 or -EINVAL.
+ * Asks the space (KVMM_IOC_SEQ_STATS: a device cache waits for its device
+ * work).
+ *
+ * Return: 0, -EINVAL, or the uapi's error.
  */
 int llm_kv_policy_usage(const struct llm_kv *kv, int seq,
 			struct llm_kv_usage *u)
 {
-	const struct kvp *c = (const struct kvp *)kv;
-	const struct kva_pool *pl;
-	uint32_t lps, len;
+	struct kvp *c = (struct kvp *)kv;
+	struct kvmm_seq_info in = { 0 };
+	struct kvmm_seq_stats st = { .count = 1 };
+	uint32_t len;
+	int ret;
 
 	if (!is_kvp(kv) || seq < 0 || seq >= kv->n_seq || !u)
 		return -EINVAL;
-	pl = c->pool;
-	lps = pl->lists_per_slot;
-	len = c->seq[seq].live ? c->seq[seq].len : 0;
 	memset(u, 0, sizeof(*u));
-	for (uint32_t l = 0; c->seq[seq].live && l < lps; l++) {
-		uint32_t list = (uint32_t)seq * lps + l;
-
-		for (int t = 0; t < 2; t++) {
-			const struct kvk_attn_tier *a = &c->at[t];
-			uint64_t n = pl->ntokens[2 * list + t];
-
-			u->tokens[t] += n;
-			u->pages[t] += pl->npages[2 * list + t];
-			u->bits += n * (c->hd * (a->kbits + a->vbits) +
-					8 * (kvq_meta_bytes(a->kbits, a->kgroups) +
-					     kvq_meta_bytes(a->vbits, a->vgroups)));
-		}
-	}
-	u->pruned = (uint64_t)len * lps - u->tokens[0] - u->tokens[1];
-	u->page_size = pl->page_size;
-	u->full_pages = full_pages(c, len) * lps;
+	u->page_size = c->map.page_size;
 	u->full_page_size = c->full_page_size;
-	u->full_bits = (uint64_t)len * lps * c->hd * 32;
+	if (!c->seq[seq].live)
+		return 0;
+	len = c->seq[seq].len;
+	in.slot = c->seq[seq].slot;
+	st.space = c->space;
+	st.seqs = (uint64_t)(uintptr_t)&in;
+	ret = ioc(c, KVMM_IOC_SEQ_STATS, &st);
+	if (ret)
+		return ret;
+	for (int t = 0; t < 2; t++) {
+		const struct kvk_attn_tier *a = &c->at[t];
+
+		u->tokens[t] = in.tokens[t];
+		u->pages[t] = in.pages[t];
+		u->bits += in.tokens[t] *
+			   (c->hd * (a->kbits + a->vbits) +
+			    8 * (kvq_meta_bytes(a->kbits, a->kgroups) +
+				 kvq_meta_bytes(a->vbits, a->vgroups)));
+	}
+	u->pruned = (uint64_t)len * c->lps - u->tokens[0] - u->tokens[1];
+	u->full_pages = full_pages(c, len) * c->lps;
+	u->full_bits = (uint64_t)len * c->lps * c->hd * 32;
 	return 0;
 }
 
 /**
- * llm_kv_policy_check() - the allocator's invariants over the cache's pool
- * @kv: a cache of llm_kv_policy_create()
+ * llm_kv_policy_check() - the subsystem's invariants over the cache's space
+ * @kv: a policy cache
  * @why: the first violation in words
  * @len: bytes of @why
  *
- * Return: 0, -EUCLEAN (kva_check()), or -EINVAL for another cache.
+ * Return: 0, -EUCLEAN (a broken invariant), or -EINVAL for another cache.
  */
 int llm_kv_policy_check(const struct llm_kv *kv, char *why, size_t len)
 {
+	const struct kvp *c = (const struct kvp *)kv;
+
 	if (!is_kvp(kv))
 		return -EINVAL;
-	return kva_check(((const struct kvp *)kv)->pool, why, len);
+	return kvshim_check(c->fd, c->space, why, len);
 }
 
-static int kvp_op_append(struct llm_kv *kv, int seq, int layer, int pos,
-		      int ntok, const float *k, const float *v, long ld)
+/**
+ * llm_kv_policy_space() - the kvmm handle and space of a policy cache
+ * @kv: a policy cache
+ * @fd: out: the handle (kvshim_ioctl())
+ * @space: out: the space
+ *
+ * For callers that ask the space themselves (KVMM_IOC_STATS, compaction,
+ * budgets): the cache owns both; never destroy or release through them.
+ *
+ * Return: 0, or -EINVAL for another cache.
+ */
+int llm_kv_policy_space(const struct llm_kv *kv, int *fd, uint32_t *space)
 {
-	(void)kv, (void)seq, (void)layer, (void)pos, (void)ntok, (void)k;
-	(void)v, (void)ld;
-	return -EOPNOTSUPP;	/* the forward pass uses the step op */
+	const struct kvp *c = (const struct kvp *)kv;
+
+	if (!is_kvp(kv) || !fd || !space)
+		return -EINVAL;
+	*fd = c->fd;
+	*space = c->space;
+	return 0;
 }
 
-static int kvp_op_view(struct llm_kv *kv, int seq, int layer, int kv_head,
-		    int n, const float **k, const float **v)
-{
-	(void)kv, (void)seq, (void)layer, (void)kv_head, (void)n, (void)k;
-	(void)v;
-	return -EOPNOTSUPP;
-}
-
-/* pages every slot holds, per tier */
+/* pages of the space, per tier */
 static int kvp_stats(struct llm_kv *kv, struct llm_kv_stats *st)
 {
-	const struct kvp *c = to_kvp(kv);
-	const struct kva_pool *pl = c->pool;
+	struct kvp *c = to_kvp(kv);
+	struct kvmm_stats s = { .space = c->space };
+	int ret;
 
 	memset(st, 0, sizeof(*st));
+	ret = ioc(c, KVMM_IOC_STATS, &s);
+	if (ret)
+		return ret;
 	st->paged = true;
-	st->page_size = pl->page_size;
+	st->page_size = s.page_size;
 	st->tokens_per_page = c->at[0].tokens;
-	st->pages_total = (uint64_t)pl->nr_granules * pl->pages_per_granule;
-	for (uint32_t l = 0; l < pl->nr_lists; l++) {
-		st->pages_used[0] += pl->npages[2 * l + KVA_HI];
-		st->pages_used[1] += pl->npages[2 * l + KVA_LO];
-	}
-	st->bytes = (st->pages_used[0] + st->pages_used[1]) * pl->page_size;
+	st->pages_total = s.pages_total;
+	st->pages_used[0] = s.pages_used[0];
+	st->pages_used[1] = s.pages_used[1];
+	st->bytes = (s.pages_used[0] + s.pages_used[1]) * s.page_size;
+	st->budget = kv->bytes;
 	return 0;
 }
 
@@ -722,21 +900,26 @@ static void kvp_destroy(struct llm_kv *kv)
 	if (!c)
 		return;
 	kvp_dev_free(c);
-	if (c->pool)
-		kva_pool_destroy(c->pool);
-	if (c->ctx)
-		kvrt_ctx_destroy(c->ctx);
+	if (c->fd >= 0)
+		kvshim_close(c->fd);
 	if (c->threads)
 		llm_pool_destroy(c->threads);
 	free(c->seq);
 	free(c->alpha);
+	free(c->slots);
+	free(c->ss);
+	free(c->adm);
+	free(c->lb);
+	free(c->pos);
+	free(c->salpha);
+	free(c->sstart);
 	free(c->k);
 	free(c->v);
+	free(c->q);
+	free(c->o);
 	free(c->scores);
 	free(c->p);
 	free(c->acc);
-	free(c->hi);
-	free(c->lo);
 	free(c->counts);
 	free(c->act);
 	free(c->kv.len);
@@ -744,102 +927,108 @@ static void kvp_destroy(struct llm_kv *kv)
 }
 
 static const struct llm_kv_ops kvp_ops = {
-	.append = kvp_op_append,
-	.view = kvp_op_view,
-	.step = llm_kv_policy_step,
+	.begin = kvp_begin,
+	.layer = kvp_layer,
+	.end = kvp_end,
+	.status = kvp_status,
 	.stats = kvp_stats,
 	.destroy = kvp_destroy,
 };
 
-/* a device cache: the CUDA executor's step_cuda only */
-static const struct llm_kv_ops kvp_dev_ops = {
-	.append = kvp_op_append,
-	.view = kvp_op_view,
-	.step = llm_kv_policy_step,
-#ifdef KVMM_HAVE_CUDA
-	.step_cuda = kvp_step_cuda,
-#endif
-	.stats = kvp_stats,
-	.destroy = kvp_destroy,
-};
-
-static int pool_make(struct kvp *c, const struct llm_config *cfg,
-		     int n_seq, int max_tok, int device, char *err,
-		     size_t errlen)
+/*
+ * the space: the policy's tiers, every sequence slot, a budget of @budget
+ * bytes (0: every sequence at max_tok at the smaller tier, the worst case)
+ */
+static int space_make(struct kvp *c, const struct llm_config *cfg,
+		      const struct llm_kv_policy_opts *o, char *err,
+		      size_t errlen)
 {
-	struct kvrt_ctx_opts o = {
-		.backend = device < 0 ? KVRT_BACKEND_HOST : KVRT_BACKEND_CUDA,
-		.device = device < 0 ? 0 : device,
-	};
-	struct kva_pool_params pp = { 0 };
-	struct kva_tier fp16 = { 16, 16, 1, 1 };
-	struct kva_layout l[2];
-	uint64_t pages, gran;
-	int ps, ret;
+	struct kvmm_tier fp16 = { 16, 16, 1, 1 };
+	struct kvmm_tier tiers[2] = { c->pol.hi, c->pol.lo };
+	uint32_t nt = c->pol.kind == LLM_POLICY_DIFFKV ? 2 : 1;
+	struct kvmm_space_create sc = { 0 };
+	uint32_t ps, tok[2], mt;
+	uint64_t pages, gran, budget = o->budget;
+	int ret;
 
-	ps = kva_page_size(cfg->head_dim, &fp16, 1);
-	if (ps < 0 || kva_page_layout(cfg->head_dim, (uint32_t)ps, &fp16,
-				      &l[0])) {
+	ret = kvmm_geometry(cfg->head_dim, &fp16, 1, &c->full_page_size,
+			    &c->full_tpp);
+	ret = ret ?: kvmm_geometry(cfg->head_dim, tiers, nt, &ps, tok);
+	if (ret) {
 		snprintf(err, errlen, "head_dim %u has no page geometry",
 			 cfg->head_dim);
 		return -EINVAL;
 	}
-	c->full_page_size = (uint32_t)ps;
-	c->full_tpp = l[0].tokens;
-	pp.head_dim = cfg->head_dim;
-	pp.tiers[0] = c->pol.hi;
-	pp.tiers[1] = c->pol.lo;
-	pp.nr_tiers = c->pol.kind == LLM_POLICY_DIFFKV ? 2 : 1;
-	ps = kva_page_size(cfg->head_dim, pp.tiers, pp.nr_tiers);
-	if (ps < 0)
-		return ps;
-	ret = kva_page_layout(cfg->head_dim, (uint32_t)ps, &pp.tiers[0], &l[0]);
-	ret = ret ?: kva_page_layout(cfg->head_dim, (uint32_t)ps,
-				     &pp.tiers[pp.nr_tiers - 1], &l[1]);
-	if (ret)
-		return ret;
-	/* the worst case: every list full at the smaller tier, +3 pages */
-	pages = (uint64_t)n_seq * cfg->n_layers * cfg->n_kv_heads *
-		((uint64_t)max_tok / (l[0].tokens < l[1].tokens ?
-				      l[0].tokens : l[1].tokens) + 4);
-	gran = pages / (KVRT_GRANULE_SIZE / (uint64_t)ps) + 2;
-	ret = kvrt_ctx_create(&o, &c->ctx);
+	mt = tok[0] < tok[nt - 1] ? tok[0] : tok[nt - 1];
+	pages = (uint64_t)o->n_seq * c->lps * ((uint64_t)o->max_tok / mt + 4);
+	gran = pages / (KVMM_GRANULE_SIZE / ps) + 2;
+	if (!budget)
+		budget = gran * KVMM_GRANULE_SIZE;
+	budget = (budget + KVMM_GRANULE_SIZE - 1) / KVMM_GRANULE_SIZE *
+		 KVMM_GRANULE_SIZE;
+	c->fd = kvshim_open();
+	if (c->fd < 0) {
+		snprintf(err, errlen, "kvmm: %s", strerror(-c->fd));
+		return c->fd;
+	}
+	sc.backend = o->device < 0 ? KVMM_BACKEND_HOST : KVMM_BACKEND_DEVICE;
+	sc.nr_layers = cfg->n_layers;
+	sc.nr_kv_heads = cfg->n_kv_heads;
+	sc.head_dim = cfg->head_dim;
+	sc.nr_tiers = nt;
+	sc.tiers[0] = tiers[0];
+	if (nt > 1)
+		sc.tiers[1] = tiers[1];
+	sc.max_seqs = (uint32_t)o->n_seq;
+	sc.max_tokens = (uint32_t)o->max_tok;
+	sc.va_bytes = budget;
+	sc.budget_bytes = budget;
+	ret = ioc(c, KVMM_IOC_SPACE_CREATE, &sc);
 	if (ret) {
-		snprintf(err, errlen, "runtime: %s", strerror(-ret));
+		snprintf(err, errlen, "kvmm space of %.2f GB for %d x %d "
+			 "tokens: %s", budget / 1e9, o->n_seq, o->max_tok,
+			 strerror(-ret));
 		return ret;
 	}
-	pp.ctx = c->ctx;
-	pp.va_bytes = gran * KVRT_GRANULE_SIZE;
-	pp.budget_bytes = gran * KVRT_GRANULE_SIZE;
-	pp.nr_slots = (uint32_t)n_seq;
-	pp.nr_layers = cfg->n_layers;
-	pp.nr_heads = cfg->n_kv_heads;
-	pp.max_tokens = (uint32_t)max_tok;
-	pp.wmark_low = 0;
-	pp.wmark_high = 0;
-	ret = kva_pool_create(&pp, &c->pool);
+	c->space = sc.space;
+	c->kv.bytes = budget;
+	c->map = (struct kvmm_space_map){ .space = c->space };
+	ret = ioc(c, KVMM_IOC_SPACE_MAP, &c->map);
 	if (ret) {
-		snprintf(err, errlen, "allocator pool of %lu granules: %s",
-			 (unsigned long)gran, strerror(-ret));
+		snprintf(err, errlen, "kvmm map: %s", strerror(-ret));
 		return ret;
 	}
-	c->at[0] = kvk_attn_tier_make(&pp.tiers[0], &c->pool->layout[KVA_HI]);
-	c->at[1] = kvk_attn_tier_make(&pp.tiers[pp.nr_tiers - 1],
-				      &c->pool->layout[KVA_LO]);
+	c->at[0] = tier_of(&c->map.tiers[0]);
+	c->at[1] = tier_of(&c->map.tiers[1]);
 	return 0;
 }
 
-static int create(const struct llm_config *c, const struct llm_policy *p,
-		  int n_seq, int max_tok, int n_threads, int device,
-		  struct llm_kv **out, char *err, size_t errlen)
+/**
+ * llm_kv_policy_open() - a policy cache
+ * @c: model configuration
+ * @p: policy (llm_policy_parse())
+ * @o: sequences, capacity, backend and budget
+ * @out: the cache; llm_kv_destroy() frees it
+ * @err: a one-line reason on failure
+ * @errlen: bytes of @err
+ *
+ * Return: 0, -EINVAL (a shape the kernels do not take: head_dim other than
+ * 64, 128 or (host) 256, more than 8 query heads per kv-head), -ENOMEM,
+ * -ENODEV (no device for a device cache), or the uapi's error.
+ */
+int llm_kv_policy_open(const struct llm_config *c, const struct llm_policy *p,
+		       const struct llm_kv_policy_opts *o,
+		       struct llm_kv **out, char *err, size_t errlen)
 {
-	bool host = device < 0;
+	bool host;
 	struct kvp *k;
-	size_t mt = (size_t)max_tok;
-	int ret;
+	int ret, nth;
 
-	if (!c || !p || !out || n_seq < 1 || max_tok < 1 || n_threads < 1 ||
-	    (c->head_dim != 64 && c->head_dim != 128 &&
+	if (!c || !p || !o || !out || o->n_seq < 1 || o->max_tok < 1 ||
+	    o->n_threads < 0)
+		return -EINVAL;
+	host = o->device < 0;
+	if ((c->head_dim != 64 && c->head_dim != 128 &&
 	     (c->head_dim != 256 || !host)) ||
 	    !c->n_kv_heads || c->n_heads % c->n_kv_heads ||
 	    c->n_heads / c->n_kv_heads > KVK_ATTN_MAX_GROUP) {
@@ -851,55 +1040,69 @@ static int create(const struct llm_config *c, const struct llm_policy *p,
 	k = calloc(1, sizeof(*k));
 	if (!k)
 		return -ENOMEM;
-	k->kv.ops = host ? &kvp_ops : &kvp_dev_ops;
-	k->kv.n_seq = n_seq;
+	k->fd = -1;
+	k->kv.ops = &kvp_ops;
+	k->kv.n_seq = o->n_seq;
 	k->kv.n_layers = (int)c->n_layers;
+	k->kv.n_heads = (int)c->n_heads;
 	k->kv.n_kv_heads = (int)c->n_kv_heads;
 	k->kv.head_dim = (int)c->head_dim;
-	k->kv.max_tok = max_tok;
+	k->kv.max_tok = o->max_tok;
+	k->kv.device = !host;
 	k->pol = *p;
 	k->nh = c->n_heads;
 	k->nkv = c->n_kv_heads;
 	k->hd = c->head_dim;
+	k->nl = c->n_layers;
+	k->lps = c->n_layers * c->n_kv_heads;
 	k->group = c->n_heads / c->n_kv_heads;
 	k->scale = 1.0f / sqrtf((float)c->head_dim);
-	ret = pool_make(k, c, n_seq, max_tok, device, err, errlen);
+	ret = space_make(k, c, o, err, errlen);
 	if (ret)
 		goto out_free;
-	k->kv.len = calloc(n_seq, sizeof(int));
-	k->seq = calloc(n_seq, sizeof(*k->seq));
-	k->alpha = calloc(n_seq, sizeof(*k->alpha));
-	k->hi = malloc(k->pool->lists_per_slot * sizeof(uint32_t));
-	k->lo = malloc(k->pool->lists_per_slot * sizeof(uint32_t));
-	if (!k->kv.len || !k->seq || !k->alpha || !k->hi || !k->lo)
+	k->kv.len = calloc(o->n_seq, sizeof(int));
+	k->seq = calloc(o->n_seq, sizeof(*k->seq));
+	k->alpha = calloc(o->n_seq, sizeof(*k->alpha));
+	k->slots = calloc(o->n_seq, sizeof(*k->slots));
+	k->ss = calloc(o->n_seq, sizeof(*k->ss));
+	k->adm = calloc(o->n_seq, sizeof(*k->adm));
+	k->lb = calloc((size_t)o->n_seq * c->n_layers, sizeof(*k->lb));
+	k->pos = calloc(o->n_seq, sizeof(*k->pos));
+	k->salpha = calloc((size_t)o->n_seq * 2, sizeof(float));
+	k->sstart = calloc(o->n_seq + 1, sizeof(*k->sstart));
+	if (!k->kv.len || !k->seq || !k->alpha || !k->slots || !k->ss ||
+	    !k->adm ||
+	    !k->lb || !k->pos || !k->salpha || !k->sstart)
 		goto out_nomem;
-	for (int i = 0; i < n_seq; i++) {
+	for (int i = 0; i < o->n_seq; i++) {
 		k->alpha[i][0] = p->alpha_prune;
 		k->alpha[i][1] = p->alpha_quant;
 	}
 #ifdef KVMM_HAVE_CUDA
 	if (!host) {
-		ret = kvp_dev_init(k, device, err, errlen);
+		ret = kvp_dev_init(k, o->device, err, errlen);
 		if (ret)
 			goto out_free;
 		*out = &k->kv;
 		return 0;
 	}
 #endif
-	k->k = malloc(mt * k->nkv * k->hd * sizeof(float));
-	k->v = malloc(mt * k->nkv * k->hd * sizeof(float));
-	k->scores = malloc(mt * k->nkv * sizeof(float));
-	ret = llm_pool_create(n_threads, &k->threads);
+	if (!host) {
+		snprintf(err, errlen, "a device cache needs a CUDA build");
+		ret = -ENODEV;
+		goto out_free;
+	}
+	nth = o->n_threads ? o->n_threads : 1;
+	ret = llm_pool_create(nth, &k->threads);
 	if (ret) {
 		snprintf(err, errlen, "threads: %s", strerror(-ret));
 		goto out_free;
 	}
-	k->p = malloc(mt * llm_pool_threads(k->threads) * sizeof(float));
-	k->acc = malloc(mt * k->nh * sizeof(float));
-	k->counts = malloc(k->nkv * KVK_TOK_NR * sizeof(uint32_t));
-	k->act = malloc(k->nkv * sizeof(*k->act));
-	if (!k->k || !k->v || !k->scores || !k->p || !k->acc || !k->counts ||
-	    !k->act)
+	k->p = malloc((size_t)o->max_tok * nth * sizeof(float));
+	k->counts = malloc((size_t)o->n_seq * k->nkv * KVK_TOK_NR *
+			   sizeof(uint32_t));
+	k->act = malloc((size_t)o->n_seq * k->nkv * sizeof(*k->act));
+	if (!k->p || !k->counts || !k->act)
 		goto out_nomem;
 	*out = &k->kv;
 	return 0;
@@ -916,51 +1119,57 @@ out_free:
  * llm_kv_policy_create() - a host cache that applies @p
  * @c: model configuration
  * @p: policy (llm_policy_parse())
- * @n_seq: sequence slots
+ * @n_seq: sequences
  * @max_tok: tokens one sequence may reach
- * @n_threads: workers of the prefill attention (>= 1)
+ * @n_threads: workers of the attention (>= 1)
  * @out: the cache; llm_kv_destroy() frees it
  * @err: a one-line reason on failure
  * @errlen: bytes of @err
  *
- * Return: 0, -EINVAL (a shape the kernels do not take: head_dim other than
- * 64, 128 or 256, more than 8 query heads per kv-head), -ENOMEM, or the
- * runtime's or allocator's error.
+ * llm_kv_policy_open() with a host space whose budget holds every
+ * sequence at @max_tok.
+ *
+ * Return: as llm_kv_policy_open().
  */
 int llm_kv_policy_create(const struct llm_config *c,
 			 const struct llm_policy *p, int n_seq, int max_tok,
 			 int n_threads, struct llm_kv **out, char *err,
 			 size_t errlen)
 {
-	return create(c, p, n_seq, max_tok, n_threads, -1, out, err, errlen);
+	struct llm_kv_policy_opts o = { .n_seq = n_seq, .max_tok = max_tok,
+					.n_threads = n_threads, .device = -1 };
+
+	if (n_threads < 1)
+		return -EINVAL;
+	return llm_kv_policy_open(c, p, &o, out, err, errlen);
 }
 
-#ifdef KVMM_HAVE_CUDA
 /**
  * llm_kv_policy_create_cuda() - a cache that applies @p on a CUDA device,
- * for the CUDA executor (its step_cuda op; the host step op answers
- * -EOPNOTSUPP)
+ * for the CUDA executor
  * @c: model configuration
  * @p: policy
- * @n_seq: sequence slots
+ * @n_seq: sequences
  * @max_tok: tokens one sequence may reach
  * @device: CUDA device ordinal, the executor's
  * @out: the cache; llm_kv_destroy() frees it
  * @err: a one-line reason on failure
  * @errlen: bytes of @err
  *
- * Return: as llm_kv_policy_create(); head_dim 256 is -EINVAL here (the
- * prefill kernel takes 64 and 128).
+ * Return: as llm_kv_policy_open(); -EINVAL for a negative @device; head
+ * dimension 256 is -EINVAL here (the prefill kernel takes 64 and 128).
  */
 int llm_kv_policy_create_cuda(const struct llm_config *c,
 			      const struct llm_policy *p, int n_seq,
 			      int max_tok, int device, struct llm_kv **out,
 			      char *err, size_t errlen)
 {
+	struct llm_kv_policy_opts o = { .n_seq = n_seq, .max_tok = max_tok,
+					.device = device };
+
 	if (device < 0) {
 		snprintf(err, errlen, "device %d", device);
 		return -EINVAL;
 	}
-	return create(c, p, n_seq, max_tok, 1, device, out, err, errlen);
+	return llm_kv_policy_open(c, p, &o, out, err, errlen);
 }
-#endif

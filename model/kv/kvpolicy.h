@@ -1,26 +1,49 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * kvpolicy.h - a KV cache that applies a memory policy (policy.h): the
- * executor's llm_kv with the policy's tiers, pruning and eviction, and the
- * accounting every run reports.
+ * kvpolicy.h - the KV cache: a memory policy (policy.h) applied to the
+ * pages of a kvmm space, on the host (CPU executor) or on a CUDA device
+ * (CUDA executor), with the accounting every run reports.
  */
 #ifndef LLM_KVPOLICY_H
 #define LLM_KVPOLICY_H
+
+#include <stddef.h>
+#include <stdint.h>
 
 #include "config.h"
 #include "kvcache.h"
 #include "policy.h"
 
+/**
+ * struct llm_kv_policy_opts - how to make a policy cache
+ * @n_seq: sequences it serves at once (the space's slots)
+ * @max_tok: tokens one sequence may reach
+ * @n_threads: host cache: workers of its attention (0: one)
+ * @device: CUDA device ordinal of a device cache; -1 for a host cache
+ * @budget: bytes of pages the space may map at most, rounded up to 2 MiB;
+ *	0: enough for every sequence at @max_tok at the smaller tier
+ *
+ * Plain value, read by llm_kv_policy_open().
+ */
+struct llm_kv_policy_opts {
+	int n_seq;
+	int max_tok;
+	int n_threads;
+	int device;
+	uint64_t budget;
+};
+
+int llm_kv_policy_open(const struct llm_config *c, const struct llm_policy *p,
+		       const struct llm_kv_policy_opts *o,
+		       struct llm_kv **out, char *err, size_t errlen);
 int llm_kv_policy_create(const struct llm_config *c,
 			 const struct llm_policy *p, int n_seq, int max_tok,
 			 int n_threads, struct llm_kv **out, char *err,
 			 size_t errlen);
-#ifdef KVMM_HAVE_CUDA
 int llm_kv_policy_create_cuda(const struct llm_config *c,
 			      const struct llm_policy *p, int n_seq,
 			      int max_tok, int device, struct llm_kv **out,
 			      char *err, size_t errlen);
-#endif
 int llm_kv_policy_seq_alpha(struct llm_kv *kv, int seq, float prune,
 			    float quant);
 int llm_kv_policy_usage(const struct llm_kv *kv, int seq,
@@ -28,6 +51,8 @@ int llm_kv_policy_usage(const struct llm_kv *kv, int seq,
 int llm_kv_policy_step(struct llm_kv *kv, int seq, int layer, int pos,
 		       int ntok, const float *q, long ldq, const float *k,
 		       const float *v, long ldkv, float *out, long ldo);
+int llm_kv_policy_release(struct llm_kv *kv, int seq);
 int llm_kv_policy_check(const struct llm_kv *kv, char *why, size_t len);
+int llm_kv_policy_space(const struct llm_kv *kv, int *fd, uint32_t *space);
 
 #endif /* LLM_KVPOLICY_H */

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * kvpolicy_int.h - the policy cache's insides, shared by its host part
- * (kvpolicy.c: the allocator's bookkeeping and the CPU kernels) and its
- * device part (kvpolicy_cuda.c: the CUDA kernels). Not an interface.
+ * (kvpolicy.c: the uapi calls and the CPU kernels) and its device part
+ * (kvpolicy_cuda.c: the CUDA kernels). Not an interface.
  */
 #ifndef LLM_KVPOLICY_INT_H
 #define LLM_KVPOLICY_INT_H
@@ -11,112 +11,101 @@
 #include <stdint.h>
 
 #include "compress.h"
-#include "kva.h"
 #include "kvattn.h"
 #include "kvcache.h"
 #include "kvevict.h"
+#include "kvmm.h"
 #include "policy.h"
 
-/* struct kvp_seq - one sequence slot of the cache */
+/* struct kvp_seq - one sequence of the cache */
 struct kvp_seq {
-	int live;		/* admitted in the pool */
+	uint32_t slot;		/* the space's slot while @live */
+	int live;		/* admitted in the space */
 	int decoding;		/* trimmed: decode steps may run */
 	uint32_t len;		/* positions seen */
 	uint32_t steps;		/* decode steps since the last eviction */
-	int grew;		/* kva_append() added pages the device
-				 * mirrors have not had yet */
 };
 
 struct kvp_dev;
+struct llm_pool;
 
 /*
  * struct kvp - the policy cache. Owned by its creator; one forward pass at
- * a time (not locked). With @dev the pages are device memory and the
- * kernels run there; the pool's host arrays stay the allocator's truth,
- * mirrored to the device around each step (kvpolicy_cuda.c).
+ * a time (not locked). Its pages are a kvmm space (@fd, @space), reached
+ * through the uapi only; @map holds the space's tables, in host memory for
+ * a host cache and device memory for a device cache (@dev).
+ *
+ * The step in progress is described in batch order (sequence i of the
+ * batch is entry i): @slots, @ss, @lb, @pos, @salpha and @sstart are
+ * written by begin() and read by layer() and end().
  */
 struct kvp {
 	struct llm_kv kv;
 	struct llm_policy pol;
-	uint32_t nh, nkv, hd, group;
+	uint32_t nh, nkv, hd, group, nl, lps;
 	float scale;
-	struct kvrt_ctx *ctx;
-	struct kva_pool *pool;
+	int fd;
+	uint32_t space;
+	struct kvmm_space_map map;
 	struct kvk_attn_tier at[2];
 	uint32_t full_tpp, full_page_size;
-	struct kvp_seq *seq;
-	float (*alpha)[2];	/* [n_seq] (prune, quant) of each slot */
+	struct kvp_seq *seq;	/* [n_seq] */
+	float (*alpha)[2];	/* [n_seq] (prune, quant) of each sequence */
+
+	/* the step in progress */
+	int kind;		/* LLM_KV_PREFILL or LLM_KV_DECODE */
+	int n;			/* sequences in it */
+	uint32_t ntok;		/* tokens in it */
+	uint32_t max_len;	/* longest prompt (prefill) */
+	uint32_t *slots;	/* [n_seq] */
+	struct kvmm_step_slot *ss; /* [n_seq] */
+	struct kvmm_seq *adm;	/* [n_seq] */
+	uint32_t *lb;		/* [n_layers][n]: list of kv-head 0 */
+	int32_t *pos;		/* [n_seq] decode position */
+	float *salpha;		/* [n_seq][2] */
+	uint32_t *sstart;	/* [n_seq + 1] prompt starts */
+
 	struct kvp_dev *dev;	/* NULL: a host cache */
-	struct llm_pool *threads; /* the prefill attention's workers */
-	/* host scratch, sized for max_tok tokens (host caches only) */
-	float *k, *v;		/* [max_tok][nkv][hd] */
-	float *scores;		/* [max_tok][nkv] */
+
+	/* host cache: workers and scratch, grown with the step's tokens */
+	struct llm_pool *threads;
+	size_t cap;		/* tokens the scratch holds */
+	float *k, *v;		/* [cap][nkv][hd] */
+	float *q, *o;		/* [cap][nh][hd] */
+	float *scores;		/* [cap][nkv] */
 	float *p;		/* [threads][max_tok] probabilities */
-	float *acc;		/* [n_heads][max_tok] score sums per head */
-	uint32_t *counts;	/* [nkv][KVK_TOK_NR] */
-	struct kvk_compress_action *act; /* [nkv] */
-	uint32_t *hi, *lo;	/* [lists_per_slot] for kva_trim() */
+	float *acc;		/* [threads][max_tok] score sums */
+	uint32_t *counts;	/* [n_seq][nkv][KVK_TOK_NR] */
+	struct kvk_compress_action *act; /* [n_seq][nkv] */
 };
 
 /*
- * struct kvp_mem - where the kernels find the pool's tables, pages per tier
- * and tokens per tier: the pool's host arrays (kvp_host_mem()) or their
- * device mirrors (kvpolicy_cuda.c)
+ * The kernels' arguments as the policy sets them, for the step in
+ * progress; @lb, @pos, @seq_alpha are arrays in the kernels' memory (host
+ * for a host cache, device for a device cache). The callers add the rest:
+ * the activations, scores, counts, actions, error words, the scratch.
  */
-struct kvp_mem {
-	const uint32_t *tables;
-	const uint32_t *npages;
-	uint32_t *ntokens;
-};
-
-/*
- * The kernels' arguments as the policy sets them, for slot @s with list
- * base @lb (an address in @m's memory); the callers add the rest: the
- * activations and their type, the prompt bounds, scores, counts, actions,
- * error words, the decode position, the scratch, the eviction's quota.
- */
-struct kvp_mem kvp_host_mem(const struct kvp *c);
-struct kvk_compress_prompt kvp_prompt_args(const struct kvp *c, uint32_t s,
-					   const struct kvp_mem *m,
-					   const uint32_t *lb);
-struct kvk_compress_decode kvp_decode_args(const struct kvp *c, uint32_t s,
-					   const struct kvp_mem *m,
-					   const uint32_t *lb);
-struct kvk_attn_args kvp_attn_args(const struct kvp *c,
-				   const struct kvp_mem *m,
+struct kvk_compress_prompt kvp_prompt_args(const struct kvp *c,
+					   const uint32_t *lb,
+					   const float *seq_alpha);
+struct kvk_compress_decode kvp_decode_args(const struct kvp *c,
+					   const uint32_t *lb,
+					   const int32_t *pos,
+					   const float *seq_alpha);
+struct kvk_attn_args kvp_attn_args(const struct kvp *c, uint32_t nr_seqs,
 				   const uint32_t *lb);
-struct kvk_evict_args kvp_evict_args(const struct kvp *c,
-				     const struct kvp_mem *m,
-				     const uint32_t *lb);
 
-float kvp_alpha(const struct kvp *c, uint32_t s, int quant);
 int kvp_score_mode(const struct kvp *c);
-int kvp_begin(struct kvp *c, uint32_t s, int layer, int pos, int ntok);
-int kvp_append(struct kvp *c, uint32_t s);
-int kvp_prompt_done(struct kvp *c, uint32_t s, uint32_t ntok);
-int kvp_decode_done(struct kvp *c, uint32_t s);
 
 #ifdef KVMM_HAVE_CUDA
 int kvp_dev_init(struct kvp *c, int device, char *err, size_t errlen);
 void kvp_dev_free(struct kvp *c);
-int kvp_dev_upload(struct kvp *c, uint32_t s);
-int kvp_dev_evict(struct kvp *c, uint32_t s, uint32_t quota);
-int kvp_step_cuda(struct llm_kv *kv, int seq, int layer, int pos, int ntok,
-		  const float *q, const float *k, const float *v, void *out,
-		  enum kvk_dtype odt, void *stream);
+int kvp_dev_begin(struct kvp *c, void *stream);
+int kvp_dev_layer(struct kvp *c, int layer, const struct llm_kv_io *io,
+		  void *stream);
+int kvp_dev_end(struct kvp *c, void *stream);
+int kvp_dev_status(struct kvp *c);
 #else
-static inline int kvp_dev_upload(struct kvp *c, uint32_t s)
-{
-	(void)c, (void)s;
-	return -EOPNOTSUPP;
-}
-
-static inline int kvp_dev_evict(struct kvp *c, uint32_t s, uint32_t quota)
-{
-	(void)c, (void)s, (void)quota;
-	return -EOPNOTSUPP;
-}
-
 static inline void kvp_dev_free(struct kvp *c)
 {
 	(void)c;

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "kvmm_lib.h"
 #include "policy.h"
 
 static const char *const policy_names[LLM_POLICY_NR] = {
@@ -22,7 +23,7 @@ static const char *const policy_names[LLM_POLICY_NR] = {
 	[LLM_POLICY_KVCOMPRESS] = "kvcompress",
 };
 
-static const struct kva_tier tier_fp16 = { 16, 16, 1, 1 };
+static const struct kvmm_tier tier_fp16 = { 16, 16, 1, 1 };
 
 /**
  * llm_policy_name() - a policy kind's name
@@ -60,11 +61,11 @@ int llm_policy_default(enum llm_policy_kind kind, struct llm_policy *out)
 	out->interval = 1;
 	switch (kind) {
 	case LLM_POLICY_UNIFORM:
-		out->hi = (struct kva_tier){ 4, 4, 1, 1 };
+		out->hi = (struct kvmm_tier){ 4, 4, 1, 1 };
 		break;
 	case LLM_POLICY_DIFFKV:
-		out->hi = (struct kva_tier){ 8, 4, 1, 1 };
-		out->lo = (struct kva_tier){ 4, 2, 1, 1 };
+		out->hi = (struct kvmm_tier){ 8, 4, 1, 1 };
+		out->lo = (struct kvmm_tier){ 4, 2, 1, 1 };
 		out->alpha_prune = 0.02f;
 		out->alpha_quant = 1.0f;
 		return 0;
@@ -87,14 +88,14 @@ int llm_policy_default(enum llm_policy_kind kind, struct llm_policy *out)
  *
  * Case-insensitive. Groups default to 1.
  *
- * Return: 0, or -EINVAL for anything kva_tier_valid() refuses or that does
+ * Return: 0, or -EINVAL for anything kvmm_tier_valid() refuses or that does
  * not parse.
  */
-int llm_tier_parse(const char *s, struct kva_tier *out)
+int llm_tier_parse(const char *s, struct kvmm_tier *out)
 {
 	unsigned long v[4] = { 0, 1, 0, 1 };
 	const char *p = s;
-	struct kva_tier t;
+	struct kvmm_tier t;
 
 	if (!s)
 		return -EINVAL;
@@ -122,9 +123,9 @@ int llm_tier_parse(const char *s, struct kva_tier *out)
 	}
 	if (*p || v[0] > 16 || v[1] > 4 || v[2] > 16 || v[3] > 4)
 		return -EINVAL;
-	t = (struct kva_tier){ (uint8_t)v[0], (uint8_t)v[2], (uint8_t)v[1],
+	t = (struct kvmm_tier){ (uint8_t)v[0], (uint8_t)v[2], (uint8_t)v[1],
 			       (uint8_t)v[3] };
-	if (kva_tier_valid(&t))
+	if (kvmm_tier_valid(&t))
 		return -EINVAL;
 	*out = t;
 	return 0;
@@ -138,9 +139,9 @@ int llm_tier_parse(const char *s, struct kva_tier *out)
  *
  * Return: characters written (snprintf), or -EINVAL.
  */
-int llm_tier_format(const struct kva_tier *t, char *buf, size_t len)
+int llm_tier_format(const struct kvmm_tier *t, char *buf, size_t len)
 {
-	if (kva_tier_valid(t))
+	if (kvmm_tier_valid(t))
 		return -EINVAL;
 	if (t->kbits == 16 && t->vbits == 16)
 		return snprintf(buf, len, "fp16");

@@ -22,7 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "kva.h"
+#include "kvmm.h"
 
 enum llm_policy_kind {
 	LLM_POLICY_FULL = 0,
@@ -51,8 +51,8 @@ enum llm_policy_kind {
  */
 struct llm_policy {
 	enum llm_policy_kind kind;
-	struct kva_tier hi;
-	struct kva_tier lo;
+	struct kvmm_tier hi;
+	struct kvmm_tier lo;
 	float alpha_prune;
 	float alpha_quant;
 	uint32_t window;
@@ -67,8 +67,8 @@ int llm_policy_parse(const char *spec, struct llm_policy *out, char *err,
 		     size_t errlen);
 int llm_policy_format(const struct llm_policy *p, char *buf, size_t len);
 const char *llm_policy_name(enum llm_policy_kind kind);
-int llm_tier_parse(const char *s, struct kva_tier *out);
-int llm_tier_format(const struct kva_tier *t, char *buf, size_t len);
+int llm_tier_parse(const char *s, struct kvmm_tier *out);
+int llm_tier_format(const struct kvmm_tier *t, char *buf, size_t len);
 
 /**
  * struct llm_kv_usage - what a cache holds, and what the full policy would

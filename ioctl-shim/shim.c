@@ -1220,37 +1220,49 @@ static int ioc_step_submit(struct kvshim_file *f, struct kvmm_step_submit *a)
 
 	/*
 	 * A device space enqueues on the worst case when it fits (or the
-	 * budget lets it fit); else it takes a snapshot so that the plan is
-	 * exact, as a host space always is.
+	 * budget lets it fit). Else a lone APPEND (a decode step) lets the
+	 * device decide at once (kva_dev_append_sync(): 24 bytes back, the
+	 * op refused with nothing changed); if it is refused for pages, or
+	 * the call has other ops, the space takes a snapshot so that the
+	 * plan is exact, as a host space always is, and grows what it needs.
 	 */
 	if (dev && !step_grow(pool, worst, 1)) {
 		ret = step_grow(pool, worst, 0);
 		if (ret)
 			goto out;
-	} else {
-		if (dev) {
-			ret = kva_pool_snapshot(pool);
-			if (ret)
-				goto out;
-		}
-		plan_fini(&pl);
-		ret = plan_init(&pl, pool, nslots);
-		if (ret)
+		goto run;
+	}
+	if (dev && nr == 1 && ops[0].op == KVMM_OP_APPEND) {
+		ret = kva_append(pool, ops[0].slots, ops[0].n);
+		if (!ret)
+			goto out_fence;
+		if (ret != -ENOSPC)	/* -E2BIG, or a CUDA error */
 			goto out;
-		for (uint32_t i = 0; i < nr && !ret; i++)
-			ret = plan_op(&pl, pool, &ops[i]);
-		if (!ret)
-			ret = step_grow(pool, pl.need, 1);
-		if (!ret)
-			ret = step_grow(pool, pl.need, 0);
+	}
+	if (dev) {
+		ret = kva_pool_snapshot(pool);
 		if (ret)
 			goto out;
 	}
+	plan_fini(&pl);
+	ret = plan_init(&pl, pool, nslots);
+	if (ret)
+		goto out;
+	for (uint32_t i = 0; i < nr && !ret; i++)
+		ret = plan_op(&pl, pool, &ops[i]);
+	if (!ret)
+		ret = step_grow(pool, pl.need, 1);
+	if (!ret)
+		ret = step_grow(pool, pl.need, 0);
+	if (ret)
+		goto out;
+run:
 	for (uint32_t i = 0; i < nr; i++) {
 		ret = step_run(pool, &ops[i]);
 		if (ret)	/* validated above: a device or runtime error */
 			goto out;
 	}
+out_fence:
 	ret = kva_pool_fence(pool, s->submitted + 1);
 	if (ret)
 		goto out;

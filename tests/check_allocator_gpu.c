@@ -1523,6 +1523,109 @@ START_TEST(test_uapi_device_vs_host)
 	CK_CUDA(cudaStreamDestroy(user));
 }
 END_TEST
+/*
+ * A device space whose budget cannot cover APPEND's worst case: a decode
+ * step that needs no page is decided by the device at once (no snapshot)
+ * and succeeds; one that needs more pages than are free is refused with
+ * -ENOSPC, both spaces unchanged; with the budget raised both grow. Each
+ * phase against a host space.
+ */
+START_TEST(test_uapi_device_append_tight)
+{
+	struct kvmm_space_create c = {
+		.nr_layers = 4, .nr_kv_heads = 8, .head_dim = 128,
+		.nr_tiers = 2, .tiers = { { 8, 4, 1, 2 }, { 4, 2, 1, 1 } },
+		.max_seqs = 4, .max_tokens = 600,
+		.va_bytes = 8ULL << 21, .budget_bytes = 1ULL << 21,
+	};
+	uint32_t sl[3], tok, lps, a, *hn;
+	struct uspace u[2];
+	cudaStream_t user;
+	uint64_t f, d0[2], d1[2];
+	int fd = kvshim_open();
+
+	CK_CUDA(cudaStreamCreateWithFlags(&user, cudaStreamNonBlocking));
+	for (int k = 0; k < 2; k++) {
+		c.backend = k ? KVMM_BACKEND_DEVICE : KVMM_BACKEND_HOST;
+		ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SPACE_CREATE, &c),
+				 0);
+		u[k].sp = c.space;
+		u[k].dev = k;
+		u[k].m = (struct kvmm_space_map){
+			.space = c.space,
+			.stream = k ? (uint64_t)(uintptr_t)user : 0,
+		};
+		ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SPACE_MAP, &u[k].m),
+				 0);
+	}
+	lps = u[0].m.lists_per_slot;
+	a = u[0].m.tiers[0].tokens;
+	hn = (uint32_t *)(uintptr_t)u[0].m.ntokens;
+	tok = a + 8;	/* two high pages, not full, and one low page */
+	for (int k = 0; k < 2; k++) {
+		struct kvmm_seq q[3] = { { .tokens = tok }, { .tokens = tok },
+					 { .tokens = tok } };
+		struct kvmm_seq_admit ad = { .space = u[k].sp, .count = 3,
+					     .seqs = (uintptr_t)q };
+
+		ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SEQ_ADMIT, &ad), 0);
+		for (int i = 0; i < 3; i++)
+			sl[i] = q[i].slot;
+	}
+	for (uint32_t k = 0; k < 3 * lps; k++) {
+		hn[2 * (sl[k / lps] * lps + k % lps)] = a + 3;
+		hn[2 * (sl[k / lps] * lps + k % lps) + 1] = 5;
+	}
+	ucounts(u, sl, 3, user);
+	for (int k = 0; k < 2; k++)
+		ck_assert_int_eq(usubmit(fd, &u[k], KVMM_OP_TRIM, sl, 3, NULL,
+					 NULL, 0, &f),
+				 0);
+	uspace_compare(fd, u, sl, 3);
+
+	/* no tier full: no page needed, though the worst case is not free */
+	for (int k = 0; k < 2; k++)
+		ck_assert_int_eq(usubmit(fd, &u[k], KVMM_OP_APPEND, sl, 3,
+					 NULL, NULL, 0, &f),
+				 0);
+	uspace_compare(fd, u, sl, 3);
+
+	/* every high tier full: more pages than are free, refused whole */
+	for (uint32_t k = 0; k < 3 * lps; k++)
+		hn[2 * (sl[k / lps] * lps + k % lps)] = 2 * a;
+	ucounts(u, sl, 3, user);
+	for (int k = 0; k < 2; k++) {
+		ck_assert_int_eq(kvshim_digest(fd, u[k].sp, &d0[k]), 0);
+		ck_assert_int_eq(usubmit(fd, &u[k], KVMM_OP_APPEND, sl, 3,
+					 NULL, NULL, 0, &f),
+				 -ENOSPC);
+		ck_assert_int_eq(kvshim_digest(fd, u[k].sp, &d1[k]), 0);
+		ck_assert_uint_eq(d0[k], d1[k]);
+	}
+	uspace_compare(fd, u, sl, 3);
+
+	/* room in the budget: both grow and append */
+	for (int k = 0; k < 2; k++) {
+		struct kvmm_set_budget b = { .space = u[k].sp,
+					     .budget_bytes = 2ULL << 21 };
+
+		ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SET_BUDGET, &b), 0);
+		ck_assert_int_eq(usubmit(fd, &u[k], KVMM_OP_APPEND, sl, 3,
+					 NULL, NULL, 0, &f),
+				 0);
+	}
+	uspace_compare(fd, u, sl, 3);
+	for (int k = 0; k < 2; k++) {
+		struct kvmm_seq_release r = { .space = u[k].sp, .count = 3,
+					      .slots = (uintptr_t)sl };
+
+		ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SEQ_RELEASE, &r), 0);
+	}
+	uspace_compare(fd, u, sl, 3);
+	ck_assert_int_eq(kvshim_close(fd), 0);
+	CK_CUDA(cudaStreamDestroy(user));
+}
+END_TEST
 #else
 START_TEST(test_alloc_cuda_vs_cpu)
 {
@@ -1583,6 +1686,12 @@ START_TEST(test_uapi_device_vs_host)
 	ck_abort_msg("built without CUDA: this suite cannot run");
 }
 END_TEST
+
+START_TEST(test_uapi_device_append_tight)
+{
+	ck_abort_msg("built without CUDA: this suite cannot run");
+}
+END_TEST
 #endif
 
 Suite *suite_allocator_gpu(void)
@@ -1601,6 +1710,7 @@ Suite *suite_allocator_gpu(void)
 	KV_ADD(tc, test_step_kernels_cuda_vs_cpu);
 	KV_ADD(tc, test_pool_device_step_vs_host);
 	KV_ADD(tc, test_uapi_device_vs_host);
+	KV_ADD(tc, test_uapi_device_append_tight);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "forward.h"
@@ -845,7 +846,7 @@ START_TEST(test_st_header_checks)
 		{ "{\"w\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":"
 		  "[4,24]}}", -EBADMSG, "20 bytes for 6 elements" },
 		{ "{\"w\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":"
-		  "[8,4]}}", -EBADMSG, "beyond end" },
+		  "[8,4]}}", -EBADMSG, "data_offsets [8, 4] begin after end" },
 		{ "{\"w\":{\"dtype\":\"F7\",\"shape\":[2,3],\"data_offsets\":"
 		  "[0,24]}}", -EOPNOTSUPP, "unknown dtype 'F7'" },
 		{ "{\"w\":{\"dtype\":\"F32\",\"shape\":[2,-3],\"data_offsets\":"
@@ -910,6 +911,59 @@ START_TEST(test_hf_truncations)
 	expect_fail(dir, -EBADMSG, "truncated safetensors file");
 	free(b.p);
 	rm_dir(dir);
+}
+END_TEST
+
+/*
+ * Every file of a directory that is a FIFO is refused at once (open() on a
+ * FIFO blocks until a writer comes: the test would time out), a shard that
+ * is a directory is named as one, not as "truncated".
+ */
+START_TEST(test_hf_not_regular)
+{
+	static const char *const files[] = {
+		"config.json", "tokenizer.json", "tokenizer_config.json",
+		"generation_config.json", "model.safetensors",
+	};
+	const struct tiny_ref *r = &tiny_refs[0];
+	char dir[64], path[128], keep[160];
+	int fds = kvtest_open_fds();
+
+	tiny_dir(dir, r, "F32", true, 1);
+	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
+		snprintf(keep, sizeof(keep), "%s.keep", path);
+		rename(path, keep);
+		ck_assert_int_eq(mkfifo(path, 0600), 0);
+		expect_fail(dir, -EBADMSG, "a FIFO, not a regular file");
+		unlink(path);
+		ck_assert_int_eq(mkdir(path, 0700), 0);
+		expect_fail(dir, -EBADMSG, "a directory, not a regular file");
+		rmdir(path);
+		rename(keep, path);
+	}
+	/* the model path itself, as a GGUF file */
+	snprintf(path, sizeof(path), "%s/m.gguf", dir);
+	ck_assert_int_eq(mkfifo(path, 0600), 0);
+	expect_fail(path, -EBADMSG, "a FIFO, not a regular file");
+	unlink(path);
+	/* and a tokenizer.json alone */
+	snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
+	snprintf(keep, sizeof(keep), "%s.keep", path);
+	rename(path, keep);
+	ck_assert_int_eq(mkfifo(path, 0600), 0);
+	{
+		char err[LLM_GGUF_ERR_MAX + 64] = "";
+		struct llm_tok *t = NULL;
+
+		ck_assert_int_eq(llm_hf_tokenizer(path, &t, err, sizeof(err)),
+				 -EBADMSG);
+		ck_assert_msg(strstr(err, "a FIFO"), "%s", err);
+	}
+	unlink(path);
+	rename(keep, path);
+	rm_dir(dir);
+	ck_assert_int_eq(kvtest_open_fds(), fds);
 }
 END_TEST
 
@@ -1025,6 +1079,7 @@ Suite *suite_safetensors(void)
 	KV_ADD(tc, test_st_header_checks);
 	KV_ADD(tc, test_hf_truncations);
 	KV_ADD(tc, test_hf_bad_tensors);
+	KV_ADD(tc, test_hf_not_regular);
 	KV_ADD(tc, test_hf_gguf_same_tokens);
 	suite_add_tcase(s, tc);
 	return s;

@@ -61,26 +61,67 @@ hf_fail(char *err, size_t errlen, int ret, const char *fmt, ...)
 
 /* ---- files ---- */
 
+/* what a non-regular file is, for the message that refuses it */
+static const char *ftype(mode_t mode)
+{
+	if (S_ISDIR(mode))
+		return "a directory";
+	if (S_ISFIFO(mode))
+		return "a FIFO";
+	if (S_ISSOCK(mode))
+		return "a socket";
+	if (S_ISCHR(mode))
+		return "a character device";
+	if (S_ISBLK(mode))
+		return "a block device";
+	return "not a regular file";
+}
+
+/*
+ * Open @path for reading without blocking (a FIFO would block in open()
+ * until a writer came) and refuse anything but a regular file. O_NONBLOCK
+ * does not change how a regular file reads.
+ */
+static int open_regular(const char *path, struct stat *st, char *err,
+			size_t errlen)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK), ret;
+
+	if (fd < 0) {
+		ret = -errno;
+		return hf_fail(err, errlen, ret, "hf: %s: %s", path,
+			       strerror(-ret));
+	}
+	if (fstat(fd, st)) {
+		ret = -errno;
+		close(fd);
+		return hf_fail(err, errlen, ret, "hf: %s: %s", path,
+			       strerror(-ret));
+	}
+	if (!S_ISREG(st->st_mode)) {
+		close(fd);
+		return hf_fail(err, errlen, -EBADMSG,
+			       "hf: %s: %s, not a regular file", path,
+			       ftype(st->st_mode));
+	}
+	return fd;
+}
+
 static int read_all(const char *path, char **buf, size_t *len, char *err,
 		    size_t errlen)
 {
 	struct stat st;
 	ssize_t r;
 	size_t got = 0;
-	int fd, ret;
+	int fd;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		ret = -errno;
-		return hf_fail(err, errlen, ret, "hf: %s: %s", path,
-			       strerror(-ret));
-	}
-	if (fstat(fd, &st) || !S_ISREG(st.st_mode) ||
-	    (uint64_t)st.st_size > HF_JSON_MAX) {
+	fd = open_regular(path, &st, err, errlen);
+	if (fd < 0)
+		return fd;
+	if ((uint64_t)st.st_size > HF_JSON_MAX) {
 		close(fd);
 		return hf_fail(err, errlen, -EBADMSG,
-			       "hf: %s: not a regular file under 512 MiB",
-			       path);
+			       "hf: %s: larger than 512 MiB", path);
 	}
 	*buf = malloc((size_t)st.st_size + 1);
 	if (!*buf) {
@@ -131,13 +172,10 @@ static int map_file(const char *path, struct st_map *m, char *err,
 	struct stat st;
 	int fd, ret;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		ret = -errno;
-		return hf_fail(err, errlen, ret, "hf: %s: %s", path,
-			       strerror(-ret));
-	}
-	if (fstat(fd, &st) || !S_ISREG(st.st_mode) || st.st_size < 8) {
+	fd = open_regular(path, &st, err, errlen);
+	if (fd < 0)
+		return fd;
+	if (st.st_size < 8) {
 		close(fd);
 		return hf_fail(err, errlen, -EBADMSG,
 			       "hf: %s: truncated safetensors file (%lld "
@@ -312,7 +350,15 @@ static int st_parse(const uint8_t *buf, size_t size, const char *fname,
 			goto bad_off;
 		}
 		t->end = (uint64_t)x;
-		if (t->begin > t->end || t->end > room) {
+		if (t->begin > t->end) {
+			ret = hf_fail(err, errlen, -EBADMSG,
+				      "hf: %s: tensor '%.64s': data_offsets "
+				      "[%llu, %llu] begin after end", fname,
+				      v->key, (unsigned long long)t->begin,
+				      (unsigned long long)t->end);
+			goto fail;
+		}
+		if (t->end > room) {
 			ret = hf_fail(err, errlen, -EBADMSG,
 				      "hf: %s: tensor '%.64s': data [%llu, "
 				      "%llu) beyond end of file (%llu data "

@@ -44,9 +44,9 @@ static int jparse(const char *s, struct llm_json_doc **d)
 
 START_TEST(test_json_valid)
 {
-	const char *doc = " {\"a\": [1, -2.5e3, 0, true, false, null],"
-			  " \"s\": \"x\\u00e9\\ud83d\\ude00\\n\\\"\\/\","
-			  " \"o\": {\"k\": {}}, \"e\": [], \"a\": 7} ";
+	const char *doc = " {\"a\": 7, \"s\": \"x\\u00e9\\ud83d\\ude00\\n"
+			  "\\\"\\/\", \"o\": {\"k\": {}}, \"e\": [],"
+			  " \"a\": [1, -2.5e3, 0, true, false, null]} ";
 	const struct llm_json *r, *a, *s;
 	struct llm_json_doc *d;
 	int64_t x;
@@ -55,7 +55,7 @@ START_TEST(test_json_valid)
 	r = llm_json_root(d);
 	ck_assert_int_eq(r->type, LLM_JSON_OBJECT);
 	ck_assert_uint_eq(r->n, 5);
-	a = llm_json_get(r, "a"); /* the first of two */
+	a = llm_json_get(r, "a"); /* the last of two, as Python's json */
 	ck_assert_int_eq(a->type, LLM_JSON_ARRAY);
 	ck_assert_uint_eq(a->n, 6);
 	ck_assert_int_eq(llm_json_int(&a->kids[0], 0, 10, &x), 0);
@@ -821,6 +821,74 @@ START_TEST(test_hf_bad_config)
 }
 END_TEST
 
+#define CFG_HEAD "{\"architectures\":[\"%s\"],\"hidden_size\":32," \
+	"\"intermediate_size\":48,\"num_attention_heads\":4," \
+	"\"num_key_value_heads\":2,\"max_position_embeddings\":64," \
+	"\"rms_norm_eps\":1e-5,\"tie_word_embeddings\":true,"
+
+/* config.json values that used to be accepted and give a wrong model */
+START_TEST(test_hf_config_values)
+{
+	const struct tiny_ref *r = &tiny_refs[0];
+	char dir[64], cfg[1024], err[LLM_GGUF_ERR_MAX + 64];
+	struct llm_model *m;
+
+	tiny_dir(dir, r, "F32", true, 1);
+	/* a key given twice means its last value, as in Python */
+	snprintf(cfg, sizeof(cfg), CFG_HEAD "\"num_hidden_layers\":5,"
+		 "\"vocab_size\":64,\"num_hidden_layers\":2}",
+		 "LlamaForCausalLM");
+	put_str(dir, "config.json", cfg);
+	ck_assert_msg(!llm_model_open(dir, &m, err, sizeof(err)), "%s", err);
+	ck_assert_uint_eq(m->cfg.n_layers, 2);
+	llm_model_close(m);
+	snprintf(cfg, sizeof(cfg), CFG_HEAD "\"num_hidden_layers\":2,"
+		 "\"vocab_size\":64,\"num_hidden_layers\":3}",
+		 "LlamaForCausalLM");
+	put_str(dir, "config.json", cfg);
+	expect_fail(dir, -EBADMSG, "missing tensor 'blk.2.attn_norm.weight'");
+	/* fewer layers than the tensors hold */
+	snprintf(cfg, sizeof(cfg), CFG_HEAD "\"num_hidden_layers\":1,"
+		 "\"vocab_size\":64}", "LlamaForCausalLM");
+	put_str(dir, "config.json", cfg);
+	expect_fail(dir, -EBADMSG, "'blk.1.attn_norm.weight' is past "
+		    "block_count 1");
+	snprintf(cfg, sizeof(cfg), CFG_HEAD "\"num_hidden_layers\":2,"
+		 "\"vocab_size\":0}", "LlamaForCausalLM");
+	put_str(dir, "config.json", cfg);
+	expect_fail(dir, -EBADMSG, "config.json: vocab_size is 0");
+	{
+		static const char *const bad[] = { "0", "-4096", "\"4096\"",
+						   "1.5" };
+
+		for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+			snprintf(cfg, sizeof(cfg), CFG_HEAD
+				 "\"num_hidden_layers\":2,\"vocab_size\":64,"
+				 "\"sliding_window\":%s}", "MistralForCausalLM",
+				 bad[i]);
+			put_str(dir, "config.json", cfg);
+			expect_fail(dir, -EBADMSG, "config.json: "
+				    "sliding_window is not null");
+		}
+	}
+	snprintf(cfg, sizeof(cfg), CFG_HEAD "\"num_hidden_layers\":2,"
+		 "\"vocab_size\":64,\"sliding_window\":null}",
+		 "MistralForCausalLM");
+	put_str(dir, "config.json", cfg);
+	ck_assert_msg(!llm_model_open(dir, &m, err, sizeof(err)), "%s", err);
+	ck_assert_uint_eq(m->cfg.n_ctx, 64);
+	llm_model_close(m);
+	snprintf(cfg, sizeof(cfg), CFG_HEAD "\"num_hidden_layers\":2,"
+		 "\"vocab_size\":64,\"sliding_window\":16}",
+		 "MistralForCausalLM");
+	put_str(dir, "config.json", cfg);
+	ck_assert_msg(!llm_model_open(dir, &m, err, sizeof(err)), "%s", err);
+	ck_assert_uint_eq(m->cfg.n_ctx, 16);
+	llm_model_close(m);
+	rm_dir(dir);
+}
+END_TEST
+
 /* a tiny safetensors image with one F32 [2, 3] tensor, header padded */
 static void st_one(struct gbuf *b, const char *hdr)
 {
@@ -1076,6 +1144,7 @@ Suite *suite_safetensors(void)
 	KV_ADD(tc, test_hf_pre_tokenizers);
 	KV_ADD(tc, test_hf_missing_files);
 	KV_ADD(tc, test_hf_bad_config);
+	KV_ADD(tc, test_hf_config_values);
 	KV_ADD(tc, test_st_header_checks);
 	KV_ADD(tc, test_hf_truncations);
 	KV_ADD(tc, test_hf_bad_tensors);

@@ -636,6 +636,7 @@ static int hf_config(const char *dir, const struct llm_json *cfg,
 	const struct llm_json *ar = llm_json_get(cfg, "architectures");
 	const struct llm_json *v, *rs;
 	char path[PATH_MAX];
+	int64_t x64;
 	double x;
 	int ret;
 	size_t i;
@@ -682,6 +683,9 @@ static int hf_config(const char *dir, const struct llm_json *cfg,
 			      "vocab_size", path, err, errlen);
 	if (ret)
 		return ret;
+	if (!llm_json_int(llm_json_get(cfg, "vocab_size"), 0, 0, &x64))
+		return hf_fail(err, errlen, -EBADMSG,
+			       "hf: %s: vocab_size is 0", path);
 	ret = cfg_num(cfg, "rms_norm_eps", &x, path, err, errlen);
 	if (ret == -ENOENT)
 		return hf_fail(err, errlen, -EBADMSG,
@@ -713,12 +717,13 @@ static int hf_config(const char *dir, const struct llm_json *cfg,
 			       "%s", path, hc->arch);
 	v = llm_json_get(cfg, "sliding_window");
 	hc->sliding = 0;
-	if (v && v->type == LLM_JSON_NUMBER && !strcmp(hc->arch, "mistral")) {
-		int64_t sw;
-
-		if (!llm_json_int(v, 1, UINT32_MAX, &sw))
-			hc->sliding = (uint32_t)sw;
-	}
+	ret = llm_json_int(v, 1, UINT32_MAX, &x64);
+	if (ret && ret != -ENOENT)
+		return hf_fail(err, errlen, -EBADMSG,
+			       "hf: %s: sliding_window is not null nor an "
+			       "integer in [1, 2^32)", path);
+	if (!ret && !strcmp(hc->arch, "mistral"))
+		hc->sliding = (uint32_t)x64;
 	rs = llm_json_get(cfg, "rope_scaling");
 	if (rs && rs->type == LLM_JSON_OBJECT) {
 		const struct llm_json *ty = llm_json_get(rs, "rope_type");

@@ -889,6 +889,94 @@ START_TEST(test_hf_config_values)
 }
 END_TEST
 
+/*
+ * tokenizer_config.json and generation_config.json: mistyped or
+ * out-of-range values are refused with the file and the key named
+ */
+START_TEST(test_hf_side_files)
+{
+	static const struct {
+		const char *file, *text, *msg;
+	} bad[] = {
+		{ "tokenizer_config.json", "[1, 2]",
+		  "tokenizer_config.json: not a JSON object" },
+		{ "tokenizer_config.json", "{\"bos_token\": \"<s>\"}",
+		  "tokenizer_config.json: bos_token '<s>' is not in the "
+		  "vocabulary" },
+		{ "tokenizer_config.json",
+		  "{\"bos_token\": {\"content\": \"<bos>\"}}",
+		  "bos_token '<bos>' is not in" },
+		{ "tokenizer_config.json", "{\"bos_token\": 1}",
+		  "bos_token is not a string" },
+		{ "generation_config.json", "{\"temperature\": -1}",
+		  "generation_config.json: temperature is not a number" },
+		{ "generation_config.json", "{\"temperature\": \"0.7\"}",
+		  "temperature is not a number" },
+		{ "generation_config.json", "{\"top_k\": 2.5}",
+		  "top_k is not an integer" },
+		{ "generation_config.json", "{\"top_p\": 1.5}",
+		  "top_p is not a number in [0, 1]" },
+		{ "generation_config.json", "{\"top_p\": 0}", "top_p is 0" },
+		{ "generation_config.json", "{\"bos_token_id\": \"1\"}",
+		  "bos_token_id is not an integer" },
+		{ "generation_config.json", "{\"eos_token_id\": [0, \"1\"]}",
+		  "eos_token_id is not a token id" },
+		{ "generation_config.json", "{\"eos_token_id\": -3}",
+		  "eos_token_id is not a token id" },
+		{ "generation_config.json", "{\"eos_token_id\": 64}",
+		  "eos_token_id 64 is past the vocabulary (64)" },
+		{ "generation_config.json",
+		  "{\"eos_token_id\": [1,2,3,4,5,6,7,8,9]}",
+		  "eos_token_id lists 9 ids (at most 8)" },
+		{ "generation_config.json", "7",
+		  "generation_config.json: not a JSON object" },
+		{ "tokenizer.json", NULL, "merges[0] 't hh': the second "
+		  "token not in the vocabulary" },
+	};
+	const struct tiny_ref *r = &tiny_refs[0];
+	char dir[64], path[128], err[LLM_GGUF_ERR_MAX + 64];
+	struct llm_model *m;
+
+	tiny_dir(dir, r, "F32", true, 1);
+	put_str(dir, "tokenizer_config.json", "{\"bos_token\": {\"content\":"
+		" \"<|endoftext|>\"}, \"eos_token\": null}");
+	put_str(dir, "generation_config.json", "{\"eos_token_id\": [0, 5], "
+		"\"temperature\": 0.5, \"top_k\": 20, \"top_p\": 0.9, "
+		"\"bos_token_id\": null}");
+	ck_assert_msg(!llm_model_open(dir, &m, err, sizeof(err)), "%s", err);
+	ck_assert_int_eq(m->gen.n_eos, 2);
+	ck_assert_int_eq(m->gen.top_k, 20);
+	ck_assert_float_eq(m->gen.temperature, 0.5f);
+	llm_model_close(m);
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		char keep[160];
+
+		snprintf(path, sizeof(path), "%s/%s", dir, bad[i].file);
+		snprintf(keep, sizeof(keep), "%s.keep", path);
+		ck_assert_int_eq(rename(path, keep), 0);
+		if (bad[i].text) {
+			put_str(dir, bad[i].file, bad[i].text);
+		} else {
+			/* tokenizer.json with a merge out of the vocab */
+			FILE *f = fopen(keep, "rb");
+			char buf[16384], *p;
+			size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+
+			fclose(f);
+			buf[n] = 0;
+			p = strstr(buf, "\"t h\"");
+			ck_assert_ptr_nonnull(p);
+			memmove(p + 5, p + 4, strlen(p + 4) + 1);
+			p[4] = 'h';
+			put_str(dir, bad[i].file, buf);
+		}
+		expect_fail(dir, -EBADMSG, bad[i].msg);
+		ck_assert_int_eq(rename(keep, path), 0);
+	}
+	rm_dir(dir);
+}
+END_TEST
+
 /* a tiny safetensors image with one F32 [2, 3] tensor, header padded */
 static void st_one(struct gbuf *b, const char *hdr)
 {
@@ -1145,6 +1233,7 @@ Suite *suite_safetensors(void)
 	KV_ADD(tc, test_hf_missing_files);
 	KV_ADD(tc, test_hf_bad_config);
 	KV_ADD(tc, test_hf_config_values);
+	KV_ADD(tc, test_hf_side_files);
 	KV_ADD(tc, test_st_header_checks);
 	KV_ADD(tc, test_hf_truncations);
 	KV_ADD(tc, test_hf_bad_tensors);

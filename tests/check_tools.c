@@ -510,6 +510,40 @@ START_TEST(test_progress_line)
 }
 END_TEST
 
+/* a JSON number field of out_s */
+static double json_num(const char *key)
+{
+	char k[64];
+	const char *p;
+
+	snprintf(k, sizeof(k), "\"%s\":", key);
+	p = strstr(out_s, k);
+	ck_assert_msg(p, "no %s in %s", key, out_s);
+	return strtod(p + strlen(k), NULL);
+}
+
+/* host-backend figures: what was asked for is measured and reported */
+START_TEST(test_bench_host)
+{
+	ck_assert_int_eq(kvmm("bench", "mem", "--backend", "host",
+			      "--device-mib", "8", "--host-mib", "64",
+			      "--reps", "1", "--json", NULL), 0);
+	ck_assert_msg(json_num("host_numa_bytes") == 64 << 20, "%s", out_s);
+	ck_assert_msg(json_num("host_numa_read") > 0, "%s", out_s);
+	ck_assert_int_eq(kvmm("bench", "mem", "--backend", "host",
+			      "--device-mib", "8", "--host-mib", "64",
+			      "--reps", "1", NULL), 0);
+	ck_assert_msg(strstr(out_s, "64 MiB host-NUMA"), "%s", out_s);
+	/* the copy ceiling copies the bytes the pass moved, like for like */
+	ck_assert_int_eq(kvmm("bench", "compact", "--backend", "host",
+			      "--granules", "8", "--reps", "1", "--json",
+			      NULL), 0);
+	ck_assert_msg(json_num("ceiling_bytes") == json_num("bytes_moved"),
+		      "%s", out_s);
+	ck_assert_msg(json_num("device_copy_gbs") > 0, "%s", out_s);
+}
+END_TEST
+
 Suite *suite_tools(void)
 {
 	Suite *s = suite_create("tools");
@@ -524,6 +558,7 @@ Suite *suite_tools(void)
 	KV_ADD(tc, test_generate_batch_lines);
 	KV_ADD(tc, test_generate_lengths);
 	KV_ADD(tc, test_progress_line);
+	KV_ADD(tc, test_bench_host);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -1138,8 +1138,7 @@ static int cmd_eval_needle(int argc, char **argv)
 					ret = ev_needle_one(&r, ids, n, key);
 				kvmm_progress_add(&r.prog, 1);
 			}
-			if (!ret)
-				kvmm_progress_end(&r.prog);
+			kvmm_progress_clear(&r.prog);
 			for (int i = 0; !ret && i < r.n_pol; i++) {
 				const struct ev_pol *p = &r.pol[i];
 				double acc = (double)p->hits / p->tries;
@@ -1157,7 +1156,6 @@ static int cmd_eval_needle(int argc, char **argv)
 					       o.depths[di], 100.0 * acc);
 			}
 			fflush(stdout);
-			r.prog.on = !o.json && isatty(STDERR_FILENO);
 		}
 	}
 	free(ids);

@@ -33,6 +33,7 @@ struct kvmm_cmd {
  * @on: stderr is a terminal and no --json
  * @t0_us: start, microseconds (kvmm_now_us())
  * @last_us: last redraw, microseconds; 0 before the first
+ * @drawn: the line is on the terminal now
  */
 struct kvmm_progress {
 	const char *label;
@@ -42,11 +43,13 @@ struct kvmm_progress {
 	bool on;
 	double t0_us;
 	double last_us;
+	bool drawn;
 };
 
 void kvmm_progress_start(struct kvmm_progress *p, const char *label,
 			 const char *unit, uint64_t total, bool quiet);
 void kvmm_progress_add(struct kvmm_progress *p, uint64_t n);
+void kvmm_progress_clear(struct kvmm_progress *p);
 void kvmm_progress_end(struct kvmm_progress *p);
 int kvmm_progress_format(const struct kvmm_progress *p, double now_us,
 			 char *buf, size_t len);

@@ -94,15 +94,31 @@ void kvmm_progress_add(struct kvmm_progress *p, uint64_t n)
 	/* \033[K: clear what a longer earlier line left */
 	fprintf(stderr, "\r  %s\033[K", line);
 	fflush(stderr);
+	p->drawn = true;
 }
 
 /**
- * kvmm_progress_end() - erase the line, leaving the terminal as it was
+ * kvmm_progress_clear() - erase the line before other output; the next
+ * kvmm_progress_add() draws it again
+ * @p: the line's state
+ */
+void kvmm_progress_clear(struct kvmm_progress *p)
+{
+	if (p->on && p->drawn) {
+		fputs("\r\033[K", stderr);
+		fflush(stderr);
+	}
+	p->drawn = false;
+	p->last_us = 0;
+}
+
+/**
+ * kvmm_progress_end() - erase the line, leaving the terminal as it was;
+ * nothing is drawn after
  * @p: the line's state
  */
 void kvmm_progress_end(struct kvmm_progress *p)
 {
-	if (p->on && p->last_us)
-		fputs("\r\033[K", stderr);
+	kvmm_progress_clear(p);
 	p->on = false;
 }

@@ -58,6 +58,8 @@ struct ev_pol {
 	uint64_t agree, n;	/* top-1 equal to full's; scored tokens */
 	uint64_t hits, tries;	/* needle */
 	struct llm_kv_usage u;	/* summed over chunks */
+	double *chunk_delta;	/* [chunks] ppl change against full, % */
+	uint64_t n_chunks;	/* entries of @chunk_delta */
 };
 
 /*
@@ -254,8 +256,10 @@ static int ev_policies(struct ev_run *r)
 
 static void ev_fini(struct ev_run *r)
 {
-	for (int i = 0; i < r->n_pol; i++)
+	for (int i = 0; i < r->n_pol; i++) {
 		llm_kv_destroy(r->pol[i].kv);
+		free(r->pol[i].chunk_delta);
+	}
 	free(r->logits);
 	free(r->tok);
 	llm_cpu_free(r->cpu);
@@ -490,6 +494,15 @@ static double ev_ppl_of(const struct ev_pol *p)
 	return p->n ? exp(p->nll / (double)p->n) : 0.0;
 }
 
+/* the JSON list of a policy's per-chunk ppl changes, for error bars */
+static void ev_print_chunks(const struct ev_pol *p, FILE *f)
+{
+	fputs(", \"chunk_delta_pct\": [", f);
+	for (uint64_t c = 0; c < p->n_chunks; c++)
+		fprintf(f, "%s%.4f", c ? ", " : "", p->chunk_delta[c]);
+	fputc(']', f);
+}
+
 static void ev_print_ppl(const struct ev_run *r, const struct ev_opts *o,
 			 FILE *f, bool json)
 {
@@ -517,7 +530,7 @@ static void ev_print_ppl(const struct ev_run *r, const struct ev_opts *o,
 			"\"delta_pct\": %.4f, \"top1\": %.5f, \"kl\": %.6f, "
 			"\"logical_ratio\": %.4f, \"physical_ratio\": %.4f, "
 			"\"tokens\": [%lu, %lu], \"pruned\": %lu, "
-			"\"pages\": [%lu, %lu], \"page_size\": %lu}\n",
+			"\"pages\": [%lu, %lu], \"page_size\": %lu",
 			o->model, o->cuda ? "cuda" : "cpu", o->context,
 			o->prefix, o->chunks, p->spec,
 			llm_policy_name(p->p.kind), p->n, ppl,
@@ -526,6 +539,8 @@ static void ev_print_ppl(const struct ev_run *r, const struct ev_opts *o,
 			llm_kv_physical_ratio(&p->u), p->u.tokens[0],
 			p->u.tokens[1], p->u.pruned, p->u.pages[0],
 			p->u.pages[1], p->u.page_size);
+		ev_print_chunks(p, f);
+		fputs("}\n", f);
 		fflush(f); /* each point on disk as soon as it is written */
 	}
 }
@@ -830,13 +845,40 @@ static int ev_ppl_prepare(struct ev_run *r, const struct ev_opts *o,
 static int ev_ppl_run(struct ev_run *r, const struct ev_opts *o,
 		      const int32_t *ids)
 {
+	double nll[EV_MAX_POL];
+	uint64_t n[EV_MAX_POL];
 	int ret = 0;
 
+	for (int i = 0; i < r->n_pol; i++) {
+		r->pol[i].chunk_delta = calloc(o->chunks, sizeof(double));
+		if (!r->pol[i].chunk_delta) {
+			ev_err(r, "out of memory");
+			return -ENOMEM;
+		}
+	}
 	kvmm_progress_start(&r->prog, r->who, "tokens",
 			    o->chunks * (o->context - o->prefix), o->json);
-	for (uint64_t c = 0; !ret && c < o->chunks; c++)
+	for (uint64_t c = 0; !ret && c < o->chunks; c++) {
+		double ppl0 = 0;
+
+		for (int i = 0; i < r->n_pol; i++) {
+			nll[i] = r->pol[i].nll;
+			n[i] = r->pol[i].n;
+		}
 		ret = ev_chunk(r, ids + c * o->context, (int)o->context,
 			       (int)o->prefix);
+		/* this chunk's ppl change against full's on the same chunk */
+		for (int i = 0; !ret && i < r->n_pol; i++) {
+			struct ev_pol *p = &r->pol[i];
+			double ppl = exp((p->nll - nll[i]) /
+					 (double)(p->n - n[i]));
+
+			if (!i)
+				ppl0 = ppl;
+			p->chunk_delta[c] = 100.0 * (ppl / ppl0 - 1.0);
+			p->n_chunks = c + 1;
+		}
+	}
 	kvmm_progress_end(&r->prog);
 	return ret;
 }

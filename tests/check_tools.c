@@ -15,6 +15,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -351,6 +353,59 @@ START_TEST(test_sweep_keeps_out)
 }
 END_TEST
 
+/* a sweep killed while it runs removes its temporary file */
+START_TEST(test_sweep_killed)
+{
+	char self[PATH_MAX], bin[PATH_MAX + 8], out[128], buf[192];
+	const char *argv[] = { bin, "eval", "sweep", "--model", model,
+			       "--text", "tests/data/declaration.txt",
+			       "--out", out, "--context", "512", "--chunks",
+			       "15", "--threads", "1", NULL };
+	bool seen = false;
+	ssize_t l;
+	pid_t pid;
+	int st;
+
+	l = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	ck_assert_int_gt(l, 0);
+	self[l] = 0;
+	*strrchr(self, '/') = 0;
+	snprintf(bin, sizeof(bin), "%s/kvmm", self);
+	snprintf(out, sizeof(out), "%s/k.jsonl", tdir);
+	put(out, "KEEP\n");
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (!pid) {
+		int nul = open("/dev/null", O_WRONLY);
+
+		dup2(nul, 1);
+		dup2(nul, 2);
+		execv(bin, (char *const *)argv);
+		_exit(127);
+	}
+	/* wait for the temporary file, then stop the run */
+	for (int i = 0; i < 20000 && !seen; i++) {
+		char cmd[192];
+
+		snprintf(cmd, sizeof(cmd), "ls '%s' | grep -q 'k.jsonl.'",
+			 tdir);
+		seen = !system(cmd);
+		if (!seen)
+			usleep(1000);
+	}
+	kill(pid, SIGTERM);
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert_msg(seen, "no temporary file appeared");
+	ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM,
+		      "the sweep ended before it was stopped (status %#x)",
+		      st);
+	slurp(out, buf, sizeof(buf));
+	ck_assert_str_eq(buf, "KEEP\n");
+	snprintf(buf, sizeof(buf), "ls '%s' | grep -q 'k.jsonl.'", tdir);
+	ck_assert_msg(system(buf) != 0, "the temporary file is left");
+}
+END_TEST
+
 /*
  * needle with a byte-level tokenizer: the prompt's parts are longer than
  * a subword tokenizer's, and either the table comes or a message says why
@@ -610,6 +665,7 @@ Suite *suite_tools(void)
 	tcase_add_checked_fixture(tc, setup, getenv("KVMM_KEEP") ? NULL : teardown);
 	tcase_set_timeout(tc, 60);
 	KV_ADD(tc, test_sweep_keeps_out);
+	KV_ADD(tc, test_sweep_killed);
 	KV_ADD(tc, test_needle_byte_level);
 	KV_ADD(tc, test_eval_help);
 	KV_ADD(tc, test_generate_refused);

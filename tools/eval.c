@@ -15,6 +15,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -923,9 +924,23 @@ static int cmd_eval_ppl(int argc, char **argv)
 	return ev_status(&r, ret);
 }
 
+/* the sweep's temporary file, removed if the run is interrupted */
+static const char *volatile ev_tmp_path;
+
+static void ev_on_signal(int sig)
+{
+	const char *p = ev_tmp_path;
+
+	if (p)
+		unlink(p);
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
 /*
  * A temporary file beside @out (same directory: the final rename(2) is
- * atomic and never crosses file systems); *tmp its name.
+ * atomic and never crosses file systems); *tmp its name. Until the run
+ * ends, SIGINT, SIGTERM and SIGHUP remove it before the process dies.
  */
 static int ev_out_open(struct ev_run *r, const char *out, char **tmp,
 		       FILE **f)
@@ -953,6 +968,10 @@ static int ev_out_open(struct ev_run *r, const char *out, char **tmp,
 		*tmp = NULL;
 		return ret;
 	}
+	ev_tmp_path = *tmp;
+	signal(SIGINT, ev_on_signal);
+	signal(SIGTERM, ev_on_signal);
+	signal(SIGHUP, ev_on_signal);
 	/* mkstemp() makes it 0600: give it what fopen() would have */
 	{
 		mode_t um = umask(0);
@@ -1004,6 +1023,7 @@ static int cmd_eval_sweep(int argc, char **argv)
 	}
 	if (ret && tmp)
 		unlink(tmp);
+	ev_tmp_path = NULL;
 	if (!ret)
 		ev_print_ppl(&r, &o, stdout, o.json);
 	free(tmp);

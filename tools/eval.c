@@ -946,7 +946,9 @@ static int ev_out_open(struct ev_run *r, const char *out, char **tmp,
 		       FILE **f)
 {
 	size_t len = strlen(out) + sizeof(".XXXXXX");
-	int fd;
+	sigset_t sigs, old;
+	mode_t um;
+	int fd, ret = 0;
 
 	*tmp = malloc(len);
 	if (!*tmp) {
@@ -954,31 +956,39 @@ static int ev_out_open(struct ev_run *r, const char *out, char **tmp,
 		return -ENOMEM;
 	}
 	snprintf(*tmp, len, "%s.XXXXXX", out);
+	/* no signal between the file's creation and its handler */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGHUP);
+	sigprocmask(SIG_BLOCK, &sigs, &old);
 	fd = mkstemp(*tmp);
-	if (fd < 0 || !(*f = fdopen(fd, "w"))) {
-		int ret = -errno;
-
+	if (fd >= 0) {
+		ev_tmp_path = *tmp;
+		signal(SIGINT, ev_on_signal);
+		signal(SIGTERM, ev_on_signal);
+		signal(SIGHUP, ev_on_signal);
+		*f = fdopen(fd, "w");
+	}
+	if (fd < 0 || !*f) {
+		ret = -errno;
 		ev_err(r, "%s: cannot create a temporary file beside it: %s",
 		       out, strerror(-ret));
 		if (fd >= 0) {
 			close(fd);
 			unlink(*tmp);
 		}
+		ev_tmp_path = NULL;
 		free(*tmp);
 		*tmp = NULL;
+	}
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	if (ret)
 		return ret;
-	}
-	ev_tmp_path = *tmp;
-	signal(SIGINT, ev_on_signal);
-	signal(SIGTERM, ev_on_signal);
-	signal(SIGHUP, ev_on_signal);
 	/* mkstemp() makes it 0600: give it what fopen() would have */
-	{
-		mode_t um = umask(0);
-
-		umask(um);
-		fchmod(fd, 0666 & ~um);
-	}
+	um = umask(0);
+	umask(um);
+	fchmod(fd, 0666 & ~um);
 	return 0;
 }
 

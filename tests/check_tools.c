@@ -462,6 +462,9 @@ START_TEST(test_generate_refused)
 	ck_assert_int_eq(kvmm("generate", "--model", model, "--prompt", "hi",
 			      "--system", "be brief", NULL), 2);
 	EXPECT_ERR("--system needs --chat");
+	ck_assert_int_eq(kvmm("generate", "--model", model, "--prompt", "",
+			      NULL), 2);
+	EXPECT_ERR("the prompt is empty");
 	/* without a GPU (or CUDA), as kvmm bench says it */
 	if (kvrt_cuda_probe(why, sizeof(why))) {
 		ck_assert_int_ne(kvmm("generate", "--model", model, "--prompt",
@@ -662,7 +665,9 @@ Suite *suite_tools(void)
 	Suite *s = suite_create("tools");
 	TCase *tc = tcase_create("kvmm");
 
-	tcase_add_checked_fixture(tc, setup, getenv("KVMM_KEEP") ? NULL : teardown);
+	/* KVMM_KEEP=1: the scratch directory stays, for a look */
+	tcase_add_checked_fixture(tc, setup,
+				  getenv("KVMM_KEEP") ? NULL : teardown);
 	tcase_set_timeout(tc, 60);
 	KV_ADD(tc, test_sweep_keeps_out);
 	KV_ADD(tc, test_sweep_killed);

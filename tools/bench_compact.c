@@ -35,7 +35,7 @@
 #define GOAL_RELEASED_PCT 45.0
 #define GOAL_COPY_PCT 75.0
 #define CEIL_BYTES (2ULL << 30)	/* device copy ceiling buffer: 1 GiB copied */
-#define CEIL_MIN_REPS 5		/* host ceiling: the fastest of at least */
+#define CEIL_MIN_REPS 5		/* host ceiling: fastest of at least */
 
 static const struct kva_tier bc_tiers[] = {
 	{ 8, 4, 1, 2 },

@@ -608,8 +608,8 @@ static void ev_help(const char *who, FILE *f)
 {
 	if (!strcmp(who, "ppl")) {
 		fputs("usage: kvmm eval ppl --model M --text FILE [options]\n"
-		      "teacher-forced perplexity, top-1 agreement and KL of each "
-		      "policy against full\n", f);
+		      "teacher-forced perplexity, top-1 agreement and KL of "
+		      "each policy against full\n", f);
 		fputs(ev_help_policy, f);
 		fputs(ev_help_chunks, f);
 	} else if (!strcmp(who, "needle")) {

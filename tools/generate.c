@@ -466,9 +466,17 @@ static int gen_encode(struct gen_run *r, const struct gen_opts *o,
 	}
 	ret = llm_tok_encode(t, text ? text : q->prompt, len, flags, NULL, 0,
 			     &n);
-	if (ret && ret != -ENOSPC)
+	if (ret && ret != -ENOSPC) {
+		fprintf(stderr, "kvmm generate: the tokenizer refused the "
+			"prompt: %s\n", strerror(-ret));
 		goto out;
-	if (n == 0 || n >= r->cfg.n_ctx) {
+	}
+	if (n == 0) {
+		fprintf(stderr, "kvmm generate: the prompt is empty\n");
+		ret = -EINVAL;
+		goto out;
+	}
+	if (n >= r->cfg.n_ctx) {
 		fprintf(stderr, "kvmm generate: the prompt is %zu tokens; the "
 			"model's context is %u\n", n, r->cfg.n_ctx);
 		ret = -E2BIG;

@@ -335,6 +335,10 @@ START_TEST(test_sweep_keeps_out)
 	EXPECT_ERR("a FIFO, not a regular file");
 	slurp(out, buf, sizeof(buf));
 	ck_assert_str_eq(buf, "KEEP\n");
+	/* a directory as --out: refused before the run, not after */
+	ck_assert_int_eq(kvmm("eval", "sweep", "--model", model, "--text",
+			      text, "--out", tdir, NULL), 2);
+	EXPECT_ERR("not a regular file");
 	/* a run that finishes: one JSON line per point, no temp left */
 	ck_assert_int_eq(kvmm("eval", "sweep", "--model", model, "--text",
 			      text, "--out", out, "--context", "96",

@@ -1007,6 +1007,15 @@ static int cmd_eval_sweep(int argc, char **argv)
 		fprintf(stderr, "kvmm eval sweep: --out is required\n");
 		return 2;
 	}
+	{
+		struct stat st;
+
+		if (!stat(o.out, &st) && !S_ISREG(st.st_mode)) {
+			fprintf(stderr, "kvmm eval sweep: --out %s: not a "
+				"regular file\n", o.out);
+			return 2;
+		}
+	}
 	if (!o.n_spec)
 		for (size_t i = 0; i < ARRAY_SIZE(sweep_grid); i++)
 			o.spec[o.n_spec++] = sweep_grid[i];

@@ -299,6 +299,9 @@ static int kvmm(const char *a0, ...)
 	return st;
 }
 
+/* generate on the CPU executor, on a GPU machine too */
+#define GEN "generate", "--device", "cpu", "--model", model
+
 #define EXPECT_ERR(s) \
 	ck_assert_msg(strstr(err_s, s), "stderr lacks '%s':\n%s", s, err_s)
 
@@ -463,10 +466,10 @@ START_TEST(test_generate_refused)
 {
 	char why[256];
 
-	ck_assert_int_eq(kvmm("generate", "--model", model, "--prompt", "hi",
+	ck_assert_int_eq(kvmm(GEN, "--prompt", "hi",
 			      "--system", "be brief", NULL), 2);
 	EXPECT_ERR("--system needs --chat");
-	ck_assert_int_eq(kvmm("generate", "--model", model, "--prompt", "",
+	ck_assert_int_eq(kvmm(GEN, "--prompt", "",
 			      NULL), 2);
 	EXPECT_ERR("the prompt is empty");
 	/* without a GPU (or CUDA), as kvmm bench says it */
@@ -503,7 +506,7 @@ START_TEST(test_generate_batch_lines)
 		snprintf(all, sizeof(all), "{\"prompt\": \"ok\"}\n%s",
 			 bad[i].line);
 		put(bf, all);
-		ck_assert_int_eq(kvmm("generate", "--model", model,
+		ck_assert_int_eq(kvmm(GEN,
 				      "--batch-file", bf, "--policy", "full",
 				      NULL), 2);
 		ck_assert_msg(strstr(err_s, ":2: ") &&
@@ -512,7 +515,7 @@ START_TEST(test_generate_batch_lines)
 	}
 	put(bf, "{\"prompt\": \"ok\"}\n\n{\"prompt\": \"caf\\u00e9\", "
 		"\"x\": [1, {\"y\": null}]}\n");
-	ck_assert_int_eq(kvmm("generate", "--model", model, "--batch-file",
+	ck_assert_int_eq(kvmm(GEN, "--batch-file",
 			      bf, "--json", NULL), 0);
 	ck_assert_ptr_nonnull(strstr(out_s, "\"stop\": \"eos\""));
 }
@@ -524,15 +527,15 @@ END_TEST
  */
 START_TEST(test_generate_lengths)
 {
-	ck_assert_int_eq(kvmm("generate", "--model", model, "--prompt", "hi",
+	ck_assert_int_eq(kvmm(GEN, "--prompt", "hi",
 			      "--max-tokens", "8", "--json", NULL), 0);
 	ck_assert_msg(strstr(out_s, "\"stop\": \"eos\""), "%s", out_s);
-	ck_assert_int_eq(kvmm("generate", "--model", model, "--prompt", "hi",
+	ck_assert_int_eq(kvmm(GEN, "--prompt", "hi",
 			      "--max-tokens", "8", "--json", "--ignore-eos",
 			      NULL), 0);
 	ck_assert_msg(strstr(out_s, "\"stop\": \"max-tokens\"") &&
 		      strstr(out_s, "\"generated_tokens\": 8"), "%s", out_s);
-	ck_assert_int_eq(kvmm("generate", "--model", model, "--prompt", "hi",
+	ck_assert_int_eq(kvmm(GEN, "--prompt", "hi",
 			      "--max-tokens", "1000", "--json", "--ignore-eos",
 			      "--kv", "contig", NULL), 0);
 	EXPECT_ERR("--max-tokens 1000: the context of 512 tokens leaves "

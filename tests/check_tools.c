@@ -615,6 +615,46 @@ START_TEST(test_bench_host)
 }
 END_TEST
 
+/* command lines that fail: each exits nonzero with a line saying why */
+START_TEST(test_failures_say_why)
+{
+	char fifo[128];
+
+	snprintf(fifo, sizeof(fifo), "%s/m.fifo", tdir);
+	ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+	ck_assert_int_eq(kvmm("nosuch", NULL), 2);
+	ck_assert_int_eq(kvmm("eval", "nosuch", NULL), 2);
+	ck_assert_int_eq(kvmm("bench", "nosuch", NULL), 2);
+	ck_assert_int_eq(kvmm("eval", "ppl", NULL), 2);
+	ck_assert_int_eq(kvmm("eval", "ppl", "--model", model, NULL), 2);
+	EXPECT_ERR("--text is required");
+	ck_assert_int_ne(kvmm("eval", "ppl", "--model", fifo, "--text", text,
+			      "--context", "96", NULL), 0);
+	EXPECT_ERR("a FIFO");
+	ck_assert_int_eq(kvmm("eval", "ppl", "--model", model, "--text", text,
+			      "--context", "96", "--prefix", "96", NULL), 2);
+	ck_assert_int_eq(kvmm("eval", "needle", "--model", model, "--lengths",
+			      "64,,128", NULL), 2);
+	ck_assert_int_eq(kvmm("eval", "sweep", "--model", model, "--text",
+			      text, NULL), 2);
+	EXPECT_ERR("--out is required");
+	ck_assert_int_eq(kvmm("generate", NULL), 2);
+	ck_assert_int_ne(kvmm(GEN, "--prompt", "hi", "--top-p", "2", NULL), 0);
+	ck_assert_int_ne(kvmm("generate", "--model", fifo, "--prompt", "hi",
+			      NULL), 0);
+	EXPECT_ERR("a FIFO");
+	ck_assert_int_ne(kvmm(GEN, "--batch-file", fifo, NULL), 0);
+	EXPECT_ERR("a FIFO, not a regular file");
+	ck_assert_int_ne(kvmm(GEN, "--batch-file", "/nonexistent", NULL), 0);
+	ck_assert_int_ne(kvmm("bench", "mem", "--reps", "0", NULL), 0);
+	ck_assert_int_ne(kvmm("bench", "vmm", "--backend", "x", NULL), 0);
+	ck_assert_int_ne(kvmm("bench", "compact", "--granules", "1", NULL), 0);
+	ck_assert_int_ne(kvmm("bench", "alloc", "--bogus", NULL), 0);
+	ck_assert_int_ne(kvmm("bench", "evict", "x", NULL), 0);
+	unlink(fifo);
+}
+END_TEST
+
 static char doc_s[262144];
 
 /* a file of the tree, from the directory make check runs in */
@@ -686,6 +726,7 @@ Suite *suite_tools(void)
 	KV_ADD(tc, test_progress_line);
 	KV_ADD(tc, test_bench_host);
 	KV_ADD(tc, test_docs_agree);
+	KV_ADD(tc, test_failures_say_why);
 	suite_add_tcase(s, tc);
 	return s;
 }

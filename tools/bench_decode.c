@@ -41,6 +41,9 @@ static const char dec_usage[] =
 	"  --chunk N           most prompt tokens per prefill step (16384)\n"
 	"  --reserve-mib N     device memory kept out of the KV budget for\n"
 	"                      the executor's workspace (3072)\n"
+	"  --device-mib N      behave as on a card of N MiB (a smaller one's\n"
+	"                      capacity on a larger card: 81559 for an H100\n"
+	"                      80GB); 0: the card's own (0)\n"
 	"  --json              one JSON object per point\n"
 	"Needs a CUDA device. The prompts are random tokens; prefill runs with\n"
 	"KVMM_PREFILL_SPLIT=0 (one GEMM pass: its precision does not matter\n"
@@ -53,7 +56,7 @@ struct dec_opts {
 	int n_batch, n_ctx;
 	const char *pol[DEC_MAX_LIST];
 	int n_pol;
-	uint64_t steps, chunk, reserve_mib;
+	uint64_t steps, chunk, reserve_mib, device_mib;
 	int json;
 };
 
@@ -87,7 +90,7 @@ static int parse_list(const char *opt, const char *s, uint64_t lo,
 }
 
 enum { OPT_MODEL = 256, OPT_BATCH, OPT_CTX, OPT_POLICY, OPT_STEPS,
-       OPT_CHUNK, OPT_RESERVE, OPT_JSON, OPT_HELP };
+       OPT_CHUNK, OPT_RESERVE, OPT_DEVMIB, OPT_JSON, OPT_HELP };
 
 static const struct option dec_longopts[] = {
 	{ "model", required_argument, NULL, OPT_MODEL },
@@ -97,6 +100,7 @@ static const struct option dec_longopts[] = {
 	{ "steps", required_argument, NULL, OPT_STEPS },
 	{ "chunk", required_argument, NULL, OPT_CHUNK },
 	{ "reserve-mib", required_argument, NULL, OPT_RESERVE },
+	{ "device-mib", required_argument, NULL, OPT_DEVMIB },
 	{ "json", no_argument, NULL, OPT_JSON },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
@@ -150,6 +154,11 @@ static int dec_parse(int argc, char **argv, struct dec_opts *o)
 		case OPT_RESERVE:
 			if (kvmm_parse_u64("--reserve-mib", optarg, 0,
 					   1 << 20, &o->reserve_mib))
+				return -EINVAL;
+			break;
+		case OPT_DEVMIB:
+			if (kvmm_parse_u64("--device-mib", optarg, 0,
+					   1 << 24, &o->device_mib))
 				return -EINVAL;
 			break;
 		case OPT_JSON:
@@ -294,6 +303,13 @@ static int run_point(struct llm_cuda *m, const struct dec_opts *o,
 	}
 	llm_cuda_trim(m);
 	cudaMemGetInfo(&free_b, &total_b);
+	/* a smaller card: its size less what is in use here */
+	if (o->device_mib && (o->device_mib << 20) < total_b) {
+		size_t used = total_b - free_b;
+
+		free_b = (o->device_mib << 20) > used ?
+				 (o->device_mib << 20) - used : 0;
+	}
 	if (free_b < (o->reserve_mib << 20) + (64ULL << 20)) {
 		snprintf(pt->why, sizeof(pt->why), "no device memory left");
 		ret = 0;

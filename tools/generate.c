@@ -641,6 +641,7 @@ static int gen_loop(struct gen_run *r, const struct gen_opts *o,
 		    struct gen_step *st)
 {
 	struct llm_batch b = { r->n_seq, st->idx, st->nt, st->tok };
+	struct kvmm_progress pr;
 	size_t off = 0;
 	double t0;
 	int n, ret;
@@ -656,6 +657,10 @@ static int gen_loop(struct gen_run *r, const struct gen_opts *o,
 	ret = gen_next(r, o, &b, st);
 	r->prefill_us = kvmm_now_us() - t0;
 	n = r->n_seq;
+	/* a batch's decode: tokens at most, on a terminal, not streaming */
+	kvmm_progress_start(&pr, "generate", "tokens",
+			    (uint64_t)r->max_new * r->n_seq,
+			    r->stream || o->json);
 	t0 = kvmm_now_us();
 	while (!ret && n) {
 		int m = 0;
@@ -673,17 +678,13 @@ static int gen_loop(struct gen_run *r, const struct gen_opts *o,
 		n = m;
 		if (ret || !n)
 			break;
-		if (!r->stream && isatty(STDERR_FILENO))
-			fprintf(stderr, "\r  decode: %zu tokens, %d of %d "
-				"sequences running ", r->decode_tok, n,
-				r->n_seq);
 		b.n_seq = n;
 		ret = gen_next(r, o, &b, st);
 		r->decode_tok += n;
+		kvmm_progress_add(&pr, (uint64_t)n);
 	}
+	kvmm_progress_end(&pr);
 	r->decode_us = kvmm_now_us() - t0;
-	if (!r->stream && isatty(STDERR_FILENO))
-		fputc('\n', stderr);
 	if (ret)
 		fprintf(stderr, "kvmm generate: %s\n", strerror(-ret));
 	return ret;

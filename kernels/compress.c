@@ -269,8 +269,9 @@ int kvk_compress_prompt_cpu(const struct kvk_compress_prompt *a, void *stream)
 				load_vec(v, a->v, at * hd, hd, a->dtype);
 				put_token(page_addr(pg, p), &pg->tier[c], hd,
 					  i % pg->tier[c].tokens, k, v, sc,
-					  kvk_tok_origin(t, len,
-							 a->score_window));
+					  kvk_tok_field(t, len,
+							a->score_window,
+							a->real_pos));
 			}
 		}
 	}

@@ -333,7 +333,8 @@ __global__ void __launch_bounds__(KVC_THREADS)
 			((float *)(pg + ti.score_off))[i % ti.tokens] =
 				a.scores[at];
 			((int32_t *)(pg + ti.pos_off))[i % ti.tokens] =
-				kvk_tok_origin(tt, len, a.score_window);
+				kvk_tok_field(tt, len, a.score_window,
+					      a.real_pos);
 		}
 	}
 }

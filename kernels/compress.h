@@ -93,6 +93,10 @@ struct kvk_compress_pages {
  * @ntokens: NULL, or out [lists][2]: high and low tokens stored
  * @err: out, one int32: 0, or -ENOSPC / -E2BIG and nothing else written
  *	but @counts
+ * @real_pos: store each token's own position in the position field
+ *	instead of its score's origin: for policies that do not divide
+ *	scores by the queries counted, whose eviction protects by position
+ *	(KV-Compress)
  *
  * High tokens go to pages tables[row][0 ..], in position order; low tokens
  * to the pages right after the high ones, tables[row][ceil(hi / tpp_hi) ..],
@@ -121,6 +125,7 @@ struct kvk_compress_prompt {
 	uint32_t *counts;
 	uint32_t *ntokens;
 	int32_t *err;
+	int real_pos;
 };
 
 /* what the decode phase did to one head */
@@ -208,6 +213,18 @@ static inline KVC_HD int kvk_tok_classify(float score, uint32_t t, uint32_t len,
 	if (mean < aq / (float)len)
 		return KVK_TOK_LOW;
 	return KVK_TOK_HIGH;
+}
+
+/*
+ * the position field of prompt token @t: the first query in its score, or
+ * with @real its own position
+ */
+static inline KVC_HD int32_t kvk_tok_field(uint32_t t, uint32_t len,
+					   uint32_t w, int real)
+{
+	if (real)
+		return (int32_t)t;
+	return (int32_t)(len - (len - t < w ? len - t : w));
 }
 
 /* the position field of prompt token @t: the first query in its score */

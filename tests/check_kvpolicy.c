@@ -548,6 +548,62 @@ START_TEST(test_kvpolicy_invalid)
 }
 END_TEST
 
+/*
+ * kvcompress meets its rate after the prompt at every length: the pages
+ * each list keeps are what the rate leaves, or the protected window's,
+ * whichever is more, within one page per list (the eviction frees whole
+ * pages of a list). Before, prompt tokens carried their score's origin as
+ * position, all inside the window: nothing was evicted under ~300 tokens.
+ */
+START_TEST(test_kvpolicy_kvcompress_lengths)
+{
+	static const int lens[] = { 64, 100, 200, 294, 325, 512, 1024, 2048,
+				    4096 };
+	uint64_t seed = kvtest_seed(__func__);
+	struct llm_config c = { .n_layers = NL, .n_heads = NH,
+				.n_kv_heads = NKV, .head_dim = HD };
+
+	for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+		const char *spec = "kvcompress:rate=2,window=32";
+		int len = lens[i], lps = NL * NKV;
+		struct llm_kv_usage u;
+		struct llm_policy p;
+		struct llm_kv *kv;
+		struct trace t;
+		char err[200];
+		float *o = malloc((size_t)len * NH * HD * sizeof(float));
+		uint64_t tpp, keep, want;
+
+		ck_assert(o);
+		trace_make(&t, seed + i, len, 1);
+		ck_assert(!llm_policy_parse(spec, &p, err, sizeof(err)));
+		ck_assert_msg(!llm_kv_policy_create(&c, &p, 1, t.len, 2, &kv,
+						    err, sizeof(err)), "%s",
+			      err);
+		for (int l = 0; l < NL; l++)
+			ck_assert_int_eq(llm_kv_policy_step(kv, 0, l, 0, len,
+				at(t.q, l, t.len, 0, NH), NH * HD,
+				at(t.k, l, t.len, 0, NKV),
+				at(t.v, l, t.len, 0, NKV), NKV * HD, o,
+				NH * HD), 0);
+		ck_assert_int_eq(llm_kv_policy_usage(kv, 0, &u), 0);
+		ck_assert_msg(!llm_kv_policy_check(kv, err, sizeof(err)),
+			      "%d: %s", len, err);
+		tpp = (len + u.full_pages / lps - 1) / (u.full_pages / lps);
+		keep = (u.full_pages + 1) / 2;	/* rate 2 of full's pages */
+		want = (uint64_t)lps * ((32 + tpp - 1) / tpp);
+		want = keep > want ? keep : want;
+		ck_assert_msg(u.pages[0] <= want + lps,
+			      "length %d: %lu pages kept, rate and window "
+			      "leave %lu (+%d)", len, u.pages[0], want, lps);
+		ck_assert_uint_gt(u.pruned, 0);
+		llm_kv_destroy(kv);
+		trace_free(&t);
+		free(o);
+	}
+}
+END_TEST
+
 Suite *suite_kvpolicy(void)
 {
 	Suite *s = suite_create("kvpolicy");
@@ -559,6 +615,7 @@ Suite *suite_kvpolicy(void)
 	KV_ADD(tc, test_kvpolicy_slots);
 	KV_ADD(tc, test_kvpolicy_seq_alpha);
 	KV_ADD(tc, test_kvpolicy_invalid);
+	KV_ADD(tc, test_kvpolicy_kvcompress_lengths);
 	tcase_set_timeout(tc, 120);
 	suite_add_tcase(s, tc);
 	return s;

@@ -115,6 +115,8 @@ struct kvk_compress_prompt kvp_prompt_args(const struct kvp *c,
 		.pg = pages_of(c, lb),
 		.npages = (const uint32_t *)(uintptr_t)c->map.npages,
 		.ntokens = (uint32_t *)(uintptr_t)c->map.ntokens,
+		/* kvcompress protects its recent window by position */
+		.real_pos = c->pol.kind == LLM_POLICY_KVCOMPRESS,
 	};
 
 	return a;

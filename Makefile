@@ -56,10 +56,10 @@ ifneq ($(O),)
 B := $(O)
 endif
 
-# model/ is split in layers (load, tokenizer, exec, kv); each folder
+# model/ is split in layers (load, tokenizer, exec, kv, sched); each folder
 # holding sources is a module for the build
 MODULES := runtime allocator kernels ioctl-shim \
-	   model/load model/tokenizer model/exec model/kv
+	   model/load model/tokenizer model/exec model/kv model/sched
 INCLUDES := $(addprefix -I,$(MODULES)) -Iioctl-shim/uapi
 
 CC ?= gcc

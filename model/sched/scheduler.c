@@ -466,6 +466,8 @@ static void measure(struct llm_sched *s, struct sched_req *r)
 		 u.tokens[1] / n / s->g.tokens_per_page[1];
 	if (r->ppt <= 0)
 		r->ppt = 1e-9;
+	s->st.held_bytes += (u.pages[0] + u.pages[1]) * u.page_size;
+	s->st.full_bytes += u.full_pages * u.full_page_size;
 	s->ppt_sum += r->ppt;
 	s->ppt_n++;
 }

@@ -126,6 +126,9 @@ struct llm_sched_info {
  * @peak_pages: most pages in use after a step
  * @budget_pages: pages the budget can map
  * @page_size: bytes of one page
+ * @held_bytes: page bytes of each request right after its prefill, summed
+ * @full_bytes: what the full policy would have held for the same tokens
+ *	(@full_bytes / @held_bytes: the compression the policy reached)
  */
 struct llm_sched_stats {
 	uint64_t steps;
@@ -147,6 +150,8 @@ struct llm_sched_stats {
 	uint64_t peak_pages;
 	uint64_t budget_pages;
 	uint32_t page_size;
+	uint64_t held_bytes;
+	uint64_t full_bytes;
 };
 
 struct llm_sched;

@@ -65,6 +65,8 @@ static const char srv_usage[] =
 	"                      back at admission, 0..1 (1); 0 packs on\n"
 	"                      prompts and preempts, as vLLM\n"
 	"  --threads N         CPU executor threads (all cores)\n"
+	"  --no-graphs         CUDA: no CUDA graphs for decode steps (a graph\n"
+	"                      is captured per batch size otherwise)\n"
 	"  --seed N            workload seed (1)\n"
 	"  --json              one JSON line per policy (and rate)\n"
 	"Greedy decoding that ignores EOS: every request generates its whole\n"
@@ -81,6 +83,7 @@ struct srv_opts {
 	double rate[SRV_MAX_LIST];
 	int n_rate;
 	int json;
+	int no_graphs;
 };
 
 /* struct srv_work - the requests, the same for every policy */
@@ -138,7 +141,8 @@ static int parse_rates(const char *s, struct srv_opts *o)
 
 enum { OPT_MODEL = 256, OPT_DEVICE, OPT_POLICY, OPT_REQUESTS, OPT_PLEN,
        OPT_OLEN, OPT_TRACE, OPT_RATE, OPT_BUDGET, OPT_SEQS, OPT_STEPTOK,
-       OPT_RESERVE, OPT_THREADS, OPT_SEED, OPT_JSON, OPT_HELP };
+       OPT_RESERVE, OPT_THREADS, OPT_SEED, OPT_JSON, OPT_NOGRAPHS,
+       OPT_HELP };
 
 static const struct option srv_longopts[] = {
 	{ "model", required_argument, NULL, OPT_MODEL },
@@ -156,6 +160,7 @@ static const struct option srv_longopts[] = {
 	{ "threads", required_argument, NULL, OPT_THREADS },
 	{ "seed", required_argument, NULL, OPT_SEED },
 	{ "json", no_argument, NULL, OPT_JSON },
+	{ "no-graphs", no_argument, NULL, OPT_NOGRAPHS },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
 };
@@ -258,6 +263,9 @@ static int srv_parse(int argc, char **argv, struct srv_opts *o)
 			break;
 		case OPT_JSON:
 			o->json = 1;
+			break;
+		case OPT_NOGRAPHS:
+			o->no_graphs = 1;
 			break;
 		case OPT_HELP:
 			fputs(srv_usage, stdout);
@@ -643,13 +651,15 @@ static int run_one(const struct srv_opts *o, struct srv_exec *x,
 				llm_sched_info(s, ids[i], &in);
 				if (in.state != LLM_SCHED_DONE)
 					continue;
+				/* from the arrival, not the submission,
+				 * which waits for the step in flight */
 				if (m == 0)
-					lat[n++] = in.t_first - in.t_submit;
+					lat[n++] = in.t_first - t0 - at[i];
 				else if (m == 1 && in.n_gen > 1)
 					lat[n++] = (in.t_done - in.t_first) /
 						   (in.n_gen - 1);
 				else if (m == 2)
-					lat[n++] = in.t_done - in.t_submit;
+					lat[n++] = in.t_done - t0 - at[i];
 			}
 			v[m][k] = pct(lat, n, p[k]);
 		}
@@ -757,6 +767,7 @@ int cmd_bench_serve(int argc, char **argv)
 	struct srv_opts o;
 	uint64_t wbytes;
 	const char *dev;
+	double sat[SRV_MAX_LIST];
 	int ret, nrates;
 
 	ret = srv_parse(argc, argv, &o);
@@ -779,12 +790,14 @@ int cmd_bench_serve(int argc, char **argv)
 	x.vocab = mo->cfg.n_vocab;
 	if (o.cuda) {
 #ifdef KVMM_HAVE_CUDA
+		struct llm_cuda_opts co = { .no_graphs = o.no_graphs };
+
 		if (kvrt_cuda_probe(err, sizeof(err))) {
 			fprintf(stderr, "kvmm bench serve: no GPU: %s\n", err);
 			ret = -ENODEV;
 			goto out;
 		}
-		ret = llm_cuda_load(&mo->cfg, &mo->w, NULL, &x.gpu, err,
+		ret = llm_cuda_load(&mo->cfg, &mo->w, &co, &x.gpu, err,
 				    sizeof(err));
 		wbytes = ret ? 0 : llm_cuda_weight_bytes(x.gpu) /
 				   kvk_dtype_size(llm_cuda_dtype(x.gpu));
@@ -831,6 +844,8 @@ int cmd_bench_serve(int argc, char **argv)
 			       "prefill tok/s (attention left out)\n",
 			       wbytes / 1e9);
 	}
+	for (int pi = 0; pi < o.n_pol; pi++)
+		sat[pi] = 0;
 	nrates = o.n_rate ? o.n_rate : 1;
 	for (int ri = 0; ri < nrates; ri++) {
 		double rate = o.n_rate ? o.rate[ri] : 0;
@@ -854,6 +869,8 @@ int cmd_bench_serve(int argc, char **argv)
 				      wbytes, &r);
 			if (ret)
 				goto out;
+			if (r.saturated && !sat[pi])
+				sat[pi] = rate;
 			if (o.json) {
 				print_json(&r, dev);
 			} else {
@@ -863,9 +880,25 @@ int cmd_bench_serve(int argc, char **argv)
 			}
 		}
 	}
-	if (o.n_rate > 1 && !o.json)
-		printf("# saturated: completed requests/s below 90%% of the "
-		       "offered rate\n");
+	/* the first rate each policy could not keep up with */
+	for (int pi = 0; o.n_rate && pi < o.n_pol; pi++) {
+		if (o.json && sat[pi])
+			printf("{\"mode\": \"saturation\", \"policy\": "
+			       "\"%s\", \"saturation_rate\": %.3f}\n",
+			       o.pol[pi], sat[pi]);
+		else if (o.json)
+			printf("{\"mode\": \"saturation\", \"policy\": "
+			       "\"%s\", \"saturation_rate\": null}\n",
+			       o.pol[pi]);
+		else if (sat[pi])
+			printf("# %s saturates at %.2f requests/s (completed "
+			       "requests/s below 90%% of the rate)\n",
+			       o.pol[pi], sat[pi]);
+		else
+			printf("# %s keeps up with every rate up to %.2f "
+			       "requests/s\n", o.pol[pi],
+			       o.rate[o.n_rate - 1]);
+	}
 out:
 #ifdef KVMM_HAVE_CUDA
 	llm_cuda_free(x.gpu);

@@ -440,6 +440,61 @@ START_TEST(test_sched_preempt_2x)
 }
 END_TEST
 
+/* page bytes held after the prefills of @n requests served one at a time */
+static uint64_t held_after(struct tmodel *m, const struct llm_sched_req *r,
+			   int n)
+{
+	struct llm_kv *kv = cache(m, "diffkv", 1, 0);
+	struct llm_sched_stats st;
+	struct llm_sched_info in;
+	struct llm_sched *s;
+	int id;
+
+	ck_assert_int_eq(llm_sched_create(kv, NULL, cpu_step, m, &s), 0);
+	for (int i = 0; i < n; i++)
+		ck_assert_int_eq(llm_sched_submit(s, &r[i], &id), 0);
+	while (!llm_sched_idle(s))
+		ck_assert_int_ge(llm_sched_step(s), 0);
+	for (int i = 0; i < n; i++) {
+		ck_assert_int_eq(llm_sched_info(s, i, &in), 0);
+		ck_assert_int_eq(in.state, LLM_SCHED_DONE);
+	}
+	llm_sched_stats(s, &st);
+	llm_sched_destroy(s);
+	llm_kv_destroy(kv);
+	return st.held_bytes;
+}
+
+/*
+ * Per-request diffkv thresholds: a request that prunes hard holds fewer
+ * pages after its prefill than one with the cache's thresholds, and the
+ * next request in the same slot classifies with the cache's again.
+ */
+START_TEST(test_sched_request_thresholds)
+{
+	uint64_t seed = kvtest_seed(__func__), hard, dflt, both;
+	struct llm_sched_req r[2];
+	struct tmodel m;
+	int32_t p[160];
+
+	model_open(&m);
+	for (int i = 0; i < 160; i++)
+		p[i] = (int32_t)(kvtest_rand(&seed) % VOCAB);
+	r[0] = (struct llm_sched_req){ p, 160, 2, 1.0f, 1.0f };
+	r[1] = (struct llm_sched_req){ p, 160, 2, -1.0f, -1.0f };
+	hard = held_after(&m, &r[0], 1);
+	dflt = held_after(&m, &r[1], 1);
+	both = held_after(&m, r, 2);
+	printf("thresholds: %llu B pruning hard, %llu B with the cache's, "
+	       "%llu B one after the other in one slot\n",
+	       (unsigned long long)hard, (unsigned long long)dflt,
+	       (unsigned long long)both);
+	ck_assert_uint_lt(hard, dflt);
+	ck_assert_uint_eq(both, hard + dflt);
+	model_close(&m);
+}
+END_TEST
+
 /*
  * Nothing lost: a request longer than a sequence holds and one whose
  * prompt needs more pages than the budget maps fail with a reason; the
@@ -552,6 +607,7 @@ Suite *suite_sched(void)
 	KV_ADD(tc, test_sched_joins_and_leaves);
 	KV_ADD(tc, test_sched_admission_real_pages);
 	KV_ADD(tc, test_sched_preempt_2x);
+	KV_ADD(tc, test_sched_request_thresholds);
 	KV_ADD(tc, test_sched_refusals);
 	tcase_set_timeout(tc, 120);
 	suite_add_tcase(s, tc);

@@ -550,6 +550,7 @@ static int run_one(const struct srv_opts *o, struct srv_exec *x,
 				     .reserve = o->reserve > 0 ?
 						(float)o->reserve : -1.0f };
 	double *at = NULL, *lat = NULL, t0, last = -1, next_sample = 0;
+	double every = 0.25;	/* seconds between two samples of the pages */
 	int tty = isatty(2) && !o->json, *ids = NULL, sub = 0, ret;
 	struct llm_sched *s = NULL;
 	struct llm_sched_stats st;
@@ -604,10 +605,20 @@ static int run_one(const struct srv_opts *o, struct srv_exec *x,
 			goto out;
 		}
 		llm_sched_stats(s, &st);
-		if (t >= next_sample && r->n_samples < SRV_SAMPLES) {
+		if (t >= next_sample) {
+			/* full: keep every other sample, sample half as often */
+			if (r->n_samples == SRV_SAMPLES) {
+				for (int i = 0; i < SRV_SAMPLES / 2; i++) {
+					r->sample_t[i] = r->sample_t[2 * i];
+					r->sample_pages[i] =
+						r->sample_pages[2 * i];
+				}
+				r->n_samples = SRV_SAMPLES / 2;
+				every *= 2;
+			}
 			r->sample_t[r->n_samples] = t;
 			r->sample_pages[r->n_samples++] = st.pages_used;
-			next_sample = t + 0.25;
+			next_sample = t + every;
 		}
 		if (tty && t - last > 0.5) {
 			progress(r, s, t);

@@ -904,6 +904,8 @@ int llm_kv_policy_geometry(const struct llm_kv *kv,
 	g->pages_per_granule = c->map.pages_per_granule;
 	g->budget_pages = kv->bytes / KVMM_GRANULE_SIZE *
 			  c->map.pages_per_granule;
+	g->alpha[0] = c->pol.alpha_prune;
+	g->alpha[1] = c->pol.alpha_quant;
 	return 0;
 }
 

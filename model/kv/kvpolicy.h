@@ -43,6 +43,8 @@ struct llm_kv_policy_opts {
  * @page_size: bytes of one page
  * @pages_per_granule: pages of one 2 MiB granule
  * @budget_pages: pages the space's budget can map
+ * @alpha: the policy's diffkv thresholds (prune, quant), what a sequence
+ *	classifies with unless llm_kv_policy_seq_alpha() set its own
  */
 struct llm_kv_geometry {
 	uint32_t lists;
@@ -51,6 +53,7 @@ struct llm_kv_geometry {
 	uint32_t page_size;
 	uint32_t pages_per_granule;
 	uint64_t budget_pages;
+	float alpha[2];
 };
 
 int llm_kv_policy_geometry(const struct llm_kv *kv,

@@ -311,9 +311,12 @@ static int pick_joins(struct llm_sched *s)
 		return ret;
 	/* the next decode step's pages: a partial page per list and tier */
 	held = (uint64_t)s->g.lists * s->g.nr_tiers;
-	for (int i = 0; i < s->n_run; i++)
-		held += reserve_of(s, &s->req[s->run[i]]) +
-			(uint64_t)ceil(s->g.lists * ppt_of(s, &s->req[s->run[i]]));
+	for (int i = 0; i < s->n_run; i++) {
+		const struct sched_req *q = &s->req[s->run[i]];
+
+		held += reserve_of(s, q) +
+			(uint64_t)ceil(s->g.lists * ppt_of(s, q));
+	}
 	while (s->n_wait && s->n_slots) {
 		int id = s->wait[0];
 		struct sched_req *r = &s->req[id];
@@ -352,6 +355,10 @@ static int pick_joins(struct llm_sched *s)
 					 "need a diffkv cache");
 				continue;
 			}
+		} else if (s->g.nr_tiers > 1) {
+			/* a slot keeps its last thresholds: the cache's */
+			llm_kv_policy_seq_alpha(s->kv, r->slot, s->g.alpha[0],
+						s->g.alpha[1]);
 		}
 		r->state = LLM_SCHED_RUNNING;
 		s->join[s->n_join++] = id;

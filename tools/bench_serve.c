@@ -439,7 +439,9 @@ struct srv_exec {
 	float *z;		/* CPU logits, [max_seqs][vocab] */
 	uint32_t vocab;
 	double prefill_s, decode_s;
-	uint64_t prefill_tok;
+	uint64_t prefill_tok, decode_steps, decode_tok;
+	double read_gbs;	/* CUDA: weight read rate measured; 0 on CPU */
+	uint64_t weight_bytes;
 };
 
 /* a batch all prompts or all decode tokens, timed by its kind */
@@ -467,6 +469,8 @@ static int pure_step(void *m, struct llm_kv *kv, const struct llm_batch *b,
 			x->prefill_tok += b->n_tok[i];
 	} else {
 		x->decode_s += (kvmm_now_us() - t0) * 1e-6;
+		x->decode_steps++;
+		x->decode_tok += b->n_seq;
 	}
 	return ret;
 }
@@ -490,6 +494,7 @@ struct srv_result {
 	uint64_t generated, preemptions, rollbacks, compactions, granules;
 	double peak_kv_gb, budget_gb, compression;
 	double prefill_tok_s, prefill_gflops, decode_s;
+	double step_ms, batch, floor_ms; /* decode: mean step, batch, floor */
 	double ttft[3], tpot[3], e2e[3]; /* p50, p90, p99, seconds */
 	int saturated;
 	int n_samples;
@@ -551,6 +556,8 @@ static int run_one(const struct srv_opts *o, struct srv_exec *x,
 						(float)o->reserve : -1.0f };
 	double *at = NULL, *lat = NULL, t0, last = -1, next_sample = 0;
 	double every = 0.25;	/* seconds between two samples of the pages */
+	double kv_sum = 0;	/* KV bytes held after each step, summed */
+	uint64_t n_kv = 0;
 	int tty = isatty(2) && !o->json, *ids = NULL, sub = 0, ret;
 	struct llm_sched *s = NULL;
 	struct llm_sched_stats st;
@@ -577,7 +584,7 @@ static int run_one(const struct srv_opts *o, struct srv_exec *x,
 	if (ret)
 		goto out;
 	x->prefill_s = x->decode_s = 0;
-	x->prefill_tok = 0;
+	x->prefill_tok = x->decode_steps = x->decode_tok = 0;
 	t0 = kvmm_now_us() * 1e-6;
 	while (sub < w->n || !llm_sched_idle(s)) {
 		double t = kvmm_now_us() * 1e-6 - t0;
@@ -605,6 +612,8 @@ static int run_one(const struct srv_opts *o, struct srv_exec *x,
 			goto out;
 		}
 		llm_sched_stats(s, &st);
+		kv_sum += (double)st.pages_used * st.page_size;
+		n_kv++;
 		if (t >= next_sample) {
 			/* full: keep every other sample, sample half as often */
 			if (r->n_samples == SRV_SAMPLES) {
@@ -649,6 +658,15 @@ static int run_one(const struct srv_opts *o, struct srv_exec *x,
 	/* 2 FLOP per weight per token: the GEMMs, attention left out */
 	r->prefill_gflops = r->prefill_tok_s * 2.0 * wbytes / 1e9;
 	r->decode_s = x->decode_s;
+	if (x->decode_steps) {
+		r->step_ms = x->decode_s * 1e3 / x->decode_steps;
+		r->batch = (double)x->decode_tok / x->decode_steps;
+	}
+	/* a decode step reads the weights and the KV it holds, at best at
+	 * the measured read rate */
+	if (x->read_gbs > 0 && n_kv)
+		r->floor_ms = (x->weight_bytes + kv_sum / n_kv) /
+			      (x->read_gbs * 1e9) * 1e3;
 	for (int k = 0; k < 3; k++) {
 		static const double p[3] = { 0.5, 0.9, 0.99 };
 		double *v[3] = { r->ttft, r->tpot, r->e2e };
@@ -711,14 +729,16 @@ static void print_json(const struct srv_result *r, const char *dev)
 	       "\"ttft_s\": [%.4f, %.4f, %.4f], "
 	       "\"tpot_ms\": [%.3f, %.3f, %.3f], "
 	       "\"e2e_s\": [%.3f, %.3f, %.3f], \"saturated\": %s, "
-	       "\"pages\": [", r->requests, r->completed, r->failed,
+	       "\"decode_step_ms\": %.3f, \"decode_batch\": %.2f, "
+	       "\"decode_floor_ms\": %.3f, \"pages\": [", r->requests, r->completed, r->failed,
 	       r->peak_conc, r->mean_conc, r->gen_tok_s, r->req_s, r->wall_s,
 	       r->generated, r->preemptions, r->rollbacks, r->compactions,
 	       r->granules, r->peak_kv_gb, r->budget_gb, r->compression,
 	       r->prefill_tok_s, r->prefill_gflops, r->ttft[0], r->ttft[1],
 	       r->ttft[2], r->tpot[0] * 1e3, r->tpot[1] * 1e3,
 	       r->tpot[2] * 1e3, r->e2e[0], r->e2e[1], r->e2e[2],
-	       r->saturated ? "true" : "false");
+	       r->saturated ? "true" : "false", r->step_ms, r->batch,
+	       r->floor_ms);
 	for (int i = 0; i < r->n_samples; i++)
 		printf("%s[%.2f, %" PRIu64 "]", i ? ", " : "", r->sample_t[i],
 		       r->sample_pages[i]);
@@ -754,6 +774,12 @@ static void print_row(const struct srv_result *r)
 
 static void print_pages(const struct srv_result *r)
 {
+	printf("  %s decode: %.2f ms a step at a mean batch of %.1f", r->policy,
+	       r->step_ms, r->batch);
+	if (r->floor_ms > 0)
+		printf("; floor (weights + KV held) / read rate %.2f ms, "
+		       "ratio %.2f", r->floor_ms, r->step_ms / r->floor_ms);
+	printf("\n");
 	printf("  %s KV pages in use over time:", r->policy);
 	for (int i = 0; i < r->n_samples; i += r->n_samples > 8 ?
 						      r->n_samples / 8 : 1)
@@ -812,6 +838,10 @@ int cmd_bench_serve(int argc, char **argv)
 				    sizeof(err));
 		wbytes = ret ? 0 : llm_cuda_weight_bytes(x.gpu) /
 				   kvk_dtype_size(llm_cuda_dtype(x.gpu));
+		if (!ret) {
+			x.weight_bytes = llm_cuda_weight_bytes(x.gpu);
+			ret = llm_cuda_read_weights(x.gpu, &x.read_gbs);
+		}
 #else
 		fprintf(stderr, "kvmm bench serve: --device cuda: built "
 			"without CUDA\n");
@@ -848,8 +878,9 @@ int cmd_bench_serve(int argc, char **argv)
 		if (o.cuda)
 			printf("# prefill GFLOP/s = 2 x %.2f G weights x "
 			       "prefill tok/s; ceiling: %.0f TFLOP/s dense "
-			       "bf16 (H100 SXM spec)\n", wbytes / 1e9,
-			       SRV_H100_BF16_TFLOPS);
+			       "bf16 (H100 SXM spec); weights read at %.0f "
+			       "GB/s\n", wbytes / 1e9, SRV_H100_BF16_TFLOPS,
+			       x.read_gbs);
 		else
 			printf("# prefill GFLOP/s = 2 x %.2f G weights x "
 			       "prefill tok/s (attention left out)\n",

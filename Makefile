@@ -157,6 +157,9 @@ check: deps
 	$(Q)$(MAKE) all
 	$(Q)mkdir -p $(B)/logs
 	$(Q)$(CHECK) --cpu --tap $(B)/logs/check.tap --xml $(B)/logs/check.xml
+	$(Q)if command -v python3 >/dev/null; then \
+		python3 tests/plot_sweep_test.py; \
+	else echo "plot_sweep: 0 passed, 0 failed, 1 skipped (no python3)"; fi
 
 check-gpu: all
 	$(Q)mkdir -p $(B)/logs

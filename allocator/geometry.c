@@ -222,18 +222,3 @@ struct kvk_attn_tier kva_attn_tier(const struct kva_tier *t,
 		.score_off = l->score_off, .pos_off = l->pos_off,
 	};
 }
-
-/**
- * kvk_attn_tier_make() - deprecated name of kva_attn_tier()
- * @t: the tier's formats
- * @l: its segment offsets
- *
- * Kept only until model/kv/kvpolicy.c calls kva_attn_tier().
- *
- * Return: kva_attn_tier(@t, @l).
- */
-struct kvk_attn_tier kvk_attn_tier_make(const struct kva_tier *t,
-					const struct kva_layout *l)
-{
-	return kva_attn_tier(t, l);
-}

@@ -97,9 +97,6 @@ int kva_page_layout(uint32_t head_dim, uint32_t page_size,
 struct kvk_attn_tier;
 struct kvk_attn_tier kva_attn_tier(const struct kva_tier *t,
 				   const struct kva_layout *l);
-/* Deprecated: the name model/kv/kvpolicy.c still calls; kva_attn_tier(). */
-struct kvk_attn_tier kvk_attn_tier_make(const struct kva_tier *t,
-					const struct kva_layout *l);
 
 /* Granule slot states. */
 enum kva_gran_state {

@@ -48,12 +48,20 @@ uint64_t kva_scan(const uint32_t *cnt, uint64_t *off, uint32_t n)
 	return s;
 }
 
-/*
- * kva_validate_slots() - phase 0 shared by every op (kva_dev.h, internal):
- * slots in range, listed once, each in a state
- * of @ok_states (a mask of BIT(state)). A free slot where a live one is
- * wanted is -ENOENT (double free, append after release); any other wrong
- * state is -EBUSY. An empty batch is valid and changes nothing.
+/**
+ * kva_validate_slots() - phase 0 shared by every op (kva_dev.h, internal)
+ * @pool: pool
+ * @slots: the op's slots
+ * @n: number of slots
+ * @ok_states: a mask of BIT(state) the slots may be in
+ *
+ * Slots in range, listed once, each in a state of @ok_states. An empty
+ * batch is valid and changes nothing.
+ *
+ * Return: 0; -EINVAL for a missing array, too many slots, a slot out of
+ * range or listed twice; -ENOENT for a free slot where a live one is
+ * wanted (double free, append after release); -EBUSY for any other wrong
+ * state.
  */
 int kva_validate_slots(struct kva_pool *pool, const uint32_t *slots,
 		       uint32_t n, unsigned int ok_states)

@@ -1004,7 +1004,8 @@ static int plan_op(struct step_plan *pl, const struct kva_pool *pool,
 		   const struct step_op *o)
 {
 	uint32_t lps = pool->lists_per_slot, w = pool->width;
-	uint32_t a = pool->layout[KVA_HI].tokens, b = pool->layout[KVA_LO].tokens;
+	uint32_t a = pool->layout[KVA_HI].tokens;
+	uint32_t b = pool->layout[KVA_LO].tokens;
 	int lo_grows = pool->nr_tiers > 1;
 
 	for (uint32_t i = 0; i < o->n; i++) {
@@ -1177,7 +1178,7 @@ static int ioc_step_submit(struct kvshim_file *f, struct kvmm_step_submit *a)
 	struct kva_pool *pool;
 	uint32_t nr = a->nr_ops, nslots = 0, *mark = NULL;
 	uint64_t worst = 0;
-	int ret, dev, planned = 0;
+	int ret, dev;
 
 	if (a->flags || a->pad || !ZERO(a->reserved) ||
 	    nr > KVMM_STEP_MAX_OPS || (nr && !uops))
@@ -1219,39 +1220,49 @@ static int ioc_step_submit(struct kvshim_file *f, struct kvmm_step_submit *a)
 
 	/*
 	 * A device space enqueues on the worst case when it fits (or the
-	 * budget lets it fit); else it takes a snapshot so that the plan is
-	 * exact, as a host space always is.
+	 * budget lets it fit). Else a lone APPEND (a decode step) lets the
+	 * device decide at once (kva_dev_append_sync(): 24 bytes back, the
+	 * op refused with nothing changed); if it is refused for pages, or
+	 * the call has other ops, the space takes a snapshot so that the
+	 * plan is exact, as a host space always is, and grows what it needs.
 	 */
 	if (dev && !step_grow(pool, worst, 1)) {
 		ret = step_grow(pool, worst, 0);
 		if (ret)
 			goto out;
-	} else {
-		if (dev) {
-			ret = kva_pool_snapshot(pool);
-			if (ret)
-				goto out;
-		}
-		plan_fini(&pl);
-		ret = plan_init(&pl, pool, nslots);
-		if (ret)
+		goto run;
+	}
+	if (dev && nr == 1 && ops[0].op == KVMM_OP_APPEND) {
+		ret = kva_append(pool, ops[0].slots, ops[0].n);
+		if (!ret)
+			goto out_fence;
+		if (ret != -ENOSPC)	/* -E2BIG, or a CUDA error */
 			goto out;
-		planned = 1;
-		for (uint32_t i = 0; i < nr && !ret; i++)
-			ret = plan_op(&pl, pool, &ops[i]);
-		if (!ret)
-			ret = step_grow(pool, pl.need, 1);
-		if (!ret)
-			ret = step_grow(pool, pl.need, 0);
+	}
+	if (dev) {
+		ret = kva_pool_snapshot(pool);
 		if (ret)
 			goto out;
 	}
-	(void)planned;
+	plan_fini(&pl);
+	ret = plan_init(&pl, pool, nslots);
+	if (ret)
+		goto out;
+	for (uint32_t i = 0; i < nr && !ret; i++)
+		ret = plan_op(&pl, pool, &ops[i]);
+	if (!ret)
+		ret = step_grow(pool, pl.need, 1);
+	if (!ret)
+		ret = step_grow(pool, pl.need, 0);
+	if (ret)
+		goto out;
+run:
 	for (uint32_t i = 0; i < nr; i++) {
 		ret = step_run(pool, &ops[i]);
 		if (ret)	/* validated above: a device or runtime error */
 			goto out;
 	}
+out_fence:
 	ret = kva_pool_fence(pool, s->submitted + 1);
 	if (ret)
 		goto out;

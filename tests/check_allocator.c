@@ -10,6 +10,8 @@
 #include <string.h>
 
 #include "kva.h"
+#include "kvattn.h"
+#include "kvevict.h"
 #include "kvtest.h"
 
 #define G KVRT_GRANULE_SIZE
@@ -962,6 +964,192 @@ END_TEST
 
 /* ---- randomized stress ---- */
 
+/* ---- eviction (kva_evict()) and the counts "as held" ---- */
+
+/* what a compress kernel stores of high token @i of @list */
+static void put_hi(struct kva_pool *pool, uint32_t list, uint32_t i,
+		   int32_t pos, float score)
+{
+	const struct kva_layout *l = &pool->layout[KVA_HI];
+	uint32_t p = pool->table[(size_t)list * pool->width + i / l->tokens];
+	uint8_t *pg = (uint8_t *)(uintptr_t)kva_page_addr(pool, p);
+
+	memcpy(pg + l->pos_off + 4 * (i % l->tokens), &pos, 4);
+	memcpy(pg + l->score_off + 4 * (i % l->tokens), &score, 4);
+}
+
+static void get_hi(struct kva_pool *pool, uint32_t list, uint32_t i,
+		   int32_t *pos, float *score)
+{
+	const struct kva_layout *l = &pool->layout[KVA_HI];
+	uint32_t p = pool->table[(size_t)list * pool->width + i / l->tokens];
+	uint8_t *pg = (uint8_t *)(uintptr_t)kva_page_addr(pool, p);
+
+	memcpy(pos, pg + l->pos_off + 4 * (i % l->tokens), 4);
+	memcpy(score, pg + l->score_off + 4 * (i % l->tokens), 4);
+}
+
+/*
+ * Two pools through the same calls: trim with the counts the lists hold
+ * (NULL) against trim with the same counts passed in; decode; then
+ * kva_evict() against kvk_evict_cpu() with a hand-computed quota followed
+ * by kva_shrink(). Every array, every count and the surviving tokens'
+ * positions and scores end identical; the refusals change nothing.
+ */
+START_TEST(test_evict_op)
+{
+	uint64_t seed = kvtest_seed("evict_op");
+	uint32_t slots[3] = { 2, 0, 3 }, prompt[3] = { 50, 120, 9 };
+	uint32_t keep[3], quota[3], base[3], evicted[3 * 4], lps, a;
+	uint32_t hi[3 * 4], lo[3 * 4];
+	int32_t prot[3];
+	struct kvk_evict_args ea;
+	struct fixture f[2];
+	uint64_t d;
+	int r0, r1;
+
+	for (int k = 0; k < 2; k++) {
+		open_pool(&f[k], 4, 2, 2, 300, 8);
+		ck_assert_int_eq(kva_pool_grow(f[k].pool, 4), 0);
+		ck_assert_int_eq(kva_admit(f[k].pool, slots, prompt, 3), 0);
+	}
+	lps = f[0].pool->lists_per_slot;
+	a = f[0].pool->layout[KVA_HI].tokens;
+	for (uint32_t k = 0; k < 3 * lps; k++) {
+		uint32_t p = prompt[k / lps], l = slots[k / lps] * lps + k % lps;
+
+		hi[k] = kvtest_rand(&seed) % (p + 1);
+		lo[k] = kvtest_rand(&seed) % (p - hi[k] + 1);
+		f[0].pool->ntokens[2 * l] = hi[k];
+		f[0].pool->ntokens[2 * l + 1] = lo[k];
+	}
+	CHECK_POOL(f[0].pool);	/* prefill counts within the reservation */
+	ck_assert_int_eq(kva_trim(f[0].pool, slots, 3, NULL, hi), -EINVAL);
+	ck_assert_int_eq(kva_trim(f[0].pool, slots, 3, NULL, NULL), 0);
+	ck_assert_int_eq(kva_trim(f[1].pool, slots, 3, hi, lo), 0);
+	ck_assert_uint_eq(pool_digest(f[0].pool), pool_digest(f[1].pool));
+	for (int step = 0; step < 40; step++) {
+		uint64_t s0 = seed;
+
+		decode_step(f[0].pool, slots, 3, &s0);
+		decode_step(f[1].pool, slots, 3, &seed);
+	}
+	ck_assert_uint_eq(pool_digest(f[0].pool), pool_digest(f[1].pool));
+	for (uint32_t k = 0; k < 3 * lps; k++) {
+		uint32_t l = slots[k / lps] * lps + k % lps;
+
+		for (uint32_t t = 0; t < f[0].pool->ntokens[2 * l]; t++) {
+			float sc = (float)(kvtest_rand(&seed) % 512);
+
+			put_hi(f[0].pool, l, t, (int32_t)t, sc);
+			put_hi(f[1].pool, l, t, (int32_t)t, sc);
+		}
+	}
+	for (uint32_t i = 0; i < 3; i++) {
+		uint64_t have = 0;
+
+		for (uint32_t j = 0; j < lps; j++)
+			have += kvmm_div_round_up(
+				f[1].pool->ntokens[2 * (slots[i] * lps + j)],
+				a);
+		keep[i] = (uint32_t)(have * 2 / 3);
+		quota[i] = (uint32_t)(have - keep[i]);
+		prot[i] = (int32_t)(prompt[i] + 40 - 8);
+		base[i] = slots[i] * lps;
+	}
+
+	/* refusals: nothing changes */
+	d = pool_digest(f[0].pool);
+	ck_assert_int_eq(kva_evict(f[0].pool, slots, 3, NULL, prot, 2),
+			 -EINVAL);
+	ck_assert_int_eq(kva_evict(f[0].pool, (uint32_t[]){ 2, 2 }, 2, keep,
+				   prot, 2),
+			 -EINVAL);
+	ck_assert_int_eq(kva_evict(f[0].pool, (uint32_t[]){ 1 }, 1, keep,
+				   prot, 2),
+			 -ENOENT);
+	ck_assert_int_eq(kva_evict(f[0].pool, (uint32_t[]){ 9 }, 1, keep,
+				   prot, 2),
+			 -EINVAL);
+	ck_assert_uint_eq(pool_digest(f[0].pool), d);
+
+	r0 = kva_evict(f[0].pool, slots, 3, keep, prot, 2);
+	ck_assert_int_gt(r0, 0);
+	CHECK_POOL(f[0].pool);
+	ck_assert_int_eq(kva_evict_args(f[1].pool, &ea), 0);
+	ea.nr_seqs = 3;
+	ea.list_base = base;
+	ea.quota = quota;
+	ea.protect_from = prot;
+	ea.sinks = 2;
+	ea.evicted = evicted;
+	ck_assert_int_eq(kvk_evict_cpu(&ea, NULL), 0);
+	r1 = kva_shrink(f[1].pool, slots, 3);
+	ck_assert_int_eq(r0, r1);
+	CHECK_POOL(f[1].pool);
+	ck_assert_uint_eq(pool_digest(f[0].pool), pool_digest(f[1].pool));
+	for (uint32_t k = 0; k < 3 * lps; k++) {
+		uint32_t l = slots[k / lps] * lps + k % lps;
+
+		for (uint32_t t = 0; t < f[0].pool->ntokens[2 * l]; t++) {
+			int32_t p0, p1;
+			float c0, c1;
+
+			get_hi(f[0].pool, l, t, &p0, &c0);
+			get_hi(f[1].pool, l, t, &p1, &c1);
+			ck_assert_int_eq(p0, p1);
+			ck_assert_float_eq(c0, c1);
+		}
+	}
+	/* nothing left to evict: quota 0 frees nothing */
+	ck_assert_int_eq(kva_evict(f[0].pool, slots, 3, keep, prot, 2), 0);
+	CHECK_POOL(f[0].pool);
+	for (int k = 0; k < 2; k++)
+		close_pool(&f[k]);
+}
+END_TEST
+
+/* kva_grow_cpu() is what kva_pool_grow() does: the same ring either way */
+START_TEST(test_grow_cpu)
+{
+	struct fixture f[2];
+	struct kva_view v;
+	uint32_t gran[3] = { 5, 1, 6 };
+
+	for (int k = 0; k < 2; k++)
+		open_pool(&f[k], 2, 1, 1, 64, 8);
+	ck_assert_int_eq(kva_pool_grow(f[0].pool, 3), 0);
+	/* the runtime maps slots 0, 1, 2 first: grow the other pool by hand
+	 * over the same ones, and also over others in another order */
+	kva_pool_view(f[1].pool, &v);
+	ck_assert_int_eq(kva_grow_cpu(&v, (uint32_t[]){ 0, 1, 2 }, 3,
+				      f[1].pool->pages_per_granule, NULL),
+			 0);
+	ck_assert_uint_eq(f[1].pool->tail, f[0].pool->tail);
+	ck_assert(!memcmp(f[0].pool->ring, f[1].pool->ring,
+			  f[0].pool->tail * 4));
+	ck_assert(!memcmp(f[0].pool->page_list, f[1].pool->page_list,
+			  f[0].pool->nr_page_ids * 4));
+	ck_assert_int_eq(kva_grow_cpu(&v, gran, 3,
+				      f[1].pool->pages_per_granule, NULL),
+			 0);
+	for (uint32_t i = 0; i < 3 * f[1].pool->pages_per_granule; i++) {
+		uint32_t p = f[1].pool->ring[f[0].pool->tail + i];
+
+		ck_assert_uint_eq(p, gran[i / f[1].pool->pages_per_granule] *
+					     f[1].pool->pages_per_granule +
+				     i % f[1].pool->pages_per_granule);
+		ck_assert_uint_eq(f[1].pool->page_list[p], KVA_OWNER_FREE);
+	}
+	/* put the hand-grown pool back as kva_check() expects to find it */
+	for (uint32_t g = 0; g < 3; g++)
+		f[1].pool->gran_mapped[g] = KVA_GRAN_MAPPED;
+	close_pool(&f[0]);
+	ck_assert_int_eq(kva_pool_destroy(f[1].pool), 0);
+	kvrt_ctx_destroy(f[1].ctx);
+}
+END_TEST
+
 START_TEST(test_alloc_stress)
 {
 	uint64_t seed = kvtest_seed("alloc_stress");
@@ -1102,6 +1290,8 @@ Suite *suite_allocator(void)
 	KV_ADD(ops, test_alloc_pathological);
 	KV_ADD(ops, test_alloc_trim_overlap);
 	KV_ADD(ops, test_alloc_stress);
+	KV_ADD(ops, test_evict_op);
+	KV_ADD(ops, test_grow_cpu);
 	suite_add_tcase(s, ops);
 
 	tcase_set_timeout(cmp, 60);

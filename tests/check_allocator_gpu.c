@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "kva.h"
+#include "kvshim.h"
 #include "kvtest.h"
 
 #ifdef KVMM_HAVE_CUDA
@@ -990,6 +991,641 @@ START_TEST(test_pool_device_misuse)
 	twin_close(&t);
 }
 END_TEST
+
+/* ---- the step kernels: gather, quota, shrink, grow ---- */
+
+/*
+ * kva_gather_tokens_cuda(), kva_evict_quota_cuda(), kva_shrink_cuda() and
+ * kva_grow_cuda() against their CPU references on a mirror of one random
+ * pool state (1024 lists, counts lowered at random as pruning and
+ * eviction leave them): every output array identical.
+ */
+START_TEST(test_step_kernels_cuda_vs_cpu)
+{
+	uint64_t seed = kvtest_seed("step_kernels_cuda_vs_cpu");
+	const uint32_t nslots = 64, max = 300;
+	struct kvrt_ctx_opts o = {.backend = KVRT_BACKEND_HOST,
+				  .host_mem_bytes = 256 * G};
+	struct kva_pool_params p = {
+		.va_bytes = 64 * G,
+		.budget_bytes = 64 * G,
+		.head_dim = 128,
+		.nr_tiers = 2,
+		.nr_slots = nslots,
+		.nr_layers = 4,
+		.nr_heads = 4,
+		.max_tokens = max,
+	};
+	uint32_t gran[3] = { 60, 50, 49 };
+	struct kvrt_ctx *ctx;
+	struct kva_pool *pool;
+	struct kva_view hv;
+	struct mirror m;
+	uint32_t *slots, *prompt, *hi, *lo, *keep, *quota, *base, lps, nk;
+	uint32_t *dslots, *dhi, *dlo, *dkeep, *dquota, *dbase, *dgran;
+
+	p.tiers[0] = (struct kva_tier){8, 4, 1, 2};
+	p.tiers[1] = (struct kva_tier){4, 2, 1, 1};
+	ck_assert_int_eq(kvrt_ctx_create(&o, &ctx), 0);
+	p.ctx = ctx;
+	ck_assert_int_eq(kva_pool_create(&p, &pool), 0);
+	lps = pool->lists_per_slot;
+	nk = nslots * lps;
+	slots = malloc(nslots * 4);
+	prompt = malloc(nslots * 4);
+	keep = malloc(nslots * 4);
+	quota = malloc(nslots * 4);
+	base = malloc(nslots * 4);
+	hi = malloc(nk * 4);
+	lo = malloc(nk * 4);
+	for (uint32_t s = 0; s < nslots; s++) {
+		slots[s] = (s * 37) % nslots;	/* not in slot order */
+		prompt[s] = kvtest_rand(&seed) % max;
+	}
+	ck_assert_int_eq(kva_pool_grow(pool, 48), 0);
+	ck_assert_int_eq(kva_admit(pool, slots, prompt, nslots), 0);
+	for (uint32_t k = 0; k < nk; k++) {
+		lo[k] = kvtest_rand(&seed) % (prompt[k / lps] + 1);
+		hi[k] = prompt[k / lps] - lo[k];
+	}
+	ck_assert_int_eq(kva_trim(pool, slots, nslots, hi, lo), 0);
+	ck_assert_int_eq(kva_append(pool, slots, nslots), 0);
+	CHECK_POOL(pool);
+	/* lower the counts: shrink has pages to give back */
+	for (uint32_t l = 0; l < pool->nr_lists; l++)
+		for (int t = 0; t < 2; t++)
+			if (kvtest_rand(&seed) % 2)
+				pool->ntokens[2 * l + t] =
+					kvtest_rand(&seed) %
+					(pool->ntokens[2 * l + t] + 1);
+	for (uint32_t s = 0; s < nslots; s++)
+		keep[s] = kvtest_rand(&seed) % 40;
+	kva_pool_view(pool, &hv);
+	mirror_alloc(&m, pool);
+	mirror_put(&m, pool);
+	CK_CUDA(cudaMalloc((void **)&dslots, nslots * 4));
+	CK_CUDA(cudaMalloc((void **)&dkeep, nslots * 4));
+	CK_CUDA(cudaMalloc((void **)&dquota, nslots * 4));
+	CK_CUDA(cudaMalloc((void **)&dbase, nslots * 4));
+	CK_CUDA(cudaMalloc((void **)&dhi, nk * 4));
+	CK_CUDA(cudaMalloc((void **)&dlo, nk * 4));
+	CK_CUDA(cudaMalloc((void **)&dgran, sizeof(gran)));
+	CK_CUDA(cudaMemcpy(dslots, slots, nslots * 4, cudaMemcpyHostToDevice));
+	CK_CUDA(cudaMemcpy(dkeep, keep, nslots * 4, cudaMemcpyHostToDevice));
+	CK_CUDA(cudaMemcpy(dgran, gran, sizeof(gran), cudaMemcpyHostToDevice));
+
+	/* gather */
+	ck_assert_int_eq(kva_gather_tokens_cuda(&m.v, dslots, nslots, dhi, dlo,
+						NULL),
+			 0);
+	ck_assert_int_eq(kva_gather_tokens_cpu(&hv, slots, nslots, hi, lo,
+					       NULL),
+			 0);
+	CK_CUDA(cudaDeviceSynchronize());
+	compare("gather hi", dhi, hi, nk * 4);
+	compare("gather lo", dlo, lo, nk * 4);
+
+	/* quota */
+	ck_assert_int_eq(kva_evict_quota_cuda(&m.v, dslots, dkeep, nslots,
+					      dquota, dbase, NULL),
+			 0);
+	ck_assert_int_eq(kva_evict_quota_cpu(&hv, slots, keep, nslots, quota,
+					     base, NULL),
+			 0);
+	CK_CUDA(cudaDeviceSynchronize());
+	compare("quota", dquota, quota, nslots * 4);
+	compare("list_base", dbase, base, nslots * 4);
+
+	/* shrink */
+	ck_assert_int_eq(kva_shrink_cuda(&m.v, dslots, nslots, NULL), 0);
+	ck_assert_int_eq(kva_shrink_cpu(&hv, slots, nslots, NULL), 0);
+	CK_CUDA(cudaDeviceSynchronize());
+	ck_assert_uint_gt(pool->off[nk], 0);
+	pool->nr_used -= pool->off[nk];
+	mirror_compare(&m, pool, 0);
+	CHECK_POOL(pool);
+
+	/* grow over granules the runtime has not mapped */
+	ck_assert_int_eq(kva_grow_cuda(&m.v, dgran, 3,
+				       pool->pages_per_granule, NULL),
+			 0);
+	ck_assert_int_eq(kva_grow_cpu(&hv, gran, 3, pool->pages_per_granule,
+				      NULL),
+			 0);
+	CK_CUDA(cudaDeviceSynchronize());
+	mirror_compare(&m, pool, 0);
+
+	cudaFree(dslots);
+	cudaFree(dkeep);
+	cudaFree(dquota);
+	cudaFree(dbase);
+	cudaFree(dhi);
+	cudaFree(dlo);
+	cudaFree(dgran);
+	mirror_free(&m);
+	free(slots);
+	free(prompt);
+	free(keep);
+	free(quota);
+	free(base);
+	free(hi);
+	free(lo);
+	ck_assert_int_eq(kva_pool_destroy(pool), 0);
+	kvrt_ctx_destroy(ctx);
+}
+END_TEST
+
+/* high token @i of @list of both pools: position and score */
+static void twin_put_hi(struct twin *t, uint32_t list, uint32_t i,
+			int32_t pos, float score)
+{
+	const struct kva_layout *l = &t->h->layout[KVA_HI];
+	uint32_t ph = t->h->table[(size_t)list * t->h->width + i / l->tokens];
+	uint32_t pd = t->d->table[(size_t)list * t->d->width + i / l->tokens];
+	size_t at = i % l->tokens;
+	uint8_t *hp = (uint8_t *)(uintptr_t)kva_page_addr(t->h, ph);
+	uint8_t *dp = (uint8_t *)(uintptr_t)kva_page_addr(t->d, pd);
+
+	memcpy(hp + l->pos_off + 4 * at, &pos, 4);
+	memcpy(hp + l->score_off + 4 * at, &score, 4);
+	CK_CUDA(cudaMemcpy(dp + l->pos_off + 4 * at, &pos, 4,
+			   cudaMemcpyHostToDevice));
+	CK_CUDA(cudaMemcpy(dp + l->score_off + 4 * at, &score, 4,
+			   cudaMemcpyHostToDevice));
+}
+
+/*
+ * The step ops on a device pool bound to a caller's stream against the
+ * host pool: grow (on the device, no pull), trim with the counts as held
+ * (written into the device counts as a prefill kernel would), appends,
+ * kva_evict() (quota, eviction and shrink on the device) and kva_shrink():
+ * after each, the synced device pool equals the host pool. Fences: each
+ * step's fence completes, and WAIT returns the exact free count.
+ */
+START_TEST(test_pool_device_step_vs_host)
+{
+	uint64_t seed = kvtest_seed("pool_device_step_vs_host");
+	uint32_t slots[3] = { 4, 0, 2 }, prompt[3] = { 90, 300, 17 };
+	uint32_t keep[3], lps, a;
+	int32_t prot[3];
+	struct kva_fence_state fs;
+	struct kva_view dv;
+	cudaStream_t user;
+	struct twin t;
+	uint64_t seq = 0;
+	int rh, rd;
+
+	twin_open(&t, 6, 2, 4, 700, 16);
+	lps = t.h->lists_per_slot;
+	a = t.h->layout[KVA_HI].tokens;
+	CK_CUDA(cudaStreamCreateWithFlags(&user, cudaStreamNonBlocking));
+	ck_assert_int_eq(kva_pool_bind_stream(t.h, user), -ENODEV);
+	ck_assert_int_eq(kva_pool_bind_stream(t.d, user), 0);
+	ck_assert_ptr_eq(kva_pool_stream(t.d), (void *)user);
+	ck_assert_int_eq(kva_pool_device_view(t.d, &dv), 0);
+
+	ck_assert_int_eq(kva_pool_grow(t.h, 6), 0);
+	ck_assert_int_eq(kva_pool_grow(t.d, 6), 0);
+	ck_assert_uint_eq(kva_nr_free(t.d), kva_nr_free(t.h));
+	twin_compare(&t, 0);
+	ck_assert_int_eq(kva_admit(t.h, slots, prompt, 3), 0);
+	ck_assert_int_eq(kva_admit(t.d, slots, prompt, 3), 0);
+	ck_assert_int_eq(kva_pool_sync(t.d), 0);
+	for (uint32_t k = 0; k < 3 * lps; k++) {
+		uint32_t p = prompt[k / lps], l = slots[k / lps] * lps + k % lps;
+		uint32_t nt[2];
+
+		nt[0] = kvtest_rand(&seed) % (p + 1);
+		nt[1] = kvtest_rand(&seed) % (p - nt[0] + 1);
+		memcpy(&t.h->ntokens[2 * l], nt, 8);
+		CK_CUDA(cudaMemcpyAsync(&dv.ntokens[2 * l], nt, 8,
+					cudaMemcpyHostToDevice, user));
+	}
+	CK_CUDA(cudaStreamSynchronize(user));
+	ck_assert_int_eq(kva_trim(t.h, slots, 3, NULL, NULL), 0);
+	ck_assert_int_eq(kva_trim(t.d, slots, 3, NULL, NULL), 0);
+	ck_assert_int_eq(kva_pool_fence(t.d, ++seq), 0);
+	ck_assert_int_eq(kva_pool_fence_state(t.d, seq, 1, &fs), 0);
+	ck_assert_uint_eq(fs.completed, seq);
+	ck_assert_int_eq(fs.error, 0);
+	ck_assert_uint_eq(fs.pages_free, t.h->tail - t.h->head);
+	twin_compare(&t, 1);
+
+	for (uint32_t step = 0; step < 60; step++) {
+		rh = kva_append(t.h, slots, 3);
+		rd = kva_append(t.d, slots, 3);
+		ck_assert_int_eq(rh, 0);
+		ck_assert_int_eq(rd, 0);
+		ck_assert_int_eq(kva_pool_fence(t.d, ++seq), 0);
+		for (uint32_t k = 0; k < 3 * lps; k++) {
+			uint32_t l = slots[k / lps] * lps + k % lps;
+			uint32_t h = t.h->ntokens[2 * l];
+			uint32_t o = t.h->ntokens[2 * l + 1];
+
+			if (h + o >= 700)
+				continue;
+			ck_assert_int_eq(kva_set_tokens(t.h, l, h + 1, o), 0);
+			ck_assert_int_eq(kva_set_tokens(t.d, l, h + 1, o), 0);
+		}
+		if (step % 10 == 9)
+			twin_compare(&t, 2 + step);
+	}
+	/* the newest fence, once waited for, has the exact free count */
+	ck_assert_int_eq(kva_pool_fence(t.d, ++seq), 0);
+	ck_assert_int_eq(kva_pool_fence_state(t.d, 0, 1, &fs), 0);
+	ck_assert_uint_eq(fs.completed, seq);
+	ck_assert_uint_eq(fs.pages_free, t.h->tail - t.h->head);
+	ck_assert_uint_eq(fs.pages_used, t.h->nr_used);
+	twin_compare(&t, 100);
+
+	for (uint32_t k = 0; k < 3 * lps; k++) {
+		uint32_t l = slots[k / lps] * lps + k % lps;
+
+		for (uint32_t i = 0; i < t.h->ntokens[2 * l]; i++)
+			twin_put_hi(&t, l, i, (int32_t)i,
+				    (float)(kvtest_rand(&seed) % 300));
+	}
+	for (uint32_t i = 0; i < 3; i++) {
+		uint64_t have = 0;
+
+		for (uint32_t j = 0; j < lps; j++)
+			have += kvmm_div_round_up(
+				t.h->ntokens[2 * (slots[i] * lps + j)], a);
+		keep[i] = (uint32_t)(have / 2);
+		prot[i] = (int32_t)(prompt[i] + 60 - 16);
+	}
+	rh = kva_evict(t.h, slots, 3, keep, prot, 4);
+	ck_assert_int_gt(rh, 0);
+	ck_assert_int_eq(kva_evict(t.d, slots, 3, keep, prot, 4), 0);
+	twin_compare(&t, 101);
+	for (uint32_t l = 0; l < t.h->nr_lists; l++)
+		if (t.h->slot_state[l / lps] == KVA_SLOT_DECODE &&
+		    t.h->ntokens[2 * l + 1]) {
+			uint32_t h = t.h->ntokens[2 * l];
+			uint32_t o = t.h->ntokens[2 * l + 1] / 2;
+
+			ck_assert_int_eq(kva_set_tokens(t.h, l, h, o), 0);
+			ck_assert_int_eq(kva_set_tokens(t.d, l, h, o), 0);
+		}
+	ck_assert_int_ge(kva_shrink(t.h, slots, 3), 0);
+	ck_assert_int_eq(kva_shrink(t.d, slots, 3), 0);
+	twin_compare(&t, 102);
+	ck_assert_int_eq(kva_free(t.h, slots, 3), 0);
+	ck_assert_int_eq(kva_free(t.d, slots, 3), 0);
+	twin_compare(&t, 103);
+	ck_assert_int_eq(kva_pool_bind_stream(t.d, NULL), 0);
+	twin_close(&t);
+	CK_CUDA(cudaStreamDestroy(user));
+}
+END_TEST
+
+/* ---- the step uapi on a device space against a host space ---- */
+
+struct uspace {
+	uint32_t sp;
+	struct kvmm_space_map m;
+	int dev;
+};
+
+static int usubmit(int fd, struct uspace *u, uint32_t op,
+		   const uint32_t *slots, uint32_t n, const uint32_t *arg0,
+		   const uint32_t *arg1, uint32_t sinks, uint64_t *fence)
+{
+	struct kvmm_step_slot ss[8] = { 0 };
+	struct kvmm_step_op o = { .op = op, .count = n,
+				  .slots = (uintptr_t)ss, .sinks = sinks };
+	struct kvmm_step_submit sub = { .space = u->sp, .nr_ops = 1,
+					.ops = (uintptr_t)&o };
+	int ret;
+
+	for (uint32_t i = 0; i < n; i++) {
+		ss[i].slot = slots[i];
+		ss[i].arg0 = arg0 ? arg0[i] : 0;
+		ss[i].arg1 = arg1 ? arg1[i] : 0;
+	}
+	ret = kvshim_ioctl(fd, KVMM_IOC_STEP_SUBMIT, &sub);
+	if (!ret && fence)
+		*fence = sub.fence;
+	return ret;
+}
+
+/* SEQ_STATS, STATS and the invariants of both spaces agree */
+static void uspace_compare(int fd, struct uspace *u, const uint32_t *slots,
+			   uint32_t n)
+{
+	struct kvmm_seq_info info[2][8];
+	struct kvmm_stats st[2];
+
+	for (int k = 0; k < 2; k++) {
+		struct kvmm_seq_stats q = { .space = u[k].sp, .count = n,
+					    .seqs = (uintptr_t)info[k] };
+		char why[256] = "";
+		int ret;
+
+		for (uint32_t i = 0; i < n; i++)
+			info[k][i] = (struct kvmm_seq_info){ .slot = slots[i] };
+		ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SEQ_STATS, &q), 0);
+		st[k] = (struct kvmm_stats){ .space = u[k].sp };
+		ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_STATS, &st[k]), 0);
+		ret = kvshim_check(fd, u[k].sp, why, sizeof(why));
+		ck_assert_msg(ret == 0, "kva_check (%s): %d %s",
+			      k ? "device" : "host", ret, why);
+	}
+	/* a device space grows on append's worst case: only the pages used
+	 * agree, and what is free adds up on each side */
+	ck_assert(!memcmp(info[0], info[1], n * sizeof(info[0][0])));
+	for (int k = 0; k < 2; k++)
+		ck_assert_uint_eq(st[k].pages_free + st[k].pages_used[0] +
+					  st[k].pages_used[1],
+				  st[k].pages_total);
+	ck_assert_uint_eq(st[0].pages_used[0], st[1].pages_used[0]);
+	ck_assert_uint_eq(st[0].pages_used[1], st[1].pages_used[1]);
+	ck_assert_uint_eq(st[0].tokens[0], st[1].tokens[0]);
+	ck_assert_uint_eq(st[0].tokens[1], st[1].tokens[1]);
+}
+
+/* high token @i of @list of a space's pages: position and score */
+static void uput(const struct uspace *u, uint32_t list, uint32_t i,
+		 int32_t pos, float score)
+{
+	const struct kvmm_tier_layout *t = &u->m.tiers[0];
+	const uint32_t *tb = (const uint32_t *)(uintptr_t)u->m.tables;
+	size_t e = (size_t)list * u->m.table_width + i / t->tokens;
+	uint32_t p, ppg = u->m.pages_per_granule, at = i % t->tokens;
+	uint8_t *pg;
+
+	if (u->dev)
+		CK_CUDA(cudaMemcpy(&p, tb + e, 4, cudaMemcpyDeviceToHost));
+	else
+		p = tb[e];
+	pg = (uint8_t *)(uintptr_t)(u->m.pool_base + (uint64_t)(p / ppg) * G +
+				    (uint64_t)(p % ppg) * u->m.page_size);
+	if (u->dev) {
+		CK_CUDA(cudaMemcpy(pg + t->pos_off + 4 * at, &pos, 4,
+				   cudaMemcpyHostToDevice));
+		CK_CUDA(cudaMemcpy(pg + t->score_off + 4 * at, &score, 4,
+				   cudaMemcpyHostToDevice));
+	} else {
+		memcpy(pg + t->pos_off + 4 * at, &pos, 4);
+		memcpy(pg + t->score_off + 4 * at, &score, 4);
+	}
+}
+
+/* counts of the host space's lists of @slots copied into the device's */
+static void ucounts(struct uspace *u, const uint32_t *slots, uint32_t n,
+		    cudaStream_t s)
+{
+	uint32_t lps = u[0].m.lists_per_slot;
+	const uint32_t *h = (const uint32_t *)(uintptr_t)u[0].m.ntokens;
+	uint32_t *d = (uint32_t *)(uintptr_t)u[1].m.ntokens;
+
+	for (uint32_t i = 0; i < n; i++)
+		CK_CUDA(cudaMemcpyAsync(&d[2 * slots[i] * lps],
+					&h[2 * slots[i] * lps], 8 * lps,
+					cudaMemcpyHostToDevice, s));
+	CK_CUDA(cudaStreamSynchronize(s));
+}
+
+/*
+ * A HOST and a DEVICE space through the same ioctls, the device one bound
+ * to a stream of the test: prefill counts written through the mapping,
+ * TRIM, 40 decode steps of APPEND, EVICT, SHRINK and RELEASE. After each
+ * phase SEQ_STATS and the pages used agree and both pass the checker;
+ * FENCE with WAIT signals, reports no device refusal and the page counts
+ * STATS reads after it.
+ */
+START_TEST(test_uapi_device_vs_host)
+{
+	struct kvmm_space_create c = {
+		.nr_layers = 2, .nr_kv_heads = 4, .head_dim = 128,
+		.nr_tiers = 2, .tiers = { { 8, 4, 1, 2 }, { 4, 2, 1, 1 } },
+		.max_seqs = 6, .max_tokens = 600,
+		.va_bytes = 64ULL << 21, .budget_bytes = 32ULL << 21,
+	};
+	uint64_t seed = kvtest_seed("uapi_device_vs_host"), f[2];
+	uint32_t tok[3] = { 60, 250, 5 }, sl[2][3], keep[3], prot[3];
+	struct kvmm_fence fe;
+	struct uspace u[2];
+	cudaStream_t user;
+	uint32_t lps, a, *hn;
+	int fd = kvshim_open();
+
+	CK_CUDA(cudaStreamCreateWithFlags(&user, cudaStreamNonBlocking));
+	for (int k = 0; k < 2; k++) {
+		struct kvmm_seq q[3];
+		struct kvmm_seq_admit ad = { .count = 3, .seqs = (uintptr_t)q };
+
+		c.backend = k ? KVMM_BACKEND_DEVICE : KVMM_BACKEND_HOST;
+		ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SPACE_CREATE, &c),
+				 0);
+		u[k].sp = c.space;
+		u[k].dev = k;
+		u[k].m = (struct kvmm_space_map){
+			.space = c.space,
+			.stream = k ? (uint64_t)(uintptr_t)user : 0,
+		};
+		ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SPACE_MAP, &u[k].m),
+				 0);
+		for (int i = 0; i < 3; i++)
+			q[i] = (struct kvmm_seq){ .tokens = tok[i] };
+		ad.space = c.space;
+		ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SEQ_ADMIT, &ad), 0);
+		for (int i = 0; i < 3; i++)
+			sl[k][i] = q[i].slot;
+	}
+	ck_assert(!memcmp(sl[0], sl[1], sizeof(sl[0])));
+	lps = u[0].m.lists_per_slot;
+	a = u[0].m.tiers[0].tokens;
+	hn = (uint32_t *)(uintptr_t)u[0].m.ntokens;
+	for (uint32_t k = 0; k < 3 * lps; k++) {
+		uint32_t p = tok[k / lps], l = sl[0][k / lps] * lps + k % lps;
+
+		hn[2 * l] = kvtest_rand(&seed) % (p + 1);
+		hn[2 * l + 1] = kvtest_rand(&seed) % (p - hn[2 * l] + 1);
+	}
+	ucounts(u, sl[0], 3, user);
+	for (int k = 0; k < 2; k++)
+		ck_assert_int_eq(usubmit(fd, &u[k], KVMM_OP_TRIM, sl[0], 3,
+					 NULL, NULL, 0, &f[k]),
+				 0);
+	ck_assert_uint_eq(f[0], f[1]);
+	uspace_compare(fd, u, sl[0], 3);
+
+	for (int step = 0; step < 40; step++) {
+		for (int k = 0; k < 2; k++)
+			ck_assert_int_eq(usubmit(fd, &u[k], KVMM_OP_APPEND,
+						 sl[0], 3, NULL, NULL, 0,
+						 &f[k]),
+					 0);
+		/* the device's counts change in stream order after it */
+		for (uint32_t k = 0; k < 3 * lps; k++)
+			hn[2 * (sl[0][k / lps] * lps + k % lps)]++;
+		ucounts(u, sl[0], 3, user);
+	}
+	fe = (struct kvmm_fence){ .space = u[1].sp, .seqno = f[1],
+				  .flags = KVMM_FENCE_WAIT };
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_FENCE, &fe), 0);
+	ck_assert_uint_eq(fe.signalled, 1);
+	ck_assert_uint_eq(fe.completed, f[1]);
+	ck_assert_int_eq(fe.error, 0);
+	uspace_compare(fd, u, sl[0], 3);
+	{
+		struct kvmm_stats st = { .space = u[1].sp };
+
+		ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_STATS, &st), 0);
+		ck_assert_uint_eq(fe.pages_free, st.pages_free);
+		ck_assert_uint_eq(fe.pages_used,
+				  st.pages_used[0] + st.pages_used[1]);
+	}
+
+	/* positions and scores into both pools' pages, then EVICT */
+	for (uint32_t k = 0; k < 3 * lps; k++) {
+		uint32_t l = sl[0][k / lps] * lps + k % lps;
+
+		for (uint32_t i = 0; i < hn[2 * l]; i++) {
+			float sc = (float)(kvtest_rand(&seed) % 300);
+
+			for (int s = 0; s < 2; s++)
+				uput(&u[s], l, i, (int32_t)i, sc);
+		}
+	}
+	for (uint32_t i = 0; i < 3; i++) {
+		uint64_t have = 0;
+
+		for (uint32_t j = 0; j < lps; j++)
+			have += kvmm_div_round_up(
+				hn[2 * (sl[0][i] * lps + j)], a);
+		keep[i] = (uint32_t)(have / 2);
+		prot[i] = tok[i] + 40 - 8;
+	}
+	for (int k = 0; k < 2; k++)
+		ck_assert_int_eq(usubmit(fd, &u[k], KVMM_OP_EVICT, sl[0], 3,
+					 keep, prot, 4, &f[k]),
+				 0);
+	uspace_compare(fd, u, sl[0], 3);
+	for (int k = 0; k < 2; k++)
+		ck_assert_int_eq(usubmit(fd, &u[k], KVMM_OP_SHRINK, sl[0], 3,
+					 NULL, NULL, 0, &f[k]),
+				 0);
+	uspace_compare(fd, u, sl[0], 3);
+	fe = (struct kvmm_fence){ .space = u[1].sp };
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_FENCE, &fe), 0);
+	ck_assert_uint_le(fe.completed, f[1]);
+	ck_assert_int_eq(fe.error, 0);
+	for (int k = 0; k < 2; k++) {
+		struct kvmm_seq_release r = { .space = u[k].sp, .count = 3,
+					      .slots = (uintptr_t)sl[0] };
+
+		ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SEQ_RELEASE, &r), 0);
+	}
+	uspace_compare(fd, u, sl[0], 3);
+	ck_assert_int_eq(kvshim_close(fd), 0);
+	CK_CUDA(cudaStreamDestroy(user));
+}
+END_TEST
+/*
+ * A device space whose budget cannot cover APPEND's worst case: a decode
+ * step that needs no page is decided by the device at once (no snapshot)
+ * and succeeds; one that needs more pages than are free is refused with
+ * -ENOSPC, both spaces unchanged; with the budget raised both grow. Each
+ * phase against a host space.
+ */
+START_TEST(test_uapi_device_append_tight)
+{
+	struct kvmm_space_create c = {
+		.nr_layers = 4, .nr_kv_heads = 8, .head_dim = 128,
+		.nr_tiers = 2, .tiers = { { 8, 4, 1, 2 }, { 4, 2, 1, 1 } },
+		.max_seqs = 4, .max_tokens = 600,
+		.va_bytes = 8ULL << 21, .budget_bytes = 1ULL << 21,
+	};
+	uint32_t sl[3], tok, lps, a, *hn;
+	struct uspace u[2];
+	cudaStream_t user;
+	uint64_t f, d0[2], d1[2];
+	int fd = kvshim_open();
+
+	CK_CUDA(cudaStreamCreateWithFlags(&user, cudaStreamNonBlocking));
+	for (int k = 0; k < 2; k++) {
+		c.backend = k ? KVMM_BACKEND_DEVICE : KVMM_BACKEND_HOST;
+		ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SPACE_CREATE, &c),
+				 0);
+		u[k].sp = c.space;
+		u[k].dev = k;
+		u[k].m = (struct kvmm_space_map){
+			.space = c.space,
+			.stream = k ? (uint64_t)(uintptr_t)user : 0,
+		};
+		ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SPACE_MAP, &u[k].m),
+				 0);
+	}
+	lps = u[0].m.lists_per_slot;
+	a = u[0].m.tiers[0].tokens;
+	hn = (uint32_t *)(uintptr_t)u[0].m.ntokens;
+	tok = a + 8;	/* two high pages, not full, and one low page */
+	for (int k = 0; k < 2; k++) {
+		struct kvmm_seq q[3] = { { .tokens = tok }, { .tokens = tok },
+					 { .tokens = tok } };
+		struct kvmm_seq_admit ad = { .space = u[k].sp, .count = 3,
+					     .seqs = (uintptr_t)q };
+
+		ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SEQ_ADMIT, &ad), 0);
+		for (int i = 0; i < 3; i++)
+			sl[i] = q[i].slot;
+	}
+	for (uint32_t k = 0; k < 3 * lps; k++) {
+		hn[2 * (sl[k / lps] * lps + k % lps)] = a + 3;
+		hn[2 * (sl[k / lps] * lps + k % lps) + 1] = 5;
+	}
+	ucounts(u, sl, 3, user);
+	for (int k = 0; k < 2; k++)
+		ck_assert_int_eq(usubmit(fd, &u[k], KVMM_OP_TRIM, sl, 3, NULL,
+					 NULL, 0, &f),
+				 0);
+	uspace_compare(fd, u, sl, 3);
+
+	/* no tier full: no page needed, though the worst case is not free */
+	for (int k = 0; k < 2; k++)
+		ck_assert_int_eq(usubmit(fd, &u[k], KVMM_OP_APPEND, sl, 3,
+					 NULL, NULL, 0, &f),
+				 0);
+	uspace_compare(fd, u, sl, 3);
+
+	/* every high tier full: more pages than are free, refused whole */
+	for (uint32_t k = 0; k < 3 * lps; k++)
+		hn[2 * (sl[k / lps] * lps + k % lps)] = 2 * a;
+	ucounts(u, sl, 3, user);
+	for (int k = 0; k < 2; k++) {
+		ck_assert_int_eq(kvshim_digest(fd, u[k].sp, &d0[k]), 0);
+		ck_assert_int_eq(usubmit(fd, &u[k], KVMM_OP_APPEND, sl, 3,
+					 NULL, NULL, 0, &f),
+				 -ENOSPC);
+		ck_assert_int_eq(kvshim_digest(fd, u[k].sp, &d1[k]), 0);
+		ck_assert_uint_eq(d0[k], d1[k]);
+	}
+	uspace_compare(fd, u, sl, 3);
+
+	/* room in the budget: both grow and append */
+	for (int k = 0; k < 2; k++) {
+		struct kvmm_set_budget b = { .space = u[k].sp,
+					     .budget_bytes = 2ULL << 21 };
+
+		ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SET_BUDGET, &b), 0);
+		ck_assert_int_eq(usubmit(fd, &u[k], KVMM_OP_APPEND, sl, 3,
+					 NULL, NULL, 0, &f),
+				 0);
+	}
+	uspace_compare(fd, u, sl, 3);
+	for (int k = 0; k < 2; k++) {
+		struct kvmm_seq_release r = { .space = u[k].sp, .count = 3,
+					      .slots = (uintptr_t)sl };
+
+		ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SEQ_RELEASE, &r), 0);
+	}
+	uspace_compare(fd, u, sl, 3);
+	ck_assert_int_eq(kvshim_close(fd), 0);
+	CK_CUDA(cudaStreamDestroy(user));
+}
+END_TEST
 #else
 START_TEST(test_alloc_cuda_vs_cpu)
 {
@@ -1032,6 +1668,30 @@ START_TEST(test_pool_device_append_64k)
 	ck_abort_msg("built without CUDA: this suite cannot run");
 }
 END_TEST
+
+START_TEST(test_step_kernels_cuda_vs_cpu)
+{
+	ck_abort_msg("built without CUDA: this suite cannot run");
+}
+END_TEST
+
+START_TEST(test_pool_device_step_vs_host)
+{
+	ck_abort_msg("built without CUDA: this suite cannot run");
+}
+END_TEST
+
+START_TEST(test_uapi_device_vs_host)
+{
+	ck_abort_msg("built without CUDA: this suite cannot run");
+}
+END_TEST
+
+START_TEST(test_uapi_device_append_tight)
+{
+	ck_abort_msg("built without CUDA: this suite cannot run");
+}
+END_TEST
 #endif
 
 Suite *suite_allocator_gpu(void)
@@ -1047,6 +1707,10 @@ Suite *suite_allocator_gpu(void)
 	KV_ADD(tc, test_pool_device_misuse);
 	KV_ADD(tc, test_latch_cuda_vs_cpu);
 	KV_ADD(tc, test_pool_device_append_64k);
+	KV_ADD(tc, test_step_kernels_cuda_vs_cpu);
+	KV_ADD(tc, test_pool_device_step_vs_host);
+	KV_ADD(tc, test_uapi_device_vs_host);
+	KV_ADD(tc, test_uapi_device_append_tight);
 	suite_add_tcase(s, tc);
 	return s;
 }

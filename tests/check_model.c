@@ -40,6 +40,10 @@ struct tiny {
 	bool untied;	       /* write output.weight */
 	bool no_eps;	       /* leave out the RMS epsilon */
 	float theta;	       /* rope.freq_base */
+	uint32_t blocks;       /* block_count written, 0: T_LAYERS */
+	uint32_t vocab_key;    /* vocab_size written, 0: T_VOCAB, ~0: 0 */
+	bool bias;	       /* write attention biases, any arch */
+	const char *extra;     /* one more 1-D tensor of T_DIM, or NULL */
 };
 
 #define T_DIM 8
@@ -85,12 +89,17 @@ static size_t tiny_tensors(const struct tiny *o, struct tname *t)
 	}
 	for (int l = 0; l < T_LAYERS; l++) {
 		for (size_t i = 0; i < ARRAY_SIZE(blk); i++) {
-			if (blk[i].arch && blk[i].arch != arch)
+			if (blk[i].arch && blk[i].arch != arch &&
+			    !(o->bias && blk[i].arch == 2))
 				continue;
 			snprintf(t[n].name, 64, "blk.%d.%s", l, blk[i].s);
 			t[n].ne0 = d[blk[i].ne0];
 			t[n++].ne1 = blk[i].ne1 < 0 ? 0 : d[blk[i].ne1];
 		}
+	}
+	if (o->extra) {
+		snprintf(t[n].name, 64, "%s", o->extra);
+		t[n].ne0 = T_DIM, t[n++].ne1 = 0;
 	}
 	return n;
 }
@@ -112,12 +121,14 @@ static void tiny_build(const struct tiny *o, struct gbuf *b)
 #define KEY(s) (snprintf(k, sizeof(k), "%s." s, o->arch), k)
 	gb_kv_u32(b, KEY("context_length"), 128);
 	gb_kv_u32(b, KEY("embedding_length"), T_DIM);
-	gb_kv_u32(b, KEY("block_count"), T_LAYERS);
+	gb_kv_u32(b, KEY("block_count"), o->blocks ? o->blocks : T_LAYERS);
 	gb_kv_u32(b, KEY("feed_forward_length"), T_FFN);
 	gb_kv_u32(b, KEY("attention.head_count"), 2);
 	gb_kv_u32(b, KEY("attention.head_count_kv"), o->n_kv);
 	gb_kv_f32(b, KEY("rope.freq_base"), o->theta);
-	gb_kv_u32(b, KEY("vocab_size"), T_VOCAB);
+	gb_kv_u32(b, KEY("vocab_size"),
+		  !o->vocab_key ? T_VOCAB :
+		  o->vocab_key == UINT32_MAX ? 0 : o->vocab_key);
 	if (!o->no_eps)
 		gb_kv_f32(b, KEY("attention.layer_norm_rms_epsilon"), 1e-6f);
 #undef KEY
@@ -160,7 +171,7 @@ static int tiny_run(const struct tiny *o, struct llm_config *c,
 	if (!ret) {
 		ret = llm_weights_bind(g, c, w, err, LLM_GGUF_ERR_MAX);
 		if (!ret) {
-			ck_assert_uint_eq(w->n_layers, T_LAYERS);
+			ck_assert_uint_eq(w->n_layers, c->n_layers);
 			ck_assert_ptr_eq(w->layers[1].w_down,
 					 llm_gguf_find_tensor(g,
 						"blk.1.ffn_down.weight"));
@@ -260,6 +271,57 @@ START_TEST(test_config_refused)
 	o.bad_shape = 0; /* token_embd.weight */
 	ck_assert_int_eq(tiny_run(&o, &c, &w, err), -EBADMSG);
 	ck_assert_ptr_nonnull(strstr(err, "token_embd.weight"));
+}
+END_TEST
+
+/* metadata that disagrees with the tensors, tensors nothing reads */
+START_TEST(test_config_tensors_agree)
+{
+	struct tiny o = tiny_default("llama");
+	char err[LLM_GGUF_ERR_MAX];
+	struct llm_config c;
+	struct llm_weights w;
+
+	o.blocks = 1; /* two layers of tensors */
+	ck_assert_int_eq(tiny_run(&o, &c, &w, err), -EBADMSG);
+	ck_assert_msg(strstr(err, "'blk.1.") &&
+		      strstr(err, "past block_count 1"), "%s", err);
+	o = tiny_default("llama");
+	o.blocks = 3;
+	ck_assert_int_eq(tiny_run(&o, &c, &w, err), -EBADMSG);
+	ck_assert_ptr_nonnull(strstr(err, "missing tensor 'blk.2."));
+	o = tiny_default("llama");
+	o.vocab_key = T_VOCAB + 2;
+	ck_assert_int_eq(tiny_run(&o, &c, &w, err), -EBADMSG);
+	ck_assert_ptr_nonnull(strstr(err, "token_embd.weight"));
+	o.vocab_key = T_VOCAB - 2;
+	ck_assert_int_eq(tiny_run(&o, &c, &w, err), -EBADMSG);
+	ck_assert_ptr_nonnull(strstr(err, "token_embd.weight"));
+	o = tiny_default("llama");
+	o.vocab_key = UINT32_MAX;
+	ck_assert_int_eq(tiny_run(&o, &c, &w, err), -EBADMSG);
+	ck_assert_ptr_nonnull(strstr(err, "llama.vocab_size = 0 out of range"));
+	/* llama reads no attention bias: not silently dropped */
+	o = tiny_default("llama");
+	o.bias = true;
+	ck_assert_int_eq(tiny_run(&o, &c, &w, err), -EOPNOTSUPP);
+	ck_assert_msg(strstr(err, "'blk.0.attn_q.bias': llama has no "
+			      "attention bias"), "%s", err);
+	o = tiny_default("qwen3");
+	o.bias = true;
+	ck_assert_int_eq(tiny_run(&o, &c, &w, err), -EOPNOTSUPP);
+	o = tiny_default("llama");
+	o.extra = "blk.0.attn_sinks.weight";
+	ck_assert_int_eq(tiny_run(&o, &c, &w, err), -EBADMSG);
+	ck_assert_str_eq(err, "model: unknown tensor "
+			      "'blk.0.attn_sinks.weight'");
+	o.extra = "pos_embd.weight";
+	ck_assert_int_eq(tiny_run(&o, &c, &w, err), -EBADMSG);
+	ck_assert_str_eq(err, "model: unknown tensor 'pos_embd.weight'");
+	/* the optional ones still bind */
+	o.extra = "rope_freqs.weight"; /* [rope_dim / 2] = 2, not T_DIM */
+	ck_assert_int_eq(tiny_run(&o, &c, &w, err), -EBADMSG);
+	ck_assert_ptr_nonnull(strstr(err, "rope_freqs.weight' has shape"));
 }
 END_TEST
 
@@ -402,6 +464,7 @@ Suite *suite_model(void)
 	KV_ADD(tc, test_config_tiny_llama);
 	KV_ADD(tc, test_config_tiny_qwen);
 	KV_ADD(tc, test_config_refused);
+	KV_ADD(tc, test_config_tensors_agree);
 	KV_ADD(tc, test_config_model);
 	KV_ADD(tc, test_qk_file_row);
 	KV_ADD(tc, test_model_open);

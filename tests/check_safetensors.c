@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "forward.h"
@@ -44,9 +45,9 @@ static int jparse(const char *s, struct llm_json_doc **d)
 
 START_TEST(test_json_valid)
 {
-	const char *doc = " {\"a\": [1, -2.5e3, 0, true, false, null],"
-			  " \"s\": \"x\\u00e9\\ud83d\\ude00\\n\\\"\\/\","
-			  " \"o\": {\"k\": {}}, \"e\": [], \"a\": 7} ";
+	const char *doc = " {\"a\": 7, \"s\": \"x\\u00e9\\ud83d\\ude00\\n"
+			  "\\\"\\/\", \"o\": {\"k\": {}}, \"e\": [],"
+			  " \"a\": [1, -2.5e3, 0, true, false, null]} ";
 	const struct llm_json *r, *a, *s;
 	struct llm_json_doc *d;
 	int64_t x;
@@ -55,7 +56,7 @@ START_TEST(test_json_valid)
 	r = llm_json_root(d);
 	ck_assert_int_eq(r->type, LLM_JSON_OBJECT);
 	ck_assert_uint_eq(r->n, 5);
-	a = llm_json_get(r, "a"); /* the first of two */
+	a = llm_json_get(r, "a"); /* the last of two, as Python's json */
 	ck_assert_int_eq(a->type, LLM_JSON_ARRAY);
 	ck_assert_uint_eq(a->n, 6);
 	ck_assert_int_eq(llm_json_int(&a->kids[0], 0, 10, &x), 0);
@@ -821,6 +822,162 @@ START_TEST(test_hf_bad_config)
 }
 END_TEST
 
+#define CFG_HEAD "{\"architectures\":[\"%s\"],\"hidden_size\":32," \
+	"\"intermediate_size\":48,\"num_attention_heads\":4," \
+	"\"num_key_value_heads\":2,\"max_position_embeddings\":64," \
+	"\"rms_norm_eps\":1e-5,\"tie_word_embeddings\":true,"
+
+/* config.json values that used to be accepted and give a wrong model */
+START_TEST(test_hf_config_values)
+{
+	const struct tiny_ref *r = &tiny_refs[0];
+	char dir[64], cfg[1024], err[LLM_GGUF_ERR_MAX + 64];
+	struct llm_model *m;
+
+	tiny_dir(dir, r, "F32", true, 1);
+	/* a key given twice means its last value, as in Python */
+	snprintf(cfg, sizeof(cfg), CFG_HEAD "\"num_hidden_layers\":5,"
+		 "\"vocab_size\":64,\"num_hidden_layers\":2}",
+		 "LlamaForCausalLM");
+	put_str(dir, "config.json", cfg);
+	ck_assert_msg(!llm_model_open(dir, &m, err, sizeof(err)), "%s", err);
+	ck_assert_uint_eq(m->cfg.n_layers, 2);
+	llm_model_close(m);
+	snprintf(cfg, sizeof(cfg), CFG_HEAD "\"num_hidden_layers\":2,"
+		 "\"vocab_size\":64,\"num_hidden_layers\":3}",
+		 "LlamaForCausalLM");
+	put_str(dir, "config.json", cfg);
+	expect_fail(dir, -EBADMSG, "missing tensor 'blk.2.attn_norm.weight'");
+	/* fewer layers than the tensors hold */
+	snprintf(cfg, sizeof(cfg), CFG_HEAD "\"num_hidden_layers\":1,"
+		 "\"vocab_size\":64}", "LlamaForCausalLM");
+	put_str(dir, "config.json", cfg);
+	expect_fail(dir, -EBADMSG, "'blk.1.attn_norm.weight' is past "
+		    "block_count 1");
+	snprintf(cfg, sizeof(cfg), CFG_HEAD "\"num_hidden_layers\":2,"
+		 "\"vocab_size\":0}", "LlamaForCausalLM");
+	put_str(dir, "config.json", cfg);
+	expect_fail(dir, -EBADMSG, "config.json: vocab_size is 0");
+	{
+		static const char *const bad[] = { "0", "-4096", "\"4096\"",
+						   "1.5" };
+
+		for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+			snprintf(cfg, sizeof(cfg), CFG_HEAD
+				 "\"num_hidden_layers\":2,\"vocab_size\":64,"
+				 "\"sliding_window\":%s}", "MistralForCausalLM",
+				 bad[i]);
+			put_str(dir, "config.json", cfg);
+			expect_fail(dir, -EBADMSG, "config.json: "
+				    "sliding_window is not null");
+		}
+	}
+	snprintf(cfg, sizeof(cfg), CFG_HEAD "\"num_hidden_layers\":2,"
+		 "\"vocab_size\":64,\"sliding_window\":null}",
+		 "MistralForCausalLM");
+	put_str(dir, "config.json", cfg);
+	ck_assert_msg(!llm_model_open(dir, &m, err, sizeof(err)), "%s", err);
+	ck_assert_uint_eq(m->cfg.n_ctx, 64);
+	llm_model_close(m);
+	snprintf(cfg, sizeof(cfg), CFG_HEAD "\"num_hidden_layers\":2,"
+		 "\"vocab_size\":64,\"sliding_window\":16}",
+		 "MistralForCausalLM");
+	put_str(dir, "config.json", cfg);
+	ck_assert_msg(!llm_model_open(dir, &m, err, sizeof(err)), "%s", err);
+	ck_assert_uint_eq(m->cfg.n_ctx, 16);
+	llm_model_close(m);
+	rm_dir(dir);
+}
+END_TEST
+
+/*
+ * tokenizer_config.json and generation_config.json: mistyped or
+ * out-of-range values are refused with the file and the key named
+ */
+START_TEST(test_hf_side_files)
+{
+	static const struct {
+		const char *file, *text, *msg;
+	} bad[] = {
+		{ "tokenizer_config.json", "[1, 2]",
+		  "tokenizer_config.json: not a JSON object" },
+		{ "tokenizer_config.json", "{\"bos_token\": \"<s>\"}",
+		  "tokenizer_config.json: bos_token '<s>' is not in the "
+		  "vocabulary" },
+		{ "tokenizer_config.json",
+		  "{\"bos_token\": {\"content\": \"<bos>\"}}",
+		  "bos_token '<bos>' is not in" },
+		{ "tokenizer_config.json", "{\"bos_token\": 1}",
+		  "bos_token is not a string" },
+		{ "generation_config.json", "{\"temperature\": -1}",
+		  "generation_config.json: temperature is not a number" },
+		{ "generation_config.json", "{\"temperature\": \"0.7\"}",
+		  "temperature is not a number" },
+		{ "generation_config.json", "{\"top_k\": 2.5}",
+		  "top_k is not an integer" },
+		{ "generation_config.json", "{\"top_p\": 1.5}",
+		  "top_p is not a number in [0, 1]" },
+		{ "generation_config.json", "{\"top_p\": 0}", "top_p is 0" },
+		{ "generation_config.json", "{\"bos_token_id\": \"1\"}",
+		  "bos_token_id is not an integer" },
+		{ "generation_config.json", "{\"eos_token_id\": [0, \"1\"]}",
+		  "eos_token_id is not a token id" },
+		{ "generation_config.json", "{\"eos_token_id\": -3}",
+		  "eos_token_id is not a token id" },
+		{ "generation_config.json", "{\"eos_token_id\": 64}",
+		  "eos_token_id 64 is past the vocabulary (64)" },
+		{ "generation_config.json",
+		  "{\"eos_token_id\": [1,2,3,4,5,6,7,8,9]}",
+		  "eos_token_id lists 9 ids (at most 8)" },
+		{ "generation_config.json", "7",
+		  "generation_config.json: not a JSON object" },
+		{ "tokenizer.json", NULL, "merges[0] 't hh': the second "
+		  "token not in the vocabulary" },
+	};
+	const struct tiny_ref *r = &tiny_refs[0];
+	char dir[64], path[128], err[LLM_GGUF_ERR_MAX + 64];
+	struct llm_model *m;
+
+	tiny_dir(dir, r, "F32", true, 1);
+	put_str(dir, "tokenizer_config.json", "{\"bos_token\": {\"content\":"
+		" \"<|endoftext|>\"}, \"eos_token\": null}");
+	put_str(dir, "generation_config.json", "{\"eos_token_id\": [0, 5], "
+		"\"temperature\": 0.5, \"top_k\": 20, \"top_p\": 0.9, "
+		"\"bos_token_id\": null}");
+	ck_assert_msg(!llm_model_open(dir, &m, err, sizeof(err)), "%s", err);
+	ck_assert_int_eq(m->gen.n_eos, 2);
+	ck_assert_int_eq(m->gen.top_k, 20);
+	ck_assert_float_eq(m->gen.temperature, 0.5f);
+	llm_model_close(m);
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		char keep[160];
+
+		snprintf(path, sizeof(path), "%s/%s", dir, bad[i].file);
+		snprintf(keep, sizeof(keep), "%s.keep", path);
+		ck_assert_int_eq(rename(path, keep), 0);
+		if (bad[i].text) {
+			put_str(dir, bad[i].file, bad[i].text);
+		} else {
+			/* tokenizer.json with a merge out of the vocab */
+			FILE *f = fopen(keep, "rb");
+			char buf[16384], *p;
+			size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+
+			fclose(f);
+			buf[n] = 0;
+			p = strstr(buf, "\"t h\"");
+			ck_assert_ptr_nonnull(p);
+			memmove(p + 5, p + 4, strlen(p + 4) + 1);
+			p[4] = 'h';
+			put_str(dir, bad[i].file, buf);
+		}
+		expect_fail(dir, -EBADMSG, bad[i].msg);
+		ck_assert_int_eq(rename(keep, path), 0);
+	}
+	rm_dir(dir);
+}
+END_TEST
+
 /* a tiny safetensors image with one F32 [2, 3] tensor, header padded */
 static void st_one(struct gbuf *b, const char *hdr)
 {
@@ -846,7 +1003,7 @@ START_TEST(test_st_header_checks)
 		{ "{\"w\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":"
 		  "[4,24]}}", -EBADMSG, "20 bytes for 6 elements" },
 		{ "{\"w\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":"
-		  "[8,4]}}", -EBADMSG, "beyond end" },
+		  "[8,4]}}", -EBADMSG, "data_offsets [8, 4] begin after end" },
 		{ "{\"w\":{\"dtype\":\"F7\",\"shape\":[2,3],\"data_offsets\":"
 		  "[0,24]}}", -EOPNOTSUPP, "unknown dtype 'F7'" },
 		{ "{\"w\":{\"dtype\":\"F32\",\"shape\":[2,-3],\"data_offsets\":"
@@ -911,6 +1068,59 @@ START_TEST(test_hf_truncations)
 	expect_fail(dir, -EBADMSG, "truncated safetensors file");
 	free(b.p);
 	rm_dir(dir);
+}
+END_TEST
+
+/*
+ * Every file of a directory that is a FIFO is refused at once (open() on a
+ * FIFO blocks until a writer comes: the test would time out), a shard that
+ * is a directory is named as one, not as "truncated".
+ */
+START_TEST(test_hf_not_regular)
+{
+	static const char *const files[] = {
+		"config.json", "tokenizer.json", "tokenizer_config.json",
+		"generation_config.json", "model.safetensors",
+	};
+	const struct tiny_ref *r = &tiny_refs[0];
+	char dir[64], path[128], keep[160];
+	int fds = kvtest_open_fds();
+
+	tiny_dir(dir, r, "F32", true, 1);
+	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+		snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
+		snprintf(keep, sizeof(keep), "%s.keep", path);
+		rename(path, keep);
+		ck_assert_int_eq(mkfifo(path, 0600), 0);
+		expect_fail(dir, -EBADMSG, "a FIFO, not a regular file");
+		unlink(path);
+		ck_assert_int_eq(mkdir(path, 0700), 0);
+		expect_fail(dir, -EBADMSG, "a directory, not a regular file");
+		rmdir(path);
+		rename(keep, path);
+	}
+	/* the model path itself, as a GGUF file */
+	snprintf(path, sizeof(path), "%s/m.gguf", dir);
+	ck_assert_int_eq(mkfifo(path, 0600), 0);
+	expect_fail(path, -EBADMSG, "a FIFO, not a regular file");
+	unlink(path);
+	/* and a tokenizer.json alone */
+	snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
+	snprintf(keep, sizeof(keep), "%s.keep", path);
+	rename(path, keep);
+	ck_assert_int_eq(mkfifo(path, 0600), 0);
+	{
+		char err[LLM_GGUF_ERR_MAX + 64] = "";
+		struct llm_tok *t = NULL;
+
+		ck_assert_int_eq(llm_hf_tokenizer(path, &t, err, sizeof(err)),
+				 -EBADMSG);
+		ck_assert_msg(strstr(err, "a FIFO"), "%s", err);
+	}
+	unlink(path);
+	rename(keep, path);
+	rm_dir(dir);
+	ck_assert_int_eq(kvtest_open_fds(), fds);
 }
 END_TEST
 
@@ -1023,9 +1233,12 @@ Suite *suite_safetensors(void)
 	KV_ADD(tc, test_hf_pre_tokenizers);
 	KV_ADD(tc, test_hf_missing_files);
 	KV_ADD(tc, test_hf_bad_config);
+	KV_ADD(tc, test_hf_config_values);
+	KV_ADD(tc, test_hf_side_files);
 	KV_ADD(tc, test_st_header_checks);
 	KV_ADD(tc, test_hf_truncations);
 	KV_ADD(tc, test_hf_bad_tensors);
+	KV_ADD(tc, test_hf_not_regular);
 	KV_ADD(tc, test_hf_gguf_same_tokens);
 	suite_add_tcase(s, tc);
 	return s;

@@ -199,6 +199,7 @@ END_TEST
 struct tiny_opts {
 	const char *model, *pre;
 	int bad_types; /* token_type array one short */
+	const char *bad_merge; /* a fifth merge, or NULL */
 };
 
 static const char *tiny_extra[] = { "ab", "abc", "\xc4\xa0\xc4\xa0",
@@ -258,13 +259,13 @@ static void tiny_build(struct gbuf *b, const struct tiny_opts *o)
 						 LLM_TOKTYPE_NORMAL);
 	gb_key(b, "tokenizer.ggml.merges", LLM_GGUF_ARRAY);
 	gb_u32(b, LLM_GGUF_STRING);
-	gb_u64(b, 6);
+	gb_u64(b, o->bad_merge ? 5 : 4);
 	gb_str(b, "a b");
 	gb_str(b, "ab c");
 	gb_str(b, "b c");
 	gb_str(b, "\xc4\xa0 \xc4\xa0");
-	gb_str(b, "x y"); /* "xy" not in the vocabulary: ignored */
-	gb_str(b, "nospace");
+	if (o->bad_merge)
+		gb_str(b, o->bad_merge);
 	gb_key(b, "tokenizer.ggml.bos_token_id", LLM_GGUF_U32);
 	gb_u32(b, 259);
 }
@@ -375,6 +376,24 @@ START_TEST(test_tiny_refused)
 	ck_assert_int_eq(tiny_load(&o, &t, err), -EBADMSG);
 	ck_assert_ptr_nonnull(strstr(err, "token_type"));
 	ck_assert_ptr_null(t);
+	/* malformed merges, refused as the tokenizers library does */
+	o.bad_types = 0;
+	o.bad_merge = "x y"; /* "xy" is not in the vocabulary */
+	ck_assert_int_eq(tiny_load(&o, &t, err), -EBADMSG);
+	ck_assert_msg(strstr(err, "merges[4] 'x y': the merged token not in "
+			      "the vocabulary"), "%s", err);
+	o.bad_merge = "q\xc3\xa9 a";
+	ck_assert_int_eq(tiny_load(&o, &t, err), -EBADMSG);
+	ck_assert_msg(strstr(err, "the first token not in"), "%s", err);
+	static const char *const split[] = { "nospace", " a", "a ", "a b c",
+					     "a  b", "" };
+	for (size_t i = 0; i < ARRAY_SIZE(split); i++) {
+		o.bad_merge = split[i];
+		ck_assert_int_eq(tiny_load(&o, &t, err), -EBADMSG);
+		ck_assert_msg(strstr(err, "is not two tokens joined by one "
+				      "space"), "'%s': %s", split[i], err);
+		ck_assert_ptr_null(t);
+	}
 }
 END_TEST
 

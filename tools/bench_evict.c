@@ -252,7 +252,7 @@ static void mem_free(int cpu, struct evict_mem *d)
  * among them, into the holes), so every call sees the same state.
  */
 static int run_point(int cpu, uint32_t batch, uint32_t ctx, uint64_t *seed,
-		     struct result *res)
+		     struct result *res, struct kvmm_progress *prog)
 {
 	struct kva_tier tier = { 16, 16, 1, 1 };
 	struct kva_layout l;
@@ -327,6 +327,7 @@ static int run_point(int cpu, uint32_t batch, uint32_t ctx, uint64_t *seed,
 		ret = ret ?: timed_evict(cpu, &a, &us);
 		if (!ret && r >= 0)
 			t[r] = us;
+		kvmm_progress_add(prog, 1);
 	}
 	ret = ret ?: m_get(cpu, ev_h, d.ev, (size_t)lists * 4);
 	if (ret)
@@ -372,9 +373,10 @@ int cmd_bench_evict(int argc, char **argv)
 	};
 	static const uint32_t batches[] = { 1, 8 };
 	static const uint32_t ctxs[] = { 1024, 8192 };
+	struct kvmm_progress prog;
 	uint64_t seed = 0x5eed;
 	double ceil_gbs = 0;
-	int json = 0, cpu = 0, first = 1, c;
+	int json = 0, cpu = 0, first = 1, c, points;
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -442,6 +444,9 @@ int cmd_bench_evict(int argc, char **argv)
 		       "ctx", "us", "evicted", "moved", "MB", "GB/s",
 		       "ceil%");
 	}
+	points = (cpu ? 1 : (int)ARRAY_SIZE(batches)) * ARRAY_SIZE(ctxs);
+	kvmm_progress_start(&prog, "bench evict", "runs",
+			    (uint64_t)points * (REPS + 1), json);
 	for (size_t b = 0; b < ARRAY_SIZE(batches); b++)
 		for (size_t ci = 0; ci < ARRAY_SIZE(ctxs); ci++) {
 			struct result r = { 0 };
@@ -449,7 +454,9 @@ int cmd_bench_evict(int argc, char **argv)
 
 			if (cpu && batches[b] > 1)
 				continue;
-			ret = run_point(cpu, batches[b], ctxs[ci], &seed, &r);
+			ret = run_point(cpu, batches[b], ctxs[ci], &seed, &r,
+					&prog);
+			kvmm_progress_clear(&prog);
 			if (ret) {
 				fprintf(stderr, "kvmm bench evict: batch %u "
 					"ctx %u: %s\n", batches[b], ctxs[ci],
@@ -479,6 +486,7 @@ int cmd_bench_evict(int argc, char **argv)
 				       ceil_gbs ? 100 * r.gbs / ceil_gbs : 0.0);
 			first = 0;
 		}
+	kvmm_progress_end(&prog);
 	if (json)
 		printf("]}\n");
 	return 0;

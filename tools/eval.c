@@ -13,11 +13,14 @@
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
+#include <stdarg.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "forward.h"
@@ -56,6 +59,8 @@ struct ev_pol {
 	uint64_t agree, n;	/* top-1 equal to full's; scored tokens */
 	uint64_t hits, tries;	/* needle */
 	struct llm_kv_usage u;	/* summed over chunks */
+	double *chunk_delta;	/* [chunks] ppl change against full, % */
+	uint64_t n_chunks;	/* entries of @chunk_delta */
 };
 
 /*
@@ -82,7 +87,33 @@ struct ev_run {
 	float *logits;		/* [n_pol][n_vocab] of the last step */
 	int32_t *tok;		/* [n_pol * max_tok] a step's tokens */
 	int n_tok[EV_MAX_POL], seq[EV_MAX_POL];
+	struct kvmm_progress prog; /* tokens decoded (ppl), prompts (needle) */
+	bool said;		/* a message says why the run failed */
 };
+
+/* one line on stderr saying why the run fails; every failure has one */
+static void __attribute__((format(printf, 2, 3)))
+ev_err(struct ev_run *r, const char *fmt, ...)
+{
+	va_list ap;
+
+	kvmm_progress_end(&r->prog);
+	fprintf(stderr, "kvmm eval %s: ", r->who);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	r->said = true;
+}
+
+/* the exit status of a run: 2 for bad input, 1 for a failed run */
+static int ev_status(struct ev_run *r, int ret)
+{
+	kvmm_progress_end(&r->prog);
+	if (ret && !r->said)
+		ev_err(r, "%s", strerror(-ret));
+	return ret == -EINVAL ? 2 : ret ? 1 : 0;
+}
 
 /* sub-batch @i of @b: sequence 0 of policy b->seq[i]'s cache */
 static struct llm_kv *multi_sub(struct llm_kv *kv, const struct llm_batch *b,
@@ -200,13 +231,15 @@ static int ev_load(struct ev_run *r, const struct ev_opts *o)
 		ret = llm_cpu_load(&r->m->cfg, &r->m->w, r->threads, &r->cpu,
 				   err, sizeof(err));
 	if (ret)
-		fprintf(stderr, "kvmm eval %s: %s\n", r->who,
-			*err ? err : strerror(-ret));
+		ev_err(r, "%s", *err ? err : strerror(-ret));
 	return ret;
 }
 
-/* the policies of the command line, full first (added when absent) */
-static int ev_policies(struct ev_run *r, const struct ev_opts *o)
+/*
+ * the policies of the command line, full first (added when absent); needs
+ * no model, so that a bad one is refused before anything is loaded
+ */
+static int ev_parse_policies(struct ev_run *r, const struct ev_opts *o)
 {
 	char err[200];
 
@@ -216,23 +249,30 @@ static int ev_policies(struct ev_run *r, const struct ev_opts *o)
 		struct llm_policy p;
 
 		if (llm_policy_parse(o->spec[i], &p, err, sizeof(err))) {
-			fprintf(stderr, "kvmm eval %s: --policy: %s\n", r->who,
-				err);
+			ev_err(r, "--policy: %s", err);
 			return -EINVAL;
 		}
 		if (p.kind == LLM_POLICY_FULL)
 			continue;
 		if (r->n_pol == EV_MAX_POL) {
-			fprintf(stderr, "kvmm eval %s: more than %d policies\n",
-				r->who, EV_MAX_POL - 1);
+			ev_err(r, "more than %d policies", EV_MAX_POL - 1);
 			return -EINVAL;
 		}
 		r->pol[r->n_pol++].p = p;
 	}
+	return 0;
+}
+
+/* the policies' logits, once the model is loaded */
+static int ev_policies(struct ev_run *r)
+{
 	r->logits = malloc((size_t)r->n_pol * r->m->cfg.n_vocab *
 			   sizeof(float));
-	if (!r->logits)
+	if (!r->logits) {
+		ev_err(r, "out of memory for %d x %u logits", r->n_pol,
+		       r->m->cfg.n_vocab);
 		return -ENOMEM;
+	}
 	for (int i = 0; i < r->n_pol; i++) {
 		llm_policy_format(&r->pol[i].p, r->pol[i].spec,
 				  sizeof(r->pol[i].spec));
@@ -244,8 +284,10 @@ static int ev_policies(struct ev_run *r, const struct ev_opts *o)
 
 static void ev_fini(struct ev_run *r)
 {
-	for (int i = 0; i < r->n_pol; i++)
+	for (int i = 0; i < r->n_pol; i++) {
 		llm_kv_destroy(r->pol[i].kv);
+		free(r->pol[i].chunk_delta);
+	}
 	free(r->logits);
 	free(r->tok);
 	llm_cpu_free(r->cpu);
@@ -263,8 +305,10 @@ static int ev_caches(struct ev_run *r, int max_tok)
 	int32_t *tok;
 
 	tok = realloc(r->tok, (size_t)r->n_pol * max_tok * sizeof(int32_t));
-	if (!tok)
+	if (!tok) {
+		ev_err(r, "out of memory");
 		return -ENOMEM;
+	}
 	r->tok = tok;
 	r->multi.kv = (struct llm_kv){
 		.ops = &multi_ops, .n_seq = r->n_pol,
@@ -293,8 +337,8 @@ static int ev_caches(struct ev_run *r, int max_tok)
 					   r->threads, &r->pol[i].kv, err,
 					   sizeof(err));
 		if (ret) {
-			fprintf(stderr, "kvmm eval %s: %s: %s\n", r->who,
-				r->pol[i].spec, *err ? err : strerror(-ret));
+			ev_err(r, "%s: %s", r->pol[i].spec,
+			       *err ? err : strerror(-ret));
 			return ret;
 		}
 		r->multi.sub[i] = r->pol[i].kv;
@@ -325,8 +369,7 @@ static int ev_feed(struct ev_run *r, const int32_t *tok, int n, bool same)
 #endif
 	ret = llm_cpu_forward(r->cpu, &r->multi.kv, &b, r->logits);
 	if (ret)
-		fprintf(stderr, "kvmm eval %s: forward pass: %s\n", r->who,
-			strerror(-ret));
+		ev_err(r, "forward pass: %s", strerror(-ret));
 	return ret;
 }
 
@@ -391,8 +434,11 @@ static int ev_usage_add(struct ev_run *r)
 		struct llm_kv_usage u;
 		int ret = llm_kv_policy_usage(r->pol[i].kv, 0, &u);
 
-		if (ret)
+		if (ret) {
+			ev_err(r, "%s: usage: %s", r->pol[i].spec,
+			       strerror(-ret));
 			return ret;
+		}
 		usage_add(&r->pol[i].u, &u);
 	}
 	return 0;
@@ -408,14 +454,11 @@ static int ev_chunk(struct ev_run *r, const int32_t *tok, int ctx, int prefix)
 	for (int t = prefix; !ret && t < ctx; t++) {
 		if (t > prefix)
 			ret = ev_feed(r, &tok[t - 1], 1, true);
-		if (!ret)
+		if (!ret) {
 			ev_score(r, tok[t]);
-		if (!ret && isatty(2) && (t - prefix) % 64 == 0)
-			fprintf(stderr, "\r  %d/%d", t - prefix + 1,
-				ctx - prefix);
+			kvmm_progress_add(&r->prog, 1);
+		}
 	}
-	if (isatty(2))
-		fputc('\r', stderr);
 	return ret ? ret : ev_usage_add(r);
 }
 
@@ -423,15 +466,20 @@ static int ev_chunk(struct ev_run *r, const int32_t *tok, int ctx, int prefix)
 static int ev_text(struct ev_run *r, const char *path, int32_t **ids,
 		   size_t *n)
 {
-	FILE *f = fopen(path, "rb");
 	size_t len = 0, cap = 1 << 20, got;
-	char *buf = malloc(cap);
-	int ret = 0;
+	char *buf = malloc(cap), who[64];
+	FILE *f = NULL;
+	int ret;
 
-	if (!f || !buf) {
-		ret = f ? -ENOMEM : -errno;
-		fprintf(stderr, "kvmm eval %s: %s: %s\n", r->who, path,
-			strerror(-ret));
+	snprintf(who, sizeof(who), "kvmm eval %s: --text", r->who);
+	ret = kvmm_open_regular(who, path, &f);
+	if (ret) {
+		r->said = true;
+		goto out;
+	}
+	if (!buf) {
+		ret = -ENOMEM;
+		ev_err(r, "out of memory");
 		goto out;
 	}
 	while ((got = fread(buf + len, 1, cap - len, f)) > 0) {
@@ -441,8 +489,7 @@ static int ev_text(struct ev_run *r, const char *path, int32_t **ids,
 						    : NULL;
 
 			if (!nb) {
-				fprintf(stderr, "kvmm eval %s: %s: larger "
-					"than 1 GiB\n", r->who, path);
+				ev_err(r, "%s: larger than 1 GiB", path);
 				ret = -EFBIG;
 				goto out;
 			}
@@ -452,18 +499,19 @@ static int ev_text(struct ev_run *r, const char *path, int32_t **ids,
 	}
 	if (ferror(f)) {
 		ret = -EIO;
-		fprintf(stderr, "kvmm eval %s: %s: read error\n", r->who, path);
+		ev_err(r, "%s: read error", path);
 		goto out;
 	}
 	*ids = malloc((len + 1) * sizeof(int32_t));
 	if (!*ids) {
 		ret = -ENOMEM;
+		ev_err(r, "out of memory");
 		goto out;
 	}
 	ret = llm_tok_encode(r->m->tok, buf, len, 0, *ids, len + 1, n);
 	if (ret)
-		fprintf(stderr, "kvmm eval %s: %s: not text the tokenizer "
-			"takes: %s\n", r->who, path, strerror(-ret));
+		ev_err(r, "%s: not text the tokenizer takes: %s", path,
+		       strerror(-ret));
 out:
 	if (f)
 		fclose(f);
@@ -474,6 +522,15 @@ out:
 static double ev_ppl_of(const struct ev_pol *p)
 {
 	return p->n ? exp(p->nll / (double)p->n) : 0.0;
+}
+
+/* the JSON list of a policy's per-chunk ppl changes, for error bars */
+static void ev_print_chunks(const struct ev_pol *p, FILE *f)
+{
+	fputs(", \"chunk_delta_pct\": [", f);
+	for (uint64_t c = 0; c < p->n_chunks; c++)
+		fprintf(f, "%s%.4f", c ? ", " : "", p->chunk_delta[c]);
+	fputc(']', f);
 }
 
 static void ev_print_ppl(const struct ev_run *r, const struct ev_opts *o,
@@ -503,7 +560,7 @@ static void ev_print_ppl(const struct ev_run *r, const struct ev_opts *o,
 			"\"delta_pct\": %.4f, \"top1\": %.5f, \"kl\": %.6f, "
 			"\"logical_ratio\": %.4f, \"physical_ratio\": %.4f, "
 			"\"tokens\": [%lu, %lu], \"pruned\": %lu, "
-			"\"pages\": [%lu, %lu], \"page_size\": %lu}\n",
+			"\"pages\": [%lu, %lu], \"page_size\": %lu",
 			o->model, o->cuda ? "cuda" : "cpu", o->context,
 			o->prefix, o->chunks, p->spec,
 			llm_policy_name(p->p.kind), p->n, ppl,
@@ -512,6 +569,9 @@ static void ev_print_ppl(const struct ev_run *r, const struct ev_opts *o,
 			llm_kv_physical_ratio(&p->u), p->u.tokens[0],
 			p->u.tokens[1], p->u.pruned, p->u.pages[0],
 			p->u.pages[1], p->u.page_size);
+		ev_print_chunks(p, f);
+		fputs("}\n", f);
+		fflush(f); /* each point on disk as soon as it is written */
 	}
 }
 
@@ -540,42 +600,94 @@ static const struct option ev_longopts[] = {
 	{ NULL, 0, NULL, 0 },
 };
 
-static const char ev_help[] =
-	"usage: kvmm eval ppl --model M --text FILE [options]\n"
-	"       kvmm eval needle --model M [options]\n"
-	"       kvmm eval sweep --model M --text FILE --out FILE.jsonl "
-	"[options]\n"
+/*
+ * The sweep's grid: full (always), uniform at four precisions, diffkv over
+ * DiffKV's threshold ranges, kvcompress over rates; every other knob at
+ * its default. All of them run in lockstep over the same chunks.
+ */
+static const char *const sweep_grid[] = {
+	"uniform:tier=k8v8", "uniform:tier=k8v4", "uniform:tier=k4v4",
+	"uniform:tier=k4v2",
+	"diffkv:prune=0,quant=0.5", "diffkv:prune=0.02,quant=1",
+	"diffkv:prune=0.02,quant=2", "diffkv:prune=0.05,quant=1",
+	"diffkv:prune=0.05,quant=2", "diffkv:prune=0.1,quant=2",
+	"diffkv:prune=0.1,quant=4", "diffkv:prune=0.2,quant=5",
+	"kvcompress:rate=1.5", "kvcompress:rate=2", "kvcompress:rate=3",
+	"kvcompress:rate=4", "kvcompress:rate=6",
+};
+
+static const char ev_help_policy[] =
 	"  --policy SPEC     a policy to compare with full (repeatable):\n"
 	"                    full, uniform[:tier=k4v4], diffkv[:prune=A,\n"
 	"                    quant=B,hi=k8v4,lo=k4v2,window=64,score=64],\n"
 	"                    kvcompress[:rate=R,window=64,score=32,\n"
-	"                    interval=16,sinks=0]\n"
-	"  --context N       tokens per chunk (ppl, sweep; 2048)\n"
+	"                    interval=16,sinks=0]\n";
+static const char ev_help_chunks[] =
+	"  --context N       tokens per chunk (2048)\n"
 	"  --prefix P        tokens prefilled, the rest decoded (N/2)\n"
-	"  --chunks K        consecutive chunks of the text (1)\n"
-	"  --lengths L,...   needle: prompt lengths (512,1024,2048)\n"
-	"  --depths D,...    needle: depths in percent (0,25,50,75,100)\n"
-	"  --trials T        needle: pass keys per cell (2)\n"
-	"  --seed S          needle: seed of the pass keys (1)\n"
+	"  --chunks K        consecutive chunks of the text (1)\n";
+static const char ev_help_common[] =
 	"  --threads N       CPU threads (all available)\n"
 	"  --device D        cpu (fp32 executor, host caches) or cuda (the\n"
 	"                    CUDA executor, caches on the device) (cpu)\n"
-	"  --json            JSON lines instead of a table\n"
-	"  --out FILE        sweep: JSON lines written here\n";
+	"  --json            JSON lines instead of a table (and no progress\n"
+	"                    line on the terminal)\n";
+
+static void ev_help(const char *who, FILE *f)
+{
+	if (!strcmp(who, "ppl")) {
+		fputs("usage: kvmm eval ppl --model M --text FILE [options]\n"
+		      "teacher-forced perplexity, top-1 agreement and KL of "
+		      "each policy against full\n", f);
+		fputs(ev_help_policy, f);
+		fputs(ev_help_chunks, f);
+	} else if (!strcmp(who, "needle")) {
+		fputs("usage: kvmm eval needle --model M [options]\n"
+		      "pass-key retrieval accuracy per prompt length and "
+		      "depth\n", f);
+		fputs(ev_help_policy, f);
+		fputs("  --lengths L,...   prompt lengths in tokens "
+		      "(512,1024,2048)\n"
+		      "  --depths D,...    depths of the key in percent "
+		      "(0,25,50,75,100)\n"
+		      "  --trials T        pass keys per cell (2)\n"
+		      "  --seed S          seed of the pass keys (1)\n", f);
+	} else {
+		fputs("usage: kvmm eval sweep --model M --text FILE --out "
+		      "FILE.jsonl [options]\n"
+		      "perplexity of a grid of policies against full, one JSON "
+		      "line per policy in --out\n"
+		      "  --out FILE        the JSON lines; written to a "
+		      "temporary file renamed\n"
+		      "                    over FILE at the end, so a failed "
+		      "run leaves FILE as it was\n"
+		      "  --policy SPEC     run these policies instead of the "
+		      "grid (repeatable)\n", f);
+		fputs(ev_help_chunks, f);
+	}
+	fputs(ev_help_common, f);
+	if (strcmp(who, "sweep"))
+		return;
+	fputs("the grid (full is always run):\n", f);
+	for (size_t i = 0; i < ARRAY_SIZE(sweep_grid); i++)
+		fprintf(f, "  %s\n", sweep_grid[i]);
+}
 
 /* "a,b,c" into @v; -EINVAL with a message when out of [lo, hi] */
 static int parse_list(const char *opt, const char *s, uint64_t lo,
 		      uint64_t hi, uint64_t *v, int *n)
 {
-	char buf[256], *tok, *save = NULL;
+	char buf[256], *tok, *next;
 
 	if (strlen(s) >= sizeof(buf))
 		goto bad;
 	strcpy(buf, s);
 	*n = 0;
-	for (tok = strtok_r(buf, ",", &save); tok;
-	     tok = strtok_r(NULL, ",", &save)) {
-		if (*n == EV_MAX_GRID ||
+	for (tok = buf; tok; tok = next) {
+		next = strchr(tok, ',');
+		if (next)
+			*next++ = '\0';
+		if (*n == EV_MAX_GRID || !*tok ||
 		    kvmm_parse_u64(opt, tok, lo, hi, &v[*n]))
 			goto bad;
 		(*n)++;
@@ -588,11 +700,32 @@ bad:
 	return -EINVAL;
 }
 
+/* which options a subcommand takes: an option of another is refused */
+static bool ev_opt_ok(const char *who, int c)
+{
+	switch (c) {
+	case OPT_TEXT:
+	case OPT_CONTEXT:
+	case OPT_PREFIX:
+	case OPT_CHUNKS:
+		return strcmp(who, "needle");
+	case OPT_LENGTHS:
+	case OPT_DEPTHS:
+	case OPT_TRIALS:
+	case OPT_SEED:
+		return !strcmp(who, "needle");
+	case OPT_OUT:
+		return !strcmp(who, "sweep");
+	default:
+		return true;
+	}
+}
+
 /* Return: 0, 1 for --help, -EINVAL. */
 static int ev_parse(const char *who, int argc, char **argv,
 		    struct ev_opts *o)
 {
-	int c;
+	int c, idx;
 
 	memset(o, 0, sizeof(*o));
 	o->context = 2048;
@@ -604,9 +737,15 @@ static int ev_parse(const char *who, int argc, char **argv,
 	parse_list("--depths", "0,25,50,75,100", 0, 100, o->depths,
 		   &o->n_depth);
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "", ev_longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "", ev_longopts, &idx)) != -1) {
 		int ret = 0;
 
+		if (c >= OPT_MODEL && !ev_opt_ok(who, c)) {
+			fprintf(stderr, "kvmm eval %s: --%s is not an option "
+				"of %s (kvmm eval %s --help)\n", who,
+				ev_longopts[idx].name, who, who);
+			return -EINVAL;
+		}
 		switch (c) {
 		case OPT_MODEL:
 			o->model = optarg;
@@ -663,7 +802,8 @@ static int ev_parse(const char *who, int argc, char **argv,
 				o->cuda = true;
 #else
 				fprintf(stderr, "kvmm eval: --device cuda: "
-					"this build has no CUDA\n");
+					"no GPU: this kvmm was built without "
+					"CUDA\n");
 				return -EINVAL;
 #endif
 			} else if (strcmp(optarg, "cpu")) {
@@ -676,19 +816,20 @@ static int ev_parse(const char *who, int argc, char **argv,
 			o->json = true;
 			break;
 		case OPT_HELP:
-			fputs(ev_help, stdout);
+			ev_help(who, stdout);
 			return 1;
 		default:
-			fputs(ev_help, stderr);
+			ev_help(who, stderr);
 			return -EINVAL;
 		}
 		if (ret)
 			return ret;
 	}
 	if (optind < argc || !o->model) {
-		fprintf(stderr, "kvmm eval %s: %s\n%s", who,
+		fprintf(stderr, "kvmm eval %s: %s\n", who,
 			optind < argc ? "unexpected argument" :
-					"--model is required", ev_help);
+					"--model is required");
+		ev_help(who, stderr);
 		return -EINVAL;
 	}
 	if (!o->prefix)
@@ -701,78 +842,190 @@ static int ev_parse(const char *who, int argc, char **argv,
 	return 0;
 }
 
-/* ppl over @o's chunks; results in @r */
-static int ev_ppl_run(struct ev_run *r, const struct ev_opts *o)
+/*
+ * the tokens of the text, checked against the model's context and the
+ * chunks asked for; nothing is run yet
+ */
+static int ev_ppl_prepare(struct ev_run *r, const struct ev_opts *o,
+			  int32_t **ids)
 {
-	int32_t *ids = NULL;
 	size_t n = 0;
 	int ret;
 
-	if (!o->text) {
-		fprintf(stderr, "kvmm eval %s: --text is required\n", r->who);
-		return -EINVAL;
-	}
+	*ids = NULL;
 	if (o->context > r->m->cfg.n_ctx) {
-		fprintf(stderr, "kvmm eval %s: --context %lu is longer than "
-			"the model's context (%u)\n", r->who, o->context,
-			r->m->cfg.n_ctx);
+		ev_err(r, "--context %lu is longer than the model's context "
+		       "(%u)", o->context, r->m->cfg.n_ctx);
 		return -EINVAL;
 	}
-	ret = ev_text(r, o->text, &ids, &n);
-	if (ret)
-		goto out;
-	if (n < o->context * o->chunks) {
-		fprintf(stderr, "kvmm eval %s: %s: %zu tokens, shorter than "
-			"--chunks %lu x --context %lu\n", r->who, o->text, n,
-			o->chunks, o->context);
+	ret = ev_text(r, o->text, ids, &n);
+	if (!ret && n < o->context * o->chunks) {
+		ev_err(r, "%s: %zu tokens, shorter than --chunks %lu x "
+		       "--context %lu", o->text, n, o->chunks, o->context);
 		ret = -EINVAL;
-		goto out;
 	}
-	for (uint64_t c = 0; !ret && c < o->chunks; c++)
+	if (ret) {
+		free(*ids);
+		*ids = NULL;
+	}
+	return ret;
+}
+
+/* ppl over @o's chunks of @ids; results in @r */
+static int ev_ppl_run(struct ev_run *r, const struct ev_opts *o,
+		      const int32_t *ids)
+{
+	double nll[EV_MAX_POL];
+	uint64_t n[EV_MAX_POL];
+	int ret = 0;
+
+	for (int i = 0; i < r->n_pol; i++) {
+		r->pol[i].chunk_delta = calloc(o->chunks, sizeof(double));
+		if (!r->pol[i].chunk_delta) {
+			ev_err(r, "out of memory");
+			return -ENOMEM;
+		}
+	}
+	kvmm_progress_start(&r->prog, r->who, "tokens",
+			    o->chunks * (o->context - o->prefix), o->json);
+	for (uint64_t c = 0; !ret && c < o->chunks; c++) {
+		double ppl0 = 0;
+
+		for (int i = 0; i < r->n_pol; i++) {
+			nll[i] = r->pol[i].nll;
+			n[i] = r->pol[i].n;
+		}
 		ret = ev_chunk(r, ids + c * o->context, (int)o->context,
 			       (int)o->prefix);
-out:
-	free(ids);
+		/* this chunk's ppl change against full's on the same chunk */
+		for (int i = 0; !ret && i < r->n_pol; i++) {
+			struct ev_pol *p = &r->pol[i];
+			double ppl = exp((p->nll - nll[i]) /
+					 (double)(p->n - n[i]));
+
+			if (!i)
+				ppl0 = ppl;
+			p->chunk_delta[c] = 100.0 * (ppl / ppl0 - 1.0);
+			p->n_chunks = c + 1;
+		}
+	}
+	kvmm_progress_end(&r->prog);
+	return ret;
+}
+
+/* what ppl and sweep check before any output: text, policies, model */
+static int ev_ppl_setup(struct ev_run *r, const struct ev_opts *o,
+			int32_t **ids)
+{
+	int ret;
+
+	*ids = NULL;
+	if (!o->text) {
+		ev_err(r, "--text is required");
+		return -EINVAL;
+	}
+	ret = ev_parse_policies(r, o);
+	if (!ret)
+		ret = ev_load(r, o);
+	if (!ret)
+		ret = ev_policies(r);
+	if (!ret)
+		ret = ev_ppl_prepare(r, o, ids);
 	return ret;
 }
 
 static int cmd_eval_ppl(int argc, char **argv)
 {
 	struct ev_run r = { .who = "ppl" };
+	int32_t *ids = NULL;
 	struct ev_opts o;
 	int ret = ev_parse("ppl", argc, argv, &o);
 
 	if (ret)
 		return ret > 0 ? 0 : 2;
-	ret = ev_load(&r, &o);
+	ret = ev_ppl_setup(&r, &o, &ids);
 	if (!ret)
-		ret = ev_policies(&r, &o);
-	if (!ret)
-		ret = ev_ppl_run(&r, &o);
+		ret = ev_ppl_run(&r, &o, ids);
 	if (!ret)
 		ev_print_ppl(&r, &o, stdout, o.json);
+	free(ids);
 	ev_fini(&r);
-	return ret == -EINVAL ? 2 : ret ? 1 : 0;
+	return ev_status(&r, ret);
+}
+
+/* the sweep's temporary file, removed if the run is interrupted */
+static const char *volatile ev_tmp_path;
+
+static void ev_on_signal(int sig)
+{
+	const char *p = ev_tmp_path;
+
+	if (p)
+		unlink(p);
+	signal(sig, SIG_DFL);
+	raise(sig);
 }
 
 /*
- * The sweep's grid: full, uniform at three precisions, diffkv over
- * DiffKV's threshold ranges, kvcompress over rates.
+ * A temporary file beside @out (same directory: the final rename(2) is
+ * atomic and never crosses file systems); *tmp its name. Until the run
+ * ends, SIGINT, SIGTERM and SIGHUP remove it before the process dies.
  */
-static const char *const sweep_grid[] = {
-	"uniform:tier=k8v8", "uniform:tier=k8v4", "uniform:tier=k4v4",
-	"uniform:tier=k4v2",
-	"diffkv:prune=0,quant=0.5", "diffkv:prune=0.02,quant=1",
-	"diffkv:prune=0.02,quant=2", "diffkv:prune=0.05,quant=1",
-	"diffkv:prune=0.05,quant=2", "diffkv:prune=0.1,quant=2",
-	"diffkv:prune=0.1,quant=4", "diffkv:prune=0.2,quant=5",
-	"kvcompress:rate=1.5", "kvcompress:rate=2", "kvcompress:rate=3",
-	"kvcompress:rate=4", "kvcompress:rate=6",
-};
+static int ev_out_open(struct ev_run *r, const char *out, char **tmp,
+		       FILE **f)
+{
+	size_t len = strlen(out) + sizeof(".XXXXXX");
+	sigset_t sigs, old;
+	mode_t um;
+	int fd, ret = 0;
+
+	*tmp = malloc(len);
+	if (!*tmp) {
+		ev_err(r, "out of memory");
+		return -ENOMEM;
+	}
+	snprintf(*tmp, len, "%s.XXXXXX", out);
+	/* no signal between the file's creation and its handler */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGHUP);
+	sigprocmask(SIG_BLOCK, &sigs, &old);
+	fd = mkstemp(*tmp);
+	if (fd >= 0) {
+		ev_tmp_path = *tmp;
+		signal(SIGINT, ev_on_signal);
+		signal(SIGTERM, ev_on_signal);
+		signal(SIGHUP, ev_on_signal);
+		*f = fdopen(fd, "w");
+	}
+	if (fd < 0 || !*f) {
+		ret = -errno;
+		ev_err(r, "%s: cannot create a temporary file beside it: %s",
+		       out, strerror(-ret));
+		if (fd >= 0) {
+			close(fd);
+			unlink(*tmp);
+		}
+		ev_tmp_path = NULL;
+		free(*tmp);
+		*tmp = NULL;
+	}
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	if (ret)
+		return ret;
+	/* mkstemp() makes it 0600: give it what fopen() would have */
+	um = umask(0);
+	umask(um);
+	fchmod(fd, 0666 & ~um);
+	return 0;
+}
 
 static int cmd_eval_sweep(int argc, char **argv)
 {
 	struct ev_run r = { .who = "sweep" };
+	int32_t *ids = NULL;
+	char *tmp = NULL;
 	struct ev_opts o;
 	FILE *f = NULL;
 	int ret = ev_parse("sweep", argc, argv, &o);
@@ -783,31 +1036,48 @@ static int cmd_eval_sweep(int argc, char **argv)
 		fprintf(stderr, "kvmm eval sweep: --out is required\n");
 		return 2;
 	}
+	{
+		struct stat st;
+
+		if (!stat(o.out, &st) && !S_ISREG(st.st_mode)) {
+			fprintf(stderr, "kvmm eval sweep: --out %s: not a "
+				"regular file\n", o.out);
+			return 2;
+		}
+	}
 	if (!o.n_spec)
 		for (size_t i = 0; i < ARRAY_SIZE(sweep_grid); i++)
 			o.spec[o.n_spec++] = sweep_grid[i];
-	f = fopen(o.out, "w");
-	if (!f) {
-		fprintf(stderr, "kvmm eval sweep: %s: %s\n", o.out,
-			strerror(errno));
-		return 1;
-	}
-	ret = ev_load(&r, &o);
+	/* everything is checked before --out is touched */
+	ret = ev_ppl_setup(&r, &o, &ids);
 	if (!ret)
-		ret = ev_policies(&r, &o);
+		ret = ev_out_open(&r, o.out, &tmp, &f);
 	if (!ret)
-		ret = ev_ppl_run(&r, &o);
+		ret = ev_ppl_run(&r, &o, ids);
 	if (!ret) {
 		ev_print_ppl(&r, &o, f, true);
+		if (ferror(f) || fflush(f)) {
+			ret = -EIO;
+			ev_err(&r, "%s: write error", tmp);
+		}
+	}
+	if (f && fclose(f) && !ret) {
+		ret = -errno;
+		ev_err(&r, "%s: %s", tmp, strerror(-ret));
+	}
+	if (!ret && rename(tmp, o.out)) {
+		ret = -errno;
+		ev_err(&r, "%s: %s", o.out, strerror(-ret));
+	}
+	if (ret && tmp)
+		unlink(tmp);
+	ev_tmp_path = NULL;
+	if (!ret)
 		ev_print_ppl(&r, &o, stdout, o.json);
-	}
-	if (fclose(f) && !ret) {
-		fprintf(stderr, "kvmm eval sweep: %s: %s\n", o.out,
-			strerror(errno));
-		ret = -EIO;
-	}
+	free(tmp);
+	free(ids);
 	ev_fini(&r);
-	return ret == -EINVAL ? 2 : ret ? 1 : 0;
+	return ev_status(&r, ret);
 }
 
 /* tokens of @s appended to @ids */
@@ -818,14 +1088,20 @@ static int ev_put(struct ev_run *r, const char *s, int32_t *ids, size_t cap,
 	int ret = llm_tok_encode(r->m->tok, s, strlen(s), 0, ids + *n,
 				 cap - *n, &got);
 
-	*n += got;
+	if (ret)
+		ev_err(r, "the tokenizer cannot take '%.24s...': %s", s,
+		       strerror(-ret));
+	else
+		*n += got;
 	return ret;
 }
 
 /*
  * The pass-key prompt of the landmark-attention paper: an instruction,
  * filler sentences around "The pass key is K. Remember it. K is the pass
- * key." at @depth percent, a question. About @len tokens.
+ * key." at @depth percent, a question. About @len tokens. Each part takes
+ * at most one token per byte, so the buffers hold it whatever the
+ * tokenizer (a byte-level one included).
  */
 static int ev_needle_prompt(struct ev_run *r, uint64_t len, uint64_t depth,
 			    const char *key, int32_t *ids, size_t cap,
@@ -841,9 +1117,9 @@ static int ev_needle_prompt(struct ev_run *r, uint64_t len, uint64_t depth,
 	static const char tail[] =
 		"\nWhat is the pass key? The pass key is";
 	char needle[128];
-	int32_t fill[64];
+	int32_t fill[sizeof(filler)];
 	size_t nf = 0, nh = 0, nt = 0, nn = 0, body, at;
-	int32_t tmp[128];
+	int32_t tmp[sizeof(head) + sizeof(needle)];
 	int ret;
 
 	snprintf(needle, sizeof(needle), " The pass key is %s. Remember it. "
@@ -852,12 +1128,16 @@ static int ev_needle_prompt(struct ev_run *r, uint64_t len, uint64_t depth,
 	ret = ret ?: ev_put(r, head, tmp, ARRAY_SIZE(tmp), &nh);
 	ret = ret ?: ev_put(r, tail, tmp, ARRAY_SIZE(tmp), &nt);
 	ret = ret ?: ev_put(r, needle, tmp, ARRAY_SIZE(tmp), &nn);
-	if (ret || !nf)
-		return ret ?: -EINVAL;
+	if (ret)
+		return ret;
+	if (!nf) {
+		ev_err(r, "the filler text gives no tokens");
+		return -EINVAL;
+	}
 	if (len < nh + nt + nn + nf || len > cap) {
-		fprintf(stderr, "kvmm eval needle: --lengths %lu: too short "
-			"for the prompt (at least %zu tokens)\n", len,
-			nh + nt + nn + nf);
+		ev_err(r, "--lengths %lu: too short for the prompt (at least "
+		       "%zu tokens with this tokenizer)", len,
+		       nh + nt + nn + nf);
 		return -EINVAL;
 	}
 	body = (len - nh - nt - nn) / nf;	/* filler sentences */
@@ -901,8 +1181,10 @@ static int ev_needle_one(struct ev_run *r, const int32_t *ids, size_t n,
 			ans[t] = out[t][i];
 		ret = llm_tok_decode(r->m->tok, ans, 10, LLM_TOK_SKIP_SPECIAL,
 				     text, sizeof(text) - 1, &len);
-		if (ret)
+		if (ret) {
+			ev_err(r, "decoding the answer: %s", strerror(-ret));
 			break;
+		}
 		text[len] = '\0';
 		r->pol[i].hits += strstr(text, key) != NULL;
 		r->pol[i].tries++;
@@ -917,6 +1199,7 @@ static int cmd_eval_needle(int argc, char **argv)
 	int32_t *ids = NULL;
 	struct ev_opts o;
 	uint64_t cap = 0;
+	size_t n;
 	int ret = ev_parse("needle", argc, argv, &o);
 
 	if (ret)
@@ -924,27 +1207,37 @@ static int cmd_eval_needle(int argc, char **argv)
 	rng = o.seed * 0x9e3779b97f4a7c15ULL + 1;
 	for (int i = 0; i < o.n_len; i++)
 		cap = o.lengths[i] > cap ? o.lengths[i] : cap;
-	ret = ev_load(&r, &o);
+	ret = ev_parse_policies(&r, &o);
 	if (!ret)
-		ret = ev_policies(&r, &o);
+		ret = ev_load(&r, &o);
+	if (!ret)
+		ret = ev_policies(&r);
 	if (!ret && cap + 16 > r.m->cfg.n_ctx) {
-		fprintf(stderr, "kvmm eval needle: --lengths %lu: longer than "
-			"the model's context (%u) less 16\n", cap,
-			r.m->cfg.n_ctx);
+		ev_err(&r, "--lengths %lu: longer than the model's context "
+		       "(%u) less 16", cap, r.m->cfg.n_ctx);
 		ret = -EINVAL;
 	}
-	if (!ret && !(ids = malloc(cap * sizeof(int32_t))))
+	if (!ret && !(ids = malloc(cap * sizeof(int32_t)))) {
+		ev_err(&r, "out of memory");
 		ret = -ENOMEM;
+	}
+	/* every length builds its prompt before the table starts */
+	for (int li = 0; !ret && li < o.n_len; li++)
+		ret = ev_needle_prompt(&r, o.lengths[li], 0, "00000", ids,
+				       cap, &n);
 	if (!ret && !o.json)
 		printf("%-58s %7s %6s %9s\n", "policy", "length", "depth",
 		       "accuracy");
+	if (!ret)
+		kvmm_progress_start(&r.prog, "needle", "prompts",
+				    (uint64_t)o.n_len * o.n_depth * o.trials,
+				    o.json);
 	for (int li = 0; !ret && li < o.n_len; li++) {
 		for (int di = 0; !ret && di < o.n_depth; di++) {
 			for (int i = 0; i < r.n_pol; i++)
 				r.pol[i].hits = r.pol[i].tries = 0;
 			for (uint64_t t = 0; !ret && t < o.trials; t++) {
 				char key[16];
-				size_t n;
 
 				snprintf(key, sizeof(key), "%05lu",
 					 kvmm_rand(&rng) % 100000);
@@ -953,7 +1246,9 @@ static int cmd_eval_needle(int argc, char **argv)
 						       cap, &n);
 				if (!ret)
 					ret = ev_needle_one(&r, ids, n, key);
+				kvmm_progress_add(&r.prog, 1);
 			}
+			kvmm_progress_clear(&r.prog);
 			for (int i = 0; !ret && i < r.n_pol; i++) {
 				const struct ev_pol *p = &r.pol[i];
 				double acc = (double)p->hits / p->tries;
@@ -970,11 +1265,12 @@ static int cmd_eval_needle(int argc, char **argv)
 					       p->spec, o.lengths[li],
 					       o.depths[di], 100.0 * acc);
 			}
+			fflush(stdout);
 		}
 	}
 	free(ids);
 	ev_fini(&r);
-	return ret == -EINVAL ? 2 : ret ? 1 : 0;
+	return ev_status(&r, ret);
 }
 
 static const struct kvmm_cmd eval_cmds[] = {
@@ -988,7 +1284,8 @@ static const struct kvmm_cmd eval_cmds[] = {
  * @argc: argument count
  * @argv: arguments, argv[0] = "eval"
  *
- * Return: exit status: 0, 1 when the run failed, 2 for a bad command line.
+ * Return: exit status: 0, 1 when the run failed, 2 for a bad command line
+ * or input; every nonzero status comes with a message on stderr.
  */
 int cmd_eval(int argc, char **argv)
 {

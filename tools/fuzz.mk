@@ -9,7 +9,7 @@
 #   make check-ci             what .ci/run runs after `make check`
 #
 # clang builds the sources the harness needs (runtime, allocator,
-# ioctl-shim; CPU only, host backend) into build-fuzz/ with ASan, UBSan and
+# ioctl-shim, the kernels' CPU eviction; CPU only, host backend) into build-fuzz/ with ASan, UBSan and
 # libFuzzer's coverage instrumentation.
 
 FUZZ_B := build-fuzz
@@ -18,9 +18,13 @@ FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
 	    -fno-omit-frame-pointer
 FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -O1 -g -pthread -fno-strict-aliasing \
 	       -Wall -Wextra -Werror -Wno-missing-field-initializers -MMD -MP \
-	       -Iruntime -Iallocator -Iioctl-shim -Iioctl-shim/uapi $(FUZZ_SAN)
+	       -Iruntime -Iallocator -Ikernels -Iioctl-shim -Iioctl-shim/uapi \
+	       $(FUZZ_SAN)
+# the shim's EVICT runs the kernels' CPU eviction (kernels/evict.c), which
+# reads the pages through kernels/quant.c's formats
 FUZZ_SRC := $(filter-out runtime/cuda.c %_cuda.c, \
-	      $(wildcard runtime/*.c allocator/*.c ioctl-shim/*.c))
+	      $(wildcard runtime/*.c allocator/*.c ioctl-shim/*.c)) \
+	    kernels/evict.c kernels/quant.c kernels/dtype.c
 FUZZ_OBJ := $(FUZZ_SRC:%.c=$(FUZZ_B)/%.o)
 FUZZ_BIN := $(FUZZ_B)/fuzz_uapi
 FUZZ_CORPUS := tests/fuzz/corpus

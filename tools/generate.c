@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
- * generate.c - `kvmm generate`: load a GGUF model, run a prompt through the
- * CPU executor, stream the answer, print a summary.
+ * generate.c - `kvmm generate`: load a model (a GGUF file or a Hugging Face
+ * directory), run prompts through the CPU or CUDA executor, stream the
+ * answer, print a summary.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -39,6 +40,7 @@ struct gen_opts {
 	const char *system;
 	bool chat;
 	bool json;
+	bool ignore_eos;  /* run to --max-tokens (benchmarks) */
 	uint64_t max_tokens;
 	uint64_t threads; /* 0: every CPU we may run on */
 	int device;	  /* enum gen_device */
@@ -90,11 +92,16 @@ struct gen_run {
 static const char gen_usage[] =
 	"usage: kvmm generate --model PATH --prompt TEXT [options]\n"
 	"       kvmm generate --model PATH --batch-file FILE [options]\n"
+	"  --model PATH        a GGUF file or a Hugging Face model directory\n"
+	"                      (config.json, tokenizer.json, safetensors)\n"
 	"  --batch-file FILE   one JSON object a line, {\"prompt\": TEXT}:\n"
 	"                      every prompt decoded together in one batch\n"
 	"  --chat              wrap the prompt in the model's chat template\n"
 	"  --system TEXT       system message (with --chat)\n"
-	"  --max-tokens N      tokens to generate at most (256)\n"
+	"  --max-tokens N      tokens to generate at most (256); fewer, with\n"
+	"                      a notice, when the context has no room\n"
+	"  --ignore-eos        go on past the end-of-sequence tokens, to\n"
+	"                      --max-tokens (for benchmarks)\n"
 	"  --device D          auto, cpu or cuda (auto: cuda when built\n"
 	"                      with CUDA and a GPU answers, else cpu)\n"
 	"  --threads N         CPU threads (all available)\n"
@@ -133,6 +140,7 @@ enum {
 	OPT_MODEL = 256, OPT_PROMPT, OPT_CHAT, OPT_SYSTEM, OPT_MAX_TOKENS,
 	OPT_DEVICE, OPT_THREADS, OPT_TEMP, OPT_TOP_K, OPT_TOP_P, OPT_SEED,
 	OPT_STOP, OPT_JSON, OPT_BATCH_FILE, OPT_KV, OPT_POLICY, OPT_HELP,
+	OPT_IGNORE_EOS,
 };
 
 static const struct option gen_longopts[] = {
@@ -153,6 +161,7 @@ static const struct option gen_longopts[] = {
 	{ "kv", required_argument, NULL, OPT_KV },
 	{ "policy", required_argument, NULL, OPT_POLICY },
 	{ "help", no_argument, NULL, OPT_HELP },
+	{ "ignore-eos", no_argument, NULL, OPT_IGNORE_EOS },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -193,7 +202,8 @@ static int gen_parse(int argc, char **argv, struct gen_opts *o)
 			} else if (!strcmp(optarg, "cuda")) {
 #ifndef KVMM_HAVE_CUDA
 				fprintf(stderr, "kvmm generate: --device cuda: "
-					"this kvmm was built without CUDA\n");
+					"no GPU: this kvmm was built without "
+					"CUDA\n");
 				return -EINVAL;
 #endif
 				o->device = GEN_DEV_CUDA;
@@ -266,6 +276,9 @@ static int gen_parse(int argc, char **argv, struct gen_opts *o)
 			o->policy = true;
 			break;
 		}
+		case OPT_IGNORE_EOS:
+			o->ignore_eos = true;
+			break;
 		case OPT_HELP:
 			fputs(gen_usage, stdout);
 			return 1;
@@ -279,6 +292,11 @@ static int gen_parse(int argc, char **argv, struct gen_opts *o)
 			optind < argc ? "unexpected argument" :
 			"--model and one of --prompt, --batch-file are required",
 			gen_usage);
+		return -EINVAL;
+	}
+	if (o->system && !o->chat) {
+		fprintf(stderr, "kvmm generate: --system needs --chat (the "
+			"system message goes into the chat template)\n");
 		return -EINVAL;
 	}
 	return 0;
@@ -325,17 +343,6 @@ static int gen_load_cuda(struct gen_run *r, const struct llm_model *m,
 #endif
 }
 
-/* one step on whichever executor was loaded */
-static int gen_forward(struct gen_run *r, const struct llm_batch *b,
-		       float *logits)
-{
-#ifdef KVMM_HAVE_CUDA
-	if (r->gpu)
-		return llm_cuda_forward(r->gpu, r->kv, b, logits);
-#endif
-	return llm_cpu_forward(r->cpu, r->kv, b, logits);
-}
-
 static uint64_t gen_weight_bytes(const struct gen_run *r)
 {
 #ifdef KVMM_HAVE_CUDA
@@ -372,6 +379,15 @@ static int gen_load(struct gen_run *r, const struct gen_opts *o)
 	}
 	r->cfg = m->cfg;
 	r->gen = m->gen;
+#ifdef KVMM_HAVE_CUDA
+	if (o->device == GEN_DEV_CUDA && kvrt_cuda_probe(err, sizeof(err))) {
+		/* as kvmm bench says it */
+		fprintf(stderr, "kvmm generate: --device cuda: no GPU: %s\n",
+			err);
+		llm_model_close(m);
+		return -ENODEV;
+	}
+#endif
 	if (gen_use_cuda(o))
 		ret = gen_load_cuda(r, m, err, sizeof(err));
 	else
@@ -431,9 +447,17 @@ static int gen_encode(struct gen_run *r, const struct gen_opts *o,
 	}
 	ret = llm_tok_encode(t, text ? text : q->prompt, len, flags, NULL, 0,
 			     &n);
-	if (ret && ret != -ENOSPC)
+	if (ret && ret != -ENOSPC) {
+		fprintf(stderr, "kvmm generate: the tokenizer refused the "
+			"prompt: %s\n", strerror(-ret));
 		goto out;
-	if (n == 0 || n >= r->cfg.n_ctx) {
+	}
+	if (n == 0) {
+		fprintf(stderr, "kvmm generate: the prompt is empty\n");
+		ret = -EINVAL;
+		goto out;
+	}
+	if (n >= r->cfg.n_ctx) {
 		fprintf(stderr, "kvmm generate: the prompt is %zu tokens; the "
 			"model's context is %u\n", n, r->cfg.n_ctx);
 		ret = -E2BIG;
@@ -554,7 +578,9 @@ static int gen_take(struct gen_run *r, const struct gen_opts *o,
 	if (gen_stop_string(q, o, &hold))
 		q->stop_reason = "stop-string";
 	else if (q->n_gen == r->max_new)
-		q->stop_reason = "max-tokens";
+		/* cut short by the context, not by --max-tokens */
+		q->stop_reason = r->max_new < o->max_tokens ? "context" :
+			"max-tokens";
 	if (r->stream && q->text)
 		gen_show(q, q->stop_reason ? q->text_len : q->text_len - hold);
 	return 0;
@@ -572,12 +598,40 @@ static int gen_sample(struct gen_run *r, const struct gen_opts *o,
 			      KVK_F32, NULL);
 }
 
+/*
+ * one step on whichever executor was loaded, and the next token of each of
+ * its sequences into @st->id: greedy on the GPU is the device's argmax (4
+ * bytes a sequence come back, not the logits: copying and scanning them
+ * on the host cost about 0.5 ms a sequence at Llama-3's vocabulary);
+ * otherwise the logits come back and the host samples
+ */
+struct gen_step;
+static int gen_next(struct gen_run *r, const struct gen_opts *o,
+		    const struct llm_batch *b, struct gen_step *st);
+
 /* arrays of one step: slots, token counts, tokens, sampled ids, uniforms */
 struct gen_step {
 	int *idx, *nt;
 	int32_t *tok, *id;
 	float *u, *logits;
 };
+
+static int gen_next(struct gen_run *r, const struct gen_opts *o,
+		    const struct llm_batch *b, struct gen_step *st)
+{
+	int ret;
+
+#ifdef KVMM_HAVE_CUDA
+	if (r->gpu && o->sample.temperature <= 0.0f)
+		return llm_cuda_forward_greedy(r->gpu, r->kv, b, st->id);
+	if (r->gpu)
+		ret = llm_cuda_forward(r->gpu, r->kv, b, st->logits);
+	else
+#endif
+	ret = llm_cpu_forward(r->cpu, r->kv, b, st->logits);
+	return ret ?: gen_sample(r, o, b->seq, b->n_seq, st->logits, st->id,
+				 st->u);
+}
 
 /*
  * Prefill every prompt in one step, then decode the sequences still
@@ -599,14 +653,13 @@ static int gen_loop(struct gen_run *r, const struct gen_opts *o,
 		off += r->seq[i].n_prompt;
 	}
 	t0 = kvmm_now_us();
-	ret = gen_forward(r, &b, st->logits);
+	ret = gen_next(r, o, &b, st);
 	r->prefill_us = kvmm_now_us() - t0;
 	n = r->n_seq;
 	t0 = kvmm_now_us();
 	while (!ret && n) {
 		int m = 0;
 
-		ret = gen_sample(r, o, st->idx, n, st->logits, st->id, st->u);
 		for (int i = 0; !ret && i < n; i++) {
 			struct gen_seq *q = &r->seq[st->idx[i]];
 
@@ -625,7 +678,7 @@ static int gen_loop(struct gen_run *r, const struct gen_opts *o,
 				"sequences running ", r->decode_tok, n,
 				r->n_seq);
 		b.n_seq = n;
-		ret = gen_forward(r, &b, st->logits);
+		ret = gen_next(r, o, &b, st);
 		r->decode_tok += n;
 	}
 	r->decode_us = kvmm_now_us() - t0;
@@ -809,9 +862,10 @@ static int js_hex4(const char *p, uint32_t *v)
 
 /*
  * A JSON string at *pp (at its opening quote): decoded into a new buffer
- * in *out when @out is not NULL; *pp moves past it. Return: 0, -EINVAL.
+ * in *out when @out is not NULL; *pp moves past it. Return: 0, -EINVAL
+ * with *why set, -ENOMEM.
  */
-static int js_string(const char **pp, char **out)
+static int js_string(const char **pp, char **out, const char **why)
 {
 	const char *p = *pp + 1;
 	char *buf = out ? malloc(strlen(p) + 1) : NULL, *d = buf;
@@ -819,9 +873,12 @@ static int js_string(const char **pp, char **out)
 
 	if (out && !buf)
 		return -ENOMEM;
+	*why = "a bad string (escape or control character)";
 	for (; *p && *p != '"'; p++) {
 		char c = *p;
 
+		if ((unsigned char)c < 0x20)
+			goto out_bad;
 		if (c != '\\') {
 			if (d)
 				*d++ = c;
@@ -845,6 +902,10 @@ static int js_string(const char **pp, char **out)
 				cp = 0x10000 + ((cp - 0xd800) << 10) +
 				     (lo - 0xdc00);
 				p += 6;
+			} else if (cp >= 0xd800 && cp < 0xe000) {
+				/* it would decode to invalid UTF-8 */
+				*why = "a lone surrogate in a string";
+				goto out_bad;
 			}
 			if (d)
 				utf8_put(&d, cp);
@@ -855,8 +916,10 @@ static int js_string(const char **pp, char **out)
 		if (d)
 			*d++ = c;
 	}
-	if (*p != '"')
+	if (*p != '"') {
+		*why = "an unterminated string";
 		goto out_bad;
+	}
 	*pp = p + 1;
 	if (d)
 		*d = 0;
@@ -870,19 +933,21 @@ out_bad:
 }
 
 /* skip one JSON value that is not a string: number, literal, {..}, [..] */
-static int js_skip(const char **pp)
+static int js_skip(const char **pp, const char **why)
 {
 	const char *p = *pp;
 	int depth = 0;
 
 	do {
 		if (*p == '"') {
-			if (js_string(&p, NULL))
+			if (js_string(&p, NULL, why))
 				return -EINVAL;
 			continue;
 		}
-		if (!*p)
+		if (!*p || *p == '\n') {
+			*why = "a truncated value";
 			return -EINVAL;
+		}
 		if (*p == '{' || *p == '[')
 			depth++;
 		else if (*p == '}' || *p == ']')
@@ -895,36 +960,85 @@ static int js_skip(const char **pp)
 	return 0;
 }
 
+/* the first byte of @s that is not valid UTF-8, or -1 */
+static long js_bad_utf8(const char *s)
+{
+	size_t n = strlen(s);
+
+	for (size_t i = 0; i < n;) {
+		uint32_t cp;
+		size_t k = llm_utf8_decode((const uint8_t *)s + i, n - i, &cp);
+
+		if (!k || cp > 0x10ffff)
+			return (long)i;
+		i += k;
+	}
+	return -1;
+}
+
+/* a string member @key ("prompt", "policy") into *dst, once */
+static int js_member(const char **pp, const char *key, char **dst,
+		     const char **why)
+{
+	static char msg[64];
+
+	if (*dst) {
+		snprintf(msg, sizeof(msg), "\"%s\" given twice", key);
+		*why = msg;
+		return -EINVAL;
+	}
+	if (**pp != '"') {
+		snprintf(msg, sizeof(msg), "\"%s\" is not a string", key);
+		*why = msg;
+		return -EINVAL;
+	}
+	return js_string(pp, dst, why);
+}
+
 /*
  * the "prompt" member of the object on @line, and its "policy" member when
- * it has one (else NULL), in new buffers
+ * it has one (else NULL), in new buffers; -EINVAL with *why saying what is
+ * wrong with the line
  */
-static int js_prompt(const char *line, char **prompt, char **policy)
+static int js_prompt(const char *line, char **prompt, char **policy,
+		     const char **why)
 {
+	static char msg[64];
 	const char *p = js_ws(line);
+	long bad = js_bad_utf8(line);
 	char *key;
 	int ret;
 
 	*prompt = NULL;
 	*policy = NULL;
+	if (bad >= 0) {
+		snprintf(msg, sizeof(msg), "invalid UTF-8 at byte %ld",
+			 bad + 1);
+		*why = msg;
+		return -EINVAL;
+	}
+	*why = "not a JSON object";
 	if (*p++ != '{')
 		return -EINVAL;
 	for (p = js_ws(p); *p == '"'; p = js_ws(p)) {
-		ret = js_string(&p, &key);
+		ret = js_string(&p, &key, why);
 		if (ret)
 			goto out_bad;
 		p = js_ws(p);
 		if (*p++ != ':') {
 			free(key);
+			*why = "a member without ':'";
+			ret = -EINVAL;
 			goto out_bad;
 		}
 		p = js_ws(p);
-		if (!strcmp(key, "prompt") && *p == '"' && !*prompt)
-			ret = js_string(&p, prompt);
-		else if (!strcmp(key, "policy") && *p == '"' && !*policy)
-			ret = js_string(&p, policy);
+		if (!strcmp(key, "prompt"))
+			ret = js_member(&p, "prompt", prompt, why);
+		else if (!strcmp(key, "policy"))
+			ret = js_member(&p, "policy", policy, why);
 		else
-			ret = *p == '"' ? js_string(&p, NULL) : js_skip(&p);
+			ret = *p == '"' ? js_string(&p, NULL, why) :
+					  js_skip(&p, why);
 		free(key);
 		if (ret)
 			goto out_bad;
@@ -934,8 +1048,19 @@ static int js_prompt(const char *line, char **prompt, char **policy)
 		else
 			break;
 	}
-	if (*p != '}' || !*prompt)
+	ret = -EINVAL;
+	if (*p != '}') {
+		*why = "not a JSON object of members";
 		goto out_bad;
+	}
+	if (*js_ws(p + 1)) {
+		*why = "text after the object";
+		goto out_bad;
+	}
+	if (!*prompt) {
+		*why = "no \"prompt\" string";
+		goto out_bad;
+	}
 	return 0;
 
 out_bad:
@@ -943,7 +1068,7 @@ out_bad:
 	free(*policy);
 	*prompt = NULL;
 	*policy = NULL;
-	return -EINVAL;
+	return ret;
 }
 
 static int gen_add(struct gen_run *r, int *cap, char *prompt, char *policy)
@@ -978,22 +1103,21 @@ static int gen_prompts(struct gen_run *r, const struct gen_opts *o)
 			free(prompt);
 		return ret;
 	}
-	f = fopen(o->batch_file, "r");
-	if (!f) {
-		ret = -errno;
-		fprintf(stderr, "kvmm generate: %s: %s\n", o->batch_file,
-			strerror(-ret));
+	ret = kvmm_open_regular("kvmm generate: --batch-file", o->batch_file,
+				&f);
+	if (ret)
 		return ret;
-	}
 	while (getline(&line, &lcap, f) > 0) {
+		const char *why = "";
+
 		lineno++;
 		if (!*js_ws(line))
 			continue;
-		ret = js_prompt(line, &prompt, &policy);
+		ret = js_prompt(line, &prompt, &policy, &why);
 		if (ret == -EINVAL) {
-			fprintf(stderr, "kvmm generate: %s:%d: not a JSON "
-				"object with a \"prompt\" string\n",
-				o->batch_file, lineno);
+			fprintf(stderr, "kvmm generate: %s:%d: %s (one JSON "
+				"object a line, with a \"prompt\" string)\n",
+				o->batch_file, lineno, why);
 			break;
 		}
 		if (!ret && policy && !o->policy) {
@@ -1129,13 +1253,35 @@ static int gen_kv(struct gen_run *r, const struct gen_opts *o)
 	return gen_kv_policy(r, o, (int)need);
 }
 
+/*
+ * Say so when --max-tokens does not fit in the context after the longest
+ * prompt: the cache is sized to what fits, and the sequences that reach
+ * it stop with "context", not "max-tokens".
+ */
+static void gen_room(const struct gen_run *r, const struct gen_opts *o)
+{
+	size_t need = 0;
+
+	for (int i = 0; i < r->n_seq; i++)
+		if (r->seq[i].n_prompt > need)
+			need = r->seq[i].n_prompt;
+	if (o->max_tokens <= r->cfg.n_ctx - need)
+		return;
+	fprintf(stderr, "kvmm generate: --max-tokens %lu: the context of %u "
+		"tokens leaves room for %zu after the%s prompt (%zu tokens); "
+		"generating at most %zu\n", o->max_tokens, r->cfg.n_ctx,
+		r->cfg.n_ctx - need, r->n_seq > 1 ? " longest" : "",
+		need, r->cfg.n_ctx - need);
+}
+
 /**
  * cmd_generate() - `kvmm generate`
  * @argc: argument count
  * @argv: arguments, argv[0] = "generate"
  *
  * Return: exit status: 0, 1 when the model or the run failed, 2 for a bad
- * command line (--device cuda in a build without CUDA included).
+ * command line or --batch-file (--device cuda in a build without CUDA
+ * included); every nonzero status comes with a message on stderr.
  */
 int cmd_generate(int argc, char **argv)
 {
@@ -1165,11 +1311,15 @@ int cmd_generate(int argc, char **argv)
 			fprintf(stderr, "kvmm generate: out of memory\n");
 		goto out;
 	}
+	gen_room(&r, &o);
 	r.stop_id[0] = r.tok->eos_id;
 	r.stop_id[1] = llm_tok_lookup(r.tok, "<|im_end|>");
 	r.stop_id[2] = llm_tok_lookup(r.tok, "<|eot_id|>");
 	for (int i = 0; i < LLM_MODEL_MAX_EOS; i++)
 		r.stop_id[3 + i] = i < r.gen.n_eos ? r.gen.eos[i] : -1;
+	if (o.ignore_eos)
+		for (size_t i = 0; i < ARRAY_SIZE(r.stop_id); i++)
+			r.stop_id[i] = -1;
 	r.stream = r.n_seq == 1 && !o.json;
 	ret = gen_kv(&r, &o);
 	if (ret)
@@ -1187,5 +1337,5 @@ int cmd_generate(int argc, char **argv)
 out:
 	gen_step_free(&st);
 	gen_fini(&r);
-	return ret ? 1 : 0;
+	return ret == -EINVAL ? 2 : ret ? 1 : 0;
 }

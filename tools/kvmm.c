@@ -3,11 +3,14 @@
  * kvmm.c - the one kvmm tool, perf style: `kvmm <command> [args]`.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "kvmm.h"
 
@@ -43,7 +46,8 @@ static const struct kvmm_cmd top_cmds[] = {
 	{ "eval", cmd_eval,
 	  "quality of KV policies: ppl, needle, sweep (kvmm eval help)" },
 	{ "generate", cmd_generate,
-	  "generate text from a GGUF model (kvmm generate --help)" },
+	  "generate text from a GGUF file or a Hugging Face directory "
+	  "(kvmm generate --help)" },
 };
 
 /**
@@ -129,6 +133,47 @@ int kvmm_parse_backend(const char *s, enum kvrt_backend_kind *out)
 		fprintf(stderr, "kvmm: --backend: '%s' is not auto, host or "
 				"cuda\n", s);
 		return -EINVAL;
+	}
+	return 0;
+}
+
+/**
+ * kvmm_open_regular() - open a file the user named for reading, refusing
+ * anything but a regular file without blocking (a FIFO would block open()
+ * until a writer came)
+ * @who: prefix of the message, e.g. "kvmm eval ppl: --text"
+ * @path: the file
+ * @f: the stream
+ *
+ * Return: 0, or the -errno after printing why (-EINVAL for a FIFO,
+ * directory or device).
+ */
+int kvmm_open_regular(const char *who, const char *path, FILE **f)
+{
+	struct stat st;
+	int fd, ret;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0) {
+		ret = -errno;
+		fprintf(stderr, "%s: %s: %s\n", who, path, strerror(-ret));
+		return ret;
+	}
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+		fprintf(stderr, "%s: %s: %s, not a regular file\n", who, path,
+			S_ISDIR(st.st_mode) ? "a directory" :
+			S_ISFIFO(st.st_mode) ? "a FIFO" : "a special file");
+		close(fd);
+		return -EINVAL;
+	}
+	/* back to blocking reads (a regular file ignores it anyway) */
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	*f = fdopen(fd, "rb");
+	if (!*f) {
+		ret = -errno;
+		close(fd);
+		fprintf(stderr, "%s: %s: %s\n", who, path, strerror(-ret));
+		return ret;
 	}
 	return 0;
 }

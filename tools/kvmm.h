@@ -5,7 +5,9 @@
 #ifndef KVMM_TOOL_H
 #define KVMM_TOOL_H
 
+#include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "kvrt.h"
 
@@ -20,6 +22,38 @@ struct kvmm_cmd {
 	int (*run)(int argc, char **argv);
 	const char *help;
 };
+
+/**
+ * struct kvmm_progress - one progress line on stderr (tools/progress.c).
+ * Owned by one command, single-threaded.
+ * @label: what runs, e.g. "eval ppl"
+ * @unit: what @done and @total count, e.g. "tokens"
+ * @total: units of the whole run, 0 when unknown
+ * @done: units finished
+ * @on: stderr is a terminal and no --json
+ * @t0_us: start, microseconds (kvmm_now_us())
+ * @last_us: last redraw, microseconds; 0 before the first
+ * @drawn: the line is on the terminal now
+ */
+struct kvmm_progress {
+	const char *label;
+	const char *unit;
+	uint64_t total;
+	uint64_t done;
+	bool on;
+	double t0_us;
+	double last_us;
+	bool drawn;
+};
+
+void kvmm_progress_start(struct kvmm_progress *p, const char *label,
+			 const char *unit, uint64_t total, bool quiet);
+void kvmm_progress_add(struct kvmm_progress *p, uint64_t n);
+void kvmm_progress_clear(struct kvmm_progress *p);
+void kvmm_progress_end(struct kvmm_progress *p);
+int kvmm_progress_format(const struct kvmm_progress *p, double now_us,
+			 char *buf, size_t len);
+int kvmm_open_regular(const char *who, const char *path, FILE **f);
 
 int kvmm_dispatch(const char *prog, const struct kvmm_cmd *cmds, int n,
 		  int argc, char **argv);

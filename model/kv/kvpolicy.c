@@ -522,30 +522,23 @@ static void scatter(struct kvp *c, const struct llm_kv_io *io)
 static int host_reserve(struct kvp *c, size_t ntok)
 {
 	size_t kw = (size_t)c->nkv * c->hd, qw = (size_t)c->nh * c->hd;
-	float *k, *v, *q, *o, *s, *acc;
+	struct {
+		float **p;
+		size_t per_tok;	/* floats */
+	} buf[] = {
+		{ &c->k, kw }, { &c->v, kw }, { &c->q, qw }, { &c->o, qw },
+		{ &c->scores, c->nkv }, { &c->acc, c->nh },
+	};
 
 	if (ntok <= c->cap)
 		return 0;
-	k = realloc(c->k, ntok * kw * sizeof(float));
-	if (k)
-		c->k = k;
-	v = realloc(c->v, ntok * kw * sizeof(float));
-	if (v)
-		c->v = v;
-	q = realloc(c->q, ntok * qw * sizeof(float));
-	if (q)
-		c->q = q;
-	o = realloc(c->o, ntok * qw * sizeof(float));
-	if (o)
-		c->o = o;
-	s = realloc(c->scores, ntok * c->nkv * sizeof(float));
-	if (s)
-		c->scores = s;
-	acc = realloc(c->acc, ntok * c->nh * sizeof(float));
-	if (acc)
-		c->acc = acc;
-	if (!k || !v || !q || !o || !s || !acc)
-		return -ENOMEM;
+	for (size_t i = 0; i < sizeof(buf) / sizeof(buf[0]); i++) {
+		float *p = realloc(*buf[i].p, ntok * buf[i].per_tok * 4);
+
+		if (!p)
+			return -ENOMEM;	/* the buffers grown so far stay */
+		*buf[i].p = p;
+	}
 	c->cap = ntok;
 	return 0;
 }

@@ -221,7 +221,8 @@ static const struct {
 };
 
 /* one KEY=VALUE into @p; 0 or -EINVAL with a message */
-static int parse_knob(struct llm_policy *p, char *kv, char *err, size_t len)
+static int parse_knob(struct llm_policy *p, char *kv, unsigned *seen,
+		      char *err, size_t len)
 {
 	char *val = strchr(kv, '=');
 	unsigned bit = 0;
@@ -237,6 +238,10 @@ static int parse_knob(struct llm_policy *p, char *kv, char *err, size_t len)
 	if (!(bit & policy_knobs[p->kind]))
 		return perr(err, len, "policy %s has no knob '%s'",
 			    llm_policy_name(p->kind), kv);
+	if (bit & *seen)
+		return perr(err, len, "policy %s: knob '%s' given twice",
+			    llm_policy_name(p->kind), kv);
+	*seen |= bit;
 	switch (bit) {
 	case K_TIER:
 	case K_HI:
@@ -310,15 +315,17 @@ static int policy_valid(const struct llm_policy *p, char *err, size_t len)
  *
  * Knobs: diffkv hi, lo, prune, quant, window, score; uniform tier;
  * kvcompress rate, window, score, interval, sinks; full none. Unknown names
- * and knobs, values out of range and inconsistent knobs are refused.
+ * and knobs, empty or repeated knobs, values out of range and inconsistent
+ * knobs are refused.
  *
  * Return: 0 or -EINVAL.
  */
 int llm_policy_parse(const char *spec, struct llm_policy *out, char *err,
 		     size_t errlen)
 {
-	char buf[LLM_POLICY_SPEC_MAX + 1], *knobs, *kv, *save = NULL;
+	char buf[LLM_POLICY_SPEC_MAX + 1], *knobs, *kv, *next;
 	struct llm_policy p;
+	unsigned seen = 0;
 	int kind = -1, ret;
 
 	if (!spec || strlen(spec) > LLM_POLICY_SPEC_MAX)
@@ -339,9 +346,14 @@ int llm_policy_parse(const char *spec, struct llm_policy *out, char *err,
 		if (!*knobs)
 			return perr(err, errlen, "policy %s: empty knob list",
 				    buf);
-		for (kv = strtok_r(knobs, ",", &save); kv;
-		     kv = strtok_r(NULL, ",", &save)) {
-			ret = parse_knob(&p, kv, err, errlen);
+		for (kv = knobs; kv; kv = next) {
+			next = strchr(kv, ',');
+			if (next)
+				*next++ = '\0';
+			if (!*kv)
+				return perr(err, errlen, "policy %s: empty "
+					    "knob in '%s'", buf, spec);
+			ret = parse_knob(&p, kv, &seen, err, errlen);
 			if (ret)
 				return ret;
 		}

@@ -100,7 +100,8 @@ static int cfg_vocab(const struct llm_gguf *g, struct llm_config *c,
 	const struct llm_gguf_tensor *emb;
 	int ret;
 
-	ret = cfg_u32(g, c, "vocab_size", false, 0, 0, LLM_MAX_VOCAB,
+	/* absent: from the tokenizer or the embedding; present: not 0 */
+	ret = cfg_u32(g, c, "vocab_size", false, 0, 1, LLM_MAX_VOCAB,
 		      &c->n_vocab, err, errlen);
 	if (ret)
 		return ret;
@@ -297,6 +298,73 @@ static int bind_layer(const struct llm_gguf *g, const struct llm_config *c,
 	return 0;
 }
 
+static void mark(const struct llm_gguf *g, const struct llm_gguf_tensor *t,
+		 bool *used)
+{
+	if (t && t >= g->tensors && t < g->tensors + g->n_tensors)
+		used[t - g->tensors] = true;
+}
+
+/*
+ * Every tensor of the file must be one the model reads: a layer past
+ * block_count, an attention bias the architecture has no use for or a
+ * name nothing knows would otherwise be ignored without a word.
+ */
+static int check_unused(const struct llm_gguf *g, const struct llm_config *c,
+			const struct llm_weights *w, char *err, size_t errlen)
+{
+	bool *used = calloc(g->n_tensors ? g->n_tensors : 1, sizeof(*used));
+	const char *name = NULL;
+	char suffix[LLM_GGUF_NAME_MAX];
+	unsigned int l;
+	int n;
+
+	if (!used)
+		return cfg_fail(err, errlen, -ENOMEM, "out of memory");
+	mark(g, w->tok_embd, used);
+	mark(g, w->output_norm, used);
+	mark(g, w->output, used);
+	mark(g, w->rope_freqs, used);
+	for (uint32_t i = 0; i < w->n_layers; i++) {
+		const struct llm_layer_weights *lw = &w->layers[i];
+
+		mark(g, lw->attn_norm, used);
+		mark(g, lw->wq, used);
+		mark(g, lw->wk, used);
+		mark(g, lw->wv, used);
+		mark(g, lw->wo, used);
+		mark(g, lw->bq, used);
+		mark(g, lw->bk, used);
+		mark(g, lw->bv, used);
+		mark(g, lw->q_norm, used);
+		mark(g, lw->k_norm, used);
+		mark(g, lw->ffn_norm, used);
+		mark(g, lw->w_gate, used);
+		mark(g, lw->w_up, used);
+		mark(g, lw->w_down, used);
+	}
+	for (uint64_t i = 0; i < g->n_tensors && !name; i++)
+		if (!used[i])
+			name = g->tensors[i].name;
+	free(used);
+	if (!name)
+		return 0;
+	n = 0;
+	if (sscanf(name, "blk.%u.%n", &l, &n) == 1 && n > 0) {
+		snprintf(suffix, sizeof(suffix), "%s", name + n);
+		if (l >= c->n_layers)
+			return cfg_fail(err, errlen, -EBADMSG,
+					"tensor '%s' is past block_count %u",
+					name, c->n_layers);
+		if (!strncmp(suffix, "attn_", 5) &&
+		    strstr(suffix, ".bias"))
+			return cfg_fail(err, errlen, -EOPNOTSUPP,
+					"tensor '%s': %s has no attention "
+					"bias", name, c->arch_name);
+	}
+	return cfg_fail(err, errlen, -EBADMSG, "unknown tensor '%s'", name);
+}
+
 /**
  * llm_weights_bind() - find every weight tensor and check its shape.
  * @g: parsed GGUF file; must stay open while @w is used.
@@ -306,9 +374,13 @@ static int bind_layer(const struct llm_gguf *g, const struct llm_config *c,
  * @errlen: bytes in @err.
  *
  * The output matrix is output.weight, or token_embd.weight when absent
- * (tied embeddings).
+ * (tied embeddings). A tensor the model does not read is refused: a layer
+ * past block_count, an attention bias of an architecture without one, an
+ * unknown name.
  *
- * Return: 0, -EBADMSG for a missing tensor or a wrong shape, -ENOMEM.
+ * Return: 0, -EBADMSG for a missing, surplus or unknown tensor or a wrong
+ * shape, -EOPNOTSUPP for an attention bias the architecture does not have,
+ * -ENOMEM.
  */
 int llm_weights_bind(const struct llm_gguf *g, const struct llm_config *c,
 		     struct llm_weights *w, char *err, size_t errlen)
@@ -334,6 +406,8 @@ int llm_weights_bind(const struct llm_gguf *g, const struct llm_config *c,
 	for (uint32_t l = 0; !ret && l < c->n_layers; l++)
 		ret = bind_layer(g, c, l, &w->layers[l], &w->bytes, err,
 				 errlen);
+	if (!ret)
+		ret = check_unused(g, c, w, err, errlen);
 	if (ret) {
 		llm_weights_fini(w);
 		return ret;

@@ -649,7 +649,8 @@ int llm_gguf_open(const char *path, struct llm_gguf **out, char *err,
 	void *map;
 	int fd, ret;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
+	/* O_NONBLOCK: a FIFO must not block open(); refused below */
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	if (fd < 0) {
 		ret = -errno;
 		gg_fail(err, errlen, "%s: %s", path, strerror(-ret));
@@ -663,7 +664,9 @@ int llm_gguf_open(const char *path, struct llm_gguf **out, char *err,
 	if (!S_ISREG(st.st_mode) || st.st_size == 0) {
 		ret = -EBADMSG;
 		gg_fail(err, errlen, "%s: %s", path,
-			S_ISREG(st.st_mode) ? "empty file" : "not a file");
+			S_ISREG(st.st_mode) ? "empty file" :
+			S_ISFIFO(st.st_mode) ? "a FIFO, not a regular file" :
+			"not a regular file");
 		goto out_close;
 	}
 	map = mmap(NULL, st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);

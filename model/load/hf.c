@@ -61,26 +61,67 @@ hf_fail(char *err, size_t errlen, int ret, const char *fmt, ...)
 
 /* ---- files ---- */
 
+/* what a non-regular file is, for the message that refuses it */
+static const char *ftype(mode_t mode)
+{
+	if (S_ISDIR(mode))
+		return "a directory";
+	if (S_ISFIFO(mode))
+		return "a FIFO";
+	if (S_ISSOCK(mode))
+		return "a socket";
+	if (S_ISCHR(mode))
+		return "a character device";
+	if (S_ISBLK(mode))
+		return "a block device";
+	return "not a regular file";
+}
+
+/*
+ * Open @path for reading without blocking (a FIFO would block in open()
+ * until a writer came) and refuse anything but a regular file. O_NONBLOCK
+ * does not change how a regular file reads.
+ */
+static int open_regular(const char *path, struct stat *st, char *err,
+			size_t errlen)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK), ret;
+
+	if (fd < 0) {
+		ret = -errno;
+		return hf_fail(err, errlen, ret, "hf: %s: %s", path,
+			       strerror(-ret));
+	}
+	if (fstat(fd, st)) {
+		ret = -errno;
+		close(fd);
+		return hf_fail(err, errlen, ret, "hf: %s: %s", path,
+			       strerror(-ret));
+	}
+	if (!S_ISREG(st->st_mode)) {
+		close(fd);
+		return hf_fail(err, errlen, -EBADMSG,
+			       "hf: %s: %s, not a regular file", path,
+			       ftype(st->st_mode));
+	}
+	return fd;
+}
+
 static int read_all(const char *path, char **buf, size_t *len, char *err,
 		    size_t errlen)
 {
 	struct stat st;
 	ssize_t r;
 	size_t got = 0;
-	int fd, ret;
+	int fd;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		ret = -errno;
-		return hf_fail(err, errlen, ret, "hf: %s: %s", path,
-			       strerror(-ret));
-	}
-	if (fstat(fd, &st) || !S_ISREG(st.st_mode) ||
-	    (uint64_t)st.st_size > HF_JSON_MAX) {
+	fd = open_regular(path, &st, err, errlen);
+	if (fd < 0)
+		return fd;
+	if ((uint64_t)st.st_size > HF_JSON_MAX) {
 		close(fd);
 		return hf_fail(err, errlen, -EBADMSG,
-			       "hf: %s: not a regular file under 512 MiB",
-			       path);
+			       "hf: %s: larger than 512 MiB", path);
 	}
 	*buf = malloc((size_t)st.st_size + 1);
 	if (!*buf) {
@@ -131,13 +172,10 @@ static int map_file(const char *path, struct st_map *m, char *err,
 	struct stat st;
 	int fd, ret;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		ret = -errno;
-		return hf_fail(err, errlen, ret, "hf: %s: %s", path,
-			       strerror(-ret));
-	}
-	if (fstat(fd, &st) || !S_ISREG(st.st_mode) || st.st_size < 8) {
+	fd = open_regular(path, &st, err, errlen);
+	if (fd < 0)
+		return fd;
+	if (st.st_size < 8) {
 		close(fd);
 		return hf_fail(err, errlen, -EBADMSG,
 			       "hf: %s: truncated safetensors file (%lld "
@@ -312,7 +350,15 @@ static int st_parse(const uint8_t *buf, size_t size, const char *fname,
 			goto bad_off;
 		}
 		t->end = (uint64_t)x;
-		if (t->begin > t->end || t->end > room) {
+		if (t->begin > t->end) {
+			ret = hf_fail(err, errlen, -EBADMSG,
+				      "hf: %s: tensor '%.64s': data_offsets "
+				      "[%llu, %llu] begin after end", fname,
+				      v->key, (unsigned long long)t->begin,
+				      (unsigned long long)t->end);
+			goto fail;
+		}
+		if (t->end > room) {
 			ret = hf_fail(err, errlen, -EBADMSG,
 				      "hf: %s: tensor '%.64s': data [%llu, "
 				      "%llu) beyond end of file (%llu data "
@@ -590,6 +636,7 @@ static int hf_config(const char *dir, const struct llm_json *cfg,
 	const struct llm_json *ar = llm_json_get(cfg, "architectures");
 	const struct llm_json *v, *rs;
 	char path[PATH_MAX];
+	int64_t x64;
 	double x;
 	int ret;
 	size_t i;
@@ -636,6 +683,9 @@ static int hf_config(const char *dir, const struct llm_json *cfg,
 			      "vocab_size", path, err, errlen);
 	if (ret)
 		return ret;
+	if (!llm_json_int(llm_json_get(cfg, "vocab_size"), 0, 0, &x64))
+		return hf_fail(err, errlen, -EBADMSG,
+			       "hf: %s: vocab_size is 0", path);
 	ret = cfg_num(cfg, "rms_norm_eps", &x, path, err, errlen);
 	if (ret == -ENOENT)
 		return hf_fail(err, errlen, -EBADMSG,
@@ -667,12 +717,13 @@ static int hf_config(const char *dir, const struct llm_json *cfg,
 			       "%s", path, hc->arch);
 	v = llm_json_get(cfg, "sliding_window");
 	hc->sliding = 0;
-	if (v && v->type == LLM_JSON_NUMBER && !strcmp(hc->arch, "mistral")) {
-		int64_t sw;
-
-		if (!llm_json_int(v, 1, UINT32_MAX, &sw))
-			hc->sliding = (uint32_t)sw;
-	}
+	ret = llm_json_int(v, 1, UINT32_MAX, &x64);
+	if (ret && ret != -ENOENT)
+		return hf_fail(err, errlen, -EBADMSG,
+			       "hf: %s: sliding_window is not null nor an "
+			       "integer in [1, 2^32)", path);
+	if (!ret && !strcmp(hc->arch, "mistral"))
+		hc->sliding = (uint32_t)x64;
 	rs = llm_json_get(cfg, "rope_scaling");
 	if (rs && rs->type == LLM_JSON_OBJECT) {
 		const struct llm_json *ty = llm_json_get(rs, "rope_type");
@@ -833,9 +884,36 @@ static enum llm_tok_prefix spm_prefix(const struct llm_json *tj)
 	return LLM_TOK_PREFIX_NONE;
 }
 
+/*
+ * tokenizer_config.json's bos_token (a string, an AddedToken object with
+ * its content, or null) must name a token of the vocabulary
+ */
+static int tcfg_bos(const char *tcpath, const struct llm_json *tcfg,
+		    const struct tstr *tok, uint32_t n, char *err,
+		    size_t errlen)
+{
+	const struct llm_json *v = llm_json_get(tcfg, "bos_token");
+
+	if (v && v->type == LLM_JSON_OBJECT)
+		v = llm_json_get(v, "content");
+	else if (!v || v->type == LLM_JSON_NULL)
+		return 0;
+	if (!v || v->type != LLM_JSON_STRING)
+		return hf_fail(err, errlen, -EBADMSG,
+			       "hf: %s: bos_token is not a string, an object "
+			       "with a content string, or null", tcpath);
+	for (uint32_t i = 0; i < n; i++)
+		if (tok[i].n == v->n && !memcmp(tok[i].s, v->str, v->n))
+			return 0;
+	return hf_fail(err, errlen, -EBADMSG,
+		       "hf: %s: bos_token '%.48s' is not in the vocabulary",
+		       tcpath, v->str);
+}
+
 static int hf_tokenizer(const char *path, const struct llm_json *tj,
-			const struct llm_json *tcfg, struct gimg *b,
-			int32_t *bos_out, char *err, size_t errlen)
+			const struct llm_json *tcfg, const char *tcpath,
+			struct gimg *b, int32_t *bos_out, char *err,
+			size_t errlen)
 {
 	const struct llm_json *model = llm_json_get(tj, "model");
 	const struct llm_json *vocab = llm_json_get(model, "vocab");
@@ -943,6 +1021,9 @@ static int hf_tokenizer(const char *path, const struct llm_json *tj,
 	if (unk_id >= 0)
 		gi_kv_u32(b, "tokenizer.ggml.unknown_token_id",
 			  (uint32_t)unk_id);
+	ret = tcfg_bos(tcpath, tcfg, tok, n, err, errlen);
+	if (ret)
+		goto out;
 
 	gi_kv_str(b, "tokenizer.ggml.model", spm ? "llama" : "gpt2",
 		  spm ? 5 : 4);
@@ -1025,45 +1106,125 @@ out:
 	return ret;
 }
 
-/* an id from generation_config.json or config.json; may be a list */
-static void gen_ids(const struct llm_json *v, struct llm_gen_defaults *g)
+/*
+ * eos_token_id of generation_config.json or config.json: an id or a list
+ * of ids; null or absent leaves @g as it is
+ */
+static int gen_ids(const struct llm_json *v, const char *path,
+		   int64_t n_vocab, struct llm_gen_defaults *g, char *err,
+		   size_t errlen)
 {
 	int64_t x;
 
-	if (!v)
-		return;
+	if (!v || v->type == LLM_JSON_NULL)
+		return 0;
 	if (v->type == LLM_JSON_ARRAY) {
+		if (v->n > LLM_MODEL_MAX_EOS)
+			return hf_fail(err, errlen, -EBADMSG,
+				       "hf: %s: eos_token_id lists %u ids "
+				       "(at most %d)", path, v->n,
+				       LLM_MODEL_MAX_EOS);
 		g->n_eos = 0;
-		for (uint32_t i = 0; i < v->n && g->n_eos < LLM_MODEL_MAX_EOS;
-		     i++)
-			if (!llm_json_int(&v->kids[i], 0, LLM_MAX_VOCAB - 1,
-					  &x))
-				g->eos[g->n_eos++] = (int32_t)x;
-	} else if (!llm_json_int(v, 0, LLM_MAX_VOCAB - 1, &x)) {
-		g->n_eos = 1;
-		g->eos[0] = (int32_t)x;
+		for (uint32_t i = 0; i < v->n; i++) {
+			if (llm_json_int(&v->kids[i], 0, LLM_MAX_VOCAB - 1,
+					 &x))
+				goto bad;
+			if (x >= n_vocab)
+				goto past;
+			g->eos[g->n_eos++] = (int32_t)x;
+		}
+		return 0;
 	}
+	if (llm_json_int(v, 0, LLM_MAX_VOCAB - 1, &x))
+		goto bad;
+	if (x >= n_vocab)
+		goto past;
+	g->n_eos = 1;
+	g->eos[0] = (int32_t)x;
+	return 0;
+past:
+	return hf_fail(err, errlen, -EBADMSG,
+		       "hf: %s: eos_token_id %lld is past the vocabulary "
+		       "(%lld)", path, (long long)x, (long long)n_vocab);
+bad:
+	return hf_fail(err, errlen, -EBADMSG,
+		       "hf: %s: eos_token_id is not a token id nor a list of "
+		       "them", path);
 }
 
-static void hf_gen(const struct llm_json *cfg, const struct llm_json *gen,
-		   struct llm_gen_defaults *g)
+/* a number of generation_config.json in [@lo, @hi]; null or absent: -1 */
+static int gen_num(const struct llm_json *gen, const char *key, double lo,
+		   double hi, bool integer, double *out, const char *path,
+		   char *err, size_t errlen)
 {
-	const struct llm_json *v;
-	int64_t x;
+	const struct llm_json *v = llm_json_get(gen, key);
 
-	gen_ids(llm_json_get(cfg, "eos_token_id"), g);
-	gen_ids(llm_json_get(gen, "eos_token_id"), g);
-	if (!llm_json_int(llm_json_get(gen, "bos_token_id"), 0,
-			  LLM_MAX_VOCAB - 1, &x))
+	*out = -1;
+	if (!v || v->type == LLM_JSON_NULL)
+		return 0;
+	if (v->type != LLM_JSON_NUMBER || !(v->num >= lo && v->num <= hi) ||
+	    (integer && v->num != (double)(int64_t)v->num))
+		return hf_fail(err, errlen, -EBADMSG,
+			       "hf: %s: %s is not %s in [%g, %g]", path, key,
+			       integer ? "an integer" : "a number", lo, hi);
+	*out = v->num;
+	return 0;
+}
+
+/*
+ * The generation defaults: eos ids from config.json, then from
+ * generation_config.json; a mistyped or out-of-range value is refused
+ * with its file and key named.
+ */
+static int hf_gen(const char *dir, const struct llm_json *cfg,
+		  const struct llm_json *gen, struct llm_gen_defaults *g,
+		  char *err, size_t errlen)
+{
+	char cpath[PATH_MAX], gpath[PATH_MAX];
+	int64_t nv = LLM_MAX_VOCAB;
+	double x;
+	int ret;
+
+	snprintf(cpath, sizeof(cpath), "%s/config.json", dir);
+	snprintf(gpath, sizeof(gpath), "%s/generation_config.json", dir);
+	llm_json_int(llm_json_get(cfg, "vocab_size"), 1, LLM_MAX_VOCAB, &nv);
+	ret = gen_ids(llm_json_get(cfg, "eos_token_id"), cpath, nv, g, err,
+		      errlen);
+	if (ret || !gen)
+		return ret;
+	if (gen->type != LLM_JSON_OBJECT)
+		return hf_fail(err, errlen, -EBADMSG,
+			       "hf: %s: not a JSON object", gpath);
+	ret = gen_ids(llm_json_get(gen, "eos_token_id"), gpath, nv, g, err,
+		      errlen);
+	if (!ret)
+		ret = gen_num(gen, "bos_token_id", 0, (double)nv - 1, true,
+			      &x, gpath, err, errlen);
+	if (ret)
+		return ret;
+	if (x >= 0)
 		g->bos = (int32_t)x;
-	v = llm_json_get(gen, "temperature");
-	if (v && v->type == LLM_JSON_NUMBER && v->num >= 0 && v->num < 100)
-		g->temperature = (float)v->num;
-	if (!llm_json_int(llm_json_get(gen, "top_k"), 0, INT32_MAX, &x))
+	ret = gen_num(gen, "temperature", 0, 100, false, &x, gpath, err,
+		      errlen);
+	if (ret)
+		return ret;
+	if (x >= 0)
+		g->temperature = (float)x;
+	ret = gen_num(gen, "top_k", 0, INT32_MAX, true, &x, gpath, err,
+		      errlen);
+	if (ret)
+		return ret;
+	if (x >= 0)
 		g->top_k = (int)x;
-	v = llm_json_get(gen, "top_p");
-	if (v && v->type == LLM_JSON_NUMBER && v->num > 0 && v->num <= 1)
-		g->top_p = (float)v->num;
+	ret = gen_num(gen, "top_p", 0, 1, false, &x, gpath, err, errlen);
+	if (ret)
+		return ret;
+	if (x == 0)
+		return hf_fail(err, errlen, -EBADMSG,
+			       "hf: %s: top_p is 0 (in (0, 1])", gpath);
+	if (x > 0)
+		g->top_p = (float)x;
+	return 0;
 }
 
 /* ---- tensors ---- */
@@ -1246,7 +1407,7 @@ int llm_hf_open(const char *dir, struct llm_model *m, char *err,
 	struct hf_cfg hc = { 0 };
 	struct llm_st *st;
 	int32_t bos = -1;
-	char gerr[LLM_GGUF_ERR_MAX], path[PATH_MAX];
+	char gerr[LLM_GGUF_ERR_MAX], path[PATH_MAX], tcpath[PATH_MAX];
 	uint64_t nkv_pos;
 	int ret;
 
@@ -1275,18 +1436,25 @@ int llm_hf_open(const char *dir, struct llm_model *m, char *err,
 	nkv_pos = b.len;
 	gi_u64(&b, 0); /* kv count, patched below */
 	ret = hf_config(dir, llm_json_root(cfg), &b, &hc, err, errlen);
+	snprintf(tcpath, sizeof(tcpath), "%s/tokenizer_config.json", dir);
+	if (!ret && tc && llm_json_root(tc)->type != LLM_JSON_OBJECT)
+		ret = hf_fail(err, errlen, -EBADMSG,
+			      "hf: %s: not a JSON object", tcpath);
 	snprintf(path, sizeof(path), "%s/tokenizer.json", dir);
 	if (!ret && tj)
 		ret = hf_tokenizer(path, llm_json_root(tj),
-				   tc ? llm_json_root(tc) : NULL, &b, &bos,
-				   err, errlen);
+				   tc ? llm_json_root(tc) : NULL, tcpath, &b,
+				   &bos, err, errlen);
 	if (ret)
 		goto out;
 	if (bos >= 0)
 		gi_kv_u32(&b, "tokenizer.ggml.bos_token_id", (uint32_t)bos);
 	m->gen.n_eos = 0;
 	m->gen.bos = bos;
-	hf_gen(llm_json_root(cfg), gen ? llm_json_root(gen) : NULL, &m->gen);
+	ret = hf_gen(dir, llm_json_root(cfg), gen ? llm_json_root(gen) : NULL,
+		     &m->gen, err, errlen);
+	if (ret)
+		goto out;
 	if (m->gen.n_eos)
 		gi_kv_u32(&b, "tokenizer.ggml.eos_token_id",
 			  (uint32_t)m->gen.eos[0]);
@@ -1382,7 +1550,7 @@ int llm_hf_tokenizer(const char *path, struct llm_tok **out, char *err,
 	gi_u32(&b, 3);
 	gi_u64(&b, 0);
 	gi_u64(&b, 0);
-	ret = hf_tokenizer(path, llm_json_root(tj), NULL, &b, &bos, err,
+	ret = hf_tokenizer(path, llm_json_root(tj), NULL, NULL, &b, &bos, err,
 			   errlen);
 	llm_json_free(tj);
 	if (ret)

@@ -407,9 +407,12 @@ const struct llm_json *llm_json_root(const struct llm_json_doc *d)
 }
 
 /**
- * llm_json_get() - the first member of an object with a given name.
+ * llm_json_get() - the member of an object with a given name.
  * @obj: a value; anything but an object gives NULL.
  * @key: NUL-terminated name.
+ *
+ * A name given twice means its last value, as Python's json module (and so
+ * the Hugging Face libraries) reads it.
  *
  * Return: the member's value, or NULL.
  */
@@ -420,7 +423,7 @@ const struct llm_json *llm_json_get(const struct llm_json *obj,
 
 	if (!obj || obj->type != LLM_JSON_OBJECT)
 		return NULL;
-	for (uint32_t k = 0; k < obj->n; k++)
+	for (uint32_t k = obj->n; k-- > 0;)
 		if (obj->kids[k].key_len == n &&
 		    !memcmp(obj->kids[k].key, key, n))
 			return &obj->kids[k];

@@ -94,6 +94,21 @@ int llm_model_open(const char *path, struct llm_model **out, char *err,
 		snprintf(err, errlen, "%s: %s", path, e2);
 		goto fail;
 	}
+	for (int i = 0; i < m->gen.n_eos; i++) {
+		if ((uint32_t)m->gen.eos[i] < m->cfg.n_vocab)
+			continue;
+		snprintf(err, errlen, "%s: eos_token_id %d is past the "
+			 "vocabulary (%u)", path, m->gen.eos[i],
+			 m->cfg.n_vocab);
+		ret = -EBADMSG;
+		goto fail;
+	}
+	if (m->gen.bos >= 0 && (uint32_t)m->gen.bos >= m->cfg.n_vocab) {
+		snprintf(err, errlen, "%s: bos_token_id %d is past the "
+			 "vocabulary (%u)", path, m->gen.bos, m->cfg.n_vocab);
+		ret = -EBADMSG;
+		goto fail;
+	}
 	if (m->tok && m->tok->n_vocab > m->cfg.n_vocab) {
 		snprintf(err, errlen, "%s: tokenizer has %u tokens, the model "
 			 "%u", path, m->tok->n_vocab, m->cfg.n_vocab);

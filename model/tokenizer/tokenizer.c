@@ -339,8 +339,20 @@ static int load_merges(struct llm_tok *t, const struct llm_gguf *g,
 		size_t la, lb;
 		int32_t a, b, ab;
 
-		if (!sp || sp == m[i].ptr || sp == m[i].ptr + m[i].len - 1)
-			continue; /* malformed merge: never applies */
+		if (!sp || sp == m[i].ptr || sp == m[i].ptr + m[i].len - 1 ||
+		    memchr(sp + 1, ' ', m[i].ptr + m[i].len - sp - 1)) {
+			/* as the tokenizers library refuses it */
+			if (err && errlen)
+				snprintf(err, errlen, "tokenizer: "
+					 "tokenizer.ggml.merges[%llu] '%.*s' "
+					 "is not two tokens joined by one "
+					 "space", (unsigned long long)i,
+					 (int)(m[i].len > 48 ? 48 : m[i].len),
+					 m[i].ptr);
+			free(buf);
+			free(m);
+			return -EBADMSG;
+		}
 		la = sp - m[i].ptr;
 		lb = m[i].len - la - 1;
 		if (la + lb > bufcap) {
@@ -360,8 +372,20 @@ static int load_merges(struct llm_tok *t, const struct llm_gguf *g,
 		memcpy(buf, m[i].ptr, la);
 		memcpy(buf + la, sp + 1, lb);
 		ab = str_map_get(vm, buf, la + lb);
-		if (a < 0 || b < 0 || ab < 0)
-			continue;
+		if (a < 0 || b < 0 || ab < 0) {
+			if (err && errlen)
+				snprintf(err, errlen, "tokenizer: "
+					 "tokenizer.ggml.merges[%llu] '%.*s': "
+					 "%s not in the vocabulary",
+					 (unsigned long long)i,
+					 (int)(m[i].len > 48 ? 48 : m[i].len),
+					 m[i].ptr, a < 0 ? "the first token" :
+					 b < 0 ? "the second token" :
+					 "the merged token");
+			free(buf);
+			free(m);
+			return -EBADMSG;
+		}
 		merge_add(t, a, b, (uint32_t)i, ab);
 	}
 	free(buf);

@@ -6,10 +6,13 @@
  *
  * An input is a program: a sequence of operations decoded byte by byte
  * (open a handle, close one, one ioctl with structured but hostile
- * arguments, one ioctl with a raw command number and raw bytes, or arm a
+ * arguments, one ioctl with a raw command number and raw bytes, arm a
  * fault: the nth runtime call of a space, or the allocator step of the
- * next admission). Arguments live in a fuzzer-owned arena, at any
- * alignment; the user pointers inside them point into the arena or are
+ * next admission, or play the data-plane kernels: raise some token counts
+ * of a slot through the SPACE_MAP mapping, within its pages). STEP_SUBMIT
+ * gets up to four generated ops (APPEND, TRIM, EVICT, SHRINK) with their
+ * slot arrays, at one fixed place in the arena. Arguments live in a
+ * fuzzer-owned arena, at any alignment; the user pointers inside them point into the arena or are
  * NULL, with counts that may exceed what the space allows (the driver must
  * refuse those before it reads). A real kernel would fail an unmapped
  * pointer with -EFAULT; an in-process driver cannot tell, so the harness
@@ -47,7 +50,7 @@
 #define MAX_FDS 3
 #define MAX_SPACES 6
 #define MAX_HEADS 64		/* nr_layers * nr_kv_heads, at most */
-#define ARENA_SIZE 16384
+#define ARENA_SIZE 22528
 /* where each kind of argument may start, and the largest it can be */
 #define ARG_AREA 0		/* structures: 4096 starts + 256 */
 #define SEQ_AREA 4608		/* kvmm_seq[64]: 4096 starts + 1024 */
@@ -56,6 +59,15 @@
 #define SLOT_SPAN 1024
 #define HEAD_AREA 11264		/* kvmm_head_stats[64]: 2048 + 2048 */
 #define HEAD_SPAN 2048
+#define OPS_AREA 16384		/* kvmm_step_op[17]: at one fixed place */
+#define OPS_SIZE 1024
+#define STEP_AREA 17408		/* kvmm_step_slot[18] per op, 4 ops:
+				 * 256 starts + 288 each */
+#define STEP_STRIDE 640
+#define STEP_SPAN 256
+#define INFO_AREA (STEP_AREA + 4 * STEP_STRIDE) /* kvmm_seq_info[18]:
+						  * 1024 starts + 720 */
+#define INFO_SPAN 1024
 
 struct in {
 	const uint8_t *p;
@@ -90,6 +102,8 @@ static unsigned long long nr_ioctls, nr_failed, nr_inputs, nr_faults;
 static unsigned long long nr_mutated;
 static unsigned long long max_ioctls, next_progress = 1000000;
 static unsigned long long nr_ok[16];
+static unsigned long long nr_kernel;
+static uint64_t ops_ptr;	/* where the last STEP_SUBMIT's ops are */
 
 static uint8_t rd8(struct in *in)
 {
@@ -358,13 +372,62 @@ static void gen_slots(struct in *in, uint64_t ptr, uint32_t count,
 	}
 }
 
+/*
+ * A step: up to 4 generated ops (more are zero, refused as op 0) at one
+ * fixed place, each with its own slot array; mostly valid ops and slots
+ * in range, the arguments EVICT takes, now and then a hostile field.
+ */
+static void gen_step(struct in *in, struct kvmm_step_submit *s, uint32_t sp,
+		     uint32_t max)
+{
+	uint8_t c = rd8(in);
+	uint32_t n = c < 240 ? c % 5 : c < 250 ? KVMM_STEP_MAX_OPS : rd32(in);
+
+	s->space = sp;
+	s->nr_ops = n;
+	s->ops = rd8(in) >= 250 ? 0 : (uint64_t)(uintptr_t)arena + OPS_AREA;
+	memset(arena + OPS_AREA, 0, OPS_SIZE);
+	for (uint32_t i = 0; i < n && i < 4; i++) {
+		struct kvmm_step_op o = { 0 };
+		unsigned char *at;
+
+		c = rd8(in);
+		o.op = c < 240 ? 1 + c % KVMM_OP_MAX : c;
+		o.count = hostile32(in, rd8(in) % (max + 2));
+		o.slots = user_ptr(in, STEP_AREA + i * STEP_STRIDE, STEP_SPAN);
+		c = rd8(in);
+		o.sinks = o.op == KVMM_OP_EVICT ? c % 8 : c >= 250;
+		if (rd8(in) >= 250)
+			o.flags = 1;
+		if (rd8(in) >= 250)
+			o.reserved = 1;
+		at = (unsigned char *)(uintptr_t)o.slots;
+		for (uint32_t j = 0; at && j < o.count && j < 18; j++) {
+			struct kvmm_step_slot e = { 0 };
+
+			c = rd8(in);
+			e.slot = c < 240 ? c % (max + 1) : rd32(in);
+			if (o.op == KVMM_OP_EVICT || rd8(in) >= 250) {
+				e.arg0 = rd8(in);
+				e.arg1 = rd8(in) < 240 ? rd16(in) : rd32(in);
+			}
+			if (rd8(in) >= 252)
+				e.pad = 1;
+			memcpy(at + j * sizeof(e), &e, sizeof(e));
+		}
+		memcpy(arena + OPS_AREA + i * sizeof(o), &o, sizeof(o));
+	}
+	ops_ptr = (uint64_t)(uintptr_t)arena + OPS_AREA;
+	maybe_corrupt(in, s, sizeof(*s));
+}
+
 /* fill the argument, return the command and the space it names (or -1) */
 static unsigned long gen_ioctl(struct in *in, int fd, void *k,
 			       uint32_t *space_out)
 {
 	uint32_t sp = pick_space(in, fd), max = 16;
 	int idx = space_index(fd, sp);
-	uint8_t which = rd8(in) % 9;
+	uint8_t which = rd8(in) % 13;
 
 	if (idx >= 0)
 		max = spaces[idx].max_seqs;
@@ -448,12 +511,53 @@ static unsigned long gen_ioctl(struct in *in, int fd, void *k,
 		maybe_corrupt(in, s, sizeof(*s));
 		return KVMM_IOC_STATS;
 	}
-	default: {
+	case 8: {
 		struct kvmm_page_table_info *p = k;
 
 		p->space = sp;
 		maybe_corrupt(in, p, sizeof(*p));
 		return KVMM_IOC_PAGE_TABLE_INFO;
+	}
+	case 9: {
+		struct kvmm_space_map *m = k;
+
+		m->space = sp;
+		if (rd8(in) >= 240)	/* a host space binds no stream */
+			m->stream = rd64(in);
+		maybe_corrupt(in, m, sizeof(*m));
+		return KVMM_IOC_SPACE_MAP;
+	}
+	case 10:
+		gen_step(in, k, sp, max);
+		return KVMM_IOC_STEP_SUBMIT;
+	case 11: {
+		struct kvmm_fence *f = k;
+		uint8_t c = rd8(in);
+
+		f->space = sp;
+		f->seqno = c < 128 ? 0 : c < 240 ? c % 16 : rd64(in);
+		c = rd8(in);
+		f->flags = c < 128 ? 0 : c < 250 ? KVMM_FENCE_WAIT : c;
+		maybe_corrupt(in, f, sizeof(*f));
+		return KVMM_IOC_FENCE;
+	}
+	default: {
+		struct kvmm_seq_stats *q = k;
+		unsigned char *at;
+
+		q->space = sp;
+		q->count = hostile32(in, rd8(in) % (max + 2));
+		q->seqs = user_ptr(in, INFO_AREA, INFO_SPAN);
+		at = (unsigned char *)(uintptr_t)q->seqs;
+		for (uint32_t i = 0; at && i < q->count && i < 18; i++) {
+			struct kvmm_seq_info e = { 0 };
+			uint8_t c = rd8(in);
+
+			e.slot = c < 240 ? c % (max + 2) : rd32(in);
+			memcpy(at + i * sizeof(e), &e, sizeof(e));
+		}
+		maybe_corrupt(in, q, sizeof(*q));
+		return KVMM_IOC_SEQ_STATS;
 	}
 	}
 }
@@ -524,13 +628,29 @@ static void fix_ptrs(unsigned long cmd, void *k)
 		fix_at(k, offsetof(struct kvmm_stats, heads), HEAD_AREA,
 		       HEAD_SPAN);
 		break;
+	case _IOC_NR(KVMM_IOC_STEP_SUBMIT): {
+		/* the ops are read where they were written, or not at all */
+		uint64_t p;
+		size_t off = offsetof(struct kvmm_step_submit, ops);
+
+		memcpy(&p, (char *)k + off, sizeof(p));
+		if (p && p != ops_ptr)
+			p = ops_ptr;
+		memcpy((char *)k + off, &p, sizeof(p));
+		break;
+	}
+	case _IOC_NR(KVMM_IOC_SEQ_STATS):
+		fix_at(k, offsetof(struct kvmm_seq_stats, seqs), INFO_AREA,
+		       INFO_SPAN);
+		break;
 	}
 }
 
 static int is_readonly(unsigned long cmd)
 {
 	return cmd == KVMM_IOC_VERSION || cmd == KVMM_IOC_STATS ||
-	       cmd == KVMM_IOC_PAGE_TABLE_INFO;
+	       cmd == KVMM_IOC_PAGE_TABLE_INFO || cmd == KVMM_IOC_SPACE_MAP ||
+	       cmd == KVMM_IOC_FENCE || cmd == KVMM_IOC_SEQ_STATS;
 }
 
 static void do_ioctl(struct in *in, int raw)
@@ -545,6 +665,10 @@ static void do_ioctl(struct in *in, int raw)
 		struct kvmm_compact cp;
 		struct kvmm_stats s;
 		struct kvmm_page_table_info p;
+		struct kvmm_space_map m;
+		struct kvmm_step_submit st;
+		struct kvmm_fence f;
+		struct kvmm_seq_stats q;
 		unsigned char bytes[256];
 	} k;
 	int fd = pick_fd(in), changed = -1, ret;
@@ -630,9 +754,11 @@ static void do_ioctl(struct in *in, int raw)
 			violation("ioctl %#lx succeeded on space %u not of "
 				  "fd %d", cmd, named, fd);
 	}
-	if (cmd != KVMM_IOC_SEQ_ADMIT &&
-	    memcmp(arena + SEQ_AREA, arena_before + SEQ_AREA,
-		   HEAD_AREA - SEQ_AREA))
+	if ((cmd != KVMM_IOC_SEQ_ADMIT &&
+	     memcmp(arena + SEQ_AREA, arena_before + SEQ_AREA,
+		    HEAD_AREA - SEQ_AREA)) ||
+	    memcmp(arena + OPS_AREA, arena_before + OPS_AREA,
+		   INFO_AREA - OPS_AREA))
 		violation("ioctl %#lx wrote an array it only reads", cmd);
 	check_all(changed, "an ioctl", ret);
 }
@@ -715,6 +841,59 @@ static void do_fault(struct in *in, unsigned int where)
 	nr_faults++;
 }
 
+/*
+ * What the data-plane kernels do between submissions: raise the token
+ * counts of some lists of one slot through the mapping, within what its
+ * pages hold (a prefill slot: both tiers in its reserved pages; a decoding
+ * one: each tier up to its pages, never down, as the checker wants).
+ */
+static void do_kernel(struct in *in)
+{
+	struct kvmm_space_map m = { 0 };
+	struct kvmm_seq_info info = { 0 };
+	struct kvmm_seq_stats q = { .count = 1,
+				    .seqs = (uint64_t)(uintptr_t)&info };
+	struct space *s;
+	uint32_t *np, *nt, a, b;
+
+	if (!nr_spaces)
+		return;
+	s = &spaces[rd8(in) % nr_spaces];
+	m.space = q.space = s->id;
+	info.slot = rd8(in) % s->max_seqs;
+	if (kvshim_ioctl(s->fd, KVMM_IOC_SPACE_MAP, &m) ||
+	    kvshim_ioctl(s->fd, KVMM_IOC_SEQ_STATS, &q))
+		violation("MAP or SEQ_STATS of space %u", s->id);
+	if (info.state == KVMM_SEQ_FREE)
+		return;
+	np = (uint32_t *)(uintptr_t)m.npages;
+	nt = (uint32_t *)(uintptr_t)m.ntokens;
+	a = m.tiers[0].tokens;
+	b = m.tiers[1].tokens;
+	for (uint32_t j = 0; j < m.lists_per_slot; j++) {
+		uint32_t l = info.slot * m.lists_per_slot + j, hi, lo, room;
+
+		if (rd8(in) < 64)
+			continue;
+		if (info.state == KVMM_SEQ_PREFILL) {
+			hi = rd16(in) % (np[2 * l] * a + 1);
+			room = np[2 * l] - (hi + a - 1) / a;
+			lo = rd16(in) % (room * b + 1);
+		} else {
+			hi = nt[2 * l] +
+			     rd16(in) % (np[2 * l] * a - nt[2 * l] + 1);
+			lo = nt[2 * l + 1] +
+			     rd16(in) % (np[2 * l + 1] * b - nt[2 * l + 1] + 1);
+		}
+		if ((uint64_t)hi + lo > m.max_tokens)
+			continue;
+		nt[2 * l] = hi;
+		nt[2 * l + 1] = lo;
+	}
+	nr_kernel++;
+	take(s, &s->snap);	/* the checker accepts what kernels write */
+}
+
 static void report(void);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -723,7 +902,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	nr_inputs++;
 	while (in.n) {
-		uint8_t op = rd8(&in) % 32;
+		uint8_t op = rd8(&in) % 34;
 
 		if (op < 2)
 			do_open();
@@ -735,8 +914,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			do_ioctl(&in, 1);
 		else if (op < 31)
 			do_fault(&in, KVSHIM_FAULT_RUNTIME);
-		else
+		else if (op < 32)
 			do_fault(&in, KVSHIM_FAULT_ADMIT);
+		else
+			do_kernel(&in);
 		/* the first operation of most inputs finds a handle open */
 		if (!nr_fds && rd8(&in) < 192)
 			do_open();
@@ -771,10 +952,13 @@ static void report(void)
 	snprintf(line, sizeof(line),
 		 "fuzz_uapi: %llu inputs, %llu ioctls (%llu failed, %llu "
 		 "succeeded: create %llu admit %llu release %llu budget %llu "
-		 "compact %llu), %llu commands mutated, %llu faults armed\n",
+		 "compact %llu map %llu step %llu fence %llu seq_stats %llu), "
+		 "%llu commands mutated, %llu faults armed, %llu kernel "
+		 "writes\n",
 		 nr_inputs, nr_ioctls, nr_failed, nr_ioctls - nr_failed,
-		 nr_ok[1], nr_ok[3], nr_ok[4], nr_ok[5], nr_ok[6], nr_mutated,
-		 nr_faults);
+		 nr_ok[1], nr_ok[3], nr_ok[4], nr_ok[5], nr_ok[6], nr_ok[9],
+		 nr_ok[10], nr_ok[11], nr_ok[12], nr_mutated, nr_faults,
+		 nr_kernel);
 	fputs(line, stderr);
 	if (path) {
 		FILE *f = fopen(path, "w");

@@ -158,8 +158,10 @@ check: deps
 	$(Q)mkdir -p $(B)/logs
 	$(Q)$(CHECK) --cpu --tap $(B)/logs/check.tap --xml $(B)/logs/check.xml
 	$(Q)if command -v python3 >/dev/null; then \
-		python3 tests/plot_sweep_test.py; \
-	else echo "plot_sweep: 0 passed, 0 failed, 1 skipped (no python3)"; fi
+		python3 tests/plot_sweep_test.py && \
+		python3 tests/plot_serve_test.py; \
+	else echo "plot_sweep, plot_serve: 0 passed, 0 failed, 2 skipped" \
+		"(no python3)"; fi
 
 check-gpu: all
 	$(Q)mkdir -p $(B)/logs

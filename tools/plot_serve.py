@@ -39,27 +39,35 @@ def load(path):
     return rows
 
 
-def main():
-    if len(sys.argv) != 3:
-        sys.exit("usage: plot_serve.py SERVE.jsonl OUT.png")
-    rows = load(sys.argv[1])
+def series(rows):
+    """{policy: [(rate, gen tok/s, p99 TPOT ms, saturated), ...]}, the
+    policies in file order, each by increasing rate"""
+    out = {}
+    for r in rows:
+        out.setdefault(r["policy"], []).append(
+            (r["rate"], r["gen_tok_s"], r["tpot_ms"][2],
+             bool(r.get("saturated"))))
+    for pts in out.values():
+        pts.sort()
+    return out
+
+
+def draw(rows, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for pol in dict.fromkeys(r["policy"] for r in rows):
-        pts = sorted((r for r in rows if r["policy"] == pol),
-                     key=lambda r: r["rate"])
-        x = [r["rate"] for r in pts]
-        line, = ax1.plot(x, [r["gen_tok_s"] for r in pts], "-o", label=pol)
-        ax2.plot(x, [r["tpot_ms"][2] for r in pts], "-o",
-                 color=line.get_color(), label=pol)
-        sat = [r for r in pts if r.get("saturated")]
-        for ax, key in ((ax1, "gen_tok_s"), (ax2, None)):
-            ax.plot([r["rate"] for r in sat],
-                    [r[key] if key else r["tpot_ms"][2] for r in sat],
-                    "o", mfc="white", color=line.get_color())
+    for pol, pts in series(rows).items():
+        x = [p[0] for p in pts]
+        line, = ax1.plot(x, [p[1] for p in pts], "-o", label=pol)
+        ax2.plot(x, [p[2] for p in pts], "-o", color=line.get_color(),
+                 label=pol)
+        sat = [p for p in pts if p[3]]
+        ax1.plot([p[0] for p in sat], [p[1] for p in sat], "o",
+                 mfc="white", color=line.get_color())
+        ax2.plot([p[0] for p in sat], [p[2] for p in sat], "o",
+                 mfc="white", color=line.get_color())
     dev = rows[0].get("device", "?")
     ax1.set_xlabel("offered rate (requests/s)")
     ax1.set_ylabel("generated tok/s")
@@ -71,7 +79,15 @@ def main():
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    fig.savefig(sys.argv[2], dpi=120)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main():
+    if len(sys.argv) != 3:
+        sys.exit("usage: plot_serve.py SERVE.jsonl OUT.png")
+    rows = load(sys.argv[1])
+    draw(rows, sys.argv[2])
     print(f"wrote {sys.argv[2]} ({len(rows)} points)")
 
 

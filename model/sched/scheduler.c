@@ -461,16 +461,25 @@ static int recover(struct llm_sched *s)
 	return preempt(s, victim);
 }
 
-/* what the request holds now: its ppt for the admissions to come */
+/*
+ * what the request holds after its prefill: its ppt (pages per token per
+ * list) for the admissions to come
+ */
 static void measure(struct llm_sched *s, struct sched_req *r)
 {
 	struct llm_kv_usage u;
-	double n = (double)prompt_len(r) * s->g.lists;
+	double n = (double)prompt_len(r) * s->g.lists, held;
 
 	if (llm_kv_policy_usage(s->kv, r->slot, &u) || n <= 0)
 		return;
 	r->ppt = u.tokens[0] / n / s->g.tokens_per_page[0] +
 		 u.tokens[1] / n / s->g.tokens_per_page[1];
+	/* pages the tokens left behind count too (an eviction that lowered
+	 * the counts but freed no page): the pages held, less a partial
+	 * last page per list, bound it from below */
+	held = (double)(u.pages[0] + u.pages[1]);
+	if (held > s->g.lists && (held - s->g.lists) / n > r->ppt)
+		r->ppt = (held - s->g.lists) / n;
 	if (r->ppt <= 0)
 		r->ppt = 1e-9;
 	s->st.held_bytes += (u.pages[0] + u.pages[1]) * u.page_size;

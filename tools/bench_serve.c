@@ -18,6 +18,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -429,6 +430,18 @@ static int work_make(const struct srv_opts *o, const struct llm_model *mo,
 }
 
 /* ---- the executor behind the scheduler's callback ---- */
+
+/* --threads, else every CPU this process may run on */
+static int srv_threads(const struct srv_opts *o)
+{
+	cpu_set_t set;
+
+	if (o->threads)
+		return (int)o->threads;
+	if (!sched_getaffinity(0, sizeof(set), &set) && CPU_COUNT(&set) > 0)
+		return CPU_COUNT(&set);
+	return 1;
+}
 
 /* struct srv_exec - one executor and the time it spent per kind of step */
 struct srv_exec {
@@ -849,7 +862,7 @@ int cmd_bench_serve(int argc, char **argv)
 		goto out;
 #endif
 	} else {
-		ret = llm_cpu_load(&mo->cfg, &mo->w, (int)o.threads, &x.cpu,
+		ret = llm_cpu_load(&mo->cfg, &mo->w, srv_threads(&o), &x.cpu,
 				   err, sizeof(err));
 		wbytes = ret ? 0 : llm_cpu_weight_bytes(x.cpu) / 4;
 		x.z = ret ? NULL : malloc((size_t)o.max_seqs * x.vocab *

@@ -605,9 +605,9 @@ int llm_sched_step(struct llm_sched *s)
 	n_ran = b.n_seq;
 	left = take(s, left);
 	s->st.steps++;
-	s->st.sum_running += (uint64_t)s->n_run;
-	if (s->n_run > s->st.peak_running)
-		s->st.peak_running = s->n_run;
+	s->st.sum_running += (uint64_t)n_ran;
+	if (n_ran > s->st.peak_running)
+		s->st.peak_running = n_ran;
 	if (!pages_used(s, &used)) {
 		s->st.pages_used = used;
 		if (used > s->st.peak_pages)

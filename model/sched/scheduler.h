@@ -118,8 +118,8 @@ struct llm_sched_info {
  * @pages_moved: pages the compactions moved
  * @waiting: requests queued now
  * @running: requests holding a slot now
- * @peak_running: most requests running after a step
- * @sum_running: running requests summed over steps (mean = / @steps)
+ * @peak_running: most sequences in one step (prompts and decode tokens)
+ * @sum_running: sequences of each step, summed (mean = / @steps)
  * @done: requests completed
  * @failed: requests failed
  * @pages_used: pages in use after the last step (KVMM_IOC_FENCE)

@@ -56,10 +56,10 @@ ifneq ($(O),)
 B := $(O)
 endif
 
-# model/ is split in layers (load, tokenizer, exec, kv); each folder
+# model/ is split in layers (load, tokenizer, exec, kv, sched); each folder
 # holding sources is a module for the build
 MODULES := runtime allocator kernels ioctl-shim \
-	   model/load model/tokenizer model/exec model/kv
+	   model/load model/tokenizer model/exec model/kv model/sched
 INCLUDES := $(addprefix -I,$(MODULES)) -Iioctl-shim/uapi
 
 CC ?= gcc
@@ -158,8 +158,10 @@ check: deps
 	$(Q)mkdir -p $(B)/logs
 	$(Q)$(CHECK) --cpu --tap $(B)/logs/check.tap --xml $(B)/logs/check.xml
 	$(Q)if command -v python3 >/dev/null; then \
-		python3 tests/plot_sweep_test.py; \
-	else echo "plot_sweep: 0 passed, 0 failed, 1 skipped (no python3)"; fi
+		python3 tests/plot_sweep_test.py && \
+		python3 tests/plot_serve_test.py; \
+	else echo "plot_sweep, plot_serve: 0 passed, 0 failed, 2 skipped" \
+		"(no python3)"; fi
 
 check-gpu: all
 	$(Q)mkdir -p $(B)/logs

@@ -37,6 +37,8 @@ static const struct kvmm_cmd bench_cmds[] = {
 	  "per-head page eviction (KV-Compress) over Llama-3-8B lists" },
 	{ "decode", cmd_bench_decode,
 	  "decode step per policy x batch x context beside its floor (GPU)" },
+	{ "serve", cmd_bench_serve,
+	  "serving throughput and latency per policy under a KV budget" },
 };
 
 static const struct kvmm_cmd top_cmds[] = {

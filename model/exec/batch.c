@@ -78,7 +78,7 @@ int llm_batch_split(struct llm_kv *kv, const struct llm_batch *b, void *out,
 		    size_t row_bytes, llm_batch_fn fn, void *m)
 {
 	int n = b->n_seq, T = 0, ret = 0;
-	int *idx = malloc(3 * n * sizeof(int));
+	int *idx = malloc(4 * n * sizeof(int));
 	int32_t *tok = NULL;
 	uint8_t *tmp = malloc(n * row_bytes);
 
@@ -89,12 +89,15 @@ int llm_batch_split(struct llm_kv *kv, const struct llm_batch *b, void *out,
 		ret = -ENOMEM;
 		goto out;
 	}
+	/* decided before the prompts run: they are not empty afterwards */
+	for (int i = 0; i < n; i++)
+		idx[3 * n + i] = llm_kv_len(kv, b->seq[i]) == 0;
 	for (int pass = 0; !ret && pass < 2; pass++) {
 		int *seq = idx + n, *nt = idx + 2 * n, k = 0, t = 0, row = 0;
 		struct llm_batch sub = { 0, seq, nt, tok };
 
 		for (int i = 0; i < n; row += b->n_tok[i++]) {
-			if ((llm_kv_len(kv, b->seq[i]) == 0) != (pass == 0))
+			if (idx[3 * n + i] != (pass == 0))
 				continue;
 			idx[k] = i;
 			seq[k] = b->seq[i];

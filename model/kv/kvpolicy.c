@@ -875,6 +875,35 @@ int llm_kv_policy_space(const struct llm_kv *kv, int *fd, uint32_t *space)
 	return 0;
 }
 
+/**
+ * llm_kv_policy_geometry() - pages and tokens per page of a policy cache
+ * @kv: a policy cache
+ * @g: filled
+ *
+ * Read from the space's map: no uapi call.
+ *
+ * Return: 0, or -EINVAL for another cache.
+ */
+int llm_kv_policy_geometry(const struct llm_kv *kv,
+			   struct llm_kv_geometry *g)
+{
+	const struct kvp *c = (const struct kvp *)kv;
+
+	if (!is_kvp(kv) || !g)
+		return -EINVAL;
+	g->lists = c->lps;
+	g->nr_tiers = c->map.nr_tiers;
+	g->tokens_per_page[0] = c->map.tiers[0].tokens;
+	g->tokens_per_page[1] = c->map.tiers[1].tokens;
+	g->page_size = c->map.page_size;
+	g->pages_per_granule = c->map.pages_per_granule;
+	g->budget_pages = kv->bytes / KVMM_GRANULE_SIZE *
+			  c->map.pages_per_granule;
+	g->alpha[0] = c->pol.alpha_prune;
+	g->alpha[1] = c->pol.alpha_quant;
+	return 0;
+}
+
 /* pages of the space, per tier */
 static int kvp_stats(struct llm_kv *kv, struct llm_kv_stats *st)
 {

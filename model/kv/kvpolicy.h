@@ -33,6 +33,31 @@ struct llm_kv_policy_opts {
 	uint64_t budget;
 };
 
+/**
+ * struct llm_kv_geometry - the page geometry of a policy cache, for a
+ * scheduler that plans admissions (model/sched/)
+ * @lists: page lists of one sequence (layers x kv-heads)
+ * @nr_tiers: 1, or 2 for diffkv
+ * @tokens_per_page: [2] tokens of one list per page, per tier ([1] equals
+ *	[0] in a one-tier cache)
+ * @page_size: bytes of one page
+ * @pages_per_granule: pages of one 2 MiB granule
+ * @budget_pages: pages the space's budget can map
+ * @alpha: the policy's diffkv thresholds (prune, quant), what a sequence
+ *	classifies with unless llm_kv_policy_seq_alpha() set its own
+ */
+struct llm_kv_geometry {
+	uint32_t lists;
+	uint32_t nr_tiers;
+	uint32_t tokens_per_page[2];
+	uint32_t page_size;
+	uint32_t pages_per_granule;
+	uint64_t budget_pages;
+	float alpha[2];
+};
+
+int llm_kv_policy_geometry(const struct llm_kv *kv,
+			   struct llm_kv_geometry *g);
 int llm_kv_policy_open(const struct llm_config *c, const struct llm_policy *p,
 		       const struct llm_kv_policy_opts *o,
 		       struct llm_kv **out, char *err, size_t errlen);

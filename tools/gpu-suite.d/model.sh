@@ -27,7 +27,9 @@ if [ -n "$HF_ARCHS" ]; then
 		"$OUT/hf-ref.log" | tee -a "${log:-/dev/null}"
 	dirs=$(sed -n 's/^dirs: //p' "$OUT/hf-ref.log")
 	if [ -n "$dirs" ]; then
-		KVMM_HF_DIRS=$dirs CK_RUN_CASE=hf "$B/kvmm-check" --gpu \
+		# a reference check: the split prefill (off by default)
+		KVMM_PREFILL_SPLIT=1 KVMM_HF_DIRS=$dirs CK_RUN_CASE=hf \
+			"$B/kvmm-check" --gpu \
 			forward_gpu >"$OUT/forward-hf.log" 2>&1
 		rc=$?
 		grep -E 'greedy|step|diverged|decided|rel L2|Checks' "$OUT/forward-hf.log" |

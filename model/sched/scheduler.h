@@ -1,0 +1,172 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * scheduler.h - the serving scheduler: continuous batching of requests over
+ * one policy KV cache under a memory budget.
+ *
+ * The split is vLLM's: the scheduler decides who runs (waiting, running
+ * and preempted requests, a token budget per step) and asks the cache's
+ * space only whether pages fit, to admit, and to free (through the uapi:
+ * KVMM_IOC_FENCE, SEQ_STATS, STATS, COMPACT, SET_BUDGET). It never sees
+ * the model: a step is handed to an executor through a callback that turns
+ * a batch into one greedy token per sequence, so the same scheduler drives
+ * the CPU and the CUDA executor. See Documentation/serve/index.rst.
+ */
+#ifndef LLM_SCHED_H
+#define LLM_SCHED_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "kvcache.h"
+
+/**
+ * typedef llm_sched_step_fn - an executor's step
+ * @ctx: the executor (llm_sched_create()'s @ctx)
+ * @kv: the cache
+ * @b: the step: whole prompts (sequences of length 0), then decode tokens
+ * @next: out: [b->n_seq] the greedy token after each sequence's last one
+ *
+ * Runs and commits the step as llm_cpu_forward() does (a mixed batch
+ * through llm_batch_split()).
+ *
+ * Return: 0, or the executor's -errno: -ENOSPC when the cache refused
+ * pages (nothing changed for the part that failed).
+ */
+typedef int (*llm_sched_step_fn)(void *ctx, struct llm_kv *kv,
+				 const struct llm_batch *b, int32_t *next);
+
+/**
+ * struct llm_sched_opts - the scheduler's knobs. Plain value; zeros take
+ * the defaults.
+ * @max_step_tokens: tokens of one step, decode tokens and prompts (2048);
+ *	the first prompt of a step may exceed it (no chunked prefill)
+ * @reserve: share of a request's remaining output whose pages are held
+ *	back at admission, 0 .. 1 (default 1; negative means 0: admit on the
+ *	prompt's pages alone and preempt when pages run out, as vLLM does)
+ * @compact_ratio: physical compaction runs when the free bytes that no
+ *	granule release can return pass this share of the bytes in use
+ *	(default 0.25; negative: never)
+ * @compact_bytes: most page bytes one compaction moves (0: no limit)
+ */
+struct llm_sched_opts {
+	int max_step_tokens;
+	float reserve;
+	float compact_ratio;
+	uint64_t compact_bytes;
+};
+
+/**
+ * struct llm_sched_req - one request. Read by llm_sched_submit(), which
+ * copies the prompt.
+ * @prompt: [n_prompt] token ids
+ * @n_prompt: >= 1
+ * @max_new: tokens to generate, >= 1 (EOS is not looked at)
+ * @alpha_prune: diffkv threshold of this request, or negative: the cache's
+ * @alpha_quant: likewise
+ */
+struct llm_sched_req {
+	const int32_t *prompt;
+	int n_prompt;
+	int max_new;
+	float alpha_prune;
+	float alpha_quant;
+};
+
+enum llm_sched_state {
+	LLM_SCHED_WAITING = 0,	/* queued, or preempted and queued again */
+	LLM_SCHED_RUNNING,	/* holds a slot and pages */
+	LLM_SCHED_DONE,		/* generated max_new tokens */
+	LLM_SCHED_FAILED,	/* gave up: see reason */
+};
+
+/**
+ * struct llm_sched_info - what became of a request
+ * @state: where it is
+ * @n_prompt: its prompt's tokens
+ * @n_gen: tokens generated so far
+ * @out: [n_gen] the generated tokens, valid until llm_sched_destroy()
+ * @preemptions: times it was preempted (released and queued again)
+ * @err: -errno of a failure, else 0
+ * @reason: a failure in words (empty otherwise)
+ * @t_submit: when it was submitted (CLOCK_MONOTONIC seconds)
+ * @t_first: when its first token was produced (0: not yet)
+ * @t_done: when it completed or failed (0: not yet)
+ */
+struct llm_sched_info {
+	enum llm_sched_state state;
+	int n_prompt;
+	int n_gen;
+	const int32_t *out;
+	int preemptions;
+	int err;
+	const char *reason;
+	double t_submit;
+	double t_first;
+	double t_done;
+};
+
+/**
+ * struct llm_sched_stats - counters since llm_sched_create()
+ * @steps: executor steps that ran
+ * @prefill_tokens: prompt tokens prefilled (recomputed ones included)
+ * @decode_tokens: decode tokens run
+ * @generated: tokens generated (first tokens included)
+ * @preemptions: requests released and queued again for lack of pages
+ * @rollbacks: prompts of a refused step given back and queued again
+ * @compactions: KVMM_IOC_COMPACT calls
+ * @granules_released: granules the compactions gave back
+ * @pages_moved: pages the compactions moved
+ * @waiting: requests queued now
+ * @running: requests holding a slot now
+ * @peak_running: most sequences in one step (prompts and decode tokens)
+ * @sum_running: sequences of each step, summed (mean = / @steps)
+ * @done: requests completed
+ * @failed: requests failed
+ * @pages_used: pages in use after the last step (KVMM_IOC_FENCE)
+ * @peak_pages: most pages in use after a step
+ * @budget_pages: pages the budget can map
+ * @page_size: bytes of one page
+ * @held_bytes: page bytes of each request right after its prefill, summed
+ * @full_bytes: what the full policy would have held for the same tokens
+ *	(@full_bytes / @held_bytes: the compression the policy reached)
+ */
+struct llm_sched_stats {
+	uint64_t steps;
+	uint64_t prefill_tokens;
+	uint64_t decode_tokens;
+	uint64_t generated;
+	uint64_t preemptions;
+	uint64_t rollbacks;
+	uint64_t compactions;
+	uint64_t granules_released;
+	uint64_t pages_moved;
+	int waiting;
+	int running;
+	int peak_running;
+	uint64_t sum_running;
+	int done;
+	int failed;
+	uint64_t pages_used;
+	uint64_t peak_pages;
+	uint64_t budget_pages;
+	uint32_t page_size;
+	uint64_t held_bytes;
+	uint64_t full_bytes;
+};
+
+struct llm_sched;
+
+int llm_sched_create(struct llm_kv *kv, const struct llm_sched_opts *o,
+		     llm_sched_step_fn fn, void *ctx, struct llm_sched **out);
+void llm_sched_destroy(struct llm_sched *s);
+int llm_sched_submit(struct llm_sched *s, const struct llm_sched_req *r,
+		     int *id);
+int llm_sched_step(struct llm_sched *s);
+bool llm_sched_idle(const struct llm_sched *s);
+int llm_sched_info(const struct llm_sched *s, int id,
+		   struct llm_sched_info *info);
+void llm_sched_stats(const struct llm_sched *s, struct llm_sched_stats *st);
+int llm_sched_set_budget(struct llm_sched *s, uint64_t bytes);
+int llm_parse_bytes(const char *s, uint64_t *out);
+
+#endif /* LLM_SCHED_H */

@@ -1,0 +1,615 @@
+// SPDX-License-Identifier: MIT
+/*
+ * check_sched.c - the serving scheduler (model/sched/) on the CPU executor,
+ * a host policy cache and a small random Llama model made in memory:
+ * continuous batching, admission by real pages, preemption under a budget
+ * oversubscribed 2x, greedy outputs equal to one-by-one runs, nothing lost,
+ * refusals.
+ */
+#include <check.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "forward.h"
+#include "gguf.h"
+#include "gguf_writer.h"
+#include "kvk.h"
+#include "kvpolicy.h"
+#include "kvtest.h"
+#include "model.h"
+#include "scheduler.h"
+
+/* the model: 4 layers x 2 kv-heads = 8 lists per sequence, head_dim 64 */
+enum { DIM = 128, NH = 4, NKV = 2, HD = 64, FFN = 256, VOCAB = 256,
+       LAYERS = 4, MAXTOK = 192 };
+
+static float frand(uint64_t *s)
+{
+	return (float)((kvtest_rand(s) >> 11) * 0x1.0p-53 * 2.0 - 1.0);
+}
+
+static void kv_u32(struct gbuf *b, const char *k, uint32_t v)
+{
+	char key[96];
+
+	snprintf(key, sizeof(key), "llama.%s", k);
+	gb_str(b, key);
+	gb_u32(b, LLM_GGUF_U32);
+	gb_u32(b, v);
+}
+
+static void kv_f32(struct gbuf *b, const char *k, float v)
+{
+	char key[96];
+
+	snprintf(key, sizeof(key), "llama.%s", k);
+	gb_str(b, key);
+	gb_u32(b, LLM_GGUF_F32);
+	gb_put(b, &v, 4);
+}
+
+struct tensor {
+	char name[48];
+	uint64_t ne0, ne1;
+};
+
+/* a GGUF image of a random F32 llama of the shape above, tied output */
+static void model_build(uint64_t seed, struct gbuf *b)
+{
+	static const struct {
+		const char *s;
+		int ne0, ne1; /* 0 dim, 1 q, 2 kv, 3 ffn, 5 one */
+	} blk[] = {
+		{ "attn_norm.weight", 0, 5 }, { "attn_q.weight", 0, 1 },
+		{ "attn_k.weight", 0, 2 }, { "attn_v.weight", 0, 2 },
+		{ "attn_output.weight", 1, 0 }, { "ffn_norm.weight", 0, 5 },
+		{ "ffn_gate.weight", 0, 3 }, { "ffn_up.weight", 0, 3 },
+		{ "ffn_down.weight", 3, 0 },
+	};
+	uint64_t d[6] = { DIM, NH * HD, NKV * HD, FFN, HD, 1 };
+	struct tensor t[64];
+	uint64_t off = 0;
+	int n = 0;
+
+	t[n++] = (struct tensor){ "token_embd.weight", DIM, VOCAB };
+	t[n++] = (struct tensor){ "output_norm.weight", DIM, 1 };
+	for (int l = 0; l < LAYERS; l++)
+		for (size_t i = 0; i < sizeof(blk) / sizeof(blk[0]); i++) {
+			snprintf(t[n].name, sizeof(t[n].name), "blk.%d.%s", l,
+				 blk[i].s);
+			t[n].ne0 = d[blk[i].ne0];
+			t[n++].ne1 = d[blk[i].ne1];
+		}
+	gb_u32(b, LLM_GGUF_MAGIC);
+	gb_u32(b, 3);
+	gb_u64(b, n);
+	gb_u64(b, 11);
+	gb_str(b, "general.architecture");
+	gb_u32(b, LLM_GGUF_STRING);
+	gb_str(b, "llama");
+	kv_u32(b, "context_length", 256);
+	kv_u32(b, "embedding_length", DIM);
+	kv_u32(b, "block_count", LAYERS);
+	kv_u32(b, "feed_forward_length", FFN);
+	kv_u32(b, "attention.head_count", NH);
+	kv_u32(b, "attention.head_count_kv", NKV);
+	kv_u32(b, "attention.key_length", HD);
+	kv_u32(b, "vocab_size", VOCAB);
+	kv_f32(b, "rope.freq_base", 10000.0f);
+	kv_f32(b, "attention.layer_norm_rms_epsilon", 1e-5f);
+	for (int i = 0; i < n; i++) {
+		gb_str(b, t[i].name);
+		gb_u32(b, t[i].ne1 > 1 ? 2 : 1);
+		gb_u64(b, t[i].ne0);
+		if (t[i].ne1 > 1)
+			gb_u64(b, t[i].ne1);
+		gb_u32(b, LLM_GGML_F32);
+		gb_u64(b, off);
+		off += (t[i].ne0 * t[i].ne1 * 4 + 31) / 32 * 32;
+	}
+	gb_put(b, NULL, (b->len + 31) / 32 * 32 - b->len);
+	for (int i = 0; i < n; i++) {
+		uint64_t ne = t[i].ne0 * t[i].ne1;
+		bool norm = strstr(t[i].name, "norm.weight") != NULL;
+		bool embd = !strcmp(t[i].name, "token_embd.weight");
+
+		for (uint64_t e = 0; e < ne; e++) {
+			float u = frand(&seed), v;
+
+			if (norm)
+				v = 1.0f + 0.2f * u;
+			else if (embd)
+				v = u;
+			else
+				v = u * 2.0f / sqrtf((float)t[i].ne0);
+			gb_put(b, &v, 4);
+		}
+		gb_put(b, NULL, (ne * 4 + 31) / 32 * 32 - ne * 4);
+	}
+}
+
+struct tmodel {
+	struct llm_config c;
+	struct llm_cpu *cpu;
+	float *z;		/* [MAXSEQ][VOCAB] logits of a step */
+};
+
+enum { MAXSEQ = 32 };
+
+static void model_open(struct tmodel *m)
+{
+	char err[LLM_GGUF_ERR_MAX] = "";
+	struct llm_weights w = { 0 };
+	struct gbuf b = { 0 };
+	struct llm_gguf *g;
+
+	model_build(0x5c4ed, &b);
+	ck_assert_msg(!llm_gguf_open_mem(b.p, b.len, &g, err, sizeof(err)),
+		      "%s", err);
+	ck_assert_msg(!llm_config_load(g, &m->c, err, sizeof(err)), "%s", err);
+	ck_assert_msg(!llm_weights_bind(g, &m->c, &w, err, sizeof(err)), "%s",
+		      err);
+	ck_assert_msg(!llm_cpu_load(&m->c, &w, 1, &m->cpu, err, sizeof(err)),
+		      "%s", err);
+	llm_weights_fini(&w);
+	llm_gguf_close(g);
+	free(b.p);
+	m->z = malloc((size_t)MAXSEQ * VOCAB * sizeof(float));
+	ck_assert_ptr_nonnull(m->z);
+}
+
+static void model_close(struct tmodel *m)
+{
+	llm_cpu_free(m->cpu);
+	free(m->z);
+}
+
+/* the scheduler's step callback on the CPU executor: greedy tokens */
+static int cpu_step(void *ctx, struct llm_kv *kv, const struct llm_batch *b,
+		    int32_t *next)
+{
+	struct tmodel *m = ctx;
+	int ret;
+
+	ck_assert_int_le(b->n_seq, MAXSEQ);
+	ret = llm_cpu_forward(m->cpu, kv, b, m->z);
+	if (ret)
+		return ret;
+	return kvk_argmax_cpu(next, m->z, b->n_seq, VOCAB, KVK_F32, NULL);
+}
+
+static struct llm_kv *cache_tok(const struct tmodel *m, const char *pol,
+				int n_seq, int max_tok, uint64_t budget)
+{
+	struct llm_kv_policy_opts o = { .n_seq = n_seq, .max_tok = max_tok,
+					.n_threads = 1, .device = -1,
+					.budget = budget };
+	char err[200] = "";
+	struct llm_policy p;
+	struct llm_kv *kv;
+
+	ck_assert_msg(!llm_policy_parse(pol, &p, err, sizeof(err)), "%s", err);
+	ck_assert_msg(!llm_kv_policy_open(&m->c, &p, &o, &kv, err,
+					  sizeof(err)), "%s", err);
+	return kv;
+}
+
+static struct llm_kv *cache(const struct tmodel *m, const char *pol,
+			    int n_seq, uint64_t budget)
+{
+	return cache_tok(m, pol, n_seq, MAXTOK, budget);
+}
+
+/* greedy tokens of one prompt alone, as `kvmm generate` runs it */
+static void alone(struct tmodel *m, const int32_t *prompt, int np, int nnew,
+		  int32_t *out)
+{
+	struct llm_kv *kv = cache(m, "full", 1, 0);
+	int seq = 0, nt = np;
+	struct llm_batch b = { 1, &seq, &nt, prompt };
+
+	for (int i = 0; i < nnew; i++) {
+		ck_assert_int_eq(cpu_step(m, kv, &b, &out[i]), 0);
+		nt = 1;
+		b.tok = &out[i];
+	}
+	llm_kv_destroy(kv);
+}
+
+struct work {
+	int n;
+	int np[64], nnew[64];
+	int32_t prompt[64][64];
+};
+
+static void work_make(struct work *w, int n, int p0, int p1, int o0, int o1,
+		      uint64_t *seed)
+{
+	w->n = n;
+	for (int i = 0; i < n; i++) {
+		w->np[i] = p0 + (int)(kvtest_rand(seed) % (p1 - p0 + 1));
+		w->nnew[i] = o0 + (int)(kvtest_rand(seed) % (o1 - o0 + 1));
+		for (int t = 0; t < w->np[i]; t++)
+			w->prompt[i][t] = (int32_t)(kvtest_rand(seed) % VOCAB);
+	}
+}
+
+/* submit everything, step until idle; every request completed */
+static void serve(struct llm_sched *s, const struct work *w, int *ids)
+{
+	struct llm_sched_info in;
+	int guard = 0;
+
+	for (int i = 0; i < w->n; i++) {
+		struct llm_sched_req r = { w->prompt[i], w->np[i], w->nnew[i],
+					   -1.0f, -1.0f };
+
+		ck_assert_int_eq(llm_sched_submit(s, &r, &ids[i]), 0);
+	}
+	while (!llm_sched_idle(s)) {
+		int ret = llm_sched_step(s);
+
+		ck_assert_msg(ret >= 0, "step: %s", strerror(-ret));
+		ck_assert_int_lt(++guard, 10000);
+	}
+	for (int i = 0; i < w->n; i++) {
+		ck_assert_int_eq(llm_sched_info(s, ids[i], &in), 0);
+		ck_assert_msg(in.state == LLM_SCHED_DONE, "request %d: state "
+			      "%d: %s", i, in.state, in.reason);
+		ck_assert_int_eq(in.n_gen, w->nnew[i]);
+	}
+}
+
+/* every request's tokens equal the one-by-one greedy run's */
+static int check_outputs(struct tmodel *m, struct llm_sched *s,
+			 const struct work *w, const int *ids)
+{
+	int32_t ref[MAXTOK];
+	int bad = 0;
+
+	for (int i = 0; i < w->n; i++) {
+		struct llm_sched_info in;
+
+		llm_sched_info(s, ids[i], &in);
+		alone(m, w->prompt[i], w->np[i], w->nnew[i], ref);
+		for (int t = 0; t < w->nnew[i]; t++)
+			if (in.out[t] != ref[t]) {
+				printf("request %d (preempted %d): token %d "
+				       "is %d, alone %d\n", i, in.preemptions,
+				       t, in.out[t], ref[t]);
+				bad++;
+				break;
+			}
+	}
+	return bad;
+}
+
+/*
+ * Four slots, a short request among long ones: the fifth request joins
+ * when the short one leaves (a step with its prompt and the others' decode
+ * tokens) and finishes before the long ones; every output equals the
+ * request run alone (`kvmm generate` one by one) under full.
+ */
+START_TEST(test_sched_joins_and_leaves)
+{
+	static const int nnew[6] = { 2, 24, 24, 24, 6, 6 };
+	uint64_t seed = kvtest_seed(__func__);
+	struct llm_sched_info in[6];
+	struct llm_sched_stats st;
+	struct llm_sched *s;
+	struct tmodel m;
+	struct llm_kv *kv;
+	struct work w;
+	int ids[6];
+
+	model_open(&m);
+	work_make(&w, 6, 8, 30, 1, 1, &seed);
+	for (int i = 0; i < 6; i++)
+		w.nnew[i] = nnew[i];
+	kv = cache(&m, "full", 4, 0);
+	ck_assert_int_eq(llm_sched_create(kv, NULL, cpu_step, &m, &s), 0);
+	serve(s, &w, ids);
+	for (int i = 0; i < 6; i++)
+		llm_sched_info(s, ids[i], &in[i]);
+	llm_sched_stats(s, &st);
+	printf("joins and leaves: %llu steps, peak %d running, %llu "
+	       "prefill and %llu decode tokens\n",
+	       (unsigned long long)st.steps, st.peak_running,
+	       (unsigned long long)st.prefill_tokens,
+	       (unsigned long long)st.decode_tokens);
+	ck_assert_int_eq(st.peak_running, 4);
+	ck_assert_int_eq(st.done, 6);
+	ck_assert_int_eq(st.failed, 0);
+	/* request 4 joined after request 0 left, and left before 1 .. 3 */
+	ck_assert(in[4].t_first >= in[0].t_done);
+	ck_assert(in[4].t_done < in[1].t_done);
+	ck_assert(in[5].t_done < in[1].t_done);
+	/* one step per token of the longest, plus the prompts' first tokens:
+	 * continuous batching, not one request after another */
+	ck_assert_int_le(st.steps, 26);
+	ck_assert_int_eq(st.generated, 2 + 3 * 24 + 2 * 6);
+	ck_assert_int_eq(check_outputs(&m, s, &w, ids), 0);
+	ck_assert_int_eq(st.preemptions, 0);
+	llm_sched_destroy(s);
+	llm_kv_destroy(kv);
+	model_close(&m);
+}
+END_TEST
+
+/* the peak concurrency of a workload under @pol within one granule */
+static int peak_under(struct tmodel *m, const char *pol, const struct work *w,
+		      uint64_t *pages, uint32_t *page_size)
+{
+	struct llm_kv *kv = cache(m, pol, MAXSEQ, 2ULL << 20);
+	struct llm_sched_stats st;
+	struct llm_sched *s;
+	int ids[64];
+
+	ck_assert_int_eq(llm_sched_create(kv, NULL, cpu_step, m, &s), 0);
+	serve(s, w, ids);
+	llm_sched_stats(s, &st);
+	printf("%s: peak %d running (mean %.1f) of %d, %llu preemptions, "
+	       "peak %llu of %llu pages of %u B\n", pol, st.peak_running,
+	       (double)st.sum_running / st.steps, w->n,
+	       (unsigned long long)st.preemptions,
+	       (unsigned long long)st.peak_pages,
+	       (unsigned long long)st.budget_pages, st.page_size);
+	ck_assert_int_eq(st.done, w->n);
+	ck_assert_uint_le(st.peak_pages, st.budget_pages);
+	*pages = st.budget_pages;
+	*page_size = st.page_size;
+	llm_sched_destroy(s);
+	llm_kv_destroy(kv);
+	return st.peak_running;
+}
+
+/*
+ * Admission counts the pages a request really uses: at the same budget
+ * (one 2 MiB granule) and on the same requests, diffkv (K8V4/K4V2 pages,
+ * pruned tokens) runs more requests at once than full (fp16 pages).
+ */
+START_TEST(test_sched_admission_real_pages)
+{
+	uint64_t seed = kvtest_seed(__func__), pf, pd;
+	uint32_t sf, sd;
+	struct tmodel m;
+	struct work w;
+	int full, dkv;
+
+	model_open(&m);
+	work_make(&w, 32, 48, 64, 24, 32, &seed);
+	full = peak_under(&m, "full", &w, &pf, &sf);
+	dkv = peak_under(&m, "diffkv", &w, &pd, &sd);
+	ck_assert_uint_eq(pf * sf / (2 << 20), pd * sd / (2 << 20));
+	ck_assert_msg(dkv > full, "diffkv ran %d at once, full %d", dkv,
+		      full);
+	model_close(&m);
+}
+END_TEST
+
+/*
+ * A budget oversubscribed 2x: requests are admitted on their prompts alone
+ * (reserve 0, as vLLM does), pages run out as they decode, victims are
+ * released and recomputed; every request completes, and its tokens equal
+ * those of the request run alone.
+ */
+START_TEST(test_sched_preempt_2x)
+{
+	struct llm_sched_opts o = { .reserve = -1.0f };
+	uint64_t seed = kvtest_seed(__func__), demand = 0;
+	struct llm_kv_geometry g;
+	struct llm_sched_stats st;
+	struct llm_sched *s;
+	struct tmodel m;
+	struct llm_kv *kv;
+	struct work w;
+	int ids[64];
+
+	model_open(&m);
+	work_make(&w, 24, 16, 40, 40, 64, &seed);
+	kv = cache(&m, "full", 24, 2ULL << 20);
+	ck_assert_int_eq(llm_kv_policy_geometry(kv, &g), 0);
+	for (int i = 0; i < w.n; i++)
+		demand += g.lists * ((w.np[i] + w.nnew[i] +
+				      g.tokens_per_page[0] - 1) /
+				     g.tokens_per_page[0]);
+	printf("preempt: %d requests need %llu pages at once, the budget "
+	       "maps %llu\n", w.n, (unsigned long long)demand,
+	       (unsigned long long)g.budget_pages);
+	ck_assert_uint_ge(demand, 2 * g.budget_pages);
+	ck_assert_int_eq(llm_sched_create(kv, &o, cpu_step, &m, &s), 0);
+	serve(s, &w, ids);
+	llm_sched_stats(s, &st);
+	printf("preempt: %llu preemptions, %llu rollbacks, %llu compactions "
+	       "(%llu granules back), peak %d running, %llu steps\n",
+	       (unsigned long long)st.preemptions,
+	       (unsigned long long)st.rollbacks,
+	       (unsigned long long)st.compactions,
+	       (unsigned long long)st.granules_released, st.peak_running,
+	       (unsigned long long)st.steps);
+	ck_assert_uint_gt(st.preemptions, 0);
+	ck_assert_uint_le(st.peak_pages, g.budget_pages);
+	ck_assert_int_eq(check_outputs(&m, s, &w, ids), 0);
+	llm_sched_destroy(s);
+	llm_kv_destroy(kv);
+	model_close(&m);
+}
+END_TEST
+
+/* page bytes held after the prefills of @n requests served one at a time */
+static uint64_t held_after(struct tmodel *m, const struct llm_sched_req *r,
+			   int n)
+{
+	struct llm_kv *kv = cache(m, "diffkv", 1, 0);
+	struct llm_sched_stats st;
+	struct llm_sched_info in;
+	struct llm_sched *s;
+	int id;
+
+	ck_assert_int_eq(llm_sched_create(kv, NULL, cpu_step, m, &s), 0);
+	for (int i = 0; i < n; i++)
+		ck_assert_int_eq(llm_sched_submit(s, &r[i], &id), 0);
+	while (!llm_sched_idle(s))
+		ck_assert_int_ge(llm_sched_step(s), 0);
+	for (int i = 0; i < n; i++) {
+		ck_assert_int_eq(llm_sched_info(s, i, &in), 0);
+		ck_assert_int_eq(in.state, LLM_SCHED_DONE);
+	}
+	llm_sched_stats(s, &st);
+	llm_sched_destroy(s);
+	llm_kv_destroy(kv);
+	return st.held_bytes;
+}
+
+/*
+ * Per-request diffkv thresholds: a request that prunes hard holds fewer
+ * pages after its prefill than one with the cache's thresholds, and the
+ * next request in the same slot classifies with the cache's again.
+ */
+START_TEST(test_sched_request_thresholds)
+{
+	uint64_t seed = kvtest_seed(__func__), hard, dflt, both;
+	struct llm_sched_req r[2];
+	struct tmodel m;
+	int32_t p[160];
+
+	model_open(&m);
+	for (int i = 0; i < 160; i++)
+		p[i] = (int32_t)(kvtest_rand(&seed) % VOCAB);
+	r[0] = (struct llm_sched_req){ p, 160, 2, 1.0f, 1.0f };
+	r[1] = (struct llm_sched_req){ p, 160, 2, -1.0f, -1.0f };
+	hard = held_after(&m, &r[0], 1);
+	dflt = held_after(&m, &r[1], 1);
+	both = held_after(&m, r, 2);
+	printf("thresholds: %llu B pruning hard, %llu B with the cache's, "
+	       "%llu B one after the other in one slot\n",
+	       (unsigned long long)hard, (unsigned long long)dflt,
+	       (unsigned long long)both);
+	ck_assert_uint_lt(hard, dflt);
+	ck_assert_uint_eq(both, hard + dflt);
+	model_close(&m);
+}
+END_TEST
+
+/*
+ * Nothing lost: a request longer than a sequence holds and one whose
+ * prompt needs more pages than the budget maps fail with a reason; the
+ * others complete. Bad requests and knobs are refused and change nothing.
+ */
+START_TEST(test_sched_refusals)
+{
+	enum { BIG = 4000 };
+	static int32_t big[BIG];
+	int32_t p[4] = { 1, 2, 3, 4 };
+	struct llm_sched_req r = { p, 4, 3, -1.0f, -1.0f };
+	struct llm_sched_opts bad = { .reserve = 2.0f };
+	struct llm_kv_geometry g;
+	struct llm_sched_info in;
+	struct llm_sched_stats st;
+	struct llm_sched *s;
+	struct tmodel m;
+	struct llm_kv *kv;
+	int id, ok, toolong, toobig, guard = 0;
+	uint64_t v;
+
+	model_open(&m);
+	kv = cache_tok(&m, "full", 2, BIG + 8, 2ULL << 20);
+	ck_assert_int_eq(llm_kv_policy_geometry(kv, &g), 0);
+	ck_assert_int_eq(llm_sched_create(kv, &bad, cpu_step, &m, &s),
+			 -EINVAL);
+	ck_assert_int_eq(llm_sched_create(kv, NULL, NULL, &m, &s), -EINVAL);
+	ck_assert_int_eq(llm_sched_create(kv, NULL, cpu_step, &m, &s), 0);
+	r.n_prompt = 0;
+	ck_assert_int_eq(llm_sched_submit(s, &r, &id), -EINVAL);
+	r.n_prompt = 4;
+	r.max_new = 0;
+	ck_assert_int_eq(llm_sched_submit(s, &r, &id), -EINVAL);
+	r.max_new = 3;
+	p[1] = -2;
+	ck_assert_int_eq(llm_sched_submit(s, &r, &id), -EINVAL);
+	p[1] = 2;
+	r.alpha_prune = 0.5f;
+	r.alpha_quant = 0.1f;
+	ck_assert_int_eq(llm_sched_submit(s, &r, &id), -EINVAL);
+	llm_sched_stats(s, &st);
+	ck_assert_int_eq(st.waiting, 0);
+	ck_assert(llm_sched_idle(s));
+	ck_assert_int_eq(llm_sched_info(s, 0, &in), -EINVAL);
+
+	/* per-request thresholds on a full cache: fails with a reason */
+	r.alpha_quant = 1.0f;
+	ck_assert_int_eq(llm_sched_submit(s, &r, &id), 0);
+	r.alpha_prune = r.alpha_quant = -1.0f;
+	ck_assert_int_eq(llm_sched_submit(s, &r, &ok), 0);
+	r.max_new = BIG + 8;
+	ck_assert_int_eq(llm_sched_submit(s, &r, &toolong), 0);
+	ck_assert_int_eq(llm_sched_info(s, toolong, &in), 0);
+	ck_assert_int_eq(in.state, LLM_SCHED_FAILED);
+	ck_assert_int_eq(in.err, -E2BIG);
+	ck_assert_ptr_nonnull(strstr(in.reason, "exceed"));
+	/* fits a sequence, not the budget: its prompt's pages exceed it */
+	for (int i = 0; i < BIG; i++)
+		big[i] = i % VOCAB;
+	ck_assert_uint_gt((uint64_t)g.lists * (BIG / g.tokens_per_page[0]),
+			  g.budget_pages);
+	r.prompt = big;
+	r.n_prompt = BIG;
+	r.max_new = 1;
+	ck_assert_int_eq(llm_sched_submit(s, &r, &toobig), 0);
+	ck_assert_int_eq(llm_sched_set_budget(s, 0), -EINVAL);
+	while (!llm_sched_idle(s)) {
+		ck_assert_int_ge(llm_sched_step(s), 0);
+		ck_assert_int_lt(++guard, 1000);
+	}
+	ck_assert_int_eq(llm_sched_info(s, id, &in), 0);
+	ck_assert_int_eq(in.state, LLM_SCHED_FAILED);
+	ck_assert_int_eq(in.err, -EINVAL);
+	printf("refusals: thresholds on full: %s\n", in.reason);
+	ck_assert_int_eq(llm_sched_info(s, ok, &in), 0);
+	ck_assert_int_eq(in.state, LLM_SCHED_DONE);
+	ck_assert_int_eq(in.n_gen, 3);
+	ck_assert_int_eq(llm_sched_info(s, toobig, &in), 0);
+	printf("refusals: the long prompt: %s\n", in.reason);
+	ck_assert_int_eq(in.state, LLM_SCHED_FAILED);
+	ck_assert_int_eq(in.err, -ENOSPC);
+	llm_sched_stats(s, &st);
+	ck_assert_int_eq(st.done, 1);
+	ck_assert_int_eq(st.failed, 3);
+	llm_sched_destroy(s);
+	llm_kv_destroy(kv);
+
+	ck_assert_int_eq(llm_parse_bytes("16GiB", &v), 0);
+	ck_assert_uint_eq(v, 16ULL << 30);
+	ck_assert_int_eq(llm_parse_bytes("512MiB", &v), 0);
+	ck_assert_uint_eq(v, 512ULL << 20);
+	ck_assert_int_eq(llm_parse_bytes("4K", &v), 0);
+	ck_assert_uint_eq(v, 4096);
+	ck_assert_int_eq(llm_parse_bytes("123", &v), 0);
+	ck_assert_uint_eq(v, 123);
+	ck_assert_int_eq(llm_parse_bytes("16GB", &v), -EINVAL);
+	ck_assert_int_eq(llm_parse_bytes("-1", &v), -EINVAL);
+	ck_assert_int_eq(llm_parse_bytes("0", &v), -EINVAL);
+	ck_assert_int_eq(llm_parse_bytes("99999999999TiB", &v), -EINVAL);
+	ck_assert_uint_eq(v, 123);
+	model_close(&m);
+}
+END_TEST
+
+Suite *suite_sched(void)
+{
+	Suite *s = suite_create("sched");
+	TCase *tc = tcase_create("serve");
+
+	KV_ADD(tc, test_sched_joins_and_leaves);
+	KV_ADD(tc, test_sched_admission_real_pages);
+	KV_ADD(tc, test_sched_preempt_2x);
+	KV_ADD(tc, test_sched_request_thresholds);
+	KV_ADD(tc, test_sched_refusals);
+	tcase_set_timeout(tc, 120);
+	suite_add_tcase(s, tc);
+	return s;
+}

@@ -1,0 +1,54 @@
+# SPDX-License-Identifier: MIT
+#
+# gpu-suite.d/serve.sh - sourced by tools/gpu-suite.sh (uses its say and
+# row helpers, $B and $OUT): `kvmm bench serve` on the CUDA executor with a
+# random Llama-3-8B-shaped bf16 model (made once into $DECODE_MODEL, as
+# decode.sh does), one policy per run, JSON lines into $OUT/serve-*.jsonl.
+# By default a short run (64 requests, 4 GiB of KV budget); SERVE_FULL=1
+# runs the issue's experiment (256 requests, prompts 512-1K, outputs 1K-3K,
+# 16 GiB). SERVE_ARGS replaces the workload, SERVE_POLICIES the policies,
+# SERVE_RATES adds an online run per policy at those rates.
+# Standalone: B=build OUT=/tmp/x bash tools/gpu-suite.d/serve.sh
+
+if ! declare -F say >/dev/null; then
+	say() { echo "$@"; }
+	row() { printf '%-28s %s\n' "$1" "$2"; }
+	B=${B:-build}
+	OUT=${OUT:-/tmp/kvmm-serve}
+	mkdir -p "$OUT"
+fi
+DECODE_MODEL=${DECODE_MODEL:-/tmp/kvmm-llama3-8b}
+sm=$DECODE_MODEL/llama3-8b
+if [ "${SERVE_FULL:-0}" = 1 ]; then
+	SERVE_ARGS=${SERVE_ARGS:---requests 256 --prompt-len 512-1024 --output-len 1024-3072 --kv-budget 16GiB --max-seqs 512}
+else
+	SERVE_ARGS=${SERVE_ARGS:---requests 64 --prompt-len 512-1024 --output-len 128-256 --kv-budget 4GiB --max-seqs 256}
+fi
+SERVE_POLICIES=${SERVE_POLICIES:-full diffkv kvcompress:rate=4}
+
+if [ ! -d "$sm" ]; then
+	say "== serve: making $sm (random bf16 Llama-3-8B shape)"
+	PYTHONUNBUFFERED=1 timeout 900 python3 tests/ref/hf_compare.py \
+		--out "$DECODE_MODEL" --archs llama3-8b --no-ref \
+		>"$OUT/serve-model.log" 2>&1 ||
+		{ tail -5 "$OUT/serve-model.log"; }
+fi
+if [ -d "$sm" ]; then
+	for pol in $SERVE_POLICIES; do
+		f=$OUT/serve-${pol//[:=,]/_}.jsonl
+		say "== kvmm bench serve --policy $pol $SERVE_ARGS"
+		# shellcheck disable=SC2086
+		timeout 590 "$B/kvmm" bench serve --model "$sm" --device cuda \
+			--policy "$pol" $SERVE_ARGS --json >"$f" 2>"$f.err"
+		rc=$?
+		row "serve $pol" "$(grep -o '"gen_tok_s": [0-9.]*\|"peak_concurrency": [0-9]*\|"compression": [0-9.]*\|"completed": [0-9]*' "$f" | tr '\n' ' ')(rc $rc)"
+		if [ -n "${SERVE_RATES:-}" ]; then
+			# shellcheck disable=SC2086
+			timeout 590 "$B/kvmm" bench serve --model "$sm" \
+				--device cuda --policy "$pol" $SERVE_ARGS \
+				--rate "$SERVE_RATES" --json >>"$f" 2>>"$f.err"
+		fi
+	done
+else
+	row "serve" "no model (see serve-model.log)"
+fi

@@ -535,6 +535,20 @@ START_TEST(test_generate_lengths)
 			      NULL), 0);
 	ck_assert_msg(strstr(out_s, "\"stop\": \"max-tokens\"") &&
 		      strstr(out_s, "\"generated_tokens\": 8"), "%s", out_s);
+	/* the summary: tokens held next to what the pages can hold */
+	{
+		const char *k = strstr(out_s, "\"kv_tokens\": [");
+		unsigned long long hi = 0, lo = 0, slots = 0;
+
+		ck_assert_msg(k && sscanf(k, "\"kv_tokens\": [%llu, %llu], "
+					  "\"kv_token_slots\": %llu", &hi,
+					  &lo, &slots) == 3, "%s", out_s);
+		/* full: every token high, the pages' slack at most a page
+		 * less one token per list */
+		ck_assert_uint_gt(hi, 0);
+		ck_assert_uint_eq(lo, 0);
+		ck_assert_uint_ge(slots, hi);
+	}
 	ck_assert_int_eq(kvmm(GEN, "--prompt", "hi",
 			      "--max-tokens", "1000", "--json", "--ignore-eos",
 			      "--kv", "contig", NULL), 0);

@@ -743,10 +743,13 @@ static void gen_summary(const struct gen_run *r, const struct gen_opts *o)
 	if (llm_kv_stats(r->kv, &ks))
 		memset(&ks, 0, sizeof(ks));
 	llm_policy_format(&o->pol, spec, sizeof(spec));
-	snprintf(kvdesc, sizeof(kvdesc), "%s, %llu + %llu pages of %llu B "
-		 "(hi + lo tier)", spec, (unsigned long long)ks.pages_used[0],
+	snprintf(kvdesc, sizeof(kvdesc), "%s, %llu tokens in %llu + %llu "
+		 "pages of %llu B (hi + lo tier) holding %llu", spec,
+		 (unsigned long long)(ks.tokens[0] + ks.tokens[1]),
+		 (unsigned long long)ks.pages_used[0],
 		 (unsigned long long)ks.pages_used[1],
-		 (unsigned long long)ks.page_size);
+		 (unsigned long long)ks.page_size,
+		 (unsigned long long)ks.token_slots);
 	for (int i = 0; i < r->n_seq; i++) {
 		n_prompt += r->seq[i].n_prompt;
 		n_gen += r->seq[i].n_gen;
@@ -766,6 +769,7 @@ static void gen_summary(const struct gen_run *r, const struct gen_opts *o)
 		       "\"decode_s\": %.3f, \"decode_tok_s\": %.2f, "
 		       "\"kv\": \"%s\", \"kv_bytes\": %llu, "
 		       "\"kv_page_bytes\": %llu, \"kv_pages\": [%llu, %llu], "
+		       "\"kv_tokens\": [%llu, %llu], \"kv_token_slots\": %llu, "
 		       "\"weight_bytes\": %llu, \"peak_rss_mb\": %.1f}\n",
 		       r->gpu ? "cuda" : "cpu", gen_threads_used(r), r->n_seq,
 		       n_prompt, n_gen,
@@ -776,6 +780,9 @@ static void gen_summary(const struct gen_run *r, const struct gen_opts *o)
 		       (unsigned long long)ks.page_size,
 		       (unsigned long long)ks.pages_used[0],
 		       (unsigned long long)ks.pages_used[1],
+		       (unsigned long long)ks.tokens[0],
+		       (unsigned long long)ks.tokens[1],
+		       (unsigned long long)ks.token_slots,
 		       (unsigned long long)gen_weight_bytes(r), rss_mb);
 		return;
 	}

@@ -53,6 +53,9 @@ struct llm_batch {
  * @pages_used: pages owned by sequences, per tier (high, low)
  * @bytes: bytes held for keys and values (pages used x page size)
  * @budget: bytes the cache's pages may take at most (0: no bound)
+ * @tokens: tokens held, per tier (summed over every list)
+ * @token_slots: tokens the pages used can hold (pages x tokens per page,
+ *	per tier, summed): what @tokens leaves unused is the pages' slack
  */
 struct llm_kv_stats {
 	bool paged;
@@ -62,6 +65,8 @@ struct llm_kv_stats {
 	uint64_t pages_used[2];
 	uint64_t bytes;
 	uint64_t budget;
+	uint64_t tokens[2];
+	uint64_t token_slots;
 };
 
 /**

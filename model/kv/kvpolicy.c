@@ -923,6 +923,10 @@ static int kvp_stats(struct llm_kv *kv, struct llm_kv_stats *st)
 	st->pages_used[1] = s.pages_used[1];
 	st->bytes = (s.pages_used[0] + s.pages_used[1]) * s.page_size;
 	st->budget = kv->bytes;
+	st->tokens[0] = s.tokens[0];
+	st->tokens[1] = s.tokens[1];
+	st->token_slots = s.pages_used[0] * c->at[0].tokens +
+			  s.pages_used[1] * c->at[1].tokens;
 	return 0;
 }
 

@@ -200,7 +200,7 @@ static int dec_parse(int argc, char **argv, struct dec_opts *o)
 #include "forward_cuda.h"
 #include "kvk_cudart.h"
 #include "kvpolicy.h"
-#include "kvq.h"
+#include "kvattn.h"
 #include "model.h"
 
 /* struct dec_point - one measured row */
@@ -215,30 +215,41 @@ struct dec_point {
 };
 
 /*
- * bytes the decode attention reads for what @kv holds of @n sequences:
- * each token's K and V rows and metadata, its score read and written when
- * the policy updates scores, its position (not read: 0)
+ * bytes the decode attention reads for what @kv holds of @n sequences, by
+ * the kernel's own count (kvk_attn_bytes(): K, V, metadata, scores when
+ * updated, table entries), each sequence's lists summed as one pair
  */
 static double kv_read_bytes(struct llm_kv *kv, const struct llm_policy *p,
 			    int n, int hd, double *held, double *full)
 {
 	struct kvmm_tier t[2] = { p->hi, p->lo };
-	int scores = p->kind == LLM_POLICY_DIFFKV ||
-		     p->kind == LLM_POLICY_KVCOMPRESS;
+	struct llm_kv_geometry g;
+	struct kvk_attn_args a = {
+		.nr_seqs = 1, .nr_kv_heads = 1, .group = 1,
+		.head_dim = (uint32_t)hd, .dtype = KVK_F16,
+		.update_scores = p->kind == LLM_POLICY_DIFFKV ||
+				 p->kind == LLM_POLICY_KVCOMPRESS,
+	};
 	double b = 0;
 
 	*held = *full = 0;
+	if (llm_kv_policy_geometry(kv, &g))
+		return 0;
+	for (int i = 0; i < 2; i++)
+		a.tier[i] = (struct kvk_attn_tier){
+			.kbits = t[i].kbits, .vbits = t[i].vbits,
+			.kgroups = t[i].kgroups, .vgroups = t[i].vgroups,
+			.tokens = g.tokens_per_page[i],
+		};
 	for (int s = 0; s < n; s++) {
 		struct llm_kv_usage u;
+		uint32_t nt[2];
 
 		if (llm_kv_policy_usage(kv, s, &u))
 			continue;
-		for (int i = 0; i < 2; i++)
-			b += (double)u.tokens[i] *
-			     ((double)hd * (t[i].kbits + t[i].vbits) / 8 +
-			      kvq_meta_bytes(t[i].kbits, t[i].kgroups) +
-			      kvq_meta_bytes(t[i].vbits, t[i].vgroups) +
-			      (scores ? 8 : 0));
+		nt[0] = (uint32_t)u.tokens[0];
+		nt[1] = (uint32_t)u.tokens[1];
+		b += (double)kvk_attn_bytes(&a, nt);
 		*held += (double)(u.pages[0] + u.pages[1]) * u.page_size;
 		*full += (double)u.full_pages * u.full_page_size;
 	}

@@ -160,7 +160,8 @@ out:
 /**
  * kvp_dev_begin() - the device part of begin(): the step's arrays to the
  * device, on @stream
- * @c: a device cache, the step described on the host (kvp_begin())
+ * @c: a device cache, the step described on the host (kvp_begin(), which
+ *	bound @stream to the space before its uapi calls)
  * @stream: cudaStream_t of the executor
  *
  * Return: 0 or a CUDA error as -errno.
@@ -172,11 +173,11 @@ int kvp_dev_begin(struct kvp *c, void *stream)
 	size_t n = (size_t)c->n;
 	int ret;
 
-	ret = kvp_dev_bind(c, stream);
-	if (!ret && c->kind == LLM_KV_PREFILL)
+	if (c->kind == LLM_KV_PREFILL) {
 		ret = prefill_reserve(c, c->ntok);
-	if (ret)
-		return ret;
+		if (ret)
+			return ret;
+	}
 	if (cudaEventQuery(d->staged[i]) == cudaErrorNotReady)
 		CU(cudaEventSynchronize(d->staged[i]));
 	memcpy(meta_lb(c, b), c->lb, (size_t)c->nl * n * 4);

@@ -196,6 +196,7 @@ static int dec_parse(int argc, char **argv, struct dec_opts *o)
 
 #ifdef KVMM_HAVE_CUDA
 #include <cuda_runtime.h>
+#include <cuda_profiler_api.h>
 
 #include "forward_cuda.h"
 #include "kvk_cudart.h"
@@ -362,10 +363,13 @@ static int run_point(struct llm_cuda *m, const struct dec_opts *o,
 	llm_cuda_counters(m, &w0, NULL, n);
 	s0 = kvk_host_syncs;
 	t0 = kvmm_now_us();
+	/* a profiler started with --profile-from-start off sees only these */
+	cudaProfilerStart();
 	cudaEventRecord(e0, llm_cuda_stream(m));
 	for (uint64_t s = 0; !ret && s < o->steps; s++)
 		ret = llm_cuda_decode_async(m, kv, &b, true);
 	cudaEventRecord(e1, llm_cuda_stream(m));
+	cudaProfilerStop();
 	s1 = kvk_host_syncs;
 	llm_cuda_counters(m, &w1, &pt->kernels, n);
 	if (!ret)

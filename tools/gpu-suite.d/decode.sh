@@ -8,7 +8,9 @@
 # every policy (graphs on). The model is made once into $DECODE_MODEL
 # (default /tmp/kvmm-llama3-8b) and left for model.sh's speed check.
 # Standalone: B=build OUT=/tmp/x bash tools/gpu-suite.d/decode.sh
-# (DECODE_ARGS replaces the bench's grid; DECODE_GEN=0 skips generate).
+# (DECODE_ARGS replaces the bench's grid; DECODE_GEN=0 skips generate;
+# DECODE_PROFILE="diffkv@32@8192 full@32@8192" times each kernel of one
+# decode step at those points under Nsight Compute, summed by name).
 
 if ! declare -F say >/dev/null; then
 	say() { echo "$@"; }
@@ -39,6 +41,18 @@ if [ -d "$dm" ]; then
 		*) row "decode $pol b$b ctx$ctx" "$ms $fl $ratio" ;;
 		esac
 	done < <(grep -vE '^#|^policy' "$OUT/bench-decode.txt")
+	for pt in ${DECODE_PROFILE:-}; do
+		command -v ncu >/dev/null || { row "profile" "no ncu"; break; }
+		IFS=@ read -r pp pb pc <<<"$pt"
+		pf=$OUT/ncu-${pp//[:=]/_}-b$pb-c$pc.csv
+		say "== ncu: one decode step, $pp b$pb ctx$pc"
+		ncu --profile-from-start off --clock-control none --csv \
+			--metrics gpu__time_duration.sum "$B/kvmm" bench decode \
+			--model "$dm" --batch "$pb" --ctx "$pc" --policy "$pp" \
+			--steps 1 ${DECODE_MIB:+--device-mib $DECODE_MIB} \
+			>"$pf" 2>&1
+		python3 tools/ncu_sum.py "$pf" | tee -a "${log:-/dev/null}"
+	done
 	if [ "${DECODE_GEN:-1}" != 0 ]; then
 		bf=$OUT/decode-batch.jsonl
 		python3 - "$bf" <<'PY'

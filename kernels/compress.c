@@ -354,8 +354,12 @@ int kvk_compress_decode_cpu(const struct kvk_compress_decode *a, void *stream)
 			float hm, lm, pthr, qthr;
 			uint32_t hi, lo;
 
-			victim(pg, list, 0, n_hi, p, minq, &hm, &hi);
-			victim(pg, list, 1, n_lo, p, minq, &lm, &lo);
+			hm = lm = INFINITY;
+			hi = lo = UINT32_MAX;
+			if (kvk_decode_may_move(ap, aq)) {
+				victim(pg, list, 0, n_hi, p, minq, &hm, &hi);
+				victim(pg, list, 1, n_lo, p, minq, &lm, &lo);
+			}
 			pthr = ap / (float)p;
 			qthr = aq / (float)p;
 			ac->op = kvk_decode_choose(hm, lm, pthr, qthr);

@@ -18,6 +18,7 @@
 #define KVC_GRANULE (2ULL << 20)
 #define KVC_CHUNK 64 /* prompt tokens per block of the writer (<= threads) */
 #define KVC_THREADS 256
+#define KVC_SCAN 4	/* tokens a thread loads at once in the victim scan */
 #define KVC_PER_LANE (KVQ_MAX_HEAD_DIM / 32)
 
 static_assert(KVC_CHUNK <= KVC_THREADS, "one token per thread in the scan");
@@ -413,15 +414,40 @@ __device__ void kvc_victim(const kvk_compress_pages &pg, uint32_t list,
 	float m = INFINITY;
 	uint32_t mi = UINT32_MAX;
 
-	for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) {
-		uint32_t slot;
-		const uint8_t *pp = kvc_decode_slot(pg, list, tier, i, &slot);
-		float sc = ((const float *)(pp + t.score_off))[slot];
-		int64_t nq =
-			(int64_t)p - ((const int32_t *)(pp + t.pos_off))[slot];
+	/*
+	 * KVC_SCAN tokens a thread in flight: each is a table read and then
+	 * two page reads, so one at a time the scan is a chain of dependent
+	 * loads (the order of the minima does not change the result)
+	 */
+	for (uint32_t i0 = threadIdx.x; i0 < n;
+	     i0 += KVC_SCAN * blockDim.x) {
+		const uint8_t *pp[KVC_SCAN];
+		uint32_t slot[KVC_SCAN];
+		float sc[KVC_SCAN];
+		int32_t pos[KVC_SCAN];
 
-		if (nq >= minq)
-			kvc_min(&m, &mi, sc / (float)nq, i);
+#pragma unroll
+		for (int u = 0; u < KVC_SCAN; u++) {
+			uint32_t i = i0 + u * blockDim.x;
+
+			pp[u] = i < n ? kvc_decode_slot(pg, list, tier, i,
+							&slot[u]) : NULL;
+		}
+#pragma unroll
+		for (int u = 0; u < KVC_SCAN; u++) {
+			if (!pp[u])
+				continue;
+			sc[u] = ((const float *)(pp[u] + t.score_off))[slot[u]];
+			pos[u] = ((const int32_t *)(pp[u] + t.pos_off))[slot[u]];
+		}
+#pragma unroll
+		for (int u = 0; u < KVC_SCAN; u++) {
+			int64_t nq = (int64_t)p - pos[u];
+
+			if (pp[u] && nq >= minq)
+				kvc_min(&m, &mi, sc[u] / (float)nq,
+					i0 + u * blockDim.x);
+		}
 	}
 	for (int o = 16; o; o >>= 1) {
 		float m2 = __shfl_xor_sync(~0U, m, o);
@@ -455,8 +481,12 @@ __global__ void __launch_bounds__(KVC_THREADS)
 	float hm, lm, ap, aq;
 
 	kvc_alphas(a.seq_alpha, a.alpha_prune, a.alpha_quant, s, &ap, &aq);
-	kvc_victim(a.pg, list, 0, n_hi, p, minq, &hm, &hi);
-	kvc_victim(a.pg, list, 1, n_lo, p, minq, &lm, &lo);
+	hm = lm = INFINITY;
+	hi = lo = UINT32_MAX;
+	if (kvk_decode_may_move(ap, aq)) {	/* the same for the block */
+		kvc_victim(a.pg, list, 0, n_hi, p, minq, &hm, &hi);
+		kvc_victim(a.pg, list, 1, n_lo, p, minq, &lm, &lo);
+	}
 	if (threadIdx.x == 0) {
 		kvk_compress_action ac;
 

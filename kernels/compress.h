@@ -250,6 +250,16 @@ static inline KVC_HD uint32_t kvk_decode_choose(float hmin, float lmin,
 	return KVK_OP_APPEND;
 }
 
+/*
+ * kvk_decode_may_move() - whether thresholds @ap, @aq can pick a victim at
+ * all: scores and means are >= 0, so with both at 0 (full, kvcompress) the
+ * rule always appends and the victim scans can be skipped.
+ */
+static inline KVC_HD int kvk_decode_may_move(float ap, float aq)
+{
+	return ap > 0.0f || aq > 0.0f;
+}
+
 int kvk_compress_prompt_check(const struct kvk_compress_prompt *a);
 int kvk_compress_decode_check(const struct kvk_compress_decode *a);
 int kvk_compress_prompt_cpu(const struct kvk_compress_prompt *a, void *stream);

@@ -30,6 +30,41 @@ extern "C" {
 #define KVC_HD
 #endif
 
+/**
+ * struct kvk_fastdiv - unsigned 32-bit division by an invariant divisor as
+ * a multiply and a shift (Granlund and Montgomery, 1994): exact for every
+ * dividend. The decode scan divides every token's index by the tokens of a
+ * page and every page id by the pages of a granule; as hardware divisions
+ * those made the scan instruction-bound.
+ * @d: divisor, at least 1
+ * @m: magic multiplier
+ * @s: shift, ceil(log2(d))
+ */
+struct kvk_fastdiv {
+	uint32_t d, m, s;
+};
+
+static inline KVC_HD struct kvk_fastdiv kvk_fastdiv_make(uint32_t d)
+{
+	struct kvk_fastdiv f;
+	uint32_t s = 0;
+
+	while (s < 32 && (1ULL << s) < d)
+		s++;
+	f.d = d;
+	f.s = s;
+	f.m = (uint32_t)((((1ULL << s) - d) << 32) / d + 1);
+	return f;
+}
+
+static inline KVC_HD uint32_t kvk_fastdiv_q(const struct kvk_fastdiv *f,
+					    uint32_t n)
+{
+	uint64_t t = ((uint64_t)n * f->m) >> 32;
+
+	return (uint32_t)((t + n) >> f->s);
+}
+
 /* DiffKV's defaults: protected recent tokens, scored prompt queries */
 #define KVK_COMPRESS_WINDOW 64
 #define KVK_COMPRESS_SCORE_WINDOW 64

@@ -6,43 +6,60 @@
  */
 #include "kvk_cuda.cuh"
 
-/* one block per row; out may be x: each thread rewrites what it read */
+#define KVK_NORM_CACHE 8	/* elements of a row a thread keeps in registers */
+#define KVK_NORM_MAX_THREADS 1024
+
+/*
+ * one block per row, about 4 elements a thread (kvk_norm_threads()): every
+ * load of the row is issued before the first is used, and the row stays in
+ * registers for the second pass (a decode step's rows are few, so latency,
+ * not bandwidth, is what a row costs). out may be x: each thread rewrites
+ * what it read.
+ */
 template <typename T>
-__global__ void kvk_rmsnorm_kernel(T *out, const T *x, const T *w, int dim,
-				   float eps)
+__global__ void __launch_bounds__(KVK_NORM_MAX_THREADS)
+	kvk_rmsnorm_kernel(T *out, const T *x, const T *w, int dim, float eps)
 {
-	size_t base = (size_t)blockIdx.x * dim;
-	float ss = 0.0f, inv;
+	const size_t base = (size_t)blockIdx.x * dim;
+	const int tail = KVK_NORM_CACHE * blockDim.x;
+	float v[KVK_NORM_CACHE], ss = 0.0f, inv;
 
-	for (int j = threadIdx.x; j < dim; j += blockDim.x) {
-		float v = kvk_dld(x, base + j);
+#pragma unroll
+	for (int u = 0; u < KVK_NORM_CACHE; u++) {
+		int j = threadIdx.x + u * blockDim.x;
 
-		ss += v * v;
+		v[u] = j < dim ? kvk_dld(x, base + j) : 0.0f;
+	}
+#pragma unroll
+	for (int u = 0; u < KVK_NORM_CACHE; u++)
+		ss += v[u] * v[u];
+	for (int j = threadIdx.x + tail; j < dim; j += blockDim.x) {
+		float t = kvk_dld(x, base + j);
+
+		ss += t * t;
 	}
 	ss = kvk_block_sum(ss);
 	inv = rsqrtf(ss / dim + eps);
-	for (int j = threadIdx.x; j < dim; j += blockDim.x) {
-		float v = kvk_dld(x, base + j) * inv;
+#pragma unroll
+	for (int u = 0; u < KVK_NORM_CACHE; u++) {
+		int j = threadIdx.x + u * blockDim.x;
 
-		kvk_dst(out, base + j, v * kvk_dld(w, j));
+		if (j < dim)
+			kvk_dst(out, base + j, v[u] * inv * kvk_dld(w, j));
 	}
+	for (int j = threadIdx.x + tail; j < dim; j += blockDim.x)
+		kvk_dst(out, base + j, kvk_dld(x, base + j) * inv *
+					       kvk_dld(w, j));
 }
 
-/**
- * kvk_rmsnorm_cuda() - RMSNorm on the device; see kvk_rmsnorm_cpu()
- * @out: [rows][dim] of @dt (device); may be @x
- * @x: [rows][dim] of @dt (device)
- * @w: [dim] of @dt (device)
- * @rows: number of rows; 0 is a no-op
- * @dim: row length; > 0
- * @eps: added to the mean square; >= 0
- * @dt: dtype of @out, @x and @w
- * @stream: cudaStream_t, NULL for the default stream
- *
- * One block of 256 threads per row, fp32 warp-shuffle reduction.
- *
- * Return: 0, -EINVAL for bad arguments, or the launch error as -errno.
- */
+/* threads for a row of @dim: about 4 elements each, whole warps */
+static int kvk_norm_threads(int dim)
+{
+	int t = ((dim + 3) / 4 + 31) / 32 * 32;
+
+	return t > KVK_NORM_MAX_THREADS ? KVK_NORM_MAX_THREADS : t;
+}
+
 extern "C" int kvk_rmsnorm_cuda(void *out, const void *x, const void *w,
 				int rows, int dim, float eps, enum kvk_dtype dt,
 				void *stream)
@@ -53,7 +70,7 @@ extern "C" int kvk_rmsnorm_cuda(void *out, const void *x, const void *w,
 	if (ret || !rows)
 		return ret;
 #define LAUNCH(T)                                                              \
-	kvk_rmsnorm_kernel<T><<<rows, KVK_ROW_THREADS, 0, s>>>(                \
+	kvk_rmsnorm_kernel<T><<<rows, kvk_norm_threads(dim), 0, s>>>(          \
 		(T *)out, (const T *)x, (const T *)w, dim, eps)
 	KVK_DISPATCH(dt, LAUNCH);
 #undef LAUNCH

@@ -11,7 +11,13 @@ struct kvk_rope_args {
 	float inv_freq[KVK_ROPE_MAX_HEAD_DIM / 2];
 };
 
-/* one block per token: cos/sin once into shared memory, then every head */
+#define KVK_ROPE_HEADS 8	/* heads a block rotates */
+
+/*
+ * one block per token and KVK_ROPE_HEADS heads: cos/sin once into shared
+ * memory, then the block's heads (a decode step has few tokens, so the
+ * heads are spread over blocks rather than looped over in one)
+ */
 template <typename T>
 __global__ void kvk_rope_kernel(T *q, T *k, const int32_t *pos, int nq, int nkv,
 				int head_dim,
@@ -19,8 +25,8 @@ __global__ void kvk_rope_kernel(T *q, T *k, const int32_t *pos, int nq, int nkv,
 {
 	__shared__ float cs[KVK_ROPE_MAX_HEAD_DIM / 2];
 	__shared__ float sn[KVK_ROPE_MAX_HEAD_DIM / 2];
-	int half = head_dim / 2, t = blockIdx.x;
-	int pairs = (nq + nkv) * half;
+	int half = head_dim / 2, t = blockIdx.x, h0 = blockIdx.y * KVK_ROPE_HEADS;
+	int nh = min(KVK_ROPE_HEADS, nq + nkv - h0), pairs = nh * half;
 
 	for (int i = threadIdx.x; i < half; i += blockDim.x) {
 		float ang = (float)pos[t] * a.inv_freq[i];
@@ -30,7 +36,7 @@ __global__ void kvk_rope_kernel(T *q, T *k, const int32_t *pos, int nq, int nkv,
 	}
 	__syncthreads();
 	for (int p = threadIdx.x; p < pairs; p += blockDim.x) {
-		int h = p / half, i = p % half;
+		int h = h0 + p / half, i = p % half;
 		T *x;
 		float x0, x1;
 
@@ -76,7 +82,9 @@ extern "C" int kvk_rope_cuda(void *q, void *k, const int32_t *pos, int ntok,
 	if (ret || !ntok || !(nq + nkv))
 		return ret;
 #define LAUNCH(T)                                                              \
-	kvk_rope_kernel<T><<<ntok, KVK_ROW_THREADS, 0, s>>>(                   \
+	kvk_rope_kernel<T><<<dim3(ntok, (nq + nkv + KVK_ROPE_HEADS - 1) /      \
+					    KVK_ROPE_HEADS),                   \
+			     KVK_ROW_THREADS, 0, s>>>(                         \
 		(T *)q, (T *)k, pos, nq, nkv, head_dim, a)
 	KVK_DISPATCH(dt, LAUNCH);
 #undef LAUNCH

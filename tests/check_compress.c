@@ -830,6 +830,42 @@ START_TEST(test_compress_decode_noroom)
 }
 END_TEST
 
+/* the scan's division by invariants against the hardware's */
+START_TEST(test_fastdiv)
+{
+	static const uint32_t edge[] = { 0, 1, 2, 3, 31, 32, 33, 255, 256,
+					 65535, 65536, 0x7fffffffU,
+					 0x80000000U, 0xfffffffeU,
+					 0xffffffffU };
+	uint64_t seed = kvtest_seed("fastdiv");
+	unsigned long n_checked = 0;
+
+	for (int k = 0; k < 6000; k++) {
+		/* every small divisor, then random ones of every size */
+		uint32_t d = k < 4096 ? (uint32_t)k + 1 :
+			     (uint32_t)(kvtest_rand(&seed) >>
+					(kvtest_rand(&seed) % 64)) | 1U;
+		struct kvk_fastdiv f;
+
+		if (k >= 4096 && k % 3 == 0)
+			d = 1U << (k % 32);	/* powers of two */
+		f = kvk_fastdiv_make(d);
+		for (size_t e = 0; e < ARRAY_SIZE(edge) + 64; e++) {
+			uint32_t n = e < ARRAY_SIZE(edge) ?
+					     edge[e] :
+					     e % 2 ? (uint32_t)kvtest_rand(&seed) :
+						     d * (uint32_t)(e % 7) - e % 2;
+
+			if (kvk_fastdiv_q(&f, n) != n / d)
+				ck_abort_msg("%u / %u: %u, want %u", n, d,
+					     kvk_fastdiv_q(&f, n), n / d);
+			n_checked++;
+		}
+	}
+	ck_assert_uint_gt(n_checked, 400000);
+}
+END_TEST
+
 Suite *suite_compress(void)
 {
 	Suite *s = suite_create("compress");
@@ -842,6 +878,7 @@ Suite *suite_compress(void)
 	KV_ADD(tc, test_compress_decode);
 	KV_ADD(tc, test_compress_decode_run);
 	KV_ADD(tc, test_compress_decode_noroom);
+	KV_ADD(tc, test_fastdiv);
 	suite_add_tcase(s, tc);
 	return s;
 }

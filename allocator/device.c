@@ -20,10 +20,10 @@
  * the largest budget so far), the tables (their width bounded by it too)
  * and the rest (sized by slots and lists), so that a budget that grows the
  * first two (kva_pool_set_budget(): wait, pull, new arrays filled from the
- * host's, swapped in) leaves the counts where they were. The control plane (slot states,
- * granule states, accounting) stays on the host: every call validates there
- * exactly as on a host pool, then enqueues the kva_*_cuda() kernels on the
- * pool's stream and returns without waiting.
+ * host's, swapped in) leaves the counts where they were. The control
+ * plane (slot states, granule states, accounting) stays on the host: every
+ * call validates there exactly as on a host pool, then enqueues the
+ * kva_*_cuda() kernels on the pool's stream and returns without waiting.
  *
  * Sync rule: the pool's host arrays are a snapshot, exact after
  * kva_pool_sync() (which waits for the pool's stream and copies the device

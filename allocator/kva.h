@@ -207,8 +207,9 @@ struct kva_pool {
 	struct kvrt_space *space;
 	uint64_t base;			/* address of granule slot 0 */
 	uint32_t va_gslots;		/* granule slots in the reservation */
-	uint32_t nr_gslots;		/* granule slots the arrays cover: the
-					 * largest budget so far, <= va_gslots */
+	uint32_t nr_gslots;		/* granule slots the arrays cover:
+					 * the largest budget so far, at
+					 * most va_gslots */
 	uint32_t nr_granules;		/* granules in use (KVA_GRAN_MAPPED) */
 	uint32_t nr_retired;		/* retired, waiting to be shrunk */
 	uint32_t nr_page_ids;		/* nr_gslots * pages_per_granule: the

@@ -22,7 +22,7 @@ struct kva_resize {
 	uint32_t *page_list;		/* [gslots * ppg] */
 	uint32_t *page_pos;		/* [gslots * ppg] */
 	uint32_t *scratch;		/* [gslots * ppg] */
-	uint32_t *table;		/* [lists][width], or NULL: same width */
+	uint32_t *table;		/* [lists][width]; NULL: same width */
 	void *dpages;			/* device pool: the per-page arrays */
 	void *dtable;			/* device pool: the tables, or NULL */
 };

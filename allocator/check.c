@@ -21,7 +21,11 @@
  *     token counts fit the pages (at most one spare page per tier), and the
  *     row matches its slot's state;
  *  I5 pages of unmapped or retired granules are nowhere, and the granules
- *     mapped and retired agree with the runtime.
+ *     mapped and retired agree with the runtime;
+ *  I6 capacity: the arrays cover the budget's granules and no more than
+ *     the reservation's (nr_page_ids = nr_gslots * pages_per_granule), the
+ *     runtime keeps state for no slot past them, and the table width is
+ *     min(max_width, nr_page_ids + 3).
  */
 
 static int fail(char *why, size_t len, const char *fmt, ...)
@@ -205,6 +209,33 @@ static int check_pages(const struct kva_pool *pool, const uint8_t *seen,
 	return 0;
 }
 
+static int check_capacity(const struct kva_pool *pool, char *why, size_t len)
+{
+	uint64_t ids = (uint64_t)pool->nr_gslots * pool->pages_per_granule;
+	uint64_t w = ids + 3 < pool->max_width ? ids + 3 : pool->max_width;
+	struct kvrt_space_stats st;
+
+	kvrt_space_stats(pool->space, &st);
+	if (pool->nr_page_ids != ids || pool->nr_gslots > pool->va_gslots ||
+	    st.nr_slots != pool->va_gslots)
+		return fail(why, len,
+			    "I6: %u page ids for %u of %u granule slots "
+			    "(runtime %u)",
+			    pool->nr_page_ids, pool->nr_gslots,
+			    pool->va_gslots, st.nr_slots);
+	if ((uint64_t)pool->nr_gslots * KVRT_GRANULE_SIZE < st.budget_bytes ||
+	    st.cap_slots > pool->nr_gslots)
+		return fail(why, len,
+			    "I6: arrays for %u granule slots, budget %llu "
+			    "bytes, runtime %u slots",
+			    pool->nr_gslots,
+			    (unsigned long long)st.budget_bytes, st.cap_slots);
+	if (pool->width != w)
+		return fail(why, len, "I6: width %u, want %llu", pool->width,
+			    (unsigned long long)w);
+	return 0;
+}
+
 /**
  * kva_check() - verify every invariant of a pool (see DOC: invariants)
  * @pool: pool, not being modified
@@ -228,6 +259,9 @@ int kva_check(const struct kva_pool *pool, char *why, size_t len)
 		if (ret)
 			return ret;
 	}
+	ret = check_capacity(pool, why, len);
+	if (ret)
+		return ret;
 	nfree = pool->tail - pool->head;
 	seen = calloc(pool->nr_page_ids, 1);
 	if (!seen)

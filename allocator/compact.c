@@ -30,6 +30,7 @@ int kva_compact_init(struct kva_compact_control *cc,
 
 	memset(cc, 0, sizeof(*cc));
 	cc->budget_bytes = budget_bytes ? budget_bytes : UINT64_MAX;
+	cc->nr_ids = ids;
 	cc->order = calloc(gs, sizeof(uint32_t));
 	cc->used = calloc(gs, sizeof(uint32_t));
 	cc->release = calloc(gs, sizeof(uint32_t));
@@ -466,7 +467,8 @@ static int compact_once(struct kva_pool *pool,
  * pool's streams before retiring. The host waits for none of it.
  *
  * Return: 0 with @cc->result set (emptied granules the runtime would not
- * unmap yet stay retired for kva_compact_release()); -ENOMEM; the
+ * unmap yet stay retired for kva_compact_release()); -EINVAL for a @cc
+ * made before the pool's budget grew its arrays; -ENOMEM; the
  * runtime's error from a page copy (nothing changed) or from fencing or
  * retiring (pages moved, every invariant holds, no granule released).
  */
@@ -474,6 +476,8 @@ int kva_compact(struct kva_pool *pool, struct kva_compact_control *cc)
 {
 	int ret;
 
+	if (cc->nr_ids != pool->nr_page_ids)
+		return -EINVAL;
 	ret = kva_compact_release(pool, 0);
 	if (ret < 0 && ret != -EBUSY)
 		return ret;

@@ -16,10 +16,14 @@
  *
  * A pool created with KVA_POOL_DEVICE (on a CUDA context) keeps its
  * data plane - ring, head, tail, reverse map, tables, counts, scratch and
- * result word - in one device allocation. The control plane (slot states,
- * granule states, accounting) stays on the host: every call validates there
- * exactly as on a host pool, then enqueues the kva_*_cuda() kernels on the
- * pool's stream and returns without waiting.
+ * result word - in three device allocations: the per-page arrays (sized by
+ * the largest budget so far), the tables (their width bounded by it too)
+ * and the rest (sized by slots and lists), so that a budget that grows the
+ * first two (kva_pool_set_budget(): wait, pull, new arrays filled from the
+ * host's, swapped in) leaves the counts where they were. The control
+ * plane (slot states, granule states, accounting) stays on the host: every
+ * call validates there exactly as on a host pool, then enqueues the
+ * kva_*_cuda() kernels on the pool's stream and returns without waiting.
  *
  * Sync rule: the pool's host arrays are a snapshot, exact after
  * kva_pool_sync() (which waits for the pool's stream and copies the device
@@ -63,7 +67,9 @@
 #define KVA_FENCES 64		/* fence ring: events and mirror slots */
 
 struct kva_dev {
-	void *mem;			/* the one device allocation */
+	void *mem;			/* slots, lists, words: fixed */
+	void *pmem;			/* per-page arrays: the budget's */
+	void *tmem;			/* tables: lists x width */
 	struct kva_view v;		/* the pool's arrays inside mem */
 	int32_t *sticky;		/* first refusal since the last pull */
 	uint32_t *dslots;		/* [nr_slots] staged slot list */
@@ -128,15 +134,36 @@ static void *carve(uintptr_t base, size_t *at, size_t bytes)
 	return (void *)p;
 }
 
-static size_t layout(struct kva_pool *pool, struct kva_dev *d, uintptr_t base)
+/* the per-page arrays of @ids page ids in @gslots granule slots */
+static size_t layout_pages(struct kva_dev *d, uintptr_t base, size_t ids,
+			   size_t gslots)
 {
-	size_t ids = pool->nr_page_ids, lists = pool->nr_lists, at = 0;
-	uint64_t *ht;
+	size_t at = 0;
 
 	d->v.ring = carve(base, &at, ids * 4);
 	d->v.page_list = carve(base, &at, ids * 4);
 	d->v.page_pos = carve(base, &at, ids * 4);
-	d->v.table = carve(base, &at, lists * pool->width * 4);
+	d->dsrc = carve(base, &at, ids * 4);
+	d->ddst = carve(base, &at, ids * 4);
+	d->dgran = carve(base, &at, gslots * 4);
+	return at;
+}
+
+static size_t layout_table(struct kva_dev *d, uintptr_t base, size_t lists,
+			   size_t width)
+{
+	size_t at = 0;
+
+	d->v.table = carve(base, &at, lists * width * 4);
+	return at;
+}
+
+/* everything sized by slots and lists only */
+static size_t layout(struct kva_pool *pool, struct kva_dev *d, uintptr_t base)
+{
+	size_t lists = pool->nr_lists, at = 0;
+	uint64_t *ht;
+
 	d->v.npages = carve(base, &at, lists * 2 * 4);
 	d->v.ntokens = carve(base, &at, lists * 2 * 4);
 	d->v.cnt = carve(base, &at, lists * 4);
@@ -150,9 +177,6 @@ static size_t layout(struct kva_pool *pool, struct kva_dev *d, uintptr_t base)
 	d->dargs = carve(base, &at, pool->nr_slots * 4);
 	d->dhi = carve(base, &at, lists * 4);
 	d->dlo = carve(base, &at, lists * 4);
-	d->dsrc = carve(base, &at, ids * 4);
-	d->ddst = carve(base, &at, ids * 4);
-	d->dgran = carve(base, &at, pool->nr_gslots * 4);
 	d->dquota = carve(base, &at, pool->nr_slots * 4);
 	d->dbase = carve(base, &at, pool->nr_slots * 4);
 	d->devicted = carve(base, &at, lists * 4);
@@ -160,6 +184,39 @@ static size_t layout(struct kva_pool *pool, struct kva_dev *d, uintptr_t base)
 			     kvk_evict_scratch_bytes(pool->nr_slots,
 						     pool->lists_per_slot));
 	return at;
+}
+
+/* words of one pinned staging buffer */
+static size_t pin_words(const struct kva_pool *pool, size_t *o_args,
+			size_t *o_hi, size_t *o_lo)
+{
+	size_t lists = pool->nr_lists;
+
+	*o_args = (pool->nr_slots + 3) & ~3u;
+	*o_hi = 2 * *o_args;
+	*o_lo = *o_hi + ((lists + 3) & ~(size_t)3);
+	return *o_lo + lists;
+}
+
+/**
+ * kva_dev_bytes() - device memory a device-resident @pool holds
+ * @pool: a pool, or the geometry of one (kva_pool_cost())
+ * @pinned: receives the pinned host bytes it holds
+ *
+ * Return: bytes of device memory of the pool's arrays, as its fields size
+ * them.
+ */
+uint64_t kva_dev_bytes(const struct kva_pool *pool, uint64_t *pinned)
+{
+	struct kva_dev d;
+	size_t a, h, l;
+
+	*pinned = KVA_STAGE_BUFS * pin_words(pool, &a, &h, &l) * 4 +
+		  (uint64_t)pool->nr_slots * 4 + 3 * sizeof(uint64_t) +
+		  KVA_FENCES * 4 * sizeof(uint64_t);
+	return layout((struct kva_pool *)pool, &d, 0) +
+	       layout_pages(&d, 0, pool->nr_page_ids, pool->nr_gslots) +
+	       layout_table(&d, 0, pool->nr_lists, pool->width);
 }
 
 /**
@@ -182,10 +239,15 @@ int kva_dev_create(struct kva_pool *pool)
 	CU(cudaMalloc(&d->mem, bytes));
 	layout(pool, d, (uintptr_t)d->mem);
 	CU(cudaMemset(d->mem, 0, bytes));
-	d->o_args = (pool->nr_slots + 3) & ~3u;
-	d->o_hi = 2 * d->o_args;
-	d->o_lo = d->o_hi + ((lists + 3) & ~(size_t)3);
-	d->pin_words = d->o_lo + lists;
+	bytes = layout_pages(d, 0, pool->nr_page_ids, pool->nr_gslots);
+	CU(cudaMalloc(&d->pmem, bytes));
+	layout_pages(d, (uintptr_t)d->pmem, pool->nr_page_ids,
+		     pool->nr_gslots);
+	CU(cudaMemset(d->pmem, 0, bytes));
+	bytes = layout_table(d, 0, lists, pool->width);
+	CU(cudaMalloc(&d->tmem, bytes));
+	layout_table(d, (uintptr_t)d->tmem, lists, pool->width);
+	d->pin_words = pin_words(pool, &d->o_args, &d->o_hi, &d->o_lo);
 	CU(cudaMallocHost((void **)&d->pin,
 			  KVA_STAGE_BUFS * d->pin_words * 4));
 	CU(cudaMallocHost((void **)&d->app_pin, pool->nr_slots * 4));
@@ -265,6 +327,8 @@ void kva_dev_destroy(struct kva_pool *pool)
 	cudaFreeHost(d->app_ht);
 	cudaFreeHost(d->pin);
 	cudaFree(d->mem);
+	cudaFree(d->pmem);
+	cudaFree(d->tmem);
 	free(d);
 	free(pool->resv);
 	pool->resv = NULL;
@@ -280,6 +344,88 @@ static int xfer(struct kva_dev *d, void *dev, void *host, size_t bytes,
 					to_dev ? cudaMemcpyHostToDevice
 					       : cudaMemcpyDeviceToHost,
 					d->st));
+}
+
+/**
+ * kva_dev_resize_prepare() - the device arrays for @r, filled
+ * @pool: device pool, waited for and pulled
+ * @r: the host arrays made for the larger budget (pool.c)
+ *
+ * Allocates the per-page arrays (and the tables, when @r has new ones)
+ * and copies @r's into them; the pool still uses its own.
+ *
+ * Return: 0 or the CUDA error as an errno (nothing is left allocated).
+ */
+int kva_dev_resize_prepare(struct kva_pool *pool, struct kva_resize *r)
+{
+	struct kva_dev *d = pool->dev, t = *d;
+	size_t ids = (size_t)r->gslots * pool->pages_per_granule;
+	size_t lists = pool->nr_lists, bytes;
+	int ret;
+
+	bytes = layout_pages(&t, 0, ids, r->gslots);
+	CU(cudaMalloc(&r->dpages, bytes));
+	layout_pages(&t, (uintptr_t)r->dpages, ids, r->gslots);
+	CU(cudaMemsetAsync(r->dpages, 0, bytes, d->st));
+	ret = xfer(d, t.v.ring, r->ring, ids * 4, 1);
+	if (!ret)
+		ret = xfer(d, t.v.page_list, r->page_list, ids * 4, 1);
+	if (!ret)
+		ret = xfer(d, t.v.page_pos, r->page_pos, ids * 4, 1);
+	if (!ret && r->table) {
+		bytes = layout_table(&t, 0, lists, r->width);
+		CU(cudaMalloc(&r->dtable, bytes));
+		layout_table(&t, (uintptr_t)r->dtable, lists, r->width);
+		ret = xfer(d, t.v.table, r->table, lists * r->width * 4, 1);
+	}
+	if (!ret)
+		ret = kvk_cuda_drain(d->st);
+out:
+	if (ret)
+		kva_dev_resize_abort(r);
+	return ret;
+}
+
+/* drop what kva_dev_resize_prepare() allocated */
+void kva_dev_resize_abort(struct kva_resize *r)
+{
+	cudaFree(r->dpages);
+	cudaFree(r->dtable);
+	r->dpages = NULL;
+	r->dtable = NULL;
+}
+
+/**
+ * kva_dev_resize_commit() - use @r's device arrays from now on
+ * @pool: device pool, its streams idle since kva_dev_resize_prepare()
+ * @r: prepared; its device arrays become the pool's
+ *
+ * The append graphs hold the old addresses: they are dropped and captured
+ * again at the next append.
+ */
+void kva_dev_resize_commit(struct kva_pool *pool, struct kva_resize *r)
+{
+	struct kva_dev *d = pool->dev;
+	size_t ids = (size_t)r->gslots * pool->pages_per_granule;
+
+	cudaFree(d->pmem);
+	d->pmem = r->dpages;
+	layout_pages(d, (uintptr_t)d->pmem, ids, r->gslots);
+	d->v.ring_cap = ids;
+	if (r->dtable) {
+		cudaFree(d->tmem);
+		d->tmem = r->dtable;
+		layout_table(d, (uintptr_t)d->tmem, pool->nr_lists, r->width);
+		d->v.width = r->width;
+	}
+	for (int i = 0; i < 2; i++) {
+		if (d->app_exec[i])
+			cudaGraphExecDestroy(d->app_exec[i]);
+		d->app_exec[i] = NULL;
+		d->app_n[i] = 0;
+	}
+	r->dpages = NULL;
+	r->dtable = NULL;
 }
 
 /**
@@ -1048,6 +1194,31 @@ int kva_pool_device_view(const struct kva_pool *pool, struct kva_view *v)
 }
 
 #else /* !KVMM_HAVE_CUDA: every pool is a host pool, KVA_POOL_DEVICE fails */
+
+uint64_t kva_dev_bytes(const struct kva_pool *pool, uint64_t *pinned)
+{
+	(void)pool;
+	*pinned = 0;
+	return 0;
+}
+
+int kva_dev_resize_prepare(struct kva_pool *pool, struct kva_resize *r)
+{
+	(void)pool;
+	(void)r;
+	return -ENODEV;
+}
+
+void kva_dev_resize_commit(struct kva_pool *pool, struct kva_resize *r)
+{
+	(void)pool;
+	(void)r;
+}
+
+void kva_dev_resize_abort(struct kva_resize *r)
+{
+	(void)r;
+}
 
 int kva_dev_create(struct kva_pool *pool)
 {

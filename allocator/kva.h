@@ -124,7 +124,8 @@ enum kva_slot_state {
  * @nr_slots: sequence slots
  * @nr_layers: layers
  * @nr_heads: kv-heads per layer
- * @max_tokens: most tokens one sequence may hold (sizes the tables)
+ * @max_tokens: most tokens one sequence may hold (bounds the table width,
+ *	with the budget: see struct kva_pool @width)
  * @wmark_low: free pages below which kva_pool_balance() grows
  * @wmark_high: free pages kva_pool_balance() grows up to
  * @flags: KVA_POOL_* (0: a host pool, whatever the context)
@@ -173,6 +174,15 @@ struct kva_dev;
  * Free ring: ring[head % ring_cap .. tail % ring_cap) holds exactly the free
  * page ids, one contiguous interval; allocation takes from head, freeing
  * puts at tail. head and tail only grow.
+ *
+ * Capacity: memory follows the budget, not the reservation. The per-page
+ * arrays cover the granule slots of the largest budget so far
+ * (@nr_gslots, grown by kva_pool_set_budget(), never shrunk): the runtime
+ * maps the lowest free slots and never more granules than the budget, so
+ * no mapped slot is at or past it. A list holds at most every page of the
+ * budget, so a row is @width = min(@max_width, @nr_page_ids + 3) entries,
+ * also grown with the budget (which moves the tables: see
+ * kva_pool_set_budget()). What a pool costs is kva_pool_cost().
  */
 struct kva_pool {
 	/* geometry, fixed at create */
@@ -187,17 +197,23 @@ struct kva_pool {
 	uint32_t nr_heads;
 	uint32_t lists_per_slot;	/* nr_layers * nr_heads */
 	uint32_t nr_lists;		/* nr_slots * lists_per_slot */
-	uint32_t width;			/* table entries per list */
+	uint32_t width;			/* table entries per list: min of
+					 * max_width and nr_page_ids + 3 */
+	uint32_t max_width;		/* entries max_tokens needs */
 	uint32_t max_tokens;		/* per sequence */
 
 	/* physical memory */
 	struct kvrt_ctx *ctx;
 	struct kvrt_space *space;
 	uint64_t base;			/* address of granule slot 0 */
-	uint32_t nr_gslots;		/* granule slots in the reservation */
+	uint32_t va_gslots;		/* granule slots in the reservation */
+	uint32_t nr_gslots;		/* granule slots the arrays cover:
+					 * the largest budget so far, at
+					 * most va_gslots */
 	uint32_t nr_granules;		/* granules in use (KVA_GRAN_MAPPED) */
 	uint32_t nr_retired;		/* retired, waiting to be shrunk */
-	uint32_t nr_page_ids;		/* nr_gslots * pages_per_granule */
+	uint32_t nr_page_ids;		/* nr_gslots * pages_per_granule: the
+					 * per-page arrays' length */
 	uint8_t *gran_mapped;		/* [nr_gslots] enum kva_gran_state */
 
 	/* free ring */
@@ -324,7 +340,30 @@ static inline uint64_t kva_nr_free(const struct kva_pool *pool)
 	return pool->dev ? pool->free_lb : pool->tail - pool->head;
 }
 
+/**
+ * struct kva_pool_cost - the memory a pool holds apart from its granules
+ * @host_bytes: host memory: the pool's arrays and the runtime's per-slot
+ *	state (a device pool's pinned staging buffers included)
+ * @dev_bytes: device memory of a device-resident pool's arrays (0 for a
+ *	host pool)
+ * @gslots: granule slots the per-page arrays cover
+ * @width: table entries per list
+ *
+ * Computed by kva_pool_cost(); Documentation/allocator/index.rst gives the
+ * formula.
+ */
+struct kva_pool_cost {
+	uint64_t host_bytes;
+	uint64_t dev_bytes;
+	uint32_t gslots;
+	uint32_t width;
+};
+
 /* pool lifecycle and accounting (pool.c) */
+int kva_pool_cost(const struct kva_pool_params *params,
+		  struct kva_pool_cost *out);
+int kva_pool_budget_cost(const struct kva_pool *pool, uint64_t budget_bytes,
+			 struct kva_pool_cost *out);
 int kva_pool_create(const struct kva_pool_params *params,
 		    struct kva_pool **out);
 int kva_pool_destroy(struct kva_pool *pool);
@@ -514,6 +553,7 @@ struct kva_compact_control {
 	uint64_t call_bytes;		/* bytes planned in this call */
 	uint32_t *flag;			/* [nr_page_ids] ring filter flags */
 	uint64_t *roff;			/* [nr_page_ids + 1] ring filter scan */
+	uint32_t nr_ids;		/* page ids the arrays above cover */
 
 	/* out, accumulated over calls */
 	uint64_t bytes_moved;		/* bytes */

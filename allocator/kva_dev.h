@@ -8,6 +8,29 @@
 
 #include "kva.h"
 
+/*
+ * struct kva_resize - a pool's arrays for a larger budget, made before the
+ * pool changes (pool.c's pool_resize_prepare()), then swapped in whole or
+ * dropped. Owned by the caller of kva_pool_set_budget(), under the pool's
+ * serialisation.
+ */
+struct kva_resize {
+	uint32_t gslots;		/* granule slots the arrays cover */
+	uint32_t width;			/* table entries per list */
+	uint8_t *gran_mapped;		/* [gslots] */
+	uint32_t *ring;			/* [gslots * ppg] */
+	uint32_t *page_list;		/* [gslots * ppg] */
+	uint32_t *page_pos;		/* [gslots * ppg] */
+	uint32_t *scratch;		/* [gslots * ppg] */
+	uint32_t *table;		/* [lists][width]; NULL: same width */
+	void *dpages;			/* device pool: the per-page arrays */
+	void *dtable;			/* device pool: the tables, or NULL */
+};
+
+int kva_dev_resize_prepare(struct kva_pool *pool, struct kva_resize *r);
+void kva_dev_resize_commit(struct kva_pool *pool, struct kva_resize *r);
+void kva_dev_resize_abort(struct kva_resize *r);
+uint64_t kva_dev_bytes(const struct kva_pool *pool, uint64_t *pinned);
 int kva_dev_create(struct kva_pool *pool);
 void kva_dev_destroy(struct kva_pool *pool);
 int kva_dev_pull(struct kva_pool *pool);

@@ -464,7 +464,8 @@ out_free:
 /**
  * kva_pool_view() - the view of a pool's own (host) arrays
  * @pool: pool
- * @v: filled in; valid until the pool is destroyed
+ * @v: filled in; valid until the pool is destroyed or
+ *	kva_pool_set_budget() grows its arrays
  */
 void kva_pool_view(struct kva_pool *pool, struct kva_view *v)
 {

@@ -55,9 +55,95 @@ static int pool_alloc_arrays(struct kva_pool *pool)
 	return 0;
 }
 
-static int params_valid(const struct kva_pool_params *p)
+/* the table width for @gslots granule slots: a list holds at most every
+ * page of the budget, and never more than max_tokens need */
+static uint32_t pool_width(const struct kva_pool *pool, uint32_t gslots)
 {
-	if (!p || !p->ctx || !p->nr_tiers || p->nr_tiers > KVA_TIERS_MAX ||
+	uint64_t w = (uint64_t)gslots * pool->pages_per_granule + 3;
+
+	return w < pool->max_width ? (uint32_t)w : pool->max_width;
+}
+
+/* granule slots the arrays cover for @budget_bytes (the runtime refuses a
+ * budget over the reservation) */
+static uint32_t pool_gslots(const struct kva_pool *pool, uint64_t budget_bytes)
+{
+	uint64_t g = budget_bytes / KVRT_GRANULE_SIZE;
+
+	if (!g)		/* refused by the runtime; arrays of one slot */
+		g = 1;
+	return g < pool->va_gslots ? (uint32_t)g : pool->va_gslots;
+}
+
+/*
+ * The host bytes of @pool's arrays, sized as its fields say (one list:
+ * a row, two counts per tier, a count and a scan entry; one page id: ring,
+ * reverse map (2), scratch; one slot: state, mark, admitted pages), plus
+ * the runtime's state per granule slot and a device pool's device arrays.
+ */
+static void pool_cost(const struct kva_pool *pool, int dev,
+		      struct kva_pool_cost *out)
+{
+	uint64_t lists = pool->nr_lists, ids = pool->nr_page_ids;
+	uint64_t pinned = 0;
+
+	out->gslots = pool->nr_gslots;
+	out->width = pool->width;
+	out->host_bytes = sizeof(*pool) + lists * (4ULL * pool->width + 28) +
+			  8 + ids * 16 +
+			  (uint64_t)pool->nr_gslots *
+				  (1 + kvrt_space_slot_bytes()) +
+			  (uint64_t)pool->nr_slots * 9;
+	out->dev_bytes = dev ? kva_dev_bytes(pool, &pinned) : 0;
+	out->host_bytes += pinned;
+}
+
+/* the geometry of a pool for @p, no memory: 0 or -errno */
+static int pool_geometry(const struct kva_pool_params *p,
+			 struct kva_pool *pool)
+{
+	uint32_t min_tok;
+	uint64_t w;
+	int size, ret;
+
+	size = kva_page_size(p->head_dim, p->tiers, p->nr_tiers);
+	if (size < 0)
+		return size;
+	pool->head_dim = p->head_dim;
+	pool->page_size = size;
+	pool->pages_per_granule = KVRT_GRANULE_SIZE / size;
+	pool->nr_tiers = p->nr_tiers;
+	memcpy(pool->tiers, p->tiers, sizeof(pool->tiers));
+	ret = kva_page_layout(pool->head_dim, size, &p->tiers[0],
+			      &pool->layout[KVA_HI]);
+	if (!ret)
+		ret = kva_page_layout(pool->head_dim, size,
+				      &p->tiers[p->nr_tiers > 1],
+				      &pool->layout[KVA_LO]);
+	if (ret)
+		return ret;
+	pool->nr_slots = p->nr_slots;
+	pool->nr_layers = p->nr_layers;
+	pool->nr_heads = p->nr_heads;
+	pool->lists_per_slot = p->nr_layers * p->nr_heads;
+	pool->nr_lists = p->nr_slots * pool->lists_per_slot;
+	pool->max_tokens = p->max_tokens;
+	min_tok = pool->layout[KVA_HI].tokens;
+	if (pool->layout[KVA_LO].tokens < min_tok)
+		min_tok = pool->layout[KVA_LO].tokens;
+	w = kvmm_div_round_up((uint64_t)p->max_tokens, min_tok) + 3;
+	pool->max_width = w < UINT32_MAX ? (uint32_t)w : UINT32_MAX;
+	pool->va_gslots = p->va_bytes / KVRT_GRANULE_SIZE;
+	pool->nr_gslots = pool_gslots(pool, p->budget_bytes);
+	pool->nr_page_ids = pool->nr_gslots * pool->pages_per_granule;
+	pool->width = pool_width(pool, pool->nr_gslots);
+	return 0;
+}
+
+/* the parameters without their context (what kva_pool_cost() takes) */
+static int params_shape_valid(const struct kva_pool_params *p)
+{
+	if (!p || !p->nr_tiers || p->nr_tiers > KVA_TIERS_MAX ||
 	    !p->nr_slots || !p->nr_layers || !p->nr_heads || !p->max_tokens)
 		return 0;
 	if (!p->va_bytes || p->va_bytes % KVRT_GRANULE_SIZE ||
@@ -65,12 +151,63 @@ static int params_valid(const struct kva_pool_params *p)
 		return 0;
 	if (p->wmark_high < p->wmark_low || (p->flags & ~KVA_POOL_FLAGS))
 		return 0;
-	if ((p->flags & KVA_POOL_DEVICE) &&
-	    kvrt_ctx_backend(p->ctx) != KVRT_BACKEND_CUDA)
-		return 0;
 	if ((uint64_t)p->nr_slots * p->nr_layers * p->nr_heads > UINT32_MAX / 2)
 		return 0;
 	return 1;
+}
+
+static int params_valid(const struct kva_pool_params *p)
+{
+	if (!params_shape_valid(p) || !p->ctx)
+		return 0;
+	return !(p->flags & KVA_POOL_DEVICE) ||
+	       kvrt_ctx_backend(p->ctx) == KVRT_BACKEND_CUDA;
+}
+
+/**
+ * kva_pool_cost() - what a pool for @params would hold, without making it
+ * @params: as for kva_pool_create(); @params->ctx is not used
+ * @out: filled in
+ *
+ * Return: 0; -EINVAL for bad parameters; -ENOSPC when no page size fits.
+ */
+int kva_pool_cost(const struct kva_pool_params *params,
+		  struct kva_pool_cost *out)
+{
+	struct kva_pool geom = { 0 };
+	int ret;
+
+	if (!out || !params_shape_valid(params))
+		return -EINVAL;
+	ret = pool_geometry(params, &geom);
+	if (ret)
+		return ret;
+	pool_cost(&geom, !!(params->flags & KVA_POOL_DEVICE), out);
+	return 0;
+}
+
+/**
+ * kva_pool_budget_cost() - what @pool would hold under @budget_bytes
+ * @pool: pool
+ * @budget_bytes: a budget kva_pool_set_budget() would be given
+ * @out: filled in: never less than what @pool holds now, since a lower
+ *	budget shrinks nothing
+ *
+ * Return: 0.
+ */
+int kva_pool_budget_cost(const struct kva_pool *pool, uint64_t budget_bytes,
+			 struct kva_pool_cost *out)
+{
+	struct kva_pool geom = *pool;
+	uint32_t g = pool_gslots(pool, budget_bytes);
+
+	if (g > geom.nr_gslots) {
+		geom.nr_gslots = g;
+		geom.nr_page_ids = g * pool->pages_per_granule;
+		geom.width = pool_width(pool, g);
+	}
+	pool_cost(&geom, pool->dev != NULL, out);
+	return 0;
 }
 
 /**
@@ -78,10 +215,13 @@ static int params_valid(const struct kva_pool_params *p)
  * @params: geometry, sizes and watermarks
  * @out: the new pool, with no granule mapped
  *
- * The page size comes from kva_page_size() over @params->tiers; the table
- * width from the longest sequence at the tier with fewest tokens per page,
- * plus three: one for a split between tiers and one per tier for the empty
- * page kva_append() adds when a tier's last page is full.
+ * The page size comes from kva_page_size() over @params->tiers. The table
+ * width is what the longest sequence needs at the tier with fewest tokens
+ * per page, plus three (one for a split between tiers and one per tier for
+ * the empty page kva_append() adds when a tier's last page is full), but
+ * no more than the budget's pages plus three. The per-page arrays cover
+ * the budget's granules, not the reservation's (struct kva_pool,
+ * "Capacity"); kva_pool_set_budget() grows both.
  *
  * With KVA_POOL_DEVICE in @params->flags (a CUDA context only) the pool
  * is device-resident: see DOC: device pool in device.c.
@@ -93,44 +233,16 @@ static int params_valid(const struct kva_pool_params *p)
 int kva_pool_create(const struct kva_pool_params *params, struct kva_pool **out)
 {
 	struct kva_pool *pool;
-	uint32_t min_tok;
-	int size, ret;
+	int ret;
 
 	if (!out || !params_valid(params))
 		return -EINVAL;
-	size = kva_page_size(params->head_dim, params->tiers, params->nr_tiers);
-	if (size < 0)
-		return size;
-
 	pool = calloc(1, sizeof(*pool));
 	if (!pool)
 		return -ENOMEM;
-	pool->head_dim = params->head_dim;
-	pool->page_size = size;
-	pool->pages_per_granule = KVRT_GRANULE_SIZE / size;
-	pool->nr_tiers = params->nr_tiers;
-	memcpy(pool->tiers, params->tiers, sizeof(pool->tiers));
-	ret = kva_page_layout(pool->head_dim, size, &params->tiers[0],
-			      &pool->layout[KVA_HI]);
-	if (!ret)
-		ret = kva_page_layout(pool->head_dim, size,
-				      &params->tiers[params->nr_tiers > 1],
-				      &pool->layout[KVA_LO]);
+	ret = pool_geometry(params, pool);
 	if (ret)
 		goto out_free_pool;
-
-	pool->nr_slots = params->nr_slots;
-	pool->nr_layers = params->nr_layers;
-	pool->nr_heads = params->nr_heads;
-	pool->lists_per_slot = params->nr_layers * params->nr_heads;
-	pool->nr_lists = params->nr_slots * pool->lists_per_slot;
-	pool->max_tokens = params->max_tokens;
-	min_tok = pool->layout[KVA_HI].tokens;
-	if (pool->layout[KVA_LO].tokens < min_tok)
-		min_tok = pool->layout[KVA_LO].tokens;
-	pool->width = kvmm_div_round_up(params->max_tokens, min_tok) + 3;
-	pool->nr_gslots = params->va_bytes / KVRT_GRANULE_SIZE;
-	pool->nr_page_ids = pool->nr_gslots * pool->pages_per_granule;
 	pool->wmark_low = params->wmark_low;
 	pool->wmark_high = params->wmark_high;
 	pool->ctx = params->ctx;
@@ -216,6 +328,12 @@ int kva_pool_grow(struct kva_pool *pool, uint32_t n)
 	ret = kvrt_space_grow(pool->space, n, KVRT_LOC_DEVICE, -1, idx);
 	if (ret)
 		goto out_free_idx;
+	/* the lowest free slots, within the budget: inside the arrays */
+	if (idx[n - 1] >= pool->nr_gslots) {
+		kvrt_space_shrink(pool->space, idx, n, 0);
+		ret = -EUCLEAN;
+		goto out_free_idx;
+	}
 	for (uint32_t i = 0; i < n; i++)
 		pool->gran_mapped[idx[i]] = KVA_GRAN_MAPPED;
 	pool->nr_granules += n;
@@ -320,20 +438,162 @@ int kva_pool_need_compact(const struct kva_pool *pool)
 	       (uint64_t)pool->wmark_high + pool->pages_per_granule;
 }
 
+static void resize_free(struct kva_resize *r)
+{
+	free(r->gran_mapped);
+	free(r->ring);
+	free(r->page_list);
+	free(r->page_pos);
+	free(r->scratch);
+	free(r->table);
+	memset(r, 0, sizeof(*r));
+}
+
+/*
+ * The pool's arrays for @gslots granule slots, filled from the pool's
+ * (exact: a device pool has waited and pulled): the free ring at the same
+ * positions head..tail modulo the new capacity, the reverse map with the
+ * new pages unmapped, and, when the width grows, each row's high pages at
+ * its left and low pages at its new right end, their reverse map moved
+ * with them. The pool is not touched.
+ */
+static int resize_prepare(struct kva_pool *pool, uint32_t gslots,
+			  struct kva_resize *r)
+{
+	size_t ids = (size_t)gslots * pool->pages_per_granule;
+	size_t old = pool->nr_page_ids, lists = pool->nr_lists;
+	uint32_t w = pool_width(pool, gslots), ow = pool->width;
+	int ret;
+
+	memset(r, 0, sizeof(*r));
+	r->gslots = gslots;
+	r->width = w;
+	if (pool->dev) {
+		ret = kva_dev_pull(pool);
+		if (!ret)
+			ret = kva_dev_wait(pool);
+		if (ret)
+			return ret;
+	}
+	r->gran_mapped = calloc(gslots, 1);
+	r->ring = calloc(ids, sizeof(uint32_t));
+	r->page_list = malloc(ids * sizeof(uint32_t));
+	r->page_pos = malloc(ids * sizeof(uint32_t));
+	r->scratch = calloc(ids, sizeof(uint32_t));
+	if (w != ow)
+		r->table = malloc(lists * w * sizeof(uint32_t));
+	if (!r->gran_mapped || !r->ring || !r->page_list || !r->page_pos ||
+	    !r->scratch || (w != ow && !r->table)) {
+		resize_free(r);
+		return -ENOMEM;
+	}
+	memcpy(r->gran_mapped, pool->gran_mapped, pool->nr_gslots);
+	for (uint64_t i = pool->head; i < pool->tail; i++)
+		r->ring[i % ids] = pool->ring[i % old];
+	memcpy(r->page_list, pool->page_list, old * sizeof(uint32_t));
+	memcpy(r->page_pos, pool->page_pos, old * sizeof(uint32_t));
+	for (size_t i = old; i < ids; i++) {
+		r->page_list[i] = KVA_OWNER_UNMAPPED;
+		r->page_pos[i] = KVA_PAGE_NONE;
+	}
+	if (r->table) {
+		memset(r->table, 0xff, lists * w * sizeof(uint32_t));
+		for (size_t l = 0; l < lists; l++) {
+			const uint32_t *src = &pool->table[l * ow];
+			uint32_t *dst = &r->table[l * w];
+			uint32_t nh = pool->npages[2 * l + KVA_HI];
+			uint32_t nl = pool->npages[2 * l + KVA_LO];
+
+			memcpy(dst, src, nh * sizeof(uint32_t));
+			memcpy(dst + w - nl, src + ow - nl,
+			       nl * sizeof(uint32_t));
+			for (uint32_t e = w - nl; e < w; e++)
+				r->page_pos[dst[e]] = e;
+		}
+	}
+	if (pool->dev) {
+		ret = kva_dev_resize_prepare(pool, r);
+		if (ret) {
+			resize_free(r);
+			return ret;
+		}
+	}
+	return 0;
+}
+
+/* swap @r's arrays in (cannot fail) and free the pool's old ones */
+static void resize_commit(struct kva_pool *pool, struct kva_resize *r)
+{
+	if (pool->dev)
+		kva_dev_resize_commit(pool, r);
+	free(pool->gran_mapped);
+	free(pool->ring);
+	free(pool->page_list);
+	free(pool->page_pos);
+	free(pool->scratch);
+	pool->gran_mapped = r->gran_mapped;
+	pool->ring = r->ring;
+	pool->page_list = r->page_list;
+	pool->page_pos = r->page_pos;
+	pool->scratch = r->scratch;
+	if (r->table) {
+		free(pool->table);
+		pool->table = r->table;
+	}
+	pool->nr_gslots = r->gslots;
+	pool->nr_page_ids = r->gslots * pool->pages_per_granule;
+	pool->width = r->width;
+	memset(r, 0, sizeof(*r));
+}
+
 /**
  * kva_pool_set_budget() - change the physical memory the pool may map
  * @pool: pool
- * @budget_bytes: a multiple of 2 MiB
+ * @budget_bytes: a multiple of 2 MiB, at most the reservation
  *
- * Return: 0; -EBUSY for a budget below the granules mapped now (compact
- * first), with nothing changed; the runtime's error.
+ * A budget over the largest so far first grows the per-page arrays to its
+ * granules and, while the budget's pages bound it below max_tokens' need,
+ * the table width (struct kva_pool, "Capacity"): the new arrays are made
+ * and filled before anything changes, then swapped in. A wider table is a
+ * new one, so the addresses kva_pool_view() and kva_pool_device_view()
+ * gave, and the width, are stale after such a call; a device pool waits
+ * for its streams first (control plane). A lower budget shrinks nothing.
+ *
+ * Return: 0; -EINVAL for a zero or unaligned budget or one over the
+ * reservation; -E2BIG for one over the backend's memory; -EBUSY for a
+ * budget below the granules mapped now (compact first); -ENOMEM when the
+ * larger arrays cannot be had; a CUDA error. Nothing changed on error.
  */
 int kva_pool_set_budget(struct kva_pool *pool, uint64_t budget_bytes)
 {
+	struct kva_resize r = { 0 };
+	uint32_t g;
+	int ret;
+
+	if (!budget_bytes || budget_bytes % KVRT_GRANULE_SIZE ||
+	    budget_bytes > (uint64_t)pool->va_gslots * KVRT_GRANULE_SIZE)
+		return -EINVAL;
+	if (budget_bytes > kvrt_ctx_mem_total(pool->ctx))
+		return -E2BIG;
 	if (budget_bytes < (uint64_t)(pool->nr_granules + pool->nr_retired) *
 				   KVRT_GRANULE_SIZE)
 		return -EBUSY;
-	return kvrt_space_set_budget(pool->space, budget_bytes);
+	g = pool_gslots(pool, budget_bytes);
+	if (g > pool->nr_gslots) {
+		ret = resize_prepare(pool, g, &r);
+		if (ret)
+			return ret;
+	}
+	ret = kvrt_space_set_budget(pool->space, budget_bytes);
+	if (ret) {
+		if (pool->dev)
+			kva_dev_resize_abort(&r);
+		resize_free(&r);
+		return ret;
+	}
+	if (r.gslots)
+		resize_commit(pool, &r);
+	return 0;
 }
 
 /**

@@ -19,13 +19,15 @@
 #define KVSHIM_MAX_SPACES 64
 
 /*
- * Bounds on what sizes the driver's own (host) memory at SPACE_CREATE:
- * tokens per sequence, the VA reservation (per-page arrays), and
- * sequences x layers x heads x tokens (the page tables).
+ * Bounds on the driver's own memory: tokens per sequence and the VA
+ * reservation (values in range), and the bytes of host memory, and of
+ * device memory, that one space's arrays may hold (kva_pool_cost(): the
+ * per-page arrays follow the budget, the tables the budget and
+ * max_tokens); SPACE_CREATE and SET_BUDGET refuse more with -E2BIG.
  */
 #define KVSHIM_MAX_TOKENS (1U << 20)
 #define KVSHIM_MAX_VA_BYTES (1ULL << 40)
-#define KVSHIM_MAX_LIST_TOKENS (1ULL << 34)
+#define KVSHIM_MAX_SPACE_BYTES (1ULL << 30)
 
 int kvshim_open(void);
 int kvshim_close(int fd);
@@ -34,6 +36,8 @@ int kvshim_ioctl(int fd, unsigned long cmd, void *arg);
 /* tests and fuzzing (not uapi) */
 int kvshim_check(int fd, uint32_t space, char *why, size_t len);
 int kvshim_digest(int fd, uint32_t space, uint64_t *out);
+int kvshim_space_cost(const struct kvmm_space_create *c,
+		      uint64_t *host_bytes, uint64_t *dev_bytes);
 
 /* kvshim_fault_inject() @where */
 #define KVSHIM_FAULT_RUNTIME 0	/* nth runtime call of the space */

@@ -211,12 +211,74 @@ static int space_create_valid(const struct kvmm_space_create *a)
 	if ((uint64_t)a->max_seqs * a->nr_layers * a->nr_kv_heads >
 	    UINT32_MAX / 2)
 		return -EINVAL;
-	/* what sizes the driver's own memory: tables, per-page arrays */
+	/* in range; what the space costs is space_cost()'s */
 	if (a->max_tokens > KVSHIM_MAX_TOKENS ||
-	    a->va_bytes > KVSHIM_MAX_VA_BYTES ||
-	    (uint64_t)a->max_seqs * a->nr_layers * a->nr_kv_heads *
-			    a->max_tokens > KVSHIM_MAX_LIST_TOKENS)
+	    a->va_bytes > KVSHIM_MAX_VA_BYTES)
 		return -EINVAL;
+	return 0;
+}
+
+/* the pool parameters of a valid @a (no context yet) */
+static void create_params(const struct kvmm_space_create *a,
+			  struct kva_pool_params *p)
+{
+	memset(p, 0, sizeof(*p));
+	p->va_bytes = a->va_bytes;
+	p->budget_bytes = a->budget_bytes;
+	p->head_dim = a->head_dim;
+	p->nr_tiers = a->nr_tiers;
+	for (uint32_t i = 0; i < a->nr_tiers; i++) {
+		p->tiers[i].kbits = a->tiers[i].kbits;
+		p->tiers[i].vbits = a->tiers[i].vbits;
+		p->tiers[i].kgroups = a->tiers[i].kgroups;
+		p->tiers[i].vgroups = a->tiers[i].vgroups;
+	}
+	p->nr_slots = a->max_seqs;
+	p->nr_layers = a->nr_layers;
+	p->nr_heads = a->nr_kv_heads;
+	p->max_tokens = a->max_tokens;
+	/* a device space keeps its tables on the device (SPACE_MAP) */
+	if (a->backend == KVMM_BACKEND_DEVICE)
+		p->flags = KVA_POOL_DEVICE;
+}
+
+/* over KVSHIM_MAX_SPACE_BYTES of host or of device memory: -E2BIG */
+static int cost_ok(const struct kva_pool_cost *c)
+{
+	return c->host_bytes <= KVSHIM_MAX_SPACE_BYTES &&
+	       c->dev_bytes <= KVSHIM_MAX_SPACE_BYTES ? 0 : -E2BIG;
+}
+
+/**
+ * kvshim_space_cost() - the memory SPACE_CREATE would give a space
+ * @c: SPACE_CREATE's argument
+ * @host_bytes: receives the host bytes (kva_pool_cost())
+ * @dev_bytes: receives the device bytes (0 for a host space)
+ *
+ * Not part of the uapi: tests and the fuzzer find the arguments on either
+ * side of KVSHIM_MAX_SPACE_BYTES with it.
+ *
+ * Return: 0; -EINVAL for an argument SPACE_CREATE refuses as such;
+ * -ENOSPC when no page size fits the tiers.
+ */
+int kvshim_space_cost(const struct kvmm_space_create *c,
+		      uint64_t *host_bytes, uint64_t *dev_bytes)
+{
+	struct kva_pool_params p;
+	struct kva_pool_cost cost;
+	int ret;
+
+	if (!c || !host_bytes || !dev_bytes)
+		return -EINVAL;
+	ret = space_create_valid(c);
+	if (ret)
+		return ret;
+	create_params(c, &p);
+	ret = kva_pool_cost(&p, &cost);
+	if (ret)
+		return ret;
+	*host_bytes = cost.host_bytes;
+	*dev_bytes = cost.dev_bytes;
 	return 0;
 }
 
@@ -224,12 +286,19 @@ static int ioc_space_create(struct kvshim_file *f,
 			    struct kvmm_space_create *a)
 {
 	struct kvrt_ctx_opts o = { 0 };
-	struct kva_pool_params p = { 0 };
+	struct kva_pool_params p;
+	struct kva_pool_cost cost;
 	struct kvshim_space *s;
 	uint32_t slot = KVSHIM_MAX_SPACES;
 	int ret;
 
 	ret = space_create_valid(a);
+	if (ret)
+		return ret;
+	create_params(a, &p);
+	ret = kva_pool_cost(&p, &cost);
+	if (!ret)
+		ret = cost_ok(&cost);
 	if (ret)
 		return ret;
 	for (uint32_t i = 0; i < KVSHIM_MAX_SPACES; i++) {
@@ -255,23 +324,6 @@ static int ioc_space_create(struct kvshim_file *f,
 		goto out_free;
 
 	p.ctx = s->ctx;
-	p.va_bytes = a->va_bytes;
-	p.budget_bytes = a->budget_bytes;
-	p.head_dim = a->head_dim;
-	p.nr_tiers = a->nr_tiers;
-	for (uint32_t i = 0; i < a->nr_tiers; i++) {
-		p.tiers[i].kbits = a->tiers[i].kbits;
-		p.tiers[i].vbits = a->tiers[i].vbits;
-		p.tiers[i].kgroups = a->tiers[i].kgroups;
-		p.tiers[i].vgroups = a->tiers[i].vgroups;
-	}
-	p.nr_slots = a->max_seqs;
-	p.nr_layers = a->nr_layers;
-	p.nr_heads = a->nr_kv_heads;
-	p.max_tokens = a->max_tokens;
-	/* a device space keeps its tables on the device (SPACE_MAP) */
-	if (a->backend == KVMM_BACKEND_DEVICE)
-		p.flags = KVA_POOL_DEVICE;
 	ret = kva_pool_create(&p, &s->pool);
 	if (ret)
 		goto out_ctx;
@@ -504,7 +556,9 @@ static int ioc_seq_release(struct kvshim_file *f,
 static int ioc_set_budget(struct kvshim_file *f,
 			  const struct kvmm_set_budget *a)
 {
+	struct kva_pool_cost cost;
 	struct kvshim_space *s;
+	int ret;
 
 	if (a->flags || !ZERO(a->reserved))
 		return -EINVAL;
@@ -515,6 +569,11 @@ static int ioc_set_budget(struct kvshim_file *f,
 		return -ENOENT;
 	if (a->budget_bytes > s->va_bytes)
 		return -EINVAL;
+	/* a larger budget grows the arrays: within the same bound */
+	kva_pool_budget_cost(s->pool, a->budget_bytes, &cost);
+	ret = cost_ok(&cost);
+	if (ret)
+		return ret;
 	return kva_pool_set_budget(s->pool, a->budget_bytes);
 }
 
@@ -1447,6 +1506,8 @@ static uint64_t space_digest(const struct kvshim_space *s)
 	h = fnv32(h, pool->ntokens, (size_t)pool->nr_lists * 2);
 	h = fnv(h, pool->slot_state, pool->nr_slots);
 	h = fnv(h, pool->gran_mapped, pool->nr_gslots);
+	h = FNV(h, pool->nr_gslots);	/* capacity: table_width shows it */
+	h = FNV(h, pool->width);
 	h = FNV(h, pool->nr_granules);
 	h = FNV(h, pool->nr_retired);
 	h = FNV(h, pool->nr_used);

@@ -96,6 +96,8 @@ struct kvrt_space_stats {
 	uint64_t va_bytes;	/* size of the reservation */
 	uint64_t budget_bytes;	/* most physical memory the space may hold */
 	uint32_t nr_slots;	/* granule slots in the reservation */
+	uint32_t cap_slots;	/* slots the runtime keeps state for: the
+				 * largest budget so far, in granules */
 	uint32_t nr_mapped;	/* slots backed by a granule */
 	uint32_t nr_by_loc[KVRT_LOC_NR];
 	uint32_t nr_retired;
@@ -133,6 +135,7 @@ int kvrt_space_grow(struct kvrt_space *space, uint32_t n, enum kvrt_loc loc,
 		    int node, uint32_t *idx_out);
 int kvrt_space_shrink(struct kvrt_space *space, const uint32_t *idx,
 		      uint32_t n, unsigned int flags);
+size_t kvrt_space_slot_bytes(void);
 int kvrt_space_set_budget(struct kvrt_space *space, uint64_t budget_bytes);
 int kvrt_space_fence(struct kvrt_space *space, struct kvrt_stream *stream);
 int kvrt_space_retire(struct kvrt_space *space, const uint32_t *idx,

@@ -111,10 +111,14 @@ struct kvrt_space {
 	uint64_t base;			/* start of the reservation */
 	uint64_t va_bytes;
 	uint64_t budget;		/* bytes */
-	uint32_t nr_slots;
+	uint32_t nr_slots;		/* granule slots of the reservation */
+	uint32_t cap_slots;		/* entries of @slots: the largest budget
+					 * so far, in granules; slots at or past
+					 * it are unmapped (the lowest free slots
+					 * are taken, so none is ever reached) */
 	uint32_t nr_mapped;
 	uint64_t seq;			/* bumped on every map and fence */
-	struct kvrt_granule *slots;
+	struct kvrt_granule *slots;	/* [cap_slots] */
 	/* latest fence per stream that fenced this space */
 	struct kvrt_stream *fence_stream[KVRT_MAX_STREAMS];
 	struct kvrt_fence *fence[KVRT_MAX_STREAMS];

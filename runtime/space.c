@@ -98,8 +98,10 @@ int kvrt_space_create(struct kvrt_ctx *ctx, uint64_t va_bytes,
 	space = calloc(1, sizeof(*space));
 	if (!space)
 		return kvrt_err(ctx, -ENOMEM, "space: out of memory");
+	/* state for the slots the budget can reach, not for all the VA */
 	space->nr_slots = va_bytes / KVRT_GRANULE_SIZE;
-	space->slots = calloc(space->nr_slots, sizeof(*space->slots));
+	space->cap_slots = budget_bytes / KVRT_GRANULE_SIZE;
+	space->slots = calloc(space->cap_slots, sizeof(*space->slots));
 	if (!space->slots) {
 		ret = kvrt_err(ctx, -ENOMEM, "space: out of memory");
 		goto out_free;
@@ -229,7 +231,8 @@ int kvrt_space_grow(struct kvrt_space *space, uint32_t n, enum kvrt_loc loc,
 		ret = kvrt_err(ctx, -ENOMEM, "grow: out of memory");
 		goto out_free;
 	}
-	for (uint32_t s = 0; s < space->nr_slots && k < n; s++)
+	/* below cap_slots: nr_mapped + n fit the budget, cap_slots' bound */
+	for (uint32_t s = 0; s < space->cap_slots && k < n; s++)
 		if (!space->slots[s].mapped)
 			idx[k++] = s;
 
@@ -335,6 +338,12 @@ static int check_slots(struct kvrt_space *space, const char *what,
 			ret = kvrt_err(ctx, -EINVAL,
 				       "%s: slot %u is outside the space (%u "
 				       "slots)", what, idx[i], space->nr_slots);
+			break;
+		}
+		if (idx[i] >= space->cap_slots) {
+			ret = kvrt_err(ctx, -ENOENT,
+				       "%s: slot %u is not mapped", what,
+				       idx[i]);
 			break;
 		}
 		g = &space->slots[idx[i]];
@@ -577,17 +586,36 @@ int kvrt_space_busy(struct kvrt_space *space, uint32_t idx)
 }
 
 /**
+ * kvrt_space_slot_bytes() - host bytes the runtime keeps per granule slot
+ *
+ * A space keeps this much for each granule of the largest budget it has
+ * had (not for each granule of its reservation).
+ *
+ * Return: bytes per slot.
+ */
+size_t kvrt_space_slot_bytes(void)
+{
+	return sizeof(struct kvrt_granule);
+}
+
+/**
  * kvrt_space_set_budget() - change how much physical memory @space may map
  * @space: space
  * @budget_bytes: new budget, a non-zero multiple of 2 MiB, at most the
  *	reservation and the device's memory, at least what is mapped now
  *
+ * The runtime keeps state for as many slots as the largest budget so far
+ * has granules (struct kvrt_space @cap_slots); a larger budget grows it.
+ *
  * Return: 0; -EINVAL for a zero or unaligned budget; -E2BIG for one over the
- * device's memory; -EBUSY for one below what is mapped.
+ * device's memory; -EBUSY for one below what is mapped; -ENOMEM when the
+ * slots' state cannot grow (nothing changed).
  */
 int kvrt_space_set_budget(struct kvrt_space *space, uint64_t budget_bytes)
 {
 	struct kvrt_ctx *ctx = space->ctx;
+	struct kvrt_granule *slots;
+	uint32_t cap;
 	int ret;
 
 	pthread_mutex_lock(&space->lock);
@@ -599,6 +627,18 @@ int kvrt_space_set_budget(struct kvrt_space *space, uint64_t budget_bytes)
 			       "mapped",
 			       (unsigned long long)budget_bytes,
 			       space->nr_mapped);
+	cap = budget_bytes / KVRT_GRANULE_SIZE;
+	if (!ret && cap > space->cap_slots) {
+		slots = realloc(space->slots, cap * sizeof(*slots));
+		if (!slots) {
+			ret = kvrt_err(ctx, -ENOMEM, "budget: out of memory");
+		} else {
+			memset(slots + space->cap_slots, 0,
+			       (cap - space->cap_slots) * sizeof(*slots));
+			space->slots = slots;
+			space->cap_slots = cap;
+		}
+	}
 	if (!ret)
 		space->budget = budget_bytes;
 	pthread_mutex_unlock(&space->lock);
@@ -628,7 +668,7 @@ int kvrt_space_destroy(struct kvrt_space *space)
 		idx = calloc(space->nr_mapped, sizeof(*idx));
 		if (!idx)
 			return kvrt_err(ctx, -ENOMEM, "destroy: out of memory");
-		for (uint32_t s = 0; s < space->nr_slots; s++)
+		for (uint32_t s = 0; s < space->cap_slots; s++)
 			if (space->slots[s].mapped)
 				idx[n++] = s;
 		ret = kvrt_space_shrink(space, idx, n, KVRT_SHRINK_WAIT);
@@ -686,6 +726,12 @@ int kvrt_space_granule(const struct kvrt_space *space, uint32_t idx,
 
 	if (idx >= space->nr_slots || !info)
 		return -EINVAL;
+	if (idx >= space->cap_slots) {	/* never mapped */
+		memset(info, 0, sizeof(*info));
+		info->addr = slot_va(space, idx);
+		info->node = -1;
+		return 0;
+	}
 	pthread_mutex_lock((pthread_mutex_t *)&space->lock);
 	g = &space->slots[idx];
 	info->addr = slot_va(space, idx);
@@ -710,8 +756,9 @@ void kvrt_space_stats(const struct kvrt_space *space,
 	out->va_bytes = space->va_bytes;
 	out->budget_bytes = space->budget;
 	out->nr_slots = space->nr_slots;
+	out->cap_slots = space->cap_slots;
 	out->nr_mapped = space->nr_mapped;
-	for (uint32_t s = 0; s < space->nr_slots; s++) {
+	for (uint32_t s = 0; s < space->cap_slots; s++) {
 		const struct kvrt_granule *g = &space->slots[s];
 
 		if (!g->mapped)

@@ -1150,6 +1150,126 @@ START_TEST(test_grow_cpu)
 }
 END_TEST
 
+/*
+ * Issue 19: the arrays follow the budget, not the reservation. A pool
+ * over 1024 granules of VA with a budget of one holds arrays for one; a
+ * larger budget grows them and widens the rows up to what max_tokens
+ * needs, each list's high pages staying at the left, its low pages moved
+ * to the new right end, the free ring in the same order; the new pages
+ * then serve a prompt no row of the old width could hold.
+ */
+START_TEST(test_budget_grow)
+{
+	uint64_t seed = kvtest_seed("budget_grow");
+	struct kvrt_ctx_opts o = {.backend = KVRT_BACKEND_HOST,
+				  .host_mem_bytes = 256 * G};
+	struct kva_pool_params p = {
+		.va_bytes = 1024 * G,
+		.budget_bytes = G,
+		.head_dim = 128,
+		.nr_tiers = 2,
+		.nr_slots = 4,
+		.nr_layers = 2,
+		.nr_heads = 2,
+		.max_tokens = 1U << 16,
+	};
+	uint32_t slots[] = {0, 1}, prompt[] = {200, 150}, big = 2;
+	uint32_t big_prompt = 500 * 32, lists = 2 * 4, w0, w1, ppg;
+	uint32_t *rows, *ring;
+	uint64_t nfree;
+	struct kva_pool_cost cost;
+	struct kva_pool *pool;
+	struct kvrt_ctx *ctx;
+
+	memcpy(p.tiers, diffkv_tiers, 2 * sizeof(diffkv_tiers[0]));
+	ck_assert_int_eq(kva_pool_cost(&p, &cost), 0);
+	ck_assert_int_eq(kvrt_ctx_create(&o, &ctx), 0);
+	p.ctx = ctx;
+	ck_assert_int_eq(kva_pool_create(&p, &pool), 0);
+	CHECK_POOL(pool);
+	ppg = pool->pages_per_granule;
+	/* arrays for the budget's granule; rows of its pages + 3 */
+	ck_assert_uint_eq(pool->va_gslots, 1024);
+	ck_assert_uint_eq(pool->nr_gslots, 1);
+	ck_assert_uint_eq(pool->nr_page_ids, ppg);
+	ck_assert_uint_eq(pool->max_width, (1U << 16) / 32 + 3);
+	ck_assert_uint_eq(pool->width, ppg + 3);
+	ck_assert_uint_eq(cost.gslots, 1);
+	ck_assert_uint_eq(cost.width, ppg + 3);
+	ck_assert_uint_eq(cost.dev_bytes, 0);
+
+	ck_assert_int_eq(kva_pool_grow(pool, 1), 0);
+	ck_assert_int_eq(kva_admit(pool, slots, prompt, 2), 0);
+	trim_split(pool, slots, prompt, 2, &seed);
+	for (int step = 0; step < 40; step++)
+		decode_step(pool, slots, 2, &seed);
+	CHECK_POOL(pool);
+	ck_assert_int_eq(kva_admit(pool, &big, &big_prompt, 1), -ENOSPC);
+
+	/* what the rows and the ring hold before */
+	w0 = pool->width;
+	nfree = pool->tail - pool->head;
+	rows = malloc((size_t)lists * w0 * 4);
+	ring = malloc(nfree * 4);
+	memcpy(rows, pool->table, (size_t)lists * w0 * 4);
+	for (uint64_t i = 0; i < nfree; i++)
+		ring[i] = pool->ring[(pool->head + i) % pool->nr_page_ids];
+
+	/* not below what is mapped, not over the reservation */
+	EXPECT_UNCHANGED(pool, kva_pool_set_budget(pool, 1025 * G), -EINVAL);
+	EXPECT_UNCHANGED(pool, kva_pool_set_budget(pool, 3 * G + 1), -EINVAL);
+	ck_assert_int_eq(kva_pool_set_budget(pool, 8 * G), 0);
+	CHECK_POOL(pool);
+	w1 = pool->width;
+	ck_assert_uint_eq(pool->nr_gslots, 8);
+	ck_assert_uint_eq(pool->nr_page_ids, 8 * ppg);
+	ck_assert_uint_eq(w1, pool->max_width);	/* 8 * ppg + 3 is more */
+	for (uint32_t l = 0; l < lists; l++) {
+		uint32_t nh = pool->npages[2 * l], nl = pool->npages[2 * l + 1];
+
+		ck_assert_uint_gt(nh + nl, 0);
+		ck_assert(!memcmp(&pool->table[(size_t)l * w1],
+				  &rows[(size_t)l * w0], nh * 4));
+		ck_assert(!memcmp(&pool->table[(size_t)l * w1 + w1 - nl],
+				  &rows[(size_t)l * w0 + w0 - nl], nl * 4));
+	}
+	ck_assert_uint_eq(pool->tail - pool->head, nfree);
+	for (uint64_t i = 0; i < nfree; i++)
+		ck_assert_uint_eq(
+			pool->ring[(pool->head + i) % pool->nr_page_ids],
+			ring[i]);
+
+	/* the new budget's pages, up to the last one */
+	ck_assert_int_eq(kva_pool_grow(pool, 7), 0);
+	ck_assert_int_eq(kva_pool_grow(pool, 1), -ENOSPC);
+	CHECK_POOL(pool);
+	ck_assert_uint_gt(kva_admit_pages(pool, big_prompt), w0);
+	ck_assert_int_eq(kva_admit(pool, &big, &big_prompt, 1), 0);
+	CHECK_POOL(pool);
+	for (int step = 0; step < 40; step++)
+		decode_step(pool, slots, 2, &seed);
+	while (kva_append(pool, slots, 2) == 0)
+		for (uint32_t l = 0; l < lists; l++)
+			ck_assert_int_eq(kva_set_tokens(pool, l,
+					 pool->npages[2 * l] * 32,
+					 pool->ntokens[2 * l + 1]), 0);
+	CHECK_POOL(pool);
+	ck_assert_uint_lt(kva_nr_free(pool), 2 * lists);
+
+	/* a lower budget shrinks nothing */
+	EXPECT_UNCHANGED(pool, kva_pool_set_budget(pool, 4 * G), -EBUSY);
+	ck_assert_int_eq(kva_free(pool, &big, 1), 0);
+	ck_assert_int_eq(kva_pool_set_budget(pool, 8 * G), 0);
+	ck_assert_uint_eq(pool->nr_gslots, 8);
+	ck_assert_uint_eq(pool->width, w1);
+	CHECK_POOL(pool);
+	free(rows);
+	free(ring);
+	ck_assert_int_eq(kva_pool_destroy(pool), 0);
+	kvrt_ctx_destroy(ctx);
+}
+END_TEST
+
 START_TEST(test_alloc_stress)
 {
 	uint64_t seed = kvtest_seed("alloc_stress");
@@ -1292,6 +1412,7 @@ Suite *suite_allocator(void)
 	KV_ADD(ops, test_alloc_stress);
 	KV_ADD(ops, test_evict_op);
 	KV_ADD(ops, test_grow_cpu);
+	KV_ADD(ops, test_budget_grow);
 	suite_add_tcase(s, ops);
 
 	tcase_set_timeout(cmp, 60);

@@ -488,15 +488,17 @@ struct twin {
 	struct kva_pool *h, *d;
 };
 
-static void twin_open(struct twin *t, uint32_t slots, uint32_t layers,
-		      uint32_t heads, uint32_t max_tokens, uint32_t granules)
+static void twin_open_budget(struct twin *t, uint32_t slots,
+			     uint32_t layers, uint32_t heads,
+			     uint32_t max_tokens, uint32_t granules,
+			     uint32_t budget)
 {
 	struct kvrt_ctx_opts ho = {.backend = KVRT_BACKEND_HOST,
 				   .host_mem_bytes = 256 * G};
 	struct kvrt_ctx_opts dopt = {.backend = KVRT_BACKEND_CUDA};
 	struct kva_pool_params p = {
 		.va_bytes = (uint64_t)granules * G,
-		.budget_bytes = (uint64_t)granules * G,
+		.budget_bytes = (uint64_t)budget * G,
 		.head_dim = 128,
 		.nr_tiers = ARRAY_SIZE(twin_tiers),
 		.nr_slots = slots,
@@ -520,6 +522,13 @@ static void twin_open(struct twin *t, uint32_t slots, uint32_t layers,
 	ck_assert_int_eq(kva_pool_is_device(t->h), 0);
 	ck_assert_int_eq(kva_pool_is_device(t->d), 1);
 	ck_assert_ptr_nonnull(kva_pool_stream(t->d));
+}
+
+static void twin_open(struct twin *t, uint32_t slots, uint32_t layers,
+		      uint32_t heads, uint32_t max_tokens, uint32_t granules)
+{
+	twin_open_budget(t, slots, layers, heads, max_tokens, granules,
+			 granules);
 }
 
 static void twin_close(struct twin *t)
@@ -568,6 +577,91 @@ static void twin_compare(struct twin *t, uint32_t op)
 	CHECK_POOL(h);
 	CHECK_POOL(d);
 }
+
+/* @steps decode steps on both pools: append, then one more high token */
+static void twin_decode(struct twin *t, const uint32_t *slots, uint32_t n,
+			int steps)
+{
+	uint32_t lps = t->h->lists_per_slot;
+
+	for (int step = 0; step < steps; step++) {
+		ck_assert_int_eq(kva_append(t->h, slots, n), 0);
+		ck_assert_int_eq(kva_append(t->d, slots, n), 0);
+		for (uint32_t i = 0; i < n * lps; i++) {
+			uint32_t l = slots[i / lps] * lps + i % lps;
+			uint32_t hi = t->h->ntokens[2 * l] + 1;
+			uint32_t lo = t->h->ntokens[2 * l + 1];
+
+			ck_assert_int_eq(kva_set_tokens(t->h, l, hi, lo), 0);
+			ck_assert_int_eq(kva_set_tokens(t->d, l, hi, lo), 0);
+		}
+	}
+}
+
+/*
+ * Issue 19 on the device: both pools reserve 1024 granules of VA under a
+ * budget of one, so their arrays hold one granule's pages and rows of its
+ * pages + 3. Admitted, trimmed (both tiers) and decoded; then the budget
+ * grows to 8: the device swaps in per-page arrays and wider tables
+ * (max_tokens 2^14 needs 515 entries) equal to the host pool's, the view
+ * says so, a prompt no old row could hold is admitted on both and decode
+ * goes on, the two pools equal after every phase.
+ */
+START_TEST(test_pool_device_budget_grow)
+{
+	uint64_t seed = kvtest_seed("pool_device_budget_grow");
+	uint32_t slots[] = { 0, 1 }, prompt[] = { 200, 150 }, big = 2;
+	uint32_t bigp = 400 * 32, lps, w0, *hi, *lo;
+	struct kva_view v;
+	struct twin t;
+
+	twin_open_budget(&t, 4, 2, 2, 1U << 14, 1024, 1);
+	lps = t.h->lists_per_slot;
+	w0 = t.d->width;
+	ck_assert_uint_eq(w0, t.d->pages_per_granule + 3);
+	ck_assert_uint_eq(t.d->nr_gslots, 1);
+	ck_assert_int_eq(kva_pool_grow(t.h, 1), 0);
+	ck_assert_int_eq(kva_pool_grow(t.d, 1), 0);
+	ck_assert_int_eq(kva_admit(t.h, slots, prompt, 2), 0);
+	ck_assert_int_eq(kva_admit(t.d, slots, prompt, 2), 0);
+	twin_compare(&t, 0);
+	hi = calloc(2 * lps, 4);
+	lo = calloc(2 * lps, 4);
+	for (uint32_t k = 0; k < 2 * lps; k++) {
+		lo[k] = kvtest_rand(&seed) % (prompt[k / lps] + 1);
+		hi[k] = prompt[k / lps] - lo[k];
+	}
+	ck_assert_int_eq(kva_trim(t.h, slots, 2, hi, lo), 0);
+	ck_assert_int_eq(kva_trim(t.d, slots, 2, hi, lo), 0);
+	twin_compare(&t, 1);
+	twin_decode(&t, slots, 2, 20);
+	twin_compare(&t, 2);
+
+	ck_assert_int_eq(kva_pool_set_budget(t.h, 8 * G), 0);
+	ck_assert_int_eq(kva_pool_set_budget(t.d, 8 * G), 0);
+	ck_assert_uint_eq(t.d->nr_gslots, 8);
+	ck_assert_uint_eq(t.d->width, (1U << 14) / 32 + 3);
+	ck_assert_int_eq(kva_pool_device_view(t.d, &v), 0);
+	ck_assert_uint_eq(v.width, t.d->width);
+	ck_assert_uint_eq(v.ring_cap, t.d->nr_page_ids);
+	twin_compare(&t, 3);
+
+	ck_assert_int_eq(kva_pool_grow(t.h, 7), 0);
+	ck_assert_int_eq(kva_pool_grow(t.d, 7), 0);
+	ck_assert_uint_gt(kva_admit_pages(t.h, bigp), w0);
+	ck_assert_int_eq(kva_admit(t.h, &big, &bigp, 1), 0);
+	ck_assert_int_eq(kva_admit(t.d, &big, &bigp, 1), 0);
+	twin_compare(&t, 4);
+	twin_decode(&t, slots, 2, 20);
+	twin_compare(&t, 5);
+	ck_assert_int_eq(kva_free(t.h, slots, 2), 0);
+	ck_assert_int_eq(kva_free(t.d, slots, 2), 0);
+	twin_compare(&t, 6);
+	free(hi);
+	free(lo);
+	twin_close(&t);
+}
+END_TEST
 
 /*
  * The CPU stress sequence on both pools at once: admit, trim, append (with
@@ -1692,6 +1786,12 @@ START_TEST(test_uapi_device_append_tight)
 	ck_abort_msg("built without CUDA: this suite cannot run");
 }
 END_TEST
+
+START_TEST(test_pool_device_budget_grow)
+{
+	ck_abort_msg("built without CUDA: this suite cannot run");
+}
+END_TEST
 #endif
 
 Suite *suite_allocator_gpu(void)
@@ -1711,6 +1811,7 @@ Suite *suite_allocator_gpu(void)
 	KV_ADD(tc, test_pool_device_step_vs_host);
 	KV_ADD(tc, test_uapi_device_vs_host);
 	KV_ADD(tc, test_uapi_device_append_tight);
+	KV_ADD(tc, test_pool_device_budget_grow);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "kvshim.h"
 #include "kvmm_base.h"
@@ -1087,12 +1089,9 @@ START_TEST(test_create_bounds)
 	c.va_bytes = KVSHIM_MAX_VA_BYTES + MB2;
 	FAILS(fd, sp, KVMM_IOC_SPACE_CREATE, &c, -EINVAL);
 	c = good_create();
+	/* the bounds themselves are allowed */
 	c.max_tokens = KVSHIM_MAX_TOKENS;
-	c.max_seqs = 1U << 13;	/* 2^13 x 2 x 2 x 2^20 = 2^35 tokens */
-	FAILS(fd, sp, KVMM_IOC_SPACE_CREATE, &c, -EINVAL);
-	c = good_create();
-	/* the bound itself is allowed */
-	c.max_tokens = KVSHIM_MAX_TOKENS;
+	c.va_bytes = KVSHIM_MAX_VA_BYTES;
 	c.max_seqs = 1;
 	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SPACE_CREATE, &c), 0);
 	ck_assert_int_eq(kvshim_close(fd), 0);
@@ -1576,6 +1575,264 @@ START_TEST(test_seq_stats)
 }
 END_TEST
 
+/* ---- issue 19: memory follows the budget, not the VA ---- */
+
+/* resident bytes of this process */
+static uint64_t rss_bytes(void)
+{
+	unsigned long long size = 0, res = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(fscanf(f, "%llu %llu", &size, &res), 2);
+	fclose(f);
+	return res * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+/*
+ * The resident memory @bytes of arrays may add: the arrays, one granule of
+ * allocator rounding and, under AddressSanitizer, its shadow (a byte per
+ * eight).
+ */
+static uint64_t rss_allowance(uint64_t bytes)
+{
+#if defined(__SANITIZE_ADDRESS__)
+	bytes += bytes / 8;
+#endif
+	return bytes + MB2;
+}
+
+static double now_s(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec + t.tv_nsec / 1e9;
+}
+
+/* the issue's SPACE_CREATE: 2 MiB of budget in 1 TiB of VA, 64 layers,
+ * 64 heads, 4 sequences of up to 2^20 tokens */
+static struct kvmm_space_create issue19_create(void)
+{
+	struct kvmm_space_create c = good_create();
+
+	c.nr_layers = 64;
+	c.nr_kv_heads = 64;
+	c.max_seqs = 4;
+	c.max_tokens = KVSHIM_MAX_TOKENS;
+	c.va_bytes = KVSHIM_MAX_VA_BYTES;
+	c.budget_bytes = MB2;
+	return c;
+}
+
+/*
+ * The host bytes of a host space as Documentation/uapi/kvmm.rst states
+ * them: 4 L W + 28 L + 16 P + (1 + R) G + 9 S + 1 KiB, for L lists, S
+ * sequences, G granules of budget (pages per granule from @m), P = G
+ * pages, W = min(ceil(max_tokens / fewest tokens per page) + 3, P + 3)
+ * and R the runtime's bytes per granule slot.
+ */
+static uint64_t doc_host_bytes(const struct kvmm_space_create *c,
+			       uint64_t budget,
+			       const struct kvmm_space_map *m)
+{
+	uint64_t l = (uint64_t)c->max_seqs * c->nr_layers * c->nr_kv_heads;
+	uint64_t g = budget / MB2, pg = g * m->pages_per_granule;
+	uint64_t tpp = m->tiers[0].tokens < m->tiers[1].tokens ?
+			       m->tiers[0].tokens : m->tiers[1].tokens;
+	uint64_t w = (c->max_tokens + tpp - 1) / tpp + 3;
+
+	if (w > pg + 3)
+		w = pg + 3;
+	return 4 * l * w + 28 * l + 16 * pg +
+	       (1 + kvrt_space_slot_bytes()) * g + 9ULL * c->max_seqs + 1024;
+}
+
+/* what is left alike after a failed call on a space too big for take() */
+struct bigsnap {
+	uint64_t digest;
+	struct kvmm_page_table_info pti;
+};
+
+static void take_big(int fd, uint32_t sp, struct bigsnap *b)
+{
+	char why[256] = "";
+
+	memset(b, 0, sizeof(*b));
+	ck_assert_int_eq(kvshim_digest(fd, sp, &b->digest), 0);
+	b->pti.space = sp;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_PAGE_TABLE_INFO, &b->pti),
+			 0);
+	ck_assert_msg(!kvshim_check(fd, sp, why, sizeof(why)), "%s", why);
+}
+
+/*
+ * The issue's example took 3.4 GB and 10 s on a 2-core machine (16 GB
+ * reported in the issue): now little more than the documented formula,
+ * which the driver's own estimate (kvshim_space_cost()) matches; the
+ * resident memory it adds stays under the formula plus one granule of
+ * allocator rounding (rss_allowance()), in well under a second.
+ */
+START_TEST(test_create_issue19)
+{
+	struct kvmm_space_create c = issue19_create();
+	struct kvmm_space_map m;
+	uint64_t host, dev, r0, r1, bound;
+	double t0, t1;
+	int fd = kvshim_open();
+
+	ck_assert_int_eq(kvshim_space_cost(&c, &host, &dev), 0);
+	ck_assert_uint_eq(dev, 0);
+	r0 = rss_bytes();
+	t0 = now_s();
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SPACE_CREATE, &c), 0);
+	t1 = now_s();
+	r1 = rss_bytes();
+	m = map(fd, c.space);
+	bound = doc_host_bytes(&c, c.budget_bytes, &m);
+	printf("issue 19 SPACE_CREATE: %.3f s, resident +%.1f MiB, cost "
+	       "%.1f MiB, documented bound %.1f MiB\n", t1 - t0,
+	       (r1 - r0) / 1048576.0, host / 1048576.0, bound / 1048576.0);
+	ck_assert_uint_le(host, bound);
+	ck_assert_uint_ge(host + 1024, bound);
+	ck_assert_uint_eq(m.table_width, m.pages_per_granule + 3);
+	ck_assert_uint_le(r1 - r0, rss_allowance(bound));
+	ck_assert_msg(t1 - t0 < 2.0, "SPACE_CREATE took %.3f s", t1 - t0);
+	ck_assert_int_eq(kvshim_check(fd, c.space, NULL, 0), 0);
+	ck_assert_int_eq(kvshim_close(fd), 0);
+}
+END_TEST
+
+/*
+ * SPACE_CREATE refuses a space whose arrays would cost more than
+ * KVSHIM_MAX_SPACE_BYTES (-E2BIG, nothing made); one sequence fewer is
+ * within it. SET_BUDGET that would grow the arrays over it is refused the
+ * same way and changes nothing; a smaller raise widens the tables.
+ */
+START_TEST(test_create_cap)
+{
+	struct kvmm_space_create c = issue19_create(), d;
+	struct kvmm_set_budget b = { 0 };
+	struct kvmm_space_map m;
+	struct bigsnap x, y;
+	uint64_t host, dev, lo = 1, hi = 1U << 16;
+	int fd = kvshim_open();
+
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SPACE_CREATE, &c), 0);
+	m = map(fd, c.space);
+	/* the fewest sequences over the cap */
+	while (lo < hi) {
+		uint64_t mid = (lo + hi) / 2;
+
+		d = c;
+		d.max_seqs = mid;
+		ck_assert_int_eq(kvshim_space_cost(&d, &host, &dev), 0);
+		if (host > KVSHIM_MAX_SPACE_BYTES)
+			hi = mid;
+		else
+			lo = mid + 1;
+	}
+	d = c;
+	d.max_seqs = lo;
+	ck_assert_uint_gt(doc_host_bytes(&d, d.budget_bytes, &m),
+			  KVSHIM_MAX_SPACE_BYTES);
+	take_big(fd, c.space, &x);
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SPACE_CREATE, &d), -E2BIG);
+	d.max_seqs = lo - 1;
+	ck_assert_int_eq(kvshim_space_cost(&d, &host, &dev), 0);
+	ck_assert_uint_le(host, KVSHIM_MAX_SPACE_BYTES);
+	ck_assert_uint_le(doc_host_bytes(&d, d.budget_bytes, &m) - 1024,
+			  KVSHIM_MAX_SPACE_BYTES);
+	take_big(fd, c.space, &y);
+	ck_assert(!memcmp(&x, &y, sizeof(x)));
+
+	/* SET_BUDGET: 64 granules would be 4 x 4096 rows of 64 pages' ids */
+	b.space = c.space;
+	b.budget_bytes = 64 * MB2;
+	ck_assert_uint_gt(doc_host_bytes(&c, b.budget_bytes, &m),
+			  KVSHIM_MAX_SPACE_BYTES);
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SET_BUDGET, &b), -E2BIG);
+	take_big(fd, c.space, &y);
+	ck_assert(!memcmp(&x, &y, sizeof(x)));
+	ck_assert_uint_eq(map(fd, c.space).table_width, m.table_width);
+	b.budget_bytes = 2 * MB2;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SET_BUDGET, &b), 0);
+	ck_assert_uint_eq(map(fd, c.space).table_width,
+			  2 * m.pages_per_granule + 3);
+	ck_assert_int_eq(kvshim_check(fd, c.space, NULL, 0), 0);
+	ck_assert_int_eq(kvshim_close(fd), 0);
+}
+END_TEST
+
+/*
+ * SET_BUDGET growth: a space of 1 TiB of VA and one granule of budget
+ * admits what one granule holds; a budget of eight widens the tables,
+ * keeps what the admitted sequences hold, admits a prompt no row of the
+ * old width could hold and then maps pages up to the new budget's last.
+ */
+START_TEST(test_set_budget_grow)
+{
+	struct kvmm_space_create c = good_create();
+	struct kvmm_set_budget b = { 0 };
+	struct kvmm_seq_info before[2], after[2];
+	struct kvmm_seq_stats q = { 0 };
+	struct kvmm_stats st = { 0 };
+	struct kvmm_space_map m;
+	uint32_t tok[2] = { 100, 70 }, sl[2], big, sb, n = 0, fill = 2000;
+	int fd = kvshim_open(), ret;
+
+	c.max_tokens = KVSHIM_MAX_TOKENS;
+	c.va_bytes = KVSHIM_MAX_VA_BYTES;
+	c.budget_bytes = MB2;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SPACE_CREATE, &c), 0);
+	m = map(fd, c.space);
+	ck_assert_uint_eq(m.table_width, m.pages_per_granule + 3);
+	ck_assert_int_eq(admit(fd, c.space, tok, 2, sl), 0);
+	big = m.table_width * m.tiers[0].tokens;
+	FAILS(fd, c.space, KVMM_IOC_SEQ_ADMIT,
+	      (&(struct kvmm_seq_admit){
+		      .space = c.space, .count = 1,
+		      .seqs = (uintptr_t)&(struct kvmm_seq){ .tokens = big } }),
+	      -ENOSPC);
+	q.space = c.space;
+	q.count = 2;
+	q.seqs = (uintptr_t)before;
+	before[0].slot = sl[0];
+	before[1].slot = sl[1];
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SEQ_STATS, &q), 0);
+
+	b.space = c.space;
+	b.budget_bytes = 8 * MB2;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SET_BUDGET, &b), 0);
+	m = map(fd, c.space);
+	ck_assert_uint_eq(m.table_width, 8 * m.pages_per_granule + 3);
+	q.seqs = (uintptr_t)after;
+	after[0].slot = sl[0];
+	after[1].slot = sl[1];
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SEQ_STATS, &q), 0);
+	ck_assert(!memcmp(before, after, sizeof(before)));
+	ck_assert_int_eq(admit(fd, c.space, &big, 1, &sb), 0);
+	ck_assert_int_eq(kvshim_check(fd, c.space, NULL, 0), 0);
+	/* then up to the last page of the budget, before the slots run out:
+	 * each prompt takes at most 2000 / 32 + 2 pages per list */
+	while ((ret = admit(fd, c.space, &fill, 1, &sb)) == 0)
+		n++;
+	ck_assert_int_eq(ret, -ENOSPC);
+	st.space = c.space;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_STATS, &st), 0);
+	ck_assert_uint_eq(st.pages_total, 8 * m.pages_per_granule);
+	ck_assert_uint_lt(st.pages_free,
+			  LAYERS * HEADS * (fill / m.tiers[0].tokens + 2));
+	ck_assert_uint_gt(n, 0);
+	/* a lower budget than what is mapped, and one over the VA */
+	b.budget_bytes = 4 * MB2;
+	FAILS(fd, c.space, KVMM_IOC_SET_BUDGET, &b, -EBUSY);
+	b.budget_bytes = KVSHIM_MAX_VA_BYTES + MB2;
+	FAILS(fd, c.space, KVMM_IOC_SET_BUDGET, &b, -EINVAL);
+	ck_assert_int_eq(kvshim_close(fd), 0);
+}
+END_TEST
+
 Suite *suite_shim(void)
 {
 	Suite *s = suite_create("shim");
@@ -1609,6 +1866,12 @@ Suite *suite_shim(void)
 	KV_ADD(tc, test_step_grow_and_nospc);
 	KV_ADD(tc, test_fence);
 	KV_ADD(tc, test_seq_stats);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("budget");
+	tcase_set_timeout(tc, 60);
+	KV_ADD(tc, test_create_issue19);
+	KV_ADD(tc, test_create_cap);
+	KV_ADD(tc, test_set_budget_grow);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -320,9 +320,19 @@ START_TEST(test_budget)
 	uint64_t mem = kvrt_ctx_mem_total(ctx);
 	struct kvrt_space *s;
 	struct kvrt_space_stats st;
+	struct kvrt_granule_info gi;
 	uint32_t idx[4];
 
 	ck_assert_int_eq(kvrt_space_create(ctx, mem + 8 * G, 4 * G, &s), 0);
+	/* state for the budget's slots, not the reservation's */
+	kvrt_space_stats(s, &st);
+	ck_assert_uint_eq(st.nr_slots, mem / G + 8);
+	ck_assert_uint_eq(st.cap_slots, 4);
+	ck_assert_int_eq(kvrt_space_granule(s, st.nr_slots - 1, &gi), 0);
+	ck_assert_int_eq(gi.mapped, 0);
+	ck_assert_uint_eq(gi.addr, kvrt_space_base(s) + (mem + 7 * G));
+	ck_assert_int_eq(kvrt_space_shrink(s, (uint32_t[]){ 5 }, 1, 0),
+			 -ENOENT);
 	ck_assert_int_eq(kvrt_space_grow(s, 3, KVRT_LOC_DEVICE, -1, idx), 0);
 	ck_assert_int_eq(kvrt_space_set_budget(s, 2 * G), -EBUSY);
 	ck_assert_int_eq(kvrt_space_set_budget(s, 0), -EINVAL);
@@ -333,8 +343,13 @@ START_TEST(test_budget)
 	ck_assert_int_eq(kvrt_space_set_budget(s, 3 * G), 0);
 	ck_assert_int_eq(kvrt_space_grow(s, 1, KVRT_LOC_DEVICE, -1, idx),
 			 -ENOSPC);
+	kvrt_space_stats(s, &st);
+	ck_assert_uint_eq(st.cap_slots, 4);	/* never shrunk */
 	ck_assert_int_eq(kvrt_space_set_budget(s, 6 * G), 0);
+	kvrt_space_stats(s, &st);
+	ck_assert_uint_eq(st.cap_slots, 6);
 	ck_assert_int_eq(kvrt_space_grow(s, 1, KVRT_LOC_DEVICE, -1, idx), 0);
+	ck_assert_uint_eq(idx[0], 3);
 	ck_assert_int_eq(kvrt_space_destroy(s), 0);
 	rt_no_leaks(ctx);
 	kvrt_ctx_destroy(ctx);

@@ -157,7 +157,9 @@ struct kvmm_seq_release {
  * struct kvmm_set_budget - KVMM_IOC_SET_BUDGET
  * @space: handle
  * @flags: must be zero
- * @budget_bytes: new physical budget; not below what is in use (-EBUSY)
+ * @budget_bytes: new physical budget; not below what is in use (-EBUSY).
+ *	One over the largest so far grows the space's arrays (and may widen
+ *	its tables: map again, Documentation/uapi/kvmm.rst)
  * @reserved: must be zero
  */
 struct kvmm_set_budget {
@@ -328,7 +330,8 @@ struct kvmm_tier_layout {
  * @reserved: must be zero
  *
  * Addresses are device addresses on a device space, host addresses on a
- * host space, valid until the space is destroyed. The arrays are the
+ * host space, valid until the space is destroyed (tables and table_width:
+ * until a SET_BUDGET widens the tables). The arrays are the
  * subsystem's own: a kernel may write ntokens and the pages' contents;
  * tables and npages change only through the ioctls.
  */

@@ -103,6 +103,7 @@ static unsigned long long nr_mutated;
 static unsigned long long max_ioctls, next_progress = 1000000;
 static unsigned long long nr_ok[16];
 static unsigned long long nr_kernel;
+static unsigned long long nr_cap_refused, nr_va_max;
 static uint64_t ops_ptr;	/* where the last STEP_SUBMIT's ops are */
 
 static uint8_t rd8(struct in *in)
@@ -283,10 +284,40 @@ static const struct kvmm_tier good_tiers[] = {
 	{ 4, 4, 2, 2 },	  { 2, 2, 4, 4 }, { 1, 1, 1, 1 }, { 2, 1, 2, 1 },
 };
 
+/*
+ * The fewest sequences that make @c cost more than KVSHIM_MAX_SPACE_BYTES
+ * (kvshim_space_cost()), or 0 when none in range does.
+ */
+static uint32_t seqs_over_cap(struct kvmm_space_create c)
+{
+	uint64_t lo = 1, hi = UINT32_MAX / 2 / c.nr_layers / c.nr_kv_heads;
+	uint64_t host, dev;
+
+	c.max_seqs = hi;
+	if (kvshim_space_cost(&c, &host, &dev) ||
+	    (host <= KVSHIM_MAX_SPACE_BYTES && dev <= KVSHIM_MAX_SPACE_BYTES))
+		return 0;
+	while (lo < hi) {
+		c.max_seqs = (lo + hi) / 2;
+		if (kvshim_space_cost(&c, &host, &dev))
+			return 0;
+		if (host > KVSHIM_MAX_SPACE_BYTES ||
+		    dev > KVSHIM_MAX_SPACE_BYTES)
+			hi = c.max_seqs;
+		else
+			lo = c.max_seqs + 1;
+	}
+	return lo;
+}
+
+/* set when the generator made a SPACE_CREATE over the cost cap */
+static int create_over_cap;
+
 static void gen_create(struct in *in, struct kvmm_space_create *c)
 {
 	static const uint32_t dims[] = { 64, 80, 96, 128, 256, 128, 64, 100 };
-	uint64_t lists, va_g;
+	uint64_t lists, va_g, host = 0, dev = 0;
+	uint32_t over;
 
 	c->backend = rd8(in) >= 240 ? KVMM_BACKEND_DEVICE : KVMM_BACKEND_HOST;
 	c->backend = hostile32(in, c->backend);
@@ -299,9 +330,13 @@ static void gen_create(struct in *in, struct kvmm_space_create *c)
 		c->tiers[1] = good_tiers[rd8(in) % 8];
 	c->max_seqs = hostile32(in, 1 + rd8(in) % 16);
 	c->max_tokens = hostile32(in, 1 + rd16(in) % 1024);
-	va_g = 1 + rd8(in) % 8;
+	/* one in eight at the VA's bound, or a granule under: a budget of
+	 * up to 8 granules in it costs what it costs in 16 MiB of VA */
+	va_g = rd8(in);
+	va_g = va_g < 224 ? 1 + va_g % 8 :
+			    KVSHIM_MAX_VA_BYTES / MB2 - (va_g & 1);
 	c->va_bytes = va_g * MB2;
-	c->budget_bytes = (1 + rd8(in) % va_g) * MB2;
+	c->budget_bytes = (1 + rd8(in) % (va_g < 8 ? va_g : 8)) * MB2;
 	switch (rd8(in)) {
 	case 250:
 		c->va_bytes += 4096;
@@ -321,22 +356,49 @@ static void gen_create(struct in *in, struct kvmm_space_create *c)
 	case 255:
 		c->max_tokens = KVSHIM_MAX_TOKENS + 1;
 		break;
+	case 246:	/* the VA's bound, or one granule under: cheap now */
+		c->va_bytes = KVSHIM_MAX_VA_BYTES - (rd8(in) & 1) * MB2;
+		break;
+	case 247:	/* the most tokens, in the most VA */
+		c->max_tokens = KVSHIM_MAX_TOKENS;
+		c->va_bytes = KVSHIM_MAX_VA_BYTES;
+		break;
+	case 248:	/* just over the cost cap: the fewest sequences */
+	case 249:
+		c->max_tokens = KVSHIM_MAX_TOKENS;
+		c->va_bytes = KVSHIM_MAX_VA_BYTES;
+		over = c->nr_layers && c->nr_kv_heads ? seqs_over_cap(*c) : 0;
+		if (over)
+			c->max_seqs = over;
+		break;
 	}
 	maybe_corrupt(in, c, sizeof(*c));
 
 	/*
 	 * Keep what could be created small: the harness snapshots every
-	 * space after every call. A valid request for much memory becomes
-	 * one just over the driver's bounds, which it must refuse.
+	 * space after every call. The VA is cheap (the arrays follow the
+	 * budget): any up to the bound is kept. A valid request for much
+	 * memory becomes one just over the driver's bounds, which it must
+	 * refuse: over the cost cap when a sequence count gets it there,
+	 * else over the token bound.
 	 */
 	lists = (uint64_t)c->max_seqs * c->nr_layers * c->nr_kv_heads;
+	create_over_cap = !kvshim_space_cost(c, &host, &dev) &&
+			  (host > KVSHIM_MAX_SPACE_BYTES ||
+			   dev > KVSHIM_MAX_SPACE_BYTES);
 	if ((lists > 64 || c->nr_layers * (uint64_t)c->nr_kv_heads >
 				   MAX_HEADS ||
-	     lists * c->max_tokens > (1ULL << 18) || c->va_bytes > 16 * MB2) &&
-	    lists <= UINT32_MAX / 2 && c->max_tokens <= KVSHIM_MAX_TOKENS &&
-	    c->va_bytes <= KVSHIM_MAX_VA_BYTES &&
-	    lists * c->max_tokens <= KVSHIM_MAX_LIST_TOKENS)
-		c->max_tokens = KVSHIM_MAX_TOKENS + 1;
+	     lists * c->max_tokens > (1ULL << 18) ||
+	     c->budget_bytes > 16 * MB2) &&
+	    !create_over_cap && !kvshim_space_cost(c, &host, &dev)) {
+		over = seqs_over_cap(*c);
+		if (over && rd8(in) < 128) {
+			c->max_seqs = over;
+			create_over_cap = 1;
+		} else {
+			c->max_tokens = KVSHIM_MAX_TOKENS + 1;
+		}
+	}
 	if (nr_spaces == MAX_SPACES)
 		c->reserved[rd8(in) % 4] |= 1;
 }
@@ -475,9 +537,12 @@ static unsigned long gen_ioctl(struct in *in, int fd, void *k,
 		uint8_t c = rd8(in);
 
 		b->space = sp;
-		b->budget_bytes = c < 200 ? (1 + c % 10) * MB2 :
+		b->budget_bytes = c < 190 ? (1 + c % 10) * MB2 :
+				  c < 200 ? (1 + rd16(in) % 512) * MB2 :
 				  c < 220 ? 0 :
 				  c < 240 ? (1 + c % 10) * MB2 + 4096 :
+				  c < 248 ? KVSHIM_MAX_VA_BYTES -
+						    (c & 1) * MB2 :
 					    rd64(in);
 		maybe_corrupt(in, b, sizeof(*b));
 		return KVMM_IOC_SET_BUDGET;
@@ -678,6 +743,7 @@ static void do_ioctl(struct in *in, int raw)
 	uint8_t c;
 
 	memset(&k, 0, sizeof(k));
+	create_over_cap = 0;
 	if (raw) {
 		cmd = rd8(in) < 128 ? _IOC(rd8(in) % 4U, KVMMIO,
 					   rd8(in) % 0x20U, rd16(in) % 256U) :
@@ -705,6 +771,9 @@ static void do_ioctl(struct in *in, int raw)
 	nr_ioctls++;
 	if (ret) {
 		nr_failed++;
+		if (create_over_cap && cmd == KVMM_IOC_SPACE_CREATE &&
+		    ret == -E2BIG)
+			nr_cap_refused++;
 		if (ret >= 0 || ret < -4095)
 			violation("ioctl %#lx returned %d", cmd, ret);
 		if (memcmp(arena, arena_before, sizeof(arena)))
@@ -718,6 +787,9 @@ static void do_ioctl(struct in *in, int raw)
 	if (cmd == KVMM_IOC_SPACE_CREATE) {
 		struct space *s;
 
+		if (create_over_cap)
+			violation("CREATE over KVSHIM_MAX_SPACE_BYTES made "
+				  "space %u", k.c.space);
 		if (nr_spaces == MAX_SPACES)
 			violation("space created over the harness's limit");
 		s = &spaces[nr_spaces++];
@@ -725,6 +797,7 @@ static void do_ioctl(struct in *in, int raw)
 		s->id = k.c.space;
 		s->nr_heads = k.c.nr_layers * k.c.nr_kv_heads;
 		s->max_seqs = k.c.max_seqs;
+		nr_va_max += k.c.va_bytes >= KVSHIM_MAX_VA_BYTES - MB2;
 		if (space_index(fd, s->id) != nr_spaces - 1 || !s->id)
 			violation("CREATE gave a used handle %u", s->id);
 		take(s, &s->snap);
@@ -954,11 +1027,12 @@ static void report(void)
 		 "succeeded: create %llu admit %llu release %llu budget %llu "
 		 "compact %llu map %llu step %llu fence %llu seq_stats %llu), "
 		 "%llu commands mutated, %llu faults armed, %llu kernel "
-		 "writes\n",
+		 "writes, %llu over the cost cap refused, %llu spaces at the "
+		 "VA bound\n",
 		 nr_inputs, nr_ioctls, nr_failed, nr_ioctls - nr_failed,
 		 nr_ok[1], nr_ok[3], nr_ok[4], nr_ok[5], nr_ok[6], nr_ok[9],
 		 nr_ok[10], nr_ok[11], nr_ok[12], nr_mutated, nr_faults,
-		 nr_kernel);
+		 nr_kernel, nr_cap_refused, nr_va_max);
 	fputs(line, stderr);
 	if (path) {
 		FILE *f = fopen(path, "w");

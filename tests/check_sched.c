@@ -410,13 +410,19 @@ START_TEST(test_sched_preempt_2x)
 	int ids[64];
 
 	model_open(&m);
-	work_make(&w, 24, 16, 40, 40, 64, &seed);
+	/* as many requests as it takes (24 at least) to need 2x the budget */
+	work_make(&w, 64, 16, 40, 40, 64, &seed);
 	kv = cache(&m, "full", 24, 2ULL << 20);
 	ck_assert_int_eq(llm_kv_policy_geometry(kv, &g), 0);
-	for (int i = 0; i < w.n; i++)
+	for (int i = 0; i < w.n; i++) {
 		demand += g.lists * ((w.np[i] + w.nnew[i] +
 				      g.tokens_per_page[0] - 1) /
 				     g.tokens_per_page[0]);
+		if (i + 1 >= 24 && demand >= 2 * g.budget_pages) {
+			w.n = i + 1;
+			break;
+		}
+	}
 	printf("preempt: %d requests need %llu pages at once, the budget "
 	       "maps %llu\n", w.n, (unsigned long long)demand,
 	       (unsigned long long)g.budget_pages);

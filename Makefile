@@ -59,7 +59,8 @@ endif
 # model/ is split in layers (load, tokenizer, exec, kv, sched); each folder
 # holding sources is a module for the build
 MODULES := runtime allocator kernels ioctl-shim \
-	   model/load model/tokenizer model/exec model/kv model/sched
+	   model/load model/tokenizer model/exec model/kv model/sched \
+	   model/serve
 INCLUDES := $(addprefix -I,$(MODULES)) -Iioctl-shim/uapi
 
 CC ?= gcc
@@ -67,9 +68,13 @@ CFLAGS := -std=c11 -D_GNU_SOURCE -O2 -g -pthread -fno-strict-aliasing \
 	  -Wall -Wextra -Werror -Wno-missing-field-initializers \
 	  -MMD -MP $(INCLUDES) $(SANFLAGS) $(EXTRA_CFLAGS)
 LDFLAGS := -pthread $(SANFLAGS)
-# liburing and Check are linked statically: the binaries built here run on a
-# GPU machine that has neither.
-LDLIBS := -Wl,-Bstatic -luring -Wl,-Bdynamic -ldl -lrt -lm
+# liburing, Check, libmicrohttpd and jansson are linked statically: the
+# binaries built here run on a GPU machine that has none of them.
+# libmicrohttpd's TLS code needs GnuTLS, which is linked dynamically: Debian
+# ships no static p11-kit or libunistring, which a static GnuTLS needs;
+# libgnutls30 is on every Debian or Ubuntu system (apt itself uses it).
+LDLIBS := -Wl,-Bstatic -luring -lmicrohttpd -ljansson -Wl,-Bdynamic \
+	  -lgnutls -ldl -lrt -lm
 CHECK_LIBS := -Wl,-Bstatic -lcheck -lsubunit -Wl,-Bdynamic
 
 NVFLAGS := -std=c++17 -O3 -g -lineinfo $(INCLUDES) \

@@ -384,6 +384,7 @@ START_TEST(test_sched_cancel)
 	ck_assert_int_eq(st.running, 1);
 	ck_assert_int_eq(st.waiting, 1);
 	ck_assert_int_eq(st.cancelled, 2);
+	ck_assert_uint_lt(st.pages_used, pages);
 	ck_assert_int_eq(llm_sched_info(s, ids[1], &in), 0);
 	ck_assert_int_eq(in.state, LLM_SCHED_CANCELLED);
 	ck_assert_int_eq(in.n_gen, 2);

@@ -794,8 +794,13 @@ int llm_sched_cancel(struct llm_sched *s, int id)
 				break;
 			}
 	} else if (r->state == LLM_SCHED_RUNNING) {
+		uint64_t used;
+
 		ret = slot_put(s, r);
 		run_remove(s, id);
+		/* the counts read between steps show the pages gone */
+		if (!pages_used(s, &used))
+			s->st.pages_used = used;
 	} else {
 		return -EALREADY;
 	}

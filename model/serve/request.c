@@ -50,6 +50,44 @@ void llm_serve_err_set(struct llm_serve_err *e, int status, const char *type,
 	va_end(ap);
 }
 
+/* bytes of the valid UTF-8 character at @s (of @n), or 0 */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+	size_t l = s[0] < 0x80 ? 1 : (s[0] & 0xe0) == 0xc0 ? 2 :
+		   (s[0] & 0xf0) == 0xe0 ? 3 : (s[0] & 0xf8) == 0xf0 ? 4 : 0;
+	uint32_t cp;
+
+	if (!l || l > n)
+		return 0;
+	cp = l == 1 ? s[0] : s[0] & (0x7f >> l);
+	for (size_t i = 1; i < l; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	if ((l == 2 && cp < 0x80) || (l == 3 && cp < 0x800) ||
+	    (l == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+	    (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return l;
+}
+
+/* @s with every byte that is not part of valid UTF-8 made a '?' */
+static void utf8_fix(char *s)
+{
+	size_t n = strlen(s);
+
+	for (size_t i = 0; i < n;) {
+		size_t l = utf8_len((unsigned char *)s + i, n - i);
+
+		if (!l) {
+			s[i++] = '?';
+			continue;
+		}
+		i += l;
+	}
+}
+
 /**
  * llm_serve_err_json() - the body of an error response
  * @e: the error
@@ -59,15 +97,25 @@ void llm_serve_err_set(struct llm_serve_err *e, int status, const char *type,
  */
 char *llm_serve_err_json(const struct llm_serve_err *e)
 {
-	json_t *o = json_pack("{s:{s:s, s:s, s:o, s:o}}", "error",
-			      "message", e->message,
-			      "type", e->type ? e->type : INVALID,
-			      "param", e->param[0] ? json_string(e->param) :
-						     json_null(),
-			      "code", e->code ? json_string(e->code) :
-						json_null());
+	char msg[sizeof(e->message)], param[sizeof(e->param)];
+	json_t *o;
 	char *s;
 
+	/* a message quotes the request (a JSON error's near text, a model
+	 * name) and may be cut mid-character: keep it valid UTF-8 */
+	memcpy(msg, e->message, sizeof(msg));
+	msg[sizeof(msg) - 1] = 0;
+	utf8_fix(msg);
+	memcpy(param, e->param, sizeof(param));
+	param[sizeof(param) - 1] = 0;
+	utf8_fix(param);
+	o = json_pack("{s:{s:s, s:s, s:o, s:o}}", "error",
+			      "message", msg,
+			      "type", e->type ? e->type : INVALID,
+			      "param", param[0] ? json_string(param) :
+						  json_null(),
+			      "code", e->code ? json_string(e->code) :
+						json_null());
 	if (!o)
 		return NULL;
 	s = json_dumps(o, JSON_COMPACT);

@@ -1246,6 +1246,12 @@ static char *metrics_text(struct llm_server *s)
 	  "kvmm_kv_page_bytes %u", st.sched.page_size);
 	M("kv_pages_peak", "gauge", "Most KV pages in use after a step.",
 	  "kvmm_kv_pages_peak %llu", (unsigned long long)st.sched.peak_pages);
+	M("running_peak", "gauge", "Most sequences in one step.",
+	  "kvmm_running_peak %d", st.sched.peak_running);
+	M("running_sum_total", "counter", "Sequences of each step, summed "
+	  "(over kvmm_steps_total: the mean batch).",
+	  "kvmm_running_sum_total %llu",
+	  (unsigned long long)st.sched.sum_running);
 	M("preemptions_total", "counter", "Requests released and queued "
 	  "again for lack of pages.", "kvmm_preemptions_total %llu",
 	  (unsigned long long)st.sched.preemptions);

@@ -5,6 +5,7 @@
 #   make            build everything (CUDA parts when nvcc is found)
 #   make check      install missing dependencies, build, run the CPU suites
 #   make check-gpu  run the GPU suites (skipped, not passed, without a GPU)
+#   make check-serve kvmm serve's suite, curl and the openai package
 #   make run        generate on the default model (fetched if absent)
 #   make model      fetch the default model into models/
 #   make clean
@@ -164,9 +165,18 @@ check: deps
 	$(Q)$(CHECK) --cpu --tap $(B)/logs/check.tap --xml $(B)/logs/check.xml
 	$(Q)if command -v python3 >/dev/null; then \
 		python3 tests/plot_sweep_test.py && \
-		python3 tests/plot_serve_test.py; \
-	else echo "plot_sweep, plot_serve: 0 passed, 0 failed, 2 skipped" \
-		"(no python3)"; fi
+		python3 tests/plot_serve_test.py && \
+		python3 tests/serve_test.py --quick --kvmm $(KVMM) \
+			--pylib $(B)/pylib; \
+	else echo "plot_sweep, plot_serve, serve: 0 passed, 0 failed," \
+		"3 skipped (no python3)"; fi
+
+# kvmm serve in full: its C suite, then curl and the openai package (pip
+# installs it into $(B)/pylib when absent; skipped, with the reason, when
+# pip cannot)
+check-serve: all
+	$(Q)$(CHECK) serve
+	$(Q)python3 tests/serve_test.py --kvmm $(KVMM) --pylib $(B)/pylib
 
 check-gpu: all
 	$(Q)mkdir -p $(B)/logs
@@ -193,7 +203,7 @@ run: deps
 clean:
 	$(Q)rm -rf build build-cpu build-san build-fuzz
 
-.PHONY: all deps check check-gpu check-san run model clean FORCE
+.PHONY: all deps check check-gpu check-serve check-san run model clean FORCE
 
 FORCE:
 

@@ -531,6 +531,10 @@ static void *eng_main(void *arg)
 			if (ret < 0)
 				fprintf(stderr, "kvmm serve: step: %s\n",
 					strerror(-ret));
+			/* nothing could run (all waiting on pages that a
+			 * step will not free): no hot loop */
+			if (!ret)
+				usleep(1000);
 		}
 		pthread_mutex_lock(&s->lock);
 		for (int i = s->n_active - 1; i >= 0; i--) {

@@ -723,7 +723,8 @@ START_TEST(test_serve_disconnect)
 		if (!k) {
 			/* the first event: the sequence runs */
 			n = 0;
-			while (!strstr(buf, "data: ") && n < (int)sizeof(buf) - 1) {
+			while (!strstr(buf, "data: ") &&
+			       n < (int)sizeof(buf) - 1) {
 				ssize_t r = recv(fd, buf + n,
 						 sizeof(buf) - 1 - n, 0);
 

@@ -55,7 +55,7 @@
 
 #define SRV_SLICE_MS 100	/* a waiting connection looks at its socket */
 #define SRV_KEEPALIVE_S 10.0	/* an SSE comment after this long silent */
-#define SRV_RATE_N 64		/* samples of generated tokens, 0.25 s apart */
+#define SRV_RATE_N 64		/* samples of the tokens generated, 0.25 s */
 #define SRV_RATE_S 10.0		/* the tokens/s window, seconds */
 
 enum srv_end {
@@ -75,7 +75,7 @@ struct srv_req {
 	int max_new;
 	struct kvk_sample_cfg sample;
 	uint64_t seed;
-	float alpha[2];		/* diffkv thresholds, negative: the cache's */
+	float alpha[2];		/* diffkv thresholds; negative: cache's */
 	char *stop[LLM_SERVE_MAX_STOP];
 	int n_stop;
 	bool ignore_eos;
@@ -1366,7 +1366,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
 	(void)version;
 	if (!sc) {
 		const char *cl = MHD_lookup_connection_value(c,
-				MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+				MHD_HEADER_KIND, "Content-Length");
 
 		sc = calloc(1, sizeof(*sc));
 		if (!sc)

@@ -806,9 +806,9 @@ static int sse_fill(struct srv_stream *st)
 	if (n || fin || r->n_gen > st->gen_seen) {
 		json_t *ch = json_array();
 
-		json_array_append_new(ch, choice_json(r, r->text + st->sent,
-						      n, true, fin,
-						      !st->role_sent));
+		json_array_append_new(ch, choice_json(r, r->text ? r->text +
+						      st->sent : "", n, true,
+						      fin, !st->role_sent));
 		ret = sse_put(st, envelope(s, r, st->id, true, ch));
 		st->sent += n;
 		st->gen_seen = r->n_gen;

@@ -1184,6 +1184,7 @@ static int url_bench(struct srv_opts *o)
 	struct llm_model *mo = NULL;
 	struct srv_work w = { 0 };
 	struct srv_url u;
+	double sat = 0;
 	uint32_t vocab;
 	const char *p;
 	int ret, nrates;
@@ -1262,7 +1263,25 @@ static int url_bench(struct srv_opts *o)
 			printf("  latency: ttft p50 %.3f s, tpot p50 %.2f ms, "
 			       "e2e p99 %.3f s\n", r.ttft[0], r.tpot[0] * 1e3,
 			       r.e2e[2]);
+		if (r.saturated && !sat)
+			sat = rate;
 	}
+	/* the first rate the server could not keep up with, as in-process */
+	if (o->n_rate && o->json && sat)
+		printf("{\"mode\": \"saturation\", \"policy\": \"%s\", "
+		       "\"saturation_rate\": %.3f}\n", o->n_pol ? o->pol[0] :
+		       pol, sat);
+	else if (o->n_rate && o->json)
+		printf("{\"mode\": \"saturation\", \"policy\": \"%s\", "
+		       "\"saturation_rate\": null}\n", o->n_pol ? o->pol[0] :
+		       pol);
+	else if (o->n_rate && sat)
+		printf("# %s saturates at %.2f requests/s (completed requests/s "
+		       "below 90%% of the rate)\n", o->n_pol ? o->pol[0] : pol,
+		       sat);
+	else if (o->n_rate)
+		printf("# %s keeps up with every rate up to %.2f requests/s\n",
+		       o->n_pol ? o->pol[0] : pol, o->rate[o->n_rate - 1]);
 out:
 	work_free(&w);
 	llm_model_close(mo);

@@ -761,6 +761,59 @@ START_TEST(test_serve_disconnect)
 }
 END_TEST
 
+/*
+ * A seeded sampled request repeats; `kvmm bench serve --url` (the binary
+ * next to this runner) drives the server and every request completes
+ * with its whole output.
+ */
+START_TEST(test_serve_seed_and_bench)
+{
+	static const char req[] = "{\"prompt\": \"Once upon a time\", "
+		"\"max_tokens\": 12, \"temperature\": 0.9, \"top_p\": 0.95, "
+		"\"seed\": 42}";
+	char self[PATH_MAX], cmd[PATH_MAX + 256], line[4096], *a;
+	struct tserver t;
+	struct resp r;
+	bool seen = false;
+	ssize_t l;
+	FILE *p;
+
+	if (server_up(__func__, &t, NULL))
+		return;
+	ck_assert_int_eq(http(t.port, "POST", "/v1/completions", req, &r),
+			 200);
+	a = strdup(r.body);
+	resp_free(&r);
+	ck_assert_int_eq(http(t.port, "POST", "/v1/completions", req, &r),
+			 200);
+	/* the same text; the ids and times differ */
+	ck_assert_str_eq(strstr(a, "\"choices\""),
+			 strstr(r.body, "\"choices\""));
+	free(a);
+	resp_free(&r);
+	l = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	ck_assert_int_gt(l, 0);
+	self[l] = 0;
+	*strrchr(self, '/') = 0;
+	snprintf(cmd, sizeof(cmd), "%s/kvmm bench serve --url "
+		 "http://127.0.0.1:%d --requests 6 --prompt-len 8-16 "
+		 "--output-len 4-8 --concurrency 4 --json 2>&1", self, t.port);
+	p = popen(cmd, "r");
+	ck_assert_ptr_nonnull(p);
+	while (fgets(line, sizeof(line), p)) {
+		printf("bench serve --url: %.160s", line);
+		if (strstr(line, "\"mode\": \"offline\"")) {
+			ck_assert_ptr_nonnull(strstr(line, "\"completed\": 6,"));
+			ck_assert_ptr_nonnull(strstr(line, "\"failed\": 0,"));
+			seen = true;
+		}
+	}
+	ck_assert_int_eq(pclose(p), 0);
+	ck_assert(seen);
+	server_down(&t, 5);
+}
+END_TEST
+
 struct stop_job {
 	struct tserver *t;
 	struct resp r;
@@ -822,6 +875,7 @@ Suite *suite_serve(void)
 	KV_ADD(th, test_serve_stream);
 	KV_ADD(th, test_serve_errors);
 	KV_ADD(th, test_serve_disconnect);
+	KV_ADD(th, test_serve_seed_and_bench);
 	KV_ADD(th, test_serve_graceful_stop);
 	tcase_set_timeout(th, 300);
 	suite_add_tcase(s, th);

@@ -5,6 +5,7 @@
 #   make            build everything (CUDA parts when nvcc is found)
 #   make check      install missing dependencies, build, run the CPU suites
 #   make check-gpu  run the GPU suites (skipped, not passed, without a GPU)
+#   make check-serve kvmm serve's suite, curl and the openai package
 #   make run        generate on the default model (fetched if absent)
 #   make model      fetch the default model into models/
 #   make clean
@@ -59,7 +60,8 @@ endif
 # model/ is split in layers (load, tokenizer, exec, kv, sched); each folder
 # holding sources is a module for the build
 MODULES := runtime allocator kernels ioctl-shim \
-	   model/load model/tokenizer model/exec model/kv model/sched
+	   model/load model/tokenizer model/exec model/kv model/sched \
+	   model/serve
 INCLUDES := $(addprefix -I,$(MODULES)) -Iioctl-shim/uapi
 
 CC ?= gcc
@@ -67,9 +69,13 @@ CFLAGS := -std=c11 -D_GNU_SOURCE -O2 -g -pthread -fno-strict-aliasing \
 	  -Wall -Wextra -Werror -Wno-missing-field-initializers \
 	  -MMD -MP $(INCLUDES) $(SANFLAGS) $(EXTRA_CFLAGS)
 LDFLAGS := -pthread $(SANFLAGS)
-# liburing and Check are linked statically: the binaries built here run on a
-# GPU machine that has neither.
-LDLIBS := -Wl,-Bstatic -luring -Wl,-Bdynamic -ldl -lrt -lm
+# liburing, Check, libmicrohttpd and jansson are linked statically: the
+# binaries built here run on a GPU machine that has none of them.
+# libmicrohttpd's TLS code needs GnuTLS, which is linked dynamically: Debian
+# ships no static p11-kit or libunistring, which a static GnuTLS needs;
+# libgnutls30 is on every Debian or Ubuntu system (apt itself uses it).
+LDLIBS := -Wl,-Bstatic -luring -lmicrohttpd -ljansson -Wl,-Bdynamic \
+	  -lgnutls -ldl -lrt -lm
 CHECK_LIBS := -Wl,-Bstatic -lcheck -lsubunit -Wl,-Bdynamic
 
 NVFLAGS := -std=c++17 -O3 -g -lineinfo $(INCLUDES) \
@@ -159,9 +165,18 @@ check: deps
 	$(Q)$(CHECK) --cpu --tap $(B)/logs/check.tap --xml $(B)/logs/check.xml
 	$(Q)if command -v python3 >/dev/null; then \
 		python3 tests/plot_sweep_test.py && \
-		python3 tests/plot_serve_test.py; \
-	else echo "plot_sweep, plot_serve: 0 passed, 0 failed, 2 skipped" \
-		"(no python3)"; fi
+		python3 tests/plot_serve_test.py && \
+		python3 tests/serve_test.py --quick --kvmm $(KVMM) \
+			--pylib $(B)/pylib; \
+	else echo "plot_sweep, plot_serve, serve: 0 passed, 0 failed," \
+		"3 skipped (no python3)"; fi
+
+# kvmm serve in full: its C suite, then curl and the openai package (pip
+# installs it into $(B)/pylib when absent; skipped, with the reason, when
+# pip cannot)
+check-serve: all
+	$(Q)$(CHECK) serve
+	$(Q)python3 tests/serve_test.py --kvmm $(KVMM) --pylib $(B)/pylib
 
 check-gpu: all
 	$(Q)mkdir -p $(B)/logs
@@ -188,7 +203,7 @@ run: deps
 clean:
 	$(Q)rm -rf build build-cpu build-san build-fuzz
 
-.PHONY: all deps check check-gpu check-san run model clean FORCE
+.PHONY: all deps check check-gpu check-serve check-san run model clean FORCE
 
 FORCE:
 

@@ -340,6 +340,101 @@ START_TEST(test_sched_joins_and_leaves)
 }
 END_TEST
 
+/*
+ * Cancel: a running request and a waiting one are withdrawn between steps
+ * (a client that went away). The running one's slot and pages go back at
+ * once, the waiting one never runs, the others' tokens are unchanged, and
+ * forgotten ids are given to later requests.
+ */
+START_TEST(test_sched_cancel)
+{
+	uint64_t seed = kvtest_seed(__func__), pages;
+	struct llm_sched_info in;
+	struct llm_sched_stats st;
+	struct llm_sched *s;
+	struct tmodel m;
+	struct llm_kv *kv;
+	struct work w;
+	int ids[4], id, gone, guard = 0;
+
+	model_open(&m);
+	work_make(&w, 4, 8, 30, 12, 12, &seed);
+	kv = cache(&m, "full", 2, 0);
+	ck_assert_int_eq(llm_sched_create(kv, NULL, cpu_step, &m, &s), 0);
+	for (int i = 0; i < 4; i++) {
+		struct llm_sched_req r = { w.prompt[i], w.np[i], w.nnew[i],
+					   -1.0f, -1.0f };
+
+		ck_assert_int_eq(llm_sched_submit(s, &r, &ids[i]), 0);
+	}
+	/* two slots: 0 and 1 run, 2 and 3 wait */
+	ck_assert_int_eq(llm_sched_step(s), 2);
+	ck_assert_int_eq(llm_sched_step(s), 2);
+	llm_sched_stats(s, &st);
+	pages = st.pages_used;
+	ck_assert_int_eq(st.running, 2);
+	ck_assert_int_eq(st.waiting, 2);
+	ck_assert_int_ne(llm_sched_slot_owner(s, 0), -1);
+	ck_assert_int_eq(llm_sched_slot_owner(s, 2), -1);
+	ck_assert_int_eq(llm_sched_cancel(s, ids[1]), 0);
+	ck_assert_int_eq(llm_sched_cancel(s, ids[2]), 0);
+	ck_assert_int_eq(llm_sched_cancel(s, ids[2]), -EALREADY);
+	ck_assert_int_eq(llm_sched_forget(s, ids[0]), -EBUSY);
+	llm_sched_stats(s, &st);
+	ck_assert_int_eq(st.running, 1);
+	ck_assert_int_eq(st.waiting, 1);
+	ck_assert_int_eq(st.cancelled, 2);
+	ck_assert_uint_lt(st.pages_used, pages);
+	ck_assert_int_eq(llm_sched_info(s, ids[1], &in), 0);
+	ck_assert_int_eq(in.state, LLM_SCHED_CANCELLED);
+	ck_assert_int_eq(in.n_gen, 2);
+	/* request 3 joins in request 1's slot; the pages went back at once */
+	ck_assert_int_eq(llm_sched_step(s), 2);
+	llm_sched_stats(s, &st);
+	printf("cancel: %llu pages before, %llu after the swap\n",
+	       (unsigned long long)pages, (unsigned long long)st.pages_used);
+	while (!llm_sched_idle(s)) {
+		ck_assert_int_ge(llm_sched_step(s), 0);
+		ck_assert_int_lt(++guard, 1000);
+	}
+	llm_sched_stats(s, &st);
+	ck_assert_int_eq(st.done, 2);
+	ck_assert_int_eq(st.pages_used, 0);
+	ck_assert_int_eq(llm_sched_info(s, ids[2], &in), 0);
+	ck_assert_int_eq(in.n_gen, 0);
+	/* the survivors' tokens are those of a run alone */
+	ck_assert_int_eq(llm_sched_info(s, ids[3], &in), 0);
+	ck_assert_int_eq(in.state, LLM_SCHED_DONE);
+	gone = ids[1];
+	ids[1] = ids[3];
+	w.np[1] = w.np[3];
+	w.nnew[1] = w.nnew[3];
+	memcpy(w.prompt[1], w.prompt[3], sizeof(w.prompt[1]));
+	w.n = 2;
+	ck_assert_int_eq(check_outputs(&m, s, &w, ids), 0);
+	/* forget: the id comes back, the info is gone */
+	ck_assert_int_eq(llm_sched_forget(s, gone), 0);
+	ck_assert_int_eq(llm_sched_forget(s, gone), -EINVAL);
+	ck_assert_int_eq(llm_sched_info(s, gone, &in), -EINVAL);
+	ck_assert_int_eq(llm_sched_cancel(s, gone), -EINVAL);
+	{
+		struct llm_sched_req r = { w.prompt[1], w.np[1], 3, -1.0f,
+					   -1.0f };
+
+		ck_assert_int_eq(llm_sched_submit(s, &r, &id), 0);
+	}
+	ck_assert_int_eq(id, gone);
+	while (!llm_sched_idle(s))
+		ck_assert_int_ge(llm_sched_step(s), 0);
+	ck_assert_int_eq(llm_sched_info(s, id, &in), 0);
+	ck_assert_int_eq(in.state, LLM_SCHED_DONE);
+	ck_assert_int_eq(in.n_gen, 3);
+	llm_sched_destroy(s);
+	llm_kv_destroy(kv);
+	model_close(&m);
+}
+END_TEST
+
 /* the peak concurrency of a workload under @pol within one granule */
 static int peak_under(struct tmodel *m, const char *pol, const struct work *w,
 		      uint64_t *pages, uint32_t *page_size)
@@ -615,6 +710,7 @@ Suite *suite_sched(void)
 	KV_ADD(tc, test_sched_preempt_2x);
 	KV_ADD(tc, test_sched_request_thresholds);
 	KV_ADD(tc, test_sched_refusals);
+	KV_ADD(tc, test_sched_cancel);
 	tcase_set_timeout(tc, 120);
 	suite_add_tcase(s, tc);
 	return s;

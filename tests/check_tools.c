@@ -669,6 +669,38 @@ START_TEST(test_failures_say_why)
 }
 END_TEST
 
+/* kvmm serve and bench serve --url refuse bad options, saying why */
+START_TEST(test_serve_refused)
+{
+	ck_assert_int_eq(kvmm("serve", NULL), 2);
+	EXPECT_ERR("--model is required");
+	ck_assert_int_eq(kvmm("serve", "--model", model, "--port", "70000",
+			      NULL), 2);
+	ck_assert_int_eq(kvmm("serve", "--model", model, "--reserve", "2",
+			      NULL), 2);
+	ck_assert_int_eq(kvmm("serve", "--model", model, "--kv-budget", "x",
+			      NULL), 2);
+	ck_assert_int_eq(kvmm("serve", "--model", model, "--device", "tpu",
+			      NULL), 2);
+	ck_assert_int_eq(kvmm("serve", "--model", model, "--policy", "bogus",
+			      "--port", "0", NULL), 2);
+	ck_assert_int_eq(kvmm("serve", "--model", model, "--max-model-len",
+			      "100000", "--port", "0", NULL), 2);
+	EXPECT_ERR("out of range");
+	ck_assert_int_ne(kvmm("serve", "--model", "/nonexistent", NULL), 0);
+	ck_assert_int_eq(kvmm("serve", "--help", NULL), 0);
+	ck_assert_ptr_nonnull(strstr(out_s, "/v1/chat/completions"));
+	ck_assert_int_eq(kvmm("bench", "serve", "--url", "ftp://x", NULL), 2);
+	EXPECT_ERR("not http://HOST:PORT");
+	ck_assert_int_eq(kvmm("bench", "serve", "--url", "http://127.0.0.1:1",
+			      "--requests", "1", NULL), 1);
+	EXPECT_ERR("/v1/models");
+	ck_assert_int_eq(kvmm("bench", "serve", "--url", "http://127.0.0.1:1",
+			      "--policy", "full", "--policy", "diffkv", NULL),
+			 2);
+}
+END_TEST
+
 static char doc_s[262144];
 
 /* a file of the tree, from the directory make check runs in */
@@ -737,6 +769,7 @@ Suite *suite_tools(void)
 	KV_ADD(tc, test_needle_byte_level);
 	KV_ADD(tc, test_eval_help);
 	KV_ADD(tc, test_generate_refused);
+	KV_ADD(tc, test_serve_refused);
 	KV_ADD(tc, test_generate_batch_lines);
 	KV_ADD(tc, test_generate_lengths);
 	KV_ADD(tc, test_progress_line);

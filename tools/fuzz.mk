@@ -6,6 +6,8 @@
 #   make fuzz FUZZ_RUNS=n     long run of n inputs (0: until stopped), or
 #   make fuzz FUZZ_IOCTLS=n   until n ioctls are made; corpus kept in
 #                             build-fuzz/corpus/, stats in build-fuzz/stats.txt
+#   make fuzz-request         long run of kvmm serve's request parser
+#                             (FUZZ_RUNS=n; corpus in build-fuzz/)
 #   make check-ci             what .ci/run runs after `make check`
 #
 # clang builds the sources the harness needs (runtime, allocator,
@@ -57,16 +59,46 @@ $(FUZZ_BIN): $(FUZZ_OBJ) $(FUZZ_B)/tests/fuzz/fuzz_uapi.o
 	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -pthread -o $@ $^ \
 		-Wl,-Bstatic -luring -Wl,-Bdynamic -ldl -lrt -lm
 
-fuzz-build: $(FUZZ_BIN)
+# the request parser of kvmm serve: model/serve/request.c over jansson
+FUZZ_REQ_BIN := $(FUZZ_B)/fuzz_request
+FUZZ_REQ_CORPUS := tests/fuzz/corpus-request
+FUZZ_REQ_CI_RUNS ?= 300000
+
+$(FUZZ_B)/model/serve/request.o: FUZZ_NOCMP :=
+$(FUZZ_B)/tests/fuzz/fuzz_request.o: tests/fuzz/fuzz_request.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CLANG   $<")
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -Imodel/serve -fsanitize=fuzzer -c -o $@ $<
+
+$(FUZZ_REQ_BIN): $(FUZZ_B)/model/serve/request.o \
+		 $(FUZZ_B)/tests/fuzz/fuzz_request.o
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -pthread -o $@ $^ \
+		-Wl,-Bstatic -ljansson -Wl,-Bdynamic
+
+fuzz-build: $(FUZZ_BIN) $(FUZZ_REQ_BIN)
 
 # Bounded: a fixed seed over the checked-in seeds; the corpus grown on the
 # way goes to a scratch folder, so the run is the same every time.
-fuzz-ci: $(FUZZ_BIN)
+fuzz-ci: $(FUZZ_BIN) $(FUZZ_REQ_BIN)
 	$(Q)rm -rf $(FUZZ_B)/ci-corpus && mkdir -p $(FUZZ_B)/ci-corpus
 	$(Q)FUZZ_STATS=$(FUZZ_B)/ci-stats.txt $(FUZZ_BIN) $(FUZZ_OPTS) \
 		-seed=$(FUZZ_CI_SEED) -runs=$(FUZZ_CI_RUNS) \
 		$(FUZZ_B)/ci-corpus $(FUZZ_CORPUS)
 	$(Q)cat $(FUZZ_B)/ci-stats.txt
+	$(Q)rm -rf $(FUZZ_B)/ci-corpus-request && \
+		mkdir -p $(FUZZ_B)/ci-corpus-request
+	$(Q)$(FUZZ_REQ_BIN) $(FUZZ_OPTS) -seed=$(FUZZ_CI_SEED) \
+		-runs=$(FUZZ_REQ_CI_RUNS) $(FUZZ_B)/ci-corpus-request \
+		$(FUZZ_REQ_CORPUS) > $(FUZZ_B)/ci-request.log 2>&1; \
+		st=$$?; tail -8 $(FUZZ_B)/ci-request.log; exit $$st
+
+# long run of the request parser (FUZZ_RUNS=n, 0: until stopped)
+fuzz-request: $(FUZZ_REQ_BIN)
+	$(Q)mkdir -p $(FUZZ_B)/corpus-request
+	$(Q)$(FUZZ_REQ_BIN) $(FUZZ_OPTS) \
+		-runs=$(if $(filter 0,$(FUZZ_RUNS)),-1,$(FUZZ_RUNS)) \
+		$(FUZZ_B)/corpus-request $(FUZZ_REQ_CORPUS)
 
 fuzz: $(FUZZ_BIN)
 	$(Q)mkdir -p $(FUZZ_B)/corpus
@@ -89,6 +121,7 @@ $(EXAMPLE): Documentation/uapi/example.c $(LIB)
 example: $(EXAMPLE)
 	$(Q)$(EXAMPLE)
 
-.PHONY: fuzz fuzz-ci fuzz-build check-ci example
+.PHONY: fuzz fuzz-ci fuzz-build fuzz-request check-ci example
 
--include $(FUZZ_OBJ:.o=.d) $(FUZZ_B)/tests/fuzz/fuzz_uapi.d
+-include $(FUZZ_OBJ:.o=.d) $(FUZZ_B)/tests/fuzz/fuzz_uapi.d \
+	$(FUZZ_B)/model/serve/request.d $(FUZZ_B)/tests/fuzz/fuzz_request.d

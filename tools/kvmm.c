@@ -48,6 +48,8 @@ static const struct kvmm_cmd top_cmds[] = {
 	{ "generate", cmd_generate,
 	  "generate text from a GGUF file or a Hugging Face directory "
 	  "(kvmm generate --help)" },
+	{ "serve", cmd_serve,
+	  "OpenAI-compatible HTTP server (kvmm serve --help)" },
 };
 
 /**

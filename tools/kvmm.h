@@ -74,6 +74,7 @@ int cmd_bench(int argc, char **argv);
 int cmd_bench_vmm(int argc, char **argv);
 int cmd_bench_mem(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_bench_attn(int argc, char **argv);
 int cmd_bench_evict(int argc, char **argv);

@@ -75,6 +75,7 @@ struct sched_req {
 	char reason[112];
 	double t_submit, t_first, t_done; /* seconds, CLOCK_MONOTONIC */
 	double ppt;		/* pages per token per list; 0: not measured */
+	bool gone;		/* llm_sched_forget(): the id may be reused */
 };
 
 /*
@@ -99,6 +100,9 @@ struct llm_sched {
 	int n_run;
 	int *slots;		/* [n_seq] free slots */
 	int n_slots;
+	int *owner;		/* [n_seq] request id in each slot, or -1 */
+	int *free_ids;		/* [cap_req] ids llm_sched_forget() gave back */
+	int n_free;
 
 	/* the step being built */
 	int *join;		/* [n_seq] ids joining (prompts) */
@@ -237,6 +241,7 @@ static int slot_put(struct llm_sched *s, struct sched_req *r)
 	if (r->slot < 0)
 		return 0;
 	ret = llm_kv_policy_release(s->kv, r->slot);
+	s->owner[r->slot] = -1;
 	s->slots[s->n_slots++] = r->slot;
 	s->blocked = false;
 	r->slot = -1;
@@ -346,6 +351,7 @@ static int pick_joins(struct llm_sched *s)
 		}
 		wait_pop(s);
 		r->slot = s->slots[--s->n_slots];
+		s->owner[r->slot] = id;
 		after += (uint64_t)ceil(s->g.lists * ppt_of(s, r));
 		if (r->alpha[0] >= 0) {
 			ret = llm_kv_policy_seq_alpha(s->kv, r->slot,
@@ -637,6 +643,7 @@ int llm_sched_submit(struct llm_sched *s, const struct llm_sched_req *r,
 		     int *id)
 {
 	struct sched_req *q;
+	int32_t *tok;
 	int i;
 
 	if (!s || !r || !r->prompt || r->n_prompt < 1 || r->max_new < 1 ||
@@ -648,7 +655,7 @@ int llm_sched_submit(struct llm_sched *s, const struct llm_sched_req *r,
 	if (r->alpha_prune >= 0 && !(r->alpha_quant >= r->alpha_prune &&
 				     r->alpha_prune <= 1.0f))
 		return -EINVAL;
-	if (s->n_req == s->cap_req) {
+	if (!s->n_free && s->n_req == s->cap_req) {
 		int cap = s->cap_req ? 2 * s->cap_req : 64;
 		struct sched_req *nr = realloc(s->req, cap * sizeof(*nr));
 		int *nw;
@@ -660,14 +667,23 @@ int llm_sched_submit(struct llm_sched *s, const struct llm_sched_req *r,
 		if (!nw)
 			return -ENOMEM;
 		s->wait = nw;
+		nw = realloc(s->free_ids, cap * sizeof(int));
+		if (!nw)
+			return -ENOMEM;
+		s->free_ids = nw;
 		s->cap_req = cap;
 	}
-	i = s->n_req;
+	i = s->n_free ? s->free_ids[s->n_free - 1] : s->n_req;
 	q = &s->req[i];
-	memset(q, 0, sizeof(*q));
-	q->tok = malloc(((size_t)r->n_prompt + r->max_new) * sizeof(int32_t));
-	if (!q->tok)
+	tok = malloc(((size_t)r->n_prompt + r->max_new) * sizeof(int32_t));
+	if (!tok)
 		return -ENOMEM;
+	if (s->n_free)
+		s->n_free--;
+	else
+		s->n_req++;
+	memset(q, 0, sizeof(*q));
+	q->tok = tok;
 	memcpy(q->tok, r->prompt, r->n_prompt * sizeof(int32_t));
 	q->n_prompt = r->n_prompt;
 	q->max_new = r->max_new;
@@ -675,7 +691,6 @@ int llm_sched_submit(struct llm_sched *s, const struct llm_sched_req *r,
 	q->alpha[1] = r->alpha_quant;
 	q->slot = -1;
 	q->t_submit = now_s();
-	s->n_req++;
 	*id = i;
 	if ((long)r->n_prompt + r->max_new > s->kv->max_tok) {
 		char why[112];
@@ -715,7 +730,7 @@ int llm_sched_info(const struct llm_sched *s, int id,
 {
 	const struct sched_req *r;
 
-	if (!s || id < 0 || id >= s->n_req || !info)
+	if (!s || id < 0 || id >= s->n_req || !info || s->req[id].gone)
 		return -EINVAL;
 	r = &s->req[id];
 	*info = (struct llm_sched_info){
@@ -745,6 +760,124 @@ void llm_sched_stats(const struct llm_sched *s, struct llm_sched_stats *st)
 	st->running = s->n_run;
 	st->budget_pages = s->budget_pages;
 	st->page_size = s->g.page_size;
+}
+
+/**
+ * llm_sched_cancel() - withdraw request @id: its owner no longer wants it
+ * @s: the scheduler
+ * @id: from llm_sched_submit()
+ *
+ * A waiting request leaves the queue; a running one leaves the batch and
+ * its slot and pages go back at once (KVMM_IOC_SEQ_RELEASE), as when it
+ * completes. The tokens it generated stay readable (llm_sched_info(),
+ * state LLM_SCHED_CANCELLED) until llm_sched_forget(). Call it between
+ * steps, as every other call.
+ *
+ * Return: 0; -EINVAL (an unknown id); -EALREADY (it had completed, failed
+ * or been cancelled: nothing changed); the uapi's error when its pages
+ * could not be released (it is cancelled all the same).
+ */
+int llm_sched_cancel(struct llm_sched *s, int id)
+{
+	struct sched_req *r;
+	int ret = 0;
+
+	if (!s || id < 0 || id >= s->n_req || s->req[id].gone)
+		return -EINVAL;
+	r = &s->req[id];
+	if (r->state == LLM_SCHED_WAITING) {
+		for (int i = 0; i < s->n_wait; i++)
+			if (s->wait[i] == id) {
+				memmove(s->wait + i, s->wait + i + 1,
+					(s->n_wait - i - 1) * sizeof(int));
+				s->n_wait--;
+				break;
+			}
+	} else if (r->state == LLM_SCHED_RUNNING) {
+		uint64_t used;
+
+		ret = slot_put(s, r);
+		run_remove(s, id);
+		/* the counts read between steps show the pages gone */
+		if (!pages_used(s, &used))
+			s->st.pages_used = used;
+	} else {
+		return -EALREADY;
+	}
+	r->state = LLM_SCHED_CANCELLED;
+	r->t_done = now_s();
+	s->st.cancelled++;
+	return ret;
+}
+
+/**
+ * llm_sched_forget() - free an ended request's tokens; its id may be
+ * given to a later request
+ * @s: the scheduler
+ * @id: a request that completed, failed or was cancelled
+ *
+ * A long-running server forgets each request once it has read its
+ * tokens, so the scheduler's memory follows the requests in flight, not
+ * every request it ever saw. Pointers from llm_sched_info() on @id are
+ * invalid afterwards.
+ *
+ * Return: 0; -EINVAL (an unknown or forgotten id); -EBUSY (it still waits
+ * or runs: cancel it first).
+ */
+int llm_sched_forget(struct llm_sched *s, int id)
+{
+	struct sched_req *r;
+
+	if (!s || id < 0 || id >= s->n_req || s->req[id].gone)
+		return -EINVAL;
+	r = &s->req[id];
+	if (r->state == LLM_SCHED_WAITING || r->state == LLM_SCHED_RUNNING)
+		return -EBUSY;
+	free(r->tok);
+	r->tok = NULL;
+	r->gone = true;
+	s->free_ids[s->n_free++] = id;
+	return 0;
+}
+
+/**
+ * llm_sched_slot_owner() - the request that holds a cache slot
+ * @s: the scheduler
+ * @slot: a slot of the cache, as the step callback's batch names them
+ *
+ * For an executor's step that treats sequences differently (sampling
+ * settings of their own): in the callback, the request behind each of the
+ * batch's slots.
+ *
+ * Return: the request id, or -1 (a free slot, or one out of range).
+ */
+int llm_sched_slot_owner(const struct llm_sched *s, int slot)
+{
+	if (!s || slot < 0 || slot >= s->kv->n_seq)
+		return -1;
+	return s->owner[slot];
+}
+
+/**
+ * llm_sched_tier_pages() - pages in use per tier (KVMM_IOC_STATS)
+ * @s: the scheduler
+ * @pages: out: [0] high tier (the only one of a one-tier policy), [1] low
+ *
+ * Reads the space's statistics through the uapi: for a metrics reader,
+ * not once per step.
+ *
+ * Return: 0, or the uapi's error.
+ */
+int llm_sched_tier_pages(struct llm_sched *s, uint64_t pages[2])
+{
+	struct kvmm_stats st = { .space = s->space };
+	int ret = kvshim_ioctl(s->fd, KVMM_IOC_STATS, &st);
+
+	if (ret)
+		return ret;
+	pages[0] = st.pages_used[0];
+	pages[1] = st.pages_used[1];
+	return 0;
 }
 
 /**
@@ -830,13 +963,16 @@ int llm_sched_create(struct llm_kv *kv, const struct llm_sched_opts *o,
 	s->bseq = calloc(n, sizeof(int));
 	s->bnt = calloc(n, sizeof(int));
 	s->bnext = calloc(n, sizeof(int32_t));
+	s->owner = malloc(n * sizeof(int));
 	if (!s->run || !s->slots || !s->join || !s->bseq || !s->bnt ||
-	    !s->bnext) {
+	    !s->bnext || !s->owner) {
 		llm_sched_destroy(s);
 		return -ENOMEM;
 	}
-	for (int i = 0; i < n; i++)
+	for (int i = 0; i < n; i++) {
 		s->slots[s->n_slots++] = n - 1 - i;
+		s->owner[i] = -1;
+	}
 	*out = s;
 	return 0;
 }
@@ -863,6 +999,8 @@ void llm_sched_destroy(struct llm_sched *s)
 	free(s->bnt);
 	free(s->bnext);
 	free(s->btok);
+	free(s->owner);
+	free(s->free_ids);
 	free(s);
 }
 

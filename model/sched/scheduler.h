@@ -77,6 +77,7 @@ enum llm_sched_state {
 	LLM_SCHED_RUNNING,	/* holds a slot and pages */
 	LLM_SCHED_DONE,		/* generated max_new tokens */
 	LLM_SCHED_FAILED,	/* gave up: see reason */
+	LLM_SCHED_CANCELLED,	/* llm_sched_cancel(): its owner gave up */
 };
 
 /**
@@ -84,7 +85,8 @@ enum llm_sched_state {
  * @state: where it is
  * @n_prompt: its prompt's tokens
  * @n_gen: tokens generated so far
- * @out: [n_gen] the generated tokens, valid until llm_sched_destroy()
+ * @out: [n_gen] the generated tokens, valid until llm_sched_forget() or
+ *	llm_sched_destroy()
  * @preemptions: times it was preempted (released and queued again)
  * @err: -errno of a failure, else 0
  * @reason: a failure in words (empty otherwise)
@@ -122,6 +124,7 @@ struct llm_sched_info {
  * @sum_running: sequences of each step, summed (mean = / @steps)
  * @done: requests completed
  * @failed: requests failed
+ * @cancelled: requests cancelled (llm_sched_cancel())
  * @pages_used: pages in use after the last step (KVMM_IOC_FENCE)
  * @peak_pages: most pages in use after a step
  * @budget_pages: pages the budget can map
@@ -146,6 +149,7 @@ struct llm_sched_stats {
 	uint64_t sum_running;
 	int done;
 	int failed;
+	int cancelled;
 	uint64_t pages_used;
 	uint64_t peak_pages;
 	uint64_t budget_pages;
@@ -166,6 +170,10 @@ bool llm_sched_idle(const struct llm_sched *s);
 int llm_sched_info(const struct llm_sched *s, int id,
 		   struct llm_sched_info *info);
 void llm_sched_stats(const struct llm_sched *s, struct llm_sched_stats *st);
+int llm_sched_cancel(struct llm_sched *s, int id);
+int llm_sched_forget(struct llm_sched *s, int id);
+int llm_sched_slot_owner(const struct llm_sched *s, int slot);
+int llm_sched_tier_pages(struct llm_sched *s, uint64_t pages[2]);
 int llm_sched_set_budget(struct llm_sched *s, uint64_t bytes);
 int llm_parse_bytes(const char *s, uint64_t *out);
 

@@ -9,6 +9,10 @@
 # WikiText-2 text the policy check reads when ../shared is not there:
 #   make -j2 && mkdir -p build-carry &&
 #   cp build/kvmm build/kvmm-check ../shared/data/wikitext-2/valid.txt build-carry/
+# (and, for a GPU machine without GnuTLS, its libraries into build-carry/lib:
+#   mkdir -p build-carry/lib && ldd build/kvmm | awk '/gnutls|p11|idn2|
+#   unistring|tasn1|nettle|hogweed|gmp|ffi/ {print $3}' |
+#   xargs -I{} cp -L {} build-carry/lib/)
 #   <device run, carry build-carry/>: B=build-carry bash tools/gpu-suite.sh
 # Where build/ is absent the script builds it (needs liburing and Check).
 set -u
@@ -23,6 +27,12 @@ log=$RES/gpu-suite.log
 : >"$log"
 say() { echo "$@" | tee -a "$log"; }
 
+# the server links GnuTLS (through libmicrohttpd) dynamically: where the
+# GPU machine lacks it, copies carried in $B/lib are used
+if [ -x "$B/kvmm" ] && ldd "$B/kvmm" 2>/dev/null | grep -q "not found" &&
+	[ -d "$B/lib" ]; then
+	export LD_LIBRARY_PATH=$PWD/$B/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+fi
 if [ ! -x "$B/kvmm-check" ] || [ ! -x "$B/kvmm" ]; then
 	say "== building ($B absent)"
 	make -j"$(nproc)" CUDA=1 >>"$log" 2>&1 || { say "build failed"; tail -20 "$log"; exit 1; }

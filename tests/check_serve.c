@@ -671,6 +671,20 @@ START_TEST(test_serve_errors)
 	ck_assert_ptr_nonnull(strstr(r.body, "kvmm_kv_pages{tier=\"high\"}"));
 	ck_assert_ptr_nonnull(strstr(r.body, "kvmm_generation_tokens_total"));
 	ck_assert_ptr_nonnull(strstr(r.body, "kvmm_preemptions_total 0"));
+	/* what bench serve --url derives the prefill rate and compression from */
+	{
+		const char *p = strstr(r.body, "\nkvmm_prefill_seconds_total ");
+		const char *h = strstr(r.body, "\nkvmm_kv_held_bytes_total ");
+		const char *f = strstr(r.body, "\nkvmm_kv_full_bytes_total ");
+
+		ck_assert_ptr_nonnull(p);
+		ck_assert_ptr_nonnull(h);
+		ck_assert_ptr_nonnull(f);
+		ck_assert_double_gt(strtod(strchr(p + 1, ' '), NULL), 0.0);
+		ck_assert_double_gt(strtod(strchr(h + 1, ' '), NULL), 0.0);
+		ck_assert_double_ge(strtod(strchr(f + 1, ' '), NULL),
+				    strtod(strchr(h + 1, ' '), NULL));
+	}
 	resp_free(&r);
 	llm_serve_stats(t.s, &st);
 	ck_assert_uint_ge(st.http[1], sizeof(bad) / sizeof(bad[0]) + 3);

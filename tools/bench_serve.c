@@ -1133,6 +1133,12 @@ static int url_run_one(const struct srv_opts *o, const struct srv_url *u,
 	r->granules = (uint64_t)D("granules_released_total");
 	steps = D("steps_total");
 	sum = D("running_sum_total");
+	r->compression = D("kv_held_bytes_total") > 0 ?
+				 D("kv_full_bytes_total") /
+					 D("kv_held_bytes_total") : 0;
+	r->prefill_tok_s = D("prefill_seconds_total") > 0 ?
+				   D("prompt_tokens_total") /
+					   D("prefill_seconds_total") : 0;
 #undef D
 	r->mean_conc = steps > 0 ? sum / steps : 0;
 	r->peak_conc = (int)metric(m1, "kvmm_running_peak");

@@ -116,6 +116,7 @@ struct llm_server {
 	size_t chat_sys_len;
 	int32_t stop_id[3 + LLM_MODEL_MAX_EOS]; /* -1: unused */
 	int max_tok;		/* tokens of one sequence */
+	double prefill_s;	/* engine thread: time in prompt batches */
 	int port;
 	time_t created;
 
@@ -290,13 +291,28 @@ static struct srv_req *row_req(struct llm_server *s, int slot)
 	return id >= 0 && id < s->cap_byid ? s->byid[id] : NULL;
 }
 
-/* a batch all prompts or all decode tokens: one token per sequence */
+static int eng_pure_run(struct llm_server *s, struct llm_kv *kv,
+			const struct llm_batch *b, int32_t *next);
+
+/* a batch all prompts or all decode tokens, timed by its kind */
 static int eng_pure(void *ctx, struct llm_kv *kv, const struct llm_batch *b,
 		    void *out)
 {
 	struct llm_server *s = ctx;
+	int kind = llm_kv_batch_kind(kv, b);	/* before the step moves it */
+	double t0 = now_s();
+	int ret = eng_pure_run(s, kv, b, out);
+
+	if (kind == LLM_KV_PREFILL)
+		s->prefill_s += now_s() - t0;
+	return ret;
+}
+
+/* eng_pure(): run one pure batch, one next token per sequence */
+static int eng_pure_run(struct llm_server *s, struct llm_kv *kv,
+			const struct llm_batch *b, int32_t *next)
+{
 	uint32_t vocab = s->m->cfg.n_vocab;
-	int32_t *next = out;
 	bool greedy = true;
 	int ret;
 
@@ -470,6 +486,7 @@ static void eng_stats(struct llm_server *s)
 
 	llm_sched_stats(s->sched, &s->st.sched);
 	s->st.active = s->n_active;
+	s->st.prefill_s = s->prefill_s;
 	if (t - s->rate_t[s->rate_i] >= 0.25) {
 		s->rate_i = (s->rate_i + 1) % SRV_RATE_N;
 		s->rate_t[s->rate_i] = t;
@@ -1273,6 +1290,16 @@ static char *metrics_text(struct llm_server *s)
 	M("prompt_tokens_total", "counter", "Prompt tokens prefilled, "
 	  "recomputed ones included.", "kvmm_prompt_tokens_total %llu",
 	  (unsigned long long)st.sched.prefill_tokens);
+	M("prefill_seconds_total", "counter", "Executor time in prompt "
+	  "batches (over it, kvmm_prompt_tokens_total: the prefill rate).",
+	  "kvmm_prefill_seconds_total %.6f", st.prefill_s);
+	M("kv_held_bytes_total", "counter", "Page bytes of each request "
+	  "right after its prefill, summed.", "kvmm_kv_held_bytes_total %llu",
+	  (unsigned long long)st.sched.held_bytes);
+	M("kv_full_bytes_total", "counter", "What the full policy would have "
+	  "held for the same requests (over kvmm_kv_held_bytes_total: the "
+	  "compression reached).", "kvmm_kv_full_bytes_total %llu",
+	  (unsigned long long)st.sched.full_bytes);
 	M("generation_tokens_total", "counter", "Tokens generated.",
 	  "kvmm_generation_tokens_total %llu",
 	  (unsigned long long)st.sched.generated);

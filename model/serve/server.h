@@ -74,6 +74,7 @@ struct llm_serve_stats {
 	struct llm_sched_stats sched;
 	uint64_t tier_pages[2];
 	double tok_s;
+	double prefill_s;	/* executor time in prompt batches */
 	int active;
 	uint64_t finished_stop, finished_length, cancelled, failed;
 	uint64_t http[3];

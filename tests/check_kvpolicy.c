@@ -233,6 +233,7 @@ START_TEST(test_kvpolicy_equivalences)
 {
 	static const char *const same[][2] = {
 		{ "full", "kvcompress:rate=1" },
+		{ "full", "full:topk=8192" },	/* every page selected */
 		{ "uniform:tier=k8v4", "diffkv:prune=0,quant=0" },
 		{ "uniform:tier=k4g2v2g4",
 		  "diffkv:hi=k4g2v2g4,lo=k4g2v2g4,prune=0,quant=0" },
@@ -298,6 +299,49 @@ START_TEST(test_kvpolicy_compress)
 	ck_assert_uint_eq(u.tokens[1], 0);
 	ck_assert_double_ge(llm_kv_physical_ratio(&u), 1.8);
 	ck_assert_double_le(rel_err(o, of, no), 0.5);
+	free(of);
+	free(o);
+	trace_free(&t);
+}
+END_TEST
+
+/*
+ * full:topk (sparse decode attention over selected pages): finite and
+ * different from full once pages are left out (not close: every page of
+ * this trace holds two of its strong keys, so no page can be spared; the
+ * kernels' suite checks what is kept), and full bit for bit while every
+ * list fits in topk pages; device caches refuse it
+ */
+START_TEST(test_kvpolicy_topk)
+{
+	uint64_t seed = kvtest_seed(__func__);
+	struct llm_config c = { .n_layers = NL, .n_heads = NH,
+				.n_kv_heads = NKV, .head_dim = HD };
+	struct llm_kv_usage uf, u;
+	struct llm_policy p;
+	struct llm_kv *kv = NULL;
+	struct trace t;
+	char err[200];
+	size_t no;
+	float *of, *o;
+
+	trace_make(&t, seed, 300, 40);
+	no = (size_t)t.steps * NL * NH * HD;
+	of = malloc(no * 4);
+	o = malloc(no * 4);
+	ck_assert(of && o);
+	drive("full", &t, NULL, of, &uf);
+	drive("full:topk=12", &t, NULL, o, &u); /* of 19..22 pages */
+	ck_assert(memcmp(o, of, no * 4));
+	ck_assert_double_gt(rel_err(o, of, no), 0.0); /* and finite */
+	ck_assert_uint_eq(u.pruned, 0);
+	drive("full:topk=23", &t, NULL, o, &u); /* 340 tokens: 22 pages */
+	ck_assert(!memcmp(o, of, no * 4));
+	ck_assert_int_eq(llm_policy_parse("full:topk=8", &p, err,
+					  sizeof(err)), 0);
+	ck_assert_int_eq(llm_kv_policy_create_cuda(&c, &p, 1, 100, 0, &kv,
+						   err, sizeof(err)), -EINVAL);
+	ck_assert_ptr_null(kv);
 	free(of);
 	free(o);
 	trace_free(&t);
@@ -612,6 +656,7 @@ Suite *suite_kvpolicy(void)
 	KV_ADD(tc, test_kvpolicy_full_matches_reference);
 	KV_ADD(tc, test_kvpolicy_equivalences);
 	KV_ADD(tc, test_kvpolicy_compress);
+	KV_ADD(tc, test_kvpolicy_topk);
 	KV_ADD(tc, test_kvpolicy_slots);
 	KV_ADD(tc, test_kvpolicy_seq_alpha);
 	KV_ADD(tc, test_kvpolicy_invalid);

@@ -48,6 +48,7 @@ START_TEST(test_policy_knobs)
 		"uniform:tier=K4g2V4g2",
 		"kvcompress:rate=4,interval=1,sinks=4,window=16,score=8",
 		"full",
+		"full:topk=64",
 	};
 
 	for (unsigned i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
@@ -91,6 +92,7 @@ START_TEST(test_policy_invalid)
 		{ "diffkv:lo=k4g3v2", "not a tier" },
 		{ "diffkv:rate=2", "has no knob 'rate'" },
 		{ "full:window=3", "has no knob 'window'" },
+		{ "full:topk=0", "topk=0 is out of range" },
 		{ "uniform:tier=fp16", "fp16 is the full policy" },
 		{ "uniform:tier=k4v4x", "not a tier" },
 		{ "kvcompress:rate=0.5", "rate=0.5 is out of range" },

@@ -252,7 +252,7 @@ static int ev_parse_policies(struct ev_run *r, const struct ev_opts *o)
 			ev_err(r, "--policy: %s", err);
 			return -EINVAL;
 		}
-		if (p.kind == LLM_POLICY_FULL)
+		if (p.kind == LLM_POLICY_FULL && !p.topk)
 			continue;
 		if (r->n_pol == EV_MAX_POL) {
 			ev_err(r, "more than %d policies", EV_MAX_POL - 1);
@@ -618,7 +618,7 @@ static const char *const sweep_grid[] = {
 
 static const char ev_help_policy[] =
 	"  --policy SPEC     a policy to compare with full (repeatable):\n"
-	"                    full, uniform[:tier=k4v4], diffkv[:prune=A,\n"
+	"                    full[:topk=N], uniform[:tier=k4v4], diffkv[:prune=A,\n"
 	"                    quant=B,hi=k8v4,lo=k4v2,window=64,score=64],\n"
 	"                    kvcompress[:rate=R,window=64,score=32,\n"
 	"                    interval=16,sinks=0]\n";

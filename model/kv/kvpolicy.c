@@ -57,6 +57,7 @@
 #include "kvq.h"
 #include "kvshim.h"
 #include "pool.h"
+#include "select.h"
 
 static const struct llm_kv_ops kvp_ops;
 static uint64_t kvp_ids;	/* struct llm_kv.id of the last cache made */
@@ -545,6 +546,109 @@ static int host_reserve(struct kvp *c, size_t ntok)
 	return 0;
 }
 
+/* grow @p (of *@cap items of @size bytes) to at least @need items */
+static int sel_grow(void **p, size_t *cap, size_t need, size_t size)
+{
+	size_t n = *cap ? *cap : 64;
+	void *q;
+
+	if (need <= *cap)
+		return 0;
+	while (n < need)
+		n *= 2;
+	q = realloc(*p, n * size);
+	if (!q)
+		return -ENOMEM;
+	*p = q;
+	*cap = n;
+	return 0;
+}
+
+/*
+ * full:topk (host cache): the summaries of the layer's lists of the step,
+ * every high-tier page after a prefill (@all), else the last page (where
+ * the decode step appended its token; the pages before it were summarised
+ * when they were last); the arrays grown to the largest page id and list
+ * seen. Summaries are fp16 (the full policy's keys are fp16: exact).
+ */
+static int sel_summarize(struct kvp *c, const uint32_t *lb, bool all)
+{
+	const uint32_t *tab = (const uint32_t *)(uintptr_t)c->map.tables;
+	const uint32_t *nt = (const uint32_t *)(uintptr_t)c->map.ntokens;
+	uint32_t W = c->map.table_width, T = c->at[0].tokens, nr = 0;
+	size_t maxid = 0, maxlist = 0, rows = c->sel_rows;
+	size_t rb = kvk_summary_row_bytes(c->hd, KVK_F16);
+	struct kvk_summary_args u;
+	int ret;
+
+	for (int s = 0; s < c->n; s++)
+		for (uint32_t h = 0; h < c->nkv; h++) {
+			size_t list = lb[s] + h;
+			uint32_t n = nt[2 * list], P = (n + T - 1) / T;
+
+			maxlist = list > maxlist ? list : maxlist;
+			for (uint32_t i = all ? 0 : (P ? P - 1 : 0); i < P; i++)
+				if (tab[list * W + i] > maxid)
+					maxid = tab[list * W + i];
+		}
+	ret = sel_grow(&c->sel_sum, &c->sel_rows, maxid + 1, rb);
+	if (!ret && c->sel_rows > rows)
+		memset((uint8_t *)c->sel_sum + rows * rb, 0,
+		       (c->sel_rows - rows) * rb);
+	ret = ret ?: sel_grow((void **)&c->sel_tab, &c->sel_lists, maxlist + 1,
+			      (size_t)W * 4);
+	ret = ret ?: sel_grow((void **)&c->sel_ntok, &c->sel_nlists,
+			      maxlist + 1, 8);
+	if (ret)
+		return ret;
+	for (int s = 0; s < c->n; s++)
+		for (uint32_t h = 0; h < c->nkv; h++) {
+			size_t list = lb[s] + h;
+			uint32_t n = nt[2 * list], P = (n + T - 1) / T;
+
+			for (uint32_t i = all ? 0 : (P ? P - 1 : 0); i < P; i++) {
+				ret = sel_grow((void **)&c->sel_upd, &c->sel_nupd,
+					       nr + 1, 12);
+				if (ret)
+					return ret;
+				c->sel_upd[3 * nr] = tab[list * W + i];
+				c->sel_upd[3 * nr + 1] = 0;
+				c->sel_upd[3 * nr + 2] = n - i * T < T ? n - i * T : T;
+				nr++;
+			}
+		}
+	u = (struct kvk_summary_args){
+		.pool = c->map.pool_base, .page_size = c->map.page_size,
+		.pages_per_granule = c->map.pages_per_granule,
+		.head_dim = c->hd, .tier = c->at[0], .nr = nr,
+		.upd = c->sel_upd, .summary = c->sel_sum, .sum_dtype = KVK_F16,
+	};
+	return kvk_page_summary_cpu(&u, NULL);
+}
+
+/* full:topk: @a's tables and counts replaced by the pages selected */
+static int sel_pages(struct kvp *c, struct kvk_attn_args *a,
+		     const uint32_t *lb)
+{
+	struct kvk_select_args s;
+	int ret;
+
+	ret = sel_summarize(c, lb, false);
+	if (ret)
+		return ret;
+	s = (struct kvk_select_args){
+		.attn = *a, .summary = c->sel_sum, .sum_dtype = KVK_F16,
+		.topk = c->pol.topk, .window = c->pol.window, .sink = 1,
+		.sel_tables = c->sel_tab, .sel_ntokens = c->sel_ntok,
+	};
+	ret = kvk_select_pages_cpu(&s, NULL);
+	if (ret)
+		return ret;
+	a->tables = c->sel_tab;
+	a->ntokens = c->sel_ntok;
+	return 0;
+}
+
 static int layer_prefill(struct kvp *c, int layer, const struct llm_kv_io *io)
 {
 	const uint32_t *lb = c->lb + (size_t)layer * c->n;
@@ -562,7 +666,10 @@ static int layer_prefill(struct kvp *c, int layer, const struct llm_kv_io *io)
 	a.counts = c->counts;
 	a.err = &err;
 	ret = kvk_compress_prompt_cpu(&a, NULL);
-	return ret ? ret : err;
+	ret = ret ?: err;
+	if (!ret && c->pol.topk)
+		ret = sel_summarize(c, lb, true);
+	return ret;
 }
 
 static int layer_decode(struct kvp *c, int layer, const struct llm_kv_io *io)
@@ -586,7 +693,9 @@ static int layer_decode(struct kvp *c, int layer, const struct llm_kv_io *io)
 		return ret;
 	a.q = c->q;
 	a.out = c->o;
-	ret = attend(c, &a, lb);
+	if (c->pol.topk)
+		ret = sel_pages(c, &a, lb);
+	ret = ret ?: attend(c, &a, lb);
 	if (!ret)
 		scatter(c, io);
 	return ret;
@@ -959,6 +1068,10 @@ static void kvp_destroy(struct llm_kv *kv)
 	free(c->acc);
 	free(c->counts);
 	free(c->act);
+	free(c->sel_sum);
+	free(c->sel_tab);
+	free(c->sel_ntok);
+	free(c->sel_upd);
 	free(c->kv.len);
 	free(c);
 }
@@ -1072,6 +1185,11 @@ int llm_kv_policy_open(const struct llm_config *c, const struct llm_policy *p,
 		snprintf(err, errlen, "the policy cache takes head_dim 64, 128 "
 			 "or (on the CPU) 256 and at most %d query heads per "
 			 "kv-head", KVK_ATTN_MAX_GROUP);
+		return -EINVAL;
+	}
+	if (p->topk && (!host || p->kind != LLM_POLICY_FULL)) {
+		snprintf(err, errlen, "topk: sparse attention runs in host "
+			 "caches of the full policy only");
 		return -EINVAL;
 	}
 	k = calloc(1, sizeof(*k));

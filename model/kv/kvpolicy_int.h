@@ -77,6 +77,16 @@ struct kvp {
 	float *acc;		/* [threads][max_tok] score sums */
 	uint32_t *counts;	/* [n_seq][nkv][KVK_TOK_NR] */
 	struct kvk_compress_action *act; /* [n_seq][nkv] */
+
+	/* host cache, full:topk (kernels/select.h), grown as pages appear */
+	void *sel_sum;		/* [sel_rows][2][hd] fp16 by page id */
+	size_t sel_rows;
+	uint32_t *sel_tab;	/* [sel_lists][table_width] selected pages */
+	size_t sel_lists;
+	uint32_t *sel_ntok;	/* [sel_nlists][2] their tokens */
+	size_t sel_nlists;
+	uint32_t *sel_upd;	/* [sel_nupd][3] summary updates of a layer */
+	size_t sel_nupd;
 };
 
 /*

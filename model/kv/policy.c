@@ -15,6 +15,7 @@
 
 #include "kvmm_lib.h"
 #include "policy.h"
+#include "select.h"
 
 static const char *const policy_names[LLM_POLICY_NR] = {
 	[LLM_POLICY_FULL] = "full",
@@ -198,11 +199,11 @@ static int parse_u32(const char *v, uint32_t lo, uint32_t hi, uint32_t *out)
 enum {
 	K_HI = 1, K_LO = 2, K_PRUNE = 4, K_QUANT = 8, K_WINDOW = 16,
 	K_SCORE = 32, K_RATE = 64, K_INTERVAL = 128, K_SINKS = 256,
-	K_TIER = 512,
+	K_TIER = 512, K_TOPK = 1024,
 };
 
 static const unsigned policy_knobs[LLM_POLICY_NR] = {
-	[LLM_POLICY_FULL] = 0,
+	[LLM_POLICY_FULL] = K_TOPK,
 	[LLM_POLICY_UNIFORM] = K_TIER,
 	[LLM_POLICY_DIFFKV] = K_HI | K_LO | K_PRUNE | K_QUANT | K_WINDOW |
 			      K_SCORE,
@@ -217,7 +218,7 @@ static const struct {
 	{ "hi", K_HI }, { "lo", K_LO }, { "prune", K_PRUNE },
 	{ "quant", K_QUANT }, { "window", K_WINDOW }, { "score", K_SCORE },
 	{ "rate", K_RATE }, { "interval", K_INTERVAL }, { "sinks", K_SINKS },
-	{ "tier", K_TIER },
+	{ "tier", K_TIER }, { "topk", K_TOPK },
 };
 
 /* one KEY=VALUE into @p; 0 or -EINVAL with a message */
@@ -271,6 +272,9 @@ static int parse_knob(struct llm_policy *p, char *kv, unsigned *seen,
 	case K_SINKS:
 		ret = parse_u32(val, 0, 1u << 20, &p->sinks);
 		break;
+	case K_TOPK:
+		ret = parse_u32(val, 1, KVK_SELECT_MAX_PAGES, &p->topk);
+		break;
 	}
 	if (ret) {
 		if (bit & (K_TIER | K_HI | K_LO))
@@ -314,7 +318,7 @@ static int policy_valid(const struct llm_policy *p, char *err, size_t len)
  * @errlen: bytes of @err
  *
  * Knobs: diffkv hi, lo, prune, quant, window, score; uniform tier;
- * kvcompress rate, window, score, interval, sinks; full none. Unknown names
+ * kvcompress rate, window, score, interval, sinks; full topk. Unknown names
  * and knobs, empty or repeated knobs, values out of range and inconsistent
  * knobs are refused.
  *
@@ -399,6 +403,8 @@ int llm_policy_format(const struct llm_policy *p, char *buf, size_t len)
 				p->window, p->score_window, p->interval,
 				p->sinks);
 	default:
+		if (p->topk)
+			return snprintf(buf, len, "full:topk=%u", p->topk);
 		return snprintf(buf, len, "full");
 	}
 }

@@ -48,6 +48,10 @@ enum llm_policy_kind {
  * @rate: kvcompress: target compression rate of a sequence's pages, >= 1
  * @interval: kvcompress: decode steps between two evictions, >= 1
  * @sinks: kvcompress: first positions never evicted
+ * @topk: full: 0 (dense), or the pages each (sequence, kv-head) attends at
+ *	decode: sparse attention over a Quest-style page selection
+ *	(kernels/select.h) keeping the first page and the pages of the last
+ *	@window tokens; host caches only
  */
 struct llm_policy {
 	enum llm_policy_kind kind;
@@ -60,6 +64,7 @@ struct llm_policy {
 	float rate;
 	uint32_t interval;
 	uint32_t sinks;
+	uint32_t topk;
 };
 
 int llm_policy_default(enum llm_policy_kind kind, struct llm_policy *out);

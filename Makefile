@@ -166,10 +166,11 @@ check: deps
 	$(Q)if command -v python3 >/dev/null; then \
 		python3 tests/plot_sweep_test.py && \
 		python3 tests/plot_serve_test.py && \
+		KVMM=$(KVMM) python3 tests/hf_serve_peer_test.py && \
 		python3 tests/serve_test.py --quick --kvmm $(KVMM) \
 			--pylib $(B)/pylib; \
-	else echo "plot_sweep, plot_serve, serve: 0 passed, 0 failed," \
-		"3 skipped (no python3)"; fi
+	else echo "plot_sweep, plot_serve, hf_serve_peer, serve: 0 passed," \
+		"0 failed, 4 skipped (no python3)"; fi
 
 # kvmm serve in full: its C suite, then curl and the openai package (pip
 # installs it into $(B)/pylib when absent; skipped, with the reason, when

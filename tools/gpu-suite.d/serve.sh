@@ -7,7 +7,9 @@
 # By default a short run (64 requests, 4 GiB of KV budget); SERVE_FULL=1
 # runs the issue's experiment (256 requests, prompts 512-1K, outputs 1K-3K,
 # 16 GiB). SERVE_ARGS replaces the workload, SERVE_POLICIES the policies,
-# SERVE_RATES adds an online run per policy at those rates.
+# SERVE_RATES adds an online run per policy at those rates. The requests
+# are one trace (tools/hf_serve_peer.py --make-trace) that every policy
+# and, with SERVE_PEER=1, Hugging Face transformers run (the peer).
 # Standalone: B=build OUT=/tmp/x bash tools/gpu-suite.d/serve.sh
 
 if ! declare -F say >/dev/null; then
@@ -20,10 +22,18 @@ fi
 DECODE_MODEL=${DECODE_MODEL:-/tmp/kvmm-llama3-8b}
 sm=$DECODE_MODEL/llama3-8b
 if [ "${SERVE_FULL:-0}" = 1 ]; then
-	SERVE_ARGS=${SERVE_ARGS:---requests 256 --prompt-len 512-1024 --output-len 1024-3072 --kv-budget 16GiB --max-seqs 512}
+	SERVE_WORK=${SERVE_WORK:---requests 256 --prompt-len 512-1024 --output-len 1024-3072}
+	SERVE_BUDGET=${SERVE_BUDGET:-16GiB}
+	SERVE_ARGS=${SERVE_ARGS:---kv-budget $SERVE_BUDGET --max-seqs 512}
 else
-	SERVE_ARGS=${SERVE_ARGS:---requests 64 --prompt-len 512-1024 --output-len 128-256 --kv-budget 4GiB --max-seqs 256}
+	SERVE_WORK=${SERVE_WORK:---requests 64 --prompt-len 512-1024 --output-len 128-256}
+	SERVE_BUDGET=${SERVE_BUDGET:-4GiB}
+	SERVE_ARGS=${SERVE_ARGS:---kv-budget $SERVE_BUDGET --max-seqs 256}
 fi
+serve_trace=$OUT/serve-trace.jsonl
+# shellcheck disable=SC2086
+python3 tools/hf_serve_peer.py --make-trace "$serve_trace" $SERVE_WORK ||
+	say "serve: no trace"
 SERVE_POLICIES=${SERVE_POLICIES:-full diffkv kvcompress:rate=4}
 
 if [ ! -d "$sm" ]; then
@@ -39,16 +49,26 @@ if [ -d "$sm" ]; then
 		say "== kvmm bench serve --policy $pol $SERVE_ARGS"
 		# shellcheck disable=SC2086
 		timeout 590 "$B/kvmm" bench serve --model "$sm" --device cuda \
-			--policy "$pol" $SERVE_ARGS --json >"$f" 2>"$f.err"
+			--policy "$pol" --trace "$serve_trace" $SERVE_ARGS \
+			--json >"$f" 2>"$f.err"
 		rc=$?
 		row "serve $pol" "$(grep -o '"gen_tok_s": [0-9.]*\|"peak_concurrency": [0-9]*\|"compression": [0-9.]*\|"completed": [0-9]*' "$f" | tr '\n' ' ')(rc $rc)"
 		if [ -n "${SERVE_RATES:-}" ]; then
 			# shellcheck disable=SC2086
 			timeout 590 "$B/kvmm" bench serve --model "$sm" \
-				--device cuda --policy "$pol" $SERVE_ARGS \
+				--device cuda --policy "$pol" \
+				--trace "$serve_trace" $SERVE_ARGS \
 				--rate "$SERVE_RATES" --json >>"$f" 2>>"$f.err"
 		fi
 	done
+	if [ "${SERVE_PEER:-0}" = 1 ]; then
+		say "== hf_serve_peer.py (transformers, static batches within $SERVE_BUDGET)"
+		timeout 590 python3 tools/hf_serve_peer.py --model "$sm" \
+			--trace "$serve_trace" --kv-budget "$SERVE_BUDGET" \
+			>"$OUT/serve-hf.jsonl" 2>"$OUT/serve-hf.err"
+		rc=$?
+		row "serve hf-transformers" "$(grep -o '"gen_tok_s": [0-9.]*\|"peak_concurrency": [0-9]*' "$OUT/serve-hf.jsonl" | tr '\n' ' ')(rc $rc)"
+	fi
 else
 	row "serve" "no model (see serve-model.log)"
 fi

@@ -15,6 +15,9 @@
 #   xargs -I{} cp -L {} build-carry/lib/)
 #   <device run, carry build-carry/>: B=build-carry bash tools/gpu-suite.sh
 # Where build/ is absent the script builds it (needs liburing and Check).
+# A device call lasts 10 minutes at most: GPU_SKIP="serve" leaves the
+# serving experiment for its own call (SERVE_FULL=1 SERVE_PEER=1
+# bash tools/gpu-suite.d/serve.sh); each part's seconds are logged.
 set -u
 # Logs are written to a work folder and handed back as two files under
 # $RES: gpu-suite.log and gpu-logs.tgz (the device returns few files).
@@ -100,8 +103,15 @@ fi
 for extra in tools/gpu-suite.d/*.sh; do
 	[ -e "$extra" ] || continue
 	[ "$extra" = tools/gpu-suite.d/policy.sh ] && continue
+	# GPU_SKIP="serve model": parts left for another call (a device call
+	# lasts 10 minutes at most)
+	case " ${GPU_SKIP:-} " in
+	*" $(basename "$extra" .sh) "*) say "== skipped: $extra"; continue ;;
+	esac
+	t_part=$SECONDS
 	# shellcheck source=/dev/null
 	. "$extra"
+	say "== $extra: $((SECONDS - t_part)) s"
 done
 
 if [ -n "${policy_pid:-}" ]; then

@@ -28,6 +28,13 @@
 #define KVSHIM_MAX_TOKENS (1U << 20)
 #define KVSHIM_MAX_VA_BYTES (1ULL << 40)
 #define KVSHIM_MAX_SPACE_BYTES (1ULL << 30)
+/*
+ * And what all spaces of all handles hold together, host and device
+ * counted apart: 64 handles of 64 spaces each at the per-space bound
+ * would otherwise reach 4 TiB. SPACE_CREATE and a widening SET_BUDGET
+ * that would pass it are refused with -ENOMEM until spaces are destroyed.
+ */
+#define KVSHIM_MAX_TOTAL_BYTES (4ULL << 30)
 
 int kvshim_open(void);
 int kvshim_close(int fd);
@@ -38,6 +45,8 @@ int kvshim_check(int fd, uint32_t space, char *why, size_t len);
 int kvshim_digest(int fd, uint32_t space, uint64_t *out);
 int kvshim_space_cost(const struct kvmm_space_create *c,
 		      uint64_t *host_bytes, uint64_t *dev_bytes);
+void kvshim_held(uint64_t *host_bytes, uint64_t *dev_bytes);
+int kvshim_test_total_cap(uint64_t bytes);
 
 /* kvshim_fault_inject() @where */
 #define KVSHIM_FAULT_RUNTIME 0	/* nth runtime call of the space */

@@ -45,6 +45,7 @@ struct kvshim_space {
 	int admit_fault_err;
 	uint64_t submitted;		/* last fence of STEP_SUBMIT */
 	void *stream;			/* bound by SPACE_MAP, or NULL */
+	uint64_t cost[2];		/* host, device bytes of its arrays */
 };
 
 /**
@@ -61,6 +62,9 @@ struct kvshim_file {
 static pthread_mutex_t kvshim_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct kvshim_file kvshim_files[KVSHIM_MAX_FILES];
 static uint32_t kvshim_next_id = 1;	/* never reused; 0 is never a space */
+/* host, device bytes the arrays of every live space hold (their cost[]) */
+static uint64_t kvshim_total[2];
+static uint64_t kvshim_total_cap = KVSHIM_MAX_TOTAL_BYTES;
 
 static int all_zero(const void *p, size_t len)
 {
@@ -105,9 +109,57 @@ static int space_destroy(struct kvshim_space *s)
 
 	if (ret)
 		return ret;
+	kvshim_total[0] -= s->cost[0];
+	kvshim_total[1] -= s->cost[1];
 	kvrt_ctx_destroy(s->ctx);
 	free(s);
 	return 0;
+}
+
+/*
+ * -ENOMEM when @host and @dev more bytes would take the spaces of all
+ * handles together past KVSHIM_MAX_TOTAL_BYTES
+ */
+static int total_ok(uint64_t host, uint64_t dev)
+{
+	for (int i = 0; i < 2; i++)
+		if ((i ? dev : host) > kvshim_total_cap ||
+		    kvshim_total[i] > kvshim_total_cap - (i ? dev : host))
+			return -ENOMEM;
+	return 0;
+}
+
+/**
+ * kvshim_test_total_cap() - lower the bound on all spaces together
+ * @bytes: the new bound, at most KVSHIM_MAX_TOTAL_BYTES; 0 restores it
+ *
+ * Not part of the uapi: tests reach the bound with small spaces.
+ *
+ * Return: 0, or -EINVAL over KVSHIM_MAX_TOTAL_BYTES.
+ */
+int kvshim_test_total_cap(uint64_t bytes)
+{
+	if (bytes > KVSHIM_MAX_TOTAL_BYTES)
+		return -EINVAL;
+	pthread_mutex_lock(&kvshim_lock);
+	kvshim_total_cap = bytes ? bytes : KVSHIM_MAX_TOTAL_BYTES;
+	pthread_mutex_unlock(&kvshim_lock);
+	return 0;
+}
+
+/**
+ * kvshim_held() - what the arrays of every live space hold together
+ * @host_bytes: receives the host bytes
+ * @dev_bytes: receives the device bytes
+ *
+ * Not part of the uapi: tests compare it with KVSHIM_MAX_TOTAL_BYTES.
+ */
+void kvshim_held(uint64_t *host_bytes, uint64_t *dev_bytes)
+{
+	pthread_mutex_lock(&kvshim_lock);
+	*host_bytes = kvshim_total[0];
+	*dev_bytes = kvshim_total[1];
+	pthread_mutex_unlock(&kvshim_lock);
 }
 
 /**
@@ -299,6 +351,8 @@ static int ioc_space_create(struct kvshim_file *f,
 	ret = kva_pool_cost(&p, &cost);
 	if (!ret)
 		ret = cost_ok(&cost);
+	if (!ret)
+		ret = total_ok(cost.host_bytes, cost.dev_bytes);
 	if (ret)
 		return ret;
 	for (uint32_t i = 0; i < KVSHIM_MAX_SPACES; i++) {
@@ -331,6 +385,10 @@ static int ioc_space_create(struct kvshim_file *f,
 	s->id = kvshim_next_id++;
 	s->backend = a->backend;
 	s->va_bytes = a->va_bytes;
+	s->cost[0] = cost.host_bytes;
+	s->cost[1] = cost.dev_bytes;
+	kvshim_total[0] += s->cost[0];
+	kvshim_total[1] += s->cost[1];
 	f->spaces[slot] = s;
 	a->space = s->id;
 	a->page_size = s->pool->page_size;
@@ -569,12 +627,28 @@ static int ioc_set_budget(struct kvshim_file *f,
 		return -ENOENT;
 	if (a->budget_bytes > s->va_bytes)
 		return -EINVAL;
-	/* a larger budget grows the arrays: within the same bound */
+	/* a larger budget grows the arrays: within the same bounds */
 	kva_pool_budget_cost(s->pool, a->budget_bytes, &cost);
 	ret = cost_ok(&cost);
+	if (!ret)
+		ret = total_ok(cost.host_bytes > s->cost[0] ?
+				       cost.host_bytes - s->cost[0] : 0,
+			       cost.dev_bytes > s->cost[1] ?
+				       cost.dev_bytes - s->cost[1] : 0);
+	if (!ret)
+		ret = kva_pool_set_budget(s->pool, a->budget_bytes);
 	if (ret)
 		return ret;
-	return kva_pool_set_budget(s->pool, a->budget_bytes);
+	/* the arrays never shrink: the space holds the most it has asked */
+	for (int i = 0; i < 2; i++) {
+		uint64_t c = i ? cost.dev_bytes : cost.host_bytes;
+
+		if (c > s->cost[i]) {
+			kvshim_total[i] += c - s->cost[i];
+			s->cost[i] = c;
+		}
+	}
+	return 0;
 }
 
 static uint32_t compact_reason(enum kva_compact_result r)

@@ -1765,6 +1765,68 @@ START_TEST(test_create_cap)
 END_TEST
 
 /*
+ * All spaces together: with the bound lowered to what two spaces hold
+ * beside those already open, a third SPACE_CREATE is refused with -ENOMEM
+ * and changes nothing; destroying one lets it in; a SET_BUDGET that would
+ * widen past the bound is refused too, and the count follows every step
+ * (its full size, KVSHIM_MAX_TOTAL_BYTES, is 4 x the per-space bound).
+ */
+START_TEST(test_total_cap)
+{
+	struct kvmm_space_create c = good_create(), c2, c3;
+	struct kvmm_space_destroy dd = { 0 };
+	struct kvmm_set_budget b = { 0 };
+	uint64_t host, dev, h0, d0, h, d;
+	uint64_t dg0, dg1;
+	int fd = kvshim_open();
+
+	ck_assert_uint_eq(KVSHIM_MAX_TOTAL_BYTES, 4 * KVSHIM_MAX_SPACE_BYTES);
+	c.va_bytes = 64 * MB2;
+	c.budget_bytes = MB2;
+	ck_assert_int_eq(kvshim_space_cost(&c, &host, &dev), 0);
+	kvshim_held(&h0, &d0);
+	ck_assert_int_eq(kvshim_test_total_cap(h0 + 2 * host + host / 2), 0);
+	c2 = c;
+	c3 = c;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SPACE_CREATE, &c), 0);
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SPACE_CREATE, &c2), 0);
+	kvshim_held(&h, &d);
+	ck_assert_uint_eq(h, h0 + 2 * host);
+	ck_assert_uint_eq(d, d0);
+	ck_assert_int_eq(kvshim_digest(fd, c.space, &dg0), 0);
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SPACE_CREATE, &c3),
+			 -ENOMEM);
+	kvshim_held(&h, &d);
+	ck_assert_uint_eq(h, h0 + 2 * host);
+	/* a widening SET_BUDGET needs more than the half space left */
+	b.space = c.space;
+	b.budget_bytes = 64 * MB2;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SET_BUDGET, &b), -ENOMEM);
+	ck_assert_int_eq(kvshim_digest(fd, c.space, &dg1), 0);
+	ck_assert_uint_eq(dg0, dg1);
+	kvshim_held(&h, &d);
+	ck_assert_uint_eq(h, h0 + 2 * host);
+	/* one gone, the third comes in */
+	dd.space = c2.space;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SPACE_DESTROY, &dd), 0);
+	kvshim_held(&h, &d);
+	ck_assert_uint_eq(h, h0 + host);
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SPACE_CREATE, &c3), 0);
+	/* with the bound back, the widening goes through and is counted */
+	ck_assert_int_eq(kvshim_test_total_cap(0), 0);
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SET_BUDGET, &b), 0);
+	kvshim_held(&h, &d);
+	ck_assert_uint_gt(h, h0 + 2 * host);
+	ck_assert_int_eq(kvshim_test_total_cap(KVSHIM_MAX_TOTAL_BYTES + 1),
+			 -EINVAL);
+	ck_assert_int_eq(kvshim_close(fd), 0);
+	kvshim_held(&h, &d);
+	ck_assert_uint_eq(h, h0);
+	ck_assert_uint_eq(d, d0);
+}
+END_TEST
+
+/*
  * SET_BUDGET growth: a space of 1 TiB of VA and one granule of budget
  * admits what one granule holds; a budget of eight widens the tables,
  * keeps what the admitted sequences hold, admits a prompt no row of the
@@ -1871,6 +1933,7 @@ Suite *suite_shim(void)
 	tcase_set_timeout(tc, 60);
 	KV_ADD(tc, test_create_issue19);
 	KV_ADD(tc, test_create_cap);
+	KV_ADD(tc, test_total_cap);
 	KV_ADD(tc, test_set_budget_grow);
 	suite_add_tcase(s, tc);
 	return s;

@@ -126,7 +126,7 @@ static void select_list(const struct kvk_select_args *s, const float *q,
  */
 int kvk_select_pages_cpu(const struct kvk_select_args *s, void *stream)
 {
-	const struct kvk_attn_args *a = &s->attn;
+	const struct kvk_attn_args *a;
 	uint32_t hd, nq, W;
 	float *q = NULL;
 	uint8_t *keep = NULL;
@@ -138,6 +138,7 @@ int kvk_select_pages_cpu(const struct kvk_select_args *s, void *stream)
 	ret = kvk_select_check(s);
 	if (ret)
 		return ret;
+	a = &s->attn;	/* not before the check: @s may be NULL */
 	hd = a->head_dim;
 	nq = a->nr_kv_heads * a->group;
 	W = a->width;

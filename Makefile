@@ -59,7 +59,8 @@ endif
 # model/ is split in layers (load, tokenizer, exec, kv, sched); each folder
 # holding sources is a module for the build
 MODULES := runtime allocator kernels ioctl-shim \
-	   model/load model/tokenizer model/exec model/kv model/sched
+	   model/load model/tokenizer model/exec model/kv model/sched \
+	   model/eval
 INCLUDES := $(addprefix -I,$(MODULES)) -Iioctl-shim/uapi
 
 CC ?= gcc

@@ -437,6 +437,44 @@ START_TEST(test_needle_byte_level)
 }
 END_TEST
 
+/*
+ * ppl's chunks: 8 by default, all that fit in a shorter text (said so),
+ * --chunks refused when they do not fit; --split reads the evaluation
+ * part only and prints both parts' ranges; the spread in the table and
+ * the JSON
+ */
+START_TEST(test_eval_chunks_split)
+{
+	ck_assert_int_eq(kvmm("eval", "ppl", "--model", model, "--text", text,
+			      "--context", "96", "--prefix", "88", "--json",
+			      "--policy", "uniform:tier=k4v2", NULL), 0);
+	ck_assert_msg(strstr(out_s, "\"chunks\": 8,") &&
+		      strstr(out_s, "\"first_token\": 0,") &&
+		      strstr(out_s, "\"delta_ci95_pct\": [") &&
+		      strstr(out_s, "\"delta_mean_pct\": "), "%s", out_s);
+	/* 1080 tokens; --split 50: evaluation [540, 1080), 5 chunks of 96 */
+	ck_assert_int_eq(kvmm("eval", "ppl", "--model", model, "--text", text,
+			      "--context", "96", "--prefix", "88", "--split",
+			      "50", "--policy", "uniform:tier=k4v2", NULL), 0);
+	ck_assert_msg(strstr(out_s, "1080 tokens; read [540, 1020), in its "
+			     "evaluation part [540, 1080) of --split 50 "
+			     "(calibration [0, 540), evaluation [540, 1080)); "
+			     "5 chunks of 96 tokens, 88 prefilled (all that "
+			     "fit)"), "%s", out_s);
+	ck_assert_msg(strstr(out_s, "95% interval"), "%s", out_s);
+	ck_assert_int_eq(kvmm("eval", "ppl", "--model", model, "--text", text,
+			      "--context", "96", "--split", "50", "--chunks",
+			      "6", NULL), 2);
+	EXPECT_ERR("its evaluation part (--split 50) has 540 tokens, shorter "
+		   "than --chunks 6 x --context 96");
+	ck_assert_int_eq(kvmm("eval", "ppl", "--model", model, "--text", text,
+			      "--context", "96", "--split", "100", NULL), 2);
+	ck_assert_int_eq(kvmm("eval", "ppl", "--model", model, "--text", text,
+			      "--calib", text, NULL), 2);
+	EXPECT_ERR("--calib is not an option of ppl");
+}
+END_TEST
+
 /* each eval subcommand has its own --help; sweep lists its grid */
 START_TEST(test_eval_help)
 {
@@ -578,7 +616,7 @@ START_TEST(test_progress_line)
 	ck_assert_int_eq(kvmm("eval", "ppl", "--model", model, "--text", text,
 			      "--context", "96", "--prefix", "64", NULL), 0);
 	ck_assert_msg(strstr(err_s, "\r  ppl: ") &&
-		      strstr(err_s, "/32 tokens, ") &&
+		      strstr(err_s, "/256 tokens, ") &&
 		      strstr(err_s, " tokens/s") && strstr(err_s, "ETA "),
 		      "no progress line: '%s'", err_s);
 	ck_assert_int_eq(kvmm("eval", "needle", "--model", model, "--lengths",
@@ -736,6 +774,7 @@ Suite *suite_tools(void)
 	KV_ADD(tc, test_sweep_killed);
 	KV_ADD(tc, test_needle_byte_level);
 	KV_ADD(tc, test_eval_help);
+	KV_ADD(tc, test_eval_chunks_split);
 	KV_ADD(tc, test_generate_refused);
 	KV_ADD(tc, test_generate_batch_lines);
 	KV_ADD(tc, test_generate_lengths);

@@ -198,14 +198,16 @@ static int parse_u32(const char *v, uint32_t lo, uint32_t hi, uint32_t *out)
 enum {
 	K_HI = 1, K_LO = 2, K_PRUNE = 4, K_QUANT = 8, K_WINDOW = 16,
 	K_SCORE = 32, K_RATE = 64, K_INTERVAL = 128, K_SINKS = 256,
-	K_TIER = 512,
+	K_TIER = 512, K_PROFILE = 1024,
+	/* what a profile sets */
+	K_FROM_PROFILE = K_HI | K_LO | K_PRUNE | K_QUANT | K_WINDOW | K_SCORE,
 };
 
 static const unsigned policy_knobs[LLM_POLICY_NR] = {
 	[LLM_POLICY_FULL] = 0,
 	[LLM_POLICY_UNIFORM] = K_TIER,
 	[LLM_POLICY_DIFFKV] = K_HI | K_LO | K_PRUNE | K_QUANT | K_WINDOW |
-			      K_SCORE,
+			      K_SCORE | K_PROFILE,
 	[LLM_POLICY_KVCOMPRESS] = K_RATE | K_WINDOW | K_SCORE | K_INTERVAL |
 				  K_SINKS,
 };
@@ -217,7 +219,7 @@ static const struct {
 	{ "hi", K_HI }, { "lo", K_LO }, { "prune", K_PRUNE },
 	{ "quant", K_QUANT }, { "window", K_WINDOW }, { "score", K_SCORE },
 	{ "rate", K_RATE }, { "interval", K_INTERVAL }, { "sinks", K_SINKS },
-	{ "tier", K_TIER },
+	{ "tier", K_TIER }, { "profile", K_PROFILE },
 };
 
 /* one KEY=VALUE into @p; 0 or -EINVAL with a message */
@@ -238,11 +240,25 @@ static int parse_knob(struct llm_policy *p, char *kv, unsigned *seen,
 	if (!(bit & policy_knobs[p->kind]))
 		return perr(err, len, "policy %s has no knob '%s'",
 			    llm_policy_name(p->kind), kv);
+	if ((bit == K_PROFILE && (*seen & K_FROM_PROFILE)) ||
+	    ((bit & K_FROM_PROFILE) && (*seen & K_PROFILE)))
+		return perr(err, len, "policy %s: knob '%s' and profile= "
+			    "both given (the profile sets hi, lo, prune, "
+			    "quant, window and score)",
+			    llm_policy_name(p->kind), kv);
 	if (bit & *seen)
 		return perr(err, len, "policy %s: knob '%s' given twice",
 			    llm_policy_name(p->kind), kv);
 	*seen |= bit;
 	switch (bit) {
+	case K_PROFILE: {
+		char why[240];
+
+		if (llm_profile_read(val, p, why, sizeof(why)))
+			return perr(err, len, "policy %s: %s",
+				    llm_policy_name(p->kind), why);
+		return 0;
+	}
 	case K_TIER:
 	case K_HI:
 		ret = llm_tier_parse(val, &p->hi);
@@ -313,7 +329,9 @@ static int policy_valid(const struct llm_policy *p, char *err, size_t len)
  * @err: a one-line reason on failure (may be NULL)
  * @errlen: bytes of @err
  *
- * Knobs: diffkv hi, lo, prune, quant, window, score; uniform tier;
+ * Knobs: diffkv hi, lo, prune, quant, window, score, or profile=FILE for
+ * all of these from a profile (llm_profile_read(); FILE without ',');
+ * uniform tier;
  * kvcompress rate, window, score, interval, sinks; full none. Unknown names
  * and knobs, empty or repeated knobs, values out of range and inconsistent
  * knobs are refused.

@@ -13,7 +13,8 @@
  *               layer of a sequence, down to 1 / @rate of the pages
  *
  * A policy is written as NAME[:KEY=VALUE,...] on command lines and in JSON
- * output (llm_policy_parse(), llm_policy_format()). See
+ * output (llm_policy_parse(), llm_policy_format()); diffkv:profile=FILE
+ * takes its thresholds from a profile (profile.c). See
  * Documentation/policies/index.rst.
  */
 #ifndef LLM_POLICY_H
@@ -69,6 +70,10 @@ int llm_policy_format(const struct llm_policy *p, char *buf, size_t len);
 const char *llm_policy_name(enum llm_policy_kind kind);
 int llm_tier_parse(const char *s, struct kvmm_tier *out);
 int llm_tier_format(const struct kvmm_tier *t, char *buf, size_t len);
+int llm_profile_read(const char *path, struct llm_policy *out, char *err,
+		     size_t errlen);
+int llm_profile_write(const char *path, const struct llm_policy *p,
+		      const char *calibration, char *err, size_t errlen);
 
 /**
  * struct llm_kv_usage - what a cache holds, and what the full policy would

@@ -475,6 +475,61 @@ START_TEST(test_eval_chunks_split)
 }
 END_TEST
 
+/*
+ * calibrate end to end on the tiny model (all its logits are equal, so
+ * every setting is within the target and the most compressing wins): a
+ * profile that ppl and generate take as diffkv:profile=FILE, refusals
+ */
+START_TEST(test_eval_calibrate)
+{
+	char prof[128], spec[192], buf[4096];
+
+	snprintf(prof, sizeof(prof), "%s/prof.json", tdir);
+	snprintf(spec, sizeof(spec), "diffkv:profile=%s", prof);
+	ck_assert_int_eq(kvmm("eval", "calibrate", "--model", model, "--text",
+			      text, "--split", "50", "--context", "96",
+			      "--prefix", "80", "--chunks", "2", "--out", prof,
+			      "--threads", "1", NULL), 0);
+	ck_assert_msg(strstr(out_s, "in its calibration part [0, 540) of "
+			     "--split 50") && strstr(out_s, "round 2:") &&
+		      strstr(out_s, "chosen: diffkv:"), "%s", out_s);
+	slurp(prof, buf, sizeof(buf));
+	ck_assert_msg(strstr(buf, "\"kvmm_profile\": 1") &&
+		      strstr(buf, "\"tokens\": [0, 192]") &&
+		      strstr(buf, "\"target_pct\": 2"), "%s", buf);
+	ck_assert_int_eq(kvmm("eval", "ppl", "--model", model, "--text", text,
+			      "--split", "50", "--context", "96", "--prefix",
+			      "88", "--chunks", "1", "--policy", spec, NULL),
+			 0);
+	ck_assert_msg(strstr(out_s, "diffkv:hi=k8v4,lo=k4v2,"), "%s", out_s);
+	ck_assert_int_eq(kvmm(GEN, "--prompt", "hi", "--max-tokens", "4",
+			      "--policy", spec, NULL), 0);
+	/* a bad profile: exit 2, the member named */
+	put(prof, "{\"kvmm_profile\": 1}");
+	ck_assert_int_eq(kvmm("eval", "ppl", "--model", model, "--text", text,
+			      "--context", "96", "--policy", spec, NULL), 2);
+	EXPECT_ERR("member 'policy' is missing");
+	ck_assert_int_eq(kvmm(GEN, "--prompt", "hi", "--policy", spec, NULL),
+			 2);
+	EXPECT_ERR("member 'policy' is missing");
+	/* which text: --calib alone, or --text with --split */
+	ck_assert_int_eq(kvmm("eval", "calibrate", "--model", model, "--text",
+			      text, "--out", prof, NULL), 2);
+	EXPECT_ERR("--calib FILE, or --text FILE with --split S, is required");
+	ck_assert_int_eq(kvmm("eval", "calibrate", "--model", model, "--calib",
+			      text, "--split", "50", "--out", prof, NULL), 2);
+	ck_assert_int_eq(kvmm("eval", "calibrate", "--model", model, "--calib",
+			      text, "--policy", "uniform", "--out", prof,
+			      NULL), 2);
+	EXPECT_ERR("only diffkv is calibrated");
+	ck_assert_int_eq(kvmm("eval", "calibrate", "--model", model, "--calib",
+			      text, "--target", "0", "--out", prof, NULL), 2);
+	ck_assert_int_eq(kvmm("eval", "calibrate", "--model", model, "--calib",
+			      text, NULL), 2);
+	EXPECT_ERR("--out is required");
+}
+END_TEST
+
 /* each eval subcommand has its own --help; sweep lists its grid */
 START_TEST(test_eval_help)
 {
@@ -775,6 +830,7 @@ Suite *suite_tools(void)
 	KV_ADD(tc, test_needle_byte_level);
 	KV_ADD(tc, test_eval_help);
 	KV_ADD(tc, test_eval_chunks_split);
+	KV_ADD(tc, test_eval_calibrate);
 	KV_ADD(tc, test_generate_refused);
 	KV_ADD(tc, test_generate_batch_lines);
 	KV_ADD(tc, test_generate_lengths);

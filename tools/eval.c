@@ -1274,6 +1274,277 @@ static int cmd_eval_sweep(int argc, char **argv)
 	return ev_status(&r, ret);
 }
 
+/* ---- calibrate ---- */
+
+/* @s as a JSON string; bytes past ASCII as '?', so it always parses */
+static void ev_json_str(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c == '"' || c == '\\')
+			fprintf(f, "\\%c", c);
+		else if (c < 0x20)
+			fprintf(f, "\\u%04x", c);
+		else
+			fputc(c < 0x80 ? c : '?', f);
+	}
+	fputc('"', f);
+}
+
+/* the value calibrate compares with --target: upper end or mean */
+static double ev_crit(const struct ev_pol *p, const struct ev_opts *o)
+{
+	struct llm_eval_spread sp;
+
+	ev_spread(p, &sp);
+	return o->by_mean || isnan(sp.hi) ? sp.mean : sp.hi;
+}
+
+/*
+ * policies 1.. of @r become @base with the thresholds @a[i] (prune,
+ * quant); their sums start again
+ */
+static void ev_candidates(struct ev_run *r, const struct llm_policy *base,
+			  const float (*a)[2], int n)
+{
+	for (int i = 0; i < r->n_pol; i++) {
+		struct ev_pol *p = &r->pol[i];
+
+		free(p->chunk_delta);
+		llm_kv_destroy(p->kv);
+		*p = (struct ev_pol){ .p = p->p, .logits = p->logits };
+		llm_policy_format(&p->p, p->spec, sizeof(p->spec));
+		r->multi.sub[i] = NULL;
+	}
+	r->n_pol = 1 + n;
+	for (int i = 0; i < n; i++) {
+		struct ev_pol *p = &r->pol[1 + i];
+
+		p->p = *base;
+		p->p.alpha_prune = a[i][0];
+		p->p.alpha_quant = a[i][1];
+		p->logits = r->logits + (size_t)(1 + i) * r->m->cfg.n_vocab;
+		llm_policy_format(&p->p, p->spec, sizeof(p->spec));
+	}
+}
+
+/* struct ev_best - the best candidate so far */
+struct ev_best {
+	struct llm_policy p;
+	struct llm_eval_spread sp;
+	double delta, phys, logical, crit;
+	bool found;
+};
+
+/*
+ * the round's candidates against the target; the best kept in @b: the
+ * highest physical compression within the target, the smaller criterion
+ * between equals
+ */
+static void ev_round_pick(const struct ev_run *r, const struct ev_opts *o,
+			  int round, struct ev_best *b)
+{
+	double ppl0 = ev_ppl_of(&r->pol[0]);
+
+	if (!o->json)
+		printf("round %d:\n", round);
+	for (int i = 1; i < r->n_pol; i++) {
+		const struct ev_pol *p = &r->pol[i];
+		double phys = llm_kv_physical_ratio(&p->u), c = ev_crit(p, o);
+		bool ok = c <= o->target;
+		struct llm_eval_spread sp;
+
+		ev_spread(p, &sp);
+		if (!o->json)
+			printf("  prune %-8g quant %-8g physical %6.3fx  mean "
+			       "%+7.3f%%  95%% [%+.2f, %+.2f]  %s\n",
+			       p->p.alpha_prune, p->p.alpha_quant, phys,
+			       sp.mean, sp.lo, sp.hi, ok ? "within" : "over");
+		fflush(stdout);
+		if (!ok || (b->found && (phys < b->phys ||
+					 (phys == b->phys && c >= b->crit))))
+			continue;
+		*b = (struct ev_best){
+			.p = p->p, .sp = sp, .phys = phys, .crit = c,
+			.found = true,
+			.delta = 100.0 * (ev_ppl_of(p) / ppl0 - 1.0),
+			.logical = llm_kv_logical_ratio(&p->u),
+		};
+	}
+}
+
+/*
+ * Round 1: DiffKV's threshold ranges, coarse: alpha_quant by factors of 2
+ * without pruning, and three light prunings (pruning cost more than it
+ * saved in the measured runs); quant 0 (every token high) is the fallback
+ * that nearly always fits.
+ */
+static const float cal_grid[][2] = {
+	{ 0, 0 }, { 0, 0.25f }, { 0, 0.5f }, { 0, 1 }, { 0, 2 }, { 0, 4 },
+	{ 0.005f, 1 }, { 0.01f, 2 }, { 0.02f, 1 },
+};
+
+/*
+ * Round 2: between the best quant q and the next grid value above it
+ * (2q; 0.25 above 0), three points at the best prune, and the best with
+ * a little more pruning.
+ */
+static int cal_refine(const struct ev_best *b, float (*a)[2])
+{
+	float p = b->p.alpha_prune, q = b->p.alpha_quant;
+	float up = q > 0 ? 2 * q : 0.25f;
+	int n = 0;
+
+	for (int k = 1; k <= 3; k++, n++) {
+		a[n][0] = p;
+		a[n][1] = q > 0 ? q * powf(up / q, k / 4.0f) : up * k / 4.0f;
+	}
+	if (q > 0 && p + 0.005f <= q) {
+		a[n][0] = p + 0.005f;
+		a[n++][1] = q;
+	}
+	return n;
+}
+
+/* the "calibration" object of the profile, as JSON text; NULL for OOM */
+static char *ev_cal_json(const struct ev_run *r, const struct ev_opts *o,
+			 const struct ev_best *b, int candidates)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+
+	if (!f)
+		return NULL;
+	fputs("{\n    \"model\": ", f);
+	ev_json_str(f, o->model);
+	fputs(",\n    \"text\": ", f);
+	ev_json_str(f, o->text);
+	fprintf(f, ",\n    \"part\": \"%s\", \"split\": %lu, \"tokens\": "
+		"[%zu, %zu],\n    \"context\": %lu, \"prefix\": %lu, "
+		"\"chunks\": %lu, \"device\": \"%s\",\n    \"target_pct\": "
+		"%g, \"criterion\": \"%s\", \"candidates\": %d,\n"
+		"    \"delta_pct\": %.4f, \"delta_mean_pct\": %.4f, "
+		"\"delta_ci95_pct\": ", llm_eval_part_name(o->part), o->split,
+		r->range.first, r->range.first + r->chunks * o->context,
+		o->context, o->prefix, r->chunks, o->cuda ? "cuda" : "cpu",
+		o->target, o->by_mean ? "mean" : "upper", candidates, b->delta,
+		b->sp.mean);
+	if (isnan(b->sp.half))
+		fputs("null", f);
+	else
+		fprintf(f, "[%.4f, %.4f]", b->sp.lo, b->sp.hi);
+	fprintf(f, ",\n    \"physical_ratio\": %.4f, \"logical_ratio\": "
+		"%.4f\n  }", b->phys, b->logical);
+	if (fclose(f)) {
+		free(buf);
+		return NULL;
+	}
+	return buf;
+}
+
+static int ev_cal_base(struct ev_run *r, const struct ev_opts *o,
+		       struct llm_policy *base)
+{
+	char err[300];
+
+	llm_policy_default(LLM_POLICY_DIFFKV, base);
+	if (o->n_spec > 1) {
+		ev_err(r, "--policy: one diffkv policy at most");
+		return -EINVAL;
+	}
+	if (o->n_spec && llm_policy_parse(o->spec[0], base, err,
+					  sizeof(err))) {
+		ev_err(r, "--policy: %s", err);
+		return -EINVAL;
+	}
+	if (base->kind != LLM_POLICY_DIFFKV) {
+		ev_err(r, "--policy: %s: only diffkv is calibrated",
+		       o->spec[0]);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int cmd_eval_calibrate(int argc, char **argv)
+{
+	struct ev_run r = { .who = "calibrate" };
+	const int ng = (int)ARRAY_SIZE(cal_grid);
+	float a[ARRAY_SIZE(cal_grid)][2];
+	char err[300], *cal = NULL;
+	struct llm_policy base;
+	struct ev_best b = { 0 };
+	int32_t *ids = NULL;
+	struct ev_opts o;
+	int ret = ev_parse("calibrate", argc, argv, &o), n = 0;
+
+	if (ret)
+		return ret > 0 ? 0 : 2;
+	if (!o.out) {
+		fprintf(stderr, "kvmm eval calibrate: --out is required\n");
+		return 2;
+	}
+	ret = ev_cal_base(&r, &o, &base);
+	/* room for every candidate of the larger round */
+	for (int i = 0; !ret && i < ng; i++)
+		o.spec[i] = "diffkv";
+	o.n_spec = ng;
+	if (!ret)
+		ret = ev_ppl_setup(&r, &o, &ids);
+	if (!ret) {
+		if (!o.json)
+			ev_print_text(&r, &o, stdout);
+		memcpy(a, cal_grid, sizeof(a));
+		ev_candidates(&r, &base, a, ng);
+		ret = ev_ppl_run(&r, &o, ids);
+	}
+	if (!ret) {
+		ev_round_pick(&r, &o, 1, &b);
+		n += ng;
+	}
+	if (!ret && b.found && o.rounds > 1) {
+		int k = cal_refine(&b, a);
+
+		ev_candidates(&r, &base, a, k);
+		ret = ev_ppl_run(&r, &o, ids);
+		if (!ret)
+			ev_round_pick(&r, &o, 2, &b);
+		n += k;
+	}
+	if (!ret && !b.found) {
+		ev_err(&r, "no setting is within --target %g%% on this text, "
+		       "not even quant=0 (every token at %s)", o.target,
+		       "the high tier");
+		ret = -ERANGE;
+	}
+	if (!ret && !(cal = ev_cal_json(&r, &o, &b, n))) {
+		ev_err(&r, "out of memory");
+		ret = -ENOMEM;
+	}
+	if (!ret && llm_profile_write(o.out, &b.p, cal, err, sizeof(err))) {
+		ev_err(&r, "%s", err);
+		ret = -EIO;
+	}
+	if (!ret) {
+		llm_policy_format(&b.p, err, sizeof(err));
+		if (o.json)
+			printf("{\"profile\": \"%s\", \"policy\": \"%s\", "
+			       "\"calibration\": %s}\n", o.out, err, cal);
+		else
+			printf("chosen: %s\n  physical %.3fx, change %+.3f%% "
+			       "(mean %+.3f%%, 95%% [%+.2f, %+.2f]) on the "
+			       "calibration text\nprofile: %s (--policy "
+			       "diffkv:profile=%s)\n", err, b.phys, b.delta,
+			       b.sp.mean, b.sp.lo, b.sp.hi, o.out, o.out);
+	}
+	free(cal);
+	free(ids);
+	ev_fini(&r);
+	return ev_status(&r, ret);
+}
+
 /* tokens of @s appended to @ids */
 static int ev_put(struct ev_run *r, const char *s, int32_t *ids, size_t cap,
 		  size_t *n)
@@ -1471,6 +1742,8 @@ static const struct kvmm_cmd eval_cmds[] = {
 	{ "ppl", cmd_eval_ppl, "teacher-forced perplexity against full" },
 	{ "needle", cmd_eval_needle, "pass-key retrieval per length/depth" },
 	{ "sweep", cmd_eval_sweep, "a grid of policies, JSON lines" },
+	{ "calibrate", cmd_eval_calibrate,
+	  "diffkv thresholds within a target, as a profile" },
 };
 
 /**

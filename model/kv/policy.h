@@ -49,6 +49,10 @@ enum llm_policy_kind {
  * @rate: kvcompress: target compression rate of a sequence's pages, >= 1
  * @interval: kvcompress: decode steps between two evictions, >= 1
  * @sinks: kvcompress: first positions never evicted
+ * @hadamard: uniform and diffkv: 1 to store each head's keys and values
+ *	rotated by the normalised Hadamard matrix (kvk_hadamard_cpu()), the
+ *	queries rotated alike and the attention output rotated back; 0 (the
+ *	default) to store them as they are
  */
 struct llm_policy {
 	enum llm_policy_kind kind;
@@ -61,6 +65,7 @@ struct llm_policy {
 	float rate;
 	uint32_t interval;
 	uint32_t sinks;
+	uint32_t hadamard;
 };
 
 int llm_policy_default(enum llm_policy_kind kind, struct llm_policy *out);

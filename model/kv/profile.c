@@ -13,16 +13,17 @@
  *     "hi": "k8v4", "lo": "k4v2",
  *     "prune": 0, "quant": 1,
  *     "window": 64, "score": 64,
+ *     "hadamard": 0,
  *     "calibration": { ... }
  *   }
  *
  * ``kvmm_profile`` is the format's version (1). ``hi`` and ``lo`` are
  * tiers as llm_tier_parse() reads them, ``prune`` and ``quant`` diffkv's
  * alpha_prune and alpha_quant, ``window`` and ``score`` its protected
- * window and scored prompt queries: the same ranges and rules as the knobs
- * of the same names. ``calibration`` (optional, an object) records how
- * the values were found; it is not read back. Every other member is
- * required; an unknown member, a member given twice, a value of the wrong
+ * window and scored prompt queries, ``hadamard`` (optional, 0 or 1, 0 when
+ * absent) its rotation: the same ranges and rules as the knobs of the same
+ * names. ``calibration`` (optional, an object) records how the values were
+ * found; it is not read back. Every other member is required; an unknown member, a member given twice, a value of the wrong
  * type or out of range is refused, with a message that names the member.
  */
 #include <errno.h>
@@ -109,8 +110,10 @@ out:
 
 static const char *const members[] = {
 	"kvmm_profile", "policy", "hi", "lo", "prune", "quant", "window",
-	"score", "calibration",
+	"score", "hadamard", "calibration",
 };
+/* the optional ones, last in members[] */
+#define N_OPTIONAL 2
 
 /* every member known and given once; the required ones there */
 static int check_members(const struct llm_json *root, const char *path,
@@ -136,7 +139,7 @@ static int check_members(const struct llm_json *root, const char *path,
 				return prerr(err, len, path, "member '%s' "
 					     "given twice", members[k]);
 	}
-	for (size_t k = 0; k + 1 < nm; k++)	/* calibration: optional */
+	for (size_t k = 0; k + N_OPTIONAL < nm; k++)
 		if (!llm_json_get(root, members[k]))
 			return prerr(err, len, path, "member '%s' is missing",
 				     members[k]);
@@ -210,6 +213,9 @@ static int read_members(const struct llm_json *root, struct llm_policy *p,
 			     err, len);
 	ret = ret ?: get_u32(root, "score", 1, 1u << 16, &p->score_window,
 			     path, err, len);
+	if (!ret && llm_json_get(root, "hadamard"))
+		ret = get_u32(root, "hadamard", 0, 1, &p->hadamard, path, err,
+			      len);
 	if (ret)
 		return ret;
 	p->alpha_prune = (float)prune;
@@ -308,9 +314,10 @@ int llm_profile_write(const char *path, const struct llm_policy *p,
 	}
 	fprintf(f, "{\n  \"kvmm_profile\": 1,\n  \"policy\": \"diffkv\",\n"
 		"  \"hi\": \"%s\",\n  \"lo\": \"%s\",\n  \"prune\": %.9g,\n"
-		"  \"quant\": %.9g,\n  \"window\": %u,\n  \"score\": %u", hi,
-		lo, (double)p->alpha_prune, (double)p->alpha_quant, p->window,
-		p->score_window);
+		"  \"quant\": %.9g,\n  \"window\": %u,\n  \"score\": %u,\n"
+		"  \"hadamard\": %u", hi, lo, (double)p->alpha_prune,
+		(double)p->alpha_quant, p->window, p->score_window,
+		p->hadamard);
 	if (calibration)
 		fprintf(f, ",\n  \"calibration\": %s", calibration);
 	fputs("\n}\n", f);

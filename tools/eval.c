@@ -1494,8 +1494,10 @@ static int cmd_eval_calibrate(int argc, char **argv)
 	if (!ret)
 		ret = ev_ppl_setup(&r, &o, &ids);
 	if (!ret) {
-		if (!o.json)
+		if (!o.json) {
 			ev_print_text(&r, &o, stdout);
+			fflush(stdout);
+		}
 		memcpy(a, cal_grid, sizeof(a));
 		ev_candidates(&r, &base, a, ng);
 		ret = ev_ppl_run(&r, &o, ids);

@@ -542,8 +542,13 @@ START_TEST(test_eval_help)
 	ck_assert_ptr_nonnull(strstr(out_s, "--lengths"));
 	ck_assert_ptr_null(strstr(out_s, "--out"));
 	ck_assert_ptr_null(strstr(out_s, "--context"));
+	ck_assert_int_eq(kvmm("eval", "calibrate", "--help", NULL), 0);
+	ck_assert_ptr_nonnull(strstr(out_s, "--target PCT"));
+	ck_assert_ptr_nonnull(strstr(out_s, "--split S"));
+	ck_assert_ptr_null(strstr(out_s, "--lengths"));
 	ck_assert_int_eq(kvmm("eval", "ppl", "--help", NULL), 0);
 	ck_assert_ptr_nonnull(strstr(out_s, "--context"));
+	ck_assert_ptr_null(strstr(out_s, "--target"));
 	ck_assert_ptr_null(strstr(out_s, "--lengths"));
 	ck_assert_ptr_null(strstr(out_s, "--out"));
 	ck_assert_int_eq(kvmm("generate", "--help", NULL), 0);

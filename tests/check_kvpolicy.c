@@ -317,7 +317,8 @@ START_TEST(test_kvpolicy_hadamard)
 	static const char *const pairs[][2] = {
 		{ "uniform:tier=k8v8", "uniform:tier=k8v8,hadamard=1" },
 		{ "uniform:tier=k4v4", "uniform:tier=k4v4,hadamard=1" },
-		{ "diffkv:prune=0,quant=1", "diffkv:prune=0,quant=1,hadamard=1" },
+		{ "diffkv:prune=0,quant=1",
+		  "diffkv:prune=0,quant=1,hadamard=1" },
 	};
 	static const double tol[] = { 0.05, 0.3, 0.4 };
 	uint64_t seed = kvtest_seed(__func__);

@@ -101,7 +101,7 @@ struct ev_run {
 	int n_tok[EV_MAX_POL], seq[EV_MAX_POL];
 	struct kvmm_progress prog; /* tokens decoded (ppl), prompts (needle) */
 	bool said;		/* a message says why the run failed */
-	struct llm_eval_range range;	/* ppl: the tokens of the part read */
+	struct llm_eval_range range;	/* ppl: tokens of the part read */
 	size_t ntok;		/* ppl: tokens of the whole text */
 	uint64_t chunks;	/* ppl: chunks read */
 };

@@ -43,7 +43,7 @@ double llm_eval_t975(uint32_t df);
 /* which part of a text an evaluation reads (llm_eval_split()) */
 enum llm_eval_part {
 	LLM_EVAL_ALL = 0,	/* the whole text */
-	LLM_EVAL_CALIB,		/* the calibration part: the first split % */
+	LLM_EVAL_CALIB,		/* calibration: the first split % */
 	LLM_EVAL_TEST,		/* the evaluation part: the rest */
 };
 

@@ -23,8 +23,9 @@
  * window and scored prompt queries, ``hadamard`` (optional, 0 or 1, 0 when
  * absent) its rotation: the same ranges and rules as the knobs of the same
  * names. ``calibration`` (optional, an object) records how the values were
- * found; it is not read back. Every other member is required; an unknown member, a member given twice, a value of the wrong
- * type or out of range is refused, with a message that names the member.
+ * found; it is not read back. Every other member is required; an unknown
+ * member, a member given twice, a value of the wrong type or out of range
+ * is refused, with a message that names the member.
  */
 #include <errno.h>
 #include <math.h>

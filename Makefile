@@ -7,6 +7,7 @@
 #   make check-gpu  run the GPU suites (skipped, not passed, without a GPU)
 #   make check-serve kvmm serve's suite, curl and the openai package
 #   make run        generate on the default model (fetched if absent)
+#   make eval-frontier  the policies page's measurements (hours; not check)
 #   make model      fetch the default model into models/
 #   make clean
 #
@@ -61,7 +62,7 @@ endif
 # holding sources is a module for the build
 MODULES := runtime allocator kernels ioctl-shim \
 	   model/load model/tokenizer model/exec model/kv model/sched \
-	   model/serve
+	   model/serve model/eval
 INCLUDES := $(addprefix -I,$(MODULES)) -Iioctl-shim/uapi
 
 CC ?= gcc
@@ -187,6 +188,12 @@ check-gpu: all
 check-san:
 	$(Q)$(MAKE) SAN=1 check
 
+# the policies page's measured results (hours on 2 cores; never in check):
+# calibration on one half of WikiText-2, evaluation on the other
+eval-frontier: all
+	$(Q)tools/model-fetch.sh
+	$(Q)KVMM=$(KVMM) tools/eval-frontier.sh all
+
 # the default model: SmolLM2-135M-Instruct (Q4_1 GGUF) into models/
 model:
 	$(Q)tools/model-fetch.sh
@@ -204,7 +211,8 @@ run: deps
 clean:
 	$(Q)rm -rf build build-cpu build-san build-fuzz
 
-.PHONY: all deps check check-gpu check-serve check-san run model clean FORCE
+.PHONY: all deps check check-gpu check-serve check-san run model clean \
+	eval-frontier FORCE
 
 FORCE:
 

@@ -123,6 +123,15 @@ int kvk_convert_cuda(void *dst, enum kvk_dtype ddt, const void *src,
 		     enum kvk_dtype sdt, size_t n, void *stream);
 #endif
 
+/* x[r] = H x[r] / sqrt(dim) in place (rotate.c): a KV rotation */
+#define KVK_HADAMARD_MAX_DIM 256
+int kvk_hadamard_cpu(void *x, enum kvk_dtype dt, size_t rows, uint32_t dim,
+		     void *stream);
+#ifdef KVMM_HAVE_CUDA
+int kvk_hadamard_cuda(void *x, enum kvk_dtype dt, size_t rows, uint32_t dim,
+		      void *stream);
+#endif
+
 /* out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w; out may be x */
 int kvk_rmsnorm_cpu(void *out, const void *x, const void *w, int rows, int dim,
 		    float eps, enum kvk_dtype dt, void *stream);

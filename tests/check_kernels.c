@@ -770,6 +770,51 @@ START_TEST(test_bad_args)
 }
 END_TEST
 
+/*
+ * the Hadamard rotation: [1 2 3 4] by hand (H4 [1 2 3 4] = [10 -2 -4 0],
+ * halved); applied twice it is the identity; it keeps dot products (so
+ * q.k of rotated queries and keys); bad sizes refused
+ */
+START_TEST(test_hadamard_ref)
+{
+	uint64_t seed = kvtest_seed(__func__);
+	float x[4] = { 1, 2, 3, 4 }, a[512], b[512];
+	uint16_t h[4];
+
+	ck_assert_int_eq(kvk_hadamard_cpu(x, KVK_F32, 1, 4, NULL), 0);
+	ck_assert(x[0] == 5 && x[1] == -1 && x[2] == -2 && x[3] == 0);
+	kvk_convert_from_f32(h, (const float[]){ 1, 2, 3, 4 }, 4, KVK_F16);
+	ck_assert_int_eq(kvk_hadamard_cpu(h, KVK_F16, 1, 4, NULL), 0);
+	kvk_convert_to_f32(x, h, 4, KVK_F16);
+	ck_assert(x[0] == 5 && x[1] == -1 && x[2] == -2 && x[3] == 0);
+	for (uint32_t d = 2; d <= 256; d *= 2) {
+		double dot0 = 0, dot1 = 0, err = 0;
+
+		/* two packed rows: [0, d) and [d, 2d) */
+		for (uint32_t e = 0; e < 2 * d; e++)
+			a[e] = b[e] = (float)((int64_t)(kvtest_rand(&seed) %
+							2001) - 1000) * 1e-3f;
+		ck_assert_int_eq(kvk_hadamard_cpu(b, KVK_F32, 2, d, NULL), 0);
+		for (uint32_t e = 0; e < d; e++) {
+			dot0 += (double)a[e] * a[d + e];
+			dot1 += (double)b[e] * b[d + e];
+		}
+		ck_assert_msg(fabs(dot0 - dot1) < 1e-4 * (1 + fabs(dot0)),
+			      "d %u: dot %g rotated %g", d, dot0, dot1);
+		ck_assert_int_eq(kvk_hadamard_cpu(b, KVK_F32, 2, d, NULL), 0);
+		for (uint32_t e = 0; e < 2 * d; e++)
+			err = fmax(err, fabs(b[e] - a[e]));
+		ck_assert_msg(err < 1e-5, "d %u: twice is off by %g", d, err);
+	}
+	ck_assert_int_eq(kvk_hadamard_cpu(a, KVK_F32, 1, 48, NULL), -EINVAL);
+	ck_assert_int_eq(kvk_hadamard_cpu(a, KVK_F32, 1, 1, NULL), -EINVAL);
+	ck_assert_int_eq(kvk_hadamard_cpu(a, KVK_F32, 1, 512, NULL), -EINVAL);
+	ck_assert_int_eq(kvk_hadamard_cpu(NULL, KVK_F32, 1, 64, NULL),
+			 -EINVAL);
+	ck_assert_int_eq(kvk_hadamard_cpu(a, KVK_F32, 0, 64, NULL), 0);
+}
+END_TEST
+
 Suite *suite_kernels(void)
 {
 	Suite *s = suite_create("kernels");
@@ -790,6 +835,7 @@ Suite *suite_kernels(void)
 	KV_ADD(tc, test_embed_ref);
 	KV_ADD(tc, test_rope_inv_freq);
 	KV_ADD(tc, test_rope_ref);
+	KV_ADD(tc, test_hadamard_ref);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("sample");

@@ -539,6 +539,47 @@ START_TEST(test_stream_cuda)
 }
 END_TEST
 
+/*
+ * the Hadamard rotation, in place, rows x dims of every dtype; in fp32
+ * the two do the same operations, so they agree to rounding
+ */
+START_TEST(test_hadamard_cuda)
+{
+	uint64_t seed = kvtest_seed("hadamard_cuda");
+	static const uint32_t dims[] = { 2, 64, 128, 256 };
+
+	for (size_t i = 0; i < ARRAY_SIZE(dims); i++)
+		for (size_t t = 0; t < ARRAY_SIZE(all_dt); t++) {
+			enum kvk_dtype dt = all_dt[t];
+			size_t rows = 1 + kvtest_rand(&seed) % 5000;
+			size_t n = rows * dims[i], es = kvk_dtype_size(dt);
+			void *x = rnd_buf(&seed, n, 4.0f, dt);
+			void *dx = dev_from(x, n * es), *got;
+			char what[80];
+
+			snprintf(what, sizeof(what), "hadamard %s rows %zu "
+				 "dim %u", kvk_dtype_name(dt), rows, dims[i]);
+			ck_assert_int_eq(kvk_hadamard_cpu(x, dt, rows, dims[i],
+							  NULL), 0);
+			ck_assert_int_eq(kvk_hadamard_cuda(dx, dt, rows,
+							   dims[i], NULL), 0);
+			got = host_from(dx, n * es);
+			expect_close(got, x, n, dt, what);
+			free(got), free(x);
+			cudaFree(dx);
+		}
+	{
+		void *d = dev_poison(64 * 4);
+
+		ck_assert_int_eq(kvk_hadamard_cuda(d, KVK_F32, 1, 48, NULL),
+				 -EINVAL);
+		ck_assert_int_eq(kvk_hadamard_cuda(NULL, KVK_F32, 1, 64, NULL),
+				 -EINVAL);
+		cudaFree(d);
+	}
+}
+END_TEST
+
 #else /* !KVMM_HAVE_CUDA: the runner never runs GPU suites here */
 
 #define NO_CUDA_TEST(name)                                                     \
@@ -556,6 +597,7 @@ NO_CUDA_TEST(test_argmax_cuda)
 NO_CUDA_TEST(test_sample_cuda)
 NO_CUDA_TEST(test_bad_args_cuda)
 NO_CUDA_TEST(test_stream_cuda)
+NO_CUDA_TEST(test_hadamard_cuda)
 
 #endif
 
@@ -573,6 +615,7 @@ Suite *suite_kernels_gpu(void)
 	KV_ADD(tc, test_sample_cuda);
 	KV_ADD(tc, test_bad_args_cuda);
 	KV_ADD(tc, test_stream_cuda);
+	KV_ADD(tc, test_hadamard_cuda);
 	suite_add_tcase(s, tc);
 	return s;
 }

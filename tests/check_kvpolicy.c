@@ -344,6 +344,70 @@ START_TEST(test_kvpolicy_topk)
 	ck_assert_ptr_null(kv);
 	free(of);
 	free(o);
+}
+END_TEST
+
+/*
+ * the hadamard knob: the prompt attends as without it (bit for bit), the
+ * same tokens take the same bits and pages, the decode outputs stay as
+ * close to full as the tier allows; with keys that have outlier channels
+ * (two channels far from the rest in every token, as real models' keys
+ * have: KIVI, QuaRot), what the rotation is for, 4-bit keys lose less
+ * with it
+ */
+START_TEST(test_kvpolicy_hadamard)
+{
+	static const char *const pairs[][2] = {
+		{ "uniform:tier=k8v8", "uniform:tier=k8v8,hadamard=1" },
+		{ "uniform:tier=k4v4", "uniform:tier=k4v4,hadamard=1" },
+		{ "diffkv:prune=0,quant=1",
+		  "diffkv:prune=0,quant=1,hadamard=1" },
+	};
+	static const double tol[] = { 0.05, 0.3, 0.4 };
+	uint64_t seed = kvtest_seed(__func__);
+	struct llm_kv_usage uf, u[2];
+	double e[2];
+	struct trace t;
+	size_t no, np;
+	float *of, *o, *pre[2];
+
+	trace_make(&t, seed, 200, 30);
+	for (size_t i = 0; i < (size_t)NL * t.len * NKV; i++) {
+		t.k[i * HD + 5] += 6.0f;
+		t.k[i * HD + 40] -= 4.0f;
+	}
+	no = (size_t)t.steps * NL * NH * HD;
+	np = (size_t)t.prompt * NH * HD;
+	of = malloc(no * 4);
+	o = malloc(no * 4);
+	pre[0] = malloc(np * 4);
+	pre[1] = malloc(np * 4);
+	ck_assert(of && o && pre[0] && pre[1]);
+	drive("full", &t, NULL, of, &uf);
+	for (unsigned i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
+		for (int r = 0; r < 2; r++) {
+			drive(pairs[i][r], &t, pre[r], o, &u[r]);
+			e[r] = rel_err(o, of, no);
+			ck_assert_msg(e[r] <= tol[i], "%s: error %g over %g",
+				      pairs[i][r], e[r], tol[i]);
+		}
+		if (getenv("KVMM_VERBOSE"))
+			fprintf(stderr, "%s: error %g, rotated %g\n",
+				pairs[i][0], e[0], e[1]);
+		ck_assert_msg(!memcmp(pre[0], pre[1], np * 4), "%s: prompt "
+			      "outputs differ", pairs[i][1]);
+		if (i < 2) {
+			ck_assert_uint_eq(u[0].bits, u[1].bits);
+			ck_assert_uint_eq(u[0].pages[0], u[1].pages[0]);
+		}
+		if (i == 1)
+			ck_assert_msg(e[1] < e[0], "k4v4: rotated %g, not "
+				      "below %g", e[1], e[0]);
+	}
+	free(of);
+	free(o);
+	free(pre[0]);
+	free(pre[1]);
 	trace_free(&t);
 }
 END_TEST
@@ -657,6 +721,7 @@ Suite *suite_kvpolicy(void)
 	KV_ADD(tc, test_kvpolicy_equivalences);
 	KV_ADD(tc, test_kvpolicy_compress);
 	KV_ADD(tc, test_kvpolicy_topk);
+	KV_ADD(tc, test_kvpolicy_hadamard);
 	KV_ADD(tc, test_kvpolicy_slots);
 	KV_ADD(tc, test_kvpolicy_seq_alpha);
 	KV_ADD(tc, test_kvpolicy_invalid);

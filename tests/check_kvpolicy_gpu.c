@@ -266,6 +266,10 @@ START_TEST(test_kvpolicy_cuda_vs_cpu)
 	/* tiers, pruning, demotion: a few threshold tokens may differ */
 	compare("diffkv", &seed, prompt, 80, 5e-2, 0.02);
 	compare("diffkv:prune=0,quant=2", &seed, prompt, 80, 5e-2, 0.02);
+	/* the rotation: on q, k, v in fp32 on both, back on fp16 out here */
+	compare("uniform:tier=k4v4,hadamard=1", &seed, prompt, 60, 5e-2, 0.0);
+	compare("diffkv:prune=0,quant=1,hadamard=1", &seed, prompt, 80, 5e-2,
+		0.02);
 	compare("kvcompress:rate=2,interval=8", &seed, prompt, 80, 5e-2,
 		0.02);
 }

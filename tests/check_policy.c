@@ -5,7 +5,10 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kvtest.h"
 #include "policy.h"
@@ -138,6 +141,179 @@ START_TEST(test_policy_ratios)
 }
 END_TEST
 
+/* a scratch file's name; the directory is made on first use */
+static void scratch(char *path, size_t len, const char *name)
+{
+	static char dir[64];
+
+	if (!*dir) {
+		strcpy(dir, "/tmp/kvmm-policy-XXXXXX");
+		ck_assert_ptr_nonnull(mkdtemp(dir));
+	}
+	snprintf(path, len, "%s/%s", dir, name);
+}
+
+static void put(const char *path, const char *s)
+{
+	FILE *f = fopen(path, "w");
+
+	ck_assert_ptr_nonnull(f);
+	fputs(s, f);
+	fclose(f);
+}
+
+static void same_policy(const struct llm_policy *a, const struct llm_policy *b)
+{
+	char fa[LLM_POLICY_SPEC_MAX + 1], fb[LLM_POLICY_SPEC_MAX + 1];
+
+	ck_assert_int_gt(llm_policy_format(a, fa, sizeof(fa)), 0);
+	ck_assert_int_gt(llm_policy_format(b, fb, sizeof(fb)), 0);
+	ck_assert_str_eq(fa, fb);
+	ck_assert(a->alpha_prune == b->alpha_prune);
+	ck_assert(a->alpha_quant == b->alpha_quant);
+}
+
+/*
+ * a profile written and read back is the same policy, to the last bit of
+ * its thresholds, and diffkv:profile=FILE is that policy
+ */
+START_TEST(test_profile_round_trip)
+{
+	const char *spec = "diffkv:hi=k8g1v4g2,lo=k4g2v2g4,prune=0.0137,"
+			   "quant=1.7,window=32,score=48";
+	char path[128], s[LLM_POLICY_SPEC_MAX + 1], err[300];
+	struct llm_policy p, q, r;
+
+	scratch(path, sizeof(path), "round.json");
+	ck_assert_int_eq(llm_policy_parse(spec, &p, err, sizeof(err)), 0);
+	ck_assert_int_eq(llm_profile_write(path, &p, "{\"model\": \"m\", "
+					   "\"chunks\": [1, 2]}", err,
+					   sizeof(err)), 0);
+	ck_assert_int_eq(llm_profile_read(path, &q, err, sizeof(err)), 0);
+	same_policy(&p, &q);
+	snprintf(s, sizeof(s), "diffkv:profile=%s", path);
+	ck_assert_int_eq(llm_policy_parse(s, &r, err, sizeof(err)), 0);
+	same_policy(&p, &r);
+	/* the canonical form names every knob, not the file */
+	ck_assert_int_gt(llm_policy_format(&r, s, sizeof(s)), 0);
+	ck_assert_str_eq(s, spec);
+	/* without calibration, and with the default thresholds */
+	llm_policy_default(LLM_POLICY_DIFFKV, &p);
+	ck_assert_int_eq(llm_profile_write(path, &p, NULL, err, sizeof(err)),
+			 0);
+	ck_assert_int_eq(llm_profile_read(path, &q, err, sizeof(err)), 0);
+	same_policy(&p, &q);
+	/* only diffkv is written */
+	llm_policy_default(LLM_POLICY_UNIFORM, &p);
+	ck_assert_int_eq(llm_profile_write(path, &p, NULL, err, sizeof(err)),
+			 -EINVAL);
+	ck_assert_ptr_nonnull(strstr(err, "not a diffkv policy"));
+	unlink(path);
+	*strrchr(path, '/') = 0;
+	rmdir(path);
+}
+END_TEST
+
+#define GOOD_HEAD "{\"kvmm_profile\": 1, \"policy\": \"diffkv\", "
+#define GOOD_TIERS "\"hi\": \"k8v4\", \"lo\": \"k4v2\", "
+#define GOOD_REST "\"window\": 64, \"score\": 64}"
+
+/* every bad profile refused, the member named, the policy left alone */
+START_TEST(test_profile_refused)
+{
+	static const struct { const char *text, *why; } bad[] = {
+		{ "", "not JSON" },
+		{ "{\"kvmm_profile\": 1,}", "not JSON" },
+		{ "[1]", "not a JSON object" },
+		{ GOOD_HEAD GOOD_TIERS "\"prune\": 0, " GOOD_REST,
+		  "member 'quant' is missing" },
+		{ GOOD_HEAD GOOD_TIERS "\"prune\": 0, \"quantt\": 1, "
+		  GOOD_REST, "unknown member 'quantt'" },
+		{ GOOD_HEAD GOOD_TIERS "\"prune\": 0, \"prune\": 0, "
+		  "\"quant\": 1, " GOOD_REST, "member 'prune' given twice" },
+		{ "{\"kvmm_profile\": 2, \"policy\": \"diffkv\", " GOOD_TIERS
+		  "\"prune\": 0, \"quant\": 1, " GOOD_REST,
+		  "'kvmm_profile' must be 1" },
+		{ "{\"kvmm_profile\": 1, \"policy\": \"uniform\", "
+		  GOOD_TIERS "\"prune\": 0, \"quant\": 1, " GOOD_REST,
+		  "'policy' must be \"diffkv\"" },
+		{ GOOD_HEAD "\"hi\": \"k3v4\", \"lo\": \"k4v2\", \"prune\": 0, "
+		  "\"quant\": 1, " GOOD_REST, "'hi' must be a tier" },
+		{ GOOD_HEAD "\"hi\": \"k8v4\", \"lo\": 42, \"prune\": 0, "
+		  "\"quant\": 1, " GOOD_REST, "'lo' must be a tier" },
+		{ GOOD_HEAD GOOD_TIERS "\"prune\": 1.5, \"quant\": 2, "
+		  GOOD_REST, "'prune' must be a number in [0, 1]" },
+		{ GOOD_HEAD GOOD_TIERS "\"prune\": \"0.1\", \"quant\": 2, "
+		  GOOD_REST, "'prune' must be a number" },
+		{ GOOD_HEAD GOOD_TIERS "\"prune\": 0, \"quant\": -1, "
+		  GOOD_REST, "'quant' must be a number" },
+		{ GOOD_HEAD GOOD_TIERS "\"prune\": 0.02, \"quant\": 0.01, "
+		  GOOD_REST, "'quant' (0.01) is below 'prune' (0.02)" },
+		{ GOOD_HEAD "\"hi\": \"k4v2\", \"lo\": \"k8v4\", \"prune\": 0, "
+		  "\"quant\": 1, " GOOD_REST, "'lo' has more key or value" },
+		{ GOOD_HEAD GOOD_TIERS "\"prune\": 0, \"quant\": 1, "
+		  "\"window\": -1, \"score\": 64}",
+		  "'window' must be an integer in [0, 1048576]" },
+		{ GOOD_HEAD GOOD_TIERS "\"prune\": 0, \"quant\": 1, "
+		  "\"window\": 64, \"score\": 1.5}",
+		  "'score' must be an integer" },
+		{ GOOD_HEAD GOOD_TIERS "\"prune\": 0, \"quant\": 1, "
+		  "\"window\": 64, \"score\": 64, \"calibration\": 3}",
+		  "'calibration' must be an object" },
+	};
+	char path[128], spec[LLM_POLICY_SPEC_MAX + 1], err[300], dir[160];
+	struct llm_policy p, keep;
+
+	scratch(path, sizeof(path), "bad.json");
+	llm_policy_default(LLM_POLICY_UNIFORM, &keep);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		put(path, bad[i].text);
+		p = keep;
+		*err = 0;
+		ck_assert_int_eq(llm_profile_read(path, &p, err, sizeof(err)),
+				 -EINVAL);
+		ck_assert_msg(strstr(err, bad[i].why) && strstr(err, path),
+			      "%zu: '%s' lacks '%s'", i, err, bad[i].why);
+		ck_assert(!memcmp(&p, &keep, sizeof(p)));
+		snprintf(spec, sizeof(spec), "diffkv:profile=%s", path);
+		ck_assert_int_eq(llm_policy_parse(spec, &p, err, sizeof(err)),
+				 -EINVAL);
+		ck_assert_msg(strstr(err, "policy diffkv: profile ") &&
+			      strstr(err, bad[i].why), "%zu: '%s'", i, err);
+		ck_assert(!memcmp(&p, &keep, sizeof(p)));
+	}
+	/* the good one, for contrast */
+	put(path, GOOD_HEAD GOOD_TIERS "\"prune\": 0, \"quant\": 2, "
+	    GOOD_REST);
+	ck_assert_int_eq(llm_profile_read(path, &p, err, sizeof(err)), 0);
+	ck_assert(p.alpha_quant == 2.0f);
+	/* a knob a profile sets, given beside it, either order */
+	snprintf(spec, sizeof(spec), "diffkv:profile=%s,quant=1", path);
+	ck_assert_int_eq(llm_policy_parse(spec, &p, err, sizeof(err)),
+			 -EINVAL);
+	ck_assert_ptr_nonnull(strstr(err, "knob 'quant' and profile= both"));
+	snprintf(spec, sizeof(spec), "diffkv:window=8,profile=%s", path);
+	ck_assert_int_eq(llm_policy_parse(spec, &p, err, sizeof(err)),
+			 -EINVAL);
+	ck_assert_ptr_nonnull(strstr(err, "and profile= both"));
+	snprintf(spec, sizeof(spec), "uniform:profile=%s", path);
+	ck_assert_int_eq(llm_policy_parse(spec, &p, err, sizeof(err)),
+			 -EINVAL);
+	ck_assert_ptr_nonnull(strstr(err, "no knob 'profile'"));
+	/* no file, a directory */
+	ck_assert_int_eq(llm_profile_read("/nonexistent.json", &p, err,
+					  sizeof(err)), -ENOENT);
+	ck_assert_ptr_nonnull(strstr(err, "/nonexistent.json"));
+	snprintf(dir, sizeof(dir), "%s", path);
+	*strrchr(dir, '/') = 0;
+	ck_assert_int_eq(llm_profile_read(dir, &p, err, sizeof(err)),
+			 -EINVAL);
+	ck_assert_ptr_nonnull(strstr(err, "not a regular file"));
+	unlink(path);
+	rmdir(dir);
+}
+END_TEST
+
 Suite *suite_policy(void)
 {
 	Suite *s = suite_create("policy");
@@ -147,6 +323,8 @@ Suite *suite_policy(void)
 	KV_ADD(tc, test_policy_knobs);
 	KV_ADD(tc, test_policy_invalid);
 	KV_ADD(tc, test_policy_ratios);
+	KV_ADD(tc, test_profile_round_trip);
+	KV_ADD(tc, test_profile_refused);
 	suite_add_tcase(s, tc);
 	return s;
 }

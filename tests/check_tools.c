@@ -437,6 +437,99 @@ START_TEST(test_needle_byte_level)
 }
 END_TEST
 
+/*
+ * ppl's chunks: 8 by default, all that fit in a shorter text (said so),
+ * --chunks refused when they do not fit; --split reads the evaluation
+ * part only and prints both parts' ranges; the spread in the table and
+ * the JSON
+ */
+START_TEST(test_eval_chunks_split)
+{
+	ck_assert_int_eq(kvmm("eval", "ppl", "--model", model, "--text", text,
+			      "--context", "96", "--prefix", "88", "--json",
+			      "--policy", "uniform:tier=k4v2", NULL), 0);
+	ck_assert_msg(strstr(out_s, "\"chunks\": 8,") &&
+		      strstr(out_s, "\"first_token\": 0,") &&
+		      strstr(out_s, "\"delta_ci95_pct\": [") &&
+		      strstr(out_s, "\"delta_mean_pct\": "), "%s", out_s);
+	/* 1080 tokens; --split 50: evaluation [540, 1080), 5 chunks of 96 */
+	ck_assert_int_eq(kvmm("eval", "ppl", "--model", model, "--text", text,
+			      "--context", "96", "--prefix", "88", "--split",
+			      "50", "--policy", "uniform:tier=k4v2", NULL), 0);
+	ck_assert_msg(strstr(out_s, "1080 tokens; read [540, 1020), in its "
+			     "evaluation part [540, 1080) of --split 50 "
+			     "(calibration [0, 540), evaluation [540, 1080)); "
+			     "5 chunks of 96 tokens, 88 prefilled (all that "
+			     "fit)"), "%s", out_s);
+	ck_assert_msg(strstr(out_s, "95% interval"), "%s", out_s);
+	ck_assert_int_eq(kvmm("eval", "ppl", "--model", model, "--text", text,
+			      "--context", "96", "--split", "50", "--chunks",
+			      "6", NULL), 2);
+	EXPECT_ERR("its evaluation part (--split 50) has 540 tokens, shorter "
+		   "than --chunks 6 x --context 96");
+	ck_assert_int_eq(kvmm("eval", "ppl", "--model", model, "--text", text,
+			      "--context", "96", "--split", "100", NULL), 2);
+	ck_assert_int_eq(kvmm("eval", "ppl", "--model", model, "--text", text,
+			      "--calib", text, NULL), 2);
+	EXPECT_ERR("--calib is not an option of ppl");
+}
+END_TEST
+
+/*
+ * calibrate end to end on the tiny model (all its logits are equal, so
+ * every setting is within the target and the most compressing wins): a
+ * profile that ppl and generate take as diffkv:profile=FILE, refusals
+ */
+START_TEST(test_eval_calibrate)
+{
+	char prof[128], spec[192], buf[4096];
+
+	snprintf(prof, sizeof(prof), "%s/prof.json", tdir);
+	snprintf(spec, sizeof(spec), "diffkv:profile=%s", prof);
+	ck_assert_int_eq(kvmm("eval", "calibrate", "--model", model, "--text",
+			      text, "--split", "50", "--context", "96",
+			      "--prefix", "80", "--chunks", "2", "--out", prof,
+			      "--threads", "1", NULL), 0);
+	ck_assert_msg(strstr(out_s, "in its calibration part [0, 540) of "
+			     "--split 50") && strstr(out_s, "round 2:") &&
+		      strstr(out_s, "chosen: diffkv:"), "%s", out_s);
+	slurp(prof, buf, sizeof(buf));
+	ck_assert_msg(strstr(buf, "\"kvmm_profile\": 1") &&
+		      strstr(buf, "\"tokens\": [0, 192]") &&
+		      strstr(buf, "\"target_pct\": 2"), "%s", buf);
+	ck_assert_int_eq(kvmm("eval", "ppl", "--model", model, "--text", text,
+			      "--split", "50", "--context", "96", "--prefix",
+			      "88", "--chunks", "1", "--policy", spec, NULL),
+			 0);
+	ck_assert_msg(strstr(out_s, "diffkv:hi=k8v4,lo=k4v2,"), "%s", out_s);
+	ck_assert_int_eq(kvmm(GEN, "--prompt", "hi", "--max-tokens", "4",
+			      "--policy", spec, NULL), 0);
+	/* a bad profile: exit 2, the member named */
+	put(prof, "{\"kvmm_profile\": 1}");
+	ck_assert_int_eq(kvmm("eval", "ppl", "--model", model, "--text", text,
+			      "--context", "96", "--policy", spec, NULL), 2);
+	EXPECT_ERR("member 'policy' is missing");
+	ck_assert_int_eq(kvmm(GEN, "--prompt", "hi", "--policy", spec, NULL),
+			 2);
+	EXPECT_ERR("member 'policy' is missing");
+	/* which text: --calib alone, or --text with --split */
+	ck_assert_int_eq(kvmm("eval", "calibrate", "--model", model, "--text",
+			      text, "--out", prof, NULL), 2);
+	EXPECT_ERR("--calib FILE, or --text FILE with --split S, is required");
+	ck_assert_int_eq(kvmm("eval", "calibrate", "--model", model, "--calib",
+			      text, "--split", "50", "--out", prof, NULL), 2);
+	ck_assert_int_eq(kvmm("eval", "calibrate", "--model", model, "--calib",
+			      text, "--policy", "uniform", "--out", prof,
+			      NULL), 2);
+	EXPECT_ERR("only diffkv is calibrated");
+	ck_assert_int_eq(kvmm("eval", "calibrate", "--model", model, "--calib",
+			      text, "--target", "0", "--out", prof, NULL), 2);
+	ck_assert_int_eq(kvmm("eval", "calibrate", "--model", model, "--calib",
+			      text, NULL), 2);
+	EXPECT_ERR("--out is required");
+}
+END_TEST
+
 /* each eval subcommand has its own --help; sweep lists its grid */
 START_TEST(test_eval_help)
 {
@@ -449,8 +542,13 @@ START_TEST(test_eval_help)
 	ck_assert_ptr_nonnull(strstr(out_s, "--lengths"));
 	ck_assert_ptr_null(strstr(out_s, "--out"));
 	ck_assert_ptr_null(strstr(out_s, "--context"));
+	ck_assert_int_eq(kvmm("eval", "calibrate", "--help", NULL), 0);
+	ck_assert_ptr_nonnull(strstr(out_s, "--target PCT"));
+	ck_assert_ptr_nonnull(strstr(out_s, "--split S"));
+	ck_assert_ptr_null(strstr(out_s, "--lengths"));
 	ck_assert_int_eq(kvmm("eval", "ppl", "--help", NULL), 0);
 	ck_assert_ptr_nonnull(strstr(out_s, "--context"));
+	ck_assert_ptr_null(strstr(out_s, "--target"));
 	ck_assert_ptr_null(strstr(out_s, "--lengths"));
 	ck_assert_ptr_null(strstr(out_s, "--out"));
 	ck_assert_int_eq(kvmm("generate", "--help", NULL), 0);
@@ -578,7 +676,7 @@ START_TEST(test_progress_line)
 	ck_assert_int_eq(kvmm("eval", "ppl", "--model", model, "--text", text,
 			      "--context", "96", "--prefix", "64", NULL), 0);
 	ck_assert_msg(strstr(err_s, "\r  ppl: ") &&
-		      strstr(err_s, "/32 tokens, ") &&
+		      strstr(err_s, "/256 tokens, ") &&
 		      strstr(err_s, " tokens/s") && strstr(err_s, "ETA "),
 		      "no progress line: '%s'", err_s);
 	ck_assert_int_eq(kvmm("eval", "needle", "--model", model, "--lengths",
@@ -768,6 +866,8 @@ Suite *suite_tools(void)
 	KV_ADD(tc, test_sweep_killed);
 	KV_ADD(tc, test_needle_byte_level);
 	KV_ADD(tc, test_eval_help);
+	KV_ADD(tc, test_eval_chunks_split);
+	KV_ADD(tc, test_eval_calibrate);
 	KV_ADD(tc, test_generate_refused);
 	KV_ADD(tc, test_serve_refused);
 	KV_ADD(tc, test_generate_batch_lines);

@@ -62,6 +62,15 @@ class PlotSweep(unittest.TestCase):
         self.assertEqual(ps.stderr_of(ROWS[5]), 0.0)  # one chunk
         self.assertEqual(ps.stderr_of(ROWS[6]), 0.0)  # no field
 
+    def test_interval_bars(self):
+        r = dict(ROWS[3], delta_mean_pct=2.4, delta_ci95_pct=[1.0, 3.8])
+        self.assertAlmostEqual(ps.bar_of(r), 1.4)
+        self.assertEqual(ps.y_of(r), 2.4)
+        self.assertEqual(ps.y_of(ROWS[3]), 2.5)  # older file: pooled
+        self.assertAlmostEqual(ps.bar_of(ROWS[1]), 0.2)  # stderr
+        r = dict(ROWS[5], delta_ci95_pct=None)  # one chunk
+        self.assertEqual(ps.bar_of(r), 0.0)
+
     def test_outliers_clipped(self):
         self.assertEqual(ps.clip(35.0, 20.0), (20.0, True))
         self.assertEqual(ps.clip(4.0, 20.0), (4.0, False))

@@ -27,6 +27,7 @@
 #ifdef KVMM_HAVE_CUDA
 #include "forward_cuda.h"
 #endif
+#include "evalstat.h"
 #include "kvmm_base.h"
 #include "kvmm.h"
 #include "kvpolicy.h"
@@ -36,13 +37,24 @@
 #define EV_MAX_POL 32
 #define EV_MAX_GRID 16
 
+/* chunks of a ppl or sweep run unless --chunks says (fewer if the text
+ * is shorter): enough for a 95% interval that means something */
+#define EV_CHUNKS_DEFAULT 8
+
 struct ev_opts {
 	const char *model;
 	const char *text;
+	const char *calib;	/* calibrate: --calib FILE */
 	const char *out;
 	const char *spec[EV_MAX_POL];
 	int n_spec;
 	uint64_t context, prefix, chunks, threads, trials, seed;
+	uint64_t split;		/* --split PCT: percent for calibration */
+	enum llm_eval_part part;	/* the part of the text read */
+	bool chunks_set;	/* --chunks given: refuse rather than clip */
+	double target;		/* calibrate: --target, dPPL % */
+	bool by_mean;		/* calibrate: --criterion mean */
+	uint64_t rounds;	/* calibrate: --rounds */
 	uint64_t lengths[EV_MAX_GRID], depths[EV_MAX_GRID];
 	int n_len, n_depth;
 	bool json;
@@ -89,6 +101,9 @@ struct ev_run {
 	int n_tok[EV_MAX_POL], seq[EV_MAX_POL];
 	struct kvmm_progress prog; /* tokens decoded (ppl), prompts (needle) */
 	bool said;		/* a message says why the run failed */
+	struct llm_eval_range range;	/* ppl: tokens of the part read */
+	size_t ntok;		/* ppl: tokens of the whole text */
+	uint64_t chunks;	/* ppl: chunks read */
 };
 
 /* one line on stderr saying why the run fails; every failure has one */
@@ -533,39 +548,88 @@ static void ev_print_chunks(const struct ev_pol *p, FILE *f)
 	fputc(']', f);
 }
 
+/* the text line: which tokens a run reads, so a reader can check the split */
+static void ev_print_text(const struct ev_run *r, const struct ev_opts *o,
+			  FILE *f)
+{
+	fprintf(f, "text %s: %zu tokens; read [%zu, %zu)", o->text, r->ntok,
+		r->range.first, r->range.first + r->chunks * o->context);
+	if (o->part != LLM_EVAL_ALL)
+		fprintf(f, ", in its %s part [%zu, %zu) of --split %lu "
+			"(calibration [0, %zu), evaluation [%zu, %zu))",
+			llm_eval_part_name(o->part), r->range.first,
+			r->range.first + r->range.n, o->split,
+			o->part == LLM_EVAL_CALIB ? r->range.n : r->range.first,
+			o->part == LLM_EVAL_CALIB ? r->range.n : r->range.first,
+			r->ntok);
+	fprintf(f, "; %lu chunk%s of %lu tokens, %lu prefilled%s\n",
+		r->chunks, r->chunks == 1 ? "" : "s", o->context, o->prefix,
+		r->chunks < EV_CHUNKS_DEFAULT && !o->chunks_set ?
+		" (all that fit)" : "");
+}
+
+/* a policy's spread of per-chunk changes (one chunk: no interval) */
+static void ev_spread(const struct ev_pol *p, struct llm_eval_spread *s)
+{
+	if (!p->n_chunks || llm_eval_spread(p->chunk_delta,
+					    (uint32_t)p->n_chunks, s))
+		*s = (struct llm_eval_spread){ .half = NAN, .lo = NAN,
+					       .hi = NAN };
+}
+
 static void ev_print_ppl(const struct ev_run *r, const struct ev_opts *o,
 			 FILE *f, bool json)
 {
 	double ppl0 = ev_ppl_of(&r->pol[0]);
 
-	if (!json)
-		fprintf(f, "%-58s %9s %8s %7s %8s %8s %8s\n", "policy", "ppl",
-			"d-ppl%", "top1%", "KL", "logical", "physical");
+	if (!json) {
+		ev_print_text(r, o, f);
+		fprintf(f, "%-58s %9s %8s %8s %17s %7s %8s %8s %8s\n",
+			"policy", "ppl", "d-ppl%", "mean%", "95% interval",
+			"top1%", "KL", "logical", "physical");
+	}
 	for (int i = 0; i < r->n_pol; i++) {
 		const struct ev_pol *p = &r->pol[i];
 		double ppl = ev_ppl_of(p), n = p->n ? (double)p->n : 1;
+		struct llm_eval_spread sp;
+		char ci[40];
 
+		ev_spread(p, &sp);
 		if (!json) {
-			fprintf(f, "%-58s %9.4f %+8.3f %7.2f %8.5f %7.2fx "
-				"%7.2fx\n", p->spec, ppl,
-				100.0 * (ppl / ppl0 - 1.0), 100.0 * p->agree / n,
-				p->kl / n, llm_kv_logical_ratio(&p->u),
+			if (isnan(sp.half))
+				snprintf(ci, sizeof(ci), "-");
+			else
+				snprintf(ci, sizeof(ci), "[%+.2f, %+.2f]",
+					 sp.lo, sp.hi);
+			fprintf(f, "%-58s %9.4f %+8.3f %+8.3f %17s %7.2f "
+				"%8.5f %7.2fx %7.2fx\n", p->spec, ppl,
+				100.0 * (ppl / ppl0 - 1.0), sp.mean, ci,
+				100.0 * p->agree / n, p->kl / n,
+				llm_kv_logical_ratio(&p->u),
 				llm_kv_physical_ratio(&p->u));
 			continue;
 		}
+		if (isnan(sp.half))
+			snprintf(ci, sizeof(ci), "null");
+		else
+			snprintf(ci, sizeof(ci), "[%.4f, %.4f]", sp.lo, sp.hi);
 		fprintf(f, "{\"model\": \"%s\", \"device\": \"%s\", "
-			"\"context\": %lu, \"prefix\": "
+			"\"text\": \"%s\", \"part\": \"%s\", \"split\": %lu, "
+			"\"first_token\": %zu, \"context\": %lu, \"prefix\": "
 			"%lu, \"chunks\": %lu, \"policy\": \"%s\", "
 			"\"kind\": \"%s\", \"scored\": %lu, \"ppl\": %.6f, "
-			"\"delta_pct\": %.4f, \"top1\": %.5f, \"kl\": %.6f, "
+			"\"delta_pct\": %.4f, \"delta_mean_pct\": %.4f, "
+			"\"delta_ci95_pct\": %s, "
+			"\"top1\": %.5f, \"kl\": %.6f, "
 			"\"logical_ratio\": %.4f, \"physical_ratio\": %.4f, "
 			"\"tokens\": [%lu, %lu], \"pruned\": %lu, "
 			"\"pages\": [%lu, %lu], \"page_size\": %lu",
-			o->model, o->cuda ? "cuda" : "cpu", o->context,
-			o->prefix, o->chunks, p->spec,
+			o->model, o->cuda ? "cuda" : "cpu", o->text,
+			llm_eval_part_name(o->part), o->split, r->range.first,
+			o->context, o->prefix, r->chunks, p->spec,
 			llm_policy_name(p->p.kind), p->n, ppl,
-			100.0 * (ppl / ppl0 - 1.0), p->agree / n, p->kl / n,
-			llm_kv_logical_ratio(&p->u),
+			100.0 * (ppl / ppl0 - 1.0), sp.mean, ci, p->agree / n,
+			p->kl / n, llm_kv_logical_ratio(&p->u),
 			llm_kv_physical_ratio(&p->u), p->u.tokens[0],
 			p->u.tokens[1], p->u.pruned, p->u.pages[0],
 			p->u.pages[1], p->u.page_size);
@@ -578,7 +642,8 @@ static void ev_print_ppl(const struct ev_run *r, const struct ev_opts *o,
 enum {
 	OPT_MODEL = 256, OPT_TEXT, OPT_CONTEXT, OPT_PREFIX, OPT_CHUNKS,
 	OPT_POLICY, OPT_THREADS, OPT_DEVICE, OPT_JSON, OPT_OUT, OPT_LENGTHS,
-	OPT_DEPTHS, OPT_TRIALS, OPT_SEED, OPT_HELP,
+	OPT_DEPTHS, OPT_TRIALS, OPT_SEED, OPT_SPLIT, OPT_CALIB, OPT_TARGET,
+	OPT_CRITERION, OPT_ROUNDS, OPT_HELP,
 };
 
 static const struct option ev_longopts[] = {
@@ -596,6 +661,11 @@ static const struct option ev_longopts[] = {
 	{ "depths", required_argument, NULL, OPT_DEPTHS },
 	{ "trials", required_argument, NULL, OPT_TRIALS },
 	{ "seed", required_argument, NULL, OPT_SEED },
+	{ "split", required_argument, NULL, OPT_SPLIT },
+	{ "calib", required_argument, NULL, OPT_CALIB },
+	{ "target", required_argument, NULL, OPT_TARGET },
+	{ "criterion", required_argument, NULL, OPT_CRITERION },
+	{ "rounds", required_argument, NULL, OPT_ROUNDS },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
 };
@@ -625,7 +695,14 @@ static const char ev_help_policy[] =
 static const char ev_help_chunks[] =
 	"  --context N       tokens per chunk (2048)\n"
 	"  --prefix P        tokens prefilled, the rest decoded (N/2)\n"
-	"  --chunks K        consecutive chunks of the text (1)\n";
+	"  --chunks K        consecutive chunks of the text (8, or all that\n"
+	"                    fit when the text is shorter); the mean change\n"
+	"                    over chunks comes with its 95% interval\n";
+static const char ev_help_split[] =
+	"  --split S         the text's first S% of tokens are for\n"
+	"                    calibration, the rest for evaluation: ppl and\n"
+	"                    sweep read the evaluation part, calibrate the\n"
+	"                    calibration part (the ranges are printed)\n";
 static const char ev_help_common[] =
 	"  --threads N       CPU threads (all available)\n"
 	"  --device D        cpu (fp32 executor, host caches) or cuda (the\n"
@@ -641,6 +718,31 @@ static void ev_help(const char *who, FILE *f)
 		      "each policy against full\n", f);
 		fputs(ev_help_policy, f);
 		fputs(ev_help_chunks, f);
+		fputs(ev_help_split, f);
+	} else if (!strcmp(who, "calibrate")) {
+		fputs("usage: kvmm eval calibrate --model M (--calib FILE | "
+		      "--text FILE --split S)\n"
+		      "                           --out PROFILE.json "
+		      "[options]\n"
+		      "diffkv's prune and quant thresholds with the highest "
+		      "physical compression\nwithin --target on calibration "
+		      "text, written as a profile for\n--policy "
+		      "diffkv:profile=PROFILE.json\n"
+		      "  --calib FILE      the calibration text (all of it)\n"
+		      "  --out FILE        the profile (JSON) written\n"
+		      "  --target PCT      largest perplexity change against "
+		      "full, in % (2)\n"
+		      "  --criterion C     upper: the 95% interval's upper "
+		      "end must be within\n"
+		      "                    --target (the default); mean: the "
+		      "mean change\n"
+		      "  --rounds R        1: the grid only; 2: and a finer "
+		      "grid around its best (2)\n"
+		      "  --policy SPEC     the diffkv policy whose tiers, "
+		      "window and score are kept\n"
+		      "                    (diffkv)\n", f);
+		fputs(ev_help_chunks, f);
+		fputs(ev_help_split, f);
 	} else if (!strcmp(who, "needle")) {
 		fputs("usage: kvmm eval needle --model M [options]\n"
 		      "pass-key retrieval accuracy per prompt length and "
@@ -664,6 +766,7 @@ static void ev_help(const char *who, FILE *f)
 		      "  --policy SPEC     run these policies instead of the "
 		      "grid (repeatable)\n", f);
 		fputs(ev_help_chunks, f);
+		fputs(ev_help_split, f);
 	}
 	fputs(ev_help_common, f);
 	if (strcmp(who, "sweep"))
@@ -708,6 +811,7 @@ static bool ev_opt_ok(const char *who, int c)
 	case OPT_CONTEXT:
 	case OPT_PREFIX:
 	case OPT_CHUNKS:
+	case OPT_SPLIT:
 		return strcmp(who, "needle");
 	case OPT_LENGTHS:
 	case OPT_DEPTHS:
@@ -715,10 +819,46 @@ static bool ev_opt_ok(const char *who, int c)
 	case OPT_SEED:
 		return !strcmp(who, "needle");
 	case OPT_OUT:
-		return !strcmp(who, "sweep");
+		return !strcmp(who, "sweep") || !strcmp(who, "calibrate");
+	case OPT_CALIB:
+	case OPT_TARGET:
+	case OPT_CRITERION:
+	case OPT_ROUNDS:
+		return !strcmp(who, "calibrate");
 	default:
 		return true;
 	}
+}
+
+/*
+ * which text and which part of it: ppl and sweep read --text, its
+ * evaluation part with --split; calibrate reads --calib whole, or the
+ * calibration part of --text with --split (never a whole --text: the
+ * evaluation would then have no unseen text of it)
+ */
+static int ev_parse_part(const char *who, struct ev_opts *o)
+{
+	if (strcmp(who, "calibrate")) {
+		o->part = o->split ? LLM_EVAL_TEST : LLM_EVAL_ALL;
+		return 0;
+	}
+	if (o->calib && (o->text || o->split)) {
+		fprintf(stderr, "kvmm eval calibrate: --calib reads a whole "
+			"file: give it alone, or --text with --split\n");
+		return -EINVAL;
+	}
+	if (!o->calib && (!o->text || !o->split)) {
+		fprintf(stderr, "kvmm eval calibrate: --calib FILE, or --text "
+			"FILE with --split S, is required\n");
+		return -EINVAL;
+	}
+	if (o->calib) {
+		o->text = o->calib;
+		o->part = LLM_EVAL_ALL;
+	} else {
+		o->part = LLM_EVAL_CALIB;
+	}
+	return 0;
 }
 
 /* Return: 0, 1 for --help, -EINVAL. */
@@ -729,7 +869,9 @@ static int ev_parse(const char *who, int argc, char **argv,
 
 	memset(o, 0, sizeof(*o));
 	o->context = 2048;
-	o->chunks = 1;
+	o->chunks = EV_CHUNKS_DEFAULT;
+	o->target = 2.0;
+	o->rounds = 2;
 	o->trials = 2;
 	o->seed = 1;
 	parse_list("--lengths", "512,1024,2048", 1, LLM_MAX_CTX, o->lengths,
@@ -767,6 +909,42 @@ static int ev_parse(const char *who, int argc, char **argv,
 		case OPT_CHUNKS:
 			ret = kvmm_parse_u64("--chunks", optarg, 1, 4096,
 					     &o->chunks);
+			o->chunks_set = true;
+			break;
+		case OPT_SPLIT:
+			ret = kvmm_parse_u64("--split", optarg, 1, 99,
+					     &o->split);
+			break;
+		case OPT_CALIB:
+			o->calib = optarg;
+			break;
+		case OPT_ROUNDS:
+			ret = kvmm_parse_u64("--rounds", optarg, 1, 2,
+					     &o->rounds);
+			break;
+		case OPT_TARGET: {
+			char *end;
+
+			errno = 0;
+			o->target = strtod(optarg, &end);
+			if (errno || end == optarg || *end ||
+			    !(o->target > 0 && o->target <= 100)) {
+				fprintf(stderr, "kvmm eval %s: --target: '%s' "
+					"is not a percentage in (0, 100]\n",
+					who, optarg);
+				return -EINVAL;
+			}
+			break;
+		}
+		case OPT_CRITERION:
+			if (!strcmp(optarg, "mean")) {
+				o->by_mean = true;
+			} else if (strcmp(optarg, "upper")) {
+				fprintf(stderr, "kvmm eval %s: --criterion: "
+					"'%s' is not upper or mean\n", who,
+					optarg);
+				return -EINVAL;
+			}
 			break;
 		case OPT_THREADS:
 			ret = kvmm_parse_u64("--threads", optarg, 1, 256,
@@ -839,12 +1017,13 @@ static int ev_parse(const char *who, int argc, char **argv,
 			"--context %lu\n", who, o->prefix, o->context);
 		return -EINVAL;
 	}
-	return 0;
+	return ev_parse_part(who, o);
 }
 
 /*
- * the tokens of the text, checked against the model's context and the
- * chunks asked for; nothing is run yet
+ * the tokens of the text, the part of them read (--split) and the chunks
+ * that fit in it, checked against the model's context and the chunks asked
+ * for; nothing is run yet. *ids is the whole text; r->range the part.
  */
 static int ev_ppl_prepare(struct ev_run *r, const struct ev_opts *o,
 			  int32_t **ids)
@@ -859,11 +1038,26 @@ static int ev_ppl_prepare(struct ev_run *r, const struct ev_opts *o,
 		return -EINVAL;
 	}
 	ret = ev_text(r, o->text, ids, &n);
-	if (!ret && n < o->context * o->chunks) {
-		ev_err(r, "%s: %zu tokens, shorter than --chunks %lu x "
-		       "--context %lu", o->text, n, o->chunks, o->context);
+	if (ret)
+		goto out;
+	r->ntok = n;
+	llm_eval_split(n, (uint32_t)o->split, o->part, &r->range);
+	r->chunks = llm_eval_chunks_fit(&r->range, o->context);
+	if (r->chunks > o->chunks || o->chunks_set)
+		r->chunks = r->chunks < o->chunks ? r->chunks : o->chunks;
+	if (r->chunks < o->chunks && (o->chunks_set || !r->chunks)) {
+		if (o->part == LLM_EVAL_ALL)
+			ev_err(r, "%s: %zu tokens, shorter than --chunks %lu x "
+			       "--context %lu", o->text, n, o->chunks,
+			       o->context);
+		else
+			ev_err(r, "%s: its %s part (--split %lu) has %zu "
+			       "tokens, shorter than --chunks %lu x --context "
+			       "%lu", o->text, llm_eval_part_name(o->part),
+			       o->split, r->range.n, o->chunks, o->context);
 		ret = -EINVAL;
 	}
+out:
 	if (ret) {
 		free(*ids);
 		*ids = NULL;
@@ -880,23 +1074,23 @@ static int ev_ppl_run(struct ev_run *r, const struct ev_opts *o,
 	int ret = 0;
 
 	for (int i = 0; i < r->n_pol; i++) {
-		r->pol[i].chunk_delta = calloc(o->chunks, sizeof(double));
+		r->pol[i].chunk_delta = calloc(r->chunks, sizeof(double));
 		if (!r->pol[i].chunk_delta) {
 			ev_err(r, "out of memory");
 			return -ENOMEM;
 		}
 	}
 	kvmm_progress_start(&r->prog, r->who, "tokens",
-			    o->chunks * (o->context - o->prefix), o->json);
-	for (uint64_t c = 0; !ret && c < o->chunks; c++) {
+			    r->chunks * (o->context - o->prefix), o->json);
+	for (uint64_t c = 0; !ret && c < r->chunks; c++) {
 		double ppl0 = 0;
 
 		for (int i = 0; i < r->n_pol; i++) {
 			nll[i] = r->pol[i].nll;
 			n[i] = r->pol[i].n;
 		}
-		ret = ev_chunk(r, ids + c * o->context, (int)o->context,
-			       (int)o->prefix);
+		ret = ev_chunk(r, ids + r->range.first + c * o->context,
+			       (int)o->context, (int)o->prefix);
 		/* this chunk's ppl change against full's on the same chunk */
 		for (int i = 0; !ret && i < r->n_pol; i++) {
 			struct ev_pol *p = &r->pol[i];
@@ -1075,6 +1269,279 @@ static int cmd_eval_sweep(int argc, char **argv)
 	if (!ret)
 		ev_print_ppl(&r, &o, stdout, o.json);
 	free(tmp);
+	free(ids);
+	ev_fini(&r);
+	return ev_status(&r, ret);
+}
+
+/* ---- calibrate ---- */
+
+/* @s as a JSON string; bytes past ASCII as '?', so it always parses */
+static void ev_json_str(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c == '"' || c == '\\')
+			fprintf(f, "\\%c", c);
+		else if (c < 0x20)
+			fprintf(f, "\\u%04x", c);
+		else
+			fputc(c < 0x80 ? c : '?', f);
+	}
+	fputc('"', f);
+}
+
+/* the value calibrate compares with --target: upper end or mean */
+static double ev_crit(const struct ev_pol *p, const struct ev_opts *o)
+{
+	struct llm_eval_spread sp;
+
+	ev_spread(p, &sp);
+	return o->by_mean || isnan(sp.hi) ? sp.mean : sp.hi;
+}
+
+/*
+ * policies 1.. of @r become @base with the thresholds @a[i] (prune,
+ * quant); their sums start again
+ */
+static void ev_candidates(struct ev_run *r, const struct llm_policy *base,
+			  const float (*a)[2], int n)
+{
+	for (int i = 0; i < r->n_pol; i++) {
+		struct ev_pol *p = &r->pol[i];
+
+		free(p->chunk_delta);
+		llm_kv_destroy(p->kv);
+		*p = (struct ev_pol){ .p = p->p, .logits = p->logits };
+		llm_policy_format(&p->p, p->spec, sizeof(p->spec));
+		r->multi.sub[i] = NULL;
+	}
+	r->n_pol = 1 + n;
+	for (int i = 0; i < n; i++) {
+		struct ev_pol *p = &r->pol[1 + i];
+
+		p->p = *base;
+		p->p.alpha_prune = a[i][0];
+		p->p.alpha_quant = a[i][1];
+		p->logits = r->logits + (size_t)(1 + i) * r->m->cfg.n_vocab;
+		llm_policy_format(&p->p, p->spec, sizeof(p->spec));
+	}
+}
+
+/* struct ev_best - the best candidate so far */
+struct ev_best {
+	struct llm_policy p;
+	struct llm_eval_spread sp;
+	double delta, phys, logical, crit;
+	bool found;
+};
+
+/*
+ * the round's candidates against the target; the best kept in @b: the
+ * highest physical compression within the target, the smaller criterion
+ * between equals
+ */
+static void ev_round_pick(const struct ev_run *r, const struct ev_opts *o,
+			  int round, struct ev_best *b)
+{
+	double ppl0 = ev_ppl_of(&r->pol[0]);
+
+	if (!o->json)
+		printf("round %d:\n", round);
+	for (int i = 1; i < r->n_pol; i++) {
+		const struct ev_pol *p = &r->pol[i];
+		double phys = llm_kv_physical_ratio(&p->u), c = ev_crit(p, o);
+		bool ok = c <= o->target;
+		struct llm_eval_spread sp;
+
+		ev_spread(p, &sp);
+		if (!o->json)
+			printf("  prune %-8g quant %-8g physical %6.3fx  mean "
+			       "%+7.3f%%  95%% [%+.2f, %+.2f]  %s\n",
+			       p->p.alpha_prune, p->p.alpha_quant, phys,
+			       sp.mean, sp.lo, sp.hi, ok ? "within" : "over");
+		fflush(stdout);
+		if (!ok || (b->found && (phys < b->phys ||
+					 (phys == b->phys && c >= b->crit))))
+			continue;
+		*b = (struct ev_best){
+			.p = p->p, .sp = sp, .phys = phys, .crit = c,
+			.found = true,
+			.delta = 100.0 * (ev_ppl_of(p) / ppl0 - 1.0),
+			.logical = llm_kv_logical_ratio(&p->u),
+		};
+	}
+}
+
+/*
+ * Round 1: DiffKV's threshold ranges, coarse: alpha_quant by factors of 2
+ * without pruning, and three light prunings (pruning cost more than it
+ * saved in the measured runs); quant 0 (every token high) is the fallback
+ * that nearly always fits.
+ */
+static const float cal_grid[][2] = {
+	{ 0, 0 }, { 0, 0.25f }, { 0, 0.5f }, { 0, 1 }, { 0, 2 }, { 0, 4 },
+	{ 0.005f, 1 }, { 0.01f, 2 }, { 0.02f, 1 },
+};
+
+/*
+ * Round 2: between the best quant q and the next grid value above it
+ * (2q; 0.25 above 0), three points at the best prune, and the best with
+ * a little more pruning.
+ */
+static int cal_refine(const struct ev_best *b, float (*a)[2])
+{
+	float p = b->p.alpha_prune, q = b->p.alpha_quant;
+	float up = q > 0 ? 2 * q : 0.25f;
+	int n = 0;
+
+	for (int k = 1; k <= 3; k++, n++) {
+		a[n][0] = p;
+		a[n][1] = q > 0 ? q * powf(up / q, k / 4.0f) : up * k / 4.0f;
+	}
+	if (q > 0 && p + 0.005f <= q) {
+		a[n][0] = p + 0.005f;
+		a[n++][1] = q;
+	}
+	return n;
+}
+
+/* the "calibration" object of the profile, as JSON text; NULL for OOM */
+static char *ev_cal_json(const struct ev_run *r, const struct ev_opts *o,
+			 const struct ev_best *b, int candidates)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+
+	if (!f)
+		return NULL;
+	fputs("{\n    \"model\": ", f);
+	ev_json_str(f, o->model);
+	fputs(",\n    \"text\": ", f);
+	ev_json_str(f, o->text);
+	fprintf(f, ",\n    \"part\": \"%s\", \"split\": %lu, \"tokens\": "
+		"[%zu, %zu],\n    \"context\": %lu, \"prefix\": %lu, "
+		"\"chunks\": %lu, \"device\": \"%s\",\n    \"target_pct\": "
+		"%g, \"criterion\": \"%s\", \"candidates\": %d,\n"
+		"    \"delta_pct\": %.4f, \"delta_mean_pct\": %.4f, "
+		"\"delta_ci95_pct\": ", llm_eval_part_name(o->part), o->split,
+		r->range.first, r->range.first + r->chunks * o->context,
+		o->context, o->prefix, r->chunks, o->cuda ? "cuda" : "cpu",
+		o->target, o->by_mean ? "mean" : "upper", candidates, b->delta,
+		b->sp.mean);
+	if (isnan(b->sp.half))
+		fputs("null", f);
+	else
+		fprintf(f, "[%.4f, %.4f]", b->sp.lo, b->sp.hi);
+	fprintf(f, ",\n    \"physical_ratio\": %.4f, \"logical_ratio\": "
+		"%.4f\n  }", b->phys, b->logical);
+	if (fclose(f)) {
+		free(buf);
+		return NULL;
+	}
+	return buf;
+}
+
+static int ev_cal_base(struct ev_run *r, const struct ev_opts *o,
+		       struct llm_policy *base)
+{
+	char err[300];
+
+	llm_policy_default(LLM_POLICY_DIFFKV, base);
+	if (o->n_spec > 1) {
+		ev_err(r, "--policy: one diffkv policy at most");
+		return -EINVAL;
+	}
+	if (o->n_spec && llm_policy_parse(o->spec[0], base, err,
+					  sizeof(err))) {
+		ev_err(r, "--policy: %s", err);
+		return -EINVAL;
+	}
+	if (base->kind != LLM_POLICY_DIFFKV) {
+		ev_err(r, "--policy: %s: only diffkv is calibrated",
+		       o->spec[0]);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int cmd_eval_calibrate(int argc, char **argv)
+{
+	struct ev_run r = { .who = "calibrate" };
+	const int ng = (int)ARRAY_SIZE(cal_grid);
+	float a[ARRAY_SIZE(cal_grid)][2];
+	char err[300], *cal = NULL;
+	struct llm_policy base;
+	struct ev_best b = { 0 };
+	int32_t *ids = NULL;
+	struct ev_opts o;
+	int ret = ev_parse("calibrate", argc, argv, &o), n = 0;
+
+	if (ret)
+		return ret > 0 ? 0 : 2;
+	if (!o.out) {
+		fprintf(stderr, "kvmm eval calibrate: --out is required\n");
+		return 2;
+	}
+	ret = ev_cal_base(&r, &o, &base);
+	/* room for every candidate of the larger round */
+	for (int i = 0; !ret && i < ng; i++)
+		o.spec[i] = "diffkv";
+	o.n_spec = ng;
+	if (!ret)
+		ret = ev_ppl_setup(&r, &o, &ids);
+	if (!ret) {
+		if (!o.json) {
+			ev_print_text(&r, &o, stdout);
+			fflush(stdout);
+		}
+		memcpy(a, cal_grid, sizeof(a));
+		ev_candidates(&r, &base, a, ng);
+		ret = ev_ppl_run(&r, &o, ids);
+	}
+	if (!ret) {
+		ev_round_pick(&r, &o, 1, &b);
+		n += ng;
+	}
+	if (!ret && b.found && o.rounds > 1) {
+		int k = cal_refine(&b, a);
+
+		ev_candidates(&r, &base, a, k);
+		ret = ev_ppl_run(&r, &o, ids);
+		if (!ret)
+			ev_round_pick(&r, &o, 2, &b);
+		n += k;
+	}
+	if (!ret && !b.found) {
+		ev_err(&r, "no setting is within --target %g%% on this text, "
+		       "not even quant=0 (every token at %s)", o.target,
+		       "the high tier");
+		ret = -ERANGE;
+	}
+	if (!ret && !(cal = ev_cal_json(&r, &o, &b, n))) {
+		ev_err(&r, "out of memory");
+		ret = -ENOMEM;
+	}
+	if (!ret && llm_profile_write(o.out, &b.p, cal, err, sizeof(err))) {
+		ev_err(&r, "%s", err);
+		ret = -EIO;
+	}
+	if (!ret) {
+		llm_policy_format(&b.p, err, sizeof(err));
+		if (o.json)
+			printf("{\"profile\": \"%s\", \"policy\": \"%s\", "
+			       "\"calibration\": %s}\n", o.out, err, cal);
+		else
+			printf("chosen: %s\n  physical %.3fx, change %+.3f%% "
+			       "(mean %+.3f%%, 95%% [%+.2f, %+.2f]) on the "
+			       "calibration text\nprofile: %s (--policy "
+			       "diffkv:profile=%s)\n", err, b.phys, b.delta,
+			       b.sp.mean, b.sp.lo, b.sp.hi, o.out, o.out);
+	}
+	free(cal);
 	free(ids);
 	ev_fini(&r);
 	return ev_status(&r, ret);
@@ -1277,6 +1744,8 @@ static const struct kvmm_cmd eval_cmds[] = {
 	{ "ppl", cmd_eval_ppl, "teacher-forced perplexity against full" },
 	{ "needle", cmd_eval_needle, "pass-key retrieval per length/depth" },
 	{ "sweep", cmd_eval_sweep, "a grid of policies, JSON lines" },
+	{ "calibrate", cmd_eval_calibrate,
+	  "diffkv thresholds within a target, as a profile" },
 };
 
 /**

@@ -44,7 +44,8 @@ static const struct kvmm_cmd bench_cmds[] = {
 static const struct kvmm_cmd top_cmds[] = {
 	{ "bench", cmd_bench, "microbenchmarks (kvmm bench help)" },
 	{ "eval", cmd_eval,
-	  "quality of KV policies: ppl, needle, sweep (kvmm eval help)" },
+	  "quality of KV policies: ppl, needle, sweep, calibrate "
+	  "(kvmm eval help)" },
 	{ "generate", cmd_generate,
 	  "generate text from a GGUF file or a Hugging Face directory "
 	  "(kvmm generate --help)" },

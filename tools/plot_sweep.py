@@ -9,8 +9,10 @@ against full (percent) over the physical compression ratio into a PNG:
 
 - one line per policy kind and tier pair (uniform; diffkv per hi/lo pair;
   kvcompress), each point labelled with its knobs (k8v4, p0.02 q1, r2);
-- error bars: the standard error of the change over the chunks, from
-  "chunk_delta_pct" (none with one chunk);
+- each point at the mean change over the chunks ("delta_mean_pct"; the
+  pooled "delta_pct" in files older than it), error bars its 95% interval
+  ("delta_ci95_pct"; in older files the standard error from
+  "chunk_delta_pct"; none with one chunk);
 - the y range clipped at --ymax (percent, 20 by default): a point above it
   is drawn on the top edge as a triangle with its value, or --log for a
   symmetric-log axis instead;
@@ -107,6 +109,21 @@ def stderr_of(row):
     return math.sqrt(var / len(c))
 
 
+def y_of(row):
+    """The change a point is drawn at: the mean over chunks if given."""
+    y = row.get("delta_mean_pct")
+    return row["delta_pct"] if y is None else y
+
+
+def bar_of(row):
+    """Half width of a point's error bar: its 95% interval, else the
+    standard error over chunks (older files); 0 without either."""
+    ci = row.get("delta_ci95_pct")
+    if ci is not None and len(ci) == 2:
+        return (ci[1] - ci[0]) / 2.0
+    return stderr_of(row)
+
+
 def clip(y, ymax):
     """(y drawn, whether it is an outlier drawn on the top edge)"""
     if ymax is not None and y > ymax:
@@ -123,15 +140,15 @@ def draw(rows, out, ymax=20.0, log=False, target=2.0):
     top = None if log else ymax
     for name, pts in series(rows).items():
         xs = [r["physical_ratio"] for r in pts]
-        ys = [clip(r["delta_pct"], top) for r in pts]
-        errs = [stderr_of(r) for r in pts]
+        ys = [clip(y_of(r), top) for r in pts]
+        errs = [bar_of(r) for r in pts]
         line = ax.errorbar(xs, [y for y, _ in ys], yerr=errs, marker="o",
                            capsize=3, label=name)
         color = line[0].get_color()
         for x, (y, out_), r in zip(xs, ys, pts):
             if out_:
                 ax.plot([x], [y], marker="^", markersize=10, color=color)
-                ax.annotate("%s: %+.1f%%" % (label(r), r["delta_pct"]),
+                ax.annotate("%s: %+.1f%%" % (label(r), y_of(r)),
                             (x, y), textcoords="offset points",
                             xytext=(4, -12), fontsize=7, color=color)
             else:
@@ -144,7 +161,7 @@ def draw(rows, out, ymax=20.0, log=False, target=2.0):
     if log:
         ax.set_yscale("symlog", linthresh=1.0)
     else:
-        lo = min(0.0, min(r["delta_pct"] for r in rows)) - 0.5
+        lo = min(0.0, min(y_of(r) for r in rows)) - 0.5
         ax.set_ylim(lo, ymax * 1.05)
     ax.set_xlabel("physical compression (full's pages / policy's pages)")
     ax.set_ylabel("perplexity change against full (%)")

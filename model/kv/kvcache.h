@@ -83,7 +83,9 @@ struct llm_kv_stats {
  *
  * Host memory for a host cache, device memory for a device cache (whose
  * rows must be packed: ldq = n_heads * head_dim, ldkv = n_kv_heads *
- * head_dim, ldo = n_heads * head_dim).
+ * head_dim, ldo = n_heads * head_dim). @q, @k and @v are the executor's
+ * scratch of this layer: a device cache under a policy's hadamard knob
+ * rotates them in place.
  */
 struct llm_kv_io {
 	const float *q;

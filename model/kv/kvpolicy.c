@@ -649,6 +649,17 @@ static int sel_pages(struct kvp *c, struct kvk_attn_args *a,
 	return 0;
 }
 
+/*
+ * under the hadamard knob: rows of @n heads of @t tokens rotated in place
+ * (kvk_hadamard_cpu(); its own inverse, so also the way back)
+ */
+static int rotate(const struct kvp *c, float *x, uint32_t t, uint32_t n)
+{
+	if (!c->pol.hadamard)
+		return 0;
+	return kvk_hadamard_cpu(x, KVK_F32, (size_t)t * n, c->hd, NULL);
+}
+
 static int layer_prefill(struct kvp *c, int layer, const struct llm_kv_io *io)
 {
 	const uint32_t *lb = c->lb + (size_t)layer * c->n;
@@ -659,6 +670,11 @@ static int layer_prefill(struct kvp *c, int layer, const struct llm_kv_io *io)
 	gather(c, io, true);
 	prefill_attend(c);
 	scatter(c, io);
+	/* the prompt attended as it is; its keys and values stored rotated */
+	ret = rotate(c, c->k, c->ntok, c->nkv);
+	ret = ret ?: rotate(c, c->v, c->ntok, c->nkv);
+	if (ret)
+		return ret;
 	a.k = c->k;
 	a.v = c->v;
 	a.seq_start = c->sstart;
@@ -682,6 +698,12 @@ static int layer_decode(struct kvp *c, int layer, const struct llm_kv_io *io)
 	int ret;
 
 	gather(c, io, true);
+	/* rotated keys and values stored, rotated queries attend to them */
+	ret = rotate(c, c->k, c->ntok, c->nkv);
+	ret = ret ?: rotate(c, c->v, c->ntok, c->nkv);
+	ret = ret ?: rotate(c, c->q, c->ntok, c->nh);
+	if (ret)
+		return ret;
 	d.k = c->k;
 	d.v = c->v;
 	d.actions = c->act;
@@ -696,6 +718,8 @@ static int layer_decode(struct kvp *c, int layer, const struct llm_kv_io *io)
 	if (c->pol.topk)
 		ret = sel_pages(c, &a, lb);
 	ret = ret ?: attend(c, &a, lb);
+	/* the output of rotated values, rotated back */
+	ret = ret ?: rotate(c, c->o, c->ntok, c->nh);
 	if (!ret)
 		scatter(c, io);
 	return ret;

@@ -191,6 +191,20 @@ out:
 	return ret;
 }
 
+/*
+ * under the hadamard knob: @n rows of head_dim elements of @dt rotated in
+ * place on the stream (its own inverse, so also the way back). The rows
+ * are the executor's scratch of this layer (struct llm_kv_io), which it
+ * does not read again but through @io->out.
+ */
+static int rotate(const struct kvp *c, const void *x, enum kvk_dtype dt,
+		  size_t n, void *st)
+{
+	if (!c->pol.hadamard)
+		return 0;
+	return kvk_hadamard_cuda((void *)(uintptr_t)x, dt, n, c->hd, st);
+}
+
 static int layer_prefill(struct kvp *c, int layer, const struct llm_kv_io *io,
 			 void *st)
 {
@@ -217,6 +231,9 @@ static int layer_prefill(struct kvp *c, int layer, const struct llm_kv_io *io,
 		.score_mode = kvp_score_mode(c),
 	};
 	ret = kvk_prefill_cuda(&pa, st);
+	/* the prompt attended as it is; its keys and values stored rotated */
+	ret = ret ?: rotate(c, io->k, KVK_F32, (size_t)c->ntok * c->nkv, st);
+	ret = ret ?: rotate(c, io->v, KVK_F32, (size_t)c->ntok * c->nkv, st);
 	if (ret)
 		return ret;
 	a = kvp_prompt_args(c, lb, meta_alpha(c, d->meta));
@@ -238,8 +255,12 @@ static int layer_decode(struct kvp *c, int layer, const struct llm_kv_io *io,
 	struct kvk_attn_args a;
 	int ret;
 
-	ret = kvk_convert_cuda(d->qd, io->odt, io->q, KVK_F32,
-			       (size_t)c->n * c->nh * c->hd, st);
+	/* rotated keys and values stored, rotated queries attend to them */
+	ret = rotate(c, io->q, KVK_F32, (size_t)c->n * c->nh, st);
+	ret = ret ?: rotate(c, io->k, KVK_F32, (size_t)c->n * c->nkv, st);
+	ret = ret ?: rotate(c, io->v, KVK_F32, (size_t)c->n * c->nkv, st);
+	ret = ret ?: kvk_convert_cuda(d->qd, io->odt, io->q, KVK_F32,
+				      (size_t)c->n * c->nh * c->hd, st);
 	if (ret)
 		return ret;
 	cd = kvp_decode_args(c, lb, meta_pos(c, d->meta),
@@ -257,7 +278,9 @@ static int layer_decode(struct kvp *c, int layer, const struct llm_kv_io *io,
 	a.out = io->out;
 	a.work = d->work;
 	a.work_bytes = d->work_bytes;
-	return kvk_attn_decode_cuda(&a, st);
+	ret = kvk_attn_decode_cuda(&a, st);
+	/* the output of rotated values, rotated back, in its own type */
+	return ret ?: rotate(c, io->out, io->odt, (size_t)c->n * c->nh, st);
 }
 
 /**

@@ -199,14 +199,17 @@ static int parse_u32(const char *v, uint32_t lo, uint32_t hi, uint32_t *out)
 enum {
 	K_HI = 1, K_LO = 2, K_PRUNE = 4, K_QUANT = 8, K_WINDOW = 16,
 	K_SCORE = 32, K_RATE = 64, K_INTERVAL = 128, K_SINKS = 256,
-	K_TIER = 512, K_TOPK = 1024,
+	K_TIER = 512, K_PROFILE = 1024, K_HADAMARD = 2048, K_TOPK = 4096,
+	/* what a profile sets */
+	K_FROM_PROFILE = K_HI | K_LO | K_PRUNE | K_QUANT | K_WINDOW | K_SCORE |
+			 K_HADAMARD,
 };
 
 static const unsigned policy_knobs[LLM_POLICY_NR] = {
 	[LLM_POLICY_FULL] = K_TOPK,
-	[LLM_POLICY_UNIFORM] = K_TIER,
+	[LLM_POLICY_UNIFORM] = K_TIER | K_HADAMARD,
 	[LLM_POLICY_DIFFKV] = K_HI | K_LO | K_PRUNE | K_QUANT | K_WINDOW |
-			      K_SCORE,
+			      K_SCORE | K_PROFILE | K_HADAMARD,
 	[LLM_POLICY_KVCOMPRESS] = K_RATE | K_WINDOW | K_SCORE | K_INTERVAL |
 				  K_SINKS,
 };
@@ -218,7 +221,8 @@ static const struct {
 	{ "hi", K_HI }, { "lo", K_LO }, { "prune", K_PRUNE },
 	{ "quant", K_QUANT }, { "window", K_WINDOW }, { "score", K_SCORE },
 	{ "rate", K_RATE }, { "interval", K_INTERVAL }, { "sinks", K_SINKS },
-	{ "tier", K_TIER }, { "topk", K_TOPK },
+	{ "tier", K_TIER }, { "profile", K_PROFILE },
+	{ "hadamard", K_HADAMARD }, { "topk", K_TOPK },
 };
 
 /* one KEY=VALUE into @p; 0 or -EINVAL with a message */
@@ -239,11 +243,25 @@ static int parse_knob(struct llm_policy *p, char *kv, unsigned *seen,
 	if (!(bit & policy_knobs[p->kind]))
 		return perr(err, len, "policy %s has no knob '%s'",
 			    llm_policy_name(p->kind), kv);
+	if ((bit == K_PROFILE && (*seen & K_FROM_PROFILE)) ||
+	    ((bit & K_FROM_PROFILE) && (*seen & K_PROFILE)))
+		return perr(err, len, "policy %s: knob '%s' and profile= "
+			    "both given (the profile sets hi, lo, prune, "
+			    "quant, window, score and hadamard)",
+			    llm_policy_name(p->kind), kv);
 	if (bit & *seen)
 		return perr(err, len, "policy %s: knob '%s' given twice",
 			    llm_policy_name(p->kind), kv);
 	*seen |= bit;
 	switch (bit) {
+	case K_PROFILE: {
+		char why[240];
+
+		if (llm_profile_read(val, p, why, sizeof(why)))
+			return perr(err, len, "policy %s: %s",
+				    llm_policy_name(p->kind), why);
+		return 0;
+	}
 	case K_TIER:
 	case K_HI:
 		ret = llm_tier_parse(val, &p->hi);
@@ -274,6 +292,9 @@ static int parse_knob(struct llm_policy *p, char *kv, unsigned *seen,
 		break;
 	case K_TOPK:
 		ret = parse_u32(val, 1, KVK_SELECT_MAX_PAGES, &p->topk);
+		break;
+	case K_HADAMARD:
+		ret = parse_u32(val, 0, 1, &p->hadamard);
 		break;
 	}
 	if (ret) {
@@ -317,7 +338,9 @@ static int policy_valid(const struct llm_policy *p, char *err, size_t len)
  * @err: a one-line reason on failure (may be NULL)
  * @errlen: bytes of @err
  *
- * Knobs: diffkv hi, lo, prune, quant, window, score; uniform tier;
+ * Knobs: diffkv hi, lo, prune, quant, window, score, hadamard, or
+ * profile=FILE for all of these from a profile (llm_profile_read(); FILE
+ * without ','); uniform tier, hadamard;
  * kvcompress rate, window, score, interval, sinks; full topk. Unknown names
  * and knobs, empty or repeated knobs, values out of range and inconsistent
  * knobs are refused.
@@ -372,7 +395,8 @@ int llm_policy_parse(const char *spec, struct llm_policy *out, char *err,
 }
 
 /**
- * llm_policy_format() - the canonical spec of @p, every knob written
+ * llm_policy_format() - the canonical spec of @p, every knob written (but
+ * hadamard, written only when set, so that specs without it read as before)
  * @p: policy
  * @buf: out
  * @len: bytes of @buf
@@ -383,20 +407,22 @@ int llm_policy_parse(const char *spec, struct llm_policy *out, char *err,
  */
 int llm_policy_format(const struct llm_policy *p, char *buf, size_t len)
 {
-	char hi[24], lo[24];
+	char hi[24], lo[24], rot[24] = "";
 
 	if ((unsigned)p->kind >= LLM_POLICY_NR ||
 	    llm_tier_format(&p->hi, hi, sizeof(hi)) < 0 ||
 	    llm_tier_format(&p->lo, lo, sizeof(lo)) < 0)
 		return -EINVAL;
+	if (p->hadamard)
+		snprintf(rot, sizeof(rot), ",hadamard=%u", p->hadamard);
 	switch (p->kind) {
 	case LLM_POLICY_UNIFORM:
-		return snprintf(buf, len, "uniform:tier=%s", hi);
+		return snprintf(buf, len, "uniform:tier=%s%s", hi, rot);
 	case LLM_POLICY_DIFFKV:
 		return snprintf(buf, len, "diffkv:hi=%s,lo=%s,prune=%g,"
-				"quant=%g,window=%u,score=%u", hi, lo,
+				"quant=%g,window=%u,score=%u%s", hi, lo,
 				p->alpha_prune, p->alpha_quant, p->window,
-				p->score_window);
+				p->score_window, rot);
 	case LLM_POLICY_KVCOMPRESS:
 		return snprintf(buf, len, "kvcompress:rate=%g,window=%u,"
 				"score=%u,interval=%u,sinks=%u", p->rate,

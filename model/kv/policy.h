@@ -13,7 +13,8 @@
  *               layer of a sequence, down to 1 / @rate of the pages
  *
  * A policy is written as NAME[:KEY=VALUE,...] on command lines and in JSON
- * output (llm_policy_parse(), llm_policy_format()). See
+ * output (llm_policy_parse(), llm_policy_format()); diffkv:profile=FILE
+ * takes its thresholds from a profile (profile.c). See
  * Documentation/policies/index.rst.
  */
 #ifndef LLM_POLICY_H
@@ -52,6 +53,10 @@ enum llm_policy_kind {
  *	decode: sparse attention over a Quest-style page selection
  *	(kernels/select.h) keeping the first page and the pages of the last
  *	@window tokens; host caches only
+ * @hadamard: uniform and diffkv: 1 to store each head's keys and values
+ *	rotated by the normalised Hadamard matrix (kvk_hadamard_cpu()), the
+ *	queries rotated alike and the attention output rotated back; 0 (the
+ *	default) to store them as they are
  */
 struct llm_policy {
 	enum llm_policy_kind kind;
@@ -65,6 +70,7 @@ struct llm_policy {
 	uint32_t interval;
 	uint32_t sinks;
 	uint32_t topk;
+	uint32_t hadamard;
 };
 
 int llm_policy_default(enum llm_policy_kind kind, struct llm_policy *out);
@@ -74,6 +80,10 @@ int llm_policy_format(const struct llm_policy *p, char *buf, size_t len);
 const char *llm_policy_name(enum llm_policy_kind kind);
 int llm_tier_parse(const char *s, struct kvmm_tier *out);
 int llm_tier_format(const struct kvmm_tier *t, char *buf, size_t len);
+int llm_profile_read(const char *path, struct llm_policy *out, char *err,
+		     size_t errlen);
+int llm_profile_write(const char *path, const struct llm_policy *p,
+		      const char *calibration, char *err, size_t errlen);
 
 /**
  * struct llm_kv_usage - what a cache holds, and what the full policy would

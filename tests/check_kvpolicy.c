@@ -344,6 +344,7 @@ START_TEST(test_kvpolicy_topk)
 	ck_assert_ptr_null(kv);
 	free(of);
 	free(o);
+	trace_free(&t);
 }
 END_TEST
 

@@ -475,72 +475,9 @@ out:
 	return ret;
 }
 
-static int text_put(struct gen_seq *q, const char *p, size_t n)
-{
-	if (q->text_len + n + 1 > q->text_cap) {
-		size_t cap = (q->text_len + n + 1) * 2;
-		char *t = realloc(q->text, cap);
-
-		if (!t)
-			return -ENOMEM;
-		q->text = t;
-		q->text_cap = cap;
-	}
-	memcpy(q->text + q->text_len, p, n);
-	q->text_len += n;
-	q->text[q->text_len] = 0;
-	return 0;
-}
-
-/* bytes of @s[0..n) that end on a whole UTF-8 character */
-static size_t utf8_whole(const char *s, size_t n)
-{
-	size_t i = n, k = 0;
-
-	while (i > 0 && k < 4 && ((unsigned char)s[i - 1] & 0xc0) == 0x80) {
-		i--;
-		k++;
-	}
-	if (i > 0) {
-		unsigned char c = s[i - 1];
-		size_t need = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
-
-		if (need > k + 1)
-			return i - 1;
-	}
-	return n;
-}
-
-/*
- * A stop string in the text: cut the text there and return true. Else
- * *hold is the length of the longest tail that may begin a stop string.
- */
-static bool gen_stop_string(struct gen_seq *q, const struct gen_opts *o,
-			    size_t *hold)
-{
-	*hold = 0;
-	if (!q->text)
-		return false;
-	for (int i = 0; i < o->n_stop; i++) {
-		char *p = strstr(q->text, o->stop[i]);
-		size_t sl = strlen(o->stop[i]);
-
-		if (p) {
-			q->text_len = p - q->text;
-			q->text[q->text_len] = 0;
-			return true;
-		}
-		for (size_t k = sl - 1; k > *hold; k--)
-			if (k <= q->text_len &&
-			    !memcmp(q->text + q->text_len - k, o->stop[i], k))
-				*hold = k;
-	}
-	return false;
-}
-
 static void gen_show(struct gen_seq *q, size_t upto)
 {
-	upto = utf8_whole(q->text, upto);
+	upto = llm_utf8_whole(q->text, upto);
 	if (upto > q->shown) {
 		fwrite(q->text + q->shown, 1, upto - q->shown, stdout);
 		fflush(stdout);
@@ -571,11 +508,13 @@ static int gen_take(struct gen_run *r, const struct gen_opts *o,
 	}
 	p = llm_tok_piece(r->tok, id, &pl);
 	if (r->tok->type[id] != LLM_TOKTYPE_CONTROL) {
-		ret = text_put(q, p, pl);
+		ret = llm_text_append(&q->text, &q->text_len, &q->text_cap, p,
+				      pl);
 		if (ret)
 			return ret;
 	}
-	if (gen_stop_string(q, o, &hold))
+	if (llm_text_stop(q->text, &q->text_len, o->stop, o->n_stop, 0,
+			  &hold))
 		q->stop_reason = "stop-string";
 	else if (q->n_gen == r->max_new)
 		/* cut short by the context, not by --max-tokens */

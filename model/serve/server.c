@@ -180,67 +180,6 @@ static void req_put(struct llm_server *s, struct srv_req *r)
 	free(r);
 }
 
-static int text_put(struct srv_req *r, const char *p, size_t n)
-{
-	if (r->text_len + n + 1 > r->text_cap) {
-		size_t cap = (r->text_len + n + 1) * 2;
-		char *t = realloc(r->text, cap);
-
-		if (!t)
-			return -ENOMEM;
-		r->text = t;
-		r->text_cap = cap;
-	}
-	memcpy(r->text + r->text_len, p, n);
-	r->text_len += n;
-	r->text[r->text_len] = 0;
-	return 0;
-}
-
-/* bytes of @s[0..n) that end on a whole UTF-8 character */
-static size_t utf8_whole(const char *s, size_t n)
-{
-	size_t i = n, k = 0;
-
-	while (i > 0 && k < 4 && ((unsigned char)s[i - 1] & 0xc0) == 0x80) {
-		i--;
-		k++;
-	}
-	if (i > 0) {
-		unsigned char c = s[i - 1];
-		size_t need = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
-
-		if (need > k + 1)
-			return i - 1;
-	}
-	return n;
-}
-
-/*
- * A stop string in @r's text: cut it there, return true. Else *hold is the
- * longest tail that may begin one (held back from the client).
- */
-static bool stop_string(struct srv_req *r, size_t from, size_t *hold)
-{
-	*hold = 0;
-	for (int i = 0; i < r->n_stop; i++) {
-		size_t sl = strlen(r->stop[i]);
-		size_t at = from > sl ? from - sl : 0;
-		char *p = r->text ? strstr(r->text + at, r->stop[i]) : NULL;
-
-		if (p) {
-			r->text_len = p - r->text;
-			r->text[r->text_len] = 0;
-			return true;
-		}
-		for (size_t k = sl - 1; k > *hold; k--)
-			if (k <= r->text_len &&
-			    !memcmp(r->text + r->text_len - k, r->stop[i], k))
-				*hold = k;
-	}
-	return false;
-}
-
 static bool is_stop_id(const struct llm_server *s, int32_t id)
 {
 	for (size_t i = 0; i < ARRAY_SIZE(s->stop_id); i++)
@@ -456,11 +395,14 @@ static bool eng_take(struct llm_server *s, struct srv_req *r,
 		}
 		p = t ? llm_tok_piece(t, id, &pl) : NULL;
 		if (p && t->type[id] != LLM_TOKTYPE_CONTROL &&
-		    text_put(r, p, pl)) {
+		    llm_text_append(&r->text, &r->text_len, &r->text_cap, p,
+				    pl)) {
 			req_end(s, r, SRV_END_FAILED, "out of memory");
 			return true;
 		}
-		if (stop_string(r, from, &hold)) {
+		if (llm_text_stop(r->text, &r->text_len,
+				  (const char *const *)r->stop, r->n_stop,
+				  from, &hold)) {
 			req_end(s, r, SRV_END_STOP, NULL);
 			return true;
 		}
@@ -474,7 +416,7 @@ static bool eng_take(struct llm_server *s, struct srv_req *r,
 		return true;
 	}
 	r->ready = r->text_len - hold;
-	r->ready = r->ready ? utf8_whole(r->text, r->ready) : 0;
+	r->ready = r->ready ? llm_utf8_whole(r->text, r->ready) : 0;
 	pthread_cond_broadcast(&r->cv);
 	return false;
 }

@@ -21,6 +21,7 @@
  * Decoding concatenates the bytes of each token, computed once at load by
  * inverting the byte map.
  */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1600,4 +1601,91 @@ int llm_chat_format(enum llm_chat_tmpl style, const char *default_system,
 		buf[o.n < cap ? o.n : cap - 1] = 0;
 	*len = o.n;
 	return o.n < cap ? 0 : -ENOSPC;
+}
+
+/**
+ * llm_text_append() - append @n bytes of @p to a NUL-terminated text
+ * @text: the text (grown with realloc; NULL at first)
+ * @len: its length in bytes
+ * @cap: bytes allocated
+ * @p: bytes to append
+ * @n: how many
+ *
+ * Return: 0, or -ENOMEM with the text unchanged.
+ */
+int llm_text_append(char **text, size_t *len, size_t *cap, const char *p,
+		    size_t n)
+{
+	if (*len + n + 1 > *cap) {
+		size_t c = (*len + n + 1) * 2;
+		char *t = realloc(*text, c);
+
+		if (!t)
+			return -ENOMEM;
+		*text = t;
+		*cap = c;
+	}
+	memcpy(*text + *len, p, n);
+	*len += n;
+	(*text)[*len] = 0;
+	return 0;
+}
+
+/**
+ * llm_utf8_whole() - bytes of @s[0..n) that end on a whole UTF-8 character
+ * @s: text
+ * @n: bytes of it
+ *
+ * Return: @n, or less by the bytes of a character not yet complete.
+ */
+size_t llm_utf8_whole(const char *s, size_t n)
+{
+	size_t i = n, k = 0;
+
+	while (i > 0 && k < 4 && ((unsigned char)s[i - 1] & 0xc0) == 0x80) {
+		i--;
+		k++;
+	}
+	if (i > 0) {
+		unsigned char c = s[i - 1];
+		size_t need = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
+
+		if (need > k + 1)
+			return i - 1;
+	}
+	return n;
+}
+
+/**
+ * llm_text_stop() - cut a text at the first of its stop strings
+ * @text: NUL-terminated text, or NULL (nothing yet)
+ * @len: its length; cut where a stop string begins
+ * @stop: stop strings, none empty
+ * @n_stop: how many
+ * @from: bytes of the text already searched (a match can only end past it)
+ * @hold: receives, when none is found, the length of the longest tail that
+ *	may begin one (to hold back from the reader until it is decided)
+ *
+ * Return: true when the text was cut.
+ */
+bool llm_text_stop(char *text, size_t *len, const char *const *stop,
+		   int n_stop, size_t from, size_t *hold)
+{
+	*hold = 0;
+	if (!text)
+		return false;
+	for (int i = 0; i < n_stop; i++) {
+		size_t sl = strlen(stop[i]);
+		char *p = strstr(text + (from > sl ? from - sl : 0), stop[i]);
+
+		if (p) {
+			*len = p - text;
+			text[*len] = 0;
+			return true;
+		}
+		for (size_t k = sl - 1; k > *hold; k--)
+			if (k <= *len && !memcmp(text + *len - k, stop[i], k))
+				*hold = k;
+	}
+	return false;
 }

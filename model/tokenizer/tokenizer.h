@@ -138,4 +138,11 @@ int llm_chat_format(enum llm_chat_tmpl style, const char *default_system,
 		    size_t n, bool add_assistant, char *buf, size_t cap,
 		    size_t *len);
 
+/* the text a generation builds token by token (generate, serve) */
+int llm_text_append(char **text, size_t *len, size_t *cap, const char *p,
+		    size_t n);
+size_t llm_utf8_whole(const char *s, size_t n);
+bool llm_text_stop(char *text, size_t *len, const char *const *stop,
+		   int n_stop, size_t from, size_t *hold);
+
 #endif /* LLM_TOKENIZER_H */

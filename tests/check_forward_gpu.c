@@ -462,10 +462,10 @@ struct both {
 	struct llm_cuda *gpu;
 };
 
-static void both_load(struct both *m, const struct rnd_shape *r,
-		      uint64_t *seed, enum kvk_dtype dt)
+static void both_load_bits(struct both *m, const struct rnd_shape *r,
+			   uint64_t *seed, enum kvk_dtype dt, int wbits)
 {
-	struct llm_cuda_opts o = { .dtype = dt };
+	struct llm_cuda_opts o = { .dtype = dt, .wbits = wbits };
 	char err[LLM_GGUF_ERR_MAX] = "";
 	struct llm_weights w = { 0 };
 	struct gbuf b = { 0 };
@@ -486,6 +486,12 @@ static void both_load(struct both *m, const struct rnd_shape *r,
 	llm_weights_fini(&w);
 	llm_gguf_close(g);
 	free(b.p);
+}
+
+static void both_load(struct both *m, const struct rnd_shape *r,
+		      uint64_t *seed, enum kvk_dtype dt)
+{
+	both_load_bits(m, r, seed, dt, 0);
 }
 
 static void both_free(struct both *m)
@@ -582,6 +588,83 @@ START_TEST(test_forward_cuda_vs_cpu)
 	if (_i == 0)
 		compare_arch(r, KVK_BF16, 5e-2, &seed);
 	unsetenv("KVMM_PREFILL_SPLIT");
+}
+END_TEST
+
+/*
+ * The same random model with its matrices at 8 and at 4 bits against
+ * itself in bf16: prefill (matrices expanded for cuBLAS), STEPS one-token
+ * decode steps (the quantized GEMV), each fed the bf16 model's greedy
+ * token. Logits within the quantization's own error, greedy tokens equal
+ * wherever the bf16 top two are further apart than that error; the weight
+ * bytes shrink as the format says.
+ */
+START_TEST(test_forward_cuda_wbits)
+{
+	static const int bits[] = { 8, 4 };
+	static const double tol[] = { 0.03, 0.2 };
+	const struct rnd_shape *r = &shapes[3];	/* untied output */
+	uint64_t seed0 = kvtest_seed("forward_cuda_wbits"), seed;
+	int32_t prompt[40], id, qid;
+	int seq = 0, nt, np = 20 + kvtest_rand(&seed0) % 20;
+	struct both ref, q;
+	float *zr = malloc(r->vocab * 4), *zq = malloc(r->vocab * 4);
+
+	for (int i = 0; i < np; i++)
+		prompt[i] = kvtest_rand(&seed0) % r->vocab;
+	seed = seed0;
+	both_load(&ref, r, &seed, KVK_BF16);
+	for (size_t bi = 0; bi < ARRAY_SIZE(bits); bi++) {
+		struct llm_batch b = { 1, &seq, &nt, prompt };
+		struct llm_kv *kr, *kq;
+		double e, worst = 0.0;
+		int agree = 0, decided = 0;
+
+		seed = seed0;
+		both_load_bits(&q, r, &seed, KVK_BF16, bits[bi]);
+		ck_assert_int_eq(llm_cuda_weight_bits(q.gpu), bits[bi]);
+		ck_assert_int_eq(llm_cuda_weight_bits(ref.gpu), 16);
+		ck_assert(llm_cuda_step_bytes(q.gpu) <
+			  llm_cuda_step_bytes(ref.gpu) * (bits[bi] + 1) / 15);
+		ck_assert_int_eq(dev_cache(&ref.c, 1, 64, &kr), 0);
+		ck_assert_int_eq(dev_cache(&q.c, 1, 64, &kq), 0);
+		nt = np;
+		for (int s = 0; s <= STEPS; s++) {
+			float gap, maxabs = 0.0f;
+
+			ck_assert_int_eq(llm_cuda_forward(ref.gpu, kr, &b, zr),
+					 0);
+			ck_assert_int_eq(llm_cuda_forward(q.gpu, kq, &b, zq), 0);
+			e = rel_l2(zq, zr, r->vocab);
+			worst = e > worst ? e : worst;
+			ck_assert_msg(e < tol[bi], "%d bits step %d: rel L2 "
+				      "%.3g", bits[bi], s, e);
+			for (uint32_t i = 0; i < r->vocab; i++)
+				maxabs = fmaxf(maxabs, fabsf(zq[i] - zr[i]));
+			gap = top2_gap(zr, r->vocab, &id);
+			top2_gap(zq, r->vocab, &qid);
+			if (gap > 2.0f * maxabs) {
+				decided++;
+				ck_assert_msg(qid == id, "%d bits step %d: "
+					      "token %d, bf16 %d", bits[bi], s,
+					      qid, id);
+			}
+			agree += qid == id;
+			nt = 1;
+			b.tok = &id;
+		}
+		printf("weights at %d bits against bf16: %.2f of the bytes, "
+		       "worst rel L2 %.3g, greedy agree %d/%d (%d decided)\n",
+		       bits[bi], (double)llm_cuda_step_bytes(q.gpu) /
+		       llm_cuda_step_bytes(ref.gpu), worst, agree, STEPS + 1,
+		       decided);
+		llm_kv_destroy(kr);
+		llm_kv_destroy(kq);
+		both_free(&q);
+	}
+	both_free(&ref);
+	free(zr);
+	free(zq);
 }
 END_TEST
 
@@ -999,6 +1082,7 @@ Suite *suite_forward_gpu(void)
 	KV_ADD(tk, test_kernels_gemv);
 	KV_ADD_LOOP(tm, test_forward_cuda_vs_cpu, 0, (int)ARRAY_SIZE(shapes));
 	KV_ADD(tm, test_forward_cuda_batch);
+	KV_ADD(tm, test_forward_cuda_wbits);
 	KV_ADD(th, test_forward_cuda_hf);
 	KV_ADD(tb, test_forward_cuda_decode_speed);
 #endif

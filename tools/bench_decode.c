@@ -44,6 +44,9 @@ static const char dec_usage[] =
 	"  --device-mib N      behave as on a card of N MiB (a smaller one's\n"
 	"                      capacity on a larger card: 81559 for an H100\n"
 	"                      80GB); 0: the card's own (0)\n"
+	"  --weight-bits N     16 (the file's fp16/bf16), 8 or 4: the layers'\n"
+	"                      matrices kept at N bits on the device; the\n"
+	"                      floor is then the quantized bytes (16)\n"
 	"  --json              one JSON object per point\n"
 	"Needs a CUDA device. The prompts are random tokens; prefill runs with\n"
 	"KVMM_PREFILL_SPLIT=0 (one GEMM pass: its precision does not matter\n"
@@ -56,7 +59,7 @@ struct dec_opts {
 	int n_batch, n_ctx;
 	const char *pol[DEC_MAX_LIST];
 	int n_pol;
-	uint64_t steps, chunk, reserve_mib, device_mib;
+	uint64_t steps, chunk, reserve_mib, device_mib, wbits;
 	int json;
 };
 
@@ -90,7 +93,7 @@ static int parse_list(const char *opt, const char *s, uint64_t lo,
 }
 
 enum { OPT_MODEL = 256, OPT_BATCH, OPT_CTX, OPT_POLICY, OPT_STEPS,
-       OPT_CHUNK, OPT_RESERVE, OPT_DEVMIB, OPT_JSON, OPT_HELP };
+       OPT_CHUNK, OPT_RESERVE, OPT_DEVMIB, OPT_WBITS, OPT_JSON, OPT_HELP };
 
 static const struct option dec_longopts[] = {
 	{ "model", required_argument, NULL, OPT_MODEL },
@@ -101,6 +104,7 @@ static const struct option dec_longopts[] = {
 	{ "chunk", required_argument, NULL, OPT_CHUNK },
 	{ "reserve-mib", required_argument, NULL, OPT_RESERVE },
 	{ "device-mib", required_argument, NULL, OPT_DEVMIB },
+	{ "weight-bits", required_argument, NULL, OPT_WBITS },
 	{ "json", no_argument, NULL, OPT_JSON },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
@@ -117,6 +121,7 @@ static int dec_parse(int argc, char **argv, struct dec_opts *o)
 	o->steps = 32;
 	o->chunk = 16384;
 	o->reserve_mib = 3072;
+	o->wbits = 16;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", dec_longopts, NULL)) != -1) {
 		switch (c) {
@@ -127,6 +132,18 @@ static int dec_parse(int argc, char **argv, struct dec_opts *o)
 			if (parse_list("--batch", optarg, 1, 1024, o->batch,
 				       &o->n_batch))
 				return -EINVAL;
+			break;
+		case OPT_WBITS:
+			if (kvmm_parse_u64("--weight-bits", optarg, 4, 16,
+					   &o->wbits))
+				return -EINVAL;
+			if (o->wbits != 4 && o->wbits != 8 &&
+			    o->wbits != 16) {
+				fprintf(stderr, "kvmm bench decode: "
+					"--weight-bits: 16, 8 or 4, not %s\n",
+					optarg);
+				return -EINVAL;
+			}
 			break;
 		case OPT_CTX:
 			if (parse_list("--ctx", optarg, 1, 1 << 20, o->ctx,
@@ -209,7 +226,8 @@ struct dec_point {
 	const char *policy;
 	int batch, ctx, fits;
 	double step_ms, wall_ms, floor_ms, kv_gb, held_gb, full_gb;
-	double prefill_tok_s;
+	double prefill_tok_s, wread_gb;
+	int wbits;
 	double syncs, waits;
 	uint32_t kernels;
 	char why[160];
@@ -389,9 +407,11 @@ static int run_point(struct llm_cuda *m, const struct dec_opts *o,
 				  &pt->full_gb) / 1e9;
 	pt->held_gb /= 1e9;
 	pt->full_gb /= 1e9;
-	pt->floor_ms = (llm_cuda_weight_bytes(m) / 1e9 + pt->kv_gb) /
+	pt->floor_ms = (llm_cuda_step_bytes(m) / 1e9 + pt->kv_gb) /
 		       read_gbs * 1e3;
 	pt->wall_ms = (t1 - t0) / 1e3 / o->steps;
+	pt->wbits = llm_cuda_weight_bits(m);
+	pt->wread_gb = llm_cuda_step_bytes(m) / 1e9;
 out:
 	llm_kv_destroy(kv);
 	free(seq);
@@ -414,10 +434,12 @@ static void print_point(const struct dec_opts *o, const struct dec_point *p)
 			       "\"syncs_per_step\": %.2f, "
 			       "\"throttle_waits_per_step\": %.2f, "
 			       "\"graph_kernels\": %u, "
-			       "\"prefill_tok_s\": %.0f", p->step_ms,
+			       "\"prefill_tok_s\": %.0f, \"weight_bits\": %d, "
+			       "\"weight_read_gb\": %.3f", p->step_ms,
 			       p->wall_ms, p->floor_ms, p->step_ms / p->floor_ms,
 			       p->kv_gb, p->held_gb, p->full_gb, p->syncs,
-			       p->waits, p->kernels, p->prefill_tok_s);
+			       p->waits, p->kernels, p->prefill_tok_s,
+			       p->wbits, p->wread_gb);
 		else
 			printf(", \"why\": \"%s\"", p->why);
 		printf("}\n");
@@ -465,7 +487,9 @@ int cmd_bench_decode(int argc, char **argv)
 	setenv("KVMM_PREFILL_SPLIT", "0", 1);
 	ret = llm_model_open(o.model, &mo, err, sizeof(err));
 	if (!ret)
-		ret = llm_cuda_load(&mo->cfg, &mo->w, NULL, &m, err,
+		ret = llm_cuda_load(&mo->cfg, &mo->w, &(struct llm_cuda_opts){
+					.wbits = o.wbits == 16 ? 0 :
+						 (int)o.wbits }, &m, err,
 				    sizeof(err));
 	if (!ret)
 		ret = llm_cuda_read_weights(m, &gbs);
@@ -477,11 +501,15 @@ int cmd_bench_decode(int argc, char **argv)
 	llm_model_close(mo);
 	mo = NULL;
 	if (!o.json)
-		printf("# %s: %.2f GB of %s weights, read ceiling %.0f GB/s; "
-		       "floor = (weights + KV read) / ceiling\n"
+		printf("# %s: %.2f GB of %s weights at %d bits, %.2f GB read "
+		       "per step (all but the embedding table), read ceiling "
+		       "%.0f GB/s; floor = (weights read + KV read) / "
+		       "ceiling\n"
 		       "%-22s %5s %6s %9s %9s %6s %8s %8s %7s %5s %6s %9s\n",
 		       o.model, llm_cuda_weight_bytes(m) / 1e9,
-		       kvk_dtype_name(llm_cuda_dtype(m)), gbs, "policy",
+		       kvk_dtype_name(llm_cuda_dtype(m)),
+		       llm_cuda_weight_bits(m), llm_cuda_step_bytes(m) / 1e9,
+		       gbs, "policy",
 		       "batch", "ctx", "step_ms", "floor_ms", "ratio",
 		       "kvread", "kvheld", "vsfull", "syncs", "kerns",
 		       "prefill/s");

@@ -56,6 +56,7 @@
 #include "kvattn.h"
 #include "kvk_mem.h"
 #include "model.h"
+#include "qweight.h"
 
 #define ARENA_ALIGN 256
 #define CUBLAS_WS (32u << 20)	/* cuBLAS workspace, bytes */
@@ -70,6 +71,9 @@ struct cuda_layer {
 	void *wo;			/* [dim][q_dim] */
 	void *wgu;			/* [2 ffn][dim] */
 	void *wdown;			/* [dim][ffn] */
+	/* with llm_cuda_opts.wbits: the same matrices at 8 or 4 bits (the
+	 * pointers above are then NULL); fmt 0 when dense */
+	struct llm_qw qqkv, qo, qgu, qdown;
 };
 
 /*
@@ -90,7 +94,11 @@ struct llm_cuda {
 	void *blas_ws;
 	uint8_t *arena;		/* every weight */
 	uint64_t bytes;		/* arena bytes used */
+	uint64_t embd_bytes;	/* of them, the embedding table's */
 	void *embd, *out;	/* [n_vocab][dim]; out == embd when tied */
+	int wbits;		/* 0 (dense), 8 or 4: the layers' matrices */
+	struct llm_qw qout;	/* out at wbits when not tied */
+	void *wscr;		/* one matrix expanded, for cuBLAS (wbits) */
 	float *out_norm;
 	struct cuda_layer *L;
 
@@ -222,14 +230,74 @@ static int upload(struct stage *s, void *dst, size_t bytes)
 				   cudaMemcpyHostToDevice));
 }
 
-/* one matrix, or stacked matrices, into the arena */
-static int put_mat(struct stage *s, void **dst,
+static int upload_from(struct stage *s, void *dst, const void *src,
+		       size_t bytes)
+{
+	if (s->dry)
+		return 0;
+	return kvk_cuda_errno(cudaMemcpy(dst, src, bytes,
+					 cudaMemcpyHostToDevice));
+}
+
+/*
+ * stacked matrices of one width k into the arena at m->wbits: each row
+ * read as fp32 and quantized (llm_qw_quantize_rows()); values, then the
+ * groups' metadata
+ */
+static int put_qmat(struct stage *s, struct llm_qw *qw,
+		    const struct llm_gguf_tensor *const *t, const bool *qk,
+		    int nt)
+{
+	const struct llm_config *c = &s->m->c;
+	enum llm_qw_fmt f = s->m->wbits == 8 ? LLM_QW8 : LLM_QW4;
+	uint64_t k = t[0]->ne[0], rows = 0;
+	size_t rb = llm_qw_row_bytes(f, k), mb = llm_qw_meta_bytes(f, k);
+	uint8_t *q, *meta;
+	int ret;
+
+	for (int i = 0; i < nt; i++) {
+		if (t[i]->ne[0] != k || k % LLM_QW_GROUP)
+			return -EINVAL;
+		rows += t[i]->nelem / k;
+	}
+	qw->fmt = f;
+	qw->q = arena_take(s, rows * rb);
+	qw->meta = arena_take(s, rows * mb);
+	if (s->dry)
+		return 0;
+	q = s->buf;
+	meta = s->buf + rows * rb;
+	rows = 0;
+	for (int i = 0; i < nt; i++)
+		for (uint64_t r = 0; r < t[i]->nelem / k; r++, rows++) {
+			uint64_t src = qk[i] ? llm_qk_file_row(c, r) : r;
+
+			ret = llm_gguf_tensor_row(t[i], src, s->row);
+			if (!ret)
+				ret = llm_qw_quantize_rows(f, s->row, 1, k,
+							   q + rows * rb,
+							   meta + rows * mb);
+			if (ret)
+				return ret;
+		}
+	ret = upload_from(s, (void *)qw->q, q, rows * rb);
+	if (!ret)
+		ret = upload_from(s, (void *)qw->meta, meta, rows * mb);
+	return ret;
+}
+
+/* one matrix, or stacked matrices, into the arena; at m->wbits with @qw */
+static int put_mat(struct stage *s, void **dst, struct llm_qw *qw,
 		   const struct llm_gguf_tensor *const *t, const bool *qk,
 		   int nt)
 {
 	size_t es = s->m->es, bytes = 0;
 	int ret;
 
+	if (qw && s->m->wbits) {
+		*dst = NULL;
+		return put_qmat(s, qw, t, qk, nt);
+	}
 	for (int i = 0; i < nt; i++)
 		bytes += t[i]->nelem * es;
 	*dst = arena_take(s, bytes);
@@ -282,7 +350,7 @@ static int put_layer(struct stage *s, const struct llm_layer_weights *lw,
 		ret = put_vec(s, &L->ffn_norm, t, f1, 1);
 	t[0] = lw->wq, t[1] = lw->wk, t[2] = lw->wv;
 	if (!ret)
-		ret = put_mat(s, &L->wqkv, t, qkv, 3);
+		ret = put_mat(s, &L->wqkv, &L->qqkv, t, qkv, 3);
 	if (!ret && lw->bq) {
 		t[0] = lw->bq, t[1] = lw->bk, t[2] = lw->bv;
 		ret = put_vec(s, &L->bqkv, t, qkv, 3);
@@ -296,13 +364,13 @@ static int put_layer(struct stage *s, const struct llm_layer_weights *lw,
 	}
 	t[0] = lw->wo;
 	if (!ret)
-		ret = put_mat(s, &L->wo, t, f1, 1);
+		ret = put_mat(s, &L->wo, &L->qo, t, f1, 1);
 	t[0] = lw->w_gate, t[1] = lw->w_up;
 	if (!ret)
-		ret = put_mat(s, &L->wgu, t, f2, 2);
+		ret = put_mat(s, &L->wgu, &L->qgu, t, f2, 2);
 	t[0] = lw->w_down;
 	if (!ret)
-		ret = put_mat(s, &L->wdown, t, f1, 1);
+		ret = put_mat(s, &L->wdown, &L->qdown, t, f1, 1);
 	(void)qk2;
 	return ret;
 }
@@ -315,7 +383,8 @@ static int put_all(struct stage *s, const struct llm_weights *w)
 	int ret;
 
 	t[0] = w->tok_embd;
-	ret = put_mat(s, &m->embd, t, f1, 1);
+	ret = put_mat(s, &m->embd, NULL, t, f1, 1);
+	m->embd_bytes = s->off;
 	t[0] = w->output_norm;
 	if (!ret)
 		ret = put_vec(s, &m->out_norm, t, f1, 1);
@@ -323,7 +392,7 @@ static int put_all(struct stage *s, const struct llm_weights *w)
 		m->out = m->embd;
 	} else if (!ret) {
 		t[0] = w->output;
-		ret = put_mat(s, &m->out, t, f1, 1);
+		ret = put_mat(s, &m->out, &m->qout, t, f1, 1);
 	}
 	for (uint32_t l = 0; !ret && l < m->c.n_layers; l++)
 		ret = put_layer(s, &w->layers[l], &m->L[l]);
@@ -360,11 +429,12 @@ static int cuda_check_config(const struct llm_config *c,
 	return 0;
 }
 
-static size_t max_tensor(const struct llm_weights *w, uint32_t nl)
+/* elements of the largest matrix; the embedding's only with @embd */
+static size_t max_tensor(const struct llm_weights *w, uint32_t nl, bool embd)
 {
-	size_t mx = w->tok_embd->nelem;
+	size_t mx = embd ? w->tok_embd->nelem : 0;
 
-	if (w->output && w->output->nelem > mx)
+	if (w->output && !w->tied && w->output->nelem > mx)
 		mx = w->output->nelem;
 	for (uint32_t l = 0; l < nl; l++) {
 		const struct llm_layer_weights *lw = &w->layers[l];
@@ -431,6 +501,21 @@ int llm_cuda_load(const struct llm_config *c, const struct llm_weights *w,
 		goto out_free;
 	}
 	m->es = 2;
+	m->wbits = o->wbits;
+	if (m->wbits != 0 && m->wbits != 8 && m->wbits != 4) {
+		snprintf(err, errlen, "weight bits %d: 8 or 4 (or 0 for the "
+			 "weight dtype)", m->wbits);
+		ret = -EINVAL;
+		goto out_free;
+	}
+	if (m->wbits && (c->dim % LLM_QW_GROUP || c->ffn_dim % LLM_QW_GROUP ||
+			 (c->n_heads * c->head_dim) % LLM_QW_GROUP)) {
+		snprintf(err, errlen, "%d-bit weights need matrix widths that "
+			 "are multiples of %d (dim %u, ffn %u)", m->wbits,
+			 LLM_QW_GROUP, c->dim, c->ffn_dim);
+		ret = -EOPNOTSUPP;
+		goto out_free;
+	}
 	m->q_dim = c->n_heads * c->head_dim;
 	m->kv_dim = c->n_kv_heads * c->head_dim;
 	m->qkv_dim = m->q_dim + 2 * m->kv_dim;
@@ -499,9 +584,18 @@ int llm_cuda_load(const struct llm_config *c, const struct llm_weights *w,
 			 "device", m->bytes / 1e9);
 		goto out_free;
 	}
+	if (m->wbits) {
+		ret = kvk_cuda_errno(cudaMalloc(&m->wscr, max_tensor(w,
+					c->n_layers, false) * m->es));
+		if (ret) {
+			snprintf(err, errlen, "weight scratch: %s",
+				 strerror(-ret));
+			goto out_free;
+		}
+	}
 	s.dry = false;
 	s.off = 0;
-	s.buf = malloc(max_tensor(w, c->n_layers) * sizeof(float));
+	s.buf = malloc(max_tensor(w, c->n_layers, true) * sizeof(float));
 	s.row = malloc((size_t)(c->dim > c->ffn_dim ? c->dim : c->ffn_dim) *
 		       8 + (size_t)c->n_vocab * 4 + 4096);
 	ret = s.buf && s.row ? put_all(&s, w) : -ENOMEM;
@@ -575,6 +669,7 @@ void llm_cuda_free(struct llm_cuda *m)
 		return;
 	ws_free(m);
 	cudaFree(m->arena);
+	cudaFree(m->wscr);
 	cudaFree(m->freq);
 	if (m->blas)
 		cublasDestroy(m->blas);
@@ -597,6 +692,30 @@ void llm_cuda_free(struct llm_cuda *m)
 uint64_t llm_cuda_weight_bytes(const struct llm_cuda *m)
 {
 	return m->bytes;
+}
+
+/**
+ * llm_cuda_step_bytes() - weight bytes a decode step reads: all of them but
+ * the embedding table (one row per token), unless the output matrix is
+ * that table
+ * @m: the model
+ *
+ * Return: bytes.
+ */
+uint64_t llm_cuda_step_bytes(const struct llm_cuda *m)
+{
+	return m->out == m->embd ? m->bytes : m->bytes - m->embd_bytes;
+}
+
+/**
+ * llm_cuda_weight_bits() - how the layers' matrices are held
+ * @m: the model
+ *
+ * Return: 16 (the weight dtype), 8 or 4.
+ */
+int llm_cuda_weight_bits(const struct llm_cuda *m)
+{
+	return m->wbits ? m->wbits : 16;
 }
 
 /**
@@ -723,10 +842,10 @@ static int gemm2(struct llm_cuda *m, const void *w, long long sw,
  * decode GEMV: W [N][K] on X (fp32, or fp16 with @xh), into up to three
  * outputs; with @glu, N = 2 * end[0] and silu(gate) * up goes out
  */
-static int gemv(struct llm_cuda *m, const void *w, const void *x, bool xh,
-		int ldx, int T, int K, const float *nw, int n_seg,
-		const int *end, float *const *y, const long *ld, float beta,
-		bool glu)
+static int gemv(struct llm_cuda *m, const void *w, const struct llm_qw *qw,
+		const void *x, bool xh, int ldx, int T, int K, const float *nw,
+		int n_seg, const int *end, float *const *y, const long *ld,
+		float beta, bool glu)
 {
 	struct llm_gemv_out o = { .n_seg = n_seg, .glu = glu };
 
@@ -735,9 +854,27 @@ static int gemv(struct llm_cuda *m, const void *w, const void *x, bool xh,
 		o.y[i] = y[i];
 		o.ld[i] = ld[i];
 	}
+	if (qw && qw->fmt)
+		return llm_qgemv_cuda(qw, x, xh ? KVK_F16 : KVK_F32, ldx, T,
+				      glu ? 2 * end[0] : end[n_seg - 1], K,
+				      nw, m->c.rms_eps, &o, beta, m->st);
 	return llm_gemv_cuda(w, m->dt, x, xh ? KVK_F16 : KVK_F32, ldx, T,
 			     glu ? 2 * end[0] : end[n_seg - 1], K, nw,
 			     m->c.rms_eps, &o, beta, m->st);
+}
+
+/*
+ * the matrix [n][k] in the weight dtype for cuBLAS: @w itself, or, at
+ * 8 or 4 bits, @qw expanded into m->wscr (one matrix at a time: each
+ * GEMM on it is queued before the next expansion on the same stream)
+ */
+static const void *dense(struct llm_cuda *m, const void *w,
+			 const struct llm_qw *qw, int n, int k, int *ret)
+{
+	if (*ret || !qw || !qw->fmt)
+		return w;
+	*ret = llm_qw_dequant_cuda(m->wscr, m->dt, qw, n, k, m->st);
+	return m->wscr;
 }
 
 /* whether a step of @T tokens takes the GEMV path */
@@ -827,13 +964,13 @@ static int layer_mlp_gemv(struct llm_cuda *m, const struct cuda_layer *L,
 	long l1[1] = { c->dim }, l2[1] = { ffn };
 	int ret;
 
-	ret = gemv(m, L->wo, m->oh, true, m->q_dim, T, m->q_dim, NULL, 1, e1,
+	ret = gemv(m, L->wo, &L->qo, m->oh, true, m->q_dim, T, m->q_dim, NULL, 1, e1,
 		   yx, l1, 1.0f, false);
 	if (!ret)
-		ret = gemv(m, L->wgu, m->x, false, c->dim, T, c->dim,
+		ret = gemv(m, L->wgu, &L->qgu, m->x, false, c->dim, T, c->dim,
 			   L->ffn_norm, 1, e2, ya, l2, 0.0f, true);
 	if (!ret)
-		ret = gemv(m, L->wdown, m->actf, false, ffn, T, ffn, NULL, 1,
+		ret = gemv(m, L->wdown, &L->qdown, m->actf, false, ffn, T, ffn, NULL, 1,
 			   e1, yx, l1, 1.0f, false);
 	return ret;
 }
@@ -875,22 +1012,26 @@ static int layer_run(struct llm_cuda *m, struct llm_kv *kv,
 	float *k = m->kvb, *v = m->kvb + (size_t)T * m->kv_dim;
 	size_t ffn_mat = (size_t)ffn * c->dim;
 	bool gv = decode && use_gemv(m, T), split = !decode && split_on();
+	const void *w;
 
 	if (gv) {
 		int end[3] = { m->q_dim, m->q_dim + m->kv_dim, m->qkv_dim };
 		float *y[3] = { m->q, k, v };
 		long ld[3] = { m->q_dim, m->kv_dim, m->kv_dim };
 
-		ret = gemv(m, L->wqkv, m->x, false, c->dim, T, c->dim,
+		ret = gemv(m, L->wqkv, &L->qqkv, m->x, false, c->dim, T, c->dim,
 			   L->attn_norm, 3, end, y, ld, 0.0f, false);
 	} else {
+		const void *wqkv;
+
 		ret = norm_to_h(m, m->x, L->attn_norm, T, split);
+		wqkv = dense(m, L->wqkv, &L->qqkv, m->qkv_dim, c->dim, &ret);
 		if (!ret)
-			ret = gemm_hl(m, L->wqkv, 0, 1, m->h, m->hl, split,
+			ret = gemm_hl(m, wqkv, 0, 1, m->h, m->hl, split,
 				      m->q, m->q_dim, T, m->q_dim, c->dim,
 				      0.0f);
 		if (!ret)
-			ret = gemm_hl(m, (const uint8_t *)L->wqkv +
+			ret = gemm_hl(m, (const uint8_t *)wqkv +
 					       (size_t)m->q_dim * c->dim * m->es,
 				      (long long)m->kv_dim * c->dim, 2, m->h,
 				      m->hl, split, m->kvb, 0, T, m->kv_dim,
@@ -921,13 +1062,15 @@ static int layer_run(struct llm_cuda *m, struct llm_kv *kv,
 	if (gv)
 		return layer_mlp_gemv(m, L, T);
 	ret = to_h(m, m->attf, m->atth, m->atthl, (size_t)T * m->q_dim, split);
+	w = dense(m, L->wo, &L->qo, c->dim, m->q_dim, &ret);
 	if (!ret)
-		ret = gemm_hl(m, L->wo, 0, 1, m->atth, m->atthl, split, m->x,
+		ret = gemm_hl(m, w, 0, 1, m->atth, m->atthl, split, m->x,
 			      c->dim, T, c->dim, m->q_dim, 1.0f);
 	if (!ret)
 		ret = norm_to_h(m, m->x, L->ffn_norm, T, split);
+	w = dense(m, L->wgu, &L->qgu, 2 * ffn, c->dim, &ret);
 	if (!ret)
-		ret = gemm_hl(m, L->wgu, (long long)ffn_mat, 2, m->h, m->hl,
+		ret = gemm_hl(m, w, (long long)ffn_mat, 2, m->h, m->hl,
 			      split, m->guf, 0, T, ffn, c->dim, 0.0f);
 	if (!ret)
 		ret = kvk_silu_mul_cuda(m->actf, m->guf,
@@ -936,8 +1079,9 @@ static int layer_run(struct llm_cuda *m, struct llm_kv *kv,
 	if (!ret)
 		ret = to_h(m, m->actf, m->act, m->actl, (size_t)T * ffn,
 			   split);
+	w = dense(m, L->wdown, &L->qdown, c->dim, ffn, &ret);
 	if (!ret)
-		ret = gemm_hl(m, L->wdown, 0, 1, m->act, m->actl, split, m->x,
+		ret = gemm_hl(m, w, 0, 1, m->act, m->actl, split, m->x,
 			      c->dim, T, c->dim, ffn, 1.0f);
 	return ret;
 }
@@ -964,14 +1108,17 @@ static int step_run(struct llm_cuda *m, struct llm_kv *kv,
 		float *y[1] = { m->logits };
 		long ld[1] = { c->n_vocab };
 
-		ret = gemv(m, m->out, m->last, false, c->dim, S, c->dim,
+		ret = gemv(m, m->out, &m->qout, m->last, false, c->dim, S, c->dim,
 			   m->out_norm, 1, end, y, ld, 0.0f, false);
 	} else if (!ret) {
 		bool split = !decode && split_on();
 
+		const void *w;
+
 		ret = norm_to_h(m, m->last, m->out_norm, S, split);
+		w = dense(m, m->out, &m->qout, c->n_vocab, c->dim, &ret);
 		if (!ret)
-			ret = gemm_hl(m, m->out, 0, 1, m->h, m->hl, split,
+			ret = gemm_hl(m, w, 0, 1, m->h, m->hl, split,
 				      m->logits, c->n_vocab, S, c->n_vocab,
 				      c->dim, 0.0f);
 	}

@@ -38,6 +38,10 @@ extern "C" {
  * @dtype: weight dtype, KVK_F16 or KVK_BF16; KVK_F32 picks: bf16 when the
  *	file's matrices are BF16 or F32, else fp16
  * @no_graphs: do not capture decode steps into CUDA graphs
+ * @wbits: 0: the layers' matrices (and an untied output matrix) in
+ *	@dtype; 8 or 4: kept at 8 or 4 bits on the device (qweight.h), read
+ *	directly by one-token decode steps and expanded to @dtype one matrix
+ *	at a time for longer steps
  *
  * Plain value, copied by llm_cuda_load(). A NULL pointer means all zeros.
  */
@@ -45,6 +49,7 @@ struct llm_cuda_opts {
 	int device;
 	enum kvk_dtype dtype;
 	bool no_graphs;
+	int wbits;
 };
 
 struct llm_cuda;
@@ -54,6 +59,8 @@ int llm_cuda_load(const struct llm_config *c, const struct llm_weights *w,
 		  char *err, size_t errlen);
 void llm_cuda_free(struct llm_cuda *m);
 uint64_t llm_cuda_weight_bytes(const struct llm_cuda *m);
+uint64_t llm_cuda_step_bytes(const struct llm_cuda *m);
+int llm_cuda_weight_bits(const struct llm_cuda *m);
 const struct llm_config *llm_cuda_config(const struct llm_cuda *m);
 enum kvk_dtype llm_cuda_dtype(const struct llm_cuda *m);
 int llm_cuda_forward(struct llm_cuda *m, struct llm_kv *kv,

@@ -1,0 +1,230 @@
+// SPDX-License-Identifier: MIT
+/*
+ * qweight.c - 8- and 4-bit weight matrices: the host quantizer and the CPU
+ * references of qweight.cu's kernels (see qweight.h for the layouts).
+ */
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+
+#include "qweight.h"
+
+/**
+ * llm_qw_quantize_rows() - quantize @n rows of @k fp32 weights
+ * @f: LLM_QW8 (scale by the group's absolute maximum, values -127..127) or
+ *	LLM_QW4 (Q4_1: d = (max - min) / 15, m = min, values 0..15)
+ * @src: [n][k] fp32
+ * @n: rows
+ * @k: columns, a multiple of LLM_QW_GROUP
+ * @q: [n] rows of llm_qw_row_bytes() bytes
+ * @meta: [n] rows of llm_qw_meta_bytes() bytes
+ *
+ * Scales are rounded to fp16 first and the values quantized against the
+ * rounded scale, so that d * q (+ m) is the nearest the format holds.
+ *
+ * Return: 0, or -EINVAL for a bad format, shape or a non-finite weight.
+ */
+int llm_qw_quantize_rows(enum llm_qw_fmt f, const float *src, size_t n,
+			 size_t k, void *q, void *meta)
+{
+	if ((f != LLM_QW8 && f != LLM_QW4) || !src || !q || !meta || !k ||
+	    k % LLM_QW_GROUP)
+		return -EINVAL;
+	for (size_t r = 0; r < n; r++) {
+		uint8_t *qr = (uint8_t *)q + r * llm_qw_row_bytes(f, k);
+		uint16_t *mr = (uint16_t *)((uint8_t *)meta +
+					    r * llm_qw_meta_bytes(f, k));
+
+		for (size_t g = 0; g < k / LLM_QW_GROUP; g++) {
+			const float *x = src + r * k + g * LLM_QW_GROUP;
+			float lo = x[0], hi = x[0], amax = 0.0f, d, m, id;
+
+			for (int i = 0; i < LLM_QW_GROUP; i++) {
+				if (!isfinite(x[i]))
+					return -EINVAL;
+				lo = x[i] < lo ? x[i] : lo;
+				hi = x[i] > hi ? x[i] : hi;
+				amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+			}
+			if (f == LLM_QW8) {
+				mr[g] = kvk_f32_to_f16(amax / 127.0f);
+				d = kvk_f16_to_f32(mr[g]);
+				id = d > 0.0f ? 1.0f / d : 0.0f;
+				for (int i = 0; i < LLM_QW_GROUP; i++) {
+					float v = roundf(x[i] * id);
+
+					v = v > 127.0f ? 127.0f :
+					    v < -127.0f ? -127.0f : v;
+					qr[g * LLM_QW_GROUP + i] =
+						(uint8_t)(int8_t)v;
+				}
+				continue;
+			}
+			mr[2 * g] = kvk_f32_to_f16((hi - lo) / 15.0f);
+			mr[2 * g + 1] = kvk_f32_to_f16(lo);
+			d = kvk_f16_to_f32(mr[2 * g]);
+			m = kvk_f16_to_f32(mr[2 * g + 1]);
+			id = d > 0.0f ? 1.0f / d : 0.0f;
+			for (int j = 0; j < LLM_QW_GROUP / 2; j++) {
+				float a = roundf((x[j] - m) * id);
+				float b = roundf((x[j + 16] - m) * id);
+
+				a = a < 0.0f ? 0.0f : a > 15.0f ? 15.0f : a;
+				b = b < 0.0f ? 0.0f : b > 15.0f ? 15.0f : b;
+				qr[g * 16 + j] = (uint8_t)((int)a |
+							   (int)b << 4);
+			}
+		}
+	}
+	return 0;
+}
+
+/* weight @c of row @r, as the kernels compute it: fma(d, q, m) in fp32 */
+static float qw_at(const struct llm_qw *w, int k, int r, int c)
+{
+	const uint8_t *q = (const uint8_t *)w->q +
+			   (size_t)r * llm_qw_row_bytes(w->fmt, k);
+	const uint16_t *m = (const uint16_t *)((const uint8_t *)w->meta +
+				(size_t)r * llm_qw_meta_bytes(w->fmt, k));
+	int g = c / LLM_QW_GROUP, j = c % LLM_QW_GROUP;
+
+	if (w->fmt == LLM_QW8)
+		return kvk_f16_to_f32(m[g]) * (float)(int8_t)q[c];
+	return fmaf(kvk_f16_to_f32(m[2 * g]),
+		    (float)(j < 16 ? q[g * 16 + j] & 15 : q[g * 16 + j - 16] >> 4),
+		    kvk_f16_to_f32(m[2 * g + 1]));
+}
+
+static bool qw_ok(const struct llm_qw *w, int n, int k)
+{
+	return w && (w->fmt == LLM_QW8 || w->fmt == LLM_QW4) && w->q &&
+	       w->meta && n >= 1 && k >= LLM_QW_GROUP && k % LLM_QW_GROUP == 0;
+}
+
+/**
+ * llm_qw_dequant_cpu() - reference of llm_qw_dequant_cuda(): @w expanded
+ * to @dt, d * q (Q8) or fma(d, q, m) (Q4) in fp32, rounded once
+ * @dst: [n][k] of @dt (KVK_F32, KVK_F16 or KVK_BF16)
+ * @dt: destination type
+ * @w: the matrix
+ * @n: rows
+ * @k: columns, a multiple of LLM_QW_GROUP
+ * @stream: ignored
+ *
+ * Return: 0 or -EINVAL.
+ */
+int llm_qw_dequant_cpu(void *dst, enum kvk_dtype dt, const struct llm_qw *w,
+		       int n, int k, void *stream)
+{
+	(void)stream;
+	if (!dst || !qw_ok(w, n, k) ||
+	    (dt != KVK_F32 && dt != KVK_F16 && dt != KVK_BF16))
+		return -EINVAL;
+	for (int r = 0; r < n; r++)
+		for (int c = 0; c < k; c++) {
+			float v = qw_at(w, k, r, c);
+			size_t i = (size_t)r * k + c;
+
+			if (dt == KVK_F32)
+				((float *)dst)[i] = v;
+			else if (dt == KVK_F16)
+				((uint16_t *)dst)[i] = kvk_f32_to_f16(v);
+			else
+				((uint16_t *)dst)[i] = kvk_f32_to_bf16(v);
+		}
+	return 0;
+}
+
+/* the arguments llm_qgemv_*() share with llm_gemv_*() */
+static int qgemv_check(const void *x, enum kvk_dtype xdt, long ldx, int ntok,
+		       int n, int k, const struct llm_gemv_out *o)
+{
+	int prev = 0;
+
+	if (!x || !o || (xdt != KVK_F32 && xdt != KVK_F16) || ntok < 0 ||
+	    ntok > LLM_GEMV_MAX_TOK || ldx < k ||
+	    ldx % (xdt == KVK_F32 ? 4 : 8) || o->n_seg < 1 ||
+	    o->n_seg > LLM_GEMV_MAX_SEG ||
+	    o->end[o->n_seg - 1] != (o->glu ? n / 2 : n) ||
+	    (o->glu && (n % 2 || o->n_seg != 1)))
+		return -EINVAL;
+	for (int s = 0; s < o->n_seg; s++) {
+		if (!o->y[s] || o->end[s] <= prev ||
+		    o->ld[s] < o->end[s] - prev)
+			return -EINVAL;
+		prev = o->end[s];
+	}
+	return 0;
+}
+
+static float x_at(const void *x, enum kvk_dtype xdt, size_t i)
+{
+	return xdt == KVK_F32 ? ((const float *)x)[i] :
+				kvk_f16_to_f32(((const uint16_t *)x)[i]);
+}
+
+/* row @r on token @t: sum of w * (x, RMS-normalised and scaled by @nw) */
+static float qgemv_row(const struct llm_qw *w, int k, int r, const void *x,
+		       enum kvk_dtype xdt, size_t off, const float *nw,
+		       float eps)
+{
+	double acc = 0.0, ss = 0.0;
+
+	for (int c = 0; c < k; c++) {
+		float a = x_at(x, xdt, off + c);
+
+		ss += (double)a * a;
+		acc += (double)qw_at(w, k, r, c) * (nw ? a * nw[c] : a);
+	}
+	return nw ? (float)(acc / sqrt(ss / k + eps)) : (float)acc;
+}
+
+/**
+ * llm_qgemv_cpu() - reference of llm_qgemv_cuda(): y = beta y + W x for a
+ * few tokens, W quantized; the arguments and outputs of llm_gemv_cpu()
+ * (forward_cuda.h), sums in double (the kernel's fp32 sums agree to about
+ * 1e-6 relative)
+ * @w: the matrix, [n][k] (host)
+ * @x: [ntok][k] activations of @xdt (KVK_F32 or KVK_F16), @ldx apart
+ * @xdt: activation type
+ * @ldx: elements between tokens, >= @k
+ * @ntok: 0..LLM_GEMV_MAX_TOK
+ * @n: rows
+ * @k: columns, a multiple of LLM_QW_GROUP
+ * @nw: NULL or [k] RMSNorm weights applied to x first
+ * @eps: RMSNorm epsilon
+ * @o: outputs per row segment; with @o->glu, silu(row i) * row (n/2 + i)
+ * @beta: 0 or the factor of the old outputs
+ * @stream: ignored
+ *
+ * Return: 0 or -EINVAL.
+ */
+int llm_qgemv_cpu(const struct llm_qw *w, const void *x, enum kvk_dtype xdt,
+		  long ldx, int ntok, int n, int k, const float *nw, float eps,
+		  const struct llm_gemv_out *o, float beta, void *stream)
+{
+	int rows;
+
+	(void)stream;
+	if (!qw_ok(w, n, k) || qgemv_check(x, xdt, ldx, ntok, n, k, o))
+		return -EINVAL;
+	rows = o->glu ? n / 2 : n;
+	for (int r = 0, s = 0, r0 = 0; r < rows; r++) {
+		while (r >= o->end[s])
+			r0 = o->end[s++];
+		for (int t = 0; t < ntok; t++) {
+			float *y = o->y[s] + (r - r0) + t * o->ld[s];
+			float v = qgemv_row(w, k, r, x, xdt, (size_t)t * ldx,
+					    nw, eps);
+
+			if (o->glu) {
+				float up = qgemv_row(w, k, r + rows, x, xdt,
+						     (size_t)t * ldx, nw, eps);
+
+				v = v / (1.0f + expf(-v)) * up;
+			}
+			*y = beta == 0.0f ? v : v + beta * *y;
+		}
+	}
+	return 0;
+}

@@ -1,0 +1,472 @@
+// SPDX-License-Identifier: MIT
+/*
+ * qweight.cu - kernels over 8- and 4-bit weight matrices (qweight.h): the
+ * decode GEMV that reads them directly and the expansion to fp16/bf16 for
+ * cuBLAS. CPU references of the same names in qweight.c.
+ */
+#include <errno.h>
+#include <math.h>
+
+#include <cuda_fp16.h>
+
+#include "kvk_cuda.cuh"
+
+#include "qweight.h"
+
+#define QG_WARPS 8
+
+/*
+ * Integers to floats at full rate: the byte or nibble v is put under the
+ * exponent of 2^23 (0x4b000000 | v is the float 2^23 + v) and 2^23 is
+ * taken off by one add, where a conversion instruction runs at a quarter
+ * of the rate of an add on sm_90. Q8's signed bytes are first biased by
+ * 128 (xor 0x80 on each byte), and 2^23 + 128 is taken off.
+ */
+__device__ __forceinline__ float qg_byte(uint32_t w, int b, float off)
+{
+	return __int_as_float(__byte_perm(w, 0x4b000000u, 0x7540 + b)) - off;
+}
+
+/* the 8 integers of chunk @ch (8 columns) of a lane's 16 bytes */
+template <int F>
+__device__ __forceinline__ void qg_chunk(uint4 u, int ch, float *f)
+{
+	uint32_t a[4] = { u.x, u.y, u.z, u.w };
+
+	if (F == 8) {
+		uint32_t w0 = a[2 * ch] ^ 0x80808080u;
+		uint32_t w1 = a[2 * ch + 1] ^ 0x80808080u;
+
+#pragma unroll
+		for (int b = 0; b < 4; b++) {
+			f[b] = qg_byte(w0, b, 8388736.0f);
+			f[4 + b] = qg_byte(w1, b, 8388736.0f);
+		}
+	} else {
+		/* chunks 0, 1: low nibbles of bytes 0-7, 8-15; 2, 3: high */
+		int sh = ch < 2 ? 0 : 4, wi = 2 * (ch % 2);
+		uint32_t w0 = (a[wi] >> sh) & 0x0f0f0f0fu;
+		uint32_t w1 = (a[wi + 1] >> sh) & 0x0f0f0f0fu;
+
+#pragma unroll
+		for (int b = 0; b < 4; b++) {
+			f[b] = qg_byte(w0, b, 8388608.0f);
+			f[4 + b] = qg_byte(w1, b, 8388608.0f);
+		}
+	}
+}
+
+__device__ __forceinline__ void qg_x8(const float *x, float *a)
+{
+	float4 p = __ldg((const float4 *)x), q = __ldg((const float4 *)x + 1);
+
+	a[0] = p.x, a[1] = p.y, a[2] = p.z, a[3] = p.w;
+	a[4] = q.x, a[5] = q.y, a[6] = q.z, a[7] = q.w;
+}
+
+__device__ __forceinline__ void qg_x8(const __half *x, float *a)
+{
+	uint4 u = __ldg((const uint4 *)x);
+	const __half2 *h = (const __half2 *)&u;
+
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		float2 v = __half22float2(h[i]);
+
+		a[2 * i] = v.x;
+		a[2 * i + 1] = v.y;
+	}
+}
+
+/*
+ * Each warp computes R rows (with GLU, R / 2 gate rows and their up rows);
+ * each lane reads 16 bytes of every row per step (16 columns of Q8, 32 of
+ * Q4: one group or half of one) with the group's metadata, D steps in
+ * flight, and the activations under them once for all R rows. Per row and
+ * token, the lane sums x * q over its columns as integers-made-floats, then
+ * adds d * sum (+ m * sum of x for Q4) to its fp32 total; one butterfly
+ * per row at the end.
+ */
+template <int F, typename X, int T, int R, int D, bool GLU>
+__global__ void __launch_bounds__(QG_WARPS * 32)
+llm_qgemv_kernel(const uint8_t *q, const uint8_t *meta, const X *x, long ldx,
+		 int n, int k, const float *nw, float eps,
+		 struct llm_gemv_out o, float beta)
+{
+	constexpr int CW = F == 8 ? 16 : 32;	/* columns per lane step */
+	constexpr int S = 32 * CW;		/* columns per warp step */
+	int lane = threadIdx.x % 32;
+	int grp = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+	int half = n / 2, row[R];
+	size_t rb = llm_qw_row_bytes((enum llm_qw_fmt)F, k);
+	size_t mb = llm_qw_meta_bytes((enum llm_qw_fmt)F, k);
+	const uint8_t *qr[R];
+	const uint8_t *mr[R];
+	float acc[R][T], ss[T], rs[T];
+	uint4 u[D][R];
+	uint32_t mt[D][R];
+	int c0 = lane * CW;
+
+#pragma unroll
+	for (int j = 0; j < R; j++) {
+		if (GLU) {
+			constexpr int H = R / 2 > 0 ? R / 2 : 1;
+			int p = grp * H + j % H;
+
+			row[j] = p < half ? p + (j < H ? 0 : half) : -1;
+		} else {
+			row[j] = grp * R + j < n ? grp * R + j : -1;
+		}
+		qr[j] = q + (size_t)(row[j] < 0 ? 0 : row[j]) * rb;
+		mr[j] = meta + (size_t)(row[j] < 0 ? 0 : row[j]) * mb;
+#pragma unroll
+		for (int t = 0; t < T; t++)
+			acc[j][t] = 0.0f;
+	}
+#pragma unroll
+	for (int t = 0; t < T; t++)
+		ss[t] = 0.0f;
+	if (row[0] < 0)
+		return;
+	for (;;) {
+#pragma unroll
+		for (int d = 0; d < D; d++) {
+			int c = c0 + S * d;
+
+#pragma unroll
+			for (int j = 0; j < R; j++) {
+				bool in = c < k;
+
+				u[d][j] = in ? __ldcs((const uint4 *)(qr[j] +
+						(F == 8 ? c : c / 2))) :
+					       make_uint4(0, 0, 0, 0);
+				if (F == 8)
+					mt[d][j] = in ? __ldg((const uint16_t *)
+							mr[j] + c / 32) : 0;
+				else
+					mt[d][j] = in ? __ldg((const uint32_t *)
+							mr[j] + c / 32) : 0;
+			}
+		}
+#pragma unroll
+		for (int d = 0; d < D; d++) {
+			int c = c0 + S * d;
+			float s[R][T], xs[T];
+
+			if (c >= k)
+				break;
+#pragma unroll
+			for (int t = 0; t < T; t++) {
+				xs[t] = 0.0f;
+#pragma unroll
+				for (int j = 0; j < R; j++)
+					s[j][t] = 0.0f;
+			}
+#pragma unroll
+			for (int ch = 0; ch < CW / 8; ch++) {
+				float a[T][8], f[8];
+
+#pragma unroll
+				for (int t = 0; t < T; t++) {
+					qg_x8(x + t * ldx + c + 8 * ch, a[t]);
+					if (nw) {
+						float g[8];
+
+						qg_x8(nw + c + 8 * ch, g);
+#pragma unroll
+						for (int i = 0; i < 8; i++) {
+							ss[t] += a[t][i] *
+								 a[t][i];
+							a[t][i] *= g[i];
+						}
+					}
+					if (F == 4)
+#pragma unroll
+						for (int i = 0; i < 8; i++)
+							xs[t] += a[t][i];
+				}
+#pragma unroll
+				for (int j = 0; j < R; j++) {
+					qg_chunk<F>(u[d][j], ch, f);
+#pragma unroll
+					for (int t = 0; t < T; t++)
+#pragma unroll
+						for (int i = 0; i < 8; i++)
+							s[j][t] = fmaf(f[i],
+								a[t][i],
+								s[j][t]);
+				}
+			}
+#pragma unroll
+			for (int j = 0; j < R; j++) {
+				float dd = __half2float(__ushort_as_half(
+					(unsigned short)(mt[d][j] & 0xffffu)));
+				float mm = __half2float(__ushort_as_half(
+					(unsigned short)(mt[d][j] >> 16)));
+
+#pragma unroll
+				for (int t = 0; t < T; t++) {
+					acc[j][t] = fmaf(dd, s[j][t],
+							 acc[j][t]);
+					if (F == 4)
+						acc[j][t] = fmaf(mm, xs[t],
+								 acc[j][t]);
+				}
+			}
+		}
+		c0 += S * D;
+		if (c0 >= k)
+			break;
+	}
+#pragma unroll
+	for (int t = 0; t < T; t++) {
+		for (int m = 16; m > 0; m /= 2) {
+			ss[t] += __shfl_xor_sync(0xffffffffu, ss[t], m);
+#pragma unroll
+			for (int j = 0; j < R; j++)
+				acc[j][t] += __shfl_xor_sync(0xffffffffu,
+							     acc[j][t], m);
+		}
+		rs[t] = nw ? rsqrtf(ss[t] / k + eps) : 1.0f;
+	}
+	/* lane j * T + t stores row j, token t */
+#pragma unroll
+	for (int j = 0; j < (GLU ? R / 2 : R); j++)
+#pragma unroll
+		for (int t = 0; t < T; t++) {
+			int sg = 0, r0 = 0;
+			float r, *y;
+
+			if (lane != j * T + t || row[j] < 0)
+				continue;
+			r = acc[j][t] * rs[t];
+			if (GLU) {
+				float up = acc[j + R / 2][t] * rs[t];
+
+				r = r / (1.0f + expf(-r)) * up;
+			}
+			while (row[j] >= o.end[sg]) {
+				r0 = o.end[sg];
+				sg++;
+			}
+			y = o.y[sg] + (row[j] - r0) + t * o.ld[sg];
+			*y = beta == 0.0f ? r : r + beta * *y;
+		}
+}
+
+/*
+ * Rows per warp for one token: 4 for Q8, 2 for Q4 (more warps for the
+ * shorter rows); KVMM_QGEMV_ROWS=1, 2 or 4 overrides it (a measuring knob,
+ * read at each launch). More tokens: one row (two with GLU).
+ */
+static int qg_rows(int f, int ntok, bool glu)
+{
+	const char *e = getenv("KVMM_QGEMV_ROWS");
+	int r = e ? atoi(e) : 0;
+
+	if (ntok > 1)
+		return glu ? 2 : 1;
+	if (r != 1 && r != 2 && r != 4)
+		r = f == LLM_QW8 ? 4 : 2;
+	return glu && r < 2 ? 2 : r;
+}
+
+template <int F, typename X, int T, int R, bool GLU>
+static int qg_go(const struct llm_qw *w, const void *x, long ldx, int n,
+		 int k, const float *nw, float eps,
+		 const struct llm_gemv_out *o, float beta, cudaStream_t s)
+{
+	int groups = GLU ? (n / 2 + R / 2 - 1) / (R / 2) : (n + R - 1) / R;
+	dim3 grid((groups + QG_WARPS - 1) / QG_WARPS);
+
+	llm_qgemv_kernel<F, X, T, R, 2, GLU><<<grid, QG_WARPS * 32, 0, s>>>(
+		(const uint8_t *)w->q, (const uint8_t *)w->meta,
+		(const X *)x, ldx, n, k, nw, eps, *o, beta);
+	return kvk_launch_errno();
+}
+
+template <int F, typename X, int T>
+static int qg_tok(const struct llm_qw *w, const void *x, long ldx, int n,
+		  int k, const float *nw, float eps,
+		  const struct llm_gemv_out *o, float beta, cudaStream_t s)
+{
+	int r = qg_rows(F, T, o->glu);
+
+#define GO(R, G) qg_go<F, X, T, R, G>(w, x, ldx, n, k, nw, eps, o, beta, s)
+	if constexpr (T == 1) {
+		if (o->glu)
+			return r == 4 ? GO(4, true) : GO(2, true);
+		return r == 4 ? GO(4, false) : r == 2 ? GO(2, false) :
+						       GO(1, false);
+	} else {
+		(void)r;
+		return o->glu ? GO(2, true) : GO(1, false);
+	}
+#undef GO
+}
+
+template <int F, typename X>
+static int qg_x(const struct llm_qw *w, const void *x, long ldx, int ntok,
+		int n, int k, const float *nw, float eps,
+		const struct llm_gemv_out *o, float beta, cudaStream_t s)
+{
+	switch (ntok) {
+	case 1:
+		return qg_tok<F, X, 1>(w, x, ldx, n, k, nw, eps, o, beta, s);
+	case 2:
+		return qg_tok<F, X, 2>(w, x, ldx, n, k, nw, eps, o, beta, s);
+	case 3:
+		return qg_tok<F, X, 3>(w, x, ldx, n, k, nw, eps, o, beta, s);
+	default:
+		return qg_tok<F, X, 4>(w, x, ldx, n, k, nw, eps, o, beta, s);
+	}
+}
+
+static bool qg_args_ok(const struct llm_qw *w, const void *x,
+		       enum kvk_dtype xdt, long ldx, int ntok, int n, int k,
+		       const float *nw, const struct llm_gemv_out *o)
+{
+	int prev = 0;
+
+	if (!w || (w->fmt != LLM_QW8 && w->fmt != LLM_QW4) || !w->q ||
+	    !w->meta || !x || !o || (xdt != KVK_F32 && xdt != KVK_F16) ||
+	    ntok < 0 || ntok > LLM_GEMV_MAX_TOK || n < 1 ||
+	    k < LLM_QW_GROUP || k % LLM_QW_GROUP || ldx < k ||
+	    ldx % (xdt == KVK_F32 ? 4 : 8) || o->n_seg < 1 ||
+	    o->n_seg > LLM_GEMV_MAX_SEG ||
+	    o->end[o->n_seg - 1] != (o->glu ? n / 2 : n) ||
+	    (o->glu && (n % 2 || o->n_seg != 1)))
+		return false;
+	if ((uintptr_t)w->q % 16 || (uintptr_t)w->meta % 4 ||
+	    (uintptr_t)x % 16 || (uintptr_t)nw % 16)
+		return false;
+	for (int s = 0; s < o->n_seg; s++) {
+		if (!o->y[s] || o->end[s] <= prev ||
+		    o->ld[s] < o->end[s] - prev)
+			return false;
+		prev = o->end[s];
+	}
+	return true;
+}
+
+/**
+ * llm_qgemv_cuda() - y = beta * y + W x for a few tokens, W at 8 or 4 bits
+ * @w: the matrix (device), q 16-byte and meta 4-byte aligned
+ * @x: [ntok][k] activations of @xdt, @ldx elements apart, 16-byte aligned
+ * @xdt: KVK_F32 or KVK_F16
+ * @ldx: >= @k, a multiple of 4 (fp32) or 8 (fp16)
+ * @ntok: tokens, 0..LLM_GEMV_MAX_TOK; 0 is a no-op
+ * @n: rows
+ * @k: columns, a multiple of LLM_QW_GROUP
+ * @nw: NULL, or [k] fp32 RMSNorm weights: x is RMS-normalised with @eps
+ *	and scaled by @nw first, in the same pass
+ * @eps: RMSNorm epsilon, with @nw
+ * @o: where each row's result goes (as llm_gemv_cuda())
+ * @beta: 0 (outputs are not read) or the factor of the old outputs
+ * @stream: cudaStream_t
+ *
+ * Return: 0, -EINVAL, or the launch error.
+ */
+extern "C" int llm_qgemv_cuda(const struct llm_qw *w, const void *x,
+			      enum kvk_dtype xdt, long ldx, int ntok, int n,
+			      int k, const float *nw, float eps,
+			      const struct llm_gemv_out *o, float beta,
+			      void *stream)
+{
+	cudaStream_t s = (cudaStream_t)stream;
+
+	if (!qg_args_ok(w, x, xdt, ldx, ntok, n, k, nw, o))
+		return -EINVAL;
+	if (!ntok)
+		return 0;
+	if (w->fmt == LLM_QW8)
+		return xdt == KVK_F32 ?
+			qg_x<8, float>(w, x, ldx, ntok, n, k, nw, eps, o, beta,
+				       s) :
+			qg_x<8, __half>(w, x, ldx, ntok, n, k, nw, eps, o,
+					beta, s);
+	return xdt == KVK_F32 ?
+		qg_x<4, float>(w, x, ldx, ntok, n, k, nw, eps, o, beta, s) :
+		qg_x<4, __half>(w, x, ldx, ntok, n, k, nw, eps, o, beta, s);
+}
+
+/* one thread per group of 32 columns: 32 values out */
+template <int F, typename O>
+__global__ void llm_qw_dequant_kernel(O *dst, const uint8_t *q,
+				      const uint8_t *meta, int n, int k)
+{
+	size_t groups = (size_t)n * (k / LLM_QW_GROUP);
+	size_t rb = llm_qw_row_bytes((enum llm_qw_fmt)F, k);
+	size_t mb = llm_qw_meta_bytes((enum llm_qw_fmt)F, k);
+
+	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
+	     i < groups; i += (size_t)gridDim.x * blockDim.x) {
+		size_t r = i / (k / LLM_QW_GROUP), g = i % (k / LLM_QW_GROUP);
+		const uint8_t *qs = q + r * rb + g * (F == 8 ? 32 : 16);
+		uint32_t md = F == 8 ? ((const uint16_t *)(meta + r * mb))[g] :
+				       ((const uint32_t *)(meta + r * mb))[g];
+		float d = __half2float(__ushort_as_half(
+				(unsigned short)(md & 0xffffu)));
+		float m = __half2float(__ushort_as_half(
+				(unsigned short)(md >> 16)));
+		O *o = dst + r * k + g * LLM_QW_GROUP;
+
+		for (int j = 0; j < LLM_QW_GROUP; j++) {
+			float v;
+
+			if (F == 8)
+				v = __fmul_rn(d, (float)(int8_t)qs[j]);
+			else
+				v = __fmaf_rn(d, (float)(j < 16 ?
+					qs[j] & 15 : qs[j - 16] >> 4), m);
+			kvk_dst(o, j, v);
+		}
+	}
+}
+
+/**
+ * llm_qw_dequant_cuda() - @w expanded to @dt: d * q (Q8) or fma(d, q, m)
+ * (Q4) in fp32, rounded once; the same bits as llm_qw_dequant_cpu()
+ * @dst: [n][k] of @dt (KVK_F32, KVK_F16 or KVK_BF16), device
+ * @dt: destination type
+ * @w: the matrix (device)
+ * @n: rows
+ * @k: columns, a multiple of LLM_QW_GROUP
+ * @stream: cudaStream_t
+ *
+ * Return: 0, -EINVAL or the launch error.
+ */
+extern "C" int llm_qw_dequant_cuda(void *dst, enum kvk_dtype dt,
+				   const struct llm_qw *w, int n, int k,
+				   void *stream)
+{
+	cudaStream_t s = (cudaStream_t)stream;
+	size_t groups;
+	int blocks;
+
+	if (!dst || !w || (w->fmt != LLM_QW8 && w->fmt != LLM_QW4) || !w->q ||
+	    !w->meta || n < 1 || k < LLM_QW_GROUP || k % LLM_QW_GROUP ||
+	    (dt != KVK_F32 && dt != KVK_F16 && dt != KVK_BF16))
+		return -EINVAL;
+	groups = (size_t)n * (k / LLM_QW_GROUP);
+	blocks = groups / 256 + 1 > 8192 ? 8192 : (int)(groups / 256 + 1);
+#define DQ(F, O) llm_qw_dequant_kernel<F, O><<<blocks, 256, 0, s>>>( \
+		(O *)dst, (const uint8_t *)w->q, (const uint8_t *)w->meta, n, k)
+	if (w->fmt == LLM_QW8) {
+		if (dt == KVK_F32)
+			DQ(8, float);
+		else if (dt == KVK_F16)
+			DQ(8, __half);
+		else
+			DQ(8, __nv_bfloat16);
+	} else {
+		if (dt == KVK_F32)
+			DQ(4, float);
+		else if (dt == KVK_F16)
+			DQ(4, __half);
+		else
+			DQ(4, __nv_bfloat16);
+	}
+#undef DQ
+	return kvk_launch_errno();
+}

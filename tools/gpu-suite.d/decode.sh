@@ -10,7 +10,8 @@
 # Standalone: B=build OUT=/tmp/x bash tools/gpu-suite.d/decode.sh
 # (DECODE_ARGS replaces the bench's grid; DECODE_GEN=0 skips generate;
 # DECODE_PROFILE="diffkv@32@8192 full@32@8192" times each kernel of one
-# decode step at those points under Nsight Compute, summed by name).
+# decode step at those points under Nsight Compute, summed by name;
+# DECODE_WBITS="16 8 4" the weight formats of the batch-1 points).
 
 if ! declare -F say >/dev/null; then
 	say() { echo "$@"; }
@@ -41,6 +42,19 @@ if [ -d "$dm" ]; then
 		*) row "decode $pol b$b ctx$ctx" "$ms $fl $ratio" ;;
 		esac
 	done < <(grep -vE '^#|^policy' "$OUT/bench-decode.txt")
+	# weights at 16, 8 and 4 bits: batch-1 decode against each one's own
+	# weight-read floor (DECODE_WBITS="" skips)
+	for wb in ${DECODE_WBITS-16 8 4}; do
+		say "== kvmm bench decode --weight-bits $wb"
+		"$B/kvmm" bench decode --model "$dm" --policy full --batch 1,16 \
+			--ctx 2048 --steps 16 --weight-bits "$wb" 2>&1 |
+			tee -a "${log:-/dev/null}" >"$OUT/bench-decode-w$wb.txt"
+		while read -r pol b ctx ms fl ratio _; do
+			case "$ms" in
+			[0-9]*) row "decode w$wb $pol b$b ctx$ctx" "$ms ms, floor $fl, ratio $ratio" ;;
+			esac
+		done < <(grep -vE '^#|^policy' "$OUT/bench-decode-w$wb.txt")
+	done
 	for pt in ${DECODE_PROFILE:-}; do
 		command -v ncu >/dev/null || { row "profile" "no ncu"; break; }
 		IFS=@ read -r pp pb pc <<<"$pt"

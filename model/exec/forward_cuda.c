@@ -885,8 +885,11 @@ static bool use_gemv(const struct llm_cuda *m, int T)
 	/*
 	 * One token only: with more, the GEMV re-reads the activations of
 	 * every token per weight and cuBLAS is faster (measured on an H100).
+	 * Quantized weights up to LLM_GEMV_MAX_TOK tokens: cuBLAS would need
+	 * each matrix expanded first, three times the bytes of a GEMV.
 	 */
-	return T == 1 && c->dim % 8 == 0 && m->q_dim % 8 == 0 &&
+	return (T == 1 || (m->wbits && T <= LLM_GEMV_MAX_TOK)) &&
+	       c->dim % 8 == 0 && m->q_dim % 8 == 0 &&
 	       c->ffn_dim % 8 == 0;
 }
 

@@ -602,7 +602,7 @@ END_TEST
 START_TEST(test_forward_cuda_wbits)
 {
 	static const int bits[] = { 8, 4 };
-	static const double tol[] = { 0.03, 0.2 };
+	static const double tol[] = { 0.06, 0.35 };	/* a bug is ~1 */
 	const struct rnd_shape *r = &shapes[3];	/* untied output */
 	uint64_t seed0 = kvtest_seed("forward_cuda_wbits"), seed;
 	int32_t prompt[40], id, qid;

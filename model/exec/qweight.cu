@@ -390,37 +390,80 @@ extern "C" int llm_qgemv_cuda(const struct llm_qw *w, const void *x,
 		qg_x<4, __half>(w, x, ldx, ntok, n, k, nw, eps, o, beta, s);
 }
 
-/* one thread per group of 32 columns: 32 values out */
+/* eight outputs of one thread: a 16-byte store (two for fp32) */
+__device__ __forceinline__ void qd_store8(float *o, const float *v)
+{
+	((float4 *)o)[0] = make_float4(v[0], v[1], v[2], v[3]);
+	((float4 *)o)[1] = make_float4(v[4], v[5], v[6], v[7]);
+}
+
+__device__ __forceinline__ void qd_store8(__half *o, const float *v)
+{
+	__half2 h[4];
+
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+		h[i] = __floats2half2_rn(v[2 * i], v[2 * i + 1]);
+	*(uint4 *)o = *(const uint4 *)h;
+}
+
+__device__ __forceinline__ void qd_store8(__nv_bfloat16 *o, const float *v)
+{
+	__nv_bfloat162 h[4];
+
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+		h[i] = __floats2bfloat162_rn(v[2 * i], v[2 * i + 1]);
+	*(uint4 *)o = *(const uint4 *)h;
+}
+
+/*
+ * one thread per 8 columns of a row (a quarter of a group): 8 or 4 bytes
+ * in, one 16-byte store out (two for fp32)
+ */
 template <int F, typename O>
 __global__ void llm_qw_dequant_kernel(O *dst, const uint8_t *q,
 				      const uint8_t *meta, int n, int k)
 {
-	size_t groups = (size_t)n * (k / LLM_QW_GROUP);
+	size_t chunks = (size_t)n * (k / 8);
 	size_t rb = llm_qw_row_bytes((enum llm_qw_fmt)F, k);
 	size_t mb = llm_qw_meta_bytes((enum llm_qw_fmt)F, k);
 
 	for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
-	     i < groups; i += (size_t)gridDim.x * blockDim.x) {
-		size_t r = i / (k / LLM_QW_GROUP), g = i % (k / LLM_QW_GROUP);
-		const uint8_t *qs = q + r * rb + g * (F == 8 ? 32 : 16);
+	     i < chunks; i += (size_t)gridDim.x * blockDim.x) {
+		size_t r = i / (k / 8), c = i % (k / 8) * 8;
+		size_t g = c / LLM_QW_GROUP;
+		int ch = (int)(c % LLM_QW_GROUP / 8);
 		uint32_t md = F == 8 ? ((const uint16_t *)(meta + r * mb))[g] :
 				       ((const uint32_t *)(meta + r * mb))[g];
 		float d = __half2float(__ushort_as_half(
 				(unsigned short)(md & 0xffffu)));
 		float m = __half2float(__ushort_as_half(
 				(unsigned short)(md >> 16)));
-		O *o = dst + r * k + g * LLM_QW_GROUP;
+		float v[8];
 
-		for (int j = 0; j < LLM_QW_GROUP; j++) {
-			float v;
+		if (F == 8) {
+			uint2 u = *(const uint2 *)(q + r * rb + c);
+			uint32_t w[2] = { u.x, u.y };
 
-			if (F == 8)
-				v = __fmul_rn(d, (float)(int8_t)qs[j]);
-			else
-				v = __fmaf_rn(d, (float)(j < 16 ?
-					qs[j] & 15 : qs[j - 16] >> 4), m);
-			kvk_dst(o, j, v);
+#pragma unroll
+			for (int j = 0; j < 8; j++)
+				v[j] = __fmul_rn(d, (float)(int8_t)(w[j / 4] >>
+							    8 * (j % 4)));
+		} else {
+			/* chunks 0, 1: low nibbles of bytes 0-7, 8-15; 2, 3:
+			 * their high nibbles */
+			uint2 u = *(const uint2 *)(q + r * rb + g * 16 +
+						   (ch % 2) * 8);
+			uint32_t w[2] = { u.x, u.y };
+			int sh = ch < 2 ? 0 : 4;
+
+#pragma unroll
+			for (int j = 0; j < 8; j++)
+				v[j] = __fmaf_rn(d, (float)((w[j / 4] >>
+					(8 * (j % 4) + sh)) & 15), m);
 		}
+		qd_store8(dst + r * k + c, v);
 	}
 }
 
@@ -441,15 +484,15 @@ extern "C" int llm_qw_dequant_cuda(void *dst, enum kvk_dtype dt,
 				   void *stream)
 {
 	cudaStream_t s = (cudaStream_t)stream;
-	size_t groups;
+	size_t chunks;
 	int blocks;
 
 	if (!dst || !w || (w->fmt != LLM_QW8 && w->fmt != LLM_QW4) || !w->q ||
 	    !w->meta || n < 1 || k < LLM_QW_GROUP || k % LLM_QW_GROUP ||
 	    (dt != KVK_F32 && dt != KVK_F16 && dt != KVK_BF16))
 		return -EINVAL;
-	groups = (size_t)n * (k / LLM_QW_GROUP);
-	blocks = groups / 256 + 1 > 8192 ? 8192 : (int)(groups / 256 + 1);
+	chunks = (size_t)n * (k / 8);
+	blocks = chunks / 256 + 1 > 8192 ? 8192 : (int)(chunks / 256 + 1);
 #define DQ(F, O) llm_qw_dequant_kernel<F, O><<<blocks, 256, 0, s>>>( \
 		(O *)dst, (const uint8_t *)w->q, (const uint8_t *)w->meta, n, k)
 	if (w->fmt == LLM_QW8) {

@@ -2,7 +2,8 @@
 /*
  * check_qweight_gpu.c - the 8- and 4-bit weight kernels on the GPU against
  * their CPU references on fresh random matrices: the expansion bit for bit
- * (fp32, fp16, bf16), the GEMV within 1e-5 relative L2 for Q8 and Q4,
+ * (fp32, fp16, bf16), the GEMV within 1e-4 relative L2 (a wrong index is
+ * 1e-1 or more) for Q8 and Q4,
  * fp32 and fp16 activations, 1..4 tokens, 1, 2 and 4 rows per warp, with
  * and without the fused RMSNorm, three output segments or GLU, beta 0 and 1.
  */
@@ -154,7 +155,7 @@ START_TEST(test_qweight_cuda_vs_cpu)
 					CK_CUDA(cudaMemcpy(yd, dy, ny * 4,
 						cudaMemcpyDeviceToHost));
 					e = rel_l2(yd, yh, ny);
-					ck_assert_msg(e < 1e-5, "qgemv Q%d rows %s "
+					ck_assert_msg(e < 1e-4, "qgemv Q%d rows %s "
 						      "T %d v %d: rel L2 %.3g",
 						      f, rws[r], T, v, e);
 					cases++;

@@ -277,7 +277,9 @@ uint64_t kvrt_ctx_mem_total(const struct kvrt_ctx *ctx)
  * The device's memory (the configured size on the host backend), or the
  * host tier (struct kvrt_ctx_opts @host_tier_bytes). A space's budget may
  * reach their sum; a per-location budget (kvrt_space_set_loc_budget()) is
- * at most its location's figure.
+ * at most its location's figure. A host-backend context without a host
+ * tier of its own emulates one in the same memory: its host figure is
+ * then the device figure, though the space budget does not grow.
  *
  * Return: bytes, a multiple of the granule; 0 for an unknown location.
  */
@@ -285,7 +287,11 @@ uint64_t kvrt_ctx_loc_total(const struct kvrt_ctx *ctx, enum kvrt_loc loc)
 {
 	if (loc == KVRT_LOC_DEVICE)
 		return ctx->mem_total;
-	return loc == KVRT_LOC_HOST_NUMA ? ctx->host_total : 0;
+	if (loc != KVRT_LOC_HOST_NUMA)
+		return 0;
+	if (!ctx->host_total && ctx->kind == KVRT_BACKEND_HOST)
+		return ctx->mem_total;
+	return ctx->host_total;
 }
 
 /**

@@ -698,6 +698,79 @@ int kva_migrate(struct kva_pool *pool, struct kva_migrate_control *mc,
 int kva_migrate_reclaim(struct kva_pool *pool, int wait);
 const char *kva_migrate_reason(enum kva_migrate_result r);
 
+/* placement policies (place.c) */
+
+enum kva_place_policy {
+	KVA_PLACE_STATIC = 0,	/* newest pages in HBM, oldest to the host */
+	KVA_PLACE_TIER,		/* DiffKV: the prefill's low tier to the host */
+	KVA_PLACE_IMPORTANCE,	/* recent attention mass and selection
+				 * frequency: hot pages in HBM */
+	KVA_PLACE_ORACLE,	/* greedy over the future trace's mass */
+	KVA_PLACE_NR,
+};
+
+/**
+ * struct kva_place - a placement policy's state over one pool's high-tier
+ * table entries
+ *
+ * Owned by its creator, used under the pool's serialisation. Entries are
+ * named by (list, table index), which migration and compaction keep (they
+ * rewrite the page id of an entry, not its index), so scores follow a
+ * token range wherever its page moves. Each step the caller reports the
+ * attention mass each entry received (kva_place_observe()); the policy
+ * then ranks every owned high-tier entry by its value and
+ * kva_place_plan() turns the ranking into kva_migrate() requests: the top
+ * entries that fit HBM are wanted there, the rest on the host. Values:
+ * static, the entry index (newest first); tier, the mean mass over the
+ * first @prefill_steps steps (DiffKV's prompt window), entries under
+ * @alpha / pages of their list labelled low (fixed afterwards; later
+ * entries low once out of the window); importance, an exponential average
+ * of the mass (@decay) plus @freq_weight times the average selection
+ * frequency; oracle, the discounted (@gamma) number of reads in the next
+ * @horizon steps of the recorded trace, plus their mass
+ * (kva_place_future()): a greedy lookahead, not the exact optimum. A
+ * promotion is kept only when it gains @margin over the victim it
+ * displaces (over nothing when HBM has a free page): moves cost copies.
+ * The last @window
+ * tokens' pages of each list rank first for every policy but static's
+ * (newest first anyway): they are read every step.
+ */
+struct kva_place {
+	enum kva_place_policy policy;
+	uint32_t nr_lists;
+	uint32_t width;
+	uint32_t window;		/* tokens: recent pages kept in HBM */
+	uint32_t prefill_steps;		/* tier: steps of the prompt window */
+	float alpha;			/* tier: low when mean < alpha / pages */
+	float decay;			/* importance: EMA factor */
+	float freq_weight;		/* importance: weight of frequency */
+	float gamma;			/* oracle: discount per step */
+	uint32_t horizon;		/* oracle: steps looked ahead */
+	float margin;			/* a move must gain this much value
+					 * (a victim's counted against it) */
+	uint32_t steps;			/* observed so far */
+	float *ema;			/* [lists][width] mass average */
+	float *freq;			/* [lists][width] selection average */
+	float *prefill;			/* [lists][width] tier: prompt mass */
+	uint8_t *low;			/* [lists][width] tier: low label */
+	const float *future;		/* oracle: [horizon][lists][width] */
+	uint32_t nr_future;		/* steps at @future */
+	/* scratch of kva_place_plan() */
+	float *val;			/* [lists * width] */
+	uint32_t *order;		/* [lists * width] */
+};
+
+int kva_place_init(struct kva_place *pl, const struct kva_pool *pool,
+		   enum kva_place_policy policy);
+void kva_place_fini(struct kva_place *pl);
+const char *kva_place_name(enum kva_place_policy policy);
+int kva_place_observe(struct kva_place *pl, const float *mass);
+void kva_place_future(struct kva_place *pl, const float *future,
+		      uint32_t nr_steps);
+int kva_place_plan(struct kva_place *pl, const struct kva_pool *pool,
+		   uint32_t *promote, uint32_t *np, uint32_t *demote,
+		   uint32_t *nd);
+
 #ifdef __cplusplus
 }
 #endif

@@ -771,6 +771,31 @@ int kva_place_plan(struct kva_place *pl, const struct kva_pool *pool,
 		   uint32_t *promote, uint32_t *np, uint32_t *demote,
 		   uint32_t *nd);
 
+/* swap to file (swap.c) */
+
+/**
+ * struct kva_swap_rec - where one sequence's pages went
+ *
+ * Owned by the caller (the scheduler keeps one per swapped sequence); made
+ * by kva_swap_out(), consumed by kva_swap_in(). The file holds, list by
+ * list, the high-tier pages in table order then the low-tier pages,
+ * page_size bytes each, from @off.
+ */
+struct kva_swap_rec {
+	uint64_t off;			/* file offset, KVRT_SWAP_ALIGN */
+	uint64_t bytes;			/* written, rounded up to the align */
+	uint32_t lists;			/* lists_per_slot when written */
+	uint32_t *npages;		/* [lists][2] pages per tier */
+	uint32_t *ntokens;		/* [lists][2] tokens per tier */
+};
+
+uint64_t kva_swap_bytes(const struct kva_pool *pool, uint32_t slot);
+int kva_swap_out(struct kva_pool *pool, struct kvrt_swapfile *sf,
+		 uint32_t slot, uint64_t off, struct kva_swap_rec *rec);
+int kva_swap_in(struct kva_pool *pool, struct kvrt_swapfile *sf,
+		uint32_t slot, struct kva_swap_rec *rec);
+void kva_swap_rec_fini(struct kva_swap_rec *rec);
+
 #ifdef __cplusplus
 }
 #endif

@@ -180,4 +180,26 @@ int kvrt_memcpy_from(struct kvrt_ctx *ctx, void *dst, uint64_t src,
 int kvrt_file_read(int fd, uint64_t off, void *dst, size_t bytes);
 const char *kvrt_file_read_engine(void);
 
+/* swap files: O_DIRECT, registered buffers, several requests in flight */
+struct kvrt_swapfile;
+
+/* kvrt_swapfile_fault() modes */
+#define KVRT_SWAP_FAULT_EIO 1	/* the nth chunk write completes with -EIO */
+#define KVRT_SWAP_FAULT_SHORT 2	/* the nth chunk write is cut short */
+
+/* alignment of swap file offsets and lengths (O_DIRECT) */
+#define KVRT_SWAP_ALIGN 4096
+
+int kvrt_swapfile_open(const char *path, uint32_t chunk, uint32_t depth,
+		       struct kvrt_swapfile **out);
+void kvrt_swapfile_close(struct kvrt_swapfile *sf);
+int kvrt_swapfile_write(struct kvrt_swapfile *sf, uint64_t off,
+			const void *src, size_t bytes);
+int kvrt_swapfile_read(struct kvrt_swapfile *sf, uint64_t off, void *dst,
+		       size_t bytes);
+int kvrt_swapfile_sync(struct kvrt_swapfile *sf);
+void kvrt_swapfile_fault(struct kvrt_swapfile *sf, uint64_t nth, int mode);
+const char *kvrt_swapfile_engine(const struct kvrt_swapfile *sf);
+int kvrt_swapfile_direct(const struct kvrt_swapfile *sf);
+
 #endif /* KVRT_H */

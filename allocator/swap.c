@@ -114,7 +114,6 @@ int kva_swap_out(struct kva_pool *pool, struct kvrt_swapfile *sf,
 		ret = -ENOMEM;
 		goto out_err;
 	}
-	memset(buf, 0, bytes);
 	for (uint32_t j = 0; j < lps && !ret; j++) {
 		uint32_t l = slot * lps + j;
 		uint32_t n = pool->npages[2 * l] + pool->npages[2 * l + 1];
@@ -129,6 +128,7 @@ int kva_swap_out(struct kva_pool *pool, struct kvrt_swapfile *sf,
 			at += pool->page_size;
 		}
 	}
+	memset(buf + at, 0, bytes - at);	/* the pad to the alignment */
 	if (!ret)
 		ret = kvrt_swapfile_write(sf, off, buf, bytes);
 	if (ret)

@@ -606,6 +606,132 @@ START_TEST(test_migrate_rewrite_ref)
 }
 END_TEST
 
+/*
+ * Every policy over a synthetic trace (drifting hot pages per list) on a
+ * pool with HBM for a third of the pages: kva_check() after each step, the
+ * byte budget kept, the recent pages in HBM for all but static, and the
+ * oracle's weighted hit ratio at least static's and importance's.
+ */
+START_TEST(test_policies)
+{
+	uint64_t seed0 = kvtest_seed("policies");
+	const uint32_t S = 24, lists = 4;
+	double hit[KVA_PLACE_NR];
+
+	for (int pol = 0; pol < KVA_PLACE_NR; pol++) {
+		uint64_t seed = seed0;
+		struct tiered t;
+		struct kva_pool *pool;
+		struct kva_place pl;
+		struct kva_migrate_control mc;
+		uint32_t *pro, *dem, np, nd, slots[2] = { 0, 1 }, w;
+		float *mass;
+		double ws = 0, wh = 0;
+		size_t n;
+
+		tiered_open(&t, 2, 2, 1, 3);
+		pool = t.pool;
+		ck_assert_int_eq(kva_pool_grow_auto(pool, 4), 0);
+		fill(pool, 2, TPP * (pool->pages_per_granule * 3 / 4));
+		w = pool->width;
+		n = (size_t)lists * w;
+		mass = calloc((S + 1) * n, sizeof(float));
+		pro = malloc(pool->nr_page_ids * 4);
+		dem = malloc(pool->nr_page_ids * 4);
+		/* the trace: 6 hot entries per list, drifting */
+		for (uint32_t l = 0; l < lists; l++) {
+			uint32_t hot[6], np0 = pool->npages[2 * l];
+
+			for (int h = 0; h < 6; h++)
+				hot[h] = kvtest_rand(&seed) % np0;
+			for (uint32_t s = 0; s < S; s++) {
+				for (int h = 0; h < 6; h++) {
+					if (kvtest_rand(&seed) % 10 == 0)
+						hot[h] = kvtest_rand(&seed) %
+							 np0;
+					mass[s * n + (size_t)l * w + hot[h]] +=
+						0.15f;
+				}
+				mass[s * n + (size_t)l * w + 0] += 0.05f;
+			}
+		}
+		ck_assert_int_eq(kva_place_init(&pl, pool, pol), 0);
+		ck_assert_int_eq(kva_migrate_init(&mc, pool,
+						  16 * pool->page_size), 0);
+		mc.hbm_reserve = lists;
+		pl.prefill_steps = 4;
+		ck_assert_str_ne(kva_place_name(pol), "?");
+		for (uint32_t s = 0; s < S; s++) {
+			const float *m = &mass[s * n];
+
+			uint32_t had[4];
+
+			for (uint32_t l = 0; l < lists; l++)
+				had[l] = pool->npages[2 * l];
+			ck_assert_int_eq(kva_append(pool, slots, 2), 0);
+			for (uint32_t l = 0; l < lists; l++) {
+				ck_assert_int_eq(kva_set_tokens(pool, l,
+						 pool->ntokens[2 * l] + 1, 0),
+						 0);
+				for (uint32_t e = had[l];
+				     e < pool->npages[2 * l]; e++)
+					tag_fill(pool, l, e);
+			}
+			for (size_t i = 0; i < n; i++) {
+				if (m[i] <= 0 || s < 4)
+					continue;
+				ws += m[i];
+				if (kva_page_mem(pool, pool->table[i]) ==
+				    KVA_MEM_HBM)
+					wh += m[i];
+			}
+			ck_assert_int_eq(kva_place_observe(&pl, m), 0);
+			kva_place_future(&pl, m + n, S - s - 1);
+			ck_assert_int_eq(kva_place_plan(&pl, pool, pro, &np,
+							dem, &nd), 0);
+			ck_assert_int_eq(kva_migrate(pool, &mc, pro, np, dem,
+						     nd), 0);
+			ck_assert_uint_le(mc.call_bytes, mc.budget_bytes);
+			CHECK_POOL(pool);
+		}
+		/* the newest page of every list ends in HBM */
+		if (pol != KVA_PLACE_STATIC)
+			for (uint32_t l = 0; l < lists; l++) {
+				uint32_t e = pool->npages[2 * l] - 1;
+
+				ck_assert_uint_eq(kva_page_mem(pool,
+					pool->table[(size_t)l * w + e]),
+					KVA_MEM_HBM);
+			}
+		hit[pol] = ws > 0 ? wh / ws : 1;
+		printf("# policies: %-10s hit %.3f, %llu pages moved\n",
+		       kva_place_name(pol), hit[pol],
+		       (unsigned long long)(mc.pages_promoted +
+					    mc.pages_demoted));
+		ck_assert(hit[pol] >= 0 && hit[pol] <= 1);
+		tag_check(pool);
+		kva_migrate_fini(&mc);
+		kva_place_fini(&pl);
+		free(mass);
+		free(pro);
+		free(dem);
+		tiered_close(&t);
+	}
+	ck_assert(hit[KVA_PLACE_ORACLE] >= hit[KVA_PLACE_STATIC]);
+	ck_assert(hit[KVA_PLACE_ORACLE] >= hit[KVA_PLACE_IMPORTANCE]);
+	{
+		struct kva_place pl;
+		struct tiered t;
+
+		tiered_open(&t, 1, 1, 1, 1);
+		ck_assert_int_eq(kva_place_init(&pl, t.pool, KVA_PLACE_NR),
+				 -EINVAL);
+		ck_assert_str_eq(kva_place_name(KVA_PLACE_NR), "?");
+		tiered_close(&t);
+	}
+}
+END_TEST
+
 Suite *suite_place(void)
 {
 	Suite *s = suite_create("place");
@@ -621,6 +747,7 @@ Suite *suite_place(void)
 	KV_ADD(tc, test_migrate_held);
 	KV_ADD(tc, test_compact_keeps_tiers);
 	KV_ADD(tc, test_migrate_rewrite_ref);
+	KV_ADD(tc, test_policies);
 	suite_add_tcase(s, tc);
 	return s;
 }

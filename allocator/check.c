@@ -22,6 +22,11 @@
  *     row matches its slot's state;
  *  I5 pages of unmapped or retired granules are nowhere, and the granules
  *     mapped and retired agree with the runtime;
+ *  I7 memory tiers: every mapped or retired granule's tier is the
+ *     runtime's location of its slot, the pool's granule counts per tier
+ *     are the mapped ones, and pages held by migration are exactly the
+ *     @held list, each once, in a mapped granule, neither free nor owned;
+ *     free + owned + held = pages (I1 with migration);
  *  I6 capacity: the arrays cover the budget's granules and no more than
  *     the reservation's (nr_page_ids = nr_gslots * pages_per_granule), the
  *     runtime keeps state for no slot past them, and the table width is
@@ -40,7 +45,62 @@ static int fail(char *why, size_t len, const char *fmt, ...)
 	return -EUCLEAN;
 }
 
-enum { SEEN_NONE, SEEN_FREE, SEEN_OWNED };
+enum { SEEN_NONE, SEEN_FREE, SEEN_OWNED, SEEN_HELD };
+
+static int check_held(const struct kva_pool *pool, uint8_t *seen, char *why,
+		      size_t len)
+{
+	uint32_t ppg = pool->pages_per_granule;
+
+	if (pool->nr_held > pool->held_cap)
+		return fail(why, len, "I7: %u held pages, room for %u",
+			    pool->nr_held, pool->held_cap);
+	for (uint32_t i = 0; i < pool->nr_held; i++) {
+		uint32_t p = pool->held[i];
+
+		if (p >= pool->nr_page_ids ||
+		    pool->gran_mapped[p / ppg] != KVA_GRAN_MAPPED)
+			return fail(why, len, "I7: held page %u not mapped", p);
+		if (seen[p])
+			return fail(why, len, "I7: held page %u also %s", p,
+				    seen[p] == SEEN_FREE ? "free" : "held");
+		if (pool->page_list[p] != KVA_OWNER_HELD)
+			return fail(why, len, "I7: held page %u has owner %u",
+				    p, pool->page_list[p]);
+		seen[p] = SEEN_HELD;
+	}
+	return 0;
+}
+
+static int check_mem(const struct kva_pool *pool, char *why, size_t len)
+{
+	uint32_t n[KVA_NR_MEM] = { 0 };
+
+	for (uint32_t g = 0; g < pool->nr_gslots; g++) {
+		struct kvrt_granule_info gi;
+
+		if (pool->gran_mapped[g] == KVA_GRAN_UNMAPPED)
+			continue;
+		if (pool->gran_mem[g] >= KVA_NR_MEM)
+			return fail(why, len, "I7: granule %u tier %u", g,
+				    pool->gran_mem[g]);
+		kvrt_space_granule(pool->space, g, &gi);
+		if (!gi.mapped || gi.loc != pool->gran_mem[g])
+			return fail(why, len,
+				    "I7: granule %u is tier %u, runtime says "
+				    "mapped %d location %d",
+				    g, pool->gran_mem[g], gi.mapped, gi.loc);
+		if (pool->gran_mapped[g] == KVA_GRAN_MAPPED)
+			n[pool->gran_mem[g]]++;
+	}
+	for (int m = 0; m < KVA_NR_MEM; m++)
+		if (n[m] != pool->nr_gran_mem[m])
+			return fail(why, len,
+				    "I7: %u granules of tier %d mapped, pool "
+				    "says %u",
+				    n[m], m, pool->nr_gran_mem[m]);
+	return 0;
+}
 
 static int check_ring(const struct kva_pool *pool, uint8_t *seen, char *why,
 		      size_t len)
@@ -81,9 +141,9 @@ static int check_entry(const struct kva_pool *pool, uint8_t *seen,
 	    pool->gran_mapped[p / pool->pages_per_granule] != KVA_GRAN_MAPPED)
 		return fail(why, len, "I4: list %u entry %u = %u not mapped",
 			    list, e, p);
-	if (seen[p] == SEEN_FREE)
-		return fail(why, len, "I3: page %u free and owned by list %u",
-			    p, list);
+	if (seen[p] == SEEN_FREE || seen[p] == SEEN_HELD)
+		return fail(why, len, "I3: page %u %s and owned by list %u",
+			    p, seen[p] == SEEN_FREE ? "free" : "held", list);
 	if (seen[p] == SEEN_OWNED)
 		return fail(why, len, "I3: page %u owned twice (list %u)", p,
 			    list);
@@ -268,15 +328,20 @@ int kva_check(const struct kva_pool *pool, char *why, size_t len)
 		return -ENOMEM;
 	ret = check_ring(pool, seen, why, len);
 	if (!ret)
+		ret = check_held(pool, seen, why, len);
+	if (!ret)
 		ret = check_tables(pool, seen, &owned, why, len);
-	if (!ret && (owned != pool->nr_used || owned + nfree != pages))
+	if (!ret && (owned != pool->nr_used ||
+		     owned + nfree + pool->nr_held != pages))
 		ret = fail(why, len,
-			   "I1: %llu owned (nr_used %llu) + %llu free != %llu "
-			   "pages",
+			   "I1: %llu owned (nr_used %llu) + %llu free + %u "
+			   "held != %llu pages",
 			   (unsigned long long)owned,
 			   (unsigned long long)pool->nr_used,
-			   (unsigned long long)nfree,
+			   (unsigned long long)nfree, pool->nr_held,
 			   (unsigned long long)pages);
+	if (!ret)
+		ret = check_mem(pool, why, len);
 	if (!ret)
 		ret = check_pages(pool, seen, why, len);
 	free(seen);

@@ -99,7 +99,7 @@ static uint32_t holes(const struct kva_pool *pool,
  * phases as the batched ops.
  */
 static int order_granules(const struct kva_pool *pool,
-			  struct kva_compact_control *cc)
+			  struct kva_compact_control *cc, uint32_t mem)
 {
 	uint32_t ppg = pool->pages_per_granule;
 	uint32_t *hist = calloc(ppg + 1, sizeof(uint32_t));
@@ -114,7 +114,8 @@ static int order_granules(const struct kva_pool *pool,
 	for (uint32_t g = 0; g < pool->nr_gslots; g++) {
 		uint32_t u = 0;
 
-		if (pool->gran_mapped[g] != KVA_GRAN_MAPPED)
+		if (pool->gran_mapped[g] != KVA_GRAN_MAPPED ||
+		    pool->gran_mem[g] != mem)
 			continue;
 		for (uint32_t j = 0; j < ppg; j++)
 			u += pool->page_list[g * ppg + j] < KVA_OWNER_FREE;
@@ -124,7 +125,8 @@ static int order_granules(const struct kva_pool *pool,
 	}
 	kva_scan(hist, off, ppg + 1);
 	for (uint32_t g = 0; g < pool->nr_gslots; g++)
-		if (pool->gran_mapped[g] == KVA_GRAN_MAPPED)
+		if (pool->gran_mapped[g] == KVA_GRAN_MAPPED &&
+		    pool->gran_mem[g] == mem)
 			cc->order[off[cc->used[g]]++] = g;
 	free(hist);
 	free(off);
@@ -428,6 +430,7 @@ static int retire_granules(struct kva_pool *pool,
 		uint32_t g = cc->release[i];
 
 		pool->gran_mapped[g] = KVA_GRAN_RETIRED;
+		pool->nr_gran_mem[pool->gran_mem[g]]--;
 		for (uint32_t j = 0; j < ppg; j++)
 			pool->page_list[g * ppg + j] = KVA_OWNER_UNMAPPED;
 	}
@@ -478,6 +481,10 @@ int kva_compact(struct kva_pool *pool, struct kva_compact_control *cc)
 
 	if (cc->nr_ids != pool->nr_page_ids)
 		return -EINVAL;
+	/* pages held by migration are neither free nor movable */
+	if (pool->nr_held && kva_migrate_reclaim(pool, 0) <= 0 &&
+	    pool->nr_held)
+		return -EBUSY;
 	ret = kva_compact_release(pool, 0);
 	if (ret < 0 && ret != -EBUSY)
 		return ret;
@@ -519,11 +526,24 @@ static int compact_once(struct kva_pool *pool, struct kva_compact_control *cc)
 	cc->nr_moves = 0;
 	cc->nr_release = 0;
 	cc->call_bytes = 0;
-	ret = order_granules(pool, cc);
-	if (ret)
-		return ret;
-	plan(pool, cc);
-	cc->result = kva_compact_finished(pool, cc);
+	/*
+	 * Each memory tier on its own: a page never changes tier here
+	 * (that is migration's business, migrate.c). A pool of one tier
+	 * makes one pass, as before tiers.
+	 */
+	for (uint32_t mem = 0, passes = 0; mem < KVA_NR_MEM; mem++) {
+		enum kva_compact_result r;
+
+		if (!pool->nr_gran_mem[mem] && (passes || mem + 1 < KVA_NR_MEM))
+			continue;
+		ret = order_granules(pool, cc, mem);
+		if (ret)
+			return ret;
+		plan(pool, cc);
+		r = kva_compact_finished(pool, cc);
+		if (!passes++ || cc->result != KVA_COMPACT_BUDGET)
+			cc->result = r;
+	}
 	if (!cc->nr_moves && !cc->nr_release) {
 		if (cc->result != KVA_COMPACT_BUDGET)
 			cc->result = KVA_COMPACT_COMPLETE;

@@ -49,6 +49,26 @@ extern "C" {
 #define KVA_PAGE_NONE UINT32_MAX
 #define KVA_OWNER_FREE (UINT32_MAX - 1)
 #define KVA_OWNER_UNMAPPED UINT32_MAX
+/*
+ * rmap value of a page migration moved away from while readers may still
+ * read it: neither free nor owned until kva_migrate_reclaim() finds their
+ * fences complete (allocator/migrate.c).
+ */
+#define KVA_OWNER_HELD (UINT32_MAX - 2)
+
+/* an rmap value that names a list */
+static inline int kva_owned(uint32_t owner)
+{
+	return owner < KVA_OWNER_HELD;
+}
+
+/*
+ * Memory tiers: where a page's granule lives. Every page has one, that of
+ * its granule; the values are the runtime's locations.
+ */
+#define KVA_MEM_HBM KVRT_LOC_DEVICE	/* device memory */
+#define KVA_MEM_HOST KVRT_LOC_HOST_NUMA	/* host memory, over PCIe */
+#define KVA_NR_MEM 2
 
 /**
  * struct kva_tier - one precision configuration of a page
@@ -215,6 +235,10 @@ struct kva_pool {
 	uint32_t nr_page_ids;		/* nr_gslots * pages_per_granule: the
 					 * per-page arrays' length */
 	uint8_t *gran_mapped;		/* [nr_gslots] enum kva_gran_state */
+	uint8_t *gran_mem;		/* [nr_gslots] KVA_MEM_* of a mapped
+					 * or retired granule */
+	uint32_t nr_gran_mem[KVA_NR_MEM]; /* KVA_GRAN_MAPPED granules per
+					 * memory tier */
 
 	/* free ring */
 	uint32_t *ring;			/* [nr_page_ids] page ids */
@@ -257,6 +281,17 @@ struct kva_pool {
 	uint64_t free_lb;		/* free pages, never over the truth */
 	uint32_t *resv;			/* [nr_slots] admitted pages */
 	uint64_t fence_last;		/* last kva_pool_fence() seqno */
+
+	/*
+	 * Migration's held pages (migrate.c): moved away from, kept out of
+	 * the ring until the fences recorded on the reader streams at the
+	 * move complete. @held has @held_cap entries.
+	 */
+	uint32_t *held;
+	uint32_t nr_held;
+	uint32_t held_cap;
+	struct kvrt_stream *held_stream[KVRT_MAX_STREAMS];
+	struct kvrt_fence *held_fence[KVRT_MAX_STREAMS];
 };
 
 /**
@@ -285,6 +320,11 @@ struct kva_stats {
 	uint64_t tail_bytes;	/* bytes per granule no page can use */
 	uint64_t partial_granules; /* granules with free and used pages */
 	uint64_t empty_granules; /* mapped granules with no used page */
+	/* per memory tier (KVA_MEM_*) */
+	uint64_t granules_mem[KVA_NR_MEM];
+	uint64_t free_mem[KVA_NR_MEM];	/* pages in the free ring */
+	uint64_t used_mem[KVA_NR_MEM];	/* pages owned by lists */
+	uint64_t nr_held;		/* pages held by migration */
 };
 
 #ifdef __CUDACC__
@@ -325,6 +365,12 @@ static inline uint64_t kva_page_addr(const struct kva_pool *pool, uint32_t p)
 	return pool->base +
 	       (uint64_t)(p / pool->pages_per_granule) * KVRT_GRANULE_SIZE +
 	       (uint64_t)(p % pool->pages_per_granule) * pool->page_size;
+}
+
+/* the memory tier of page @p (of a mapped or retired granule) */
+static inline uint32_t kva_page_mem(const struct kva_pool *pool, uint32_t p)
+{
+	return pool->gran_mem[p / pool->pages_per_granule];
 }
 
 static inline uint32_t kva_list(const struct kva_pool *pool, uint32_t slot,
@@ -368,6 +414,14 @@ int kva_pool_create(const struct kva_pool_params *params,
 		    struct kva_pool **out);
 int kva_pool_destroy(struct kva_pool *pool);
 int kva_pool_grow(struct kva_pool *pool, uint32_t n);
+int kva_pool_grow_mem(struct kva_pool *pool, uint32_t n, uint32_t mem);
+int kva_pool_grow_auto(struct kva_pool *pool, uint32_t n);
+int kva_pool_ungrow(struct kva_pool *pool, const uint8_t *was,
+		    uint64_t tail);
+uint32_t kva_pool_room(const struct kva_pool *pool);
+int kva_pool_set_mem_budget(struct kva_pool *pool, uint32_t mem,
+			    uint64_t bytes);
+void kva_pool_ring_prefer(struct kva_pool *pool, uint32_t mem);
 int kva_pool_balance(struct kva_pool *pool);
 int kva_pool_need_compact(const struct kva_pool *pool);
 int kva_pool_set_budget(struct kva_pool *pool, uint64_t budget_bytes);
@@ -575,6 +629,172 @@ kva_compact_finished(const struct kva_pool *pool,
 const char *kva_compact_reason(enum kva_compact_result r);
 int kva_compact_release(struct kva_pool *pool, unsigned int flags);
 int kva_compact_timing(struct kva_pool *pool, struct kva_compact_control *cc);
+
+/* migration between memory tiers (migrate.c) */
+
+/* Why kva_migrate() stopped. */
+enum kva_migrate_result {
+	KVA_MIGRATE_DONE = 0,		/* every request served */
+	KVA_MIGRATE_BUDGET,		/* byte budget of this call spent */
+	KVA_MIGRATE_NO_ROOM,		/* no HBM page to take, or no host
+					 * page for a victim */
+};
+
+/**
+ * struct kva_migrate_control - batched page moves between memory tiers
+ *
+ * Owned by the caller of kva_migrate(), used by one pool under the pool's
+ * serialisation, like struct kva_compact_control (its model). The plan
+ * arrays hold one call's moves; the counters accumulate over calls.
+ *
+ * A call serves promotions (host pages wanted in HBM, most wanted first)
+ * with free HBM pages while there are any, then by demoting victims (HBM
+ * pages, coldest first) to free host pages and giving their HBM page to
+ * the promoted one; then it demotes further victims while fewer than
+ * @hbm_reserve HBM pages are free. It stops when the byte budget would be
+ * passed (each copy counts a page), or when HBM or host room runs out.
+ * Each page moves at most once per call; demotions are copied before the
+ * promotions that take their pages, and every table and reverse-map entry
+ * of the batch is rewritten in one pass (kvk_migrate_rewrite_cpu()).
+ */
+struct kva_migrate_control {
+	/* in */
+	uint64_t budget_bytes;		/* most page bytes copied per call */
+	uint32_t hbm_reserve;		/* free HBM pages to keep (pages) */
+	struct kvrt_stream **streams;	/* streams whose queued work may read
+					 * the old tables: the pages moved
+					 * from are held until it completes */
+	uint32_t nr_streams;
+
+	/* plan of one call: demotions [0, nr_demote), then promotions */
+	uint32_t *src;			/* [nr_ids] */
+	uint32_t *dst;			/* [nr_ids] */
+	uint32_t *list;			/* [nr_ids] owner before the call */
+	uint32_t *pos;			/* [nr_ids] */
+	uint8_t *leaves;		/* [nr_ids] src is no destination */
+	uint32_t *free_mem[KVA_NR_MEM];	/* [nr_ids] free pages per tier */
+	uint32_t *psrc;			/* [nr_ids] promotions' scratch */
+	uint32_t *pdst;			/* [nr_ids] */
+	uint8_t *mark;			/* [nr_ids] requests seen */
+	uint32_t nr_moves;
+	uint32_t nr_demote;
+	uint32_t nr_ids;		/* page ids the arrays cover */
+	uint64_t call_bytes;		/* bytes copied in this call */
+
+	/* out, accumulated over calls */
+	uint64_t pages_promoted;
+	uint64_t pages_demoted;
+	uint64_t bytes_moved;		/* bytes */
+	enum kva_migrate_result result;	/* of the last call */
+	double copy_us;			/* page copy of the last call */
+};
+
+int kva_migrate_init(struct kva_migrate_control *mc,
+		     const struct kva_pool *pool, uint64_t budget_bytes);
+void kva_migrate_fini(struct kva_migrate_control *mc);
+int kva_migrate(struct kva_pool *pool, struct kva_migrate_control *mc,
+		const uint32_t *promote, uint32_t np, const uint32_t *demote,
+		uint32_t nd);
+int kva_migrate_reclaim(struct kva_pool *pool, int wait);
+const char *kva_migrate_reason(enum kva_migrate_result r);
+
+/* placement policies (place.c) */
+
+enum kva_place_policy {
+	KVA_PLACE_STATIC = 0,	/* newest pages in HBM, oldest to the host */
+	KVA_PLACE_TIER,		/* DiffKV: the prefill's low tier to the host */
+	KVA_PLACE_IMPORTANCE,	/* recent attention mass and selection
+				 * frequency: hot pages in HBM */
+	KVA_PLACE_ORACLE,	/* greedy over the future trace's mass */
+	KVA_PLACE_NR,
+};
+
+/**
+ * struct kva_place - a placement policy's state over one pool's high-tier
+ * table entries
+ *
+ * Owned by its creator, used under the pool's serialisation. Entries are
+ * named by (list, table index), which migration and compaction keep (they
+ * rewrite the page id of an entry, not its index), so scores follow a
+ * token range wherever its page moves. Each step the caller reports the
+ * attention mass each entry received (kva_place_observe()); the policy
+ * then ranks every owned high-tier entry by its value and
+ * kva_place_plan() turns the ranking into kva_migrate() requests: the top
+ * entries that fit HBM are wanted there, the rest on the host. Values:
+ * static, the entry index (newest first); tier, the mean mass over the
+ * first @prefill_steps steps (DiffKV's prompt window), entries under
+ * @alpha / pages of their list labelled low (fixed afterwards; later
+ * entries low once out of the window); importance, an exponential average
+ * of the mass (@decay) plus @freq_weight times the average selection
+ * frequency; oracle, the discounted (@gamma) number of reads in the next
+ * @horizon steps of the recorded trace, plus their mass
+ * (kva_place_future()): a greedy lookahead, not the exact optimum. A
+ * promotion is kept only when it gains @margin over the victim it
+ * displaces (over nothing when HBM has a free page): moves cost copies.
+ * The last @window
+ * tokens' pages of each list rank first for every policy but static's
+ * (newest first anyway): they are read every step.
+ */
+struct kva_place {
+	enum kva_place_policy policy;
+	uint32_t nr_lists;
+	uint32_t width;
+	uint32_t window;		/* tokens: recent pages kept in HBM */
+	uint32_t prefill_steps;		/* tier: steps of the prompt window */
+	float alpha;			/* tier: low when mean < alpha / pages */
+	float decay;			/* importance: EMA factor */
+	float freq_weight;		/* importance: weight of frequency */
+	float gamma;			/* oracle: discount per step */
+	uint32_t horizon;		/* oracle: steps looked ahead */
+	float margin;			/* a move must gain this much value
+					 * (a victim's counted against it) */
+	uint32_t steps;			/* observed so far */
+	float *ema;			/* [lists][width] mass average */
+	float *freq;			/* [lists][width] selection average */
+	float *prefill;			/* [lists][width] tier: prompt mass */
+	uint8_t *low;			/* [lists][width] tier: low label */
+	const float *future;		/* oracle: [horizon][lists][width] */
+	uint32_t nr_future;		/* steps at @future */
+	/* scratch of kva_place_plan() */
+	float *val;			/* [lists * width] */
+	uint32_t *order;		/* [lists * width] */
+};
+
+int kva_place_init(struct kva_place *pl, const struct kva_pool *pool,
+		   enum kva_place_policy policy);
+void kva_place_fini(struct kva_place *pl);
+const char *kva_place_name(enum kva_place_policy policy);
+int kva_place_observe(struct kva_place *pl, const float *mass);
+void kva_place_future(struct kva_place *pl, const float *future,
+		      uint32_t nr_steps);
+int kva_place_plan(struct kva_place *pl, const struct kva_pool *pool,
+		   uint32_t *promote, uint32_t *np, uint32_t *demote,
+		   uint32_t *nd);
+
+/* swap to file (swap.c) */
+
+/**
+ * struct kva_swap_rec - where one sequence's pages went
+ *
+ * Owned by the caller (the scheduler keeps one per swapped sequence); made
+ * by kva_swap_out(), consumed by kva_swap_in(). The file holds, list by
+ * list, the high-tier pages in table order then the low-tier pages,
+ * page_size bytes each, from @off.
+ */
+struct kva_swap_rec {
+	uint64_t off;			/* file offset, KVRT_SWAP_ALIGN */
+	uint64_t bytes;			/* written, rounded up to the align */
+	uint32_t lists;			/* lists_per_slot when written */
+	uint32_t *npages;		/* [lists][2] pages per tier */
+	uint32_t *ntokens;		/* [lists][2] tokens per tier */
+};
+
+uint64_t kva_swap_bytes(const struct kva_pool *pool, uint32_t slot);
+int kva_swap_out(struct kva_pool *pool, struct kvrt_swapfile *sf,
+		 uint32_t slot, uint64_t off, struct kva_swap_rec *rec);
+int kva_swap_in(struct kva_pool *pool, struct kvrt_swapfile *sf,
+		uint32_t slot, struct kva_swap_rec *rec);
+void kva_swap_rec_fini(struct kva_swap_rec *rec);
 
 #ifdef __cplusplus
 }

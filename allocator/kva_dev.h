@@ -18,6 +18,7 @@ struct kva_resize {
 	uint32_t gslots;		/* granule slots the arrays cover */
 	uint32_t width;			/* table entries per list */
 	uint8_t *gran_mapped;		/* [gslots] */
+	uint8_t *gran_mem;		/* [gslots] */
 	uint32_t *ring;			/* [gslots * ppg] */
 	uint32_t *page_list;		/* [gslots * ppg] */
 	uint32_t *page_pos;		/* [gslots * ppg] */

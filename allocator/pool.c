@@ -11,6 +11,8 @@
 static void pool_free_arrays(struct kva_pool *pool)
 {
 	free(pool->gran_mapped);
+	free(pool->gran_mem);
+	free(pool->held);
 	free(pool->ring);
 	free(pool->page_list);
 	free(pool->page_pos);
@@ -30,6 +32,7 @@ static int pool_alloc_arrays(struct kva_pool *pool)
 	size_t lists = pool->nr_lists;
 
 	pool->gran_mapped = calloc(pool->nr_gslots, 1);
+	pool->gran_mem = calloc(pool->nr_gslots, 1);
 	pool->ring = calloc(ids, sizeof(uint32_t));
 	pool->page_list = malloc(ids * sizeof(uint32_t));
 	pool->page_pos = malloc(ids * sizeof(uint32_t));
@@ -41,7 +44,7 @@ static int pool_alloc_arrays(struct kva_pool *pool)
 	pool->off = calloc(lists + 1, sizeof(uint64_t));
 	pool->mark = calloc(pool->nr_slots, sizeof(uint32_t));
 	pool->scratch = calloc(ids, sizeof(uint32_t));
-	if (!pool->gran_mapped || !pool->ring || !pool->page_list ||
+	if (!pool->gran_mapped || !pool->gran_mem || !pool->ring || !pool->page_list ||
 	    !pool->page_pos || !pool->table || !pool->npages ||
 	    !pool->ntokens || !pool->slot_state || !pool->cnt || !pool->off ||
 	    !pool->mark || !pool->scratch)
@@ -293,6 +296,8 @@ int kva_pool_destroy(struct kva_pool *pool)
 	ret = kvrt_space_destroy(pool->space);
 	if (ret)
 		return ret;
+	for (int i = 0; i < KVRT_MAX_STREAMS; i++)
+		kvrt_fence_put(pool->held_fence[i]);
 	kva_dev_destroy(pool);
 	pool_free_arrays(pool);
 	free(pool);
@@ -300,9 +305,180 @@ int kva_pool_destroy(struct kva_pool *pool)
 }
 
 /**
- * kva_pool_grow() - map @n more granules and put their pages in the ring
+ * kva_pool_grow() - map @n more HBM granules and put their pages in the ring
  * @pool: pool
  * @n: granules, at least 1
+ *
+ * kva_pool_grow_mem(@pool, @n, KVA_MEM_HBM).
+ *
+ * Return: as kva_pool_grow_mem().
+ */
+int kva_pool_grow(struct kva_pool *pool, uint32_t n)
+{
+	return kva_pool_grow_mem(pool, n, KVA_MEM_HBM);
+}
+
+/**
+ * kva_pool_room() - granules the pool may still map, both tiers together
+ * @pool: pool
+ *
+ * Return: the HBM room plus the host room (kvrt_space_loc_room()), at most
+ * the space budget's room.
+ */
+uint32_t kva_pool_room(const struct kva_pool *pool)
+{
+	struct kvrt_space_stats st;
+	uint64_t r = (uint64_t)kvrt_space_loc_room(pool->space, KVA_MEM_HBM) +
+		     kvrt_space_loc_room(pool->space, KVA_MEM_HOST);
+	uint64_t all;
+
+	kvrt_space_stats(pool->space, &st);
+	all = st.budget_bytes / KVRT_GRANULE_SIZE - st.nr_mapped;
+	return (uint32_t)(r < all ? r : all);
+}
+
+/**
+ * kva_pool_grow_auto() - map @n granules, HBM first, the rest on the host
+ * @pool: pool
+ * @n: granules, at least 1, at most kva_pool_room()
+ *
+ * As many as the HBM budget allows come from HBM, the others from the host
+ * tier (NUMA node 0). Without a host tier or tier budgets this is
+ * kva_pool_grow(). All or nothing: if the host part fails, the HBM part is
+ * given back (shrunk, its pages taken out of the ring).
+ *
+ * Return: 0; -EINVAL for n == 0; -ENOSPC when the budgets cannot take @n;
+ * the runtime's error.
+ */
+int kva_pool_grow_auto(struct kva_pool *pool, uint32_t n)
+{
+	uint32_t h = kvrt_space_loc_room(pool->space, KVA_MEM_HBM);
+	uint64_t tail = pool->tail;
+	uint8_t *was;
+	int ret;
+
+	if (!n)
+		return -EINVAL;
+	if (n > kva_pool_room(pool))
+		return -ENOSPC;
+	if (h >= n)
+		return kva_pool_grow_mem(pool, n, KVA_MEM_HBM);
+	if (!h)
+		return kva_pool_grow_mem(pool, n, KVA_MEM_HOST);
+	if (pool->dev)		/* the device ring cannot be cut back */
+		return -EOPNOTSUPP;
+	was = malloc(pool->nr_gslots);
+	if (!was)
+		return -ENOMEM;
+	memcpy(was, pool->gran_mapped, pool->nr_gslots);
+	ret = kva_pool_grow_mem(pool, h, KVA_MEM_HBM);
+	if (!ret) {
+		ret = kva_pool_grow_mem(pool, n - h, KVA_MEM_HOST);
+		if (ret)
+			kva_pool_ungrow(pool, was, tail);
+	}
+	free(was);
+	return ret;
+}
+
+/**
+ * kva_pool_ungrow() - give back the granules mapped since @was
+ * @pool: host pool
+ * @was: gran_mapped as it was before the grows to undo
+ * @tail: the ring tail then
+ *
+ * The granules mapped since then hold only free pages at the ring's tail
+ * (nothing was allocated in between): they are shrunk and the tail put
+ * back. Retried once (an injected fault fires once).
+ *
+ * Return: 0 or the runtime's error (then they stay mapped and free, a
+ * state kva_check() accepts).
+ */
+int kva_pool_ungrow(struct kva_pool *pool, const uint8_t *was, uint64_t tail)
+{
+	uint32_t ppg = pool->pages_per_granule, n = 0, *idx;
+	int ret;
+
+	idx = malloc(pool->nr_gslots * sizeof(*idx));
+	if (!idx)
+		return -ENOMEM;
+	for (uint32_t g = 0; g < pool->nr_gslots; g++)
+		if (was[g] == KVA_GRAN_UNMAPPED &&
+		    pool->gran_mapped[g] == KVA_GRAN_MAPPED)
+			idx[n++] = g;
+	ret = n ? kvrt_space_shrink(pool->space, idx, n, 0) : 0;
+	if (ret)
+		ret = kvrt_space_shrink(pool->space, idx, n, 0);
+	if (ret)
+		goto out_free;
+	for (uint32_t i = 0; i < n; i++) {
+		pool->gran_mapped[idx[i]] = KVA_GRAN_UNMAPPED;
+		pool->nr_gran_mem[pool->gran_mem[idx[i]]]--;
+		for (uint32_t j = 0; j < ppg; j++)
+			pool->page_list[idx[i] * ppg + j] =
+				KVA_OWNER_UNMAPPED;
+	}
+	pool->nr_granules -= n;
+	pool->tail = tail;
+out_free:
+	free(idx);
+	return ret;
+}
+
+/**
+ * kva_pool_set_mem_budget() - cap one memory tier of the pool
+ * @pool: pool
+ * @mem: KVA_MEM_HBM or KVA_MEM_HOST
+ * @bytes: a multiple of 2 MiB, or KVRT_LOC_UNCAPPED (the default: only
+ *	the pool's budget bounds the tier)
+ *
+ * kvrt_space_set_loc_budget() on the pool's space: the HBM cap is the
+ * "HBM capacity" of placement; the host tier is where the rest goes
+ * (kva_pool_grow_auto(), kva_pool_balance()).
+ *
+ * Return: 0; -EINVAL; -E2BIG over the tier's memory; -EBUSY below what is
+ * mapped there. Nothing changed on error.
+ */
+int kva_pool_set_mem_budget(struct kva_pool *pool, uint32_t mem,
+			    uint64_t bytes)
+{
+	if (mem >= KVA_NR_MEM)
+		return -EINVAL;
+	return kvrt_space_set_loc_budget(pool->space, mem, bytes);
+}
+
+/**
+ * kva_pool_ring_prefer() - put the free pages of one tier first in the ring
+ * @pool: host pool (a device pool's ring is on the device: no-op)
+ * @mem: the tier whose pages allocation should take first
+ *
+ * A stable partition of ring[head, tail): flag, scan, scatter through the
+ * scratch array, as the batched ops do. Allocation takes from the head, so
+ * new pages come from @mem while it has free pages.
+ */
+void kva_pool_ring_prefer(struct kva_pool *pool, uint32_t mem)
+{
+	uint64_t n = pool->tail - pool->head, k = 0;
+	uint32_t cap = pool->nr_page_ids;
+
+	if (pool->dev || !n)
+		return;
+	for (int pass = 0; pass < 2; pass++)
+		for (uint64_t i = 0; i < n; i++) {
+			uint32_t p = pool->ring[(pool->head + i) % cap];
+
+			if ((kva_page_mem(pool, p) == mem) == !pass)
+				pool->scratch[k++] = p;
+		}
+	for (uint64_t i = 0; i < n; i++)
+		pool->ring[(pool->head + i) % cap] = pool->scratch[i];
+}
+
+/**
+ * kva_pool_grow_mem() - map @n more granules of one tier, pages to the ring
+ * @pool: pool
+ * @n: granules, at least 1
+ * @mem: KVA_MEM_HBM or KVA_MEM_HOST (NUMA node 0)
  *
  * Control plane only (driver calls); kva_pool_balance() calls it ahead of
  * need. The new granules' pages go to the ring's tail, granule by granule
@@ -312,7 +488,7 @@ int kva_pool_destroy(struct kva_pool *pool)
  * Return: 0; -EINVAL for n == 0; -ENOSPC over the budget or reservation;
  * the runtime's error.
  */
-int kva_pool_grow(struct kva_pool *pool, uint32_t n)
+int kva_pool_grow_mem(struct kva_pool *pool, uint32_t n, uint32_t mem)
 {
 	uint32_t *idx;
 	uint32_t ppg = pool->pages_per_granule;
@@ -320,12 +496,13 @@ int kva_pool_grow(struct kva_pool *pool, uint32_t n)
 
 	struct kva_view v;
 
-	if (!n)
+	if (!n || mem >= KVA_NR_MEM)
 		return -EINVAL;
 	idx = malloc(n * sizeof(*idx));
 	if (!idx)
 		return -ENOMEM;
-	ret = kvrt_space_grow(pool->space, n, KVRT_LOC_DEVICE, -1, idx);
+	ret = kvrt_space_grow(pool->space, n, mem,
+			      mem == KVA_MEM_HOST ? 0 : -1, idx);
 	if (ret)
 		goto out_free_idx;
 	/* the lowest free slots, within the budget: inside the arrays */
@@ -334,9 +511,12 @@ int kva_pool_grow(struct kva_pool *pool, uint32_t n)
 		ret = -EUCLEAN;
 		goto out_free_idx;
 	}
-	for (uint32_t i = 0; i < n; i++)
+	for (uint32_t i = 0; i < n; i++) {
 		pool->gran_mapped[idx[i]] = KVA_GRAN_MAPPED;
+		pool->gran_mem[idx[i]] = mem;
+	}
 	pool->nr_granules += n;
+	pool->nr_gran_mem[mem] += n;
 	if (pool->dev) {
 		/* the device appends the pages; the free count knows them */
 		ret = kva_dev_grow(pool, idx, n);
@@ -346,6 +526,9 @@ int kva_pool_grow(struct kva_pool *pool, uint32_t n)
 	}
 	kva_pool_view(pool, &v);
 	kva_grow_cpu(&v, idx, n, ppg, NULL);
+	/* HBM pages first, so appends land in HBM while it has room */
+	if (pool->nr_gran_mem[KVA_MEM_HOST])
+		kva_pool_ring_prefer(pool, KVA_MEM_HBM);
 out_free_idx:
 	free(idx);
 	return ret;
@@ -395,7 +578,6 @@ int kva_grow_cpu(const struct kva_view *v, const uint32_t *gran, uint32_t n,
  */
 int kva_pool_balance(struct kva_pool *pool)
 {
-	struct kvrt_space_stats st;
 	uint64_t want, room;
 	int ret;
 
@@ -412,13 +594,12 @@ int kva_pool_balance(struct kva_pool *pool)
 				 pool->pages_per_granule);
 	if (!want)
 		want = 1;
-	kvrt_space_stats(pool->space, &st);
-	room = st.budget_bytes / KVRT_GRANULE_SIZE - st.nr_mapped;
+	room = kva_pool_room(pool);
 	if (want > room)
 		want = room;
 	if (!want)
 		return -ENOSPC;
-	ret = kva_pool_grow(pool, want);
+	ret = kva_pool_grow_auto(pool, want);
 	return ret ? ret : (int)want;
 }
 
@@ -441,6 +622,7 @@ int kva_pool_need_compact(const struct kva_pool *pool)
 static void resize_free(struct kva_resize *r)
 {
 	free(r->gran_mapped);
+	free(r->gran_mem);
 	free(r->ring);
 	free(r->page_list);
 	free(r->page_pos);
@@ -476,18 +658,20 @@ static int resize_prepare(struct kva_pool *pool, uint32_t gslots,
 			return ret;
 	}
 	r->gran_mapped = calloc(gslots, 1);
+	r->gran_mem = calloc(gslots, 1);
 	r->ring = calloc(ids, sizeof(uint32_t));
 	r->page_list = malloc(ids * sizeof(uint32_t));
 	r->page_pos = malloc(ids * sizeof(uint32_t));
 	r->scratch = calloc(ids, sizeof(uint32_t));
 	if (w != ow)
 		r->table = malloc(lists * w * sizeof(uint32_t));
-	if (!r->gran_mapped || !r->ring || !r->page_list || !r->page_pos ||
+	if (!r->gran_mapped || !r->gran_mem || !r->ring || !r->page_list || !r->page_pos ||
 	    !r->scratch || (w != ow && !r->table)) {
 		resize_free(r);
 		return -ENOMEM;
 	}
 	memcpy(r->gran_mapped, pool->gran_mapped, pool->nr_gslots);
+	memcpy(r->gran_mem, pool->gran_mem, pool->nr_gslots);
 	for (uint64_t i = pool->head; i < pool->tail; i++)
 		r->ring[i % ids] = pool->ring[i % old];
 	memcpy(r->page_list, pool->page_list, old * sizeof(uint32_t));
@@ -527,11 +711,13 @@ static void resize_commit(struct kva_pool *pool, struct kva_resize *r)
 	if (pool->dev)
 		kva_dev_resize_commit(pool, r);
 	free(pool->gran_mapped);
+	free(pool->gran_mem);
 	free(pool->ring);
 	free(pool->page_list);
 	free(pool->page_pos);
 	free(pool->scratch);
 	pool->gran_mapped = r->gran_mapped;
+	pool->gran_mem = r->gran_mem;
 	pool->ring = r->ring;
 	pool->page_list = r->page_list;
 	pool->page_pos = r->page_pos;
@@ -573,7 +759,8 @@ int kva_pool_set_budget(struct kva_pool *pool, uint64_t budget_bytes)
 	if (!budget_bytes || budget_bytes % KVRT_GRANULE_SIZE ||
 	    budget_bytes > (uint64_t)pool->va_gslots * KVRT_GRANULE_SIZE)
 		return -EINVAL;
-	if (budget_bytes > kvrt_ctx_mem_total(pool->ctx))
+	if (budget_bytes > kvrt_ctx_mem_total(pool->ctx) +
+				   kvrt_ctx_loc_total(pool->ctx, KVA_MEM_HOST))
 		return -E2BIG;
 	if (budget_bytes < (uint64_t)(pool->nr_granules + pool->nr_retired) *
 				   KVRT_GRANULE_SIZE)
@@ -618,13 +805,19 @@ void kva_pool_stats(const struct kva_pool *pool, struct kva_stats *out)
 	out->nr_free = pool->tail - pool->head;
 	out->nr_used = pool->nr_used;
 	out->tail_bytes = KVRT_GRANULE_SIZE - (uint64_t)ppg * pool->page_size;
+	out->nr_held = pool->nr_held;
 	for (uint32_t g = 0; g < pool->nr_gslots; g++) {
-		uint32_t used = 0;
+		uint32_t used = 0, m = pool->gran_mem[g], o;
 
 		if (pool->gran_mapped[g] != KVA_GRAN_MAPPED)
 			continue;
-		for (uint32_t j = 0; j < ppg; j++)
-			used += pool->page_list[g * ppg + j] < KVA_OWNER_FREE;
+		out->granules_mem[m]++;
+		for (uint32_t j = 0; j < ppg; j++) {
+			o = pool->page_list[g * ppg + j];
+			used += o < KVA_OWNER_FREE;
+			out->used_mem[m] += kva_owned(o);
+			out->free_mem[m] += o == KVA_OWNER_FREE;
+		}
 		if (!used)
 			out->empty_granules++;
 		else if (used < ppg)

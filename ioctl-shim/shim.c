@@ -223,7 +223,7 @@ static int ioc_version(struct kvmm_version *a)
 		return -EINVAL;
 	a->api = KVMM_API_VERSION;
 	a->features = KVMM_FEAT_HOST | KVMM_FEAT_COMPACT | KVMM_FEAT_TIERS |
-		      KVMM_FEAT_STEP;
+		      KVMM_FEAT_STEP | KVMM_FEAT_PLACEMENT;
 	if (kvrt_cuda_probe(NULL, 0) == 0)
 		a->features |= KVMM_FEAT_DEVICE;
 	return 0;
@@ -420,46 +420,6 @@ static int ioc_space_destroy(struct kvshim_file *f,
 	return 0;
 }
 
-/*
- * Undo kva_pool_grow(): the granules that were unmapped in @was and are
- * mapped now hold only free pages, appended at the ring's tail in the
- * order grow mapped them. Give them back to the runtime, then put the
- * pool's arrays back as they were. kvrt_space_shrink() changes nothing
- * when it fails, so it is retried once (an injected fault fires once);
- * if the runtime refuses twice the granules stay mapped and free, a state
- * kva_check() accepts.
- */
-static int ungrow(struct kva_pool *pool, const uint8_t *was,
-		  uint64_t tail)
-{
-	uint32_t ppg = pool->pages_per_granule, n = 0, *idx;
-	int ret;
-
-	idx = malloc(pool->nr_gslots * sizeof(*idx));
-	if (!idx)
-		return -ENOMEM;
-	for (uint32_t g = 0; g < pool->nr_gslots; g++)
-		if (was[g] == KVA_GRAN_UNMAPPED &&
-		    pool->gran_mapped[g] == KVA_GRAN_MAPPED)
-			idx[n++] = g;
-	ret = kvrt_space_shrink(pool->space, idx, n, 0);
-	if (ret)
-		ret = kvrt_space_shrink(pool->space, idx, n, 0);
-	if (ret)
-		goto out_free;
-	for (uint32_t i = 0; i < n; i++) {
-		pool->gran_mapped[idx[i]] = KVA_GRAN_UNMAPPED;
-		for (uint32_t j = 0; j < ppg; j++)
-			pool->page_list[idx[i] * ppg + j] =
-				KVA_OWNER_UNMAPPED;
-	}
-	pool->nr_granules -= n;
-	pool->tail = tail;
-out_free:
-	free(idx);
-	return ret;
-}
-
 /* kva_admit(), or the error a test injected with kvshim_fault_inject() */
 static int admit_step(struct kvshim_space *s, const uint32_t *slots,
 		      const uint32_t *prompt, uint32_t n)
@@ -484,7 +444,6 @@ static int ioc_seq_admit(struct kvshim_file *f, const struct kvmm_seq_admit *a)
 	unsigned char *useqs = user_ptr(a->seqs);	/* struct kvmm_seq[] */
 	struct kvshim_space *s;
 	struct kva_pool *pool;
-	struct kvrt_space_stats st;
 	uint32_t *slots = NULL, *prompt = NULL, n = a->count, found = 0;
 	uint64_t need = 0, free_pages, grow = 0, room, tail;
 	uint8_t *was = NULL;
@@ -545,8 +504,7 @@ static int ioc_seq_admit(struct kvshim_file *f, const struct kvmm_seq_admit *a)
 	if (need > free_pages) {
 		grow = kvmm_div_round_up(need - free_pages,
 					 pool->pages_per_granule);
-		kvrt_space_stats(pool->space, &st);
-		room = st.budget_bytes / KVRT_GRANULE_SIZE - st.nr_mapped;
+		room = kva_pool_room(pool);
 		if (grow > room) {
 			ret = -ENOSPC;
 			goto out_free;
@@ -557,7 +515,7 @@ static int ioc_seq_admit(struct kvshim_file *f, const struct kvmm_seq_admit *a)
 			goto out_free;
 		}
 		memcpy(was, pool->gran_mapped, pool->nr_gslots);
-		ret = kva_pool_grow(pool, grow);
+		ret = kva_pool_grow_auto(pool, grow);
 		if (ret)
 			goto out_free;
 	}
@@ -573,7 +531,7 @@ static int ioc_seq_admit(struct kvshim_file *f, const struct kvmm_seq_admit *a)
 out_ungrow:
 	/* a device pool's ring is on the device: its granules stay, free */
 	if (grow && !kva_pool_is_device(pool))
-		ungrow(pool, was, tail);
+		kva_pool_ungrow(pool, was, tail);
 out_free:
 	free(was);
 	free(prompt);
@@ -1279,17 +1237,14 @@ static int step_run(struct kva_pool *pool, const struct step_op *o)
 /* granules to map so that @need pages are free; -ENOSPC over the budget */
 static int step_grow(struct kva_pool *pool, uint64_t need, int dry)
 {
-	struct kvrt_space_stats st;
-	uint64_t free_pages = kva_nr_free(pool), g, room;
+	uint64_t free_pages = kva_nr_free(pool), g;
 
 	if (need <= free_pages)
 		return 0;
 	g = kvmm_div_round_up(need - free_pages, pool->pages_per_granule);
-	kvrt_space_stats(pool->space, &st);
-	room = st.budget_bytes / KVRT_GRANULE_SIZE - st.nr_mapped;
-	if (g > room)
+	if (g > kva_pool_room(pool))
 		return -ENOSPC;
-	return dry ? 0 : kva_pool_grow(pool, (uint32_t)g);
+	return dry ? 0 : kva_pool_grow_auto(pool, (uint32_t)g);
 }
 
 /*
@@ -1580,6 +1535,8 @@ static uint64_t space_digest(const struct kvshim_space *s)
 	h = fnv32(h, pool->ntokens, (size_t)pool->nr_lists * 2);
 	h = fnv(h, pool->slot_state, pool->nr_slots);
 	h = fnv(h, pool->gran_mapped, pool->nr_gslots);
+	h = fnv(h, pool->gran_mem, pool->nr_gslots);
+	h = FNV(h, pool->nr_held);
 	h = FNV(h, pool->nr_gslots);	/* capacity: table_width shows it */
 	h = FNV(h, pool->width);
 	h = FNV(h, pool->nr_granules);
@@ -1663,6 +1620,104 @@ int kvshim_fault_inject(int fd, uint32_t space, unsigned int where,
 	return ret;
 }
 
+/*
+ * TIER_BUDGET: set the caps (both or neither: the first is put back if the
+ * second is refused), then report the tiers as kva_pool_stats() sees them.
+ */
+static int ioc_tier_budget(struct kvshim_file *f, struct kvmm_tier_budget *a)
+{
+	const uint32_t known = KVMM_TIER_SET_HBM | KVMM_TIER_SET_HOST;
+	struct kvrt_space_stats st;
+	struct kvshim_space *s;
+	struct kva_stats ks;
+	struct kva_pool *pool;
+	int ret = 0;
+
+	if ((a->flags & ~known) || !ZERO(a->reserved))
+		return -EINVAL;
+	s = space_find(f, a->space, NULL);
+	if (!s)
+		return -ENOENT;
+	pool = s->pool;
+	kvrt_space_stats(pool->space, &st);
+	if (a->flags & KVMM_TIER_SET_HBM)
+		ret = kva_pool_set_mem_budget(pool, KVA_MEM_HBM, a->hbm_bytes);
+	if (!ret && (a->flags & KVMM_TIER_SET_HOST)) {
+		ret = kva_pool_set_mem_budget(pool, KVA_MEM_HOST,
+					      a->host_bytes);
+		if (ret && (a->flags & KVMM_TIER_SET_HBM))
+			kva_pool_set_mem_budget(pool, KVA_MEM_HBM,
+						st.loc_budget[KVA_MEM_HBM]);
+	}
+	if (ret)
+		return ret;
+	if (kva_pool_snapshot(pool))
+		return -EIO;
+	kvrt_space_stats(pool->space, &st);
+	kva_pool_stats(pool, &ks);
+	a->hbm_bytes = st.loc_budget[KVA_MEM_HBM];
+	a->host_bytes = st.loc_budget[KVA_MEM_HOST];
+	for (int m = 0; m < KVA_NR_MEM; m++) {
+		a->granules[m] = ks.granules_mem[m];
+		a->pages_used[m] = ks.used_mem[m];
+		a->pages_free[m] = ks.free_mem[m];
+	}
+	a->pages_held = ks.nr_held;
+	return 0;
+}
+
+/* MIGRATE: the lists are copied in once, then kva_migrate() validates */
+static int ioc_migrate(struct kvshim_file *f, struct kvmm_migrate *a)
+{
+	const void *up = user_ptr(a->promote), *ud = user_ptr(a->demote);
+	struct kva_migrate_control mc;
+	struct kvshim_space *s;
+	struct kva_pool *pool;
+	uint32_t *pro = NULL, *dem = NULL;
+	int ret;
+
+	if (a->flags || !ZERO(a->reserved))
+		return -EINVAL;
+	if ((a->nr_promote && !up) || (a->nr_demote && !ud))
+		return -EINVAL;
+	s = space_find(f, a->space, NULL);
+	if (!s)
+		return -ENOENT;
+	pool = s->pool;
+	if (kva_pool_is_device(pool))
+		return -EOPNOTSUPP;
+	if (a->nr_promote > pool->nr_page_ids ||
+	    a->nr_demote > pool->nr_page_ids)
+		return -EINVAL;
+	pro = malloc((a->nr_promote + 1) * sizeof(*pro));
+	dem = malloc((a->nr_demote + 1) * sizeof(*dem));
+	ret = pro && dem ? kva_migrate_init(&mc, pool, a->byte_budget) :
+			   -ENOMEM;
+	if (ret)
+		goto out_free;
+	if (a->nr_promote)
+		memcpy(pro, up, a->nr_promote * sizeof(*pro));
+	if (a->nr_demote)
+		memcpy(dem, ud, a->nr_demote * sizeof(*dem));
+	mc.hbm_reserve = a->hbm_reserve;
+	ret = kva_migrate(pool, &mc, pro, a->nr_promote, dem, a->nr_demote);
+	if (!ret) {
+		a->reason = mc.result == KVA_MIGRATE_BUDGET ?
+				    KVMM_MIGRATE_BUDGET :
+			    mc.result == KVA_MIGRATE_NO_ROOM ?
+				    KVMM_MIGRATE_NO_ROOM :
+				    KVMM_MIGRATE_DONE;
+		a->pages_promoted = mc.pages_promoted;
+		a->pages_demoted = mc.pages_demoted;
+		a->bytes_moved = mc.bytes_moved;
+	}
+	kva_migrate_fini(&mc);
+out_free:
+	free(pro);
+	free(dem);
+	return ret;
+}
+
 /* The commands this build serves: number, whole command, structure size. */
 static const struct {
 	unsigned long cmd;
@@ -1682,13 +1737,16 @@ static const struct {
 	[0x0a] = { KVMM_IOC_STEP_SUBMIT, sizeof(struct kvmm_step_submit) },
 	[0x0b] = { KVMM_IOC_FENCE, sizeof(struct kvmm_fence) },
 	[0x0c] = { KVMM_IOC_SEQ_STATS, sizeof(struct kvmm_seq_stats) },
+	[0x10] = { KVMM_IOC_TIER_BUDGET, sizeof(struct kvmm_tier_budget) },
+	[0x11] = { KVMM_IOC_MIGRATE, sizeof(struct kvmm_migrate) },
 };
 
 static int cmd_valid(unsigned long cmd)
 {
 	unsigned int nr = _IOC_NR(cmd);
 
-	if (_IOC_TYPE(cmd) != KVMMIO || nr >= ARRAY_SIZE(kvshim_cmds))
+	if (_IOC_TYPE(cmd) != KVMMIO || nr >= ARRAY_SIZE(kvshim_cmds) ||
+	    !kvshim_cmds[nr].cmd)
 		return -ENOTTY;
 	if (_IOC_DIR(cmd) != _IOC_DIR(kvshim_cmds[nr].cmd))
 		return -ENOTTY;
@@ -1731,6 +1789,8 @@ int kvshim_ioctl(int fd, unsigned long cmd, void *arg)
 		struct kvmm_step_submit step_submit;
 		struct kvmm_fence fence;
 		struct kvmm_seq_stats seq_stats;
+		struct kvmm_tier_budget tier_budget;
+		struct kvmm_migrate migrate;
 	} k;
 	struct kvshim_file *f;
 	size_t size = _IOC_SIZE(cmd);
@@ -1794,6 +1854,12 @@ int kvshim_ioctl(int fd, unsigned long cmd, void *arg)
 		break;
 	case KVMM_IOC_SEQ_STATS:
 		ret = ioc_seq_stats(f, &k.seq_stats);
+		break;
+	case KVMM_IOC_TIER_BUDGET:
+		ret = ioc_tier_budget(f, &k.tier_budget);
+		break;
+	case KVMM_IOC_MIGRATE:
+		ret = ioc_migrate(f, &k.migrate);
 		break;
 	default:
 		ret = -ENOTTY;

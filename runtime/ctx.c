@@ -209,6 +209,11 @@ int kvrt_ctx_create(const struct kvrt_ctx_opts *opts, struct kvrt_ctx **out)
 	ctx->fault_nth = 0;
 	if (ret)
 		goto out_free;
+	if (opts->host_tier_bytes)
+		ctx->host_total = opts->host_tier_bytes;
+	else if (opts->backend == KVRT_BACKEND_CUDA)
+		ctx->host_total = kvrt_sys_mem_total();
+	ctx->host_total -= ctx->host_total % KVRT_GRANULE_SIZE;
 	*out = ctx;
 	return 0;
 
@@ -262,6 +267,31 @@ const char *kvrt_ctx_name(const struct kvrt_ctx *ctx)
 uint64_t kvrt_ctx_mem_total(const struct kvrt_ctx *ctx)
 {
 	return ctx->mem_total;
+}
+
+/**
+ * kvrt_ctx_loc_total() - memory one location may hold in a space
+ * @ctx: context
+ * @loc: KVRT_LOC_DEVICE or KVRT_LOC_HOST_NUMA
+ *
+ * The device's memory (the configured size on the host backend), or the
+ * host tier (struct kvrt_ctx_opts @host_tier_bytes). A space's budget may
+ * reach their sum; a per-location budget (kvrt_space_set_loc_budget()) is
+ * at most its location's figure. A host-backend context without a host
+ * tier of its own emulates one in the same memory: its host figure is
+ * then the device figure, though the space budget does not grow.
+ *
+ * Return: bytes, a multiple of the granule; 0 for an unknown location.
+ */
+uint64_t kvrt_ctx_loc_total(const struct kvrt_ctx *ctx, enum kvrt_loc loc)
+{
+	if (loc == KVRT_LOC_DEVICE)
+		return ctx->mem_total;
+	if (loc != KVRT_LOC_HOST_NUMA)
+		return 0;
+	if (!ctx->host_total && ctx->kind == KVRT_BACKEND_HOST)
+		return ctx->mem_total;
+	return ctx->host_total;
 }
 
 /**

@@ -58,12 +58,18 @@ struct kvrt_stream;
  * @host_mem_bytes: host backend only: the "device memory" that budgets are
  *	checked against; 0 means the machine's physical memory
  * @fault_nth: tests: fail the nth backend call made while opening (0: off)
+ * @host_tier_bytes: host memory a space may hold as its host tier (host-NUMA
+ *	granules) beyond @host_mem_bytes / the device's memory. CUDA: 0 means
+ *	the machine's physical memory. Host backend: 0 means none, so a
+ *	budget stays within @host_mem_bytes; set it to emulate two tiers
+ *	(Documentation/runtime/index.rst, "Two tiers")
  */
 struct kvrt_ctx_opts {
 	enum kvrt_backend_kind backend;
 	int device;
 	uint64_t host_mem_bytes;
 	uint64_t fault_nth;
+	uint64_t host_tier_bytes;
 };
 
 /**
@@ -101,7 +107,14 @@ struct kvrt_space_stats {
 	uint32_t nr_mapped;	/* slots backed by a granule */
 	uint32_t nr_by_loc[KVRT_LOC_NR];
 	uint32_t nr_retired;
+	uint64_t loc_budget[KVRT_LOC_NR]; /* bytes per location, or
+					   * KVRT_LOC_UNCAPPED */
 };
+
+/* kvrt_space_set_loc_budget(): no cap of its own, only the space budget */
+#define KVRT_LOC_UNCAPPED UINT64_MAX
+
+struct kvrt_fence;
 
 /* context */
 int kvrt_ctx_create(const struct kvrt_ctx_opts *opts, struct kvrt_ctx **out);
@@ -109,6 +122,7 @@ void kvrt_ctx_destroy(struct kvrt_ctx *ctx);
 enum kvrt_backend_kind kvrt_ctx_backend(const struct kvrt_ctx *ctx);
 const char *kvrt_ctx_name(const struct kvrt_ctx *ctx);
 uint64_t kvrt_ctx_mem_total(const struct kvrt_ctx *ctx);
+uint64_t kvrt_ctx_loc_total(const struct kvrt_ctx *ctx, enum kvrt_loc loc);
 int kvrt_ctx_numa_nodes(const struct kvrt_ctx *ctx);
 const char *kvrt_ctx_last_error(const struct kvrt_ctx *ctx);
 void kvrt_ctx_counts(const struct kvrt_ctx *ctx, struct kvrt_counts *out);
@@ -126,6 +140,11 @@ int kvrt_stream_host_fn(struct kvrt_stream *stream, void (*fn)(void *),
 int kvrt_stream_sync(struct kvrt_stream *stream);
 void *kvrt_stream_handle(const struct kvrt_stream *stream);
 
+/* fences of one stream, outside any space (migration's held pages) */
+int kvrt_fence_record(struct kvrt_stream *stream, struct kvrt_fence **out);
+int kvrt_fence_done(struct kvrt_fence *fence, int wait);
+void kvrt_fence_put(struct kvrt_fence *fence);
+
 /* spaces */
 int kvrt_space_create(struct kvrt_ctx *ctx, uint64_t va_bytes,
 		      uint64_t budget_bytes, struct kvrt_space **out);
@@ -137,6 +156,10 @@ int kvrt_space_shrink(struct kvrt_space *space, const uint32_t *idx,
 		      uint32_t n, unsigned int flags);
 size_t kvrt_space_slot_bytes(void);
 int kvrt_space_set_budget(struct kvrt_space *space, uint64_t budget_bytes);
+int kvrt_space_set_loc_budget(struct kvrt_space *space, enum kvrt_loc loc,
+			      uint64_t bytes);
+uint32_t kvrt_space_loc_room(const struct kvrt_space *space,
+			     enum kvrt_loc loc);
 int kvrt_space_fence(struct kvrt_space *space, struct kvrt_stream *stream);
 int kvrt_space_retire(struct kvrt_space *space, const uint32_t *idx,
 		      uint32_t n);
@@ -156,5 +179,27 @@ int kvrt_memcpy_from(struct kvrt_ctx *ctx, void *dst, uint64_t src,
 /* file I/O into host memory: io_uring, pread where io_uring is refused */
 int kvrt_file_read(int fd, uint64_t off, void *dst, size_t bytes);
 const char *kvrt_file_read_engine(void);
+
+/* swap files: O_DIRECT, registered buffers, several requests in flight */
+struct kvrt_swapfile;
+
+/* kvrt_swapfile_fault() modes */
+#define KVRT_SWAP_FAULT_EIO 1	/* the nth chunk write completes with -EIO */
+#define KVRT_SWAP_FAULT_SHORT 2	/* the nth chunk write is cut short */
+
+/* alignment of swap file offsets and lengths (O_DIRECT) */
+#define KVRT_SWAP_ALIGN 4096
+
+int kvrt_swapfile_open(const char *path, uint32_t chunk, uint32_t depth,
+		       struct kvrt_swapfile **out);
+void kvrt_swapfile_close(struct kvrt_swapfile *sf);
+int kvrt_swapfile_write(struct kvrt_swapfile *sf, uint64_t off,
+			const void *src, size_t bytes);
+int kvrt_swapfile_read(struct kvrt_swapfile *sf, uint64_t off, void *dst,
+		       size_t bytes);
+int kvrt_swapfile_sync(struct kvrt_swapfile *sf);
+void kvrt_swapfile_fault(struct kvrt_swapfile *sf, uint64_t nth, int mode);
+const char *kvrt_swapfile_engine(const struct kvrt_swapfile *sf);
+int kvrt_swapfile_direct(const struct kvrt_swapfile *sf);
 
 #endif /* KVRT_H */

@@ -63,7 +63,8 @@ struct kvrt_ctx {
 	const struct kvrt_backend_ops *ops;
 	enum kvrt_backend_kind kind;
 	int device;			/* CUDA ordinal, or -1 */
-	uint64_t mem_total;		/* bytes a budget may not exceed */
+	uint64_t mem_total;		/* device memory (bytes) */
+	uint64_t host_total;		/* host tier a space may add (bytes) */
 	int numa_nodes;			/* host NUMA nodes seen */
 	void *priv;			/* backend state */
 	pthread_mutex_t lock;
@@ -79,6 +80,7 @@ struct kvrt_ctx {
  * Owner: the space; @refs counts those holders, under the space lock.
  */
 struct kvrt_fence {
+	struct kvrt_ctx *ctx;		/* set by kvrt_fence_record() */
 	void *event;			/* backend event */
 	uint64_t seq;			/* space sequence number when recorded */
 	unsigned int refs;
@@ -111,6 +113,8 @@ struct kvrt_space {
 	uint64_t base;			/* start of the reservation */
 	uint64_t va_bytes;
 	uint64_t budget;		/* bytes */
+	uint64_t loc_budget[KVRT_LOC_NR]; /* bytes, or KVRT_LOC_UNCAPPED */
+	uint32_t nr_loc[KVRT_LOC_NR];	/* mapped granules per location */
 	uint32_t nr_slots;		/* granule slots of the reservation */
 	uint32_t cap_slots;		/* entries of @slots: the largest budget
 					 * so far, in granules; slots at or past

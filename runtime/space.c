@@ -48,12 +48,13 @@ static int check_budget(struct kvrt_ctx *ctx, uint64_t budget, uint64_t va)
 				"budget %llu is zero or not a multiple of the "
 				"2 MiB granule",
 				(unsigned long long)budget);
-	if (budget > ctx->mem_total)
+	if (budget > ctx->mem_total + ctx->host_total)
 		return kvrt_err(ctx, -E2BIG,
 				"budget %llu bytes is over the %s memory of "
-				"%llu bytes",
+				"%llu bytes (plus a host tier of %llu)",
 				(unsigned long long)budget, ctx->ops->name,
-				(unsigned long long)ctx->mem_total);
+				(unsigned long long)ctx->mem_total,
+				(unsigned long long)ctx->host_total);
 	if (budget > va)
 		return kvrt_err(ctx, -EINVAL,
 				"budget %llu is over the reservation of %llu "
@@ -117,6 +118,8 @@ int kvrt_space_create(struct kvrt_ctx *ctx, uint64_t va_bytes,
 	space->ctx = ctx;
 	space->va_bytes = va_bytes;
 	space->budget = budget_bytes;
+	for (int l = 0; l < KVRT_LOC_NR; l++)
+		space->loc_budget[l] = KVRT_LOC_UNCAPPED;
 	pthread_mutex_init(&space->lock, NULL);
 	*out = space;
 	return 0;
@@ -225,6 +228,18 @@ int kvrt_space_grow(struct kvrt_space *space, uint32_t n, enum kvrt_loc loc,
 		ret = kvrt_err(ctx, -ENOSPC, "grow: reservation full");
 		goto out_unlock;
 	}
+	if (space->loc_budget[loc] != KVRT_LOC_UNCAPPED &&
+	    (uint64_t)(space->nr_loc[loc] + (uint64_t)n) * KVRT_GRANULE_SIZE >
+		    space->loc_budget[loc]) {
+		ret = kvrt_err(ctx, -ENOSPC,
+			       "grow: %u granules over the %s budget (%u of "
+			       "%llu mapped)",
+			       n, loc == KVRT_LOC_DEVICE ? "device" : "host",
+			       space->nr_loc[loc],
+			       (unsigned long long)(space->loc_budget[loc] /
+						    KVRT_GRANULE_SIZE));
+		goto out_unlock;
+	}
 	handles = calloc(n, sizeof(*handles));
 	idx = calloc(n, sizeof(*idx));
 	if (!handles || !idx) {
@@ -274,6 +289,7 @@ int kvrt_space_grow(struct kvrt_space *space, uint32_t n, enum kvrt_loc loc,
 		g->map_seq = ++space->seq;
 	}
 	space->nr_mapped += n;
+	space->nr_loc[loc] += n;
 	if (idx_out)
 		memcpy(idx_out, idx, n * sizeof(*idx));
 	ret = 0;
@@ -432,6 +448,7 @@ int kvrt_space_shrink(struct kvrt_space *space, const uint32_t *idx,
 		release_handles(ctx, &g->handle, 1);
 		for (int s = 0; s < KVRT_MAX_STREAMS; s++)
 			fence_put(ctx, g->wait[s]);
+		space->nr_loc[g->loc]--;
 		memset(g, 0, sizeof(*g));
 	}
 	space->nr_mapped -= n;
@@ -646,6 +663,158 @@ int kvrt_space_set_budget(struct kvrt_space *space, uint64_t budget_bytes)
 }
 
 /**
+ * kvrt_space_set_loc_budget() - cap the memory one location may map
+ * @space: space
+ * @loc: KVRT_LOC_DEVICE (HBM) or KVRT_LOC_HOST_NUMA (the host tier)
+ * @bytes: a multiple of 2 MiB (0: none of this location), at most the
+ *	location's memory (kvrt_ctx_loc_total()) and not below what is
+ *	mapped there now; or KVRT_LOC_UNCAPPED, the default, for no cap of
+ *	its own
+ *
+ * The space budget (kvrt_space_set_budget()) still bounds both locations
+ * together; kvrt_space_grow() refuses a granule that would pass either.
+ *
+ * Return: 0; -EINVAL for an unknown location or an unaligned size; -E2BIG
+ * for one over the location's memory; -EBUSY for one below what is
+ * mapped there. Nothing changed on error.
+ */
+int kvrt_space_set_loc_budget(struct kvrt_space *space, enum kvrt_loc loc,
+			      uint64_t bytes)
+{
+	struct kvrt_ctx *ctx = space->ctx;
+	int ret = 0;
+
+	if (loc < 0 || loc >= KVRT_LOC_NR)
+		return kvrt_err(ctx, -EINVAL, "tier budget: unknown location "
+				"%d", loc);
+	if (bytes == KVRT_LOC_UNCAPPED)
+		goto set;
+	if (bytes % KVRT_GRANULE_SIZE)
+		return kvrt_err(ctx, -EINVAL, "tier budget %llu is not a "
+				"multiple of the 2 MiB granule",
+				(unsigned long long)bytes);
+	if (bytes > kvrt_ctx_loc_total(ctx, loc))
+		return kvrt_err(ctx, -E2BIG, "tier budget %llu bytes is over "
+				"the %s memory of %llu bytes",
+				(unsigned long long)bytes,
+				loc == KVRT_LOC_DEVICE ? "device" : "host tier",
+				(unsigned long long)kvrt_ctx_loc_total(ctx, loc));
+set:
+	pthread_mutex_lock(&space->lock);
+	if (bytes < (uint64_t)space->nr_loc[loc] * KVRT_GRANULE_SIZE)
+		ret = kvrt_err(ctx, -EBUSY, "tier budget %llu bytes is below "
+			       "the %u granules mapped there",
+			       (unsigned long long)bytes, space->nr_loc[loc]);
+	else
+		space->loc_budget[loc] = bytes;
+	pthread_mutex_unlock(&space->lock);
+	return ret;
+}
+
+/**
+ * kvrt_space_loc_room() - granules one location may still map
+ * @space: space
+ * @loc: location
+ *
+ * Return: the granules kvrt_space_grow() would accept at @loc now, the
+ * lesser of the space budget's room and the location's (0 for an unknown
+ * location).
+ */
+uint32_t kvrt_space_loc_room(const struct kvrt_space *space,
+			     enum kvrt_loc loc)
+{
+	uint64_t room, lr;
+
+	if (loc < 0 || loc >= KVRT_LOC_NR)
+		return 0;
+	pthread_mutex_lock((pthread_mutex_t *)&space->lock);
+	room = space->budget / KVRT_GRANULE_SIZE - space->nr_mapped;
+	if (room > space->nr_slots - space->nr_mapped)
+		room = space->nr_slots - space->nr_mapped;
+	if (space->loc_budget[loc] != KVRT_LOC_UNCAPPED) {
+		lr = space->loc_budget[loc] / KVRT_GRANULE_SIZE;
+		lr = lr > space->nr_loc[loc] ? lr - space->nr_loc[loc] : 0;
+		if (lr < room)
+			room = lr;
+	}
+	pthread_mutex_unlock((pthread_mutex_t *)&space->lock);
+	return (uint32_t)room;
+}
+
+/**
+ * kvrt_fence_record() - a fence for the work queued on a stream so far
+ * @stream: stream
+ * @out: the fence; kvrt_fence_put() it
+ *
+ * Unlike kvrt_space_fence() it covers no granule: its holder decides what
+ * waits for it (the allocator's migration keeps the pages it moved away
+ * from out of the free ring until such fences complete).
+ *
+ * Return: 0; -EINVAL; -ENOMEM; the backend's error.
+ */
+int kvrt_fence_record(struct kvrt_stream *stream, struct kvrt_fence **out)
+{
+	struct kvrt_ctx *ctx;
+	struct kvrt_fence *f;
+	int ret;
+
+	if (!stream || !out)
+		return -EINVAL;
+	ctx = stream->ctx;
+	f = calloc(1, sizeof(*f));
+	if (!f)
+		return kvrt_err(ctx, -ENOMEM, "fence: out of memory");
+	ret = KVRT_CALL(ctx, event_create, &f->event);
+	if (ret) {
+		free(f);
+		return kvrt_err(ctx, ret, "fence: creating an event failed "
+				"(%s)", strerror(-ret));
+	}
+	kvrt_count(ctx, &ctx->counts.events, 1);
+	ret = KVRT_CALL(ctx, event_record, f->event, stream->handle);
+	if (ret) {
+		if (!KVRT_PUT(ctx, event_destroy, f->event))
+			kvrt_count(ctx, &ctx->counts.events, -1);
+		free(f);
+		return kvrt_err(ctx, ret, "fence: recording the event failed "
+				"(%s)", strerror(-ret));
+	}
+	f->ctx = ctx;
+	f->refs = 1;
+	*out = f;
+	return 0;
+}
+
+/**
+ * kvrt_fence_done() - whether a fence's work has completed
+ * @fence: from kvrt_fence_record()
+ * @wait: non-zero to block until it has
+ *
+ * Return: 1 when complete, 0 while pending (only without @wait), -errno.
+ */
+int kvrt_fence_done(struct kvrt_fence *fence, int wait)
+{
+	struct kvrt_ctx *ctx = fence->ctx;
+	int ret;
+
+	ret = wait ? KVRT_CALL(ctx, event_sync, fence->event)
+		   : KVRT_CALL(ctx, event_query, fence->event);
+	if (ret == -EBUSY && !wait)
+		return 0;
+	return ret ? ret : 1;
+}
+
+/**
+ * kvrt_fence_put() - drop a fence from kvrt_fence_record()
+ * @fence: fence, or NULL
+ */
+void kvrt_fence_put(struct kvrt_fence *fence)
+{
+	if (fence)
+		fence_put(fence->ctx, fence);
+}
+
+/**
  * kvrt_space_destroy() - give back every granule and the reservation
  * @space: space
  *
@@ -758,6 +927,8 @@ void kvrt_space_stats(const struct kvrt_space *space,
 	out->nr_slots = space->nr_slots;
 	out->cap_slots = space->cap_slots;
 	out->nr_mapped = space->nr_mapped;
+	for (int l = 0; l < KVRT_LOC_NR; l++)
+		out->loc_budget[l] = space->loc_budget[l];
 	for (uint32_t s = 0; s < space->cap_slots; s++) {
 		const struct kvrt_granule *g = &space->slots[s];
 

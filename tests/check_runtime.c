@@ -123,6 +123,91 @@ START_TEST(test_file_read)
 }
 END_TEST
 
+/*
+ * Two tiers on the host backend: the space budget reaches device memory
+ * plus the host tier, each location has its own cap, a grow over a cap is
+ * refused and changes nothing, and the counts per location follow.
+ */
+START_TEST(test_loc_budget)
+{
+	struct kvrt_ctx_opts o = { .backend = KVRT_BACKEND_HOST,
+				   .host_mem_bytes = 8 * G,
+				   .host_tier_bytes = 16 * G };
+	struct kvrt_space_stats st;
+	struct kvrt_ctx *ctx;
+	struct kvrt_space *s;
+	uint32_t idx[8];
+
+	ck_assert_int_eq(kvrt_ctx_create(&o, &ctx), 0);
+	ck_assert_uint_eq(kvrt_ctx_loc_total(ctx, KVRT_LOC_DEVICE), 8 * G);
+	ck_assert_uint_eq(kvrt_ctx_loc_total(ctx, KVRT_LOC_HOST_NUMA), 16 * G);
+	ck_assert_int_eq(kvrt_space_create(ctx, 64 * G, 25 * G, &s), -E2BIG);
+	ck_assert_int_eq(kvrt_space_create(ctx, 64 * G, 24 * G, &s), 0);
+	ck_assert_int_eq(kvrt_space_set_loc_budget(s, KVRT_LOC_NR, G),
+			 -EINVAL);
+	ck_assert_int_eq(kvrt_space_set_loc_budget(s, KVRT_LOC_DEVICE, G + 1),
+			 -EINVAL);
+	ck_assert_int_eq(kvrt_space_set_loc_budget(s, KVRT_LOC_DEVICE, 9 * G),
+			 -E2BIG);
+	ck_assert_int_eq(kvrt_space_set_loc_budget(s, KVRT_LOC_DEVICE, 2 * G),
+			 0);
+	ck_assert_int_eq(kvrt_space_set_loc_budget(s, KVRT_LOC_HOST_NUMA,
+						   3 * G), 0);
+	ck_assert_uint_eq(kvrt_space_loc_room(s, KVRT_LOC_DEVICE), 2);
+	ck_assert_int_eq(kvrt_space_grow(s, 3, KVRT_LOC_DEVICE, -1, idx),
+			 -ENOSPC);
+	ck_assert_int_eq(kvrt_space_grow(s, 2, KVRT_LOC_DEVICE, -1, idx), 0);
+	ck_assert_int_eq(kvrt_space_grow(s, 1, KVRT_LOC_DEVICE, -1, idx),
+			 -ENOSPC);
+	ck_assert_int_eq(kvrt_space_grow(s, 3, KVRT_LOC_HOST_NUMA, 0, idx), 0);
+	ck_assert_uint_eq(kvrt_space_loc_room(s, KVRT_LOC_HOST_NUMA), 0);
+	kvrt_space_stats(s, &st);
+	ck_assert_uint_eq(st.nr_by_loc[KVRT_LOC_DEVICE], 2);
+	ck_assert_uint_eq(st.nr_by_loc[KVRT_LOC_HOST_NUMA], 3);
+	ck_assert_uint_eq(st.loc_budget[KVRT_LOC_DEVICE], 2 * G);
+	/* below what is mapped there */
+	ck_assert_int_eq(kvrt_space_set_loc_budget(s, KVRT_LOC_HOST_NUMA,
+						   2 * G), -EBUSY);
+	/* shrink gives the location its room back */
+	ck_assert_int_eq(kvrt_space_shrink(s, &idx[0], 1, 0), 0);
+	ck_assert_uint_eq(kvrt_space_loc_room(s, KVRT_LOC_HOST_NUMA), 1);
+	ck_assert_int_eq(kvrt_space_set_loc_budget(s, KVRT_LOC_HOST_NUMA,
+						   KVRT_LOC_UNCAPPED), 0);
+	ck_assert_uint_eq(kvrt_space_loc_room(s, KVRT_LOC_HOST_NUMA), 24 - 4);
+	ck_assert_int_eq(kvrt_space_destroy(s), 0);
+	kvrt_ctx_destroy(ctx);
+}
+END_TEST
+
+/* a stream fence outside any space: pending while work runs, then done */
+static void slow_fn(void *arg)
+{
+	(void)arg;
+	usleep(20000);
+}
+
+START_TEST(test_stream_fence)
+{
+	struct kvrt_ctx *ctx = host_open();
+	struct kvrt_stream *st;
+	struct kvrt_fence *f;
+	struct kvrt_counts c;
+
+	ck_assert_int_eq(kvrt_stream_create(ctx, &st), 0);
+	ck_assert_int_eq(kvrt_stream_host_fn(st, slow_fn, NULL), 0);
+	ck_assert_int_eq(kvrt_fence_record(st, &f), 0);
+	ck_assert_int_eq(kvrt_fence_done(f, 0), 0);
+	ck_assert_int_eq(kvrt_fence_done(f, 1), 1);
+	ck_assert_int_eq(kvrt_fence_done(f, 0), 1);
+	kvrt_fence_put(f);
+	ck_assert_int_eq(kvrt_fence_record(NULL, &f), -EINVAL);
+	ck_assert_int_eq(kvrt_stream_destroy(st), 0);
+	kvrt_ctx_counts(ctx, &c);
+	ck_assert_uint_eq(c.events, 0);
+	kvrt_ctx_destroy(ctx);
+}
+END_TEST
+
 Suite *suite_runtime(void)
 {
 	Suite *s = suite_create("runtime");
@@ -133,6 +218,8 @@ Suite *suite_runtime(void)
 	KV_ADD(tc, test_bad_ctx_opts);
 	KV_ADD(tc, test_auto_backend);
 	KV_ADD(tc, test_file_read);
+	KV_ADD(tc, test_loc_budget);
+	KV_ADD(tc, test_stream_fence);
 	/* a test that must die by a signal needs fork mode */
 	if (!fork || strcmp(fork, "no")) {
 		kvtest_note("test_unmapped_faults");

@@ -398,7 +398,9 @@ START_TEST(test_bad_command)
 	FAILS(fd, sp, _IOWR(0xB6, 0x07, struct kvmm_stats), &st, -ENOTTY);
 	FAILS(fd, sp, _IOWR(KVMMIO, 0x0d, struct kvmm_stats), &st, -ENOTTY);
 	FAILS(fd, sp, _IOWR(KVMMIO, 0x09, struct kvmm_stats), &st, -EINVAL);
-	FAILS(fd, sp, _IOWR(KVMMIO, 0x10, struct kvmm_stats), &st, -ENOTTY);
+	FAILS(fd, sp, _IOWR(KVMMIO, 0x10, struct kvmm_stats), &st, -EINVAL);
+	FAILS(fd, sp, _IOWR(KVMMIO, 0x12, struct kvmm_stats), &st, -ENOTTY);
+	FAILS(fd, sp, _IOWR(KVMMIO, 0x0f, struct kvmm_stats), &st, -ENOTTY);
 	FAILS(fd, sp, _IOWR(KVMMIO, 0xff, struct kvmm_stats), &st, -ENOTTY);
 	FAILS(fd, sp, _IOR(KVMMIO, 0x07, struct kvmm_stats), &st, -ENOTTY);
 	FAILS(fd, sp, _IO(KVMMIO, 0x07), &st, -ENOTTY);
@@ -1895,6 +1897,141 @@ START_TEST(test_set_budget_grow)
 }
 END_TEST
 
+/* ---- memory tiers: TIER_BUDGET and MIGRATE ---- */
+
+/*
+ * An HBM cap of one granule sends the rest of the space to host granules;
+ * MIGRATE moves pages named by the tables between the tiers, keeps their
+ * contents, and refuses bad lists without changing anything.
+ */
+START_TEST(test_tiers_uapi)
+{
+	int fd = kvshim_open();
+	struct kvmm_space_create c = good_create();
+	uint32_t sp, toks[2] = { 4096, 4096 }, sl[2];
+	struct kvmm_tier_budget tb = { 0 };
+	struct kvmm_space_map m = { 0 };
+	struct kvmm_migrate mg = { 0 };
+	uint32_t *tables, host_p = UINT32_MAX, hbm_p = UINT32_MAX, bad[2];
+	uint32_t lists, victim_entry = 0, hot_entry = 0;
+	unsigned char *pg;
+	struct kvmm_version v = { 0 };
+
+	c.max_tokens = 4096;	/* two sequences pass one granule */
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SPACE_CREATE, &c), 0);
+	sp = c.space;
+	tb.space = m.space = mg.space = sp;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_VERSION, &v), 0);
+	ck_assert(v.features & KVMM_FEAT_PLACEMENT);
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_TIER_BUDGET, &tb), 0);
+	ck_assert_uint_eq(tb.hbm_bytes, KVMM_TIER_UNCAPPED);
+	ck_assert_uint_eq(tb.granules[KVMM_MEM_HBM], 0);
+	/* refusals: unknown flag, reserved, unaligned, over memory */
+	tb.flags = 4;
+	FAILS(fd, sp, KVMM_IOC_TIER_BUDGET, &tb, -EINVAL);
+	tb.flags = KVMM_TIER_SET_HBM;
+	tb.reserved[2] = 1;
+	FAILS(fd, sp, KVMM_IOC_TIER_BUDGET, &tb, -EINVAL);
+	tb.reserved[2] = 0;
+	tb.hbm_bytes = MB2 + 1;
+	FAILS(fd, sp, KVMM_IOC_TIER_BUDGET, &tb, -EINVAL);
+	/* the second cap refused: the first is not set either */
+	tb.flags = KVMM_TIER_SET_HBM | KVMM_TIER_SET_HOST;
+	tb.hbm_bytes = MB2;
+	tb.host_bytes = 3;
+	FAILS(fd, sp, KVMM_IOC_TIER_BUDGET, &tb, -EINVAL);
+	tb.host_bytes = KVMM_TIER_UNCAPPED;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_TIER_BUDGET, &tb), 0);
+	ck_assert_uint_eq(tb.hbm_bytes, MB2);
+
+	/* two sequences: more than one granule, so the host tier is used */
+	ck_assert_int_eq(admit(fd, sp, toks, 2, sl), 0);
+	tb.flags = 0;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_TIER_BUDGET, &tb), 0);
+	ck_assert_uint_eq(tb.granules[KVMM_MEM_HBM], 1);
+	ck_assert_uint_ge(tb.granules[KVMM_MEM_HOST], 1);
+	ck_assert_uint_gt(tb.pages_used[KVMM_MEM_HOST], 0);
+	/* a cap below what is mapped */
+	tb.flags = KVMM_TIER_SET_HOST;
+	tb.host_bytes = 0;
+	FAILS(fd, sp, KVMM_IOC_TIER_BUDGET, &tb, -EBUSY);
+
+	/* find a host page and an HBM page through the tables */
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SPACE_MAP, &m), 0);
+	tables = (uint32_t *)(uintptr_t)m.tables;
+	lists = m.max_seqs * m.lists_per_slot;
+	for (uint32_t e = 0; e < lists * m.table_width; e++) {
+		uint32_t p = tables[e];
+		uint64_t at;
+
+		if (p == UINT32_MAX)
+			continue;
+		at = m.pool_base + (uint64_t)(p / m.pages_per_granule) * MB2;
+		/* granule slot 0 is the only HBM one (lowest slot first) */
+		if (at == m.pool_base && hbm_p == UINT32_MAX) {
+			hbm_p = p;
+			victim_entry = e;
+		} else if (at != m.pool_base && host_p == UINT32_MAX) {
+			host_p = p;
+			hot_entry = e;
+		}
+	}
+	ck_assert_uint_ne(host_p, UINT32_MAX);
+	ck_assert_uint_ne(hbm_p, UINT32_MAX);
+	pg = (unsigned char *)(uintptr_t)(m.pool_base +
+					  (uint64_t)(host_p / m.pages_per_granule) *
+						  MB2 +
+					  (uint64_t)(host_p % m.pages_per_granule) *
+						  m.page_size);
+	memset(pg, 0x5a, m.page_size);
+
+	/* refusals change nothing: wrong tier, twice, not owned, flags */
+	mg.promote = (uintptr_t)&hbm_p;
+	mg.nr_promote = 1;
+	FAILS(fd, sp, KVMM_IOC_MIGRATE, &mg, -EINVAL);
+	bad[0] = bad[1] = host_p;
+	mg.promote = (uintptr_t)bad;
+	mg.nr_promote = 2;
+	FAILS(fd, sp, KVMM_IOC_MIGRATE, &mg, -EINVAL);
+	mg.nr_promote = 1;
+	mg.promote = 0;
+	FAILS(fd, sp, KVMM_IOC_MIGRATE, &mg, -EINVAL);
+	mg.promote = (uintptr_t)&host_p;
+	mg.flags = 1;
+	FAILS(fd, sp, KVMM_IOC_MIGRATE, &mg, -EINVAL);
+	mg.flags = 0;
+
+	/* promote the host page, demoting the HBM one if HBM is full */
+	mg.demote = (uintptr_t)&hbm_p;
+	mg.nr_demote = 1;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_MIGRATE, &mg), 0);
+	ck_assert_uint_eq(mg.reason, KVMM_MIGRATE_DONE);
+	ck_assert_uint_eq(mg.pages_promoted, 1);
+	ck_assert_uint_le(mg.pages_demoted, 1);
+	/* the entry now names an HBM page holding the same bytes */
+	{
+		uint32_t p = tables[hot_entry];
+		unsigned char *q = (unsigned char *)(uintptr_t)(
+			m.pool_base + (uint64_t)(p / m.pages_per_granule) * MB2 +
+			(uint64_t)(p % m.pages_per_granule) * m.page_size);
+
+		ck_assert_uint_lt(p, m.pages_per_granule);
+		for (uint32_t i = 0; i < m.page_size; i++)
+			ck_assert_uint_eq(q[i], 0x5a);
+		if (mg.pages_demoted)
+			ck_assert_uint_ge(tables[victim_entry],
+					  m.pages_per_granule);
+	}
+	{
+		char why[256];
+
+		ck_assert_int_eq(kvshim_check(fd, sp, why, sizeof(why)), 0);
+	}
+	ck_assert_int_eq(release(fd, sp, sl, 2), 0);
+	ck_assert_int_eq(kvshim_close(fd), 0);
+}
+END_TEST
+
 Suite *suite_shim(void)
 {
 	Suite *s = suite_create("shim");
@@ -1928,6 +2065,7 @@ Suite *suite_shim(void)
 	KV_ADD(tc, test_step_grow_and_nospc);
 	KV_ADD(tc, test_fence);
 	KV_ADD(tc, test_seq_stats);
+	KV_ADD(tc, test_tiers_uapi);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("budget");
 	tcase_set_timeout(tc, 60);

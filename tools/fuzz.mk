@@ -26,7 +26,8 @@ FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -O1 -g -pthread -fno-strict-aliasing \
 # reads the pages through kernels/quant.c's formats
 FUZZ_SRC := $(filter-out runtime/cuda.c %_cuda.c, \
 	      $(wildcard runtime/*.c allocator/*.c ioctl-shim/*.c)) \
-	    kernels/evict.c kernels/quant.c kernels/dtype.c
+	    kernels/evict.c kernels/quant.c kernels/dtype.c \
+	    kernels/migrate.c
 FUZZ_OBJ := $(FUZZ_SRC:%.c=$(FUZZ_B)/%.o)
 FUZZ_BIN := $(FUZZ_B)/fuzz_uapi
 FUZZ_CORPUS := tests/fuzz/corpus

@@ -37,6 +37,10 @@ static const struct kvmm_cmd bench_cmds[] = {
 	  "per-head page eviction (KV-Compress) over Llama-3-8B lists" },
 	{ "decode", cmd_bench_decode,
 	  "decode step per policy x batch x context beside its floor (GPU)" },
+	{ "place", cmd_bench_place,
+	  "KV across HBM and host: placement policies and the oracle" },
+	{ "swap", cmd_bench_swap,
+	  "swap a sequence's pages to a file: write/read GB/s vs raw" },
 	{ "serve", cmd_bench_serve,
 	  "serving throughput and latency per policy under a KV budget" },
 };

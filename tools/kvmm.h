@@ -78,6 +78,8 @@ int cmd_serve(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_bench_attn(int argc, char **argv);
 int cmd_bench_evict(int argc, char **argv);
+int cmd_bench_place(int argc, char **argv);
+int cmd_bench_swap(int argc, char **argv);
 int cmd_bench_alloc(int argc, char **argv);
 int cmd_bench_compact(int argc, char **argv);
 int cmd_bench_prefill(int argc, char **argv);

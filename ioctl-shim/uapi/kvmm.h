@@ -10,10 +10,11 @@
  * fields (the size encoded in the ioctl number tells the driver which
  * version of a structure the caller knows).
  *
- * Status: KVMM_API_VERSION 2, every command below served by the userspace
+ * Status: KVMM_API_VERSION 3, every command below served by the userspace
  * driver kvshim_ioctl() (ioctl-shim/kvshim.h); see
  * Documentation/uapi/kvmm.rst. Version 2 adds the data path (SPACE_MAP,
- * STEP_SUBMIT, FENCE) and SEQ_STATS.
+ * STEP_SUBMIT, FENCE) and SEQ_STATS; version 3 the memory tiers
+ * (TIER_BUDGET, MIGRATE).
  */
 #ifndef _UAPI_KVMM_H
 #define _UAPI_KVMM_H
@@ -21,7 +22,7 @@
 #include <linux/ioctl.h>
 #include <linux/types.h>
 
-#define KVMM_API_VERSION 2
+#define KVMM_API_VERSION 3
 
 #define KVMMIO 0xB7
 
@@ -36,6 +37,8 @@
 #define KVMM_FEAT_TIERS		(1ULL << 4) /* two precision tiers */
 #define KVMM_FEAT_STEP		(1ULL << 5) /* SPACE_MAP, STEP_SUBMIT, FENCE,
 					     * SEQ_STATS */
+#define KVMM_FEAT_PLACEMENT	(1ULL << 6) /* TIER_BUDGET, MIGRATE: pages in
+					     * HBM and host granules */
 
 /**
  * struct kvmm_version - KVMM_IOC_VERSION
@@ -504,6 +507,93 @@ struct kvmm_seq_stats {
 	__u64 reserved[2];
 };
 
+/* memory tiers of a page (struct kvmm_tier_budget arrays) */
+#define KVMM_MEM_HBM		0 /* device memory */
+#define KVMM_MEM_HOST		1 /* host memory (host-NUMA granules) */
+
+/* struct kvmm_tier_budget.flags */
+#define KVMM_TIER_SET_HBM	(1U << 0) /* set the HBM cap from @hbm_bytes */
+#define KVMM_TIER_SET_HOST	(1U << 1) /* set the host cap from @host_bytes */
+#define KVMM_TIER_UNCAPPED	(~0ULL)	  /* a cap value: none of its own */
+
+/**
+ * struct kvmm_tier_budget - KVMM_IOC_TIER_BUDGET: cap the memory each
+ * tier of a space may map, and read what each tier holds
+ * @space: handle
+ * @flags: KVMM_TIER_SET_* (0: only read)
+ * @hbm_bytes: in/out: the HBM cap (multiple of 2 MiB, at most the device's
+ *	memory), or KVMM_TIER_UNCAPPED (the default)
+ * @host_bytes: in/out: the host cap (at most the host tier the backend
+ *	offers), or KVMM_TIER_UNCAPPED
+ * @granules: out: [KVMM_MEM_*] granules mapped per tier
+ * @pages_used: out: [KVMM_MEM_*] pages owned by slots per tier
+ * @pages_free: out: [KVMM_MEM_*] free pages per tier
+ * @pages_held: out: pages a migration keeps until readers are done
+ * @reserved: must be zero
+ *
+ * The space budget (SET_BUDGET) still bounds both tiers together; a space
+ * grows HBM granules up to the HBM cap, then host granules. A cap below
+ * what its tier holds now is -EBUSY; one over the tier's memory -E2BIG.
+ * Both caps are set, or neither.
+ */
+struct kvmm_tier_budget {
+	__u32 space;
+	__u32 flags;
+	__u64 hbm_bytes;
+	__u64 host_bytes;
+	__u64 granules[2];
+	__u64 pages_used[2];
+	__u64 pages_free[2];
+	__u64 pages_held;
+	__u64 reserved[3];
+};
+
+/* struct kvmm_migrate.reason */
+#define KVMM_MIGRATE_DONE	0 /* every request served */
+#define KVMM_MIGRATE_BUDGET	1 /* byte budget spent */
+#define KVMM_MIGRATE_NO_ROOM	2 /* no page free in the tier to move to */
+
+/**
+ * struct kvmm_migrate - KVMM_IOC_MIGRATE: move pages between the tiers
+ * @space: handle
+ * @flags: must be zero
+ * @byte_budget: most page bytes to copy in this call (0: no limit)
+ * @promote: user pointer to __u32[@nr_promote]: page ids (as the tables
+ *	hold them) of host pages wanted in HBM, most wanted first
+ * @demote: user pointer to __u32[@nr_demote]: HBM page ids that may go to
+ *	the host, coldest first: victims for the promotions, then for
+ *	@hbm_reserve
+ * @nr_promote: entries at @promote
+ * @nr_demote: entries at @demote
+ * @hbm_reserve: free HBM pages to keep: further victims are demoted
+ *	while fewer are free
+ * @reason: out: why it stopped (KVMM_MIGRATE_*)
+ * @pages_promoted: out
+ * @pages_demoted: out
+ * @bytes_moved: out
+ * @reserved: must be zero
+ *
+ * A page's contents move with it and its table entry is rewritten; page
+ * ids of other pages do not change. Every id must be owned by a slot, of
+ * the tier it leaves, and listed once, or the call fails with -EINVAL
+ * having changed nothing. A device-resident space answers -EOPNOTSUPP.
+ */
+struct kvmm_migrate {
+	__u32 space;
+	__u32 flags;
+	__u64 byte_budget;
+	__u64 promote;
+	__u64 demote;
+	__u32 nr_promote;
+	__u32 nr_demote;
+	__u32 hbm_reserve;
+	__u32 reason;
+	__u64 pages_promoted;
+	__u64 pages_demoted;
+	__u64 bytes_moved;
+	__u64 reserved[2];
+};
+
 #define KVMM_IOC_VERSION	_IOR(KVMMIO, 0x00, struct kvmm_version)
 #define KVMM_IOC_SPACE_CREATE	_IOWR(KVMMIO, 0x01, struct kvmm_space_create)
 #define KVMM_IOC_SPACE_DESTROY	_IOW(KVMMIO, 0x02, struct kvmm_space_destroy)
@@ -517,6 +607,8 @@ struct kvmm_seq_stats {
 #define KVMM_IOC_STEP_SUBMIT	_IOWR(KVMMIO, 0x0a, struct kvmm_step_submit)
 #define KVMM_IOC_FENCE		_IOWR(KVMMIO, 0x0b, struct kvmm_fence)
 #define KVMM_IOC_SEQ_STATS	_IOWR(KVMMIO, 0x0c, struct kvmm_seq_stats)
-/* 0x10 - 0x1f: reserved for swap and placement (a later issue) */
+#define KVMM_IOC_TIER_BUDGET	_IOWR(KVMMIO, 0x10, struct kvmm_tier_budget)
+#define KVMM_IOC_MIGRATE	_IOWR(KVMMIO, 0x11, struct kvmm_migrate)
+/* 0x12 - 0x1f: reserved for swap and placement */
 
 #endif /* _UAPI_KVMM_H */

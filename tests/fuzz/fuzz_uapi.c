@@ -101,7 +101,7 @@ static struct snap now;
 static unsigned long long nr_ioctls, nr_failed, nr_inputs, nr_faults;
 static unsigned long long nr_mutated;
 static unsigned long long max_ioctls, next_progress = 1000000;
-static unsigned long long nr_ok[16];
+static unsigned long long nr_ok[32];
 static unsigned long long nr_kernel;
 static unsigned long long nr_cap_refused, nr_va_max;
 static uint64_t ops_ptr;	/* where the last STEP_SUBMIT's ops are */
@@ -489,7 +489,7 @@ static unsigned long gen_ioctl(struct in *in, int fd, void *k,
 {
 	uint32_t sp = pick_space(in, fd), max = 16;
 	int idx = space_index(fd, sp);
-	uint8_t which = rd8(in) % 13;
+	uint8_t which = rd8(in) % 15;
 
 	if (idx >= 0)
 		max = spaces[idx].max_seqs;
@@ -606,6 +606,41 @@ static unsigned long gen_ioctl(struct in *in, int fd, void *k,
 		maybe_corrupt(in, f, sizeof(*f));
 		return KVMM_IOC_FENCE;
 	}
+	case 13: {
+		struct kvmm_tier_budget *t = k;
+		uint8_t c = rd8(in);
+
+		t->space = sp;
+		t->flags = c < 96 ? 0 : c < 240 ? c % 4 : c;
+		c = rd8(in);
+		t->hbm_bytes = c < 200 ? (uint64_t)(c % 12) * MB2 :
+			       c < 230 ? KVMM_TIER_UNCAPPED :
+			       c < 240 ? MB2 + 4096 : rd64(in);
+		c = rd8(in);
+		t->host_bytes = c < 200 ? (uint64_t)(c % 12) * MB2 :
+				c < 230 ? KVMM_TIER_UNCAPPED : rd64(in);
+		maybe_corrupt(in, t, sizeof(*t));
+		return KVMM_IOC_TIER_BUDGET;
+	}
+	case 14: {
+		struct kvmm_migrate *g = k;
+		uint8_t c = rd8(in);
+
+		g->space = sp;
+		g->byte_budget = c < 64 ? 0 : c < 240 ? (uint64_t)c * 512 :
+				 rd64(in);
+		g->nr_promote = hostile32(in, rd8(in) % 9);
+		g->nr_demote = hostile32(in, rd8(in) % 9);
+		g->hbm_reserve = rd8(in) % 4;
+		g->promote = user_ptr(in, SLOT_AREA, SLOT_SPAN / 2);
+		g->demote = user_ptr(in, SLOT_AREA + SLOT_SPAN / 2,
+				     SLOT_SPAN / 2);
+		/* page ids: mostly in the first granules, some far out */
+		gen_slots(in, g->promote, g->nr_promote, 600);
+		gen_slots(in, g->demote, g->nr_demote, 600);
+		maybe_corrupt(in, g, sizeof(*g));
+		return KVMM_IOC_MIGRATE;
+	}
 	default: {
 		struct kvmm_seq_stats *q = k;
 		unsigned char *at;
@@ -708,6 +743,12 @@ static void fix_ptrs(unsigned long cmd, void *k)
 		fix_at(k, offsetof(struct kvmm_seq_stats, seqs), INFO_AREA,
 		       INFO_SPAN);
 		break;
+	case _IOC_NR(KVMM_IOC_MIGRATE):
+		fix_at(k, offsetof(struct kvmm_migrate, promote), SLOT_AREA,
+		       SLOT_SPAN / 2);
+		fix_at(k, offsetof(struct kvmm_migrate, demote),
+		       SLOT_AREA + SLOT_SPAN / 2, SLOT_SPAN / 2);
+		break;
 	}
 }
 
@@ -734,6 +775,8 @@ static void do_ioctl(struct in *in, int raw)
 		struct kvmm_step_submit st;
 		struct kvmm_fence f;
 		struct kvmm_seq_stats q;
+		struct kvmm_tier_budget tb;
+		struct kvmm_migrate mg;
 		unsigned char bytes[256];
 	} k;
 	int fd = pick_fd(in), changed = -1, ret;
@@ -782,7 +825,7 @@ static void do_ioctl(struct in *in, int raw)
 		check_all(-1, "a failed ioctl", ret);
 		return;
 	}
-	nr_ok[_IOC_NR(cmd) & 15]++;
+	nr_ok[_IOC_NR(cmd) & 31]++;
 	memcpy(&k, arg, sizeof(k));	/* what it returned, what it named */
 	if (cmd == KVMM_IOC_SPACE_CREATE) {
 		struct space *s;
@@ -1025,13 +1068,15 @@ static void report(void)
 	snprintf(line, sizeof(line),
 		 "fuzz_uapi: %llu inputs, %llu ioctls (%llu failed, %llu "
 		 "succeeded: create %llu admit %llu release %llu budget %llu "
-		 "compact %llu map %llu step %llu fence %llu seq_stats %llu), "
+		 "compact %llu map %llu step %llu fence %llu seq_stats %llu "
+		 "tier_budget %llu migrate %llu), "
 		 "%llu commands mutated, %llu faults armed, %llu kernel "
 		 "writes, %llu over the cost cap refused, %llu spaces at the "
 		 "VA bound\n",
 		 nr_inputs, nr_ioctls, nr_failed, nr_ioctls - nr_failed,
 		 nr_ok[1], nr_ok[3], nr_ok[4], nr_ok[5], nr_ok[6], nr_ok[9],
-		 nr_ok[10], nr_ok[11], nr_ok[12], nr_mutated, nr_faults,
+		 nr_ok[10], nr_ok[11], nr_ok[12], nr_ok[16], nr_ok[17],
+		 nr_mutated, nr_faults,
 		 nr_kernel, nr_cap_refused, nr_va_max);
 	fputs(line, stderr);
 	if (path) {

@@ -1,0 +1,295 @@
+// SPDX-License-Identifier: MIT
+/*
+ * place.c - placement policies over the two memory tiers: static, tier,
+ * importance and the future-knowing oracle, each a value per high-tier
+ * table entry; the top values that fit HBM are wanted there. The comment
+ * above struct kva_place states each value; kva_migrate() executes the
+ * plan within a byte budget. See Documentation/placement/index.rst.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kva.h"
+
+/**
+ * kva_place_name() - a policy's name, as the bench prints it
+ * @policy: policy
+ *
+ * Return: "static", "tier", "importance", "oracle" or "?".
+ */
+const char *kva_place_name(enum kva_place_policy policy)
+{
+	static const char *const n[] = { "static", "tier", "importance",
+					 "oracle" };
+
+	return policy < KVA_PLACE_NR ? n[policy] : "?";
+}
+
+/**
+ * kva_place_init() - a policy's state for @pool's tables
+ * @pl: state, zeroed here; the tunables get their defaults (window 64
+ *	tokens, 8 prefill steps, alpha 1.0, decay 0.8, frequency weight 1,
+ *	gamma 0.9, horizon 8; margin 1.5 future reads for the oracle, 0.3
+ *	for importance, 0 otherwise), which the caller may change before use
+ * @pool: pool
+ * @policy: KVA_PLACE_*
+ *
+ * Return: 0; -EINVAL for an unknown policy; -ENOMEM.
+ */
+int kva_place_init(struct kva_place *pl, const struct kva_pool *pool,
+		   enum kva_place_policy policy)
+{
+	size_t n = (size_t)pool->nr_lists * pool->width;
+
+	memset(pl, 0, sizeof(*pl));
+	if (policy >= KVA_PLACE_NR)
+		return -EINVAL;
+	pl->policy = policy;
+	pl->nr_lists = pool->nr_lists;
+	pl->width = pool->width;
+	pl->window = 64;
+	pl->prefill_steps = 8;
+	pl->alpha = 1.0f;
+	pl->decay = 0.8f;
+	pl->freq_weight = 1.0f;
+	pl->gamma = 0.9f;
+	pl->horizon = 8;
+	pl->margin = policy == KVA_PLACE_ORACLE ? 1.5f :
+		     policy == KVA_PLACE_IMPORTANCE ? 0.3f : 0;
+	pl->ema = calloc(n, sizeof(float));
+	pl->freq = calloc(n, sizeof(float));
+	pl->prefill = calloc(n, sizeof(float));
+	pl->low = calloc(n, 1);
+	pl->val = calloc(n, sizeof(float));
+	pl->order = calloc(n, sizeof(uint32_t));
+	if (!pl->ema || !pl->freq || !pl->prefill || !pl->low || !pl->val ||
+	    !pl->order) {
+		kva_place_fini(pl);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/**
+ * kva_place_fini() - free a policy's state
+ * @pl: state
+ */
+void kva_place_fini(struct kva_place *pl)
+{
+	free(pl->ema);
+	free(pl->freq);
+	free(pl->prefill);
+	free(pl->low);
+	free(pl->val);
+	free(pl->order);
+	memset(pl, 0, sizeof(*pl));
+}
+
+/**
+ * kva_place_observe() - what one step's attention read
+ * @pl: state
+ * @mass: [lists][width] attention mass each high-tier entry received this
+ *	step (the softmax probability summed over its tokens, max over the
+ *	query heads of the group); 0 for an entry not read (not selected);
+ *	a negative value marks an entry not read and not known
+ *
+ * Return: 0, or -EINVAL for a NULL @mass.
+ */
+int kva_place_observe(struct kva_place *pl, const float *mass)
+{
+	size_t n = (size_t)pl->nr_lists * pl->width;
+	float d = pl->decay;
+
+	if (!mass)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		float m = mass[i] > 0 ? mass[i] : 0;
+
+		pl->ema[i] = d * pl->ema[i] + (1 - d) * m;
+		pl->freq[i] = d * pl->freq[i] + (1 - d) * (mass[i] > 0);
+		if (pl->steps < pl->prefill_steps)
+			pl->prefill[i] += m / pl->prefill_steps;
+	}
+	pl->steps++;
+	if (pl->policy == KVA_PLACE_TIER && pl->steps == pl->prefill_steps) {
+		/* DiffKV's rule, per list: low under alpha / its pages */
+		for (uint32_t l = 0; l < pl->nr_lists; l++) {
+			const float *pm = &pl->prefill[(size_t)l * pl->width];
+			uint32_t np = 0;
+
+			for (uint32_t e = 0; e < pl->width; e++)
+				np += pm[e] > 0;
+			for (uint32_t e = 0; e < pl->width; e++)
+				pl->low[(size_t)l * pl->width + e] =
+					np && pm[e] * np < pl->alpha;
+		}
+	}
+	return 0;
+}
+
+/**
+ * kva_place_future() - the oracle's knowledge of the steps to come
+ * @pl: state
+ * @future: [nr_steps][lists][width] the mass each entry will receive at
+ *	the next steps (the recorded trace, from the step after the one
+ *	last observed); the caller keeps it valid until the next call
+ * @nr_steps: steps at @future (fewer than the horizon near the end)
+ */
+void kva_place_future(struct kva_place *pl, const float *future,
+		      uint32_t nr_steps)
+{
+	pl->future = future;
+	pl->nr_future = nr_steps;
+}
+
+/* what the entry is worth in HBM; higher first */
+static float value(const struct kva_place *pl, const struct kva_pool *pool,
+		   uint32_t list, uint32_t e, uint32_t tpp)
+{
+	size_t i = (size_t)list * pl->width + e;
+	uint32_t nt = pool->ntokens[2 * list + KVA_HI];
+	float v = 0;
+
+	if (pl->policy != KVA_PLACE_STATIC &&
+	    (uint64_t)(e + 1) * tpp + pl->window > nt)
+		return 1e30f;	/* the recent window: read every step */
+	switch (pl->policy) {
+	case KVA_PLACE_STATIC:
+		v = (float)e;
+		break;
+	case KVA_PLACE_TIER:
+		/* before the labels: the prompt window so far */
+		if (pl->steps < pl->prefill_steps)
+			v = pl->prefill[i];
+		else
+			v = pl->low[i] ? pl->prefill[i] : 1 + pl->prefill[i];
+		if (pl->steps >= pl->prefill_steps && !pl->prefill[i])
+			v = 0;	/* decoded after the prompt: low */
+		break;
+	case KVA_PLACE_IMPORTANCE:
+		v = pl->freq_weight * pl->freq[i] + pl->ema[i];
+		break;
+	case KVA_PLACE_ORACLE: {
+		size_t n = (size_t)pl->nr_lists * pl->width;
+		float g = 1;
+
+		for (uint32_t t = 0; t < pl->nr_future && t < pl->horizon;
+		     t++) {
+			float m = pl->future[t * n + i];
+
+			v += g * (m > 0 ? 1 + m : 0);
+			g *= pl->gamma;
+		}
+		break;
+	}
+	default:
+		break;
+	}
+	return v;
+}
+
+static const float *sort_val;
+
+static int by_val_desc(const void *a, const void *b)
+{
+	float x = sort_val[*(const uint32_t *)a];
+	float y = sort_val[*(const uint32_t *)b];
+
+	if (x != y)
+		return x > y ? -1 : 1;
+	return *(const uint32_t *)a < *(const uint32_t *)b ? -1 : 1;
+}
+
+/* the value of page @p's entry (kept in @pl->val by the plan) */
+static float page_val(const struct kva_place *pl, const struct kva_pool *pool,
+		      uint32_t p)
+{
+	return pl->val[(size_t)pool->page_list[p] * pl->width +
+		       pool->page_pos[p]];
+}
+
+/*
+ * Keep the promotions worth their copies: the first @nfree take free HBM
+ * pages and must gain the margin over nothing, later ones over the victim
+ * kva_migrate() will pair them with (in order).
+ */
+static void trim_moves(const struct kva_place *pl,
+		       const struct kva_pool *pool, const uint32_t *promote,
+		       uint32_t *np, const uint32_t *demote, uint32_t nd,
+		       uint32_t nfree)
+{
+	uint32_t k;
+
+	if (pl->margin <= 0)
+		return;
+	for (k = 0; k < *np; k++) {
+		float gain = page_val(pl, pool, promote[k]);
+
+		if (k >= nfree) {
+			if (k - nfree >= nd)
+				break;
+			gain -= page_val(pl, pool, demote[k - nfree]);
+		}
+		if (gain < pl->margin)
+			break;
+	}
+	*np = k;
+}
+
+/**
+ * kva_place_plan() - the moves that bring HBM closer to the policy's wish
+ * @pl: state
+ * @pool: pool whose tables the state covers
+ * @promote: out: host page ids wanted in HBM, most valuable first; room
+ *	for every owned page
+ * @np: out: entries at @promote
+ * @demote: out: HBM page ids that may go, least valuable first
+ * @nd: out: entries at @demote
+ *
+ * Every owned high-tier entry gets its value; the HBM pages (free and used,
+ * kva_pool_stats()) go to the highest values. Pass the lists to
+ * kva_migrate(), whose byte budget decides how far the pool gets this step.
+ *
+ * Return: 0; -EINVAL when @pool's tables are not the shape of @pl's.
+ */
+int kva_place_plan(struct kva_place *pl, const struct kva_pool *pool,
+		   uint32_t *promote, uint32_t *np, uint32_t *demote,
+		   uint32_t *nd)
+{
+	uint32_t tpp = pool->layout[KVA_HI].tokens, n = 0, cap;
+	struct kva_stats st;
+
+	if (pool->nr_lists != pl->nr_lists || pool->width != pl->width)
+		return -EINVAL;
+	kva_pool_stats(pool, &st);
+	cap = (uint32_t)(st.used_mem[KVA_MEM_HBM] + st.free_mem[KVA_MEM_HBM]);
+	for (uint32_t l = 0; l < pool->nr_lists; l++)
+		for (uint32_t e = 0; e < pool->npages[2 * l + KVA_HI]; e++) {
+			size_t i = (size_t)l * pl->width + e;
+
+			pl->val[i] = value(pl, pool, l, e, tpp);
+			pl->order[n++] = (uint32_t)i;
+		}
+	sort_val = pl->val;
+	qsort(pl->order, n, sizeof(uint32_t), by_val_desc);
+	*np = *nd = 0;
+	for (uint32_t k = 0; k < n; k++) {
+		uint32_t p = pool->table[pl->order[k]];
+		uint32_t m = kva_page_mem(pool, p);
+
+		if (k < cap && m == KVA_MEM_HOST)
+			promote[(*np)++] = p;
+		else if (k >= cap && m == KVA_MEM_HBM)
+			demote[(*nd)++] = p;
+	}
+	/* coldest first: the demotions were found hottest first */
+	for (uint32_t a = 0, b = *nd; a + 1 < b; a++, b--) {
+		uint32_t x = demote[a];
+
+		demote[a] = demote[b - 1];
+		demote[b - 1] = x;
+	}
+	trim_moves(pl, pool, promote, np, demote, *nd,
+		   (uint32_t)st.free_mem[KVA_MEM_HBM]);
+	return 0;
+}

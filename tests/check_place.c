@@ -1,0 +1,753 @@
+// SPDX-License-Identifier: MIT
+/*
+ * check_place.c - two memory tiers in one pool and migration between them
+ * (issue 16), on the host backend's emulated tiers: per-tier budgets,
+ * granules and pages per tier, batched moves with a byte budget, chained
+ * moves (a victim out, a hot page into its place), held pages fenced
+ * against a reader stream, refusals and an injected copy fault that change
+ * nothing, compaction that keeps every page in its tier, and the rewrite's
+ * CPU reference. kva_check() after every operation.
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kva.h"
+#include "kvtest.h"
+#include "migrate.h"
+
+#define G KVRT_GRANULE_SIZE
+/* tokens per page of the fp16 pool below */
+#define TPP (pool->layout[KVA_HI].tokens)
+
+#define CHECK_POOL(pool)                                                       \
+	do {                                                                   \
+		char __why[256] = "";                                          \
+		int __r = kva_check((pool), __why, sizeof(__why));             \
+		ck_assert_msg(__r == 0, "kva_check: %d %s", __r, __why);       \
+	} while (0)
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+	const unsigned char *c = p;
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ c[i]) * 1099511628211ULL;
+	return h;
+}
+
+/* every piece of pool state, and the contents of every owned page */
+static uint64_t pool_digest(const struct kva_pool *pool)
+{
+	uint64_t h = 14695981039346656037ULL;
+	size_t ids = pool->nr_page_ids, lists = pool->nr_lists;
+
+	h = fnv(h, &pool->head, sizeof(pool->head));
+	h = fnv(h, &pool->tail, sizeof(pool->tail));
+	h = fnv(h, &pool->nr_used, sizeof(pool->nr_used));
+	h = fnv(h, &pool->nr_held, sizeof(pool->nr_held));
+	h = fnv(h, pool->ring, ids * 4);
+	h = fnv(h, pool->page_list, ids * 4);
+	h = fnv(h, pool->page_pos, ids * 4);
+	h = fnv(h, pool->table, lists * pool->width * 4);
+	h = fnv(h, pool->npages, lists * 8);
+	h = fnv(h, pool->gran_mapped, pool->nr_gslots);
+	h = fnv(h, pool->gran_mem, pool->nr_gslots);
+	for (uint32_t p = 0; p < ids; p++)
+		if (kva_owned(pool->page_list[p]))
+			h = fnv(h, (void *)(uintptr_t)kva_page_addr(pool, p),
+				pool->page_size);
+	return h;
+}
+
+struct tiered {
+	struct kvrt_ctx *ctx;
+	struct kva_pool *pool;
+};
+
+/* a pool over @hbm HBM granules at most and @host host granules at most */
+static void tiered_open(struct tiered *t, uint32_t slots, uint32_t lists,
+			uint32_t hbm, uint32_t host)
+{
+	struct kvrt_ctx_opts o = { .backend = KVRT_BACKEND_HOST,
+				   .host_mem_bytes = 64 * G,
+				   .host_tier_bytes = 64 * G };
+	struct kva_pool_params p = {
+		.va_bytes = 128 * G,
+		.budget_bytes = (uint64_t)(hbm + host) * G,
+		.head_dim = 128,
+		.tiers = { { 16, 16, 1, 1 } },
+		.nr_tiers = 1,
+		.nr_slots = slots,
+		.nr_layers = 1,
+		.nr_heads = lists,
+		.max_tokens = 1 << 16,
+		.wmark_low = 1,
+		.wmark_high = 1,
+	};
+
+	ck_assert_int_eq(kvrt_ctx_create(&o, &t->ctx), 0);
+	p.ctx = t->ctx;
+	ck_assert_int_eq(kva_pool_create(&p, &t->pool), 0);
+	ck_assert_int_eq(kva_pool_set_mem_budget(t->pool, KVA_MEM_HBM,
+						 (uint64_t)hbm * G), 0);
+	ck_assert_int_eq(kva_pool_set_mem_budget(t->pool, KVA_MEM_HOST,
+						 (uint64_t)host * G), 0);
+	CHECK_POOL(t->pool);
+}
+
+static void tiered_close(struct tiered *t)
+{
+	CHECK_POOL(t->pool);
+	ck_assert_int_eq(kva_pool_destroy(t->pool), 0);
+	kvrt_ctx_destroy(t->ctx);
+}
+
+/* the byte pattern of table entry @e of @list: moves must carry it */
+static void tag_fill(struct kva_pool *pool, uint32_t list, uint32_t e)
+{
+	uint32_t *w = (uint32_t *)(uintptr_t)kva_page_addr(
+		pool, pool->table[(size_t)list * pool->width + e]);
+
+	for (uint32_t i = 0; i < pool->page_size / 4; i++)
+		w[i] = list * 2654435761U ^ e * 40503U ^ i;
+}
+
+static void tag_check(const struct kva_pool *pool)
+{
+	for (uint32_t l = 0; l < pool->nr_lists; l++)
+		for (uint32_t e = 0; e < pool->npages[2 * l]; e++) {
+			const uint32_t *w = (const uint32_t *)(uintptr_t)
+				kva_page_addr(pool,
+					      pool->table[(size_t)l * pool->width +
+							  e]);
+
+			for (uint32_t i = 0; i < pool->page_size / 4; i += 97)
+				ck_assert_msg(w[i] == (l * 2654435761U ^
+						       e * 40503U ^ i),
+					      "list %u entry %u word %u", l, e,
+					      i);
+		}
+}
+
+/* admit @n slots of @tokens each into the high tier, tag every page */
+static void fill(struct kva_pool *pool, uint32_t n, uint32_t tokens)
+{
+	uint32_t slots[16], prompt[16];
+	uint32_t lps = pool->lists_per_slot;
+	uint32_t *hi = calloc(n * lps, 4), *lo = calloc(n * lps, 4);
+
+	for (uint32_t i = 0; i < n; i++) {
+		slots[i] = i;
+		prompt[i] = tokens;
+	}
+	for (uint32_t k = 0; k < n * lps; k++)
+		hi[k] = tokens;
+	ck_assert_int_eq(kva_admit(pool, slots, prompt, n), 0);
+	ck_assert_int_eq(kva_trim(pool, slots, n, hi, lo), 0);
+	for (uint32_t l = 0; l < n * lps; l++)
+		for (uint32_t e = 0; e < pool->npages[2 * l]; e++)
+			tag_fill(pool, l, e);
+	free(hi);
+	free(lo);
+	CHECK_POOL(pool);
+}
+
+/* owned pages of tier @mem, in page-id order; returns how many */
+static uint32_t owned_of(const struct kva_pool *pool, uint32_t mem,
+			 uint32_t *out)
+{
+	uint32_t n = 0;
+
+	for (uint32_t p = 0; p < pool->nr_page_ids; p++)
+		if (kva_owned(pool->page_list[p]) &&
+		    kva_page_mem(pool, p) == mem)
+			out[n++] = p;
+	return n;
+}
+
+START_TEST(test_tiers_grow)
+{
+	struct tiered t;
+	struct kva_stats st;
+	struct kva_pool *pool;
+	uint32_t ppg;
+	uint64_t d;
+
+	tiered_open(&t, 4, 2, 2, 4);
+	pool = t.pool;
+	ppg = pool->pages_per_granule;
+	ck_assert_uint_eq(kva_pool_room(pool), 6);
+	/* HBM first, the rest from the host tier */
+	ck_assert_int_eq(kva_pool_grow_auto(pool, 3), 0);
+	CHECK_POOL(pool);
+	kva_pool_stats(pool, &st);
+	ck_assert_uint_eq(st.granules_mem[KVA_MEM_HBM], 2);
+	ck_assert_uint_eq(st.granules_mem[KVA_MEM_HOST], 1);
+	ck_assert_uint_eq(st.free_mem[KVA_MEM_HBM], 2 * ppg);
+	ck_assert_uint_eq(st.free_mem[KVA_MEM_HOST], ppg);
+	/* the ring hands out HBM pages first */
+	for (uint64_t i = 0; i < 2 * ppg; i++)
+		ck_assert_uint_eq(kva_page_mem(pool, pool->ring[(pool->head + i) %
+							      pool->nr_page_ids]),
+				  KVA_MEM_HBM);
+	/* over the room: refused, nothing changed */
+	d = pool_digest(pool);
+	ck_assert_int_eq(kva_pool_grow_auto(pool, 4), -ENOSPC);
+	ck_assert_int_eq(kva_pool_grow_mem(pool, 1, KVA_MEM_HBM), -ENOSPC);
+	ck_assert_int_eq(kva_pool_grow_mem(pool, 1, 2), -EINVAL);
+	ck_assert_int_eq(kva_pool_set_mem_budget(pool, KVA_MEM_HBM, G), -EBUSY);
+	ck_assert_int_eq(kva_pool_set_mem_budget(pool, KVA_MEM_HBM, 65 * G),
+			 -E2BIG);
+	ck_assert_int_eq(kva_pool_set_mem_budget(pool, 5, G), -EINVAL);
+	ck_assert_uint_eq(pool_digest(pool), d);
+	CHECK_POOL(pool);
+	/* allocation takes the HBM pages first */
+	fill(pool, 2, TPP * 100);
+	kva_pool_stats(pool, &st);
+	ck_assert_uint_eq(st.used_mem[KVA_MEM_HOST], 0);
+	ck_assert_uint_eq(st.used_mem[KVA_MEM_HBM], st.nr_used);
+	/* a larger admission spills into the host tier */
+	{
+		uint32_t s = 2, pr = TPP * 2 * ppg;
+
+		ck_assert_int_eq(kva_admit(pool, &s, &pr, 1), -ENOSPC);
+		ck_assert_int_eq(kva_pool_grow_auto(pool, 3), 0);
+		ck_assert_int_eq(kva_admit(pool, &s, &pr, 1), 0);
+	}
+	CHECK_POOL(pool);
+	kva_pool_stats(pool, &st);
+	ck_assert_uint_eq(st.granules_mem[KVA_MEM_HOST], 4);
+	ck_assert_uint_gt(st.used_mem[KVA_MEM_HOST], 0);
+	ck_assert_uint_eq(st.used_mem[KVA_MEM_HBM] + st.used_mem[KVA_MEM_HOST],
+			  st.nr_used);
+	tiered_close(&t);
+}
+END_TEST
+
+/* the invariant checker sees a page whose tier disagrees with its granule */
+START_TEST(test_tiers_check_catches)
+{
+	struct tiered t;
+	char why[256];
+
+	tiered_open(&t, 2, 1, 1, 1);
+	ck_assert_int_eq(kva_pool_grow_auto(t.pool, 2), 0);
+	CHECK_POOL(t.pool);
+	t.pool->gran_mem[0] ^= 1;
+	ck_assert_int_eq(kva_check(t.pool, why, sizeof(why)), -EUCLEAN);
+	ck_assert_ptr_nonnull(strstr(why, "I7"));
+	t.pool->gran_mem[0] ^= 1;
+	t.pool->nr_gran_mem[KVA_MEM_HOST]++;
+	ck_assert_int_eq(kva_check(t.pool, why, sizeof(why)), -EUCLEAN);
+	t.pool->nr_gran_mem[KVA_MEM_HOST]--;
+	tiered_close(&t);
+}
+END_TEST
+
+/*
+ * Random promotions and demotions over many calls with a byte budget:
+ * every call stays within it, promoted pages end in HBM and demoted ones
+ * on the host, the contents follow the tables, the invariants hold.
+ */
+START_TEST(test_migrate_random)
+{
+	uint64_t seed = kvtest_seed("migrate_random");
+	struct tiered t;
+	struct kva_migrate_control mc;
+	struct kva_pool *pool;
+	uint32_t *host, *hbm, nh, nb;
+
+	tiered_open(&t, 4, 4, 1, 3);
+	pool = t.pool;
+	ck_assert_int_eq(kva_pool_grow_auto(pool, 4), 0);
+	fill(pool, 4, TPP * (pool->pages_per_granule / 5));
+	ck_assert_int_eq(kva_migrate_init(&mc, pool, 7 * pool->page_size), 0);
+	host = malloc(pool->nr_page_ids * 4);
+	hbm = malloc(pool->nr_page_ids * 4);
+	for (int it = 0; it < 60; it++) {
+		uint32_t np, nd;
+
+		nh = owned_of(pool, KVA_MEM_HOST, host);
+		nb = owned_of(pool, KVA_MEM_HBM, hbm);
+		ck_assert_uint_gt(nh, 0);
+		/* shuffle, take a random prefix of each */
+		for (uint32_t i = nh; i > 1; i--) {
+			uint32_t j = kvtest_rand(&seed) % i, x = host[i - 1];
+
+			host[i - 1] = host[j], host[j] = x;
+		}
+		for (uint32_t i = nb; i > 1; i--) {
+			uint32_t j = kvtest_rand(&seed) % i, x = hbm[i - 1];
+
+			hbm[i - 1] = hbm[j], hbm[j] = x;
+		}
+		np = kvtest_rand(&seed) % 9;
+		nd = kvtest_rand(&seed) % 9;
+		np = np < nh ? np : nh;
+		nd = nd < nb ? nd : nb;
+		mc.hbm_reserve = kvtest_rand(&seed) % 3;
+		ck_assert_int_eq(kva_migrate(pool, &mc, host, np, hbm, nd), 0);
+		CHECK_POOL(pool);
+		ck_assert_uint_le(mc.call_bytes, mc.budget_bytes);
+		for (uint32_t i = 0; i < mc.nr_moves; i++)
+			ck_assert_uint_eq(kva_page_mem(pool, mc.dst[i]),
+					  i < mc.nr_demote ? KVA_MEM_HOST
+							   : KVA_MEM_HBM);
+		if (mc.result == KVA_MIGRATE_DONE)
+			ck_assert_uint_eq(mc.nr_moves - mc.nr_demote, np);
+		tag_check(pool);
+	}
+	ck_assert_uint_gt(mc.pages_promoted, 0);
+	ck_assert_uint_gt(mc.pages_demoted, 0);
+	printf("# migrate_random: %llu promoted, %llu demoted, %llu bytes\n",
+	       (unsigned long long)mc.pages_promoted,
+	       (unsigned long long)mc.pages_demoted,
+	       (unsigned long long)mc.bytes_moved);
+	kva_migrate_fini(&mc);
+	free(host);
+	free(hbm);
+	tiered_close(&t);
+}
+END_TEST
+
+/* HBM full: each promotion pairs with a victim, two pages of budget each */
+START_TEST(test_migrate_swap_pairs)
+{
+	struct tiered t;
+	struct kva_migrate_control mc;
+	struct kva_pool *pool;
+	uint32_t *host, *hbm, nh, nb, ppg;
+	struct kva_stats st;
+
+	tiered_open(&t, 2, 1, 1, 2);
+	pool = t.pool;
+	ppg = pool->pages_per_granule;
+	ck_assert_int_eq(kva_pool_grow_auto(pool, 3), 0);
+	fill(pool, 2, TPP * (ppg * 3 / 4));	/* HBM full, host half */
+	host = malloc(pool->nr_page_ids * 4);
+	hbm = malloc(pool->nr_page_ids * 4);
+	nh = owned_of(pool, KVA_MEM_HOST, host);
+	ck_assert_int_eq(kva_migrate_init(&mc, pool, 5 * pool->page_size), 0);
+	/* no victims: what HBM has free (trim's spare pages), then no room */
+	ck_assert_int_eq(kva_migrate(pool, &mc, host, 3, NULL, 0), 0);
+	ck_assert_int_eq(mc.result, KVA_MIGRATE_NO_ROOM);
+	ck_assert_uint_lt(mc.nr_moves, 3);
+	kva_pool_stats(pool, &st);
+	ck_assert_uint_eq(st.free_mem[KVA_MEM_HBM], 0);
+	nh = owned_of(pool, KVA_MEM_HOST, host);
+	nb = owned_of(pool, KVA_MEM_HBM, hbm);
+	/* budget of 5 pages: two pairs, then the budget */
+	ck_assert_int_eq(kva_migrate(pool, &mc, host, 3, hbm, 3), 0);
+	ck_assert_int_eq(mc.result, KVA_MIGRATE_BUDGET);
+	ck_assert_uint_eq(mc.nr_demote, 2);
+	ck_assert_uint_eq(mc.nr_moves, 4);
+	/* the promoted pages took the victims' own pages */
+	ck_assert_uint_eq(mc.dst[2], hbm[0]);
+	ck_assert_uint_eq(mc.dst[3], hbm[1]);
+	CHECK_POOL(pool);
+	tag_check(pool);
+	kva_pool_stats(pool, &st);
+	ck_assert_uint_eq(st.free_mem[KVA_MEM_HBM], 0);
+	(void)nh;
+	(void)nb;
+	kva_migrate_fini(&mc);
+	free(host);
+	free(hbm);
+	tiered_close(&t);
+}
+END_TEST
+
+/* bad requests change nothing */
+START_TEST(test_migrate_refused)
+{
+	struct tiered t;
+	struct kva_migrate_control mc;
+	struct kva_pool *pool;
+	uint32_t *host, *hbm, bad[2];
+	uint64_t d;
+
+	tiered_open(&t, 2, 1, 1, 1);
+	pool = t.pool;
+	ck_assert_int_eq(kva_pool_grow_auto(pool, 2), 0);
+	fill(pool, 2, TPP * (pool->pages_per_granule * 3 / 4));
+	host = malloc(pool->nr_page_ids * 4);
+	hbm = malloc(pool->nr_page_ids * 4);
+	ck_assert_uint_ge(owned_of(pool, KVA_MEM_HOST, host), 1);
+	ck_assert_uint_ge(owned_of(pool, KVA_MEM_HBM, hbm), 1);
+	ck_assert_int_eq(kva_migrate_init(&mc, pool, 0), 0);
+	d = pool_digest(pool);
+	/* wrong tier, listed twice, out of range, not owned */
+	ck_assert_int_eq(kva_migrate(pool, &mc, hbm, 1, NULL, 0), -EINVAL);
+	ck_assert_int_eq(kva_migrate(pool, &mc, NULL, 0, host, 1), -EINVAL);
+	bad[0] = bad[1] = host[0];
+	ck_assert_int_eq(kva_migrate(pool, &mc, bad, 2, NULL, 0), -EINVAL);
+	bad[0] = pool->nr_page_ids;
+	ck_assert_int_eq(kva_migrate(pool, &mc, bad, 1, NULL, 0), -EINVAL);
+	bad[0] = pool->ring[pool->head % pool->nr_page_ids];
+	ck_assert_int_eq(kva_migrate(pool, &mc, NULL, 0, bad, 1), -EINVAL);
+	ck_assert_int_eq(kva_migrate(pool, &mc, NULL, 1, NULL, 0), -EINVAL);
+	ck_assert_uint_eq(pool_digest(pool), d);
+	/* the marks were cleared: a good call still works */
+	ck_assert_int_eq(kva_migrate(pool, &mc, host, 1, hbm, 1), 0);
+	ck_assert_uint_ge(mc.nr_moves, 1);
+	CHECK_POOL(pool);
+	tag_check(pool);
+	kva_migrate_fini(&mc);
+	free(host);
+	free(hbm);
+	tiered_close(&t);
+}
+END_TEST
+
+/*
+ * A copy that fails midway (the runtime's nth call) leaves the pool and
+ * every page's contents as they were, chained victims included.
+ */
+START_TEST(test_migrate_copy_fault)
+{
+	struct tiered t;
+	struct kva_migrate_control mc;
+	struct kva_pool *pool;
+	uint32_t *host, *hbm;
+	uint64_t d;
+	int failed = 0;
+
+	tiered_open(&t, 2, 1, 1, 2);
+	pool = t.pool;
+	ck_assert_int_eq(kva_pool_grow_auto(pool, 3), 0);
+	fill(pool, 2, TPP * (pool->pages_per_granule * 5 / 4));
+	host = malloc(pool->nr_page_ids * 4);
+	hbm = malloc(pool->nr_page_ids * 4);
+	owned_of(pool, KVA_MEM_HOST, host);
+	owned_of(pool, KVA_MEM_HBM, hbm);
+	ck_assert_int_eq(kva_migrate_init(&mc, pool, 0), 0);
+	for (uint64_t nth = 1; nth <= 12; nth++) {
+		int ret;
+
+		d = pool_digest(pool);
+		kvrt_fault_inject(t.ctx, nth, EIO);
+		ret = kva_migrate(pool, &mc, host, 3, hbm, 3);
+		kvrt_fault_inject(t.ctx, 0, 0);
+		CHECK_POOL(pool);
+		tag_check(pool);
+		if (ret) {
+			ck_assert_int_eq(ret, -EIO);
+			ck_assert_uint_eq(pool_digest(pool), d);
+			failed++;
+		} else {
+			break;	/* past the last call: it went through */
+		}
+		/* the pages moved back would differ: keep the lists fresh */
+		owned_of(pool, KVA_MEM_HOST, host);
+		owned_of(pool, KVA_MEM_HBM, hbm);
+	}
+	ck_assert_int_ge(failed, 6);	/* 6 moves x 2 copies each */
+	kva_migrate_fini(&mc);
+	free(host);
+	free(hbm);
+	tiered_close(&t);
+}
+END_TEST
+
+static void slow_reader(void *arg)
+{
+	(void)arg;
+	usleep(30000);
+}
+
+/* pages moved away from are held until the reader's work is done */
+START_TEST(test_migrate_held)
+{
+	struct tiered t;
+	struct kva_migrate_control mc;
+	struct kva_pool *pool;
+	struct kvrt_stream *st;
+	uint32_t *host, *hbm, before;
+	struct kva_stats s;
+
+	tiered_open(&t, 2, 1, 1, 1);
+	pool = t.pool;
+	ck_assert_int_eq(kva_pool_grow_auto(pool, 2), 0);
+	fill(pool, 2, TPP * (pool->pages_per_granule - 20));
+	host = malloc(pool->nr_page_ids * 4);
+	hbm = malloc(pool->nr_page_ids * 4);
+	owned_of(pool, KVA_MEM_HOST, host);
+	owned_of(pool, KVA_MEM_HBM, hbm);
+	ck_assert_int_eq(kva_migrate_init(&mc, pool, 0), 0);
+	/* make room in HBM: demote until 8 pages are free there */
+	mc.hbm_reserve = 8;
+	ck_assert_int_eq(kva_migrate(pool, &mc, NULL, 0, hbm, 8), 0);
+	ck_assert_int_eq(mc.result, KVA_MIGRATE_DONE);
+	ck_assert_uint_le(mc.nr_moves, 8);
+	ck_assert_uint_eq(mc.nr_moves, mc.nr_demote);
+	CHECK_POOL(pool);
+	kva_pool_stats(pool, &s);
+	ck_assert_uint_eq(s.free_mem[KVA_MEM_HBM], 8);
+	mc.hbm_reserve = 0;
+	owned_of(pool, KVA_MEM_HOST, host);
+	owned_of(pool, KVA_MEM_HBM, hbm);
+	ck_assert_int_eq(kvrt_stream_create(t.ctx, &st), 0);
+	ck_assert_int_eq(kvrt_stream_host_fn(st, slow_reader, NULL), 0);
+	mc.streams = &st;
+	mc.nr_streams = 1;
+	before = (uint32_t)(pool->tail - pool->head);
+	ck_assert_int_eq(kva_migrate(pool, &mc, host, 4, hbm, 2), 0);
+	ck_assert_uint_eq(mc.nr_moves, 4);	/* free HBM pages first */
+	ck_assert_uint_eq(pool->nr_held, 4);
+	ck_assert_uint_eq(pool->tail - pool->head, before - 4);
+	for (uint32_t i = 0; i < 4; i++)
+		ck_assert_uint_eq(pool->page_list[host[i]], KVA_OWNER_HELD);
+	CHECK_POOL(pool);
+	kva_pool_stats(pool, &s);
+	ck_assert_uint_eq(s.nr_held, 4);
+	/* compaction will not move held pages */
+	{
+		struct kva_compact_control cc;
+
+		ck_assert_int_eq(kva_compact_init(&cc, pool, 0), 0);
+		ck_assert_int_eq(kva_compact(pool, &cc), -EBUSY);
+		kva_compact_fini(&cc);
+	}
+	ck_assert_int_eq(kva_migrate_reclaim(pool, 0), 0);
+	ck_assert_int_eq(kva_migrate_reclaim(pool, 1), 4);
+	ck_assert_uint_eq(pool->nr_held, 0);
+	ck_assert_uint_eq(pool->tail - pool->head, before);
+	CHECK_POOL(pool);
+	tag_check(pool);
+	kva_migrate_fini(&mc);
+	ck_assert_int_eq(kvrt_stream_destroy(st), 0);
+	free(host);
+	free(hbm);
+	tiered_close(&t);
+}
+END_TEST
+
+/* compaction of a two-tier pool never changes a page's tier */
+START_TEST(test_compact_keeps_tiers)
+{
+	uint64_t seed = kvtest_seed("compact_keeps_tiers");
+	struct tiered t;
+	struct kva_compact_control cc;
+	struct kva_pool *pool;
+	uint32_t *mem_of, half[8];
+	struct kva_stats a, b;
+
+	tiered_open(&t, 8, 2, 3, 3);
+	pool = t.pool;
+	ck_assert_int_eq(kva_pool_grow_auto(pool, 6), 0);
+	fill(pool, 8, TPP * 70);
+	for (uint32_t i = 0; i < 4; i++)
+		half[i] = 2 * i + (kvtest_rand(&seed) & 1 ? 0 : 0);
+	ck_assert_int_eq(kva_free(pool, half, 4), 0);
+	CHECK_POOL(pool);
+	kva_pool_stats(pool, &a);
+	mem_of = malloc(pool->nr_lists * pool->width * 4);
+	for (uint32_t i = 0; i < pool->nr_lists * pool->width; i++)
+		mem_of[i] = pool->table[i] == KVA_PAGE_NONE ? 9 :
+			    kva_page_mem(pool, pool->table[i]);
+	ck_assert_int_eq(kva_compact_init(&cc, pool, 0), 0);
+	ck_assert_int_eq(kva_compact(pool, &cc), 0);
+	CHECK_POOL(pool);
+	tag_check(pool);
+	for (uint32_t i = 0; i < pool->nr_lists * pool->width; i++)
+		ck_assert_uint_eq(mem_of[i], pool->table[i] == KVA_PAGE_NONE ?
+			9 : kva_page_mem(pool, pool->table[i]));
+	kva_pool_stats(pool, &b);
+	ck_assert_uint_eq(a.used_mem[KVA_MEM_HBM], b.used_mem[KVA_MEM_HBM]);
+	ck_assert_uint_eq(a.used_mem[KVA_MEM_HOST], b.used_mem[KVA_MEM_HOST]);
+	ck_assert_uint_gt(cc.granules_released, 0);
+	printf("# compact_keeps_tiers: %llu pages moved, %llu granules\n",
+	       (unsigned long long)cc.pages_moved,
+	       (unsigned long long)cc.granules_released);
+	kva_compact_fini(&cc);
+	free(mem_of);
+	tiered_close(&t);
+}
+END_TEST
+
+/* the rewrite reference on a hand-made chained batch, and its refusals */
+START_TEST(test_migrate_rewrite_ref)
+{
+	uint32_t table[2 * 4], plist[8], ppos[8];
+	/* page 1 (list 0, 0) -> 5; page 3 (list 1, 2) -> 1 (a chain) */
+	const uint32_t src[] = { 1, 3 }, dst[] = { 5, 1 };
+	const uint32_t list[] = { 0, 1 }, pos[] = { 0, 2 };
+	const uint8_t leaves[] = { 0, 1 };
+	struct kvk_migrate_args a = {
+		.table = table, .width = 4, .page_list = plist,
+		.page_pos = ppos, .nr_lists = 2, .nr_pages = 8, .n = 2,
+		.src = src, .dst = dst, .list = list, .pos = pos,
+		.src_leaves = leaves, .src_owner = 77,
+	};
+	uint32_t bad_dst[] = { 5, 8 };
+
+	memset(table, 0xff, sizeof(table));
+	memset(plist, 0xff, sizeof(plist));
+	memset(ppos, 0xff, sizeof(ppos));
+	table[0] = 1, table[4 + 2] = 3;
+	plist[1] = 0, ppos[1] = 0, plist[3] = 1, ppos[3] = 2;
+	a.dst = bad_dst;
+	ck_assert_int_eq(kvk_migrate_rewrite_cpu(&a, NULL), -EINVAL);
+	ck_assert_uint_eq(table[0], 1);
+	a.dst = dst;
+	ck_assert_int_eq(kvk_migrate_rewrite_cpu(&a, NULL), 0);
+	ck_assert_uint_eq(table[0], 5);
+	ck_assert_uint_eq(table[6], 1);
+	ck_assert_uint_eq(plist[5], 0);
+	ck_assert_uint_eq(plist[1], 1);
+	ck_assert_uint_eq(ppos[1], 2);
+	ck_assert_uint_eq(plist[3], 77);
+	ck_assert_uint_eq(ppos[3], KVK_MIGRATE_POS_NONE);
+	a.width = 0;
+	ck_assert_int_eq(kvk_migrate_check(&a), -EINVAL);
+}
+END_TEST
+
+/*
+ * Every policy over a synthetic trace (drifting hot pages per list) on a
+ * pool with HBM for a third of the pages: kva_check() after each step, the
+ * byte budget kept, the recent pages in HBM for all but static, and the
+ * oracle's weighted hit ratio at least static's and importance's.
+ */
+START_TEST(test_policies)
+{
+	uint64_t seed0 = kvtest_seed("policies");
+	const uint32_t S = 24, lists = 4;
+	double hit[KVA_PLACE_NR];
+
+	for (int pol = 0; pol < KVA_PLACE_NR; pol++) {
+		uint64_t seed = seed0;
+		struct tiered t;
+		struct kva_pool *pool;
+		struct kva_place pl;
+		struct kva_migrate_control mc;
+		uint32_t *pro, *dem, np, nd, slots[2] = { 0, 1 }, w;
+		float *mass;
+		double ws = 0, wh = 0;
+		size_t n;
+
+		tiered_open(&t, 2, 2, 1, 3);
+		pool = t.pool;
+		ck_assert_int_eq(kva_pool_grow_auto(pool, 4), 0);
+		fill(pool, 2, TPP * (pool->pages_per_granule * 3 / 4));
+		w = pool->width;
+		n = (size_t)lists * w;
+		mass = calloc((S + 1) * n, sizeof(float));
+		pro = malloc(pool->nr_page_ids * 4);
+		dem = malloc(pool->nr_page_ids * 4);
+		/* the trace: 6 hot entries per list, drifting */
+		for (uint32_t l = 0; l < lists; l++) {
+			uint32_t hot[6], np0 = pool->npages[2 * l];
+
+			for (int h = 0; h < 6; h++)
+				hot[h] = kvtest_rand(&seed) % np0;
+			for (uint32_t s = 0; s < S; s++) {
+				for (int h = 0; h < 6; h++) {
+					if (kvtest_rand(&seed) % 10 == 0)
+						hot[h] = kvtest_rand(&seed) %
+							 np0;
+					mass[s * n + (size_t)l * w + hot[h]] +=
+						0.15f;
+				}
+				mass[s * n + (size_t)l * w + 0] += 0.05f;
+			}
+		}
+		ck_assert_int_eq(kva_place_init(&pl, pool, pol), 0);
+		ck_assert_int_eq(kva_migrate_init(&mc, pool,
+						  16 * pool->page_size), 0);
+		mc.hbm_reserve = lists;
+		pl.prefill_steps = 4;
+		ck_assert_str_ne(kva_place_name(pol), "?");
+		for (uint32_t s = 0; s < S; s++) {
+			const float *m = &mass[s * n];
+
+			uint32_t had[4];
+
+			for (uint32_t l = 0; l < lists; l++)
+				had[l] = pool->npages[2 * l];
+			ck_assert_int_eq(kva_append(pool, slots, 2), 0);
+			for (uint32_t l = 0; l < lists; l++) {
+				ck_assert_int_eq(kva_set_tokens(pool, l,
+						 pool->ntokens[2 * l] + 1, 0),
+						 0);
+				for (uint32_t e = had[l];
+				     e < pool->npages[2 * l]; e++)
+					tag_fill(pool, l, e);
+			}
+			for (size_t i = 0; i < n; i++) {
+				if (m[i] <= 0 || s < 4)
+					continue;
+				ws += m[i];
+				if (kva_page_mem(pool, pool->table[i]) ==
+				    KVA_MEM_HBM)
+					wh += m[i];
+			}
+			ck_assert_int_eq(kva_place_observe(&pl, m), 0);
+			kva_place_future(&pl, m + n, S - s - 1);
+			ck_assert_int_eq(kva_place_plan(&pl, pool, pro, &np,
+							dem, &nd), 0);
+			ck_assert_int_eq(kva_migrate(pool, &mc, pro, np, dem,
+						     nd), 0);
+			ck_assert_uint_le(mc.call_bytes, mc.budget_bytes);
+			CHECK_POOL(pool);
+		}
+		/* the newest page of every list ends in HBM */
+		if (pol != KVA_PLACE_STATIC)
+			for (uint32_t l = 0; l < lists; l++) {
+				uint32_t e = pool->npages[2 * l] - 1;
+
+				ck_assert_uint_eq(kva_page_mem(pool,
+					pool->table[(size_t)l * w + e]),
+					KVA_MEM_HBM);
+			}
+		hit[pol] = ws > 0 ? wh / ws : 1;
+		printf("# policies: %-10s hit %.3f, %llu pages moved\n",
+		       kva_place_name(pol), hit[pol],
+		       (unsigned long long)(mc.pages_promoted +
+					    mc.pages_demoted));
+		ck_assert(hit[pol] >= 0 && hit[pol] <= 1);
+		tag_check(pool);
+		kva_migrate_fini(&mc);
+		kva_place_fini(&pl);
+		free(mass);
+		free(pro);
+		free(dem);
+		tiered_close(&t);
+	}
+	ck_assert(hit[KVA_PLACE_ORACLE] >= hit[KVA_PLACE_STATIC]);
+	ck_assert(hit[KVA_PLACE_ORACLE] >= hit[KVA_PLACE_IMPORTANCE]);
+	{
+		struct kva_place pl;
+		struct tiered t;
+
+		tiered_open(&t, 1, 1, 1, 1);
+		ck_assert_int_eq(kva_place_init(&pl, t.pool, KVA_PLACE_NR),
+				 -EINVAL);
+		ck_assert_str_eq(kva_place_name(KVA_PLACE_NR), "?");
+		tiered_close(&t);
+	}
+}
+END_TEST
+
+Suite *suite_place(void)
+{
+	Suite *s = suite_create("place");
+	TCase *tc = tcase_create("tiers");
+
+	tcase_set_timeout(tc, 120);
+	KV_ADD(tc, test_tiers_grow);
+	KV_ADD(tc, test_tiers_check_catches);
+	KV_ADD(tc, test_migrate_random);
+	KV_ADD(tc, test_migrate_swap_pairs);
+	KV_ADD(tc, test_migrate_refused);
+	KV_ADD(tc, test_migrate_copy_fault);
+	KV_ADD(tc, test_migrate_held);
+	KV_ADD(tc, test_compact_keeps_tiers);
+	KV_ADD(tc, test_migrate_rewrite_ref);
+	KV_ADD(tc, test_policies);
+	suite_add_tcase(s, tc);
+	return s;
+}

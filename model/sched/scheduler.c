@@ -76,6 +76,12 @@ struct sched_req {
 	double t_submit, t_first, t_done; /* seconds, CLOCK_MONOTONIC */
 	double ppt;		/* pages per token per list; 0: not measured */
 	bool gone;		/* llm_sched_forget(): the id may be reused */
+	/* while it runs */
+	int plen;		/* tokens of its (re)prefill, set as it joins */
+	int fed;		/* of those, tokens in the cache: below @plen
+				 * while its prompt comes in chunks */
+	int chunk;		/* prompt tokens it brings to the step built */
+	bool fresh;		/* its prompt ended in this step */
 };
 
 /*
@@ -104,9 +110,13 @@ struct llm_sched {
 	int *free_ids;		/* [cap_req] ids llm_sched_forget() gave back */
 	int n_free;
 
+	bool chunk;		/* prompts longer than the step's budget left
+				 * come in chunks (llm_kv_set_prompt()) */
+
 	/* the step being built */
 	int *join;		/* [n_seq] ids joining (prompts) */
 	int n_join;
+	int *bid;		/* [n_seq] request of each batch entry */
 	int *bseq, *bnt;	/* [n_seq] */
 	int32_t *bnext;		/* [n_seq] */
 	int32_t *btok;		/* [btok_cap] */
@@ -302,8 +312,49 @@ static int preempt(struct llm_sched *s, int id)
 
 /* ---- one step ---- */
 
+/* whether running request @r is still prefilling (its prompt in chunks) */
+static bool prefilling(const struct sched_req *r)
+{
+	return r->fed < r->plen;
+}
+
+/* whether a running request holds pages (its prompt has been admitted) */
+static bool holds_pages(const struct sched_req *r)
+{
+	return !prefilling(r);
+}
+
+/*
+ * the chunks of the running requests whose prompts are still coming, in
+ * order of joining, from the step's token budget left after the decode
+ * tokens; returns the budget left for joins
+ */
+static int plan_chunks(struct llm_sched *s)
+{
+	int avail = s->o.max_step_tokens;
+
+	for (int i = 0; i < s->n_run; i++) {
+		struct sched_req *r = &s->req[s->run[i]];
+
+		r->chunk = 0;
+		r->fresh = false;
+		if (!prefilling(r))
+			avail--;
+	}
+	for (int i = 0; i < s->n_run; i++) {
+		struct sched_req *r = &s->req[s->run[i]];
+		int left = r->plen - r->fed;
+
+		if (!prefilling(r) || avail < 1)
+			continue;
+		r->chunk = left < avail ? left : avail;
+		avail -= r->chunk;
+	}
+	return avail;
+}
+
 /* waiting requests that join this step, by the rules of DOC: scheduler */
-static int pick_joins(struct llm_sched *s)
+static int pick_joins(struct llm_sched *s, int avail)
 {
 	uint64_t used = 0, held = 0, adm = 0, after = 0, cap = s->budget_pages;
 	int tokens = s->n_run, ret;
@@ -319,6 +370,12 @@ static int pick_joins(struct llm_sched *s)
 	for (int i = 0; i < s->n_run; i++) {
 		const struct sched_req *q = &s->req[s->run[i]];
 
+		if (prefilling(q)) {
+			/* admitted at its last chunk: counted as joining */
+			adm += admit_pages(s, q);
+			after += prompt_pages(s, q) + reserve_of(s, q);
+			continue;
+		}
 		held += reserve_of(s, q) +
 			(uint64_t)ceil(s->g.lists * ppt_of(s, q));
 	}
@@ -327,10 +384,15 @@ static int pick_joins(struct llm_sched *s)
 		struct sched_req *r = &s->req[id];
 		uint64_t a = admit_pages(s, r);
 		uint64_t p = prompt_pages(s, r) + reserve_of(s, r);
-		int len = prompt_len(r);
+		int len = prompt_len(r), chunk = len;
 
-		if (s->n_join && tokens + len > s->o.max_step_tokens)
+		if (s->chunk) {
+			chunk = len < avail ? len : avail;
+			if (chunk < 1)
+				break;
+		} else if (s->n_join && tokens + len > s->o.max_step_tokens) {
 			break;
+		}
 		if (used + held + adm + a > cap ||
 		    used + held + after + p > cap) {
 			if (s->n_run || s->n_join)
@@ -366,99 +428,201 @@ static int pick_joins(struct llm_sched *s)
 			llm_kv_policy_seq_alpha(s->kv, r->slot, s->g.alpha[0],
 						s->g.alpha[1]);
 		}
+		/* a prompt longer than the budget left comes in chunks */
+		if (chunk < len && llm_kv_set_prompt(s->kv, r->slot, len))
+			chunk = len;
 		r->state = LLM_SCHED_RUNNING;
+		r->plen = len;
+		r->fed = 0;
+		r->chunk = chunk;
+		r->fresh = false;
 		s->join[s->n_join++] = id;
-		tokens += len;
+		tokens += chunk;
+		avail -= chunk;
 		adm += a;
 		after += p;
 	}
 	return 0;
 }
 
-/* the batch of the joining prompts and the running requests' tokens */
-static int build(struct llm_sched *s, struct llm_batch *b)
+/* make room for @nt tokens of a batch */
+static int btok_reserve(struct llm_sched *s, size_t nt)
 {
-	size_t nt = (size_t)s->n_run;
-	int n = 0;
+	int32_t *t;
 
-	for (int i = 0; i < s->n_join; i++)
-		nt += prompt_len(&s->req[s->join[i]]);
-	if (nt > s->btok_cap) {
-		int32_t *t = realloc(s->btok, nt * sizeof(int32_t));
-
-		if (!t)
-			return -ENOMEM;
-		s->btok = t;
-		s->btok_cap = nt;
-	}
-	nt = 0;
-	for (int i = 0; i < s->n_join; i++, n++) {
-		struct sched_req *r = &s->req[s->join[i]];
-
-		s->bseq[n] = r->slot;
-		s->bnt[n] = prompt_len(r);
-		memcpy(s->btok + nt, r->tok, s->bnt[n] * sizeof(int32_t));
-		nt += s->bnt[n];
-	}
-	for (int i = 0; i < s->n_run; i++, n++) {
-		struct sched_req *r = &s->req[s->run[i]];
-
-		s->bseq[n] = r->slot;
-		s->bnt[n] = 1;
-		s->btok[nt++] = r->tok[prompt_len(r) - 1];
-	}
-	*b = (struct llm_batch){ n, s->bseq, s->bnt, s->btok };
+	if (nt <= s->btok_cap)
+		return 0;
+	t = realloc(s->btok, nt * sizeof(int32_t));
+	if (!t)
+		return -ENOMEM;
+	s->btok = t;
+	s->btok_cap = nt;
 	return 0;
 }
 
-/* the joining prompts go back to the head of the queue, in order */
-static void unjoin(struct llm_sched *s, int keep)
+/* one prompt entry of a batch: @r's chunk */
+static void add_chunk(struct llm_sched *s, int id, int n, size_t *nt)
 {
-	for (int i = s->n_join - 1; i >= keep; i--) {
-		struct sched_req *r = &s->req[s->join[i]];
+	struct sched_req *r = &s->req[id];
 
-		slot_put(s, r);
-		s->blocked = true;
-		r->state = LLM_SCHED_WAITING;
-		wait_push(s, s->join[i], true);
-		s->st.rollbacks++;
-	}
-	s->n_join = keep < s->n_join ? keep : s->n_join;
+	s->bid[n] = id;
+	s->bseq[n] = r->slot;
+	s->bnt[n] = r->chunk;
+	memcpy(s->btok + *nt, r->tok + r->fed, r->chunk * sizeof(int32_t));
+	*nt += r->chunk;
 }
 
 /*
- * a step refused for pages: decide what runs instead. Return 0 to retry,
- * or -ENOSPC when nothing is left to run.
+ * the step's prompts: the chunks of running requests whose prompts are
+ * still coming, then the joining requests' (first) chunks
  */
-static int recover(struct llm_sched *s)
+static int build_prefill(struct llm_sched *s, struct llm_batch *b)
 {
-	bool prompts_ran = s->n_join &&
-			   llm_kv_len(s->kv, s->req[s->join[0]].slot) > 0;
-	int victim;
+	size_t nt = 0;
+	int n = 0, ret;
+
+	for (int i = 0; i < s->n_run; i++)
+		nt += s->req[s->run[i]].chunk;
+	for (int i = 0; i < s->n_join; i++)
+		nt += s->req[s->join[i]].chunk;
+	ret = btok_reserve(s, nt);
+	if (ret)
+		return ret;
+	nt = 0;
+	for (int i = 0; i < s->n_run; i++)
+		if (s->req[s->run[i]].chunk)
+			add_chunk(s, s->run[i], n++, &nt);
+	for (int i = 0; i < s->n_join; i++)
+		add_chunk(s, s->join[i], n++, &nt);
+	*b = (struct llm_batch){ n, s->bseq, s->bnt, s->btok };
+	return n;
+}
+
+/*
+ * the step's decode tokens: every running request past its prompt, but
+ * those whose prompt ended in this step (they took their first token)
+ */
+static int build_decode(struct llm_sched *s, struct llm_batch *b)
+{
+	int n = 0, ret = btok_reserve(s, (size_t)s->n_run);
+
+	if (ret)
+		return ret;
+	for (int i = 0; i < s->n_run; i++) {
+		struct sched_req *r = &s->req[s->run[i]];
+
+		if (prefilling(r) || r->fresh)
+			continue;
+		s->bid[n] = s->run[i];
+		s->bseq[n] = r->slot;
+		s->bnt[n] = 1;
+		s->btok[n++] = r->tok[prompt_len(r) - 1];
+	}
+	*b = (struct llm_batch){ n, s->bseq, s->bnt, s->btok };
+	return n;
+}
+
+/* joining request join[@i] goes back to the head of the queue */
+static void unjoin_one(struct llm_sched *s, int i)
+{
+	int id = s->join[i];
+	struct sched_req *r = &s->req[id];
+
+	slot_put(s, r);
+	s->blocked = true;
+	r->state = LLM_SCHED_WAITING;
+	r->chunk = 0;
+	wait_push(s, id, true);
+	s->st.rollbacks++;
+	memmove(s->join + i, s->join + i + 1,
+		(s->n_join - i - 1) * sizeof(int));
+	s->n_join--;
+}
+
+/* whether @r's chunk of the step would end its prompt (an admission) */
+static bool ends_prompt(const struct sched_req *r)
+{
+	return r->chunk && r->fed + r->chunk == r->plen;
+}
+
+/*
+ * the step's prompts were refused for pages: an admission (a whole prompt,
+ * or the last chunk of one) did not fit, and nothing of the call ran. With
+ * requests holding pages (they may give some back), the prompts that end
+ * now step aside: joining ones go back to the queue, running ones, whose
+ * earlier chunks are staged, are preempted (released and queued again);
+ * without, the oldest is tried alone, and fails if it is alone.
+ * Return 0 to retry.
+ */
+static int refused_prefill(struct llm_sched *s)
+{
+	int holders = 0, cand = 0, keep = -1;
+
+	for (int i = 0; i < s->n_run; i++) {
+		const struct sched_req *r = &s->req[s->run[i]];
+
+		holders += holds_pages(r);
+		if (ends_prompt(r) && !cand++)
+			keep = s->run[i];
+	}
+	for (int i = 0; i < s->n_join; i++)
+		if (ends_prompt(&s->req[s->join[i]]) && !cand++)
+			keep = s->join[i];
+	if (!cand)
+		return -ENOSPC;	/* chunks take no pages: not ours to fix */
+	if (holders)
+		keep = -1;
+	if (!holders && cand == 1) {
+		struct sched_req *r = &s->req[keep];
+		char why[112];
+
+		for (int i = 0; i < s->n_join; i++)
+			if (s->join[i] == keep) {
+				memmove(s->join + i, s->join + i + 1,
+					(s->n_join - i - 1) * sizeof(int));
+				s->n_join--;
+				break;
+			}
+		snprintf(why, sizeof(why), "its prompt of %d tokens does not "
+			 "fit the budget alone", r->plen);
+		req_fail(s, keep, -ENOSPC, why);
+		return 0;
+	}
+	/* youngest first, each pushed at the head: the queue keeps order */
+	for (int i = s->n_join - 1; i >= 0; i--)
+		if (s->join[i] != keep && ends_prompt(&s->req[s->join[i]]))
+			unjoin_one(s, i);
+	for (int i = s->n_run - 1; i >= 0; i--) {
+		int id = s->run[i];
+
+		if (id == keep || !ends_prompt(&s->req[id]))
+			continue;
+		s->req[id].chunk = 0;
+		s->st.prefill_preemptions++;
+		preempt(s, id);
+		s->blocked = true;
+	}
+	return 0;
+}
+
+/*
+ * the decode tokens were refused for pages: the request holding pages
+ * that joined last is preempted (released and queued again to be
+ * recomputed), or fails when it is the only one. Return 0 to retry.
+ */
+static int refused_decode(struct llm_sched *s)
+{
+	int holders = 0, victim = -1;
 	char why[112];
 
-	if (s->n_join && !prompts_ran) {
-		/* the prompts' admission was refused; nothing ran */
-		if (s->n_run) {
-			unjoin(s, 0);
-			return 0;
+	for (int i = 0; i < s->n_run; i++)
+		if (holds_pages(&s->req[s->run[i]])) {
+			holders++;
+			victim = s->run[i];
 		}
-		if (s->n_join > 1) {
-			unjoin(s, 1);
-			return 0;
-		}
-		snprintf(why, sizeof(why), "its prompt of %d tokens does not "
-			 "fit the budget alone", prompt_len(&s->req[s->join[0]]));
-		req_fail(s, s->join[0], -ENOSPC, why);
-		s->n_join = 0;
+	if (victim < 0)
 		return -ENOSPC;
-	}
-	/* the decode part was refused: prompts that ran are redone later */
-	unjoin(s, 0);
-	if (!s->n_run)
-		return -ENOSPC;
-	victim = s->run[s->n_run - 1];
-	if (s->n_run == 1) {
+	if (holders == 1) {
 		snprintf(why, sizeof(why), "outgrew the budget alone at %d "
 			 "tokens", prompt_len(&s->req[victim]));
 		req_fail(s, victim, -ENOSPC, why);
@@ -494,34 +658,52 @@ static void measure(struct llm_sched *s, struct sched_req *r)
 	s->ppt_n++;
 }
 
-/* each request of the step takes its token; finished ones leave */
-static int take(struct llm_sched *s, int n_left0)
+/*
+ * the prompts' step ran: each entry's chunk is in the cache; a prompt that
+ * ended takes its first token
+ */
+static void take_prefill(struct llm_sched *s, int n)
 {
 	double t = now_s();
-	int n = 0, left = n_left0;
 
-	for (int i = 0; i < s->n_join; i++, n++) {
-		int id = s->join[i];
-		struct sched_req *r = &s->req[id];
+	for (int e = 0; e < n; e++) {
+		struct sched_req *r = &s->req[s->bid[e]];
 
-		s->st.prefill_tokens += prompt_len(r);
+		r->fed += r->chunk;
+		s->st.prefill_tokens += r->chunk;
+		r->chunk = 0;
+		if (prefilling(r)) {
+			s->st.chunks++;
+			continue;
+		}
 		measure(s, r);
-		r->tok[prompt_len(r)] = s->bnext[n];
+		r->tok[prompt_len(r)] = s->bnext[e];
 		r->n_gen++;
+		r->fresh = true;
+		s->st.generated++;
 		if (!r->t_first)
 			r->t_first = t;
 	}
-	for (int i = 0; i < s->n_run; i++, n++) {
-		struct sched_req *r = &s->req[s->run[i]];
+}
 
-		s->st.decode_tokens++;
-		r->tok[prompt_len(r)] = s->bnext[n];
+/* the decode step ran: each entry takes its token */
+static void take_decode(struct llm_sched *s, int n)
+{
+	for (int e = 0; e < n; e++) {
+		struct sched_req *r = &s->req[s->bid[e]];
+
+		r->tok[prompt_len(r)] = s->bnext[e];
 		r->n_gen++;
 	}
+	s->st.decode_tokens += n;
 	s->st.generated += n;
-	for (int i = 0; i < s->n_join; i++)
-		s->run[s->n_run++] = s->join[i];
-	s->n_join = 0;
+}
+
+/* requests that reached their max_new leave; returns how many */
+static int leave(struct llm_sched *s)
+{
+	int left = 0;
+
 	for (int i = s->n_run - 1; i >= 0; i--) {
 		int id = s->run[i];
 
@@ -531,6 +713,20 @@ static int take(struct llm_sched *s, int n_left0)
 		}
 	}
 	return left;
+}
+
+/* the executor failed a step for a reason other than pages */
+static void fail_all(struct llm_sched *s, int err)
+{
+	char why[112];
+
+	snprintf(why, sizeof(why), "the executor failed its step: %s",
+		 strerror(-err));
+	for (int i = 0; i < s->n_join; i++)
+		req_fail(s, s->join[i], err, why);
+	s->n_join = 0;
+	while (s->n_run)
+		req_fail(s, s->run[0], err, why);
 }
 
 /* physical compaction when the free pages scattered in granules pass the
@@ -576,40 +772,64 @@ static int maybe_compact(struct llm_sched *s)
 int llm_sched_step(struct llm_sched *s)
 {
 	struct llm_batch b;
-	int ret, n_ran, left = 0;
+	int ret, n, n_ran = 0, left = 0;
 	uint64_t used;
 
-	ret = pick_joins(s);
+	ret = pick_joins(s, plan_chunks(s));
 	if (ret)
 		return ret;
+	/* the prompts: chunks of running requests, joining requests */
 	for (;;) {
-		if (!s->n_join && !s->n_run)
-			return 0;
-		ret = build(s, &b);
-		if (ret)
-			return ret;
-		ret = s->fn(s->ctx, s->kv, &b, s->bnext);
-		if (ret != -ENOSPC)
+		n = build_prefill(s, &b);
+		if (n <= 0) {
+			if (n < 0)
+				return n;
 			break;
-		left++;
-		ret = recover(s);
-		if (ret && !s->n_run)
-			return 0;
+		}
+		ret = s->fn(s->ctx, s->kv, &b, s->bnext);
+		if (ret == -ENOSPC) {
+			left++;
+			ret = refused_prefill(s);
+			if (!ret)
+				continue;
+		}
+		if (ret) {
+			fail_all(s, ret);
+			return ret;
+		}
+		take_prefill(s, n);
+		n_ran += n;
+		break;
 	}
-	if (ret) {
-		char why[112];
-
-		snprintf(why, sizeof(why), "the executor failed its step: %s",
-			 strerror(-ret));
-		for (int i = 0; i < s->n_join; i++)
-			req_fail(s, s->join[i], ret, why);
-		s->n_join = 0;
-		while (s->n_run)
-			req_fail(s, s->run[0], ret, why);
-		return ret;
+	for (int i = 0; i < s->n_join; i++)
+		s->run[s->n_run++] = s->join[i];
+	s->n_join = 0;
+	/* the decode tokens */
+	for (;;) {
+		n = build_decode(s, &b);
+		if (n <= 0) {
+			if (n < 0)
+				return n;
+			break;
+		}
+		ret = s->fn(s->ctx, s->kv, &b, s->bnext);
+		if (ret == -ENOSPC) {
+			left++;
+			ret = refused_decode(s);
+			if (!ret)
+				continue;
+		}
+		if (ret) {
+			fail_all(s, ret);
+			return ret;
+		}
+		take_decode(s, n);
+		n_ran += n;
+		break;
 	}
-	n_ran = b.n_seq;
-	left = take(s, left);
+	if (!n_ran)
+		return 0;
+	left += leave(s);
 	s->st.steps++;
 	s->st.sum_running += (uint64_t)n_ran;
 	if (n_ran > s->st.peak_running)
@@ -956,15 +1176,18 @@ int llm_sched_create(struct llm_kv *kv, const struct llm_sched_opts *o,
 	if (!s->o.compact_ratio)
 		s->o.compact_ratio = 0.25f;
 	s->budget_pages = s->g.budget_pages;
+	s->chunk = !s->o.no_chunk && llm_kv_chunks(kv);
 	n = kv->n_seq;
 	s->run = calloc(n, sizeof(int));
 	s->slots = calloc(n, sizeof(int));
 	s->join = calloc(n, sizeof(int));
+	s->bid = calloc(n, sizeof(int));
 	s->bseq = calloc(n, sizeof(int));
 	s->bnt = calloc(n, sizeof(int));
 	s->bnext = calloc(n, sizeof(int32_t));
 	s->owner = malloc(n * sizeof(int));
-	if (!s->run || !s->slots || !s->join || !s->bseq || !s->bnt ||
+	if (!s->run || !s->slots || !s->join || !s->bid || !s->bseq ||
+	    !s->bnt ||
 	    !s->bnext || !s->owner) {
 		llm_sched_destroy(s);
 		return -ENOMEM;
@@ -995,6 +1218,7 @@ void llm_sched_destroy(struct llm_sched *s)
 	free(s->run);
 	free(s->slots);
 	free(s->join);
+	free(s->bid);
 	free(s->bseq);
 	free(s->bnt);
 	free(s->bnext);

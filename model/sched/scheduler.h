@@ -23,11 +23,13 @@
  * typedef llm_sched_step_fn - an executor's step
  * @ctx: the executor (llm_sched_create()'s @ctx)
  * @kv: the cache
- * @b: the step: whole prompts (sequences of length 0), then decode tokens
+ * @b: the step: all prompts (whole prompts of sequences of length 0, and
+ *	chunks of prompts declared with llm_kv_set_prompt(): sequences that
+ *	are llm_kv_prefilling()) or all decode tokens
  * @next: out: [b->n_seq] the greedy token after each sequence's last one
+ *	(ignored for a chunk that does not end its prompt)
  *
- * Runs and commits the step as llm_cpu_forward() does (a mixed batch
- * through llm_batch_split()).
+ * Runs and commits the step as llm_cpu_forward() does.
  *
  * Return: 0, or the executor's -errno: -ENOSPC when the cache refused
  * pages (nothing changed for the part that failed).
@@ -38,8 +40,10 @@ typedef int (*llm_sched_step_fn)(void *ctx, struct llm_kv *kv,
 /**
  * struct llm_sched_opts - the scheduler's knobs. Plain value; zeros take
  * the defaults.
- * @max_step_tokens: tokens of one step, decode tokens and prompts (2048);
- *	the first prompt of a step may exceed it (no chunked prefill)
+ * @max_step_tokens: tokens of one step, decode tokens and prompts (2048):
+ *	a prompt longer than what is left of it comes in chunks, over
+ *	several steps (chunked prefill), in a cache that takes chunks
+ *	(llm_kv_chunks()); else the first prompt of a step may exceed it
  * @reserve: share of a request's remaining output whose pages are held
  *	back at admission, 0 .. 1 (default 1; negative means 0: admit on the
  *	prompt's pages alone and preempt when pages run out, as vLLM does)
@@ -47,12 +51,15 @@ typedef int (*llm_sched_step_fn)(void *ctx, struct llm_kv *kv,
  *	granule release can return pass this share of the bytes in use
  *	(default 0.25; negative: never)
  * @compact_bytes: most page bytes one compaction moves (0: no limit)
+ * @no_chunk: prompts whole, never in chunks (the first prompt of a step
+ *	may then exceed @max_step_tokens)
  */
 struct llm_sched_opts {
 	int max_step_tokens;
 	float reserve;
 	float compact_ratio;
 	uint64_t compact_bytes;
+	bool no_chunk;
 };
 
 /**
@@ -109,8 +116,10 @@ struct llm_sched_info {
 
 /**
  * struct llm_sched_stats - counters since llm_sched_create()
- * @steps: executor steps that ran
+ * @steps: steps that ran (a step: its prompts, then its decode tokens)
  * @prefill_tokens: prompt tokens prefilled (recomputed ones included)
+ * @chunks: prompt chunks that did not end their prompt
+ * @prefill_preemptions: requests preempted mid-prefill (of @preemptions)
  * @decode_tokens: decode tokens run
  * @generated: tokens generated (first tokens included)
  * @preemptions: requests released and queued again for lack of pages
@@ -136,6 +145,8 @@ struct llm_sched_info {
 struct llm_sched_stats {
 	uint64_t steps;
 	uint64_t prefill_tokens;
+	uint64_t chunks;
+	uint64_t prefill_preemptions;
 	uint64_t decode_tokens;
 	uint64_t generated;
 	uint64_t preemptions;

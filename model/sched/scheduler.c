@@ -5,19 +5,24 @@
  * DOC: scheduler
  *
  * Requests wait in a FIFO queue; those that hold a slot of the cache run.
- * Each llm_sched_step() builds one step:
+ * Each llm_sched_step() builds one step under a token budget
+ * (@max_step_tokens, decode tokens and prompt tokens alike):
  *
- * 1. every running request brings its next token (decode);
- * 2. waiting requests join, in order, while a slot is free, the step's
- *    token budget has room (the first prompt of a step always fits: there
- *    is no chunked prefill) and their pages fit (below); a preempted
- *    request is queued at the head, with its prompt and the tokens it had
- *    generated as its new prompt (recompute);
- * 3. the step goes to the executor's callback, prompts and decode tokens
- *    in one batch (the executor runs it through llm_batch_split());
- * 4. each request takes its token; one that reached max_new leaves and its
- *    pages go back at once (KVMM_IOC_SEQ_RELEASE);
- * 5. when requests left, and the free bytes no granule release can return
+ * 1. every running request past its prompt brings its next token (decode);
+ * 2. running requests whose prompt is still coming bring their next chunk
+ *    (chunked prefill), in order, from what is left of the budget;
+ * 3. waiting requests join, in order, while a slot is free, the budget has
+ *    room and their pages fit (below); a prompt longer than what is left
+ *    comes in chunks over several steps (declared to the cache with
+ *    llm_kv_set_prompt(); without chunks, the first prompt of a step
+ *    always fits). A preempted request is queued at the head, with its
+ *    prompt and the tokens it had generated as its new prompt (recompute);
+ * 4. the step runs as two calls of the executor's callback: its prompts
+ *    (whole, and chunks), then its decode tokens;
+ * 5. a request whose prompt ended takes its first token, a decoding one its
+ *    next; one that reached max_new leaves and its pages go back at once
+ *    (KVMM_IOC_SEQ_RELEASE);
+ * 6. when requests left, and the free bytes no granule release can return
  *    pass @compact_ratio of the bytes in use (KVMM_IOC_STATS), physical
  *    compaction (KVMM_IOC_COMPACT) moves pages so that emptied granules go
  *    back to the device.
@@ -41,13 +46,16 @@
  * with 0 the scheduler packs requests on their prompts alone and preempts
  * when pages run out, as vLLM does.
  *
- * When a step is refused for pages (-ENOSPC: the uapi refused an admission
- * or an append and changed nothing), its prompts are given back and queued
- * again at the head, and, if the decode part was refused, the request that
- * joined last is preempted: its pages are released and it is queued again
- * to be recomputed. A request that cannot fit alone in the budget fails
- * with a reason; so does every request of a step the executor failed for
- * another reason. Nothing is dropped silently.
+ * When a call is refused for pages (-ENOSPC: the uapi refused an admission
+ * or an append and changed nothing): refused prompts (an admission: a whole
+ * prompt or a prompt's last chunk; earlier chunks take no pages) step
+ * aside while some request holds pages: a joining one goes back to the
+ * head of the queue, a running one mid-prefill is preempted. Refused
+ * decode tokens preempt the request holding pages that joined last: its
+ * pages are released and it is queued again to be recomputed. A request
+ * that cannot fit alone in the budget fails with a reason; so does every
+ * request of a step the executor failed for another reason. Nothing is
+ * dropped silently.
  */
 #include <errno.h>
 #include <math.h>

@@ -1448,7 +1448,8 @@ static int srv_cache(struct llm_server *s, char *err, size_t errlen)
 					 .budget = s->o.budget };
 	struct llm_sched_opts so = { .max_step_tokens = s->o.step_tokens,
 				     .reserve = s->o.reserve > 0 ?
-						s->o.reserve : -1.0f };
+						s->o.reserve : -1.0f,
+				     .no_chunk = s->o.no_chunk };
 	int ret;
 
 	ret = llm_kv_policy_open(&s->m->cfg, &s->pol, &ko, &s->kv, err,

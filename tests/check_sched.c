@@ -204,11 +204,11 @@ static struct llm_kv *cache(const struct tmodel *m, const char *pol,
 	return cache_tok(m, pol, n_seq, MAXTOK, budget);
 }
 
-/* greedy tokens of one prompt alone, as `kvmm generate` runs it */
-static void alone(struct tmodel *m, const int32_t *prompt, int np, int nnew,
-		  int32_t *out)
+/* greedy tokens of one prompt alone under @pol, as `kvmm generate` runs it */
+static void alone_pol(struct tmodel *m, const char *pol,
+		      const int32_t *prompt, int np, int nnew, int32_t *out)
 {
-	struct llm_kv *kv = cache(m, "full", 1, 0);
+	struct llm_kv *kv = cache(m, pol, 1, 0);
 	int seq = 0, nt = np;
 	struct llm_batch b = { 1, &seq, &nt, prompt };
 
@@ -218,6 +218,12 @@ static void alone(struct tmodel *m, const int32_t *prompt, int np, int nnew,
 		b.tok = &out[i];
 	}
 	llm_kv_destroy(kv);
+}
+
+static void alone(struct tmodel *m, const int32_t *prompt, int np, int nnew,
+		  int32_t *out)
+{
+	alone_pol(m, "full", prompt, np, nnew, out);
 }
 
 struct work {
@@ -924,6 +930,129 @@ START_TEST(test_sched_preempt_mid_prefill)
 }
 END_TEST
 
+/* struct mix_ctx - the step callback of the mixed-policy test */
+struct mix_ctx {
+	struct tmodel *m;
+	struct llm_kv *kv[4];
+	unsigned int seen;	/* caches of this scheduler step (bits) */
+	int mixed;		/* steps that ran more than one cache */
+};
+
+static int mix_step(void *ctx, struct llm_kv *kv, const struct llm_batch *b,
+		    int32_t *next)
+{
+	struct mix_ctx *c = ctx;
+
+	for (int i = 0; i < 4; i++)
+		if (c->kv[i] == kv)
+			c->seen |= 1u << i;
+	return cpu_step(c->m, kv, b, next);
+}
+
+/*
+ * Per-request policies: one scheduler over four caches (full, diffkv,
+ * kvcompress, uniform K4V4), sixteen requests of every policy in turn,
+ * prompts in chunks of a 64-token step budget, a budget of two granules
+ * (4 MiB) the four spaces contend for (preemptions, compactions that give
+ * granules back from one cache to another). Steps run requests of several policies; after every step
+ * each space's invariants hold and the granules the four spaces map stay
+ * within the budget; every request's greedy tokens equal those of the
+ * request run alone under its policy (`kvmm generate --policy`).
+ */
+START_TEST(test_sched_mixed_policies)
+{
+	static const char *const pol[4] = { "full", "diffkv",
+					    "kvcompress:rate=2",
+					    "uniform:tier=k4v4" };
+	struct llm_sched_opts o = { .max_step_tokens = 64 };
+	uint64_t seed = kvtest_seed(__func__), budget = 4ULL << 20;
+	struct llm_sched_info in;
+	struct llm_sched_stats st;
+	struct mix_ctx c = { 0 };
+	struct llm_sched *s;
+	struct tmodel m;
+	struct work w;
+	int32_t ref[MAXTOK];
+	int ids[64], idx[4] = { 0 }, guard = 0, peak = 0;
+	char why[200];
+
+	model_open(&m);
+	c.m = &m;
+	for (int i = 0; i < 4; i++)
+		c.kv[i] = cache(&m, pol[i], 8, budget);
+	ck_assert_int_eq(llm_sched_create(c.kv[0], &o, mix_step, &c, &s), 0);
+	for (int i = 1; i < 4; i++) {
+		ck_assert_int_eq(llm_sched_add_cache(s, c.kv[i], &idx[i]), 0);
+		ck_assert_int_eq(idx[i], i);
+	}
+	ck_assert_int_eq(llm_sched_add_cache(s, c.kv[1], &idx[0]), -EINVAL);
+	work_make(&w, 16, 40, 100, 16, 40, &seed);
+	for (int i = 0; i < w.n; i++) {
+		struct llm_sched_req r = { w.prompt[i], w.np[i], w.nnew[i],
+					   -1.0f, -1.0f, i % 4 };
+
+		ck_assert_int_eq(llm_sched_submit(s, &r, &ids[i]), 0);
+	}
+	{
+		struct llm_sched_req r = { w.prompt[0], 4, 4, -1.0f, -1.0f,
+					   4 };
+
+		ck_assert_int_eq(llm_sched_submit(s, &r, &ids[63]), -EINVAL);
+	}
+	while (!llm_sched_idle(s)) {
+		uint64_t granules = 0;
+		int n = 0;
+
+		c.seen = 0;
+		ck_assert_int_ge(llm_sched_step(s), 0);
+		for (int i = 0; i < 4; i++) {
+			struct llm_kv_stats ks;
+			struct llm_kv_geometry g;
+
+			ck_assert_msg(!llm_kv_policy_check(c.kv[i], why,
+							   sizeof(why)),
+				      "%s: %s", pol[i], why);
+			ck_assert_int_eq(llm_kv_stats(c.kv[i], &ks), 0);
+			ck_assert_int_eq(llm_kv_policy_geometry(c.kv[i], &g),
+					 0);
+			granules += ks.pages_total / g.pages_per_granule;
+			n += (c.seen >> i) & 1;
+		}
+		ck_assert_uint_le(granules, budget >> 21);
+		c.mixed += n > 1;
+		peak = n > peak ? n : peak;
+		ck_assert_int_lt(++guard, 10000);
+	}
+	llm_sched_stats(s, &st);
+	printf("mixed policies: %llu steps, %d of them with several "
+	       "policies (at most %d), %llu chunks, %llu preemptions, %llu "
+	       "compactions, peak %.2f of %.2f MB\n",
+	       (unsigned long long)st.steps, c.mixed, peak,
+	       (unsigned long long)st.chunks,
+	       (unsigned long long)st.preemptions,
+	       (unsigned long long)st.compactions, st.peak_bytes / 1e6,
+	       st.budget_bytes / 1e6);
+	ck_assert_int_gt(c.mixed, 0);
+	ck_assert_int_eq(st.caches, 4);
+	ck_assert_uint_le(st.peak_bytes, st.budget_bytes);
+	for (int i = 0; i < w.n; i++) {
+		ck_assert_int_eq(llm_sched_info(s, ids[i], &in), 0);
+		ck_assert_msg(in.state == LLM_SCHED_DONE, "request %d: %s", i,
+			      in.reason);
+		alone_pol(&m, pol[i % 4], w.prompt[i], w.np[i], w.nnew[i],
+			  ref);
+		for (int t = 0; t < w.nnew[i]; t++)
+			ck_assert_msg(in.out[t] == ref[t], "%s request %d "
+				      "token %d: %d, alone %d", pol[i % 4], i,
+				      t, in.out[t], ref[t]);
+	}
+	llm_sched_destroy(s);
+	for (int i = 0; i < 4; i++)
+		llm_kv_destroy(c.kv[i]);
+	model_close(&m);
+}
+END_TEST
+
 Suite *suite_sched(void)
 {
 	Suite *s = suite_create("sched");
@@ -937,6 +1066,7 @@ Suite *suite_sched(void)
 	KV_ADD(tc, test_sched_cancel);
 	KV_ADD(tc, test_sched_chunked_prefill);
 	KV_ADD(tc, test_sched_preempt_mid_prefill);
+	KV_ADD(tc, test_sched_mixed_policies);
 	tcase_set_timeout(tc, 120);
 	suite_add_tcase(s, tc);
 	return s;

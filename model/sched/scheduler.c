@@ -83,6 +83,7 @@ struct sched_req {
 	char reason[112];
 	double t_submit, t_first, t_done; /* seconds, CLOCK_MONOTONIC */
 	double ppt;		/* pages per token per list; 0: not measured */
+	int cache;		/* its cache (policy): an index of llm_sched.c */
 	bool gone;		/* llm_sched_forget(): the id may be reused */
 	/* while it runs */
 	int plen;		/* tokens of its (re)prefill, set as it joins */
@@ -93,18 +94,36 @@ struct sched_req {
 };
 
 /*
- * struct llm_sched - the scheduler. Owned by its creator; not locked: one
- * call at a time. The cache (@kv) is the creator's and outlives it.
+ * struct sched_cache - one cache of the scheduler: one policy, its kvmm
+ * space, what its requests were measured to hold
  */
-struct llm_sched {
+struct sched_cache {
 	struct llm_kv *kv;
-	struct llm_sched_opts o;
-	llm_sched_step_fn fn;
-	void *ctx;
 	int fd;			/* the cache's kvmm handle */
 	uint32_t space;		/* and space */
 	struct llm_kv_geometry g;
-	uint64_t budget_pages;	/* pages the budget maps */
+	uint64_t granules;	/* granules its space maps, after its last call
+				 * or compaction */
+	uint64_t set;		/* its space's budget as last set, bytes */
+	double ppt_sum;		/* ppt of its requests measured */
+	uint64_t ppt_n;
+	bool chunk;		/* prompts longer than the step's budget left
+				 * come in chunks (llm_kv_set_prompt()) */
+	bool busy;		/* pick_joins(): a partial page counted */
+};
+
+/*
+ * struct llm_sched - the scheduler. Owned by its creator; not locked: one
+ * call at a time. The caches are the creator's and outlive it.
+ */
+struct llm_sched {
+	struct sched_cache c[LLM_SCHED_MAX_CACHES];
+	int nc;
+	struct llm_kv *kv;	/* c[0].kv: the slots, the sequences' size */
+	struct llm_sched_opts o;
+	llm_sched_step_fn fn;
+	void *ctx;
+	uint64_t budget;	/* bytes the caches share, whole granules */
 
 	struct sched_req *req;	/* [cap_req] by id */
 	int n_req, cap_req;
@@ -118,9 +137,6 @@ struct llm_sched {
 	int *free_ids;		/* [cap_req] ids llm_sched_forget() gave back */
 	int n_free;
 
-	bool chunk;		/* prompts longer than the step's budget left
-				 * come in chunks (llm_kv_set_prompt()) */
-
 	/* the step being built */
 	int *join;		/* [n_seq] ids joining (prompts) */
 	int n_join;
@@ -131,8 +147,6 @@ struct llm_sched {
 	size_t btok_cap;
 
 	bool blocked;		/* a join was refused: none until pages free */
-	double ppt_sum;		/* ppt of the requests measured */
-	uint64_t ppt_n;
 	struct llm_sched_stats st;
 };
 
@@ -173,14 +187,29 @@ static int prompt_len(const struct sched_req *r)
 	return r->n_prompt + r->n_gen;
 }
 
+static const struct sched_cache *cache_of(const struct llm_sched *s,
+					  const struct sched_req *r)
+{
+	return &s->c[r->cache];
+}
+
 /* pages per token per list the scheduler expects of @r */
 static double ppt_of(const struct llm_sched *s, const struct sched_req *r)
 {
+	const struct sched_cache *c = cache_of(s, r);
+
 	if (r->ppt > 0)
 		return r->ppt;
-	if (s->ppt_n)
-		return s->ppt_sum / (double)s->ppt_n;
-	return 1.0 / s->g.tokens_per_page[0];
+	if (c->ppt_n)
+		return c->ppt_sum / (double)c->ppt_n;
+	return 1.0 / c->g.tokens_per_page[0];
+}
+
+/* bytes of @n pages of @r's cache */
+static uint64_t bytes_of(const struct llm_sched *s, const struct sched_req *r,
+			 uint64_t n)
+{
+	return n * cache_of(s, r)->g.page_size;
 }
 
 /* pages held back for @r's remaining output */
@@ -189,36 +218,111 @@ static uint64_t reserve_of(const struct llm_sched *s,
 {
 	double t = (double)(r->max_new - r->n_gen) * s->o.reserve;
 
-	return (uint64_t)ceil(t * s->g.lists * ppt_of(s, r));
+	return (uint64_t)ceil(t * cache_of(s, r)->g.lists * ppt_of(s, r));
 }
 
 /* pages of @r after its prefill: kept tokens, a partial page per tier */
 static uint64_t prompt_pages(const struct llm_sched *s,
 			     const struct sched_req *r)
 {
-	return (uint64_t)ceil((double)prompt_len(r) * s->g.lists *
+	const struct llm_kv_geometry *g = &cache_of(s, r)->g;
+
+	return (uint64_t)ceil((double)prompt_len(r) * g->lists *
 			      ppt_of(s, r)) +
-	       (uint64_t)s->g.lists * s->g.nr_tiers;
+	       (uint64_t)g->lists * g->nr_tiers;
 }
 
 /* the uapi's admission of @r's prompt */
 static uint64_t admit_pages(const struct llm_sched *s,
 			    const struct sched_req *r)
 {
-	return (uint64_t)s->g.lists *
-	       worst_pages(s->g.tokens_per_page[0], s->g.tokens_per_page[1],
+	const struct llm_kv_geometry *g = &cache_of(s, r)->g;
+
+	return (uint64_t)g->lists *
+	       worst_pages(g->tokens_per_page[0], g->tokens_per_page[1],
 			   (uint32_t)prompt_len(r));
 }
 
-/* pages in use, without waiting for the device */
-static int pages_used(struct llm_sched *s, uint64_t *used)
+/*
+ * pages and bytes in use in every cache, without waiting for the device
+ * (KVMM_IOC_FENCE); @pages may be NULL
+ */
+static int bytes_used(struct llm_sched *s, uint64_t *bytes, uint64_t *pages)
 {
-	struct kvmm_fence f = { .space = s->space };
-	int ret = kvshim_ioctl(s->fd, KVMM_IOC_FENCE, &f);
+	uint64_t b = 0, p = 0;
+
+	for (int i = 0; i < s->nc; i++) {
+		struct kvmm_fence f = { .space = s->c[i].space };
+		int ret = kvshim_ioctl(s->c[i].fd, KVMM_IOC_FENCE, &f);
+
+		if (ret)
+			return ret;
+		p += f.pages_used;
+		b += f.pages_used * s->c[i].g.page_size;
+	}
+	*bytes = b;
+	if (pages)
+		*pages = p;
+	return 0;
+}
+
+/*
+ * the bytes of pages the budget holds: its granules at the fewest page
+ * bytes per granule of any cache (one cache: the pages it maps)
+ */
+static uint64_t cap_bytes(const struct llm_sched *s)
+{
+	uint64_t per = UINT64_MAX;
+
+	for (int i = 0; i < s->nc; i++) {
+		uint64_t b = (uint64_t)s->c[i].g.pages_per_granule *
+			     s->c[i].g.page_size;
+
+		per = b < per ? b : per;
+	}
+	return s->budget / KVMM_GRANULE_SIZE * per;
+}
+
+/* granules cache @i's space maps now (KVMM_IOC_STATS) */
+static int granules_read(struct llm_sched *s, int i)
+{
+	struct sched_cache *c = &s->c[i];
+	struct kvmm_stats st = { .space = c->space };
+	int ret = kvshim_ioctl(c->fd, KVMM_IOC_STATS, &st);
 
 	if (!ret)
-		*used = f.pages_used;
+		c->granules = st.pages_total / c->g.pages_per_granule;
 	return ret;
+}
+
+/*
+ * before a call of cache @i: with several caches, its space may map the
+ * granules it maps and every granule no other cache maps, so that the
+ * caches together stay within the budget (the calls run one at a time).
+ * Return 0, or -ENOSPC when no granule is left to it.
+ */
+static int budget_for(struct llm_sched *s, int i)
+{
+	struct sched_cache *c = &s->c[i];
+	uint64_t others = 0, total = s->budget / KVMM_GRANULE_SIZE, want;
+	struct kvmm_set_budget b = { .space = c->space };
+
+	if (s->nc < 2)
+		return 0;
+	for (int j = 0; j < s->nc; j++)
+		if (j != i)
+			others += s->c[j].granules;
+	want = others < total ? total - others : 0;
+	if (want < c->granules)
+		want = c->granules;	/* it cannot go below what it maps */
+	if (!want)
+		return -ENOSPC;
+	b.budget_bytes = want * KVMM_GRANULE_SIZE;
+	if (b.budget_bytes == c->set)
+		return 0;
+	if (!kvshim_ioctl(c->fd, KVMM_IOC_SET_BUDGET, &b))
+		c->set = b.budget_bytes;
+	return 0;
 }
 
 /* ---- queues ---- */
@@ -258,7 +362,7 @@ static int slot_put(struct llm_sched *s, struct sched_req *r)
 
 	if (r->slot < 0)
 		return 0;
-	ret = llm_kv_policy_release(s->kv, r->slot);
+	ret = llm_kv_policy_release(cache_of(s, r)->kv, r->slot);
 	s->owner[r->slot] = -1;
 	s->slots[s->n_slots++] = r->slot;
 	s->blocked = false;
@@ -361,48 +465,73 @@ static int plan_chunks(struct llm_sched *s)
 	return avail;
 }
 
-/* waiting requests that join this step, by the rules of DOC: scheduler */
+/*
+ * the next decode step's pages of @r's cache, once per cache of the step:
+ * a partial page per list and tier
+ */
+static uint64_t partial_bytes(struct llm_sched *s, const struct sched_req *r)
+{
+	struct sched_cache *c = &s->c[r->cache];
+
+	if (c->busy)
+		return 0;
+	c->busy = true;
+	return (uint64_t)c->g.lists * c->g.nr_tiers * c->g.page_size;
+}
+
+/*
+ * waiting requests that join this step, by the rules of DOC: scheduler;
+ * in bytes, each request's pages at its cache's page size
+ */
 static int pick_joins(struct llm_sched *s, int avail)
 {
-	uint64_t used = 0, held = 0, adm = 0, after = 0, cap = s->budget_pages;
+	uint64_t used = 0, held = 0, adm = 0, after = 0, cap = cap_bytes(s);
 	int tokens = s->n_run, ret;
 
 	s->n_join = 0;
 	if (!s->n_wait || !s->n_slots || s->blocked)
 		return 0;
-	ret = pages_used(s, &used);
+	ret = bytes_used(s, &used, NULL);
 	if (ret)
 		return ret;
-	/* the next decode step's pages: a partial page per list and tier */
-	held = (uint64_t)s->g.lists * s->g.nr_tiers;
+	for (int i = 0; i < s->nc; i++)
+		s->c[i].busy = false;
 	for (int i = 0; i < s->n_run; i++) {
 		const struct sched_req *q = &s->req[s->run[i]];
 
+		held += partial_bytes(s, q);
 		if (prefilling(q)) {
 			/* admitted at its last chunk: counted as joining */
-			adm += admit_pages(s, q);
-			after += prompt_pages(s, q) + reserve_of(s, q);
+			adm += bytes_of(s, q, admit_pages(s, q));
+			after += bytes_of(s, q, prompt_pages(s, q) +
+						     reserve_of(s, q));
 			continue;
 		}
-		held += reserve_of(s, q) +
-			(uint64_t)ceil(s->g.lists * ppt_of(s, q));
+		held += bytes_of(s, q, reserve_of(s, q) +
+				 (uint64_t)ceil(cache_of(s, q)->g.lists *
+						ppt_of(s, q)));
 	}
 	while (s->n_wait && s->n_slots) {
 		int id = s->wait[0];
 		struct sched_req *r = &s->req[id];
-		uint64_t a = admit_pages(s, r);
-		uint64_t p = prompt_pages(s, r) + reserve_of(s, r);
+		const struct sched_cache *c = cache_of(s, r);
+		uint64_t a = bytes_of(s, r, admit_pages(s, r));
+		uint64_t p = bytes_of(s, r, prompt_pages(s, r) +
+						 reserve_of(s, r));
+		uint64_t part = c->busy ? 0 : (uint64_t)c->g.lists *
+						      c->g.nr_tiers *
+						      c->g.page_size;
 		int len = prompt_len(r), chunk = len;
 
-		if (s->chunk) {
+		if (c->chunk) {
 			chunk = len < avail ? len : avail;
 			if (chunk < 1)
 				break;
 		} else if (s->n_join && tokens + len > s->o.max_step_tokens) {
 			break;
 		}
-		if (used + held + adm + a > cap ||
-		    used + held + after + p > cap) {
+		if (used + held + part + adm + a > cap ||
+		    used + held + part + after + p > cap) {
 			if (s->n_run || s->n_join)
 				break;
 			if (a > cap) {
@@ -412,32 +541,35 @@ static int pick_joins(struct llm_sched *s, int avail)
 				snprintf(why, sizeof(why), "its prompt of %d "
 					 "tokens needs %llu pages, the budget "
 					 "maps %llu", len,
-					 (unsigned long long)a,
-					 (unsigned long long)cap);
+					 (unsigned long long)admit_pages(s, r),
+					 (unsigned long long)(cap /
+							      c->g.page_size));
 				req_fail(s, id, -ENOSPC, why);
 				continue;
 			}
 			/* alone: it runs, and fails if it cannot grow */
 		}
 		wait_pop(s);
+		held += partial_bytes(s, r);
 		r->slot = s->slots[--s->n_slots];
 		s->owner[r->slot] = id;
-		after += (uint64_t)ceil(s->g.lists * ppt_of(s, r));
+		after += bytes_of(s, r, (uint64_t)ceil(c->g.lists *
+						      ppt_of(s, r)));
 		if (r->alpha[0] >= 0) {
-			ret = llm_kv_policy_seq_alpha(s->kv, r->slot,
+			ret = llm_kv_policy_seq_alpha(c->kv, r->slot,
 						      r->alpha[0], r->alpha[1]);
 			if (ret) {
 				req_fail(s, id, ret, "per-request thresholds "
 					 "need a diffkv cache");
 				continue;
 			}
-		} else if (s->g.nr_tiers > 1) {
+		} else if (c->g.nr_tiers > 1) {
 			/* a slot keeps its last thresholds: the cache's */
-			llm_kv_policy_seq_alpha(s->kv, r->slot, s->g.alpha[0],
-						s->g.alpha[1]);
+			llm_kv_policy_seq_alpha(c->kv, r->slot, c->g.alpha[0],
+						c->g.alpha[1]);
 		}
 		/* a prompt longer than the budget left comes in chunks */
-		if (chunk < len && llm_kv_set_prompt(s->kv, r->slot, len))
+		if (chunk < len && llm_kv_set_prompt(c->kv, r->slot, len))
 			chunk = len;
 		r->state = LLM_SCHED_RUNNING;
 		r->plen = len;
@@ -481,10 +613,10 @@ static void add_chunk(struct llm_sched *s, int id, int n, size_t *nt)
 }
 
 /*
- * the step's prompts: the chunks of running requests whose prompts are
- * still coming, then the joining requests' (first) chunks
+ * the step's prompts in cache @ci: the chunks of running requests whose
+ * prompts are still coming, then the joining requests' (first) chunks
  */
-static int build_prefill(struct llm_sched *s, struct llm_batch *b)
+static int build_prefill(struct llm_sched *s, int ci, struct llm_batch *b)
 {
 	size_t nt = 0;
 	int n = 0, ret;
@@ -498,19 +630,21 @@ static int build_prefill(struct llm_sched *s, struct llm_batch *b)
 		return ret;
 	nt = 0;
 	for (int i = 0; i < s->n_run; i++)
-		if (s->req[s->run[i]].chunk)
+		if (s->req[s->run[i]].chunk && s->req[s->run[i]].cache == ci)
 			add_chunk(s, s->run[i], n++, &nt);
 	for (int i = 0; i < s->n_join; i++)
-		add_chunk(s, s->join[i], n++, &nt);
+		if (s->req[s->join[i]].cache == ci)
+			add_chunk(s, s->join[i], n++, &nt);
 	*b = (struct llm_batch){ n, s->bseq, s->bnt, s->btok };
 	return n;
 }
 
 /*
- * the step's decode tokens: every running request past its prompt, but
- * those whose prompt ended in this step (they took their first token)
+ * the step's decode tokens in cache @ci: every running request past its
+ * prompt, but those whose prompt ended in this step (they took their first
+ * token)
  */
-static int build_decode(struct llm_sched *s, struct llm_batch *b)
+static int build_decode(struct llm_sched *s, int ci, struct llm_batch *b)
 {
 	int n = 0, ret = btok_reserve(s, (size_t)s->n_run);
 
@@ -519,7 +653,7 @@ static int build_decode(struct llm_sched *s, struct llm_batch *b)
 	for (int i = 0; i < s->n_run; i++) {
 		struct sched_req *r = &s->req[s->run[i]];
 
-		if (prefilling(r) || r->fresh)
+		if (prefilling(r) || r->fresh || r->cache != ci)
 			continue;
 		s->bid[n] = s->run[i];
 		s->bseq[n] = r->slot;
@@ -553,6 +687,12 @@ static bool ends_prompt(const struct sched_req *r)
 	return r->chunk && r->fed + r->chunk == r->plen;
 }
 
+/* ends_prompt() in cache @ci */
+static bool ends_in(const struct sched_req *r, int ci)
+{
+	return r->cache == ci && ends_prompt(r);
+}
+
 /*
  * the step's prompts were refused for pages: an admission (a whole prompt,
  * or the last chunk of one) did not fit, and nothing of the call ran. With
@@ -562,7 +702,44 @@ static bool ends_prompt(const struct sched_req *r)
  * without, the oldest is tried alone, and fails if it is alone.
  * Return 0 to retry.
  */
-static int refused_prefill(struct llm_sched *s)
+/* physical compaction of cache @ci: moved pages, emptied granules back */
+static int compact(struct llm_sched *s, int ci)
+{
+	struct sched_cache *c = &s->c[ci];
+	struct kvmm_compact cp = { .space = c->space,
+				   .byte_budget = s->o.compact_bytes };
+	int ret = kvshim_ioctl(c->fd, KVMM_IOC_COMPACT, &cp);
+
+	if (ret)
+		return ret;
+	s->st.compactions++;
+	s->st.granules_released += cp.granules_released;
+	s->st.pages_moved += cp.pages_moved;
+	return granules_read(s, ci);
+}
+
+/*
+ * several caches: the other caches' empty granules back to the budget
+ * (compaction); returns the granules they gave back, or -errno
+ */
+static int reclaim(struct llm_sched *s, int ci)
+{
+	uint64_t before = 0, after = 0;
+	int ret;
+
+	for (int i = 0; i < s->nc; i++) {
+		if (i == ci || !s->c[i].granules)
+			continue;
+		before += s->c[i].granules;
+		ret = compact(s, i);
+		if (ret)
+			return ret;
+		after += s->c[i].granules;
+	}
+	return (int)(before - after);
+}
+
+static int refused_prefill(struct llm_sched *s, int ci)
 {
 	int holders = 0, cand = 0, keep = -1;
 
@@ -570,16 +747,18 @@ static int refused_prefill(struct llm_sched *s)
 		const struct sched_req *r = &s->req[s->run[i]];
 
 		holders += holds_pages(r);
-		if (ends_prompt(r) && !cand++)
+		if (ends_in(r, ci) && !cand++)
 			keep = s->run[i];
 	}
 	for (int i = 0; i < s->n_join; i++)
-		if (ends_prompt(&s->req[s->join[i]]) && !cand++)
+		if (ends_in(&s->req[s->join[i]], ci) && !cand++)
 			keep = s->join[i];
 	if (!cand)
 		return -ENOSPC;	/* chunks take no pages: not ours to fix */
 	if (holders)
 		keep = -1;
+	if (!holders && cand == 1 && reclaim(s, ci) > 0)
+		return 0;	/* granules came back from other caches */
 	if (!holders && cand == 1) {
 		struct sched_req *r = &s->req[keep];
 		char why[112];
@@ -598,12 +777,12 @@ static int refused_prefill(struct llm_sched *s)
 	}
 	/* youngest first, each pushed at the head: the queue keeps order */
 	for (int i = s->n_join - 1; i >= 0; i--)
-		if (s->join[i] != keep && ends_prompt(&s->req[s->join[i]]))
+		if (s->join[i] != keep && ends_in(&s->req[s->join[i]], ci))
 			unjoin_one(s, i);
 	for (int i = s->n_run - 1; i >= 0; i--) {
 		int id = s->run[i];
 
-		if (id == keep || !ends_prompt(&s->req[id]))
+		if (id == keep || !ends_in(&s->req[id], ci))
 			continue;
 		s->req[id].chunk = 0;
 		s->st.prefill_preemptions++;
@@ -614,13 +793,15 @@ static int refused_prefill(struct llm_sched *s)
 }
 
 /*
- * the decode tokens were refused for pages: the request holding pages
- * that joined last is preempted (released and queued again to be
- * recomputed), or fails when it is the only one. Return 0 to retry.
+ * the decode tokens of cache @ci were refused for pages: the request
+ * holding pages that joined last is preempted (released and queued again
+ * to be recomputed; in another cache, whose granules compaction then gives
+ * back to the budget), or fails when it is the only one. Return 0 to
+ * retry.
  */
-static int refused_decode(struct llm_sched *s)
+static int refused_decode(struct llm_sched *s, int ci)
 {
-	int holders = 0, victim = -1;
+	int holders = 0, victim = -1, vc, ret;
 	char why[112];
 
 	for (int i = 0; i < s->n_run; i++)
@@ -636,7 +817,11 @@ static int refused_decode(struct llm_sched *s)
 		req_fail(s, victim, -ENOSPC, why);
 		return 0;
 	}
-	return preempt(s, victim);
+	vc = s->req[victim].cache;
+	ret = preempt(s, victim);
+	if (!ret && vc != ci)
+		ret = compact(s, vc);
+	return ret;
 }
 
 /*
@@ -645,25 +830,27 @@ static int refused_decode(struct llm_sched *s)
  */
 static void measure(struct llm_sched *s, struct sched_req *r)
 {
+	struct sched_cache *c = &s->c[r->cache];
+	const struct llm_kv_geometry *g = &c->g;
 	struct llm_kv_usage u;
-	double n = (double)prompt_len(r) * s->g.lists, held;
+	double n = (double)prompt_len(r) * g->lists, held;
 
-	if (llm_kv_policy_usage(s->kv, r->slot, &u) || n <= 0)
+	if (llm_kv_policy_usage(c->kv, r->slot, &u) || n <= 0)
 		return;
-	r->ppt = u.tokens[0] / n / s->g.tokens_per_page[0] +
-		 u.tokens[1] / n / s->g.tokens_per_page[1];
+	r->ppt = u.tokens[0] / n / g->tokens_per_page[0] +
+		 u.tokens[1] / n / g->tokens_per_page[1];
 	/* pages the tokens left behind count too (an eviction that lowered
 	 * the counts but freed no page): the pages held, less a partial
 	 * last page per list, bound it from below */
 	held = (double)(u.pages[0] + u.pages[1]);
-	if (held > s->g.lists && (held - s->g.lists) / n > r->ppt)
-		r->ppt = (held - s->g.lists) / n;
+	if (held > g->lists && (held - g->lists) / n > r->ppt)
+		r->ppt = (held - g->lists) / n;
 	if (r->ppt <= 0)
 		r->ppt = 1e-9;
 	s->st.held_bytes += (u.pages[0] + u.pages[1]) * u.page_size;
 	s->st.full_bytes += u.full_pages * u.full_page_size;
-	s->ppt_sum += r->ppt;
-	s->ppt_n++;
+	c->ppt_sum += r->ppt;
+	c->ppt_n++;
 }
 
 /*
@@ -737,32 +924,83 @@ static void fail_all(struct llm_sched *s, int err)
 		req_fail(s, s->run[0], err, why);
 }
 
-/* physical compaction when the free pages scattered in granules pass the
- * threshold */
-static int maybe_compact(struct llm_sched *s)
+/*
+ * physical compaction of cache @ci when the free pages scattered in its
+ * granules pass the threshold; with several caches, also when a granule's
+ * worth of its pages is free (the granules it gives back go to the others)
+ */
+static int maybe_compact(struct llm_sched *s, int ci)
 {
-	struct kvmm_stats st = { .space = s->space };
-	struct kvmm_compact c = { .space = s->space,
-				  .byte_budget = s->o.compact_bytes };
+	struct sched_cache *c = &s->c[ci];
+	struct kvmm_stats st = { .space = c->space };
 	double used;
 	int ret;
 
 	if (s->o.compact_ratio < 0)
 		return 0;
-	ret = kvshim_ioctl(s->fd, KVMM_IOC_STATS, &st);
+	ret = kvshim_ioctl(c->fd, KVMM_IOC_STATS, &st);
 	if (ret)
 		return ret;
 	used = (double)(st.pages_used[0] + st.pages_used[1]) * st.page_size;
+	if (s->nc > 1 && st.pages_total - st.pages_used[0] -
+				 st.pages_used[1] >= c->g.pages_per_granule)
+		return compact(s, ci);
 	if (st.free_unusable_bytes < KVMM_GRANULE_SIZE ||
 	    (double)st.free_unusable_bytes <= s->o.compact_ratio * used)
 		return 0;
-	ret = kvshim_ioctl(s->fd, KVMM_IOC_COMPACT, &c);
-	if (ret)
-		return ret;
-	s->st.compactions++;
-	s->st.granules_released += c.granules_released;
-	s->st.pages_moved += c.pages_moved;
-	return 0;
+	return compact(s, ci);
+}
+
+/* whether a prompt of cache @ci ends in the step (an admission) */
+static bool ending(const struct llm_sched *s, int ci)
+{
+	for (int i = 0; i < s->n_run; i++)
+		if (ends_in(&s->req[s->run[i]], ci))
+			return true;
+	for (int i = 0; i < s->n_join; i++)
+		if (ends_in(&s->req[s->join[i]], ci))
+			return true;
+	return false;
+}
+
+/*
+ * run one call of the step in cache @ci: its prompts (@pre) or its decode
+ * tokens; refusals for pages handled (DOC: scheduler). Return the
+ * sequences that ran, or -errno (every request of the step failed).
+ */
+static int run_part(struct llm_sched *s, int ci, bool pre, int *refusals)
+{
+	struct llm_batch b;
+	int ret, n;
+
+	for (;;) {
+		n = pre ? build_prefill(s, ci, &b) : build_decode(s, ci, &b);
+		if (n <= 0)
+			return n;
+		ret = budget_for(s, ci);
+		/* chunks that do not end their prompt take no pages */
+		if (ret == -ENOSPC && pre && !ending(s, ci))
+			ret = 0;
+		ret = ret ?: s->fn(s->ctx, s->c[ci].kv, &b, s->bnext);
+		if (s->nc > 1)
+			granules_read(s, ci);
+		if (ret == -ENOSPC) {
+			++*refusals;
+			ret = pre ? refused_prefill(s, ci)
+				  : refused_decode(s, ci);
+			if (!ret)
+				continue;
+		}
+		if (ret) {
+			fail_all(s, ret);
+			return ret;
+		}
+		if (pre)
+			take_prefill(s, n);
+		else
+			take_decode(s, n);
+		return n;
+	}
 }
 
 /**
@@ -779,61 +1017,28 @@ static int maybe_compact(struct llm_sched *s)
  */
 int llm_sched_step(struct llm_sched *s)
 {
-	struct llm_batch b;
-	int ret, n, n_ran = 0, left = 0;
-	uint64_t used;
+	int ret, n_ran = 0, left = 0;
+	uint64_t used, pages;
 
 	ret = pick_joins(s, plan_chunks(s));
 	if (ret)
 		return ret;
-	/* the prompts: chunks of running requests, joining requests */
-	for (;;) {
-		n = build_prefill(s, &b);
-		if (n <= 0) {
-			if (n < 0)
-				return n;
-			break;
-		}
-		ret = s->fn(s->ctx, s->kv, &b, s->bnext);
-		if (ret == -ENOSPC) {
-			left++;
-			ret = refused_prefill(s);
-			if (!ret)
-				continue;
-		}
-		if (ret) {
-			fail_all(s, ret);
+	/* the prompts, cache by cache: chunks of running requests, joins */
+	for (int ci = 0; ci < s->nc; ci++) {
+		ret = run_part(s, ci, true, &left);
+		if (ret < 0)
 			return ret;
-		}
-		take_prefill(s, n);
-		n_ran += n;
-		break;
+		n_ran += ret;
 	}
 	for (int i = 0; i < s->n_join; i++)
 		s->run[s->n_run++] = s->join[i];
 	s->n_join = 0;
-	/* the decode tokens */
-	for (;;) {
-		n = build_decode(s, &b);
-		if (n <= 0) {
-			if (n < 0)
-				return n;
-			break;
-		}
-		ret = s->fn(s->ctx, s->kv, &b, s->bnext);
-		if (ret == -ENOSPC) {
-			left++;
-			ret = refused_decode(s);
-			if (!ret)
-				continue;
-		}
-		if (ret) {
-			fail_all(s, ret);
+	/* the decode tokens, cache by cache */
+	for (int ci = 0; ci < s->nc; ci++) {
+		ret = run_part(s, ci, false, &left);
+		if (ret < 0)
 			return ret;
-		}
-		take_decode(s, n);
-		n_ran += n;
-		break;
+		n_ran += ret;
 	}
 	if (!n_ran)
 		return 0;
@@ -842,13 +1047,16 @@ int llm_sched_step(struct llm_sched *s)
 	s->st.sum_running += (uint64_t)n_ran;
 	if (n_ran > s->st.peak_running)
 		s->st.peak_running = n_ran;
-	if (!pages_used(s, &used)) {
-		s->st.pages_used = used;
-		if (used > s->st.peak_pages)
-			s->st.peak_pages = used;
+	if (!bytes_used(s, &used, &pages)) {
+		s->st.pages_used = pages;
+		s->st.bytes_used = used;
+		if (pages > s->st.peak_pages)
+			s->st.peak_pages = pages;
+		if (used > s->st.peak_bytes)
+			s->st.peak_bytes = used;
 	}
-	if (left) {
-		ret = maybe_compact(s);
+	for (int ci = 0; left && ci < s->nc; ci++) {
+		ret = maybe_compact(s, ci);
 		if (ret)
 			return ret;
 	}
@@ -882,6 +1090,8 @@ int llm_sched_submit(struct llm_sched *s, const struct llm_sched_req *r,
 			return -EINVAL;
 	if (r->alpha_prune >= 0 && !(r->alpha_quant >= r->alpha_prune &&
 				     r->alpha_prune <= 1.0f))
+		return -EINVAL;
+	if (r->cache < 0 || r->cache >= s->nc)
 		return -EINVAL;
 	if (!s->n_free && s->n_req == s->cap_req) {
 		int cap = s->cap_req ? 2 * s->cap_req : 64;
@@ -917,15 +1127,16 @@ int llm_sched_submit(struct llm_sched *s, const struct llm_sched_req *r,
 	q->max_new = r->max_new;
 	q->alpha[0] = r->alpha_prune;
 	q->alpha[1] = r->alpha_quant;
+	q->cache = r->cache;
 	q->slot = -1;
 	q->t_submit = now_s();
 	*id = i;
-	if ((long)r->n_prompt + r->max_new > s->kv->max_tok) {
+	if ((long)r->n_prompt + r->max_new > s->c[r->cache].kv->max_tok) {
 		char why[112];
 
 		snprintf(why, sizeof(why), "%d prompt + %d output tokens "
 			 "exceed the %d a sequence holds", r->n_prompt,
-			 r->max_new, s->kv->max_tok);
+			 r->max_new, s->c[r->cache].kv->max_tok);
 		req_fail(s, i, -E2BIG, why);
 		return 0;
 	}
@@ -986,8 +1197,11 @@ void llm_sched_stats(const struct llm_sched *s, struct llm_sched_stats *st)
 	*st = s->st;
 	st->waiting = s->n_wait;
 	st->running = s->n_run;
-	st->budget_pages = s->budget_pages;
-	st->page_size = s->g.page_size;
+	st->budget_pages = s->budget / KVMM_GRANULE_SIZE *
+			   s->c[0].g.pages_per_granule;
+	st->page_size = s->c[0].g.page_size;
+	st->budget_bytes = cap_bytes(s);
+	st->caches = s->nc;
 }
 
 /**
@@ -1022,13 +1236,15 @@ int llm_sched_cancel(struct llm_sched *s, int id)
 				break;
 			}
 	} else if (r->state == LLM_SCHED_RUNNING) {
-		uint64_t used;
+		uint64_t used, pages;
 
 		ret = slot_put(s, r);
 		run_remove(s, id);
 		/* the counts read between steps show the pages gone */
-		if (!pages_used(s, &used))
-			s->st.pages_used = used;
+		if (!bytes_used(s, &used, &pages)) {
+			s->st.pages_used = pages;
+			s->st.bytes_used = used;
+		}
 	} else {
 		return -EALREADY;
 	}
@@ -1089,61 +1305,105 @@ int llm_sched_slot_owner(const struct llm_sched *s, int slot)
 /**
  * llm_sched_tier_pages() - pages in use per tier (KVMM_IOC_STATS)
  * @s: the scheduler
- * @pages: out: [0] high tier (the only one of a one-tier policy), [1] low
+ * @pages: out: [0] high tier (the only one of a one-tier policy), [1] low,
+ *	summed over the scheduler's caches
  *
- * Reads the space's statistics through the uapi: for a metrics reader,
+ * Reads the spaces' statistics through the uapi: for a metrics reader,
  * not once per step.
  *
  * Return: 0, or the uapi's error.
  */
 int llm_sched_tier_pages(struct llm_sched *s, uint64_t pages[2])
 {
-	struct kvmm_stats st = { .space = s->space };
-	int ret = kvshim_ioctl(s->fd, KVMM_IOC_STATS, &st);
+	pages[0] = pages[1] = 0;
+	for (int i = 0; i < s->nc; i++) {
+		struct kvmm_stats st = { .space = s->c[i].space };
+		int ret = kvshim_ioctl(s->c[i].fd, KVMM_IOC_STATS, &st);
 
-	if (ret)
-		return ret;
-	pages[0] = st.pages_used[0];
-	pages[1] = st.pages_used[1];
+		if (ret)
+			return ret;
+		pages[0] += st.pages_used[0];
+		pages[1] += st.pages_used[1];
+	}
 	return 0;
 }
 
 /**
- * llm_sched_set_budget() - change the space's memory budget
+ * llm_sched_set_budget() - change the memory budget
  * @s: the scheduler
  * @bytes: new budget, rounded up to whole 2 MiB granules
  *
- * KVMM_IOC_SET_BUDGET: the pool grows within it on demand; admissions use
- * it from the next step.
+ * One cache: KVMM_IOC_SET_BUDGET on its space; the pool grows within it
+ * on demand. Several: the caches share it, each space's budget set before
+ * each of its calls (DOC: scheduler). Admissions use it from the next
+ * step.
  *
- * Return: 0; -EINVAL (0 bytes, or more than the space's address range);
- * -EBUSY (below the pages in use: nothing changed); the uapi's error.
+ * Return: 0; -EINVAL (0 bytes, or more than a space's address range);
+ * -EBUSY (below the pages or granules in use: nothing changed); the
+ * uapi's error.
  */
 int llm_sched_set_budget(struct llm_sched *s, uint64_t bytes)
 {
-	struct kvmm_set_budget b = { .space = s->space };
+	uint64_t g = 0;
 	int ret;
 
 	if (!bytes || bytes > UINT64_MAX - KVMM_GRANULE_SIZE)
 		return -EINVAL;
-	b.budget_bytes = (bytes + KVMM_GRANULE_SIZE - 1) / KVMM_GRANULE_SIZE *
-			 KVMM_GRANULE_SIZE;
-	ret = kvshim_ioctl(s->fd, KVMM_IOC_SET_BUDGET, &b);
+	bytes = (bytes + KVMM_GRANULE_SIZE - 1) / KVMM_GRANULE_SIZE *
+		KVMM_GRANULE_SIZE;
+	if (s->nc == 1) {
+		struct kvmm_set_budget b = { .space = s->c[0].space,
+					     .budget_bytes = bytes };
+
+		ret = kvshim_ioctl(s->c[0].fd, KVMM_IOC_SET_BUDGET, &b);
+		if (ret)
+			return ret;
+		s->c[0].set = bytes;
+		s->budget = bytes;
+		return 0;
+	}
+	for (int i = 0; i < s->nc; i++) {
+		if (bytes > s->c[i].kv->bytes)
+			return -EINVAL;
+		ret = granules_read(s, i);
+		if (ret)
+			return ret;
+		g += s->c[i].granules;
+	}
+	if (bytes < g * KVMM_GRANULE_SIZE)
+		return -EBUSY;
+	s->budget = bytes;
+	return 0;
+}
+
+/* cache @i's fields from its space */
+static int cache_init(struct llm_sched *s, int i, struct llm_kv *kv)
+{
+	struct sched_cache *c = &s->c[i];
+	int ret;
+
+	memset(c, 0, sizeof(*c));
+	ret = llm_kv_policy_geometry(kv, &c->g);
+	ret = ret ?: llm_kv_policy_space(kv, &c->fd, &c->space);
 	if (ret)
 		return ret;
-	s->budget_pages = b.budget_bytes / KVMM_GRANULE_SIZE *
-			  s->g.pages_per_granule;
-	return 0;
+	c->kv = kv;
+	c->set = kv->bytes;
+	c->chunk = !s->o.no_chunk && llm_kv_chunks(kv);
+	return granules_read(s, i);
 }
 
 /**
  * llm_sched_create() - a scheduler over a policy cache
  * @kv: the cache (llm_kv_policy_open()); its slots are the most requests
- *	that run at once, its budget the pages they share
+ *	that run at once, its budget the bytes they share
  * @o: knobs, or NULL for the defaults
  * @fn: the executor's step
  * @ctx: passed to @fn
  * @out: the scheduler; llm_sched_destroy() frees it
+ *
+ * @kv is cache 0: requests whose llm_sched_req.cache is 0 run in it.
+ * llm_sched_add_cache() adds caches of other policies.
  *
  * Return: 0; -EINVAL (another cache, no @fn, knobs out of range),
  * -ENOMEM.
@@ -1162,12 +1422,6 @@ int llm_sched_create(struct llm_kv *kv, const struct llm_sched_opts *o,
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
-	ret = llm_kv_policy_geometry(kv, &s->g);
-	ret = ret ?: llm_kv_policy_space(kv, &s->fd, &s->space);
-	if (ret) {
-		free(s);
-		return ret;
-	}
 	s->kv = kv;
 	s->fn = fn;
 	s->ctx = ctx;
@@ -1183,8 +1437,13 @@ int llm_sched_create(struct llm_kv *kv, const struct llm_sched_opts *o,
 		s->o.reserve = 1.0f;
 	if (!s->o.compact_ratio)
 		s->o.compact_ratio = 0.25f;
-	s->budget_pages = s->g.budget_pages;
-	s->chunk = !s->o.no_chunk && llm_kv_chunks(kv);
+	ret = cache_init(s, 0, kv);
+	if (ret) {
+		free(s);
+		return ret;
+	}
+	s->nc = 1;
+	s->budget = kv->bytes;
 	n = kv->n_seq;
 	s->run = calloc(n, sizeof(int));
 	s->slots = calloc(n, sizeof(int));
@@ -1195,8 +1454,7 @@ int llm_sched_create(struct llm_kv *kv, const struct llm_sched_opts *o,
 	s->bnext = calloc(n, sizeof(int32_t));
 	s->owner = malloc(n * sizeof(int));
 	if (!s->run || !s->slots || !s->join || !s->bid || !s->bseq ||
-	    !s->bnt ||
-	    !s->bnext || !s->owner) {
+	    !s->bnt || !s->bnext || !s->owner) {
 		llm_sched_destroy(s);
 		return -ENOMEM;
 	}
@@ -1209,11 +1467,51 @@ int llm_sched_create(struct llm_kv *kv, const struct llm_sched_opts *o,
 }
 
 /**
+ * llm_sched_add_cache() - another cache, of another policy, whose requests
+ * run in the same steps
+ * @s: the scheduler
+ * @kv: a policy cache of the same model with as many slots as cache 0;
+ *	its budget at least the scheduler's (the bytes its space may ever
+ *	map)
+ * @index: out: the cache's index, for llm_sched_req.cache
+ *
+ * The caches share the slots (a request holds one slot of its own cache)
+ * and the budget: the bytes of every cache's pages are admitted against
+ * it, and before each call of a cache its space may map the granules the
+ * others do not (KVMM_IOC_SET_BUDGET). A step runs, cache by cache, the
+ * prompts, then the decode tokens: one executor call per cache with
+ * requests, as a forward pass runs over one cache.
+ *
+ * Return: 0; -EINVAL (not a policy cache, other slots, a budget below
+ * the scheduler's); -ENOSPC (LLM_SCHED_MAX_CACHES already); the uapi's
+ * error.
+ */
+int llm_sched_add_cache(struct llm_sched *s, struct llm_kv *kv, int *index)
+{
+	struct llm_kv_geometry g;
+	int ret;
+
+	if (!s || !kv || !index || kv->n_seq != s->kv->n_seq ||
+	    kv->bytes < s->budget || llm_kv_policy_geometry(kv, &g))
+		return -EINVAL;
+	for (int i = 0; i < s->nc; i++)
+		if (s->c[i].kv == kv)
+			return -EINVAL;
+	if (s->nc == LLM_SCHED_MAX_CACHES)
+		return -ENOSPC;
+	ret = cache_init(s, s->nc, kv);
+	if (ret)
+		return ret;
+	*index = s->nc++;
+	return 0;
+}
+
+/**
  * llm_sched_destroy() - free the scheduler and its requests' tokens
  * @s: the scheduler, or NULL
  *
- * The cache stays its creator's; running requests' pages stay in it until
- * the cache is destroyed or the slots are used again.
+ * The caches stay their creator's; running requests' pages stay in them
+ * until the caches are destroyed or the slots are used again.
  */
 void llm_sched_destroy(struct llm_sched *s)
 {

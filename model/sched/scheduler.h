@@ -19,6 +19,8 @@
 
 #include "kvcache.h"
 
+#define LLM_SCHED_MAX_CACHES 8	/* caches (policies) of one scheduler */
+
 /**
  * typedef llm_sched_step_fn - an executor's step
  * @ctx: the executor (llm_sched_create()'s @ctx)
@@ -70,6 +72,8 @@ struct llm_sched_opts {
  * @max_new: tokens to generate, >= 1 (EOS is not looked at)
  * @alpha_prune: diffkv threshold of this request, or negative: the cache's
  * @alpha_quant: likewise
+ * @cache: the cache (policy) it runs in: 0, the one of llm_sched_create(),
+ *	or an index from llm_sched_add_cache()
  */
 struct llm_sched_req {
 	const int32_t *prompt;
@@ -77,6 +81,7 @@ struct llm_sched_req {
 	int max_new;
 	float alpha_prune;
 	float alpha_quant;
+	int cache;
 };
 
 enum llm_sched_state {
@@ -134,10 +139,15 @@ struct llm_sched_info {
  * @done: requests completed
  * @failed: requests failed
  * @cancelled: requests cancelled (llm_sched_cancel())
- * @pages_used: pages in use after the last step (KVMM_IOC_FENCE)
+ * @pages_used: pages in use after the last step (KVMM_IOC_FENCE), every
+ *	cache's
  * @peak_pages: most pages in use after a step
- * @budget_pages: pages the budget can map
- * @page_size: bytes of one page
+ * @budget_pages: pages of cache 0 the budget can map
+ * @page_size: bytes of one page of cache 0
+ * @bytes_used: page bytes in use after the last step, every cache's
+ * @peak_bytes: most page bytes in use after a step
+ * @budget_bytes: page bytes the budget can map
+ * @caches: caches (policies) of the scheduler
  * @held_bytes: page bytes of each request right after its prefill, summed
  * @full_bytes: what the full policy would have held for the same tokens
  *	(@full_bytes / @held_bytes: the compression the policy reached)
@@ -165,6 +175,10 @@ struct llm_sched_stats {
 	uint64_t peak_pages;
 	uint64_t budget_pages;
 	uint32_t page_size;
+	uint64_t bytes_used;
+	uint64_t peak_bytes;
+	uint64_t budget_bytes;
+	int caches;
 	uint64_t held_bytes;
 	uint64_t full_bytes;
 };
@@ -173,6 +187,7 @@ struct llm_sched;
 
 int llm_sched_create(struct llm_kv *kv, const struct llm_sched_opts *o,
 		     llm_sched_step_fn fn, void *ctx, struct llm_sched **out);
+int llm_sched_add_cache(struct llm_sched *s, struct llm_kv *kv, int *index);
 void llm_sched_destroy(struct llm_sched *s);
 int llm_sched_submit(struct llm_sched *s, const struct llm_sched_req *r,
 		     int *id);

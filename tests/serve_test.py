@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import unittest
 
@@ -138,12 +139,59 @@ class Curl(unittest.TestCase):
                          "assistant")
         self.assertIsNotNone(chunks[-1]["choices"][0]["finish_reason"])
 
+    def test_policies_mixed(self):
+        """two requests at once under two policies, each as generate."""
+        prompt = ("The history of the city is long and full of surprises. "
+                  "Merchants came from the south with spices, cloth and "
+                  "news of distant wars, and the people of the valley "
+                  "traded grain and wool in return. Over the centuries the "
+                  "town grew into a city of bridges, markets and small "
+                  "workshops, each street known for a craft. Bakers, "
+                  "smiths, weavers and scribes lived side by side, and "
+                  "their guilds argued about taxes and festivals. In the "
+                  "year of the great flood, the river rose above the old "
+                  "walls and")
+        pols = ("uniform:tier=k4v4", "diffkv:prune=0.05,quant=1.5")
+        got = {}
+
+        def ask(pol):
+            got[pol] = curl(url("/v1/completions"), data={
+                "prompt": prompt, "max_tokens": 16, "temperature": 0,
+                "policy": pol})
+
+        th = [threading.Thread(target=ask, args=(p,)) for p in pols]
+        for t in th:
+            t.start()
+        for t in th:
+            t.join()
+        texts = []
+        for pol in pols:
+            body, code = got[pol]
+            self.assertEqual(code, 200, body)
+            text = json.loads(body)["choices"][0]["text"]
+            with tempfile.NamedTemporaryFile("w", suffix=".jsonl") as f:
+                f.write(json.dumps({"prompt": prompt}) + "\n")
+                f.flush()
+                out = subprocess.run(
+                    [ARGS.kvmm, "generate", "--model", ARGS.model,
+                     "--device", "cpu", "--threads", "2", "--json",
+                     "--max-tokens", "16", "--policy", pol,
+                     "--batch-file", f.name],
+                    capture_output=True, text=True, check=True).stdout
+            want = [json.loads(ln) for ln in out.splitlines()
+                    if ln.startswith("{")][0]["text"]
+            self.assertEqual(text, want, pol)
+            texts.append(text)
+        self.assertNotEqual(texts[0], texts[1])
+
     def test_errors(self):
         for data, path, code in (
                 ('{"prompt": ', "/v1/completions", 400),
                 ({"prompt": "x", "n": 2}, "/v1/completions", 400),
                 ({"messages": "x"}, "/v1/chat/completions", 400),
                 ({"prompt": "x", "model": "nope"}, "/v1/completions", 404),
+                ({"prompt": "x", "policy": "kvcompress:rate=0.5"},
+                 "/v1/completions", 400),
                 ({}, "/v2/anything", 404)):
             body, got = curl(url(path), data=data)
             self.assertEqual(got, code, body)
@@ -235,7 +283,7 @@ def main():
     names = ("Curl", "OpenAI", "Stop")
     if not os.path.exists(ARGS.model) or not os.access(ARGS.kvmm, os.X_OK):
         why = ARGS.model if not os.path.exists(ARGS.model) else ARGS.kvmm
-        print("serve: 0 passed, 0 failed, 10 skipped (%s absent)" % why)
+        print("serve: 0 passed, 0 failed, 11 skipped (%s absent)" % why)
         return 0
     start()
     try:

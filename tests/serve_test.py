@@ -4,13 +4,14 @@
 package against the built binary on the default model.
 
     python3 tests/serve_test.py [--kvmm build/kvmm] [--model PATH]
-                                [--quick] [--pylib DIR]
+                                [--quick] [--pylib DIR] [--device cuda]
 
 --quick (what `make check` runs) uses the openai package only when it is
 importable; without it (`make check-serve`) the package is installed with
 pip into --pylib (a folder of the build, not the system) when absent, and
 the openai tests are skipped, with the reason, when pip cannot. Without
-the model or the binary every test is skipped.
+the model or the binary every test is skipped. --device cuda serves (and
+runs the `kvmm generate` references) on the GPU.
 """
 import argparse
 import json
@@ -50,7 +51,8 @@ def start():
     p = subprocess.Popen([ARGS.kvmm, "serve", "--model", ARGS.model,
                           "--port", "0", "--threads", "2",
                           "--max-seqs", "16", "--max-model-len", "1024",
-                          "--kv-budget", "64MiB", "--grace", "10"],
+                          "--kv-budget", "64MiB", "--grace", "10",
+                          "--device", ARGS.device],
                          stderr=subprocess.PIPE, text=True)
     line = p.stderr.readline()
     m = re.search(r"http://[^:]+:(\d+)", line)
@@ -174,7 +176,7 @@ class Curl(unittest.TestCase):
                 f.flush()
                 out = subprocess.run(
                     [ARGS.kvmm, "generate", "--model", ARGS.model,
-                     "--device", "cpu", "--threads", "2", "--json",
+                     "--device", ARGS.device, "--threads", "2", "--json",
                      "--max-tokens", "16", "--policy", pol,
                      "--batch-file", f.name],
                     capture_output=True, text=True, check=True).stdout
@@ -277,6 +279,7 @@ def main():
                     os.path.join(ROOT, "models",
                                  "SmolLM2-135M-Instruct.Q4_1.gguf"))
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--pylib")
     ARGS, rest = ap.parse_known_args()
     sys.argv[1:] = rest

@@ -46,6 +46,13 @@
  * with 0 the scheduler packs requests on their prompts alone and preempts
  * when pages run out, as vLLM does.
  *
+ * Several caches (policies, llm_sched_add_cache()) share the slots and
+ * the budget: the sums above are in bytes, each request's pages at its
+ * cache's page size; a step runs each cache's prompts, then each cache's
+ * decode tokens (one executor call per cache), and before each call its
+ * space may map the granules the others do not map (KVMM_IOC_SET_BUDGET),
+ * so that the spaces together stay within the budget.
+ *
  * When a call is refused for pages (-ENOSPC: the uapi refused an admission
  * or an append and changed nothing): refused prompts (an admission: a whole
  * prompt or a prompt's last chunk; earlier chunks take no pages) step

@@ -942,6 +942,9 @@ START_TEST(test_serve_mixed_policies)
 	       st.sched.peak_running);
 	ck_assert_int_eq(st.sched.caches, 4);
 	ck_assert_int_gt(st.sched.peak_running, 1);
+	ck_assert_int_eq(http(t.port, "GET", "/metrics", NULL, &r), 200);
+	ck_assert_ptr_nonnull(strstr(r.body, "\nkvmm_kv_policies 4\n"));
+	resp_free(&r);
 	/* four more policies fill the server's; the ninth is refused */
 	for (int i = 0; i < LLM_SCHED_MAX_CACHES - 4; i++) {
 		snprintf(body, sizeof(body), "{\"prompt\": \"a\", \"max_tokens"

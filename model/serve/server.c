@@ -1303,6 +1303,17 @@ static char *metrics_text(struct llm_server *s)
 	  "kvmm_kv_page_bytes %u", st.sched.page_size);
 	M("kv_pages_peak", "gauge", "Most KV pages in use after a step.",
 	  "kvmm_kv_pages_peak %llu", (unsigned long long)st.sched.peak_pages);
+	M("kv_bytes_used", "gauge", "KV page bytes in use after the last "
+	  "step, every policy's cache.", "kvmm_kv_bytes_used %llu",
+	  (unsigned long long)st.sched.bytes_used);
+	M("kv_bytes_budget", "gauge", "KV page bytes the memory budget "
+	  "maps.", "kvmm_kv_bytes_budget %llu",
+	  (unsigned long long)st.sched.budget_bytes);
+	M("kv_policies", "gauge", "KV policies in use: a cache each.",
+	  "kvmm_kv_policies %d", st.sched.caches);
+	M("prefill_chunks_total", "counter", "Prompt chunks that did not end "
+	  "their prompt (chunked prefill).", "kvmm_prefill_chunks_total %llu",
+	  (unsigned long long)st.sched.chunks);
 	M("running_peak", "gauge", "Most sequences in one step.",
 	  "kvmm_running_peak %d", st.sched.peak_running);
 	M("running_sum_total", "counter", "Sequences of each step, summed "

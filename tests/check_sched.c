@@ -204,11 +204,11 @@ static struct llm_kv *cache(const struct tmodel *m, const char *pol,
 	return cache_tok(m, pol, n_seq, MAXTOK, budget);
 }
 
-/* greedy tokens of one prompt alone, as `kvmm generate` runs it */
-static void alone(struct tmodel *m, const int32_t *prompt, int np, int nnew,
-		  int32_t *out)
+/* greedy tokens of one prompt alone under @pol, as `kvmm generate` runs it */
+static void alone_pol(struct tmodel *m, const char *pol,
+		      const int32_t *prompt, int np, int nnew, int32_t *out)
 {
-	struct llm_kv *kv = cache(m, "full", 1, 0);
+	struct llm_kv *kv = cache(m, pol, 1, 0);
 	int seq = 0, nt = np;
 	struct llm_batch b = { 1, &seq, &nt, prompt };
 
@@ -220,10 +220,16 @@ static void alone(struct tmodel *m, const int32_t *prompt, int np, int nnew,
 	llm_kv_destroy(kv);
 }
 
+static void alone(struct tmodel *m, const int32_t *prompt, int np, int nnew,
+		  int32_t *out)
+{
+	alone_pol(m, "full", prompt, np, nnew, out);
+}
+
 struct work {
 	int n;
 	int np[64], nnew[64];
-	int32_t prompt[64][64];
+	int32_t prompt[64][MAXTOK];
 };
 
 static void work_make(struct work *w, int n, int p0, int p1, int o0, int o1,
@@ -700,6 +706,353 @@ START_TEST(test_sched_refusals)
 }
 END_TEST
 
+/*
+ * struct chunk_ctx - the step callback of the chunked-prefill tests: the
+ * CPU executor's greedy step, with what each scheduler step ran
+ */
+struct chunk_ctx {
+	struct tmodel *m;
+	int step_tok;		/* tokens of the scheduler step so far */
+	int max_tok;		/* most tokens of one scheduler step */
+	bool chunk;		/* this step ran a chunk not ending a prompt */
+	bool dec;		/* this step ran decode tokens */
+	int mixed;		/* steps with such a chunk and decode tokens */
+	int refuse;		/* last chunks to refuse as a full cache does */
+	int refused;		/* and refused */
+};
+
+static int chunk_step(void *ctx, struct llm_kv *kv, const struct llm_batch *b,
+		      int32_t *next)
+{
+	struct chunk_ctx *c = ctx;
+	int ret, kind = llm_kv_batch_kind(kv, b);
+
+	ck_assert_int_gt(kind, 0);	/* the scheduler hands pure batches */
+	for (int i = 0; kind == LLM_KV_PREFILL && i < b->n_seq; i++) {
+		int seq = b->seq[i], len = llm_kv_len(kv, seq);
+
+		/* the admission of a staged prompt's last chunk refused, as
+		 * the cache does when pages ran out: nothing changes */
+		if (c->refuse && len && len + b->n_tok[i] == kv->prompt[seq]) {
+			c->refuse--;
+			c->refused++;
+			return -ENOSPC;
+		}
+	}
+	for (int i = 0; i < b->n_seq; i++) {
+		int seq = b->seq[i];
+
+		c->step_tok += b->n_tok[i];
+		if (kind == LLM_KV_PREFILL && kv->prompt &&
+		    llm_kv_len(kv, seq) + b->n_tok[i] < kv->prompt[seq])
+			c->chunk = true;
+	}
+	ret = cpu_step(c->m, kv, b, next);
+	if (!ret && kind == LLM_KV_DECODE)
+		c->dec = true;
+	return ret;
+}
+
+/*
+ * serve @w under @pol in 8 slots, prompts in chunks (or whole), the
+ * space's invariants checked after every step; the tokens into @out
+ */
+static void serve_chunked(struct tmodel *m, const char *pol, bool chunk,
+			  int step_tok, float reserve, uint64_t budget,
+			  const struct work *w, int32_t (*out)[MAXTOK],
+			  struct llm_sched_stats *st, struct chunk_ctx *c,
+			  int refuse)
+{
+	struct llm_sched_opts o = { .max_step_tokens = step_tok,
+				    .reserve = reserve, .no_chunk = !chunk };
+	struct llm_kv *kv = cache(m, pol, 8, budget);
+	struct llm_sched_info in;
+	struct llm_sched *s;
+	char why[200];
+	int ids[64], guard = 0;
+
+	*c = (struct chunk_ctx){ .m = m, .refuse = refuse };
+	ck_assert_int_eq(llm_sched_create(kv, &o, chunk_step, c, &s), 0);
+	for (int i = 0; i < w->n; i++) {
+		struct llm_sched_req r = { w->prompt[i], w->np[i], w->nnew[i],
+					   -1.0f, -1.0f };
+
+		ck_assert_int_eq(llm_sched_submit(s, &r, &ids[i]), 0);
+	}
+	while (!llm_sched_idle(s)) {
+		int ret;
+
+		c->step_tok = 0;
+		c->chunk = c->dec = false;
+		ret = llm_sched_step(s);
+		ck_assert_msg(ret >= 0, "step: %s", strerror(-ret));
+		ck_assert_msg(!llm_kv_policy_check(kv, why, sizeof(why)),
+			      "%s: %s", pol, why);
+		if (chunk)
+			ck_assert_int_le(c->step_tok, step_tok);
+		c->max_tok = c->step_tok > c->max_tok ? c->step_tok
+						      : c->max_tok;
+		c->mixed += c->chunk && c->dec;
+		ck_assert_int_lt(++guard, 20000);
+	}
+	for (int i = 0; i < w->n; i++) {
+		ck_assert_int_eq(llm_sched_info(s, ids[i], &in), 0);
+		ck_assert_msg(in.state == LLM_SCHED_DONE, "%s request %d: %s",
+			      pol, i, in.reason);
+		ck_assert_int_eq(in.n_gen, w->nnew[i]);
+		memcpy(out[i], in.out, in.n_gen * sizeof(int32_t));
+	}
+	llm_sched_stats(s, st);
+	llm_sched_destroy(s);
+	llm_kv_destroy(kv);
+}
+
+/*
+ * Chunked prefill: prompts of 60-160 tokens against a step budget of 32
+ * tokens. The long prompts come in chunks of at most what is left of the
+ * budget, the running requests' decode tokens go on in the same steps, no
+ * step exceeds the budget, and every greedy output equals the one of the
+ * same run with whole prompts, bit for bit (the chunks are staged in fp32
+ * and classified as the whole prompt), under full, diffkv and kvcompress;
+ * under full it also equals the request run alone.
+ */
+START_TEST(test_sched_chunked_prefill)
+{
+	static const char *const pol[] = { "full", "diffkv",
+					   "kvcompress:rate=2" };
+	static int32_t a[16][MAXTOK], b[16][MAXTOK];
+	uint64_t seed = kvtest_seed(__func__);
+	struct llm_sched_stats sa, sb;
+	struct chunk_ctx ca, cb;
+	struct tmodel m;
+	struct work w;
+	int32_t ref[MAXTOK];
+
+	model_open(&m);
+	work_make(&w, 10, 60, 160, 4, 24, &seed);
+	for (size_t p = 0; p < sizeof(pol) / sizeof(pol[0]); p++) {
+		serve_chunked(&m, pol[p], true, 32, 1.0f, 0, &w, a, &sa, &ca,
+			      0);
+		serve_chunked(&m, pol[p], false, 32, 1.0f, 0, &w, b, &sb, &cb,
+			      0);
+		printf("chunked %s: %llu steps, %llu chunks, %d steps with a "
+		       "chunk and decode tokens, at most %d tokens a step; "
+		       "whole prompts: %llu steps, at most %d tokens\n",
+		       pol[p], (unsigned long long)sa.steps,
+		       (unsigned long long)sa.chunks, ca.mixed, ca.max_tok,
+		       (unsigned long long)sb.steps, cb.max_tok);
+		ck_assert_uint_gt(sa.chunks, 0);
+		ck_assert_int_gt(ca.mixed, 0);
+		ck_assert_int_le(ca.max_tok, 32);
+		ck_assert_int_gt(cb.max_tok, 32);
+		ck_assert_uint_eq(sb.chunks, 0);
+		ck_assert_uint_eq(sa.prefill_tokens, sb.prefill_tokens);
+		for (int i = 0; i < w.n; i++)
+			for (int t = 0; t < w.nnew[i]; t++)
+				ck_assert_msg(a[i][t] == b[i][t], "%s request "
+					      "%d token %d: chunked %d, whole "
+					      "%d", pol[p], i, t, a[i][t],
+					      b[i][t]);
+		if (p)
+			continue;
+		for (int i = 0; i < w.n; i++) {
+			alone(&m, w.prompt[i], w.np[i], w.nnew[i], ref);
+			for (int t = 0; t < w.nnew[i]; t++)
+				ck_assert_int_eq(a[i][t], ref[t]);
+		}
+	}
+	model_close(&m);
+}
+END_TEST
+
+/*
+ * Preemption mid-prefill. First on cue: four short requests (whole
+ * prompts) decode while a long prompt comes in chunks of at most 24 tokens; its last chunk's
+ * admission is refused once (as the cache refuses pages that ran out,
+ * changing nothing), so it steps aside: preempted with its earlier chunks
+ * staged, released, queued again at the head, recomputed when a request
+ * leaves. Then for real: a budget of one granule that eight slots of
+ * these requests oversubscribe, requests admitted on their prompts alone
+ * (reserve 0), long prompts in chunks.
+ * Every request completes with the tokens of its run alone; the
+ * invariants hold after every step.
+ */
+START_TEST(test_sched_preempt_mid_prefill)
+{
+	static int32_t a[64][MAXTOK];
+	uint64_t seed = kvtest_seed(__func__);
+	struct llm_sched_stats st;
+	struct chunk_ctx c;
+	struct tmodel m;
+	struct work w;
+	int32_t ref[MAXTOK];
+
+	model_open(&m);
+	work_make(&w, 5, 5, 5, 40, 40, &seed);
+	w.np[4] = 150;
+	w.nnew[4] = 8;
+	for (int t = 0; t < w.np[4]; t++)
+		w.prompt[4][t] = (int32_t)(kvtest_rand(&seed) % VOCAB);
+	serve_chunked(&m, "full", true, 24, 1.0f, 0, &w, a, &st, &c, 1);
+	printf("mid-prefill on cue: %d refused, %llu preemptions, %llu of "
+	       "them mid-prefill, %llu chunks\n", c.refused,
+	       (unsigned long long)st.preemptions,
+	       (unsigned long long)st.prefill_preemptions,
+	       (unsigned long long)st.chunks);
+	ck_assert_int_eq(c.refused, 1);
+	ck_assert_uint_eq(st.prefill_preemptions, 1);
+	ck_assert_uint_eq(st.preemptions, 1);
+	/* its chunks before the last one ran twice */
+	ck_assert_uint_ge(st.prefill_tokens, 4 * 5 + 150 + 4 + 24 * 5);
+	for (int i = 0; i < w.n; i++) {
+		alone(&m, w.prompt[i], w.np[i], w.nnew[i], ref);
+		for (int t = 0; t < w.nnew[i]; t++)
+			ck_assert_int_eq(a[i][t], ref[t]);
+	}
+
+	work_make(&w, 40, 40, 100, 40, 80, &seed);
+	serve_chunked(&m, "full", true, 24, -1.0f, 2ULL << 20, &w, a, &st, &c,
+		      0);
+	printf("mid-prefill for real: %llu preemptions, %llu of them "
+	       "mid-prefill, %llu rollbacks, %llu chunks, %llu steps\n",
+	       (unsigned long long)st.preemptions,
+	       (unsigned long long)st.prefill_preemptions,
+	       (unsigned long long)st.rollbacks,
+	       (unsigned long long)st.chunks, (unsigned long long)st.steps);
+	ck_assert_uint_gt(st.chunks, 0);
+	for (int i = 0; i < w.n; i++) {
+		alone(&m, w.prompt[i], w.np[i], w.nnew[i], ref);
+		for (int t = 0; t < w.nnew[i]; t++)
+			ck_assert_msg(a[i][t] == ref[t], "request %d token %d: "
+				      "%d, alone %d", i, t, a[i][t], ref[t]);
+	}
+	model_close(&m);
+}
+END_TEST
+
+/* struct mix_ctx - the step callback of the mixed-policy test */
+struct mix_ctx {
+	struct tmodel *m;
+	struct llm_kv *kv[4];
+	unsigned int seen;	/* caches of this scheduler step (bits) */
+	int mixed;		/* steps that ran more than one cache */
+};
+
+static int mix_step(void *ctx, struct llm_kv *kv, const struct llm_batch *b,
+		    int32_t *next)
+{
+	struct mix_ctx *c = ctx;
+
+	for (int i = 0; i < 4; i++)
+		if (c->kv[i] == kv)
+			c->seen |= 1u << i;
+	return cpu_step(c->m, kv, b, next);
+}
+
+/*
+ * Per-request policies: one scheduler over four caches (full, diffkv,
+ * kvcompress, uniform K4V4), sixteen requests of every policy in turn,
+ * prompts in chunks of a 64-token step budget, a budget of two granules
+ * (4 MiB) the four spaces contend for (preemptions, compactions that give
+ * granules back from one cache to another). Steps run requests of several policies; after every step
+ * each space's invariants hold and the granules the four spaces map stay
+ * within the budget; every request's greedy tokens equal those of the
+ * request run alone under its policy (`kvmm generate --policy`).
+ */
+START_TEST(test_sched_mixed_policies)
+{
+	static const char *const pol[4] = { "full", "diffkv",
+					    "kvcompress:rate=2",
+					    "uniform:tier=k4v4" };
+	struct llm_sched_opts o = { .max_step_tokens = 64 };
+	uint64_t seed = kvtest_seed(__func__), budget = 4ULL << 20;
+	struct llm_sched_info in;
+	struct llm_sched_stats st;
+	struct mix_ctx c = { 0 };
+	struct llm_sched *s;
+	struct tmodel m;
+	struct work w;
+	int32_t ref[MAXTOK];
+	int ids[64], idx[4] = { 0 }, guard = 0, peak = 0;
+	char why[200];
+
+	model_open(&m);
+	c.m = &m;
+	for (int i = 0; i < 4; i++)
+		c.kv[i] = cache(&m, pol[i], 8, budget);
+	ck_assert_int_eq(llm_sched_create(c.kv[0], &o, mix_step, &c, &s), 0);
+	for (int i = 1; i < 4; i++) {
+		ck_assert_int_eq(llm_sched_add_cache(s, c.kv[i], &idx[i]), 0);
+		ck_assert_int_eq(idx[i], i);
+	}
+	ck_assert_int_eq(llm_sched_add_cache(s, c.kv[1], &idx[0]), -EINVAL);
+	work_make(&w, 16, 40, 100, 16, 40, &seed);
+	for (int i = 0; i < w.n; i++) {
+		struct llm_sched_req r = { w.prompt[i], w.np[i], w.nnew[i],
+					   -1.0f, -1.0f, i % 4 };
+
+		ck_assert_int_eq(llm_sched_submit(s, &r, &ids[i]), 0);
+	}
+	{
+		struct llm_sched_req r = { w.prompt[0], 4, 4, -1.0f, -1.0f,
+					   4 };
+
+		ck_assert_int_eq(llm_sched_submit(s, &r, &ids[63]), -EINVAL);
+	}
+	while (!llm_sched_idle(s)) {
+		uint64_t granules = 0;
+		int n = 0;
+
+		c.seen = 0;
+		ck_assert_int_ge(llm_sched_step(s), 0);
+		for (int i = 0; i < 4; i++) {
+			struct llm_kv_stats ks;
+			struct llm_kv_geometry g;
+
+			ck_assert_msg(!llm_kv_policy_check(c.kv[i], why,
+							   sizeof(why)),
+				      "%s: %s", pol[i], why);
+			ck_assert_int_eq(llm_kv_stats(c.kv[i], &ks), 0);
+			ck_assert_int_eq(llm_kv_policy_geometry(c.kv[i], &g),
+					 0);
+			granules += ks.pages_total / g.pages_per_granule;
+			n += (c.seen >> i) & 1;
+		}
+		ck_assert_uint_le(granules, budget >> 21);
+		c.mixed += n > 1;
+		peak = n > peak ? n : peak;
+		ck_assert_int_lt(++guard, 10000);
+	}
+	llm_sched_stats(s, &st);
+	printf("mixed policies: %llu steps, %d of them with several "
+	       "policies (at most %d), %llu chunks, %llu preemptions, %llu "
+	       "compactions, peak %.2f of %.2f MB\n",
+	       (unsigned long long)st.steps, c.mixed, peak,
+	       (unsigned long long)st.chunks,
+	       (unsigned long long)st.preemptions,
+	       (unsigned long long)st.compactions, st.peak_bytes / 1e6,
+	       st.budget_bytes / 1e6);
+	ck_assert_int_gt(c.mixed, 0);
+	ck_assert_int_eq(st.caches, 4);
+	ck_assert_uint_le(st.peak_bytes, st.budget_bytes);
+	for (int i = 0; i < w.n; i++) {
+		ck_assert_int_eq(llm_sched_info(s, ids[i], &in), 0);
+		ck_assert_msg(in.state == LLM_SCHED_DONE, "request %d: %s", i,
+			      in.reason);
+		alone_pol(&m, pol[i % 4], w.prompt[i], w.np[i], w.nnew[i],
+			  ref);
+		for (int t = 0; t < w.nnew[i]; t++)
+			ck_assert_msg(in.out[t] == ref[t], "%s request %d "
+				      "token %d: %d, alone %d", pol[i % 4], i,
+				      t, in.out[t], ref[t]);
+	}
+	llm_sched_destroy(s);
+	for (int i = 0; i < 4; i++)
+		llm_kv_destroy(c.kv[i]);
+	model_close(&m);
+}
+END_TEST
+
 Suite *suite_sched(void)
 {
 	Suite *s = suite_create("sched");
@@ -711,6 +1064,9 @@ Suite *suite_sched(void)
 	KV_ADD(tc, test_sched_request_thresholds);
 	KV_ADD(tc, test_sched_refusals);
 	KV_ADD(tc, test_sched_cancel);
+	KV_ADD(tc, test_sched_chunked_prefill);
+	KV_ADD(tc, test_sched_preempt_mid_prefill);
+	KV_ADD(tc, test_sched_mixed_policies);
 	tcase_set_timeout(tc, 120);
 	suite_add_tcase(s, tc);
 	return s;

@@ -285,8 +285,12 @@ static void check_error(const struct resp *r, int status)
 	json_decref(j);
 }
 
-/* `kvmm generate --json` of the prompts, the binary next to this runner */
-static char **reference(const char *const *prompts, int n, int ntok)
+/*
+ * `kvmm generate --json` of the prompts, the binary next to this runner,
+ * under @policy (NULL: generate's default, full)
+ */
+static char **reference(const char *const *prompts, int n, int ntok,
+			const char *policy)
 {
 	char self[PATH_MAX], cmd[PATH_MAX * 2 + 256], file[64], line[65536];
 	char **out = calloc(n, sizeof(char *));
@@ -313,8 +317,9 @@ static char **reference(const char *const *prompts, int n, int ntok)
 	}
 	fclose(f);
 	snprintf(cmd, sizeof(cmd), "%s/kvmm generate --model %s --device cpu "
-		 "--threads 2 --json --max-tokens %d --batch-file %s "
-		 "2>/dev/null", self, model_path(), ntok, file);
+		 "--threads 2 --json --max-tokens %d --batch-file %s%s%s "
+		 "2>/dev/null", self, model_path(), ntok, file,
+		 policy ? " --policy " : "", policy ? policy : "");
 	p = popen(cmd, "r");
 	ck_assert_ptr_nonnull(p);
 	while (fgets(line, sizeof(line), p)) {
@@ -341,6 +346,8 @@ static char **reference(const char *const *prompts, int n, int ntok)
 struct job {
 	int port;
 	const char *prompt;
+	const char *policy;	/* NULL: the server's */
+	int ntok;		/* 0: NTOK */
 	struct resp r;
 };
 
@@ -348,8 +355,13 @@ static void *job_run(void *arg)
 {
 	struct job *j = arg;
 	json_t *o = json_pack("{s:s, s:i, s:i}", "prompt", j->prompt,
-			      "max_tokens", NTOK, "temperature", 0);
-	char *body = json_dumps(o, JSON_COMPACT);
+			      "max_tokens", j->ntok ? j->ntok : NTOK,
+			      "temperature", 0);
+	char *body;
+
+	if (j->policy)
+		json_object_set_new(o, "policy", json_string(j->policy));
+	body = json_dumps(o, JSON_COMPACT);
 
 	json_decref(o);
 	http(j->port, "POST", "/v1/completions", body, &j->r);
@@ -394,7 +406,7 @@ START_TEST(test_serve_greedy_64)
 		pthread_join(th[i], NULL);
 	llm_serve_stats(t.s, &st);
 	server_down(&t, 5);
-	ref = reference((const char *const *)prompts, NREQ, NTOK);
+	ref = reference((const char *const *)prompts, NREQ, NTOK, NULL);
 	for (int i = 0; i < NREQ; i++) {
 		json_t *j = json_loads(jobs[i].r.body, 0, NULL), *c, *u;
 		const char *text;
@@ -580,7 +592,9 @@ START_TEST(test_serve_errors)
 		{ "POST", "/v1/completions", "{\"prompt\": \"a\", \"n\": 3}",
 		  400 },
 		{ "POST", "/v1/completions", "{\"prompt\": \"a\", \"policy\": "
-		  "\"kvcompress\"}", 400 },
+		  "\"kvcompress:rate=0.5\"}", 400 },
+		{ "POST", "/v1/completions", "{\"prompt\": \"a\", \"policy\": "
+		  "7}", 400 },
 		{ "POST", "/v1/completions", "{\"prompt\": \"a\", \"policy\": "
 		  "\"nonsense\"}", 400 },
 		{ "POST", "/v1/completions", "{\"prompt\": [99999999]}", 400 },
@@ -877,6 +891,109 @@ START_TEST(test_serve_graceful_stop)
 }
 END_TEST
 
+/*
+ * Per-request policies, mixed: four requests at once, one prompt of 107
+ * tokens under full (the server's), diffkv with its own thresholds,
+ * kvcompress and uniform K4V4, each in a cache of its policy within the
+ * one budget, run in the same steps; each text equals `kvmm generate
+ * --policy` of the prompt (greedy), and diffkv's and K4V4's differ from
+ * full's (the policies were applied).
+ * The policies a server runs are bounded: with LLM_SCHED_MAX_CACHES of
+ * them in use, one more gets 400 too_many_policies, and the server goes
+ * on serving.
+ */
+START_TEST(test_serve_mixed_policies)
+{
+	static const char *const pol[4] = { NULL, "diffkv:prune=0.1,quant=2",
+					    "kvcompress:rate=2",
+					    "uniform:tier=k4v4" };
+	/* 107 tokens: past the policies' protected window of 64 */
+	static const char prompt[] = "The history of the city is long and "
+		"full of surprises. Merchants came from the south with spices, "
+		"cloth and news of distant wars, and the people of the valley "
+		"traded grain and wool in return. Over the centuries the town "
+		"grew into a city of bridges, markets and small workshops, each "
+		"street known for a craft. Bakers, smiths, weavers and scribes "
+		"lived side by side, and their guilds argued about taxes and "
+		"festivals. In the year of the great flood, the river rose "
+		"above the old walls and";
+	const char *prompts[1] = { prompt };
+	char text_of[4][512];
+	static struct job jobs[4];
+	struct llm_serve_stats st;
+	pthread_t th[4];
+	struct tserver t;
+	struct resp r;
+	char body[256];
+
+	if (server_up(__func__, &t, NULL))
+		return;
+	for (int i = 0; i < 4; i++) {
+		jobs[i] = (struct job){ .port = t.port, .prompt = prompt,
+					.policy = pol[i], .ntok = 24 };
+		ck_assert_int_eq(pthread_create(&th[i], NULL, job_run,
+						&jobs[i]), 0);
+	}
+	for (int i = 0; i < 4; i++)
+		pthread_join(th[i], NULL);
+	llm_serve_stats(t.s, &st);
+	printf("mixed policies: %d caches, %llu steps, peak %d sequences a "
+	       "step\n", st.sched.caches, (unsigned long long)st.sched.steps,
+	       st.sched.peak_running);
+	ck_assert_int_eq(st.sched.caches, 4);
+	ck_assert_int_gt(st.sched.peak_running, 1);
+	ck_assert_int_eq(http(t.port, "GET", "/metrics", NULL, &r), 200);
+	ck_assert_ptr_nonnull(strstr(r.body, "\nkvmm_kv_policies 4\n"));
+	resp_free(&r);
+	/* four more policies fill the server's; the ninth is refused */
+	for (int i = 0; i < LLM_SCHED_MAX_CACHES - 4; i++) {
+		snprintf(body, sizeof(body), "{\"prompt\": \"a\", \"max_tokens"
+			 "\": 1, \"policy\": \"kvcompress:rate=%d\"}", 3 + i);
+		ck_assert_int_eq(http(t.port, "POST", "/v1/completions", body,
+				      &r), 200);
+		resp_free(&r);
+	}
+	ck_assert_int_eq(http(t.port, "POST", "/v1/completions", "{\"prompt"
+			      "\": \"a\", \"policy\": \"kvcompress:rate=50\"}",
+			      &r), 400);
+	check_error(&r, 400);
+	ck_assert_ptr_nonnull(strstr(r.body, "too_many_policies"));
+	resp_free(&r);
+	/* a policy the server runs already is still served */
+	ck_assert_int_eq(http(t.port, "POST", "/v1/completions", "{\"prompt"
+			      "\": \"a\", \"max_tokens\": 2, \"policy\": "
+			      "\"kvcompress:rate=3\"}", &r), 200);
+	resp_free(&r);
+	server_down(&t, 5);
+	for (int i = 0; i < 4; i++) {
+		char **ref = reference(prompts, 1, 24, pol[i]);
+		json_t *j = json_loads(jobs[i].r.body, 0, NULL), *c;
+		const char *text;
+
+		ck_assert_msg(jobs[i].r.status == 200, "%s: %d %s",
+			      pol[i] ? pol[i] : "full", jobs[i].r.status,
+			      jobs[i].r.body);
+		ck_assert_ptr_nonnull(j);
+		c = json_array_get(json_object_get(j, "choices"), 0);
+		text = json_string_value(json_object_get(c, "text"));
+		ck_assert_ptr_nonnull(text);
+		printf("%s: '%s'\n", pol[i] ? pol[i] : "full", text);
+		ck_assert_msg(!strcmp(text, ref[0]), "%s: served '%s', "
+			      "generate '%s'", pol[i] ? pol[i] : "full", text,
+			      ref[0]);
+		snprintf(text_of[i], sizeof(text_of[i]), "%s", text);
+		json_decref(j);
+		resp_free(&jobs[i].r);
+		free(ref[0]);
+		free(ref);
+	}
+	/* the policies were applied: diffkv's and K4V4's tokens are not
+	 * full's on this prompt (kvcompress's are, over 24 tokens) */
+	ck_assert_str_ne(text_of[1], text_of[0]);
+	ck_assert_str_ne(text_of[3], text_of[0]);
+}
+END_TEST
+
 Suite *suite_serve(void)
 {
 	Suite *s = suite_create("serve");
@@ -886,6 +1003,7 @@ Suite *suite_serve(void)
 	KV_ADD(tc, test_serve_parse);
 	suite_add_tcase(s, tc);
 	KV_ADD(th, test_serve_greedy_64);
+	KV_ADD(th, test_serve_mixed_policies);
 	KV_ADD(th, test_serve_stream);
 	KV_ADD(th, test_serve_errors);
 	KV_ADD(th, test_serve_disconnect);

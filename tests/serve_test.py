@@ -4,13 +4,14 @@
 package against the built binary on the default model.
 
     python3 tests/serve_test.py [--kvmm build/kvmm] [--model PATH]
-                                [--quick] [--pylib DIR]
+                                [--quick] [--pylib DIR] [--device cuda]
 
 --quick (what `make check` runs) uses the openai package only when it is
 importable; without it (`make check-serve`) the package is installed with
 pip into --pylib (a folder of the build, not the system) when absent, and
 the openai tests are skipped, with the reason, when pip cannot. Without
-the model or the binary every test is skipped.
+the model or the binary every test is skipped. --device cuda serves (and
+runs the `kvmm generate` references) on the GPU.
 """
 import argparse
 import json
@@ -20,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import unittest
 
@@ -49,7 +51,8 @@ def start():
     p = subprocess.Popen([ARGS.kvmm, "serve", "--model", ARGS.model,
                           "--port", "0", "--threads", "2",
                           "--max-seqs", "16", "--max-model-len", "1024",
-                          "--kv-budget", "64MiB", "--grace", "10"],
+                          "--kv-budget", "64MiB", "--grace", "10",
+                          "--device", ARGS.device],
                          stderr=subprocess.PIPE, text=True)
     line = p.stderr.readline()
     m = re.search(r"http://[^:]+:(\d+)", line)
@@ -138,12 +141,59 @@ class Curl(unittest.TestCase):
                          "assistant")
         self.assertIsNotNone(chunks[-1]["choices"][0]["finish_reason"])
 
+    def test_policies_mixed(self):
+        """two requests at once under two policies, each as generate."""
+        prompt = ("The history of the city is long and full of surprises. "
+                  "Merchants came from the south with spices, cloth and "
+                  "news of distant wars, and the people of the valley "
+                  "traded grain and wool in return. Over the centuries the "
+                  "town grew into a city of bridges, markets and small "
+                  "workshops, each street known for a craft. Bakers, "
+                  "smiths, weavers and scribes lived side by side, and "
+                  "their guilds argued about taxes and festivals. In the "
+                  "year of the great flood, the river rose above the old "
+                  "walls and")
+        pols = ("uniform:tier=k4v4", "diffkv:prune=0.05,quant=1.5")
+        got = {}
+
+        def ask(pol):
+            got[pol] = curl(url("/v1/completions"), data={
+                "prompt": prompt, "max_tokens": 16, "temperature": 0,
+                "policy": pol})
+
+        th = [threading.Thread(target=ask, args=(p,)) for p in pols]
+        for t in th:
+            t.start()
+        for t in th:
+            t.join()
+        texts = []
+        for pol in pols:
+            body, code = got[pol]
+            self.assertEqual(code, 200, body)
+            text = json.loads(body)["choices"][0]["text"]
+            with tempfile.NamedTemporaryFile("w", suffix=".jsonl") as f:
+                f.write(json.dumps({"prompt": prompt}) + "\n")
+                f.flush()
+                out = subprocess.run(
+                    [ARGS.kvmm, "generate", "--model", ARGS.model,
+                     "--device", ARGS.device, "--threads", "2", "--json",
+                     "--max-tokens", "16", "--policy", pol,
+                     "--batch-file", f.name],
+                    capture_output=True, text=True, check=True).stdout
+            want = [json.loads(ln) for ln in out.splitlines()
+                    if ln.startswith("{")][0]["text"]
+            self.assertEqual(text, want, pol)
+            texts.append(text)
+        self.assertNotEqual(texts[0], texts[1])
+
     def test_errors(self):
         for data, path, code in (
                 ('{"prompt": ', "/v1/completions", 400),
                 ({"prompt": "x", "n": 2}, "/v1/completions", 400),
                 ({"messages": "x"}, "/v1/chat/completions", 400),
                 ({"prompt": "x", "model": "nope"}, "/v1/completions", 404),
+                ({"prompt": "x", "policy": "kvcompress:rate=0.5"},
+                 "/v1/completions", 400),
                 ({}, "/v2/anything", 404)):
             body, got = curl(url(path), data=data)
             self.assertEqual(got, code, body)
@@ -229,13 +279,14 @@ def main():
                     os.path.join(ROOT, "models",
                                  "SmolLM2-135M-Instruct.Q4_1.gguf"))
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--pylib")
     ARGS, rest = ap.parse_known_args()
     sys.argv[1:] = rest
     names = ("Curl", "OpenAI", "Stop")
     if not os.path.exists(ARGS.model) or not os.access(ARGS.kvmm, os.X_OK):
         why = ARGS.model if not os.path.exists(ARGS.model) else ARGS.kvmm
-        print("serve: 0 passed, 0 failed, 10 skipped (%s absent)" % why)
+        print("serve: 0 passed, 0 failed, 11 skipped (%s absent)" % why)
         return 0
     start()
     try:

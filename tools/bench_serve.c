@@ -65,7 +65,11 @@ static const char srv_usage[] =
 	"                      (default: offline, all at t = 0)\n"
 	"  --kv-budget BYTES   KV memory budget, K/KiB/M/MiB/G/GiB (256MiB)\n"
 	"  --max-seqs N        most sequences at once: the cache's slots (256)\n"
-	"  --step-tokens N     token budget of a step (2048)\n"
+	"  --max-step-tokens N token budget of a step, decode tokens and\n"
+	"                      prompts (2048; also --step-tokens): a longer\n"
+	"                      prompt comes in chunks over several steps\n"
+	"  --no-chunked-prefill  whole prompts only (a step's first prompt\n"
+	"                      may exceed the budget); CUDA always does\n"
 	"  --reserve F         share of each request's remaining output held\n"
 	"                      back at admission, 0..1 (1); 0 packs on\n"
 	"                      prompts and preempts, as vLLM\n"
@@ -97,6 +101,7 @@ struct srv_opts {
 	int n_rate;
 	int json;
 	int no_graphs;
+	int no_chunk;		/* --no-chunked-prefill */
 	const char *url;	/* --url: a server instead of the engine */
 	uint64_t concurrency;	/* --url: requests in flight, 0: all */
 };
@@ -158,6 +163,7 @@ enum { OPT_MODEL = 256, OPT_DEVICE, OPT_POLICY, OPT_REQUESTS, OPT_PLEN,
        OPT_OLEN, OPT_TRACE, OPT_RATE, OPT_BUDGET, OPT_SEQS, OPT_STEPTOK,
        OPT_RESERVE, OPT_THREADS, OPT_SEED, OPT_JSON, OPT_NOGRAPHS, OPT_URL,
        OPT_CONC,
+       OPT_NOCHUNK,
        OPT_HELP };
 
 static const struct option srv_longopts[] = {
@@ -172,6 +178,8 @@ static const struct option srv_longopts[] = {
 	{ "kv-budget", required_argument, NULL, OPT_BUDGET },
 	{ "max-seqs", required_argument, NULL, OPT_SEQS },
 	{ "step-tokens", required_argument, NULL, OPT_STEPTOK },
+	{ "max-step-tokens", required_argument, NULL, OPT_STEPTOK },
+	{ "no-chunked-prefill", no_argument, NULL, OPT_NOCHUNK },
 	{ "reserve", required_argument, NULL, OPT_RESERVE },
 	{ "threads", required_argument, NULL, OPT_THREADS },
 	{ "seed", required_argument, NULL, OPT_SEED },
@@ -257,9 +265,12 @@ static int srv_parse(int argc, char **argv, struct srv_opts *o)
 				return -EINVAL;
 			break;
 		case OPT_STEPTOK:
-			if (kvmm_parse_u64("--step-tokens", optarg, 1, 1 << 24,
-					   &o->step_tokens))
+			if (kvmm_parse_u64("--max-step-tokens", optarg, 1,
+					   1 << 24, &o->step_tokens))
 				return -EINVAL;
+			break;
+		case OPT_NOCHUNK:
+			o->no_chunk = 1;
 			break;
 		case OPT_RESERVE:
 			o->reserve = strtod(optarg, &end);
@@ -539,6 +550,7 @@ struct srv_result {
 	double wall_s, gen_tok_s, req_s, mean_conc;
 	int peak_conc;
 	uint64_t generated, preemptions, rollbacks, compactions, granules;
+	uint64_t chunks;	/* prompt chunks that did not end a prompt */
 	double peak_kv_gb, budget_gb, compression;
 	double prefill_tok_s, prefill_gflops, decode_s;
 	double step_ms, batch, floor_ms; /* decode: mean step, batch, floor */
@@ -600,7 +612,8 @@ static int run_one(const struct srv_opts *o, struct srv_exec *x,
 					 .budget = o->budget };
 	struct llm_sched_opts so = { .max_step_tokens = (int)o->step_tokens,
 				     .reserve = o->reserve > 0 ?
-						(float)o->reserve : -1.0f };
+						(float)o->reserve : -1.0f,
+				     .no_chunk = o->no_chunk };
 	double *at = NULL, *lat = NULL, t0, last = -1, next_sample = 0;
 	double every = 0.25;	/* seconds between two samples of the pages */
 	double kv_sum = 0;	/* KV bytes held after each step, summed */
@@ -693,6 +706,7 @@ static int run_one(const struct srv_opts *o, struct srv_exec *x,
 	r->peak_conc = st.peak_running;
 	r->mean_conc = st.steps ? (double)st.sum_running / st.steps : 0;
 	r->preemptions = st.preemptions;
+	r->chunks = st.chunks;
 	r->rollbacks = st.rollbacks;
 	r->compactions = st.compactions;
 	r->granules = st.granules_released;
@@ -769,7 +783,8 @@ static void print_json(const struct srv_result *r, const char *dev)
 	       "\"peak_concurrency\": %d, \"mean_concurrency\": %.2f, "
 	       "\"gen_tok_s\": %.2f, \"req_s\": %.3f, \"wall_s\": %.3f, "
 	       "\"generated\": %" PRIu64 ", \"preemptions\": %" PRIu64 ", "
-	       "\"rollbacks\": %" PRIu64 ", \"compactions\": %" PRIu64 ", "
+	       "\"rollbacks\": %" PRIu64 ", \"chunks\": %" PRIu64 ", "
+	       "\"compactions\": %" PRIu64 ", "
 	       "\"granules_released\": %" PRIu64 ", \"peak_kv_gb\": %.4f, "
 	       "\"budget_gb\": %.4f, \"compression\": %.3f, "
 	       "\"prefill_tok_s\": %.1f, \"prefill_gflop_s\": %.1f, "
@@ -779,7 +794,8 @@ static void print_json(const struct srv_result *r, const char *dev)
 	       "\"decode_step_ms\": %.3f, \"decode_batch\": %.2f, "
 	       "\"decode_floor_ms\": %.3f, \"pages\": [", r->requests, r->completed, r->failed,
 	       r->peak_conc, r->mean_conc, r->gen_tok_s, r->req_s, r->wall_s,
-	       r->generated, r->preemptions, r->rollbacks, r->compactions,
+	       r->generated, r->preemptions, r->rollbacks, r->chunks,
+	       r->compactions,
 	       r->granules, r->peak_kv_gb, r->budget_gb, r->compression,
 	       r->prefill_tok_s, r->prefill_gflops, r->ttft[0], r->ttft[1],
 	       r->ttft[2], r->tpot[0] * 1e3, r->tpot[1] * 1e3,
@@ -1383,9 +1399,12 @@ int cmd_bench_serve(int argc, char **argv)
 		}
 		printf("# %s on %s: %d requests, %" PRIu64 " prompt and %"
 		       PRIu64 " output tokens, KV budget %.3f GB, at most %"
-		       PRIu64 " sequences, %" PRIu64 " tokens a step, reserve "
-		       "%.2f; greedy, EOS ignored\n", o.model, dev, w.n, pt, ot,
-		       o.budget / 1e9, o.max_seqs, o.step_tokens, o.reserve);
+		       PRIu64 " sequences, %" PRIu64 " tokens a step (%s), "
+		       "reserve %.2f; greedy, EOS ignored\n", o.model, dev, w.n,
+		       pt, ot, o.budget / 1e9, o.max_seqs, o.step_tokens,
+		       o.no_chunk || o.cuda ? "whole prompts"
+					    : "chunked prefill",
+		       o.reserve);
 		if (o.cuda)
 			printf("# prefill GFLOP/s = 2 x %.2f G weights x "
 			       "prefill tok/s; ceiling: %.0f TFLOP/s dense "

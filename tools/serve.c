@@ -30,7 +30,9 @@ static const char serve_usage[] =
 	"  --max-seqs N          sequences that run at once (64)\n"
 	"  --max-model-len N     prompt + output tokens of a request (the\n"
 	"                        model's context, at most 4096)\n"
-	"  --step-tokens N       token budget of a step (2048)\n"
+	"  --max-step-tokens N   token budget of a step (2048; also\n"
+	"                        --step-tokens): longer prompts come in chunks\n"
+	"  --no-chunked-prefill  whole prompts only\n"
 	"  --reserve F           share of each request's remaining output\n"
 	"                        held back at admission, 0..1 (1)\n"
 	"  --threads N           CPU executor threads (all cores)\n"
@@ -42,7 +44,7 @@ static const char serve_usage[] =
 
 enum { OPT_MODEL = 256, OPT_HOST, OPT_PORT, OPT_NAME, OPT_DEVICE,
        OPT_POLICY, OPT_BUDGET, OPT_SEQS, OPT_LEN, OPT_STEPTOK, OPT_RESERVE,
-       OPT_THREADS, OPT_BODY, OPT_GRACE, OPT_HELP };
+       OPT_THREADS, OPT_BODY, OPT_GRACE, OPT_NOCHUNK, OPT_HELP };
 
 static const struct option serve_longopts[] = {
 	{ "model", required_argument, NULL, OPT_MODEL },
@@ -55,6 +57,8 @@ static const struct option serve_longopts[] = {
 	{ "max-seqs", required_argument, NULL, OPT_SEQS },
 	{ "max-model-len", required_argument, NULL, OPT_LEN },
 	{ "step-tokens", required_argument, NULL, OPT_STEPTOK },
+	{ "max-step-tokens", required_argument, NULL, OPT_STEPTOK },
+	{ "no-chunked-prefill", no_argument, NULL, OPT_NOCHUNK },
 	{ "reserve", required_argument, NULL, OPT_RESERVE },
 	{ "threads", required_argument, NULL, OPT_THREADS },
 	{ "max-body", required_argument, NULL, OPT_BODY },
@@ -128,10 +132,13 @@ static int serve_parse(int argc, char **argv, struct llm_serve_opts *o,
 			o->max_model_len = (int)v;
 			break;
 		case OPT_STEPTOK:
-			if (kvmm_parse_u64("--step-tokens", optarg, 1, 1 << 24,
-					   &v))
+			if (kvmm_parse_u64("--max-step-tokens", optarg, 1,
+					   1 << 24, &v))
 				return -EINVAL;
 			o->step_tokens = (int)v;
+			break;
+		case OPT_NOCHUNK:
+			o->no_chunk = true;
 			break;
 		case OPT_RESERVE:
 			o->reserve = strtof(optarg, &end);

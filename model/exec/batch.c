@@ -68,8 +68,9 @@ int llm_batch_check(const struct llm_config *c, const struct llm_kv *kv,
  * @fn: the executor's step over a batch the cache takes whole
  * @m: the executor, passed to @fn
  *
- * Caches take a step that is all prefill or all decode
- * (llm_kv_batch_kind()); an executor hands a mixed one here.
+ * Caches take a step that is all prefill (whole prompts and chunks of
+ * prompts, llm_kv_prefilling()) or all decode (llm_kv_batch_kind()); an
+ * executor hands a mixed one here.
  *
  * Return: 0, -ENOMEM, or @fn's error (the prompts are then committed when
  * only the decode part failed).
@@ -89,9 +90,9 @@ int llm_batch_split(struct llm_kv *kv, const struct llm_batch *b, void *out,
 		ret = -ENOMEM;
 		goto out;
 	}
-	/* decided before the prompts run: they are not empty afterwards */
+	/* decided before the prompts run: they are not prompts afterwards */
 	for (int i = 0; i < n; i++)
-		idx[3 * n + i] = llm_kv_len(kv, b->seq[i]) == 0;
+		idx[3 * n + i] = llm_kv_prefilling(kv, b->seq[i]);
 	for (int pass = 0; !ret && pass < 2; pass++) {
 		int *seq = idx + n, *nt = idx + 2 * n, k = 0, t = 0, row = 0;
 		struct llm_batch sub = { 0, seq, nt, tok };

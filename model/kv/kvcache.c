@@ -29,8 +29,10 @@ int llm_kv_stats(struct llm_kv *kv, struct llm_kv_stats *st)
  * @kv: the cache
  * @b: the batch (sequences in range and distinct: llm_batch_check())
  *
- * A prefill brings every sequence's whole prompt from position 0; a decode
- * step one token for each sequence, all past their prompt.
+ * A prefill brings, for every sequence, its whole prompt from position 0
+ * or the next chunk of a prompt declared with llm_kv_set_prompt()
+ * (llm_kv_prefilling()); a decode step one token for each sequence, all
+ * past their prompt.
  *
  * Return: LLM_KV_PREFILL, LLM_KV_DECODE, or -EINVAL for a mixed batch.
  */
@@ -39,7 +41,7 @@ int llm_kv_batch_kind(const struct llm_kv *kv, const struct llm_batch *b)
 	int pre = 0;
 
 	for (int i = 0; i < b->n_seq; i++)
-		pre += llm_kv_len(kv, b->seq[i]) == 0;
+		pre += llm_kv_prefilling(kv, b->seq[i]);
 	if (pre == b->n_seq)
 		return LLM_KV_PREFILL;
 	if (pre)
@@ -48,4 +50,32 @@ int llm_kv_batch_kind(const struct llm_kv *kv, const struct llm_batch *b)
 		if (b->n_tok[i] != 1)
 			return -EINVAL;
 	return LLM_KV_DECODE;
+}
+
+/**
+ * llm_kv_set_prompt() - declare that @seq's prompt of @ntok tokens comes
+ * in chunks
+ * @kv: a cache that takes chunks (llm_kv_chunks())
+ * @seq: a sequence that holds no tokens (new, or llm_kv_reset())
+ * @ntok: the prompt's tokens
+ *
+ * The sequence's next prefill steps may bring any number of its tokens,
+ * in order, from position 0; its steps are prefill steps until the
+ * @ntok-th token is held, then decode steps. The declaration ends with the
+ * prompt, or with llm_kv_reset().
+ *
+ * Return: 0; -EOPNOTSUPP (the cache takes whole prompts only); -EINVAL
+ * (a sequence out of range or holding tokens, @ntok below 1 or over the
+ * cache's capacity; nothing changed).
+ */
+int llm_kv_set_prompt(struct llm_kv *kv, int seq, int ntok)
+{
+	if (!kv || seq < 0 || seq >= kv->n_seq)
+		return -EINVAL;
+	if (!kv->prompt)
+		return -EOPNOTSUPP;
+	if (kv->len[seq] || ntok < 1 || ntok > kv->max_tok)
+		return -EINVAL;
+	kv->prompt[seq] = ntok;
+	return 0;
 }

@@ -4,9 +4,12 @@
  * sequences, one call per layer for all of them.
  *
  * The forward pass reaches the cache only through struct llm_kv_ops. A step
- * is either a prefill (every sequence of the batch brings its whole prompt,
- * from position 0) or a decode step (every sequence brings one token at
- * position llm_kv_len()); an executor splits a mixed batch into the two.
+ * is either a prefill (every sequence of the batch brings its whole prompt
+ * from position 0, or, in a cache that takes chunks (llm_kv_set_prompt()),
+ * the next chunk of a prompt declared beforehand) or a decode step (every
+ * sequence brings one token at position llm_kv_len());
+ * llm_kv_prefilling() tells them apart, and an executor splits a mixed
+ * batch into the two.
  * The executor calls begin() once, layer() for layers 0 .. n_layers - 1 in
  * order, then end(), and commits the tokens with llm_kv_commit(). The cache
  * decides what it keeps (policies: tiers, pruning, eviction) and computes
@@ -148,11 +151,15 @@ struct llm_kv {
 	bool device;	/* pages and io on a CUDA device */
 	uint64_t id;	/* unique in the process: executors key graphs on it */
 	int *len;	/* [n_seq] tokens committed */
+	int *prompt;	/* [n_seq] a prompt's tokens while it arrives in
+			 * chunks (llm_kv_set_prompt()), else 0; NULL: the
+			 * cache takes whole prompts only */
 	uint64_t bytes; /* memory held for keys and values */
 };
 
 int llm_kv_stats(struct llm_kv *kv, struct llm_kv_stats *st);
 int llm_kv_batch_kind(const struct llm_kv *kv, const struct llm_batch *b);
+int llm_kv_set_prompt(struct llm_kv *kv, int seq, int ntok);
 
 /* llm_kv_batch_kind() */
 #define LLM_KV_PREFILL 1
@@ -162,6 +169,22 @@ int llm_kv_batch_kind(const struct llm_kv *kv, const struct llm_batch *b);
 static inline int llm_kv_len(const struct llm_kv *kv, int seq)
 {
 	return kv->len[seq];
+}
+
+/* whether the cache takes a prompt in chunks (llm_kv_set_prompt()) */
+static inline bool llm_kv_chunks(const struct llm_kv *kv)
+{
+	return kv->prompt != NULL;
+}
+
+/*
+ * whether the next tokens of @seq are (part of) its prompt: it holds none,
+ * or fewer than the prompt llm_kv_set_prompt() declared
+ */
+static inline bool llm_kv_prefilling(const struct llm_kv *kv, int seq)
+{
+	return kv->len[seq] == 0 ||
+	       (kv->prompt && kv->len[seq] < kv->prompt[seq]);
 }
 
 /* after the step's end(): @ntok tokens of @seq are held */
@@ -178,6 +201,8 @@ static inline void llm_kv_commit(struct llm_kv *kv, int seq, int ntok)
 static inline void llm_kv_reset(struct llm_kv *kv, int seq)
 {
 	kv->len[seq] = 0;
+	if (kv->prompt)
+		kv->prompt[seq] = 0;
 }
 
 static inline void llm_kv_destroy(struct llm_kv *kv)

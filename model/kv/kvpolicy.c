@@ -233,20 +233,89 @@ static struct kvmm_step_slot evict_slot(const struct kvp *c,
 
 /* ---- begin: the pages of the step ---- */
 
+/* forget what @seq staged */
+static void stage_drop(struct kvp *c, int seq)
+{
+	struct kvp_stage *st = c->stage ? &c->stage[seq] : NULL;
+
+	if (!st)
+		return;
+	free(st->k);
+	free(st->v);
+	free(st->acc);
+	*st = (struct kvp_stage){ 0 };
+}
+
+/* room for @seq's prompt of @n tokens, arriving in chunks */
+static int stage_make(struct kvp *c, int seq, uint32_t n)
+{
+	struct kvp_stage *st = &c->stage[seq];
+	size_t kv = (size_t)c->nl * n * c->nkv * c->hd;
+
+	stage_drop(c, seq);
+	st->k = malloc(kv * sizeof(float));
+	st->v = malloc(kv * sizeof(float));
+	st->acc = calloc((size_t)c->nl * c->nh * n, sizeof(float));
+	if (!st->k || !st->v || !st->acc) {
+		stage_drop(c, seq);
+		return -ENOMEM;
+	}
+	st->n = n;
+	return 0;
+}
+
+/*
+ * a prefill: whole prompts, and in a cache that takes chunks, chunks of
+ * declared prompts (llm_kv_set_prompt()). A chunk before a prompt's last
+ * one takes no pages (its keys and values are staged); a whole prompt, or
+ * a last chunk, is admitted for the whole prompt.
+ */
 static int begin_prefill(struct kvp *c, const struct llm_batch *b)
 {
 	struct kvmm_seq *q = c->adm;
-	struct kvmm_seq_admit a = { .space = c->space, .count = b->n_seq,
+	struct kvmm_seq_admit a = { .space = c->space,
 				    .seqs = (uint64_t)(uintptr_t)q };
-	uint32_t t = 0, mx = 0;
+	uint32_t t = 0, mx = 0, na = 0;
 	int ret;
 
+	c->staged = 0;
+	for (int i = 0; i < b->n_seq; i++) {
+		int seq = b->seq[i];
+		uint32_t n = (uint32_t)b->n_tok[i];
+		uint32_t len0 = (uint32_t)llm_kv_len(&c->kv, seq);
+		uint32_t P = c->kv.prompt ? (uint32_t)c->kv.prompt[seq] : 0;
+
+		if (P && len0 + n > P)
+			return -EINVAL;
+		if (!P && len0)
+			return -EOPNOTSUPP;
+		c->sflag[i] = KVP_FIN;
+		if (P && !(len0 == 0 && n == P)) {
+			if (len0 && c->stage[seq].n != P)
+				return -EINVAL;
+			c->sflag[i] = len0 + n == P ? KVP_FIN | KVP_CHUNK
+						    : KVP_CHUNK;
+			c->staged = 1;
+		}
+	}
 	/* sequences started again give their old pages back first */
 	ret = release(c, b->seq, b->n_seq);
 	if (ret)
 		return ret;
 	for (int i = 0; i < b->n_seq; i++) {
-		q[i] = (struct kvmm_seq){ .tokens = (uint32_t)b->n_tok[i] };
+		int seq = b->seq[i];
+		uint32_t len0 = (uint32_t)llm_kv_len(&c->kv, seq);
+
+		if (!len0)
+			stage_drop(c, seq);
+		if (!len0 && (c->sflag[i] & KVP_CHUNK)) {
+			ret = stage_make(c, seq, (uint32_t)c->kv.prompt[seq]);
+			if (ret)
+				return ret;
+		}
+		if (c->sflag[i] & KVP_FIN)
+			q[na++] = (struct kvmm_seq){
+				.tokens = len0 + (uint32_t)b->n_tok[i] };
 		c->sstart[i] = t;
 		t += (uint32_t)b->n_tok[i];
 		mx = (uint32_t)b->n_tok[i] > mx ? (uint32_t)b->n_tok[i] : mx;
@@ -254,13 +323,18 @@ static int begin_prefill(struct kvp *c, const struct llm_batch *b)
 	c->sstart[b->n_seq] = t;
 	c->ntok = t;
 	c->max_len = mx;
-	ret = ioc(c, KVMM_IOC_SEQ_ADMIT, &a);
+	a.count = na;
+	ret = na ? ioc(c, KVMM_IOC_SEQ_ADMIT, &a) : 0;
 	if (ret)
 		return ret;
+	na = 0;
 	for (int i = 0; i < b->n_seq; i++) {
 		struct kvp_seq *s = &c->seq[b->seq[i]];
 
-		*s = (struct kvp_seq){ .slot = q[i].slot, .live = 1 };
+		c->slots[i] = 0;	/* a staged chunk has no slot yet */
+		if (!(c->sflag[i] & KVP_FIN))
+			continue;
+		*s = (struct kvp_seq){ .slot = q[na++].slot, .live = 1 };
 		c->slots[i] = s->slot;
 	}
 	return 0;
@@ -365,42 +439,46 @@ static void axpy8(float *restrict y, float a, const float *restrict x,
 /* struct prefill_job - the prompts' attention, split by (sequence, head) */
 struct prefill_job {
 	struct kvp *c;
+	const struct llm_batch *b;
+	int layer;
 	float *acc;	/* [nh][ntok] score sums of the step's tokens */
 };
 
-/* causal attention of query head @h of prompt @i, scores summed in @acc */
-static void prefill_head(struct kvp *c, int i, uint32_t h, float *p,
-			 float *acc)
+/*
+ * causal attention of query head @h over @n queries (rows @s0.. of the
+ * step) at positions @off.., each over the keys @k, @v of positions 0 ..
+ * its own (rows of nkv heads); the probabilities of queries at positions
+ * from @first on summed into @acc (by key position)
+ */
+static void prefill_head(struct kvp *c, const float *k, const float *v,
+			 uint32_t s0, uint32_t n, uint32_t off, uint32_t first,
+			 uint32_t h, float *p, float *acc)
 {
-	uint32_t hd = c->hd, nkv = c->nkv, W = c->pol.score_window;
-	uint32_t s0 = c->sstart[i], n = c->sstart[i + 1] - s0;
-	uint32_t first = n > W ? n - W : 0, g = h / c->group;
+	uint32_t hd = c->hd, nkv = c->nkv, g = h / c->group;
 	bool sq = kvp_score_mode(c) == KVK_ATTN_SCORE_SUMSQ;
-	const float *k = c->k + (size_t)s0 * nkv * hd;
-	const float *v = c->v + (size_t)s0 * nkv * hd;
 
-	memset(acc, 0, n * sizeof(float));
 	for (uint32_t t = 0; t < n; t++) {
 		const float *qi = c->q + ((size_t)(s0 + t) * c->nh + h) * hd;
 		float *o = c->o + ((size_t)(s0 + t) * c->nh + h) * hd;
+		uint32_t pos = off + t;
 		float m = -INFINITY, sum = 0, inv;
 
-		for (uint32_t j = 0; j <= t; j++) {
+		for (uint32_t j = 0; j <= pos; j++) {
 			p[j] = dot8(qi, k + ((size_t)j * nkv + g) * hd, hd) *
 			       c->scale;
 			m = p[j] > m ? p[j] : m;
 		}
-		for (uint32_t j = 0; j <= t; j++) {
+		for (uint32_t j = 0; j <= pos; j++) {
 			p[j] = expf(p[j] - m);
 			sum += p[j];
 		}
 		inv = 1.0f / sum;
 		memset(o, 0, hd * sizeof(float));
-		for (uint32_t j = 0; j <= t; j++) {
+		for (uint32_t j = 0; j <= pos; j++) {
 			float pj = p[j] * inv;
 
 			axpy8(o, pj, v + ((size_t)j * nkv + g) * hd, hd);
-			if (t >= first)
+			if (pos >= first)
 				acc[j] += sq ? pj * pj : pj;
 		}
 	}
@@ -411,41 +489,79 @@ static void prefill_work(void *arg, int tid, int nth)
 	struct prefill_job *j = arg;
 	struct kvp *c = j->c;
 	float *p = c->p + (size_t)tid * c->kv.max_tok;
+	size_t kw = (size_t)c->nkv * c->hd;
+	uint32_t W = c->pol.score_window;
 	long lo, hi;
 
 	llm_pool_range((long)c->n * c->nh, tid, nth, 1, &lo, &hi);
 	for (long u = lo; u < hi; u++) {
 		int i = (int)(u / c->nh);
 		uint32_t h = (uint32_t)(u % c->nh);
+		uint32_t s0 = c->sstart[i], n = c->sstart[i + 1] - s0;
+		float *acc = j->acc + (size_t)h * c->ntok + s0;
 
-		prefill_head(c, i, h, p,
-			     j->acc + (size_t)h * c->ntok + c->sstart[i]);
+		memset(acc, 0, n * sizeof(float));
+		if (c->staged && (c->sflag[i] & KVP_CHUNK)) {
+			const struct kvp_stage *st = &c->stage[j->b->seq[i]];
+			size_t lo_kv = (size_t)j->layer * st->n * kw;
+
+			prefill_head(c, st->k + lo_kv, st->v + lo_kv, s0, n,
+				     (uint32_t)llm_kv_len(&c->kv, j->b->seq[i]),
+				     st->n > W ? st->n - W : 0, h, p,
+				     st->acc + ((size_t)j->layer * c->nh + h) *
+						       st->n);
+			continue;
+		}
+		prefill_head(c, c->k + (size_t)s0 * kw, c->v + (size_t)s0 * kw,
+			     s0, n, 0, n > W ? n - W : 0, h, p, acc);
 	}
+}
+
+/* max (diffkv) or sum (kvcompress) over the group of head scores @a */
+static float group_score(const struct kvp *c, const float *a, size_t stride,
+			 uint32_t g)
+{
+	bool sq = kvp_score_mode(c) == KVK_ATTN_SCORE_SUMSQ;
+	float s = 0;
+
+	for (uint32_t h = g * c->group; h < (g + 1) * c->group; h++) {
+		float x = a[(size_t)h * stride];
+
+		s = sq ? s + x : (x > s ? x : s);
+	}
+	return s;
 }
 
 /*
  * fp32 causal attention of the prompts, with the policy's token scores:
  * diffkv takes the max over the group of each head's sum, kvcompress the
- * sum of squares over the group
+ * sum of squares over the group. Staged chunks first join their stage
+ * and attend over all of it.
  */
-static void prefill_attend(struct kvp *c)
+static void prefill_attend(struct kvp *c, const struct llm_batch *b,
+			   int layer)
 {
-	struct prefill_job j = { c, c->acc };
-	bool sq = kvp_score_mode(c) == KVK_ATTN_SCORE_SUMSQ;
+	struct prefill_job j = { c, b, layer, c->acc };
+	size_t kw = (size_t)c->nkv * c->hd;
 
+	for (int i = 0; c->staged && i < c->n; i++) {
+		const struct kvp_stage *st = &c->stage[b->seq[i]];
+		uint32_t s0 = c->sstart[i], n = c->sstart[i + 1] - s0;
+		size_t at = ((size_t)layer * st->n +
+			     (uint32_t)llm_kv_len(&c->kv, b->seq[i])) * kw;
+
+		if (!(c->sflag[i] & KVP_CHUNK))
+			continue;
+		memcpy(st->k + at, c->k + (size_t)s0 * kw,
+		       n * kw * sizeof(float));
+		memcpy(st->v + at, c->v + (size_t)s0 * kw,
+		       n * kw * sizeof(float));
+	}
 	llm_pool_run(c->threads, prefill_work, &j);
 	for (uint32_t t = 0; t < c->ntok; t++)
-		for (uint32_t g = 0; g < c->nkv; g++) {
-			float s = 0;
-
-			for (uint32_t h = g * c->group;
-			     h < (g + 1) * c->group; h++) {
-				float a = c->acc[(size_t)h * c->ntok + t];
-
-				s = sq ? s + a : (a > s ? a : s);
-			}
-			c->scores[(size_t)t * c->nkv + g] = s;
-		}
+		for (uint32_t g = 0; g < c->nkv; g++)
+			c->scores[(size_t)t * c->nkv + g] =
+				group_score(c, c->acc + t, c->ntok, g);
 }
 
 /* struct attn_job - a decode step's attention, split by (sequence, head) */
@@ -660,7 +776,113 @@ static int rotate(const struct kvp *c, float *x, uint32_t t, uint32_t n)
 	return kvk_hadamard_cpu(x, KVK_F32, (size_t)t * n, c->hd, NULL);
 }
 
-static int layer_prefill(struct kvp *c, int layer, const struct llm_kv_io *io)
+/* grow the packed buffers of the prompts ending in a staged step */
+static int pack_reserve(struct kvp *c, size_t ntok)
+{
+	size_t kw = (size_t)c->nkv * c->hd;
+	float *p;
+
+	if (ntok <= c->pcap)
+		return 0;
+	p = realloc(c->pk, ntok * kw * sizeof(float));
+	if (!p)
+		return -ENOMEM;
+	c->pk = p;
+	p = realloc(c->pv, ntok * kw * sizeof(float));
+	if (!p)
+		return -ENOMEM;
+	c->pv = p;
+	p = realloc(c->ps, ntok * c->nkv * sizeof(float));
+	if (!p)
+		return -ENOMEM;
+	c->ps = p;
+	c->pcap = ntok;
+	return 0;
+}
+
+/*
+ * a step with staged chunks: the whole prompts that end in it (whole
+ * prompts of the step, last chunks with their stage), packed for one
+ * compress call, as a step of those prompts alone would make it
+ */
+static int prefill_store_staged(struct kvp *c, const struct llm_batch *b,
+				int layer)
+{
+	const uint32_t *lb = c->lb + (size_t)layer * c->n;
+	size_t kw = (size_t)c->nkv * c->hd, nt = 0;
+	struct kvk_compress_prompt a;
+	uint32_t nf = 0, mx = 0;
+	int32_t err = 0;
+	int ret;
+
+	for (int i = 0; i < c->n; i++)
+		if (c->sflag[i] & KVP_FIN)
+			nt += c->sflag[i] & KVP_CHUNK
+				      ? c->stage[b->seq[i]].n
+				      : c->sstart[i + 1] - c->sstart[i];
+	if (!nt)
+		return 0;
+	ret = pack_reserve(c, nt);
+	if (ret)
+		return ret;
+	nt = 0;
+	for (int i = 0; i < c->n; i++) {
+		const struct kvp_stage *st = &c->stage[b->seq[i]];
+		uint32_t s0 = c->sstart[i], n = c->sstart[i + 1] - s0;
+
+		if (!(c->sflag[i] & KVP_FIN))
+			continue;
+		c->pstart[nf] = (uint32_t)nt;
+		c->plb[nf] = lb[i];
+		c->palpha[2 * nf] = c->salpha[2 * i];
+		c->palpha[2 * nf + 1] = c->salpha[2 * i + 1];
+		if (c->sflag[i] & KVP_CHUNK) {
+			size_t at = (size_t)layer * st->n * kw;
+
+			n = st->n;
+			memcpy(c->pk + nt * kw, st->k + at,
+			       n * kw * sizeof(float));
+			memcpy(c->pv + nt * kw, st->v + at,
+			       n * kw * sizeof(float));
+			for (uint32_t t = 0; t < n; t++)
+				for (uint32_t g = 0; g < c->nkv; g++)
+					c->ps[(nt + t) * c->nkv + g] =
+						group_score(c, st->acc +
+							((size_t)layer * c->nh) *
+								n + t, n, g);
+		} else {
+			memcpy(c->pk + nt * kw, c->k + (size_t)s0 * kw,
+			       n * kw * sizeof(float));
+			memcpy(c->pv + nt * kw, c->v + (size_t)s0 * kw,
+			       n * kw * sizeof(float));
+			memcpy(c->ps + nt * c->nkv,
+			       c->scores + (size_t)s0 * c->nkv,
+			       n * c->nkv * sizeof(float));
+		}
+		nt += n;
+		mx = n > mx ? n : mx;
+		nf++;
+	}
+	c->pstart[nf] = (uint32_t)nt;
+	ret = rotate(c, c->pk, (uint32_t)nt, c->nkv);
+	ret = ret ?: rotate(c, c->pv, (uint32_t)nt, c->nkv);
+	if (ret)
+		return ret;
+	a = kvp_prompt_args(c, c->plb, c->palpha);
+	a.nr_seqs = nf;
+	a.max_len = mx;
+	a.k = c->pk;
+	a.v = c->pv;
+	a.seq_start = c->pstart;
+	a.scores = c->ps;
+	a.counts = c->counts;
+	a.err = &err;
+	ret = kvk_compress_prompt_cpu(&a, NULL);
+	return ret ?: err;
+}
+
+static int layer_prefill(struct kvp *c, const struct llm_batch *b, int layer,
+			 const struct llm_kv_io *io)
 {
 	const uint32_t *lb = c->lb + (size_t)layer * c->n;
 	struct kvk_compress_prompt a = kvp_prompt_args(c, lb, c->salpha);
@@ -668,8 +890,10 @@ static int layer_prefill(struct kvp *c, int layer, const struct llm_kv_io *io)
 	int ret;
 
 	gather(c, io, true);
-	prefill_attend(c);
+	prefill_attend(c, b, layer);
 	scatter(c, io);
+	if (c->staged)
+		return prefill_store_staged(c, b, layer);
 	/* the prompt attended as it is; its keys and values stored rotated */
 	ret = rotate(c, c->k, c->ntok, c->nkv);
 	ret = ret ?: rotate(c, c->v, c->ntok, c->nkv);
@@ -745,7 +969,7 @@ static int kvp_layer(struct llm_kv *kv, const struct llm_batch *b, int layer,
 	ret = host_reserve(c, c->ntok);
 	if (ret)
 		return ret;
-	return c->kind == LLM_KV_PREFILL ? layer_prefill(c, layer, io)
+	return c->kind == LLM_KV_PREFILL ? layer_prefill(c, b, layer, io)
 					 : layer_decode(c, layer, io);
 }
 
@@ -763,15 +987,25 @@ static int kvp_end(struct llm_kv *kv, const struct llm_batch *b,
 		return -EINVAL;
 	c->kind = 0;
 	if (kind == LLM_KV_PREFILL) {
+		uint32_t nf = 0;
+
+		/* prompts that ended: their pages trimmed (chunks before a
+		 * prompt's last one hold no pages) */
 		for (int i = 0; i < b->n_seq; i++)
-			c->ss[i] = (struct kvmm_step_slot){ .slot =
-								c->slots[i] };
-		ret = submit(c, KVMM_OP_TRIM, (uint32_t)b->n_seq, 0);
+			if (c->sflag[i] & KVP_FIN)
+				c->ss[nf++] = (struct kvmm_step_slot){
+					.slot = c->slots[i] };
+		ret = nf ? submit(c, KVMM_OP_TRIM, nf, 0) : 0;
 		for (int i = 0; !ret && i < b->n_seq; i++) {
 			struct kvp_seq *s = &c->seq[b->seq[i]];
 
+			if (!(c->sflag[i] & KVP_FIN))
+				continue;
+			if (c->sflag[i] & KVP_CHUNK)
+				stage_drop(c, b->seq[i]);
 			s->decoding = 1;
-			s->len = (uint32_t)b->n_tok[i];
+			s->len = (uint32_t)(llm_kv_len(kv, b->seq[i]) +
+					    b->n_tok[i]);
 			if (kvc)
 				c->ss[n++] = evict_slot(c, s, s->len);
 		}
@@ -914,8 +1148,10 @@ int llm_kv_policy_release(struct llm_kv *kv, int seq)
 	if (!is_kvp(kv) || seq < 0 || seq >= kv->n_seq)
 		return -EINVAL;
 	ret = release(c, &seq, 1);
-	if (!ret)
+	if (!ret) {
+		stage_drop(c, seq);
 		llm_kv_reset(kv, seq);
+	}
 	return ret;
 }
 
@@ -1096,6 +1332,17 @@ static void kvp_destroy(struct llm_kv *kv)
 	free(c->sel_tab);
 	free(c->sel_ntok);
 	free(c->sel_upd);
+	for (int i = 0; c->stage && i < c->kv.n_seq; i++)
+		stage_drop(c, i);
+	free(c->stage);
+	free(c->sflag);
+	free(c->pk);
+	free(c->pv);
+	free(c->ps);
+	free(c->pstart);
+	free(c->plb);
+	free(c->palpha);
+	free(c->kv.prompt);
 	free(c->kv.len);
 	free(c);
 }
@@ -1250,9 +1497,10 @@ int llm_kv_policy_open(const struct llm_config *c, const struct llm_policy *p,
 	k->pos = calloc(o->n_seq, sizeof(*k->pos));
 	k->salpha = calloc((size_t)o->n_seq * 2, sizeof(float));
 	k->sstart = calloc(o->n_seq + 1, sizeof(*k->sstart));
+	k->sflag = calloc(o->n_seq, 1);
 	if (!k->kv.len || !k->seq || !k->alpha || !k->slots || !k->ss ||
-	    !k->adm ||
-	    !k->lb || !k->pos || !k->salpha || !k->sstart)
+	    !k->adm || !k->lb || !k->pos || !k->salpha || !k->sstart ||
+	    !k->sflag)
 		goto out_nomem;
 	for (int i = 0; i < o->n_seq; i++) {
 		k->alpha[i][0] = p->alpha_prune;
@@ -1284,6 +1532,18 @@ int llm_kv_policy_open(const struct llm_config *c, const struct llm_policy *p,
 	k->act = malloc((size_t)o->n_seq * k->nkv * sizeof(*k->act));
 	if (!k->p || !k->counts || !k->act)
 		goto out_nomem;
+	/* prompts in chunks (llm_kv_set_prompt()); not under topk, whose
+	 * page summaries follow whole prompts */
+	if (!p->topk) {
+		k->kv.prompt = calloc(o->n_seq, sizeof(int));
+		k->stage = calloc(o->n_seq, sizeof(*k->stage));
+		k->pstart = calloc(o->n_seq + 1, sizeof(uint32_t));
+		k->plb = calloc(o->n_seq, sizeof(uint32_t));
+		k->palpha = calloc((size_t)o->n_seq * 2, sizeof(float));
+		if (!k->kv.prompt || !k->stage || !k->pstart || !k->plb ||
+		    !k->palpha)
+			goto out_nomem;
+	}
 	*out = &k->kv;
 	return 0;
 

@@ -26,6 +26,22 @@ struct kvp_seq {
 	uint32_t steps;		/* decode steps since the last eviction */
 };
 
+/*
+ * struct kvp_stage - host cache: a prompt arriving in chunks
+ * (llm_kv_set_prompt()), held in fp32 until its last chunk lands; then it
+ * is classified and written to pages as a whole prompt would be
+ */
+struct kvp_stage {
+	uint32_t n;		/* the prompt's tokens; 0: nothing staged */
+	float *k, *v;		/* [nl][n][nkv][hd] the chunks' keys, values */
+	float *acc;		/* [nl][nh][n] score sums of the prompt's last
+				 * score_window queries */
+};
+
+/* struct kvp.sflag: an entry of a prefill step */
+#define KVP_FIN		1	/* the prompt ends in this step: admitted */
+#define KVP_CHUNK	2	/* a chunk of a staged prompt */
+
 struct kvp_dev;
 struct llm_pool;
 
@@ -64,6 +80,8 @@ struct kvp {
 	int32_t *pos;		/* [n_seq] decode position */
 	float *salpha;		/* [n_seq][2] */
 	uint32_t *sstart;	/* [n_seq + 1] prompt starts */
+	uint8_t *sflag;		/* [n_seq] KVP_FIN, KVP_CHUNK of a prefill */
+	int staged;		/* a prefill step with a KVP_CHUNK entry */
 
 	struct kvp_dev *dev;	/* NULL: a host cache */
 
@@ -77,6 +95,15 @@ struct kvp {
 	float *acc;		/* [threads][max_tok] score sums */
 	uint32_t *counts;	/* [n_seq][nkv][KVK_TOK_NR] */
 	struct kvk_compress_action *act; /* [n_seq][nkv] */
+
+	/* host cache: prompts in chunks, and the whole prompts ending in a
+	 * step with chunks, packed for one compress call */
+	struct kvp_stage *stage; /* [n_seq] */
+	float *pk, *pv, *ps;	/* [pcap][nkv][hd], scores [pcap][nkv] */
+	size_t pcap;		/* tokens they hold */
+	uint32_t *pstart;	/* [n_seq + 1] */
+	uint32_t *plb;		/* [n_seq] list bases of a layer */
+	float *palpha;		/* [n_seq][2] */
 
 	/* host cache, full:topk (kernels/select.h), grown as pages appear */
 	void *sel_sum;		/* [sel_rows][2][hd] fp16 by page id */

@@ -5,19 +5,24 @@
  * DOC: scheduler
  *
  * Requests wait in a FIFO queue; those that hold a slot of the cache run.
- * Each llm_sched_step() builds one step:
+ * Each llm_sched_step() builds one step under a token budget
+ * (@max_step_tokens, decode tokens and prompt tokens alike):
  *
- * 1. every running request brings its next token (decode);
- * 2. waiting requests join, in order, while a slot is free, the step's
- *    token budget has room (the first prompt of a step always fits: there
- *    is no chunked prefill) and their pages fit (below); a preempted
- *    request is queued at the head, with its prompt and the tokens it had
- *    generated as its new prompt (recompute);
- * 3. the step goes to the executor's callback, prompts and decode tokens
- *    in one batch (the executor runs it through llm_batch_split());
- * 4. each request takes its token; one that reached max_new leaves and its
- *    pages go back at once (KVMM_IOC_SEQ_RELEASE);
- * 5. when requests left, and the free bytes no granule release can return
+ * 1. every running request past its prompt brings its next token (decode);
+ * 2. running requests whose prompt is still coming bring their next chunk
+ *    (chunked prefill), in order, from what is left of the budget;
+ * 3. waiting requests join, in order, while a slot is free, the budget has
+ *    room and their pages fit (below); a prompt longer than what is left
+ *    comes in chunks over several steps (declared to the cache with
+ *    llm_kv_set_prompt(); without chunks, the first prompt of a step
+ *    always fits). A preempted request is queued at the head, with its
+ *    prompt and the tokens it had generated as its new prompt (recompute);
+ * 4. the step runs as two calls of the executor's callback: its prompts
+ *    (whole, and chunks), then its decode tokens;
+ * 5. a request whose prompt ended takes its first token, a decoding one its
+ *    next; one that reached max_new leaves and its pages go back at once
+ *    (KVMM_IOC_SEQ_RELEASE);
+ * 6. when requests left, and the free bytes no granule release can return
  *    pass @compact_ratio of the bytes in use (KVMM_IOC_STATS), physical
  *    compaction (KVMM_IOC_COMPACT) moves pages so that emptied granules go
  *    back to the device.
@@ -41,13 +46,23 @@
  * with 0 the scheduler packs requests on their prompts alone and preempts
  * when pages run out, as vLLM does.
  *
- * When a step is refused for pages (-ENOSPC: the uapi refused an admission
- * or an append and changed nothing), its prompts are given back and queued
- * again at the head, and, if the decode part was refused, the request that
- * joined last is preempted: its pages are released and it is queued again
- * to be recomputed. A request that cannot fit alone in the budget fails
- * with a reason; so does every request of a step the executor failed for
- * another reason. Nothing is dropped silently.
+ * Several caches (policies, llm_sched_add_cache()) share the slots and
+ * the budget: the sums above are in bytes, each request's pages at its
+ * cache's page size; a step runs each cache's prompts, then each cache's
+ * decode tokens (one executor call per cache), and before each call its
+ * space may map the granules the others do not map (KVMM_IOC_SET_BUDGET),
+ * so that the spaces together stay within the budget.
+ *
+ * When a call is refused for pages (-ENOSPC: the uapi refused an admission
+ * or an append and changed nothing): refused prompts (an admission: a whole
+ * prompt or a prompt's last chunk; earlier chunks take no pages) step
+ * aside while some request holds pages: a joining one goes back to the
+ * head of the queue, a running one mid-prefill is preempted. Refused
+ * decode tokens preempt the request holding pages that joined last: its
+ * pages are released and it is queued again to be recomputed. A request
+ * that cannot fit alone in the budget fails with a reason; so does every
+ * request of a step the executor failed for another reason. Nothing is
+ * dropped silently.
  */
 #include <errno.h>
 #include <math.h>
@@ -75,22 +90,47 @@ struct sched_req {
 	char reason[112];
 	double t_submit, t_first, t_done; /* seconds, CLOCK_MONOTONIC */
 	double ppt;		/* pages per token per list; 0: not measured */
+	int cache;		/* its cache (policy): an index of llm_sched.c */
 	bool gone;		/* llm_sched_forget(): the id may be reused */
+	/* while it runs */
+	int plen;		/* tokens of its (re)prefill, set as it joins */
+	int fed;		/* of those, tokens in the cache: below @plen
+				 * while its prompt comes in chunks */
+	int chunk;		/* prompt tokens it brings to the step built */
+	bool fresh;		/* its prompt ended in this step */
+};
+
+/*
+ * struct sched_cache - one cache of the scheduler: one policy, its kvmm
+ * space, what its requests were measured to hold
+ */
+struct sched_cache {
+	struct llm_kv *kv;
+	int fd;			/* the cache's kvmm handle */
+	uint32_t space;		/* and space */
+	struct llm_kv_geometry g;
+	uint64_t granules;	/* granules its space maps, after its last call
+				 * or compaction */
+	uint64_t set;		/* its space's budget as last set, bytes */
+	double ppt_sum;		/* ppt of its requests measured */
+	uint64_t ppt_n;
+	bool chunk;		/* prompts longer than the step's budget left
+				 * come in chunks (llm_kv_set_prompt()) */
+	bool busy;		/* pick_joins(): a partial page counted */
 };
 
 /*
  * struct llm_sched - the scheduler. Owned by its creator; not locked: one
- * call at a time. The cache (@kv) is the creator's and outlives it.
+ * call at a time. The caches are the creator's and outlive it.
  */
 struct llm_sched {
-	struct llm_kv *kv;
+	struct sched_cache c[LLM_SCHED_MAX_CACHES];
+	int nc;
+	struct llm_kv *kv;	/* c[0].kv: the slots, the sequences' size */
 	struct llm_sched_opts o;
 	llm_sched_step_fn fn;
 	void *ctx;
-	int fd;			/* the cache's kvmm handle */
-	uint32_t space;		/* and space */
-	struct llm_kv_geometry g;
-	uint64_t budget_pages;	/* pages the budget maps */
+	uint64_t budget;	/* bytes the caches share, whole granules */
 
 	struct sched_req *req;	/* [cap_req] by id */
 	int n_req, cap_req;
@@ -107,14 +147,13 @@ struct llm_sched {
 	/* the step being built */
 	int *join;		/* [n_seq] ids joining (prompts) */
 	int n_join;
+	int *bid;		/* [n_seq] request of each batch entry */
 	int *bseq, *bnt;	/* [n_seq] */
 	int32_t *bnext;		/* [n_seq] */
 	int32_t *btok;		/* [btok_cap] */
 	size_t btok_cap;
 
 	bool blocked;		/* a join was refused: none until pages free */
-	double ppt_sum;		/* ppt of the requests measured */
-	uint64_t ppt_n;
 	struct llm_sched_stats st;
 };
 
@@ -155,14 +194,29 @@ static int prompt_len(const struct sched_req *r)
 	return r->n_prompt + r->n_gen;
 }
 
+static const struct sched_cache *cache_of(const struct llm_sched *s,
+					  const struct sched_req *r)
+{
+	return &s->c[r->cache];
+}
+
 /* pages per token per list the scheduler expects of @r */
 static double ppt_of(const struct llm_sched *s, const struct sched_req *r)
 {
+	const struct sched_cache *c = cache_of(s, r);
+
 	if (r->ppt > 0)
 		return r->ppt;
-	if (s->ppt_n)
-		return s->ppt_sum / (double)s->ppt_n;
-	return 1.0 / s->g.tokens_per_page[0];
+	if (c->ppt_n)
+		return c->ppt_sum / (double)c->ppt_n;
+	return 1.0 / c->g.tokens_per_page[0];
+}
+
+/* bytes of @n pages of @r's cache */
+static uint64_t bytes_of(const struct llm_sched *s, const struct sched_req *r,
+			 uint64_t n)
+{
+	return n * cache_of(s, r)->g.page_size;
 }
 
 /* pages held back for @r's remaining output */
@@ -171,36 +225,111 @@ static uint64_t reserve_of(const struct llm_sched *s,
 {
 	double t = (double)(r->max_new - r->n_gen) * s->o.reserve;
 
-	return (uint64_t)ceil(t * s->g.lists * ppt_of(s, r));
+	return (uint64_t)ceil(t * cache_of(s, r)->g.lists * ppt_of(s, r));
 }
 
 /* pages of @r after its prefill: kept tokens, a partial page per tier */
 static uint64_t prompt_pages(const struct llm_sched *s,
 			     const struct sched_req *r)
 {
-	return (uint64_t)ceil((double)prompt_len(r) * s->g.lists *
+	const struct llm_kv_geometry *g = &cache_of(s, r)->g;
+
+	return (uint64_t)ceil((double)prompt_len(r) * g->lists *
 			      ppt_of(s, r)) +
-	       (uint64_t)s->g.lists * s->g.nr_tiers;
+	       (uint64_t)g->lists * g->nr_tiers;
 }
 
 /* the uapi's admission of @r's prompt */
 static uint64_t admit_pages(const struct llm_sched *s,
 			    const struct sched_req *r)
 {
-	return (uint64_t)s->g.lists *
-	       worst_pages(s->g.tokens_per_page[0], s->g.tokens_per_page[1],
+	const struct llm_kv_geometry *g = &cache_of(s, r)->g;
+
+	return (uint64_t)g->lists *
+	       worst_pages(g->tokens_per_page[0], g->tokens_per_page[1],
 			   (uint32_t)prompt_len(r));
 }
 
-/* pages in use, without waiting for the device */
-static int pages_used(struct llm_sched *s, uint64_t *used)
+/*
+ * pages and bytes in use in every cache, without waiting for the device
+ * (KVMM_IOC_FENCE); @pages may be NULL
+ */
+static int bytes_used(struct llm_sched *s, uint64_t *bytes, uint64_t *pages)
 {
-	struct kvmm_fence f = { .space = s->space };
-	int ret = kvshim_ioctl(s->fd, KVMM_IOC_FENCE, &f);
+	uint64_t b = 0, p = 0;
+
+	for (int i = 0; i < s->nc; i++) {
+		struct kvmm_fence f = { .space = s->c[i].space };
+		int ret = kvshim_ioctl(s->c[i].fd, KVMM_IOC_FENCE, &f);
+
+		if (ret)
+			return ret;
+		p += f.pages_used;
+		b += f.pages_used * s->c[i].g.page_size;
+	}
+	*bytes = b;
+	if (pages)
+		*pages = p;
+	return 0;
+}
+
+/*
+ * the bytes of pages the budget holds: its granules at the fewest page
+ * bytes per granule of any cache (one cache: the pages it maps)
+ */
+static uint64_t cap_bytes(const struct llm_sched *s)
+{
+	uint64_t per = UINT64_MAX;
+
+	for (int i = 0; i < s->nc; i++) {
+		uint64_t b = (uint64_t)s->c[i].g.pages_per_granule *
+			     s->c[i].g.page_size;
+
+		per = b < per ? b : per;
+	}
+	return s->budget / KVMM_GRANULE_SIZE * per;
+}
+
+/* granules cache @i's space maps now (KVMM_IOC_STATS) */
+static int granules_read(struct llm_sched *s, int i)
+{
+	struct sched_cache *c = &s->c[i];
+	struct kvmm_stats st = { .space = c->space };
+	int ret = kvshim_ioctl(c->fd, KVMM_IOC_STATS, &st);
 
 	if (!ret)
-		*used = f.pages_used;
+		c->granules = st.pages_total / c->g.pages_per_granule;
 	return ret;
+}
+
+/*
+ * before a call of cache @i: with several caches, its space may map the
+ * granules it maps and every granule no other cache maps, so that the
+ * caches together stay within the budget (the calls run one at a time).
+ * Return 0, or -ENOSPC when no granule is left to it.
+ */
+static int budget_for(struct llm_sched *s, int i)
+{
+	struct sched_cache *c = &s->c[i];
+	uint64_t others = 0, total = s->budget / KVMM_GRANULE_SIZE, want;
+	struct kvmm_set_budget b = { .space = c->space };
+
+	if (s->nc < 2)
+		return 0;
+	for (int j = 0; j < s->nc; j++)
+		if (j != i)
+			others += s->c[j].granules;
+	want = others < total ? total - others : 0;
+	if (want < c->granules)
+		want = c->granules;	/* it cannot go below what it maps */
+	if (!want)
+		return -ENOSPC;
+	b.budget_bytes = want * KVMM_GRANULE_SIZE;
+	if (b.budget_bytes == c->set)
+		return 0;
+	if (!kvshim_ioctl(c->fd, KVMM_IOC_SET_BUDGET, &b))
+		c->set = b.budget_bytes;
+	return 0;
 }
 
 /* ---- queues ---- */
@@ -240,7 +369,7 @@ static int slot_put(struct llm_sched *s, struct sched_req *r)
 
 	if (r->slot < 0)
 		return 0;
-	ret = llm_kv_policy_release(s->kv, r->slot);
+	ret = llm_kv_policy_release(cache_of(s, r)->kv, r->slot);
 	s->owner[r->slot] = -1;
 	s->slots[s->n_slots++] = r->slot;
 	s->blocked = false;
@@ -302,37 +431,114 @@ static int preempt(struct llm_sched *s, int id)
 
 /* ---- one step ---- */
 
-/* waiting requests that join this step, by the rules of DOC: scheduler */
-static int pick_joins(struct llm_sched *s)
+/* whether running request @r is still prefilling (its prompt in chunks) */
+static bool prefilling(const struct sched_req *r)
 {
-	uint64_t used = 0, held = 0, adm = 0, after = 0, cap = s->budget_pages;
+	return r->fed < r->plen;
+}
+
+/* whether a running request holds pages (its prompt has been admitted) */
+static bool holds_pages(const struct sched_req *r)
+{
+	return !prefilling(r);
+}
+
+/*
+ * the chunks of the running requests whose prompts are still coming, in
+ * order of joining, from the step's token budget left after the decode
+ * tokens; returns the budget left for joins
+ */
+static int plan_chunks(struct llm_sched *s)
+{
+	int avail = s->o.max_step_tokens;
+
+	for (int i = 0; i < s->n_run; i++) {
+		struct sched_req *r = &s->req[s->run[i]];
+
+		r->chunk = 0;
+		r->fresh = false;
+		if (!prefilling(r))
+			avail--;
+	}
+	for (int i = 0; i < s->n_run; i++) {
+		struct sched_req *r = &s->req[s->run[i]];
+		int left = r->plen - r->fed;
+
+		if (!prefilling(r) || avail < 1)
+			continue;
+		r->chunk = left < avail ? left : avail;
+		avail -= r->chunk;
+	}
+	return avail;
+}
+
+/*
+ * the next decode step's pages of @r's cache, once per cache of the step:
+ * a partial page per list and tier
+ */
+static uint64_t partial_bytes(struct llm_sched *s, const struct sched_req *r)
+{
+	struct sched_cache *c = &s->c[r->cache];
+
+	if (c->busy)
+		return 0;
+	c->busy = true;
+	return (uint64_t)c->g.lists * c->g.nr_tiers * c->g.page_size;
+}
+
+/*
+ * waiting requests that join this step, by the rules of DOC: scheduler;
+ * in bytes, each request's pages at its cache's page size
+ */
+static int pick_joins(struct llm_sched *s, int avail)
+{
+	uint64_t used = 0, held = 0, adm = 0, after = 0, cap = cap_bytes(s);
 	int tokens = s->n_run, ret;
 
 	s->n_join = 0;
 	if (!s->n_wait || !s->n_slots || s->blocked)
 		return 0;
-	ret = pages_used(s, &used);
+	ret = bytes_used(s, &used, NULL);
 	if (ret)
 		return ret;
-	/* the next decode step's pages: a partial page per list and tier */
-	held = (uint64_t)s->g.lists * s->g.nr_tiers;
+	for (int i = 0; i < s->nc; i++)
+		s->c[i].busy = false;
 	for (int i = 0; i < s->n_run; i++) {
 		const struct sched_req *q = &s->req[s->run[i]];
 
-		held += reserve_of(s, q) +
-			(uint64_t)ceil(s->g.lists * ppt_of(s, q));
+		held += partial_bytes(s, q);
+		if (prefilling(q)) {
+			/* admitted at its last chunk: counted as joining */
+			adm += bytes_of(s, q, admit_pages(s, q));
+			after += bytes_of(s, q, prompt_pages(s, q) +
+						     reserve_of(s, q));
+			continue;
+		}
+		held += bytes_of(s, q, reserve_of(s, q) +
+				 (uint64_t)ceil(cache_of(s, q)->g.lists *
+						ppt_of(s, q)));
 	}
 	while (s->n_wait && s->n_slots) {
 		int id = s->wait[0];
 		struct sched_req *r = &s->req[id];
-		uint64_t a = admit_pages(s, r);
-		uint64_t p = prompt_pages(s, r) + reserve_of(s, r);
-		int len = prompt_len(r);
+		const struct sched_cache *c = cache_of(s, r);
+		uint64_t a = bytes_of(s, r, admit_pages(s, r));
+		uint64_t p = bytes_of(s, r, prompt_pages(s, r) +
+						 reserve_of(s, r));
+		uint64_t part = c->busy ? 0 : (uint64_t)c->g.lists *
+						      c->g.nr_tiers *
+						      c->g.page_size;
+		int len = prompt_len(r), chunk = len;
 
-		if (s->n_join && tokens + len > s->o.max_step_tokens)
+		if (c->chunk) {
+			chunk = len < avail ? len : avail;
+			if (chunk < 1)
+				break;
+		} else if (s->n_join && tokens + len > s->o.max_step_tokens) {
 			break;
-		if (used + held + adm + a > cap ||
-		    used + held + after + p > cap) {
+		}
+		if (used + held + part + adm + a > cap ||
+		    used + held + part + after + p > cap) {
 			if (s->n_run || s->n_join)
 				break;
 			if (a > cap) {
@@ -342,129 +548,287 @@ static int pick_joins(struct llm_sched *s)
 				snprintf(why, sizeof(why), "its prompt of %d "
 					 "tokens needs %llu pages, the budget "
 					 "maps %llu", len,
-					 (unsigned long long)a,
-					 (unsigned long long)cap);
+					 (unsigned long long)admit_pages(s, r),
+					 (unsigned long long)(cap /
+							      c->g.page_size));
 				req_fail(s, id, -ENOSPC, why);
 				continue;
 			}
 			/* alone: it runs, and fails if it cannot grow */
 		}
 		wait_pop(s);
+		held += partial_bytes(s, r);
 		r->slot = s->slots[--s->n_slots];
 		s->owner[r->slot] = id;
-		after += (uint64_t)ceil(s->g.lists * ppt_of(s, r));
+		after += bytes_of(s, r, (uint64_t)ceil(c->g.lists *
+						      ppt_of(s, r)));
 		if (r->alpha[0] >= 0) {
-			ret = llm_kv_policy_seq_alpha(s->kv, r->slot,
+			ret = llm_kv_policy_seq_alpha(c->kv, r->slot,
 						      r->alpha[0], r->alpha[1]);
 			if (ret) {
 				req_fail(s, id, ret, "per-request thresholds "
 					 "need a diffkv cache");
 				continue;
 			}
-		} else if (s->g.nr_tiers > 1) {
+		} else if (c->g.nr_tiers > 1) {
 			/* a slot keeps its last thresholds: the cache's */
-			llm_kv_policy_seq_alpha(s->kv, r->slot, s->g.alpha[0],
-						s->g.alpha[1]);
+			llm_kv_policy_seq_alpha(c->kv, r->slot, c->g.alpha[0],
+						c->g.alpha[1]);
 		}
+		/* a prompt longer than the budget left comes in chunks */
+		if (chunk < len && llm_kv_set_prompt(c->kv, r->slot, len))
+			chunk = len;
 		r->state = LLM_SCHED_RUNNING;
+		r->plen = len;
+		r->fed = 0;
+		r->chunk = chunk;
+		r->fresh = false;
 		s->join[s->n_join++] = id;
-		tokens += len;
+		tokens += chunk;
+		avail -= chunk;
 		adm += a;
 		after += p;
 	}
 	return 0;
 }
 
-/* the batch of the joining prompts and the running requests' tokens */
-static int build(struct llm_sched *s, struct llm_batch *b)
+/* make room for @nt tokens of a batch */
+static int btok_reserve(struct llm_sched *s, size_t nt)
 {
-	size_t nt = (size_t)s->n_run;
-	int n = 0;
+	int32_t *t;
 
-	for (int i = 0; i < s->n_join; i++)
-		nt += prompt_len(&s->req[s->join[i]]);
-	if (nt > s->btok_cap) {
-		int32_t *t = realloc(s->btok, nt * sizeof(int32_t));
-
-		if (!t)
-			return -ENOMEM;
-		s->btok = t;
-		s->btok_cap = nt;
-	}
-	nt = 0;
-	for (int i = 0; i < s->n_join; i++, n++) {
-		struct sched_req *r = &s->req[s->join[i]];
-
-		s->bseq[n] = r->slot;
-		s->bnt[n] = prompt_len(r);
-		memcpy(s->btok + nt, r->tok, s->bnt[n] * sizeof(int32_t));
-		nt += s->bnt[n];
-	}
-	for (int i = 0; i < s->n_run; i++, n++) {
-		struct sched_req *r = &s->req[s->run[i]];
-
-		s->bseq[n] = r->slot;
-		s->bnt[n] = 1;
-		s->btok[nt++] = r->tok[prompt_len(r) - 1];
-	}
-	*b = (struct llm_batch){ n, s->bseq, s->bnt, s->btok };
+	if (nt <= s->btok_cap)
+		return 0;
+	t = realloc(s->btok, nt * sizeof(int32_t));
+	if (!t)
+		return -ENOMEM;
+	s->btok = t;
+	s->btok_cap = nt;
 	return 0;
 }
 
-/* the joining prompts go back to the head of the queue, in order */
-static void unjoin(struct llm_sched *s, int keep)
+/* one prompt entry of a batch: @r's chunk */
+static void add_chunk(struct llm_sched *s, int id, int n, size_t *nt)
 {
-	for (int i = s->n_join - 1; i >= keep; i--) {
-		struct sched_req *r = &s->req[s->join[i]];
+	struct sched_req *r = &s->req[id];
 
-		slot_put(s, r);
-		s->blocked = true;
-		r->state = LLM_SCHED_WAITING;
-		wait_push(s, s->join[i], true);
-		s->st.rollbacks++;
-	}
-	s->n_join = keep < s->n_join ? keep : s->n_join;
+	s->bid[n] = id;
+	s->bseq[n] = r->slot;
+	s->bnt[n] = r->chunk;
+	memcpy(s->btok + *nt, r->tok + r->fed, r->chunk * sizeof(int32_t));
+	*nt += r->chunk;
 }
 
 /*
- * a step refused for pages: decide what runs instead. Return 0 to retry,
- * or -ENOSPC when nothing is left to run.
+ * the step's prompts in cache @ci: the chunks of running requests whose
+ * prompts are still coming, then the joining requests' (first) chunks
  */
-static int recover(struct llm_sched *s)
+static int build_prefill(struct llm_sched *s, int ci, struct llm_batch *b)
 {
-	bool prompts_ran = s->n_join &&
-			   llm_kv_len(s->kv, s->req[s->join[0]].slot) > 0;
-	int victim;
+	size_t nt = 0;
+	int n = 0, ret;
+
+	for (int i = 0; i < s->n_run; i++)
+		nt += s->req[s->run[i]].chunk;
+	for (int i = 0; i < s->n_join; i++)
+		nt += s->req[s->join[i]].chunk;
+	ret = btok_reserve(s, nt);
+	if (ret)
+		return ret;
+	nt = 0;
+	for (int i = 0; i < s->n_run; i++)
+		if (s->req[s->run[i]].chunk && s->req[s->run[i]].cache == ci)
+			add_chunk(s, s->run[i], n++, &nt);
+	for (int i = 0; i < s->n_join; i++)
+		if (s->req[s->join[i]].cache == ci)
+			add_chunk(s, s->join[i], n++, &nt);
+	*b = (struct llm_batch){ n, s->bseq, s->bnt, s->btok };
+	return n;
+}
+
+/*
+ * the step's decode tokens in cache @ci: every running request past its
+ * prompt, but those whose prompt ended in this step (they took their first
+ * token)
+ */
+static int build_decode(struct llm_sched *s, int ci, struct llm_batch *b)
+{
+	int n = 0, ret = btok_reserve(s, (size_t)s->n_run);
+
+	if (ret)
+		return ret;
+	for (int i = 0; i < s->n_run; i++) {
+		struct sched_req *r = &s->req[s->run[i]];
+
+		if (prefilling(r) || r->fresh || r->cache != ci)
+			continue;
+		s->bid[n] = s->run[i];
+		s->bseq[n] = r->slot;
+		s->bnt[n] = 1;
+		s->btok[n++] = r->tok[prompt_len(r) - 1];
+	}
+	*b = (struct llm_batch){ n, s->bseq, s->bnt, s->btok };
+	return n;
+}
+
+/* joining request join[@i] goes back to the head of the queue */
+static void unjoin_one(struct llm_sched *s, int i)
+{
+	int id = s->join[i];
+	struct sched_req *r = &s->req[id];
+
+	slot_put(s, r);
+	s->blocked = true;
+	r->state = LLM_SCHED_WAITING;
+	r->chunk = 0;
+	wait_push(s, id, true);
+	s->st.rollbacks++;
+	memmove(s->join + i, s->join + i + 1,
+		(s->n_join - i - 1) * sizeof(int));
+	s->n_join--;
+}
+
+/* whether @r's chunk of the step would end its prompt (an admission) */
+static bool ends_prompt(const struct sched_req *r)
+{
+	return r->chunk && r->fed + r->chunk == r->plen;
+}
+
+/* ends_prompt() in cache @ci */
+static bool ends_in(const struct sched_req *r, int ci)
+{
+	return r->cache == ci && ends_prompt(r);
+}
+
+/*
+ * the step's prompts were refused for pages: an admission (a whole prompt,
+ * or the last chunk of one) did not fit, and nothing of the call ran. With
+ * requests holding pages (they may give some back), the prompts that end
+ * now step aside: joining ones go back to the queue, running ones, whose
+ * earlier chunks are staged, are preempted (released and queued again);
+ * without, the oldest is tried alone, and fails if it is alone.
+ * Return 0 to retry.
+ */
+/* physical compaction of cache @ci: moved pages, emptied granules back */
+static int compact(struct llm_sched *s, int ci)
+{
+	struct sched_cache *c = &s->c[ci];
+	struct kvmm_compact cp = { .space = c->space,
+				   .byte_budget = s->o.compact_bytes };
+	int ret = kvshim_ioctl(c->fd, KVMM_IOC_COMPACT, &cp);
+
+	if (ret)
+		return ret;
+	s->st.compactions++;
+	s->st.granules_released += cp.granules_released;
+	s->st.pages_moved += cp.pages_moved;
+	return granules_read(s, ci);
+}
+
+/*
+ * several caches: the other caches' empty granules back to the budget
+ * (compaction); returns the granules they gave back, or -errno
+ */
+static int reclaim(struct llm_sched *s, int ci)
+{
+	uint64_t before = 0, after = 0;
+	int ret;
+
+	for (int i = 0; i < s->nc; i++) {
+		if (i == ci || !s->c[i].granules)
+			continue;
+		before += s->c[i].granules;
+		ret = compact(s, i);
+		if (ret)
+			return ret;
+		after += s->c[i].granules;
+	}
+	return (int)(before - after);
+}
+
+static int refused_prefill(struct llm_sched *s, int ci)
+{
+	int holders = 0, cand = 0, keep = -1;
+
+	for (int i = 0; i < s->n_run; i++) {
+		const struct sched_req *r = &s->req[s->run[i]];
+
+		holders += holds_pages(r);
+		if (ends_in(r, ci) && !cand++)
+			keep = s->run[i];
+	}
+	for (int i = 0; i < s->n_join; i++)
+		if (ends_in(&s->req[s->join[i]], ci) && !cand++)
+			keep = s->join[i];
+	if (!cand)
+		return -ENOSPC;	/* chunks take no pages: not ours to fix */
+	if (holders)
+		keep = -1;
+	if (!holders && cand == 1 && reclaim(s, ci) > 0)
+		return 0;	/* granules came back from other caches */
+	if (!holders && cand == 1) {
+		struct sched_req *r = &s->req[keep];
+		char why[112];
+
+		for (int i = 0; i < s->n_join; i++)
+			if (s->join[i] == keep) {
+				memmove(s->join + i, s->join + i + 1,
+					(s->n_join - i - 1) * sizeof(int));
+				s->n_join--;
+				break;
+			}
+		snprintf(why, sizeof(why), "its prompt of %d tokens does not "
+			 "fit the budget alone", r->plen);
+		req_fail(s, keep, -ENOSPC, why);
+		return 0;
+	}
+	/* youngest first, each pushed at the head: the queue keeps order */
+	for (int i = s->n_join - 1; i >= 0; i--)
+		if (s->join[i] != keep && ends_in(&s->req[s->join[i]], ci))
+			unjoin_one(s, i);
+	for (int i = s->n_run - 1; i >= 0; i--) {
+		int id = s->run[i];
+
+		if (id == keep || !ends_in(&s->req[id], ci))
+			continue;
+		s->req[id].chunk = 0;
+		s->st.prefill_preemptions++;
+		preempt(s, id);
+		s->blocked = true;
+	}
+	return 0;
+}
+
+/*
+ * the decode tokens of cache @ci were refused for pages: the request
+ * holding pages that joined last is preempted (released and queued again
+ * to be recomputed; in another cache, whose granules compaction then gives
+ * back to the budget), or fails when it is the only one. Return 0 to
+ * retry.
+ */
+static int refused_decode(struct llm_sched *s, int ci)
+{
+	int holders = 0, victim = -1, vc, ret;
 	char why[112];
 
-	if (s->n_join && !prompts_ran) {
-		/* the prompts' admission was refused; nothing ran */
-		if (s->n_run) {
-			unjoin(s, 0);
-			return 0;
+	for (int i = 0; i < s->n_run; i++)
+		if (holds_pages(&s->req[s->run[i]])) {
+			holders++;
+			victim = s->run[i];
 		}
-		if (s->n_join > 1) {
-			unjoin(s, 1);
-			return 0;
-		}
-		snprintf(why, sizeof(why), "its prompt of %d tokens does not "
-			 "fit the budget alone", prompt_len(&s->req[s->join[0]]));
-		req_fail(s, s->join[0], -ENOSPC, why);
-		s->n_join = 0;
+	if (victim < 0)
 		return -ENOSPC;
-	}
-	/* the decode part was refused: prompts that ran are redone later */
-	unjoin(s, 0);
-	if (!s->n_run)
-		return -ENOSPC;
-	victim = s->run[s->n_run - 1];
-	if (s->n_run == 1) {
+	if (holders == 1) {
 		snprintf(why, sizeof(why), "outgrew the budget alone at %d "
 			 "tokens", prompt_len(&s->req[victim]));
 		req_fail(s, victim, -ENOSPC, why);
 		return 0;
 	}
-	return preempt(s, victim);
+	vc = s->req[victim].cache;
+	ret = preempt(s, victim);
+	if (!ret && vc != ci)
+		ret = compact(s, vc);
+	return ret;
 }
 
 /*
@@ -473,55 +837,75 @@ static int recover(struct llm_sched *s)
  */
 static void measure(struct llm_sched *s, struct sched_req *r)
 {
+	struct sched_cache *c = &s->c[r->cache];
+	const struct llm_kv_geometry *g = &c->g;
 	struct llm_kv_usage u;
-	double n = (double)prompt_len(r) * s->g.lists, held;
+	double n = (double)prompt_len(r) * g->lists, held;
 
-	if (llm_kv_policy_usage(s->kv, r->slot, &u) || n <= 0)
+	if (llm_kv_policy_usage(c->kv, r->slot, &u) || n <= 0)
 		return;
-	r->ppt = u.tokens[0] / n / s->g.tokens_per_page[0] +
-		 u.tokens[1] / n / s->g.tokens_per_page[1];
+	r->ppt = u.tokens[0] / n / g->tokens_per_page[0] +
+		 u.tokens[1] / n / g->tokens_per_page[1];
 	/* pages the tokens left behind count too (an eviction that lowered
 	 * the counts but freed no page): the pages held, less a partial
 	 * last page per list, bound it from below */
 	held = (double)(u.pages[0] + u.pages[1]);
-	if (held > s->g.lists && (held - s->g.lists) / n > r->ppt)
-		r->ppt = (held - s->g.lists) / n;
+	if (held > g->lists && (held - g->lists) / n > r->ppt)
+		r->ppt = (held - g->lists) / n;
 	if (r->ppt <= 0)
 		r->ppt = 1e-9;
 	s->st.held_bytes += (u.pages[0] + u.pages[1]) * u.page_size;
 	s->st.full_bytes += u.full_pages * u.full_page_size;
-	s->ppt_sum += r->ppt;
-	s->ppt_n++;
+	c->ppt_sum += r->ppt;
+	c->ppt_n++;
 }
 
-/* each request of the step takes its token; finished ones leave */
-static int take(struct llm_sched *s, int n_left0)
+/*
+ * the prompts' step ran: each entry's chunk is in the cache; a prompt that
+ * ended takes its first token
+ */
+static void take_prefill(struct llm_sched *s, int n)
 {
 	double t = now_s();
-	int n = 0, left = n_left0;
 
-	for (int i = 0; i < s->n_join; i++, n++) {
-		int id = s->join[i];
-		struct sched_req *r = &s->req[id];
+	for (int e = 0; e < n; e++) {
+		struct sched_req *r = &s->req[s->bid[e]];
 
-		s->st.prefill_tokens += prompt_len(r);
+		r->fed += r->chunk;
+		s->st.prefill_tokens += r->chunk;
+		r->chunk = 0;
+		if (prefilling(r)) {
+			s->st.chunks++;
+			continue;
+		}
 		measure(s, r);
-		r->tok[prompt_len(r)] = s->bnext[n];
+		r->tok[prompt_len(r)] = s->bnext[e];
 		r->n_gen++;
+		r->fresh = true;
+		s->st.generated++;
 		if (!r->t_first)
 			r->t_first = t;
 	}
-	for (int i = 0; i < s->n_run; i++, n++) {
-		struct sched_req *r = &s->req[s->run[i]];
+}
 
-		s->st.decode_tokens++;
-		r->tok[prompt_len(r)] = s->bnext[n];
+/* the decode step ran: each entry takes its token */
+static void take_decode(struct llm_sched *s, int n)
+{
+	for (int e = 0; e < n; e++) {
+		struct sched_req *r = &s->req[s->bid[e]];
+
+		r->tok[prompt_len(r)] = s->bnext[e];
 		r->n_gen++;
 	}
+	s->st.decode_tokens += n;
 	s->st.generated += n;
-	for (int i = 0; i < s->n_join; i++)
-		s->run[s->n_run++] = s->join[i];
-	s->n_join = 0;
+}
+
+/* requests that reached their max_new leave; returns how many */
+static int leave(struct llm_sched *s)
+{
+	int left = 0;
+
 	for (int i = s->n_run - 1; i >= 0; i--) {
 		int id = s->run[i];
 
@@ -533,32 +917,97 @@ static int take(struct llm_sched *s, int n_left0)
 	return left;
 }
 
-/* physical compaction when the free pages scattered in granules pass the
- * threshold */
-static int maybe_compact(struct llm_sched *s)
+/* the executor failed a step for a reason other than pages */
+static void fail_all(struct llm_sched *s, int err)
 {
-	struct kvmm_stats st = { .space = s->space };
-	struct kvmm_compact c = { .space = s->space,
-				  .byte_budget = s->o.compact_bytes };
+	char why[112];
+
+	snprintf(why, sizeof(why), "the executor failed its step: %s",
+		 strerror(-err));
+	for (int i = 0; i < s->n_join; i++)
+		req_fail(s, s->join[i], err, why);
+	s->n_join = 0;
+	while (s->n_run)
+		req_fail(s, s->run[0], err, why);
+}
+
+/*
+ * physical compaction of cache @ci when the free pages scattered in its
+ * granules pass the threshold; with several caches, also when a granule's
+ * worth of its pages is free (the granules it gives back go to the others)
+ */
+static int maybe_compact(struct llm_sched *s, int ci)
+{
+	struct sched_cache *c = &s->c[ci];
+	struct kvmm_stats st = { .space = c->space };
 	double used;
 	int ret;
 
 	if (s->o.compact_ratio < 0)
 		return 0;
-	ret = kvshim_ioctl(s->fd, KVMM_IOC_STATS, &st);
+	ret = kvshim_ioctl(c->fd, KVMM_IOC_STATS, &st);
 	if (ret)
 		return ret;
 	used = (double)(st.pages_used[0] + st.pages_used[1]) * st.page_size;
+	if (s->nc > 1 && st.pages_total - st.pages_used[0] -
+				 st.pages_used[1] >= c->g.pages_per_granule)
+		return compact(s, ci);
 	if (st.free_unusable_bytes < KVMM_GRANULE_SIZE ||
 	    (double)st.free_unusable_bytes <= s->o.compact_ratio * used)
 		return 0;
-	ret = kvshim_ioctl(s->fd, KVMM_IOC_COMPACT, &c);
-	if (ret)
-		return ret;
-	s->st.compactions++;
-	s->st.granules_released += c.granules_released;
-	s->st.pages_moved += c.pages_moved;
-	return 0;
+	return compact(s, ci);
+}
+
+/* whether a prompt of cache @ci ends in the step (an admission) */
+static bool ending(const struct llm_sched *s, int ci)
+{
+	for (int i = 0; i < s->n_run; i++)
+		if (ends_in(&s->req[s->run[i]], ci))
+			return true;
+	for (int i = 0; i < s->n_join; i++)
+		if (ends_in(&s->req[s->join[i]], ci))
+			return true;
+	return false;
+}
+
+/*
+ * run one call of the step in cache @ci: its prompts (@pre) or its decode
+ * tokens; refusals for pages handled (DOC: scheduler). Return the
+ * sequences that ran, or -errno (every request of the step failed).
+ */
+static int run_part(struct llm_sched *s, int ci, bool pre, int *refusals)
+{
+	struct llm_batch b;
+	int ret, n;
+
+	for (;;) {
+		n = pre ? build_prefill(s, ci, &b) : build_decode(s, ci, &b);
+		if (n <= 0)
+			return n;
+		ret = budget_for(s, ci);
+		/* chunks that do not end their prompt take no pages */
+		if (ret == -ENOSPC && pre && !ending(s, ci))
+			ret = 0;
+		ret = ret ?: s->fn(s->ctx, s->c[ci].kv, &b, s->bnext);
+		if (s->nc > 1)
+			granules_read(s, ci);
+		if (ret == -ENOSPC) {
+			++*refusals;
+			ret = pre ? refused_prefill(s, ci)
+				  : refused_decode(s, ci);
+			if (!ret)
+				continue;
+		}
+		if (ret) {
+			fail_all(s, ret);
+			return ret;
+		}
+		if (pre)
+			take_prefill(s, n);
+		else
+			take_decode(s, n);
+		return n;
+	}
 }
 
 /**
@@ -575,52 +1024,46 @@ static int maybe_compact(struct llm_sched *s)
  */
 int llm_sched_step(struct llm_sched *s)
 {
-	struct llm_batch b;
-	int ret, n_ran, left = 0;
-	uint64_t used;
+	int ret, n_ran = 0, left = 0;
+	uint64_t used, pages;
 
-	ret = pick_joins(s);
+	ret = pick_joins(s, plan_chunks(s));
 	if (ret)
 		return ret;
-	for (;;) {
-		if (!s->n_join && !s->n_run)
-			return 0;
-		ret = build(s, &b);
-		if (ret)
+	/* the prompts, cache by cache: chunks of running requests, joins */
+	for (int ci = 0; ci < s->nc; ci++) {
+		ret = run_part(s, ci, true, &left);
+		if (ret < 0)
 			return ret;
-		ret = s->fn(s->ctx, s->kv, &b, s->bnext);
-		if (ret != -ENOSPC)
-			break;
-		left++;
-		ret = recover(s);
-		if (ret && !s->n_run)
-			return 0;
+		n_ran += ret;
 	}
-	if (ret) {
-		char why[112];
-
-		snprintf(why, sizeof(why), "the executor failed its step: %s",
-			 strerror(-ret));
-		for (int i = 0; i < s->n_join; i++)
-			req_fail(s, s->join[i], ret, why);
-		s->n_join = 0;
-		while (s->n_run)
-			req_fail(s, s->run[0], ret, why);
-		return ret;
+	for (int i = 0; i < s->n_join; i++)
+		s->run[s->n_run++] = s->join[i];
+	s->n_join = 0;
+	/* the decode tokens, cache by cache */
+	for (int ci = 0; ci < s->nc; ci++) {
+		ret = run_part(s, ci, false, &left);
+		if (ret < 0)
+			return ret;
+		n_ran += ret;
 	}
-	n_ran = b.n_seq;
-	left = take(s, left);
+	if (!n_ran)
+		return 0;
+	left += leave(s);
 	s->st.steps++;
 	s->st.sum_running += (uint64_t)n_ran;
 	if (n_ran > s->st.peak_running)
 		s->st.peak_running = n_ran;
-	if (!pages_used(s, &used)) {
-		s->st.pages_used = used;
-		if (used > s->st.peak_pages)
-			s->st.peak_pages = used;
+	if (!bytes_used(s, &used, &pages)) {
+		s->st.pages_used = pages;
+		s->st.bytes_used = used;
+		if (pages > s->st.peak_pages)
+			s->st.peak_pages = pages;
+		if (used > s->st.peak_bytes)
+			s->st.peak_bytes = used;
 	}
-	if (left) {
-		ret = maybe_compact(s);
+	for (int ci = 0; left && ci < s->nc; ci++) {
+		ret = maybe_compact(s, ci);
 		if (ret)
 			return ret;
 	}
@@ -654,6 +1097,8 @@ int llm_sched_submit(struct llm_sched *s, const struct llm_sched_req *r,
 			return -EINVAL;
 	if (r->alpha_prune >= 0 && !(r->alpha_quant >= r->alpha_prune &&
 				     r->alpha_prune <= 1.0f))
+		return -EINVAL;
+	if (r->cache < 0 || r->cache >= s->nc)
 		return -EINVAL;
 	if (!s->n_free && s->n_req == s->cap_req) {
 		int cap = s->cap_req ? 2 * s->cap_req : 64;
@@ -689,15 +1134,16 @@ int llm_sched_submit(struct llm_sched *s, const struct llm_sched_req *r,
 	q->max_new = r->max_new;
 	q->alpha[0] = r->alpha_prune;
 	q->alpha[1] = r->alpha_quant;
+	q->cache = r->cache;
 	q->slot = -1;
 	q->t_submit = now_s();
 	*id = i;
-	if ((long)r->n_prompt + r->max_new > s->kv->max_tok) {
+	if ((long)r->n_prompt + r->max_new > s->c[r->cache].kv->max_tok) {
 		char why[112];
 
 		snprintf(why, sizeof(why), "%d prompt + %d output tokens "
 			 "exceed the %d a sequence holds", r->n_prompt,
-			 r->max_new, s->kv->max_tok);
+			 r->max_new, s->c[r->cache].kv->max_tok);
 		req_fail(s, i, -E2BIG, why);
 		return 0;
 	}
@@ -758,8 +1204,11 @@ void llm_sched_stats(const struct llm_sched *s, struct llm_sched_stats *st)
 	*st = s->st;
 	st->waiting = s->n_wait;
 	st->running = s->n_run;
-	st->budget_pages = s->budget_pages;
-	st->page_size = s->g.page_size;
+	st->budget_pages = s->budget / KVMM_GRANULE_SIZE *
+			   s->c[0].g.pages_per_granule;
+	st->page_size = s->c[0].g.page_size;
+	st->budget_bytes = cap_bytes(s);
+	st->caches = s->nc;
 }
 
 /**
@@ -794,13 +1243,15 @@ int llm_sched_cancel(struct llm_sched *s, int id)
 				break;
 			}
 	} else if (r->state == LLM_SCHED_RUNNING) {
-		uint64_t used;
+		uint64_t used, pages;
 
 		ret = slot_put(s, r);
 		run_remove(s, id);
 		/* the counts read between steps show the pages gone */
-		if (!pages_used(s, &used))
-			s->st.pages_used = used;
+		if (!bytes_used(s, &used, &pages)) {
+			s->st.pages_used = pages;
+			s->st.bytes_used = used;
+		}
 	} else {
 		return -EALREADY;
 	}
@@ -861,61 +1312,105 @@ int llm_sched_slot_owner(const struct llm_sched *s, int slot)
 /**
  * llm_sched_tier_pages() - pages in use per tier (KVMM_IOC_STATS)
  * @s: the scheduler
- * @pages: out: [0] high tier (the only one of a one-tier policy), [1] low
+ * @pages: out: [0] high tier (the only one of a one-tier policy), [1] low,
+ *	summed over the scheduler's caches
  *
- * Reads the space's statistics through the uapi: for a metrics reader,
+ * Reads the spaces' statistics through the uapi: for a metrics reader,
  * not once per step.
  *
  * Return: 0, or the uapi's error.
  */
 int llm_sched_tier_pages(struct llm_sched *s, uint64_t pages[2])
 {
-	struct kvmm_stats st = { .space = s->space };
-	int ret = kvshim_ioctl(s->fd, KVMM_IOC_STATS, &st);
+	pages[0] = pages[1] = 0;
+	for (int i = 0; i < s->nc; i++) {
+		struct kvmm_stats st = { .space = s->c[i].space };
+		int ret = kvshim_ioctl(s->c[i].fd, KVMM_IOC_STATS, &st);
 
-	if (ret)
-		return ret;
-	pages[0] = st.pages_used[0];
-	pages[1] = st.pages_used[1];
+		if (ret)
+			return ret;
+		pages[0] += st.pages_used[0];
+		pages[1] += st.pages_used[1];
+	}
 	return 0;
 }
 
 /**
- * llm_sched_set_budget() - change the space's memory budget
+ * llm_sched_set_budget() - change the memory budget
  * @s: the scheduler
  * @bytes: new budget, rounded up to whole 2 MiB granules
  *
- * KVMM_IOC_SET_BUDGET: the pool grows within it on demand; admissions use
- * it from the next step.
+ * One cache: KVMM_IOC_SET_BUDGET on its space; the pool grows within it
+ * on demand. Several: the caches share it, each space's budget set before
+ * each of its calls (DOC: scheduler). Admissions use it from the next
+ * step.
  *
- * Return: 0; -EINVAL (0 bytes, or more than the space's address range);
- * -EBUSY (below the pages in use: nothing changed); the uapi's error.
+ * Return: 0; -EINVAL (0 bytes, or more than a space's address range);
+ * -EBUSY (below the pages or granules in use: nothing changed); the
+ * uapi's error.
  */
 int llm_sched_set_budget(struct llm_sched *s, uint64_t bytes)
 {
-	struct kvmm_set_budget b = { .space = s->space };
+	uint64_t g = 0;
 	int ret;
 
 	if (!bytes || bytes > UINT64_MAX - KVMM_GRANULE_SIZE)
 		return -EINVAL;
-	b.budget_bytes = (bytes + KVMM_GRANULE_SIZE - 1) / KVMM_GRANULE_SIZE *
-			 KVMM_GRANULE_SIZE;
-	ret = kvshim_ioctl(s->fd, KVMM_IOC_SET_BUDGET, &b);
+	bytes = (bytes + KVMM_GRANULE_SIZE - 1) / KVMM_GRANULE_SIZE *
+		KVMM_GRANULE_SIZE;
+	if (s->nc == 1) {
+		struct kvmm_set_budget b = { .space = s->c[0].space,
+					     .budget_bytes = bytes };
+
+		ret = kvshim_ioctl(s->c[0].fd, KVMM_IOC_SET_BUDGET, &b);
+		if (ret)
+			return ret;
+		s->c[0].set = bytes;
+		s->budget = bytes;
+		return 0;
+	}
+	for (int i = 0; i < s->nc; i++) {
+		if (bytes > s->c[i].kv->bytes)
+			return -EINVAL;
+		ret = granules_read(s, i);
+		if (ret)
+			return ret;
+		g += s->c[i].granules;
+	}
+	if (bytes < g * KVMM_GRANULE_SIZE)
+		return -EBUSY;
+	s->budget = bytes;
+	return 0;
+}
+
+/* cache @i's fields from its space */
+static int cache_init(struct llm_sched *s, int i, struct llm_kv *kv)
+{
+	struct sched_cache *c = &s->c[i];
+	int ret;
+
+	memset(c, 0, sizeof(*c));
+	ret = llm_kv_policy_geometry(kv, &c->g);
+	ret = ret ?: llm_kv_policy_space(kv, &c->fd, &c->space);
 	if (ret)
 		return ret;
-	s->budget_pages = b.budget_bytes / KVMM_GRANULE_SIZE *
-			  s->g.pages_per_granule;
-	return 0;
+	c->kv = kv;
+	c->set = kv->bytes;
+	c->chunk = !s->o.no_chunk && llm_kv_chunks(kv);
+	return granules_read(s, i);
 }
 
 /**
  * llm_sched_create() - a scheduler over a policy cache
  * @kv: the cache (llm_kv_policy_open()); its slots are the most requests
- *	that run at once, its budget the pages they share
+ *	that run at once, its budget the bytes they share
  * @o: knobs, or NULL for the defaults
  * @fn: the executor's step
  * @ctx: passed to @fn
  * @out: the scheduler; llm_sched_destroy() frees it
+ *
+ * @kv is cache 0: requests whose llm_sched_req.cache is 0 run in it.
+ * llm_sched_add_cache() adds caches of other policies.
  *
  * Return: 0; -EINVAL (another cache, no @fn, knobs out of range),
  * -ENOMEM.
@@ -934,12 +1429,6 @@ int llm_sched_create(struct llm_kv *kv, const struct llm_sched_opts *o,
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
-	ret = llm_kv_policy_geometry(kv, &s->g);
-	ret = ret ?: llm_kv_policy_space(kv, &s->fd, &s->space);
-	if (ret) {
-		free(s);
-		return ret;
-	}
 	s->kv = kv;
 	s->fn = fn;
 	s->ctx = ctx;
@@ -955,17 +1444,24 @@ int llm_sched_create(struct llm_kv *kv, const struct llm_sched_opts *o,
 		s->o.reserve = 1.0f;
 	if (!s->o.compact_ratio)
 		s->o.compact_ratio = 0.25f;
-	s->budget_pages = s->g.budget_pages;
+	ret = cache_init(s, 0, kv);
+	if (ret) {
+		free(s);
+		return ret;
+	}
+	s->nc = 1;
+	s->budget = kv->bytes;
 	n = kv->n_seq;
 	s->run = calloc(n, sizeof(int));
 	s->slots = calloc(n, sizeof(int));
 	s->join = calloc(n, sizeof(int));
+	s->bid = calloc(n, sizeof(int));
 	s->bseq = calloc(n, sizeof(int));
 	s->bnt = calloc(n, sizeof(int));
 	s->bnext = calloc(n, sizeof(int32_t));
 	s->owner = malloc(n * sizeof(int));
-	if (!s->run || !s->slots || !s->join || !s->bseq || !s->bnt ||
-	    !s->bnext || !s->owner) {
+	if (!s->run || !s->slots || !s->join || !s->bid || !s->bseq ||
+	    !s->bnt || !s->bnext || !s->owner) {
 		llm_sched_destroy(s);
 		return -ENOMEM;
 	}
@@ -978,11 +1474,51 @@ int llm_sched_create(struct llm_kv *kv, const struct llm_sched_opts *o,
 }
 
 /**
+ * llm_sched_add_cache() - another cache, of another policy, whose requests
+ * run in the same steps
+ * @s: the scheduler
+ * @kv: a policy cache of the same model with as many slots as cache 0;
+ *	its budget at least the scheduler's (the bytes its space may ever
+ *	map)
+ * @index: out: the cache's index, for llm_sched_req.cache
+ *
+ * The caches share the slots (a request holds one slot of its own cache)
+ * and the budget: the bytes of every cache's pages are admitted against
+ * it, and before each call of a cache its space may map the granules the
+ * others do not (KVMM_IOC_SET_BUDGET). A step runs, cache by cache, the
+ * prompts, then the decode tokens: one executor call per cache with
+ * requests, as a forward pass runs over one cache.
+ *
+ * Return: 0; -EINVAL (not a policy cache, other slots, a budget below
+ * the scheduler's); -ENOSPC (LLM_SCHED_MAX_CACHES already); the uapi's
+ * error.
+ */
+int llm_sched_add_cache(struct llm_sched *s, struct llm_kv *kv, int *index)
+{
+	struct llm_kv_geometry g;
+	int ret;
+
+	if (!s || !kv || !index || kv->n_seq != s->kv->n_seq ||
+	    kv->bytes < s->budget || llm_kv_policy_geometry(kv, &g))
+		return -EINVAL;
+	for (int i = 0; i < s->nc; i++)
+		if (s->c[i].kv == kv)
+			return -EINVAL;
+	if (s->nc == LLM_SCHED_MAX_CACHES)
+		return -ENOSPC;
+	ret = cache_init(s, s->nc, kv);
+	if (ret)
+		return ret;
+	*index = s->nc++;
+	return 0;
+}
+
+/**
  * llm_sched_destroy() - free the scheduler and its requests' tokens
  * @s: the scheduler, or NULL
  *
- * The cache stays its creator's; running requests' pages stay in it until
- * the cache is destroyed or the slots are used again.
+ * The caches stay their creator's; running requests' pages stay in them
+ * until the caches are destroyed or the slots are used again.
  */
 void llm_sched_destroy(struct llm_sched *s)
 {
@@ -995,6 +1531,7 @@ void llm_sched_destroy(struct llm_sched *s)
 	free(s->run);
 	free(s->slots);
 	free(s->join);
+	free(s->bid);
 	free(s->bseq);
 	free(s->bnt);
 	free(s->bnext);

@@ -19,15 +19,19 @@
 
 #include "kvcache.h"
 
+#define LLM_SCHED_MAX_CACHES 8	/* caches (policies) of one scheduler */
+
 /**
  * typedef llm_sched_step_fn - an executor's step
  * @ctx: the executor (llm_sched_create()'s @ctx)
  * @kv: the cache
- * @b: the step: whole prompts (sequences of length 0), then decode tokens
+ * @b: the step: all prompts (whole prompts of sequences of length 0, and
+ *	chunks of prompts declared with llm_kv_set_prompt(): sequences that
+ *	are llm_kv_prefilling()) or all decode tokens
  * @next: out: [b->n_seq] the greedy token after each sequence's last one
+ *	(ignored for a chunk that does not end its prompt)
  *
- * Runs and commits the step as llm_cpu_forward() does (a mixed batch
- * through llm_batch_split()).
+ * Runs and commits the step as llm_cpu_forward() does.
  *
  * Return: 0, or the executor's -errno: -ENOSPC when the cache refused
  * pages (nothing changed for the part that failed).
@@ -38,8 +42,10 @@ typedef int (*llm_sched_step_fn)(void *ctx, struct llm_kv *kv,
 /**
  * struct llm_sched_opts - the scheduler's knobs. Plain value; zeros take
  * the defaults.
- * @max_step_tokens: tokens of one step, decode tokens and prompts (2048);
- *	the first prompt of a step may exceed it (no chunked prefill)
+ * @max_step_tokens: tokens of one step, decode tokens and prompts (2048):
+ *	a prompt longer than what is left of it comes in chunks, over
+ *	several steps (chunked prefill), in a cache that takes chunks
+ *	(llm_kv_chunks()); else the first prompt of a step may exceed it
  * @reserve: share of a request's remaining output whose pages are held
  *	back at admission, 0 .. 1 (default 1; negative means 0: admit on the
  *	prompt's pages alone and preempt when pages run out, as vLLM does)
@@ -47,12 +53,15 @@ typedef int (*llm_sched_step_fn)(void *ctx, struct llm_kv *kv,
  *	granule release can return pass this share of the bytes in use
  *	(default 0.25; negative: never)
  * @compact_bytes: most page bytes one compaction moves (0: no limit)
+ * @no_chunk: prompts whole, never in chunks (the first prompt of a step
+ *	may then exceed @max_step_tokens)
  */
 struct llm_sched_opts {
 	int max_step_tokens;
 	float reserve;
 	float compact_ratio;
 	uint64_t compact_bytes;
+	bool no_chunk;
 };
 
 /**
@@ -63,6 +72,8 @@ struct llm_sched_opts {
  * @max_new: tokens to generate, >= 1 (EOS is not looked at)
  * @alpha_prune: diffkv threshold of this request, or negative: the cache's
  * @alpha_quant: likewise
+ * @cache: the cache (policy) it runs in: 0, the one of llm_sched_create(),
+ *	or an index from llm_sched_add_cache()
  */
 struct llm_sched_req {
 	const int32_t *prompt;
@@ -70,6 +81,7 @@ struct llm_sched_req {
 	int max_new;
 	float alpha_prune;
 	float alpha_quant;
+	int cache;
 };
 
 enum llm_sched_state {
@@ -109,8 +121,10 @@ struct llm_sched_info {
 
 /**
  * struct llm_sched_stats - counters since llm_sched_create()
- * @steps: executor steps that ran
+ * @steps: steps that ran (a step: its prompts, then its decode tokens)
  * @prefill_tokens: prompt tokens prefilled (recomputed ones included)
+ * @chunks: prompt chunks that did not end their prompt
+ * @prefill_preemptions: requests preempted mid-prefill (of @preemptions)
  * @decode_tokens: decode tokens run
  * @generated: tokens generated (first tokens included)
  * @preemptions: requests released and queued again for lack of pages
@@ -125,10 +139,15 @@ struct llm_sched_info {
  * @done: requests completed
  * @failed: requests failed
  * @cancelled: requests cancelled (llm_sched_cancel())
- * @pages_used: pages in use after the last step (KVMM_IOC_FENCE)
+ * @pages_used: pages in use after the last step (KVMM_IOC_FENCE), every
+ *	cache's
  * @peak_pages: most pages in use after a step
- * @budget_pages: pages the budget can map
- * @page_size: bytes of one page
+ * @budget_pages: pages of cache 0 the budget can map
+ * @page_size: bytes of one page of cache 0
+ * @bytes_used: page bytes in use after the last step, every cache's
+ * @peak_bytes: most page bytes in use after a step
+ * @budget_bytes: page bytes the budget can map
+ * @caches: caches (policies) of the scheduler
  * @held_bytes: page bytes of each request right after its prefill, summed
  * @full_bytes: what the full policy would have held for the same tokens
  *	(@full_bytes / @held_bytes: the compression the policy reached)
@@ -136,6 +155,8 @@ struct llm_sched_info {
 struct llm_sched_stats {
 	uint64_t steps;
 	uint64_t prefill_tokens;
+	uint64_t chunks;
+	uint64_t prefill_preemptions;
 	uint64_t decode_tokens;
 	uint64_t generated;
 	uint64_t preemptions;
@@ -154,6 +175,10 @@ struct llm_sched_stats {
 	uint64_t peak_pages;
 	uint64_t budget_pages;
 	uint32_t page_size;
+	uint64_t bytes_used;
+	uint64_t peak_bytes;
+	uint64_t budget_bytes;
+	int caches;
 	uint64_t held_bytes;
 	uint64_t full_bytes;
 };
@@ -162,6 +187,7 @@ struct llm_sched;
 
 int llm_sched_create(struct llm_kv *kv, const struct llm_sched_opts *o,
 		     llm_sched_step_fn fn, void *ctx, struct llm_sched **out);
+int llm_sched_add_cache(struct llm_sched *s, struct llm_kv *kv, int *index);
 void llm_sched_destroy(struct llm_sched *s);
 int llm_sched_submit(struct llm_sched *s, const struct llm_sched_req *r,
 		     int *id);

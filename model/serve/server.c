@@ -76,6 +76,7 @@ struct srv_req {
 	struct kvk_sample_cfg sample;
 	uint64_t seed;
 	float alpha[2];		/* diffkv thresholds; negative: cache's */
+	int cache;		/* its policy: an index of llm_server.pols */
 	char *stop[LLM_SERVE_MAX_STOP];
 	int n_stop;
 	bool ignore_eos;
@@ -99,10 +100,28 @@ struct srv_req {
 };
 
 /*
+ * struct srv_pol - one policy the server runs: a cache of the scheduler.
+ * @key and @pol are written once, under the server's lock, by the
+ * connection thread that first asks for the policy; @kv, @failed and @why
+ * are the engine thread's, which opens the cache before the first request
+ * that runs in it.
+ */
+struct srv_pol {
+	char key[LLM_POLICY_SPEC_MAX + 1]; /* the spec, diffkv's alphas left
+					    * out (they go per request) */
+	struct llm_policy pol;
+	struct llm_kv *kv;
+	int idx;		/* the scheduler's index of @kv */
+	bool failed;
+	char why[160];
+};
+
+/*
  * struct llm_server - the server. Created by llm_serve_start(), freed by
  * llm_serve_stop(). @lock protects the inbox, the stopping flags, every
- * request's shared part and the statistics snapshot; the engine's part
- * (scheduler, cache, executor, @active) is the engine thread's alone.
+ * request's shared part, @n_pols and the statistics snapshot; the
+ * engine's part (scheduler, caches, executor, @active) is the engine
+ * thread's alone.
  */
 struct llm_server {
 	const struct llm_model *m;
@@ -127,7 +146,8 @@ struct llm_server {
 #endif
 	float *z;		/* [max_seqs][vocab] logits */
 	float *u;		/* [max_seqs] uniforms */
-	struct llm_kv *kv;
+	struct srv_pol pols[LLM_SCHED_MAX_CACHES]; /* [0]: --policy */
+	int n_pols;
 	struct llm_sched *sched;
 	struct srv_req **active; /* [n_active] */
 	int n_active, cap_active;
@@ -336,11 +356,53 @@ static void eng_drop(struct llm_server *s, int i)
 	req_put(s, r);
 }
 
+static int srv_cache_open(struct llm_server *s, const struct llm_policy *p,
+			  struct llm_kv **kv, char *err, size_t errlen);
+
+/*
+ * the cache of policy @i, opened and added to the scheduler before its
+ * first request: 0, or -errno with the reason in the policy
+ */
+static int eng_cache(struct llm_server *s, int i)
+{
+	struct srv_pol *p = &s->pols[i];
+	int ret;
+
+	if (p->kv)
+		return 0;
+	if (p->failed)
+		return -EINVAL;
+	ret = srv_cache_open(s, &p->pol, &p->kv, p->why, sizeof(p->why));
+	if (!ret) {
+		char why[sizeof(p->why)];
+
+		ret = llm_sched_add_cache(s->sched, p->kv, &p->idx);
+		snprintf(why, sizeof(why), "adding the cache of '%s': %s",
+			 p->key, strerror(-ret));
+		if (ret)
+			memcpy(p->why, why, sizeof(why));
+	}
+	if (ret) {
+		llm_kv_destroy(p->kv);
+		p->kv = NULL;
+		p->failed = true;
+	}
+	return ret;
+}
+
 static int eng_submit(struct llm_server *s, struct srv_req *r)
 {
 	struct llm_sched_req q = { r->prompt, r->n_prompt, r->max_new,
-				   r->alpha[0], r->alpha[1] };
+				   r->alpha[0], r->alpha[1], 0 };
 	int ret;
+
+	if (eng_cache(s, r->cache)) {
+		pthread_mutex_lock(&s->lock);
+		req_end(s, r, SRV_END_FAILED, s->pols[r->cache].why);
+		pthread_mutex_unlock(&s->lock);
+		return -EINVAL;
+	}
+	q.cache = s->pols[r->cache].idx;
 
 	if (s->n_active == s->cap_active) {
 		int cap = s->cap_active ? 2 * s->cap_active : 64;
@@ -840,13 +902,32 @@ static void sse_free(void *cls)
 
 /* ---- completions ---- */
 
-/* the request's policy against the server's: diffkv's knobs only */
-static int req_policy(struct llm_server *s, const char *spec, float *alpha,
-		      struct llm_serve_err *e)
+/* @p as a key: its spec with diffkv's thresholds left out */
+static void pol_key(const struct llm_policy *p, char *buf, size_t len)
 {
-	char a[LLM_POLICY_SPEC_MAX + 1], b[LLM_POLICY_SPEC_MAX + 1];
-	struct llm_policy p, q = s->pol;
+	struct llm_policy q = *p, d;
+	char err[64];
+
+	if (q.kind == LLM_POLICY_DIFFKV &&
+	    !llm_policy_parse("diffkv", &d, err, sizeof(err))) {
+		q.alpha_prune = d.alpha_prune;
+		q.alpha_quant = d.alpha_quant;
+	}
+	llm_policy_format(&q, buf, len);
+}
+
+/*
+ * the request's policy: the index of its cache in @s->pols (a policy
+ * asked for the first time takes the next one), and diffkv's thresholds,
+ * which go per request in a cache of the same tiers
+ */
+static int req_policy(struct llm_server *s, const char *spec, float *alpha,
+		      int *cache, struct llm_serve_err *e)
+{
+	char key[LLM_POLICY_SPEC_MAX + 1];
+	struct llm_policy p;
 	char err[200];
+	int i;
 
 	if (llm_policy_parse(spec, &p, err, sizeof(err))) {
 		llm_serve_err_set(e, 400, "invalid_request_error",
@@ -854,21 +935,34 @@ static int req_policy(struct llm_server *s, const char *spec, float *alpha,
 				  err);
 		return -EINVAL;
 	}
-	if (p.kind == LLM_POLICY_DIFFKV && q.kind == LLM_POLICY_DIFFKV) {
-		q.alpha_prune = p.alpha_prune;
-		q.alpha_quant = p.alpha_quant;
-	}
-	llm_policy_format(&p, a, sizeof(a));
-	llm_policy_format(&q, b, sizeof(b));
-	if (strcmp(a, b)) {
+	if (p.topk && s->o.cuda) {
 		llm_serve_err_set(e, 400, "invalid_request_error",
-				  "unsupported_policy", "policy", "this "
-				  "server's KV cache runs one policy, '%s'; a "
-				  "request may change only diffkv's prune and "
-				  "quant, not ask for '%.64s'",
-				  s->policy_spec, spec);
+				  "unsupported_policy", "policy", "'policy': "
+				  "topk sparse attention runs in host caches "
+				  "only, and this server runs on the GPU");
 		return -EINVAL;
 	}
+	pol_key(&p, key, sizeof(key));
+	pthread_mutex_lock(&s->lock);
+	for (i = 0; i < s->n_pols; i++)
+		if (!strcmp(s->pols[i].key, key))
+			break;
+	if (i == LLM_SCHED_MAX_CACHES) {
+		pthread_mutex_unlock(&s->lock);
+		llm_serve_err_set(e, 400, "invalid_request_error",
+				  "too_many_policies", "policy", "this server "
+				  "runs at most %d KV policies (one cache "
+				  "each, in one budget); '%.64s' would be one "
+				  "more", LLM_SCHED_MAX_CACHES, spec);
+		return -EINVAL;
+	}
+	if (i == s->n_pols) {
+		memcpy(s->pols[i].key, key, sizeof(key));
+		s->pols[i].pol = p;
+		s->n_pols++;
+	}
+	pthread_mutex_unlock(&s->lock);
+	*cache = i;
 	if (p.kind == LLM_POLICY_DIFFKV) {
 		alpha[0] = p.alpha_prune;
 		alpha[1] = p.alpha_quant;
@@ -992,7 +1086,7 @@ static struct srv_req *req_make(struct llm_server *s,
 				  "'%.64s'", q->model, s->name);
 		goto fail;
 	}
-	if (q->policy && req_policy(s, q->policy, r->alpha, e))
+	if (q->policy && req_policy(s, q->policy, r->alpha, &r->cache, e))
 		goto fail;
 	ret = req_tokens(s, q, r, e);
 	if (ret == -ENOMEM)
@@ -1209,6 +1303,17 @@ static char *metrics_text(struct llm_server *s)
 	  "kvmm_kv_page_bytes %u", st.sched.page_size);
 	M("kv_pages_peak", "gauge", "Most KV pages in use after a step.",
 	  "kvmm_kv_pages_peak %llu", (unsigned long long)st.sched.peak_pages);
+	M("kv_bytes_used", "gauge", "KV page bytes in use after the last "
+	  "step, every policy's cache.", "kvmm_kv_bytes_used %llu",
+	  (unsigned long long)st.sched.bytes_used);
+	M("kv_bytes_budget", "gauge", "KV page bytes the memory budget "
+	  "maps.", "kvmm_kv_bytes_budget %llu",
+	  (unsigned long long)st.sched.budget_bytes);
+	M("kv_policies", "gauge", "KV policies in use: a cache each.",
+	  "kvmm_kv_policies %d", st.sched.caches);
+	M("prefill_chunks_total", "counter", "Prompt chunks that did not end "
+	  "their prompt (chunked prefill).", "kvmm_prefill_chunks_total %llu",
+	  (unsigned long long)st.sched.chunks);
 	M("running_peak", "gauge", "Most sequences in one step.",
 	  "kvmm_running_peak %d", st.sched.peak_running);
 	M("running_sum_total", "counter", "Sequences of each step, summed "
@@ -1438,7 +1543,9 @@ static int srv_exec(struct llm_server *s, char *err, size_t errlen)
 	return s->z && s->u ? 0 : -ENOMEM;
 }
 
-static int srv_cache(struct llm_server *s, char *err, size_t errlen)
+/* a cache of policy @p, of the server's slots, context and budget */
+static int srv_cache_open(struct llm_server *s, const struct llm_policy *p,
+			  struct llm_kv **kv, char *err, size_t errlen)
 {
 	struct llm_kv_policy_opts ko = { .n_seq = s->o.max_seqs,
 					 .max_tok = s->max_tok + 1,
@@ -1446,16 +1553,27 @@ static int srv_cache(struct llm_server *s, char *err, size_t errlen)
 						llm_cpu_threads(s->cpu) : 0,
 					 .device = s->o.cuda ? 0 : -1,
 					 .budget = s->o.budget };
+
+	return llm_kv_policy_open(&s->m->cfg, p, &ko, kv, err, errlen);
+}
+
+/* the cache of --policy and the scheduler */
+static int srv_cache(struct llm_server *s, char *err, size_t errlen)
+{
 	struct llm_sched_opts so = { .max_step_tokens = s->o.step_tokens,
 				     .reserve = s->o.reserve > 0 ?
-						s->o.reserve : -1.0f };
+						s->o.reserve : -1.0f,
+				     .no_chunk = s->o.no_chunk };
+	struct srv_pol *p = &s->pols[0];
 	int ret;
 
-	ret = llm_kv_policy_open(&s->m->cfg, &s->pol, &ko, &s->kv, err,
-				 errlen);
+	pol_key(&s->pol, p->key, sizeof(p->key));
+	p->pol = s->pol;
+	s->n_pols = 1;
+	ret = srv_cache_open(s, &s->pol, &p->kv, err, errlen);
 	if (ret)
 		return ret;
-	ret = llm_sched_create(s->kv, &so, eng_step, s, &s->sched);
+	ret = llm_sched_create(p->kv, &so, eng_step, s, &s->sched);
 	if (ret)
 		snprintf(err, errlen, "scheduler: %s", strerror(-ret));
 	return ret;
@@ -1507,7 +1625,8 @@ static int srv_listen(struct llm_server *s, char *err, size_t errlen)
 static void srv_free(struct llm_server *s)
 {
 	llm_sched_destroy(s->sched);
-	llm_kv_destroy(s->kv);
+	for (int i = 0; i < s->n_pols; i++)
+		llm_kv_destroy(s->pols[i].kv);
 	llm_cpu_free(s->cpu);
 #ifdef KVMM_HAVE_CUDA
 	llm_cuda_free(s->gpu);

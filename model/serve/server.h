@@ -32,7 +32,9 @@
  * @max_seqs: sequences that run at once: the cache's slots (64)
  * @max_model_len: prompt and output tokens of one sequence (the model's
  *	context, at most 4096)
- * @step_tokens: token budget of a step (2048)
+ * @step_tokens: token budget of a step (2048); longer prompts come in
+ *	chunks (chunked prefill, struct llm_sched_opts)
+ * @no_chunk: whole prompts only
  * @reserve: share of a request's remaining output held back at admission,
  *	0 .. 1 (1; 0 preempts instead, see struct llm_sched_opts)
  * @threads: CPU executor threads (every CPU this process may run on)
@@ -52,6 +54,7 @@ struct llm_serve_opts {
 	int max_seqs;
 	int max_model_len;
 	int step_tokens;
+	bool no_chunk;
 	float reserve;
 	int threads;
 	int cuda;

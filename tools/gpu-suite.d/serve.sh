@@ -72,3 +72,17 @@ if [ -d "$sm" ]; then
 else
 	row "serve" "no model (see serve-model.log)"
 fi
+
+# kvmm serve on the GPU with the default model: per-request policies mixed
+# in the running steps (several device caches, one CUDA executor), each
+# text against `kvmm generate --device cuda --policy`
+small=models/SmolLM2-135M-Instruct.Q4_1.gguf
+if [ -f "$small" ]; then
+	say "== serve_test.py --device cuda (kvmm serve, policies per request)"
+	timeout 300 python3 tests/serve_test.py --kvmm "$B/kvmm" --model "$small" \
+		--device cuda --quick >"$OUT/serve-http-gpu.log" 2>&1
+	rc=$?
+	row "serve http gpu" "$(tail -1 "$OUT/serve-http-gpu.log") (rc $rc)"
+else
+	row "serve http gpu" "no $small (make model)"
+fi

@@ -93,6 +93,8 @@ bool kvk_qdot_supported(uint32_t type)
 	return qdot_tab_c(type) != NULL;
 }
 
+static int kvk_qdot_isa_cached(void);
+
 static inline float h2f(uint16_t h)
 {
 	return kvk_f16_to_f32(h);
@@ -346,13 +348,41 @@ static float act_scale(const float *x, int n, float *inv)
  */
 int kvk_qdot_quantize(uint32_t wtype, const float *x, void *qa, size_t k)
 {
-	uint32_t at = kvk_qdot_act_type(wtype);
-	float inv;
-
-	if (at == KVK_QT_F32)
+	if (kvk_qdot_act_type(wtype) == KVK_QT_F32)
 		return -EOPNOTSUPP;
 	if (!x || !qa || !kvk_qdot_act_bytes(wtype, k))
 		return -EINVAL;
+	return kvk_qdot_quantize_isa(kvk_qdot_isa_cached(), wtype, x, qa, k);
+}
+
+/**
+ * kvk_qdot_quantize_isa() - kvk_qdot_quantize() on a given instruction set
+ * @isa: enum kvk_isa value; every one gives the same bytes (the SIMD paths
+ *	round with the same mode as lrintf())
+ * @wtype: the weight format the row will meet
+ * @x: @k floats (finite)
+ * @qa: kvk_qdot_act_bytes(@wtype, @k) bytes
+ * @k: elements
+ *
+ * Return: 0, -EOPNOTSUPP for a format or ISA not available, -EINVAL.
+ */
+int kvk_qdot_quantize_isa(int isa, uint32_t wtype, const float *x, void *qa,
+			  size_t k)
+{
+	uint32_t at = kvk_qdot_act_type(wtype);
+	float inv;
+
+	if (at == KVK_QT_F32 || !kvk_qdot_isa_ok(isa))
+		return -EOPNOTSUPP;
+	if (!x || !qa || !kvk_qdot_act_bytes(wtype, k))
+		return -EINVAL;
+#if defined(__x86_64__)
+	if (isa == KVK_ISA_AVX2 || isa == KVK_ISA_AVX512) {
+		(isa == KVK_ISA_AVX2 ? qdot_quant_avx2 : qdot_quant_avx512)(
+			x, qa, k, at == KVK_QT_Q8_K);
+		return 0;
+	}
+#endif
 	if (at == KVK_QT_Q8_0) {
 		struct kvk_qa8 *b = qa;
 
@@ -624,6 +654,16 @@ int kvk_qdot_isa_best(void)
 	for (isa = cap; isa > KVK_ISA_C; isa--)
 		if (kvk_qdot_isa_ok(isa))
 			break;
+	return isa;
+}
+
+/* kvk_qdot_isa_best() at the first call: the ISA of kvk_qdot_quantize() */
+static int kvk_qdot_isa_cached(void)
+{
+	static int isa = -1;
+
+	if (isa < 0)
+		__atomic_store_n(&isa, kvk_qdot_isa_best(), __ATOMIC_RELAXED);
 	return isa;
 }
 

@@ -94,6 +94,8 @@ int kvk_qdot_dequant(uint32_t type, const void *src, float *dst, size_t n);
 size_t kvk_qdot_act_bytes(uint32_t wtype, size_t k);
 uint32_t kvk_qdot_act_type(uint32_t wtype);
 int kvk_qdot_quantize(uint32_t wtype, const float *x, void *qa, size_t k);
+int kvk_qdot_quantize_isa(int isa, uint32_t wtype, const float *x, void *qa,
+			  size_t k);
 
 int kvk_qdot_isa_best(void);
 bool kvk_qdot_isa_ok(int isa);

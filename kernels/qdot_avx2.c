@@ -10,5 +10,6 @@
 #define QD_T __attribute__((target("avx2,fma,f16c")))
 #define QD_VNNI 0
 #define QD_TAB qdot_tab_avx2
+#define QD_QUANT qdot_quant_avx2
 #include "qdot_x86.h"
 #endif

@@ -13,5 +13,6 @@
 			      "avx512vnni")))
 #define QD_VNNI 1
 #define QD_TAB qdot_tab_avx512
+#define QD_QUANT qdot_quant_avx512
 #include "qdot_x86.h"
 #endif

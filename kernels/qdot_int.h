@@ -114,4 +114,8 @@ qdot_gemm_fn qdot_tab_c(uint32_t wtype);
 qdot_gemm_fn qdot_tab_avx2(uint32_t wtype);
 qdot_gemm_fn qdot_tab_avx512(uint32_t wtype);
 
+/* kvk_qdot_quantize() for @k a whole number of blocks; @k8: Q8_K */
+void qdot_quant_avx2(const float *x, void *qa, size_t k, bool k8);
+void qdot_quant_avx512(const float *x, void *qa, size_t k, bool k8);
+
 #endif /* KVK_QDOT_INT_H */

@@ -446,3 +446,95 @@ qdot_gemm_fn QD_TAB(uint32_t wtype)
 	}
 	return NULL;
 }
+
+/* ---- activation quantisation, as kvk_qdot_quantize()'s C loop ---- */
+
+static QD_AI QD_T float qd_hmax(__m256 a)
+{
+	__m128 m = _mm_max_ps(_mm256_castps256_ps128(a),
+			      _mm256_extractf128_ps(a, 1));
+
+	m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+	m = _mm_max_ss(m, _mm_movehdup_ps(m));
+	return _mm_cvtss_f32(m);
+}
+
+static QD_AI QD_T int qd_hsum_i32(__m256i a)
+{
+	__m128i s = _mm_add_epi32(_mm256_castsi256_si128(a),
+				  _mm256_extracti128_si256(a, 1));
+
+	s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+	s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+	return _mm_cvtsi128_si32(s);
+}
+
+/*
+ * 32 values times @inv, rounded to nearest even (as lrintf()), to int8 at
+ * @q; *@s16 gets the sums of the two halves of 16
+ */
+static QD_AI QD_T void qd_q32(const float *x, __m256 inv, int8_t *q,
+			      int *s0, int *s1)
+{
+	__m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x), inv));
+	__m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 8),
+						     inv));
+	__m256i c = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 16),
+						     inv));
+	__m256i d = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 24),
+						     inv));
+	__m256i ab = _mm256_packs_epi32(a, b), cd = _mm256_packs_epi32(c, d);
+	__m256i v = _mm256_packs_epi16(ab, cd);
+
+	*s0 = qd_hsum_i32(_mm256_add_epi32(a, b));
+	*s1 = qd_hsum_i32(_mm256_add_epi32(c, d));
+	v = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 4, 1, 5, 2, 6,
+							     3, 7));
+	_mm256_storeu_si256((__m256i *)q, v);
+}
+
+static QD_AI QD_T __m256 qd_abs(__m256 v)
+{
+	return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
+}
+
+QD_T void QD_QUANT(const float *x, void *qa, size_t k, bool k8)
+{
+	if (!k8) {
+		struct kvk_qa8 *b = qa;
+
+		for (size_t i = 0; i < k / KVK_QK; i++, x += KVK_QK, b++) {
+			__m256 m = _mm256_max_ps(
+				_mm256_max_ps(qd_abs(_mm256_loadu_ps(x)),
+					      qd_abs(_mm256_loadu_ps(x + 8))),
+				_mm256_max_ps(qd_abs(_mm256_loadu_ps(x + 16)),
+					      qd_abs(_mm256_loadu_ps(x + 24))));
+			float amax = qd_hmax(m);
+			float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+			int s0, s1;
+
+			b->d = amax / 127.0f;
+			qd_q32(x, _mm256_set1_ps(inv), b->q, &s0, &s1);
+			b->s = b->d * (float)(s0 + s1);
+		}
+		return;
+	}
+	for (struct kvk_q8k *b = qa; k; k -= KVK_QK_K, x += KVK_QK_K, b++) {
+		__m256 m = _mm256_setzero_ps();
+		float amax, inv;
+
+		for (int i = 0; i < KVK_QK_K; i += 8)
+			m = _mm256_max_ps(m, qd_abs(_mm256_loadu_ps(x + i)));
+		amax = qd_hmax(m);
+		inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+		b->d = amax / 127.0f;
+		for (int g = 0; g < KVK_QK_K / 32; g++) {
+			int s0, s1;
+
+			qd_q32(x + 32 * g, _mm256_set1_ps(inv), b->q + 32 * g,
+			       &s0, &s1);
+			b->bsums[2 * g] = (int16_t)s0;
+			b->bsums[2 * g + 1] = (int16_t)s1;
+		}
+	}
+}

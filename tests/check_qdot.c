@@ -4,7 +4,8 @@
  * (kernels/qdot.h): dequantisation against the gguf Python package, the
  * quantised dot against fp32 arithmetic on the dequantised weights within
  * the activation rounding bound, every SIMD path against the portable C
- * path on fresh random inputs, and the errors.
+ * path on fresh random inputs (the activation quantisation to the byte),
+ * and the errors.
  *
  * test_dequant_gguf reads the vectors compiled in from
  * tests/ref/gguf_quants_ref.h, or fresh ones from the file named by
@@ -237,9 +238,21 @@ START_TEST(test_isa_vs_c)
 			rand_blocks(type, w, n * k / blck, &seed);
 			for (size_t i = 0; i < t * k; i++)
 				x[i] = frand(&seed);
-			for (int j = 0; j < t; j++)
-				ck_assert_int_eq(kvk_qdot_quantize(type,
-					x + j * k, qa + j * ab, k), 0);
+			for (int j = 0; j < t; j++) {
+				uint8_t *q1 = malloc(ab);
+
+				ck_assert_ptr_nonnull(q1);
+				ck_assert_int_eq(kvk_qdot_quantize_isa(KVK_ISA_C,
+					type, x + j * k, qa + j * ab, k), 0);
+				/* the ISA's quantisation: the same bytes */
+				ck_assert_int_eq(kvk_qdot_quantize_isa(isa,
+					type, x + j * k, q1, k), 0);
+				ck_assert_msg(!memcmp(q1, qa + j * ab, ab),
+					      "%s: %s activations differ "
+					      "from C", kvk_qdot_isa_name(isa),
+					      kvk_qtype_name(type));
+				free(q1);
+			}
 			ck_assert_int_eq(kvk_qdot_gemm(KVK_ISA_C, type, w, rb,
 				n, qa, ab, t, y0, n, k), 0);
 			ck_assert_int_eq(kvk_qdot_gemm(isa, type, w, rb, n, qa,

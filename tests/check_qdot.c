@@ -138,6 +138,9 @@ START_TEST(test_dequant_gguf)
 	for (size_t i = 0; i < ARRAY_SIZE(fmts); i++)
 		ck_assert_msg(seen[fmts[i]], "no reference for %s",
 			      kvk_qtype_name(fmts[i]));
+	printf("dequant_gguf: %zu formats as gguf gives them (%s)\n",
+	       ARRAY_SIZE(fmts), path ? path : "compiled-in vectors");
+	fflush(stdout);
 }
 END_TEST
 

@@ -172,24 +172,28 @@ static QD_AI QD_T void qd_tile32(const int fmt, const int bsz, const int rb,
 		}
 	for (size_t b = 0; b < nb; b++) {
 		__m256i q[4];
+		__m256 dv[4];
 		float dw[4], mw[4];
 
 #pragma GCC unroll 4
-		for (int r = 0; r < rb; r++)
+		for (int r = 0; r < rb; r++) {
 			qd_load32(fmt, w + r * ldw + b * bsz, &q[r], &dw[r],
 				  &mw[r]);
+			dv[r] = _mm256_set1_ps(dw[r]);
+		}
 #pragma GCC unroll 4
 		for (int t = 0; t < tb; t++) {
 			const struct kvk_qa8 *x = (const void *)(qa + t * lda +
 						  b * sizeof(*x));
 			__m256i a = _mm256_loadu_si256((const __m256i *)x->q);
-			float ad = x->d, as = x->s;
+			__m256 av = _mm256_broadcast_ss(&x->d);
+			float as = x->s;
 
 #pragma GCC unroll 4
 			for (int r = 0; r < rb; r++) {
 				acc[r][t] = _mm256_fmadd_ps(
 					qd_fdot32(fmt, q[r], a),
-					_mm256_set1_ps(dw[r] * ad), acc[r][t]);
+					_mm256_mul_ps(dv[r], av), acc[r][t]);
 				if (off != 0.0f)
 					corr[r][t] += mw[r] * as;
 			}

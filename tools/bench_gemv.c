@@ -179,6 +179,8 @@ static void usage(FILE *f)
 		"                q4_k,q5_k,q6_k (all)\n"
 		"  --isa I       c, avx2 or avx512 (the best the CPU runs)\n"
 		"  --reps R      timed runs per figure, median (9)\n"
+		"  --ceiling-mib N  bytes the read ceiling reads (256: past\n"
+		"                any cache)\n"
 		"  --json        one JSON object a line\n");
 }
 
@@ -221,12 +223,13 @@ int cmd_bench_gemv(int argc, char **argv)
 		{ "formats", required_argument, NULL, 'f' },
 		{ "isa", required_argument, NULL, 'i' },
 		{ "reps", required_argument, NULL, 'r' },
+		{ "ceiling-mib", required_argument, NULL, 'c' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
 	bool on[ARRAY_SIZE(gemv_fmts)] = { false }, any = false;
-	long rows = 16384, k = 4096, tokens = 1, reps = 9;
+	long rows = 16384, k = 4096, tokens = 1, reps = 9, cmib = 256;
 	long nth = sysconf(_SC_NPROCESSORS_ONLN);
 	int isa = kvk_qdot_isa_best(), json = 0, c, ret;
 	struct gemv_job rd = { 0 };
@@ -246,6 +249,7 @@ int cmd_bench_gemv(int argc, char **argv)
 		case 't': dst = &tokens; break;
 		case 'p': dst = &nth; break;
 		case 'r': dst = &reps; break;
+		case 'c': dst = &cmib; break;
 		case 'f':
 			if (parse_fmts(optarg, on))
 				return 2;
@@ -271,8 +275,8 @@ int cmd_bench_gemv(int argc, char **argv)
 				fprintf(stderr, "kvmm bench gemv: --%s %s: "
 					"not a positive number\n",
 					opts[c == 'n' ? 0 : c == 'k' ? 1 :
-					     c == 't' ? 2 : c == 'p' ? 3 : 6]
-						.name, optarg);
+					     c == 't' ? 2 : c == 'p' ? 3 :
+					     c == 'r' ? 6 : 7].name, optarg);
 				return 2;
 			}
 		}
@@ -283,11 +287,12 @@ int cmd_bench_gemv(int argc, char **argv)
 		return 2;
 	}
 	if (k % KVK_QK_K || rows > (1L << 24) || k > (1L << 20) ||
-	    tokens > 4096 || nth > 1024 || reps > GEMV_MAX_REPS) {
+	    tokens > 4096 || nth > 1024 || reps > GEMV_MAX_REPS ||
+	    cmib > 65536) {
 		fprintf(stderr, "kvmm bench gemv: --k must be a multiple of "
 			"256 (up to 2^20), --rows up to 2^24, --tokens up to "
-			"4096, --threads up to 1024, --reps up to %d\n",
-			GEMV_MAX_REPS);
+			"4096, --threads up to 1024, --reps up to %d, "
+			"--ceiling-mib up to 65536\n", GEMV_MAX_REPS);
 		return 2;
 	}
 	for (size_t i = 0; i < ARRAY_SIZE(on); i++)
@@ -303,7 +308,7 @@ int cmd_bench_gemv(int argc, char **argv)
 	}
 
 	/* the ceiling: a read of 256 MiB, past any cache */
-	rdlen = 256UL << 20;
+	rdlen = (size_t)cmib << 20;
 	rd.ldw = 4096;
 	rd.n = (int)(rdlen / rd.ldw);
 	rd.w = aligned_alloc(4096, rdlen);

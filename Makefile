@@ -165,13 +165,14 @@ check: deps
 	$(Q)mkdir -p $(B)/logs
 	$(Q)$(CHECK) --cpu --tap $(B)/logs/check.tap --xml $(B)/logs/check.xml
 	$(Q)if command -v python3 >/dev/null; then \
+		python3 tests/gguf_quants_test.py --check $(CHECK) && \
 		python3 tests/plot_sweep_test.py && \
 		python3 tests/plot_serve_test.py && \
 		KVMM=$(KVMM) python3 tests/hf_serve_peer_test.py && \
 		python3 tests/serve_test.py --quick --kvmm $(KVMM) \
 			--pylib $(B)/pylib; \
-	else echo "plot_sweep, plot_serve, hf_serve_peer, serve: 0 passed," \
-		"0 failed, 4 skipped (no python3)"; fi
+	else echo "gguf_quants, plot_sweep, plot_serve, hf_serve_peer, serve:" \
+		"0 passed, 0 failed, 5 skipped (no python3)"; fi
 
 # kvmm serve in full: its C suite, then curl and the openai package (pip
 # installs it into $(B)/pylib when absent; skipped, with the reason, when

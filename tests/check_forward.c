@@ -30,6 +30,30 @@
 #include "ref/tiny_ref.h"
 
 #define REF_TOL 1e-4 /* relative L2, fp32 against the float64 reference */
+/*
+ * The executor's default path quantises every GEMM input to 8 bits
+ * (kernels/qdot.h), as llama.cpp does: its logits are further from the
+ * float64 reference, by what 30 layers of 8-bit activations give (3-7%
+ * relative L2 on these prompts, measured). The fp32 path
+ * (KVMM_CPU_WEIGHTS=f32) is held to REF_TOL and the reference's argmax,
+ * the quantised one to QREF_TOL, the reference's best token within
+ * QREF_TOL of its own best, and the first QREF_GREEDY greedy tokens; the
+ * perplexity they give is compared on WikiText
+ * in Documentation/model/weights.rst.
+ */
+#define QREF_TOL 0.1
+#define QREF_GREEDY 16 /* greedy tokens the quantised path must agree on */
+
+/* the tolerance of the path the running test loaded (ref_mode()) */
+static double ref_tol = REF_TOL;
+static bool ref_f32 = true;
+
+/* mode 0: the fp32 path at REF_TOL; 1: the quantised path at QREF_TOL */
+static void ref_mode(int mode)
+{
+	ref_f32 = mode == 0;
+	ref_tol = ref_f32 ? REF_TOL : QREF_TOL;
+}
 
 /* a model loaded for the tests; the GGUF file is closed after loading */
 struct fwd_model {
@@ -57,8 +81,11 @@ static int fwd_open(const char *test, struct fwd_model *m)
 	ck_assert_msg(!llm_weights_bind(g, &m->c, &w, err, sizeof(err)), "%s",
 		      err);
 	ck_assert_msg(!llm_tok_load(g, &m->tok, err, sizeof(err)), "%s", err);
+	if (ref_f32)
+		setenv("KVMM_CPU_WEIGHTS", "f32", 1);
 	ck_assert_msg(!llm_cpu_load(&m->c, &w, 2, &m->cpu, err, sizeof(err)),
 		      "%s", err);
+	unsetenv("KVMM_CPU_WEIGHTS");
 	llm_weights_fini(&w);
 	llm_gguf_close(g);
 	return 0;
@@ -87,22 +114,32 @@ static void ref_compare(const struct fwd_ref *r, const float *z, int vocab)
 
 		e += d * d;
 		s += (double)r->val[i] * r->val[i];
-		if (fabs(d) > REF_TOL * fabs(r->val[i]) + 1e-3 && bad++ < 5)
+		if (fabs(d) > ref_tol * fabs(r->val[i]) + 1e-3 && bad++ < 5)
 			fprintf(stderr, "%s: logit %d: %.9g, reference %.9g\n",
 				r->name, r->idx[i], z[r->idx[i]], r->val[i]);
 	}
 	ck_assert_int_eq(kvk_argmax_cpu(&am, z, 1, vocab, KVK_F32, NULL), 0);
-	printf("%s: sampled rel L2 %.3g, norm rel %.3g, sum err %.3g\n",
-	       r->name, sqrt(e / s), fabs(norm - r->norm) / r->norm,
-	       fabs(sum - r->sum) / (r->norm * sqrt(vocab)));
-	ck_assert_msg(sqrt(e / s) < REF_TOL, "%s: relative L2 error %.3g",
+	printf("%s (%s): sampled rel L2 %.3g, norm rel %.3g, sum err %.3g, "
+	       "argmax %d (reference %d: %.4g, here %.4g)\n", r->name,
+	       ref_f32 ? "fp32" : "quantised", sqrt(e / s),
+	       fabs(norm - r->norm) / r->norm,
+	       fabs(sum - r->sum) / (r->norm * sqrt(vocab)), am, r->argmax,
+	       z[r->argmax], z[am]);
+	ck_assert_msg(sqrt(e / s) < ref_tol, "%s: relative L2 error %.3g",
 		      r->name, sqrt(e / s));
-	ck_assert_msg(fabs(norm - r->norm) < REF_TOL * r->norm,
+	ck_assert_msg(fabs(norm - r->norm) < ref_tol * r->norm,
 		      "%s: norm %.9g, reference %.9g", r->name, norm, r->norm);
-	/* the sum's error, against the largest a REF_TOL L2 error allows */
-	ck_assert_msg(fabs(sum - r->sum) < REF_TOL * r->norm * sqrt(vocab),
+	/* the sum's error, against the largest a ref_tol L2 error allows */
+	ck_assert_msg(fabs(sum - r->sum) < ref_tol * r->norm * sqrt(vocab),
 		      "%s: sum %.9g, reference %.9g", r->name, sum, r->sum);
-	ck_assert_int_eq(am, r->argmax);
+	if (ref_f32) {
+		ck_assert_int_eq(am, r->argmax);
+		return;
+	}
+	/* quantised: the reference's best token is among our near-best */
+	ck_assert_msg(z[am] - z[r->argmax] <= ref_tol * fabs(z[am]),
+		      "%s: argmax %d (%.4g), the reference's %d at %.4g",
+		      r->name, am, z[am], r->argmax, z[r->argmax]);
 }
 
 /* our tokenizer on the prompt gives the reference's ids */
@@ -121,6 +158,7 @@ static void ref_encode(const struct fwd_model *m, const struct fwd_ref *r,
 
 START_TEST(test_forward_ref_prompts)
 {
+	ref_mode(_i);
 	struct fwd_model m;
 	int32_t ids[REF_MAX_IDS];
 	float *z;
@@ -152,6 +190,7 @@ END_TEST
 /* prefill, then REF_GREEDY_STEPS greedy tokens, one decode step each */
 START_TEST(test_forward_ref_greedy)
 {
+	ref_mode(_i);
 	const struct fwd_ref *r = NULL, *last = NULL;
 	int32_t ids[REF_MAX_IDS], id;
 	struct fwd_model m;
@@ -182,6 +221,12 @@ START_TEST(test_forward_ref_greedy)
 						NULL), 0);
 		ck_assert_msg(id == r->greedy[s], "step %d: token %d, "
 			      "reference %d", s, id, r->greedy[s]);
+		/*
+		 * quantised: the first QREF_GREEDY tokens agree; later ones
+		 * may part ways at a near tie, and the last logits with them
+		 */
+		if (!ref_f32 && s + 1 == QREF_GREEDY)
+			goto out;
 		if (s + 1 == REF_GREEDY_STEPS)
 			break;
 		nt = 1;
@@ -190,6 +235,7 @@ START_TEST(test_forward_ref_greedy)
 	}
 	ck_assert_int_eq(llm_kv_len(kv, 0), r->n_ids + REF_GREEDY_STEPS - 1);
 	ref_compare(last, z, m.c.n_vocab);
+out:
 	llm_kv_destroy(kv);
 	free(z);
 	fwd_close(&m);
@@ -628,8 +674,8 @@ Suite *suite_forward(void)
 	KV_ADD(tc, test_kv_contig_roundtrip);
 	KV_ADD_LOOP(tc, test_forward_tiny_archs, 0,
 		    (int)ARRAY_SIZE(tiny_refs));
-	KV_ADD(tc, test_forward_ref_prompts);
-	KV_ADD(tc, test_forward_ref_greedy);
+	KV_ADD_LOOP(tc, test_forward_ref_prompts, 0, 2);
+	KV_ADD_LOOP(tc, test_forward_ref_greedy, 0, 2);
 	KV_ADD(tc, test_forward_batch_matches_single);
 	KV_ADD(tc, test_forward_refuses_bad_batch);
 	suite_add_tcase(s, tc);

@@ -478,8 +478,11 @@ static void both_load_bits(struct both *m, const struct rnd_shape *r,
 		      err);
 	ck_assert_msg(!llm_weights_bind(g, &m->c, &w, err, sizeof(err)), "%s",
 		      err);
+	/* the CPU side in fp32, as the CUDA executor's weights are held */
+	setenv("KVMM_CPU_WEIGHTS", "f32", 1);
 	ck_assert_msg(!llm_cpu_load(&m->c, &w, 2, &m->cpu, err, sizeof(err)),
 		      "%s", err);
+	unsetenv("KVMM_CPU_WEIGHTS");
 	ck_assert_msg(!llm_cuda_load(&m->c, &w, &o, &m->gpu, err,
 				     sizeof(err)), "%s", err);
 	ck_assert_int_eq(llm_cuda_dtype(m->gpu), dt);

@@ -301,7 +301,9 @@ START_TEST(test_dequant_float)
 	ck_assert_float_eq(out[1], -3.0f);
 	ck_assert_int_eq(llm_gguf_dequant_row(LLM_GGML_F32, f, out, 3), 0);
 	ck_assert_mem_eq(out, f, sizeof(f));
-	ck_assert_int_eq(llm_gguf_dequant_row(12, f, out, 32), -EOPNOTSUPP);
+	ck_assert_int_eq(llm_gguf_dequant_row(10, f, out, 256), -EOPNOTSUPP);
+	ck_assert_int_eq(llm_gguf_dequant_row(LLM_GGML_Q4_K, f, out, 32),
+			 -EINVAL);
 	ck_assert_int_eq(llm_gguf_type_layout(LLM_GGML_Q4_1, &blck, &bsz), 0);
 	ck_assert_uint_eq(blck, 32);
 	ck_assert_uint_eq(bsz, 20);
@@ -538,11 +540,16 @@ START_TEST(test_corrupt_variants)
 	expect_bad(s.off_strlen - 4, &u, 4, -EBADMSG, "unknown value type");
 	u = LLM_GGUF_ARRAY;
 	expect_bad(s.off_arrcount - 4, &u, 4, -EBADMSG, "nested array");
-	u = 12; /* Q4_K: not supported */
+	u = 10; /* Q2_K: not supported, named */
 	expect_bad(s.off_t0_type, &u, 4, -EOPNOTSUPP,
-		   "unsupported tensor type 12");
+		   "tensor type Q2_K (10) is not supported");
+	u = 16;
+	expect_bad(s.off_t0_type, &u, 4, -EOPNOTSUPP, "type IQ2_XXS (16)");
+	u = 15; /* Q8_K is an activation format only */
+	expect_bad(s.off_t0_type, &u, 4, -EOPNOTSUPP, "type Q8_K (15)");
 	u = 1000;
-	expect_bad(s.off_t0_type, &u, 4, -EOPNOTSUPP, "tensor type 1000");
+	expect_bad(s.off_t0_type, &u, 4, -EOPNOTSUPP,
+		   "tensor type unknown (1000)");
 	expect_bad(s.off_t0_offset, &huge, 8, -EBADMSG, "beyond end of file");
 	huge = 1ULL << 20;
 	expect_bad(s.off_t0_offset, &huge, 8, -EBADMSG, "beyond end of file");

@@ -633,6 +633,10 @@ START_TEST(test_generate_lengths)
 			      NULL), 0);
 	ck_assert_msg(strstr(out_s, "\"stop\": \"max-tokens\"") &&
 		      strstr(out_s, "\"generated_tokens\": 8"), "%s", out_s);
+	/* the weights: the tiny file's F32, read in place */
+	ck_assert_msg(strstr(out_s, "\"weight_bytes\": 526336") &&
+		      strstr(out_s, "\"weight_format\": \"F32 0.5 MB "
+			     "(mapped, "), "%s", out_s);
 	/* the summary: tokens held next to what the pages can hold */
 	{
 		const char *k = strstr(out_s, "\"kv_tokens\": [");
@@ -724,6 +728,36 @@ START_TEST(test_bench_host)
 	ck_assert_msg(json_num("ceiling_bytes") == json_num("bytes_moved"),
 		      "%s", out_s);
 	ck_assert_msg(json_num("device_copy_gbs") > 0, "%s", out_s);
+}
+END_TEST
+
+/* kvmm bench gemv: each format asked for, beside the ceiling */
+START_TEST(test_bench_gemv)
+{
+	ck_assert_int_eq(kvmm("bench", "gemv", "--rows", "64", "--k", "512",
+			      "--tokens", "3", "--threads", "1", "--reps", "1",
+			      "--ceiling-mib", "8", "--formats", "q4_1,Q6_K",
+			      "--json", NULL), 0);
+	ck_assert_msg(strstr(out_s, "\"what\":\"read_ceiling\"") &&
+		      strstr(out_s, "\"format\":\"Q4_1\"") &&
+		      strstr(out_s, "\"format\":\"Q6_K\"") &&
+		      !strstr(out_s, "\"format\":\"Q8_0\""), "%s", out_s);
+	ck_assert_msg(json_num("gbs") > 0 && json_num("ceiling_gbs") > 0 &&
+		      json_num("cpu_gops") > 0, "%s", out_s);
+	/* 64 rows of 2 Q6_K super-blocks of 210 bytes */
+	ck_assert_msg(strstr(out_s, "\"format\":\"Q6_K\",\"isa\"") &&
+		      strstr(out_s, "\"bytes\":26880,"), "%s", out_s);
+	ck_assert_int_eq(kvmm("bench", "gemv", "--rows", "8", "--k", "256",
+			      "--reps", "1", "--ceiling-mib", "8", "--formats",
+			      "q8_0", "--isa", "c", NULL), 0);
+	ck_assert_msg(strstr(out_s, "isa c") && strstr(out_s, "Q8_0"), "%s",
+		      out_s);
+	ck_assert_int_eq(kvmm("bench", "gemv", "--formats", "q2_k", NULL), 2);
+	EXPECT_ERR("unknown format 'q2_k'");
+	ck_assert_int_eq(kvmm("bench", "gemv", "--k", "100", NULL), 2);
+	EXPECT_ERR("multiple of 256");
+	ck_assert_int_eq(kvmm("bench", "gemv", "--isa", "sse9", NULL), 2);
+	EXPECT_ERR("--isa sse9");
 }
 END_TEST
 
@@ -874,6 +908,7 @@ Suite *suite_tools(void)
 	KV_ADD(tc, test_generate_lengths);
 	KV_ADD(tc, test_progress_line);
 	KV_ADD(tc, test_bench_host);
+	KV_ADD(tc, test_bench_gemv);
 	KV_ADD(tc, test_docs_agree);
 	KV_ADD(tc, test_failures_say_why);
 	suite_add_tcase(s, tc);

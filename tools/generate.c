@@ -677,6 +677,7 @@ static void gen_summary(const struct gen_run *r, const struct gen_opts *o)
 	struct llm_kv_stats ks;
 	struct rusage ru;
 	double rss_mb;
+	char wfmt[256];
 	char kvdesc[320], spec[LLM_POLICY_SPEC_MAX + 1] = "";
 
 	if (llm_kv_stats(r->kv, &ks))
@@ -698,6 +699,10 @@ static void gen_summary(const struct gen_run *r, const struct gen_opts *o)
 	dec_tps = r->decode_tok ? r->decode_tok / (r->decode_us / 1e6) : 0.0;
 	getrusage(RUSAGE_SELF, &ru);
 	rss_mb = ru.ru_maxrss / 1024.0;
+	if (r->gpu)
+		snprintf(wfmt, sizeof(wfmt), "fp16/bf16");
+	else
+		llm_cpu_weight_info(r->cpu, wfmt, sizeof(wfmt));
 	if (o->json) {
 		printf("{\"summary\": true, \"model\": ");
 		json_str(stdout, o->model, strlen(o->model));
@@ -709,7 +714,8 @@ static void gen_summary(const struct gen_run *r, const struct gen_opts *o)
 		       "\"kv\": \"%s\", \"kv_bytes\": %llu, "
 		       "\"kv_page_bytes\": %llu, \"kv_pages\": [%llu, %llu], "
 		       "\"kv_tokens\": [%llu, %llu], \"kv_token_slots\": %llu, "
-		       "\"weight_bytes\": %llu, \"peak_rss_mb\": %.1f}\n",
+		       "\"weight_bytes\": %llu, \"weight_format\": \"%s\", "
+		       "\"peak_rss_mb\": %.1f}\n",
 		       r->gpu ? "cuda" : "cpu", gen_threads_used(r), r->n_seq,
 		       n_prompt, n_gen,
 		       r->load_us / 1e6, r->prefill_us / 1e6, pre_tps,
@@ -722,12 +728,12 @@ static void gen_summary(const struct gen_run *r, const struct gen_opts *o)
 		       (unsigned long long)ks.tokens[0],
 		       (unsigned long long)ks.tokens[1],
 		       (unsigned long long)ks.token_slots,
-		       (unsigned long long)gen_weight_bytes(r), rss_mb);
+		       (unsigned long long)gen_weight_bytes(r), wfmt, rss_mb);
 		return;
 	}
 	fprintf(stderr,
 		"\n-- kvmm generate: %s, %d threads, %s, %d sequence%s%s%s\n"
-		"   load          %8.2f s (weights %.1f MiB %s)\n"
+		"   load          %8.2f s (weights %.1f MiB: %s)\n"
 		"   prompt        %8zu tokens  %8.2f s  %8.1f tok/s (prefill)\n"
 		"   generated     %8zu tokens  %8.2f s  %8.1f tok/s (decode)\n"
 		"   KV cache      %8.1f MiB (%s)\n"
@@ -736,7 +742,7 @@ static void gen_summary(const struct gen_run *r, const struct gen_opts *o)
 		r->cfg.arch_name, r->n_seq,
 		r->n_seq > 1 ? "s" : "", r->n_seq > 1 ? "" : ", stop: ",
 		r->n_seq > 1 ? "" : r->seq[0].stop_reason, r->load_us / 1e6,
-		gen_weight_bytes(r) / 1048576.0, r->gpu ? "fp16/bf16" : "fp32",
+		gen_weight_bytes(r) / 1048576.0, wfmt,
 		n_prompt,
 		r->prefill_us / 1e6, pre_tps, n_gen, r->decode_us / 1e6,
 		dec_tps, ks.bytes / 1048576.0, kvdesc, rss_mb);

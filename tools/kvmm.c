@@ -35,6 +35,8 @@ static const struct kvmm_cmd bench_cmds[] = {
 	  "prefill attention TFLOP/s beside the cuBLAS GEMM rate" },
 	{ "evict", cmd_bench_evict,
 	  "per-head page eviction (KV-Compress) over Llama-3-8B lists" },
+	{ "gemv", cmd_bench_gemv,
+	  "CPU quantised GEMV/GEMM per GGUF format beside the read ceiling" },
 	{ "decode", cmd_bench_decode,
 	  "decode step per policy x batch x context beside its floor (GPU)" },
 	{ "place", cmd_bench_place,

@@ -84,6 +84,7 @@ int cmd_bench_alloc(int argc, char **argv);
 int cmd_bench_compact(int argc, char **argv);
 int cmd_bench_prefill(int argc, char **argv);
 int cmd_bench_decode(int argc, char **argv);
+int cmd_bench_gemv(int argc, char **argv);
 int cmd_bench_serve(int argc, char **argv);
 
 #endif /* KVMM_TOOL_H */

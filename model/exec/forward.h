@@ -4,8 +4,9 @@
  * of single tokens, for a batch of sequences, over a KV cache reached
  * through struct llm_kv_ops (kvcache.h).
  *
- * CPU backend (forward_cpu.c): weights dequantised to fp32 at load, fp32
- * activations, threaded GEMMs of our own, the kvk_*_cpu() kernels for
+ * CPU backend (forward_cpu.c): GGUF weights kept in their format and read
+ * in place, integer dot products on quantised activations
+ * (kernels/qdot.h), fp32 elsewhere, threaded GEMMs of our own, the kvk_*_cpu() kernels for
  * RMSNorm, RoPE, SiLU-mul, residual add and embedding gather. See
  * Documentation/model/index.rst, "Forward pass".
  */
@@ -34,6 +35,7 @@ int llm_cpu_load(const struct llm_config *c, const struct llm_weights *w,
 		 size_t errlen);
 void llm_cpu_free(struct llm_cpu *m);
 uint64_t llm_cpu_weight_bytes(const struct llm_cpu *m);
+void llm_cpu_weight_info(const struct llm_cpu *m, char *buf, size_t len);
 int llm_cpu_threads(const struct llm_cpu *m);
 int llm_cpu_forward(struct llm_cpu *m, struct llm_kv *kv,
 		    const struct llm_batch *b, float *logits);

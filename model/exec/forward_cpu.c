@@ -1,17 +1,32 @@
 // SPDX-License-Identifier: MIT
 /*
- * forward_cpu.c - the LLaMA-family forward pass on the CPU, in fp32.
+ * forward_cpu.c - the LLaMA-family forward pass on the CPU.
  *
  * DOC: CPU forward pass
  *
- * Weights are dequantised to fp32 once, at load, into row-major [out][in]
- * matrices; Q, K and V of a layer are stacked into one [q+2kv][dim] matrix
- * and gate and up into one [2 ffn][dim] matrix, so that a layer is five
- * threaded jobs: QKV GEMM, attention, output GEMM, gate/up GEMM, down GEMM.
+ * Weight matrices stay in their GGUF format (Q4_0, Q4_1, Q5_0, Q5_1,
+ * Q8_0, Q4_K, Q5_K, Q6_K) and are read in place from the file's read-only
+ * mapping: loading copies nothing, and the tied embedding/output matrix is
+ * one matrix. The GEMMs quantise their input rows once per step
+ * (kvk_qdot_quantize(): 8-bit blocks, Q8_K for the K-quants) and run the
+ * integer dot products of kernels/qdot.h, on the best instruction set the
+ * CPU has (AVX-512 VNNI, AVX2, portable C). Float matrices (F32, F16, BF16,
+ * e.g. a Hugging Face directory) are held in fp32 and run an fp32 GEMM.
+ * KVMM_CPU_WEIGHTS=f32 (read at load) dequantises every matrix to fp32
+ * instead: the reference the quantised path is measured against.
+ *
+ * A layer is five threaded jobs: Q, K and V together, attention, the
+ * output projection, gate and up together, down. A job splits the rows of
+ * its matrices among the threads (GEMV at decode); at prefill each thread
+ * runs its rows in chunks of QROWS against tiles of four tokens, so a
+ * chunk of weights is read from memory once per step and from L1 once per
+ * four tokens.
+ *
  * GGUF files of the "llama" and "mistral" architectures store the Q and K
- * rows of each head interleaved for llama.cpp's pairwise RoPE; they are put
- * back in Hugging Face order at load, so one rotate-half RoPE
- * (kvk_rope_cpu()) serves every architecture.
+ * rows of each head interleaved for llama.cpp's pairwise RoPE; the
+ * executor computes Q and K in the file's row order and puts each token's
+ * values back in Hugging Face order (a gather of q_dim + kv_dim floats), so
+ * that one rotate-half RoPE (kvk_rope_cpu()) serves every architecture.
  *
  * The tokens of every sequence of a step go through the GEMMs together
  * (one row each); attention then runs per sequence over the keys and values
@@ -43,23 +58,43 @@
 #include "forward.h"
 #include "kvk.h"
 #include "pool.h"
+#include "qdot.h"
 
 #define GEMM_NB 64 /* rows of W kept hot in L2 while the tokens stream by */
+#define QROWS 16   /* quantised rows per chunk at prefill (L1-resident) */
+
+/*
+ * struct cpu_mat - one weight matrix [n][k] as the executor reads it.
+ * Read-only after load.
+ */
+struct cpu_mat {
+	uint32_t type;	  /* LLM_GGML_F32, or a kvk_qdot_supported() format */
+	const uint8_t *w; /* row 0: in the file mapping, or @own */
+	size_t ldw;	  /* bytes from one row to the next */
+	int n, k;	  /* rows, elements per row */
+	void *own;	  /* our copy (fp32 or raw blocks), else NULL */
+};
+
+/* one transformer block */
+struct cpu_layer {
+	float *attn_norm;	/* [dim] */
+	struct cpu_mat wq;	/* [q_dim][dim], file row order */
+	struct cpu_mat wk;	/* [kv_dim][dim], file row order */
+	struct cpu_mat wv;	/* [kv_dim][dim] */
+	float *bqkv;		/* [q_dim + 2 kv_dim] or NULL */
+	float *q_norm;		/* [head_dim] or NULL */
+	float *k_norm;		/* [head_dim] or NULL */
+	struct cpu_mat wo;	/* [dim][q_dim] */
+	float *ffn_norm;	/* [dim] */
+	struct cpu_mat wgate;	/* [ffn_dim][dim] */
+	struct cpu_mat wup;	/* [ffn_dim][dim] */
+	struct cpu_mat wdown;	/* [dim][ffn_dim] */
+};
 
 struct gemm_job;
 
-/* one transformer block, fp32, [out][in] row-major */
-struct cpu_layer {
-	float *attn_norm; /* [dim] */
-	float *wqkv;	  /* [q_dim + 2 kv_dim][dim] */
-	float *bqkv;	  /* [q_dim + 2 kv_dim] or NULL */
-	float *q_norm;	  /* [head_dim] or NULL */
-	float *k_norm;	  /* [head_dim] or NULL */
-	float *wo;	  /* [dim][q_dim] */
-	float *ffn_norm;  /* [dim] */
-	float *wgu;	  /* [2 ffn_dim][dim]: gate rows, then up rows */
-	float *wdown;	  /* [dim][ffn_dim] */
-};
+/* bytes held per weight format, for llm_cpu_weight_info() */
+#define CPU_NTYPES 40
 
 /*
  * struct llm_cpu - a model loaded for the CPU. Owned by the caller of
@@ -70,11 +105,16 @@ struct llm_cpu {
 	struct llm_pool *pool;
 	struct kvk_rope_cfg rope;
 	int q_dim, kv_dim, qkv_dim; /* floats per token */
-	float *embd;		    /* [n_vocab][dim] */
+	int isa;		    /* enum kvk_isa of the quantised GEMMs */
+	bool f32;		    /* KVMM_CPU_WEIGHTS=f32: all fp32 */
+	struct llm_gguf *src;	    /* referenced while a matrix is in it */
+	struct cpu_mat embd;	    /* [n_vocab][dim] */
 	float *out_norm;	    /* [dim] */
-	float *out;		    /* [n_vocab][dim]; == embd when tied */
+	struct cpu_mat out_own;	    /* output.weight when not tied */
+	const struct cpu_mat *out;  /* &embd when tied, else &out_own */
 	struct cpu_layer *L;	    /* [n_layers] */
-	uint64_t bytes;		    /* fp32 weights held */
+	uint64_t bytes;		    /* weight bytes held, in memory or mapped */
+	uint64_t type_bytes[CPU_NTYPES]; /* of @bytes, per format */
 	void (*gemm_rows)(const struct gemm_job *j, long n0, long n1);
 
 	/* workspace, grown on demand */
@@ -88,9 +128,11 @@ struct llm_cpu {
 	float *act;   /* [ws_tok][ffn] */
 	float *last;  /* [ws_seq][dim] */
 	int32_t *pos; /* [ws_tok] */
+	size_t qa_ld[2]; /* bytes per row of qa[]: Q8_0-style, Q8_K */
+	uint8_t *qa[2];	 /* [ws_tok] quantised GEMM inputs */
 };
 
-/* ---- GEMM: Y[t][n] = sum_k X[t][k] W[n][k] ---- */
+/* ---- fp32 GEMM: Y[t][n] = sum_k X[t][k] W[n][k] ---- */
 
 struct gemm_job {
 	const struct llm_cpu *m;
@@ -285,20 +327,102 @@ static void kernels_pick(struct llm_cpu *m)
 #endif
 }
 
-static void gemm_task(void *arg, int tid, int nth)
-{
-	const struct gemm_job *j = arg;
-	long lo, hi;
+/* ---- a step's matrix products: fp32 or quantised, several matrices ---- */
 
-	llm_pool_range(j->N, tid, nth, 4, &lo, &hi);
-	if (lo < hi)
-		j->m->gemm_rows(j, lo, hi);
+/* one matrix of a job and where its outputs go */
+struct mm_part {
+	const struct cpu_mat *w;
+	float *y;  /* [T][w->n], ldy apart */
+	long ldy;  /* floats */
+};
+
+/*
+ * struct mm_job - up to three matrices that read the same input, split
+ * among the threads by rows of their concatenation. On the stack of
+ * mm_run(); read-only while the pool runs it.
+ */
+struct mm_job {
+	const struct llm_cpu *m;
+	const float *x; /* [T][K] fp32 input, ldx apart */
+	long ldx;
+	int T, K, np;
+	long rows;	/* sum of the parts' rows */
+	struct mm_part p[3];
+};
+
+/* index of the activation buffer a format reads: 0 32-blocks, 1 Q8_K */
+static int qa_slot(uint32_t type)
+{
+	return kvk_qdot_act_type(type) == KVK_QT_Q8_K;
 }
 
-static void gemm(struct llm_cpu *m, const float *x, long ldx, const float *w,
-		 float *y, long ldy, int T, int N, int K)
+/* rows [r0, r1) of part @p */
+static void mm_part_rows(const struct mm_job *j, const struct mm_part *p,
+			 long r0, long r1)
 {
-	struct gemm_job j = { m, x, w, y, ldx, ldy, T, N, K };
+	const struct cpu_mat *w = p->w;
+	const struct llm_cpu *m = j->m;
+	int s;
+
+	if (w->type == LLM_GGML_F32) {
+		struct gemm_job g = { m, j->x, (const float *)w->w, p->y,
+				      j->ldx, p->ldy, j->T, w->n, w->k };
+
+		m->gemm_rows(&g, r0, r1);
+		return;
+	}
+	s = qa_slot(w->type);
+	/* decode: all rows at once; prefill: L1-sized chunks of rows */
+	for (long r = r0; r < r1; r += j->T > 1 ? QROWS : r1 - r0) {
+		long n = j->T > 1 && r1 - r > QROWS ? QROWS : r1 - r;
+
+		kvk_qdot_gemm(m->isa, w->type, w->w + r * w->ldw, w->ldw, n,
+			      m->qa[s], m->qa_ld[s], j->T, p->y + r, p->ldy,
+			      w->k);
+	}
+}
+
+static void mm_task(void *arg, int tid, int nth)
+{
+	const struct mm_job *j = arg;
+	long lo, hi, base = 0;
+
+	llm_pool_range(j->rows, tid, nth, 4, &lo, &hi);
+	for (int i = 0; i < j->np && lo < hi; i++) {
+		long n = j->p[i].w->n;
+
+		if (lo < base + n)
+			mm_part_rows(j, &j->p[i], lo - base,
+				     hi < base + n ? hi - base : n);
+		base += n;
+		if (lo < base)
+			lo = base;
+	}
+}
+
+/* quantise the job's input rows for every format it meets */
+struct qa_job {
+	const struct mm_job *j;
+	bool need[2];
+	uint32_t type[2];
+};
+
+static void qa_task(void *arg, int tid, int nth)
+{
+	const struct qa_job *q = arg;
+	const struct mm_job *j = q->j;
+	const struct llm_cpu *m = j->m;
+	long lo, hi;
+
+	llm_pool_range(j->T, tid, nth, 1, &lo, &hi);
+	for (int s = 0; s < 2; s++)
+		for (long t = lo; q->need[s] && t < hi; t++)
+			kvk_qdot_quantize(q->type[s], j->x + t * j->ldx,
+					  m->qa[s] + t * m->qa_ld[s], j->K);
+}
+
+static void act_round(const float *x, long ldx, int T, int K)
+{
 	static int round_dt = -1;
 
 	/* KVMM_CPU_ACT_ROUND: the inputs are scratch, rounded in place */
@@ -317,8 +441,42 @@ static void gemm(struct llm_cpu *m, const float *x, long ldx, const float *w,
 				kvk_convert_from_f32(&h, v, 1, round_dt);
 				kvk_convert_to_f32(v, &h, 1, round_dt);
 			}
+}
 
-	llm_pool_run(m->pool, gemm_task, &j);
+/*
+ * Y_i[t][n] = sum_k X[t][k] W_i[n][k] for the @np matrices of @p, which
+ * all read rows of @K = w->k floats of @x.
+ */
+static void mm_run(struct llm_cpu *m, const float *x, long ldx, int T,
+		   int np, const struct mm_part *p)
+{
+	struct mm_job j = { m, x, ldx, T, p[0].w->k, np, 0, { { 0 } } };
+	struct qa_job q = { &j, { false, false }, { 0, 0 } };
+
+	act_round(x, ldx, T, j.K);
+	for (int i = 0; i < np; i++) {
+		j.p[i] = p[i];
+		j.rows += p[i].w->n;
+		if (p[i].w->type != LLM_GGML_F32) {
+			q.need[qa_slot(p[i].w->type)] = true;
+			q.type[qa_slot(p[i].w->type)] = p[i].w->type;
+		}
+	}
+	if (q.need[0] || q.need[1]) {
+		if (T >= 4 * llm_pool_threads(m->pool))
+			llm_pool_run(m->pool, qa_task, &q);
+		else
+			qa_task(&q, 0, 1);
+	}
+	llm_pool_run(m->pool, mm_task, &j);
+}
+
+static void mm1(struct llm_cpu *m, const float *x, long ldx, int T,
+		const struct cpu_mat *w, float *y, long ldy)
+{
+	struct mm_part p = { w, y, ldy };
+
+	mm_run(m, x, ldx, T, 1, &p);
 }
 
 /* ---- load ---- */
@@ -365,29 +523,10 @@ static int load_rows(const struct llm_gguf_tensor *t, float *dst)
 	return 0;
 }
 
-/*
- * Llama GGUF files store each head's Q/K rows as (i, j) pairs for pairwise
- * RoPE: file row 2i + j is Hugging Face row j * hd/2 + i. Undo it in place.
- */
-static int unpermute_heads(float *w, int n_heads, int hd, int cols)
+static void count_bytes(struct llm_cpu *m, uint32_t type, uint64_t bytes)
 {
-	size_t hb = (size_t)hd * cols;
-	float *tmp = malloc(hb * sizeof(float));
-
-	if (!tmp)
-		return -ENOMEM;
-	for (int h = 0; h < n_heads; h++) {
-		float *base = w + h * hb;
-
-		memcpy(tmp, base, hb * sizeof(float));
-		for (int i = 0; i < hd / 2; i++)
-			for (int j = 0; j < 2; j++)
-				memcpy(base + (size_t)(j * hd / 2 + i) * cols,
-				       tmp + (size_t)(2 * i + j) * cols,
-				       cols * sizeof(float));
-	}
-	free(tmp);
-	return 0;
+	m->bytes += bytes;
+	m->type_bytes[type < CPU_NTYPES ? type : 0] += bytes;
 }
 
 static float *load_vec(struct llm_cpu *m, const struct llm_gguf_tensor *t,
@@ -400,56 +539,84 @@ static float *load_vec(struct llm_cpu *m, const struct llm_gguf_tensor *t,
 		return NULL;
 	}
 	*ret = load_rows(t, p);
-	m->bytes += t->nelem * sizeof(float);
+	count_bytes(m, LLM_GGML_F32, t->nelem * sizeof(float));
 	return p;
 }
 
-static int load_layer(struct llm_cpu *m, const struct llm_layer_weights *lw,
-		      struct cpu_layer *L)
+/*
+ * Bind @t as a matrix: read in place when its format has dot products (or
+ * is F32) and the file is mapped (a reference on the mapping is taken);
+ * copied as raw blocks from a caller's buffer; else dequantised to fp32.
+ */
+static int load_mat(struct llm_cpu *m, const struct llm_weights *w,
+		    const struct llm_gguf_tensor *t, struct cpu_mat *x)
 {
-	const struct llm_config *c = &m->c;
-	bool permuted = c->qk_interleaved;
-	size_t dim = c->dim, ffn = c->ffn_dim;
+	bool quant = !m->f32 && kvk_qdot_supported(t->type);
+	bool mapped = w->src && w->src->mapped;
+	uint64_t rb;
+	int ret;
+
+	x->n = (int)(t->nelem / t->ne[0]);
+	x->k = (int)t->ne[0];
+	if (quant || (t->type == LLM_GGML_F32 && mapped && !m->f32)) {
+		ret = llm_gguf_row_bytes(t->type, t->ne[0], &rb);
+		if (ret)
+			return ret;
+		x->type = t->type;
+		x->ldw = rb;
+		if (mapped) {
+			if (!m->src)
+				m->src = llm_gguf_get(w->src);
+			x->w = t->data;
+		} else {
+			x->own = malloc(t->nbytes ? t->nbytes : 1);
+			if (!x->own)
+				return -ENOMEM;
+			memcpy(x->own, t->data, t->nbytes);
+			x->w = x->own;
+		}
+		count_bytes(m, t->type, t->nbytes);
+		return 0;
+	}
+	x->type = LLM_GGML_F32;
+	x->ldw = (size_t)x->k * sizeof(float);
+	x->own = falloc(t->nelem);
+	if (!x->own)
+		return -ENOMEM;
+	x->w = x->own;
+	count_bytes(m, LLM_GGML_F32, t->nelem * sizeof(float));
+	return load_rows(t, x->own);
+}
+
+static int load_layer(struct llm_cpu *m, const struct llm_weights *w,
+		      const struct llm_layer_weights *lw, struct cpu_layer *L)
+{
 	int ret = 0;
 
 	L->attn_norm = load_vec(m, lw->attn_norm, &ret);
-	if (ret)
-		return ret;
-	L->ffn_norm = load_vec(m, lw->ffn_norm, &ret);
-	if (ret)
-		return ret;
-	L->wo = load_vec(m, lw->wo, &ret);
-	if (ret)
-		return ret;
-	L->wdown = load_vec(m, lw->w_down, &ret);
-	if (ret)
-		return ret;
-	L->wqkv = falloc((size_t)m->qkv_dim * dim);
-	L->wgu = falloc(2 * ffn * dim);
-	if (!L->wqkv || !L->wgu)
-		return -ENOMEM;
-	m->bytes += ((size_t)m->qkv_dim + 2 * ffn) * dim * sizeof(float);
-	ret = load_rows(lw->wq, L->wqkv);
 	if (!ret)
-		ret = load_rows(lw->wk, L->wqkv + m->q_dim * dim);
+		L->ffn_norm = load_vec(m, lw->ffn_norm, &ret);
 	if (!ret)
-		ret = load_rows(lw->wv, L->wqkv + (m->q_dim + m->kv_dim) * dim);
+		ret = load_mat(m, w, lw->wq, &L->wq);
 	if (!ret)
-		ret = load_rows(lw->w_gate, L->wgu);
+		ret = load_mat(m, w, lw->wk, &L->wk);
 	if (!ret)
-		ret = load_rows(lw->w_up, L->wgu + ffn * dim);
-	if (!ret && permuted)
-		ret = unpermute_heads(L->wqkv, c->n_heads, c->head_dim, dim);
-	if (!ret && permuted)
-		ret = unpermute_heads(L->wqkv + m->q_dim * dim, c->n_kv_heads,
-				      c->head_dim, dim);
+		ret = load_mat(m, w, lw->wv, &L->wv);
+	if (!ret)
+		ret = load_mat(m, w, lw->wo, &L->wo);
+	if (!ret)
+		ret = load_mat(m, w, lw->w_gate, &L->wgate);
+	if (!ret)
+		ret = load_mat(m, w, lw->w_up, &L->wup);
+	if (!ret)
+		ret = load_mat(m, w, lw->w_down, &L->wdown);
 	if (ret)
 		return ret;
 	if (lw->bq) {
 		L->bqkv = falloc(m->qkv_dim);
 		if (!L->bqkv)
 			return -ENOMEM;
-		m->bytes += m->qkv_dim * sizeof(float);
+		count_bytes(m, LLM_GGML_F32, m->qkv_dim * sizeof(float));
 		ret = load_rows(lw->bq, L->bqkv);
 		if (!ret)
 			ret = load_rows(lw->bk, L->bqkv + m->q_dim);
@@ -497,14 +664,19 @@ static int cpu_check_config(const struct llm_config *c,
 }
 
 /**
- * llm_cpu_load() - dequantise a model's weights to fp32 for the CPU
+ * llm_cpu_load() - bind a model's weights for the CPU
  * @c: configuration, from llm_config_load()
  * @w: weights bound by llm_weights_bind(); the GGUF file may be closed
- *     once this returns
+ *     once this returns (a matrix read in place holds a reference on its
+ *     mapping, llm_gguf_get())
  * @n_threads: threads of the pool (the caller's included); >= 1
  * @out: the model, released with llm_cpu_free()
  * @err: one-line message on failure
  * @errlen: bytes of @err
+ *
+ * Matrices in a format of kernels/qdot.h stay in it, read in place from a
+ * mapped file (copied from a caller's buffer); float matrices and, with
+ * KVMM_CPU_WEIGHTS=f32 in the environment, every matrix are held in fp32.
  *
  * Return: 0, -EOPNOTSUPP for a configuration the CPU executor does not
  * handle (partial rotary, rope_freqs, head_dim over 256), -EINVAL,
@@ -514,6 +686,7 @@ int llm_cpu_load(const struct llm_config *c, const struct llm_weights *w,
 		 int n_threads, struct llm_cpu **out, char *err,
 		 size_t errlen)
 {
+	const char *e = getenv("KVMM_CPU_WEIGHTS");
 	struct llm_cpu *m;
 	int ret;
 
@@ -534,6 +707,8 @@ int llm_cpu_load(const struct llm_config *c, const struct llm_weights *w,
 	m->rope.low_freq_factor = c->rope_low_freq;
 	m->rope.high_freq_factor = c->rope_high_freq;
 	m->rope.orig_max_pos = (int)c->rope_orig_ctx;
+	m->f32 = e && !strcmp(e, "f32");
+	m->isa = kvk_qdot_isa_best();
 	kernels_pick(m);
 	ret = llm_pool_create(n_threads, &m->pool);
 	if (ret) {
@@ -544,13 +719,16 @@ int llm_cpu_load(const struct llm_config *c, const struct llm_weights *w,
 	m->L = calloc(c->n_layers, sizeof(*m->L));
 	ret = m->L ? 0 : -ENOMEM;
 	if (!ret)
-		m->embd = load_vec(m, w->tok_embd, &ret);
+		ret = load_mat(m, w, w->tok_embd, &m->embd);
 	if (!ret)
 		m->out_norm = load_vec(m, w->output_norm, &ret);
-	if (!ret)
-		m->out = w->tied ? m->embd : load_vec(m, w->output, &ret);
+	m->out = &m->embd;
+	if (!ret && !w->tied) {
+		ret = load_mat(m, w, w->output, &m->out_own);
+		m->out = &m->out_own;
+	}
 	for (uint32_t l = 0; !ret && l < c->n_layers; l++)
-		ret = load_layer(m, &w->layers[l], &m->L[l]);
+		ret = load_layer(m, w, &w->layers[l], &m->L[l]);
 	if (ret) {
 		snprintf(err, errlen, "loading weights: %s", strerror(-ret));
 		goto out_free;
@@ -573,9 +751,12 @@ static void ws_free(struct llm_cpu *m)
 	free(m->act);
 	free(m->last);
 	free(m->pos);
+	free(m->qa[0]);
+	free(m->qa[1]);
 	m->x = m->h = m->qkv = m->att = m->gu = m->act = NULL;
 	m->last = NULL;
 	m->pos = NULL;
+	m->qa[0] = m->qa[1] = NULL;
 	m->ws_tok = m->ws_seq = 0;
 }
 
@@ -591,27 +772,32 @@ void llm_cpu_free(struct llm_cpu *m)
 		struct cpu_layer *L = &m->L[l];
 
 		free(L->attn_norm);
-		free(L->wqkv);
+		free(L->wq.own);
+		free(L->wk.own);
+		free(L->wv.own);
 		free(L->bqkv);
 		free(L->q_norm);
 		free(L->k_norm);
-		free(L->wo);
+		free(L->wo.own);
 		free(L->ffn_norm);
-		free(L->wgu);
-		free(L->wdown);
+		free(L->wgate.own);
+		free(L->wup.own);
+		free(L->wdown.own);
 	}
 	free(m->L);
-	if (m->out != m->embd)
-		free(m->out);
-	free(m->embd);
+	free(m->out_own.own);
+	free(m->embd.own);
 	free(m->out_norm);
 	ws_free(m);
 	llm_pool_destroy(m->pool);
+	llm_gguf_close(m->src);
 	free(m);
 }
 
 /**
- * llm_cpu_weight_bytes() - memory held by the fp32 weights
+ * llm_cpu_weight_bytes() - bytes of weights the model reads, held in
+ * memory or mapped from its file (each byte once: a tied embedding counts
+ * once)
  * @m: the model
  *
  * Return: bytes.
@@ -619,6 +805,43 @@ void llm_cpu_free(struct llm_cpu *m)
 uint64_t llm_cpu_weight_bytes(const struct llm_cpu *m)
 {
 	return m->bytes;
+}
+
+/**
+ * llm_cpu_weight_info() - the formats of the weights and the bytes of each
+ * @m: the model
+ * @buf: out: e.g. "Q4_1 64.7 MB, Q8_0 28.3 MB, F32 0.1 MB (mapped, avx512)"
+ * @len: bytes of @buf
+ *
+ * Largest first; "mapped" when the quantised matrices are read in place
+ * from the file's mapping, then the instruction set of the dot products.
+ */
+void llm_cpu_weight_info(const struct llm_cpu *m, char *buf, size_t len)
+{
+	bool done[CPU_NTYPES] = { false };
+	size_t n = 0;
+
+	if (!len)
+		return;
+	buf[0] = 0;
+	for (;;) {
+		int best = -1;
+
+		for (int t = 0; t < CPU_NTYPES; t++)
+			if (!done[t] && m->type_bytes[t] &&
+			    (best < 0 || m->type_bytes[t] > m->type_bytes[best]))
+				best = t;
+		if (best < 0 || n >= len)
+			break;
+		done[best] = true;
+		n += snprintf(buf + n, len - n, "%s%s %.1f MB", n ? ", " : "",
+			      llm_gguf_type_name(best),
+			      m->type_bytes[best] / 1e6);
+	}
+	if (n < len)
+		snprintf(buf + n, len - n, " (%s, %s)",
+			 m->src ? "mapped" : "in memory",
+			 m->f32 ? "fp32 GEMM" : kvk_qdot_isa_name(m->isa));
 }
 
 /**
@@ -632,16 +855,22 @@ int llm_cpu_threads(const struct llm_cpu *m)
 	return llm_pool_threads(m->pool);
 }
 
-/* make the workspace hold @ntok tokens, @ctx positions, @nseq sequences */
+/* make the workspace hold @ntok tokens and @nseq sequences */
 static int ws_reserve(struct llm_cpu *m, int ntok, int nseq)
 {
 	const struct llm_config *c = &m->c;
+	size_t kmax = c->dim;
 
 	if (ntok <= m->ws_tok && nseq <= m->ws_seq)
 		return 0;
 	ntok = ntok > m->ws_tok ? ntok : m->ws_tok;
 	nseq = nseq > m->ws_seq ? nseq : m->ws_seq;
 	ws_free(m);
+	kmax = kmax > (size_t)m->q_dim ? kmax : (size_t)m->q_dim;
+	kmax = kmax > c->ffn_dim ? kmax : c->ffn_dim;
+	m->qa_ld[0] = (kmax + KVK_QK - 1) / KVK_QK * sizeof(struct kvk_qa8);
+	m->qa_ld[1] = (kmax + KVK_QK_K - 1) / KVK_QK_K *
+		      sizeof(struct kvk_q8k);
 	m->x = falloc((size_t)ntok * c->dim);
 	m->h = falloc((size_t)ntok * c->dim);
 	m->qkv = falloc((size_t)ntok * m->qkv_dim);
@@ -650,8 +879,10 @@ static int ws_reserve(struct llm_cpu *m, int ntok, int nseq)
 	m->act = falloc((size_t)ntok * c->ffn_dim);
 	m->last = falloc((size_t)nseq * c->dim);
 	m->pos = malloc((size_t)ntok * sizeof(int32_t));
+	m->qa[0] = malloc((size_t)ntok * m->qa_ld[0]);
+	m->qa[1] = malloc((size_t)ntok * m->qa_ld[1]);
 	if (!m->x || !m->h || !m->qkv || !m->att || !m->gu || !m->act ||
-	    !m->last || !m->pos) {
+	    !m->last || !m->pos || !m->qa[0] || !m->qa[1]) {
 		ws_free(m);
 		return -ENOMEM;
 	}
@@ -660,18 +891,40 @@ static int ws_reserve(struct llm_cpu *m, int ntok, int nseq)
 	return 0;
 }
 
+/* @n heads of @hd values from pairwise-RoPE order to rotate-half order */
+static void unpermute_heads(float *v, int n, int hd)
+{
+	float tmp[KVK_ROPE_MAX_HEAD_DIM];
+
+	for (int h = 0; h < n; h++, v += hd) {
+		memcpy(tmp, v, hd * sizeof(float));
+		for (int i = 0; i < hd / 2; i++) {
+			v[i] = tmp[2 * i];
+			v[hd / 2 + i] = tmp[2 * i + 1];
+		}
+	}
+}
+
 /* QKV projection, bias, q/k norm, RoPE for the @T tokens of the step */
 static int layer_qkv(struct llm_cpu *m, const struct cpu_layer *L, int T)
 {
 	const struct llm_config *c = &m->c;
 	int hd = c->head_dim, ret = 0;
+	struct mm_part p[3] = {
+		{ &L->wq, m->qkv, m->qkv_dim },
+		{ &L->wk, m->qkv + m->q_dim, m->qkv_dim },
+		{ &L->wv, m->qkv + m->q_dim + m->kv_dim, m->qkv_dim },
+	};
 
-	gemm(m, m->h, c->dim, L->wqkv, m->qkv, m->qkv_dim, T, m->qkv_dim,
-	     c->dim);
+	mm_run(m, m->h, c->dim, T, 3, p);
 	for (int t = 0; t < T; t++) {
 		float *q = m->qkv + (size_t)t * m->qkv_dim;
 		float *k = q + m->q_dim;
 
+		if (c->qk_interleaved) {
+			unpermute_heads(q, c->n_heads, hd);
+			unpermute_heads(k, c->n_kv_heads, hd);
+		}
 		if (L->bqkv)
 			ret = kvk_add_cpu(q, q, L->bqkv, m->qkv_dim, KVK_F32,
 					  NULL);
@@ -711,6 +964,10 @@ static int layer_forward(struct llm_cpu *m, struct llm_kv *kv,
 	const struct llm_config *c = &m->c;
 	const struct cpu_layer *L = &m->L[l];
 	size_t ffn = c->ffn_dim;
+	struct mm_part gu[2] = {
+		{ &L->wgate, m->gu, 2 * ffn },
+		{ &L->wup, m->gu + ffn, 2 * ffn },
+	};
 	int ret;
 
 	ret = kvk_rmsnorm_cpu(m->h, m->x, L->attn_norm, T, c->dim, c->rms_eps,
@@ -721,23 +978,44 @@ static int layer_forward(struct llm_cpu *m, struct llm_kv *kv,
 		ret = layer_attn(m, kv, b, l);
 	if (ret)
 		return ret;
-	gemm(m, m->att, m->q_dim, L->wo, m->h, c->dim, T, c->dim, m->q_dim);
+	mm1(m, m->att, m->q_dim, T, &L->wo, m->h, c->dim);
 	ret = kvk_add_cpu(m->x, m->x, m->h, (size_t)T * c->dim, KVK_F32, NULL);
 	if (!ret)
 		ret = kvk_rmsnorm_cpu(m->h, m->x, L->ffn_norm, T, c->dim,
 				      c->rms_eps, KVK_F32, NULL);
 	if (ret)
 		return ret;
-	gemm(m, m->h, c->dim, L->wgu, m->gu, 2 * ffn, T, 2 * ffn, c->dim);
+	mm_run(m, m->h, c->dim, T, 2, gu);
 	for (int t = 0; !ret && t < T; t++)
 		ret = kvk_silu_mul_cpu(m->act + t * ffn, m->gu + t * 2 * ffn,
 				       m->gu + t * 2 * ffn + ffn, ffn, KVK_F32,
 				       NULL);
 	if (ret)
 		return ret;
-	gemm(m, m->act, ffn, L->wdown, m->h, c->dim, T, c->dim, ffn);
+	mm1(m, m->act, ffn, T, &L->wdown, m->h, c->dim);
 	return kvk_add_cpu(m->x, m->x, m->h, (size_t)T * c->dim, KVK_F32,
 			   NULL);
+}
+
+/* the embedding rows of the step's tokens, dequantised into m->x */
+static int embed(struct llm_cpu *m, const int32_t *tok, int T)
+{
+	const struct cpu_mat *e = &m->embd;
+
+	for (int t = 0; t < T; t++) {
+		const uint8_t *row;
+
+		if (tok[t] < 0 || (uint32_t)tok[t] >= m->c.n_vocab)
+			return -EINVAL;
+		row = e->w + (size_t)tok[t] * e->ldw;
+		if (e->type == LLM_GGML_F32)
+			memcpy(m->x + (size_t)t * e->k, row,
+			       e->k * sizeof(float));
+		else if (kvk_qdot_dequant(e->type, row, m->x + (size_t)t * e->k,
+					  e->k))
+			return -EINVAL;
+	}
+	return 0;
 }
 
 /* one step of a batch the cache takes whole (all prefill or all decode) */
@@ -757,8 +1035,7 @@ static int forward(struct llm_cpu *m, struct llm_kv *kv,
 		for (int t = 0; t < b->n_tok[i]; t++)
 			m->pos[row++] = p0 + t;
 	}
-	ret = kvk_embed_cpu(m->x, m->embd, b->tok, T, c->dim, c->n_vocab,
-			    KVK_F32, NULL);
+	ret = embed(m, b->tok, T);
 	if (!ret)
 		ret = kv->ops->begin(kv, b, NULL);
 	for (uint32_t l = 0; !ret && l < c->n_layers; l++)
@@ -777,8 +1054,7 @@ static int forward(struct llm_cpu *m, struct llm_kv *kv,
 			      c->rms_eps, KVK_F32, NULL);
 	if (ret)
 		return ret;
-	gemm(m, m->last, c->dim, m->out, logits, c->n_vocab, b->n_seq,
-	     c->n_vocab, c->dim);
+	mm1(m, m->last, c->dim, b->n_seq, m->out, logits, c->n_vocab);
 	for (int i = 0; i < b->n_seq; i++)
 		llm_kv_commit(kv, b->seq[i], b->n_tok[i]);
 	return 0;

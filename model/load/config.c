@@ -392,6 +392,7 @@ int llm_weights_bind(const struct llm_gguf *g, const struct llm_config *c,
 	if (!w->layers)
 		return cfg_fail(err, errlen, -ENOMEM, "out of memory");
 	w->n_layers = c->n_layers;
+	w->src = g;
 	ret = bind(g, "token_embd.weight", c->dim, c->n_vocab, false,
 		   &w->tok_embd, &w->bytes, err, errlen);
 	if (!ret)

@@ -90,6 +90,7 @@ struct llm_weights {
 	uint32_t n_layers;
 	struct llm_layer_weights *layers; /* n_layers entries */
 	uint64_t bytes;			  /* total bytes of bound tensors */
+	const struct llm_gguf *src;	  /* the table they were bound from */
 };
 
 int llm_config_load(const struct llm_gguf *g, struct llm_config *c,

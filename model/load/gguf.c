@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /*
- * gguf.c - GGUF v2/v3 reader and fp32 dequantisation.
+ * gguf.c - GGUF v2/v3 reader and fp32 dequantisation (kernels/qdot.c).
  *
  * DOC: file layout
  *
@@ -31,6 +31,7 @@
 
 #include "gguf.h"
 #include "kvk.h"
+#include "qdot.h"
 
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "gguf.c assumes a little-endian host"
@@ -247,21 +248,13 @@ static int gg_read_kv(struct gg_cur *c, struct llm_gguf_kv *kv, uint64_t i)
 
 /**
  * llm_gguf_type_name() - printable name of a tensor type.
- * @type: enum llm_gguf_ttype value.
+ * @type: ggml type number, supported or not.
  *
- * Return: "F32", "Q4_1", ..., or "unknown".
+ * Return: "F32", "Q4_1", "IQ2_XXS", ..., or "unknown".
  */
 const char *llm_gguf_type_name(uint32_t type)
 {
-	switch (type) {
-	case LLM_GGML_F32: return "F32";
-	case LLM_GGML_F16: return "F16";
-	case LLM_GGML_BF16: return "BF16";
-	case LLM_GGML_Q8_0: return "Q8_0";
-	case LLM_GGML_Q4_0: return "Q4_0";
-	case LLM_GGML_Q4_1: return "Q4_1";
-	}
-	return "unknown";
+	return kvk_qtype_name(type);
 }
 
 /**
@@ -274,15 +267,9 @@ const char *llm_gguf_type_name(uint32_t type)
  */
 int llm_gguf_type_layout(uint32_t type, uint32_t *blck, uint32_t *bytes)
 {
-	switch (type) {
-	case LLM_GGML_F32: *blck = 1; *bytes = 4; return 0;
-	case LLM_GGML_F16: *blck = 1; *bytes = 2; return 0;
-	case LLM_GGML_BF16: *blck = 1; *bytes = 2; return 0;
-	case LLM_GGML_Q8_0: *blck = LLM_QK; *bytes = 2 + LLM_QK; return 0;
-	case LLM_GGML_Q4_0: *blck = LLM_QK; *bytes = 2 + LLM_QK / 2; return 0;
-	case LLM_GGML_Q4_1: *blck = LLM_QK; *bytes = 4 + LLM_QK / 2; return 0;
-	}
-	return -EOPNOTSUPP;
+	if (type == KVK_QT_Q8_K) /* an activation format, not in files */
+		return -EOPNOTSUPP;
+	return kvk_qtype_layout(type, blck, bytes);
 }
 
 /**
@@ -365,7 +352,9 @@ static int gg_read_tensor(struct gg_cur *c, struct llm_gguf_tensor *t,
 		return ret;
 	if (llm_gguf_type_layout(t->type, &blck, &bsz)) {
 		gg_fail(c->err, c->errlen,
-			"tensor '%s': unsupported tensor type %u", t->name,
+			"tensor '%s': tensor type %s (%u) is not supported "
+			"(F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, "
+			"Q5_K, Q6_K)", t->name, llm_gguf_type_name(t->type),
 			t->type);
 		return -EOPNOTSUPP;
 	}
@@ -377,7 +366,7 @@ static int gg_read_tensor(struct gg_cur *c, struct llm_gguf_tensor *t,
 			llm_gguf_type_name(t->type), blck);
 		return -EBADMSG;
 	}
-	/* nelem < 2^63 and bsz <= 34: cannot overflow */
+	/* nelem < 2^63 and bsz / blck <= 4: cannot overflow */
 	t->nbytes = t->nelem / blck * bsz;
 	return 0;
 }
@@ -626,6 +615,7 @@ int llm_gguf_open_mem(const void *buf, size_t size, struct llm_gguf **out,
 	}
 	g->base = buf;
 	g->size = size;
+	g->refs = 1;
 	return gg_open_common(g, out, err, errlen);
 }
 
@@ -685,6 +675,7 @@ int llm_gguf_open(const char *path, struct llm_gguf **out, char *err,
 	g->base = map;
 	g->size = st.st_size;
 	g->mapped = true;
+	g->refs = 1;
 	ret = gg_open_common(g, out, msg, sizeof(msg));
 	if (ret)
 		gg_fail(err, errlen, "%s: %s", path,
@@ -699,12 +690,34 @@ out_close:
 }
 
 /**
- * llm_gguf_close() - release a parsed file and its mapping.
- * @g: from llm_gguf_open() or llm_gguf_open_mem(); NULL is ignored.
+ * llm_gguf_get() - take a reference on a parsed file
+ * @g: an open file
+ *
+ * The file (its mapping and tensor table) stays until as many
+ * llm_gguf_close() calls as references plus one: an executor that reads
+ * its weights in place keeps the mapping while its loader closes.
+ *
+ * Return: @g.
+ */
+struct llm_gguf *llm_gguf_get(const struct llm_gguf *g)
+{
+	struct llm_gguf *m = (struct llm_gguf *)g;
+
+	__atomic_add_fetch(&m->refs, 1, __ATOMIC_RELAXED);
+	return m;
+}
+
+/**
+ * llm_gguf_close() - drop a reference; the last releases the parsed file
+ * and its mapping.
+ * @g: from llm_gguf_open(), llm_gguf_open_mem() or llm_gguf_get(); NULL
+ *	is ignored.
  */
 void llm_gguf_close(struct llm_gguf *g)
 {
 	if (!g)
+		return;
+	if (__atomic_sub_fetch(&g->refs, 1, __ATOMIC_ACQ_REL) > 0)
 		return;
 	if (g->mapped)
 		munmap((void *)g->base, g->size);
@@ -961,11 +974,6 @@ int llm_gguf_tensor_row(const struct llm_gguf_tensor *t, uint64_t row,
 }
 
 
-static uint16_t gg_le16(const uint8_t *p)
-{
-	return (uint16_t)(p[0] | p[1] << 8);
-}
-
 /**
  * llm_gguf_dequant_row() - convert @n elements of @type to fp32.
  * @type: enum llm_gguf_ttype value.
@@ -973,10 +981,8 @@ static uint16_t gg_le16(const uint8_t *p)
  * @dst: @n floats.
  * @n: elements, a multiple of the type's block size.
  *
- * Q8_0 block: fp16 d, 32 x int8 q; x = q * d.
- * Q4_0 block: fp16 d, 16 bytes; element j < 16 is the low nibble of byte j,
- * element j + 16 the high nibble; x = (q - 8) * d.
- * Q4_1 block: fp16 d, fp16 m, nibbles as Q4_0; x = q * d + m.
+ * The block layouts and values are ggml's, computed by
+ * kvk_qdot_dequant() (kernels/qdot.h).
  *
  * Return: 0, -EOPNOTSUPP for an unknown type, -EINVAL if @n is not a whole
  * number of blocks.
@@ -984,53 +990,12 @@ static uint16_t gg_le16(const uint8_t *p)
 int llm_gguf_dequant_row(uint32_t type, const void *src, float *dst,
 			 uint64_t n)
 {
-	const uint8_t *p = src;
-	uint64_t i, b;
 	uint32_t blck, bsz;
-	int ret, j;
+	int ret = llm_gguf_type_layout(type, &blck, &bsz);
 
-	ret = llm_gguf_type_layout(type, &blck, &bsz);
 	if (ret)
 		return ret;
 	if (n % blck)
 		return -EINVAL;
-
-	switch (type) {
-	case LLM_GGML_F32:
-		memcpy(dst, src, n * 4);
-		return 0;
-	case LLM_GGML_F16:
-		for (i = 0; i < n; i++)
-			dst[i] = kvk_f16_to_f32(gg_le16(p + 2 * i));
-		return 0;
-	case LLM_GGML_BF16:
-		for (i = 0; i < n; i++)
-			dst[i] = kvk_bf16_to_f32(gg_le16(p + 2 * i));
-		return 0;
-	}
-
-	for (b = 0; b < n / LLM_QK; b++, p += bsz, dst += LLM_QK) {
-		float d = kvk_f16_to_f32(gg_le16(p)), m;
-
-		switch (type) {
-		case LLM_GGML_Q8_0:
-			for (j = 0; j < LLM_QK; j++)
-				dst[j] = (float)(int8_t)p[2 + j] * d;
-			break;
-		case LLM_GGML_Q4_0:
-			for (j = 0; j < LLM_QK / 2; j++) {
-				dst[j] = (float)((p[2 + j] & 0xf) - 8) * d;
-				dst[j + 16] = (float)((p[2 + j] >> 4) - 8) * d;
-			}
-			break;
-		case LLM_GGML_Q4_1:
-			m = kvk_f16_to_f32(gg_le16(p + 2));
-			for (j = 0; j < LLM_QK / 2; j++) {
-				dst[j] = (float)(p[4 + j] & 0xf) * d + m;
-				dst[j + 16] = (float)(p[4 + j] >> 4) * d + m;
-			}
-			break;
-		}
-	}
-	return 0;
+	return kvk_qdot_dequant(type, src, dst, n);
 }

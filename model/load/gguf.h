@@ -46,17 +46,26 @@ enum llm_gguf_vtype {
 	LLM_GGUF_VTYPE_COUNT
 };
 
-/* tensor types (ggml numbering); only these are accepted */
+/*
+ * tensor types (ggml numbering); only these are accepted: the block
+ * layouts and their arithmetic are kernels/qdot.h's (enum kvk_qtype)
+ */
 enum llm_gguf_ttype {
 	LLM_GGML_F32 = 0,
 	LLM_GGML_F16 = 1,
 	LLM_GGML_Q4_0 = 2,
 	LLM_GGML_Q4_1 = 3,
+	LLM_GGML_Q5_0 = 6,
+	LLM_GGML_Q5_1 = 7,
 	LLM_GGML_Q8_0 = 8,
+	LLM_GGML_Q4_K = 12,
+	LLM_GGML_Q5_K = 13,
+	LLM_GGML_Q6_K = 14,
 	LLM_GGML_BF16 = 30,
 };
 
-#define LLM_QK 32 /* elements per quantised block (Q4_0, Q4_1, Q8_0) */
+#define LLM_QK 32    /* elements per block of Q4_0 .. Q8_0 */
+#define LLM_QK_K 256 /* elements per super-block of the K-quants */
 
 /* A string inside the mapping: not NUL-terminated. */
 struct llm_gguf_str {
@@ -117,6 +126,7 @@ struct llm_gguf {
 	struct llm_gguf_kv *kv;
 	uint64_t n_tensors;
 	struct llm_gguf_tensor *tensors;
+	int refs; /* llm_gguf_get() + 1; atomic; the last close frees */
 };
 
 int llm_gguf_open(const char *path, struct llm_gguf **out, char *err,
@@ -136,6 +146,7 @@ int llm_gguf_get_bool(const struct llm_gguf *g, const char *key, bool *out);
 int llm_gguf_get_str(const struct llm_gguf *g, const char *key,
 		     struct llm_gguf_str *out);
 bool llm_gguf_str_eq(struct llm_gguf_str s, const char *c);
+struct llm_gguf *llm_gguf_get(const struct llm_gguf *g);
 
 int llm_gguf_arr_int(const struct llm_gguf_kv *kv, uint64_t idx,
 		     int64_t *out);

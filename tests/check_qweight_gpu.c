@@ -4,7 +4,7 @@
  * their CPU references on fresh random matrices: the expansion bit for bit
  * (fp32, fp16, bf16), the GEMV within 1e-4 relative L2 (a wrong index is
  * 1e-1 or more) for Q8 and Q4,
- * fp32 and fp16 activations, 1..4 tokens, 1, 2 and 4 rows per warp, with
+ * fp32 and fp16 activations, 1..4 tokens, 1, 2, 4 and 8 rows per warp, with
  * and without the fused RMSNorm, three output segments or GLU, beta 0 and 1.
  */
 #include <check.h>
@@ -54,7 +54,7 @@ START_TEST(test_qweight_cuda_vs_cpu)
 {
 	static const enum llm_qw_fmt fmts[] = { LLM_QW8, LLM_QW4 };
 	static const enum kvk_dtype odt[] = { KVK_F32, KVK_F16, KVK_BF16 };
-	static const char *const rws[] = { "1", "2", "4" };
+	static const char *const rws[] = { "1", "2", "4", "8" };
 	uint64_t seed = kvtest_seed("qweight_cuda_vs_cpu");
 	int cases = 0;
 
@@ -110,7 +110,7 @@ START_TEST(test_qweight_cuda_vs_cpu)
 			cases++;
 		}
 		/* the GEMV */
-		for (size_t r = 0; r < 3; r++) {
+		for (size_t r = 0; r < ARRAY_SIZE(rws); r++) {
 			setenv("KVMM_QGEMV_ROWS", rws[r], 1);
 			for (int T = 1; T <= LLM_GEMV_MAX_TOK; T++)
 				for (int v = 0; v < 6; v++) {
@@ -168,7 +168,7 @@ START_TEST(test_qweight_cuda_vs_cpu)
 		free(y0), free(yh), free(yd), free(hd), free(dd);
 	}
 	printf("qweight_cuda_vs_cpu: %d cases agree\n", cases);
-	ck_assert_int_eq(cases, 2 * (3 + 3 * LLM_GEMV_MAX_TOK * 6));
+	ck_assert_int_eq(cases, 2 * (3 + 4 * LLM_GEMV_MAX_TOK * 6));
 }
 END_TEST
 #else

@@ -181,7 +181,11 @@ static void usage(FILE *f)
 		"  --reps R      timed runs per figure, median (9)\n"
 		"  --ceiling-mib N  bytes the read ceiling reads (256: past\n"
 		"                any cache)\n"
-		"  --json        one JSON object a line\n");
+		"  --json        one JSON object a line\n"
+		"  --device D    cpu (default) or cuda: the CUDA executor's\n"
+		"                decode GEMVs on Llama-3-8B's matrices, bf16, Q8\n"
+		"                and Q4 at 1-8 rows per warp, beside the\n"
+		"                device's read ceiling (--reps and --json apply)\n");
 }
 
 static int parse_fmts(const char *s, bool *on)
@@ -225,13 +229,14 @@ int cmd_bench_gemv(int argc, char **argv)
 		{ "reps", required_argument, NULL, 'r' },
 		{ "ceiling-mib", required_argument, NULL, 'c' },
 		{ "json", no_argument, NULL, 'j' },
+		{ "device", required_argument, NULL, 'd' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 }
 	};
 	bool on[ARRAY_SIZE(gemv_fmts)] = { false }, any = false;
 	long rows = 16384, k = 4096, tokens = 1, reps = 9, cmib = 256;
 	long nth = sysconf(_SC_NPROCESSORS_ONLN);
-	int isa = kvk_qdot_isa_best(), json = 0, c, ret;
+	int isa = kvk_qdot_isa_best(), json = 0, c, ret, cuda = 0;
 	struct gemv_job rd = { 0 };
 	struct llm_pool *pool;
 	uint64_t seed = 0x9e3779b97f4a7c15ULL;
@@ -250,6 +255,14 @@ int cmd_bench_gemv(int argc, char **argv)
 		case 'p': dst = &nth; break;
 		case 'r': dst = &reps; break;
 		case 'c': dst = &cmib; break;
+		case 'd':
+			if (strcmp(optarg, "cpu") && strcmp(optarg, "cuda")) {
+				fprintf(stderr, "kvmm bench gemv: --device: cpu "
+					"or cuda, not '%s'\n", optarg);
+				return 2;
+			}
+			cuda = !strcmp(optarg, "cuda");
+			break;
 		case 'f':
 			if (parse_fmts(optarg, on))
 				return 2;
@@ -286,6 +299,9 @@ int cmd_bench_gemv(int argc, char **argv)
 			argv[optind]);
 		return 2;
 	}
+	if (cuda)
+		return cmd_bench_gemv_cuda(json, reps > GEMV_MAX_REPS ?
+					   GEMV_MAX_REPS : (int)reps);
 	if (k % KVK_QK_K || rows > (1L << 24) || k > (1L << 20) ||
 	    tokens > 4096 || nth > 1024 || reps > GEMV_MAX_REPS ||
 	    cmib > 65536) {

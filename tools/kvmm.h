@@ -85,6 +85,7 @@ int cmd_bench_compact(int argc, char **argv);
 int cmd_bench_prefill(int argc, char **argv);
 int cmd_bench_decode(int argc, char **argv);
 int cmd_bench_gemv(int argc, char **argv);
+int cmd_bench_gemv_cuda(int json, int reps);
 int cmd_bench_serve(int argc, char **argv);
 
 #endif /* KVMM_TOOL_H */

@@ -255,19 +255,25 @@ llm_qgemv_kernel(const uint8_t *q, const uint8_t *meta, const X *x, long ldx,
 }
 
 /*
- * Rows per warp for one token: 4 for Q8, 2 for Q4 (more warps for the
- * shorter rows); KVMM_QGEMV_ROWS=1, 2 or 4 overrides it (a measuring knob,
- * read at each launch). More tokens: one row (two with GLU).
+ * Rows per warp for one token: 8. Each lane reads the activations under its
+ * columns once for all its rows, 4 bytes (fp32) per column, against 1 (Q8)
+ * or 0.5 (Q4) byte of weight per column and row: on an H100, batch-1 steps
+ * measured 1.33x / 1.91x / 5.33x their floor with activations at 0.5 / 1 /
+ * 4 times the weight bytes (bf16 at 4 rows, Q8 at 4, Q4 at 2), so rows go
+ * up to bring Q8 to 0.5 and Q4 to 1 (not yet measured; `kvmm bench gemv
+ * --device cuda` times every choice). KVMM_QGEMV_ROWS=1, 2, 4 or 8
+ * overrides it (a measuring knob, read at each launch). More tokens: one
+ * row (two with GLU).
  */
-static int qg_rows(int f, int ntok, bool glu)
+static int qg_rows(int ntok, bool glu)
 {
 	const char *e = getenv("KVMM_QGEMV_ROWS");
 	int r = e ? atoi(e) : 0;
 
 	if (ntok > 1)
 		return glu ? 2 : 1;
-	if (r != 1 && r != 2 && r != 4)
-		r = f == LLM_QW8 ? 4 : 2;
+	if (r != 1 && r != 2 && r != 4 && r != 8)
+		r = 8;
 	return glu && r < 2 ? 2 : r;
 }
 
@@ -277,9 +283,11 @@ static int qg_go(const struct llm_qw *w, const void *x, long ldx, int n,
 		 const struct llm_gemv_out *o, float beta, cudaStream_t s)
 {
 	int groups = GLU ? (n / 2 + R / 2 - 1) / (R / 2) : (n + R - 1) / R;
-	dim3 grid((groups + QG_WARPS - 1) / QG_WARPS);
+	int wb = R == 8 ? QG_WARPS / 2 : QG_WARPS;	/* blocks enough */
+	dim3 grid((groups + wb - 1) / wb);
 
-	llm_qgemv_kernel<F, X, T, R, 2, GLU><<<grid, QG_WARPS * 32, 0, s>>>(
+	llm_qgemv_kernel<F, X, T, R, R == 8 ? 1 : 2, GLU><<<grid, wb * 32, 0,
+							       s>>>(
 		(const uint8_t *)w->q, (const uint8_t *)w->meta,
 		(const X *)x, ldx, n, k, nw, eps, *o, beta);
 	return kvk_launch_errno();
@@ -290,14 +298,15 @@ static int qg_tok(const struct llm_qw *w, const void *x, long ldx, int n,
 		  int k, const float *nw, float eps,
 		  const struct llm_gemv_out *o, float beta, cudaStream_t s)
 {
-	int r = qg_rows(F, T, o->glu);
+	int r = qg_rows(T, o->glu);
 
 #define GO(R, G) qg_go<F, X, T, R, G>(w, x, ldx, n, k, nw, eps, o, beta, s)
 	if constexpr (T == 1) {
 		if (o->glu)
-			return r == 4 ? GO(4, true) : GO(2, true);
-		return r == 4 ? GO(4, false) : r == 2 ? GO(2, false) :
-						       GO(1, false);
+			return r == 8 ? GO(8, true) : r == 4 ? GO(4, true) :
+			       GO(2, true);
+		return r == 8 ? GO(8, false) : r == 4 ? GO(4, false) :
+		       r == 2 ? GO(2, false) : GO(1, false);
 	} else {
 		(void)r;
 		return o->glu ? GO(2, true) : GO(1, false);

@@ -94,6 +94,53 @@ static int decode_row(const uint8_t *page, const struct kvk_attn_tier *t,
 				  meta, hd, bits, groups, x);
 }
 
+/*
+ * q . k for the @G heads of a group, each a chain of double additions in
+ * column order (the same sum as alone); @G a constant in each instance, so
+ * that the chains stay in registers and overlap
+ */
+#define DEF_DOTS(G)							\
+static void dots##G(const float *qs, const float *k, uint32_t hd,	\
+		    double *out)					\
+{									\
+	double d[G] = { 0 };						\
+									\
+	for (uint32_t e = 0; e < hd; e++) {				\
+		_Pragma("GCC unroll 8")					\
+		for (uint32_t g = 0; g < G; g++)			\
+			d[g] += (double)qs[g * hd + e] * k[e];		\
+	}								\
+	for (uint32_t g = 0; g < G; g++)				\
+		out[g] = d[g];						\
+}
+DEF_DOTS(1)
+DEF_DOTS(2)
+DEF_DOTS(3)
+DEF_DOTS(4)
+DEF_DOTS(5)
+DEF_DOTS(6)
+DEF_DOTS(7)
+DEF_DOTS(8)
+
+static void group_dots(const float *qs, const float *k, uint32_t hd,
+		       uint32_t group, double *out)
+{
+	static void (*const fn[])(const float *, const float *, uint32_t,
+				  double *) = {
+		dots1, dots2, dots3, dots4, dots5, dots6, dots7, dots8,
+	};
+
+	fn[group - 1](qs, k, hd, out);
+}
+
+/* @o += @p * @v over @hd columns (no aliasing: vectorised) */
+static void axpy(float *restrict o, float p, const float *restrict v,
+		 uint32_t hd)
+{
+	for (uint32_t e = 0; e < hd; e++)
+		o[e] += p * v[e];
+}
+
 /**
  * kvk_attn_decode_cpu() - decode attention, CPU reference
  * @a: arguments; every address is a host pointer
@@ -111,6 +158,7 @@ int kvk_attn_decode_cpu(const struct kvk_attn_args *a, void *stream)
 {
 	uint32_t hd, nq;
 	float *q, *o, *k, *v, *logit;
+	double *ex;
 	size_t qn;
 	int ret;
 
@@ -126,6 +174,7 @@ int kvk_attn_decode_cpu(const struct kvk_attn_args *a, void *stream)
 	k = malloc(hd * sizeof(float));
 	v = malloc(hd * sizeof(float));
 	logit = NULL;
+	ex = NULL;
 	if (!q || !o || !k || !v) {
 		ret = -ENOMEM;
 		goto out;
@@ -147,41 +196,45 @@ int kvk_attn_decode_cpu(const struct kvk_attn_args *a, void *stream)
 				break;
 			}
 			free(logit);
+			free(ex);
 			logit = malloc(((size_t)n * a->group + 1) * sizeof(float));
-			if (!logit) {
+			ex = malloc(((size_t)n + 1) * sizeof(double));
+			if (!logit || !ex) {
 				ret = -ENOMEM;
 				break;
 			}
-			/* logits */
+			/*
+			 * logits: the group's heads side by side, each its own
+			 * chain of double additions in column order (the
+			 * chains overlap; each sum is the same as alone)
+			 */
 			for (uint32_t i = 0; i < n; i++) {
+				const float *qs = q + ((size_t)s * nq +
+						       h * a->group) * hd;
+				double d[KVK_ATTN_MAX_GROUP] = { 0 };
 				uint32_t tier, slot;
 				uint8_t *pg = token_page(a, list, i, n_hi, &tier,
 							 &slot);
 
 				decode_row(pg, &a->tier[tier], hd, slot, 0, k);
-				for (uint32_t g = 0; g < a->group; g++) {
-					const float *qq = q + ((size_t)s * nq +
-							       h * a->group + g) * hd;
-					double d = 0;
-
-					for (uint32_t e = 0; e < hd; e++)
-						d += (double)qq[e] * k[e];
+				group_dots(qs, k, hd, a->group, d);
+				for (uint32_t g = 0; g < a->group; g++)
 					logit[(size_t)g * n + i] =
-						(float)(d * a->scale);
-				}
+						(float)(d[g] * a->scale);
 			}
-			/* softmax per query head */
+			/* softmax per query head, each exp computed once */
 			for (uint32_t g = 0; g < a->group; g++) {
 				float *l = logit + (size_t)g * n, mx = -INFINITY;
 				double sum = 0;
 
 				for (uint32_t i = 0; i < n; i++)
 					mx = fmaxf(mx, l[i]);
+				for (uint32_t i = 0; i < n; i++) {
+					ex[i] = exp((double)l[i] - mx);
+					sum += ex[i];
+				}
 				for (uint32_t i = 0; i < n; i++)
-					sum += exp((double)l[i] - mx);
-				for (uint32_t i = 0; i < n; i++)
-					l[i] = (float)(exp((double)l[i] - mx) /
-						       sum);
+					l[i] = (float)(ex[i] / sum);
 			}
 			/* out = sum p v; scores */
 			for (uint32_t i = 0; i < n; i++) {
@@ -196,8 +249,7 @@ int kvk_attn_decode_cpu(const struct kvk_attn_args *a, void *stream)
 					float *oo = o + ((size_t)s * nq +
 							 h * a->group + g) * hd;
 
-					for (uint32_t e = 0; e < hd; e++)
-						oo[e] += p * v[e];
+					axpy(oo, p, v, hd);
 					best = kvk_attn_score_fold(
 						a->update_scores, best, p);
 				}
@@ -214,6 +266,7 @@ int kvk_attn_decode_cpu(const struct kvk_attn_args *a, void *stream)
 		ret = kvk_convert_from_f32(a->out, o, qn, a->dtype);
 out:
 	free(logit);
+	free(ex);
 	free(q);
 	free(o);
 	free(k);

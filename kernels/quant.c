@@ -4,12 +4,38 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stddef.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include "kvattn.h"
 #include "kvq.h"
 
 #define KVQ_F16_MAX 65504.0f
+
+#if defined(__x86_64__)
+/* fp16 to fp32 eight at a time (exact, as kvk_f16_to_f32()) */
+__attribute__((target("f16c,avx"))) static void
+f16_row_f16c(const uint16_t *h, uint32_t n, float *x)
+{
+	for (uint32_t i = 0; i + 8 <= n; i += 8)
+		_mm256_storeu_ps(x + i, _mm256_cvtph_ps(_mm_loadu_si128(
+						(const __m128i *)(h + i))));
+}
+
+static bool have_f16c(void)
+{
+	static int v = -1;
+
+	if (v < 0)
+		v = __builtin_cpu_supports("f16c") &&
+		    __builtin_cpu_supports("avx");
+	return v;
+}
+#endif
 
 /**
  * kvq_format_valid() - whether (head_dim, bits, groups) is in the table
@@ -128,6 +154,12 @@ int kvq_dequantize_row(const uint8_t *row, const uint16_t *meta,
 	if (bits == 16) {
 		const uint16_t *h = (const uint16_t *)row;
 
+#if defined(__x86_64__)
+		if (head_dim % 8 == 0 && have_f16c()) {
+			f16_row_f16c(h, head_dim, x);
+			return 0;
+		}
+#endif
 		for (uint32_t i = 0; i < head_dim; i++)
 			x[i] = kvk_f16_to_f32(h[i]);
 		return 0;

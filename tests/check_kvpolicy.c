@@ -237,6 +237,9 @@ START_TEST(test_kvpolicy_equivalences)
 		{ "uniform:tier=k8v4", "diffkv:prune=0,quant=0" },
 		{ "uniform:tier=k4g2v2g4",
 		  "diffkv:hi=k4g2v2g4,lo=k4g2v2g4,prune=0,quant=0" },
+		/* every token a sink: none ever demoted or pruned */
+		{ "uniform:tier=k8v4",
+		  "diffkv:prune=1,quant=100000,sinks=1000" },
 	};
 	uint64_t seed = kvtest_seed(__func__);
 	struct llm_kv_usage u[2];
@@ -409,6 +412,55 @@ START_TEST(test_kvpolicy_hadamard)
 	free(o);
 	free(pre[0]);
 	free(pre[1]);
+	trace_free(&t);
+}
+END_TEST
+
+/*
+ * diffkv:sinks=: the first positions stay high through the prompt and
+ * every decode step. With quant so high that every token the window lets
+ * go is demoted, the high tier holds exactly the window (the newest 16)
+ * and, with sinks, the sinks besides; with pruning, sinks are kept that
+ * would have been dropped
+ */
+START_TEST(test_kvpolicy_sinks)
+{
+	static const char *const spec[][2] = {
+		{ "diffkv:prune=0,quant=100000,window=16",
+		  "diffkv:prune=0,quant=100000,window=16,sinks=5" },
+		{ "diffkv:prune=1,quant=1,window=16",
+		  "diffkv:prune=1,quant=1,window=16,sinks=5" },
+	};
+	uint64_t seed = kvtest_seed(__func__);
+	const uint64_t lists = NL * NKV;
+	struct llm_kv_usage u[2];
+	struct trace t;
+	size_t no;
+	float *o[2];
+
+	trace_make(&t, seed, 150, 40);
+	no = (size_t)t.steps * NL * NH * HD;
+	o[0] = malloc(no * 4);
+	o[1] = malloc(no * 4);
+	ck_assert(o[0] && o[1]);
+	for (int i = 0; i < 2; i++) {
+		drive(spec[i][0], &t, NULL, o[0], &u[0]);
+		drive(spec[i][1], &t, NULL, o[1], &u[1]);
+		ck_assert_msg(memcmp(o[0], o[1], no * 4), "%s: the sinks "
+			      "changed nothing", spec[i][1]);
+		if (i == 0) {
+			ck_assert_uint_eq(u[0].tokens[0], lists * 16);
+			ck_assert_uint_eq(u[1].tokens[0], lists * (16 + 5));
+			ck_assert_uint_eq(u[1].tokens[1],
+					  u[0].tokens[1] - lists * 5);
+		} else {
+			ck_assert_uint_gt(u[0].pruned, 0);
+			ck_assert_uint_lt(u[1].pruned, u[0].pruned);
+			ck_assert_uint_ge(u[1].tokens[0], lists * (16 + 5));
+		}
+	}
+	free(o[0]);
+	free(o[1]);
 	trace_free(&t);
 }
 END_TEST
@@ -723,6 +775,7 @@ Suite *suite_kvpolicy(void)
 	KV_ADD(tc, test_kvpolicy_compress);
 	KV_ADD(tc, test_kvpolicy_topk);
 	KV_ADD(tc, test_kvpolicy_hadamard);
+	KV_ADD(tc, test_kvpolicy_sinks);
 	KV_ADD(tc, test_kvpolicy_slots);
 	KV_ADD(tc, test_kvpolicy_seq_alpha);
 	KV_ADD(tc, test_kvpolicy_invalid);

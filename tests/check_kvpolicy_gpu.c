@@ -270,6 +270,9 @@ START_TEST(test_kvpolicy_cuda_vs_cpu)
 	compare("uniform:tier=k4v4,hadamard=1", &seed, prompt, 60, 5e-2, 0.0);
 	compare("diffkv:prune=0,quant=1,hadamard=1", &seed, prompt, 80, 5e-2,
 		0.02);
+	/* protected sinks, where most tokens would otherwise go low */
+	compare("diffkv:prune=0.05,quant=4,sinks=8", &seed, prompt, 80, 5e-2,
+		0.02);
 	compare("kvcompress:rate=2,interval=8", &seed, prompt, 80, 5e-2,
 		0.02);
 }

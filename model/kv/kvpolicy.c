@@ -118,6 +118,8 @@ struct kvk_compress_prompt kvp_prompt_args(const struct kvp *c,
 		.ntokens = (uint32_t *)(uintptr_t)c->map.ntokens,
 		/* kvcompress protects its recent window by position */
 		.real_pos = c->pol.kind == LLM_POLICY_KVCOMPRESS,
+		/* kvcompress's sinks are the eviction's (kvp_end()) */
+		.sinks = c->pol.kind == LLM_POLICY_DIFFKV ? c->pol.sinks : 0,
 	};
 
 	return a;
@@ -137,6 +139,7 @@ struct kvk_compress_decode kvp_decode_args(const struct kvp *c,
 		.pg = pages_of(c, lb),
 		.npages = (const uint32_t *)(uintptr_t)c->map.npages,
 		.ntokens = (uint32_t *)(uintptr_t)c->map.ntokens,
+		.sinks = c->pol.kind == LLM_POLICY_DIFFKV ? c->pol.sinks : 0,
 	};
 
 	return a;

@@ -202,14 +202,14 @@ enum {
 	K_TIER = 512, K_PROFILE = 1024, K_HADAMARD = 2048, K_TOPK = 4096,
 	/* what a profile sets */
 	K_FROM_PROFILE = K_HI | K_LO | K_PRUNE | K_QUANT | K_WINDOW | K_SCORE |
-			 K_HADAMARD,
+			 K_HADAMARD | K_SINKS,
 };
 
 static const unsigned policy_knobs[LLM_POLICY_NR] = {
 	[LLM_POLICY_FULL] = K_TOPK,
 	[LLM_POLICY_UNIFORM] = K_TIER | K_HADAMARD,
 	[LLM_POLICY_DIFFKV] = K_HI | K_LO | K_PRUNE | K_QUANT | K_WINDOW |
-			      K_SCORE | K_PROFILE | K_HADAMARD,
+			      K_SCORE | K_PROFILE | K_HADAMARD | K_SINKS,
 	[LLM_POLICY_KVCOMPRESS] = K_RATE | K_WINDOW | K_SCORE | K_INTERVAL |
 				  K_SINKS,
 };
@@ -247,7 +247,7 @@ static int parse_knob(struct llm_policy *p, char *kv, unsigned *seen,
 	    ((bit & K_FROM_PROFILE) && (*seen & K_PROFILE)))
 		return perr(err, len, "policy %s: knob '%s' and profile= "
 			    "both given (the profile sets hi, lo, prune, "
-			    "quant, window, score and hadamard)",
+			    "quant, window, score, hadamard and sinks)",
 			    llm_policy_name(p->kind), kv);
 	if (bit & *seen)
 		return perr(err, len, "policy %s: knob '%s' given twice",
@@ -339,8 +339,8 @@ static int policy_valid(const struct llm_policy *p, char *err, size_t len)
  * @errlen: bytes of @err
  *
  * Knobs: diffkv hi, lo, prune, quant, window, score, hadamard, or
- * profile=FILE for all of these from a profile (llm_profile_read(); FILE
- * without ','); uniform tier, hadamard;
+ * sinks, or profile=FILE for all of these from a profile
+ * (llm_profile_read(); FILE without ','); uniform tier, hadamard;
  * kvcompress rate, window, score, interval, sinks; full topk. Unknown names
  * and knobs, empty or repeated knobs, values out of range and inconsistent
  * knobs are refused.
@@ -396,7 +396,8 @@ int llm_policy_parse(const char *spec, struct llm_policy *out, char *err,
 
 /**
  * llm_policy_format() - the canonical spec of @p, every knob written (but
- * hadamard, written only when set, so that specs without it read as before)
+ * diffkv's hadamard and sinks, written only when set, so that specs
+ * without them read as before)
  * @p: policy
  * @buf: out
  * @len: bytes of @buf
@@ -407,7 +408,7 @@ int llm_policy_parse(const char *spec, struct llm_policy *out, char *err,
  */
 int llm_policy_format(const struct llm_policy *p, char *buf, size_t len)
 {
-	char hi[24], lo[24], rot[24] = "";
+	char hi[24], lo[24], rot[24] = "", snk[24] = "";
 
 	if ((unsigned)p->kind >= LLM_POLICY_NR ||
 	    llm_tier_format(&p->hi, hi, sizeof(hi)) < 0 ||
@@ -415,14 +416,16 @@ int llm_policy_format(const struct llm_policy *p, char *buf, size_t len)
 		return -EINVAL;
 	if (p->hadamard)
 		snprintf(rot, sizeof(rot), ",hadamard=%u", p->hadamard);
+	if (p->sinks)
+		snprintf(snk, sizeof(snk), ",sinks=%u", p->sinks);
 	switch (p->kind) {
 	case LLM_POLICY_UNIFORM:
 		return snprintf(buf, len, "uniform:tier=%s%s", hi, rot);
 	case LLM_POLICY_DIFFKV:
 		return snprintf(buf, len, "diffkv:hi=%s,lo=%s,prune=%g,"
-				"quant=%g,window=%u,score=%u%s", hi, lo,
+				"quant=%g,window=%u,score=%u%s%s", hi, lo,
 				p->alpha_prune, p->alpha_quant, p->window,
-				p->score_window, rot);
+				p->score_window, rot, snk);
 	case LLM_POLICY_KVCOMPRESS:
 		return snprintf(buf, len, "kvcompress:rate=%g,window=%u,"
 				"score=%u,interval=%u,sinks=%u", p->rate,

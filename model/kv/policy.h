@@ -48,7 +48,9 @@ enum llm_policy_kind {
  *	(diffkv 64, kvcompress 32)
  * @rate: kvcompress: target compression rate of a sequence's pages, >= 1
  * @interval: kvcompress: decode steps between two evictions, >= 1
- * @sinks: kvcompress: first positions never evicted
+ * @sinks: kvcompress: first positions never evicted; diffkv: first
+ *	positions stored at the high tier and never demoted or pruned
+ *	(protected attention sinks); 0 by default
  * @topk: full: 0 (dense), or the pages each (sequence, kv-head) attends at
  *	decode: sparse attention over a Quest-style page selection
  *	(kernels/select.h) keeping the first page and the pages of the last

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chnorm.h"
 #include "kvk.h"
 #include "kvpolicy.h"
 #include "kvtest.h"
@@ -417,6 +418,173 @@ START_TEST(test_kvpolicy_hadamard)
 END_TEST
 
 /*
+ * kvk_chnorm_cpu(): after STATS and KEYS, every channel of each (sequence,
+ * head) whose scale was not clamped spans the same largest |x| (the mean
+ * spread g), the channel means are 0, and the scaled queries' products
+ * with the normalized keys are q . k - q . mean (what softmax ignores);
+ * bad arguments refused
+ */
+START_TEST(test_chnorm_reference)
+{
+	enum { D = 64, NS = 2, H = 2, G = 3 };
+	uint64_t seed = kvtest_seed(__func__);
+	uint32_t start[NS + 1] = { 0, 37, 37 + 90 }, lb[NS] = { 4, 0 };
+	size_t nx = (size_t)start[NS] * H * D;
+	float *x = malloc(nx * 4), *k0 = malloc(nx * 4);
+	float q[NS * H * G * D], q0[NS * H * G * D], par[6 * 2 * D] = { 0 };
+	struct kvk_chn_args a = {
+		.x = x, .ntok = start[NS], .heads = H, .group = 1,
+		.head_dim = D, .nr_seqs = NS, .seq_start = start,
+		.list_base = lb, .param = par, .op = KVK_CHN_STATS,
+	};
+
+	ck_assert(x && k0);
+	for (size_t i = 0; i < nx; i++)
+		x[i] = frand(&seed) + (i % D == 5 ? 6.0f : 0.0f) +
+		       (i % D == 40 ? 5.0f * frand(&seed) : 0.0f);
+	memcpy(k0, x, nx * 4);
+	ck_assert_int_eq(kvk_chnorm_cpu(&a, NULL), 0);
+	a.op = KVK_CHN_KEYS;
+	ck_assert_int_eq(kvk_chnorm_cpu(&a, NULL), 0);
+	for (uint32_t s = 0; s < NS; s++)
+		for (uint32_t h = 0; h < H; h++) {
+			const float *m = par + (size_t)(lb[s] + h) * 2 * D;
+			double g = 0;
+
+			for (int c = 0; c < D; c++) {
+				double mx = 0, mean = 0;
+
+				for (uint32_t t = start[s]; t < start[s + 1];
+				     t++) {
+					float v = x[((size_t)t * H + h) * D +
+						    c];
+
+					mx = fabs(v) > mx ? fabs(v) : mx;
+					mean += v;
+				}
+				mean /= start[s + 1] - start[s];
+				ck_assert_double_lt(fabs(mean), 1e-5 * 8);
+				if (m[D + c] > KVK_CHN_MIN_SCALE) {
+					if (g == 0)
+						g = mx;
+					ck_assert_double_eq_tol(mx, g, 1e-5 * g);
+				}
+			}
+			/*
+			 * the offset channel's offset went into its mean,
+			 * the outlier channel got a large scale
+			 */
+			ck_assert_float_gt(m[5], 5.0f);
+			ck_assert_float_lt(m[D + 5], 1.5f);
+			ck_assert_float_gt(m[D + 40], 2.0f);
+		}
+	/* decode: the last token of each sequence, queries scaled alike */
+	for (size_t i = 0; i < sizeof(q) / 4; i++)
+		q[i] = q0[i] = frand(&seed);
+	a = (struct kvk_chn_args){
+		.x = q, .ntok = NS, .heads = H * G, .group = G, .head_dim = D,
+		.nr_seqs = NS, .list_base = lb, .param = par,
+		.op = KVK_CHN_QUERIES,
+	};
+	ck_assert_int_eq(kvk_chnorm_cpu(&a, NULL), 0);
+	for (uint32_t s = 0; s < NS; s++)
+		for (uint32_t hq = 0; hq < H * G; hq++) {
+			uint32_t h = hq / G, t = start[s + 1] - 1;
+			const float *m = par + (size_t)(lb[s] + h) * 2 * D;
+			const float *kn = x + ((size_t)t * H + h) * D;
+			const float *ko = k0 + ((size_t)t * H + h) * D;
+			const float *qs = q + ((size_t)s * H * G + hq) * D;
+			const float *qo = q0 + ((size_t)s * H * G + hq) * D;
+			double got = 0, want = 0, mag = 0;
+
+			for (int c = 0; c < D; c++) {
+				got += (double)qs[c] * kn[c];
+				want += (double)qo[c] * (ko[c] - m[c]);
+				mag += fabs((double)qo[c] * ko[c]);
+			}
+			ck_assert_double_eq_tol(got, want, 1e-5 * mag);
+		}
+	/* refusals */
+	a.group = 4;	/* 6 heads are not groups of 4 */
+	ck_assert_int_eq(kvk_chnorm_cpu(&a, NULL), -EINVAL);
+	a.group = G;
+	a.head_dim = 512;
+	ck_assert_int_eq(kvk_chnorm_cpu(&a, NULL), -EINVAL);
+	a.head_dim = D;
+	a.ntok = NS + 1;	/* decode rows without starts: one a sequence */
+	ck_assert_int_eq(kvk_chnorm_cpu(&a, NULL), -EINVAL);
+	a.ntok = NS;
+	a.op = KVK_CHN_STATS;	/* statistics are of keys: group 1 */
+	ck_assert_int_eq(kvk_chnorm_cpu(&a, NULL), -EINVAL);
+	a.op = KVK_CHN_NR;
+	ck_assert_int_eq(kvk_chnorm_cpu(&a, NULL), -EINVAL);
+	free(x);
+	free(k0);
+}
+END_TEST
+
+/*
+ * the knorm knob: the prompt attends as without it (bit for bit), the
+ * same bits and pages are stored; on keys with an offset channel and an
+ * outlier channel (what the knob is for), 4-bit keys lose less with it
+ * than without and than with the rotation alone (which is not a bound on
+ * the two together: on this trace they come out about equal)
+ */
+START_TEST(test_kvpolicy_knorm)
+{
+	static const char *const spec[] = {
+		"uniform:tier=k4v8", "uniform:tier=k4v8,knorm=1",
+		"uniform:tier=k4v8,hadamard=1",
+		"uniform:tier=k4v8,hadamard=1,knorm=1",
+	};
+	uint64_t seed = kvtest_seed(__func__);
+	struct llm_kv_usage uf, u[4];
+	double e[4];
+	struct trace t;
+	size_t no, np;
+	float *of, *o, *pre[2];
+
+	trace_make(&t, seed, 200, 30);
+	for (size_t i = 0; i < (size_t)NL * t.len * NKV; i++) {
+		t.k[i * HD + 5] += 6.0f;
+		t.k[i * HD + 40] *= 12.0f;
+	}
+	no = (size_t)t.steps * NL * NH * HD;
+	np = (size_t)t.prompt * NH * HD;
+	of = malloc(no * 4);
+	o = malloc(no * 4);
+	pre[0] = malloc(np * 4);
+	pre[1] = malloc(np * 4);
+	ck_assert(of && o && pre[0] && pre[1]);
+	drive("full", &t, NULL, of, &uf);
+	for (int i = 0; i < 4; i++) {
+		drive(spec[i], &t, pre[i > 0], o, &u[i]);
+		e[i] = rel_err(o, of, no);
+		if (getenv("KVMM_VERBOSE"))
+			fprintf(stderr, "%s: error %g\n", spec[i], e[i]);
+		ck_assert_uint_eq(u[i].bits, u[0].bits);
+		ck_assert_uint_eq(u[i].pages[0], u[0].pages[0]);
+		if (i)
+			ck_assert_msg(!memcmp(pre[0], pre[1], np * 4),
+				      "%s: prompt outputs differ", spec[i]);
+	}
+	ck_assert_msg(e[1] < 0.7 * e[0], "knorm: %g, not below 0.7 x %g",
+		      e[1], e[0]);
+	/*
+	 * the rotation spreads the outlier but keeps the offset (a constant
+	 * in every token, rotated); the means take it out
+	 */
+	ck_assert_msg(e[1] < e[2], "knorm: %g, not below the rotation's %g",
+		      e[1], e[2]);
+	free(of);
+	free(o);
+	free(pre[0]);
+	free(pre[1]);
+	trace_free(&t);
+}
+END_TEST
+
+/*
  * diffkv:sinks=: the first positions stay high through the prompt and
  * every decode step. With quant so high that every token the window lets
  * go is demoted, the high tier holds exactly the window (the newest 16)
@@ -776,6 +944,8 @@ Suite *suite_kvpolicy(void)
 	KV_ADD(tc, test_kvpolicy_topk);
 	KV_ADD(tc, test_kvpolicy_hadamard);
 	KV_ADD(tc, test_kvpolicy_sinks);
+	KV_ADD(tc, test_chnorm_reference);
+	KV_ADD(tc, test_kvpolicy_knorm);
 	KV_ADD(tc, test_kvpolicy_slots);
 	KV_ADD(tc, test_kvpolicy_seq_alpha);
 	KV_ADD(tc, test_kvpolicy_invalid);

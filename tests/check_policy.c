@@ -48,6 +48,8 @@ START_TEST(test_policy_knobs)
 		"diffkv:hi=k8g1v4g2,lo=k4g2v2g4,window=32,score=16",
 		"diffkv:prune=0.1,quant=0.1",
 		"diffkv:prune=0,quant=1,hadamard=1,sinks=4",
+		"diffkv:prune=0,quant=1,knorm=1,hadamard=1,sinks=4",
+		"uniform:tier=k4v4,knorm=1",
 		"uniform:tier=k8v8",
 		"uniform:tier=K4g2V4g2",
 		"kvcompress:rate=4,interval=1,sinks=4,window=16,score=8",
@@ -106,6 +108,9 @@ START_TEST(test_policy_invalid)
 		{ "diffkv:sinks=-1", "sinks=-1 is out of range" },
 		{ "diffkv:sinks=2000000", "out of range" },
 		{ "uniform:sinks=4", "has no knob 'sinks'" },
+		{ "diffkv:knorm=2", "knorm=2 is out of range" },
+		{ "kvcompress:knorm=1", "has no knob 'knorm'" },
+		{ "full:knorm=1", "has no knob 'knorm'" },
 	};
 	struct llm_policy p, before;
 	char err[160];
@@ -225,13 +230,16 @@ START_TEST(test_profile_round_trip)
 	same_policy(&p, &q);
 	/* the rotation and the sinks, read back */
 	ck_assert_int_eq(llm_policy_parse("diffkv:prune=0,quant=2,hadamard=1,"
-					  "sinks=4", &p, err, sizeof(err)), 0);
+					  "sinks=4,knorm=1", &p, err,
+					  sizeof(err)), 0);
 	ck_assert_int_eq(llm_profile_write(path, &p, NULL, err, sizeof(err)),
 			 0);
 	ck_assert_ptr_nonnull(strstr(slurp_s(path), "\"sinks\": 4"));
+	ck_assert_ptr_nonnull(strstr(slurp_s(path), "\"knorm\": 1"));
 	ck_assert_int_eq(llm_profile_read(path, &q, err, sizeof(err)), 0);
 	same_policy(&p, &q);
 	ck_assert_uint_eq(q.sinks, 4);
+	ck_assert_uint_eq(q.knorm, 1);
 	/* sinks is a knob the profile sets */
 	snprintf(s, sizeof(s), "diffkv:profile=%s,sinks=2", path);
 	ck_assert_int_eq(llm_policy_parse(s, &r, err, sizeof(err)), -EINVAL);
@@ -296,6 +304,9 @@ START_TEST(test_profile_refused)
 		{ GOOD_HEAD GOOD_TIERS "\"prune\": 0, \"quant\": 1, "
 		  "\"window\": 64, \"score\": 64, \"sinks\": -4}",
 		  "'sinks' must be an integer" },
+		{ GOOD_HEAD GOOD_TIERS "\"prune\": 0, \"quant\": 1, "
+		  "\"window\": 64, \"score\": 64, \"knorm\": 2}",
+		  "'knorm' must be an integer in [0, 1]" },
 	};
 	char path[128], spec[LLM_POLICY_SPEC_MAX + 1], err[300], dir[160];
 	struct llm_policy p, keep;

@@ -59,6 +59,10 @@ enum llm_policy_kind {
  *	rotated by the normalised Hadamard matrix (kvk_hadamard_cpu()), the
  *	queries rotated alike and the attention output rotated back; 0 (the
  *	default) to store them as they are
+ * @knorm: uniform and diffkv: 1 to store each (sequence, kv-head)'s keys
+ *	normalized per channel by their prompt's mean and spread, queries
+ *	scaled alike (kvk_chnorm_cpu(), per-channel key normalization); 0
+ *	(the default) to store them as they are
  */
 struct llm_policy {
 	enum llm_policy_kind kind;
@@ -73,6 +77,7 @@ struct llm_policy {
 	uint32_t sinks;
 	uint32_t topk;
 	uint32_t hadamard;
+	uint32_t knorm;
 };
 
 int llm_policy_default(enum llm_policy_kind kind, struct llm_policy *out);

@@ -5,7 +5,8 @@
  * beside the streaming-read ceiling measured in the same run, over a grid
  * of batch x context x tier mix. Llama-3-8B head shapes by default.
  * --hadamard times each point also with the policy's rotation of q before
- * and of the output after (hadamard=1), as the policy cache runs it;
+ * and of the output after (hadamard=1), --knorm with its per-channel
+ * scaling of q before (knorm=1), as the policy cache runs them;
  * --device cpu times the host cache's attention (kvk_attn_decode_cpu(),
  * one thread, fp32 q/out) beside the fp16 mix of the same run.
  */
@@ -18,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "chnorm.h"
 #include "kva.h"
 #include "kvattn.h"
 #include "kvk.h"
@@ -113,7 +115,7 @@ static void point_free(struct point *pt)
 
 struct result {
 	double us, gbs, bytes;
-	double us_rot;		/* with the rotation of q and out; 0 without */
+	double us_x;		/* with the knobs' work on q and out; 0 without */
 };
 
 #define CPU_REPS 7
@@ -130,18 +132,50 @@ static double thread_us(void)
 	return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
 }
 
+/* the knobs timed beside each point (--hadamard, --knorm) */
+enum { X_HADAMARD = 1, X_KNORM = 2 };
+
+/* knorm's scaling of the queries: means 0 and scales 1 of every list */
+static struct kvk_chn_args knorm_args(const struct point *pt, float *q,
+				      float *param)
+{
+	struct kvk_chn_args c = {
+		.x = q, .ntok = pt->a.nr_seqs,
+		.heads = pt->a.nr_kv_heads * pt->a.group,
+		.group = pt->a.group, .head_dim = pt->a.head_dim,
+		.nr_seqs = pt->a.nr_seqs, .list_base = pt->a.list_base,
+		.param = param, .op = KVK_CHN_QUERIES,
+	};
+
+	return c;
+}
+
+/* [lists][2][hd]: means 0, scales 1 */
+static float *knorm_param(const struct point *pt)
+{
+	uint32_t hd = pt->a.head_dim;
+	float *p = calloc((size_t)pt->lists * 2 * hd, 4);
+
+	for (size_t l = 0; p && l < pt->lists; l++)
+		for (uint32_t c = 0; c < hd; c++)
+			p[(l * 2 + 1) * hd + c] = 1.0f;
+	return p;
+}
+
 /*
  * The host cache's attention at one point: kvk_attn_decode_cpu() on one
  * thread over a host pool (0x3c bytes: valid fp16, finite scales), fp32 q
- * and out; with @rot also kvk_hadamard_cpu() of q before and out after.
+ * and out; with @knobs also kvk_chnorm_cpu() of q (X_KNORM) and
+ * kvk_hadamard_cpu() of q before and out after (X_HADAMARD).
  */
 static int run_point_cpu(const struct mix *m, uint32_t batch, uint32_t ctx,
 			 uint32_t heads, uint32_t group, uint32_t hd,
-			 int scores, int rot, struct result *res)
+			 int scores, int knobs, struct result *res)
 {
 	struct point pt;
+	struct kvk_chn_args cn;
 	double t[2][CPU_REPS];
-	float *q = NULL, *out = NULL;
+	float *q = NULL, *out = NULL, *par = NULL;
 	void *pool = NULL;
 	int ret = point_make(&pt, m, batch, ctx, heads, group, hd, scores);
 
@@ -149,7 +183,8 @@ static int run_point_cpu(const struct mix *m, uint32_t batch, uint32_t ctx,
 		pool = aligned_alloc(4096, pt.pool_bytes);
 		q = malloc(pt.nq * 4);
 		out = malloc(pt.nq * 4);
-		ret = pool && q && out ? 0 : -ENOMEM;
+		par = knorm_param(&pt);
+		ret = pool && q && out && par ? 0 : -ENOMEM;
 	}
 	if (!ret) {
 		memset(pool, 0x3c, pt.pool_bytes);
@@ -160,27 +195,32 @@ static int run_point_cpu(const struct mix *m, uint32_t batch, uint32_t ctx,
 		pt.a.tables = pt.tables, pt.a.ntokens = pt.ntok;
 		pt.a.list_base = pt.base;
 	}
+	cn = knorm_args(&pt, q, par);
 	for (int r = -1; r < CPU_REPS && !ret; r++)
-		for (int w = 0; w <= !!rot && !ret; w++) {
+		for (int w = 0; w <= !!knobs && !ret; w++) {
 			double t0 = thread_us();
 
-			if (w)
-				ret = kvk_hadamard_cpu(q, KVK_F32,
-						       pt.nq / hd, hd, NULL);
+			if (w && (knobs & X_KNORM))
+				ret = kvk_chnorm_cpu(&cn, NULL);
+			if (w && (knobs & X_HADAMARD))
+				ret = ret ?: kvk_hadamard_cpu(q, KVK_F32,
+							      pt.nq / hd, hd,
+							      NULL);
 			ret = ret ?: kvk_attn_decode_cpu(&pt.a, NULL);
-			if (w && !ret)
-				ret = kvk_hadamard_cpu(out, KVK_F32,
-						       pt.nq / hd, hd, NULL);
+			if (w && (knobs & X_HADAMARD))
+				ret = ret ?: kvk_hadamard_cpu(out, KVK_F32,
+							      pt.nq / hd, hd,
+							      NULL);
 			if (r >= 0)
 				t[w][r] = thread_us() - t0;
 		}
 	if (!ret) {
 		res->us = kvmm_median(t[0], CPU_REPS);
-		res->us_rot = rot ? kvmm_median(t[1], CPU_REPS) : 0;
+		res->us_x = knobs ? kvmm_median(t[1], CPU_REPS) : 0;
 		res->bytes = (double)kvk_attn_bytes(&pt.a, pt.ntok);
 		res->gbs = res->bytes / (res->us * 1e-6) / 1e9;
 	}
-	free(pool), free(q), free(out);
+	free(pool), free(q), free(out), free(par);
 	point_free(&pt);
 	return ret;
 }
@@ -211,24 +251,30 @@ static const struct mix *mix_named(const char *name)
 
 /*
  * One grid point on the device (struct point), data a constant pattern
- * (0x3c bytes: valid fp16, not zeros); with @rot also timed with
- * kvk_hadamard_cuda() of q before and of out after each call.
+ * (0x3c bytes: valid fp16, not zeros); with @knobs also timed with
+ * kvk_chnorm_cuda() of q (X_KNORM: the executor's fp32 queries, a scratch
+ * row here) and kvk_hadamard_cuda() of q before and of out after
+ * (X_HADAMARD) each call.
  */
 static int run_point(const struct mix *m, uint32_t batch, uint32_t ctx,
 		     uint32_t heads, uint32_t group, uint32_t hd, int scores,
-		     int rot, struct result *res)
+		     int knobs, struct result *res)
 {
 	struct point pt;
 	struct kvk_attn_args *a = &pt.a;
+	struct kvk_chn_args cn;
 	double t[2][REPS];
 	cudaEvent_t e0, e1;
 	void *pool, *dtab, *dntok, *dbase, *q, *out, *work = NULL;
-	float ms;
+	void *q32, *dpar;
+	float ms, *par;
 	int ret = point_make(&pt, m, batch, ctx, heads, group, hd, scores);
 
-	if (ret) {
+	par = ret ? NULL : knorm_param(&pt);
+	if (ret || !par) {
 		point_free(&pt);
-		return ret;
+		free(par);
+		return ret ? ret : -ENOMEM;
 	}
 	CU(cudaMalloc(&pool, pt.pool_bytes));
 	CU(cudaMemset(pool, 0x3c, pt.pool_bytes));
@@ -243,6 +289,11 @@ static int run_point(const struct mix *m, uint32_t batch, uint32_t ctx,
 	CU(cudaMalloc(&q, pt.nq * 2));
 	CU(cudaMemset(q, 0x2c, pt.nq * 2));
 	CU(cudaMalloc(&out, pt.nq * 2));
+	CU(cudaMalloc(&q32, pt.nq * 4));
+	CU(cudaMemset(q32, 0, pt.nq * 4));
+	CU(cudaMalloc(&dpar, (size_t)pt.lists * 2 * hd * 4));
+	CU(cudaMemcpy(dpar, par, (size_t)pt.lists * 2 * hd * 4,
+		      cudaMemcpyHostToDevice));
 
 	a->dtype = KVK_F16, a->q = q, a->out = out;
 	a->pool = (uint64_t)(uintptr_t)pool;
@@ -252,18 +303,24 @@ static int run_point(const struct mix *m, uint32_t batch, uint32_t ctx,
 		CU(cudaMalloc(&work, a->work_bytes));
 		a->work = work;
 	}
+	cn = knorm_args(&pt, q32, dpar);
+	cn.list_base = dbase;
 	CU(cudaEventCreate(&e0));
 	CU(cudaEventCreate(&e1));
 	for (int r = -3; r < REPS && !ret; r++)
-		for (int w = 0; w <= !!rot && !ret; w++) {
+		for (int w = 0; w <= !!knobs && !ret; w++) {
 			CU(cudaEventRecord(e0, 0));
-			if (w)
-				ret = kvk_hadamard_cuda(q, KVK_F16, pt.nq / hd,
-							hd, NULL);
+			if (w && (knobs & X_KNORM))
+				ret = kvk_chnorm_cuda(&cn, NULL);
+			if (w && (knobs & X_HADAMARD))
+				ret = ret ?: kvk_hadamard_cuda(q, KVK_F16,
+							       pt.nq / hd, hd,
+							       NULL);
 			ret = ret ?: kvk_attn_decode_cuda(a, NULL);
-			if (w && !ret)
-				ret = kvk_hadamard_cuda(out, KVK_F16,
-							pt.nq / hd, hd, NULL);
+			if (w && (knobs & X_HADAMARD))
+				ret = ret ?: kvk_hadamard_cuda(out, KVK_F16,
+							       pt.nq / hd, hd,
+							       NULL);
 			CU(cudaEventRecord(e1, 0));
 			CU(cudaEventSynchronize(e1));
 			CU(cudaEventElapsedTime(&ms, e0, e1));
@@ -273,35 +330,37 @@ static int run_point(const struct mix *m, uint32_t batch, uint32_t ctx,
 	CU(cudaGetLastError());
 	if (!ret) {
 		res->us = kvmm_median(t[0], REPS) * 1e3;
-		res->us_rot = rot ? kvmm_median(t[1], REPS) * 1e3 : 0;
+		res->us_x = knobs ? kvmm_median(t[1], REPS) * 1e3 : 0;
 		res->bytes = (double)kvk_attn_bytes(a, pt.ntok);
 		res->gbs = res->bytes / (res->us * 1e-6) / 1e9;
 	}
 	cudaEventDestroy(e0), cudaEventDestroy(e1);
 	cudaFree(pool), cudaFree(dtab), cudaFree(dntok), cudaFree(dbase);
-	cudaFree(q), cudaFree(out), cudaFree(work);
+	cudaFree(q), cudaFree(out), cudaFree(work), cudaFree(q32);
+	cudaFree(dpar);
+	free(par);
 	point_free(&pt);
 	return ret;
 }
 #endif
 
 static const char usage[] =
-	"usage: kvmm bench attn [--scores] [--hadamard] [--json] "
+	"usage: kvmm bench attn [--scores] [--hadamard] [--knorm] [--json] "
 	"[--tiers T] [--batch N]\n"
 	"                       [--ctx N] [--device cuda|cpu]\n";
 
 /* one point's line: a table row or a JSON object */
 static void print_point(int json, int first, const struct mix *m,
 			uint32_t batch, uint32_t ctx, const struct result *r,
-			double ceil_gbs, double peer_us, int rot)
+			double ceil_gbs, double peer_us, int knobs)
 {
 	if (json) {
 		printf("%s{\"tiers\":\"%s\",\"batch\":%u,\"ctx\":%u,"
 		       "\"us\":%.2f,\"bytes\":%.0f,\"gbs\":%.1f",
 		       first ? "" : ",", m->name, batch, ctx, r->us, r->bytes,
 		       r->gbs);
-		if (rot)
-			printf(",\"us_hadamard\":%.2f", r->us_rot);
+		if (knobs)
+			printf(",\"us_knobs\":%.2f", r->us_x);
 		printf("}");
 		return;
 	}
@@ -311,9 +370,9 @@ static void print_point(int json, int first, const struct mix *m,
 		printf(" %6.1f%%", 100 * r->gbs / ceil_gbs);
 	else
 		printf(" %7.2f", r->us / peer_us);
-	if (rot)
-		printf(" %10.1f %+7.1f%%", r->us_rot,
-		       100 * (r->us_rot - r->us) / r->us);
+	if (knobs)
+		printf(" %10.1f %+7.1f%%", r->us_x,
+		       100 * (r->us_x - r->us) / r->us);
 	printf("\n");
 }
 
@@ -330,6 +389,7 @@ int cmd_bench_attn(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "scores", no_argument, NULL, 's' },
 		{ "hadamard", no_argument, NULL, 'r' },
+		{ "knorm", no_argument, NULL, 'k' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "tiers", required_argument, NULL, 't' },
 		{ "batch", required_argument, NULL, 'b' },
@@ -342,7 +402,7 @@ int cmd_bench_attn(int argc, char **argv)
 	static const uint32_t ctxs[] = { 1024, 8192 };
 	const char *only_tiers = NULL;
 	long only_batch = 0, only_ctx = 0;
-	int json = 0, scores = 0, rot = 0, cpu = 0, first = 1, c;
+	int json = 0, scores = 0, knobs = 0, cpu = 0, first = 1, c;
 	double ceil_gbs = 0, peer_us[ARRAY_SIZE(ctxs)] = { 0 };
 	char *end;
 
@@ -353,7 +413,10 @@ int cmd_bench_attn(int argc, char **argv)
 			scores = 1;
 			break;
 		case 'r':
-			rot = 1;
+			knobs |= X_HADAMARD;
+			break;
+		case 'k':
+			knobs |= X_KNORM;
 			break;
 		case 'j':
 			json = 1;
@@ -405,7 +468,9 @@ int cmd_bench_attn(int argc, char **argv)
 			       "  --tiers, --batch, --ctx keep only the points "
 			       "that match;\n"
 			       "  --hadamard also times each point with the "
-			       "rotation of q and out\n  (hadamard=1);\n"
+			       "rotation of q and out\n  (hadamard=1), --knorm "
+			       "with the scaling of q (knorm=1): columns\n"
+			       "  'knobs us' and the change;\n"
 			       "  --device cpu: the host cache's attention, one "
 			       "thread, fp32 q/out,\n  batch 1, beside the fp16 "
 			       "mix of the run (x fp16)\n", usage);
@@ -455,22 +520,23 @@ int cmd_bench_attn(int argc, char **argv)
 	if (json)
 		printf("{\"bench\":\"attn\",\"device\":\"%s\","
 		       "\"read_ceiling_gbs\":%.1f,\"scores\":%d,"
-		       "\"hadamard\":%d,\"points\":[", cpu ? "cpu" : "cuda",
-		       ceil_gbs, scores, rot);
+		       "\"hadamard\":%d,\"knorm\":%d,\"points\":[",
+		       cpu ? "cpu" : "cuda", ceil_gbs, scores,
+		       !!(knobs & X_HADAMARD), !!(knobs & X_KNORM));
 	else if (cpu)
 		printf("kvmm bench attn: 8 kv-heads x GQA 4, head_dim 128, "
 		       "fp32 q/out, host attention, 1 thread, CPU time%s\n\n"
 		       "%-12s %6s %6s %10s %10s %9s %7s%s\n",
 		       scores ? ", scores updated" : "", "tiers", "batch",
 		       "ctx", "us", "MB read", "GB/s", "x fp16",
-		       rot ? "     rot us   rot +%" : "");
+		       knobs ? "   knobs us  knobs +%" : "");
 	else
 		printf("kvmm bench attn: 8 kv-heads x GQA 4, head_dim 128, "
 		       "fp16 q/out%s; read ceiling %.0f GB/s\n\n"
 		       "%-12s %6s %6s %10s %10s %9s %7s%s\n",
 		       scores ? ", scores updated" : "", ceil_gbs, "tiers",
 		       "batch", "ctx", "us", "MB read", "GB/s", "ceil%",
-		       rot ? "     rot us   rot +%" : "");
+		       knobs ? "   knobs us  knobs +%" : "");
 	for (size_t mi = 0; mi < ARRAY_SIZE(mixes); mi++)
 		for (size_t b = 0; b < ARRAY_SIZE(batches); b++)
 			for (size_t ci = 0; ci < ARRAY_SIZE(ctxs); ci++) {
@@ -486,13 +552,13 @@ int cmd_bench_attn(int argc, char **argv)
 #ifdef KVMM_HAVE_CUDA
 				ret = cpu ? run_point_cpu(m, batches[b],
 							  ctxs[ci], 8, 4, 128,
-							  scores, rot, &r)
+							  scores, knobs, &r)
 					  : run_point(m, batches[b], ctxs[ci],
-						      8, 4, 128, scores, rot,
+						      8, 4, 128, scores, knobs,
 						      &r);
 #else
 				ret = run_point_cpu(m, batches[b], ctxs[ci], 8,
-						    4, 128, scores, rot, &r);
+						    4, 128, scores, knobs, &r);
 #endif
 				if (ret) {
 					fprintf(stderr, "kvmm bench attn: %s "
@@ -503,7 +569,7 @@ int cmd_bench_attn(int argc, char **argv)
 				}
 				print_point(json, first, m, batches[b],
 					    ctxs[ci], &r, ceil_gbs,
-					    peer_us[ci], rot);
+					    peer_us[ci], knobs);
 				first = 0;
 			}
 	if (json)

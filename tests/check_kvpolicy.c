@@ -740,6 +740,90 @@ static void drive_slots(const char *spec, const struct trace *t, int only,
 	free(dec);
 }
 
+/*
+ * knorm and sinks with a prompt in chunks (llm_kv_set_prompt()): the
+ * chunks are staged and the whole prompt normalized, classified and
+ * stored at its last chunk, so every decode output and the tokens per tier
+ * equal those of the whole prompt, bit for bit
+ */
+START_TEST(test_kvpolicy_chunks_knobs)
+{
+	static const char *const spec[] = {
+		"diffkv:prune=0,quant=1,hadamard=1,knorm=1,sinks=4",
+		"uniform:tier=k4v4,knorm=1",
+	};
+	struct llm_config c = { .n_layers = NL, .n_heads = NH,
+				.n_kv_heads = NKV, .head_dim = HD };
+	uint64_t seed = kvtest_seed(__func__);
+	struct trace t[2];
+	size_t no;
+	float *buf, *dec[2];
+
+	trace_make(&t[0], seed, 150, 20);
+	for (size_t i = 0; i < (size_t)NL * t[0].len * NKV; i++)
+		t[0].k[i * HD + 5] += 6.0f;
+	t[1] = t[0];	/* batch_step() reads t[seq]: sequence 0 only */
+	no = (size_t)t[0].steps * NL * NH * HD;
+	buf = malloc((size_t)t[0].len * (2 * NH + 2 * NKV) * HD * 4);
+	dec[0] = malloc(no * 4);
+	dec[1] = malloc(no * 4);
+	ck_assert(buf && dec[0] && dec[1]);
+	for (size_t i = 0; i < sizeof(spec) / sizeof(spec[0]); i++) {
+		struct llm_kv_usage u[2];
+
+		for (int chunked = 0; chunked < 2; chunked++) {
+			static const int cut[] = { 0, 40, 97, 150 };
+			struct llm_policy p;
+			struct llm_kv *kv;
+			char err[200];
+			int seq = 0, nt, t0;
+			struct llm_batch b = { 1, &seq, &nt, NULL };
+
+			ck_assert(!llm_policy_parse(spec[i], &p, err,
+						    sizeof(err)));
+			ck_assert_msg(!llm_kv_policy_create(&c, &p, 1,
+							    t[0].len, 2, &kv,
+							    err, sizeof(err)),
+				      "%s", err);
+			if (chunked) {
+				ck_assert_int_eq(llm_kv_set_prompt(kv, 0,
+								   150), 0);
+				for (int k = 0; k < 3; k++) {
+					nt = cut[k + 1] - cut[k];
+					t0 = cut[k];
+					batch_step(kv, &b, t, &t0, buf, NULL,
+						   0);
+				}
+			} else {
+				nt = 150;
+				t0 = 0;
+				batch_step(kv, &b, t, &t0, buf, NULL, 0);
+			}
+			for (int s = 0; s < t[0].steps; s++) {
+				nt = 1;
+				t0 = 150 + s;
+				batch_step(kv, &b, t, &t0, buf, dec[chunked],
+					   s);
+			}
+			ck_assert_int_eq(llm_kv_policy_usage(kv, 0,
+							     &u[chunked]), 0);
+			ck_assert_msg(!llm_kv_policy_check(kv, err,
+							   sizeof(err)),
+				      "%s: %s", spec[i], err);
+			llm_kv_destroy(kv);
+		}
+		ck_assert_msg(!memcmp(dec[0], dec[1], no * 4), "%s: chunked "
+			      "and whole prompts differ", spec[i]);
+		ck_assert_uint_eq(u[0].tokens[0], u[1].tokens[0]);
+		ck_assert_uint_eq(u[0].tokens[1], u[1].tokens[1]);
+	}
+	free(buf);
+	free(dec[0]);
+	free(dec[1]);
+	trace_free(&t[0]);
+}
+END_TEST
+
 /* two sequences of one cache in one batch, as each alone: bit for bit */
 START_TEST(test_kvpolicy_slots)
 {
@@ -946,6 +1030,7 @@ Suite *suite_kvpolicy(void)
 	KV_ADD(tc, test_kvpolicy_sinks);
 	KV_ADD(tc, test_chnorm_reference);
 	KV_ADD(tc, test_kvpolicy_knorm);
+	KV_ADD(tc, test_kvpolicy_chunks_knobs);
 	KV_ADD(tc, test_kvpolicy_slots);
 	KV_ADD(tc, test_kvpolicy_seq_alpha);
 	KV_ADD(tc, test_kvpolicy_invalid);

@@ -205,8 +205,8 @@ int kvk_compress_prompt_cpu(const struct kvk_compress_prompt *a, void *stream)
 			for (uint32_t t = 0; t < len; t++)
 				c[kvk_tok_classify(
 					a->scores[(size_t)(b + t) * nkv + h], t,
-					len, a->score_window, a->window, ap,
-					aq)]++;
+					len, a->score_window, a->window,
+					a->sinks, ap, aq)]++;
 			memcpy(&a->counts[((size_t)s * nkv + h) * KVK_TOK_NR],
 			       c, sizeof(c));
 			list = pg->list_base[s] + h;
@@ -257,7 +257,8 @@ int kvk_compress_prompt_cpu(const struct kvk_compress_prompt *a, void *stream)
 				float sc = a->scores[at];
 				int c = kvk_tok_classify(sc, t, len,
 							 a->score_window,
-							 a->window, ap, aq);
+							 a->window, a->sinks,
+							 ap, aq);
 				uint32_t i, p;
 
 				if (c == KVK_TOK_PRUNED)
@@ -291,14 +292,17 @@ static uint8_t *decode_slot(const struct kvk_compress_pages *pg, uint32_t list,
 			 tier ? row[pg->width - 1 - i / tpp] : row[i / tpp]);
 }
 
-/* the candidate of least mean in one tier: (mean, index); +inf, -1 none */
+/*
+ * the candidate of least mean in one tier among indices @first .. @n - 1:
+ * (mean, index); +inf, -1 none
+ */
 static void victim(const struct kvk_compress_pages *pg, uint32_t list, int tier,
-		   uint32_t n, int32_t p, uint32_t minq, float *best,
-		   uint32_t *bi)
+		   uint32_t first, uint32_t n, int32_t p, uint32_t minq,
+		   float *best, uint32_t *bi)
 {
 	*best = INFINITY;
 	*bi = UINT32_MAX;
-	for (uint32_t i = 0; i < n; i++) {
+	for (uint32_t i = first; i < n; i++) {
 		uint32_t slot;
 		const uint8_t *pp = decode_slot(pg, list, tier, i, &slot);
 		float sc, m;
@@ -357,8 +361,10 @@ int kvk_compress_decode_cpu(const struct kvk_compress_decode *a, void *stream)
 			hm = lm = INFINITY;
 			hi = lo = UINT32_MAX;
 			if (kvk_decode_may_move(ap, aq)) {
-				victim(pg, list, 0, n_hi, p, minq, &hm, &hi);
-				victim(pg, list, 1, n_lo, p, minq, &lm, &lo);
+				victim(pg, list, 0, a->sinks, n_hi, p, minq,
+				       &hm, &hi);
+				victim(pg, list, 1, 0, n_lo, p, minq, &lm,
+				       &lo);
 			}
 			pthr = ap / (float)p;
 			qthr = aq / (float)p;

@@ -227,7 +227,8 @@ __global__ void kvk_compress_count_kernel(const kvk_compress_prompt a)
 	kvc_alphas(a.seq_alpha, a.alpha_prune, a.alpha_quant, s, &ap, &aq);
 	for (uint32_t t = threadIdx.x; t < len; t += blockDim.x)
 		c[kvk_tok_classify(a.scores[(size_t)(b + t) * nkv + h], t, len,
-				   a.score_window, a.window, ap, aq)]++;
+				   a.score_window, a.window, a.sinks, ap,
+				   aq)]++;
 	for (int k = 0; k < KVK_TOK_NR; k++)
 		c[k] = kvk_block_sum(c[k]);
 	if (threadIdx.x == 0) {
@@ -300,7 +301,8 @@ __global__ void __launch_bounds__(KVC_THREADS)
 	/* kept tokens before the chunk, per tier */
 	for (uint32_t u = threadIdx.x; u < c0; u += blockDim.x) {
 		int k = kvk_tok_classify(a.scores[(size_t)(b + u) * nkv + h], u,
-					 len, a.score_window, a.window, ap, aq);
+					 len, a.score_window, a.window, a.sinks,
+					 ap, aq);
 
 		pre_hi += k == KVK_TOK_HIGH;
 		pre_lo += k == KVK_TOK_LOW;
@@ -310,7 +312,8 @@ __global__ void __launch_bounds__(KVC_THREADS)
 	/* ranks inside the chunk: high count in bits 0-15, low in 16-31 */
 	c = threadIdx.x < KVC_CHUNK && t < len
 		    ? kvk_tok_classify(a.scores[(size_t)(b + t) * nkv + h], t,
-				       len, a.score_window, a.window, ap, aq)
+				       len, a.score_window, a.window, a.sinks,
+				       ap, aq)
 		    : KVK_TOK_PRUNED;
 	flags = (c == KVK_TOK_HIGH) | (uint32_t)(c == KVK_TOK_LOW) << 16;
 	flags = kvc_block_scan(flags, &tot);
@@ -408,10 +411,10 @@ __device__ __forceinline__ void kvc_min(float *m, uint32_t *i, float m2,
 	}
 }
 
-/* the block's candidate of least mean in one tier */
+/* the block's candidate of least mean in one tier, indices @first .. @n - 1 */
 __device__ void kvc_victim(const kvk_compress_pages &pg, uint32_t list,
-			   int tier, uint32_t n, int32_t p, uint32_t minq,
-			   float *best, uint32_t *bi)
+			   int tier, uint32_t first, uint32_t n, int32_t p,
+			   uint32_t minq, float *best, uint32_t *bi)
 {
 	__shared__ float sm[KVC_PLAN_THREADS / 32];
 	__shared__ uint32_t si[KVC_PLAN_THREADS / 32];
@@ -461,10 +464,10 @@ __device__ void kvc_victim(const kvk_compress_pages &pg, uint32_t list,
 #pragma unroll
 		for (int u = 0; u < KVC_SCAN; u++) {
 			int64_t nq = (int64_t)p - pos[u];
+			uint32_t i = i0 + u * blockDim.x;
 
-			if (pp[u] && nq >= minq)
-				kvc_min(&m, &mi, sc[u] / (float)nq,
-					i0 + u * blockDim.x);
+			if (pp[u] && nq >= minq && i >= first)
+				kvc_min(&m, &mi, sc[u] / (float)nq, i);
 		}
 	}
 	for (int o = 16; o; o >>= 1) {
@@ -502,8 +505,8 @@ __global__ void __launch_bounds__(KVC_PLAN_THREADS)
 	hm = lm = INFINITY;
 	hi = lo = UINT32_MAX;
 	if (kvk_decode_may_move(ap, aq)) {	/* the same for the block */
-		kvc_victim(a.pg, list, 0, n_hi, p, minq, &hm, &hi);
-		kvc_victim(a.pg, list, 1, n_lo, p, minq, &lm, &lo);
+		kvc_victim(a.pg, list, 0, a.sinks, n_hi, p, minq, &hm, &hi);
+		kvc_victim(a.pg, list, 1, 0, n_lo, p, minq, &lm, &lo);
 	}
 	if (threadIdx.x == 0) {
 		kvk_compress_action ac;

@@ -132,6 +132,10 @@ struct kvk_compress_pages {
  *	instead of its score's origin: for policies that do not divide
  *	scores by the queries counted, whose eviction protects by position
  *	(KV-Compress)
+ * @sinks: the first @sinks tokens of each prompt are high whatever their
+ *	score (protected attention sinks, StreamingLLM); they are the first
+ *	high-tier indices of their lists, where struct kvk_compress_decode's
+ *	@sinks keeps them
  *
  * High tokens go to pages tables[row][0 ..], in position order; low tokens
  * to the pages right after the high ones, tables[row][ceil(hi / tpp_hi) ..],
@@ -161,6 +165,7 @@ struct kvk_compress_prompt {
 	uint32_t *ntokens;
 	int32_t *err;
 	int real_pos;
+	uint32_t sinks;
 };
 
 /* what the decode phase did to one head */
@@ -209,6 +214,11 @@ struct kvk_compress_action {
  * @actions: out [nr_seqs][nr_kv_heads]
  * @err: out: 0, or -ENOSPC when some list lacks the slot its op needs;
  *	then only @actions and @err are written
+ * @sinks: high-tier indices below @sinks are never victims (never
+ *	demoted or pruned): the prompt's first @sinks tokens, which the
+ *	prompt phase stored there, or, while a sequence is shorter than
+ *	@sinks, every token so far (each appended at the next index, since
+ *	no index below @sinks is ever freed)
  */
 struct kvk_compress_decode {
 	uint32_t nr_seqs;
@@ -227,20 +237,22 @@ struct kvk_compress_decode {
 	uint32_t *ntokens;
 	struct kvk_compress_action *actions;
 	int32_t *err;
+	uint32_t sinks;
 };
 
 /*
  * kvk_tok_classify() - DiffKV's prompt rule for token @t of a prompt of
- * @len tokens; shared by both backends so they agree bit for bit.
+ * @len tokens, the first @sinks and the last @window protected; shared by
+ * both backends so they agree bit for bit.
  */
 static inline KVC_HD int kvk_tok_classify(float score, uint32_t t, uint32_t len,
-					  uint32_t w, uint32_t window, float ap,
-					  float aq)
+					  uint32_t w, uint32_t window,
+					  uint32_t sinks, float ap, float aq)
 {
 	uint32_t nq = len - t < w ? len - t : w;
 	float mean;
 
-	if (len - t <= window)
+	if (len - t <= window || t < sinks)
 		return KVK_TOK_HIGH;
 	mean = score / (float)nq;
 	if (mean < ap / (float)len)

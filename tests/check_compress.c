@@ -123,13 +123,13 @@ static uint8_t *dec_page(const struct cpool *c, uint8_t *mem, uint32_t list,
 			  tier ? row[c->width - 1 - i / tpp] : row[i / tpp]);
 }
 
-/* the test's own statement of DiffKV's prompt rule */
+/* the test's own statement of DiffKV's prompt rule, with protected sinks */
 static int rule(float score, uint32_t t, uint32_t len, uint32_t w, uint32_t win,
-		float ap, float aq)
+		uint32_t sinks, float ap, float aq)
 {
 	uint32_t seen = len - t, nq = seen < w ? seen : w;
 
-	if (seen <= win)
+	if (seen <= win || t < sinks)
 		return KVK_TOK_HIGH;
 	if (score / (float)nq < ap / (float)len)
 		return KVK_TOK_PRUNED;
@@ -246,6 +246,8 @@ static void pcase_make(struct pcase *p, uint64_t *seed, uint32_t nseq,
 		.counts = p->counts,
 		.ntokens = p->c.ntokens,
 		.err = &p->err,
+		/* protected sinks in a third of the cases */
+		.sinks = kvtest_rand(seed) % 3 ? 0 : kvtest_rand(seed) % 40,
 	};
 }
 
@@ -291,7 +293,7 @@ static void pcase_verify(struct pcase *p)
 			for (uint32_t t = 0; t < len; t++) {
 				size_t at = (size_t)(b + t) * nkv + h;
 				int cl = rule(p->scores[at], t, len, 64, 64,
-					      p->alpha[2 * s],
+					      p->a.sinks, p->alpha[2 * s],
 					      p->alpha[2 * s + 1]);
 				const struct kva_tier *ti = &c->tiers[cl == 1];
 				uint32_t i, tpp, pid;
@@ -299,7 +301,7 @@ static void pcase_verify(struct pcase *p)
 				int32_t pos;
 
 				seen[cl]++;
-				if (len - t <= 64)
+				if (len - t <= 64 || t < p->a.sinks)
 					ck_assert_int_eq(cl, KVK_TOK_HIGH);
 				if (cl == KVK_TOK_PRUNED)
 					continue;
@@ -553,6 +555,8 @@ static void dcase_make(struct dcase *d, uint64_t *seed, uint32_t nseq,
 		.ntokens = c->ntokens,
 		.actions = d->act,
 		.err = &d->err,
+		/* high indices never victims in a third of the cases */
+		.sinks = kvtest_rand(seed) % 3 ? 0 : kvtest_rand(seed) % 40,
 	};
 }
 
@@ -606,8 +610,9 @@ static int dcase_expect(struct dcase *d, uint8_t *mem, uint32_t *nt,
 
 			for (int t = 0; t < 2; t++) {
 				vi[t] = UINT32_MAX;
-				for (uint32_t i = 0; i < nt[2 * list + t];
-				     i++) {
+				/* high indices below sinks are never victims */
+				for (uint32_t i = t ? 0 : d->a.sinks;
+				     i < nt[2 * list + t]; i++) {
 					const uint8_t *pg =
 						dec_page(c, mem, list, t, i);
 					uint32_t sl = i % c->l[t].tokens;

@@ -281,6 +281,9 @@ static void prompt_case(uint64_t *seed, uint32_t nseq, uint32_t nkv,
 		.counts = cnt,
 		.ntokens = c.ntokens,
 		.err = &err,
+		/* protected sinks in half the cases (diffkv:sinks=) */
+		.sinks = kvtest_rand(seed) % 2 ? 0
+					      : kvtest_rand(seed) % 40,
 	};
 	da = a;
 	da.k = dup_dev(k, n * es);
@@ -497,6 +500,9 @@ static void decode_run(uint64_t *seed, uint32_t nseq, uint32_t nkv, uint32_t hd,
 			.ntokens = c.ntokens,
 			.actions = act,
 			.err = &err,
+			/* high indices never victims (diffkv:sinks=) */
+			.sinks = kvtest_rand(seed) % 2 ? 0
+						      : kvtest_rand(seed) % 40,
 		};
 		da = a;
 		da.k = dk;

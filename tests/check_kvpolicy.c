@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chnorm.h"
 #include "kvk.h"
 #include "kvpolicy.h"
 #include "kvtest.h"
@@ -237,6 +238,9 @@ START_TEST(test_kvpolicy_equivalences)
 		{ "uniform:tier=k8v4", "diffkv:prune=0,quant=0" },
 		{ "uniform:tier=k4g2v2g4",
 		  "diffkv:hi=k4g2v2g4,lo=k4g2v2g4,prune=0,quant=0" },
+		/* every token a sink: none ever demoted or pruned */
+		{ "uniform:tier=k8v4",
+		  "diffkv:prune=1,quant=100000,sinks=1000" },
 	};
 	uint64_t seed = kvtest_seed(__func__);
 	struct llm_kv_usage u[2];
@@ -414,6 +418,222 @@ START_TEST(test_kvpolicy_hadamard)
 END_TEST
 
 /*
+ * kvk_chnorm_cpu(): after STATS and KEYS, every channel of each (sequence,
+ * head) whose scale was not clamped spans the same largest |x| (the mean
+ * spread g), the channel means are 0, and the scaled queries' products
+ * with the normalized keys are q . k - q . mean (what softmax ignores);
+ * bad arguments refused
+ */
+START_TEST(test_chnorm_reference)
+{
+	enum { D = 64, NS = 2, H = 2, G = 3 };
+	uint64_t seed = kvtest_seed(__func__);
+	uint32_t start[NS + 1] = { 0, 37, 37 + 90 }, lb[NS] = { 4, 0 };
+	size_t nx = (size_t)start[NS] * H * D;
+	float *x = malloc(nx * 4), *k0 = malloc(nx * 4);
+	float q[NS * H * G * D], q0[NS * H * G * D], par[6 * 2 * D] = { 0 };
+	struct kvk_chn_args a = {
+		.x = x, .ntok = start[NS], .heads = H, .group = 1,
+		.head_dim = D, .nr_seqs = NS, .seq_start = start,
+		.list_base = lb, .param = par, .op = KVK_CHN_STATS,
+	};
+
+	ck_assert(x && k0);
+	for (size_t i = 0; i < nx; i++)
+		x[i] = frand(&seed) + (i % D == 5 ? 6.0f : 0.0f) +
+		       (i % D == 40 ? 5.0f * frand(&seed) : 0.0f);
+	memcpy(k0, x, nx * 4);
+	ck_assert_int_eq(kvk_chnorm_cpu(&a, NULL), 0);
+	a.op = KVK_CHN_KEYS;
+	ck_assert_int_eq(kvk_chnorm_cpu(&a, NULL), 0);
+	for (uint32_t s = 0; s < NS; s++)
+		for (uint32_t h = 0; h < H; h++) {
+			const float *m = par + (size_t)(lb[s] + h) * 2 * D;
+			double g = 0;
+
+			for (int c = 0; c < D; c++) {
+				double mx = 0, mean = 0;
+
+				for (uint32_t t = start[s]; t < start[s + 1];
+				     t++) {
+					float v = x[((size_t)t * H + h) * D +
+						    c];
+
+					mx = fabs(v) > mx ? fabs(v) : mx;
+					mean += v;
+				}
+				mean /= start[s + 1] - start[s];
+				ck_assert_double_lt(fabs(mean), 1e-5 * 8);
+				if (m[D + c] > KVK_CHN_MIN_SCALE) {
+					if (g == 0)
+						g = mx;
+					ck_assert_double_eq_tol(mx, g, 1e-5 * g);
+				}
+			}
+			/*
+			 * the offset channel's offset went into its mean,
+			 * the outlier channel got a large scale
+			 */
+			ck_assert_float_gt(m[5], 5.0f);
+			ck_assert_float_lt(m[D + 5], 1.5f);
+			ck_assert_float_gt(m[D + 40], 2.0f);
+		}
+	/* decode: the last token of each sequence, queries scaled alike */
+	for (size_t i = 0; i < sizeof(q) / 4; i++)
+		q[i] = q0[i] = frand(&seed);
+	a = (struct kvk_chn_args){
+		.x = q, .ntok = NS, .heads = H * G, .group = G, .head_dim = D,
+		.nr_seqs = NS, .list_base = lb, .param = par,
+		.op = KVK_CHN_QUERIES,
+	};
+	ck_assert_int_eq(kvk_chnorm_cpu(&a, NULL), 0);
+	for (uint32_t s = 0; s < NS; s++)
+		for (uint32_t hq = 0; hq < H * G; hq++) {
+			uint32_t h = hq / G, t = start[s + 1] - 1;
+			const float *m = par + (size_t)(lb[s] + h) * 2 * D;
+			const float *kn = x + ((size_t)t * H + h) * D;
+			const float *ko = k0 + ((size_t)t * H + h) * D;
+			const float *qs = q + ((size_t)s * H * G + hq) * D;
+			const float *qo = q0 + ((size_t)s * H * G + hq) * D;
+			double got = 0, want = 0, mag = 0;
+
+			for (int c = 0; c < D; c++) {
+				got += (double)qs[c] * kn[c];
+				want += (double)qo[c] * (ko[c] - m[c]);
+				mag += fabs((double)qo[c] * ko[c]);
+			}
+			ck_assert_double_eq_tol(got, want, 1e-5 * mag);
+		}
+	/* refusals */
+	a.group = 4;	/* 6 heads are not groups of 4 */
+	ck_assert_int_eq(kvk_chnorm_cpu(&a, NULL), -EINVAL);
+	a.group = G;
+	a.head_dim = 512;
+	ck_assert_int_eq(kvk_chnorm_cpu(&a, NULL), -EINVAL);
+	a.head_dim = D;
+	a.ntok = NS + 1;	/* decode rows without starts: one a sequence */
+	ck_assert_int_eq(kvk_chnorm_cpu(&a, NULL), -EINVAL);
+	a.ntok = NS;
+	a.op = KVK_CHN_STATS;	/* statistics are of keys: group 1 */
+	ck_assert_int_eq(kvk_chnorm_cpu(&a, NULL), -EINVAL);
+	a.op = KVK_CHN_NR;
+	ck_assert_int_eq(kvk_chnorm_cpu(&a, NULL), -EINVAL);
+	free(x);
+	free(k0);
+}
+END_TEST
+
+/*
+ * the knorm knob: the prompt attends as without it (bit for bit), the
+ * same bits and pages are stored; on keys with an offset channel and an
+ * outlier channel (what the knob is for), 4-bit keys lose less with it
+ * than without and than with the rotation alone (which is not a bound on
+ * the two together: on this trace they come out about equal)
+ */
+START_TEST(test_kvpolicy_knorm)
+{
+	static const char *const spec[] = {
+		"uniform:tier=k4v8", "uniform:tier=k4v8,knorm=1",
+		"uniform:tier=k4v8,hadamard=1",
+		"uniform:tier=k4v8,hadamard=1,knorm=1",
+	};
+	uint64_t seed = kvtest_seed(__func__);
+	struct llm_kv_usage uf, u[4];
+	double e[4];
+	struct trace t;
+	size_t no, np;
+	float *of, *o, *pre[2];
+
+	trace_make(&t, seed, 200, 30);
+	for (size_t i = 0; i < (size_t)NL * t.len * NKV; i++) {
+		t.k[i * HD + 5] += 6.0f;
+		t.k[i * HD + 40] *= 12.0f;
+	}
+	no = (size_t)t.steps * NL * NH * HD;
+	np = (size_t)t.prompt * NH * HD;
+	of = malloc(no * 4);
+	o = malloc(no * 4);
+	pre[0] = malloc(np * 4);
+	pre[1] = malloc(np * 4);
+	ck_assert(of && o && pre[0] && pre[1]);
+	drive("full", &t, NULL, of, &uf);
+	for (int i = 0; i < 4; i++) {
+		drive(spec[i], &t, pre[i > 0], o, &u[i]);
+		e[i] = rel_err(o, of, no);
+		if (getenv("KVMM_VERBOSE"))
+			fprintf(stderr, "%s: error %g\n", spec[i], e[i]);
+		ck_assert_uint_eq(u[i].bits, u[0].bits);
+		ck_assert_uint_eq(u[i].pages[0], u[0].pages[0]);
+		if (i)
+			ck_assert_msg(!memcmp(pre[0], pre[1], np * 4),
+				      "%s: prompt outputs differ", spec[i]);
+	}
+	ck_assert_msg(e[1] < 0.7 * e[0], "knorm: %g, not below 0.7 x %g",
+		      e[1], e[0]);
+	/*
+	 * the rotation spreads the outlier but keeps the offset (a constant
+	 * in every token, rotated); the means take it out
+	 */
+	ck_assert_msg(e[1] < e[2], "knorm: %g, not below the rotation's %g",
+		      e[1], e[2]);
+	free(of);
+	free(o);
+	free(pre[0]);
+	free(pre[1]);
+	trace_free(&t);
+}
+END_TEST
+
+/*
+ * diffkv:sinks=: the first positions stay high through the prompt and
+ * every decode step. With quant so high that every token the window lets
+ * go is demoted, the high tier holds exactly the window (the newest 16)
+ * and, with sinks, the sinks besides; with pruning, sinks are kept that
+ * would have been dropped
+ */
+START_TEST(test_kvpolicy_sinks)
+{
+	static const char *const spec[][2] = {
+		{ "diffkv:prune=0,quant=100000,window=16",
+		  "diffkv:prune=0,quant=100000,window=16,sinks=5" },
+		{ "diffkv:prune=1,quant=1,window=16",
+		  "diffkv:prune=1,quant=1,window=16,sinks=5" },
+	};
+	uint64_t seed = kvtest_seed(__func__);
+	const uint64_t lists = NL * NKV;
+	struct llm_kv_usage u[2];
+	struct trace t;
+	size_t no;
+	float *o[2];
+
+	trace_make(&t, seed, 150, 40);
+	no = (size_t)t.steps * NL * NH * HD;
+	o[0] = malloc(no * 4);
+	o[1] = malloc(no * 4);
+	ck_assert(o[0] && o[1]);
+	for (int i = 0; i < 2; i++) {
+		drive(spec[i][0], &t, NULL, o[0], &u[0]);
+		drive(spec[i][1], &t, NULL, o[1], &u[1]);
+		ck_assert_msg(memcmp(o[0], o[1], no * 4), "%s: the sinks "
+			      "changed nothing", spec[i][1]);
+		if (i == 0) {
+			ck_assert_uint_eq(u[0].tokens[0], lists * 16);
+			ck_assert_uint_eq(u[1].tokens[0], lists * (16 + 5));
+			ck_assert_uint_eq(u[1].tokens[1],
+					  u[0].tokens[1] - lists * 5);
+		} else {
+			ck_assert_uint_gt(u[0].pruned, 0);
+			ck_assert_uint_lt(u[1].pruned, u[0].pruned);
+			ck_assert_uint_ge(u[1].tokens[0], lists * (16 + 5));
+		}
+	}
+	free(o[0]);
+	free(o[1]);
+	trace_free(&t);
+}
+END_TEST
+
+/*
  * one step of the batch @b through the cache's ops: rows of each sequence
  * (trace @t[seq]) gathered, token @t0[i] first, @nt[i] tokens; the
  * outputs of the last layer of sequence @want (or none) into @out
@@ -519,6 +739,90 @@ static void drive_slots(const char *spec, const struct trace *t, int only,
 	free(buf);
 	free(dec);
 }
+
+/*
+ * knorm and sinks with a prompt in chunks (llm_kv_set_prompt()): the
+ * chunks are staged and the whole prompt normalized, classified and
+ * stored at its last chunk, so every decode output and the tokens per tier
+ * equal those of the whole prompt, bit for bit
+ */
+START_TEST(test_kvpolicy_chunks_knobs)
+{
+	static const char *const spec[] = {
+		"diffkv:prune=0,quant=1,hadamard=1,knorm=1,sinks=4",
+		"uniform:tier=k4v4,knorm=1",
+	};
+	struct llm_config c = { .n_layers = NL, .n_heads = NH,
+				.n_kv_heads = NKV, .head_dim = HD };
+	uint64_t seed = kvtest_seed(__func__);
+	struct trace t[2];
+	size_t no;
+	float *buf, *dec[2];
+
+	trace_make(&t[0], seed, 150, 20);
+	for (size_t i = 0; i < (size_t)NL * t[0].len * NKV; i++)
+		t[0].k[i * HD + 5] += 6.0f;
+	t[1] = t[0];	/* batch_step() reads t[seq]: sequence 0 only */
+	no = (size_t)t[0].steps * NL * NH * HD;
+	buf = malloc((size_t)t[0].len * (2 * NH + 2 * NKV) * HD * 4);
+	dec[0] = malloc(no * 4);
+	dec[1] = malloc(no * 4);
+	ck_assert(buf && dec[0] && dec[1]);
+	for (size_t i = 0; i < sizeof(spec) / sizeof(spec[0]); i++) {
+		struct llm_kv_usage u[2];
+
+		for (int chunked = 0; chunked < 2; chunked++) {
+			static const int cut[] = { 0, 40, 97, 150 };
+			struct llm_policy p;
+			struct llm_kv *kv;
+			char err[200];
+			int seq = 0, nt, t0;
+			struct llm_batch b = { 1, &seq, &nt, NULL };
+
+			ck_assert(!llm_policy_parse(spec[i], &p, err,
+						    sizeof(err)));
+			ck_assert_msg(!llm_kv_policy_create(&c, &p, 1,
+							    t[0].len, 2, &kv,
+							    err, sizeof(err)),
+				      "%s", err);
+			if (chunked) {
+				ck_assert_int_eq(llm_kv_set_prompt(kv, 0,
+								   150), 0);
+				for (int k = 0; k < 3; k++) {
+					nt = cut[k + 1] - cut[k];
+					t0 = cut[k];
+					batch_step(kv, &b, t, &t0, buf, NULL,
+						   0);
+				}
+			} else {
+				nt = 150;
+				t0 = 0;
+				batch_step(kv, &b, t, &t0, buf, NULL, 0);
+			}
+			for (int s = 0; s < t[0].steps; s++) {
+				nt = 1;
+				t0 = 150 + s;
+				batch_step(kv, &b, t, &t0, buf, dec[chunked],
+					   s);
+			}
+			ck_assert_int_eq(llm_kv_policy_usage(kv, 0,
+							     &u[chunked]), 0);
+			ck_assert_msg(!llm_kv_policy_check(kv, err,
+							   sizeof(err)),
+				      "%s: %s", spec[i], err);
+			llm_kv_destroy(kv);
+		}
+		ck_assert_msg(!memcmp(dec[0], dec[1], no * 4), "%s: chunked "
+			      "and whole prompts differ", spec[i]);
+		ck_assert_uint_eq(u[0].tokens[0], u[1].tokens[0]);
+		ck_assert_uint_eq(u[0].tokens[1], u[1].tokens[1]);
+	}
+	free(buf);
+	free(dec[0]);
+	free(dec[1]);
+	trace_free(&t[0]);
+}
+END_TEST
 
 /* two sequences of one cache in one batch, as each alone: bit for bit */
 START_TEST(test_kvpolicy_slots)
@@ -723,6 +1027,10 @@ Suite *suite_kvpolicy(void)
 	KV_ADD(tc, test_kvpolicy_compress);
 	KV_ADD(tc, test_kvpolicy_topk);
 	KV_ADD(tc, test_kvpolicy_hadamard);
+	KV_ADD(tc, test_kvpolicy_sinks);
+	KV_ADD(tc, test_chnorm_reference);
+	KV_ADD(tc, test_kvpolicy_knorm);
+	KV_ADD(tc, test_kvpolicy_chunks_knobs);
 	KV_ADD(tc, test_kvpolicy_slots);
 	KV_ADD(tc, test_kvpolicy_seq_alpha);
 	KV_ADD(tc, test_kvpolicy_invalid);

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chnorm.h"
 #include "kvk.h"
 #include "kvpolicy.h"
 #include "kvtest.h"
@@ -270,6 +271,13 @@ START_TEST(test_kvpolicy_cuda_vs_cpu)
 	compare("uniform:tier=k4v4,hadamard=1", &seed, prompt, 60, 5e-2, 0.0);
 	compare("diffkv:prune=0,quant=1,hadamard=1", &seed, prompt, 80, 5e-2,
 		0.02);
+	/* protected sinks, where most tokens would otherwise go low */
+	compare("diffkv:prune=0.05,quant=4,sinks=8", &seed, prompt, 80, 5e-2,
+		0.02);
+	/* per-channel key normalization, alone and with the rotation */
+	compare("uniform:tier=k4v4,knorm=1", &seed, prompt, 60, 5e-2, 0.0);
+	compare("diffkv:prune=0,quant=1,hadamard=1,knorm=1", &seed, prompt, 80,
+		5e-2, 0.02);
 	compare("kvcompress:rate=2,interval=8", &seed, prompt, 80, 5e-2,
 		0.02);
 }
@@ -323,7 +331,102 @@ START_TEST(test_kvpolicy_cuda_einval)
 	llm_kv_destroy(kv);
 }
 END_TEST
+
+/*
+ * kvk_chnorm_cuda() against kvk_chnorm_cpu(): statistics of three prompts
+ * of random lengths (keys with offset and outlier channels), their keys
+ * normalized, then decode rows of keys and queries, every output equal to
+ * the bit, at head_dim 64, 128 and 256
+ */
+START_TEST(test_chnorm_cuda_vs_cpu)
+{
+	static const uint32_t dims[] = { 64, 128, 256 };
+	uint64_t seed = kvtest_seed(__func__);
+
+	for (int di = 0; di < 3; di++) {
+		uint32_t d = dims[di], nkv = 2, grp = 4, ns = 3, start[4] = { 0 };
+		uint32_t lb[3] = { 0, 6, 14 }, lists = 16, nt;
+		size_t nx, np = (size_t)lists * 2 * d, nq;
+		float *x, *xd_h, *q, *qd_h, *pc, *pg_h, *dx, *dq, *dp;
+		uint32_t *dstart, *dlb;
+		struct kvk_chn_args a, da;
+
+		for (uint32_t s = 0; s < ns; s++)
+			start[s + 1] = start[s] + 1 + kvtest_rand(&seed) % 300;
+		nt = start[ns];
+		nx = (size_t)nt * nkv * d;
+		nq = (size_t)ns * nkv * grp * d;
+		x = malloc(nx * 4);
+		xd_h = malloc(nx * 4);
+		q = malloc(nq * 4);
+		qd_h = malloc(nq * 4);
+		pc = calloc(np, 4);
+		pg_h = malloc(np * 4);
+		ck_assert(x && xd_h && q && qd_h && pc && pg_h);
+		for (size_t i = 0; i < nx; i++)
+			x[i] = frand(&seed) + (i % d == 3 ? 7.0f : 0.0f) +
+			       (i % d == 9 ? 4.0f * frand(&seed) : 0.0f);
+		for (size_t i = 0; i < nq; i++)
+			q[i] = frand(&seed);
+		CK_CUDA(cudaMalloc((void **)&dx, nx * 4));
+		CK_CUDA(cudaMalloc((void **)&dq, nq * 4));
+		CK_CUDA(cudaMalloc((void **)&dp, np * 4));
+		CK_CUDA(cudaMalloc((void **)&dstart, sizeof(start)));
+		CK_CUDA(cudaMalloc((void **)&dlb, sizeof(lb)));
+		CK_CUDA(cudaMemcpy(dx, x, nx * 4, cudaMemcpyHostToDevice));
+		CK_CUDA(cudaMemcpy(dq, q, nq * 4, cudaMemcpyHostToDevice));
+		CK_CUDA(cudaMemset(dp, 0, np * 4));
+		CK_CUDA(cudaMemcpy(dstart, start, sizeof(start),
+				   cudaMemcpyHostToDevice));
+		CK_CUDA(cudaMemcpy(dlb, lb, sizeof(lb),
+				   cudaMemcpyHostToDevice));
+		a = (struct kvk_chn_args){
+			.x = x, .ntok = nt, .heads = nkv, .group = 1,
+			.head_dim = d, .nr_seqs = ns, .seq_start = start,
+			.list_base = lb, .param = pc, .op = KVK_CHN_STATS,
+		};
+		da = a;
+		da.x = dx, da.seq_start = dstart, da.list_base = dlb;
+		da.param = dp;
+		for (int op = KVK_CHN_STATS; op <= KVK_CHN_KEYS; op++) {
+			a.op = da.op = op;
+			ck_assert_int_eq(kvk_chnorm_cpu(&a, NULL), 0);
+			ck_assert_int_eq(kvk_chnorm_cuda(&da, NULL), 0);
+		}
+		/* decode: one row per sequence, keys of the first rows */
+		a.ntok = da.ntok = ns;
+		a.seq_start = da.seq_start = NULL;
+		a.op = da.op = KVK_CHN_KEYS;
+		ck_assert_int_eq(kvk_chnorm_cpu(&a, NULL), 0);
+		ck_assert_int_eq(kvk_chnorm_cuda(&da, NULL), 0);
+		a.x = q, da.x = dq;
+		a.heads = da.heads = nkv * grp;
+		a.group = da.group = grp;
+		a.op = da.op = KVK_CHN_QUERIES;
+		ck_assert_int_eq(kvk_chnorm_cpu(&a, NULL), 0);
+		ck_assert_int_eq(kvk_chnorm_cuda(&da, NULL), 0);
+		CK_CUDA(cudaMemcpy(xd_h, dx, nx * 4, cudaMemcpyDeviceToHost));
+		CK_CUDA(cudaMemcpy(qd_h, dq, nq * 4, cudaMemcpyDeviceToHost));
+		CK_CUDA(cudaMemcpy(pg_h, dp, np * 4, cudaMemcpyDeviceToHost));
+		ck_assert_msg(!memcmp(pc, pg_h, np * 4), "d %u: statistics "
+			      "differ", d);
+		ck_assert_msg(!memcmp(x, xd_h, nx * 4), "d %u: keys differ",
+			      d);
+		ck_assert_msg(!memcmp(q, qd_h, nq * 4), "d %u: queries "
+			      "differ", d);
+		cudaFree(dx), cudaFree(dq), cudaFree(dp), cudaFree(dstart);
+		cudaFree(dlb);
+		free(x), free(xd_h), free(q), free(qd_h), free(pc), free(pg_h);
+	}
+}
+END_TEST
 #else
+START_TEST(test_chnorm_cuda_vs_cpu)
+{
+	ck_abort_msg("built without CUDA: this suite cannot run");
+}
+END_TEST
+
 START_TEST(test_kvpolicy_cuda_vs_cpu)
 {
 	ck_abort_msg("built without CUDA: this suite cannot run");
@@ -345,6 +448,7 @@ Suite *suite_kvpolicy_gpu(void)
 	tcase_set_timeout(tc, 300);
 	KV_ADD(tc, test_kvpolicy_cuda_vs_cpu);
 	KV_ADD(tc, test_kvpolicy_cuda_einval);
+	KV_ADD(tc, test_chnorm_cuda_vs_cpu);
 	suite_add_tcase(s, tc);
 	return s;
 }

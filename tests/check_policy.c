@@ -47,6 +47,9 @@ START_TEST(test_policy_knobs)
 		"diffkv:prune=0.05,quant=1.5",
 		"diffkv:hi=k8g1v4g2,lo=k4g2v2g4,window=32,score=16",
 		"diffkv:prune=0.1,quant=0.1",
+		"diffkv:prune=0,quant=1,hadamard=1,sinks=4",
+		"diffkv:prune=0,quant=1,knorm=1,hadamard=1,sinks=4",
+		"uniform:tier=k4v4,knorm=1",
 		"uniform:tier=k8v8",
 		"uniform:tier=K4g2V4g2",
 		"kvcompress:rate=4,interval=1,sinks=4,window=16,score=8",
@@ -102,6 +105,12 @@ START_TEST(test_policy_invalid)
 		{ "kvcompress:interval=0", "out of range" },
 		{ "kvcompress:window=-1", "out of range" },
 		{ "kvcompress:window=99999999999999999999", "out of range" },
+		{ "diffkv:sinks=-1", "sinks=-1 is out of range" },
+		{ "diffkv:sinks=2000000", "out of range" },
+		{ "uniform:sinks=4", "has no knob 'sinks'" },
+		{ "diffkv:knorm=2", "knorm=2 is out of range" },
+		{ "kvcompress:knorm=1", "has no knob 'knorm'" },
+		{ "full:knorm=1", "has no knob 'knorm'" },
 	};
 	struct llm_policy p, before;
 	char err[160];
@@ -162,6 +171,20 @@ static void put(const char *path, const char *s)
 	fclose(f);
 }
 
+/* the file's text (a static buffer, up to 4 KiB) */
+static const char *slurp_s(const char *path)
+{
+	static char buf[4096];
+	FILE *f = fopen(path, "r");
+	size_t n;
+
+	ck_assert_ptr_nonnull(f);
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	return buf;
+}
+
 static void same_policy(const struct llm_policy *a, const struct llm_policy *b)
 {
 	char fa[LLM_POLICY_SPEC_MAX + 1], fb[LLM_POLICY_SPEC_MAX + 1];
@@ -189,6 +212,8 @@ START_TEST(test_profile_round_trip)
 	ck_assert_int_eq(llm_profile_write(path, &p, "{\"model\": \"m\", "
 					   "\"chunks\": [1, 2]}", err,
 					   sizeof(err)), 0);
+	/* sinks are written only when set: the file is as before */
+	ck_assert_ptr_null(strstr(slurp_s(path), "sinks"));
 	ck_assert_int_eq(llm_profile_read(path, &q, err, sizeof(err)), 0);
 	same_policy(&p, &q);
 	snprintf(s, sizeof(s), "diffkv:profile=%s", path);
@@ -203,6 +228,22 @@ START_TEST(test_profile_round_trip)
 			 0);
 	ck_assert_int_eq(llm_profile_read(path, &q, err, sizeof(err)), 0);
 	same_policy(&p, &q);
+	/* the rotation and the sinks, read back */
+	ck_assert_int_eq(llm_policy_parse("diffkv:prune=0,quant=2,hadamard=1,"
+					  "sinks=4,knorm=1", &p, err,
+					  sizeof(err)), 0);
+	ck_assert_int_eq(llm_profile_write(path, &p, NULL, err, sizeof(err)),
+			 0);
+	ck_assert_ptr_nonnull(strstr(slurp_s(path), "\"sinks\": 4"));
+	ck_assert_ptr_nonnull(strstr(slurp_s(path), "\"knorm\": 1"));
+	ck_assert_int_eq(llm_profile_read(path, &q, err, sizeof(err)), 0);
+	same_policy(&p, &q);
+	ck_assert_uint_eq(q.sinks, 4);
+	ck_assert_uint_eq(q.knorm, 1);
+	/* sinks is a knob the profile sets */
+	snprintf(s, sizeof(s), "diffkv:profile=%s,sinks=2", path);
+	ck_assert_int_eq(llm_policy_parse(s, &r, err, sizeof(err)), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(err, "knob 'sinks' and profile= both"));
 	/* only diffkv is written */
 	llm_policy_default(LLM_POLICY_UNIFORM, &p);
 	ck_assert_int_eq(llm_profile_write(path, &p, NULL, err, sizeof(err)),
@@ -260,6 +301,12 @@ START_TEST(test_profile_refused)
 		{ GOOD_HEAD GOOD_TIERS "\"prune\": 0, \"quant\": 1, "
 		  "\"window\": 64, \"score\": 64, \"calibration\": 3}",
 		  "'calibration' must be an object" },
+		{ GOOD_HEAD GOOD_TIERS "\"prune\": 0, \"quant\": 1, "
+		  "\"window\": 64, \"score\": 64, \"sinks\": -4}",
+		  "'sinks' must be an integer" },
+		{ GOOD_HEAD GOOD_TIERS "\"prune\": 0, \"quant\": 1, "
+		  "\"window\": 64, \"score\": 64, \"knorm\": 2}",
+		  "'knorm' must be an integer in [0, 1]" },
 	};
 	char path[128], spec[LLM_POLICY_SPEC_MAX + 1], err[300], dir[160];
 	struct llm_policy p, keep;

@@ -4,9 +4,11 @@
 # eval-frontier.sh - the policies page's measured results, the way issue 18
 # asks: diffkv's thresholds calibrated on the first half of WikiText-2's
 # validation text, every policy evaluated on 8 chunks of the second half
-# (unseen by the calibration), each change with its 95% interval; pass-key
-# retrieval at 4K and 8K tokens. Hours on 2 CPU cores: not part of
-# `make check` (`make eval-frontier` runs it).
+# (unseen by the calibration), each change with its 95% interval, the
+# techniques against low-bit KV beside it (hadamard=1, sinks=, knorm=1);
+# pass-key retrieval at 2K, 4K and 8K tokens, 5 trials a cell. Hours on 2
+# CPU cores, minutes with DEVICE=cuda: not part of `make check` (`make
+# eval-frontier` runs it).
 #
 #   tools/eval-frontier.sh [calibrate|ppl|needle|all]    (default all)
 #
@@ -53,13 +55,20 @@ if [ "$what" = ppl ] || [ "$what" = all ]; then
 		--policy diffkv:prune=0,quant=1,hadamard=1 \
 		--policy uniform:tier=k4v4 \
 		--policy uniform:tier=k4v4,hadamard=1 \
-		--policy kvcompress:rate=3 |
+		--policy uniform:tier=k4v4,knorm=1 \
+		--policy diffkv:prune=0,quant=1,hadamard=1,sinks=4 \
+		--policy diffkv:prune=0,quant=1,hadamard=1,knorm=1 \
+		--policy diffkv:prune=0,quant=1,knorm=1 \
+		--policy diffkv:prune=0,quant=4,hadamard=1,sinks=4 \
+		--policy kvcompress:rate=3 \
+		--policy kvcompress:rate=3.4 |
 		tee "$OUTDIR/unseen-smollm2-2k.txt"
 fi
 if [ "$what" = needle ] || [ "$what" = all ]; then
-	step "pass-key retrieval at 4K and 8K"
-	"$KVMM" eval needle --model "$MODEL" --lengths 4096,8000 --depths 50 \
-		--trials "$TRIALS" --device "$DEVICE" "${thr[@]}" \
+	step "pass-key retrieval at 2K, 4K and 8K"
+	"$KVMM" eval needle --model "$MODEL" --lengths 2048,4096,8000 \
+		--depths 0,50,100 --trials "$TRIALS" --device "$DEVICE" \
+		"${thr[@]}" --policy diffkv:prune=0,quant=1,hadamard=1 \
 		--policy "diffkv:profile=$prof" |
 		tee "$OUTDIR/needle-smollm2-8k.txt"
 fi

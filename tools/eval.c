@@ -688,8 +688,9 @@ static const char *const sweep_grid[] = {
 
 static const char ev_help_policy[] =
 	"  --policy SPEC     a policy to compare with full (repeatable):\n"
-	"                    full[:topk=N], uniform[:tier=k4v4], diffkv[:prune=A,\n"
-	"                    quant=B,hi=k8v4,lo=k4v2,window=64,score=64],\n"
+	"                    full[:topk=N], uniform[:tier=k4v4,hadamard=0],\n"
+	"                    diffkv[:prune=A,quant=B,hi=k8v4,lo=k4v2,window=64,\n"
+	"                    score=64,hadamard=0,sinks=0] or diffkv:profile=F,\n"
 	"                    kvcompress[:rate=R,window=64,score=32,\n"
 	"                    interval=16,sinks=0]\n";
 static const char ev_help_chunks[] =

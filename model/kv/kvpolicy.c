@@ -48,6 +48,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chnorm.h"
 #include "compress.h"
 #include "kvattn.h"
 #include "kvevict.h"
@@ -118,6 +119,8 @@ struct kvk_compress_prompt kvp_prompt_args(const struct kvp *c,
 		.ntokens = (uint32_t *)(uintptr_t)c->map.ntokens,
 		/* kvcompress protects its recent window by position */
 		.real_pos = c->pol.kind == LLM_POLICY_KVCOMPRESS,
+		/* kvcompress's sinks are the eviction's (kvp_end()) */
+		.sinks = c->pol.kind == LLM_POLICY_DIFFKV ? c->pol.sinks : 0,
 	};
 
 	return a;
@@ -137,6 +140,7 @@ struct kvk_compress_decode kvp_decode_args(const struct kvp *c,
 		.pg = pages_of(c, lb),
 		.npages = (const uint32_t *)(uintptr_t)c->map.npages,
 		.ntokens = (uint32_t *)(uintptr_t)c->map.ntokens,
+		.sinks = c->pol.kind == LLM_POLICY_DIFFKV ? c->pol.sinks : 0,
 	};
 
 	return a;
@@ -776,6 +780,26 @@ static int rotate(const struct kvp *c, float *x, uint32_t t, uint32_t n)
 	return kvk_hadamard_cpu(x, KVK_F32, (size_t)t * n, c->hd, NULL);
 }
 
+/*
+ * under the knorm knob: @op (enum kvk_chn_op) over @t tokens of @n heads
+ * of @x, @ns sequences with list bases @lb; @start the prompts' starts
+ * (prefill) or NULL (decode: token i is sequence i)
+ */
+static int chnorm(const struct kvp *c, int op, float *x, uint32_t t,
+		  uint32_t n, uint32_t ns, const uint32_t *lb,
+		  const uint32_t *start)
+{
+	struct kvk_chn_args a = {
+		.x = x, .ntok = t, .heads = n, .group = n / c->nkv,
+		.head_dim = c->hd, .nr_seqs = ns,
+		.seq_start = start, .list_base = lb, .param = c->chn, .op = op,
+	};
+
+	if (!c->pol.knorm)
+		return 0;
+	return kvk_chnorm_cpu(&a, NULL);
+}
+
 /* grow the packed buffers of the prompts ending in a staged step */
 static int pack_reserve(struct kvp *c, size_t ntok)
 {
@@ -864,7 +888,12 @@ static int prefill_store_staged(struct kvp *c, const struct llm_batch *b,
 		nf++;
 	}
 	c->pstart[nf] = (uint32_t)nt;
-	ret = rotate(c, c->pk, (uint32_t)nt, c->nkv);
+	/* whole prompts now: as in layer_prefill() */
+	ret = chnorm(c, KVK_CHN_STATS, c->pk, (uint32_t)nt, c->nkv, nf, c->plb,
+		     c->pstart);
+	ret = ret ?: chnorm(c, KVK_CHN_KEYS, c->pk, (uint32_t)nt, c->nkv, nf,
+			    c->plb, c->pstart);
+	ret = ret ?: rotate(c, c->pk, (uint32_t)nt, c->nkv);
 	ret = ret ?: rotate(c, c->pv, (uint32_t)nt, c->nkv);
 	if (ret)
 		return ret;
@@ -894,8 +923,15 @@ static int layer_prefill(struct kvp *c, const struct llm_batch *b, int layer,
 	scatter(c, io);
 	if (c->staged)
 		return prefill_store_staged(c, b, layer);
-	/* the prompt attended as it is; its keys and values stored rotated */
-	ret = rotate(c, c->k, c->ntok, c->nkv);
+	/*
+	 * the prompt attended as it is; its keys stored normalized (knorm,
+	 * by their own statistics), its keys and values rotated (hadamard)
+	 */
+	ret = chnorm(c, KVK_CHN_STATS, c->k, c->ntok, c->nkv, (uint32_t)c->n,
+		     lb, c->sstart);
+	ret = ret ?: chnorm(c, KVK_CHN_KEYS, c->k, c->ntok, c->nkv,
+			    (uint32_t)c->n, lb, c->sstart);
+	ret = ret ?: rotate(c, c->k, c->ntok, c->nkv);
 	ret = ret ?: rotate(c, c->v, c->ntok, c->nkv);
 	if (ret)
 		return ret;
@@ -922,8 +958,15 @@ static int layer_decode(struct kvp *c, int layer, const struct llm_kv_io *io)
 	int ret;
 
 	gather(c, io, true);
-	/* rotated keys and values stored, rotated queries attend to them */
-	ret = rotate(c, c->k, c->ntok, c->nkv);
+	/*
+	 * normalized and rotated keys and rotated values stored, queries
+	 * scaled and rotated alike attend to them
+	 */
+	ret = chnorm(c, KVK_CHN_KEYS, c->k, c->ntok, c->nkv, (uint32_t)c->n,
+		     lb, NULL);
+	ret = ret ?: chnorm(c, KVK_CHN_QUERIES, c->q, c->ntok, c->nh,
+			    (uint32_t)c->n, lb, NULL);
+	ret = ret ?: rotate(c, c->k, c->ntok, c->nkv);
 	ret = ret ?: rotate(c, c->v, c->ntok, c->nkv);
 	ret = ret ?: rotate(c, c->q, c->ntok, c->nh);
 	if (ret)
@@ -1343,6 +1386,7 @@ static void kvp_destroy(struct llm_kv *kv)
 	free(c->plb);
 	free(c->palpha);
 	free(c->kv.prompt);
+	free(c->chn);	/* a device cache's went in kvp_dev_free() */
 	free(c->kv.len);
 	free(c);
 }
@@ -1525,6 +1569,12 @@ int llm_kv_policy_open(const struct llm_config *c, const struct llm_policy *p,
 	if (ret) {
 		snprintf(err, errlen, "threads: %s", strerror(-ret));
 		goto out_free;
+	}
+	if (p->knorm) {
+		k->chn = calloc((size_t)o->n_seq * k->lps * 2 * k->hd,
+				sizeof(float));
+		if (!k->chn)
+			goto out_nomem;
 	}
 	k->p = malloc((size_t)o->max_tok * nth * sizeof(float));
 	k->counts = malloc((size_t)o->n_seq * k->nkv * KVK_TOK_NR *

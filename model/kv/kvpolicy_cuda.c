@@ -40,6 +40,7 @@
 
 #include <cuda_runtime.h>
 
+#include "chnorm.h"
 #include "kvevict.h"
 #include "kvk_cudart.h"
 #include "kvpolicy.h"
@@ -205,6 +206,27 @@ static int rotate(const struct kvp *c, const void *x, enum kvk_dtype dt,
 	return kvk_hadamard_cuda((void *)(uintptr_t)x, dt, n, c->hd, st);
 }
 
+/*
+ * under the knorm knob: @op (enum kvk_chn_op) over @t tokens of @n heads
+ * of the fp32 rows @x, the layer's list bases @lb; @start the prompts'
+ * starts (prefill) or NULL (decode)
+ */
+static int chnorm(const struct kvp *c, int op, const void *x, uint32_t t,
+		  uint32_t n, const uint32_t *lb, const uint32_t *start,
+		  void *st)
+{
+	struct kvk_chn_args a = {
+		.x = (float *)(uintptr_t)x, .ntok = t, .heads = n,
+		.group = n / c->nkv, .head_dim = c->hd,
+		.nr_seqs = (uint32_t)c->n, .seq_start = start,
+		.list_base = lb, .param = c->chn, .op = op,
+	};
+
+	if (!c->pol.knorm)
+		return 0;
+	return kvk_chnorm_cuda(&a, st);
+}
+
 static int layer_prefill(struct kvp *c, int layer, const struct llm_kv_io *io,
 			 void *st)
 {
@@ -231,7 +253,14 @@ static int layer_prefill(struct kvp *c, int layer, const struct llm_kv_io *io,
 		.score_mode = kvp_score_mode(c),
 	};
 	ret = kvk_prefill_cuda(&pa, st);
-	/* the prompt attended as it is; its keys and values stored rotated */
+	/*
+	 * the prompt attended as it is; its keys stored normalized (knorm),
+	 * its keys and values rotated (hadamard)
+	 */
+	ret = ret ?: chnorm(c, KVK_CHN_STATS, io->k, c->ntok, c->nkv, lb,
+			    meta_start(c, d->meta), st);
+	ret = ret ?: chnorm(c, KVK_CHN_KEYS, io->k, c->ntok, c->nkv, lb,
+			    meta_start(c, d->meta), st);
 	ret = ret ?: rotate(c, io->k, KVK_F32, (size_t)c->ntok * c->nkv, st);
 	ret = ret ?: rotate(c, io->v, KVK_F32, (size_t)c->ntok * c->nkv, st);
 	if (ret)
@@ -255,8 +284,15 @@ static int layer_decode(struct kvp *c, int layer, const struct llm_kv_io *io,
 	struct kvk_attn_args a;
 	int ret;
 
-	/* rotated keys and values stored, rotated queries attend to them */
-	ret = rotate(c, io->q, KVK_F32, (size_t)c->n * c->nh, st);
+	/*
+	 * normalized and rotated keys and rotated values stored, queries
+	 * scaled and rotated alike attend to them
+	 */
+	ret = chnorm(c, KVK_CHN_KEYS, io->k, (uint32_t)c->n, c->nkv, lb, NULL,
+		     st);
+	ret = ret ?: chnorm(c, KVK_CHN_QUERIES, io->q, (uint32_t)c->n, c->nh,
+			    lb, NULL, st);
+	ret = ret ?: rotate(c, io->q, KVK_F32, (size_t)c->n * c->nh, st);
 	ret = ret ?: rotate(c, io->k, KVK_F32, (size_t)c->n * c->nkv, st);
 	ret = ret ?: rotate(c, io->v, KVK_F32, (size_t)c->n * c->nkv, st);
 	ret = ret ?: kvk_convert_cuda(d->qd, io->odt, io->q, KVK_F32,
@@ -392,6 +428,9 @@ int kvp_dev_init(struct kvp *c, int device, char *err, size_t errlen)
 	CU(cudaMalloc((void **)&d->act, S * c->nkv * sizeof(*d->act)));
 	CU(cudaMalloc((void **)&d->counts, S * c->nkv * KVK_TOK_NR * 4));
 	CU(cudaMalloc(&d->work, d->work_bytes ? d->work_bytes : 4));
+	if (c->pol.knorm)
+		CU(cudaMalloc((void **)&c->chn,
+			      S * c->lps * 2 * c->hd * sizeof(float)));
 out:
 	if (ret)
 		snprintf(err, errlen, "device scratch for %zu sequences: %s", S,
@@ -424,6 +463,8 @@ void kvp_dev_free(struct kvp *c)
 	cudaFree(d->vh);
 	cudaFree(d->scores);
 	cudaFree(d->lse);
+	cudaFree(c->chn);
+	c->chn = NULL;
 	free(d);
 	c->dev = NULL;
 }

@@ -84,6 +84,12 @@ struct kvp {
 	int staged;		/* a prefill step with a KVP_CHUNK entry */
 
 	struct kvp_dev *dev;	/* NULL: a host cache */
+	/*
+	 * knorm: [n_seq * n_layers * n_kv_heads lists][2][head_dim] each
+	 * list's key means and scales (kvk_chnorm_*()), indexed by list id;
+	 * host memory for a host cache, device memory for a device cache
+	 */
+	float *chn;
 
 	/* host cache: workers and scratch, grown with the step's tokens */
 	struct llm_pool *threads;

@@ -200,16 +200,18 @@ enum {
 	K_HI = 1, K_LO = 2, K_PRUNE = 4, K_QUANT = 8, K_WINDOW = 16,
 	K_SCORE = 32, K_RATE = 64, K_INTERVAL = 128, K_SINKS = 256,
 	K_TIER = 512, K_PROFILE = 1024, K_HADAMARD = 2048, K_TOPK = 4096,
+	K_KNORM = 8192,
 	/* what a profile sets */
 	K_FROM_PROFILE = K_HI | K_LO | K_PRUNE | K_QUANT | K_WINDOW | K_SCORE |
-			 K_HADAMARD,
+			 K_HADAMARD | K_SINKS | K_KNORM,
 };
 
 static const unsigned policy_knobs[LLM_POLICY_NR] = {
 	[LLM_POLICY_FULL] = K_TOPK,
-	[LLM_POLICY_UNIFORM] = K_TIER | K_HADAMARD,
+	[LLM_POLICY_UNIFORM] = K_TIER | K_HADAMARD | K_KNORM,
 	[LLM_POLICY_DIFFKV] = K_HI | K_LO | K_PRUNE | K_QUANT | K_WINDOW |
-			      K_SCORE | K_PROFILE | K_HADAMARD,
+			      K_SCORE | K_PROFILE | K_HADAMARD | K_SINKS |
+			      K_KNORM,
 	[LLM_POLICY_KVCOMPRESS] = K_RATE | K_WINDOW | K_SCORE | K_INTERVAL |
 				  K_SINKS,
 };
@@ -222,7 +224,7 @@ static const struct {
 	{ "quant", K_QUANT }, { "window", K_WINDOW }, { "score", K_SCORE },
 	{ "rate", K_RATE }, { "interval", K_INTERVAL }, { "sinks", K_SINKS },
 	{ "tier", K_TIER }, { "profile", K_PROFILE },
-	{ "hadamard", K_HADAMARD }, { "topk", K_TOPK },
+	{ "hadamard", K_HADAMARD }, { "topk", K_TOPK }, { "knorm", K_KNORM },
 };
 
 /* one KEY=VALUE into @p; 0 or -EINVAL with a message */
@@ -247,7 +249,8 @@ static int parse_knob(struct llm_policy *p, char *kv, unsigned *seen,
 	    ((bit & K_FROM_PROFILE) && (*seen & K_PROFILE)))
 		return perr(err, len, "policy %s: knob '%s' and profile= "
 			    "both given (the profile sets hi, lo, prune, "
-			    "quant, window, score and hadamard)",
+			    "quant, window, score, hadamard, sinks and "
+			    "knorm)",
 			    llm_policy_name(p->kind), kv);
 	if (bit & *seen)
 		return perr(err, len, "policy %s: knob '%s' given twice",
@@ -296,6 +299,9 @@ static int parse_knob(struct llm_policy *p, char *kv, unsigned *seen,
 	case K_HADAMARD:
 		ret = parse_u32(val, 0, 1, &p->hadamard);
 		break;
+	case K_KNORM:
+		ret = parse_u32(val, 0, 1, &p->knorm);
+		break;
 	}
 	if (ret) {
 		if (bit & (K_TIER | K_HI | K_LO))
@@ -338,9 +344,9 @@ static int policy_valid(const struct llm_policy *p, char *err, size_t len)
  * @err: a one-line reason on failure (may be NULL)
  * @errlen: bytes of @err
  *
- * Knobs: diffkv hi, lo, prune, quant, window, score, hadamard, or
- * profile=FILE for all of these from a profile (llm_profile_read(); FILE
- * without ','); uniform tier, hadamard;
+ * Knobs: diffkv hi, lo, prune, quant, window, score, hadamard, sinks,
+ * knorm, or profile=FILE for all of these from a profile
+ * (llm_profile_read(); FILE without ','); uniform tier, hadamard, knorm;
  * kvcompress rate, window, score, interval, sinks; full topk. Unknown names
  * and knobs, empty or repeated knobs, values out of range and inconsistent
  * knobs are refused.
@@ -396,7 +402,8 @@ int llm_policy_parse(const char *spec, struct llm_policy *out, char *err,
 
 /**
  * llm_policy_format() - the canonical spec of @p, every knob written (but
- * hadamard, written only when set, so that specs without it read as before)
+ * hadamard, knorm and diffkv's sinks, written only when set, so that
+ * specs without them read as before)
  * @p: policy
  * @buf: out
  * @len: bytes of @buf
@@ -407,22 +414,24 @@ int llm_policy_parse(const char *spec, struct llm_policy *out, char *err,
  */
 int llm_policy_format(const struct llm_policy *p, char *buf, size_t len)
 {
-	char hi[24], lo[24], rot[24] = "";
+	char hi[24], lo[24], rot[40] = "", snk[24] = "";
 
 	if ((unsigned)p->kind >= LLM_POLICY_NR ||
 	    llm_tier_format(&p->hi, hi, sizeof(hi)) < 0 ||
 	    llm_tier_format(&p->lo, lo, sizeof(lo)) < 0)
 		return -EINVAL;
-	if (p->hadamard)
-		snprintf(rot, sizeof(rot), ",hadamard=%u", p->hadamard);
+	snprintf(rot, sizeof(rot), "%s%s", p->hadamard ? ",hadamard=1" : "",
+		 p->knorm ? ",knorm=1" : "");
+	if (p->sinks)
+		snprintf(snk, sizeof(snk), ",sinks=%u", p->sinks);
 	switch (p->kind) {
 	case LLM_POLICY_UNIFORM:
 		return snprintf(buf, len, "uniform:tier=%s%s", hi, rot);
 	case LLM_POLICY_DIFFKV:
 		return snprintf(buf, len, "diffkv:hi=%s,lo=%s,prune=%g,"
-				"quant=%g,window=%u,score=%u%s", hi, lo,
+				"quant=%g,window=%u,score=%u%s%s", hi, lo,
 				p->alpha_prune, p->alpha_quant, p->window,
-				p->score_window, rot);
+				p->score_window, rot, snk);
 	case LLM_POLICY_KVCOMPRESS:
 		return snprintf(buf, len, "kvcompress:rate=%g,window=%u,"
 				"score=%u,interval=%u,sinks=%u", p->rate,

@@ -48,7 +48,9 @@ enum llm_policy_kind {
  *	(diffkv 64, kvcompress 32)
  * @rate: kvcompress: target compression rate of a sequence's pages, >= 1
  * @interval: kvcompress: decode steps between two evictions, >= 1
- * @sinks: kvcompress: first positions never evicted
+ * @sinks: kvcompress: first positions never evicted; diffkv: first
+ *	positions stored at the high tier and never demoted or pruned
+ *	(protected attention sinks); 0 by default
  * @topk: full: 0 (dense), or the pages each (sequence, kv-head) attends at
  *	decode: sparse attention over a Quest-style page selection
  *	(kernels/select.h) keeping the first page and the pages of the last
@@ -57,6 +59,10 @@ enum llm_policy_kind {
  *	rotated by the normalised Hadamard matrix (kvk_hadamard_cpu()), the
  *	queries rotated alike and the attention output rotated back; 0 (the
  *	default) to store them as they are
+ * @knorm: uniform and diffkv: 1 to store each (sequence, kv-head)'s keys
+ *	normalized per channel by their prompt's mean and spread, queries
+ *	scaled alike (kvk_chnorm_cpu(), per-channel key normalization); 0
+ *	(the default) to store them as they are
  */
 struct llm_policy {
 	enum llm_policy_kind kind;
@@ -71,6 +77,7 @@ struct llm_policy {
 	uint32_t sinks;
 	uint32_t topk;
 	uint32_t hadamard;
+	uint32_t knorm;
 };
 
 int llm_policy_default(enum llm_policy_kind kind, struct llm_policy *out);

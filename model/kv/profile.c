@@ -14,6 +14,7 @@
  *     "prune": 0, "quant": 1,
  *     "window": 64, "score": 64,
  *     "hadamard": 0,
+ *     "sinks": 0,
  *     "calibration": { ... }
  *   }
  *
@@ -21,8 +22,11 @@
  * tiers as llm_tier_parse() reads them, ``prune`` and ``quant`` diffkv's
  * alpha_prune and alpha_quant, ``window`` and ``score`` its protected
  * window and scored prompt queries, ``hadamard`` (optional, 0 or 1, 0 when
- * absent) its rotation: the same ranges and rules as the knobs of the same
- * names. ``calibration`` (optional, an object) records how the values were
+ * absent) its rotation, ``sinks`` (optional, 0 when absent) its protected
+ * first positions, ``knorm`` (optional, 0 or 1, 0 when absent) its
+ * per-channel key normalization: the same ranges and rules as the knobs of
+ * the same names; the writer writes ``sinks`` and ``knorm`` only when they
+ * are not 0. ``calibration`` (optional, an object) records how the values were
  * found; it is not read back. Every other member is required; an unknown
  * member, a member given twice, a value of the wrong type or out of range
  * is refused, with a message that names the member.
@@ -111,10 +115,10 @@ out:
 
 static const char *const members[] = {
 	"kvmm_profile", "policy", "hi", "lo", "prune", "quant", "window",
-	"score", "hadamard", "calibration",
+	"score", "hadamard", "sinks", "knorm", "calibration",
 };
 /* the optional ones, last in members[] */
-#define N_OPTIONAL 2
+#define N_OPTIONAL 4
 
 /* every member known and given once; the required ones there */
 static int check_members(const struct llm_json *root, const char *path,
@@ -216,6 +220,11 @@ static int read_members(const struct llm_json *root, struct llm_policy *p,
 			     path, err, len);
 	if (!ret && llm_json_get(root, "hadamard"))
 		ret = get_u32(root, "hadamard", 0, 1, &p->hadamard, path, err,
+			      len);
+	if (!ret && llm_json_get(root, "knorm"))
+		ret = get_u32(root, "knorm", 0, 1, &p->knorm, path, err, len);
+	if (!ret && llm_json_get(root, "sinks"))
+		ret = get_u32(root, "sinks", 0, 1u << 20, &p->sinks, path, err,
 			      len);
 	if (ret)
 		return ret;
@@ -319,6 +328,10 @@ int llm_profile_write(const char *path, const struct llm_policy *p,
 		"  \"hadamard\": %u", hi, lo, (double)p->alpha_prune,
 		(double)p->alpha_quant, p->window, p->score_window,
 		p->hadamard);
+	if (p->sinks)
+		fprintf(f, ",\n  \"sinks\": %u", p->sinks);
+	if (p->knorm)
+		fprintf(f, ",\n  \"knorm\": %u", p->knorm);
 	if (calibration)
 		fprintf(f, ",\n  \"calibration\": %s", calibration);
 	fputs("\n}\n", f);

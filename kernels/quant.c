@@ -8,6 +8,7 @@
 #include <stddef.h>
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -26,13 +27,25 @@ f16_row_f16c(const uint16_t *h, uint32_t n, float *x)
 						(const __m128i *)(h + i))));
 }
 
+/*
+ * F16C and AVX, and the OS saving the AVX state (cpuid leaf 1: ECX bits
+ * 29, 28, 27; XCR0 bits 1 and 2); clang's __builtin_cpu_supports() knows
+ * no "f16c"
+ */
 static bool have_f16c(void)
 {
 	static int v = -1;
+	unsigned int a, b, c, d;
 
-	if (v < 0)
-		v = __builtin_cpu_supports("f16c") &&
-		    __builtin_cpu_supports("avx");
+	if (v < 0) {
+		v = 0;
+		if (__get_cpuid(1, &a, &b, &c, &d) && (c >> 27 & 7) == 7) {
+			uint32_t lo, hi;
+
+			__asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+			v = (lo & 6) == 6;
+		}
+	}
 	return v;
 }
 #endif

@@ -11,6 +11,7 @@
 #include "kvk_cuda.cuh"
 
 #include "forward_cuda.h"
+#include "gemv_cuda.cuh"
 
 
 /*
@@ -143,30 +144,6 @@ extern "C" int llm_bias_add_cuda(float *y, const float *b, int rows, int n,
 
 #define GEMV_WARPS 8
 
-static int gemv_check(const void *w, enum kvk_dtype wdt, const void *x,
-		      enum kvk_dtype xdt, long ldx, int ntok, int n, int k,
-		      const struct llm_gemv_out *o)
-{
-	int prev = 0;
-
-	if (!w || !x || !o || (wdt != KVK_F16 && wdt != KVK_BF16) ||
-	    (xdt != KVK_F32 && xdt != KVK_F16) || ntok < 0 ||
-	    ntok > LLM_GEMV_MAX_TOK || n < 1 || k < 8 || k % 8 || ldx < k ||
-	    ldx % (xdt == KVK_F32 ? 4 : 8) || o->n_seg < 1 ||
-	    o->n_seg > LLM_GEMV_MAX_SEG ||
-	    o->end[o->n_seg - 1] != (o->glu ? n / 2 : n))
-		return -EINVAL;
-	if (o->glu && (n % 2 || o->n_seg != 1))
-		return -EINVAL;
-	for (int s = 0; s < o->n_seg; s++) {
-		if (!o->y[s] || o->end[s] <= prev ||
-		    o->ld[s] < o->end[s] - prev)
-			return -EINVAL;
-		prev = o->end[s];
-	}
-	return 0;
-}
-
 __device__ __forceinline__ void gemv_unpack(uint4 u, const __half *,
 					    float *f)
 {
@@ -191,20 +168,6 @@ __device__ __forceinline__ void gemv_unpack(uint4 u, const __nv_bfloat16 *,
 		f[2 * i] = __uint_as_float(a[i] << 16);
 		f[2 * i + 1] = __uint_as_float(a[i] & 0xffff0000u);
 	}
-}
-
-/* eight activations from @x, as fp32 */
-__device__ __forceinline__ void gemv_x8(const float *x, float *a)
-{
-	float4 p = __ldg((const float4 *)x), q = __ldg((const float4 *)x + 1);
-
-	a[0] = p.x, a[1] = p.y, a[2] = p.z, a[3] = p.w;
-	a[4] = q.x, a[5] = q.y, a[6] = q.z, a[7] = q.w;
-}
-
-__device__ __forceinline__ void gemv_x8(const __half *x, float *a)
-{
-	gemv_unpack(__ldg((const uint4 *)x), x, a);
 }
 
 /* D steps of 16 bytes of each of the R rows from column @c0 (zeros past k) */
@@ -237,23 +200,16 @@ llm_gemv_kernel(const W *w, const X *x, long ldx, int n, int k,
 {
 	int lane = threadIdx.x % 32;
 	int grp = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-	int half = n / 2, row[R];
+	int row[R];
 	const W *wr[R];
-	float acc[R][T], ss[T], rs[T];
+	float acc[R][T], ss[T];
 	uint4 u[D][R];
 	int c0 = lane * 8;
 
 	pdl_trigger();
+	gemv_warp_rows<R, GLU>(grp, n, row);
 #pragma unroll
 	for (int j = 0; j < R; j++) {
-		if (GLU) {
-			constexpr int H = R / 2 > 0 ? R / 2 : 1;
-			int p = grp * H + j % H;
-
-			row[j] = p < half ? p + (j < H ? 0 : half) : -1;
-		} else {
-			row[j] = grp * R + j < n ? grp * R + j : -1;
-		}
 		wr[j] = w + (size_t)(row[j] < 0 ? 0 : row[j]) * k;
 #pragma unroll
 		for (int t = 0; t < T; t++)
@@ -310,40 +266,7 @@ llm_gemv_kernel(const W *w, const X *x, long ldx, int n, int k,
 			break;
 		gemv_load<D, R>(u, wr, c0, k);
 	}
-#pragma unroll
-	for (int t = 0; t < T; t++) {
-		for (int m = 16; m > 0; m /= 2) {
-			ss[t] += __shfl_xor_sync(0xffffffffu, ss[t], m);
-#pragma unroll
-			for (int j = 0; j < R; j++)
-				acc[j][t] += __shfl_xor_sync(0xffffffffu,
-							     acc[j][t], m);
-		}
-		rs[t] = nw ? rsqrtf(ss[t] / k + eps) : 1.0f;
-	}
-	/* lane j * T + t stores row j, token t */
-#pragma unroll
-	for (int j = 0; j < (GLU ? R / 2 : R); j++)
-#pragma unroll
-		for (int t = 0; t < T; t++) {
-			int s = 0, r0 = 0;
-			float r, *y;
-
-			if (lane != j * T + t || row[j] < 0)
-				continue;
-			r = acc[j][t] * rs[t];
-			if (GLU) {
-				float up = acc[j + R / 2][t] * rs[t];
-
-				r = r / (1.0f + expf(-r)) * up;
-			}
-			while (row[j] >= o.end[s]) {
-				r0 = o.end[s];
-				s++;
-			}
-			y = o.y[s] + (row[j] - r0) + t * o.ld[s];
-			*y = beta == 0.0f ? r : r + beta * *y;
-		}
+	gemv_finish<T, R, GLU>(lane, row, acc, ss, k, nw, eps, o, beta);
 }
 
 /*
@@ -464,8 +387,10 @@ extern "C" int llm_gemv_cuda(const void *w, enum kvk_dtype wdt,
 			     float beta, void *stream)
 {
 	cudaStream_t s = (cudaStream_t)stream;
-	int ret = gemv_check(w, wdt, x, xdt, ldx, ntok, n, k, o);
+	int ret = llm_gemv_args_check(x, xdt, ldx, ntok, n, k, 8, o);
 
+	if (!ret && (!w || (wdt != KVK_F16 && wdt != KVK_BF16)))
+		ret = -EINVAL;
 	if (ret)
 		return ret;
 	if ((uintptr_t)w % 16 || (uintptr_t)x % 16 || (uintptr_t)nw % 16)

@@ -106,6 +106,42 @@ struct llm_gemv_out {
 	bool glu;
 };
 
+/**
+ * llm_gemv_args_check() - the arguments every GEMV (llm_gemv_*(),
+ * llm_qgemv_*()) shares: activations, tokens, shape and output segments
+ * @x: activations
+ * @xdt: KVK_F32 or KVK_F16
+ * @ldx: >= @k, a multiple of 4 (fp32) or 8 (fp16)
+ * @ntok: 0..LLM_GEMV_MAX_TOK
+ * @n: rows, >= 1 (even with GLU)
+ * @k: columns, a positive multiple of @kmul
+ * @kmul: the weight format's column multiple
+ * @o: increasing segments ending at @n (@n / 2 with GLU, then one)
+ *
+ * Return: 0 or -EINVAL.
+ */
+static inline int llm_gemv_args_check(const void *x, enum kvk_dtype xdt,
+				      long ldx, int ntok, int n, int k,
+				      int kmul, const struct llm_gemv_out *o)
+{
+	int prev = 0;
+
+	if (!x || !o || (xdt != KVK_F32 && xdt != KVK_F16) || ntok < 0 ||
+	    ntok > LLM_GEMV_MAX_TOK || n < 1 || k < kmul || k % kmul ||
+	    ldx < k || ldx % (xdt == KVK_F32 ? 4 : 8) || o->n_seg < 1 ||
+	    o->n_seg > LLM_GEMV_MAX_SEG ||
+	    o->end[o->n_seg - 1] != (o->glu ? n / 2 : n) ||
+	    (o->glu && (n % 2 || o->n_seg != 1)))
+		return -EINVAL;
+	for (int s = 0; s < o->n_seg; s++) {
+		if (!o->y[s] || o->end[s] <= prev ||
+		    o->ld[s] < o->end[s] - prev)
+			return -EINVAL;
+		prev = o->end[s];
+	}
+	return 0;
+}
+
 int llm_gemv_cpu(const void *w, enum kvk_dtype wdt, const void *x,
 		 enum kvk_dtype xdt, long ldx, int ntok, int n, int k,
 		 const float *nw, float eps, const struct llm_gemv_out *o,

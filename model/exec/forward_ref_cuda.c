@@ -122,23 +122,12 @@ int llm_gemv_cpu(const void *w, enum kvk_dtype wdt, const void *x,
 		 const float *nw, float eps, const struct llm_gemv_out *o,
 		 float beta, void *stream)
 {
-	int prev = 0, rows;
+	int rows;
 
 	(void)stream;
-	if (!w || !x || !o || (wdt != KVK_F16 && wdt != KVK_BF16) ||
-	    (xdt != KVK_F32 && xdt != KVK_F16) || ntok < 0 ||
-	    ntok > LLM_GEMV_MAX_TOK || n < 1 || k < 8 || k % 8 || ldx < k ||
-	    ldx % (xdt == KVK_F32 ? 4 : 8) || o->n_seg < 1 ||
-	    o->n_seg > LLM_GEMV_MAX_SEG ||
-	    o->end[o->n_seg - 1] != (o->glu ? n / 2 : n) ||
-	    (o->glu && (n % 2 || o->n_seg != 1)))
+	if (!w || (wdt != KVK_F16 && wdt != KVK_BF16) ||
+	    llm_gemv_args_check(x, xdt, ldx, ntok, n, k, 8, o))
 		return -EINVAL;
-	for (int s = 0; s < o->n_seg; s++) {
-		if (!o->y[s] || o->end[s] <= prev ||
-		    o->ld[s] < o->end[s] - prev)
-			return -EINVAL;
-		prev = o->end[s];
-	}
 	rows = o->glu ? n / 2 : n;
 	for (int r = 0, s = 0, r0 = 0; r < rows; r++) {
 		const uint8_t *wr = (const uint8_t *)w + (size_t)r * k * 2;

@@ -135,28 +135,6 @@ int llm_qw_dequant_cpu(void *dst, enum kvk_dtype dt, const struct llm_qw *w,
 	return 0;
 }
 
-/* the arguments llm_qgemv_*() share with llm_gemv_*() */
-static int qgemv_check(const void *x, enum kvk_dtype xdt, long ldx, int ntok,
-		       int n, int k, const struct llm_gemv_out *o)
-{
-	int prev = 0;
-
-	if (!x || !o || (xdt != KVK_F32 && xdt != KVK_F16) || ntok < 0 ||
-	    ntok > LLM_GEMV_MAX_TOK || ldx < k ||
-	    ldx % (xdt == KVK_F32 ? 4 : 8) || o->n_seg < 1 ||
-	    o->n_seg > LLM_GEMV_MAX_SEG ||
-	    o->end[o->n_seg - 1] != (o->glu ? n / 2 : n) ||
-	    (o->glu && (n % 2 || o->n_seg != 1)))
-		return -EINVAL;
-	for (int s = 0; s < o->n_seg; s++) {
-		if (!o->y[s] || o->end[s] <= prev ||
-		    o->ld[s] < o->end[s] - prev)
-			return -EINVAL;
-		prev = o->end[s];
-	}
-	return 0;
-}
-
 static float x_at(const void *x, enum kvk_dtype xdt, size_t i)
 {
 	return xdt == KVK_F32 ? ((const float *)x)[i] :
@@ -206,7 +184,8 @@ int llm_qgemv_cpu(const struct llm_qw *w, const void *x, enum kvk_dtype xdt,
 	int rows;
 
 	(void)stream;
-	if (!qw_ok(w, n, k) || qgemv_check(x, xdt, ldx, ntok, n, k, o))
+	if (!qw_ok(w, n, k) ||
+	    llm_gemv_args_check(x, xdt, ldx, ntok, n, k, LLM_QW_GROUP, o))
 		return -EINVAL;
 	rows = o->glu ? n / 2 : n;
 	for (int r = 0, s = 0, r0 = 0; r < rows; r++) {

@@ -11,6 +11,7 @@
 
 #include "kvk_cuda.cuh"
 
+#include "gemv_cuda.cuh"
 #include "qweight.h"
 
 #define QG_WARPS 8
@@ -56,28 +57,6 @@ __device__ __forceinline__ void qg_chunk(uint4 u, int ch, float *f)
 	}
 }
 
-__device__ __forceinline__ void qg_x8(const float *x, float *a)
-{
-	float4 p = __ldg((const float4 *)x), q = __ldg((const float4 *)x + 1);
-
-	a[0] = p.x, a[1] = p.y, a[2] = p.z, a[3] = p.w;
-	a[4] = q.x, a[5] = q.y, a[6] = q.z, a[7] = q.w;
-}
-
-__device__ __forceinline__ void qg_x8(const __half *x, float *a)
-{
-	uint4 u = __ldg((const uint4 *)x);
-	const __half2 *h = (const __half2 *)&u;
-
-#pragma unroll
-	for (int i = 0; i < 4; i++) {
-		float2 v = __half22float2(h[i]);
-
-		a[2 * i] = v.x;
-		a[2 * i + 1] = v.y;
-	}
-}
-
 /*
  * Each warp computes R rows (with GLU, R / 2 gate rows and their up rows);
  * each lane reads 16 bytes of every row per step (16 columns of Q8, 32 of
@@ -97,26 +76,19 @@ llm_qgemv_kernel(const uint8_t *q, const uint8_t *meta, const X *x, long ldx,
 	constexpr int S = 32 * CW;		/* columns per warp step */
 	int lane = threadIdx.x % 32;
 	int grp = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-	int half = n / 2, row[R];
+	int row[R];
 	size_t rb = llm_qw_row_bytes((enum llm_qw_fmt)F, k);
 	size_t mb = llm_qw_meta_bytes((enum llm_qw_fmt)F, k);
 	const uint8_t *qr[R];
 	const uint8_t *mr[R];
-	float acc[R][T], ss[T], rs[T];
+	float acc[R][T], ss[T];
 	uint4 u[D][R];
 	uint32_t mt[D][R];
 	int c0 = lane * CW;
 
+	gemv_warp_rows<R, GLU>(grp, n, row);
 #pragma unroll
 	for (int j = 0; j < R; j++) {
-		if (GLU) {
-			constexpr int H = R / 2 > 0 ? R / 2 : 1;
-			int p = grp * H + j % H;
-
-			row[j] = p < half ? p + (j < H ? 0 : half) : -1;
-		} else {
-			row[j] = grp * R + j < n ? grp * R + j : -1;
-		}
 		qr[j] = q + (size_t)(row[j] < 0 ? 0 : row[j]) * rb;
 		mr[j] = meta + (size_t)(row[j] < 0 ? 0 : row[j]) * mb;
 #pragma unroll
@@ -168,11 +140,11 @@ llm_qgemv_kernel(const uint8_t *q, const uint8_t *meta, const X *x, long ldx,
 
 #pragma unroll
 				for (int t = 0; t < T; t++) {
-					qg_x8(x + t * ldx + c + 8 * ch, a[t]);
+					gemv_x8(x + t * ldx + c + 8 * ch, a[t]);
 					if (nw) {
 						float g[8];
 
-						qg_x8(nw + c + 8 * ch, g);
+						gemv_x8(nw + c + 8 * ch, g);
 #pragma unroll
 						for (int i = 0; i < 8; i++) {
 							ss[t] += a[t][i] *
@@ -218,40 +190,7 @@ llm_qgemv_kernel(const uint8_t *q, const uint8_t *meta, const X *x, long ldx,
 		if (c0 >= k)
 			break;
 	}
-#pragma unroll
-	for (int t = 0; t < T; t++) {
-		for (int m = 16; m > 0; m /= 2) {
-			ss[t] += __shfl_xor_sync(0xffffffffu, ss[t], m);
-#pragma unroll
-			for (int j = 0; j < R; j++)
-				acc[j][t] += __shfl_xor_sync(0xffffffffu,
-							     acc[j][t], m);
-		}
-		rs[t] = nw ? rsqrtf(ss[t] / k + eps) : 1.0f;
-	}
-	/* lane j * T + t stores row j, token t */
-#pragma unroll
-	for (int j = 0; j < (GLU ? R / 2 : R); j++)
-#pragma unroll
-		for (int t = 0; t < T; t++) {
-			int sg = 0, r0 = 0;
-			float r, *y;
-
-			if (lane != j * T + t || row[j] < 0)
-				continue;
-			r = acc[j][t] * rs[t];
-			if (GLU) {
-				float up = acc[j + R / 2][t] * rs[t];
-
-				r = r / (1.0f + expf(-r)) * up;
-			}
-			while (row[j] >= o.end[sg]) {
-				r0 = o.end[sg];
-				sg++;
-			}
-			y = o.y[sg] + (row[j] - r0) + t * o.ld[sg];
-			*y = beta == 0.0f ? r : r + beta * *y;
-		}
+	gemv_finish<T, R, GLU>(lane, row, acc, ss, k, nw, eps, o, beta);
 }
 
 /*
@@ -335,27 +274,12 @@ static bool qg_args_ok(const struct llm_qw *w, const void *x,
 		       enum kvk_dtype xdt, long ldx, int ntok, int n, int k,
 		       const float *nw, const struct llm_gemv_out *o)
 {
-	int prev = 0;
-
 	if (!w || (w->fmt != LLM_QW8 && w->fmt != LLM_QW4) || !w->q ||
-	    !w->meta || !x || !o || (xdt != KVK_F32 && xdt != KVK_F16) ||
-	    ntok < 0 || ntok > LLM_GEMV_MAX_TOK || n < 1 ||
-	    k < LLM_QW_GROUP || k % LLM_QW_GROUP || ldx < k ||
-	    ldx % (xdt == KVK_F32 ? 4 : 8) || o->n_seg < 1 ||
-	    o->n_seg > LLM_GEMV_MAX_SEG ||
-	    o->end[o->n_seg - 1] != (o->glu ? n / 2 : n) ||
-	    (o->glu && (n % 2 || o->n_seg != 1)))
+	    !w->meta ||
+	    llm_gemv_args_check(x, xdt, ldx, ntok, n, k, LLM_QW_GROUP, o))
 		return false;
-	if ((uintptr_t)w->q % 16 || (uintptr_t)w->meta % 4 ||
-	    (uintptr_t)x % 16 || (uintptr_t)nw % 16)
-		return false;
-	for (int s = 0; s < o->n_seg; s++) {
-		if (!o->y[s] || o->end[s] <= prev ||
-		    o->ld[s] < o->end[s] - prev)
-			return false;
-		prev = o->end[s];
-	}
-	return true;
+	return (uintptr_t)w->q % 16 == 0 && (uintptr_t)w->meta % 4 == 0 &&
+	       (uintptr_t)x % 16 == 0 && (uintptr_t)nw % 16 == 0;
 }
 
 /**

@@ -214,22 +214,7 @@ static int stage_vec(struct stage *s, const struct llm_gguf_tensor *t,
 	return 0;
 }
 
-static void *arena_take(struct stage *s, size_t bytes)
-{
-	uint64_t off = s->off;
-
-	s->off += (bytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
-	return s->dry ? NULL : s->m->arena + off;
-}
-
-static int upload(struct stage *s, void *dst, size_t bytes)
-{
-	if (s->dry)
-		return 0;
-	return kvk_cuda_errno(cudaMemcpy(dst, s->buf, bytes,
-				   cudaMemcpyHostToDevice));
-}
-
+/* @bytes from @src (host) to @dst (device); nothing on the dry pass */
 static int upload_from(struct stage *s, void *dst, const void *src,
 		       size_t bytes)
 {
@@ -238,6 +223,22 @@ static int upload_from(struct stage *s, void *dst, const void *src,
 	return kvk_cuda_errno(cudaMemcpy(dst, src, bytes,
 					 cudaMemcpyHostToDevice));
 }
+
+static int upload(struct stage *s, void *dst, size_t bytes)
+{
+	return upload_from(s, dst, s->buf, bytes);
+}
+
+static void *arena_take(struct stage *s, size_t bytes)
+{
+	uint64_t off = s->off;
+
+	s->off += (bytes + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
+	return s->dry ? NULL : s->m->arena + off;
+}
+
+
+
 
 /*
  * stacked matrices of one width k into the arena at m->wbits: each row

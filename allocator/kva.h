@@ -416,8 +416,7 @@ int kva_pool_destroy(struct kva_pool *pool);
 int kva_pool_grow(struct kva_pool *pool, uint32_t n);
 int kva_pool_grow_mem(struct kva_pool *pool, uint32_t n, uint32_t mem);
 int kva_pool_grow_auto(struct kva_pool *pool, uint32_t n);
-int kva_pool_ungrow(struct kva_pool *pool, const uint8_t *was,
-		    uint64_t tail);
+int kva_pool_ungrow(struct kva_pool *pool, const uint8_t *was);
 uint32_t kva_pool_room(const struct kva_pool *pool);
 int kva_pool_set_mem_budget(struct kva_pool *pool, uint32_t mem,
 			    uint64_t bytes);

@@ -353,7 +353,6 @@ uint32_t kva_pool_room(const struct kva_pool *pool)
 int kva_pool_grow_auto(struct kva_pool *pool, uint32_t n)
 {
 	uint32_t h = kvrt_space_loc_room(pool->space, KVA_MEM_HBM);
-	uint64_t tail = pool->tail;
 	uint8_t *was;
 	int ret;
 
@@ -375,7 +374,7 @@ int kva_pool_grow_auto(struct kva_pool *pool, uint32_t n)
 	if (!ret) {
 		ret = kva_pool_grow_mem(pool, n - h, KVA_MEM_HOST);
 		if (ret)
-			kva_pool_ungrow(pool, was, tail);
+			kva_pool_ungrow(pool, was);
 	}
 	free(was);
 	return ret;
@@ -385,18 +384,21 @@ int kva_pool_grow_auto(struct kva_pool *pool, uint32_t n)
  * kva_pool_ungrow() - give back the granules mapped since @was
  * @pool: host pool
  * @was: gran_mapped as it was before the grows to undo
- * @tail: the ring tail then
  *
- * The granules mapped since then hold only free pages at the ring's tail
- * (nothing was allocated in between): they are shrunk and the tail put
- * back. Retried once (an injected fault fires once).
+ * The granules mapped since then hold only free pages (nothing was
+ * allocated in between): they are shrunk and their pages taken out of the
+ * ring, wherever they sit (a grow with host granules reorders the ring
+ * HBM-first, so they need not be at its tail). Retried once (an injected
+ * fault fires once).
  *
  * Return: 0 or the runtime's error (then they stay mapped and free, a
  * state kva_check() accepts).
  */
-int kva_pool_ungrow(struct kva_pool *pool, const uint8_t *was, uint64_t tail)
+int kva_pool_ungrow(struct kva_pool *pool, const uint8_t *was)
 {
 	uint32_t ppg = pool->pages_per_granule, n = 0, *idx;
+	uint32_t cap = pool->nr_page_ids;
+	uint64_t k = 0;
 	int ret;
 
 	idx = malloc(pool->nr_gslots * sizeof(*idx));
@@ -419,7 +421,14 @@ int kva_pool_ungrow(struct kva_pool *pool, const uint8_t *was, uint64_t tail)
 				KVA_OWNER_UNMAPPED;
 	}
 	pool->nr_granules -= n;
-	pool->tail = tail;
+	/* the ring keeps, in order, the pages still mapped */
+	for (uint64_t i = pool->head; i < pool->tail; i++) {
+		uint32_t p = pool->ring[i % cap];
+
+		if (pool->page_list[p] != KVA_OWNER_UNMAPPED)
+			pool->ring[(pool->head + k++) % cap] = p;
+	}
+	pool->tail = pool->head + k;
 out_free:
 	free(idx);
 	return ret;

@@ -445,7 +445,7 @@ static int ioc_seq_admit(struct kvshim_file *f, const struct kvmm_seq_admit *a)
 	struct kvshim_space *s;
 	struct kva_pool *pool;
 	uint32_t *slots = NULL, *prompt = NULL, n = a->count, found = 0;
-	uint64_t need = 0, free_pages, grow = 0, room, tail;
+	uint64_t need = 0, free_pages, grow = 0, room;
 	uint8_t *was = NULL;
 	int ret;
 
@@ -500,7 +500,6 @@ static int ioc_seq_admit(struct kvshim_file *f, const struct kvmm_seq_admit *a)
 			goto out_free;
 		free_pages = kva_nr_free(pool);
 	}
-	tail = pool->tail;
 	if (need > free_pages) {
 		grow = kvmm_div_round_up(need - free_pages,
 					 pool->pages_per_granule);
@@ -531,7 +530,7 @@ static int ioc_seq_admit(struct kvshim_file *f, const struct kvmm_seq_admit *a)
 out_ungrow:
 	/* a device pool's ring is on the device: its granules stay, free */
 	if (grow && !kva_pool_is_device(pool))
-		kva_pool_ungrow(pool, was, tail);
+		kva_pool_ungrow(pool, was);
 out_free:
 	free(was);
 	free(prompt);

@@ -227,6 +227,43 @@ START_TEST(test_tiers_grow)
 }
 END_TEST
 
+/*
+ * Undoing a grow takes out the new granules' pages wherever the ring holds
+ * them: a grow with host granules puts HBM pages first, so a new HBM
+ * granule's pages sit at the head, not the tail
+ */
+START_TEST(test_tiers_ungrow_reordered)
+{
+	struct tiered t;
+	struct kva_stats st0, st;
+	struct kva_pool *pool;
+	uint8_t *was;
+
+	tiered_open(&t, 4, 2, 2, 4);
+	pool = t.pool;
+	ck_assert_int_eq(kva_pool_grow_mem(pool, 1, KVA_MEM_HBM), 0);
+	ck_assert_int_eq(kva_pool_grow_mem(pool, 2, KVA_MEM_HOST), 0);
+	CHECK_POOL(pool);
+	kva_pool_stats(pool, &st0);
+	was = malloc(pool->nr_gslots);
+	memcpy(was, pool->gran_mapped, pool->nr_gslots);
+	ck_assert_int_eq(kva_pool_grow_mem(pool, 1, KVA_MEM_HBM), 0);
+	/* the new HBM pages went to the head */
+	ck_assert_uint_eq(kva_page_mem(pool, pool->ring[pool->head %
+						       pool->nr_page_ids]),
+			  KVA_MEM_HBM);
+	ck_assert_int_eq(kva_pool_ungrow(pool, was), 0);
+	CHECK_POOL(pool);
+	kva_pool_stats(pool, &st);
+	ck_assert_uint_eq(st.granules_mem[KVA_MEM_HBM], 1);
+	ck_assert_uint_eq(st.free_mem[KVA_MEM_HBM], st0.free_mem[KVA_MEM_HBM]);
+	ck_assert_uint_eq(st.free_mem[KVA_MEM_HOST],
+			  st0.free_mem[KVA_MEM_HOST]);
+	free(was);
+	tiered_close(&t);
+}
+END_TEST
+
 /* the invariant checker sees a page whose tier disagrees with its granule */
 START_TEST(test_tiers_check_catches)
 {
@@ -739,6 +776,7 @@ Suite *suite_place(void)
 
 	tcase_set_timeout(tc, 120);
 	KV_ADD(tc, test_tiers_grow);
+	KV_ADD(tc, test_tiers_ungrow_reordered);
 	KV_ADD(tc, test_tiers_check_catches);
 	KV_ADD(tc, test_migrate_random);
 	KV_ADD(tc, test_migrate_swap_pairs);

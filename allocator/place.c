@@ -188,12 +188,11 @@ static float value(const struct kva_place *pl, const struct kva_pool *pool,
 	return v;
 }
 
-static const float *sort_val;
-
-static int by_val_desc(const void *a, const void *b)
+/* qsort_r() order of entries by their value in @val, highest first */
+static int by_val_desc(const void *a, const void *b, void *val)
 {
-	float x = sort_val[*(const uint32_t *)a];
-	float y = sort_val[*(const uint32_t *)b];
+	float x = ((const float *)val)[*(const uint32_t *)a];
+	float y = ((const float *)val)[*(const uint32_t *)b];
 
 	if (x != y)
 		return x > y ? -1 : 1;
@@ -270,8 +269,7 @@ int kva_place_plan(struct kva_place *pl, const struct kva_pool *pool,
 			pl->val[i] = value(pl, pool, l, e, tpp);
 			pl->order[n++] = (uint32_t)i;
 		}
-	sort_val = pl->val;
-	qsort(pl->order, n, sizeof(uint32_t), by_val_desc);
+	qsort_r(pl->order, n, sizeof(uint32_t), by_val_desc, pl->val);
 	*np = *nd = 0;
 	for (uint32_t k = 0; k < n; k++) {
 		uint32_t p = pool->table[pl->order[k]];

@@ -1582,9 +1582,10 @@ int llm_kv_policy_open(const struct llm_config *c, const struct llm_policy *p,
 	k->act = malloc((size_t)o->n_seq * k->nkv * sizeof(*k->act));
 	if (!k->p || !k->counts || !k->act)
 		goto out_nomem;
-	/* prompts in chunks (llm_kv_set_prompt()); not under topk, whose
-	 * page summaries follow whole prompts */
-	if (!p->topk) {
+	/* prompts in chunks (llm_kv_set_prompt()): host caches only (the
+	 * device cache's layer takes whole prompts), and not under topk,
+	 * whose page summaries follow whole prompts */
+	if (host && !p->topk) {
 		k->kv.prompt = calloc(o->n_seq, sizeof(int));
 		k->stage = calloc(o->n_seq, sizeof(*k->stage));
 		k->pstart = calloc(o->n_seq + 1, sizeof(uint32_t));

@@ -612,26 +612,34 @@ qdot_gemm_fn qdot_tab_c(uint32_t wtype)
  * kvk_qdot_isa_ok() - whether this CPU (and this build) runs @isa
  * @isa: enum kvk_isa value
  *
+ * The CPU's features are read once; every matrix product asks (the decode
+ * hot path), so later calls are a load.
+ *
  * Return: true when kernels for @isa were built and the CPU has every
  * feature they use.
  */
 bool kvk_qdot_isa_ok(int isa)
 {
-	if (isa == KVK_ISA_C)
-		return true;
+	static int best = -1;	/* the highest enum kvk_isa this CPU runs */
+
+	if (best < 0) {
+		int b = KVK_ISA_C;
+
 #if defined(__x86_64__)
-	__builtin_cpu_init();
-	if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma"))
-		return false;
-	if (isa == KVK_ISA_AVX2)
-		return true;
-	if (isa == KVK_ISA_AVX512)
-		return __builtin_cpu_supports("avx512f") &&
-		       __builtin_cpu_supports("avx512bw") &&
-		       __builtin_cpu_supports("avx512vl") &&
-		       __builtin_cpu_supports("avx512vnni");
+		__builtin_cpu_init();
+		if (__builtin_cpu_supports("avx2") &&
+		    __builtin_cpu_supports("fma")) {
+			b = KVK_ISA_AVX2;
+			if (__builtin_cpu_supports("avx512f") &&
+			    __builtin_cpu_supports("avx512bw") &&
+			    __builtin_cpu_supports("avx512vl") &&
+			    __builtin_cpu_supports("avx512vnni"))
+				b = KVK_ISA_AVX512;
+		}
 #endif
-	return false;
+		__atomic_store_n(&best, b, __ATOMIC_RELAXED);
+	}
+	return isa >= KVK_ISA_C && isa <= best;
 }
 
 /**

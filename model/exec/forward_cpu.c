@@ -417,8 +417,9 @@ static void qa_task(void *arg, int tid, int nth)
 	llm_pool_range(j->T, tid, nth, 1, &lo, &hi);
 	for (int s = 0; s < 2; s++)
 		for (long t = lo; q->need[s] && t < hi; t++)
-			kvk_qdot_quantize(q->type[s], j->x + t * j->ldx,
-					  m->qa[s] + t * m->qa_ld[s], j->K);
+			kvk_qdot_quantize_isa(m->isa, q->type[s],
+					      j->x + t * j->ldx,
+					      m->qa[s] + t * m->qa_ld[s], j->K);
 }
 
 static void act_round(const float *x, long ldx, int T, int K)

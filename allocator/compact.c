@@ -472,8 +472,10 @@ static int compact_once(struct kva_pool *pool,
  * Return: 0 with @cc->result set (emptied granules the runtime would not
  * unmap yet stay retired for kva_compact_release()); -EINVAL for a @cc
  * made before the pool's budget grew its arrays; -ENOMEM; the
- * runtime's error from a page copy (nothing changed) or from fencing or
- * retiring (pages moved, every invariant holds, no granule released).
+ * runtime's error from a page copy (nothing changed), from reclaiming
+ * migration's held pages, or from fencing or retiring (pages moved, every
+ * invariant holds, no granule released); -EBUSY while migration holds
+ * pages whose readers' fences are pending.
  */
 int kva_compact(struct kva_pool *pool, struct kva_compact_control *cc)
 {
@@ -482,9 +484,13 @@ int kva_compact(struct kva_pool *pool, struct kva_compact_control *cc)
 	if (cc->nr_ids != pool->nr_page_ids)
 		return -EINVAL;
 	/* pages held by migration are neither free nor movable */
-	if (pool->nr_held && kva_migrate_reclaim(pool, 0) <= 0 &&
-	    pool->nr_held)
-		return -EBUSY;
+	if (pool->nr_held) {
+		ret = kva_migrate_reclaim(pool, 0);
+		if (ret < 0)
+			return ret;
+		if (pool->nr_held)
+			return -EBUSY;
+	}
 	ret = kva_compact_release(pool, 0);
 	if (ret < 0 && ret != -EBUSY)
 		return ret;

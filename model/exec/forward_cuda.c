@@ -46,6 +46,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -56,6 +57,7 @@
 #include "kvattn.h"
 #include "kvk_mem.h"
 #include "model.h"
+#include "pool.h"
 #include "qweight.h"
 
 #define ARENA_ALIGN 256
@@ -152,10 +154,14 @@ static cudaDataType_t cuda_type(enum kvk_dtype dt)
 
 /* ---- load ---- */
 
+/* at most this many threads quantize weights at load (wbits) */
+#define LLM_STAGE_THREADS 32
+
 struct stage {
 	struct llm_cuda *m;
 	uint8_t *buf;	/* host staging, >= the largest tensor */
 	float *row;	/* one fp32 row */
+	struct llm_pool *pool;	/* quantizing threads (wbits), or NULL */
 	uint64_t off;	/* next free arena byte */
 	bool dry;	/* only count bytes */
 };
@@ -240,50 +246,95 @@ static void *arena_take(struct stage *s, size_t bytes)
 
 
 
+/* one put_qmat() on the staging pool: rows split across the threads */
+struct qjob {
+	const struct llm_config *c;
+	const struct llm_gguf_tensor *const *t;
+	const bool *qk;
+	int nt;
+	enum llm_qw_fmt f;
+	uint64_t k;
+	size_t rb, mb;
+	uint8_t *q, *meta;
+	float *rows;		/* one fp32 row per thread */
+	uint64_t total;
+	int err[LLM_STAGE_THREADS];
+};
+
+static void qjob_run(void *arg, int tid, int nth)
+{
+	struct qjob *j = arg;
+	float *row = j->rows + (size_t)tid * j->k;
+	long lo, hi;
+	uint64_t base = 0;
+	int i = 0;
+
+	llm_pool_range((long)j->total, tid, nth, 1, &lo, &hi);
+	for (long g = lo; g < hi; g++) {
+		uint64_t r, n;
+
+		while (g - base >= (n = j->t[i]->nelem / j->k)) {
+			base += n;
+			i++;
+		}
+		r = g - base;
+		r = j->qk[i] ? llm_qk_file_row(j->c, r) : r;
+		j->err[tid] = llm_gguf_tensor_row(j->t[i], r, row);
+		if (!j->err[tid])
+			j->err[tid] = llm_qw_quantize_rows(j->f, row, 1, j->k,
+							   j->q + g * j->rb,
+							   j->meta + g * j->mb);
+		if (j->err[tid])
+			return;
+	}
+}
+
 /*
  * stacked matrices of one width k into the arena at m->wbits: each row
- * read as fp32 and quantized (llm_qw_quantize_rows()); values, then the
- * groups' metadata
+ * read as fp32 and quantized (llm_qw_quantize_rows()), rows split across
+ * the staging threads (an 8B model's 7 billion weights take minutes on
+ * one); values, then the groups' metadata
  */
 static int put_qmat(struct stage *s, struct llm_qw *qw,
 		    const struct llm_gguf_tensor *const *t, const bool *qk,
 		    int nt)
 {
-	const struct llm_config *c = &s->m->c;
-	enum llm_qw_fmt f = s->m->wbits == 8 ? LLM_QW8 : LLM_QW4;
-	uint64_t k = t[0]->ne[0], rows = 0;
-	size_t rb = llm_qw_row_bytes(f, k), mb = llm_qw_meta_bytes(f, k);
-	uint8_t *q, *meta;
+	struct qjob j = {
+		.c = &s->m->c, .t = t, .qk = qk, .nt = nt,
+		.f = s->m->wbits == 8 ? LLM_QW8 : LLM_QW4,
+		.k = t[0]->ne[0],
+	};
+	int nth = s->pool ? llm_pool_threads(s->pool) : 1;
 	int ret;
 
+	j.rb = llm_qw_row_bytes(j.f, j.k);
+	j.mb = llm_qw_meta_bytes(j.f, j.k);
 	for (int i = 0; i < nt; i++) {
-		if (t[i]->ne[0] != k || k % LLM_QW_GROUP)
+		if (t[i]->ne[0] != j.k || j.k % LLM_QW_GROUP)
 			return -EINVAL;
-		rows += t[i]->nelem / k;
+		j.total += t[i]->nelem / j.k;
 	}
-	qw->fmt = f;
-	qw->q = arena_take(s, rows * rb);
-	qw->meta = arena_take(s, rows * mb);
+	qw->fmt = j.f;
+	qw->q = arena_take(s, j.total * j.rb);
+	qw->meta = arena_take(s, j.total * j.mb);
 	if (s->dry)
 		return 0;
-	q = s->buf;
-	meta = s->buf + rows * rb;
-	rows = 0;
-	for (int i = 0; i < nt; i++)
-		for (uint64_t r = 0; r < t[i]->nelem / k; r++, rows++) {
-			uint64_t src = qk[i] ? llm_qk_file_row(c, r) : r;
-
-			ret = llm_gguf_tensor_row(t[i], src, s->row);
-			if (!ret)
-				ret = llm_qw_quantize_rows(f, s->row, 1, k,
-							   q + rows * rb,
-							   meta + rows * mb);
-			if (ret)
-				return ret;
-		}
-	ret = upload_from(s, (void *)qw->q, q, rows * rb);
+	j.q = s->buf;
+	j.meta = s->buf + j.total * j.rb;
+	j.rows = malloc((size_t)nth * j.k * sizeof(float));
+	if (!j.rows)
+		return -ENOMEM;
+	if (s->pool)
+		llm_pool_run(s->pool, qjob_run, &j);
+	else
+		qjob_run(&j, 0, 1);
+	free(j.rows);
+	for (int i = 0; i < nth; i++)
+		if (j.err[i])
+			return j.err[i];
+	ret = upload_from(s, (void *)qw->q, j.q, j.total * j.rb);
 	if (!ret)
-		ret = upload_from(s, (void *)qw->meta, meta, rows * mb);
+		ret = upload_from(s, (void *)qw->meta, j.meta, j.total * j.mb);
 	return ret;
 }
 
@@ -599,7 +650,17 @@ int llm_cuda_load(const struct llm_config *c, const struct llm_weights *w,
 	s.buf = malloc(max_tensor(w, c->n_layers, true) * sizeof(float));
 	s.row = malloc((size_t)(c->dim > c->ffn_dim ? c->dim : c->ffn_dim) *
 		       8 + (size_t)c->n_vocab * 4 + 4096);
-	ret = s.buf && s.row ? put_all(&s, w) : -ENOMEM;
+	ret = s.buf && s.row ? 0 : -ENOMEM;
+	if (!ret && m->wbits) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+		n = n < 1 ? 1 : n > LLM_STAGE_THREADS ? LLM_STAGE_THREADS : n;
+		ret = llm_pool_create((int)n, &s.pool);
+	}
+	if (!ret)
+		ret = put_all(&s, w);
+	if (s.pool)
+		llm_pool_destroy(s.pool);
 	free(s.buf);
 	free(s.row);
 	if (ret)

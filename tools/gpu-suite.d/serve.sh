@@ -38,8 +38,8 @@ SERVE_POLICIES=${SERVE_POLICIES:-full diffkv kvcompress:rate=4}
 
 if [ ! -d "$sm" ]; then
 	say "== serve: making $sm (random bf16 Llama-3-8B shape)"
-	PYTHONUNBUFFERED=1 timeout 900 python3 tests/ref/hf_compare.py \
-		--out "$DECODE_MODEL" --archs llama3-8b --no-ref \
+	PYTHONUNBUFFERED=1 timeout 900 python3 tests/ref/random_llama.py \
+		--out "$sm" --shape llama3-8b \
 		>"$OUT/serve-model.log" 2>&1 ||
 		{ tail -5 "$OUT/serve-model.log"; }
 fi

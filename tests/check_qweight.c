@@ -139,15 +139,30 @@ START_TEST(test_qweight_bad_args)
 }
 END_TEST
 
-/* W x from the expanded fp32 matrix, in double */
+/*
+ * W x from the expanded fp32 matrix, in double; with @qx, x (times @nw)
+ * first quantized per group of 32 to int8 against amax / 127, each value
+ * rounded to the nearest integer (ties to even) from its exact product
+ * with 127 / amax: what llm_qgemv_*() compute
+ */
 static double dot_ref(const float *w, const float *x, const float *nw,
-		      int k, double eps)
+		      int k, double eps, bool qx)
 {
 	double acc = 0, ss = 0;
 
-	for (int c = 0; c < k; c++) {
-		ss += (double)x[c] * x[c];
-		acc += (double)w[c] * x[c] * (nw ? nw[c] : 1.0f);
+	for (int g = 0; g < k; g += 32) {
+		float a[32], amax = 0, inv, d;
+
+		for (int c = 0; c < 32; c++) {
+			ss += (double)x[g + c] * x[g + c];
+			a[c] = nw ? x[g + c] * nw[g + c] : x[g + c];
+			amax = fmaxf(amax, fabsf(a[c]));
+		}
+		inv = amax > 0 ? 127.0f / amax : 0;
+		d = amax / 127.0f;
+		for (int c = 0; c < 32; c++)
+			acc += (double)w[g + c] *
+			       (qx ? d * rint((double)a[c] * inv) : a[c]);
 	}
 	return nw ? acc / sqrt(ss / k + eps) : acc;
 }
@@ -187,26 +202,43 @@ START_TEST(test_qweight_gemv_ref)
 					 0);
 			for (int t = 0; t < T; t++)
 				for (int r = 0; r < rows; r++) {
-					double e = dot_ref(m.deq + (size_t)r * k,
-							   x + t * ldx,
-							   norm ? g : NULL, k,
-							   1e-5);
+					double e[2];
 
-					if (glu) {
-						double u = dot_ref(m.deq +
-							(size_t)(r + rows) * k,
+					for (int qx = 0; qx < 2; qx++) {
+						e[qx] = dot_ref(m.deq +
+							(size_t)r * k,
 							x + t * ldx,
 							norm ? g : NULL, k,
-							1e-5);
+							1e-5, qx);
+						if (glu) {
+							double u = dot_ref(
+								m.deq + (size_t)
+								(r + rows) * k,
+								x + t * ldx,
+								norm ? g : NULL,
+								k, 1e-5, qx);
 
-						e = e / (1 + exp(-e)) * u;
+							e[qx] = e[qx] / (1 +
+								exp(-e[qx])) *
+								u;
+						}
+						e[qx] += beta * y0[t * rows + r];
 					}
-					e += beta * y0[t * rows + r];
-					ck_assert_msg(fabs(y[t * rows + r] - e) <=
-						      1e-5 * (1 + fabs(e)),
+					ck_assert_msg(fabs(y[t * rows + r] -
+							   e[1]) <=
+						      1e-5 * (1 + fabs(e[1])),
 						      "Q%d T %d row %d: %g vs %g",
 						      fmts[fi], t, r,
-						      y[t * rows + r], e);
+						      y[t * rows + r], e[1]);
+					/* int8 activations: each value off by
+					 * at most amax / 254 of its group */
+					ck_assert_msg(fabs(y[t * rows + r] -
+							   e[0]) <=
+						      0.05 * (1 + fabs(e[0])),
+						      "Q%d T %d row %d: %g vs "
+						      "unquantized x %g",
+						      fmts[fi], t, r,
+						      y[t * rows + r], e[0]);
 				}
 			qmat_free(&m);
 			free(x), free(g), free(y), free(y0);

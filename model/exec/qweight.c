@@ -141,27 +141,82 @@ static float x_at(const void *x, enum kvk_dtype xdt, size_t i)
 				kvk_f16_to_f32(((const uint16_t *)x)[i]);
 }
 
-/* row @r on token @t: sum of w * (x, RMS-normalised and scaled by @nw) */
+/*
+ * One group of 32 activations from @x (times @nw where given; the raw
+ * squares into @ss) quantized as llm_qgemv_cuda() does: d = amax / 127,
+ * each value rounded to nearest-even by adding 1.5 * 2^23 in one fma.
+ */
+static void qgemv_quant_x(const void *x, enum kvk_dtype xdt, size_t off,
+			  const float *nw, int8_t *xq, float *dx, int *xs,
+			  double *ss)
+{
+	float a[LLM_QW_GROUP], amax = 0.0f, inv;
+
+	for (int i = 0; i < LLM_QW_GROUP; i++) {
+		a[i] = x_at(x, xdt, off + i);
+		*ss += (double)a[i] * a[i];
+		if (nw)
+			a[i] = a[i] * nw[i];
+		amax = fabsf(a[i]) > amax ? fabsf(a[i]) : amax;
+	}
+	inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+	*dx = amax / 127.0f;
+	*xs = 0;
+	for (int i = 0; i < LLM_QW_GROUP; i++) {
+		xq[i] = (int8_t)(fmaf(a[i], inv, 12582912.0f) - 12582912.0f);
+		*xs += xq[i];
+	}
+}
+
+/*
+ * row @r on token @t: per group, the integer dot product of the weights'
+ * values with the quantized activations (qgemv_quant_x()), d_w * (d_x *
+ * sum) (+ m_w * (d_x * sum of x) for Q4) in fp32, summed in double
+ */
 static float qgemv_row(const struct llm_qw *w, int k, int r, const void *x,
 		       enum kvk_dtype xdt, size_t off, const float *nw,
 		       float eps)
 {
+	const uint8_t *q = (const uint8_t *)w->q +
+			   (size_t)r * llm_qw_row_bytes(w->fmt, k);
+	const uint16_t *m = (const uint16_t *)((const uint8_t *)w->meta +
+				(size_t)r * llm_qw_meta_bytes(w->fmt, k));
 	double acc = 0.0, ss = 0.0;
 
-	for (int c = 0; c < k; c++) {
-		float a = x_at(x, xdt, off + c);
+	for (int g = 0; g < k / LLM_QW_GROUP; g++) {
+		int8_t xq[LLM_QW_GROUP];
+		int xs, is = 0;
+		float dx;
 
-		ss += (double)a * a;
-		acc += (double)qw_at(w, k, r, c) * (nw ? a * nw[c] : a);
+		qgemv_quant_x(x, xdt, off + (size_t)g * LLM_QW_GROUP,
+			      nw ? nw + g * LLM_QW_GROUP : NULL, xq, &dx, &xs,
+			      &ss);
+		for (int j = 0; j < LLM_QW_GROUP; j++) {
+			int v;
+
+			if (w->fmt == LLM_QW8)
+				v = (int8_t)q[g * LLM_QW_GROUP + j];
+			else
+				v = j < 16 ? q[g * 16 + j] & 15 :
+					     q[g * 16 + j - 16] >> 4;
+			is += v * xq[j];
+		}
+		if (w->fmt == LLM_QW8) {
+			acc += kvk_f16_to_f32(m[g]) * (dx * (float)is);
+		} else {
+			acc += kvk_f16_to_f32(m[2 * g]) * (dx * (float)is);
+			acc += kvk_f16_to_f32(m[2 * g + 1]) * (dx * (float)xs);
+		}
 	}
 	return nw ? (float)(acc / sqrt(ss / k + eps)) : (float)acc;
 }
 
 /**
  * llm_qgemv_cpu() - reference of llm_qgemv_cuda(): y = beta y + W x for a
- * few tokens, W quantized; the arguments and outputs of llm_gemv_cpu()
- * (forward_cuda.h), sums in double (the kernel's fp32 sums agree to about
- * 1e-6 relative)
+ * few tokens, W quantized and x quantized per group of 32 to int8 (as
+ * GGUF's Q8_1 activations: the dot products run in integers); the
+ * arguments and outputs of llm_gemv_cpu() (forward_cuda.h), sums in double
+ * (the kernel's fp32 sums agree to about 1e-6 relative)
  * @w: the matrix, [n][k] (host)
  * @x: [ntok][k] activations of @xdt (KVK_F32 or KVK_F16), @ldx apart
  * @xdt: activation type

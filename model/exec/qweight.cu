@@ -17,54 +17,70 @@
 #define QG_WARPS 8
 
 /*
- * Integers to floats at full rate: the byte or nibble v is put under the
- * exponent of 2^23 (0x4b000000 | v is the float 2^23 + v) and 2^23 is
- * taken off by one add, where a conversion instruction runs at a quarter
- * of the rate of an add on sm_90. Q8's signed bytes are first biased by
- * 128 (xor 0x80 on each byte), and 2^23 + 128 is taken off.
+ * The activations of one lane's group (32 columns, from column @c) for
+ * token @t, quantized as the weights are read: x (scaled by RMSNorm's
+ * weights @nw, whose 1/rms is applied at the end) to int8 against the
+ * group's absolute maximum, d = amax / 127, rounded to nearest-even by
+ * adding 1.5 * 2^23 (the byte under the exponent is the integer; one fma,
+ * where a float-to-int conversion runs at an eighth of an add's rate).
+ * @xq: the 32 values, four to a word in column order; @dx: d; @xs: their
+ * sum; @ss: the sum of the raw x^2 (RMSNorm), added to.
  */
-__device__ __forceinline__ float qg_byte(uint32_t w, int b, float off)
+template <typename X>
+__device__ __forceinline__ void qg_quant_x(const X *x, int c, const float *nw,
+					   int *xq, float *dx, int *xs,
+					   float *ss)
 {
-	return __int_as_float(__byte_perm(w, 0x4b000000u, 0x7540 + b)) - off;
-}
-
-/* the 8 integers of chunk @ch (8 columns) of a lane's 16 bytes */
-template <int F>
-__device__ __forceinline__ void qg_chunk(uint4 u, int ch, float *f)
-{
-	uint32_t a[4] = { u.x, u.y, u.z, u.w };
-
-	if (F == 8) {
-		uint32_t w0 = a[2 * ch] ^ 0x80808080u;
-		uint32_t w1 = a[2 * ch + 1] ^ 0x80808080u;
+	float a[32], amax = 0.0f, inv;
 
 #pragma unroll
-		for (int b = 0; b < 4; b++) {
-			f[b] = qg_byte(w0, b, 8388736.0f);
-			f[4 + b] = qg_byte(w1, b, 8388736.0f);
+	for (int ch = 0; ch < 4; ch++)
+		gemv_x8(x + c + 8 * ch, a + 8 * ch);
+	if (nw) {
+#pragma unroll
+		for (int ch = 0; ch < 4; ch++) {
+			float g[8];
+
+			gemv_x8(nw + c + 8 * ch, g);
+#pragma unroll
+			for (int i = 0; i < 8; i++) {
+				*ss = fmaf(a[8 * ch + i], a[8 * ch + i], *ss);
+				a[8 * ch + i] = __fmul_rn(a[8 * ch + i], g[i]);
+			}
 		}
-	} else {
-		/* chunks 0, 1: low nibbles of bytes 0-7, 8-15; 2, 3: high */
-		int sh = ch < 2 ? 0 : 4, wi = 2 * (ch % 2);
-		uint32_t w0 = (a[wi] >> sh) & 0x0f0f0f0fu;
-		uint32_t w1 = (a[wi + 1] >> sh) & 0x0f0f0f0fu;
+	}
+#pragma unroll
+	for (int i = 0; i < 32; i++)
+		amax = fmaxf(amax, fabsf(a[i]));
+	inv = amax > 0.0f ? __fdiv_rn(127.0f, amax) : 0.0f;
+	*dx = __fdiv_rn(amax, 127.0f);
+	*xs = 0;
+#pragma unroll
+	for (int w = 0; w < 8; w++) {
+		uint32_t v[4];
 
 #pragma unroll
-		for (int b = 0; b < 4; b++) {
-			f[b] = qg_byte(w0, b, 8388608.0f);
-			f[4 + b] = qg_byte(w1, b, 8388608.0f);
-		}
+		for (int i = 0; i < 4; i++)
+			v[i] = __float_as_uint(__fmaf_rn(a[4 * w + i], inv,
+							 12582912.0f));
+		xq[w] = (int)__byte_perm(__byte_perm(v[0], v[1], 0x0040),
+					 __byte_perm(v[2], v[3], 0x0040),
+					 0x5410);
+		*xs = __dp4a(xq[w], 0x01010101, *xs);
 	}
 }
 
 /*
  * Each warp computes R rows (with GLU, R / 2 gate rows and their up rows);
- * each lane reads 16 bytes of every row per step (16 columns of Q8, 32 of
- * Q4: one group or half of one) with the group's metadata, D steps in
- * flight, and the activations under them once for all R rows. Per row and
- * token, the lane sums x * q over its columns as integers-made-floats, then
- * adds d * sum (+ m * sum of x for Q4) to its fp32 total; one butterfly
- * per row at the end.
+ * each lane owns one group of 32 columns per step (a warp step is 1024
+ * columns): it reads the group's 32 (Q8) or 16 (Q4) bytes of every row
+ * and the group's metadata, D steps in flight, quantizes the activations
+ * under them once for all R rows (qg_quant_x()), and takes the group's dot
+ * product in integers, four columns per dp4a (Q4's nibbles are unsigned
+ * 0..15 and fit int8). The group adds d_w * (d_x * sum) (+ m_w * (d_x *
+ * sum of x) for Q4) to the lane's fp32 total; one butterfly per row at the
+ * end. So y is the exact dot product of the dequantized weights with the
+ * dequantized activations, up to fp32 rounding of the per-group terms.
  */
 template <int F, typename X, int T, int R, int D, bool GLU>
 __global__ void __launch_bounds__(QG_WARPS * 32)
@@ -72,8 +88,7 @@ llm_qgemv_kernel(const uint8_t *q, const uint8_t *meta, const X *x, long ldx,
 		 int n, int k, const float *nw, float eps,
 		 struct llm_gemv_out o, float beta)
 {
-	constexpr int CW = F == 8 ? 16 : 32;	/* columns per lane step */
-	constexpr int S = 32 * CW;		/* columns per warp step */
+	constexpr int NW = F == 8 ? 2 : 1;	/* 16-byte loads per row */
 	int lane = threadIdx.x % 32;
 	int grp = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
 	int row[R];
@@ -82,9 +97,6 @@ llm_qgemv_kernel(const uint8_t *q, const uint8_t *meta, const X *x, long ldx,
 	const uint8_t *qr[R];
 	const uint8_t *mr[R];
 	float acc[R][T], ss[T];
-	uint4 u[D][R];
-	uint32_t mt[D][R];
-	int c0 = lane * CW;
 
 	gemv_warp_rows<R, GLU>(grp, n, row);
 #pragma unroll
@@ -100,18 +112,22 @@ llm_qgemv_kernel(const uint8_t *q, const uint8_t *meta, const X *x, long ldx,
 		ss[t] = 0.0f;
 	if (row[0] < 0)
 		return;
-	for (;;) {
+	for (int base = 0; base < k; base += 1024 * D) {
+		uint4 u[D][R][NW];
+		uint32_t mt[D][R];
+
 #pragma unroll
 		for (int d = 0; d < D; d++) {
-			int c = c0 + S * d;
+			int c = base + 1024 * d + 32 * lane;
+			bool in = c < k;
 
 #pragma unroll
 			for (int j = 0; j < R; j++) {
-				bool in = c < k;
-
-				u[d][j] = in ? __ldcs((const uint4 *)(qr[j] +
-						(F == 8 ? c : c / 2))) :
-					       make_uint4(0, 0, 0, 0);
+#pragma unroll
+				for (int h = 0; h < NW; h++)
+					u[d][j][h] = in ? __ldcs((const uint4 *)
+						(qr[j] + (F == 8 ? c : c / 2)) +
+						h) : make_uint4(0, 0, 0, 0);
 				if (F == 8)
 					mt[d][j] = in ? __ldg((const uint16_t *)
 							mr[j] + c / 32) : 0;
@@ -122,84 +138,65 @@ llm_qgemv_kernel(const uint8_t *q, const uint8_t *meta, const X *x, long ldx,
 		}
 #pragma unroll
 		for (int d = 0; d < D; d++) {
-			int c = c0 + S * d;
-			float s[R][T], xs[T];
+			int c = base + 1024 * d + 32 * lane;
 
 			if (c >= k)
 				break;
 #pragma unroll
 			for (int t = 0; t < T; t++) {
-				xs[t] = 0.0f;
-#pragma unroll
-				for (int j = 0; j < R; j++)
-					s[j][t] = 0.0f;
-			}
-#pragma unroll
-			for (int ch = 0; ch < CW / 8; ch++) {
-				float a[T][8], f[8];
+				int xq[8], xs;
+				float dx;
 
-#pragma unroll
-				for (int t = 0; t < T; t++) {
-					gemv_x8(x + t * ldx + c + 8 * ch, a[t]);
-					if (nw) {
-						float g[8];
-
-						gemv_x8(nw + c + 8 * ch, g);
-#pragma unroll
-						for (int i = 0; i < 8; i++) {
-							ss[t] += a[t][i] *
-								 a[t][i];
-							a[t][i] *= g[i];
-						}
-					}
-					if (F == 4)
-#pragma unroll
-						for (int i = 0; i < 8; i++)
-							xs[t] += a[t][i];
-				}
+				qg_quant_x(x + t * ldx, c, nw, xq, &dx, &xs,
+					   &ss[t]);
 #pragma unroll
 				for (int j = 0; j < R; j++) {
-					qg_chunk<F>(u[d][j], ch, f);
-#pragma unroll
-					for (int t = 0; t < T; t++)
-#pragma unroll
-						for (int i = 0; i < 8; i++)
-							s[j][t] = fmaf(f[i],
-								a[t][i],
-								s[j][t]);
-				}
-			}
-#pragma unroll
-			for (int j = 0; j < R; j++) {
-				float dd = __half2float(__ushort_as_half(
-					(unsigned short)(mt[d][j] & 0xffffu)));
-				float mm = __half2float(__ushort_as_half(
-					(unsigned short)(mt[d][j] >> 16)));
+					const uint32_t *w =
+						(const uint32_t *)u[d][j];
+					float dd = __half2float(
+						__ushort_as_half((unsigned short)
+						(mt[d][j] & 0xffffu)));
+					int is = 0;
 
 #pragma unroll
-				for (int t = 0; t < T; t++) {
-					acc[j][t] = fmaf(dd, s[j][t],
-							 acc[j][t]);
-					if (F == 4)
-						acc[j][t] = fmaf(mm, xs[t],
-								 acc[j][t]);
+					for (int i = 0; i < 4; i++) {
+						if (F == 8) {
+							is = __dp4a((int)w[i],
+								xq[i], is);
+							is = __dp4a((int)w[4 + i],
+								xq[4 + i], is);
+						} else {
+							is = __dp4a((int)(w[i] &
+								0x0f0f0f0fu),
+								xq[i], is);
+							is = __dp4a((int)(w[i] >>
+								4 & 0x0f0f0f0fu),
+								xq[4 + i], is);
+						}
+					}
+					acc[j][t] = __fmaf_rn(dd, __fmul_rn(dx,
+							(float)is), acc[j][t]);
+					if (F == 4) {
+						float mm = __half2float(
+							__ushort_as_half(
+							(unsigned short)
+							(mt[d][j] >> 16)));
+
+						acc[j][t] = __fmaf_rn(mm,
+							__fmul_rn(dx,
+							(float)xs), acc[j][t]);
+					}
 				}
 			}
 		}
-		c0 += S * D;
-		if (c0 >= k)
-			break;
 	}
 	gemv_finish<T, R, GLU>(lane, row, acc, ss, k, nw, eps, o, beta);
 }
 
 /*
- * Rows per warp for one token: 8. Each lane reads the activations under its
- * columns once for all its rows, 4 bytes (fp32) per column, against 1 (Q8)
- * or 0.5 (Q4) byte of weight per column and row: on an H100, batch-1 steps
- * measured 1.33x / 1.91x / 5.33x their floor with activations at 0.5 / 1 /
- * 4 times the weight bytes (bf16 at 4 rows, Q8 at 4, Q4 at 2), so rows go
- * up to bring Q8 to 0.5 and Q4 to 1 (not yet measured; `kvmm bench gemv
+ * Rows per warp for one token: 8 (each lane quantizes its group's
+ * activations once for all its rows; more rows amortise that and put more
+ * bytes in flight, fewer give small matrices more warps; `kvmm bench gemv
  * --device cuda` times every choice). KVMM_QGEMV_ROWS=1, 2, 4 or 8
  * overrides it (a measuring knob, read at each launch). More tokens: one
  * row (two with GLU).

@@ -184,6 +184,9 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--init", type=float, default=None)
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--chat", action="store_true",
+                    help="also a tokenizer_config.json with a ChatML "
+                    "chat template (for the server's chat tests)")
     ap.add_argument("--layers", type=int, default=None,
                     help="llama3-8b only: fewer layers (a quick load test)")
     ap.add_argument("--shape", choices=["smollm2", "llama3-8b"],
@@ -211,6 +214,15 @@ def main():
     with open(os.path.join(a.out, "config.json"), "w") as f:
         json.dump(cfg, f, indent=1)
     write_tokenizer(os.path.join(a.out, "tokenizer.json"), V)
+    if a.chat:
+        # SmolLM2's template family (ChatML); the markers are byte tokens
+        # of the random vocabulary, which is all a test of the server needs
+        tmpl = ("{% for message in messages %}<|im_start|>{{ message['role']"
+                " }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
+                "{% if add_generation_prompt %}<|im_start|>assistant\n"
+                "{% endif %}")
+        with open(os.path.join(a.out, "tokenizer_config.json"), "w") as f:
+            json.dump({"chat_template": tmpl}, f, indent=1)
     print(a.out)
     return 0
 

@@ -55,6 +55,7 @@ START_TEST(test_policy_knobs)
 		"kvcompress:rate=4,interval=1,sinks=4,window=16,score=8",
 		"full",
 		"full:topk=64",
+		"full:topk=32,dense=2",
 	};
 
 	for (unsigned i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
@@ -99,6 +100,9 @@ START_TEST(test_policy_invalid)
 		{ "diffkv:rate=2", "has no knob 'rate'" },
 		{ "full:window=3", "has no knob 'window'" },
 		{ "full:topk=0", "topk=0 is out of range" },
+		{ "full:dense=2", "dense=2 needs topk" },
+		{ "full:topk=8,dense=5000", "dense=5000 is out of range" },
+		{ "diffkv:dense=2", "has no knob 'dense'" },
 		{ "uniform:tier=fp16", "fp16 is the full policy" },
 		{ "uniform:tier=k4v4x", "not a tier" },
 		{ "kvcompress:rate=0.5", "rate=0.5 is out of range" },

@@ -943,7 +943,7 @@ static int layer_prefill(struct kvp *c, const struct llm_batch *b, int layer,
 	a.err = &err;
 	ret = kvk_compress_prompt_cpu(&a, NULL);
 	ret = ret ?: err;
-	if (!ret && c->pol.topk)
+	if (!ret && c->pol.topk && (uint32_t)layer >= c->pol.dense)
 		ret = sel_summarize(c, lb, true);
 	return ret;
 }
@@ -982,7 +982,7 @@ static int layer_decode(struct kvp *c, int layer, const struct llm_kv_io *io)
 		return ret;
 	a.q = c->q;
 	a.out = c->o;
-	if (c->pol.topk)
+	if (c->pol.topk && (uint32_t)layer >= c->pol.dense)
 		ret = sel_pages(c, &a, lb);
 	ret = ret ?: attend(c, &a, lb);
 	/* the output of rotated values, rotated back */

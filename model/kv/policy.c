@@ -200,14 +200,14 @@ enum {
 	K_HI = 1, K_LO = 2, K_PRUNE = 4, K_QUANT = 8, K_WINDOW = 16,
 	K_SCORE = 32, K_RATE = 64, K_INTERVAL = 128, K_SINKS = 256,
 	K_TIER = 512, K_PROFILE = 1024, K_HADAMARD = 2048, K_TOPK = 4096,
-	K_KNORM = 8192,
+	K_KNORM = 8192, K_DENSE = 16384,
 	/* what a profile sets */
 	K_FROM_PROFILE = K_HI | K_LO | K_PRUNE | K_QUANT | K_WINDOW | K_SCORE |
 			 K_HADAMARD | K_SINKS | K_KNORM,
 };
 
 static const unsigned policy_knobs[LLM_POLICY_NR] = {
-	[LLM_POLICY_FULL] = K_TOPK,
+	[LLM_POLICY_FULL] = K_TOPK | K_DENSE,
 	[LLM_POLICY_UNIFORM] = K_TIER | K_HADAMARD | K_KNORM,
 	[LLM_POLICY_DIFFKV] = K_HI | K_LO | K_PRUNE | K_QUANT | K_WINDOW |
 			      K_SCORE | K_PROFILE | K_HADAMARD | K_SINKS |
@@ -225,6 +225,7 @@ static const struct {
 	{ "rate", K_RATE }, { "interval", K_INTERVAL }, { "sinks", K_SINKS },
 	{ "tier", K_TIER }, { "profile", K_PROFILE },
 	{ "hadamard", K_HADAMARD }, { "topk", K_TOPK }, { "knorm", K_KNORM },
+	{ "dense", K_DENSE },
 };
 
 /* one KEY=VALUE into @p; 0 or -EINVAL with a message */
@@ -302,6 +303,9 @@ static int parse_knob(struct llm_policy *p, char *kv, unsigned *seen,
 	case K_KNORM:
 		ret = parse_u32(val, 0, 1, &p->knorm);
 		break;
+	case K_DENSE:
+		ret = parse_u32(val, 0, 1024, &p->dense);
+		break;
 	}
 	if (ret) {
 		if (bit & (K_TIER | K_HI | K_LO))
@@ -329,6 +333,10 @@ static int policy_valid(const struct llm_policy *p, char *err, size_t len)
 				    "has more key or value bits than the high "
 				    "tier");
 	}
+	if (p->dense && !p->topk)
+		return perr(err, len, "policy full: dense=%u needs topk (the "
+			    "layers that attend densely while the others "
+			    "select)", p->dense);
 	if (p->kind == LLM_POLICY_UNIFORM && p->hi.kbits == 16 &&
 	    p->hi.vbits == 16)
 		return perr(err, len, "policy uniform: fp16 is the full "
@@ -347,7 +355,7 @@ static int policy_valid(const struct llm_policy *p, char *err, size_t len)
  * Knobs: diffkv hi, lo, prune, quant, window, score, hadamard, sinks,
  * knorm, or profile=FILE for all of these from a profile
  * (llm_profile_read(); FILE without ','); uniform tier, hadamard, knorm;
- * kvcompress rate, window, score, interval, sinks; full topk. Unknown names
+ * kvcompress rate, window, score, interval, sinks; full topk, dense. Unknown names
  * and knobs, empty or repeated knobs, values out of range and inconsistent
  * knobs are refused.
  *
@@ -438,6 +446,9 @@ int llm_policy_format(const struct llm_policy *p, char *buf, size_t len)
 				p->window, p->score_window, p->interval,
 				p->sinks);
 	default:
+		if (p->topk && p->dense)
+			return snprintf(buf, len, "full:topk=%u,dense=%u",
+					p->topk, p->dense);
 		if (p->topk)
 			return snprintf(buf, len, "full:topk=%u", p->topk);
 		return snprintf(buf, len, "full");

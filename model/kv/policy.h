@@ -55,6 +55,9 @@ enum llm_policy_kind {
  *	decode: sparse attention over a Quest-style page selection
  *	(kernels/select.h) keeping the first page and the pages of the last
  *	@window tokens; host caches only
+ * @dense: full:topk: the first @dense layers attend densely (Quest keeps
+ *	its first two: their attention is spread, and every later layer
+ *	builds on them); 0 by default
  * @hadamard: uniform and diffkv: 1 to store each head's keys and values
  *	rotated by the normalised Hadamard matrix (kvk_hadamard_cpu()), the
  *	queries rotated alike and the attention output rotated back; 0 (the
@@ -78,6 +81,7 @@ struct llm_policy {
 	uint32_t topk;
 	uint32_t hadamard;
 	uint32_t knorm;
+	uint32_t dense;
 };
 
 int llm_policy_default(enum llm_policy_kind kind, struct llm_policy *out);

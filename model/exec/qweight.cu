@@ -71,16 +71,29 @@ __device__ __forceinline__ void qg_quant_x(const X *x, int c, const float *nw,
 }
 
 /*
- * Each warp computes R rows (with GLU, R / 2 gate rows and their up rows);
- * each lane owns one group of 32 columns per step (a warp step is 1024
- * columns): it reads the group's 32 (Q8) or 16 (Q4) bytes of every row
- * and the group's metadata, D steps in flight, quantizes the activations
- * under them once for all R rows (qg_quant_x()), and takes the group's dot
- * product in integers, four columns per dp4a (Q4's nibbles are unsigned
- * 0..15 and fit int8). The group adds d_w * (d_x * sum) (+ m_w * (d_x *
- * sum of x) for Q4) to the lane's fp32 total; one butterfly per row at the
- * end. So y is the exact dot product of the dequantized weights with the
- * dequantized activations, up to fp32 rounding of the per-group terms.
+ * Each block first quantizes the whole activation vector of every token
+ * into shared memory (qg_quant_x(): per group of 32 columns, int8 values,
+ * d_x and their sum; RMSNorm's sum of squares reduced over the block),
+ * then its warps take groups of R rows (with GLU, R / 2 gate rows and
+ * their up rows), as many groups in turn as the grid leaves them (at most
+ * four blocks an SM, so that the activations are read a few times, not
+ * once per few rows). For a
+ * group, each lane owns one group of 32 columns per warp step (1024
+ * columns): it reads that group's 32 (Q8) or 16 (Q4) bytes of every row
+ * and its metadata, D steps in flight, the activations from shared memory,
+ * and takes the dot product in integers, four columns per dp4a (Q4's
+ * nibbles are unsigned 0..15 and fit int8). The group adds d_w * (d_x *
+ * sum) (+ m_w * (d_x * sum of x) for Q4) to the lane's fp32 total; one
+ * butterfly per row at the end. So y is the exact dot product of the
+ * dequantized weights with the dequantized activations, up to fp32
+ * rounding of the per-group terms.
+ *
+ * Why shared memory: a Q4 row of 4096 columns is 2 KB, and when each warp
+ * loaded and quantized the activations under its own columns (fp32 x and
+ * the norm weights: 8 bytes a column) for its R rows, the activation
+ * traffic from L2 was 8 / (R x 0.5) times the weight bytes, 2x at R = 8:
+ * measured at 31-59% of the read ceiling, whether the columns were split
+ * across warps or not. Now a block reads them once for all its rows.
  */
 template <int F, typename X, int T, int R, int D, bool GLU>
 __global__ void __launch_bounds__(QG_WARPS * 32)
@@ -89,117 +102,172 @@ llm_qgemv_kernel(const uint8_t *q, const uint8_t *meta, const X *x, long ldx,
 		 struct llm_gemv_out o, float beta)
 {
 	constexpr int NW = F == 8 ? 2 : 1;	/* 16-byte loads per row */
-	int lane = threadIdx.x % 32;
-	int grp = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-	int row[R];
+	extern __shared__ __align__(16) uint8_t qg_smem[];
+	__shared__ float red[QG_WARPS][T];
+	int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+	int nwarp = blockDim.x / 32, ng = k / 32;
+	int groups = GLU ? (n / 2 + R / 2 - 1) / (R / 2) : (n + R - 1) / R;
+	int8_t *xq = (int8_t *)qg_smem;			/* [T][k] */
+	float *dxs = (float *)(qg_smem + (size_t)T * k);	/* [T][ng] */
+	int *xss = (int *)(dxs + T * ng);			/* [T][ng] */
 	size_t rb = llm_qw_row_bytes((enum llm_qw_fmt)F, k);
 	size_t mb = llm_qw_meta_bytes((enum llm_qw_fmt)F, k);
-	const uint8_t *qr[R];
-	const uint8_t *mr[R];
-	float acc[R][T], ss[T];
+	float ss[T];
 
-	gemv_warp_rows<R, GLU>(grp, n, row);
-#pragma unroll
-	for (int j = 0; j < R; j++) {
-		qr[j] = q + (size_t)(row[j] < 0 ? 0 : row[j]) * rb;
-		mr[j] = meta + (size_t)(row[j] < 0 ? 0 : row[j]) * mb;
-#pragma unroll
-		for (int t = 0; t < T; t++)
-			acc[j][t] = 0.0f;
-	}
 #pragma unroll
 	for (int t = 0; t < T; t++)
 		ss[t] = 0.0f;
-	if (row[0] < 0)
-		return;
-	for (int base = 0; base < k; base += 1024 * D) {
-		uint4 u[D][R][NW];
-		uint32_t mt[D][R];
+	for (int g = threadIdx.x; g < ng; g += blockDim.x)
+#pragma unroll
+		for (int t = 0; t < T; t++) {
+			int v[8];
 
-#pragma unroll
-		for (int d = 0; d < D; d++) {
-			int c = base + 1024 * d + 32 * lane;
-			bool in = c < k;
-
-#pragma unroll
-			for (int j = 0; j < R; j++) {
-#pragma unroll
-				for (int h = 0; h < NW; h++)
-					u[d][j][h] = in ? __ldcs((const uint4 *)
-						(qr[j] + (F == 8 ? c : c / 2)) +
-						h) : make_uint4(0, 0, 0, 0);
-				if (F == 8)
-					mt[d][j] = in ? __ldg((const uint16_t *)
-							mr[j] + c / 32) : 0;
-				else
-					mt[d][j] = in ? __ldg((const uint32_t *)
-							mr[j] + c / 32) : 0;
-			}
+			qg_quant_x(x + t * ldx, 32 * g, nw, v, &dxs[t * ng + g],
+				   &xss[t * ng + g], &ss[t]);
+			((int4 *)(xq + (size_t)t * k + 32 * g))[0] =
+				make_int4(v[0], v[1], v[2], v[3]);
+			((int4 *)(xq + (size_t)t * k + 32 * g))[1] =
+				make_int4(v[4], v[5], v[6], v[7]);
 		}
 #pragma unroll
-		for (int d = 0; d < D; d++) {
-			int c = base + 1024 * d + 32 * lane;
-
-			if (c >= k)
-				break;
+	for (int t = 0; t < T; t++) {
+		for (int m = 16; m > 0; m /= 2)
+			ss[t] += __shfl_xor_sync(0xffffffffu, ss[t], m);
+		if (lane == 0)
+			red[warp][t] = ss[t];
+	}
+	__syncthreads();
+	/* the block's sum of squares on lane 0 (gemv_finish() sums lanes) */
 #pragma unroll
-			for (int t = 0; t < T; t++) {
-				int xq[8], xs;
-				float dx;
+	for (int t = 0; t < T; t++) {
+		ss[t] = 0.0f;
+		for (int w = 0; lane == 0 && w < nwarp; w++)
+			ss[t] += red[w][t];
+	}
+	for (int grp = blockIdx.x * nwarp + warp; grp < groups;
+	     grp += gridDim.x * nwarp) {
+		int row[R];
+		const uint8_t *qr[R];
+		const uint8_t *mr[R];
+		float acc[R][T], s2[T];
 
-				qg_quant_x(x + t * ldx, c, nw, xq, &dx, &xs,
-					   &ss[t]);
+		gemv_warp_rows<R, GLU>(grp, n, row);
+#pragma unroll
+		for (int j = 0; j < R; j++) {
+			qr[j] = q + (size_t)(row[j] < 0 ? 0 : row[j]) * rb;
+			mr[j] = meta + (size_t)(row[j] < 0 ? 0 : row[j]) * mb;
+#pragma unroll
+			for (int t = 0; t < T; t++)
+				acc[j][t] = 0.0f;
+		}
+		for (int base = 0; base < k; base += 1024 * D) {
+			uint4 u[D][R][NW];
+			uint32_t mt[D][R];
+
+#pragma unroll
+			for (int d = 0; d < D; d++) {
+				int c = base + 1024 * d + 32 * lane;
+				bool in = c < k;
+
 #pragma unroll
 				for (int j = 0; j < R; j++) {
-					const uint32_t *w =
-						(const uint32_t *)u[d][j];
-					float dd = __half2float(
-						__ushort_as_half((unsigned short)
-						(mt[d][j] & 0xffffu)));
-					int is = 0;
+#pragma unroll
+					for (int h = 0; h < NW; h++)
+						u[d][j][h] = in ? __ldcs(
+							(const uint4 *)(qr[j] +
+							(F == 8 ? c : c / 2)) +
+							h) :
+							make_uint4(0, 0, 0, 0);
+					if (F == 8)
+						mt[d][j] = in ? __ldg(
+							(const uint16_t *)mr[j] +
+							c / 32) : 0;
+					else
+						mt[d][j] = in ? __ldg(
+							(const uint32_t *)mr[j] +
+							c / 32) : 0;
+				}
+			}
+#pragma unroll
+			for (int d = 0; d < D; d++) {
+				int c = base + 1024 * d + 32 * lane;
+
+				if (c >= k)
+					break;
+#pragma unroll
+				for (int t = 0; t < T; t++) {
+					const int4 *p = (const int4 *)(xq +
+						(size_t)t * k + c);
+					int4 a0 = p[0], a1 = p[1];
+					int xv[8] = { a0.x, a0.y, a0.z, a0.w,
+						      a1.x, a1.y, a1.z, a1.w };
+					float dx = dxs[t * ng + c / 32];
+					int xs = xss[t * ng + c / 32];
 
 #pragma unroll
-					for (int i = 0; i < 4; i++) {
-						if (F == 8) {
-							is = __dp4a((int)w[i],
-								xq[i], is);
-							is = __dp4a((int)w[4 + i],
-								xq[4 + i], is);
-						} else {
-							is = __dp4a((int)(w[i] &
+					for (int j = 0; j < R; j++) {
+						const uint32_t *w =
+							(const uint32_t *)u[d][j];
+						float dd = __half2float(
+							__ushort_as_half(
+							(unsigned short)
+							(mt[d][j] & 0xffffu)));
+						int is = 0;
+
+#pragma unroll
+						for (int i = 0; i < 4; i++) {
+							if (F == 8) {
+								is = __dp4a(
+								(int)w[i],
+								xv[i], is);
+								is = __dp4a(
+								(int)w[4 + i],
+								xv[4 + i], is);
+							} else {
+								is = __dp4a(
+								(int)(w[i] &
 								0x0f0f0f0fu),
-								xq[i], is);
-							is = __dp4a((int)(w[i] >>
+								xv[i], is);
+								is = __dp4a(
+								(int)(w[i] >>
 								4 & 0x0f0f0f0fu),
-								xq[4 + i], is);
+								xv[4 + i], is);
+							}
 						}
-					}
-					acc[j][t] = __fmaf_rn(dd, __fmul_rn(dx,
+						acc[j][t] = __fmaf_rn(dd,
+							__fmul_rn(dx,
 							(float)is), acc[j][t]);
-					if (F == 4) {
-						float mm = __half2float(
+						if (F == 4) {
+							float mm = __half2float(
 							__ushort_as_half(
 							(unsigned short)
 							(mt[d][j] >> 16)));
 
-						acc[j][t] = __fmaf_rn(mm,
-							__fmul_rn(dx,
-							(float)xs), acc[j][t]);
+							acc[j][t] = __fmaf_rn(
+								mm, __fmul_rn(dx,
+								(float)xs),
+								acc[j][t]);
+						}
 					}
 				}
 			}
 		}
+#pragma unroll
+		for (int t = 0; t < T; t++)
+			s2[t] = ss[t];
+		gemv_finish<T, R, GLU>(lane, row, acc, s2, k, nw, eps, o,
+				       beta);
 	}
-	gemv_finish<T, R, GLU>(lane, row, acc, ss, k, nw, eps, o, beta);
 }
 
 /*
- * Rows per warp for one token: 8 (each lane quantizes its group's
- * activations once for all its rows; more rows amortise that and put more
- * bytes in flight, fewer give small matrices more warps; `kvmm bench gemv
- * --device cuda` times every choice). KVMM_QGEMV_ROWS=1, 2, 4 or 8
- * overrides it (a measuring knob, read at each launch). More tokens: one
- * row (two with GLU).
+ * Rows per warp for one token: 2. On an H100 (`kvmm bench gemv --device
+ * cuda`, Llama-3-8B's matrices) two rows were the best or within 2% of it
+ * for every matrix of both formats, and a batch-1 decode step took 4.64
+ * (Q8) and 3.54 ms (Q4) at 2 rows against 5.70 and 3.95 at 8: with the
+ * activations in shared memory, more rows only cost registers and
+ * occupancy. KVMM_QGEMV_ROWS=1, 2, 4 or 8 overrides it (a measuring knob,
+ * read at each launch). More tokens: one row (two with GLU).
  */
 static int qg_rows(int ntok, bool glu)
 {
@@ -209,8 +277,20 @@ static int qg_rows(int ntok, bool glu)
 	if (ntok > 1)
 		return glu ? 2 : 1;
 	if (r != 1 && r != 2 && r != 4 && r != 8)
-		r = 8;
+		r = 2;
 	return glu && r < 2 ? 2 : r;
+}
+
+/* streaming multiprocessors of the current device (blocks for the grid) */
+static int qg_sms(void)
+{
+	int dev = 0, n = 0;
+
+	if (cudaGetDevice(&dev) != cudaSuccess ||
+	    cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) !=
+		    cudaSuccess || n < 1)
+		n = 132;
+	return n;
 }
 
 template <int F, typename X, int T, int R, bool GLU>
@@ -218,12 +298,25 @@ static int qg_go(const struct llm_qw *w, const void *x, long ldx, int n,
 		 int k, const float *nw, float eps,
 		 const struct llm_gemv_out *o, float beta, cudaStream_t s)
 {
+	constexpr int D = F == 4 && R <= 8 ? 2 : 1;
+	auto kern = llm_qgemv_kernel<F, X, T, R, D, GLU>;
 	int groups = GLU ? (n / 2 + R / 2 - 1) / (R / 2) : (n + R - 1) / R;
-	int wb = R == 8 ? QG_WARPS / 2 : QG_WARPS;	/* blocks enough */
-	dim3 grid((groups + wb - 1) / wb);
+	int blocks = (groups + QG_WARPS - 1) / QG_WARPS;
+	/* each block quantizes the activations once: a few blocks an SM */
+	int cap = 4 * qg_sms();
+	size_t smem = (size_t)T * k + (size_t)T * (k / 32) * 8;
+	int ret;
 
-	llm_qgemv_kernel<F, X, T, R, R == 8 ? 1 : 2, GLU><<<grid, wb * 32, 0,
-							       s>>>(
+	if (blocks > cap)
+		blocks = cap;
+	if (smem > 48 * 1024) {
+		ret = kvk_cuda_errno(cudaFuncSetAttribute(kern,
+			cudaFuncAttributeMaxDynamicSharedMemorySize,
+			(int)smem));
+		if (ret)
+			return ret;
+	}
+	kern<<<blocks, QG_WARPS * 32, smem, s>>>(
 		(const uint8_t *)w->q, (const uint8_t *)w->meta,
 		(const X *)x, ldx, n, k, nw, eps, *o, beta);
 	return kvk_launch_errno();

@@ -8,7 +8,8 @@
  * whether the cache fits at all.
  *
  * Needs a model directory (a random Llama-3-8B-shaped one made on the
- * device by tests/ref/hf_compare.py, as tools/gpu-suite.d/model.sh does):
+ * device by tests/ref/random_llama.py --shape llama3-8b, as
+ * tools/gpu-suite.d/decode.sh does):
  * weights do not matter for speed, only the compression the policies reach
  * on them does, and every row reports it.
  */

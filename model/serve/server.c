@@ -1563,7 +1563,9 @@ static int srv_cache(struct llm_server *s, char *err, size_t errlen)
 	struct llm_sched_opts so = { .max_step_tokens = s->o.step_tokens,
 				     .reserve = s->o.reserve > 0 ?
 						s->o.reserve : -1.0f,
-				     .no_chunk = s->o.no_chunk };
+				     .no_chunk = s->o.no_chunk,
+				     .preempt = s->o.preempt,
+				     .swap_dir = s->o.swap_dir };
 	struct srv_pol *p = &s->pols[0];
 	int ret;
 
@@ -1574,8 +1576,13 @@ static int srv_cache(struct llm_server *s, char *err, size_t errlen)
 	if (ret)
 		return ret;
 	ret = llm_sched_create(p->kv, &so, eng_step, s, &s->sched);
-	if (ret)
-		snprintf(err, errlen, "scheduler: %s", strerror(-ret));
+	if (ret == -EOPNOTSUPP && so.preempt == LLM_SCHED_PREEMPT_SWAP)
+		snprintf(err, errlen, "--preempt swap: the CUDA device cache "
+			 "cannot swap yet; use --preempt recompute or auto");
+	else if (ret)
+		snprintf(err, errlen, "scheduler: %s%s", strerror(-ret),
+			 so.preempt == LLM_SCHED_PREEMPT_SWAP ?
+				 " (making the swap file)" : "");
 	return ret;
 }
 

@@ -470,6 +470,90 @@ static int admit_step(struct kvshim_space *s, const uint32_t *slots,
 }
 
 /*
+ * The pool's arrays that kva_compact() may change, saved so that a failed
+ * increment can be undone (and that SEQ_ADMIT and SEQ_SWAP_IN put back on
+ * failure: a grow with host granules reorders the free ring). The page
+ * tables are not copied (they may be large): compaction only redirects
+ * the entries of the pages it moved, and the inverse moves put them back.
+ */
+struct compact_undo {
+	uint32_t *ring;
+	uint32_t *page_list;
+	uint32_t *page_pos;
+	uint8_t *gran_mapped;
+	uint8_t *gran_mem;
+	uint32_t nr_gran_mem[KVA_NR_MEM];
+	uint8_t *seen;			/* ring_dedupe()'s scratch */
+	uint64_t head, tail, nr_used;
+	uint32_t nr_granules, nr_retired;
+};
+
+static void undo_fini(struct compact_undo *u)
+{
+	free(u->ring);
+	free(u->page_list);
+	free(u->page_pos);
+	free(u->gran_mapped);
+	free(u->gran_mem);
+	free(u->seen);
+	memset(u, 0, sizeof(*u));
+}
+
+static int undo_save(struct compact_undo *u, const struct kva_pool *pool)
+{
+	size_t ids = pool->nr_page_ids;
+
+	u->ring = malloc(ids * sizeof(*u->ring));
+	u->page_list = malloc(ids * sizeof(*u->page_list));
+	u->page_pos = malloc(ids * sizeof(*u->page_pos));
+	u->gran_mapped = malloc(pool->nr_gslots);
+	u->gran_mem = malloc(pool->nr_gslots);
+	u->seen = malloc(ids);
+	if (!u->ring || !u->page_list || !u->page_pos || !u->gran_mapped ||
+	    !u->gran_mem || !u->seen) {
+		undo_fini(u);
+		return -ENOMEM;
+	}
+	memcpy(u->ring, pool->ring, ids * sizeof(*u->ring));
+	memcpy(u->page_list, pool->page_list, ids * sizeof(*u->page_list));
+	memcpy(u->page_pos, pool->page_pos, ids * sizeof(*u->page_pos));
+	memcpy(u->gran_mapped, pool->gran_mapped, pool->nr_gslots);
+	memcpy(u->gran_mem, pool->gran_mem, pool->nr_gslots);
+	memcpy(u->nr_gran_mem, pool->nr_gran_mem, sizeof(u->nr_gran_mem));
+	u->head = pool->head;
+	u->tail = pool->tail;
+	u->nr_used = pool->nr_used;
+	u->nr_granules = pool->nr_granules;
+	u->nr_retired = pool->nr_retired;
+	return 0;
+}
+
+static void undo_apply(const struct compact_undo *u, struct kva_pool *pool,
+		       const struct kva_compact_control *cc)
+{
+	size_t ids = pool->nr_page_ids;
+
+	/* the tables were rewritten once the moves were counted */
+	if (cc->pages_moved) {
+		struct kva_view v;
+
+		kva_pool_view(pool, &v);
+		kva_rewrite_cpu(&v, cc->dst, cc->src, cc->nr_moves, NULL);
+	}
+	memcpy(pool->ring, u->ring, ids * sizeof(*u->ring));
+	memcpy(pool->page_list, u->page_list, ids * sizeof(*u->page_list));
+	memcpy(pool->page_pos, u->page_pos, ids * sizeof(*u->page_pos));
+	memcpy(pool->gran_mapped, u->gran_mapped, pool->nr_gslots);
+	memcpy(pool->gran_mem, u->gran_mem, pool->nr_gslots);
+	memcpy(pool->nr_gran_mem, u->nr_gran_mem, sizeof(u->nr_gran_mem));
+	pool->head = u->head;
+	pool->tail = u->tail;
+	pool->nr_used = u->nr_used;
+	pool->nr_granules = u->nr_granules;
+	pool->nr_retired = u->nr_retired;
+}
+
+/*
  * Admission picks free slots, maps the granules the prompts need (the
  * uapi has no grow command: admission is what asks for memory), then runs
  * kva_admit(). Everything kva_admit() can refuse is checked first, so that
@@ -486,6 +570,8 @@ static int ioc_seq_admit(struct kvshim_file *f, const struct kvmm_seq_admit *a)
 	struct kva_pool *pool;
 	uint32_t *slots = NULL, *prompt = NULL, n = a->count, found = 0;
 	uint64_t need = 0, free_pages, grow = 0, room;
+	struct kva_compact_control none = { 0 };
+	struct compact_undo u = { 0 };
 	uint8_t *was = NULL;
 	int ret;
 
@@ -554,9 +640,19 @@ static int ioc_seq_admit(struct kvshim_file *f, const struct kvmm_seq_admit *a)
 			goto out_free;
 		}
 		memcpy(was, pool->gran_mapped, pool->nr_gslots);
+		/* a grow with host granules reorders the ring: keep it */
+		if (!kva_pool_is_device(pool)) {
+			ret = undo_save(&u, pool);
+			if (ret)
+				goto out_free;
+		}
 		ret = kva_pool_grow_auto(pool, grow);
-		if (ret)
+		if (ret) {
+			/* grow_auto gave its granules back itself */
+			if (u.ring)
+				undo_apply(&u, pool, &none);
 			goto out_free;
+		}
 	}
 	ret = admit_step(s, slots, prompt, n);
 	if (ret)
@@ -568,10 +664,13 @@ static int ioc_seq_admit(struct kvshim_file *f, const struct kvmm_seq_admit *a)
 	goto out_free;
 
 out_ungrow:
-	/* a device pool's ring is on the device: its granules stay, free */
-	if (grow && !kva_pool_is_device(pool))
-		kva_pool_ungrow(pool, was);
+	/* a device pool's ring is on the device: its granules stay, free;
+	 * a host pool's arrays go back as they were, ring order included */
+	if (grow && !kva_pool_is_device(pool) && !kva_pool_ungrow(pool, was) &&
+	    u.ring)
+		undo_apply(&u, pool, &none);
 out_free:
+	undo_fini(&u);
 	free(was);
 	free(prompt);
 	free(slots);
@@ -658,81 +757,6 @@ static uint32_t compact_reason(enum kva_compact_result r)
 	default:
 		return KVMM_COMPACT_DONE;
 	}
-}
-
-/*
- * The pool's arrays that kva_compact() may change, saved so that a failed
- * increment can be undone. The page tables are not copied (they may be
- * large): compaction only redirects the entries of the pages it moved,
- * and the inverse moves put them back.
- */
-struct compact_undo {
-	uint32_t *ring;
-	uint32_t *page_list;
-	uint32_t *page_pos;
-	uint8_t *gran_mapped;
-	uint8_t *seen;			/* ring_dedupe()'s scratch */
-	uint64_t head, tail, nr_used;
-	uint32_t nr_granules, nr_retired;
-};
-
-static void undo_fini(struct compact_undo *u)
-{
-	free(u->ring);
-	free(u->page_list);
-	free(u->page_pos);
-	free(u->gran_mapped);
-	free(u->seen);
-	memset(u, 0, sizeof(*u));
-}
-
-static int undo_save(struct compact_undo *u, const struct kva_pool *pool)
-{
-	size_t ids = pool->nr_page_ids;
-
-	u->ring = malloc(ids * sizeof(*u->ring));
-	u->page_list = malloc(ids * sizeof(*u->page_list));
-	u->page_pos = malloc(ids * sizeof(*u->page_pos));
-	u->gran_mapped = malloc(pool->nr_gslots);
-	u->seen = malloc(ids);
-	if (!u->ring || !u->page_list || !u->page_pos || !u->gran_mapped ||
-	    !u->seen) {
-		undo_fini(u);
-		return -ENOMEM;
-	}
-	memcpy(u->ring, pool->ring, ids * sizeof(*u->ring));
-	memcpy(u->page_list, pool->page_list, ids * sizeof(*u->page_list));
-	memcpy(u->page_pos, pool->page_pos, ids * sizeof(*u->page_pos));
-	memcpy(u->gran_mapped, pool->gran_mapped, pool->nr_gslots);
-	u->head = pool->head;
-	u->tail = pool->tail;
-	u->nr_used = pool->nr_used;
-	u->nr_granules = pool->nr_granules;
-	u->nr_retired = pool->nr_retired;
-	return 0;
-}
-
-static void undo_apply(const struct compact_undo *u, struct kva_pool *pool,
-		       const struct kva_compact_control *cc)
-{
-	size_t ids = pool->nr_page_ids;
-
-	/* the tables were rewritten once the moves were counted */
-	if (cc->pages_moved) {
-		struct kva_view v;
-
-		kva_pool_view(pool, &v);
-		kva_rewrite_cpu(&v, cc->dst, cc->src, cc->nr_moves, NULL);
-	}
-	memcpy(pool->ring, u->ring, ids * sizeof(*u->ring));
-	memcpy(pool->page_list, u->page_list, ids * sizeof(*u->page_list));
-	memcpy(pool->page_pos, u->page_pos, ids * sizeof(*u->page_pos));
-	memcpy(pool->gran_mapped, u->gran_mapped, pool->nr_gslots);
-	pool->head = u->head;
-	pool->tail = u->tail;
-	pool->nr_used = u->nr_used;
-	pool->nr_granules = u->nr_granules;
-	pool->nr_retired = u->nr_retired;
 }
 
 /*
@@ -2001,9 +2025,10 @@ static int ioc_seq_swap_in(struct kvshim_file *f, struct kvmm_seq_swap *a)
 	bytes = w->seq[i].rec.bytes;
 	ret = kva_swap_in(pool, w->sf, slot, &w->seq[i].rec);
 	if (ret) {
-		undo_apply(&u, pool, &none);
-		if (grow)
-			kva_pool_ungrow(pool, was);
+		/* the slot is free again: the granules mapped for it go,
+		 * then the arrays as they were before (ring order included) */
+		if (!grow || !kva_pool_ungrow(pool, was))
+			undo_apply(&u, pool, &none);
 		goto out_undo;
 	}
 	undo_fini(&u);

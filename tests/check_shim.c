@@ -2032,6 +2032,46 @@ START_TEST(test_tiers_uapi)
 }
 END_TEST
 
+/*
+ * A refused admission whose granules came from the host tier (an HBM cap
+ * of 0) leaves the space as it was: the granules go back and with them
+ * their tier marks and the free ring's order (found by the fuzzer).
+ */
+START_TEST(test_admit_rollback_host_tier)
+{
+	int fd = kvshim_open();
+	uint32_t sp = create(fd), tok[2] = { 200, 120 }, sl[2];
+	struct kvmm_tier_budget tb = { .space = sp,
+				       .flags = KVMM_TIER_SET_HBM |
+						KVMM_TIER_SET_HOST,
+				       .hbm_bytes = 0,
+				       .host_bytes = KVMM_TIER_UNCAPPED };
+	struct kvmm_seq q[2] = { { .tokens = 200 }, { .tokens = 120 } };
+	struct kvmm_seq_admit a = { .space = sp, .count = 2,
+				    .seqs = (uintptr_t)q };
+
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_TIER_BUDGET, &tb), 0);
+	ck_assert_int_eq(kvshim_fault_inject(fd, sp, KVSHIM_FAULT_ADMIT, 1,
+					     EIO), 0);
+	FAILS(fd, sp, KVMM_IOC_SEQ_ADMIT, &a, -EIO);
+	/* once more with a granule mapped already */
+	ck_assert_int_eq(admit(fd, sp, tok, 1, sl), 0);
+	ck_assert_int_eq(kvshim_fault_inject(fd, sp, KVSHIM_FAULT_ADMIT, 1,
+					     EIO), 0);
+	a.count = 1;
+	q[0].tokens = MAX_TOKENS;
+	for (int i = 0; i < 6; i++) {
+		tok[0] = MAX_TOKENS;
+		if (admit(fd, sp, tok, 1, &sl[1]))
+			break;
+	}
+	ck_assert_int_eq(kvshim_fault_inject(fd, sp, KVSHIM_FAULT_ADMIT, 1,
+					     EIO), 0);
+	FAILS(fd, sp, KVMM_IOC_SEQ_ADMIT, &a, -EIO);
+	ck_assert_int_eq(kvshim_close(fd), 0);
+}
+END_TEST
+
 /* ---- swap to file: SWAP_SETUP, SEQ_SWAP_OUT, SEQ_SWAP_IN ---- */
 
 /* a page's words: its list @j, page @k, word @i */
@@ -2266,6 +2306,7 @@ Suite *suite_shim(void)
 	KV_ADD(tc, test_seq_stats);
 	KV_ADD(tc, test_tiers_uapi);
 	KV_ADD(tc, test_swap_uapi);
+	KV_ADD(tc, test_admit_rollback_host_tier);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("budget");
 	tcase_set_timeout(tc, 60);

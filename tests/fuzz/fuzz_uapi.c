@@ -90,6 +90,7 @@ struct space {
 	uint32_t id;
 	uint32_t nr_heads;
 	uint32_t max_seqs;
+	uint64_t handle;	/* its last SEQ_SWAP_OUT's, or 0 */
 	struct snap snap;
 };
 
@@ -491,6 +492,67 @@ static void gen_step(struct in *in, struct kvmm_step_submit *s, uint32_t sp,
 static char swap_dir[256];
 static const char swap_nodir[] = "/nonexistent-kvmm-fuzz-dir";
 
+/*
+ * a slot of space @idx in the decode state (SEQ_SWAP_OUT takes no other),
+ * the nth one for a byte of input; slot 0 when none is
+ */
+static uint32_t decoding_slot(struct in *in, int idx)
+{
+	struct kvmm_seq_info info[64];
+	struct kvmm_seq_stats q = { .space = spaces[idx].id,
+				    .seqs = (uint64_t)(uintptr_t)info };
+	uint32_t n = spaces[idx].max_seqs < 64 ? spaces[idx].max_seqs : 64;
+	uint32_t dec[64], nd = 0;
+
+	q.count = n;
+	for (uint32_t i = 0; i < n; i++)
+		info[i] = (struct kvmm_seq_info){ .slot = i };
+	if (kvshim_ioctl(spaces[idx].fd, KVMM_IOC_SEQ_STATS, &q))
+		return 0;
+	for (uint32_t i = 0; i < n; i++)
+		if (info[i].state == KVMM_SEQ_DECODE)
+			dec[nd++] = i;
+	if (!nd) {
+		/* none: trim a prefill slot to its counts, as a prompt's
+		 * end() does, outside the checked calls */
+		struct kvmm_step_slot sl = { 0 };
+		struct kvmm_step_op o = { .op = KVMM_OP_TRIM, .count = 1,
+					  .slots = (uint64_t)(uintptr_t)&sl };
+		struct kvmm_step_submit st = { .space = spaces[idx].id,
+					       .nr_ops = 1,
+					       .ops = (uint64_t)(uintptr_t)&o };
+
+		for (uint32_t i = 0; i < n && !nd; i++)
+			if (info[i].state == KVMM_SEQ_PREFILL)
+				dec[nd++] = i;
+		if (!nd)
+			return 0;
+		sl.slot = dec[0];
+		if (kvshim_ioctl(spaces[idx].fd, KVMM_IOC_STEP_SUBMIT, &st))
+			return 0;
+		take(&spaces[idx], &spaces[idx].snap);
+	}
+	return dec[rd8(in) % nd];
+}
+
+/*
+ * give space @idx a swap file if it has none (as a user would before
+ * SEQ_SWAP_OUT), outside the checked calls: the checker takes the new
+ * state as do_kernel()'s writes
+ */
+static void swap_ready(int idx)
+{
+	struct kvmm_swap_setup w = { .space = spaces[idx].id,
+				     .dir = (uint64_t)(uintptr_t)swap_dir,
+				     .chunk_bytes = 8192, .depth = 2 };
+	int ret = kvshim_ioctl(spaces[idx].fd, KVMM_IOC_SWAP_SETUP, &w);
+
+	if (ret && ret != -EBUSY)
+		violation("SWAP_SETUP of space %u in %s: %d", spaces[idx].id,
+			  swap_dir, ret);
+	take(&spaces[idx], &spaces[idx].snap);
+}
+
 static unsigned long gen_ioctl(struct in *in, int fd, void *k,
 			       uint32_t *space_out)
 {
@@ -657,9 +719,11 @@ static unsigned long gen_ioctl(struct in *in, int fd, void *k,
 		w->dir = c < 140 ? (uint64_t)(uintptr_t)swap_dir :
 			 c < 220 ? 0 : (uint64_t)(uintptr_t)swap_nodir;
 		c = rd8(in);
-		w->chunk_bytes = c < 160 ? 0 : c < 240 ? (c % 8) * 4096 :
-			       rd32(in);
-		w->depth = rd8(in) % 70;
+		/* small files: a setup registers depth x chunk bytes */
+		w->chunk_bytes = c < 200 ? (1 + c % 4) * 4096 :
+				 c < 240 ? (c % 8) * 4096 : rd32(in);
+		c = rd8(in);
+		w->depth = c < 200 ? 1 + c % 4 : c % 70;
 		maybe_corrupt(in, w, sizeof(*w));
 		return KVMM_IOC_SWAP_SETUP;
 	}
@@ -670,10 +734,14 @@ static unsigned long gen_ioctl(struct in *in, int fd, void *k,
 
 		w->space = sp;
 		if (which == 16) {
-			w->slot = c < 240 ? c % (max + 2) : rd32(in);
+			if (c < 128 && idx >= 0)
+				swap_ready(idx);
+			w->slot = c < 128 && idx >= 0 ? decoding_slot(in, idx) :
+				  c < 240 ? c % (max + 2) : rd32(in);
 		} else {
-			/* handles count from 1 in each space */
-			w->handle = c < 240 ? c % 10 : rd64(in);
+			/* the space's last swap-out; handles count from 1 */
+			w->handle = c < 128 && idx >= 0 ? spaces[idx].handle :
+				    c < 240 ? c % 10 : rd64(in);
 			c = rd8(in);
 			w->flags = c < 160 ? 0 : c < 240 ? KVMM_SWAP_DISCARD :
 						      c;
@@ -837,6 +905,7 @@ static void do_ioctl(struct in *in, int raw)
 	int fd = pick_fd(in), changed = -1, ret;
 	uint32_t sp = 0;
 	unsigned long cmd, gen = 0;
+	char what[48];
 	unsigned char *arg;
 	uint8_t c;
 
@@ -877,7 +946,8 @@ static void do_ioctl(struct in *in, int raw)
 		if (memcmp(arena, arena_before, sizeof(arena)))
 			violation("failed ioctl %#lx (%d) wrote user memory",
 				  cmd, ret);
-		check_all(-1, "a failed ioctl", ret);
+		snprintf(what, sizeof(what), "a failed ioctl %#lx", cmd);
+		check_all(-1, what, ret);
 		return;
 	}
 	nr_ok[_IOC_NR(cmd) & 31]++;
@@ -924,6 +994,8 @@ static void do_ioctl(struct in *in, int raw)
 		if (changed < 0)
 			violation("ioctl %#lx succeeded on space %u not of "
 				  "fd %d", cmd, named, fd);
+		if (cmd == KVMM_IOC_SEQ_SWAP_OUT)
+			spaces[changed].handle = k.sw.handle;
 	}
 	if ((cmd != KVMM_IOC_SEQ_ADMIT &&
 	     memcmp(arena + SEQ_AREA, arena_before + SEQ_AREA,

@@ -171,8 +171,8 @@ static int parse_rates(const char *s, struct srv_opts *o)
 
 enum { OPT_MODEL = 256, OPT_DEVICE, OPT_POLICY, OPT_REQUESTS, OPT_PLEN,
        OPT_OLEN, OPT_TRACE, OPT_RATE, OPT_BUDGET, OPT_SEQS, OPT_STEPTOK,
-       OPT_RESERVE, OPT_PREEMPT, OPT_SWAPDIR, OPT_THREADS, OPT_SEED, OPT_JSON, OPT_NOGRAPHS, OPT_URL,
-       OPT_CONC,
+       OPT_RESERVE, OPT_PREEMPT, OPT_SWAPDIR, OPT_THREADS, OPT_SEED,
+       OPT_JSON, OPT_NOGRAPHS, OPT_URL, OPT_CONC,
        OPT_NOCHUNK,
        OPT_HELP };
 
@@ -587,6 +587,7 @@ struct srv_result {
 	uint64_t chunks;	/* prompt chunks that did not end a prompt */
 	uint64_t swaps_out, swaps_in, swap_bytes_out, swap_bytes_in;
 	uint64_t swap_fallbacks;
+	uint64_t prefill_tokens, prompt_tokens; /* prefilled; in the prompts */
 	double swap_out_gbs, swap_in_gbs;
 	double peak_kv_gb, budget_gb, compression;
 	double prefill_tok_s, prefill_gflops, decode_s;
@@ -755,6 +756,9 @@ static int run_one(const struct srv_opts *o, struct srv_exec *x,
 	r->swap_bytes_out = st.swap_bytes_out;
 	r->swap_bytes_in = st.swap_bytes_in;
 	r->swap_fallbacks = st.swap_fallbacks;
+	r->prefill_tokens = st.prefill_tokens;
+	for (int i = 0; i < w->n; i++)
+		r->prompt_tokens += (uint64_t)w->np[i];
 	r->swap_out_gbs = st.swap_out_s > 0 ?
 				  st.swap_bytes_out / st.swap_out_s / 1e9 : 0;
 	r->swap_in_gbs = st.swap_in_s > 0 ?
@@ -840,6 +844,7 @@ static void print_json(const struct srv_result *r, const char *dev)
 	       "\"swap_bytes_out\": %" PRIu64 ", "
 	       "\"swap_bytes_in\": %" PRIu64 ", \"swap_out_gbs\": %.3f, "
 	       "\"swap_in_gbs\": %.3f, \"swap_fallbacks\": %" PRIu64 ", "
+	       "\"prefill_tokens\": %" PRIu64 ", "
 	       "\"rollbacks\": %" PRIu64 ", \"chunks\": %" PRIu64 ", "
 	       "\"compactions\": %" PRIu64 ", "
 	       "\"granules_released\": %" PRIu64 ", \"peak_kv_gb\": %.4f, "
@@ -853,7 +858,8 @@ static void print_json(const struct srv_result *r, const char *dev)
 	       r->peak_conc, r->mean_conc, r->gen_tok_s, r->req_s, r->wall_s,
 	       r->generated, r->preemptions, r->swaps_out, r->swaps_in,
 	       r->swap_bytes_out, r->swap_bytes_in, r->swap_out_gbs,
-	       r->swap_in_gbs, r->swap_fallbacks, r->rollbacks, r->chunks,
+	       r->swap_in_gbs, r->swap_fallbacks, r->prefill_tokens,
+	       r->rollbacks, r->chunks,
 	       r->compactions,
 	       r->granules, r->peak_kv_gb, r->budget_gb, r->compression,
 	       r->prefill_tok_s, r->prefill_gflops, r->ttft[0], r->ttft[1],
@@ -897,6 +903,12 @@ static void print_row(const struct srv_result *r)
 
 static void print_pages(const struct srv_result *r)
 {
+	if (r->preemptions)
+		printf("  %s prefill: %" PRIu64 " tokens for %" PRIu64 " prompt "
+		       "tokens (%" PRIu64 " recomputed)\n", r->policy,
+		       r->prefill_tokens, r->prompt_tokens,
+		       r->prefill_tokens > r->prompt_tokens ?
+			       r->prefill_tokens - r->prompt_tokens : 0);
 	if (r->swaps_out || r->swap_fallbacks)
 		printf("  %s swap: %" PRIu64 " out (%.1f MB, %.2f GB/s), %"
 		       PRIu64 " in (%.1f MB, %.2f GB/s), %" PRIu64 " fell back "

@@ -16,7 +16,8 @@
  *    comes in chunks over several steps (declared to the cache with
  *    llm_kv_set_prompt(); without chunks, the first prompt of a step
  *    always fits). A preempted request is queued at the head, with its
- *    prompt and the tokens it had generated as its new prompt (recompute);
+ *    prompt and the tokens it had generated as its new prompt (recompute),
+ *    or swapped out, to be read back in (DOC: preemption);
  * 4. the step runs as two calls of the executor's callback: its prompts
  *    (whole, and chunks), then its decode tokens;
  * 5. a request whose prompt ended takes its first token, a decoding one its
@@ -59,10 +60,40 @@
  * aside while some request holds pages: a joining one goes back to the
  * head of the queue, a running one mid-prefill is preempted. Refused
  * decode tokens preempt the request holding pages that joined last: its
- * pages are released and it is queued again to be recomputed. A request
- * that cannot fit alone in the budget fails with a reason; so does every
- * request of a step the executor failed for another reason. Nothing is
- * dropped silently.
+ * pages are released and it is queued again to be recomputed, or swapped
+ * out (DOC: preemption). A request that cannot fit alone in the budget
+ * fails with a reason; so does every request of a step the executor
+ * failed for another reason. Nothing is dropped silently.
+ */
+
+/**
+ * DOC: preemption
+ *
+ * A decode victim (refused decode tokens) is preempted by recompute or by
+ * swap, as @preempt says:
+ *
+ * - recompute: its slot and pages are released and it is queued at the
+ *   head with its prompt plus the tokens it generated as its new prompt;
+ * - swap: its pages go to its cache's swap file
+ *   (llm_kv_policy_swap_out(): KVMM_IOC_SEQ_SWAP_OUT, which frees them only
+ *   once the write is confirmed) and it is queued at the head, swapped.
+ *   When it reaches the head again it is admitted as a join is (its
+ *   admission and its pages plus reserve must fit) and read back
+ *   (llm_kv_policy_swap_in()) into a free slot, and decodes on from where
+ *   it stopped: no prefill, the same tokens and the same cache state as an
+ *   uninterrupted run. A swap-out that fails (a failed or short write)
+ *   leaves the pages in place and the victim is recomputed; a swap-in
+ *   refused for room waits while others run, and is dropped for
+ *   recompute when none runs or the read fails;
+ * - auto (the default): swap when the victim's estimated swap time, its
+ *   page bytes times the seconds per byte of the swap-outs and swap-ins
+ *   measured so far, is below its estimated recompute time, its tokens
+ *   times the executor's prefill seconds per token measured so far; until
+ *   both have been measured once, swap (so the rates get measured).
+ *   Recompute in a cache that cannot swap (a device cache).
+ *
+ * A prompt still arriving in chunks has nothing to swap: mid-prefill
+ * victims are always recomputed.
  */
 #include <errno.h>
 #include <math.h>

@@ -1323,6 +1323,20 @@ static char *metrics_text(struct llm_server *s)
 	M("preemptions_total", "counter", "Requests released and queued "
 	  "again for lack of pages.", "kvmm_preemptions_total %llu",
 	  (unsigned long long)st.sched.preemptions);
+	M("swaps_out_total", "counter", "Preemptions whose pages went to the "
+	  "swap file.", "kvmm_swaps_out_total %llu",
+	  (unsigned long long)st.sched.swaps_out);
+	M("swaps_in_total", "counter", "Swapped requests read back in.",
+	  "kvmm_swaps_in_total %llu", (unsigned long long)st.sched.swaps_in);
+	M("swap_bytes_out_total", "counter", "Swap file bytes written.",
+	  "kvmm_swap_bytes_out_total %llu",
+	  (unsigned long long)st.sched.swap_bytes_out);
+	M("swap_bytes_in_total", "counter", "Swap file bytes read.",
+	  "kvmm_swap_bytes_in_total %llu",
+	  (unsigned long long)st.sched.swap_bytes_in);
+	M("swap_fallbacks_total", "counter", "Swaps that failed and were "
+	  "recomputed instead.", "kvmm_swap_fallbacks_total %llu",
+	  (unsigned long long)st.sched.swap_fallbacks);
 	M("rollbacks_total", "counter", "Prompts of a refused step queued "
 	  "again.", "kvmm_rollbacks_total %llu",
 	  (unsigned long long)st.sched.rollbacks);

@@ -14,8 +14,10 @@
  * gets up to four generated ops (APPEND, TRIM, EVICT, SHRINK) with their
  * slot arrays, at one fixed place in the arena. SWAP_SETUP names a
  * directory the harness owns ($TMPDIR or /tmp), one that is not there, or
- * none; SEQ_SWAP_IN names small handles, which each space counts from 1. Arguments live in a
- * fuzzer-owned arena, at any alignment; the user pointers inside them point into the arena or are
+ * none; SEQ_SWAP_OUT mostly a decoding slot of a space the harness gave a
+ * swap file (it makes one, outside the checked calls), SEQ_SWAP_IN mostly
+ * the space's last handle. Arguments live in a fuzzer-owned arena, at any
+ * alignment; the user pointers inside them point into the arena or are
  * NULL, with counts that may exceed what the space allows (the driver must
  * refuse those before it reads). A real kernel would fail an unmapped
  * pointer with -EFAULT; an in-process driver cannot tell, so the harness

@@ -51,6 +51,8 @@ int kvshim_test_total_cap(uint64_t bytes);
 /* kvshim_fault_inject() @where */
 #define KVSHIM_FAULT_RUNTIME 0	/* nth runtime call of the space */
 #define KVSHIM_FAULT_ADMIT 1	/* nth SEQ_ADMIT allocator step */
+#define KVSHIM_FAULT_SWAP_EIO 2	/* nth chunk write of the next SWAP_OUT */
+#define KVSHIM_FAULT_SWAP_SHORT 3 /* ... cut short */
 
 int kvshim_fault_inject(int fd, uint32_t space, unsigned int where,
 			uint64_t nth, int err);

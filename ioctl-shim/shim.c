@@ -21,8 +21,10 @@
 #include <stddef.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "kva.h"
 #include "kvevict.h"
@@ -46,6 +48,29 @@ struct kvshim_space {
 	uint64_t submitted;		/* last fence of STEP_SUBMIT */
 	void *stream;			/* bound by SPACE_MAP, or NULL */
 	uint64_t cost[2];		/* host, device bytes of its arrays */
+	struct kvshim_swap *swap;	/* SWAP_SETUP's file, or NULL */
+};
+
+/*
+ * struct kvshim_swapped - one sequence in a space's swap file: its handle
+ * and where its pages went (the file range [rec.off, rec.off + rec.bytes))
+ */
+struct kvshim_swapped {
+	uint64_t handle;		/* SEQ_SWAP_OUT's, never reused */
+	struct kva_swap_rec rec;
+};
+
+/*
+ * struct kvshim_swap - a space's swap file (SWAP_SETUP), owned by the
+ * space, protected by kvshim_lock. The file was unlinked when made.
+ */
+struct kvshim_swap {
+	struct kvrt_swapfile *sf;
+	struct kvshim_swapped *seq;	/* [nr] in no order */
+	uint32_t nr;
+	uint64_t next_handle;		/* the last handle given, counting up */
+	uint64_t fault_nth;		/* tests: the nth chunk write fails */
+	int fault_mode;			/* KVRT_SWAP_FAULT_* */
 };
 
 /**
@@ -103,12 +128,27 @@ static struct kvshim_space *space_find(struct kvshim_file *f, uint32_t id,
 	return NULL;
 }
 
+static void swap_close(struct kvshim_space *s)
+{
+	struct kvshim_swap *w = s->swap;
+
+	if (!w)
+		return;
+	for (uint32_t i = 0; i < w->nr; i++)
+		kva_swap_rec_fini(&w->seq[i].rec);
+	free(w->seq);
+	kvrt_swapfile_close(w->sf);
+	free(w);
+	s->swap = NULL;
+}
+
 static int space_destroy(struct kvshim_space *s)
 {
 	int ret = kva_pool_destroy(s->pool);
 
 	if (ret)
 		return ret;
+	swap_close(s);
 	kvshim_total[0] -= s->cost[0];
 	kvshim_total[1] -= s->cost[1];
 	kvrt_ctx_destroy(s->ctx);
@@ -223,7 +263,7 @@ static int ioc_version(struct kvmm_version *a)
 		return -EINVAL;
 	a->api = KVMM_API_VERSION;
 	a->features = KVMM_FEAT_HOST | KVMM_FEAT_COMPACT | KVMM_FEAT_TIERS |
-		      KVMM_FEAT_STEP | KVMM_FEAT_PLACEMENT;
+		      KVMM_FEAT_STEP | KVMM_FEAT_PLACEMENT | KVMM_FEAT_SWAP;
 	if (kvrt_cuda_probe(NULL, 0) == 0)
 		a->features |= KVMM_FEAT_DEVICE;
 	return 0;
@@ -430,6 +470,90 @@ static int admit_step(struct kvshim_space *s, const uint32_t *slots,
 }
 
 /*
+ * The pool's arrays that kva_compact() may change, saved so that a failed
+ * increment can be undone (and that SEQ_ADMIT and SEQ_SWAP_IN put back on
+ * failure: a grow with host granules reorders the free ring). The page
+ * tables are not copied (they may be large): compaction only redirects
+ * the entries of the pages it moved, and the inverse moves put them back.
+ */
+struct compact_undo {
+	uint32_t *ring;
+	uint32_t *page_list;
+	uint32_t *page_pos;
+	uint8_t *gran_mapped;
+	uint8_t *gran_mem;
+	uint32_t nr_gran_mem[KVA_NR_MEM];
+	uint8_t *seen;			/* ring_dedupe()'s scratch */
+	uint64_t head, tail, nr_used;
+	uint32_t nr_granules, nr_retired;
+};
+
+static void undo_fini(struct compact_undo *u)
+{
+	free(u->ring);
+	free(u->page_list);
+	free(u->page_pos);
+	free(u->gran_mapped);
+	free(u->gran_mem);
+	free(u->seen);
+	memset(u, 0, sizeof(*u));
+}
+
+static int undo_save(struct compact_undo *u, const struct kva_pool *pool)
+{
+	size_t ids = pool->nr_page_ids;
+
+	u->ring = malloc(ids * sizeof(*u->ring));
+	u->page_list = malloc(ids * sizeof(*u->page_list));
+	u->page_pos = malloc(ids * sizeof(*u->page_pos));
+	u->gran_mapped = malloc(pool->nr_gslots);
+	u->gran_mem = malloc(pool->nr_gslots);
+	u->seen = malloc(ids);
+	if (!u->ring || !u->page_list || !u->page_pos || !u->gran_mapped ||
+	    !u->gran_mem || !u->seen) {
+		undo_fini(u);
+		return -ENOMEM;
+	}
+	memcpy(u->ring, pool->ring, ids * sizeof(*u->ring));
+	memcpy(u->page_list, pool->page_list, ids * sizeof(*u->page_list));
+	memcpy(u->page_pos, pool->page_pos, ids * sizeof(*u->page_pos));
+	memcpy(u->gran_mapped, pool->gran_mapped, pool->nr_gslots);
+	memcpy(u->gran_mem, pool->gran_mem, pool->nr_gslots);
+	memcpy(u->nr_gran_mem, pool->nr_gran_mem, sizeof(u->nr_gran_mem));
+	u->head = pool->head;
+	u->tail = pool->tail;
+	u->nr_used = pool->nr_used;
+	u->nr_granules = pool->nr_granules;
+	u->nr_retired = pool->nr_retired;
+	return 0;
+}
+
+static void undo_apply(const struct compact_undo *u, struct kva_pool *pool,
+		       const struct kva_compact_control *cc)
+{
+	size_t ids = pool->nr_page_ids;
+
+	/* the tables were rewritten once the moves were counted */
+	if (cc->pages_moved) {
+		struct kva_view v;
+
+		kva_pool_view(pool, &v);
+		kva_rewrite_cpu(&v, cc->dst, cc->src, cc->nr_moves, NULL);
+	}
+	memcpy(pool->ring, u->ring, ids * sizeof(*u->ring));
+	memcpy(pool->page_list, u->page_list, ids * sizeof(*u->page_list));
+	memcpy(pool->page_pos, u->page_pos, ids * sizeof(*u->page_pos));
+	memcpy(pool->gran_mapped, u->gran_mapped, pool->nr_gslots);
+	memcpy(pool->gran_mem, u->gran_mem, pool->nr_gslots);
+	memcpy(pool->nr_gran_mem, u->nr_gran_mem, sizeof(u->nr_gran_mem));
+	pool->head = u->head;
+	pool->tail = u->tail;
+	pool->nr_used = u->nr_used;
+	pool->nr_granules = u->nr_granules;
+	pool->nr_retired = u->nr_retired;
+}
+
+/*
  * Admission picks free slots, maps the granules the prompts need (the
  * uapi has no grow command: admission is what asks for memory), then runs
  * kva_admit(). Everything kva_admit() can refuse is checked first, so that
@@ -446,6 +570,8 @@ static int ioc_seq_admit(struct kvshim_file *f, const struct kvmm_seq_admit *a)
 	struct kva_pool *pool;
 	uint32_t *slots = NULL, *prompt = NULL, n = a->count, found = 0;
 	uint64_t need = 0, free_pages, grow = 0, room;
+	struct kva_compact_control none = { 0 };
+	struct compact_undo u = { 0 };
 	uint8_t *was = NULL;
 	int ret;
 
@@ -514,9 +640,19 @@ static int ioc_seq_admit(struct kvshim_file *f, const struct kvmm_seq_admit *a)
 			goto out_free;
 		}
 		memcpy(was, pool->gran_mapped, pool->nr_gslots);
+		/* a grow with host granules reorders the ring: keep it */
+		if (!kva_pool_is_device(pool)) {
+			ret = undo_save(&u, pool);
+			if (ret)
+				goto out_free;
+		}
 		ret = kva_pool_grow_auto(pool, grow);
-		if (ret)
+		if (ret) {
+			/* grow_auto gave its granules back itself */
+			if (u.ring)
+				undo_apply(&u, pool, &none);
 			goto out_free;
+		}
 	}
 	ret = admit_step(s, slots, prompt, n);
 	if (ret)
@@ -528,10 +664,13 @@ static int ioc_seq_admit(struct kvshim_file *f, const struct kvmm_seq_admit *a)
 	goto out_free;
 
 out_ungrow:
-	/* a device pool's ring is on the device: its granules stay, free */
-	if (grow && !kva_pool_is_device(pool))
-		kva_pool_ungrow(pool, was);
+	/* a device pool's ring is on the device: its granules stay, free;
+	 * a host pool's arrays go back as they were, ring order included */
+	if (grow && !kva_pool_is_device(pool) && !kva_pool_ungrow(pool, was) &&
+	    u.ring)
+		undo_apply(&u, pool, &none);
 out_free:
+	undo_fini(&u);
 	free(was);
 	free(prompt);
 	free(slots);
@@ -618,81 +757,6 @@ static uint32_t compact_reason(enum kva_compact_result r)
 	default:
 		return KVMM_COMPACT_DONE;
 	}
-}
-
-/*
- * The pool's arrays that kva_compact() may change, saved so that a failed
- * increment can be undone. The page tables are not copied (they may be
- * large): compaction only redirects the entries of the pages it moved,
- * and the inverse moves put them back.
- */
-struct compact_undo {
-	uint32_t *ring;
-	uint32_t *page_list;
-	uint32_t *page_pos;
-	uint8_t *gran_mapped;
-	uint8_t *seen;			/* ring_dedupe()'s scratch */
-	uint64_t head, tail, nr_used;
-	uint32_t nr_granules, nr_retired;
-};
-
-static void undo_fini(struct compact_undo *u)
-{
-	free(u->ring);
-	free(u->page_list);
-	free(u->page_pos);
-	free(u->gran_mapped);
-	free(u->seen);
-	memset(u, 0, sizeof(*u));
-}
-
-static int undo_save(struct compact_undo *u, const struct kva_pool *pool)
-{
-	size_t ids = pool->nr_page_ids;
-
-	u->ring = malloc(ids * sizeof(*u->ring));
-	u->page_list = malloc(ids * sizeof(*u->page_list));
-	u->page_pos = malloc(ids * sizeof(*u->page_pos));
-	u->gran_mapped = malloc(pool->nr_gslots);
-	u->seen = malloc(ids);
-	if (!u->ring || !u->page_list || !u->page_pos || !u->gran_mapped ||
-	    !u->seen) {
-		undo_fini(u);
-		return -ENOMEM;
-	}
-	memcpy(u->ring, pool->ring, ids * sizeof(*u->ring));
-	memcpy(u->page_list, pool->page_list, ids * sizeof(*u->page_list));
-	memcpy(u->page_pos, pool->page_pos, ids * sizeof(*u->page_pos));
-	memcpy(u->gran_mapped, pool->gran_mapped, pool->nr_gslots);
-	u->head = pool->head;
-	u->tail = pool->tail;
-	u->nr_used = pool->nr_used;
-	u->nr_granules = pool->nr_granules;
-	u->nr_retired = pool->nr_retired;
-	return 0;
-}
-
-static void undo_apply(const struct compact_undo *u, struct kva_pool *pool,
-		       const struct kva_compact_control *cc)
-{
-	size_t ids = pool->nr_page_ids;
-
-	/* the tables were rewritten once the moves were counted */
-	if (cc->pages_moved) {
-		struct kva_view v;
-
-		kva_pool_view(pool, &v);
-		kva_rewrite_cpu(&v, cc->dst, cc->src, cc->nr_moves, NULL);
-	}
-	memcpy(pool->ring, u->ring, ids * sizeof(*u->ring));
-	memcpy(pool->page_list, u->page_list, ids * sizeof(*u->page_list));
-	memcpy(pool->page_pos, u->page_pos, ids * sizeof(*u->page_pos));
-	memcpy(pool->gran_mapped, u->gran_mapped, pool->nr_gslots);
-	pool->head = u->head;
-	pool->tail = u->tail;
-	pool->nr_used = u->nr_used;
-	pool->nr_granules = u->nr_granules;
-	pool->nr_retired = u->nr_retired;
 }
 
 /*
@@ -1543,6 +1607,12 @@ static uint64_t space_digest(const struct kvshim_space *s)
 	h = FNV(h, pool->nr_used);
 	kvrt_space_stats(pool->space, &st);
 	h = FNV(h, st);
+	if (s->swap) {
+		h = FNV(h, s->swap->nr);
+		h = FNV(h, s->swap->next_handle);
+		for (uint32_t i = 0; i < s->swap->nr; i++)
+			h = FNV(h, s->swap->seq[i].handle);
+	}
 	return h;
 }
 
@@ -1582,14 +1652,17 @@ int kvshim_digest(int fd, uint32_t space, uint64_t *out)
  * @space: a space handle owned by @fd
  * @where: KVSHIM_FAULT_RUNTIME: the nth runtime (backend) call of the
  *	space's context (kvrt_fault_inject()); KVSHIM_FAULT_ADMIT: the nth
- *	allocator step of SEQ_ADMIT, after the granules are mapped
+ *	allocator step of SEQ_ADMIT, after the granules are mapped;
+ *	KVSHIM_FAULT_SWAP_EIO, KVSHIM_FAULT_SWAP_SHORT: the nth chunk write
+ *	of the next SEQ_SWAP_OUT fails, or is cut short (@err unused)
  * @nth: 1 for the next one; 0 turns injection off
  * @err: positive errno the step fails with
  *
  * Not part of the uapi: for tests and the fuzzer, which check that a call
  * failing that way changes nothing.
  *
- * Return: 0; -EBADF; -ENOENT; -EINVAL for an unknown @where.
+ * Return: 0; -EBADF; -ENOENT (also: a swap fault on a space without a
+ * swap file); -EINVAL for an unknown @where.
  */
 int kvshim_fault_inject(int fd, uint32_t space, unsigned int where,
 			uint64_t nth, int err)
@@ -1612,6 +1685,16 @@ int kvshim_fault_inject(int fd, uint32_t space, unsigned int where,
 	} else if (where == KVSHIM_FAULT_ADMIT) {
 		s->admit_fault = nth;
 		s->admit_fault_err = err;
+	} else if (where == KVSHIM_FAULT_SWAP_EIO ||
+		   where == KVSHIM_FAULT_SWAP_SHORT) {
+		if (!s->swap) {
+			ret = -ENOENT;
+		} else {
+			s->swap->fault_nth = nth;
+			s->swap->fault_mode = where == KVSHIM_FAULT_SWAP_EIO ?
+						      KVRT_SWAP_FAULT_EIO :
+						      KVRT_SWAP_FAULT_SHORT;
+		}
 	} else {
 		ret = -EINVAL;
 	}
@@ -1717,6 +1800,253 @@ out_free:
 	return ret;
 }
 
+/* ---- swap to file ---- */
+
+/*
+ * SWAP_SETUP: a file made in the caller's directory and unlinked at once,
+ * or (dir 0) the space's file closed
+ */
+static int ioc_swap_setup(struct kvshim_file *f, struct kvmm_swap_setup *a)
+{
+	const char *udir = user_ptr(a->dir);
+	struct kvshim_space *s;
+	struct kvshim_swap *w;
+	char path[KVMM_SWAP_PATH_MAX + 32];
+	size_t len;
+	int fd, ret;
+
+	if (a->flags || a->pad || a->direct || !ZERO(a->reserved))
+		return -EINVAL;
+	if (a->chunk_bytes % KVRT_SWAP_ALIGN || a->chunk_bytes > (64U << 20) ||
+	    a->depth > 64)
+		return -EINVAL;
+	if (udir) {
+		len = strnlen(udir, KVMM_SWAP_PATH_MAX);
+		if (!len || len == KVMM_SWAP_PATH_MAX)
+			return -EINVAL;
+	}
+	s = space_find(f, a->space, NULL);
+	if (!s)
+		return -ENOENT;
+	if (kva_pool_is_device(s->pool))
+		return -EOPNOTSUPP;
+	if (!udir) {
+		if (!s->swap)
+			return -ENOENT;
+		if (s->swap->nr)
+			return -EBUSY;
+		swap_close(s);
+		return 0;
+	}
+	if (s->swap)
+		return -EBUSY;
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	snprintf(path, sizeof(path), "%s/kvmm-swap-XXXXXX", udir);
+	fd = mkstemp(path);
+	if (fd < 0) {
+		ret = -errno;
+		free(w);
+		return ret;
+	}
+	close(fd);
+	ret = kvrt_swapfile_open(path, a->chunk_bytes, a->depth, &w->sf);
+	unlink(path);	/* nothing stays behind: the file lives while open */
+	if (ret) {
+		free(w);
+		return ret;
+	}
+	s->swap = w;
+	a->direct = (uint32_t)kvrt_swapfile_direct(w->sf);
+	return 0;
+}
+
+static int swapped_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* the lowest file offset with @bytes free between the swapped sequences */
+static int swap_room(const struct kvshim_swap *w, uint64_t bytes,
+		     uint64_t *off)
+{
+	uint64_t *r = malloc((w->nr + 1) * 2 * sizeof(*r)), at = 0;
+
+	if (!r)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < w->nr; i++) {
+		r[2 * i] = w->seq[i].rec.off;
+		r[2 * i + 1] = w->seq[i].rec.off + w->seq[i].rec.bytes;
+	}
+	qsort(r, w->nr, 2 * sizeof(*r), swapped_cmp);
+	for (uint32_t i = 0; i < w->nr && r[2 * i] - at < bytes; i++)
+		at = r[2 * i + 1] > at ? r[2 * i + 1] : at;
+	free(r);
+	*off = at;
+	return 0;
+}
+
+static int swap_find(const struct kvshim_swap *w, uint64_t handle)
+{
+	for (uint32_t i = 0; i < w->nr; i++)
+		if (w->seq[i].handle == handle)
+			return (int)i;
+	return -1;
+}
+
+static int swap_args(struct kvshim_file *f, const struct kvmm_seq_swap *a,
+		     uint32_t flags, struct kvshim_space **out)
+{
+	struct kvshim_space *s;
+
+	if ((a->flags & ~flags) || a->pad || !ZERO(a->reserved))
+		return -EINVAL;
+	s = space_find(f, a->space, NULL);
+	if (!s)
+		return -ENOENT;
+	if (kva_pool_is_device(s->pool))
+		return -EOPNOTSUPP;
+	if (!s->swap)
+		return -ENOENT;
+	*out = s;
+	return 0;
+}
+
+/* SEQ_SWAP_OUT: kva_swap_out() frees the pages only once written */
+static int ioc_seq_swap_out(struct kvshim_file *f, struct kvmm_seq_swap *a)
+{
+	struct kvshim_space *s;
+	struct kvshim_swap *w;
+	struct kvshim_swapped *n;
+	struct kva_swap_rec rec;
+	uint64_t off, used;
+	int ret;
+
+	ret = swap_args(f, a, 0, &s);
+	if (ret)
+		return ret;
+	w = s->swap;
+	if (a->handle || a->bytes || a->pages)
+		return -EINVAL;
+	if (a->slot >= s->pool->nr_slots)
+		return -EINVAL;
+	if (w->nr == KVMM_SWAP_MAX_SEQS)
+		return -ENOSPC;
+	ret = swap_room(w, kva_swap_bytes(s->pool, a->slot), &off);
+	if (ret)
+		return ret;
+	n = realloc(w->seq, (w->nr + 1) * sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	w->seq = n;
+	if (w->fault_nth)
+		kvrt_swapfile_fault(w->sf, w->fault_nth, w->fault_mode);
+	used = s->pool->nr_used;
+	ret = kva_swap_out(s->pool, w->sf, a->slot, off, &rec);
+	if (w->fault_nth) {
+		kvrt_swapfile_fault(w->sf, 0, 0);
+		w->fault_nth = 0;
+	}
+	if (ret)
+		return ret;
+	n[w->nr] = (struct kvshim_swapped){ .handle = ++w->next_handle,
+					    .rec = rec };
+	w->nr++;
+	a->handle = w->next_handle;
+	a->bytes = rec.bytes;
+	a->pages = used - s->pool->nr_used;
+	return 0;
+}
+
+/*
+ * SEQ_SWAP_IN: the space grows for the admission kva_swap_in() makes; on
+ * failure the pool's arrays and granules are put back as they were
+ */
+static int ioc_seq_swap_in(struct kvshim_file *f, struct kvmm_seq_swap *a)
+{
+	struct kvshim_space *s;
+	struct kvshim_swap *w;
+	struct kva_pool *pool;
+	struct kva_compact_control none = { 0 };
+	struct compact_undo u;
+	uint64_t need = 0, free_pages, grow = 0, used, bytes;
+	uint32_t slot, prompt = 0;
+	uint8_t *was = NULL;
+	int i, ret;
+
+	ret = swap_args(f, a, KVMM_SWAP_DISCARD, &s);
+	if (ret)
+		return ret;
+	w = s->swap;
+	pool = s->pool;
+	if (a->slot || a->bytes || a->pages)
+		return -EINVAL;
+	i = swap_find(w, a->handle);
+	if (i < 0)
+		return -ENOENT;
+	if (a->flags & KVMM_SWAP_DISCARD)
+		goto out_forget;
+	for (slot = 0; slot < pool->nr_slots; slot++)
+		if (pool->slot_state[slot] == KVA_SLOT_FREE)
+			break;
+	if (slot == pool->nr_slots)
+		return -EBUSY;
+	for (uint32_t j = 0; j < w->seq[i].rec.lists; j++) {
+		uint32_t t = w->seq[i].rec.ntokens[2 * j] +
+			     w->seq[i].rec.ntokens[2 * j + 1];
+
+		prompt = t > prompt ? t : prompt;
+	}
+	need = (uint64_t)kva_admit_pages(pool, prompt) * pool->lists_per_slot;
+	free_pages = kva_nr_free(pool);
+	ret = undo_save(&u, pool);
+	if (ret)
+		return ret;
+	if (need > free_pages) {
+		grow = kvmm_div_round_up(need - free_pages,
+					 pool->pages_per_granule);
+		ret = grow > kva_pool_room(pool) ? -ENOSPC : 0;
+		was = ret ? NULL : malloc(pool->nr_gslots);
+		if (!ret && !was)
+			ret = -ENOMEM;
+		if (ret)
+			goto out_undo;
+		memcpy(was, pool->gran_mapped, pool->nr_gslots);
+		ret = kva_pool_grow_auto(pool, grow);
+		if (ret) {
+			grow = 0;
+			goto out_undo;
+		}
+	}
+	used = pool->nr_used;
+	bytes = w->seq[i].rec.bytes;
+	ret = kva_swap_in(pool, w->sf, slot, &w->seq[i].rec);
+	if (ret) {
+		/* the slot is free again: the granules mapped for it go,
+		 * then the arrays as they were before (ring order included) */
+		if (!grow || !kva_pool_ungrow(pool, was))
+			undo_apply(&u, pool, &none);
+		goto out_undo;
+	}
+	undo_fini(&u);
+	free(was);
+	a->slot = slot;
+	a->bytes = bytes;
+	a->pages = pool->nr_used - used;
+out_forget:
+	kva_swap_rec_fini(&w->seq[i].rec);
+	w->seq[i] = w->seq[--w->nr];
+	return 0;
+
+out_undo:
+	undo_fini(&u);
+	free(was);
+	return ret;
+}
+
 /* The commands this build serves: number, whole command, structure size. */
 static const struct {
 	unsigned long cmd;
@@ -1738,6 +2068,9 @@ static const struct {
 	[0x0c] = { KVMM_IOC_SEQ_STATS, sizeof(struct kvmm_seq_stats) },
 	[0x10] = { KVMM_IOC_TIER_BUDGET, sizeof(struct kvmm_tier_budget) },
 	[0x11] = { KVMM_IOC_MIGRATE, sizeof(struct kvmm_migrate) },
+	[0x12] = { KVMM_IOC_SWAP_SETUP, sizeof(struct kvmm_swap_setup) },
+	[0x13] = { KVMM_IOC_SEQ_SWAP_OUT, sizeof(struct kvmm_seq_swap) },
+	[0x14] = { KVMM_IOC_SEQ_SWAP_IN, sizeof(struct kvmm_seq_swap) },
 };
 
 static int cmd_valid(unsigned long cmd)
@@ -1790,6 +2123,8 @@ int kvshim_ioctl(int fd, unsigned long cmd, void *arg)
 		struct kvmm_seq_stats seq_stats;
 		struct kvmm_tier_budget tier_budget;
 		struct kvmm_migrate migrate;
+		struct kvmm_swap_setup swap_setup;
+		struct kvmm_seq_swap seq_swap;
 	} k;
 	struct kvshim_file *f;
 	size_t size = _IOC_SIZE(cmd);
@@ -1859,6 +2194,15 @@ int kvshim_ioctl(int fd, unsigned long cmd, void *arg)
 		break;
 	case KVMM_IOC_MIGRATE:
 		ret = ioc_migrate(f, &k.migrate);
+		break;
+	case KVMM_IOC_SWAP_SETUP:
+		ret = ioc_swap_setup(f, &k.swap_setup);
+		break;
+	case KVMM_IOC_SEQ_SWAP_OUT:
+		ret = ioc_seq_swap_out(f, &k.seq_swap);
+		break;
+	case KVMM_IOC_SEQ_SWAP_IN:
+		ret = ioc_seq_swap_in(f, &k.seq_swap);
 		break;
 	default:
 		ret = -ENOTTY;

@@ -7,11 +7,13 @@
  * refusals.
  */
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "forward.h"
@@ -19,6 +21,7 @@
 #include "gguf_writer.h"
 #include "kvk.h"
 #include "kvpolicy.h"
+#include "kvshim.h"
 #include "kvtest.h"
 #include "model.h"
 #include "scheduler.h"
@@ -495,12 +498,13 @@ END_TEST
 /*
  * A budget oversubscribed 2x: requests are admitted on their prompts alone
  * (reserve 0, as vLLM does), pages run out as they decode, victims are
- * released and recomputed; every request completes, and its tokens equal
- * those of the request run alone.
+ * released and recomputed (--preempt recompute); every request completes,
+ * and its tokens equal those of the request run alone.
  */
 START_TEST(test_sched_preempt_2x)
 {
-	struct llm_sched_opts o = { .reserve = -1.0f };
+	struct llm_sched_opts o = { .reserve = -1.0f,
+				    .preempt = LLM_SCHED_PREEMPT_RECOMPUTE };
 	uint64_t seed = kvtest_seed(__func__), demand = 0;
 	struct llm_kv_geometry g;
 	struct llm_sched_stats st;
@@ -742,12 +746,14 @@ static int chunk_step(void *ctx, struct llm_kv *kv, const struct llm_batch *b,
 	for (int i = 0; i < b->n_seq; i++) {
 		int seq = b->seq[i];
 
-		c->step_tok += b->n_tok[i];
 		if (kind == LLM_KV_PREFILL && kv->prompt &&
 		    llm_kv_len(kv, seq) + b->n_tok[i] < kv->prompt[seq])
 			c->chunk = true;
 	}
 	ret = cpu_step(c->m, kv, b, next);
+	/* the tokens of calls that ran: a refused call is retried smaller */
+	for (int i = 0; !ret && i < b->n_seq; i++)
+		c->step_tok += b->n_tok[i];
 	if (!ret && kind == LLM_KV_DECODE)
 		c->dec = true;
 	return ret;
@@ -1053,6 +1059,335 @@ START_TEST(test_sched_mixed_policies)
 }
 END_TEST
 
+/* ---- preemption by swap ---- */
+
+/* a fresh directory for swap files */
+static void swap_dir(char *dir, size_t len)
+{
+	const char *t = getenv("TMPDIR");
+
+	snprintf(dir, len, "%s/kvmm-check-swap-XXXXXX", t && *t ? t : "/tmp");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+}
+
+/* names in @dir (. and .. aside) */
+static int dir_entries(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int n = 0;
+
+	ck_assert_ptr_nonnull(d);
+	while ((e = readdir(d)))
+		n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+	closedir(d);
+	return n;
+}
+
+/* this process's open files under @dir (unlinked ones included) */
+static int open_under(const char *dir)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	char p[320], t[512];
+	int n = 0;
+
+	ck_assert_ptr_nonnull(d);
+	while ((e = readdir(d))) {
+		ssize_t k;
+
+		snprintf(p, sizeof(p), "/proc/self/fd/%s", e->d_name);
+		k = readlink(p, t, sizeof(t) - 1);
+		if (k <= 0)
+			continue;
+		t[k] = 0;
+		n += !strncmp(t, dir, strlen(dir)) && t[strlen(dir)] == '/';
+	}
+	closedir(d);
+	return n;
+}
+
+/*
+ * as many requests of @w (24 at least) as need @x times the budget's
+ * pages, uncompressed
+ */
+static void oversubscribe(struct llm_kv *kv, struct work *w, int x)
+{
+	struct llm_kv_geometry g;
+	uint64_t demand = 0;
+
+	ck_assert_int_eq(llm_kv_policy_geometry(kv, &g), 0);
+	for (int i = 0; i < w->n; i++) {
+		demand += g.lists * ((w->np[i] + w->nnew[i] +
+				      g.tokens_per_page[0] - 1) /
+				     g.tokens_per_page[0]);
+		if (i + 1 >= 24 && demand >= x * g.budget_pages) {
+			w->n = i + 1;
+			return;
+		}
+	}
+}
+
+/*
+ * Preemption by swap under full, diffkv and kvcompress: a budget
+ * oversubscribed 2x on the same requests (reserve 0), victims' pages go to
+ * the swap file and come back; each request keeps its place, and its
+ * tokens equal those of the request run alone, uninterrupted, under its
+ * policy: bit for bit, which recompute cannot give a compressing policy
+ * (its prompt of prompt + generated tokens is classified anew).
+ */
+START_TEST(test_sched_preempt_swap)
+{
+	/* kvcompress: pages grow between evictions, 48 steps apart */
+	static const char *const pol[] = {
+		"full", "diffkv", "kvcompress:rate=2,window=8,interval=48"
+	};
+	char dir[256];
+	uint64_t seed = kvtest_seed(__func__);
+	struct work w0;
+
+	swap_dir(dir, sizeof(dir));
+	work_make(&w0, 64, 16, 40, 40, 64, &seed);
+	for (size_t p = 0; p < ARRAY_SIZE(pol); p++) {
+		struct llm_sched_opts o = { .reserve = -1.0f,
+					    .preempt = LLM_SCHED_PREEMPT_SWAP,
+					    .swap_dir = dir };
+		struct llm_sched_stats st;
+		struct llm_sched_info in;
+		struct llm_sched *s;
+		struct tmodel m;
+		struct llm_kv *kv;
+		struct work w = w0;
+		int32_t ref[MAXTOK];
+		int ids[64], swapped = 0;
+
+		model_open(&m);
+		kv = cache(&m, pol[p], 24, 2ULL << 20);
+		/* kvcompress keeps half the pages: twice the requests */
+		oversubscribe(kv, &w, p == 2 ? 4 : 2);
+		ck_assert_int_eq(llm_sched_create(kv, &o, cpu_step, &m, &s),
+				 0);
+		serve(s, &w, ids);
+		llm_sched_stats(s, &st);
+		fflush(stdout);
+		printf("swap %s: %d requests, %llu preemptions, %llu swaps out "
+		       "(%llu B), %llu in (%llu B), %llu fallbacks, peak %d "
+		       "running\n", pol[p], w.n,
+		       (unsigned long long)st.preemptions,
+		       (unsigned long long)st.swaps_out,
+		       (unsigned long long)st.swap_bytes_out,
+		       (unsigned long long)st.swaps_in,
+		       (unsigned long long)st.swap_bytes_in,
+		       (unsigned long long)st.swap_fallbacks, st.peak_running);
+		fflush(stdout);
+		ck_assert_uint_gt(st.swaps_out, 0);
+		ck_assert_uint_eq(st.swaps_in, st.swaps_out);
+		ck_assert_uint_eq(st.swap_bytes_in, st.swap_bytes_out);
+		ck_assert_uint_eq(st.swap_fallbacks, 0);
+		ck_assert_uint_le(st.peak_pages, st.budget_pages);
+		for (int i = 0; i < w.n; i++) {
+			ck_assert_int_eq(llm_sched_info(s, ids[i], &in), 0);
+			swapped += in.swaps > 0;
+			alone_pol(&m, pol[p], w.prompt[i], w.np[i], w.nnew[i],
+				  ref);
+			for (int t = 0; t < w.nnew[i]; t++)
+				ck_assert_msg(in.out[t] == ref[t],
+					      "%s request %d (swapped %d): "
+					      "token %d is %d, alone %d",
+					      pol[p], i, in.swaps, t,
+					      in.out[t], ref[t]);
+		}
+		ck_assert_int_gt(swapped, 0);
+		llm_sched_destroy(s);
+		llm_kv_destroy(kv);
+		model_close(&m);
+	}
+	ck_assert_int_eq(dir_entries(dir), 0);
+	ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
+/*
+ * A swap write that fails (an error on a chunk, then a write cut short:
+ * the faults check_swap.c injects) leaves the sequence in place, pages and
+ * contents, and the scheduler recomputes that victim instead: every
+ * request completes with the tokens of its run alone. Below the
+ * scheduler, the failed swap-out changes nothing the space shows.
+ */
+START_TEST(test_sched_swap_write_fails)
+{
+	struct llm_sched_opts o = { .reserve = -1.0f,
+				    .preempt = LLM_SCHED_PREEMPT_SWAP };
+	uint64_t seed = kvtest_seed(__func__), before, after;
+	struct llm_sched_stats st;
+	struct llm_kv_swap sw = { 0 };
+	struct llm_sched *s;
+	struct tmodel m;
+	struct llm_kv *kv;
+	struct work w;
+	char dir[256];
+	int32_t out[24], ref[24];
+	int ids[64], fd, seq = 0, nt, guard = 0, armed = 1;
+	uint32_t space;
+
+	swap_dir(dir, sizeof(dir));
+	o.swap_dir = dir;
+	model_open(&m);
+
+	/* the cache alone: a killed swap-out, then decoding goes on */
+	work_make(&w, 1, 30, 30, 24, 24, &seed);
+	alone(&m, w.prompt[0], 30, 24, ref);
+	kv = cache(&m, "full", 2, 0);
+	ck_assert_int_eq(llm_kv_policy_swap_setup(kv, dir, NULL), 0);
+	ck_assert_int_eq(llm_kv_policy_space(kv, &fd, &space), 0);
+	nt = 30;
+	{
+		struct llm_batch b = { 1, &seq, &nt, w.prompt[0] };
+
+		for (int i = 0; i < 24; i++) {
+			if (i == 12) {
+				ck_assert_int_eq(kvshim_digest(fd, space,
+							       &before), 0);
+				ck_assert_int_eq(kvshim_fault_inject(
+					fd, space, KVSHIM_FAULT_SWAP_EIO, 1,
+					0), 0);
+				ck_assert_int_eq(llm_kv_policy_swap_out(kv, 0,
+									&sw),
+						 -EIO);
+				ck_assert_int_eq(kvshim_fault_inject(
+					fd, space, KVSHIM_FAULT_SWAP_SHORT, 1,
+					0), 0);
+				ck_assert_int_eq(llm_kv_policy_swap_out(kv, 0,
+									&sw),
+						 -EIO);
+				ck_assert_int_eq(kvshim_digest(fd, space,
+							       &after), 0);
+				ck_assert_uint_eq(before, after);
+				ck_assert_int_eq(llm_kv_len(kv, 0), 30 + 11);
+				ck_assert_uint_eq(sw.handle, 0);
+			}
+			ck_assert_int_eq(cpu_step(&m, kv, &b, &out[i]), 0);
+			nt = 1;
+			b.tok = &out[i];
+		}
+	}
+	for (int i = 0; i < 24; i++)
+		ck_assert_int_eq(out[i], ref[i]);
+	llm_kv_destroy(kv);
+
+	/* the scheduler: the first two swap-outs fail, then they work */
+	work_make(&w, 64, 16, 40, 40, 64, &seed);
+	kv = cache(&m, "full", 24, 2ULL << 20);
+	oversubscribe(kv, &w, 2);
+	ck_assert_int_eq(llm_kv_policy_space(kv, &fd, &space), 0);
+	ck_assert_int_eq(llm_sched_create(kv, &o, cpu_step, &m, &s), 0);
+	ck_assert_int_eq(kvshim_fault_inject(fd, space, KVSHIM_FAULT_SWAP_EIO,
+					     1, 0), 0);
+	for (int i = 0; i < w.n; i++) {
+		struct llm_sched_req r = { w.prompt[i], w.np[i], w.nnew[i],
+					   -1.0f, -1.0f };
+
+		ck_assert_int_eq(llm_sched_submit(s, &r, &ids[i]), 0);
+	}
+	while (!llm_sched_idle(s)) {
+		ck_assert_int_ge(llm_sched_step(s), 0);
+		ck_assert_int_lt(++guard, 10000);
+		llm_sched_stats(s, &st);
+		if (armed == 1 && st.swap_fallbacks == 1) {
+			ck_assert_int_eq(kvshim_fault_inject(
+				fd, space, KVSHIM_FAULT_SWAP_SHORT, 1, 0), 0);
+			armed = 2;
+		}
+	}
+	llm_sched_stats(s, &st);
+	printf("swap faults: %llu preemptions, %llu swaps out, %llu in, %llu "
+	       "fell back to recompute\n", (unsigned long long)st.preemptions,
+	       (unsigned long long)st.swaps_out,
+	       (unsigned long long)st.swaps_in,
+	       (unsigned long long)st.swap_fallbacks);
+	ck_assert_int_eq(armed, 2);
+	ck_assert_uint_eq(st.swap_fallbacks, 2);
+	ck_assert_uint_gt(st.swaps_out, 0);
+	ck_assert_uint_eq(st.swaps_in, st.swaps_out);
+	ck_assert_int_eq(st.done, w.n);
+	ck_assert_int_eq(check_outputs(&m, s, &w, ids), 0);
+	llm_sched_destroy(s);
+	llm_kv_destroy(kv);
+	model_close(&m);
+	ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
+/*
+ * Swap files leave nothing behind: while requests are swapped out the
+ * scheduler's file is open but already unlinked (the directory is empty),
+ * and once the scheduler is gone it is closed. A directory that cannot
+ * hold a file is refused by --preempt swap at once, with its error; auto
+ * with no directory named recomputes.
+ */
+START_TEST(test_sched_swap_cleanup)
+{
+	struct llm_sched_opts o = { .reserve = -1.0f,
+				    .preempt = LLM_SCHED_PREEMPT_SWAP };
+	uint64_t seed = kvtest_seed(__func__);
+	struct llm_sched_stats st;
+	struct llm_sched *s;
+	struct tmodel m;
+	struct llm_kv *kv;
+	struct work w;
+	char dir[256];
+	int ids[64], guard = 0, seen = 0;
+
+	swap_dir(dir, sizeof(dir));
+	o.swap_dir = dir;
+	model_open(&m);
+	work_make(&w, 64, 16, 40, 40, 64, &seed);
+	kv = cache(&m, "full", 24, 2ULL << 20);
+	oversubscribe(kv, &w, 2);
+	ck_assert_int_eq(open_under(dir), 0);
+	ck_assert_int_eq(llm_sched_create(kv, &o, cpu_step, &m, &s), 0);
+	ck_assert_int_eq(open_under(dir), 1);
+	ck_assert_int_eq(dir_entries(dir), 0);
+	for (int i = 0; i < w.n; i++) {
+		struct llm_sched_req r = { w.prompt[i], w.np[i], w.nnew[i],
+					   -1.0f, -1.0f };
+
+		ck_assert_int_eq(llm_sched_submit(s, &r, &ids[i]), 0);
+	}
+	while (!llm_sched_idle(s)) {
+		ck_assert_int_ge(llm_sched_step(s), 0);
+		ck_assert_int_lt(++guard, 10000);
+		llm_sched_stats(s, &st);
+		if (st.swaps_out > st.swaps_in) {
+			seen++;
+			ck_assert_int_eq(dir_entries(dir), 0);
+			ck_assert_int_eq(open_under(dir), 1);
+		}
+	}
+	printf("swap cleanup: %d steps with requests swapped out\n", seen);
+	ck_assert_int_gt(seen, 0);
+	llm_sched_destroy(s);
+	ck_assert_int_eq(open_under(dir), 0);
+	ck_assert_int_eq(dir_entries(dir), 0);
+	/* the same cache again: a file can be made once more */
+	ck_assert_int_eq(llm_sched_create(kv, &o, cpu_step, &m, &s), 0);
+	llm_sched_destroy(s);
+	ck_assert_int_eq(open_under(dir), 0);
+	ck_assert_int_eq(rmdir(dir), 0);
+	/* a directory that is not there */
+	ck_assert_int_eq(llm_sched_create(kv, &o, cpu_step, &m, &s), -ENOENT);
+	o.preempt = LLM_SCHED_PREEMPT_AUTO;
+	ck_assert_int_eq(llm_sched_create(kv, &o, cpu_step, &m, &s), -ENOENT);
+	o.swap_dir = NULL;
+	ck_assert_int_eq(llm_sched_create(kv, &o, cpu_step, &m, &s), 0);
+	llm_sched_destroy(s);
+	o.preempt = (enum llm_sched_preempt)7;
+	ck_assert_int_eq(llm_sched_create(kv, &o, cpu_step, &m, &s), -EINVAL);
+	llm_kv_destroy(kv);
+	model_close(&m);
+}
+END_TEST
+
 Suite *suite_sched(void)
 {
 	Suite *s = suite_create("sched");
@@ -1067,6 +1402,9 @@ Suite *suite_sched(void)
 	KV_ADD(tc, test_sched_chunked_prefill);
 	KV_ADD(tc, test_sched_preempt_mid_prefill);
 	KV_ADD(tc, test_sched_mixed_policies);
+	KV_ADD(tc, test_sched_preempt_swap);
+	KV_ADD(tc, test_sched_swap_write_fails);
+	KV_ADD(tc, test_sched_swap_cleanup);
 	tcase_set_timeout(tc, 120);
 	suite_add_tcase(s, tc);
 	return s;

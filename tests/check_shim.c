@@ -399,7 +399,7 @@ START_TEST(test_bad_command)
 	FAILS(fd, sp, _IOWR(KVMMIO, 0x0d, struct kvmm_stats), &st, -ENOTTY);
 	FAILS(fd, sp, _IOWR(KVMMIO, 0x09, struct kvmm_stats), &st, -EINVAL);
 	FAILS(fd, sp, _IOWR(KVMMIO, 0x10, struct kvmm_stats), &st, -EINVAL);
-	FAILS(fd, sp, _IOWR(KVMMIO, 0x12, struct kvmm_stats), &st, -ENOTTY);
+	FAILS(fd, sp, _IOWR(KVMMIO, 0x15, struct kvmm_stats), &st, -ENOTTY);
 	FAILS(fd, sp, _IOWR(KVMMIO, 0x0f, struct kvmm_stats), &st, -ENOTTY);
 	FAILS(fd, sp, _IOWR(KVMMIO, 0xff, struct kvmm_stats), &st, -ENOTTY);
 	FAILS(fd, sp, _IOR(KVMMIO, 0x07, struct kvmm_stats), &st, -ENOTTY);
@@ -2032,6 +2032,245 @@ START_TEST(test_tiers_uapi)
 }
 END_TEST
 
+/*
+ * A refused admission whose granules came from the host tier (an HBM cap
+ * of 0) leaves the space as it was: the granules go back and with them
+ * their tier marks and the free ring's order (found by the fuzzer).
+ */
+START_TEST(test_admit_rollback_host_tier)
+{
+	int fd = kvshim_open();
+	uint32_t sp = create(fd), tok[2] = { 200, 120 }, sl[2];
+	struct kvmm_tier_budget tb = { .space = sp,
+				       .flags = KVMM_TIER_SET_HBM |
+						KVMM_TIER_SET_HOST,
+				       .hbm_bytes = 0,
+				       .host_bytes = KVMM_TIER_UNCAPPED };
+	struct kvmm_seq q[2] = { { .tokens = 200 }, { .tokens = 120 } };
+	struct kvmm_seq_admit a = { .space = sp, .count = 2,
+				    .seqs = (uintptr_t)q };
+
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_TIER_BUDGET, &tb), 0);
+	ck_assert_int_eq(kvshim_fault_inject(fd, sp, KVSHIM_FAULT_ADMIT, 1,
+					     EIO), 0);
+	FAILS(fd, sp, KVMM_IOC_SEQ_ADMIT, &a, -EIO);
+	/* once more with a granule mapped already */
+	ck_assert_int_eq(admit(fd, sp, tok, 1, sl), 0);
+	ck_assert_int_eq(kvshim_fault_inject(fd, sp, KVSHIM_FAULT_ADMIT, 1,
+					     EIO), 0);
+	a.count = 1;
+	q[0].tokens = MAX_TOKENS;
+	for (int i = 0; i < 6; i++) {
+		tok[0] = MAX_TOKENS;
+		if (admit(fd, sp, tok, 1, &sl[1]))
+			break;
+	}
+	ck_assert_int_eq(kvshim_fault_inject(fd, sp, KVSHIM_FAULT_ADMIT, 1,
+					     EIO), 0);
+	FAILS(fd, sp, KVMM_IOC_SEQ_ADMIT, &a, -EIO);
+	ck_assert_int_eq(kvshim_close(fd), 0);
+}
+END_TEST
+
+/* ---- swap to file: SWAP_SETUP, SEQ_SWAP_OUT, SEQ_SWAP_IN ---- */
+
+/* a page's words: its list @j, page @k, word @i */
+static uint32_t swap_word(uint32_t j, uint32_t k, uint32_t i)
+{
+	return j * 2654435761U ^ k * 40503U ^ i;
+}
+
+/* tag (or check) the high-tier pages of @slot through the mapping */
+static void swap_tags(const struct kvmm_space_map *m, uint32_t slot,
+		      int check)
+{
+	const uint32_t *np = (const uint32_t *)(uintptr_t)m->npages;
+	const uint32_t *tab = (const uint32_t *)(uintptr_t)m->tables;
+
+	for (uint32_t j = 0; j < m->lists_per_slot; j++) {
+		uint32_t l = slot * m->lists_per_slot + j;
+
+		for (uint32_t k = 0; k < np[2 * l]; k++) {
+			uint32_t id = tab[(size_t)l * m->table_width + k];
+			uint32_t *w = (uint32_t *)(uintptr_t)(
+				m->pool_base +
+				(uint64_t)(id / m->pages_per_granule) *
+					KVMM_GRANULE_SIZE +
+				(uint64_t)(id % m->pages_per_granule) *
+					m->page_size);
+
+			for (uint32_t i = 0; i < m->page_size / 4; i++)
+				if (!check)
+					w[i] = swap_word(j, k, i);
+				else
+					ck_assert_uint_eq(w[i],
+							  swap_word(j, k, i));
+		}
+	}
+}
+
+/*
+ * Every field rule of the three swap commands, each refusal changing
+ * nothing; a sequence out and back with the same contents; a failed or
+ * short write (fault injection) that leaves it in place; the file's
+ * range given back by DISCARD; a close refused while sequences are out.
+ */
+START_TEST(test_swap_uapi)
+{
+	int fd = kvshim_open();
+	uint32_t sp = create(fd), tok[2] = { 100, 60 }, sl[2];
+	struct kvmm_space_map m = map(fd, sp);
+	struct kvmm_swap_setup su = { .space = sp };
+	struct kvmm_seq_swap o = { .space = sp }, in = { .space = sp };
+	struct kvmm_seq_info info = { 0 };
+	struct kvmm_seq_stats q = { .space = sp, .count = 1,
+				    .seqs = (uintptr_t)&info };
+	struct kvmm_stats st0 = { .space = sp }, st1 = { .space = sp };
+	const char *t = getenv("TMPDIR");
+	char dir[256], bad[300];
+	struct step *st;
+	uint64_t h1, b1;
+
+	snprintf(dir, sizeof(dir), "%s", t && *t ? t : "/tmp");
+	ck_assert_int_eq(admit(fd, sp, tok, 2, sl), 0);
+	put_counts(&m, sl[0], tok[0], 0);
+	put_counts(&m, sl[1], tok[1], 0);
+	st = step_new(sp);
+	step_op(st, KVMM_OP_TRIM, sl, 2);
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_STEP_SUBMIT, &st->sub), 0);
+	free(st);
+	swap_tags(&m, sl[0], 0);
+
+	/* no file yet */
+	o.slot = sl[0];
+	FAILS(fd, sp, KVMM_IOC_SEQ_SWAP_OUT, &o, -ENOENT);
+	FAILS(fd, sp, KVMM_IOC_SWAP_SETUP, &su, -ENOENT); /* close: none */
+	/* SWAP_SETUP's fields */
+	su.dir = (uintptr_t)dir;
+	su.flags = 1;
+	FAILS(fd, sp, KVMM_IOC_SWAP_SETUP, &su, -EINVAL);
+	su.flags = 0;
+	su.chunk_bytes = 1000;
+	FAILS(fd, sp, KVMM_IOC_SWAP_SETUP, &su, -EINVAL);
+	su.chunk_bytes = 128U << 20;
+	FAILS(fd, sp, KVMM_IOC_SWAP_SETUP, &su, -EINVAL);
+	su.chunk_bytes = 64 * 1024;
+	su.depth = 65;
+	FAILS(fd, sp, KVMM_IOC_SWAP_SETUP, &su, -EINVAL);
+	su.depth = 4;
+	su.reserved[1] = 1;
+	FAILS(fd, sp, KVMM_IOC_SWAP_SETUP, &su, -EINVAL);
+	su.reserved[1] = 0;
+	su.direct = 1;	/* an out field, zero on the way in */
+	FAILS(fd, sp, KVMM_IOC_SWAP_SETUP, &su, -EINVAL);
+	su.direct = 0;
+	snprintf(bad, sizeof(bad), "%s/kvmm-no-such-dir/x", dir);
+	su.dir = (uintptr_t)bad;
+	FAILS(fd, sp, KVMM_IOC_SWAP_SETUP, &su, -ENOENT);
+	su.dir = (uintptr_t)"";
+	FAILS(fd, sp, KVMM_IOC_SWAP_SETUP, &su, -EINVAL);
+	su.dir = (uintptr_t)dir;
+	su.space = sp + 1000;
+	FAILS(fd, sp, KVMM_IOC_SWAP_SETUP, &su, -ENOENT);
+	su.space = sp;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SWAP_SETUP, &su), 0);
+	printf("swap uapi: %s\n", su.direct ? "O_DIRECT" : "buffered");
+	su.direct = 0;
+	FAILS(fd, sp, KVMM_IOC_SWAP_SETUP, &su, -EBUSY); /* one file */
+
+	/* SEQ_SWAP_OUT's fields, and slots it cannot take */
+	o.slot = MAX_SEQS;
+	FAILS(fd, sp, KVMM_IOC_SEQ_SWAP_OUT, &o, -EINVAL);
+	o.slot = sl[0];
+	o.flags = KVMM_SWAP_DISCARD;
+	FAILS(fd, sp, KVMM_IOC_SEQ_SWAP_OUT, &o, -EINVAL);
+	o.flags = 0;
+	o.handle = 5;
+	FAILS(fd, sp, KVMM_IOC_SEQ_SWAP_OUT, &o, -EINVAL);
+	o.handle = 0;
+	o.pad = 1;
+	FAILS(fd, sp, KVMM_IOC_SEQ_SWAP_OUT, &o, -EINVAL);
+	o.pad = 0;
+	o.reserved[0] = 1;
+	FAILS(fd, sp, KVMM_IOC_SEQ_SWAP_OUT, &o, -EINVAL);
+	o.reserved[0] = 0;
+	for (o.slot = 0; o.slot < MAX_SEQS; o.slot++)
+		if (o.slot != sl[0] && o.slot != sl[1])
+			break;
+	FAILS(fd, sp, KVMM_IOC_SEQ_SWAP_OUT, &o, -ENOENT); /* a free slot */
+	/* a failed write, then a short one: the sequence stays */
+	o.slot = sl[0];
+	ck_assert_int_eq(kvshim_fault_inject(fd, sp, KVSHIM_FAULT_SWAP_EIO, 1,
+					     0), 0);
+	FAILS(fd, sp, KVMM_IOC_SEQ_SWAP_OUT, &o, -EIO);
+	ck_assert_int_eq(kvshim_fault_inject(fd, sp, KVSHIM_FAULT_SWAP_SHORT,
+					     1, 0), 0);
+	FAILS(fd, sp, KVMM_IOC_SEQ_SWAP_OUT, &o, -EIO);
+	swap_tags(&m, sl[0], 1);
+
+	/* out: its pages are free, its slot too */
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_STATS, &st0), 0);
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SEQ_SWAP_OUT, &o), 0);
+	ck_assert_uint_ne(o.handle, 0);
+	ck_assert_uint_gt(o.bytes, 0);
+	ck_assert_uint_eq(o.bytes % 4096, 0);
+	ck_assert_uint_gt(o.pages, 0);
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_STATS, &st1), 0);
+	ck_assert_uint_eq(st0.pages_used[0] - st1.pages_used[0], o.pages);
+	info.slot = sl[0];
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SEQ_STATS, &q), 0);
+	ck_assert_uint_eq(info.state, KVMM_SEQ_FREE);
+	h1 = o.handle;
+	b1 = o.bytes;
+	/* the other one out too, then discarded: its range goes back */
+	o = (struct kvmm_seq_swap){ .space = sp, .slot = sl[1] };
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SEQ_SWAP_OUT, &o), 0);
+	ck_assert_uint_gt(o.handle, h1);
+	/* a close while sequences are out */
+	su.dir = 0;
+	FAILS(fd, sp, KVMM_IOC_SWAP_SETUP, &su, -EBUSY);
+	/* SEQ_SWAP_IN's fields */
+	in.handle = h1 + 100;
+	FAILS(fd, sp, KVMM_IOC_SEQ_SWAP_IN, &in, -ENOENT);
+	in.handle = o.handle;
+	in.flags = 2;
+	FAILS(fd, sp, KVMM_IOC_SEQ_SWAP_IN, &in, -EINVAL);
+	in.flags = 0;
+	in.slot = 1;	/* an out field */
+	FAILS(fd, sp, KVMM_IOC_SEQ_SWAP_IN, &in, -EINVAL);
+	in.slot = 0;
+	in.flags = KVMM_SWAP_DISCARD;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SEQ_SWAP_IN, &in), 0);
+	in.flags = 0;
+	FAILS(fd, sp, KVMM_IOC_SEQ_SWAP_IN, &in, -ENOENT);	/* gone */
+
+	/* someone else takes the pages and scribbles on them */
+	ck_assert_int_eq(admit(fd, sp, tok, 1, sl), 0);
+	swap_tags(&m, sl[0], 0);
+	/* back: a free slot, pages of the same counts and contents */
+	in = (struct kvmm_seq_swap){ .space = sp, .handle = h1 };
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SEQ_SWAP_IN, &in), 0);
+	ck_assert_uint_ne(in.slot, sl[0]);
+	ck_assert_uint_eq(in.bytes, b1);
+	ck_assert_uint_eq(in.pages, st0.pages_used[0] - st1.pages_used[0]);
+	info.slot = in.slot;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SEQ_STATS, &q), 0);
+	ck_assert_uint_eq(info.state, KVMM_SEQ_DECODE);
+	ck_assert_uint_eq(info.tokens[0], (uint64_t)tok[0] * m.lists_per_slot);
+	swap_tags(&m, in.slot, 1);
+	FAILS(fd, sp, KVMM_IOC_SEQ_SWAP_IN, &in, -EINVAL); /* slot: out */
+	/* nothing is out: the file closes; a device space would refuse */
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SWAP_SETUP, &su), 0);
+	FAILS(fd, sp, KVMM_IOC_SWAP_SETUP, &su, -ENOENT);
+	/* a space destroyed with sequences out closes its file */
+	su.dir = (uintptr_t)dir;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SWAP_SETUP, &su), 0);
+	o = (struct kvmm_seq_swap){ .space = sp, .slot = in.slot };
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SEQ_SWAP_OUT, &o), 0);
+	ck_assert_int_eq(kvshim_close(fd), 0);
+}
+END_TEST
+
 Suite *suite_shim(void)
 {
 	Suite *s = suite_create("shim");
@@ -2066,6 +2305,8 @@ Suite *suite_shim(void)
 	KV_ADD(tc, test_fence);
 	KV_ADD(tc, test_seq_stats);
 	KV_ADD(tc, test_tiers_uapi);
+	KV_ADD(tc, test_swap_uapi);
+	KV_ADD(tc, test_admit_rollback_host_tier);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("budget");
 	tcase_set_timeout(tc, 60);

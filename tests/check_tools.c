@@ -812,6 +812,19 @@ START_TEST(test_serve_refused)
 			      NULL), 2);
 	ck_assert_int_eq(kvmm("serve", "--model", model, "--kv-budget", "x",
 			      NULL), 2);
+	/* preemption: a bad mode, and swap where the cache cannot */
+	ck_assert_int_eq(kvmm("serve", "--model", model, "--preempt", "evict",
+			      NULL), 2);
+	EXPECT_ERR("--preempt: 'evict' is not recompute, swap or auto");
+	ck_assert_int_eq(kvmm("bench", "serve", "--model", model, "--preempt",
+			      "Swap", NULL), 2);
+	EXPECT_ERR("--preempt: 'Swap' is not recompute, swap or auto");
+	ck_assert_int_eq(kvmm("serve", "--model", model, "--device", "cuda",
+			      "--preempt", "swap", NULL), 2);
+	EXPECT_ERR("CUDA device cache cannot swap yet");
+	ck_assert_int_eq(kvmm("bench", "serve", "--model", model, "--device",
+			      "cuda", "--preempt", "swap", NULL), 2);
+	EXPECT_ERR("CUDA device cache cannot swap yet");
 	ck_assert_int_eq(kvmm("serve", "--model", model, "--device", "tpu",
 			      NULL), 2);
 	ck_assert_int_eq(kvmm("serve", "--model", model, "--policy", "bogus",

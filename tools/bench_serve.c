@@ -73,6 +73,14 @@ static const char srv_usage[] =
 	"  --reserve F         share of each request's remaining output held\n"
 	"                      back at admission, 0..1 (1); 0 packs on\n"
 	"                      prompts and preempts, as vLLM\n"
+	"  --preempt MODE      what a preemption does with the victim's\n"
+	"                      pages: recompute (release; prefill again),\n"
+	"                      swap (to a swap file and back; CPU only) or\n"
+	"                      auto (swap when its estimated time is below\n"
+	"                      the recompute's, measured in the run;\n"
+	"                      recompute on cuda) (auto)\n"
+	"  --swap-dir DIR      where the swap file is made, and unlinked at\n"
+	"                      once ($TMPDIR, else /tmp)\n"
 	"  --threads N         CPU executor threads (all cores)\n"
 	"  --url URL           drive a running `kvmm serve` at URL\n"
 	"                      (http://HOST:PORT) with the same requests,\n"
@@ -97,6 +105,8 @@ struct srv_opts {
 	uint64_t requests, p0, p1, o0, o1, budget, max_seqs, step_tokens;
 	uint64_t threads, seed;
 	double reserve;
+	enum llm_sched_preempt preempt;
+	const char *swap_dir;
 	double rate[SRV_MAX_LIST];
 	int n_rate;
 	int json;
@@ -161,8 +171,8 @@ static int parse_rates(const char *s, struct srv_opts *o)
 
 enum { OPT_MODEL = 256, OPT_DEVICE, OPT_POLICY, OPT_REQUESTS, OPT_PLEN,
        OPT_OLEN, OPT_TRACE, OPT_RATE, OPT_BUDGET, OPT_SEQS, OPT_STEPTOK,
-       OPT_RESERVE, OPT_THREADS, OPT_SEED, OPT_JSON, OPT_NOGRAPHS, OPT_URL,
-       OPT_CONC,
+       OPT_RESERVE, OPT_PREEMPT, OPT_SWAPDIR, OPT_THREADS, OPT_SEED,
+       OPT_JSON, OPT_NOGRAPHS, OPT_URL, OPT_CONC,
        OPT_NOCHUNK,
        OPT_HELP };
 
@@ -181,6 +191,8 @@ static const struct option srv_longopts[] = {
 	{ "max-step-tokens", required_argument, NULL, OPT_STEPTOK },
 	{ "no-chunked-prefill", no_argument, NULL, OPT_NOCHUNK },
 	{ "reserve", required_argument, NULL, OPT_RESERVE },
+	{ "preempt", required_argument, NULL, OPT_PREEMPT },
+	{ "swap-dir", required_argument, NULL, OPT_SWAPDIR },
 	{ "threads", required_argument, NULL, OPT_THREADS },
 	{ "seed", required_argument, NULL, OPT_SEED },
 	{ "json", no_argument, NULL, OPT_JSON },
@@ -280,6 +292,17 @@ static int srv_parse(int argc, char **argv, struct srv_opts *o)
 				return -EINVAL;
 			}
 			break;
+		case OPT_PREEMPT:
+			if (llm_sched_parse_preempt(optarg, &o->preempt)) {
+				fprintf(stderr, "kvmm bench serve: --preempt: "
+					"'%s' is not recompute, swap or "
+					"auto\n", optarg);
+				return -EINVAL;
+			}
+			break;
+		case OPT_SWAPDIR:
+			o->swap_dir = optarg;
+			break;
 		case OPT_THREADS:
 			if (kvmm_parse_u64("--threads", optarg, 1, 1024,
 					   &o->threads))
@@ -321,6 +344,17 @@ static int srv_parse(int argc, char **argv, struct srv_opts *o)
 	if (o->url && o->n_pol > 1) {
 		fprintf(stderr, "kvmm bench serve: --url: one --policy at most "
 			"(a server runs one)\n");
+		return -EINVAL;
+	}
+	if (o->url && (o->preempt || o->swap_dir)) {
+		fprintf(stderr, "kvmm bench serve: --url: --preempt and "
+			"--swap-dir are the server's (kvmm serve --preempt)\n");
+		return -EINVAL;
+	}
+	if (o->cuda && o->preempt == LLM_SCHED_PREEMPT_SWAP) {
+		fprintf(stderr, "kvmm bench serve: --preempt swap: the CUDA "
+			"device cache cannot swap yet (its page tables are on "
+			"the device); use --preempt recompute or auto\n");
 		return -EINVAL;
 	}
 	if (o->url)
@@ -551,6 +585,10 @@ struct srv_result {
 	int peak_conc;
 	uint64_t generated, preemptions, rollbacks, compactions, granules;
 	uint64_t chunks;	/* prompt chunks that did not end a prompt */
+	uint64_t swaps_out, swaps_in, swap_bytes_out, swap_bytes_in;
+	uint64_t swap_fallbacks;
+	uint64_t prefill_tokens, prompt_tokens; /* prefilled; in the prompts */
+	double swap_out_gbs, swap_in_gbs;
 	double peak_kv_gb, budget_gb, compression;
 	double prefill_tok_s, prefill_gflops, decode_s;
 	double step_ms, batch, floor_ms; /* decode: mean step, batch, floor */
@@ -613,7 +651,9 @@ static int run_one(const struct srv_opts *o, struct srv_exec *x,
 	struct llm_sched_opts so = { .max_step_tokens = (int)o->step_tokens,
 				     .reserve = o->reserve > 0 ?
 						(float)o->reserve : -1.0f,
-				     .no_chunk = o->no_chunk };
+				     .no_chunk = o->no_chunk,
+				     .preempt = o->preempt,
+				     .swap_dir = o->swap_dir };
 	double *at = NULL, *lat = NULL, t0, last = -1, next_sample = 0;
 	double every = 0.25;	/* seconds between two samples of the pages */
 	double kv_sum = 0;	/* KV bytes held after each step, summed */
@@ -641,8 +681,13 @@ static int run_one(const struct srv_opts *o, struct srv_exec *x,
 		goto out;
 	}
 	ret = llm_sched_create(kv, &so, srv_step, x, &s);
-	if (ret)
+	if (ret) {
+		fprintf(stderr, "kvmm bench serve: %s: the scheduler: %s%s\n",
+			r->policy, strerror(-ret), so.preempt ==
+			LLM_SCHED_PREEMPT_SWAP ? " (--preempt swap: making "
+			"the swap file)" : "");
 		goto out;
+	}
 	x->prefill_s = x->decode_s = 0;
 	x->prefill_tok = x->decode_steps = x->decode_tok = 0;
 	t0 = kvmm_now_us() * 1e-6;
@@ -706,6 +751,18 @@ static int run_one(const struct srv_opts *o, struct srv_exec *x,
 	r->peak_conc = st.peak_running;
 	r->mean_conc = st.steps ? (double)st.sum_running / st.steps : 0;
 	r->preemptions = st.preemptions;
+	r->swaps_out = st.swaps_out;
+	r->swaps_in = st.swaps_in;
+	r->swap_bytes_out = st.swap_bytes_out;
+	r->swap_bytes_in = st.swap_bytes_in;
+	r->swap_fallbacks = st.swap_fallbacks;
+	r->prefill_tokens = st.prefill_tokens;
+	for (int i = 0; i < w->n; i++)
+		r->prompt_tokens += (uint64_t)w->np[i];
+	r->swap_out_gbs = st.swap_out_s > 0 ?
+				  st.swap_bytes_out / st.swap_out_s / 1e9 : 0;
+	r->swap_in_gbs = st.swap_in_s > 0 ?
+				 st.swap_bytes_in / st.swap_in_s / 1e9 : 0;
 	r->chunks = st.chunks;
 	r->rollbacks = st.rollbacks;
 	r->compactions = st.compactions;
@@ -783,6 +840,11 @@ static void print_json(const struct srv_result *r, const char *dev)
 	       "\"peak_concurrency\": %d, \"mean_concurrency\": %.2f, "
 	       "\"gen_tok_s\": %.2f, \"req_s\": %.3f, \"wall_s\": %.3f, "
 	       "\"generated\": %" PRIu64 ", \"preemptions\": %" PRIu64 ", "
+	       "\"swaps_out\": %" PRIu64 ", \"swaps_in\": %" PRIu64 ", "
+	       "\"swap_bytes_out\": %" PRIu64 ", "
+	       "\"swap_bytes_in\": %" PRIu64 ", \"swap_out_gbs\": %.3f, "
+	       "\"swap_in_gbs\": %.3f, \"swap_fallbacks\": %" PRIu64 ", "
+	       "\"prefill_tokens\": %" PRIu64 ", "
 	       "\"rollbacks\": %" PRIu64 ", \"chunks\": %" PRIu64 ", "
 	       "\"compactions\": %" PRIu64 ", "
 	       "\"granules_released\": %" PRIu64 ", \"peak_kv_gb\": %.4f, "
@@ -794,7 +856,10 @@ static void print_json(const struct srv_result *r, const char *dev)
 	       "\"decode_step_ms\": %.3f, \"decode_batch\": %.2f, "
 	       "\"decode_floor_ms\": %.3f, \"pages\": [", r->requests, r->completed, r->failed,
 	       r->peak_conc, r->mean_conc, r->gen_tok_s, r->req_s, r->wall_s,
-	       r->generated, r->preemptions, r->rollbacks, r->chunks,
+	       r->generated, r->preemptions, r->swaps_out, r->swaps_in,
+	       r->swap_bytes_out, r->swap_bytes_in, r->swap_out_gbs,
+	       r->swap_in_gbs, r->swap_fallbacks, r->prefill_tokens,
+	       r->rollbacks, r->chunks,
 	       r->compactions,
 	       r->granules, r->peak_kv_gb, r->budget_gb, r->compression,
 	       r->prefill_tok_s, r->prefill_gflops, r->ttft[0], r->ttft[1],
@@ -816,19 +881,20 @@ static void print_row(const struct srv_result *r)
 {
 	if (r->rate > 0)
 		printf("%-20s %7.2f %5d/%-5d %9.1f %7.2f %5d %6.1f %8.3f "
-		       "%8.3f %8.2f %8.2f %7.2f %5" PRIu64 "%s\n", r->policy,
+		       "%8.3f %8.2f %8.2f %7.2f %5" PRIu64 " %5" PRIu64
+		       "%s\n", r->policy,
 		       r->rate, r->completed, r->requests, r->gen_tok_s,
 		       r->req_s, r->peak_conc, r->mean_conc, r->ttft[0],
 		       r->ttft[2], r->tpot[0] * 1e3, r->tpot[2] * 1e3,
-		       r->e2e[2], r->preemptions,
+		       r->e2e[2], r->preemptions, r->swaps_out,
 		       r->saturated ? "  saturated" : "");
 	else
 		printf("%-20s %5d/%-5d %9.1f %7.3f %5d %6.1f %6.2fx %8.4f "
-		       "%8.4f %5" PRIu64 " %5" PRIu64 " %4" PRIu64 " %9.1f "
-		       "%8.2f\n", r->policy, r->completed, r->requests,
+		       "%8.4f %5" PRIu64 " %5" PRIu64 " %5" PRIu64 " %4" PRIu64
+		       " %9.1f %8.2f\n", r->policy, r->completed, r->requests,
 		       r->gen_tok_s, r->req_s, r->peak_conc, r->mean_conc,
 		       r->compression, r->peak_kv_gb, r->budget_gb,
-		       r->preemptions, r->compactions, r->granules,
+		       r->preemptions, r->swaps_out, r->compactions, r->granules,
 		       r->prefill_tok_s, r->prefill_gflops);
 	if (r->why[0])
 		printf("  %d failed; first: %s\n", r->failed, r->why);
@@ -837,6 +903,19 @@ static void print_row(const struct srv_result *r)
 
 static void print_pages(const struct srv_result *r)
 {
+	if (r->preemptions)
+		printf("  %s prefill: %" PRIu64 " tokens for %" PRIu64 " prompt "
+		       "tokens (%" PRIu64 " recomputed)\n", r->policy,
+		       r->prefill_tokens, r->prompt_tokens,
+		       r->prefill_tokens > r->prompt_tokens ?
+			       r->prefill_tokens - r->prompt_tokens : 0);
+	if (r->swaps_out || r->swap_fallbacks)
+		printf("  %s swap: %" PRIu64 " out (%.1f MB, %.2f GB/s), %"
+		       PRIu64 " in (%.1f MB, %.2f GB/s), %" PRIu64 " fell back "
+		       "to recompute\n", r->policy, r->swaps_out,
+		       r->swap_bytes_out / 1e6, r->swap_out_gbs, r->swaps_in,
+		       r->swap_bytes_in / 1e6, r->swap_in_gbs,
+		       r->swap_fallbacks);
 	printf("  %s decode: %.2f ms a step at a mean batch of %.1f", r->policy,
 	       r->step_ms, r->batch);
 	if (r->floor_ms > 0)
@@ -1264,15 +1343,16 @@ static int url_bench(struct srv_opts *o)
 
 		if (!o->json && rate > 0)
 			printf("%-20s %7s %11s %9s %7s %5s %6s %8s %8s %8s "
-			       "%8s %7s %5s\n", "policy", "rate", "done",
+			       "%8s %7s %5s %5s\n", "policy", "rate", "done",
 			       "gen tok/s", "req/s", "peak", "mean",
 			       "ttft p50", "ttft p99", "tpot p50", "tpot p99",
-			       "e2e p99", "preem");
+			       "e2e p99", "preem", "swaps");
 		else if (!o->json)
 			printf("%-20s %11s %9s %7s %5s %6s %7s %8s %8s %5s "
-			       "%5s %4s %9s %8s\n", "policy", "done",
+			       "%5s %5s %4s %9s %8s\n", "policy", "done",
 			       "gen tok/s", "req/s", "peak", "mean", "compr",
-			       "peak GB", "budget", "preem", "compa", "gran",
+			       "peak GB", "budget", "preem", "swaps", "compa",
+			       "gran",
 			       "prefill/s", "GFLOP/s");
 		ret = url_run_one(o, &u, &w, rate, &r);
 		if (ret)
@@ -1400,11 +1480,11 @@ int cmd_bench_serve(int argc, char **argv)
 		printf("# %s on %s: %d requests, %" PRIu64 " prompt and %"
 		       PRIu64 " output tokens, KV budget %.3f GB, at most %"
 		       PRIu64 " sequences, %" PRIu64 " tokens a step (%s), "
-		       "reserve %.2f; greedy, EOS ignored\n", o.model, dev, w.n,
-		       pt, ot, o.budget / 1e9, o.max_seqs, o.step_tokens,
-		       o.no_chunk || o.cuda ? "whole prompts"
-					    : "chunked prefill",
-		       o.reserve);
+		       "reserve %.2f, preempt %s; greedy, EOS ignored\n",
+		       o.model, dev, w.n, pt, ot, o.budget / 1e9, o.max_seqs,
+		       o.step_tokens, o.no_chunk || o.cuda ? "whole prompts"
+							 : "chunked prefill",
+		       o.reserve, llm_sched_preempt_name(o.preempt));
 		if (o.cuda)
 			printf("# prefill GFLOP/s = 2 x %.2f G weights x "
 			       "prefill tok/s; ceiling: %.0f TFLOP/s dense "
@@ -1424,15 +1504,16 @@ int cmd_bench_serve(int argc, char **argv)
 
 		if (!o.json && rate > 0)
 			printf("%-20s %7s %11s %9s %7s %5s %6s %8s %8s %8s "
-			       "%8s %7s %5s\n", "policy", "rate", "done",
+			       "%8s %7s %5s %5s\n", "policy", "rate", "done",
 			       "gen tok/s", "req/s", "peak", "mean",
 			       "ttft p50", "ttft p99", "tpot p50", "tpot p99",
-			       "e2e p99", "preem");
+			       "e2e p99", "preem", "swaps");
 		else if (!o.json)
 			printf("%-20s %11s %9s %7s %5s %6s %7s %8s %8s %5s "
-			       "%5s %4s %9s %8s\n", "policy", "done",
+			       "%5s %5s %4s %9s %8s\n", "policy", "done",
 			       "gen tok/s", "req/s", "peak", "mean", "compr",
-			       "peak GB", "budget", "preem", "compa", "gran",
+			       "peak GB", "budget", "preem", "swaps", "compa",
+			       "gran",
 			       "prefill/s", "GFLOP/s");
 		for (int pi = 0; pi < o.n_pol; pi++) {
 			struct srv_result r = { .policy = o.pol[pi] };

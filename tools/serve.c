@@ -35,6 +35,11 @@ static const char serve_usage[] =
 	"  --no-chunked-prefill  whole prompts only\n"
 	"  --reserve F           share of each request's remaining output\n"
 	"                        held back at admission, 0..1 (1)\n"
+	"  --preempt MODE        recompute, swap (CPU only) or auto: what a\n"
+	"                        preemption does with the victim's pages\n"
+	"                        (auto: swap when cheaper, measured)\n"
+	"  --swap-dir DIR        where the swap file is made, unlinked at\n"
+	"                        once ($TMPDIR, else /tmp)\n"
 	"  --threads N           CPU executor threads (all cores)\n"
 	"  --max-body BYTES      largest request body (1MiB); larger: 413\n"
 	"  --grace S             seconds in-flight requests may finish after\n"
@@ -44,7 +49,8 @@ static const char serve_usage[] =
 
 enum { OPT_MODEL = 256, OPT_HOST, OPT_PORT, OPT_NAME, OPT_DEVICE,
        OPT_POLICY, OPT_BUDGET, OPT_SEQS, OPT_LEN, OPT_STEPTOK, OPT_RESERVE,
-       OPT_THREADS, OPT_BODY, OPT_GRACE, OPT_NOCHUNK, OPT_HELP };
+       OPT_PREEMPT, OPT_SWAPDIR, OPT_THREADS, OPT_BODY, OPT_GRACE,
+       OPT_NOCHUNK, OPT_HELP };
 
 static const struct option serve_longopts[] = {
 	{ "model", required_argument, NULL, OPT_MODEL },
@@ -60,6 +66,8 @@ static const struct option serve_longopts[] = {
 	{ "max-step-tokens", required_argument, NULL, OPT_STEPTOK },
 	{ "no-chunked-prefill", no_argument, NULL, OPT_NOCHUNK },
 	{ "reserve", required_argument, NULL, OPT_RESERVE },
+	{ "preempt", required_argument, NULL, OPT_PREEMPT },
+	{ "swap-dir", required_argument, NULL, OPT_SWAPDIR },
 	{ "threads", required_argument, NULL, OPT_THREADS },
 	{ "max-body", required_argument, NULL, OPT_BODY },
 	{ "grace", required_argument, NULL, OPT_GRACE },
@@ -150,6 +158,17 @@ static int serve_parse(int argc, char **argv, struct llm_serve_opts *o,
 			if (o->reserve == 0)
 				o->reserve = -1;
 			break;
+		case OPT_PREEMPT:
+			if (llm_sched_parse_preempt(optarg, &o->preempt)) {
+				fprintf(stderr, "kvmm serve: --preempt: '%s' "
+					"is not recompute, swap or auto\n",
+					optarg);
+				return -EINVAL;
+			}
+			break;
+		case OPT_SWAPDIR:
+			o->swap_dir = optarg;
+			break;
 		case OPT_THREADS:
 			if (kvmm_parse_u64("--threads", optarg, 1, 1024, &v))
 				return -EINVAL;
@@ -170,6 +189,12 @@ static int serve_parse(int argc, char **argv, struct llm_serve_opts *o,
 			fputs(serve_usage, stderr);
 			return -EINVAL;
 		}
+	}
+	if (o->cuda && o->preempt == LLM_SCHED_PREEMPT_SWAP) {
+		fprintf(stderr, "kvmm serve: --preempt swap: the CUDA device "
+			"cache cannot swap yet (its page tables are on the "
+			"device); use --preempt recompute or auto\n");
+		return -EINVAL;
 	}
 	if (optind < argc || !*model) {
 		fprintf(stderr, "kvmm serve: %s\n", optind < argc ?

@@ -14,7 +14,8 @@
  * driver kvshim_ioctl() (ioctl-shim/kvshim.h); see
  * Documentation/uapi/kvmm.rst. Version 2 adds the data path (SPACE_MAP,
  * STEP_SUBMIT, FENCE) and SEQ_STATS; version 3 the memory tiers
- * (TIER_BUDGET, MIGRATE).
+ * (TIER_BUDGET, MIGRATE); version 4 swap to file (SWAP_SETUP, SEQ_SWAP_OUT,
+ * SEQ_SWAP_IN).
  */
 #ifndef _UAPI_KVMM_H
 #define _UAPI_KVMM_H
@@ -22,7 +23,7 @@
 #include <linux/ioctl.h>
 #include <linux/types.h>
 
-#define KVMM_API_VERSION 3
+#define KVMM_API_VERSION 4
 
 #define KVMMIO 0xB7
 
@@ -39,6 +40,8 @@
 					     * SEQ_STATS */
 #define KVMM_FEAT_PLACEMENT	(1ULL << 6) /* TIER_BUDGET, MIGRATE: pages in
 					     * HBM and host granules */
+#define KVMM_FEAT_SWAP		(1ULL << 7) /* SWAP_SETUP, SEQ_SWAP_OUT,
+					     * SEQ_SWAP_IN: host spaces */
 
 /**
  * struct kvmm_version - KVMM_IOC_VERSION
@@ -594,6 +597,82 @@ struct kvmm_migrate {
 	__u64 reserved[2];
 };
 
+/* swap to file */
+#define KVMM_SWAP_PATH_MAX	4096	/* bytes of a directory, NUL included */
+#define KVMM_SWAP_MAX_SEQS	4096	/* sequences one space holds swapped */
+
+/**
+ * struct kvmm_swap_setup - KVMM_IOC_SWAP_SETUP: give a space its swap file,
+ * or take it away
+ * @space: handle
+ * @flags: must be zero
+ * @dir: user pointer to a NUL-terminated directory path (fewer than
+ *	KVMM_SWAP_PATH_MAX bytes) where the file is made; 0 closes the file
+ * @chunk_bytes: bytes of one I/O request, a multiple of 4096, at most
+ *	64 MiB (0: 1 MiB)
+ * @depth: requests in flight, at most 64 (0: 8)
+ * @direct: out: 1 when the file is written with O_DIRECT (0: the file
+ *	system refused it, as tmpfs does)
+ * @reserved: must be zero
+ *
+ * The file is created under @dir and unlinked at once: it lives as long as
+ * the space holds it and leaves nothing behind, even if the process dies.
+ * A space that has a file gets another only after closing it; closing it
+ * (or destroying the space) forgets every sequence swapped out. -EBUSY: a
+ * file already open, or a close while sequences are swapped out;
+ * -EOPNOTSUPP: a device space (its tables are on the device).
+ */
+struct kvmm_swap_setup {
+	__u32 space;
+	__u32 flags;
+	__u64 dir;
+	__u32 chunk_bytes;
+	__u32 depth;
+	__u32 direct;
+	__u32 pad;
+	__u64 reserved[2];
+};
+
+/* struct kvmm_seq_swap.flags */
+#define KVMM_SWAP_DISCARD	(1U << 0) /* SEQ_SWAP_IN: forget @handle,
+					   * read nothing */
+
+/**
+ * struct kvmm_seq_swap - KVMM_IOC_SEQ_SWAP_OUT and KVMM_IOC_SEQ_SWAP_IN:
+ * a decoding sequence's pages to the space's swap file, and back
+ * @space: handle
+ * @slot: SWAP_OUT: in: a slot in the decode state; SWAP_IN: out: the free
+ *	slot the sequence came back in
+ * @handle: SWAP_OUT: out: names the swapped sequence (never reused);
+ *	SWAP_IN: in
+ * @flags: SWAP_OUT: must be zero; SWAP_IN: KVMM_SWAP_DISCARD or 0
+ * @pad: must be zero
+ * @bytes: out: file bytes written (SWAP_OUT) or read (SWAP_IN)
+ * @pages: out: pages freed (SWAP_OUT) or taken (SWAP_IN)
+ * @reserved: must be zero
+ *
+ * SWAP_OUT writes every page of the slot (io_uring, registered buffers,
+ * several requests in flight) and frees them only once the write has
+ * completed in full: a failed or short write returns its error (-EIO)
+ * with the slot, its pages and their contents as they were. SWAP_IN takes
+ * a free slot, pages for the recorded token counts (growing the space
+ * within its budget), reads the file and fills them: the same tokens at
+ * the same table positions, new page ids; the handle is then gone. It
+ * fails with -ENOSPC (no room in the budget) or -EBUSY (no free slot)
+ * having changed nothing: try later, or discard. -ENOENT: no swap file, or
+ * no such handle; -EOPNOTSUPP: a device space.
+ */
+struct kvmm_seq_swap {
+	__u32 space;
+	__u32 slot;
+	__u64 handle;
+	__u32 flags;
+	__u32 pad;
+	__u64 bytes;
+	__u64 pages;
+	__u64 reserved[2];
+};
+
 #define KVMM_IOC_VERSION	_IOR(KVMMIO, 0x00, struct kvmm_version)
 #define KVMM_IOC_SPACE_CREATE	_IOWR(KVMMIO, 0x01, struct kvmm_space_create)
 #define KVMM_IOC_SPACE_DESTROY	_IOW(KVMMIO, 0x02, struct kvmm_space_destroy)
@@ -609,6 +688,9 @@ struct kvmm_migrate {
 #define KVMM_IOC_SEQ_STATS	_IOWR(KVMMIO, 0x0c, struct kvmm_seq_stats)
 #define KVMM_IOC_TIER_BUDGET	_IOWR(KVMMIO, 0x10, struct kvmm_tier_budget)
 #define KVMM_IOC_MIGRATE	_IOWR(KVMMIO, 0x11, struct kvmm_migrate)
-/* 0x12 - 0x1f: reserved for swap and placement */
+#define KVMM_IOC_SWAP_SETUP	_IOWR(KVMMIO, 0x12, struct kvmm_swap_setup)
+#define KVMM_IOC_SEQ_SWAP_OUT	_IOWR(KVMMIO, 0x13, struct kvmm_seq_swap)
+#define KVMM_IOC_SEQ_SWAP_IN	_IOWR(KVMMIO, 0x14, struct kvmm_seq_swap)
+/* 0x15 - 0x1f: reserved for placement */
 
 #endif /* _UAPI_KVMM_H */

@@ -1288,6 +1288,199 @@ int llm_kv_policy_space(const struct llm_kv *kv, int *fd, uint32_t *space)
 }
 
 /**
+ * DOC: swap
+ *
+ * A decoding sequence can leave the cache for the space's swap file and
+ * come back later, in another slot, exactly as it was (the serving
+ * scheduler's preemption by swap, Documentation/serve/index.rst). Its
+ * pages go through the uapi (KVMM_IOC_SEQ_SWAP_OUT, which frees them only
+ * once the file holds them, and KVMM_IOC_SEQ_SWAP_IN); what the cache
+ * keeps of a sequence besides its pages travels in struct llm_kv_swap:
+ * its length, its steps since the last eviction, its thresholds and,
+ * under knorm, its lists' key statistics. Under full:topk the page
+ * summaries of the new page ids are computed again from the pages. Host
+ * caches only: a device space answers -EOPNOTSUPP.
+ */
+
+/**
+ * llm_kv_policy_swap_setup() - give the cache's space a swap file
+ * @kv: a policy cache
+ * @dir: directory where the file is made (and unlinked at once: nothing
+ *	stays behind); NULL closes the file
+ * @direct: out, or NULL: 1 when the file is written with O_DIRECT
+ *
+ * Return: 0; -EINVAL; -EOPNOTSUPP for a device cache; -EBUSY (a file
+ * already open, or sequences swapped out at a close); the uapi's error
+ * (the directory's, e.g. -ENOENT, -EACCES).
+ */
+int llm_kv_policy_swap_setup(struct llm_kv *kv, const char *dir,
+			     int *direct)
+{
+	struct kvp *c = to_kvp(kv);
+	struct kvmm_swap_setup a = { 0 };
+	int ret;
+
+	if (!is_kvp(kv))
+		return -EINVAL;
+	if (kv->device)
+		return -EOPNOTSUPP;
+	a.space = c->space;
+	a.dir = (uint64_t)(uintptr_t)dir;
+	ret = ioc(c, KVMM_IOC_SWAP_SETUP, &a);
+	if (!ret && direct)
+		*direct = (int)a.direct;
+	return ret;
+}
+
+/**
+ * llm_kv_policy_swap_out() - write a decoding sequence to the swap file
+ * and give its slot and pages back
+ * @kv: a host policy cache with a swap file (llm_kv_policy_swap_setup())
+ * @seq: a sequence past its prompt
+ * @sw: out: what llm_kv_policy_swap_in() needs
+ *
+ * The pages are freed only once the file holds them in full.
+ *
+ * Return: 0 (@seq is free: llm_kv_len() 0); -EINVAL (another cache, a
+ * sequence out of range or not decoding); -EOPNOTSUPP (a device cache);
+ * -ENOENT (no swap file); -ENOMEM; the file's error (-EIO for a failed or
+ * short write). On error @seq, its pages and their contents are as they
+ * were.
+ */
+int llm_kv_policy_swap_out(struct llm_kv *kv, int seq,
+			   struct llm_kv_swap *sw)
+{
+	struct kvp *c = to_kvp(kv);
+	struct kvmm_seq_swap a = { 0 };
+	struct kvp_seq *s;
+	size_t nchn;
+	float *chn = NULL;
+	int ret;
+
+	if (!is_kvp(kv) || seq < 0 || seq >= kv->n_seq || !sw)
+		return -EINVAL;
+	if (kv->device)
+		return -EOPNOTSUPP;
+	s = &c->seq[seq];
+	if (!s->live || !s->decoding || llm_kv_prefilling(kv, seq) ||
+	    s->len != (uint32_t)llm_kv_len(kv, seq))
+		return -EINVAL;
+	nchn = (size_t)c->lps * 2 * c->hd;
+	if (c->pol.knorm) {
+		chn = malloc(nchn * sizeof(float));
+		if (!chn)
+			return -ENOMEM;
+		memcpy(chn, c->chn + (size_t)s->slot * nchn,
+		       nchn * sizeof(float));
+	}
+	a.space = c->space;
+	a.slot = s->slot;
+	ret = ioc(c, KVMM_IOC_SEQ_SWAP_OUT, &a);
+	if (ret) {
+		free(chn);
+		return ret;
+	}
+	*sw = (struct llm_kv_swap){
+		.handle = a.handle, .bytes = a.bytes, .pages = a.pages,
+		.len = s->len, .steps = s->steps,
+		.alpha = { c->alpha[seq][0], c->alpha[seq][1] }, .chn = chn,
+	};
+	*s = (struct kvp_seq){ 0 };
+	stage_drop(c, seq);
+	llm_kv_reset(kv, seq);
+	return 0;
+}
+
+/**
+ * llm_kv_policy_swap_in() - bring a swapped sequence back
+ * @kv: the cache llm_kv_policy_swap_out() wrote it from
+ * @seq: a free sequence (llm_kv_len() 0, no pages)
+ * @sw: from llm_kv_policy_swap_out(); emptied on success
+ *
+ * @seq then holds the same tokens in the same table positions (new pages)
+ * and decodes on as the sequence would have.
+ *
+ * Return: 0; -EINVAL (a sequence in use, no record); -EOPNOTSUPP;
+ * -ENOSPC (the space's budget has no room for it now) or -EBUSY (no free
+ * slot): nothing changed, try later or drop it; -ENOMEM; the file's
+ * error. On error @sw stays valid.
+ */
+int llm_kv_policy_swap_in(struct llm_kv *kv, int seq,
+			  struct llm_kv_swap *sw)
+{
+	struct kvp *c = to_kvp(kv);
+	struct kvmm_seq_swap a = { 0 };
+	size_t nchn;
+	int ret;
+
+	if (!is_kvp(kv) || seq < 0 || seq >= kv->n_seq || !sw ||
+	    !sw->handle || c->seq[seq].live || llm_kv_len(kv, seq) ||
+	    (c->pol.knorm && !sw->chn))
+		return -EINVAL;
+	if (kv->device)
+		return -EOPNOTSUPP;
+	a.space = c->space;
+	a.handle = sw->handle;
+	ret = ioc(c, KVMM_IOC_SEQ_SWAP_IN, &a);
+	if (ret)
+		return ret;
+	c->seq[seq] = (struct kvp_seq){ .slot = a.slot, .live = 1,
+					.decoding = 1, .len = sw->len,
+					.steps = sw->steps };
+	c->alpha[seq][0] = sw->alpha[0];
+	c->alpha[seq][1] = sw->alpha[1];
+	kv->len[seq] = (int)sw->len;
+	if (kv->prompt)
+		kv->prompt[seq] = 0;
+	nchn = (size_t)c->lps * 2 * c->hd;
+	if (c->pol.knorm)
+		memcpy(c->chn + (size_t)a.slot * nchn, sw->chn,
+		       nchn * sizeof(float));
+	if (c->pol.topk) {
+		int n = c->n;
+
+		/* summaries of the new page ids, from the pages */
+		c->n = 1;
+		for (uint32_t l = 0; !ret && l < c->nl; l++) {
+			uint32_t lb = (a.slot * c->nl + l) * c->nkv;
+
+			ret = sel_summarize(c, &lb, true);
+		}
+		c->n = n;
+	}
+	free(sw->chn);
+	*sw = (struct llm_kv_swap){ 0 };
+	return ret;
+}
+
+/**
+ * llm_kv_policy_swap_drop() - forget a swapped sequence: its file range
+ * goes back, its tokens are lost (the caller recomputes them)
+ * @kv: the cache it was swapped out of
+ * @sw: its record, emptied; one without a handle is only emptied
+ *
+ * Return: 0, or the uapi's error (the record is emptied all the same).
+ */
+int llm_kv_policy_swap_drop(struct llm_kv *kv, struct llm_kv_swap *sw)
+{
+	struct kvp *c = to_kvp(kv);
+	struct kvmm_seq_swap a = { 0 };
+	int ret = 0;
+
+	if (!is_kvp(kv) || !sw)
+		return -EINVAL;
+	if (sw->handle) {
+		a.space = c->space;
+		a.handle = sw->handle;
+		a.flags = KVMM_SWAP_DISCARD;
+		ret = ioc(c, KVMM_IOC_SEQ_SWAP_IN, &a);
+	}
+	free(sw->chn);
+	*sw = (struct llm_kv_swap){ 0 };
+	return ret;
+}
+
+/**
  * llm_kv_policy_geometry() - pages and tokens per page of a policy cache
  * @kv: a policy cache
  * @g: filled

@@ -56,6 +56,29 @@ struct llm_kv_geometry {
 	float alpha[2];
 };
 
+/**
+ * struct llm_kv_swap - a sequence swapped out of a policy cache
+ * (llm_kv_policy_swap_out()): what its swap-in needs. Owned by the caller
+ * (the scheduler keeps one per swapped request); all zero when none.
+ * @handle: the space's name for it (KVMM_IOC_SEQ_SWAP_OUT); 0: none
+ * @bytes: bytes of the swap file it takes
+ * @pages: pages it held
+ * @len: positions it had seen
+ * @steps: decode steps since its last eviction (kvcompress)
+ * @alpha: its diffkv thresholds
+ * @chn: knorm: [lists][2][head_dim] its lists' key means and scales;
+ *	else NULL
+ */
+struct llm_kv_swap {
+	uint64_t handle;
+	uint64_t bytes;
+	uint64_t pages;
+	uint32_t len;
+	uint32_t steps;
+	float alpha[2];
+	float *chn;
+};
+
 int llm_kv_policy_geometry(const struct llm_kv *kv,
 			   struct llm_kv_geometry *g);
 int llm_kv_policy_open(const struct llm_config *c, const struct llm_policy *p,
@@ -79,5 +102,12 @@ int llm_kv_policy_step(struct llm_kv *kv, int seq, int layer, int pos,
 int llm_kv_policy_release(struct llm_kv *kv, int seq);
 int llm_kv_policy_check(const struct llm_kv *kv, char *why, size_t len);
 int llm_kv_policy_space(const struct llm_kv *kv, int *fd, uint32_t *space);
+int llm_kv_policy_swap_setup(struct llm_kv *kv, const char *dir,
+			     int *direct);
+int llm_kv_policy_swap_out(struct llm_kv *kv, int seq,
+			   struct llm_kv_swap *sw);
+int llm_kv_policy_swap_in(struct llm_kv *kv, int seq,
+			  struct llm_kv_swap *sw);
+int llm_kv_policy_swap_drop(struct llm_kv *kv, struct llm_kv_swap *sw);
 
 #endif /* LLM_KVPOLICY_H */

@@ -16,7 +16,8 @@
  *    comes in chunks over several steps (declared to the cache with
  *    llm_kv_set_prompt(); without chunks, the first prompt of a step
  *    always fits). A preempted request is queued at the head, with its
- *    prompt and the tokens it had generated as its new prompt (recompute);
+ *    prompt and the tokens it had generated as its new prompt (recompute),
+ *    or swapped out, to be read back in (DOC: preemption);
  * 4. the step runs as two calls of the executor's callback: its prompts
  *    (whole, and chunks), then its decode tokens;
  * 5. a request whose prompt ended takes its first token, a decoding one its
@@ -59,10 +60,40 @@
  * aside while some request holds pages: a joining one goes back to the
  * head of the queue, a running one mid-prefill is preempted. Refused
  * decode tokens preempt the request holding pages that joined last: its
- * pages are released and it is queued again to be recomputed. A request
- * that cannot fit alone in the budget fails with a reason; so does every
- * request of a step the executor failed for another reason. Nothing is
- * dropped silently.
+ * pages are released and it is queued again to be recomputed, or swapped
+ * out (DOC: preemption). A request that cannot fit alone in the budget
+ * fails with a reason; so does every request of a step the executor
+ * failed for another reason. Nothing is dropped silently.
+ */
+
+/**
+ * DOC: preemption
+ *
+ * A decode victim (refused decode tokens) is preempted by recompute or by
+ * swap, as @preempt says:
+ *
+ * - recompute: its slot and pages are released and it is queued at the
+ *   head with its prompt plus the tokens it generated as its new prompt;
+ * - swap: its pages go to its cache's swap file
+ *   (llm_kv_policy_swap_out(): KVMM_IOC_SEQ_SWAP_OUT, which frees them only
+ *   once the write is confirmed) and it is queued at the head, swapped.
+ *   When it reaches the head again it is admitted as a join is (its
+ *   admission and its pages plus reserve must fit) and read back
+ *   (llm_kv_policy_swap_in()) into a free slot, and decodes on from where
+ *   it stopped: no prefill, the same tokens and the same cache state as an
+ *   uninterrupted run. A swap-out that fails (a failed or short write)
+ *   leaves the pages in place and the victim is recomputed; a swap-in
+ *   refused for room waits while others run, and is dropped for
+ *   recompute when none runs or the read fails;
+ * - auto (the default): swap when the victim's estimated swap time, its
+ *   page bytes times the seconds per byte of the swap-outs and swap-ins
+ *   measured so far, is below its estimated recompute time, its tokens
+ *   times the executor's prefill seconds per token measured so far; until
+ *   both have been measured once, swap (so the rates get measured).
+ *   Recompute in a cache that cannot swap (a device cache).
+ *
+ * A prompt still arriving in chunks has nothing to swap: mid-prefill
+ * victims are always recomputed.
  */
 #include <errno.h>
 #include <math.h>
@@ -90,6 +121,9 @@ struct sched_req {
 	char reason[112];
 	double t_submit, t_first, t_done; /* seconds, CLOCK_MONOTONIC */
 	double ppt;		/* pages per token per list; 0: not measured */
+	int swaps;		/* times it was swapped out */
+	bool swapped;		/* waits with its pages in the swap file */
+	struct llm_kv_swap sw;	/* while @swapped */
 	int cache;		/* its cache (policy): an index of llm_sched.c */
 	bool gone;		/* llm_sched_forget(): the id may be reused */
 	/* while it runs */
@@ -117,6 +151,7 @@ struct sched_cache {
 	bool chunk;		/* prompts longer than the step's budget left
 				 * come in chunks (llm_kv_set_prompt()) */
 	bool busy;		/* pick_joins(): a partial page counted */
+	bool swap;		/* its space has a swap file */
 };
 
 /*
@@ -154,6 +189,8 @@ struct llm_sched {
 	size_t btok_cap;
 
 	bool blocked;		/* a join was refused: none until pages free */
+	double prefill_s;	/* seconds of the executor's prompt calls */
+	uint64_t prefill_tok;	/* and their tokens */
 	struct llm_sched_stats st;
 };
 
@@ -332,6 +369,18 @@ static int budget_for(struct llm_sched *s, int i)
 	return 0;
 }
 
+/* whether running request @r is still prefilling (its prompt in chunks) */
+static bool prefilling(const struct sched_req *r)
+{
+	return r->fed < r->plen;
+}
+
+/* whether a running request holds pages (its prompt has been admitted) */
+static bool holds_pages(const struct sched_req *r)
+{
+	return !prefilling(r);
+}
+
 /* ---- queues ---- */
 
 static void wait_push(struct llm_sched *s, int id, bool front)
@@ -410,11 +459,77 @@ static void req_done(struct llm_sched *s, int id)
 	r->t_done = now_s();
 }
 
-/* release a running request and queue it again at the head (recompute) */
+/*
+ * whether to swap @r out rather than recompute it (DOC: preemption): in
+ * auto, when the swap of its pages (out and back) is estimated to take
+ * less than the prefill of its tokens, both rates measured in this run; a
+ * swap not measured yet is tried
+ */
+static bool swap_pays(struct llm_sched *s, const struct sched_req *r)
+{
+	const struct sched_cache *c = cache_of(s, r);
+	struct llm_kv_usage u;
+	double bytes, t_swap, t_re;
+
+	if (!c->swap || s->o.preempt == LLM_SCHED_PREEMPT_RECOMPUTE)
+		return false;
+	if (s->o.preempt == LLM_SCHED_PREEMPT_SWAP)
+		return true;
+	if (!s->st.swaps_out || !s->st.swaps_in || !s->prefill_tok)
+		return true;
+	if (llm_kv_policy_usage(c->kv, r->slot, &u))
+		return false;
+	bytes = (double)(u.pages[0] + u.pages[1]) * u.page_size;
+	t_swap = bytes * (s->st.swap_out_s / (double)s->st.swap_bytes_out +
+			  s->st.swap_in_s / (double)s->st.swap_bytes_in);
+	t_re = (double)prompt_len(r) * s->prefill_s / (double)s->prefill_tok;
+	return t_swap < t_re;
+}
+
+/*
+ * a decoding request's pages to the swap file; 0 when they went (its slot
+ * is free in the cache), else -errno with nothing changed
+ */
+static int swap_out(struct llm_sched *s, struct sched_req *r)
+{
+	double t0 = now_s();
+	int ret;
+
+	ret = llm_kv_policy_swap_out(cache_of(s, r)->kv, r->slot, &r->sw);
+	if (ret) {
+		s->st.swap_fallbacks++;
+		return ret;
+	}
+	r->swapped = true;
+	r->swaps++;
+	s->st.swaps_out++;
+	s->st.swap_bytes_out += r->sw.bytes;
+	s->st.swap_out_s += now_s() - t0;
+	return 0;
+}
+
+/* a swapped request's file range back: it will be recomputed */
+static void swap_drop(struct llm_sched *s, struct sched_req *r)
+{
+	if (!r->swapped)
+		return;
+	llm_kv_policy_swap_drop(cache_of(s, r)->kv, &r->sw);
+	r->swapped = false;
+}
+
+/*
+ * release a running request and queue it again at the head: its pages in
+ * the swap file when that is the policy and the write succeeds, else
+ * released (recompute)
+ */
 static int preempt(struct llm_sched *s, int id)
 {
 	struct sched_req *r = &s->req[id];
-	int ret = slot_put(s, r);
+	int ret;
+
+	if (!prefilling(r) && swap_pays(s, r))
+		swap_out(s, r);	/* failed: the pages stayed; recompute */
+	ret = slot_put(s, r);
 
 	run_remove(s, id);
 	if (ret) {
@@ -430,18 +545,6 @@ static int preempt(struct llm_sched *s, int id)
 }
 
 /* ---- one step ---- */
-
-/* whether running request @r is still prefilling (its prompt in chunks) */
-static bool prefilling(const struct sched_req *r)
-{
-	return r->fed < r->plen;
-}
-
-/* whether a running request holds pages (its prompt has been admitted) */
-static bool holds_pages(const struct sched_req *r)
-{
-	return !prefilling(r);
-}
 
 /*
  * the chunks of the running requests whose prompts are still coming, in
@@ -485,6 +588,8 @@ static uint64_t partial_bytes(struct llm_sched *s, const struct sched_req *r)
 	c->busy = true;
 	return (uint64_t)c->g.lists * c->g.nr_tiers * c->g.page_size;
 }
+
+static int swap_in(struct llm_sched *s, int id);
 
 /*
  * waiting requests that join this step, by the rules of DOC: scheduler;
@@ -530,6 +635,27 @@ static int pick_joins(struct llm_sched *s, int avail)
 						      c->g.page_size;
 		int len = prompt_len(r), chunk = len;
 
+		if (r->swapped) {
+			uint64_t pages = r->sw.pages;
+			uint64_t sp = bytes_of(s, r, pages + reserve_of(s, r));
+
+			if (avail < 1)
+				break;
+			if ((used + held + part + adm + a > cap ||
+			     used + held + part + after + sp > cap) &&
+			    (s->n_run || s->n_join))
+				break;
+			ret = swap_in(s, id);
+			if (!ret)
+				break;
+			if (ret > 0) {
+				wait_pop(s);
+				held += partial_bytes(s, r) + sp;
+				tokens++;
+				avail--;
+				continue;
+			}
+		}
 		if (c->chunk) {
 			chunk = len < avail ? len : avail;
 			if (chunk < 1)
@@ -590,6 +716,47 @@ static int pick_joins(struct llm_sched *s, int avail)
 		after += p;
 	}
 	return 0;
+}
+
+/*
+ * swapped request @id, at the head of the queue, comes back into a free
+ * slot (DOC: preemption) and decodes on: 1 when it runs, 0 when it must
+ * wait for room, -1 when its swap was dropped (it joins to be recomputed)
+ */
+static int swap_in(struct llm_sched *s, int id)
+{
+	struct sched_req *r = &s->req[id];
+	struct sched_cache *c = &s->c[r->cache];
+	uint64_t bytes = r->sw.bytes;
+	int slot = s->slots[s->n_slots - 1], ret;
+	double t0 = now_s();
+
+	ret = budget_for(s, r->cache);
+	ret = ret ?: llm_kv_policy_swap_in(c->kv, slot, &r->sw);
+	if (s->nc > 1)
+		granules_read(s, r->cache);
+	if ((ret == -ENOSPC || ret == -EBUSY) && (s->n_run || s->n_join))
+		return 0;
+	if (ret) {
+		/* alone and no room, or the file failed: recompute */
+		swap_drop(s, r);
+		s->st.swap_fallbacks++;
+		return -1;
+	}
+	s->n_slots--;
+	r->slot = slot;
+	s->owner[slot] = id;
+	r->swapped = false;
+	r->state = LLM_SCHED_RUNNING;
+	/* its tokens are in the cache but the last one generated */
+	r->plen = r->fed = prompt_len(r) - 1;
+	r->chunk = 0;
+	r->fresh = false;
+	s->run[s->n_run++] = id;
+	s->st.swaps_in++;
+	s->st.swap_bytes_in += bytes;
+	s->st.swap_in_s += now_s() - t0;
+	return 1;
 }
 
 /* make room for @nt tokens of a batch */
@@ -978,6 +1145,7 @@ static bool ending(const struct llm_sched *s, int ci)
 static int run_part(struct llm_sched *s, int ci, bool pre, int *refusals)
 {
 	struct llm_batch b;
+	double t0;
 	int ret, n;
 
 	for (;;) {
@@ -988,7 +1156,14 @@ static int run_part(struct llm_sched *s, int ci, bool pre, int *refusals)
 		/* chunks that do not end their prompt take no pages */
 		if (ret == -ENOSPC && pre && !ending(s, ci))
 			ret = 0;
+		t0 = now_s();
 		ret = ret ?: s->fn(s->ctx, s->c[ci].kv, &b, s->bnext);
+		if (pre && !ret) {
+			/* the executor's prefill rate, for auto preemption */
+			s->prefill_s += now_s() - t0;
+			for (int e = 0; e < n; e++)
+				s->prefill_tok += (uint64_t)b.n_tok[e];
+		}
 		if (s->nc > 1)
 			granules_read(s, ci);
 		if (ret == -ENOSPC) {
@@ -1185,6 +1360,7 @@ int llm_sched_info(const struct llm_sched *s, int id,
 		.n_gen = r->n_gen,
 		.out = r->tok + r->n_prompt,
 		.preemptions = r->preemptions,
+		.swaps = r->swaps,
 		.err = r->err,
 		.reason = r->reason,
 		.t_submit = r->t_submit,
@@ -1235,6 +1411,7 @@ int llm_sched_cancel(struct llm_sched *s, int id)
 		return -EINVAL;
 	r = &s->req[id];
 	if (r->state == LLM_SCHED_WAITING) {
+		swap_drop(s, r);
 		for (int i = 0; i < s->n_wait; i++)
 			if (s->wait[i] == id) {
 				memmove(s->wait + i, s->wait + i + 1,
@@ -1383,6 +1560,31 @@ int llm_sched_set_budget(struct llm_sched *s, uint64_t bytes)
 	return 0;
 }
 
+/*
+ * cache @i's swap file, unless preemption recomputes; in auto, a cache that
+ * cannot swap (a device cache) or a default directory that refuses a file
+ * recomputes
+ */
+static int swap_init(struct llm_sched *s, int i)
+{
+	const char *dir = s->o.swap_dir;
+	int ret;
+
+	if (s->o.preempt == LLM_SCHED_PREEMPT_RECOMPUTE)
+		return 0;
+	if (!dir || !*dir)
+		dir = getenv("TMPDIR");
+	if (!dir || !*dir)
+		dir = "/tmp";
+	ret = llm_kv_policy_swap_setup(s->c[i].kv, dir, NULL);
+	if (!ret)
+		s->c[i].swap = true;
+	if (ret && s->o.preempt == LLM_SCHED_PREEMPT_AUTO &&
+	    (ret == -EOPNOTSUPP || !s->o.swap_dir))
+		ret = 0;
+	return ret;
+}
+
 /* cache @i's fields from its space */
 static int cache_init(struct llm_sched *s, int i, struct llm_kv *kv)
 {
@@ -1424,7 +1626,8 @@ int llm_sched_create(struct llm_kv *kv, const struct llm_sched_opts *o,
 	if (!kv || !fn || !out)
 		return -EINVAL;
 	if (o && (o->max_step_tokens < 0 || o->reserve > 1.0f ||
-		  isnan(o->reserve) || isnan(o->compact_ratio)))
+		  isnan(o->reserve) || isnan(o->compact_ratio) ||
+		  (unsigned int)o->preempt > LLM_SCHED_PREEMPT_SWAP))
 		return -EINVAL;
 	s = calloc(1, sizeof(*s));
 	if (!s)
@@ -1445,6 +1648,7 @@ int llm_sched_create(struct llm_kv *kv, const struct llm_sched_opts *o,
 	if (!s->o.compact_ratio)
 		s->o.compact_ratio = 0.25f;
 	ret = cache_init(s, 0, kv);
+	ret = ret ?: swap_init(s, 0);
 	if (ret) {
 		free(s);
 		return ret;
@@ -1507,6 +1711,7 @@ int llm_sched_add_cache(struct llm_sched *s, struct llm_kv *kv, int *index)
 	if (s->nc == LLM_SCHED_MAX_CACHES)
 		return -ENOSPC;
 	ret = cache_init(s, s->nc, kv);
+	ret = ret ?: swap_init(s, s->nc);
 	if (ret)
 		return ret;
 	*index = s->nc++;
@@ -1524,8 +1729,14 @@ void llm_sched_destroy(struct llm_sched *s)
 {
 	if (!s)
 		return;
-	for (int i = 0; i < s->n_req; i++)
+	for (int i = 0; i < s->n_req; i++) {
+		if (!s->req[i].gone)
+			swap_drop(s, &s->req[i]);
 		free(s->req[i].tok);
+	}
+	for (int i = 0; i < s->nc; i++)
+		if (s->c[i].swap)
+			llm_kv_policy_swap_setup(s->c[i].kv, NULL, NULL);
 	free(s->req);
 	free(s->wait);
 	free(s->run);
@@ -1539,6 +1750,40 @@ void llm_sched_destroy(struct llm_sched *s)
 	free(s->owner);
 	free(s->free_ids);
 	free(s);
+}
+
+static const char *const preempt_names[] = {
+	[LLM_SCHED_PREEMPT_AUTO] = "auto",
+	[LLM_SCHED_PREEMPT_RECOMPUTE] = "recompute",
+	[LLM_SCHED_PREEMPT_SWAP] = "swap",
+};
+
+/**
+ * llm_sched_parse_preempt() - a preemption mode by name
+ * @s: "auto", "recompute" or "swap"
+ * @out: the mode
+ *
+ * Return: 0, or -EINVAL (another word; @out unchanged).
+ */
+int llm_sched_parse_preempt(const char *s, enum llm_sched_preempt *out)
+{
+	for (unsigned int i = 0; s && i < 3; i++)
+		if (!strcmp(s, preempt_names[i])) {
+			*out = (enum llm_sched_preempt)i;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+/**
+ * llm_sched_preempt_name() - the name of a preemption mode
+ * @p: the mode
+ *
+ * Return: "auto", "recompute", "swap", or "?" out of range.
+ */
+const char *llm_sched_preempt_name(enum llm_sched_preempt p)
+{
+	return (unsigned int)p < 3 ? preempt_names[p] : "?";
 }
 
 /**

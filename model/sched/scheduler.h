@@ -40,6 +40,28 @@ typedef int (*llm_sched_step_fn)(void *ctx, struct llm_kv *kv,
 				 const struct llm_batch *b, int32_t *next);
 
 /**
+ * enum llm_sched_preempt - what a preemption does with the victim's pages
+ * @LLM_SCHED_PREEMPT_AUTO: per victim, swap when its swap is estimated to
+ *	take less time than recomputing its tokens (measured in the run:
+ *	the executor's prefill seconds per token, the swap file's seconds
+ *	per byte out and in), else recompute; recompute in a cache that
+ *	cannot swap (a device cache). The default.
+ * @LLM_SCHED_PREEMPT_RECOMPUTE: release the pages; the request is
+ *	prefilled again from its prompt and the tokens it generated
+ * @LLM_SCHED_PREEMPT_SWAP: write the pages to a swap file
+ *	(KVMM_IOC_SEQ_SWAP_OUT) and read them back when it runs again;
+ *	a failed write falls back to recompute. Host caches only.
+ */
+enum llm_sched_preempt {
+	LLM_SCHED_PREEMPT_AUTO = 0,
+	LLM_SCHED_PREEMPT_RECOMPUTE,
+	LLM_SCHED_PREEMPT_SWAP,
+};
+
+int llm_sched_parse_preempt(const char *s, enum llm_sched_preempt *out);
+const char *llm_sched_preempt_name(enum llm_sched_preempt p);
+
+/**
  * struct llm_sched_opts - the scheduler's knobs. Plain value; zeros take
  * the defaults.
  * @max_step_tokens: tokens of one step, decode tokens and prompts (2048):
@@ -55,6 +77,9 @@ typedef int (*llm_sched_step_fn)(void *ctx, struct llm_kv *kv,
  * @compact_bytes: most page bytes one compaction moves (0: no limit)
  * @no_chunk: prompts whole, never in chunks (the first prompt of a step
  *	may then exceed @max_step_tokens)
+ * @preempt: what a preemption does (enum llm_sched_preempt)
+ * @swap_dir: where the caches' swap files are made (each unlinked at once:
+ *	nothing stays behind); NULL: $TMPDIR, else /tmp
  */
 struct llm_sched_opts {
 	int max_step_tokens;
@@ -62,6 +87,8 @@ struct llm_sched_opts {
 	float compact_ratio;
 	uint64_t compact_bytes;
 	bool no_chunk;
+	enum llm_sched_preempt preempt;
+	const char *swap_dir;
 };
 
 /**
@@ -100,6 +127,8 @@ enum llm_sched_state {
  * @out: [n_gen] the generated tokens, valid until llm_sched_forget() or
  *	llm_sched_destroy()
  * @preemptions: times it was preempted (released and queued again)
+ * @swaps: of those, times its pages went to the swap file and came back
+ *	(or will: it waits swapped out)
  * @err: -errno of a failure, else 0
  * @reason: a failure in words (empty otherwise)
  * @t_submit: when it was submitted (CLOCK_MONOTONIC seconds)
@@ -112,6 +141,7 @@ struct llm_sched_info {
 	int n_gen;
 	const int32_t *out;
 	int preemptions;
+	int swaps;
 	int err;
 	const char *reason;
 	double t_submit;
@@ -128,6 +158,15 @@ struct llm_sched_info {
  * @decode_tokens: decode tokens run
  * @generated: tokens generated (first tokens included)
  * @preemptions: requests released and queued again for lack of pages
+ *	(swapped out or to be recomputed)
+ * @swaps_out: preemptions whose pages went to the swap file
+ * @swaps_in: swapped requests read back in
+ * @swap_bytes_out: file bytes written by @swaps_out
+ * @swap_bytes_in: file bytes read by @swaps_in
+ * @swap_out_s: seconds spent in swap-outs
+ * @swap_in_s: seconds spent in swap-ins
+ * @swap_fallbacks: swap-outs that failed (a failed or short write: the
+ *	pages stayed) and swap-ins refused for good, recomputed instead
  * @rollbacks: prompts of a refused step given back and queued again
  * @compactions: KVMM_IOC_COMPACT calls
  * @granules_released: granules the compactions gave back
@@ -160,6 +199,13 @@ struct llm_sched_stats {
 	uint64_t decode_tokens;
 	uint64_t generated;
 	uint64_t preemptions;
+	uint64_t swaps_out;
+	uint64_t swaps_in;
+	uint64_t swap_bytes_out;
+	uint64_t swap_bytes_in;
+	double swap_out_s;
+	double swap_in_s;
+	uint64_t swap_fallbacks;
 	uint64_t rollbacks;
 	uint64_t compactions;
 	uint64_t granules_released;

@@ -1323,6 +1323,20 @@ static char *metrics_text(struct llm_server *s)
 	M("preemptions_total", "counter", "Requests released and queued "
 	  "again for lack of pages.", "kvmm_preemptions_total %llu",
 	  (unsigned long long)st.sched.preemptions);
+	M("swaps_out_total", "counter", "Preemptions whose pages went to the "
+	  "swap file.", "kvmm_swaps_out_total %llu",
+	  (unsigned long long)st.sched.swaps_out);
+	M("swaps_in_total", "counter", "Swapped requests read back in.",
+	  "kvmm_swaps_in_total %llu", (unsigned long long)st.sched.swaps_in);
+	M("swap_bytes_out_total", "counter", "Swap file bytes written.",
+	  "kvmm_swap_bytes_out_total %llu",
+	  (unsigned long long)st.sched.swap_bytes_out);
+	M("swap_bytes_in_total", "counter", "Swap file bytes read.",
+	  "kvmm_swap_bytes_in_total %llu",
+	  (unsigned long long)st.sched.swap_bytes_in);
+	M("swap_fallbacks_total", "counter", "Swaps that failed and were "
+	  "recomputed instead.", "kvmm_swap_fallbacks_total %llu",
+	  (unsigned long long)st.sched.swap_fallbacks);
 	M("rollbacks_total", "counter", "Prompts of a refused step queued "
 	  "again.", "kvmm_rollbacks_total %llu",
 	  (unsigned long long)st.sched.rollbacks);
@@ -1563,7 +1577,9 @@ static int srv_cache(struct llm_server *s, char *err, size_t errlen)
 	struct llm_sched_opts so = { .max_step_tokens = s->o.step_tokens,
 				     .reserve = s->o.reserve > 0 ?
 						s->o.reserve : -1.0f,
-				     .no_chunk = s->o.no_chunk };
+				     .no_chunk = s->o.no_chunk,
+				     .preempt = s->o.preempt,
+				     .swap_dir = s->o.swap_dir };
 	struct srv_pol *p = &s->pols[0];
 	int ret;
 
@@ -1574,8 +1590,13 @@ static int srv_cache(struct llm_server *s, char *err, size_t errlen)
 	if (ret)
 		return ret;
 	ret = llm_sched_create(p->kv, &so, eng_step, s, &s->sched);
-	if (ret)
-		snprintf(err, errlen, "scheduler: %s", strerror(-ret));
+	if (ret == -EOPNOTSUPP && so.preempt == LLM_SCHED_PREEMPT_SWAP)
+		snprintf(err, errlen, "--preempt swap: the CUDA device cache "
+			 "cannot swap yet; use --preempt recompute or auto");
+	else if (ret)
+		snprintf(err, errlen, "scheduler: %s%s", strerror(-ret),
+			 so.preempt == LLM_SCHED_PREEMPT_SWAP ?
+				 " (making the swap file)" : "");
 	return ret;
 }
 

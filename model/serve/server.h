@@ -37,6 +37,9 @@
  * @no_chunk: whole prompts only
  * @reserve: share of a request's remaining output held back at admission,
  *	0 .. 1 (1; 0 preempts instead, see struct llm_sched_opts)
+ * @preempt: what a preemption does with the victim's pages (auto;
+ *	enum llm_sched_preempt)
+ * @swap_dir: where the swap file is made ($TMPDIR, else /tmp)
  * @threads: CPU executor threads (every CPU this process may run on)
  * @cuda: 1: the CUDA executor on device 0
  * @max_body: most bytes of a request body (LLM_SERVE_MAX_BODY); larger
@@ -56,6 +59,8 @@ struct llm_serve_opts {
 	int step_tokens;
 	bool no_chunk;
 	float reserve;
+	enum llm_sched_preempt preempt;
+	const char *swap_dir;
 	int threads;
 	int cuda;
 	size_t max_body;

@@ -8,11 +8,16 @@
  * (open a handle, close one, one ioctl with structured but hostile
  * arguments, one ioctl with a raw command number and raw bytes, arm a
  * fault: the nth runtime call of a space, or the allocator step of the
- * next admission, or play the data-plane kernels: raise some token counts
+ * next admission, or the nth chunk write of the next swap-out (an error or
+ * a write cut short), or play the data-plane kernels: raise some token counts
  * of a slot through the SPACE_MAP mapping, within its pages). STEP_SUBMIT
  * gets up to four generated ops (APPEND, TRIM, EVICT, SHRINK) with their
- * slot arrays, at one fixed place in the arena. Arguments live in a
- * fuzzer-owned arena, at any alignment; the user pointers inside them point into the arena or are
+ * slot arrays, at one fixed place in the arena. SWAP_SETUP names a
+ * directory the harness owns ($TMPDIR or /tmp), one that is not there, or
+ * none; SEQ_SWAP_OUT mostly a decoding slot of a space the harness gave a
+ * swap file (it makes one, outside the checked calls), SEQ_SWAP_IN mostly
+ * the space's last handle. Arguments live in a fuzzer-owned arena, at any
+ * alignment; the user pointers inside them point into the arena or are
  * NULL, with counts that may exceed what the space allows (the driver must
  * refuse those before it reads). A real kernel would fail an unmapped
  * pointer with -EFAULT; an in-process driver cannot tell, so the harness
@@ -87,6 +92,7 @@ struct space {
 	uint32_t id;
 	uint32_t nr_heads;
 	uint32_t max_seqs;
+	uint64_t handle;	/* its last SEQ_SWAP_OUT's, or 0 */
 	struct snap snap;
 };
 
@@ -484,12 +490,77 @@ static void gen_step(struct in *in, struct kvmm_step_submit *s, uint32_t sp,
 }
 
 /* fill the argument, return the command and the space it names (or -1) */
+/* SWAP_SETUP's directories: one that takes a file, one that is not there */
+static char swap_dir[256];
+static const char swap_nodir[] = "/nonexistent-kvmm-fuzz-dir";
+
+/*
+ * a slot of space @idx in the decode state (SEQ_SWAP_OUT takes no other),
+ * the nth one for a byte of input; slot 0 when none is
+ */
+static uint32_t decoding_slot(struct in *in, int idx)
+{
+	struct kvmm_seq_info info[64];
+	struct kvmm_seq_stats q = { .space = spaces[idx].id,
+				    .seqs = (uint64_t)(uintptr_t)info };
+	uint32_t n = spaces[idx].max_seqs < 64 ? spaces[idx].max_seqs : 64;
+	uint32_t dec[64], nd = 0;
+
+	q.count = n;
+	for (uint32_t i = 0; i < n; i++)
+		info[i] = (struct kvmm_seq_info){ .slot = i };
+	if (kvshim_ioctl(spaces[idx].fd, KVMM_IOC_SEQ_STATS, &q))
+		return 0;
+	for (uint32_t i = 0; i < n; i++)
+		if (info[i].state == KVMM_SEQ_DECODE)
+			dec[nd++] = i;
+	if (!nd) {
+		/* none: trim a prefill slot to its counts, as a prompt's
+		 * end() does, outside the checked calls */
+		struct kvmm_step_slot sl = { 0 };
+		struct kvmm_step_op o = { .op = KVMM_OP_TRIM, .count = 1,
+					  .slots = (uint64_t)(uintptr_t)&sl };
+		struct kvmm_step_submit st = { .space = spaces[idx].id,
+					       .nr_ops = 1,
+					       .ops = (uint64_t)(uintptr_t)&o };
+
+		for (uint32_t i = 0; i < n && !nd; i++)
+			if (info[i].state == KVMM_SEQ_PREFILL)
+				dec[nd++] = i;
+		if (!nd)
+			return 0;
+		sl.slot = dec[0];
+		if (kvshim_ioctl(spaces[idx].fd, KVMM_IOC_STEP_SUBMIT, &st))
+			return 0;
+		take(&spaces[idx], &spaces[idx].snap);
+	}
+	return dec[rd8(in) % nd];
+}
+
+/*
+ * give space @idx a swap file if it has none (as a user would before
+ * SEQ_SWAP_OUT), outside the checked calls: the checker takes the new
+ * state as do_kernel()'s writes
+ */
+static void swap_ready(int idx)
+{
+	struct kvmm_swap_setup w = { .space = spaces[idx].id,
+				     .dir = (uint64_t)(uintptr_t)swap_dir,
+				     .chunk_bytes = 8192, .depth = 2 };
+	int ret = kvshim_ioctl(spaces[idx].fd, KVMM_IOC_SWAP_SETUP, &w);
+
+	if (ret && ret != -EBUSY)
+		violation("SWAP_SETUP of space %u in %s: %d", spaces[idx].id,
+			  swap_dir, ret);
+	take(&spaces[idx], &spaces[idx].snap);
+}
+
 static unsigned long gen_ioctl(struct in *in, int fd, void *k,
 			       uint32_t *space_out)
 {
 	uint32_t sp = pick_space(in, fd), max = 16;
 	int idx = space_index(fd, sp);
-	uint8_t which = rd8(in) % 15;
+	uint8_t which = rd8(in) % 18;
 
 	if (idx >= 0)
 		max = spaces[idx].max_seqs;
@@ -641,6 +712,46 @@ static unsigned long gen_ioctl(struct in *in, int fd, void *k,
 		maybe_corrupt(in, g, sizeof(*g));
 		return KVMM_IOC_MIGRATE;
 	}
+	case 15: {
+		struct kvmm_swap_setup *w = k;
+		uint8_t c = rd8(in);
+
+		w->space = sp;
+		/* mostly a directory that works; a close; one that is not */
+		w->dir = c < 140 ? (uint64_t)(uintptr_t)swap_dir :
+			 c < 220 ? 0 : (uint64_t)(uintptr_t)swap_nodir;
+		c = rd8(in);
+		/* small files: a setup registers depth x chunk bytes */
+		w->chunk_bytes = c < 200 ? (1 + c % 4) * 4096 :
+				 c < 240 ? (c % 8) * 4096 : rd32(in);
+		c = rd8(in);
+		w->depth = c < 200 ? 1 + c % 4 : c % 70;
+		maybe_corrupt(in, w, sizeof(*w));
+		return KVMM_IOC_SWAP_SETUP;
+	}
+	case 16:
+	case 17: {
+		struct kvmm_seq_swap *w = k;
+		uint8_t c = rd8(in);
+
+		w->space = sp;
+		if (which == 16) {
+			if (c < 128 && idx >= 0)
+				swap_ready(idx);
+			w->slot = c < 128 && idx >= 0 ? decoding_slot(in, idx) :
+				  c < 240 ? c % (max + 2) : rd32(in);
+		} else {
+			/* the space's last swap-out; handles count from 1 */
+			w->handle = c < 128 && idx >= 0 ? spaces[idx].handle :
+				    c < 240 ? c % 10 : rd64(in);
+			c = rd8(in);
+			w->flags = c < 160 ? 0 : c < 240 ? KVMM_SWAP_DISCARD :
+						      c;
+		}
+		maybe_corrupt(in, w, sizeof(*w));
+		return which == 16 ? KVMM_IOC_SEQ_SWAP_OUT :
+				     KVMM_IOC_SEQ_SWAP_IN;
+	}
 	default: {
 		struct kvmm_seq_stats *q = k;
 		unsigned char *at;
@@ -749,6 +860,18 @@ static void fix_ptrs(unsigned long cmd, void *k)
 		fix_at(k, offsetof(struct kvmm_migrate, demote),
 		       SLOT_AREA + SLOT_SPAN / 2, SLOT_SPAN / 2);
 		break;
+	case _IOC_NR(KVMM_IOC_SWAP_SETUP): {
+		/* a directory string the harness owns, or none */
+		uint64_t p;
+		size_t off = offsetof(struct kvmm_swap_setup, dir);
+
+		memcpy(&p, (char *)k + off, sizeof(p));
+		if (p && p != (uint64_t)(uintptr_t)swap_dir &&
+		    p != (uint64_t)(uintptr_t)swap_nodir)
+			p = (uint64_t)(uintptr_t)swap_dir;
+		memcpy((char *)k + off, &p, sizeof(p));
+		break;
+	}
 	}
 }
 
@@ -777,11 +900,14 @@ static void do_ioctl(struct in *in, int raw)
 		struct kvmm_seq_stats q;
 		struct kvmm_tier_budget tb;
 		struct kvmm_migrate mg;
+		struct kvmm_swap_setup ss;
+		struct kvmm_seq_swap sw;
 		unsigned char bytes[256];
 	} k;
 	int fd = pick_fd(in), changed = -1, ret;
 	uint32_t sp = 0;
 	unsigned long cmd, gen = 0;
+	char what[48];
 	unsigned char *arg;
 	uint8_t c;
 
@@ -822,7 +948,8 @@ static void do_ioctl(struct in *in, int raw)
 		if (memcmp(arena, arena_before, sizeof(arena)))
 			violation("failed ioctl %#lx (%d) wrote user memory",
 				  cmd, ret);
-		check_all(-1, "a failed ioctl", ret);
+		snprintf(what, sizeof(what), "a failed ioctl %#lx", cmd);
+		check_all(-1, what, ret);
 		return;
 	}
 	nr_ok[_IOC_NR(cmd) & 31]++;
@@ -869,6 +996,8 @@ static void do_ioctl(struct in *in, int raw)
 		if (changed < 0)
 			violation("ioctl %#lx succeeded on space %u not of "
 				  "fd %d", cmd, named, fd);
+		if (cmd == KVMM_IOC_SEQ_SWAP_OUT)
+			spaces[changed].handle = k.sw.handle;
 	}
 	if ((cmd != KVMM_IOC_SEQ_ADMIT &&
 	     memcmp(arena + SEQ_AREA, arena_before + SEQ_AREA,
@@ -939,11 +1068,12 @@ static void do_fault(struct in *in, unsigned int where)
 				    EFAULT };
 	const struct space *s;
 	uint64_t nth;
+	int ret;
 
 	if (!nr_spaces)
 		return;
 	s = &spaces[rd8(in) % nr_spaces];
-	if (where == KVSHIM_FAULT_ADMIT) {
+	if (where == KVSHIM_FAULT_ADMIT || where >= KVSHIM_FAULT_SWAP_EIO) {
 		nth = 1 + rd8(in) % 3;
 	} else {
 		/* mostly early; sometimes past a compaction's page copies */
@@ -951,9 +1081,14 @@ static void do_fault(struct in *in, unsigned int where)
 
 		nth = 1 + (c < 192 ? c % 12 : rd16(in) % 512);
 	}
-	if (kvshim_fault_inject(s->fd, s->id, where, nth,
-				errs[rd8(in) % 6]))
+	if (where == KVSHIM_FAULT_SWAP_EIO && rd8(in) % 2)
+		where = KVSHIM_FAULT_SWAP_SHORT;
+	ret = kvshim_fault_inject(s->fd, s->id, where, nth, errs[rd8(in) % 6]);
+	/* a swap fault needs the space's swap file */
+	if (ret && !(ret == -ENOENT && where >= KVSHIM_FAULT_SWAP_EIO))
 		violation("fault_inject on space %u", s->id);
+	if (ret)
+		return;
 	nr_faults++;
 }
 
@@ -1018,7 +1153,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	nr_inputs++;
 	while (in.n) {
-		uint8_t op = rd8(&in) % 34;
+		uint8_t op = rd8(&in) % 35;
 
 		if (op < 2)
 			do_open();
@@ -1032,6 +1167,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			do_fault(&in, KVSHIM_FAULT_RUNTIME);
 		else if (op < 32)
 			do_fault(&in, KVSHIM_FAULT_ADMIT);
+		else if (op < 33)
+			do_fault(&in, KVSHIM_FAULT_SWAP_EIO);
 		else
 			do_kernel(&in);
 		/* the first operation of most inputs finds a handle open */
@@ -1069,13 +1206,15 @@ static void report(void)
 		 "fuzz_uapi: %llu inputs, %llu ioctls (%llu failed, %llu "
 		 "succeeded: create %llu admit %llu release %llu budget %llu "
 		 "compact %llu map %llu step %llu fence %llu seq_stats %llu "
-		 "tier_budget %llu migrate %llu), "
+		 "tier_budget %llu migrate %llu swap_setup %llu swap_out "
+		 "%llu swap_in %llu), "
 		 "%llu commands mutated, %llu faults armed, %llu kernel "
 		 "writes, %llu over the cost cap refused, %llu spaces at the "
 		 "VA bound\n",
 		 nr_inputs, nr_ioctls, nr_failed, nr_ioctls - nr_failed,
 		 nr_ok[1], nr_ok[3], nr_ok[4], nr_ok[5], nr_ok[6], nr_ok[9],
 		 nr_ok[10], nr_ok[11], nr_ok[12], nr_ok[16], nr_ok[17],
+		 nr_ok[18], nr_ok[19], nr_ok[20],
 		 nr_mutated, nr_faults,
 		 nr_kernel, nr_cap_refused, nr_va_max);
 	fputs(line, stderr);
@@ -1097,6 +1236,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	(void)argv;
 	if (max)
 		max_ioctls = strtoull(max, NULL, 0);
+	snprintf(swap_dir, sizeof(swap_dir), "%s",
+		 getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") :
+							 "/tmp");
 	atexit(report);
 	return 0;
 }

@@ -4,6 +4,9 @@
  * double-precision statement written here (outputs, lse, token scores) on
  * fresh random variable-length batches with GQA; the scores' sum property
  * (each of the last W rows gives probability 1 in total); the refusals.
+ * The host caches' prefill attention (hprefill.h): its C reference against
+ * a double-precision statement, its AVX2 path against the reference, both
+ * on fresh random rows, and its refusals.
  */
 #include <check.h>
 #include <math.h>
@@ -13,6 +16,7 @@
 #include <string.h>
 
 #include "kvmm_base.h"
+#include "hprefill.h"
 #include "prefill.h"
 #include "kvtest.h"
 
@@ -284,6 +288,256 @@ START_TEST(test_prefill_einval)
 }
 END_TEST
 
+/* struct hpc - a random host prefill case and its buffers */
+struct hpc {
+	struct kvk_hprefill_args a;
+	float *q, *k, *v, *o, *acc, *p, *acc0;
+	uint32_t L;	/* keys: off + n */
+};
+
+static void hpc_make(struct hpc *c, uint64_t *seed, uint32_t hd, uint32_t n,
+		     uint32_t off, float qmag)
+{
+	size_t ldq = hd + 8 * (kvtest_rand(seed) % 3);
+	size_t ldk = hd + 8 * (kvtest_rand(seed) % 3);
+	size_t ldo = hd + 8 * (kvtest_rand(seed) % 2);
+
+	memset(c, 0, sizeof(*c));
+	c->L = off + n;
+	c->q = malloc(n * ldq * 4);
+	c->k = malloc(c->L * ldk * 4);
+	c->v = malloc(c->L * ldk * 4);
+	c->o = malloc(n * ldo * 4);
+	c->acc = malloc(c->L * 4);
+	c->acc0 = malloc(c->L * 4);
+	c->p = malloc((size_t)KVK_HPREFILL_ROWS * c->L * 4);
+	for (size_t i = 0; i < n * ldq; i++)
+		c->q[i] = (frand(seed) * 2 - 1) * qmag;
+	for (size_t i = 0; i < c->L * ldk; i++) {
+		c->k[i] = frand(seed) * 2 - 1;
+		c->v[i] = frand(seed) * 2 - 1;
+	}
+	for (size_t i = 0; i < n * ldo; i++)
+		c->o[i] = NAN;	/* every element must be written */
+	for (uint32_t j = 0; j < c->L; j++)
+		c->acc[j] = c->acc0[j] = frand(seed);	/* added to */
+	c->a = (struct kvk_hprefill_args){
+		.q = c->q, .k = c->k, .v = c->v, .o = c->o, .acc = c->acc,
+		.p = c->p, .ldq = ldq, .ldk = ldk, .ldo = ldo, .hd = hd,
+		.n = n, .off = off,
+		.first = (uint32_t)(kvtest_rand(seed) % (c->L + 1)),
+		.scale = 1.0f / sqrtf((float)hd),
+		.sumsq = (int)(kvtest_rand(seed) % 2),
+	};
+}
+
+static void hpc_free(struct hpc *c)
+{
+	free(c->q);
+	free(c->k);
+	free(c->v);
+	free(c->o);
+	free(c->acc);
+	free(c->acc0);
+	free(c->p);
+}
+
+/* the host prefill attention in double precision: out[n][hd], sc[L] */
+static void hp_naive(const struct hpc *c, double *out, double *sc)
+{
+	const struct kvk_hprefill_args *a = &c->a;
+	double *s = malloc(c->L * sizeof(*s));
+
+	for (uint32_t j = 0; j < c->L; j++)
+		sc[j] = c->acc0[j];
+	for (uint32_t t = 0; t < a->n; t++) {
+		uint32_t pos = a->off + t;
+		double m = -INFINITY, sum = 0;
+
+		for (uint32_t j = 0; j <= pos; j++) {
+			double d = 0;
+
+			for (uint32_t e = 0; e < a->hd; e++)
+				d += (double)a->q[t * a->ldq + e] *
+				     a->k[(size_t)j * a->ldk + e];
+			s[j] = d * a->scale;
+			m = fmax(m, s[j]);
+		}
+		for (uint32_t j = 0; j <= pos; j++)
+			sum += s[j] = exp(s[j] - m);
+		for (uint32_t e = 0; e < a->hd; e++) {
+			double o = 0;
+
+			for (uint32_t j = 0; j <= pos; j++)
+				o += s[j] / sum * a->v[(size_t)j * a->ldk + e];
+			out[(size_t)t * a->hd + e] = o;
+		}
+		if (pos >= a->first)
+			for (uint32_t j = 0; j <= pos; j++)
+				sc[j] += a->sumsq ? (s[j] / sum) * (s[j] / sum)
+						  : s[j] / sum;
+	}
+	free(s);
+}
+
+/*
+ * @c's outputs and scores against @want, @wsc: within @tol per element
+ * (outputs: |v| <= 1), scores within @tol (1 + score)
+ */
+static void hp_compare(const struct hpc *c, const double *want,
+		       const double *wsc, double tol, const char *what)
+{
+	const struct kvk_hprefill_args *a = &c->a;
+
+	for (uint32_t t = 0; t < a->n; t++)
+		for (uint32_t e = 0; e < a->hd; e++) {
+			double g = c->o[(size_t)t * a->ldo + e];
+			double w = want[(size_t)t * a->hd + e];
+
+			ck_assert_msg(fabs(g - w) <= tol,
+				      "%s hd %u n %u off %u: o[%u][%u] %.9g "
+				      "want %.9g (tol %g)", what, a->hd, a->n,
+				      a->off, t, e, g, w, tol);
+		}
+	for (uint32_t j = 0; j < c->L; j++)
+		ck_assert_msg(fabs(c->acc[j] - wsc[j]) <= tol * (1 + wsc[j]),
+			      "%s hd %u n %u off %u first %u sumsq %d: "
+			      "acc[%u] %.9g want %.9g", what, a->hd, a->n,
+			      a->off, a->first, a->sumsq, j, c->acc[j],
+			      wsc[j]);
+}
+
+static const uint32_t hp_hds[] = { 8, 24, 64, 128, 256 };
+
+/*
+ * The reference against double precision. Each output is a convex
+ * combination of values |v| <= 1 and each score a sum of at most n
+ * probabilities: fp32 sums of up to L terms are within L eps of exact (eps
+ * = 2^-24 rounding each add), the logits within hd eps |q||k| scale, which
+ * exp carries into relative errors of p of the same size; 4 L eps covers
+ * both with room, and a token wrongly masked in or out (p of order 1 / L)
+ * is far above it at these lengths.
+ */
+START_TEST(test_hprefill_ref)
+{
+	uint64_t seed = kvtest_seed("hprefill_ref");
+
+	for (int it = 0; it < 20; it++) {
+		uint32_t hd = hp_hds[it % 5];
+		uint32_t n = 1 + kvtest_rand(&seed) % 40;
+		uint32_t off = it % 3 ? kvtest_rand(&seed) % 120 : 0;
+		float qmag = it % 4 == 3 ? 24.0f : 2.0f;
+		struct hpc c;
+		double *want, *wsc;
+
+		hpc_make(&c, &seed, hd, n, off, qmag);
+		want = malloc((size_t)n * hd * sizeof(*want));
+		wsc = malloc(c.L * sizeof(*wsc));
+		hp_naive(&c, want, wsc);
+		ck_assert_int_eq(kvk_hprefill_run(&c.a, KVK_HPREFILL_C), 0);
+		hp_compare(&c, want, wsc, 4.0 * c.L * 0x1p-24 + 1e-6, "ref");
+		free(want);
+		free(wsc);
+		hpc_free(&c);
+	}
+}
+END_TEST
+
+/*
+ * The AVX2 path against the reference on the same inputs: both are fp32
+ * within the bound above of exact (the vector exp within 2 ulp of expf,
+ * inside it), so within twice it of each other; lengths from 1 to 300
+ * keys cross the 8-row blocks, the 2-key pairs, the 64-key blocks of V and
+ * the 16-column tiles (hd 8 and 24 take the 8-column tail). Large query
+ * magnitudes make the softmax peak and take exp down to its clamp.
+ */
+START_TEST(test_hprefill_avx2)
+{
+	uint64_t seed = kvtest_seed("hprefill_avx2");
+
+	if (kvk_hprefill_isa() != KVK_HPREFILL_AVX2) {
+		kvtest_skip(__func__, "this CPU has no AVX2 + FMA (or "
+			    "KVMM_HPREFILL_ISA=c)");
+		return;
+	}
+	for (int it = 0; it < 40; it++) {
+		uint32_t hd = hp_hds[it % 5];
+		uint32_t n = 1 + kvtest_rand(&seed) % (it < 30 ? 40 : 180);
+		uint32_t off = it % 3 ? kvtest_rand(&seed) % 120 : 0;
+		float qmag = it % 4 == 3 ? 24.0f : 2.0f;
+		struct hpc c;
+		double *want, *wsc;
+
+		hpc_make(&c, &seed, hd, n, off, qmag);
+		want = malloc((size_t)n * hd * sizeof(*want));
+		wsc = malloc(c.L * sizeof(*wsc));
+		ck_assert_int_eq(kvk_hprefill_run(&c.a, KVK_HPREFILL_C), 0);
+		for (uint32_t t = 0; t < n; t++)
+			for (uint32_t e = 0; e < hd; e++)
+				want[(size_t)t * hd + e] =
+					c.o[(size_t)t * c.a.ldo + e];
+		for (uint32_t j = 0; j < c.L; j++)
+			wsc[j] = c.acc[j];
+		/* the AVX2 path named, then through the dispatch */
+		for (int k = 0; k < 2; k++) {
+			for (size_t i = 0; i < n * c.a.ldo; i++)
+				c.o[i] = NAN;
+			memcpy(c.acc, c.acc0, c.L * sizeof(float));
+			ck_assert_int_eq(k ? kvk_hprefill(&c.a) :
+					 kvk_hprefill_run(&c.a,
+							  KVK_HPREFILL_AVX2),
+					 0);
+			hp_compare(&c, want, wsc, 8.0 * c.L * 0x1p-24 + 1e-6,
+				   "avx2");
+		}
+		free(want);
+		free(wsc);
+		hpc_free(&c);
+	}
+}
+END_TEST
+
+START_TEST(test_hprefill_einval)
+{
+	uint64_t seed = kvtest_seed("hprefill_einval");
+	struct kvk_hprefill_args a;
+	struct hpc c;
+
+	hpc_make(&c, &seed, 64, 5, 3, 2.0f);
+	for (int isa = KVK_HPREFILL_C; isa <= kvk_hprefill_isa(); isa++) {
+		a = c.a;
+		a.hd = 60;
+		ck_assert_int_eq(kvk_hprefill_run(&a, isa), -EINVAL);
+		a = c.a;
+		a.hd = 264;
+		a.ldq = a.ldk = a.ldo = 264;
+		ck_assert_int_eq(kvk_hprefill_run(&a, isa), -EINVAL);
+		a = c.a;
+		a.ldk = 32;
+		ck_assert_int_eq(kvk_hprefill_run(&a, isa), -EINVAL);
+		a = c.a;
+		a.scale = INFINITY;
+		ck_assert_int_eq(kvk_hprefill_run(&a, isa), -EINVAL);
+		a = c.a;
+		a.p = NULL;
+		ck_assert_int_eq(kvk_hprefill_run(&a, isa), -EINVAL);
+		a = c.a;
+		a.off = UINT32_MAX;
+		ck_assert_int_eq(kvk_hprefill_run(&a, isa), -EINVAL);
+		/* nothing written on a refusal */
+		for (size_t i = 0; i < 5 * c.a.ldo; i++)
+			ck_assert(isnan(c.o[i]));
+		a = c.a;
+		a.n = 0;	/* nothing to do */
+		a.q = NULL;
+		ck_assert_int_eq(kvk_hprefill_run(&a, isa), 0);
+	}
+	ck_assert_int_eq(kvk_hprefill_run(&c.a, 7), -EINVAL);
+	ck_assert_int_eq(kvk_hprefill(NULL), -EINVAL);
+	hpc_free(&c);
+}
+END_TEST
+
 Suite *suite_prefill(void)
 {
 	Suite *s = suite_create("prefill");
@@ -292,6 +546,9 @@ Suite *suite_prefill(void)
 	tcase_set_timeout(tc, 120);
 	KV_ADD(tc, test_prefill_ref);
 	KV_ADD(tc, test_prefill_einval);
+	KV_ADD(tc, test_hprefill_ref);
+	KV_ADD(tc, test_hprefill_avx2);
+	KV_ADD(tc, test_hprefill_einval);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -894,6 +894,9 @@ START_TEST(test_docs_agree)
 	ck_assert_msg(strstr(err_s, "built without CUDA"), "%s", err_s);
 	ck_assert_int_eq(kvmm("bench", "prefill", NULL), 1);
 	ck_assert_msg(strstr(err_s, "built without CUDA"), "%s", err_s);
+	/* --cpu runs without one; it is fp32 only */
+	ck_assert_int_eq(kvmm("bench", "prefill", "--cpu", "--bf16", NULL), 2);
+	ck_assert_msg(strstr(err_s, "--cpu is fp32"), "%s", err_s);
 	ck_assert_int_eq(kvmm("bench", "decode", "--model", "x", NULL), 1);
 	ck_assert_msg(strstr(err_s, "built without CUDA"), "%s", err_s);
 #endif

@@ -5,10 +5,16 @@
  * the same run, and the cost of the token scores and of the prompt-phase
  * compress-and-append. Llama-3-8B head shapes by default.
  *
+ * `kvmm bench prefill --cpu`: the host caches' prefill attention
+ * (hprefill.h), SmolLM2-135M's heads by default, its AVX2 path beside the
+ * C reference and the FMA rate of this core, all measured in the same run
+ * as thread CPU time.
+ *
  * cuBLAS is opened at run time (dlopen), so the tool links without it and
  * runs where it is absent (the GEMM column then says so).
  */
 #include <dlfcn.h>
+#include <time.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -18,6 +24,7 @@
 #include <string.h>
 
 #include "compress.h"
+#include "hprefill.h"
 #include "kva.h"
 #include "kvmm.h"
 #include "prefill.h"
@@ -277,18 +284,197 @@ static int run_point(uint32_t len, uint32_t nq, uint32_t nkv, uint32_t hd,
  * Return: exit status: 0, 1 when a run failed or there is no GPU, 2 for bad
  * arguments.
  */
+/* ---- --cpu: the host caches' prefill attention ---- */
+
+#define HP_REPS 3
+
+/* this thread's CPU time in seconds (other processes do not enter) */
+static double thread_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+/*
+ * the core's fp32 FMA rate: 10 independent 8-wide chains (more than
+ * latency x FMA ports on current cores), GFLOP/s (2 per lane)
+ */
+__attribute__((target("avx2,fma"))) static double fma_peak(void)
+{
+	__m256 x = _mm256_set1_ps(0.999999f), y = _mm256_set1_ps(1e-7f);
+	__m256 a0 = _mm256_set1_ps(0), a1 = _mm256_set1_ps(1);
+	__m256 a2 = _mm256_set1_ps(2), a3 = _mm256_set1_ps(3);
+	__m256 a4 = _mm256_set1_ps(4), a5 = _mm256_set1_ps(5);
+	__m256 a6 = _mm256_set1_ps(6), a7 = _mm256_set1_ps(7);
+	__m256 a8 = _mm256_set1_ps(8), a9 = _mm256_set1_ps(9);
+	const long iters = 50000000;
+	double t = thread_s();
+	float out[8], sum = 0;
+
+	for (long n = 0; n < iters; n++) {
+		a0 = _mm256_fmadd_ps(a0, x, y);
+		a1 = _mm256_fmadd_ps(a1, x, y);
+		a2 = _mm256_fmadd_ps(a2, x, y);
+		a3 = _mm256_fmadd_ps(a3, x, y);
+		a4 = _mm256_fmadd_ps(a4, x, y);
+		a5 = _mm256_fmadd_ps(a5, x, y);
+		a6 = _mm256_fmadd_ps(a6, x, y);
+		a7 = _mm256_fmadd_ps(a7, x, y);
+		a8 = _mm256_fmadd_ps(a8, x, y);
+		a9 = _mm256_fmadd_ps(a9, x, y);
+	}
+	t = thread_s() - t;
+	a0 = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(a0, a1),
+					 _mm256_add_ps(a2, a3)),
+			   _mm256_add_ps(_mm256_add_ps(a4, a5),
+					 _mm256_add_ps(a6, a7)));
+	a0 = _mm256_add_ps(a0, _mm256_add_ps(a8, a9));
+	_mm256_storeu_ps(out, a0);
+	for (int i = 0; i < 8; i++)
+		sum += out[i];
+	/* the sum keeps the chains live; it is finite */
+	return isfinite(sum) ? iters * 10.0 * 16 / t / 1e9 : 0.0;
+}
+#endif
+
+/*
+ * one layer's prompt attention, every query head in turn (as one thread
+ * of a host cache runs its share), on @isa: median seconds of HP_REPS
+ */
+static int hp_time(uint32_t len, uint32_t nq, uint32_t nkv, uint32_t hd,
+		   int isa, const float *q, const float *k, const float *v,
+		   float *o, float *acc, float *p, double *sec)
+{
+	double t[HP_REPS];
+
+	for (int r = 0; r < HP_REPS; r++) {
+		double t0 = thread_s();
+
+		for (uint32_t h = 0; h < nq; h++) {
+			struct kvk_hprefill_args a = {
+				.q = q + (size_t)h * hd,
+				.k = k + (size_t)(h / (nq / nkv)) * hd,
+				.v = v + (size_t)(h / (nq / nkv)) * hd,
+				.o = o + (size_t)h * hd, .acc = acc, .p = p,
+				.ldq = (size_t)nq * hd, .ldk = (size_t)nkv * hd,
+				.ldo = (size_t)nq * hd, .hd = hd, .n = len,
+				.first = len > 64 ? len - 64 : 0,
+				.scale = 1.0f / sqrtf((float)hd),
+			};
+			int ret = kvk_hprefill_run(&a, isa);
+
+			if (ret) {
+				fprintf(stderr, "kvmm bench prefill: %s\n",
+					strerror(-ret));
+				return ret;
+			}
+		}
+		t[r] = thread_s() - t0;
+	}
+	*sec = kvmm_median(t, HP_REPS);
+	return 0;
+}
+
+static int bench_prefill_cpu(int json, uint32_t hd)
+{
+	static const uint32_t lens[] = {512, 1024, 2048, 4096};
+	const uint32_t nq = 9, nkv = 3, maxl = 4096;
+	int avx2 = kvk_hprefill_isa() == KVK_HPREFILL_AVX2;
+	double peak = 0;
+	float *q, *k, *v, *o, *acc, *p;
+	uint64_t s = 0x9e3779b97f4a7c15ULL;
+	int ret = 0;
+
+#if defined(__x86_64__)
+	if (avx2)
+		peak = fma_peak();
+#endif
+	q = malloc((size_t)maxl * nq * hd * sizeof(float));
+	o = malloc((size_t)maxl * nq * hd * sizeof(float));
+	k = malloc((size_t)maxl * nkv * hd * sizeof(float));
+	v = malloc((size_t)maxl * nkv * hd * sizeof(float));
+	acc = calloc(maxl, sizeof(float));
+	p = malloc((size_t)KVK_HPREFILL_ROWS * maxl * sizeof(float));
+	if (!q || !o || !k || !v || !acc || !p) {
+		fprintf(stderr, "kvmm bench prefill: out of memory\n");
+		ret = -ENOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < (size_t)maxl * nq * hd; i++) {
+		s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+		q[i] = (float)((s >> 40) * 0x1p-24) * 2 - 1;
+	}
+	for (size_t i = 0; i < (size_t)maxl * nkv * hd; i++) {
+		s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+		k[i] = (float)((s >> 40) * 0x1p-24) * 2 - 1;
+		v[i] = (float)((s >> 16 & 0xffffff) * 0x1p-24) * 2 - 1;
+	}
+	if (json)
+		printf("{\"bench\":\"prefill_cpu\",\"head_dim\":%u,"
+		       "\"q_heads\":%u,\"kv_heads\":%u,\"isa\":\"%s\","
+		       "\"fma_gflops\":%.1f,\"points\":[",
+		       hd, nq, nkv, avx2 ? "avx2" : "c", peak);
+	else
+		printf("kvmm bench prefill --cpu: host prefill attention, "
+		       "one layer, %u q-heads / %u kv-heads, head_dim %u, 1 "
+		       "thread, CPU time (median of %d); path %s; FMA rate "
+		       "of this core %.1f GFLOP/s%s\n\n%7s %10s %10s %8s "
+		       "%9s %7s\n",
+		       nq, nkv, hd, HP_REPS, avx2 ? "avx2" : "c", peak,
+		       avx2 ? "" : " (no AVX2 + FMA)", "tokens", "C ms",
+		       "fast ms", "speedup", "GFLOP/s", "fma%");
+	for (size_t i = 0; i < ARRAY_SIZE(lens); i++) {
+		uint32_t L = lens[i];
+		double flop = 4.0 * L * (L + 1) / 2 * nq * hd, tc, tf;
+
+		ret = hp_time(L, nq, nkv, hd, KVK_HPREFILL_C, q, k, v, o, acc,
+			      p, &tc);
+		if (!ret)
+			ret = hp_time(L, nq, nkv, hd, kvk_hprefill_isa(), q, k,
+				      v, o, acc, p, &tf);
+		if (ret)
+			goto out;
+		if (json)
+			printf("%s{\"tokens\":%u,\"ms_c\":%.3f,\"ms\":%.3f,"
+			       "\"gflops\":%.2f}",
+			       i ? "," : "", L, tc * 1e3, tf * 1e3,
+			       flop / tf / 1e9);
+		else
+			printf("%7u %10.2f %10.2f %7.2fx %9.2f %6.1f%%\n", L,
+			       tc * 1e3, tf * 1e3, tc / tf, flop / tf / 1e9,
+			       peak > 0 ? 100 * flop / tf / 1e9 / peak : 0.0);
+		fflush(stdout);
+	}
+	if (json)
+		printf("]}\n");
+out:
+	free(q);
+	free(o);
+	free(k);
+	free(v);
+	free(acc);
+	free(p);
+	return ret ? 1 : 0;
+}
+
 int cmd_bench_prefill(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{"json", no_argument, NULL, 'j'},
 		{"bf16", no_argument, NULL, 'b'},
 		{"head-dim", required_argument, NULL, 'd'},
+		{"cpu", no_argument, NULL, 'c'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
 	static const char usage[] = "usage: kvmm bench prefill [--json] "
-				    "[--bf16] [--head-dim 64|128]\n";
-	int json = 0, c;
+				    "[--bf16] [--head-dim 64|128] [--cpu]\n";
+	int json = 0, cpu = 0, have_hd = 0, c;
 	enum kvk_dtype dt = KVK_F16;
 	uint64_t hd = 128;
 
@@ -306,6 +492,10 @@ int cmd_bench_prefill(int argc, char **argv)
 					   &hd) ||
 			    (hd != 64 && hd != 128))
 				return 2;
+			have_hd = 1;
+			break;
+		case 'c':
+			cpu = 1;
 			break;
 		case 'h':
 			printf("%s  one prompt of 1K..32K tokens, 32 query "
@@ -316,7 +506,12 @@ int cmd_bench_prefill(int argc, char **argv)
 			       "the cuBLAS\n  fp16 GEMM rate (8192^3); also "
 			       "the "
 			       "time with the token scores and of\n  the "
-			       "prompt-phase compress-and-append (K8V4/K4V2)\n",
+			       "prompt-phase compress-and-append (K8V4/K4V2)\n"
+			       "  --cpu: the host caches' prefill attention "
+			       "(fp32), 512..4K tokens,\n  9 q-heads over 3 "
+			       "kv-heads (SmolLM2-135M; head_dim 64 unless "
+			       "given),\n  the AVX2 path beside the C "
+			       "reference and this core's FMA rate\n",
 			       usage);
 			return 0;
 		default:
@@ -328,6 +523,14 @@ int cmd_bench_prefill(int argc, char **argv)
 		fprintf(stderr, "kvmm bench prefill: unexpected '%s'\n",
 			argv[optind]);
 		return 2;
+	}
+	if (cpu) {
+		if (dt != KVK_F16) {
+			fprintf(stderr, "kvmm bench prefill: --bf16 is for "
+				"the GPU kernel (--cpu is fp32)\n");
+			return 2;
+		}
+		return bench_prefill_cpu(json, have_hd ? (uint32_t)hd : 64);
 	}
 #ifdef KVMM_HAVE_CUDA
 	{

@@ -50,6 +50,7 @@
 
 #include "chnorm.h"
 #include "compress.h"
+#include "hprefill.h"
 #include "kvattn.h"
 #include "kvevict.h"
 #include "kvmm_lib.h"
@@ -410,36 +411,6 @@ static int kvp_begin(struct llm_kv *kv, const struct llm_batch *b,
 
 /* ---- host kernels of a layer ---- */
 
-/* eight floats; GCC lowers it to whatever vector unit the target has */
-typedef float kvp_v8 __attribute__((vector_size(32)));
-
-/* a . b over @n floats, @n % 8 == 0 */
-static float dot8(const float *a, const float *b, uint32_t n)
-{
-	kvp_v8 s = { 0 }, x, y;
-
-	for (uint32_t e = 0; e < n; e += 8) {
-		memcpy(&x, a + e, sizeof(x));
-		memcpy(&y, b + e, sizeof(y));
-		s += x * y;
-	}
-	return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
-}
-
-/* y += a x over @n floats, @n % 8 == 0 */
-static void axpy8(float *restrict y, float a, const float *restrict x,
-		  uint32_t n)
-{
-	kvp_v8 u, v;
-
-	for (uint32_t e = 0; e < n; e += 8) {
-		memcpy(&u, y + e, sizeof(u));
-		memcpy(&v, x + e, sizeof(v));
-		u += a * v;
-		memcpy(y + e, &u, sizeof(u));
-	}
-}
-
 /* struct prefill_job - the prompts' attention, split by (sequence, head) */
 struct prefill_job {
 	struct kvp *c;
@@ -452,47 +423,41 @@ struct prefill_job {
  * causal attention of query head @h over @n queries (rows @s0.. of the
  * step) at positions @off.., each over the keys @k, @v of positions 0 ..
  * its own (rows of nkv heads); the probabilities of queries at positions
- * from @first on summed into @acc (by key position)
+ * from @first on summed into @acc (by key position). kvk_hprefill() runs
+ * it (AVX2 where the CPU has it; @p holds KVK_HPREFILL_ROWS rows).
  */
 static void prefill_head(struct kvp *c, const float *k, const float *v,
 			 uint32_t s0, uint32_t n, uint32_t off, uint32_t first,
 			 uint32_t h, float *p, float *acc)
 {
-	uint32_t hd = c->hd, nkv = c->nkv, g = h / c->group;
-	bool sq = kvp_score_mode(c) == KVK_ATTN_SCORE_SUMSQ;
+	uint32_t hd = c->hd, g = h / c->group;
+	struct kvk_hprefill_args a = {
+		.q = c->q + ((size_t)s0 * c->nh + h) * hd,
+		.k = k + (size_t)g * hd,
+		.v = v + (size_t)g * hd,
+		.o = c->o + ((size_t)s0 * c->nh + h) * hd,
+		.acc = acc,
+		.p = p,
+		.ldq = (size_t)c->nh * hd,
+		.ldk = (size_t)c->nkv * hd,
+		.ldo = (size_t)c->nh * hd,
+		.hd = hd,
+		.n = n,
+		.off = off,
+		.first = first,
+		.scale = c->scale,
+		.sumsq = kvp_score_mode(c) == KVK_ATTN_SCORE_SUMSQ,
+	};
 
-	for (uint32_t t = 0; t < n; t++) {
-		const float *qi = c->q + ((size_t)(s0 + t) * c->nh + h) * hd;
-		float *o = c->o + ((size_t)(s0 + t) * c->nh + h) * hd;
-		uint32_t pos = off + t;
-		float m = -INFINITY, sum = 0, inv;
-
-		for (uint32_t j = 0; j <= pos; j++) {
-			p[j] = dot8(qi, k + ((size_t)j * nkv + g) * hd, hd) *
-			       c->scale;
-			m = p[j] > m ? p[j] : m;
-		}
-		for (uint32_t j = 0; j <= pos; j++) {
-			p[j] = expf(p[j] - m);
-			sum += p[j];
-		}
-		inv = 1.0f / sum;
-		memset(o, 0, hd * sizeof(float));
-		for (uint32_t j = 0; j <= pos; j++) {
-			float pj = p[j] * inv;
-
-			axpy8(o, pj, v + ((size_t)j * nkv + g) * hd, hd);
-			if (pos >= first)
-				acc[j] += sq ? pj * pj : pj;
-		}
-	}
+	/* the arguments were checked when the cache was made */
+	(void)kvk_hprefill(&a);
 }
 
 static void prefill_work(void *arg, int tid, int nth)
 {
 	struct prefill_job *j = arg;
 	struct kvp *c = j->c;
-	float *p = c->p + (size_t)tid * c->kv.max_tok;
+	float *p = c->p + (size_t)tid * KVK_HPREFILL_ROWS * c->kv.max_tok;
 	size_t kw = (size_t)c->nkv * c->hd;
 	uint32_t W = c->pol.score_window;
 	long lo, hi;
@@ -1769,7 +1734,8 @@ int llm_kv_policy_open(const struct llm_config *c, const struct llm_policy *p,
 		if (!k->chn)
 			goto out_nomem;
 	}
-	k->p = malloc((size_t)o->max_tok * nth * sizeof(float));
+	k->p = malloc((size_t)o->max_tok * nth * KVK_HPREFILL_ROWS *
+		      sizeof(float));
 	k->counts = malloc((size_t)o->n_seq * k->nkv * KVK_TOK_NR *
 			   sizeof(uint32_t));
 	k->act = malloc((size_t)o->n_seq * k->nkv * sizeof(*k->act));

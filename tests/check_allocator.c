@@ -13,6 +13,7 @@
 #include "kvattn.h"
 #include "kvevict.h"
 #include "kvtest.h"
+#include "pool_common.h"
 
 #define G KVRT_GRANULE_SIZE
 
@@ -24,23 +25,7 @@ static const struct kva_tier diffkv_tiers[] = {
 	{4, 2, 2, 4},
 };
 
-#define CHECK_POOL(pool)                                                       \
-	do {                                                                   \
-		char __why[256] = "";                                          \
-		int __r = kva_check((pool), __why, sizeof(__why));             \
-		ck_assert_msg(__r == 0, "kva_check: %d %s", __r, __why);       \
-	} while (0)
-
 /* A digest of every piece of pool state: "a failed call changes nothing". */
-static uint64_t fnv(uint64_t h, const void *p, size_t n)
-{
-	const unsigned char *c = p;
-
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ c[i]) * 1099511628211ULL;
-	return h;
-}
-
 static uint64_t pool_digest(const struct kva_pool *pool)
 {
 	uint64_t h = 14695981039346656037ULL;

@@ -16,6 +16,7 @@
 #include "kva.h"
 #include "kvshim.h"
 #include "kvtest.h"
+#include "pool_common.h"
 
 #ifdef KVMM_HAVE_CUDA
 #include <cuda_runtime.h>
@@ -25,13 +26,6 @@
 #define CK_CUDA(call)                                                          \
 	ck_assert_msg((call) == cudaSuccess, "%s: %s", #call,                  \
 		      cudaGetErrorString(cudaGetLastError()))
-
-#define CHECK_POOL(pool)                                                       \
-	do {                                                                   \
-		char __why[256] = "";                                          \
-		int __r = kva_check((pool), __why, sizeof(__why));             \
-		ck_assert_msg(__r == 0, "kva_check: %d %s", __r, __why);       \
-	} while (0)
 
 /* the device mirror of a pool: a view of device arrays */
 struct mirror {

@@ -16,27 +16,12 @@
 
 #include "kva.h"
 #include "kvtest.h"
+#include "pool_common.h"
 #include "migrate.h"
 
 #define G KVRT_GRANULE_SIZE
 /* tokens per page of the fp16 pool below */
 #define TPP (pool->layout[KVA_HI].tokens)
-
-#define CHECK_POOL(pool)                                                       \
-	do {                                                                   \
-		char __why[256] = "";                                          \
-		int __r = kva_check((pool), __why, sizeof(__why));             \
-		ck_assert_msg(__r == 0, "kva_check: %d %s", __r, __why);       \
-	} while (0)
-
-static uint64_t fnv(uint64_t h, const void *p, size_t n)
-{
-	const unsigned char *c = p;
-
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ c[i]) * 1099511628211ULL;
-	return h;
-}
 
 /* every piece of pool state, and the contents of every owned page */
 static uint64_t pool_digest(const struct kva_pool *pool)

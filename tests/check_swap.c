@@ -15,15 +15,9 @@
 
 #include "kva.h"
 #include "kvtest.h"
+#include "pool_common.h"
 
 #define G KVRT_GRANULE_SIZE
-
-#define CHECK_POOL(pool)                                                       \
-	do {                                                                   \
-		char __why[256] = "";                                          \
-		int __r = kva_check((pool), __why, sizeof(__why));             \
-		ck_assert_msg(__r == 0, "kva_check: %d %s", __r, __why);       \
-	} while (0)
 
 static struct kvrt_swapfile *swap_open(char *path, uint32_t chunk,
 				       uint32_t depth)

@@ -33,7 +33,7 @@ import torch
 import transformers
 
 # the byte-level tokenizer of the random models (same directory)
-from random_llama import write_tokenizer
+from random_llama import L3, write_tokenizer
 
 
 SHAPES = {
@@ -56,11 +56,7 @@ SHAPES = {
         vocab_size=151936, tie_word_embeddings=True, rope_theta=1000000.0,
         max_position_embeddings=40960, rms_norm_eps=1e-6)),
     # Llama-3-8B
-    "llama3-8b": ("LlamaConfig", "LlamaForCausalLM", dict(
-        hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-        num_attention_heads=32, num_key_value_heads=8, head_dim=128,
-        vocab_size=128256, tie_word_embeddings=False, rope_theta=500000.0,
-        max_position_embeddings=8192, rms_norm_eps=1e-5)),
+    "llama3-8b": ("LlamaConfig", "LlamaForCausalLM", dict(L3)),
 }
 
 

@@ -93,7 +93,8 @@ def write_safetensors(path, t):
             f.write(a.tobytes())
 
 
-# Llama-3-8B: the shape the decode and serving benchmarks use
+# Llama-3-8B: the shape the decode and serving benchmarks use (hf_compare.py
+# takes it from here)
 L3 = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
           num_attention_heads=32, num_key_value_heads=8, head_dim=128,
           vocab_size=128256, tie_word_embeddings=False, rope_theta=500000.0,

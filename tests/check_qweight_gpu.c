@@ -4,7 +4,7 @@
  * their CPU references on fresh random matrices: the expansion bit for bit
  * (fp32, fp16, bf16), the GEMV within 1e-4 relative L2 (a wrong index is
  * 1e-1 or more) for Q8 and Q4,
- * fp32 and fp16 activations, 1..4 tokens, 1, 2, 4 and 8 rows per block, with
+ * fp32 and fp16 activations, 1..4 tokens, 1, 2, 4 and 8 rows per warp, with
  * and without the fused RMSNorm, three output segments or GLU, beta 0 and 1.
  */
 #include <check.h>

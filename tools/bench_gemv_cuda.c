@@ -3,7 +3,7 @@
  * bench_gemv_cuda.c - `kvmm bench gemv --device cuda`: the CUDA executor's
  * decode GEMVs on Llama-3-8B's matrices (QKV and gate/up with the fused
  * RMSNorm, O and down without), per weight format (bf16, Q8, Q4) and rows
- * per warp (bf16) or per block (Q8, Q4: its warps split the columns), in GB/s of weight bytes beside the device's read ceiling
+ * per warp, in GB/s of weight bytes beside the device's read ceiling
  * measured in the same run (kvk_read_sum_cuda()). Random weights: speed
  * does not depend on them.
  */

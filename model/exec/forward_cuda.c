@@ -251,7 +251,6 @@ struct qjob {
 	const struct llm_config *c;
 	const struct llm_gguf_tensor *const *t;
 	const bool *qk;
-	int nt;
 	enum llm_qw_fmt f;
 	uint64_t k;
 	size_t rb, mb;
@@ -300,7 +299,7 @@ static int put_qmat(struct stage *s, struct llm_qw *qw,
 		    int nt)
 {
 	struct qjob j = {
-		.c = &s->m->c, .t = t, .qk = qk, .nt = nt,
+		.c = &s->m->c, .t = t, .qk = qk,
 		.f = s->m->wbits == 8 ? LLM_QW8 : LLM_QW4,
 		.k = t[0]->ne[0],
 	};

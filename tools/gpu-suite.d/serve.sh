@@ -7,9 +7,12 @@
 # By default a short run (64 requests, 4 GiB of KV budget); SERVE_FULL=1
 # runs the issue's experiment (256 requests, prompts 512-1K, outputs 1K-3K,
 # 16 GiB). SERVE_ARGS replaces the workload, SERVE_POLICIES the policies,
-# SERVE_RATES adds an online run per policy at those rates. The requests
+# SERVE_RATES adds an online run per policy at those rates; SERVE_TIMEOUT
+# bounds each policy's run (590 s). The requests
 # are one trace (tools/hf_serve_peer.py --make-trace) that every policy
-# and, with SERVE_PEER=1, Hugging Face transformers run (the peer).
+# and, with SERVE_PEER=1, Hugging Face transformers run (the peer;
+# SERVE_PEER_LIMIT=S starts no static batch after S seconds, a sample of
+# the trace where the whole would not fit a device call).
 # Standalone: B=build OUT=/tmp/x bash tools/gpu-suite.d/serve.sh
 
 if ! declare -F say >/dev/null; then
@@ -48,7 +51,7 @@ if [ -d "$sm" ]; then
 		f=$OUT/serve-${pol//[:=,]/_}.jsonl
 		say "== kvmm bench serve --policy $pol $SERVE_ARGS"
 		# shellcheck disable=SC2086
-		timeout 590 "$B/kvmm" bench serve --model "$sm" --device cuda \
+		timeout "${SERVE_TIMEOUT:-590}" "$B/kvmm" bench serve --model "$sm" --device cuda \
 			--policy "$pol" --trace "$serve_trace" $SERVE_ARGS \
 			--json >"$f" 2>"$f.err"
 		rc=$?
@@ -65,6 +68,7 @@ if [ -d "$sm" ]; then
 		say "== hf_serve_peer.py (transformers, static batches within $SERVE_BUDGET)"
 		timeout 590 python3 tools/hf_serve_peer.py --model "$sm" \
 			--trace "$serve_trace" --kv-budget "$SERVE_BUDGET" \
+			--time-limit "${SERVE_PEER_LIMIT:-0}" \
 			>"$OUT/serve-hf.jsonl" 2>"$OUT/serve-hf.err"
 		rc=$?
 		row "serve hf-transformers" "$(grep -o '"gen_tok_s": [0-9.]*\|"peak_concurrency": [0-9]*' "$OUT/serve-hf.jsonl" | tr '\n' ' ')(rc $rc)"
@@ -80,7 +84,10 @@ fi
 # a ChatML template, made in seconds: the GGUF is too big to carry to a
 # device machine)
 small=models/SmolLM2-135M-Instruct.Q4_1.gguf
-if [ ! -f "$small" ]; then
+if [ "${SERVE_HTTP:-1}" = 0 ]; then
+	small=	# SERVE_HTTP=0: the throughput runs only
+	row "serve http gpu" "not run (SERVE_HTTP=0)"
+elif [ ! -f "$small" ]; then
 	small=$(mktemp -d /tmp/kvmm-smollm2.XXXXXX)
 	python3 tests/ref/random_llama.py --out "$small" --chat >/dev/null 2>&1 ||
 		small=
@@ -91,6 +98,6 @@ if [ -n "$small" ]; then
 		--device cuda --quick >"$OUT/serve-http-gpu.log" 2>&1
 	rc=$?
 	row "serve http gpu" "$(tail -1 "$OUT/serve-http-gpu.log") (rc $rc)"
-else
+elif [ "${SERVE_HTTP:-1}" != 0 ]; then
 	row "serve http gpu" "no model (random_llama.py failed)"
 fi

@@ -19,6 +19,10 @@
  *
  * Step time is modelled from bytes and stated bandwidths (DESIGN.md's H100
  * figures unless given): HBM read, host read over PCIe, migration copy.
+ * With --backend cuda the replay runs on the GPU (bench_place_cuda.c): a
+ * CUDA space with HBM capped and a host-NUMA tier, the same data, the
+ * real attention kernel over each step's selection and the migration's
+ * copies on a side stream, timed with CUDA events beside the model.
  * See Documentation/placement/index.rst.
  */
 #include <getopt.h>
@@ -33,43 +37,10 @@
 #include "kvmm.h"
 #include "kvq.h"
 #include "select.h"
+#include "bench_place.h"
 
-#define BP_KVH 8
-#define BP_GROUP 4
-#define BP_HD 128
 #define BP_HOT 8
-#define BP_MAX_FRAC 8
-#define BP_MAX_CTX 8
 #define G2 KVRT_GRANULE_SIZE
-
-struct bp_opts {
-	uint32_t batch;
-	uint32_t ctx[BP_MAX_CTX];
-	uint32_t nr_ctx;
-	double frac[BP_MAX_FRAC];
-	uint32_t nr_frac;
-	uint32_t topk;		/* pages per list; 0: ctx / 16 tokens */
-	uint32_t steps;		/* measured decode steps */
-	uint32_t warm;		/* steps before: the prompt window */
-	double budget_mib;	/* migration bytes per step */
-	double hbm_gbs, host_gbs, pcie_gbs;
-	int json;
-	int check;
-	uint64_t seed;
-};
-
-/* the trace of one context length */
-struct bp_trace {
-	uint32_t nr_lists, width, tpp, page_size, steps;
-	uint32_t ctx;
-	float *mass;		/* [steps][lists][width]; 0: not selected */
-	double err_sum;		/* relative L2 of sparse vs dense, summed */
-	double err_max;
-	uint32_t err_n;
-	double dense_us, sparse_us; /* CPU time per step, measured */
-	double mass_kept;	/* dense mass inside the selection, mean */
-	uint64_t all_pages;	/* high-tier pages at the last step */
-};
 
 static float gauss(uint64_t *s)
 {
@@ -226,8 +197,8 @@ static void gen_query(struct bp_gen *g, struct bp_list *l, uint32_t np,
 	}
 }
 
-static struct kva_pool *trace_pool(struct kvrt_ctx *ctx, uint32_t B,
-				   uint32_t max_tokens, uint64_t va)
+struct kva_pool *bp_trace_pool(struct kvrt_ctx *ctx, uint32_t B,
+			       uint32_t max_tokens, uint64_t va)
 {
 	struct kva_pool_params p = {
 		.ctx = ctx,
@@ -249,7 +220,7 @@ static struct kva_pool *trace_pool(struct kvrt_ctx *ctx, uint32_t B,
 }
 
 /* admit @B sequences of @ctx tokens, high tier only */
-static int fill_pool(struct kva_pool *pool, uint32_t B, uint32_t ctx)
+int bp_fill_pool(struct kva_pool *pool, uint32_t B, uint32_t ctx)
 {
 	uint32_t slots[64], prompt[64], *hi, *lo;
 	uint32_t lists = B * pool->lists_per_slot;
@@ -285,7 +256,7 @@ static int fill_pool(struct kva_pool *pool, uint32_t B, uint32_t ctx)
 }
 
 /* one decode token for every list: a page where needed, counts + 1 */
-static int append_token(struct kva_pool *pool, uint32_t B)
+int bp_append_token(struct kva_pool *pool, uint32_t B)
 {
 	uint32_t slots[64];
 	int ret;
@@ -350,7 +321,7 @@ static void list_mass(const struct kva_pool *pool, uint32_t list,
 	}
 }
 
-static double rel_l2(const float *x, const float *ref, size_t n)
+double bp_rel_l2(const float *x, const float *ref, size_t n)
 {
 	double a = 0, b = 0;
 
@@ -359,6 +330,32 @@ static double rel_l2(const float *x, const float *ref, size_t n)
 		b += (double)ref[i] * ref[i];
 	}
 	return b > 0 ? sqrt(a / b) : sqrt(a);
+}
+
+/*
+ * --backend cuda: every page of the trace pool at its last step, entry e of
+ * list l as page id l * width + e of a pool-shaped array (the decode steps'
+ * tokens are there already; a step reads only the tokens it counts).
+ */
+static int stage_pages(const struct kva_pool *pool, struct bp_trace *tr)
+{
+	uint32_t ppg = pool->pages_per_granule, W = pool->width;
+	uint64_t ids = (uint64_t)tr->nr_lists * W;
+
+	tr->stage_ppg = ppg;
+	tr->stage_bytes = kvmm_div_round_up(ids, ppg) * G2;
+	tr->stage = aligned_alloc(4096, tr->stage_bytes);
+	if (!tr->stage)
+		return -ENOMEM;
+	for (uint32_t l = 0; l < tr->nr_lists; l++)
+		for (uint32_t e = 0; e < pool->npages[2 * l]; e++) {
+			uint64_t id = (uint64_t)l * W + e;
+
+			memcpy(tr->stage + id / ppg * G2 + id % ppg *
+					   pool->page_size,
+			       page_ptr(pool, l, e), pool->page_size);
+		}
+	return 0;
 }
 
 /* Phase one: the trace of @ctx tokens, with the real CPU kernels. */
@@ -382,12 +379,12 @@ static int make_trace(const struct bp_opts *o, struct kvrt_ctx *ctx,
 	/* pages: ctx + steps tokens per list, a spare per list, headroom */
 	va = kvmm_round_up((uint64_t)lists * (max_tokens / 10 + 4) * 8192 * 2,
 			   G2);
-	pool = trace_pool(ctx, B, max_tokens, va);
+	pool = bp_trace_pool(ctx, B, max_tokens, va);
 	if (!pool)
 		return -ENOMEM;
 	tpp = pool->layout[KVA_HI].tokens;
 	width = pool->width;
-	ret = fill_pool(pool, B, ctxlen);
+	ret = bp_fill_pool(pool, B, ctxlen);
 	if (ret)
 		goto out;
 	ret = -ENOMEM;
@@ -416,6 +413,12 @@ static int make_trace(const struct bp_opts *o, struct kvrt_ctx *ctx,
 	tr->steps = S;
 	tr->ctx = ctxlen;
 	tr->mass = calloc((size_t)S * lists * width, sizeof(float));
+	tr->tier = a.tier[0];
+	if (o->cuda) {
+		tr->q = malloc((size_t)S * lists * BP_GROUP * BP_HD * 4);
+		if (!tr->q)
+			goto out;
+	}
 	q = malloc((size_t)lists * BP_GROUP * BP_HD * 4);
 	od = malloc((size_t)lists * BP_GROUP * BP_HD * 4);
 	os = malloc((size_t)lists * BP_GROUP * BP_HD * 4);
@@ -470,7 +473,7 @@ static int make_trace(const struct bp_opts *o, struct kvrt_ctx *ctx,
 		double t0;
 
 		/* a decode token: its page, its K/V, its summary */
-		ret = append_token(pool, B);
+		ret = bp_append_token(pool, B);
 		if (ret)
 			goto out;
 		upd_n = 0;
@@ -494,6 +497,9 @@ static int make_trace(const struct bp_opts *o, struct kvrt_ctx *ctx,
 			gen_query(&g, &g.l[l],
 				  kvmm_div_round_up(pool->ntokens[2 * l], tpp),
 				  &q[(size_t)l * BP_GROUP * BP_HD]);
+		if (tr->q)
+			memcpy(&tr->q[(size_t)s * lists * BP_GROUP * BP_HD], q,
+			       (size_t)lists * BP_GROUP * BP_HD * 4);
 		a.q = q;
 		a.tables = pool->table;
 		a.width = width;
@@ -524,7 +530,7 @@ static int make_trace(const struct bp_opts *o, struct kvrt_ctx *ctx,
 		if (ret)
 			goto out;
 		if (s >= o->warm) {
-			double e = rel_l2(os, od, (size_t)lists * BP_GROUP *
+			double e = bp_rel_l2(os, od, (size_t)lists * BP_GROUP *
 							 BP_HD);
 
 			tr->sparse_us += kvmm_now_us() - t0;
@@ -564,6 +570,11 @@ static int make_trace(const struct bp_opts *o, struct kvrt_ctx *ctx,
 	tr->all_pages = 0;
 	for (uint32_t l = 0; l < lists; l++)
 		tr->all_pages += pool->npages[2 * l];
+	if (o->cuda) {
+		ret = stage_pages(pool, tr);
+		if (ret)
+			goto out;
+	}
 	ret = 0;
 out:
 	free(q);
@@ -580,19 +591,13 @@ out:
 	kva_pool_destroy(pool);
 	if (ret) {
 		free(tr->mass);
-		tr->mass = NULL;
+		free(tr->q);
+		free(tr->stage);
+		tr->mass = tr->q = NULL;
+		tr->stage = NULL;
 	}
 	return ret;
 }
-
-/* what one replay measured */
-struct bp_result {
-	double hit;		/* importance-weighted HBM hit ratio */
-	double hbm_bytes, host_bytes, mig_bytes; /* per step */
-	double init_mig_bytes;	/* placement at prefill, once */
-	double step_us;		/* modelled */
-	uint64_t hbm_pages;	/* the HBM capacity, pages */
-};
 
 static double model_us(const struct bp_opts *o, double hbm, double host,
 		       double mig)
@@ -601,9 +606,26 @@ static double model_us(const struct bp_opts *o, double hbm, double host,
 	       mig / (o->pcie_gbs * 1e3);
 }
 
-/* Phase two: one policy at one HBM capacity over the trace. */
+/* the same model with the rates measured on the device in this run */
+static double model_meas_us(const struct bp_rates *rt, double hbm,
+			    double host, double mig)
+{
+	double pcie = (rt->promote + rt->demote) / 2;
+
+	return hbm / (rt->hbm_read * 1e3) + host / (rt->host_read * 1e3) +
+	       mig / (pcie * 1e3);
+}
+
+/*
+ * Phase two: one policy at one HBM capacity over the trace. With @dev (the
+ * CUDA path) the pool lives in a CUDA space, the pages hold the trace's
+ * data, and each step runs the attention over its selection (over every
+ * page with @dense: the dense all-HBM reference, no placement) and queues
+ * the migration's copies on a side stream; @rt are the measured rates.
+ */
 static int replay(const struct bp_opts *o, const struct bp_trace *tr,
 		  double frac, enum kva_place_policy policy,
+		  struct bp_dev *dev, int dense, const struct bp_rates *rt,
 		  struct bp_result *r)
 {
 	struct kvrt_ctx_opts co = { .backend = KVRT_BACKEND_HOST,
@@ -616,20 +638,25 @@ static int replay(const struct bp_opts *o, const struct bp_trace *tr,
 	struct kva_place pl;
 	struct kvrt_ctx *ctx;
 	struct kva_pool *pool;
-	uint32_t *pro = NULL, *dem = NULL, np, nd;
+	uint32_t *pro = NULL, *dem = NULL, *npb = NULL, np, nd;
 	double wsum = 0, whit = 0;
 	uint64_t va;
 	int ret;
 
 	memset(r, 0, sizeof(*r));
-	ret = kvrt_ctx_create(&co, &ctx);
-	if (ret)
-		return ret;
+	if (dev) {
+		ctx = bp_dev_ctx(dev);
+	} else {
+		ret = kvrt_ctx_create(&co, &ctx);
+		if (ret)
+			return ret;
+	}
 	va = kvmm_round_up((uint64_t)lists * (max_tokens / 10 + 4) * 8192 * 2,
 			   G2);
-	pool = trace_pool(ctx, B, max_tokens, va);
+	pool = bp_trace_pool(ctx, B, max_tokens, va);
 	if (!pool) {
-		kvrt_ctx_destroy(ctx);
+		if (!dev)
+			kvrt_ctx_destroy(ctx);
 		return -ENOMEM;
 	}
 	/* HBM: the fraction of the KV at the last step, in granules */
@@ -642,22 +669,35 @@ static int replay(const struct bp_opts *o, const struct bp_trace *tr,
 		if (ret)
 			goto out;
 	}
-	ret = fill_pool(pool, B, tr->ctx);
+	ret = bp_fill_pool(pool, B, tr->ctx);
 	if (ret)
 		goto out;
 	ret = -ENOMEM;
 	pro = malloc(pool->nr_page_ids * 4);
 	dem = malloc(pool->nr_page_ids * 4);
-	if (!pro || !dem || kva_migrate_init(&mc, pool, 0) ||
+	npb = malloc(lists * 4);
+	if (!pro || !dem || !npb || kva_migrate_init(&mc, pool, 0) ||
 	    kva_place_init(&pl, pool, policy))
 		goto out;
 	/* every list may open a page in a step: keep that much HBM free */
 	mc.hbm_reserve = lists;
+	if (dev) {
+		/* the data in, the copies on the side stream, fenced */
+		ret = bp_dev_begin(dev, pool, &mc);
+		if (ret)
+			goto out_fini;
+	}
 	/* placement at prefill: what the policy wants, unbounded */
 	kva_place_future(&pl, tr->mass, tr->steps);
-	ret = kva_place_plan(&pl, pool, pro, &np, dem, &nd);
-	if (!ret)
+	ret = dense ? 0 : kva_place_plan(&pl, pool, pro, &np, dem, &nd);
+	if (!ret && !dense)
 		ret = kva_migrate(pool, &mc, pro, np, dem, nd);
+	if (!ret && dev) {
+		ret = bp_dev_step_end(dev, NULL, NULL, NULL);
+		if (ret >= 0)
+			ret = kva_migrate_reclaim(pool, 0);
+		ret = ret < 0 ? ret : 0;
+	}
 	if (ret)
 		goto out_fini;
 	r->init_mig_bytes = (double)mc.bytes_moved;
@@ -667,8 +707,13 @@ static int replay(const struct bp_opts *o, const struct bp_trace *tr,
 	for (uint32_t s = 0; s < tr->steps; s++) {
 		const float *m = &tr->mass[(size_t)s * n];
 		double hb = 0, ob = 0, before = (double)mc.bytes_moved;
+		double t0, au = 0, mu = 0, uu = 0;
 
-		ret = append_token(pool, B);
+		for (uint32_t l = 0; dev && l < lists; l++)
+			npb[l] = pool->npages[2 * l];
+		ret = bp_append_token(pool, B);
+		if (!ret && dev)
+			ret = bp_dev_new_pages(dev, pool, npb);
 		if (ret)
 			goto out_fini;
 		for (uint32_t l = 0; l < lists; l++)
@@ -676,7 +721,7 @@ static int replay(const struct bp_opts *o, const struct bp_trace *tr,
 				size_t i = (size_t)l * width + e;
 				uint32_t p;
 
-				if (m[i] <= 0)
+				if (m[i] <= 0 && !dense)
 					continue;
 				p = pool->table[i];
 				if (kva_page_mem(pool, p) == KVA_MEM_HBM) {
@@ -689,16 +734,27 @@ static int replay(const struct bp_opts *o, const struct bp_trace *tr,
 				if (s >= o->warm)
 					wsum += m[i];
 			}
-		ret = kva_place_observe(&pl, m);
-		if (ret)
-			goto out_fini;
-		kva_place_future(&pl, s + 1 < tr->steps ? m + n : NULL,
-				 tr->steps - s - 1);
-		ret = kva_place_plan(&pl, pool, pro, &np, dem, &nd);
-		if (!ret)
-			ret = kva_migrate(pool, &mc, pro, np, dem, nd);
-		if (ret)
-			goto out_fini;
+		if (dev) {
+			ret = bp_dev_attend(dev, pool, s, dense ? NULL : m,
+					    o->check);
+			if (ret)
+				goto out_fini;
+		}
+		t0 = kvmm_now_us();
+		if (!dense) {
+			ret = kva_place_observe(&pl, m);
+			if (ret)
+				goto out_fini;
+			kva_place_future(&pl,
+					 s + 1 < tr->steps ? m + n : NULL,
+					 tr->steps - s - 1);
+			ret = kva_place_plan(&pl, pool, pro, &np, dem, &nd);
+			if (!ret)
+				ret = kva_migrate(pool, &mc, pro, np, dem, nd);
+			if (ret)
+				goto out_fini;
+		}
+		t0 = kvmm_now_us() - t0;
 		if (o->check) {
 			char why[256];
 
@@ -708,22 +764,49 @@ static int replay(const struct bp_opts *o, const struct bp_trace *tr,
 				goto out_fini;
 			}
 		}
+		if (dev) {
+			/* the step's copies done: the held pages go back */
+			ret = bp_dev_step_end(dev, &au, &mu, &uu);
+			if (ret >= 0)
+				ret = kva_migrate_reclaim(pool, 0);
+			if (ret < 0)
+				goto out_fini;
+			ret = 0;
+		}
 		if (s >= o->warm) {
 			double mig = (double)mc.bytes_moved - before;
+			/* summaries: a row per page, read from HBM */
+			double sum = dense ? 0 : (double)tr->all_pages * 2 *
+							 BP_HD * 4;
 
 			r->hbm_bytes += hb;
 			r->host_bytes += ob;
 			r->mig_bytes += mig;
-			/* summaries: a row per page, read from HBM */
-			r->step_us += model_us(o, hb + (double)tr->all_pages *
-						2 * BP_HD * 4, ob, mig);
+			r->model_us += model_us(o, hb + sum, ob, mig);
+			if (dev) {
+				r->model_meas_us += model_meas_us(rt, hb + sum,
+								  ob, mig);
+				r->attn_us += au;
+				r->mig_us += mu;
+				r->up_us += uu;
+				r->plan_us += t0;
+			}
 		}
 	}
 	r->hbm_bytes /= o->steps;
 	r->host_bytes /= o->steps;
 	r->mig_bytes /= o->steps;
-	r->step_us /= o->steps;
+	r->model_us /= o->steps;
+	r->model_meas_us /= o->steps;
+	r->attn_us /= o->steps;
+	r->mig_us /= o->steps;
+	r->up_us /= o->steps;
+	r->plan_us /= o->steps;
+	/* measured on the device: attention and migration, in sequence */
+	r->step_us = dev ? r->attn_us + r->mig_us : r->model_us;
 	r->hit = wsum > 0 ? whit / wsum : 1;
+	if (dev)
+		r->check_err = bp_dev_check_err(dev);
 	{
 		struct kva_stats st;
 
@@ -733,13 +816,22 @@ static int replay(const struct bp_opts *o, const struct bp_trace *tr,
 	}
 	ret = kva_check(pool, NULL, 0);
 out_fini:
+	if (dev)
+		bp_dev_end(dev);
 	kva_place_fini(&pl);
 	kva_migrate_fini(&mc);
 out:
+	if (ret && dev)
+		fprintf(stderr, "kvmm bench place: cuda replay at HBM %.2f "
+			"failed (%s)%s%s\n", frac, strerror(-ret),
+			*kvrt_ctx_last_error(ctx) ? ": " : "",
+			kvrt_ctx_last_error(ctx));
 	free(pro);
 	free(dem);
+	free(npb);
 	kva_pool_destroy(pool);
-	kvrt_ctx_destroy(ctx);
+	if (!dev)
+		kvrt_ctx_destroy(ctx);
 	return ret;
 }
 
@@ -784,7 +876,7 @@ static int parse_list_frac(const char *s, double *v, uint32_t max,
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: kvmm bench place [--backend host] [--batch B] "
+		"usage: kvmm bench place [--backend host|cuda] [--batch B] "
 		"[--ctx N,N..] [--hbm F,F..]\n"
 		"         [--topk K] [--steps S] [--warm W] [--budget-mib M] "
 		"[--hbm-gbs X]\n"
@@ -795,7 +887,118 @@ static void usage(FILE *f)
 		"  defaults: batch 2, ctx 8192,16384,32768, hbm 1,0.5,0.25, "
 		"topk ctx/16 tokens,\n"
 		"  16 steps after 8 warm-up steps, 4 MiB migration per step, "
-		"3000/51/55 GB/s\n");
+		"3000/51/55 GB/s\n"
+		"  --backend cuda: phase two on the GPU (a CUDA space with an "
+		"HBM cap and a\n"
+		"  host-NUMA tier, the attention kernel, the copies on a side "
+		"stream), measured\n"
+		"  beside the model; --check there also compares the GPU output "
+		"with the CPU's\n");
+}
+
+static void cuda_header(const struct bp_opts *o, const struct bp_rates *rt)
+{
+	printf("kvmm bench place (cuda backend: HBM and host-NUMA granules of "
+	       "one CUDA space): batch %u, 8 kv-heads x GQA 4, head_dim 128, "
+	       "fp16 pages and queries, one layer\n"
+	       "measured in this run: HBM read %.0f GB/s, host-tier read over "
+	       "PCIe %.1f GB/s (a kernel through the space's VA); page copy "
+	       "host->HBM %.1f, HBM->host %.1f GB/s\n"
+	       "model: HBM %.0f GB/s, host %.0f GB/s, migration %.0f GB/s; "
+	       "%g MiB migration budget per step; %u steps after %u\n"
+	       "step_us: attention over the step's pages + the migration's "
+	       "copies, CUDA events, in sequence (no overlap); model_us: the "
+	       "model for the same bytes; meas_mod: the model with the rates "
+	       "measured\n\n%6s %5s %-10s %7s %9s %9s %9s %9s %9s %9s %9s %9s "
+	       "%8s %9s %9s\n",
+	       o->batch, rt->hbm_read, rt->host_read, rt->promote, rt->demote,
+	       o->hbm_gbs, o->host_gbs, o->pcie_gbs, o->budget_mib, o->steps,
+	       o->warm, "ctx", "hbm", "policy", "hit", "hbm_MB", "host_MB",
+	       "mig_MB", "step_us", "attn_us", "mig_us", "model_us",
+	       "meas_mod", "vs_dense", "vs_oracle", "err");
+}
+
+/* one line of the CUDA path: text or JSON */
+static void cuda_line(const struct bp_opts *o, const struct bp_trace *tr,
+		      const char *policy, double frac,
+		      const struct bp_result *x, double dense, double oracle,
+		      double err)
+{
+	if (o->json) {
+		printf("{\"bench\":\"place\",\"backend\":\"cuda\","
+		       "\"policy\":\"%s\",\"ctx\":%u,\"batch\":%u,"
+		       "\"hbm_fraction\":%.3f,\"hit_ratio\":%.4f,"
+		       "\"step_us\":%.2f,\"step_us_model\":%.2f,"
+		       "\"step_us_model_meas\":%.2f,\"attn_us\":%.2f,"
+		       "\"mig_us\":%.2f,\"upload_us\":%.2f,\"plan_us\":%.0f,"
+		       "\"hbm_bytes\":%.0f,\"host_bytes\":%.0f,"
+		       "\"mig_bytes\":%.0f,\"init_mig_bytes\":%.0f,"
+		       "\"hbm_pages\":%llu,\"vs_dense\":%.3f,",
+		       policy, tr->ctx, o->batch, frac, x->hit, x->step_us,
+		       x->model_us, x->model_meas_us, x->attn_us, x->mig_us,
+		       x->up_us, x->plan_us, x->hbm_bytes, x->host_bytes,
+		       x->mig_bytes, x->init_mig_bytes,
+		       (unsigned long long)x->hbm_pages, x->step_us / dense);
+		if (oracle > 0)
+			printf("\"vs_oracle\":%.3f,", x->step_us / oracle);
+		if (o->check)
+			printf("\"check_err\":%.6f,", x->check_err);
+		printf("\"err\":%.5f}\n", err);
+		return;
+	}
+	printf("%6u %5.2f %-10s %7.4f %9.2f %9.2f %9.3f %9.2f %9.2f %9.2f "
+	       "%9.2f %9.2f %8.2f ",
+	       tr->ctx, frac, policy, x->hit, x->hbm_bytes / 1e6,
+	       x->host_bytes / 1e6, x->mig_bytes / 1e6, x->step_us,
+	       x->attn_us, x->mig_us, x->model_us, x->model_meas_us,
+	       x->step_us / dense);
+	if (oracle > 0)
+		printf("%9.2f ", x->step_us / oracle);
+	else
+		printf("%9s ", "");
+	printf("%9.5f", err);
+	if (o->check)
+		printf("  (gpu vs cpu: %.2e)", x->check_err);
+	printf("\n");
+}
+
+/* --backend cuda: dense all-HBM, then every capacity and policy */
+static int place_cuda(const struct bp_opts *o, struct bp_dev *dev,
+		      const struct bp_rates *rt, const struct bp_trace *tr,
+		      const enum kva_place_policy *pols, size_t npol)
+{
+	struct bp_result dres, res[KVA_PLACE_NR];
+	double err = tr->err_n ? tr->err_sum / tr->err_n : 0;
+	int ret;
+
+	ret = bp_dev_trace(dev, tr);
+	if (ret)
+		return ret;
+	ret = replay(o, tr, 1, KVA_PLACE_STATIC, dev, 1, rt, &dres);
+	if (ret)
+		goto out;
+	cuda_line(o, tr, "dense", 1, &dres, dres.step_us, 0, 0);
+	if (!o->json)
+		printf("%6s (cpu phase one: dense %.0f us, select+sparse %.0f us "
+		       "per step; selection keeps %.1f%% of the mass)\n", "",
+		       tr->dense_us / o->steps, tr->sparse_us / o->steps,
+		       100 * tr->mass_kept);
+	for (uint32_t f = 0; f < o->nr_frac; f++) {
+		for (size_t p = 0; p < npol; p++) {
+			ret = replay(o, tr, o->frac[f], pols[p], dev, 0, rt,
+				     &res[p]);
+			if (ret)
+				goto out;
+		}
+		for (size_t p = 0; p < npol; p++)
+			cuda_line(o, tr, kva_place_name(pols[p]), o->frac[f],
+				  &res[p], dres.step_us,
+				  res[npol - 1].step_us, err);
+		fflush(stdout);
+	}
+out:
+	bp_dev_trace(dev, NULL);
+	return ret;
 }
 
 static int place_run(const struct bp_opts *o)
@@ -806,13 +1009,34 @@ static int place_run(const struct bp_opts *o)
 	};
 	struct kvrt_ctx_opts co = { .backend = KVRT_BACKEND_HOST,
 				    .host_mem_bytes = 1ULL << 40 };
+	struct bp_rates rt = { 0 };
+	struct bp_dev *dev = NULL;
 	struct kvrt_ctx *ctx;
 	int ret;
 
+	if (o->cuda) {
+		ret = bp_dev_open(&dev, &rt);
+		if (ret)
+			return ret;
+	}
 	ret = kvrt_ctx_create(&co, &ctx);
-	if (ret)
+	if (ret) {
+		bp_dev_close(dev);
 		return ret;
-	if (!o->json)
+	}
+	if (o->cuda && o->json)
+		printf("{\"bench\":\"place\",\"backend\":\"cuda\","
+		       "\"rates\":{\"hbm_read_gbs\":%.1f,\"host_read_gbs\":%.2f,"
+		       "\"promote_gbs\":%.2f,\"demote_gbs\":%.2f},"
+		       "\"model\":{\"hbm_gbs\":%.0f,\"host_gbs\":%.0f,"
+		       "\"pcie_gbs\":%.0f},\"batch\":%u,\"steps\":%u,"
+		       "\"budget_mib\":%g}\n",
+		       rt.hbm_read, rt.host_read, rt.promote, rt.demote,
+		       o->hbm_gbs, o->host_gbs, o->pcie_gbs, o->batch,
+		       o->steps, o->budget_mib);
+	else if (o->cuda)
+		cuda_header(o, &rt);
+	else if (!o->json)
 		printf("kvmm bench place (host backend, emulated tiers): "
 		       "batch %u, 8 kv-heads x GQA 4, head_dim 128, fp16, one "
 		       "layer\nmodel: HBM %.0f GB/s, host %.0f GB/s, migration "
@@ -832,6 +1056,11 @@ static int place_run(const struct bp_opts *o)
 			fprintf(stderr, "kvmm bench place: trace of %u tokens "
 				"failed (%s)\n", o->ctx[c], strerror(-ret));
 			break;
+		}
+		if (o->cuda) {
+			ret = place_cuda(o, dev, &rt, &tr, pols,
+					 ARRAY_SIZE(pols));
+			goto out_trace;
 		}
 		dense_us = model_us(o, (double)tr.all_pages * tr.page_size, 0,
 				    0);
@@ -860,7 +1089,7 @@ static int place_run(const struct bp_opts *o)
 
 			for (size_t p = 0; p < ARRAY_SIZE(pols); p++) {
 				ret = replay(o, &tr, o->frac[f], pols[p],
-					     &res[p]);
+					     NULL, 0, NULL, &res[p]);
 				if (ret) {
 					fprintf(stderr, "kvmm bench place: "
 						"replay failed (%s)\n",
@@ -910,10 +1139,13 @@ static int place_run(const struct bp_opts *o)
 		}
 out_trace:
 		free(tr.mass);
+		free(tr.q);
+		free(tr.stage);
 		if (ret)
 			break;
 	}
 	kvrt_ctx_destroy(ctx);
+	bp_dev_close(dev);
 	return ret;
 }
 
@@ -966,11 +1198,15 @@ int cmd_bench_place(int argc, char **argv)
 		ret = 0;
 		switch (c) {
 		case 'b':
-			if (strcmp(optarg, "host")) {
-				fprintf(stderr, "kvmm bench place: only "
-					"--backend host is built (the CUDA "
-					"path is not written yet)\n");
-				return 1;
+			if (!strcmp(optarg, "cuda")) {
+				o.cuda = 1;
+			} else if (!strcmp(optarg, "host")) {
+				o.cuda = 0;
+			} else {
+				fprintf(stderr, "kvmm bench place: --backend "
+					"wants host or cuda, not '%s'\n",
+					optarg);
+				return 2;
 			}
 			break;
 		case 'B':

@@ -27,6 +27,7 @@
  */
 #include <getopt.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +41,7 @@
 #include "bench_place.h"
 
 #define BP_HOT 8
+#define BP_MAX_THREADS 64
 #define G2 KVRT_GRANULE_SIZE
 
 static float gauss(uint64_t *s)
@@ -333,6 +335,135 @@ double bp_rel_l2(const float *x, const float *ref, size_t n)
 }
 
 /*
+ * --threads: phase one's kernels over contiguous ranges of sequences (or
+ * lists), one range per thread. Every list is computed alone, in the same
+ * order, so the trace is the same whatever the thread count; only the CPU
+ * times change.
+ */
+struct bp_par {
+	int (*fn)(void *arg, uint32_t i0, uint32_t i1);
+	void *arg;
+	uint32_t i0, i1;
+	int ret;
+};
+
+static void *par_main(void *x)
+{
+	struct bp_par *p = x;
+
+	p->ret = p->fn(p->arg, p->i0, p->i1);
+	return NULL;
+}
+
+static int par_for(uint32_t threads, uint32_t n,
+		   int (*fn)(void *arg, uint32_t i0, uint32_t i1), void *arg)
+{
+	struct bp_par p[BP_MAX_THREADS];
+	pthread_t t[BP_MAX_THREADS];
+	int started[BP_MAX_THREADS] = { 0 };
+	uint32_t k = threads < n ? threads : n;
+	int ret = 0;
+
+	if (k <= 1)
+		return fn(arg, 0, n);
+	for (uint32_t i = 0; i < k; i++)
+		p[i] = (struct bp_par){ fn, arg, (uint32_t)((uint64_t)n * i / k),
+					(uint32_t)((uint64_t)n * (i + 1) / k),
+					0 };
+	for (uint32_t i = 1; i < k; i++)
+		started[i] = !pthread_create(&t[i], NULL, par_main, &p[i]);
+	par_main(&p[0]);
+	for (uint32_t i = 1; i < k; i++) {
+		if (started[i])
+			pthread_join(t[i], NULL);
+		else
+			par_main(&p[i]);	/* no thread: here */
+	}
+	for (uint32_t i = 0; i < k && !ret; i++)
+		ret = p[i].ret;
+	return ret;
+}
+
+/* sequences [i0, i1) of a decode-attention call */
+static int par_attn(void *arg, uint32_t i0, uint32_t i1)
+{
+	struct kvk_attn_args a = *(const struct kvk_attn_args *)arg;
+	size_t per = (size_t)a.nr_kv_heads * a.group * a.head_dim;
+
+	a.nr_seqs = i1 - i0;
+	a.list_base += i0;
+	a.q = (const float *)a.q + i0 * per;
+	a.out = (float *)a.out + i0 * per;
+	return kvk_attn_decode_cpu(&a, NULL);
+}
+
+/* sequences [i0, i1) of a page selection (its outputs are by list) */
+static int par_select(void *arg, uint32_t i0, uint32_t i1)
+{
+	struct kvk_select_args sa = *(const struct kvk_select_args *)arg;
+	size_t per = (size_t)sa.attn.nr_kv_heads * sa.attn.group *
+		     sa.attn.head_dim;
+
+	sa.attn.nr_seqs = i1 - i0;
+	sa.attn.list_base += i0;
+	sa.attn.q = (const float *)sa.attn.q + i0 * per;
+	return kvk_select_pages_cpu(&sa, NULL);
+}
+
+/* the mass of each selected page of lists [i0, i1), by table entry */
+struct bp_mass_job {
+	const struct kva_pool *pool;
+	const float *q;
+	const uint32_t *selt, *seln;
+	float *mass;		/* the step's [lists][width] */
+	double *kept;		/* [lists]: mass kept over all mass */
+	float scale;
+	uint32_t max_tokens;
+};
+
+static int par_mass(void *arg, uint32_t i0, uint32_t i1)
+{
+	const struct bp_mass_job *j = arg;
+	const struct kva_pool *pool = j->pool;
+	uint32_t width = pool->width, tpp = pool->layout[KVA_HI].tokens;
+	float *pm = malloc((size_t)width * 4);
+	float *lg = malloc((size_t)j->max_tokens * 4);
+
+	if (!pm || !lg) {
+		free(pm);
+		free(lg);
+		return -ENOMEM;
+	}
+	for (uint32_t l = i0; l < i1; l++) {
+		float *m = &j->mass[(size_t)l * width];
+		uint32_t np = kvmm_div_round_up(pool->ntokens[2 * l], tpp);
+		uint32_t ns = kvmm_div_round_up(j->seln[2 * l], tpp);
+		double kept = 0, all = 0;
+
+		list_mass(pool, l, &j->q[(size_t)l * BP_GROUP * BP_HD],
+			  j->scale, pm, lg);
+		for (uint32_t i = 0, e = 0; i < ns; i++) {
+			uint32_t p = j->selt[(size_t)l * width + i];
+
+			while (e < np &&
+			       pool->table[(size_t)l * width + e] != p)
+				e++;
+			if (e == np)
+				break;
+			/* selected: at least a trace of mass */
+			m[e] = pm[e] > 1e-9f ? pm[e] : 1e-9f;
+			kept += pm[e];
+		}
+		for (uint32_t e = 0; e < np; e++)
+			all += pm[e];
+		j->kept[l] = all > 0 ? kept / all : 1;
+	}
+	free(pm);
+	free(lg);
+	return 0;
+}
+
+/*
  * --backend cuda: every page of the trace pool at its last step, entry e of
  * list l as page id l * width + e of a pool-shaped array (the decode steps'
  * tokens are there already; a step reads only the tokens it counts).
@@ -369,7 +500,9 @@ static int make_trace(const struct bp_opts *o, struct kvrt_ctx *ctx,
 	struct kvk_attn_args a = { 0 };
 	struct kvk_select_args sa = { 0 };
 	struct kvk_summary_args su = { 0 };
-	float *q = NULL, *od = NULL, *os = NULL, *lg = NULL, *pm = NULL;
+	float *q = NULL, *od = NULL, *os = NULL;
+	double *kept = NULL;
+	struct bp_mass_job mj;
 	uint32_t *lb = NULL, *selt = NULL, *seln = NULL, *upd = NULL;
 	uint8_t *sum = NULL;
 	uint64_t va, pages;
@@ -422,14 +555,13 @@ static int make_trace(const struct bp_opts *o, struct kvrt_ctx *ctx,
 	q = malloc((size_t)lists * BP_GROUP * BP_HD * 4);
 	od = malloc((size_t)lists * BP_GROUP * BP_HD * 4);
 	os = malloc((size_t)lists * BP_GROUP * BP_HD * 4);
-	lg = malloc((size_t)max_tokens * 4);
-	pm = malloc((size_t)width * 4);
+	kept = malloc((size_t)lists * sizeof(double));
 	lb = malloc(B * 4);
 	selt = malloc((size_t)lists * width * 4);
 	seln = malloc((size_t)lists * 2 * 4);
 	upd = malloc((size_t)lists * width * 12);
 	sum = calloc(pages, kvk_summary_row_bytes(BP_HD, KVK_F32));
-	if (!tr->mass || !q || !od || !os || !lg || !pm || !lb || !selt ||
+	if (!tr->mass || !q || !od || !os || !kept || !lb || !selt ||
 	    !seln || !upd || !sum)
 		goto out;
 	for (uint32_t i = 0; i < B; i++)
@@ -506,7 +638,7 @@ static int make_trace(const struct bp_opts *o, struct kvrt_ctx *ctx,
 		a.ntokens = pool->ntokens;
 		a.out = od;
 		t0 = kvmm_now_us();
-		ret = kvk_attn_decode_cpu(&a, NULL);
+		ret = par_for(o->threads, B, par_attn, &a);
 		if (ret)
 			goto out;
 		if (s >= o->warm)
@@ -520,13 +652,13 @@ static int make_trace(const struct bp_opts *o, struct kvrt_ctx *ctx,
 		sa.sel_tables = selt;
 		sa.sel_ntokens = seln;
 		t0 = kvmm_now_us();
-		ret = kvk_select_pages_cpu(&sa, NULL);
+		ret = par_for(o->threads, B, par_select, &sa);
 		if (ret)
 			goto out;
 		a.tables = selt;
 		a.ntokens = seln;
 		a.out = os;
-		ret = kvk_attn_decode_cpu(&a, NULL);
+		ret = par_for(o->threads, B, par_attn, &a);
 		if (ret)
 			goto out;
 		if (s >= o->warm) {
@@ -539,32 +671,17 @@ static int make_trace(const struct bp_opts *o, struct kvrt_ctx *ctx,
 			tr->err_n++;
 		}
 		/* the mass of each selected page, by table entry */
-		for (uint32_t l = 0; l < lists; l++) {
-			float *m = &tr->mass[((size_t)s * lists + l) * width];
-			uint32_t np = kvmm_div_round_up(pool->ntokens[2 * l],
-							tpp);
-			uint32_t ns = kvmm_div_round_up(seln[2 * l], tpp);
-			double kept = 0, all = 0;
-
-			list_mass(pool, l, &q[(size_t)l * BP_GROUP * BP_HD],
-				  a.scale, pm, lg);
-			for (uint32_t i = 0, e = 0; i < ns; i++) {
-				uint32_t p = selt[(size_t)l * width + i];
-
-				while (e < np &&
-				       pool->table[(size_t)l * width + e] != p)
-					e++;
-				if (e == np)
-					break;
-				/* selected: at least a trace of mass */
-				m[e] = pm[e] > 1e-9f ? pm[e] : 1e-9f;
-				kept += pm[e];
-			}
-			for (uint32_t e = 0; e < np; e++)
-				all += pm[e];
-			if (s >= o->warm)
-				tr->mass_kept += all > 0 ? kept / all : 1;
-		}
+		mj = (struct bp_mass_job){
+			.pool = pool, .q = q, .selt = selt, .seln = seln,
+			.mass = &tr->mass[(size_t)s * lists * width],
+			.kept = kept, .scale = a.scale,
+			.max_tokens = max_tokens,
+		};
+		ret = par_for(o->threads, lists, par_mass, &mj);
+		if (ret)
+			goto out;
+		for (uint32_t l = 0; l < lists && s >= o->warm; l++)
+			tr->mass_kept += kept[l];
 	}
 	tr->mass_kept /= (double)o->steps * lists;
 	tr->all_pages = 0;
@@ -580,8 +697,7 @@ out:
 	free(q);
 	free(od);
 	free(os);
-	free(lg);
-	free(pm);
+	free(kept);
 	free(lb);
 	free(selt);
 	free(seln);
@@ -880,14 +996,16 @@ static void usage(FILE *f)
 		"[--ctx N,N..] [--hbm F,F..]\n"
 		"         [--topk K] [--steps S] [--warm W] [--budget-mib M] "
 		"[--hbm-gbs X]\n"
-		"         [--host-gbs X] [--pcie-gbs X] [--seed N] [--check] "
-		"[--json]\n"
+		"         [--host-gbs X] [--pcie-gbs X] [--seed N] [--threads T] "
+		"[--check] [--json]\n"
 		"  Llama-3-8B attention (8 kv-heads, GQA 4, head_dim 128, "
 		"fp16), one layer;\n"
 		"  defaults: batch 2, ctx 8192,16384,32768, hbm 1,0.5,0.25, "
 		"topk ctx/16 tokens,\n"
 		"  16 steps after 8 warm-up steps, 4 MiB migration per step, "
 		"3000/51/55 GB/s\n"
+		"  --threads: phase one's CPU kernels on T threads (the same "
+		"trace)\n"
 		"  --backend cuda: phase two on the GPU (a CUDA space with an "
 		"HBM cap and a\n"
 		"  host-NUMA tier, the attention kernel, the copies on a side "
@@ -1171,6 +1289,7 @@ int cmd_bench_place(int argc, char **argv)
 		{ "host-gbs", required_argument, NULL, 'O' },
 		{ "pcie-gbs", required_argument, NULL, 'P' },
 		{ "seed", required_argument, NULL, 'S' },
+		{ "threads", required_argument, NULL, 'T' },
 		{ "check", no_argument, NULL, 'C' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
@@ -1189,6 +1308,7 @@ int cmd_bench_place(int argc, char **argv)
 		.host_gbs = 51,
 		.pcie_gbs = 55,
 		.seed = 0x91ace,
+		.threads = 1,
 	};
 	uint64_t v;
 	int c, ret;
@@ -1257,6 +1377,11 @@ int cmd_bench_place(int argc, char **argv)
 		case 'S':
 			ret = kvmm_parse_u64("--seed", optarg, 0, UINT64_MAX,
 					     &o.seed);
+			break;
+		case 'T':
+			ret = kvmm_parse_u64("--threads", optarg, 1,
+					     BP_MAX_THREADS, &v);
+			o.threads = (uint32_t)v;
 			break;
 		case 'C':
 			o.check = 1;

@@ -31,6 +31,7 @@ struct bp_opts {
 	double hbm_gbs, host_gbs, pcie_gbs;
 	int json;
 	int check;
+	uint32_t threads;	/* phase one's CPU threads (--threads) */
 	int cuda;		/* --backend cuda: phase two on the GPU */
 	uint64_t seed;
 };

@@ -618,8 +618,8 @@ static int check_step(struct bp_dev *d, const struct kvk_attn_args *ga,
  * @step: the trace's step (its queries)
  * @mass: the step's selection, [lists][width] (> 0: selected); NULL: every
  *	page (dense)
- * @check: compare the output with the CPU reference (dense: the last step
- *	only)
+ * @check: compare the output with the CPU reference, at the last step
+ *	(after every migration of the replay: pages on both tiers)
  *
  * Return: 0 or -errno.
  */
@@ -670,7 +670,7 @@ int bp_dev_attend(struct bp_dev *d, struct kva_pool *pool, uint32_t step,
 	}
 	CUT(cudaEventRecord(d->a1, d->sa));
 	d->timed = 1;
-	if (check && (mass || step + 1 == tr->steps))
+	if (check && step + 1 == tr->steps)
 		return check_step(d, &a, step);
 	return 0;
 }

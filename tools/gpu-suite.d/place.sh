@@ -10,7 +10,7 @@
 # 50% HBM is the first row. PLACE_CTX overrides the contexts.
 
 PLACE_CTX=${PLACE_CTX:-16384,8192}
-PLACE_THREADS=${PLACE_THREADS:-$(nproc)}
+PLACE_THREADS=${PLACE_THREADS:-$(n=$(nproc); echo $((n > 64 ? 64 : n)))}
 say "== kvmm bench place --backend cuda --batch 16 --ctx $PLACE_CTX --hbm 1,0.5,0.25 --threads $PLACE_THREADS --check --json"
 "$B/kvmm" bench place --backend cuda --batch 16 --ctx "$PLACE_CTX" \
 	--hbm 1,0.5,0.25 --threads "$PLACE_THREADS" --check --json \

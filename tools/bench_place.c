@@ -684,6 +684,7 @@ static int make_trace(const struct bp_opts *o, struct kvrt_ctx *ctx,
 			tr->mass_kept += kept[l];
 	}
 	tr->mass_kept /= (double)o->steps * lists;
+	tr->topk = sa.topk;
 	tr->all_pages = 0;
 	for (uint32_t l = 0; l < lists; l++)
 		tr->all_pages += pool->npages[2 * l];
@@ -799,7 +800,7 @@ static int replay(const struct bp_opts *o, const struct bp_trace *tr,
 	mc.hbm_reserve = lists;
 	if (dev) {
 		/* the data in, the copies on the side stream, fenced */
-		ret = bp_dev_begin(dev, pool, &mc);
+		ret = bp_dev_begin(dev, pool, &mc, !dense);
 		if (ret)
 			goto out_fini;
 	}
@@ -809,7 +810,7 @@ static int replay(const struct bp_opts *o, const struct bp_trace *tr,
 	if (!ret && !dense)
 		ret = kva_migrate(pool, &mc, pro, np, dem, nd);
 	if (!ret && dev) {
-		ret = bp_dev_step_end(dev, NULL, NULL, NULL);
+		ret = bp_dev_step_end(dev, NULL);
 		if (ret >= 0)
 			ret = kva_migrate_reclaim(pool, 0);
 		ret = ret < 0 ? ret : 0;
@@ -823,7 +824,8 @@ static int replay(const struct bp_opts *o, const struct bp_trace *tr,
 	for (uint32_t s = 0; s < tr->steps; s++) {
 		const float *m = &tr->mass[(size_t)s * n];
 		double hb = 0, ob = 0, before = (double)mc.bytes_moved;
-		double t0, au = 0, mu = 0, uu = 0;
+		struct bp_step_time st = { 0 };
+		double t0;
 
 		for (uint32_t l = 0; dev && l < lists; l++)
 			npb[l] = pool->npages[2 * l];
@@ -882,7 +884,7 @@ static int replay(const struct bp_opts *o, const struct bp_trace *tr,
 		}
 		if (dev) {
 			/* the step's copies done: the held pages go back */
-			ret = bp_dev_step_end(dev, &au, &mu, &uu);
+			ret = bp_dev_step_end(dev, &st);
 			if (ret >= 0)
 				ret = kva_migrate_reclaim(pool, 0);
 			if (ret < 0)
@@ -902,9 +904,10 @@ static int replay(const struct bp_opts *o, const struct bp_trace *tr,
 			if (dev) {
 				r->model_meas_us += model_meas_us(rt, hb + sum,
 								  ob, mig);
-				r->attn_us += au;
-				r->mig_us += mu;
-				r->up_us += uu;
+				r->select_us += st.select;
+				r->attn_us += st.attn;
+				r->mig_us += st.mig;
+				r->up_us += st.up;
 				r->plan_us += t0;
 			}
 		}
@@ -914,12 +917,13 @@ static int replay(const struct bp_opts *o, const struct bp_trace *tr,
 	r->mig_bytes /= o->steps;
 	r->model_us /= o->steps;
 	r->model_meas_us /= o->steps;
+	r->select_us /= o->steps;
 	r->attn_us /= o->steps;
 	r->mig_us /= o->steps;
 	r->up_us /= o->steps;
 	r->plan_us /= o->steps;
-	/* measured on the device: attention and migration, in sequence */
-	r->step_us = dev ? r->attn_us + r->mig_us : r->model_us;
+	/* measured on the device: selection, attention, migration in turn */
+	r->step_us = dev ? r->select_us + r->attn_us + r->mig_us : r->model_us;
 	r->hit = wsum > 0 ? whit / wsum : 1;
 	if (dev)
 		r->check_err = bp_dev_check_err(dev);
@@ -1024,15 +1028,16 @@ static void cuda_header(const struct bp_opts *o, const struct bp_rates *rt)
 	       "host->HBM %.1f, HBM->host %.1f GB/s\n"
 	       "model: HBM %.0f GB/s, host %.0f GB/s, migration %.0f GB/s; "
 	       "%g MiB migration budget per step; %u steps after %u\n"
-	       "step_us: attention over the step's pages + the migration's "
-	       "copies, CUDA events, in sequence (no overlap); model_us: the "
+	       "step_us = sel_us (summaries + page selection) + attn_us "
+	       "(attention over the step's pages) + mig_us (the migration's "
+	       "copies), CUDA events, in sequence (no overlap); model_us: the "
 	       "model for the same bytes; meas_mod: the model with the rates "
-	       "measured\n\n%6s %5s %-10s %7s %9s %9s %9s %9s %9s %9s %9s %9s "
-	       "%8s %9s %9s\n",
+	       "measured\n\n%6s %5s %-10s %7s %9s %9s %9s %9s %8s %9s %9s %9s "
+	       "%9s %8s %9s %9s\n",
 	       o->batch, rt->hbm_read, rt->host_read, rt->promote, rt->demote,
 	       o->hbm_gbs, o->host_gbs, o->pcie_gbs, o->budget_mib, o->steps,
 	       o->warm, "ctx", "hbm", "policy", "hit", "hbm_MB", "host_MB",
-	       "mig_MB", "step_us", "attn_us", "mig_us", "model_us",
+	       "mig_MB", "step_us", "sel_us", "attn_us", "mig_us", "model_us",
 	       "meas_mod", "vs_dense", "vs_oracle", "err");
 }
 
@@ -1047,14 +1052,15 @@ static void cuda_line(const struct bp_opts *o, const struct bp_trace *tr,
 		       "\"policy\":\"%s\",\"ctx\":%u,\"batch\":%u,"
 		       "\"hbm_fraction\":%.3f,\"hit_ratio\":%.4f,"
 		       "\"step_us\":%.2f,\"step_us_model\":%.2f,"
-		       "\"step_us_model_meas\":%.2f,\"attn_us\":%.2f,"
+		       "\"step_us_model_meas\":%.2f,\"select_us\":%.2f,"
+		       "\"attn_us\":%.2f,"
 		       "\"mig_us\":%.2f,\"upload_us\":%.2f,\"plan_us\":%.0f,"
 		       "\"hbm_bytes\":%.0f,\"host_bytes\":%.0f,"
 		       "\"mig_bytes\":%.0f,\"init_mig_bytes\":%.0f,"
 		       "\"hbm_pages\":%llu,\"vs_dense\":%.3f,",
 		       policy, tr->ctx, o->batch, frac, x->hit, x->step_us,
-		       x->model_us, x->model_meas_us, x->attn_us, x->mig_us,
-		       x->up_us, x->plan_us, x->hbm_bytes, x->host_bytes,
+		       x->model_us, x->model_meas_us, x->select_us, x->attn_us,
+		       x->mig_us, x->up_us, x->plan_us, x->hbm_bytes, x->host_bytes,
 		       x->mig_bytes, x->init_mig_bytes,
 		       (unsigned long long)x->hbm_pages, x->step_us / dense);
 		if (oracle > 0)
@@ -1064,12 +1070,12 @@ static void cuda_line(const struct bp_opts *o, const struct bp_trace *tr,
 		printf("\"err\":%.5f}\n", err);
 		return;
 	}
-	printf("%6u %5.2f %-10s %7.4f %9.2f %9.2f %9.3f %9.2f %9.2f %9.2f "
-	       "%9.2f %9.2f %8.2f ",
+	printf("%6u %5.2f %-10s %7.4f %9.2f %9.2f %9.3f %9.2f %8.2f %9.2f "
+	       "%9.2f %9.2f %9.2f %8.2f ",
 	       tr->ctx, frac, policy, x->hit, x->hbm_bytes / 1e6,
 	       x->host_bytes / 1e6, x->mig_bytes / 1e6, x->step_us,
-	       x->attn_us, x->mig_us, x->model_us, x->model_meas_us,
-	       x->step_us / dense);
+	       x->select_us, x->attn_us, x->mig_us, x->model_us,
+	       x->model_meas_us, x->step_us / dense);
 	if (oracle > 0)
 		printf("%9.2f ", x->step_us / oracle);
 	else

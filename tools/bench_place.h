@@ -40,6 +40,7 @@ struct bp_opts {
 struct bp_trace {
 	uint32_t nr_lists, width, tpp, page_size, steps;
 	uint32_t ctx;
+	uint32_t topk;		/* the selection's pages per list */
 	float *mass;		/* [steps][lists][width]; 0: not selected */
 	double err_sum;		/* relative L2 of sparse vs dense, summed */
 	double err_max;
@@ -72,6 +73,8 @@ struct bp_result {
 	/* --backend cuda, per measured step */
 	double model_us;	/* the model's step time, same bytes */
 	double model_meas_us;	/* the model with the rates measured */
+	double select_us;	/* summaries of the new tokens + the page
+				 * selection kernel, CUDA events */
 	double attn_us;		/* attention, CUDA events */
 	double mig_us;		/* migration copies, CUDA events */
 	double up_us;		/* page-list upload (not in step_us) */
@@ -85,6 +88,14 @@ struct bp_rates {
 	double host_read;	/* the same kernel over host-NUMA granules */
 	double promote;		/* page copy host -> HBM (kva_copy_pages) */
 	double demote;		/* page copy HBM -> host */
+};
+
+/* what one step took on the device (bp_dev_step_end()), us */
+struct bp_step_time {
+	double up;		/* page-list upload */
+	double select;		/* summaries + selection (sparse steps) */
+	double attn;		/* attention */
+	double mig;		/* migration copies (0: none) */
 };
 
 struct kvrt_ctx;
@@ -102,13 +113,12 @@ void bp_dev_close(struct bp_dev *d);
 struct kvrt_ctx *bp_dev_ctx(struct bp_dev *d);
 int bp_dev_trace(struct bp_dev *d, const struct bp_trace *tr);
 int bp_dev_begin(struct bp_dev *d, struct kva_pool *pool,
-		 struct kva_migrate_control *mc);
+		 struct kva_migrate_control *mc, int sparse);
 int bp_dev_new_pages(struct bp_dev *d, struct kva_pool *pool,
 		     const uint32_t *npages_before);
 int bp_dev_attend(struct bp_dev *d, struct kva_pool *pool, uint32_t step,
 		  const float *mass, int check);
-int bp_dev_step_end(struct bp_dev *d, double *attn_us, double *mig_us,
-		    double *up_us);
+int bp_dev_step_end(struct bp_dev *d, struct bp_step_time *t);
 double bp_dev_check_err(const struct bp_dev *d);
 void bp_dev_end(struct bp_dev *d);
 

@@ -8,9 +8,13 @@
  * the HBM cap, host-NUMA granules for the rest, all in one device VA. The
  * pages are filled with the trace's data; each step uploads the step's
  * page lists (the recorded selection mapped to the pool's current page
- * ids, or every page for the dense reference), runs the paged decode
- * attention (kvk_attn_decode_cuda(), fp16 queries: the tensor-core
- * version) over them, where a page on the host tier is read over PCIe
+ * ids, or every page for the dense reference), folds the new tokens into
+ * the page summaries and runs the page selection kernel over the step's
+ * tables (kvk_page_summary_cuda(), kvk_select_pages_cuda(): the cost of
+ * choosing; its choice is not used, the trace's is, so that every replay
+ * reads the same pages), runs the paged decode attention
+ * (kvk_attn_decode_cuda(), fp16 queries: the tensor-core version) over
+ * them, where a page on the host tier is read over PCIe
  * through the same VA, and queues the policy's migration (kva_migrate()
  * with its copy hook: kva_copy_pages_cuda() on a side stream, demotions
  * then promotions, after the step's attention; the moved-from pages held
@@ -32,6 +36,7 @@
 
 #include "kvk_cudart.h"
 #include "kvk_mem.h"
+#include "select.h"
 
 #define G2 KVRT_GRANULE_SIZE
 #define WHO "kvmm bench place"
@@ -43,9 +48,10 @@ struct bp_dev {
 	struct kvrt_ctx *ctx;
 	struct kvrt_stream *ks, *kc;	/* attention, copies */
 	cudaStream_t sa, sc;
-	cudaEvent_t u0, a0, a1, m0, m1;
+	cudaEvent_t u0, s0, a0, a1, m0, m1;
 	int migrated;			/* copies queued in this step */
 	int timed;			/* a0/a1 recorded in this step */
+	int selected;			/* s0 recorded in this step */
 
 	/* per trace */
 	const struct bp_trace *tr;
@@ -58,11 +64,18 @@ struct bp_dev {
 	void *d_out;
 	uint16_t *h_out, *ref_out;	/* [lists][GROUP][HD] fp16 */
 	uint32_t *ref_tab;		/* [lists][width]: staged ids */
+	uint32_t *h_ftab, *d_ftab;	/* [lists][width]: the full tables */
+	uint32_t *h_fntok, *d_fntok;	/* [lists][2] */
+	uint32_t *d_selt, *d_seln;	/* the selection kernel's output */
 	void *work;
 	size_t work_bytes;
 
 	/* per replay */
 	struct kva_pool *pool;
+	int sparse;			/* summaries and selection timed */
+	float *d_sum;			/* [page ids][2][HD] min, max */
+	uint32_t *h_upd, *d_upd;	/* summary updates of one step */
+	uint32_t upd_n, upd_cap;	/* entries of 3 words */
 	uint32_t *h_mv, *d_mv;		/* move lists of one step */
 	uint32_t mv_n, mv_cap;
 	double check_err;
@@ -263,6 +276,7 @@ int bp_dev_open(struct bp_dev **out, struct bp_rates *rates)
 	d->sa = (cudaStream_t)kvrt_stream_handle(d->ks);
 	d->sc = (cudaStream_t)kvrt_stream_handle(d->kc);
 	if (cudaEventCreate(&d->u0) != cudaSuccess ||
+	    cudaEventCreate(&d->s0) != cudaSuccess ||
 	    cudaEventCreate(&d->a0) != cudaSuccess ||
 	    cudaEventCreate(&d->a1) != cudaSuccess ||
 	    cudaEventCreate(&d->m0) != cudaSuccess ||
@@ -292,6 +306,8 @@ void bp_dev_close(struct bp_dev *d)
 	cudaFree(d->work);
 	if (d->u0)
 		cudaEventDestroy(d->u0);
+	if (d->s0)
+		cudaEventDestroy(d->s0);
 	if (d->a0)
 		cudaEventDestroy(d->a0);
 	if (d->a1)
@@ -318,8 +334,14 @@ static void trace_free(struct bp_dev *d)
 	cudaFree(d->d_ntok);
 	cudaFree(d->d_lb);
 	cudaFree(d->d_out);
+	cudaFree(d->d_ftab);
+	cudaFree(d->d_fntok);
+	cudaFree(d->d_selt);
+	cudaFree(d->d_seln);
 	cudaFreeHost(d->h_tab);
 	cudaFreeHost(d->h_ntok);
+	cudaFreeHost(d->h_ftab);
+	cudaFreeHost(d->h_fntok);
 	free(d->hq);
 	free(d->h_lb);
 	free(d->h_out);
@@ -327,6 +349,8 @@ static void trace_free(struct bp_dev *d)
 	free(d->ref_tab);
 	d->dq = d->d_tab = d->d_ntok = d->d_lb = d->d_out = NULL;
 	d->h_tab = d->h_ntok = d->h_lb = d->ref_tab = NULL;
+	d->d_ftab = d->d_fntok = d->d_selt = d->d_seln = NULL;
+	d->h_ftab = d->h_fntok = NULL;
 	d->hq = d->h_out = d->ref_out = NULL;
 	d->tr = NULL;
 }
@@ -381,8 +405,16 @@ int bp_dev_trace(struct bp_dev *d, const struct bp_trace *tr)
 	    cudaMalloc((void **)&d->d_lb, tr->nr_lists / BP_KVH * 4) !=
 		    cudaSuccess ||
 	    cudaMalloc(&d->d_out, out) != cudaSuccess ||
+	    cudaMalloc((void **)&d->d_ftab, tab) != cudaSuccess ||
+	    cudaMalloc((void **)&d->d_fntok, tr->nr_lists * 8) !=
+		    cudaSuccess ||
+	    cudaMalloc((void **)&d->d_selt, tab) != cudaSuccess ||
+	    cudaMalloc((void **)&d->d_seln, tr->nr_lists * 8) != cudaSuccess ||
 	    cudaMallocHost((void **)&d->h_tab, tab) != cudaSuccess ||
 	    cudaMallocHost((void **)&d->h_ntok, tr->nr_lists * 8) !=
+		    cudaSuccess ||
+	    cudaMallocHost((void **)&d->h_ftab, tab) != cudaSuccess ||
+	    cudaMallocHost((void **)&d->h_fntok, tr->nr_lists * 8) !=
 		    cudaSuccess) {
 		int ret = cu_fail(cudaGetLastError(), "trace buffers");
 
@@ -450,13 +482,61 @@ static int upload_entries(struct bp_dev *d, struct kva_pool *pool,
 	return 0;
 }
 
+/* tokens of entry @e of list @l now */
+static uint32_t entry_tokens(const struct kva_pool *pool, uint32_t l,
+			     uint32_t e)
+{
+	uint32_t n = pool->ntokens[2 * l], tpp = pool->layout[KVA_HI].tokens;
+
+	return n - e * tpp < tpp ? n - e * tpp : tpp;
+}
+
+/* queue kvk_page_summary_cuda() over d->h_upd[from, upd_n) on @st */
+static int summarize(struct bp_dev *d, uint32_t from, cudaStream_t st)
+{
+	struct kva_pool *pool = d->pool;
+	struct kvk_summary_args u = {
+		.pool = pool->base,
+		.page_size = pool->page_size,
+		.pages_per_granule = pool->pages_per_granule,
+		.head_dim = BP_HD,
+		.tier = d->tr->tier,
+		.nr = d->upd_n - from,
+		.upd = d->d_upd + 3 * (size_t)from,
+		.summary = d->d_sum,
+		.sum_dtype = KVK_F32,
+	};
+
+	if (!u.nr)
+		return 0;
+	CUT(cudaMemcpyAsync(d->d_upd + 3 * (size_t)from,
+			    d->h_upd + 3 * (size_t)from, (size_t)u.nr * 12,
+			    cudaMemcpyHostToDevice, st));
+	return kvk_page_summary_cuda(&u, st);
+}
+
+/* one summary update: page @p reset to the tokens of entry (@l, @e) */
+static int upd_add(struct bp_dev *d, uint32_t p, uint32_t l, uint32_t e)
+{
+	uint32_t *u = d->h_upd + 3 * (size_t)d->upd_n;
+
+	if (d->upd_n >= d->upd_cap)
+		return -ENOSPC;
+	u[0] = p;
+	u[1] = 0;
+	u[2] = entry_tokens(d->pool, l, e);
+	d->upd_n++;
+	return 0;
+}
+
 /* struct kva_migrate_control @copy: queue one batch on the side stream */
 static int dev_copy(void *arg, const uint32_t *src, const uint32_t *dst,
 		    uint32_t n)
 {
 	struct bp_dev *d = arg;
 	struct kva_pool *pool = d->pool;
-	uint32_t *h = d->h_mv + d->mv_n;
+	uint32_t *h = d->h_mv + d->mv_n, from;
+	int ret;
 
 	if (d->mv_n + 2 * (uint64_t)n > d->mv_cap)
 		return -ENOSPC;
@@ -471,10 +551,18 @@ static int dev_copy(void *arg, const uint32_t *src, const uint32_t *dst,
 	CUT(cudaMemcpyAsync(d->d_mv + d->mv_n, h, 2 * (size_t)n * 4,
 			    cudaMemcpyHostToDevice, d->sc));
 	d->mv_n += 2 * n;
-	return kva_copy_pages_cuda(pool->base, pool->page_size,
-				   pool->pages_per_granule,
-				   d->d_mv + d->mv_n - 2 * n,
-				   d->d_mv + d->mv_n - n, n, d->sc);
+	ret = kva_copy_pages_cuda(pool->base, pool->page_size,
+				  pool->pages_per_granule,
+				  d->d_mv + d->mv_n - 2 * n, d->d_mv + d->mv_n - n,
+				  n, d->sc);
+	if (ret || !d->sparse)
+		return ret;
+	/* the summaries follow the pages (by page id): the destinations' */
+	from = d->upd_n;
+	for (uint32_t i = 0; i < n && !ret; i++)
+		ret = upd_add(d, dst[i], pool->page_list[src[i]],
+			      pool->page_pos[src[i]]);
+	return ret ? ret : summarize(d, from, d->sc);
 }
 
 /**
@@ -482,11 +570,12 @@ static int dev_copy(void *arg, const uint32_t *src, const uint32_t *dst,
  * @d: the device half, with a trace
  * @pool: the replay's pool, filled (kva_admit'ed) in bp_dev_ctx()'s space
  * @mc: its migration control: the copy hook, the attention stream fenced
+ * @sparse: keep page summaries (by page id) and time the selection
  *
  * Return: 0 or -errno.
  */
 int bp_dev_begin(struct bp_dev *d, struct kva_pool *pool,
-		 struct kva_migrate_control *mc)
+		 struct kva_migrate_control *mc, int sparse)
 {
 	const struct bp_trace *tr = d->tr;
 	struct kvk_attn_args a;
@@ -500,15 +589,26 @@ int bp_dev_begin(struct bp_dev *d, struct kva_pool *pool,
 		return -EINVAL;
 	}
 	d->pool = pool;
+	d->sparse = sparse;
 	d->mv_cap = 2 * pool->nr_page_ids;
 	d->mv_n = 0;
+	d->upd_cap = 2 * pool->nr_page_ids + tr->nr_lists;
+	d->upd_n = 0;
 	d->migrated = 0;
 	d->check_err = 0;
 	if (cudaMallocHost((void **)&d->h_mv, (size_t)d->mv_cap * 4) !=
 		    cudaSuccess ||
 	    cudaMalloc((void **)&d->d_mv, (size_t)d->mv_cap * 4) !=
-		    cudaSuccess)
-		return cu_fail(cudaGetLastError(), "move lists");
+		    cudaSuccess ||
+	    (sparse &&
+	     (cudaMallocHost((void **)&d->h_upd, (size_t)d->upd_cap * 12) !=
+		      cudaSuccess ||
+	      cudaMalloc((void **)&d->d_upd, (size_t)d->upd_cap * 12) !=
+		      cudaSuccess ||
+	      cudaMalloc((void **)&d->d_sum, (size_t)pool->nr_page_ids * 2 *
+						     BP_HD * 4) !=
+		      cudaSuccess)))
+		return cu_fail(cudaGetLastError(), "move and summary lists");
 	attn_args(d, pool, &a);
 	wb = kvk_attn_work_bytes(&a);
 	if (wb > d->work_bytes) {
@@ -520,6 +620,20 @@ int bp_dev_begin(struct bp_dev *d, struct kva_pool *pool,
 	}
 	for (uint32_t l = 0; l < tr->nr_lists; l++) {
 		ret = upload_entries(d, pool, l, 0, pool->npages[2 * l]);
+		if (ret)
+			return ret;
+	}
+	/* every page's summary, from its data */
+	for (uint32_t l = 0; sparse && l < tr->nr_lists; l++)
+		for (uint32_t e = 0; e < pool->npages[2 * l]; e++) {
+			ret = upd_add(d, pool->table[(size_t)l * pool->width +
+						     e],
+				      l, e);
+			if (ret)
+				return ret;
+		}
+	if (sparse) {
+		ret = summarize(d, 0, d->sa);
 		if (ret)
 			return ret;
 	}
@@ -611,6 +725,70 @@ static int check_step(struct bp_dev *d, const struct kvk_attn_args *ga,
 	return 0;
 }
 
+/*
+ * The cost of choosing the step's pages on the device: the step's full
+ * tables up, the summary of each list's newest page (its new token), then
+ * the selection kernel over every page's summary; from event s0. Its
+ * choice is not read: the attention reads the trace's.
+ */
+static int select_step(struct bp_dev *d, struct kva_pool *pool,
+		       const struct kvk_attn_args *a)
+{
+	const struct bp_trace *tr = d->tr;
+	uint32_t W = pool->width, tpp = tr->tpp, from = d->upd_n;
+	struct kvk_select_args sa = { 0 };
+	struct kvk_summary_args u;
+	int ret;
+
+	memcpy(d->h_ftab, pool->table, (size_t)tr->nr_lists * W * 4);
+	memcpy(d->h_fntok, pool->ntokens, (size_t)tr->nr_lists * 8);
+	CUT(cudaMemcpyAsync(d->d_ftab, d->h_ftab, (size_t)tr->nr_lists * W * 4,
+			    cudaMemcpyHostToDevice, d->sa));
+	CUT(cudaMemcpyAsync(d->d_fntok, d->h_fntok, (size_t)tr->nr_lists * 8,
+			    cudaMemcpyHostToDevice, d->sa));
+	for (uint32_t l = 0; l < tr->nr_lists; l++) {
+		uint32_t e = (pool->ntokens[2 * l] - 1) / tpp;
+
+		ret = upd_add(d, pool->table[(size_t)l * W + e], l, e);
+		if (ret)
+			return ret;
+	}
+	CUT(cudaMemcpyAsync(d->d_upd + 3 * (size_t)from,
+			    d->h_upd + 3 * (size_t)from,
+			    (size_t)(d->upd_n - from) * 12,
+			    cudaMemcpyHostToDevice, d->sa));
+	CUT(cudaEventRecord(d->s0, d->sa));
+	d->selected = 1;
+	u = (struct kvk_summary_args){
+		.pool = pool->base,
+		.page_size = pool->page_size,
+		.pages_per_granule = pool->pages_per_granule,
+		.head_dim = BP_HD,
+		.tier = tr->tier,
+		.nr = d->upd_n - from,
+		.upd = d->d_upd + 3 * (size_t)from,
+		.summary = d->d_sum,
+		.sum_dtype = KVK_F32,
+	};
+	ret = kvk_page_summary_cuda(&u, d->sa);
+	sa.attn = *a;
+	sa.attn.tables = d->d_ftab;
+	sa.attn.ntokens = d->d_fntok;
+	sa.summary = d->d_sum;
+	sa.sum_dtype = KVK_F32;
+	sa.topk = tr->topk;
+	sa.window = 64;
+	sa.sink = 1;
+	sa.sel_tables = d->d_selt;
+	sa.sel_ntokens = d->d_seln;
+	if (!ret)
+		ret = kvk_select_pages_cuda(&sa, d->sa);
+	if (ret)
+		fprintf(stderr, WHO ": the summary or selection kernel did not "
+			"start (%s)\n", strerror(-ret));
+	return ret;
+}
+
 /**
  * bp_dev_attend() - queue one step's page lists and attention
  * @d: the device half
@@ -661,6 +839,11 @@ int bp_dev_attend(struct bp_dev *d, struct kva_pool *pool, uint32_t step,
 			    cudaMemcpyHostToDevice, d->sa));
 	CUT(cudaMemcpyAsync(d->d_ntok, d->h_ntok, (size_t)tr->nr_lists * 8,
 			    cudaMemcpyHostToDevice, d->sa));
+	if (mass && d->sparse) {
+		ret = select_step(d, pool, &a);
+		if (ret)
+			return ret;
+	}
 	CUT(cudaEventRecord(d->a0, d->sa));
 	ret = kvk_attn_decode_cuda(&a, d->sa);
 	if (ret) {
@@ -678,14 +861,11 @@ int bp_dev_attend(struct bp_dev *d, struct kva_pool *pool, uint32_t step,
 /**
  * bp_dev_step_end() - wait for the step, read its events
  * @d: the device half
- * @attn_us: out (may be NULL): attention, device time
- * @mig_us: out (may be NULL): the migration's copies (0 when none)
- * @up_us: out (may be NULL): the page lists' upload
+ * @t: out (may be NULL): the step's device times
  *
  * Return: 0 or -errno (a failure of anything queued in the step).
  */
-int bp_dev_step_end(struct bp_dev *d, double *attn_us, double *mig_us,
-		    double *up_us)
+int bp_dev_step_end(struct bp_dev *d, struct bp_step_time *t)
 {
 	float ms;
 
@@ -693,23 +873,29 @@ int bp_dev_step_end(struct bp_dev *d, double *attn_us, double *mig_us,
 		CUT(cudaEventRecord(d->m1, d->sc));
 	CUT(cudaStreamSynchronize(d->sc));
 	CUT(cudaStreamSynchronize(d->sa));
-	if (attn_us && d->timed) {
-		CUT(cudaEventElapsedTime(&ms, d->a0, d->a1));
-		*attn_us = ms * 1e3;
-		CUT(cudaEventElapsedTime(&ms, d->u0, d->a0));
-		if (up_us)
-			*up_us = ms * 1e3;
-	}
-	if (mig_us) {
-		*mig_us = 0;
+	if (t) {
+		memset(t, 0, sizeof(*t));
+		if (d->timed) {
+			CUT(cudaEventElapsedTime(&ms, d->a0, d->a1));
+			t->attn = ms * 1e3;
+			CUT(cudaEventElapsedTime(&ms, d->u0,
+						 d->selected ? d->s0 : d->a0));
+			t->up = ms * 1e3;
+		}
+		if (d->selected) {
+			CUT(cudaEventElapsedTime(&ms, d->s0, d->a0));
+			t->select = ms * 1e3;
+		}
 		if (d->migrated) {
 			CUT(cudaEventElapsedTime(&ms, d->m0, d->m1));
-			*mig_us = ms * 1e3;
+			t->mig = ms * 1e3;
 		}
 	}
 	d->migrated = 0;
 	d->timed = 0;
+	d->selected = 0;
 	d->mv_n = 0;
+	d->upd_n = 0;
 	return 0;
 }
 
@@ -723,10 +909,14 @@ void bp_dev_end(struct bp_dev *d)
 	cudaStreamSynchronize(d->sa);
 	cudaFreeHost(d->h_mv);
 	cudaFree(d->d_mv);
-	d->h_mv = d->d_mv = NULL;
+	cudaFreeHost(d->h_upd);
+	cudaFree(d->d_upd);
+	cudaFree(d->d_sum);
+	d->h_mv = d->d_mv = d->h_upd = d->d_upd = NULL;
+	d->d_sum = NULL;
 	d->pool = NULL;
-	d->migrated = d->timed = 0;
-	d->mv_n = 0;
+	d->migrated = d->timed = d->selected = 0;
+	d->mv_n = d->upd_n = 0;
 }
 
 #else /* !KVMM_HAVE_CUDA */
@@ -759,11 +949,12 @@ int bp_dev_trace(struct bp_dev *d, const struct bp_trace *tr)
 }
 
 int bp_dev_begin(struct bp_dev *d, struct kva_pool *pool,
-		 struct kva_migrate_control *mc)
+		 struct kva_migrate_control *mc, int sparse)
 {
 	(void)d;
 	(void)pool;
 	(void)mc;
+	(void)sparse;
 	return -ENODEV;
 }
 
@@ -787,13 +978,10 @@ int bp_dev_attend(struct bp_dev *d, struct kva_pool *pool, uint32_t step,
 	return -ENODEV;
 }
 
-int bp_dev_step_end(struct bp_dev *d, double *attn_us, double *mig_us,
-		    double *up_us)
+int bp_dev_step_end(struct bp_dev *d, struct bp_step_time *t)
 {
 	(void)d;
-	(void)attn_us;
-	(void)mig_us;
-	(void)up_us;
+	(void)t;
 	return -ENODEV;
 }
 

@@ -28,17 +28,17 @@ if head:
           " / %.0f)" % (r["hbm_read_gbs"], r["host_read_gbs"],
                         r["promote_gbs"], r["demote_gbs"], m["hbm_gbs"],
                         m["host_gbs"], m["pcie_gbs"]))
-print("%6s %5s %-10s %7s %9s %9s %9s %9s %9s %9s %8s %9s %10s" % (
-    "ctx", "hbm", "policy", "hit", "host_MB", "mig_MB", "step_us",
+print("%6s %5s %-10s %7s %9s %9s %9s %9s %9s %9s %9s %8s %9s %10s" % (
+    "ctx", "hbm", "policy", "hit", "host_MB", "mig_MB", "step_us", "sel_us",
     "attn_us", "mig_us", "model_us", "vs_dense", "vs_oracle", "gpu_vs_cpu"))
 for l in lines:
     if "policy" not in l:
         continue
-    print("%6d %5.2f %-10s %7.4f %9.2f %9.3f %9.2f %9.2f %9.2f %9.2f %8.2f"
-          " %9s %10s" % (
+    print("%6d %5.2f %-10s %7.4f %9.2f %9.3f %9.2f %9.2f %9.2f %9.2f %9.2f"
+          " %8.2f %9s %10s" % (
               l["ctx"], l["hbm_fraction"], l["policy"], l["hit_ratio"],
               l["host_bytes"] / 1e6, l["mig_bytes"] / 1e6, l["step_us"],
-              l["attn_us"], l["mig_us"], l["step_us_model"], l["vs_dense"],
+              l["select_us"], l["attn_us"], l["mig_us"], l["step_us_model"], l["vs_dense"],
               "%.2f" % l["vs_oracle"] if "vs_oracle" in l else "",
               "%.1e" % l["check_err"] if "check_err" in l else ""))
 EOF

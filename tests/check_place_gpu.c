@@ -212,7 +212,7 @@ START_TEST(test_two_tier_attn_cuda)
 	struct kvk_attn_args a, r;
 	uint32_t *host, *hbm, *tab, *rtab, W, tpp, nh_sel = 0, nb_sel = 0;
 	uint8_t *stage, *page;
-	uint64_t stage_bytes;
+	uint64_t stage_bytes, need;
 	size_t nq = (size_t)lists * TT_GROUP * TT_HD, wb;
 	uint16_t *q16, *o_gpu, *o_cpu;
 	float *x, *y;
@@ -227,13 +227,9 @@ START_TEST(test_two_tier_attn_cuda)
 	ck_assert_int_eq(kva_pool_create(&pp, &pool), 0);
 	/* 2 granules of HBM, the rest from the host tier, 2 spare */
 	ck_assert_int_eq(kva_pool_set_mem_budget(pool, KVA_MEM_HBM, 2 * G2), 0);
-	ck_assert_int_eq(kva_pool_grow_auto(
-				 pool, (uint32_t)((uint64_t)kva_admit_pages(
-							  pool, TT_TOKENS) *
-							  lists /
-							  pool->pages_per_granule +
-						  3)),
-			 0);
+	need = (uint64_t)kva_admit_pages(pool, TT_TOKENS) * lists;
+	need = need / pool->pages_per_granule + 3;
+	ck_assert_int_eq(kva_pool_grow_auto(pool, (uint32_t)need), 0);
 	ret = kva_check(pool, why, sizeof(why));
 	ck_assert_msg(!ret, "%s", why);
 	for (uint32_t i = 0; i < TT_SEQS; i++)

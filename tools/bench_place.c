@@ -199,6 +199,15 @@ static void gen_query(struct bp_gen *g, struct bp_list *l, uint32_t np,
 	}
 }
 
+/**
+ * bp_trace_pool() - the bench's pool: one layer of 8 kv-heads, fp16 pages
+ * @ctx: runtime context (host, or CUDA for --backend cuda)
+ * @B: sequence slots
+ * @max_tokens: most tokens per sequence
+ * @va: reservation and budget, bytes
+ *
+ * Return: the pool (a host pool whatever the context), NULL on failure.
+ */
 struct kva_pool *bp_trace_pool(struct kvrt_ctx *ctx, uint32_t B,
 			       uint32_t max_tokens, uint64_t va)
 {
@@ -221,7 +230,14 @@ struct kva_pool *bp_trace_pool(struct kvrt_ctx *ctx, uint32_t B,
 	return kva_pool_create(&p, &pool) ? NULL : pool;
 }
 
-/* admit @B sequences of @ctx tokens, high tier only */
+/**
+ * bp_fill_pool() - admit @B sequences of @ctx tokens, high tier only
+ * @pool: from bp_trace_pool(), empty
+ * @B: sequences (slots 0..B-1)
+ * @ctx: tokens each
+ *
+ * Return: 0 or the allocator's -errno.
+ */
 int bp_fill_pool(struct kva_pool *pool, uint32_t B, uint32_t ctx)
 {
 	uint32_t slots[64], prompt[64], *hi, *lo;
@@ -257,7 +273,16 @@ int bp_fill_pool(struct kva_pool *pool, uint32_t B, uint32_t ctx)
 	return ret;
 }
 
-/* one decode token for every list: a page where needed, counts + 1 */
+/**
+ * bp_append_token() - one decode token for every list of @B sequences
+ * @pool: the pool
+ * @B: sequences
+ *
+ * A page where a list needs one (growing the pool first when fewer pages
+ * than lists are free), then every list's count + 1.
+ *
+ * Return: 0 or the allocator's -errno.
+ */
 int bp_append_token(struct kva_pool *pool, uint32_t B)
 {
 	uint32_t slots[64];
@@ -323,6 +348,14 @@ static void list_mass(const struct kva_pool *pool, uint32_t list,
 	}
 }
 
+/**
+ * bp_rel_l2() - relative L2 distance of @x from @ref
+ * @x: values
+ * @ref: reference
+ * @n: entries
+ *
+ * Return: |x - ref| / |ref| (|x - ref| when @ref is zero).
+ */
 double bp_rel_l2(const float *x, const float *ref, size_t n)
 {
 	double a = 0, b = 0;
@@ -367,9 +400,12 @@ static int par_for(uint32_t threads, uint32_t n,
 	if (k <= 1)
 		return fn(arg, 0, n);
 	for (uint32_t i = 0; i < k; i++)
-		p[i] = (struct bp_par){ fn, arg, (uint32_t)((uint64_t)n * i / k),
-					(uint32_t)((uint64_t)n * (i + 1) / k),
-					0 };
+		p[i] = (struct bp_par){
+			.fn = fn,
+			.arg = arg,
+			.i0 = (uint32_t)((uint64_t)n * i / k),
+			.i1 = (uint32_t)((uint64_t)n * (i + 1) / k),
+		};
 	for (uint32_t i = 1; i < k; i++)
 		started[i] = !pthread_create(&t[i], NULL, par_main, &p[i]);
 	par_main(&p[0]);
@@ -1000,8 +1036,8 @@ static void usage(FILE *f)
 		"[--ctx N,N..] [--hbm F,F..]\n"
 		"         [--topk K] [--steps S] [--warm W] [--budget-mib M] "
 		"[--hbm-gbs X]\n"
-		"         [--host-gbs X] [--pcie-gbs X] [--seed N] [--threads T] "
-		"[--check] [--json]\n"
+		"         [--host-gbs X] [--pcie-gbs X] [--seed N] "
+		"[--threads T] [--check] [--json]\n"
 		"  Llama-3-8B attention (8 kv-heads, GQA 4, head_dim 128, "
 		"fp16), one layer;\n"
 		"  defaults: batch 2, ctx 8192,16384,32768, hbm 1,0.5,0.25, "
@@ -1014,8 +1050,8 @@ static void usage(FILE *f)
 		"HBM cap and a\n"
 		"  host-NUMA tier, the attention kernel, the copies on a side "
 		"stream), measured\n"
-		"  beside the model; --check there also compares the GPU output "
-		"with the CPU's\n");
+		"  beside the model; --check there also compares the GPU "
+		"output with the CPU's\n");
 }
 
 static void cuda_header(const struct bp_opts *o, const struct bp_rates *rt)
@@ -1060,8 +1096,8 @@ static void cuda_line(const struct bp_opts *o, const struct bp_trace *tr,
 		       "\"hbm_pages\":%llu,\"vs_dense\":%.3f,",
 		       policy, tr->ctx, o->batch, frac, x->hit, x->step_us,
 		       x->model_us, x->model_meas_us, x->select_us, x->attn_us,
-		       x->mig_us, x->up_us, x->plan_us, x->hbm_bytes, x->host_bytes,
-		       x->mig_bytes, x->init_mig_bytes,
+		       x->mig_us, x->up_us, x->plan_us, x->hbm_bytes,
+		       x->host_bytes, x->mig_bytes, x->init_mig_bytes,
 		       (unsigned long long)x->hbm_pages, x->step_us / dense);
 		if (oracle > 0)
 			printf("\"vs_oracle\":%.3f,", x->step_us / oracle);
@@ -1103,8 +1139,8 @@ static int place_cuda(const struct bp_opts *o, struct bp_dev *dev,
 		goto out;
 	cuda_line(o, tr, "dense", 1, &dres, dres.step_us, 0, 0);
 	if (!o->json)
-		printf("%6s (cpu phase one: dense %.0f us, select+sparse %.0f us "
-		       "per step; selection keeps %.1f%% of the mass)\n", "",
+		printf("%6s (cpu phase one: dense %.0f us, select+sparse %.0f "
+		       "us per step; selection keeps %.1f%% of the mass)\n", "",
 		       tr->dense_us / o->steps, tr->sparse_us / o->steps,
 		       100 * tr->mass_kept);
 	for (uint32_t f = 0; f < o->nr_frac; f++) {
@@ -1150,7 +1186,8 @@ static int place_run(const struct bp_opts *o)
 	}
 	if (o->cuda && o->json)
 		printf("{\"bench\":\"place\",\"backend\":\"cuda\","
-		       "\"rates\":{\"hbm_read_gbs\":%.1f,\"host_read_gbs\":%.2f,"
+		       "\"rates\":{\"hbm_read_gbs\":%.1f,"
+		       "\"host_read_gbs\":%.2f,"
 		       "\"promote_gbs\":%.2f,\"demote_gbs\":%.2f},"
 		       "\"model\":{\"hbm_gbs\":%.0f,\"host_gbs\":%.0f,"
 		       "\"pcie_gbs\":%.0f},\"batch\":%u,\"steps\":%u,"

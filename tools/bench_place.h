@@ -53,11 +53,12 @@ struct bp_trace {
 	 * needs to hold the same data and ask the same questions
 	 */
 	float *q;		/* [steps][lists][GROUP][HD]: the queries */
-	uint8_t *stage;		/* every page of the trace at its last step,
-				 * (list, entry) as page id list * width +
-				 * entry in the pool layout of @stage_ppg
-				 * pages per 2 MiB (so the CPU attention
-				 * reads it as a pool) */
+	/*
+	 * every page of the trace at its last step, (list, entry) as page
+	 * id list * width + entry in the pool layout of @stage_ppg pages per
+	 * 2 MiB (so the CPU attention reads it as a pool)
+	 */
+	uint8_t *stage;
 	uint64_t stage_bytes;
 	uint32_t stage_ppg;
 	struct kvk_attn_tier tier; /* the pages' layout */
@@ -86,7 +87,7 @@ struct bp_result {
 struct bp_rates {
 	double hbm_read;	/* streaming read of device granules */
 	double host_read;	/* the same kernel over host-NUMA granules */
-	double promote;		/* page copy host -> HBM (kva_copy_pages) */
+	double promote;		/* page copy host -> HBM */
 	double demote;		/* page copy HBM -> host */
 };
 

@@ -94,11 +94,24 @@ static int cu_fail(cudaError_t e, const char *what)
 			return cu_fail(__e, #x);                               \
 	} while (0)
 
+/**
+ * bp_dev_ctx() - the CUDA context the replays' pools are made in
+ * @d: the device half
+ *
+ * Return: the context.
+ */
 struct kvrt_ctx *bp_dev_ctx(struct bp_dev *d)
 {
 	return d->ctx;
 }
 
+/**
+ * bp_dev_check_err() - the last replay's --check result
+ * @d: the device half
+ *
+ * Return: the relative L2 of the GPU's output against the CPU reference
+ * at the replay's last step (0 without --check).
+ */
 double bp_dev_check_err(const struct bp_dev *d)
 {
 	return d->check_err;
@@ -553,8 +566,8 @@ static int dev_copy(void *arg, const uint32_t *src, const uint32_t *dst,
 	d->mv_n += 2 * n;
 	ret = kva_copy_pages_cuda(pool->base, pool->page_size,
 				  pool->pages_per_granule,
-				  d->d_mv + d->mv_n - 2 * n, d->d_mv + d->mv_n - n,
-				  n, d->sc);
+				  d->d_mv + d->mv_n - 2 * n,
+				  d->d_mv + d->mv_n - n, n, d->sc);
 	if (ret || !d->sparse)
 		return ret;
 	/* the summaries follow the pages (by page id): the destinations' */

@@ -664,6 +664,23 @@ struct kva_migrate_control {
 					 * the old tables: the pages moved
 					 * from are held until it completes */
 	uint32_t nr_streams;
+	/*
+	 * The page copy. NULL: page by page through the runtime
+	 * (kvrt_memcpy_from() then kvrt_memcpy_to(), synchronous). Otherwise
+	 * called once for the demotions, then once for the promotions (each
+	 * a batch of independent moves: no destination is a source of its
+	 * batch, and a promotion may land on a page the demotions left), in
+	 * that order, with the pool's page ids; it may only queue the copies
+	 * (a side stream: kva_copy_pages_cuda()), and then the caller orders
+	 * the readers of the new tables after them. It returns 0 or a
+	 * -errno, which fails the call as a copy fault does: if the
+	 * promotions' call fails, the demotions' copies only wrote free host
+	 * pages, so nothing changed. Only a failure to queue is seen here;
+	 * one in the queued copies shows at the caller's next wait.
+	 */
+	int (*copy)(void *arg, const uint32_t *src, const uint32_t *dst,
+		    uint32_t n);
+	void *copy_arg;
 
 	/* plan of one call: demotions [0, nr_demote), then promotions */
 	uint32_t *src;			/* [nr_ids] */

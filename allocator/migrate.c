@@ -285,10 +285,23 @@ static int copy_page(struct kva_pool *pool, void *buf, uint32_t src,
 static int copy_moves(struct kva_pool *pool, struct kva_migrate_control *mc)
 {
 	double t0 = now_us();
-	void *buf = malloc(pool->page_size);
+	void *buf;
 	uint32_t i;
 	int ret = 0;
 
+	if (mc->copy) {
+		/* the caller's copy: demotions, then the promotions */
+		uint32_t nd = mc->nr_demote, npro = mc->nr_moves - nd;
+
+		if (nd)
+			ret = mc->copy(mc->copy_arg, mc->src, mc->dst, nd);
+		if (!ret && npro)
+			ret = mc->copy(mc->copy_arg, mc->src + nd,
+				       mc->dst + nd, npro);
+		mc->copy_us = now_us() - t0;
+		return ret;
+	}
+	buf = malloc(pool->page_size);
 	if (!buf)
 		return -ENOMEM;
 	for (i = 0; i < mc->nr_moves && !ret; i++)
@@ -401,8 +414,9 @@ static int streams_ok(const struct kva_pool *pool,
  * Held pages whose fences are done go back first (kva_migrate_reclaim()).
  * Then plans within @mc->budget_bytes (the comment above struct
  * kva_migrate_control), records a fence on each reader stream, copies the
- * pages (demotions first) through the runtime, rewrites every table and
- * reverse-map entry of the batch in one pass (kvk_migrate_rewrite_cpu()),
+ * pages (demotions first) through the runtime or @mc->copy, rewrites every
+ * table and reverse-map entry of the batch in one pass
+ * (kvk_migrate_rewrite_cpu()),
  * and rebuilds the ring from the pages still free, HBM first. The pages
  * moved from are held (KVA_OWNER_HELD) until the fences complete, or go to
  * the ring at once when @mc->nr_streams is 0.

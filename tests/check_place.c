@@ -474,6 +474,123 @@ START_TEST(test_migrate_copy_fault)
 }
 END_TEST
 
+/* the caller's copy (struct kva_migrate_control @copy) on the CPU */
+struct copy_hook {
+	struct kva_pool *pool;
+	int calls;		/* in this kva_migrate() call */
+	int fail_at;		/* call that fails with -EIO (0: none) */
+	int saw_promote;	/* a promotions' batch came in this call */
+};
+
+static int copy_hook(void *arg, const uint32_t *src, const uint32_t *dst,
+		     uint32_t n)
+{
+	struct copy_hook *h = arg;
+	struct kva_pool *pool = h->pool;
+	uint32_t to;
+
+	if (++h->calls == h->fail_at)
+		return -EIO;
+	ck_assert_uint_gt(n, 0);
+	to = kva_page_mem(pool, dst[0]);
+	/* one batch: one direction, no destination also a source */
+	for (uint32_t i = 0; i < n; i++) {
+		ck_assert_uint_eq(kva_page_mem(pool, dst[i]), to);
+		ck_assert_uint_ne(kva_page_mem(pool, src[i]), to);
+		for (uint32_t j = 0; j < n; j++)
+			ck_assert_uint_ne(dst[i], src[j]);
+	}
+	/* demotions (to the host) before promotions (to HBM) */
+	ck_assert(!(h->saw_promote && to == KVA_MEM_HOST));
+	h->saw_promote |= to == KVA_MEM_HBM;
+	return kva_copy_pages_cpu(pool->base, pool->page_size,
+				  pool->pages_per_granule, src, dst, n, NULL);
+}
+
+/*
+ * Two identical pools, the same requests: one copies through the runtime,
+ * the other through a copy hook of two batches; the pools stay identical
+ * (state and contents). A hook failing at either batch changes nothing.
+ */
+START_TEST(test_migrate_copy_hook)
+{
+	uint64_t seed = kvtest_seed("migrate_copy_hook");
+	struct tiered ta, tb;
+	struct kva_migrate_control ma, mb;
+	struct copy_hook h = { 0 };
+	uint32_t *host, *hbm, nh, nb;
+	int fails = 0;
+
+	tiered_open(&ta, 2, 1, 1, 2);
+	tiered_open(&tb, 2, 1, 1, 2);
+	ck_assert_int_eq(kva_pool_grow_auto(ta.pool, 3), 0);
+	ck_assert_int_eq(kva_pool_grow_auto(tb.pool, 3), 0);
+	fill(ta.pool, 2, 16 * (ta.pool->pages_per_granule * 5 / 4));
+	fill(tb.pool, 2, 16 * (tb.pool->pages_per_granule * 5 / 4));
+	ck_assert_uint_eq(pool_digest(ta.pool), pool_digest(tb.pool));
+	ck_assert_int_eq(kva_migrate_init(&ma, ta.pool, 9 * ta.pool->page_size),
+			 0);
+	ck_assert_int_eq(kva_migrate_init(&mb, tb.pool, 9 * tb.pool->page_size),
+			 0);
+	h.pool = tb.pool;
+	mb.copy = copy_hook;
+	mb.copy_arg = &h;
+	host = malloc(ta.pool->nr_page_ids * 4);
+	hbm = malloc(ta.pool->nr_page_ids * 4);
+	for (int it = 0; it < 40; it++) {
+		uint32_t np, nd;
+		uint64_t d;
+		int ret;
+
+		nh = owned_of(ta.pool, KVA_MEM_HOST, host);
+		nb = owned_of(ta.pool, KVA_MEM_HBM, hbm);
+		np = kvtest_rand(&seed) % 6;
+		nd = kvtest_rand(&seed) % 6;
+		np = np < nh ? np : nh;
+		nd = nd < nb ? nd : nb;
+		for (uint32_t i = 0; i < np; i++) {	/* a random pick */
+			uint32_t j = i + kvtest_rand(&seed) % (nh - i);
+			uint32_t x = host[i];
+
+			host[i] = host[j], host[j] = x;
+		}
+		ma.hbm_reserve = mb.hbm_reserve = kvtest_rand(&seed) % 3;
+		/* every third call: the hook fails at one of its batches */
+		d = pool_digest(tb.pool);
+		h.fail_at = it % 3 == 2 ? 1 + (int)(kvtest_rand(&seed) % 2) : 0;
+		h.calls = h.saw_promote = 0;
+		ret = kva_migrate(tb.pool, &mb, host, np, hbm, nd);
+		if (h.fail_at && h.calls >= h.fail_at) {
+			ck_assert_int_eq(ret, -EIO);
+			ck_assert_uint_eq(pool_digest(tb.pool), d);
+			CHECK_POOL(tb.pool);
+			fails++;
+			h.fail_at = 0;
+			h.calls = h.saw_promote = 0;
+			ret = kva_migrate(tb.pool, &mb, host, np, hbm, nd);
+		}
+		ck_assert_int_eq(ret, 0);
+		ck_assert_int_eq(kva_migrate(ta.pool, &ma, host, np, hbm, nd),
+				 0);
+		ck_assert_uint_eq(mb.nr_moves, ma.nr_moves);
+		ck_assert_int_eq(h.calls, (mb.nr_demote > 0) +
+					  (mb.nr_moves > mb.nr_demote));
+		CHECK_POOL(tb.pool);
+		ck_assert_uint_eq(pool_digest(ta.pool), pool_digest(tb.pool));
+	}
+	tag_check(tb.pool);
+	ck_assert_uint_gt(mb.pages_promoted, 0);
+	ck_assert_uint_gt(mb.pages_demoted, 0);
+	ck_assert_int_gt(fails, 3);
+	kva_migrate_fini(&ma);
+	kva_migrate_fini(&mb);
+	free(host);
+	free(hbm);
+	tiered_close(&ta);
+	tiered_close(&tb);
+}
+END_TEST
+
 static void slow_reader(void *arg)
 {
 	(void)arg;
@@ -767,6 +884,7 @@ Suite *suite_place(void)
 	KV_ADD(tc, test_migrate_swap_pairs);
 	KV_ADD(tc, test_migrate_refused);
 	KV_ADD(tc, test_migrate_copy_fault);
+	KV_ADD(tc, test_migrate_copy_hook);
 	KV_ADD(tc, test_migrate_held);
 	KV_ADD(tc, test_compact_keeps_tiers);
 	KV_ADD(tc, test_migrate_rewrite_ref);

@@ -761,6 +761,57 @@ START_TEST(test_bench_gemv)
 }
 END_TEST
 
+/* a JSON line set without the CPU-time fields (they vary run to run) */
+static void strip_cpu_times(char *s)
+{
+	char *p;
+
+	while ((p = strstr(s, "\"cpu_"))) {
+		char *e = strchr(p, ',');
+
+		ck_assert_ptr_nonnull(e);
+		memmove(p, e + 1, strlen(e + 1) + 1);
+	}
+}
+
+/*
+ * kvmm bench place: phase one on several threads gives the same trace,
+ * hence the same lines; --backend cuda says why it cannot run here
+ */
+START_TEST(test_bench_place)
+{
+	static char one[65536];
+	char why[256];
+
+	ck_assert_int_eq(kvmm("bench", "place", "--batch", "3", "--ctx",
+			      "1024", "--hbm", "0.5", "--steps", "3", "--warm",
+			      "1", "--check", "--json", NULL), 0);
+	strip_cpu_times(out_s);
+	snprintf(one, sizeof(one), "%s", out_s);
+	ck_assert_msg(strstr(one, "\"policy\":\"importance\""), "%s", one);
+	ck_assert_int_eq(kvmm("bench", "place", "--batch", "3", "--ctx",
+			      "1024", "--hbm", "0.5", "--steps", "3", "--warm",
+			      "1", "--check", "--json", "--threads", "3",
+			      NULL), 0);
+	strip_cpu_times(out_s);
+	ck_assert_str_eq(out_s, one);
+	ck_assert_int_eq(kvmm("bench", "place", "--backend", "gpu", NULL), 2);
+	EXPECT_ERR("--backend wants host or cuda");
+	ck_assert_int_eq(kvmm("bench", "place", "--threads", "0", NULL), 2);
+	/* where a device answers the CUDA path would run: not here */
+	if (kvrt_cuda_probe(why, sizeof(why)))
+		ck_assert_int_eq(kvmm("bench", "place", "--backend", "cuda",
+				      "--batch", "1", "--ctx", "1024", "--steps",
+				      "1", "--warm", "0", NULL), 1);
+#ifdef KVMM_HAVE_CUDA
+	if (kvrt_cuda_probe(why, sizeof(why)))
+		EXPECT_ERR("no context");
+#else
+	EXPECT_ERR("this build has no CUDA");
+#endif
+}
+END_TEST
+
 /* command lines that fail: each exits nonzero with a line saying why */
 START_TEST(test_failures_say_why)
 {
@@ -925,6 +976,7 @@ Suite *suite_tools(void)
 	KV_ADD(tc, test_progress_line);
 	KV_ADD(tc, test_bench_host);
 	KV_ADD(tc, test_bench_gemv);
+	KV_ADD(tc, test_bench_place);
 	KV_ADD(tc, test_docs_agree);
 	KV_ADD(tc, test_failures_say_why);
 	suite_add_tcase(s, tc);

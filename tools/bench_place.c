@@ -19,10 +19,15 @@
  *
  * Step time is modelled from bytes and stated bandwidths (DESIGN.md's H100
  * figures unless given): HBM read, host read over PCIe, migration copy.
+ * With --backend cuda the replay runs on the GPU (bench_place_cuda.c): a
+ * CUDA space with HBM capped and a host-NUMA tier, the same data, the
+ * real attention kernel over each step's selection and the migration's
+ * copies on a side stream, timed with CUDA events beside the model.
  * See Documentation/placement/index.rst.
  */
 #include <getopt.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,43 +38,11 @@
 #include "kvmm.h"
 #include "kvq.h"
 #include "select.h"
+#include "bench_place.h"
 
-#define BP_KVH 8
-#define BP_GROUP 4
-#define BP_HD 128
 #define BP_HOT 8
-#define BP_MAX_FRAC 8
-#define BP_MAX_CTX 8
+#define BP_MAX_THREADS 64
 #define G2 KVRT_GRANULE_SIZE
-
-struct bp_opts {
-	uint32_t batch;
-	uint32_t ctx[BP_MAX_CTX];
-	uint32_t nr_ctx;
-	double frac[BP_MAX_FRAC];
-	uint32_t nr_frac;
-	uint32_t topk;		/* pages per list; 0: ctx / 16 tokens */
-	uint32_t steps;		/* measured decode steps */
-	uint32_t warm;		/* steps before: the prompt window */
-	double budget_mib;	/* migration bytes per step */
-	double hbm_gbs, host_gbs, pcie_gbs;
-	int json;
-	int check;
-	uint64_t seed;
-};
-
-/* the trace of one context length */
-struct bp_trace {
-	uint32_t nr_lists, width, tpp, page_size, steps;
-	uint32_t ctx;
-	float *mass;		/* [steps][lists][width]; 0: not selected */
-	double err_sum;		/* relative L2 of sparse vs dense, summed */
-	double err_max;
-	uint32_t err_n;
-	double dense_us, sparse_us; /* CPU time per step, measured */
-	double mass_kept;	/* dense mass inside the selection, mean */
-	uint64_t all_pages;	/* high-tier pages at the last step */
-};
 
 static float gauss(uint64_t *s)
 {
@@ -226,8 +199,17 @@ static void gen_query(struct bp_gen *g, struct bp_list *l, uint32_t np,
 	}
 }
 
-static struct kva_pool *trace_pool(struct kvrt_ctx *ctx, uint32_t B,
-				   uint32_t max_tokens, uint64_t va)
+/**
+ * bp_trace_pool() - the bench's pool: one layer of 8 kv-heads, fp16 pages
+ * @ctx: runtime context (host, or CUDA for --backend cuda)
+ * @B: sequence slots
+ * @max_tokens: most tokens per sequence
+ * @va: reservation and budget, bytes
+ *
+ * Return: the pool (a host pool whatever the context), NULL on failure.
+ */
+struct kva_pool *bp_trace_pool(struct kvrt_ctx *ctx, uint32_t B,
+			       uint32_t max_tokens, uint64_t va)
 {
 	struct kva_pool_params p = {
 		.ctx = ctx,
@@ -248,8 +230,15 @@ static struct kva_pool *trace_pool(struct kvrt_ctx *ctx, uint32_t B,
 	return kva_pool_create(&p, &pool) ? NULL : pool;
 }
 
-/* admit @B sequences of @ctx tokens, high tier only */
-static int fill_pool(struct kva_pool *pool, uint32_t B, uint32_t ctx)
+/**
+ * bp_fill_pool() - admit @B sequences of @ctx tokens, high tier only
+ * @pool: from bp_trace_pool(), empty
+ * @B: sequences (slots 0..B-1)
+ * @ctx: tokens each
+ *
+ * Return: 0 or the allocator's -errno.
+ */
+int bp_fill_pool(struct kva_pool *pool, uint32_t B, uint32_t ctx)
 {
 	uint32_t slots[64], prompt[64], *hi, *lo;
 	uint32_t lists = B * pool->lists_per_slot;
@@ -284,8 +273,17 @@ static int fill_pool(struct kva_pool *pool, uint32_t B, uint32_t ctx)
 	return ret;
 }
 
-/* one decode token for every list: a page where needed, counts + 1 */
-static int append_token(struct kva_pool *pool, uint32_t B)
+/**
+ * bp_append_token() - one decode token for every list of @B sequences
+ * @pool: the pool
+ * @B: sequences
+ *
+ * A page where a list needs one (growing the pool first when fewer pages
+ * than lists are free), then every list's count + 1.
+ *
+ * Return: 0 or the allocator's -errno.
+ */
+int bp_append_token(struct kva_pool *pool, uint32_t B)
 {
 	uint32_t slots[64];
 	int ret;
@@ -350,7 +348,15 @@ static void list_mass(const struct kva_pool *pool, uint32_t list,
 	}
 }
 
-static double rel_l2(const float *x, const float *ref, size_t n)
+/**
+ * bp_rel_l2() - relative L2 distance of @x from @ref
+ * @x: values
+ * @ref: reference
+ * @n: entries
+ *
+ * Return: |x - ref| / |ref| (|x - ref| when @ref is zero).
+ */
+double bp_rel_l2(const float *x, const float *ref, size_t n)
 {
 	double a = 0, b = 0;
 
@@ -359,6 +365,164 @@ static double rel_l2(const float *x, const float *ref, size_t n)
 		b += (double)ref[i] * ref[i];
 	}
 	return b > 0 ? sqrt(a / b) : sqrt(a);
+}
+
+/*
+ * --threads: phase one's kernels over contiguous ranges of sequences (or
+ * lists), one range per thread. Every list is computed alone, in the same
+ * order, so the trace is the same whatever the thread count; only the CPU
+ * times change.
+ */
+struct bp_par {
+	int (*fn)(void *arg, uint32_t i0, uint32_t i1);
+	void *arg;
+	uint32_t i0, i1;
+	int ret;
+};
+
+static void *par_main(void *x)
+{
+	struct bp_par *p = x;
+
+	p->ret = p->fn(p->arg, p->i0, p->i1);
+	return NULL;
+}
+
+static int par_for(uint32_t threads, uint32_t n,
+		   int (*fn)(void *arg, uint32_t i0, uint32_t i1), void *arg)
+{
+	struct bp_par p[BP_MAX_THREADS];
+	pthread_t t[BP_MAX_THREADS];
+	int started[BP_MAX_THREADS] = { 0 };
+	uint32_t k = threads < n ? threads : n;
+	int ret = 0;
+
+	if (k <= 1)
+		return fn(arg, 0, n);
+	for (uint32_t i = 0; i < k; i++)
+		p[i] = (struct bp_par){
+			.fn = fn,
+			.arg = arg,
+			.i0 = (uint32_t)((uint64_t)n * i / k),
+			.i1 = (uint32_t)((uint64_t)n * (i + 1) / k),
+		};
+	for (uint32_t i = 1; i < k; i++)
+		started[i] = !pthread_create(&t[i], NULL, par_main, &p[i]);
+	par_main(&p[0]);
+	for (uint32_t i = 1; i < k; i++) {
+		if (started[i])
+			pthread_join(t[i], NULL);
+		else
+			par_main(&p[i]);	/* no thread: here */
+	}
+	for (uint32_t i = 0; i < k && !ret; i++)
+		ret = p[i].ret;
+	return ret;
+}
+
+/* sequences [i0, i1) of a decode-attention call */
+static int par_attn(void *arg, uint32_t i0, uint32_t i1)
+{
+	struct kvk_attn_args a = *(const struct kvk_attn_args *)arg;
+	size_t per = (size_t)a.nr_kv_heads * a.group * a.head_dim;
+
+	a.nr_seqs = i1 - i0;
+	a.list_base += i0;
+	a.q = (const float *)a.q + i0 * per;
+	a.out = (float *)a.out + i0 * per;
+	return kvk_attn_decode_cpu(&a, NULL);
+}
+
+/* sequences [i0, i1) of a page selection (its outputs are by list) */
+static int par_select(void *arg, uint32_t i0, uint32_t i1)
+{
+	struct kvk_select_args sa = *(const struct kvk_select_args *)arg;
+	size_t per = (size_t)sa.attn.nr_kv_heads * sa.attn.group *
+		     sa.attn.head_dim;
+
+	sa.attn.nr_seqs = i1 - i0;
+	sa.attn.list_base += i0;
+	sa.attn.q = (const float *)sa.attn.q + i0 * per;
+	return kvk_select_pages_cpu(&sa, NULL);
+}
+
+/* the mass of each selected page of lists [i0, i1), by table entry */
+struct bp_mass_job {
+	const struct kva_pool *pool;
+	const float *q;
+	const uint32_t *selt, *seln;
+	float *mass;		/* the step's [lists][width] */
+	double *kept;		/* [lists]: mass kept over all mass */
+	float scale;
+	uint32_t max_tokens;
+};
+
+static int par_mass(void *arg, uint32_t i0, uint32_t i1)
+{
+	const struct bp_mass_job *j = arg;
+	const struct kva_pool *pool = j->pool;
+	uint32_t width = pool->width, tpp = pool->layout[KVA_HI].tokens;
+	float *pm = malloc((size_t)width * 4);
+	float *lg = malloc((size_t)j->max_tokens * 4);
+
+	if (!pm || !lg) {
+		free(pm);
+		free(lg);
+		return -ENOMEM;
+	}
+	for (uint32_t l = i0; l < i1; l++) {
+		float *m = &j->mass[(size_t)l * width];
+		uint32_t np = kvmm_div_round_up(pool->ntokens[2 * l], tpp);
+		uint32_t ns = kvmm_div_round_up(j->seln[2 * l], tpp);
+		double kept = 0, all = 0;
+
+		list_mass(pool, l, &j->q[(size_t)l * BP_GROUP * BP_HD],
+			  j->scale, pm, lg);
+		for (uint32_t i = 0, e = 0; i < ns; i++) {
+			uint32_t p = j->selt[(size_t)l * width + i];
+
+			while (e < np &&
+			       pool->table[(size_t)l * width + e] != p)
+				e++;
+			if (e == np)
+				break;
+			/* selected: at least a trace of mass */
+			m[e] = pm[e] > 1e-9f ? pm[e] : 1e-9f;
+			kept += pm[e];
+		}
+		for (uint32_t e = 0; e < np; e++)
+			all += pm[e];
+		j->kept[l] = all > 0 ? kept / all : 1;
+	}
+	free(pm);
+	free(lg);
+	return 0;
+}
+
+/*
+ * --backend cuda: every page of the trace pool at its last step, entry e of
+ * list l as page id l * width + e of a pool-shaped array (the decode steps'
+ * tokens are there already; a step reads only the tokens it counts).
+ */
+static int stage_pages(const struct kva_pool *pool, struct bp_trace *tr)
+{
+	uint32_t ppg = pool->pages_per_granule, W = pool->width;
+	uint64_t ids = (uint64_t)tr->nr_lists * W;
+
+	tr->stage_ppg = ppg;
+	tr->stage_bytes = kvmm_div_round_up(ids, ppg) * G2;
+	tr->stage = aligned_alloc(4096, tr->stage_bytes);
+	if (!tr->stage)
+		return -ENOMEM;
+	for (uint32_t l = 0; l < tr->nr_lists; l++)
+		for (uint32_t e = 0; e < pool->npages[2 * l]; e++) {
+			uint64_t id = (uint64_t)l * W + e;
+
+			memcpy(tr->stage + id / ppg * G2 + id % ppg *
+					   pool->page_size,
+			       page_ptr(pool, l, e), pool->page_size);
+		}
+	return 0;
 }
 
 /* Phase one: the trace of @ctx tokens, with the real CPU kernels. */
@@ -372,7 +536,9 @@ static int make_trace(const struct bp_opts *o, struct kvrt_ctx *ctx,
 	struct kvk_attn_args a = { 0 };
 	struct kvk_select_args sa = { 0 };
 	struct kvk_summary_args su = { 0 };
-	float *q = NULL, *od = NULL, *os = NULL, *lg = NULL, *pm = NULL;
+	float *q = NULL, *od = NULL, *os = NULL;
+	double *kept = NULL;
+	struct bp_mass_job mj;
 	uint32_t *lb = NULL, *selt = NULL, *seln = NULL, *upd = NULL;
 	uint8_t *sum = NULL;
 	uint64_t va, pages;
@@ -382,12 +548,12 @@ static int make_trace(const struct bp_opts *o, struct kvrt_ctx *ctx,
 	/* pages: ctx + steps tokens per list, a spare per list, headroom */
 	va = kvmm_round_up((uint64_t)lists * (max_tokens / 10 + 4) * 8192 * 2,
 			   G2);
-	pool = trace_pool(ctx, B, max_tokens, va);
+	pool = bp_trace_pool(ctx, B, max_tokens, va);
 	if (!pool)
 		return -ENOMEM;
 	tpp = pool->layout[KVA_HI].tokens;
 	width = pool->width;
-	ret = fill_pool(pool, B, ctxlen);
+	ret = bp_fill_pool(pool, B, ctxlen);
 	if (ret)
 		goto out;
 	ret = -ENOMEM;
@@ -416,17 +582,22 @@ static int make_trace(const struct bp_opts *o, struct kvrt_ctx *ctx,
 	tr->steps = S;
 	tr->ctx = ctxlen;
 	tr->mass = calloc((size_t)S * lists * width, sizeof(float));
+	tr->tier = a.tier[0];
+	if (o->cuda) {
+		tr->q = malloc((size_t)S * lists * BP_GROUP * BP_HD * 4);
+		if (!tr->q)
+			goto out;
+	}
 	q = malloc((size_t)lists * BP_GROUP * BP_HD * 4);
 	od = malloc((size_t)lists * BP_GROUP * BP_HD * 4);
 	os = malloc((size_t)lists * BP_GROUP * BP_HD * 4);
-	lg = malloc((size_t)max_tokens * 4);
-	pm = malloc((size_t)width * 4);
+	kept = malloc((size_t)lists * sizeof(double));
 	lb = malloc(B * 4);
 	selt = malloc((size_t)lists * width * 4);
 	seln = malloc((size_t)lists * 2 * 4);
 	upd = malloc((size_t)lists * width * 12);
 	sum = calloc(pages, kvk_summary_row_bytes(BP_HD, KVK_F32));
-	if (!tr->mass || !q || !od || !os || !lg || !pm || !lb || !selt ||
+	if (!tr->mass || !q || !od || !os || !kept || !lb || !selt ||
 	    !seln || !upd || !sum)
 		goto out;
 	for (uint32_t i = 0; i < B; i++)
@@ -470,7 +641,7 @@ static int make_trace(const struct bp_opts *o, struct kvrt_ctx *ctx,
 		double t0;
 
 		/* a decode token: its page, its K/V, its summary */
-		ret = append_token(pool, B);
+		ret = bp_append_token(pool, B);
 		if (ret)
 			goto out;
 		upd_n = 0;
@@ -494,13 +665,16 @@ static int make_trace(const struct bp_opts *o, struct kvrt_ctx *ctx,
 			gen_query(&g, &g.l[l],
 				  kvmm_div_round_up(pool->ntokens[2 * l], tpp),
 				  &q[(size_t)l * BP_GROUP * BP_HD]);
+		if (tr->q)
+			memcpy(&tr->q[(size_t)s * lists * BP_GROUP * BP_HD], q,
+			       (size_t)lists * BP_GROUP * BP_HD * 4);
 		a.q = q;
 		a.tables = pool->table;
 		a.width = width;
 		a.ntokens = pool->ntokens;
 		a.out = od;
 		t0 = kvmm_now_us();
-		ret = kvk_attn_decode_cpu(&a, NULL);
+		ret = par_for(o->threads, B, par_attn, &a);
 		if (ret)
 			goto out;
 		if (s >= o->warm)
@@ -514,17 +688,17 @@ static int make_trace(const struct bp_opts *o, struct kvrt_ctx *ctx,
 		sa.sel_tables = selt;
 		sa.sel_ntokens = seln;
 		t0 = kvmm_now_us();
-		ret = kvk_select_pages_cpu(&sa, NULL);
+		ret = par_for(o->threads, B, par_select, &sa);
 		if (ret)
 			goto out;
 		a.tables = selt;
 		a.ntokens = seln;
 		a.out = os;
-		ret = kvk_attn_decode_cpu(&a, NULL);
+		ret = par_for(o->threads, B, par_attn, &a);
 		if (ret)
 			goto out;
 		if (s >= o->warm) {
-			double e = rel_l2(os, od, (size_t)lists * BP_GROUP *
+			double e = bp_rel_l2(os, od, (size_t)lists * BP_GROUP *
 							 BP_HD);
 
 			tr->sparse_us += kvmm_now_us() - t0;
@@ -533,44 +707,34 @@ static int make_trace(const struct bp_opts *o, struct kvrt_ctx *ctx,
 			tr->err_n++;
 		}
 		/* the mass of each selected page, by table entry */
-		for (uint32_t l = 0; l < lists; l++) {
-			float *m = &tr->mass[((size_t)s * lists + l) * width];
-			uint32_t np = kvmm_div_round_up(pool->ntokens[2 * l],
-							tpp);
-			uint32_t ns = kvmm_div_round_up(seln[2 * l], tpp);
-			double kept = 0, all = 0;
-
-			list_mass(pool, l, &q[(size_t)l * BP_GROUP * BP_HD],
-				  a.scale, pm, lg);
-			for (uint32_t i = 0, e = 0; i < ns; i++) {
-				uint32_t p = selt[(size_t)l * width + i];
-
-				while (e < np &&
-				       pool->table[(size_t)l * width + e] != p)
-					e++;
-				if (e == np)
-					break;
-				/* selected: at least a trace of mass */
-				m[e] = pm[e] > 1e-9f ? pm[e] : 1e-9f;
-				kept += pm[e];
-			}
-			for (uint32_t e = 0; e < np; e++)
-				all += pm[e];
-			if (s >= o->warm)
-				tr->mass_kept += all > 0 ? kept / all : 1;
-		}
+		mj = (struct bp_mass_job){
+			.pool = pool, .q = q, .selt = selt, .seln = seln,
+			.mass = &tr->mass[(size_t)s * lists * width],
+			.kept = kept, .scale = a.scale,
+			.max_tokens = max_tokens,
+		};
+		ret = par_for(o->threads, lists, par_mass, &mj);
+		if (ret)
+			goto out;
+		for (uint32_t l = 0; l < lists && s >= o->warm; l++)
+			tr->mass_kept += kept[l];
 	}
 	tr->mass_kept /= (double)o->steps * lists;
+	tr->topk = sa.topk;
 	tr->all_pages = 0;
 	for (uint32_t l = 0; l < lists; l++)
 		tr->all_pages += pool->npages[2 * l];
+	if (o->cuda) {
+		ret = stage_pages(pool, tr);
+		if (ret)
+			goto out;
+	}
 	ret = 0;
 out:
 	free(q);
 	free(od);
 	free(os);
-	free(lg);
-	free(pm);
+	free(kept);
 	free(lb);
 	free(selt);
 	free(seln);
@@ -580,19 +744,13 @@ out:
 	kva_pool_destroy(pool);
 	if (ret) {
 		free(tr->mass);
-		tr->mass = NULL;
+		free(tr->q);
+		free(tr->stage);
+		tr->mass = tr->q = NULL;
+		tr->stage = NULL;
 	}
 	return ret;
 }
-
-/* what one replay measured */
-struct bp_result {
-	double hit;		/* importance-weighted HBM hit ratio */
-	double hbm_bytes, host_bytes, mig_bytes; /* per step */
-	double init_mig_bytes;	/* placement at prefill, once */
-	double step_us;		/* modelled */
-	uint64_t hbm_pages;	/* the HBM capacity, pages */
-};
 
 static double model_us(const struct bp_opts *o, double hbm, double host,
 		       double mig)
@@ -601,9 +759,26 @@ static double model_us(const struct bp_opts *o, double hbm, double host,
 	       mig / (o->pcie_gbs * 1e3);
 }
 
-/* Phase two: one policy at one HBM capacity over the trace. */
+/* the same model with the rates measured on the device in this run */
+static double model_meas_us(const struct bp_rates *rt, double hbm,
+			    double host, double mig)
+{
+	double pcie = (rt->promote + rt->demote) / 2;
+
+	return hbm / (rt->hbm_read * 1e3) + host / (rt->host_read * 1e3) +
+	       mig / (pcie * 1e3);
+}
+
+/*
+ * Phase two: one policy at one HBM capacity over the trace. With @dev (the
+ * CUDA path) the pool lives in a CUDA space, the pages hold the trace's
+ * data, and each step runs the attention over its selection (over every
+ * page with @dense: the dense all-HBM reference, no placement) and queues
+ * the migration's copies on a side stream; @rt are the measured rates.
+ */
 static int replay(const struct bp_opts *o, const struct bp_trace *tr,
 		  double frac, enum kva_place_policy policy,
+		  struct bp_dev *dev, int dense, const struct bp_rates *rt,
 		  struct bp_result *r)
 {
 	struct kvrt_ctx_opts co = { .backend = KVRT_BACKEND_HOST,
@@ -616,20 +791,25 @@ static int replay(const struct bp_opts *o, const struct bp_trace *tr,
 	struct kva_place pl;
 	struct kvrt_ctx *ctx;
 	struct kva_pool *pool;
-	uint32_t *pro = NULL, *dem = NULL, np, nd;
+	uint32_t *pro = NULL, *dem = NULL, *npb = NULL, np, nd;
 	double wsum = 0, whit = 0;
 	uint64_t va;
 	int ret;
 
 	memset(r, 0, sizeof(*r));
-	ret = kvrt_ctx_create(&co, &ctx);
-	if (ret)
-		return ret;
+	if (dev) {
+		ctx = bp_dev_ctx(dev);
+	} else {
+		ret = kvrt_ctx_create(&co, &ctx);
+		if (ret)
+			return ret;
+	}
 	va = kvmm_round_up((uint64_t)lists * (max_tokens / 10 + 4) * 8192 * 2,
 			   G2);
-	pool = trace_pool(ctx, B, max_tokens, va);
+	pool = bp_trace_pool(ctx, B, max_tokens, va);
 	if (!pool) {
-		kvrt_ctx_destroy(ctx);
+		if (!dev)
+			kvrt_ctx_destroy(ctx);
 		return -ENOMEM;
 	}
 	/* HBM: the fraction of the KV at the last step, in granules */
@@ -642,22 +822,35 @@ static int replay(const struct bp_opts *o, const struct bp_trace *tr,
 		if (ret)
 			goto out;
 	}
-	ret = fill_pool(pool, B, tr->ctx);
+	ret = bp_fill_pool(pool, B, tr->ctx);
 	if (ret)
 		goto out;
 	ret = -ENOMEM;
 	pro = malloc(pool->nr_page_ids * 4);
 	dem = malloc(pool->nr_page_ids * 4);
-	if (!pro || !dem || kva_migrate_init(&mc, pool, 0) ||
+	npb = malloc(lists * 4);
+	if (!pro || !dem || !npb || kva_migrate_init(&mc, pool, 0) ||
 	    kva_place_init(&pl, pool, policy))
 		goto out;
 	/* every list may open a page in a step: keep that much HBM free */
 	mc.hbm_reserve = lists;
+	if (dev) {
+		/* the data in, the copies on the side stream, fenced */
+		ret = bp_dev_begin(dev, pool, &mc, !dense);
+		if (ret)
+			goto out_fini;
+	}
 	/* placement at prefill: what the policy wants, unbounded */
 	kva_place_future(&pl, tr->mass, tr->steps);
-	ret = kva_place_plan(&pl, pool, pro, &np, dem, &nd);
-	if (!ret)
+	ret = dense ? 0 : kva_place_plan(&pl, pool, pro, &np, dem, &nd);
+	if (!ret && !dense)
 		ret = kva_migrate(pool, &mc, pro, np, dem, nd);
+	if (!ret && dev) {
+		ret = bp_dev_step_end(dev, NULL);
+		if (ret >= 0)
+			ret = kva_migrate_reclaim(pool, 0);
+		ret = ret < 0 ? ret : 0;
+	}
 	if (ret)
 		goto out_fini;
 	r->init_mig_bytes = (double)mc.bytes_moved;
@@ -667,8 +860,14 @@ static int replay(const struct bp_opts *o, const struct bp_trace *tr,
 	for (uint32_t s = 0; s < tr->steps; s++) {
 		const float *m = &tr->mass[(size_t)s * n];
 		double hb = 0, ob = 0, before = (double)mc.bytes_moved;
+		struct bp_step_time st = { 0 };
+		double t0;
 
-		ret = append_token(pool, B);
+		for (uint32_t l = 0; dev && l < lists; l++)
+			npb[l] = pool->npages[2 * l];
+		ret = bp_append_token(pool, B);
+		if (!ret && dev)
+			ret = bp_dev_new_pages(dev, pool, npb);
 		if (ret)
 			goto out_fini;
 		for (uint32_t l = 0; l < lists; l++)
@@ -676,7 +875,7 @@ static int replay(const struct bp_opts *o, const struct bp_trace *tr,
 				size_t i = (size_t)l * width + e;
 				uint32_t p;
 
-				if (m[i] <= 0)
+				if (m[i] <= 0 && !dense)
 					continue;
 				p = pool->table[i];
 				if (kva_page_mem(pool, p) == KVA_MEM_HBM) {
@@ -689,16 +888,27 @@ static int replay(const struct bp_opts *o, const struct bp_trace *tr,
 				if (s >= o->warm)
 					wsum += m[i];
 			}
-		ret = kva_place_observe(&pl, m);
-		if (ret)
-			goto out_fini;
-		kva_place_future(&pl, s + 1 < tr->steps ? m + n : NULL,
-				 tr->steps - s - 1);
-		ret = kva_place_plan(&pl, pool, pro, &np, dem, &nd);
-		if (!ret)
-			ret = kva_migrate(pool, &mc, pro, np, dem, nd);
-		if (ret)
-			goto out_fini;
+		if (dev) {
+			ret = bp_dev_attend(dev, pool, s, dense ? NULL : m,
+					    o->check);
+			if (ret)
+				goto out_fini;
+		}
+		t0 = kvmm_now_us();
+		if (!dense) {
+			ret = kva_place_observe(&pl, m);
+			if (ret)
+				goto out_fini;
+			kva_place_future(&pl,
+					 s + 1 < tr->steps ? m + n : NULL,
+					 tr->steps - s - 1);
+			ret = kva_place_plan(&pl, pool, pro, &np, dem, &nd);
+			if (!ret)
+				ret = kva_migrate(pool, &mc, pro, np, dem, nd);
+			if (ret)
+				goto out_fini;
+		}
+		t0 = kvmm_now_us() - t0;
 		if (o->check) {
 			char why[256];
 
@@ -708,22 +918,51 @@ static int replay(const struct bp_opts *o, const struct bp_trace *tr,
 				goto out_fini;
 			}
 		}
+		if (dev) {
+			/* the step's copies done: the held pages go back */
+			ret = bp_dev_step_end(dev, &st);
+			if (ret >= 0)
+				ret = kva_migrate_reclaim(pool, 0);
+			if (ret < 0)
+				goto out_fini;
+			ret = 0;
+		}
 		if (s >= o->warm) {
 			double mig = (double)mc.bytes_moved - before;
+			/* summaries: a row per page, read from HBM */
+			double sum = dense ? 0 : (double)tr->all_pages * 2 *
+							 BP_HD * 4;
 
 			r->hbm_bytes += hb;
 			r->host_bytes += ob;
 			r->mig_bytes += mig;
-			/* summaries: a row per page, read from HBM */
-			r->step_us += model_us(o, hb + (double)tr->all_pages *
-						2 * BP_HD * 4, ob, mig);
+			r->model_us += model_us(o, hb + sum, ob, mig);
+			if (dev) {
+				r->model_meas_us += model_meas_us(rt, hb + sum,
+								  ob, mig);
+				r->select_us += st.select;
+				r->attn_us += st.attn;
+				r->mig_us += st.mig;
+				r->up_us += st.up;
+				r->plan_us += t0;
+			}
 		}
 	}
 	r->hbm_bytes /= o->steps;
 	r->host_bytes /= o->steps;
 	r->mig_bytes /= o->steps;
-	r->step_us /= o->steps;
+	r->model_us /= o->steps;
+	r->model_meas_us /= o->steps;
+	r->select_us /= o->steps;
+	r->attn_us /= o->steps;
+	r->mig_us /= o->steps;
+	r->up_us /= o->steps;
+	r->plan_us /= o->steps;
+	/* measured on the device: selection, attention, migration in turn */
+	r->step_us = dev ? r->select_us + r->attn_us + r->mig_us : r->model_us;
 	r->hit = wsum > 0 ? whit / wsum : 1;
+	if (dev)
+		r->check_err = bp_dev_check_err(dev);
 	{
 		struct kva_stats st;
 
@@ -733,13 +972,22 @@ static int replay(const struct bp_opts *o, const struct bp_trace *tr,
 	}
 	ret = kva_check(pool, NULL, 0);
 out_fini:
+	if (dev)
+		bp_dev_end(dev);
 	kva_place_fini(&pl);
 	kva_migrate_fini(&mc);
 out:
+	if (ret && dev)
+		fprintf(stderr, "kvmm bench place: cuda replay at HBM %.2f "
+			"failed (%s)%s%s\n", frac, strerror(-ret),
+			*kvrt_ctx_last_error(ctx) ? ": " : "",
+			kvrt_ctx_last_error(ctx));
 	free(pro);
 	free(dem);
+	free(npb);
 	kva_pool_destroy(pool);
-	kvrt_ctx_destroy(ctx);
+	if (!dev)
+		kvrt_ctx_destroy(ctx);
 	return ret;
 }
 
@@ -784,18 +1032,133 @@ static int parse_list_frac(const char *s, double *v, uint32_t max,
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: kvmm bench place [--backend host] [--batch B] "
+		"usage: kvmm bench place [--backend host|cuda] [--batch B] "
 		"[--ctx N,N..] [--hbm F,F..]\n"
 		"         [--topk K] [--steps S] [--warm W] [--budget-mib M] "
 		"[--hbm-gbs X]\n"
-		"         [--host-gbs X] [--pcie-gbs X] [--seed N] [--check] "
-		"[--json]\n"
+		"         [--host-gbs X] [--pcie-gbs X] [--seed N] "
+		"[--threads T] [--check] [--json]\n"
 		"  Llama-3-8B attention (8 kv-heads, GQA 4, head_dim 128, "
 		"fp16), one layer;\n"
 		"  defaults: batch 2, ctx 8192,16384,32768, hbm 1,0.5,0.25, "
 		"topk ctx/16 tokens,\n"
 		"  16 steps after 8 warm-up steps, 4 MiB migration per step, "
-		"3000/51/55 GB/s\n");
+		"3000/51/55 GB/s\n"
+		"  --threads: phase one's CPU kernels on T threads (the same "
+		"trace)\n"
+		"  --backend cuda: phase two on the GPU (a CUDA space with an "
+		"HBM cap and a\n"
+		"  host-NUMA tier, the attention kernel, the copies on a side "
+		"stream), measured\n"
+		"  beside the model; --check there also compares the GPU "
+		"output with the CPU's\n");
+}
+
+static void cuda_header(const struct bp_opts *o, const struct bp_rates *rt)
+{
+	printf("kvmm bench place (cuda backend: HBM and host-NUMA granules of "
+	       "one CUDA space): batch %u, 8 kv-heads x GQA 4, head_dim 128, "
+	       "fp16 pages and queries, one layer\n"
+	       "measured in this run: HBM read %.0f GB/s, host-tier read over "
+	       "PCIe %.1f GB/s (a kernel through the space's VA); page copy "
+	       "host->HBM %.1f, HBM->host %.1f GB/s\n"
+	       "model: HBM %.0f GB/s, host %.0f GB/s, migration %.0f GB/s; "
+	       "%g MiB migration budget per step; %u steps after %u\n"
+	       "step_us = sel_us (summaries + page selection) + attn_us "
+	       "(attention over the step's pages) + mig_us (the migration's "
+	       "copies), CUDA events, in sequence (no overlap); model_us: the "
+	       "model for the same bytes; meas_mod: the model with the rates "
+	       "measured\n\n%6s %5s %-10s %7s %9s %9s %9s %9s %8s %9s %9s %9s "
+	       "%9s %8s %9s %9s\n",
+	       o->batch, rt->hbm_read, rt->host_read, rt->promote, rt->demote,
+	       o->hbm_gbs, o->host_gbs, o->pcie_gbs, o->budget_mib, o->steps,
+	       o->warm, "ctx", "hbm", "policy", "hit", "hbm_MB", "host_MB",
+	       "mig_MB", "step_us", "sel_us", "attn_us", "mig_us", "model_us",
+	       "meas_mod", "vs_dense", "vs_oracle", "err");
+}
+
+/* one line of the CUDA path: text or JSON */
+static void cuda_line(const struct bp_opts *o, const struct bp_trace *tr,
+		      const char *policy, double frac,
+		      const struct bp_result *x, double dense, double oracle,
+		      double err)
+{
+	if (o->json) {
+		printf("{\"bench\":\"place\",\"backend\":\"cuda\","
+		       "\"policy\":\"%s\",\"ctx\":%u,\"batch\":%u,"
+		       "\"hbm_fraction\":%.3f,\"hit_ratio\":%.4f,"
+		       "\"step_us\":%.2f,\"step_us_model\":%.2f,"
+		       "\"step_us_model_meas\":%.2f,\"select_us\":%.2f,"
+		       "\"attn_us\":%.2f,"
+		       "\"mig_us\":%.2f,\"upload_us\":%.2f,\"plan_us\":%.0f,"
+		       "\"hbm_bytes\":%.0f,\"host_bytes\":%.0f,"
+		       "\"mig_bytes\":%.0f,\"init_mig_bytes\":%.0f,"
+		       "\"hbm_pages\":%llu,\"vs_dense\":%.3f,",
+		       policy, tr->ctx, o->batch, frac, x->hit, x->step_us,
+		       x->model_us, x->model_meas_us, x->select_us, x->attn_us,
+		       x->mig_us, x->up_us, x->plan_us, x->hbm_bytes,
+		       x->host_bytes, x->mig_bytes, x->init_mig_bytes,
+		       (unsigned long long)x->hbm_pages, x->step_us / dense);
+		if (oracle > 0)
+			printf("\"vs_oracle\":%.3f,", x->step_us / oracle);
+		if (o->check)
+			printf("\"check_err\":%.6f,", x->check_err);
+		printf("\"err\":%.5f}\n", err);
+		return;
+	}
+	printf("%6u %5.2f %-10s %7.4f %9.2f %9.2f %9.3f %9.2f %8.2f %9.2f "
+	       "%9.2f %9.2f %9.2f %8.2f ",
+	       tr->ctx, frac, policy, x->hit, x->hbm_bytes / 1e6,
+	       x->host_bytes / 1e6, x->mig_bytes / 1e6, x->step_us,
+	       x->select_us, x->attn_us, x->mig_us, x->model_us,
+	       x->model_meas_us, x->step_us / dense);
+	if (oracle > 0)
+		printf("%9.2f ", x->step_us / oracle);
+	else
+		printf("%9s ", "");
+	printf("%9.5f", err);
+	if (o->check)
+		printf("  (gpu vs cpu: %.2e)", x->check_err);
+	printf("\n");
+}
+
+/* --backend cuda: dense all-HBM, then every capacity and policy */
+static int place_cuda(const struct bp_opts *o, struct bp_dev *dev,
+		      const struct bp_rates *rt, const struct bp_trace *tr,
+		      const enum kva_place_policy *pols, size_t npol)
+{
+	struct bp_result dres, res[KVA_PLACE_NR];
+	double err = tr->err_n ? tr->err_sum / tr->err_n : 0;
+	int ret;
+
+	ret = bp_dev_trace(dev, tr);
+	if (ret)
+		return ret;
+	ret = replay(o, tr, 1, KVA_PLACE_STATIC, dev, 1, rt, &dres);
+	if (ret)
+		goto out;
+	cuda_line(o, tr, "dense", 1, &dres, dres.step_us, 0, 0);
+	if (!o->json)
+		printf("%6s (cpu phase one: dense %.0f us, select+sparse %.0f "
+		       "us per step; selection keeps %.1f%% of the mass)\n", "",
+		       tr->dense_us / o->steps, tr->sparse_us / o->steps,
+		       100 * tr->mass_kept);
+	for (uint32_t f = 0; f < o->nr_frac; f++) {
+		for (size_t p = 0; p < npol; p++) {
+			ret = replay(o, tr, o->frac[f], pols[p], dev, 0, rt,
+				     &res[p]);
+			if (ret)
+				goto out;
+		}
+		for (size_t p = 0; p < npol; p++)
+			cuda_line(o, tr, kva_place_name(pols[p]), o->frac[f],
+				  &res[p], dres.step_us,
+				  res[npol - 1].step_us, err);
+		fflush(stdout);
+	}
+out:
+	bp_dev_trace(dev, NULL);
+	return ret;
 }
 
 static int place_run(const struct bp_opts *o)
@@ -806,13 +1169,35 @@ static int place_run(const struct bp_opts *o)
 	};
 	struct kvrt_ctx_opts co = { .backend = KVRT_BACKEND_HOST,
 				    .host_mem_bytes = 1ULL << 40 };
+	struct bp_rates rt = { 0 };
+	struct bp_dev *dev = NULL;
 	struct kvrt_ctx *ctx;
 	int ret;
 
+	if (o->cuda) {
+		ret = bp_dev_open(&dev, &rt);
+		if (ret)
+			return ret;
+	}
 	ret = kvrt_ctx_create(&co, &ctx);
-	if (ret)
+	if (ret) {
+		bp_dev_close(dev);
 		return ret;
-	if (!o->json)
+	}
+	if (o->cuda && o->json)
+		printf("{\"bench\":\"place\",\"backend\":\"cuda\","
+		       "\"rates\":{\"hbm_read_gbs\":%.1f,"
+		       "\"host_read_gbs\":%.2f,"
+		       "\"promote_gbs\":%.2f,\"demote_gbs\":%.2f},"
+		       "\"model\":{\"hbm_gbs\":%.0f,\"host_gbs\":%.0f,"
+		       "\"pcie_gbs\":%.0f},\"batch\":%u,\"steps\":%u,"
+		       "\"budget_mib\":%g}\n",
+		       rt.hbm_read, rt.host_read, rt.promote, rt.demote,
+		       o->hbm_gbs, o->host_gbs, o->pcie_gbs, o->batch,
+		       o->steps, o->budget_mib);
+	else if (o->cuda)
+		cuda_header(o, &rt);
+	else if (!o->json)
 		printf("kvmm bench place (host backend, emulated tiers): "
 		       "batch %u, 8 kv-heads x GQA 4, head_dim 128, fp16, one "
 		       "layer\nmodel: HBM %.0f GB/s, host %.0f GB/s, migration "
@@ -832,6 +1217,11 @@ static int place_run(const struct bp_opts *o)
 			fprintf(stderr, "kvmm bench place: trace of %u tokens "
 				"failed (%s)\n", o->ctx[c], strerror(-ret));
 			break;
+		}
+		if (o->cuda) {
+			ret = place_cuda(o, dev, &rt, &tr, pols,
+					 ARRAY_SIZE(pols));
+			goto out_trace;
 		}
 		dense_us = model_us(o, (double)tr.all_pages * tr.page_size, 0,
 				    0);
@@ -860,7 +1250,7 @@ static int place_run(const struct bp_opts *o)
 
 			for (size_t p = 0; p < ARRAY_SIZE(pols); p++) {
 				ret = replay(o, &tr, o->frac[f], pols[p],
-					     &res[p]);
+					     NULL, 0, NULL, &res[p]);
 				if (ret) {
 					fprintf(stderr, "kvmm bench place: "
 						"replay failed (%s)\n",
@@ -910,10 +1300,13 @@ static int place_run(const struct bp_opts *o)
 		}
 out_trace:
 		free(tr.mass);
+		free(tr.q);
+		free(tr.stage);
 		if (ret)
 			break;
 	}
 	kvrt_ctx_destroy(ctx);
+	bp_dev_close(dev);
 	return ret;
 }
 
@@ -939,6 +1332,7 @@ int cmd_bench_place(int argc, char **argv)
 		{ "host-gbs", required_argument, NULL, 'O' },
 		{ "pcie-gbs", required_argument, NULL, 'P' },
 		{ "seed", required_argument, NULL, 'S' },
+		{ "threads", required_argument, NULL, 'T' },
 		{ "check", no_argument, NULL, 'C' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
@@ -957,6 +1351,7 @@ int cmd_bench_place(int argc, char **argv)
 		.host_gbs = 51,
 		.pcie_gbs = 55,
 		.seed = 0x91ace,
+		.threads = 1,
 	};
 	uint64_t v;
 	int c, ret;
@@ -966,11 +1361,15 @@ int cmd_bench_place(int argc, char **argv)
 		ret = 0;
 		switch (c) {
 		case 'b':
-			if (strcmp(optarg, "host")) {
-				fprintf(stderr, "kvmm bench place: only "
-					"--backend host is built (the CUDA "
-					"path is not written yet)\n");
-				return 1;
+			if (!strcmp(optarg, "cuda")) {
+				o.cuda = 1;
+			} else if (!strcmp(optarg, "host")) {
+				o.cuda = 0;
+			} else {
+				fprintf(stderr, "kvmm bench place: --backend "
+					"wants host or cuda, not '%s'\n",
+					optarg);
+				return 2;
 			}
 			break;
 		case 'B':
@@ -1021,6 +1420,11 @@ int cmd_bench_place(int argc, char **argv)
 		case 'S':
 			ret = kvmm_parse_u64("--seed", optarg, 0, UINT64_MAX,
 					     &o.seed);
+			break;
+		case 'T':
+			ret = kvmm_parse_u64("--threads", optarg, 1,
+					     BP_MAX_THREADS, &v);
+			o.threads = (uint32_t)v;
 			break;
 		case 'C':
 			o.check = 1;

@@ -6,8 +6,9 @@
  * Selection: one block per (kv-head, sequence). The group's queries are
  * staged in shared memory as fp32; each thread scores pages (the bound in
  * channel order with explicit round-to-nearest multiplies and adds, no
- * fused multiply-add, the CPU reference's arithmetic exactly); each
- * non-forced page's rank is counted over the others (O(pages^2 / threads),
+ * fused multiply-add, the CPU reference's arithmetic exactly; a channel's
+ * min and max are loaded once for all the group's queries, one running sum
+ * per query); each non-forced page's rank is counted over the others (O(pages^2 / threads),
  * fine for the lists of a decode step; a radix select would scale
  * better); thread 0 compacts the kept ids in order. Summary: one block per
  * entry, threads over channels.
@@ -19,7 +20,7 @@
 #include "kvk_cuda.cuh"
 #include "select.h"
 
-#define SEL_THREADS 256
+#define SEL_THREADS 1024
 #define SEL_GRANULE (2ULL << 20)
 
 static __device__ float act_load(const void *p, size_t i, int dt)
@@ -34,7 +35,8 @@ static __device__ float act_load(const void *p, size_t i, int dt)
 	}
 }
 
-__global__ void kvk_select_pages_kernel(struct kvk_select_args s)
+__global__ void __launch_bounds__(SEL_THREADS)
+	kvk_select_pages_kernel(struct kvk_select_args s)
 {
 	extern __shared__ float smem[];
 	const struct kvk_attn_args &a = s.attn;
@@ -73,28 +75,46 @@ __global__ void kvk_select_pages_kernel(struct kvk_select_args s)
 			continue;
 		}
 		size_t r = (size_t)row[i] * 2 * hd;
-		for (uint32_t g = 0; g < G; g++) {
-			float acc = 0.0f;
+		float acc[KVK_ATTN_MAX_GROUP];
 
-			for (uint32_t e = 0; e < hd; e++) {
-				float lo, hi, qe = q[g * hd + e];
+		/*
+		 * each (page, query) sum runs in channel order, as the CPU
+		 * reference's; the channel's min and max are loaded once for
+		 * every query of the group
+		 */
+#pragma unroll
+		for (uint32_t g = 0; g < KVK_ATTN_MAX_GROUP; g++)
+			acc[g] = 0.0f;
+#pragma unroll 2
+		for (uint32_t e = 0; e < hd; e++) {
+			float lo, hi;
 
-				if (s.sum_dtype == KVK_F16) {
-					const __half *p =
-						(const __half *)s.summary;
-					lo = __half2float(p[r + e]);
-					hi = __half2float(p[r + hd + e]);
-				} else {
-					const float *p =
-						(const float *)s.summary;
-					lo = p[r + e];
-					hi = p[r + hd + e];
-				}
-				acc = __fadd_rn(acc, fmaxf(__fmul_rn(qe, lo),
-							   __fmul_rn(qe, hi)));
+			if (s.sum_dtype == KVK_F16) {
+				const __half *p = (const __half *)s.summary;
+
+				lo = __half2float(p[r + e]);
+				hi = __half2float(p[r + hd + e]);
+			} else {
+				const float *p = (const float *)s.summary;
+
+				lo = p[r + e];
+				hi = p[r + hd + e];
 			}
-			best = fmaxf(best, acc);
+#pragma unroll	/* acc[] stays in registers */
+			for (uint32_t g = 0; g < KVK_ATTN_MAX_GROUP; g++) {
+				if (g >= G)
+					break;
+				float qe = q[g * hd + e];
+
+				acc[g] = __fadd_rn(acc[g],
+						   fmaxf(__fmul_rn(qe, lo),
+							 __fmul_rn(qe, hi)));
+			}
 		}
+#pragma unroll
+		for (uint32_t g = 0; g < KVK_ATTN_MAX_GROUP; g++)
+			if (g < G)
+				best = fmaxf(best, acc[g]);
 		score[i] = best;
 	}
 	__syncthreads();

@@ -568,14 +568,24 @@ static int dev_copy(void *arg, const uint32_t *src, const uint32_t *dst,
 				  pool->pages_per_granule,
 				  d->d_mv + d->mv_n - 2 * n,
 				  d->d_mv + d->mv_n - n, n, d->sc);
-	if (ret || !d->sparse)
-		return ret;
-	/* the summaries follow the pages (by page id): the destinations' */
-	from = d->upd_n;
-	for (uint32_t i = 0; i < n && !ret; i++)
-		ret = upd_add(d, dst[i], pool->page_list[src[i]],
-			      pool->page_pos[src[i]]);
-	return ret ? ret : summarize(d, from, d->sc);
+	if (!ret && d->sparse) {
+		/* the summaries follow the pages (by page id): the
+		 * destinations' */
+		from = d->upd_n;
+		for (uint32_t i = 0; i < n && !ret; i++)
+			ret = upd_add(d, dst[i], pool->page_list[src[i]],
+				      pool->page_pos[src[i]]);
+		if (!ret)
+			ret = summarize(d, from, d->sc);
+	}
+	/*
+	 * the end of the copies queued so far: recorded after each batch, so
+	 * that mig_us ends with the last one, not with the host's work after
+	 * kva_migrate() (the ring, kva_check()) that the stream would wait on
+	 */
+	if (!ret)
+		CUT(cudaEventRecord(d->m1, d->sc));
+	return ret;
 }
 
 /**
@@ -882,8 +892,6 @@ int bp_dev_step_end(struct bp_dev *d, struct bp_step_time *t)
 {
 	float ms;
 
-	if (d->migrated)
-		CUT(cudaEventRecord(d->m1, d->sc));
 	CUT(cudaStreamSynchronize(d->sc));
 	CUT(cudaStreamSynchronize(d->sa));
 	if (t) {

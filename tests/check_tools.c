@@ -795,6 +795,25 @@ START_TEST(test_bench_place)
 			      NULL), 0);
 	strip_cpu_times(out_s);
 	ck_assert_str_eq(out_s, one);
+	/*
+	 * the host tier has room for what the policies plan: static's
+	 * placement at prefill moves half the pages of 4K tokens, which
+	 * stopped at a full host tier before the replay grew one
+	 */
+	ck_assert_int_eq(kvmm("bench", "place", "--batch", "2", "--ctx",
+			      "4096", "--hbm", "0.5", "--steps", "3", "--warm",
+			      "1", "--json", NULL), 0);
+	{
+		const char *p = out_s;
+		int lines = 0;
+
+		while ((p = strstr(p, "\"no_room\":"))) {
+			p += strlen("\"no_room\":");
+			ck_assert_msg(*p == '0' && p[1] == ',', "%s", out_s);
+			lines++;
+		}
+		ck_assert_int_eq(lines, 4);	/* every policy at 0.5 */
+	}
 	ck_assert_int_eq(kvmm("bench", "place", "--backend", "gpu", NULL), 2);
 	EXPECT_ERR("--backend wants host or cuda");
 	ck_assert_int_eq(kvmm("bench", "place", "--threads", "0", NULL), 2);

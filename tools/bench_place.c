@@ -770,6 +770,49 @@ static double model_meas_us(const struct bp_rates *rt, double hbm,
 }
 
 /*
+ * Room on the host tier for the migration: the pool grows host granules
+ * only when a sequence needs pages, so without this the host holds a few
+ * free pages, every demotion takes one, and kva_migrate() stops at "no room
+ * in the other tier" long before the step's byte budget (at 16K, batch 16,
+ * about 180 pages a step whatever the policy wanted). The placement at
+ * prefill (which a real prefill makes by writing each page where the policy
+ * wants it) needs a host page per demotion it plans; a step needs its
+ * budget's worth and the HBM reserve's. The host tier is the capacity tier:
+ * these free granules cost host memory only, and the HBM cap is unchanged.
+ */
+static int host_room(const struct bp_opts *o, struct kva_pool *pool,
+		     struct kva_place *pl, const struct bp_trace *tr)
+{
+	uint32_t *pro, *dem, np, nd;
+	uint64_t want, have, g;
+	struct kva_stats st;
+	int ret;
+
+	pro = malloc(pool->nr_page_ids * 4);
+	dem = malloc(pool->nr_page_ids * 4);
+	if (!pro || !dem) {
+		free(pro);
+		free(dem);
+		return -ENOMEM;
+	}
+	kva_place_future(pl, tr->mass, tr->steps);
+	ret = kva_place_plan(pl, pool, pro, &np, dem, &nd);
+	free(pro);
+	free(dem);
+	if (ret)
+		return ret;
+	want = (uint64_t)nd + tr->nr_lists;
+	if (o->budget_mib > 0)
+		want += (uint64_t)(o->budget_mib * SZ_1M) / pool->page_size;
+	kva_pool_stats(pool, &st);
+	have = st.free_mem[KVA_MEM_HOST];
+	if (have >= want)
+		return 0;
+	g = kvmm_div_round_up(want - have, pool->pages_per_granule);
+	return kva_pool_grow_mem(pool, (uint32_t)g, KVA_MEM_HOST);
+}
+
+/*
  * Phase two: one policy at one HBM capacity over the trace. With @dev (the
  * CUDA path) the pool lives in a CUDA space, the pages hold the trace's
  * data, and each step runs the attention over its selection (over every
@@ -826,12 +869,19 @@ static int replay(const struct bp_opts *o, const struct bp_trace *tr,
 	if (ret)
 		goto out;
 	ret = -ENOMEM;
+	npb = malloc(lists * 4);
+	if (!npb || kva_place_init(&pl, pool, policy))
+		goto out;
+	if (frac < 1 && !dense) {
+		ret = host_room(o, pool, &pl, tr);
+		if (ret)
+			goto out_pl;
+		ret = -ENOMEM;
+	}
 	pro = malloc(pool->nr_page_ids * 4);
 	dem = malloc(pool->nr_page_ids * 4);
-	npb = malloc(lists * 4);
-	if (!pro || !dem || !npb || kva_migrate_init(&mc, pool, 0) ||
-	    kva_place_init(&pl, pool, policy))
-		goto out;
+	if (!pro || !dem || kva_migrate_init(&mc, pool, 0))
+		goto out_pl;
 	/* every list may open a page in a step: keep that much HBM free */
 	mc.hbm_reserve = lists;
 	if (dev) {
@@ -854,6 +904,7 @@ static int replay(const struct bp_opts *o, const struct bp_trace *tr,
 	if (ret)
 		goto out_fini;
 	r->init_mig_bytes = (double)mc.bytes_moved;
+	r->no_room += !dense && mc.result == KVA_MIGRATE_NO_ROOM;
 	mc.budget_bytes = o->budget_mib > 0 ?
 				  (uint64_t)(o->budget_mib * SZ_1M) :
 				  UINT64_MAX;
@@ -907,6 +958,7 @@ static int replay(const struct bp_opts *o, const struct bp_trace *tr,
 				ret = kva_migrate(pool, &mc, pro, np, dem, nd);
 			if (ret)
 				goto out_fini;
+			r->no_room += mc.result == KVA_MIGRATE_NO_ROOM;
 		}
 		t0 = kvmm_now_us() - t0;
 		if (o->check) {
@@ -974,8 +1026,9 @@ static int replay(const struct bp_opts *o, const struct bp_trace *tr,
 out_fini:
 	if (dev)
 		bp_dev_end(dev);
-	kva_place_fini(&pl);
 	kva_migrate_fini(&mc);
+out_pl:
+	kva_place_fini(&pl);
 out:
 	if (ret && dev)
 		fprintf(stderr, "kvmm bench place: cuda replay at HBM %.2f "
@@ -1093,12 +1146,14 @@ static void cuda_line(const struct bp_opts *o, const struct bp_trace *tr,
 		       "\"mig_us\":%.2f,\"upload_us\":%.2f,\"plan_us\":%.0f,"
 		       "\"hbm_bytes\":%.0f,\"host_bytes\":%.0f,"
 		       "\"mig_bytes\":%.0f,\"init_mig_bytes\":%.0f,"
+		       "\"no_room\":%u,"
 		       "\"hbm_pages\":%llu,\"vs_dense\":%.3f,",
 		       policy, tr->ctx, o->batch, frac, x->hit, x->step_us,
 		       x->model_us, x->model_meas_us, x->select_us, x->attn_us,
 		       x->mig_us, x->up_us, x->plan_us, x->hbm_bytes,
 		       x->host_bytes, x->mig_bytes, x->init_mig_bytes,
-		       (unsigned long long)x->hbm_pages, x->step_us / dense);
+		       x->no_room, (unsigned long long)x->hbm_pages,
+		       x->step_us / dense);
 		if (oracle > 0)
 			printf("\"vs_oracle\":%.3f,", x->step_us / oracle);
 		if (o->check)
@@ -1273,6 +1328,7 @@ static int place_run(const struct bp_opts *o)
 					       "\"host_bytes\":%.0f,"
 					       "\"mig_bytes\":%.0f,"
 					       "\"init_mig_bytes\":%.0f,"
+					       "\"no_room\":%u,"
 					       "\"hbm_pages\":%llu,"
 					       "\"vs_dense\":%.3f,"
 					       "\"vs_oracle\":%.3f,"
@@ -1281,7 +1337,7 @@ static int place_run(const struct bp_opts *o)
 					       o->batch, o->frac[f], x->hit,
 					       x->step_us, x->hbm_bytes,
 					       x->host_bytes, x->mig_bytes,
-					       x->init_mig_bytes,
+					       x->init_mig_bytes, x->no_room,
 					       (unsigned long long)x->hbm_pages,
 					       x->step_us / dense_us,
 					       x->step_us / oracle, err);

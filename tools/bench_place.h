@@ -69,6 +69,8 @@ struct bp_result {
 	double hit;		/* importance-weighted HBM hit ratio */
 	double hbm_bytes, host_bytes, mig_bytes; /* per step */
 	double init_mig_bytes;	/* placement at prefill, once */
+	uint32_t no_room;	/* kva_migrate() calls stopped by a full
+				 * tier, the placement at prefill's too */
 	double step_us;		/* modelled (host); measured (cuda) */
 	uint64_t hbm_pages;	/* the HBM capacity, pages */
 	/* --backend cuda, per measured step */

@@ -91,6 +91,12 @@ class Trace(unittest.TestCase):
             want = sum(o for _, o in peer.read_trace(t))
             self.assertEqual((r["requests"], r["completed"]), (3, 3))
             self.assertEqual(round(r["gen_tok_s"] * r["wall_s"]), want)
+            # the queue empties once every request is admitted: the
+            # tokens by then are some of the run's
+            self.assertGreater(r["queued_s"], 0)
+            self.assertLessEqual(r["queued_s"], r["wall_s"])
+            self.assertLessEqual(
+                round(r["queued_gen_tok_s"] * r["queued_s"]), want)
 
 
 if __name__ == "__main__":

@@ -582,6 +582,9 @@ struct srv_result {
 	double rate;		/* 0: offline */
 	int requests, completed, failed;
 	double wall_s, gen_tok_s, req_s, mean_conc;
+	/* until the queue first empties with every request submitted: the
+	 * phase in which the policy runs at the concurrency it can hold */
+	double queued_s, queued_tok_s;
 	int peak_conc;
 	uint64_t generated, preemptions, rollbacks, compactions, granules;
 	uint64_t chunks;	/* prompt chunks that did not end a prompt */
@@ -719,6 +722,10 @@ static int run_one(const struct srv_opts *o, struct srv_exec *x,
 		llm_sched_stats(s, &st);
 		kv_sum += (double)st.pages_used * st.page_size;
 		n_kv++;
+		if (!r->queued_s && sub == w->n && !st.waiting) {
+			r->queued_s = kvmm_now_us() * 1e-6 - t0;
+			r->queued_tok_s = st.generated / r->queued_s;
+		}
 		if (t >= next_sample) {
 			/* full: keep every other sample, sample half as often */
 			if (r->n_samples == SRV_SAMPLES) {
@@ -854,7 +861,9 @@ static void print_json(const struct srv_result *r, const char *dev)
 	       "\"tpot_ms\": [%.3f, %.3f, %.3f], "
 	       "\"e2e_s\": [%.3f, %.3f, %.3f], \"saturated\": %s, "
 	       "\"decode_step_ms\": %.3f, \"decode_batch\": %.2f, "
-	       "\"decode_floor_ms\": %.3f, \"pages\": [", r->requests, r->completed, r->failed,
+	       "\"decode_floor_ms\": %.3f, \"queued_s\": %.3f, "
+	       "\"queued_gen_tok_s\": %.2f, \"pages\": [", r->requests,
+	       r->completed, r->failed,
 	       r->peak_conc, r->mean_conc, r->gen_tok_s, r->req_s, r->wall_s,
 	       r->generated, r->preemptions, r->swaps_out, r->swaps_in,
 	       r->swap_bytes_out, r->swap_bytes_in, r->swap_out_gbs,
@@ -866,7 +875,7 @@ static void print_json(const struct srv_result *r, const char *dev)
 	       r->ttft[2], r->tpot[0] * 1e3, r->tpot[1] * 1e3,
 	       r->tpot[2] * 1e3, r->e2e[0], r->e2e[1], r->e2e[2],
 	       r->saturated ? "true" : "false", r->step_ms, r->batch,
-	       r->floor_ms);
+	       r->floor_ms, r->queued_s, r->queued_tok_s);
 	for (int i = 0; i < r->n_samples; i++)
 		printf("%s[%.2f, %" PRIu64 "]", i ? ", " : "", r->sample_t[i],
 		       r->sample_pages[i]);
@@ -922,6 +931,10 @@ static void print_pages(const struct srv_result *r)
 		printf("; floor (weights + KV held) / read rate %.2f ms, "
 		       "ratio %.2f", r->floor_ms, r->step_ms / r->floor_ms);
 	printf("\n");
+	if (r->queued_s > 0)
+		printf("  %s until the queue emptied (%.1f s of %.1f): %.1f "
+		       "generated tok/s\n", r->policy, r->queued_s, r->wall_s,
+		       r->queued_tok_s);
 	printf("  %s KV pages in use over time:", r->policy);
 	for (int i = 0; i < r->n_samples; i += r->n_samples > 8 ?
 						      r->n_samples / 8 : 1)

@@ -1748,17 +1748,66 @@ static int ioc_tier_budget(struct kvshim_file *f, struct kvmm_tier_budget *a)
 	return 0;
 }
 
+/*
+ * MIGRATE with KVMM_MIGRATE_GROW_HOST: a demotion needs a free host page,
+ * and the pages promotions leave free on the host serve only the next
+ * call, so map host granules until the free host pages cover every
+ * demotion the call may make (a victim per promotion, and the demote list
+ * for the HBM reserve: nr_promote + nr_demote, at most one a page of the
+ * byte budget), as far as the host tier's and the space's budgets allow
+ * (what they do not cover stops the call at NO_ROOM as before). @was and
+ * @u keep what is needed to give the granules back if the call fails.
+ */
+static int migrate_room(struct kva_pool *pool, const struct kvmm_migrate *a,
+			uint8_t **was, struct compact_undo *u)
+{
+	uint64_t want = (uint64_t)a->nr_promote + a->nr_demote, have, g;
+	uint32_t room = kvrt_space_loc_room(pool->space, KVA_MEM_HOST);
+	struct kva_stats st;
+	int ret;
+
+	if (a->byte_budget && want > a->byte_budget / pool->page_size)
+		want = a->byte_budget / pool->page_size;
+	kva_pool_stats(pool, &st);
+	have = st.free_mem[KVA_MEM_HOST];
+	if (want <= have || !room)
+		return 0;
+	g = kvmm_div_round_up(want - have, pool->pages_per_granule);
+	if (g > room)
+		g = room;
+	*was = malloc(pool->nr_gslots);
+	if (!*was)
+		return -ENOMEM;
+	memcpy(*was, pool->gran_mapped, pool->nr_gslots);
+	/* a grow with host granules reorders the ring: keep it */
+	ret = undo_save(u, pool);
+	if (!ret)
+		ret = kva_pool_grow_mem(pool, (uint32_t)g, KVA_MEM_HOST);
+	if (ret) {
+		free(*was);
+		*was = NULL;
+		if (u->ring) {
+			struct kva_compact_control none = { 0 };
+
+			undo_apply(u, pool, &none);
+		}
+	}
+	return ret;
+}
+
 /* MIGRATE: the lists are copied in once, then kva_migrate() validates */
 static int ioc_migrate(struct kvshim_file *f, struct kvmm_migrate *a)
 {
 	const void *up = user_ptr(a->promote), *ud = user_ptr(a->demote);
 	struct kva_migrate_control mc;
+	struct compact_undo u = { 0 };
 	struct kvshim_space *s;
 	struct kva_pool *pool;
 	uint32_t *pro = NULL, *dem = NULL;
+	uint8_t *was = NULL;
 	int ret;
 
-	if (a->flags || !ZERO(a->reserved))
+	if ((a->flags & ~KVMM_MIGRATE_GROW_HOST) || !ZERO(a->reserved))
 		return -EINVAL;
 	if ((a->nr_promote && !up) || (a->nr_demote && !ud))
 		return -EINVAL;
@@ -1773,10 +1822,19 @@ static int ioc_migrate(struct kvshim_file *f, struct kvmm_migrate *a)
 		return -EINVAL;
 	pro = malloc((a->nr_promote + 1) * sizeof(*pro));
 	dem = malloc((a->nr_demote + 1) * sizeof(*dem));
-	ret = pro && dem ? kva_migrate_init(&mc, pool, a->byte_budget) :
-			   -ENOMEM;
-	if (ret)
+	if (!pro || !dem) {
+		ret = -ENOMEM;
 		goto out_free;
+	}
+	if (a->flags & KVMM_MIGRATE_GROW_HOST) {
+		ret = migrate_room(pool, a, &was, &u);
+		if (ret)
+			goto out_free;
+	}
+	/* sized after the growth: the new host pages are ids too */
+	ret = kva_migrate_init(&mc, pool, a->byte_budget);
+	if (ret)
+		goto out_ungrow;
 	if (a->nr_promote)
 		memcpy(pro, up, a->nr_promote * sizeof(*pro));
 	if (a->nr_demote)
@@ -1794,7 +1852,16 @@ static int ioc_migrate(struct kvshim_file *f, struct kvmm_migrate *a)
 		a->bytes_moved = mc.bytes_moved;
 	}
 	kva_migrate_fini(&mc);
+out_ungrow:
+	/* a refused call leaves the granules as it found them */
+	if (ret && was && !kva_pool_ungrow(pool, was) && u.ring) {
+		struct kva_compact_control none = { 0 };
+
+		undo_apply(&u, pool, &none);
+	}
 out_free:
+	undo_fini(&u);
+	free(was);
 	free(pro);
 	free(dem);
 	return ret;

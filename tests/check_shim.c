@@ -1997,7 +1997,7 @@ START_TEST(test_tiers_uapi)
 	mg.promote = 0;
 	FAILS(fd, sp, KVMM_IOC_MIGRATE, &mg, -EINVAL);
 	mg.promote = (uintptr_t)&host_p;
-	mg.flags = 1;
+	mg.flags = 2;
 	FAILS(fd, sp, KVMM_IOC_MIGRATE, &mg, -EINVAL);
 	mg.flags = 0;
 
@@ -2027,6 +2027,108 @@ START_TEST(test_tiers_uapi)
 
 		ck_assert_int_eq(kvshim_check(fd, sp, why, sizeof(why)), 0);
 	}
+	ck_assert_int_eq(release(fd, sp, sl, 2), 0);
+	ck_assert_int_eq(kvshim_close(fd), 0);
+}
+END_TEST
+
+/*
+ * MIGRATE's KVMM_MIGRATE_GROW_HOST: demoting every HBM page needs more free
+ * host pages than the admission left; without the flag (or with a host cap
+ * that leaves no room) the call stops at NO_ROOM and maps nothing; with
+ * the flag and room it maps host granules and demotes them all; a refused
+ * call with the flag gives its granules back.
+ */
+START_TEST(test_migrate_grow_host)
+{
+	int fd = kvshim_open();
+	struct kvmm_space_create c = good_create();
+	uint32_t sp, toks[2] = { 4096, 4096 }, sl[2], n = 0, bad;
+	struct kvmm_tier_budget tb = { 0 };
+	struct kvmm_space_map m = { 0 };
+	struct kvmm_migrate mg = { 0 };
+	uint32_t *tables, *hbm, lists;
+	uint64_t host_g, host_free;
+	char why[256];
+
+	c.max_tokens = 4096;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SPACE_CREATE, &c), 0);
+	sp = c.space;
+	tb.space = m.space = mg.space = sp;
+	tb.flags = KVMM_TIER_SET_HBM | KVMM_TIER_SET_HOST;
+	tb.hbm_bytes = MB2;
+	tb.host_bytes = KVMM_TIER_UNCAPPED;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_TIER_BUDGET, &tb), 0);
+	ck_assert_int_eq(admit(fd, sp, toks, 2, sl), 0);
+	tb.flags = 0;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_TIER_BUDGET, &tb), 0);
+	host_g = tb.granules[KVMM_MEM_HOST];
+	host_free = tb.pages_free[KVMM_MEM_HOST];
+	/* every owned HBM page (granule slot 0, the lowest) */
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SPACE_MAP, &m), 0);
+	tables = (uint32_t *)(uintptr_t)m.tables;
+	lists = m.max_seqs * m.lists_per_slot;
+	hbm = malloc((size_t)lists * m.table_width * sizeof(*hbm));
+	ck_assert_ptr_nonnull(hbm);
+	for (uint32_t e = 0; e < lists * m.table_width; e++)
+		if (tables[e] != UINT32_MAX &&
+		    tables[e] < m.pages_per_granule)
+			hbm[n++] = tables[e];
+	ck_assert_uint_eq(n, tb.pages_used[KVMM_MEM_HBM]);
+	ck_assert_msg(n > host_free, "%u HBM pages, %llu free host pages: "
+		      "the case needs more", n,
+		      (unsigned long long)host_free);
+	mg.demote = (uintptr_t)hbm;
+	mg.nr_demote = n;
+	mg.hbm_reserve = m.pages_per_granule;	/* all of HBM free */
+
+	/* a refused call with the flag leaves the granules as they were */
+	bad = hbm[0];
+	hbm[0] = hbm[1];
+	mg.flags = KVMM_MIGRATE_GROW_HOST;
+	FAILS(fd, sp, KVMM_IOC_MIGRATE, &mg, -EINVAL);
+	hbm[0] = bad;
+	tb.flags = 0;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_TIER_BUDGET, &tb), 0);
+	ck_assert_uint_eq(tb.granules[KVMM_MEM_HOST], host_g);
+
+	/* a host cap at what is mapped: no room, NO_ROOM, nothing mapped */
+	tb.flags = KVMM_TIER_SET_HOST;
+	tb.host_bytes = host_g * MB2;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_TIER_BUDGET, &tb), 0);
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_MIGRATE, &mg), 0);
+	ck_assert_uint_eq(mg.reason, KVMM_MIGRATE_NO_ROOM);
+	ck_assert_uint_eq(mg.pages_demoted, host_free);
+	tb.flags = 0;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_TIER_BUDGET, &tb), 0);
+	ck_assert_uint_eq(tb.granules[KVMM_MEM_HOST], host_g);
+	ck_assert_int_eq(kvshim_check(fd, sp, why, sizeof(why)), 0);
+
+	/* room again: the rest goes, on host granules mapped for it */
+	tb.flags = KVMM_TIER_SET_HOST;
+	tb.host_bytes = KVMM_TIER_UNCAPPED;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_TIER_BUDGET, &tb), 0);
+	n = 0;
+	for (uint32_t e = 0; e < lists * m.table_width; e++)
+		if (tables[e] != UINT32_MAX &&
+		    tables[e] < m.pages_per_granule)
+			hbm[n++] = tables[e];
+	ck_assert_uint_gt(n, 0);
+	mg.nr_demote = n;
+	mg.flags = 0;		/* without the flag: still no room */
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_MIGRATE, &mg), 0);
+	ck_assert_uint_eq(mg.reason, KVMM_MIGRATE_NO_ROOM);
+	ck_assert_uint_eq(mg.pages_demoted, 0);
+	mg.flags = KVMM_MIGRATE_GROW_HOST;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_MIGRATE, &mg), 0);
+	ck_assert_uint_eq(mg.reason, KVMM_MIGRATE_DONE);
+	ck_assert_uint_eq(mg.pages_demoted, n);
+	tb.flags = 0;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_TIER_BUDGET, &tb), 0);
+	ck_assert_uint_gt(tb.granules[KVMM_MEM_HOST], host_g);
+	ck_assert_uint_eq(tb.pages_used[KVMM_MEM_HBM], 0);
+	ck_assert_int_eq(kvshim_check(fd, sp, why, sizeof(why)), 0);
+	free(hbm);
 	ck_assert_int_eq(release(fd, sp, sl, 2), 0);
 	ck_assert_int_eq(kvshim_close(fd), 0);
 }
@@ -2305,6 +2407,7 @@ Suite *suite_shim(void)
 	KV_ADD(tc, test_fence);
 	KV_ADD(tc, test_seq_stats);
 	KV_ADD(tc, test_tiers_uapi);
+	KV_ADD(tc, test_migrate_grow_host);
 	KV_ADD(tc, test_swap_uapi);
 	KV_ADD(tc, test_admit_rollback_host_tier);
 	suite_add_tcase(s, tc);

@@ -10,12 +10,12 @@
  * fields (the size encoded in the ioctl number tells the driver which
  * version of a structure the caller knows).
  *
- * Status: KVMM_API_VERSION 3, every command below served by the userspace
+ * Status: KVMM_API_VERSION 5, every command below served by the userspace
  * driver kvshim_ioctl() (ioctl-shim/kvshim.h); see
  * Documentation/uapi/kvmm.rst. Version 2 adds the data path (SPACE_MAP,
  * STEP_SUBMIT, FENCE) and SEQ_STATS; version 3 the memory tiers
  * (TIER_BUDGET, MIGRATE); version 4 swap to file (SWAP_SETUP, SEQ_SWAP_OUT,
- * SEQ_SWAP_IN).
+ * SEQ_SWAP_IN); version 5 MIGRATE's KVMM_MIGRATE_GROW_HOST.
  */
 #ifndef _UAPI_KVMM_H
 #define _UAPI_KVMM_H
@@ -23,7 +23,7 @@
 #include <linux/ioctl.h>
 #include <linux/types.h>
 
-#define KVMM_API_VERSION 4
+#define KVMM_API_VERSION 5
 
 #define KVMMIO 0xB7
 
@@ -551,6 +551,11 @@ struct kvmm_tier_budget {
 	__u64 reserved[3];
 };
 
+/* struct kvmm_migrate.flags */
+#define KVMM_MIGRATE_GROW_HOST	(1U << 0) /* map host granules (within the
+					   * host and space budgets) so the
+					   * call's demotions have room */
+
 /* struct kvmm_migrate.reason */
 #define KVMM_MIGRATE_DONE	0 /* every request served */
 #define KVMM_MIGRATE_BUDGET	1 /* byte budget spent */
@@ -559,7 +564,10 @@ struct kvmm_tier_budget {
 /**
  * struct kvmm_migrate - KVMM_IOC_MIGRATE: move pages between the tiers
  * @space: handle
- * @flags: must be zero
+ * @flags: 0 or KVMM_MIGRATE_GROW_HOST (version 5): first map as many host
+ *	granules as the call's demotions may need (at most one a page of
+ *	@nr_promote + @nr_demote, or of @byte_budget), within the host tier's
+ *	and the space's budgets; a failed call gives them back
  * @byte_budget: most page bytes to copy in this call (0: no limit)
  * @promote: user pointer to __u32[@nr_promote]: page ids (as the tables
  *	hold them) of host pages wanted in HBM, most wanted first

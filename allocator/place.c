@@ -199,6 +199,60 @@ static int by_val_desc(const void *a, const void *b, void *val)
 	return *(const uint32_t *)a < *(const uint32_t *)b ? -1 : 1;
 }
 
+/* by_val_desc() on two entries */
+static bool before(const float *val, uint32_t a, uint32_t b)
+{
+	return val[a] != val[b] ? val[a] > val[b] : a < b;
+}
+
+/*
+ * Put the entries that by_val_desc() ranks first @k among @o[0..n) in
+ * o[0..k), the others after (each part in no particular order): a
+ * quickselect (median of three) on the same total order, so the two sets
+ * are those a full sort would give, in O(n) on average.
+ */
+static void select_top(uint32_t *o, size_t n, size_t k, const float *val)
+{
+	size_t lo = 0, hi = n;	/* the k-th lies in [lo, hi) */
+
+	while (hi - lo > 1) {
+		size_t mid = lo + (hi - lo) / 2, i = lo, j = hi - 1, m;
+		uint32_t a = o[lo], b = o[mid], c = o[hi - 1], p, x;
+
+		/* the median of three as the pivot */
+		if (before(val, b, a))
+			x = a, a = b, b = x;
+		if (before(val, c, b)) {
+			b = c;
+			if (before(val, b, a))
+				b = a;
+		}
+		p = b;
+		/* three-way: before p | p | after p */
+		m = lo;
+		while (m <= j) {
+			if (before(val, o[m], p)) {
+				x = o[m], o[m] = o[i], o[i] = x;
+				i++, m++;
+			} else if (before(val, p, o[m])) {
+				x = o[m], o[m] = o[j], o[j] = x;
+				if (!j)
+					break;
+				j--;
+			} else {
+				m++;
+			}
+		}
+		/* [lo, i) before p, [i, j] is p (distinct ids: one entry) */
+		if (k < i)
+			hi = i;
+		else if (k > j)
+			lo = j + 1;
+		else
+			return;
+	}
+}
+
 /* the value of page @p's entry (kept in @pl->val by the plan) */
 static float page_val(const struct kva_place *pl, const struct kva_pool *pool,
 		      uint32_t p)
@@ -269,17 +323,31 @@ int kva_place_plan(struct kva_place *pl, const struct kva_pool *pool,
 			pl->val[i] = value(pl, pool, l, e, tpp);
 			pl->order[n++] = (uint32_t)i;
 		}
-	qsort_r(pl->order, n, sizeof(uint32_t), by_val_desc, pl->val);
+	/*
+	 * The HBM pages go to the cap highest values: only which entries
+	 * those are matters, and then the order of the few that move. So
+	 * select the top cap (O(n) on average, not a sort of every entry)
+	 * and sort the movers alone: the same lists as a full sort gives.
+	 */
+	if (cap < n)
+		select_top(pl->order, n, cap, pl->val);
 	*np = *nd = 0;
 	for (uint32_t k = 0; k < n; k++) {
-		uint32_t p = pool->table[pl->order[k]];
-		uint32_t m = kva_page_mem(pool, p);
+		uint32_t e = pl->order[k];
+		uint32_t m = kva_page_mem(pool, pool->table[e]);
 
+		/* entries for now, page ids below */
 		if (k < cap && m == KVA_MEM_HOST)
-			promote[(*np)++] = p;
+			promote[(*np)++] = e;
 		else if (k >= cap && m == KVA_MEM_HBM)
-			demote[(*nd)++] = p;
+			demote[(*nd)++] = e;
 	}
+	qsort_r(promote, *np, sizeof(uint32_t), by_val_desc, pl->val);
+	qsort_r(demote, *nd, sizeof(uint32_t), by_val_desc, pl->val);
+	for (uint32_t k = 0; k < *np; k++)
+		promote[k] = pool->table[promote[k]];
+	for (uint32_t k = 0; k < *nd; k++)
+		demote[k] = pool->table[demote[k]];
 	/* coldest first: the demotions were found hottest first */
 	for (uint32_t a = 0, b = *nd; a + 1 < b; a++, b--) {
 		uint32_t x = demote[a];

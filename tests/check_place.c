@@ -751,6 +751,104 @@ END_TEST
  * byte budget kept, the recent pages in HBM for all but static, and the
  * oracle's weighted hit ratio at least static's and importance's.
  */
+/* the reference order: value descending, then entry ascending */
+static const float *ref_val;
+
+static int ref_cmp(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	if (ref_val[x] != ref_val[y])
+		return ref_val[x] > ref_val[y] ? -1 : 1;
+	return x < y ? -1 : 1;
+}
+
+/*
+ * kva_place_plan() selects the top entries instead of sorting them all: its
+ * lists equal those of a full sort of every entry (the values it left in
+ * pl->val, many of them tied), for random masses and HBM caps; the
+ * importance policy's margin only cuts its promotions short.
+ */
+START_TEST(test_plan_equals_sort)
+{
+	uint64_t seed = kvtest_seed("plan_equals_sort");
+
+	for (int round = 0; round < 12; round++) {
+		enum kva_place_policy pol = round % 3 == 0 ? KVA_PLACE_STATIC :
+					    round % 3 == 1 ? KVA_PLACE_TIER :
+							     KVA_PLACE_IMPORTANCE;
+		struct tiered t;
+		struct kva_pool *pool;
+		struct kva_place pl;
+		uint32_t *pro, *dem, *ord, *rp, *rd, np, nd, n = 0, cap;
+		uint32_t lists = 4, w, rnp = 0, rnd = 0;
+		struct kva_stats st;
+		float *mass;
+
+		tiered_open(&t, 2, 2, 1, 3);
+		pool = t.pool;
+		ck_assert_int_eq(kva_pool_grow_auto(pool, 4), 0);
+		fill(pool, 2, TPP * (pool->pages_per_granule * 3 / 4 +
+				     (uint32_t)(kvtest_rand(&seed) % 20)));
+		w = pool->width;
+		mass = calloc((size_t)lists * w, sizeof(float));
+		pro = malloc(pool->nr_page_ids * 4);
+		dem = malloc(pool->nr_page_ids * 4);
+		ord = malloc((size_t)lists * w * 4);
+		rp = malloc(pool->nr_page_ids * 4);
+		rd = malloc(pool->nr_page_ids * 4);
+		ck_assert_int_eq(kva_place_init(&pl, pool, pol), 0);
+		pl.prefill_steps = 2;
+		for (int s = 0; s < 4; s++) {
+			for (size_t i = 0; i < (size_t)lists * w; i++)
+				/* few distinct values: ties everywhere */
+				mass[i] = kvtest_rand(&seed) % 3 ?
+						  0 : (kvtest_rand(&seed) % 4) /
+							      4.0f;
+			ck_assert_int_eq(kva_place_observe(&pl, mass), 0);
+		}
+		ck_assert_int_eq(kva_place_plan(&pl, pool, pro, &np, dem,
+						&nd), 0);
+		/* the reference: every entry sorted */
+		kva_pool_stats(pool, &st);
+		cap = (uint32_t)(st.used_mem[KVA_MEM_HBM] +
+				 st.free_mem[KVA_MEM_HBM]);
+		for (uint32_t l = 0; l < lists; l++)
+			for (uint32_t e = 0; e < pool->npages[2 * l]; e++)
+				ord[n++] = l * w + e;
+		ref_val = pl.val;
+		qsort(ord, n, 4, ref_cmp);
+		for (uint32_t k = 0; k < n; k++) {
+			uint32_t p = pool->table[ord[k]];
+			uint32_t m = kva_page_mem(pool, p);
+
+			if (k < cap && m == KVA_MEM_HOST)
+				rp[rnp++] = p;
+			else if (k >= cap && m == KVA_MEM_HBM)
+				rd[rnd++] = p;
+		}
+		ck_assert_uint_eq(nd, rnd);
+		for (uint32_t k = 0; k < nd; k++)	/* coldest first */
+			ck_assert_uint_eq(dem[k], rd[rnd - 1 - k]);
+		if (pol == KVA_PLACE_IMPORTANCE)
+			ck_assert_uint_le(np, rnp);
+		else
+			ck_assert_uint_eq(np, rnp);
+		for (uint32_t k = 0; k < np; k++)
+			ck_assert_uint_eq(pro[k], rp[k]);
+		ck_assert(rnp + rnd > 0 || cap >= n);
+		kva_place_fini(&pl);
+		free(mass);
+		free(pro);
+		free(dem);
+		free(ord);
+		free(rp);
+		free(rd);
+		tiered_close(&t);
+	}
+}
+END_TEST
+
 START_TEST(test_policies)
 {
 	uint64_t seed0 = kvtest_seed("policies");
@@ -888,6 +986,7 @@ Suite *suite_place(void)
 	KV_ADD(tc, test_migrate_held);
 	KV_ADD(tc, test_compact_keeps_tiers);
 	KV_ADD(tc, test_migrate_rewrite_ref);
+	KV_ADD(tc, test_plan_equals_sort);
 	KV_ADD(tc, test_policies);
 	suite_add_tcase(s, tc);
 	return s;

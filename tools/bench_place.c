@@ -989,6 +989,7 @@ static int replay(const struct bp_opts *o, const struct bp_trace *tr,
 			r->host_bytes += ob;
 			r->mig_bytes += mig;
 			r->model_us += model_us(o, hb + sum, ob, mig);
+			r->plan_us += t0;
 			if (dev) {
 				r->model_meas_us += model_meas_us(rt, hb + sum,
 								  ob, mig);
@@ -996,7 +997,6 @@ static int replay(const struct bp_opts *o, const struct bp_trace *tr,
 				r->attn_us += st.attn;
 				r->mig_us += st.mig;
 				r->up_us += st.up;
-				r->plan_us += t0;
 			}
 		}
 	}
@@ -1329,6 +1329,7 @@ static int place_run(const struct bp_opts *o)
 					       "\"mig_bytes\":%.0f,"
 					       "\"init_mig_bytes\":%.0f,"
 					       "\"no_room\":%u,"
+					       "\"plan_us\":%.0f,"
 					       "\"hbm_pages\":%llu,"
 					       "\"vs_dense\":%.3f,"
 					       "\"vs_oracle\":%.3f,"
@@ -1338,6 +1339,7 @@ static int place_run(const struct bp_opts *o)
 					       x->step_us, x->hbm_bytes,
 					       x->host_bytes, x->mig_bytes,
 					       x->init_mig_bytes, x->no_room,
+					       x->plan_us,
 					       (unsigned long long)x->hbm_pages,
 					       x->step_us / dense_us,
 					       x->step_us / oracle, err);

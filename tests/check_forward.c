@@ -42,7 +42,21 @@
  * in Documentation/model/weights.rst.
  */
 #define QREF_TOL 0.1
-#define QREF_GREEDY 16 /* greedy tokens the quantised path must agree on */
+/*
+ * The quantised path's greedy tokens must be the reference's for the first
+ * QREF_GREEDY steps; from there on it is fed the reference's tokens
+ * (teacher-forced, so that the last step's logits stay comparable) and the
+ * reference's token must be its own best or within QREF_TIE logits of it.
+ * Step 13 is the reference's near tie (837 over 527 by 0.03 logits), which
+ * the 8-bit activations decide either way by the order of the fp32 sums:
+ * the C path and the AVX-512 prefill panels give 527 by 0.01-0.02 logits,
+ * the 2 x 4 tiles 837. How far that order moves the quantised logits,
+ * measured over five orders of the same sums (C, AVX2, AVX-512 tiles, two
+ * orders of the panels): 'chat' rel L2 0.040 to 0.101 against QREF_TOL's
+ * 0.1, single logits at a greedy step by up to 0.26 (hence QREF_TIE).
+ */
+#define QREF_GREEDY 13
+#define QREF_TIE 0.5
 
 /* the tolerance of the path the running test loaded (ref_mode()) */
 static double ref_tol = REF_TOL;
@@ -187,7 +201,10 @@ START_TEST(test_forward_ref_prompts)
 }
 END_TEST
 
-/* prefill, then REF_GREEDY_STEPS greedy tokens, one decode step each */
+/*
+ * prefill, then REF_GREEDY_STEPS greedy tokens, one decode step each (the
+ * quantised path teacher-forced after QREF_GREEDY steps)
+ */
 START_TEST(test_forward_ref_greedy)
 {
 	ref_mode(_i);
@@ -195,7 +212,7 @@ START_TEST(test_forward_ref_greedy)
 	int32_t ids[REF_MAX_IDS], id;
 	struct fwd_model m;
 	struct llm_kv *kv;
-	int seq = 0, nt;
+	int seq = 0, nt, agree = 0;
 	struct llm_batch b = { 1, &seq, &nt, ids };
 	float *z;
 
@@ -219,23 +236,28 @@ START_TEST(test_forward_ref_greedy)
 	for (int s = 0; s < REF_GREEDY_STEPS; s++) {
 		ck_assert_int_eq(kvk_argmax_cpu(&id, z, 1, m.c.n_vocab, KVK_F32,
 						NULL), 0);
-		ck_assert_msg(id == r->greedy[s], "step %d: token %d, "
-			      "reference %d", s, id, r->greedy[s]);
+		if (ref_f32 || s < QREF_GREEDY)
+			ck_assert_msg(id == r->greedy[s], "step %d: token %d, "
+				      "reference %d", s, id, r->greedy[s]);
 		/*
-		 * quantised: the first QREF_GREEDY tokens agree; later ones
-		 * may part ways at a near tie, and the last logits with them
+		 * quantised, after QREF_GREEDY steps: teacher-forced, the
+		 * reference's token is ours or within QREF_TIE of it
 		 */
-		if (!ref_f32 && s + 1 == QREF_GREEDY)
-			goto out;
+		ck_assert_msg(z[id] - z[r->greedy[s]] <= QREF_TIE,
+			      "step %d: token %d (%.4g), reference %d at %.4g",
+			      s, id, z[id], r->greedy[s], z[r->greedy[s]]);
+		agree += id == r->greedy[s];
 		if (s + 1 == REF_GREEDY_STEPS)
 			break;
 		nt = 1;
+		id = r->greedy[s];
 		b.tok = &id;
 		ck_assert_int_eq(llm_cpu_forward(m.cpu, kv, &b, z), 0);
 	}
+	printf("greedy (%s): %d of %d steps agree\n",
+	       ref_f32 ? "fp32" : "quantised", agree, REF_GREEDY_STEPS);
 	ck_assert_int_eq(llm_kv_len(kv, 0), r->n_ids + REF_GREEDY_STEPS - 1);
 	ref_compare(last, z, m.c.n_vocab);
-out:
 	llm_kv_destroy(kv);
 	free(z);
 	fwd_close(&m);

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "forward.h"
@@ -685,6 +686,40 @@ START_TEST(test_pool_runs_every_thread)
 }
 END_TEST
 
+/*
+ * two holders take turns on one pool (the executor and its KV cache), and
+ * it outlives the first reference; jobs after idle gaps longer than the
+ * spin find the workers asleep and wake them; a pool that never spins
+ * (KVMM_POOL_SPIN_US=0) gives the same
+ */
+START_TEST(test_pool_shared_and_sleep)
+{
+	for (int mode = 0; mode < 2; mode++) {
+		struct pool_count c = { 0 };
+		struct llm_pool *p, *q;
+
+		if (mode == 0)
+			setenv("KVMM_POOL_SPIN_US", "0", 1);
+		ck_assert_int_eq(llm_pool_create(3, &p), 0);
+		unsetenv("KVMM_POOL_SPIN_US");
+		q = llm_pool_get(p);
+		ck_assert_ptr_eq(q, p);
+		for (int i = 0; i < 300; i++) {
+			llm_pool_run(i & 1 ? q : p, pool_count_fn, &c);
+			if (i % 50 == 49)
+				usleep(1000); /* past the 200 us spin */
+		}
+		llm_pool_destroy(p);
+		for (int i = 0; i < 100; i++)
+			llm_pool_run(q, pool_count_fn, &c);
+		for (int t = 0; t < 3; t++)
+			ck_assert_int_eq(c.calls[t], 400);
+		ck_assert_int_eq(c.nth, 3);
+		llm_pool_destroy(q);
+	}
+}
+END_TEST
+
 Suite *suite_forward(void)
 {
 	Suite *s = suite_create("forward");
@@ -693,6 +728,7 @@ Suite *suite_forward(void)
 	tcase_set_timeout(tc, 120);
 	KV_ADD(tc, test_pool_range_partition);
 	KV_ADD(tc, test_pool_runs_every_thread);
+	KV_ADD(tc, test_pool_shared_and_sleep);
 	KV_ADD(tc, test_kv_contig_roundtrip);
 	KV_ADD_LOOP(tc, test_forward_tiny_archs, 0,
 		    (int)ARRAY_SIZE(tiny_refs));

@@ -856,6 +856,24 @@ int llm_cpu_threads(const struct llm_cpu *m)
 	return llm_pool_threads(m->pool);
 }
 
+/**
+ * llm_cpu_pool() - the model's thread pool, for a host KV cache to run its
+ * attention on (struct llm_kv_policy_opts.pool)
+ * @m: the model
+ *
+ * The executor calls the cache only between its own jobs, so the two take
+ * turns on the same threads: a step runs on llm_cpu_threads() threads in
+ * all, where a cache with workers of its own would add as many again,
+ * waiting (or spinning) beside the executor's.
+ *
+ * Return: the pool; valid until llm_cpu_free() unless a reference is
+ * taken (llm_pool_get()).
+ */
+struct llm_pool *llm_cpu_pool(struct llm_cpu *m)
+{
+	return m->pool;
+}
+
 /* make the workspace hold @ntok tokens and @nseq sequences */
 static int ws_reserve(struct llm_cpu *m, int ntok, int nseq)
 {

@@ -1723,7 +1723,13 @@ int llm_kv_policy_open(const struct llm_config *c, const struct llm_policy *p,
 		goto out_free;
 	}
 	nth = o->n_threads ? o->n_threads : 1;
-	ret = llm_pool_create(nth, &k->threads);
+	if (o->pool) {
+		k->threads = llm_pool_get(o->pool);
+		nth = llm_pool_threads(o->pool);
+		ret = 0;
+	} else {
+		ret = llm_pool_create(nth, &k->threads);
+	}
 	if (ret) {
 		snprintf(err, errlen, "threads: %s", strerror(-ret));
 		goto out_free;

@@ -708,7 +708,9 @@ const char *kvk_qdot_isa_name(int isa)
  *
  * Single-threaded: a caller splits @n (rows) among its threads. The SIMD
  * paths take up to four activation rows at a time against each weight
- * row, so a prefill reads a tile of weights once per four tokens.
+ * row, so a prefill reads a tile of weights once per four tokens; from 8
+ * activation rows the AVX-512 path unpacks 16 weight rows at a time into
+ * an L1 panel first (qdot_x86.h, "prefill panels").
  *
  * Return: 0, -EOPNOTSUPP for a format or ISA not available, -EINVAL for a
  * bad size or pointer.

@@ -9,6 +9,7 @@
  *   QD_VNNI   1 to use vpdpbusd (u8 x s8 -> s32) instead of
  *             vpmaddubsw + vpmaddwd
  *   QD_TAB    the name of the table function (qdot_tab_avx2, ...)
+ *   QD_PTAB   with QD_VNNI: the name of the prefill panels' table
  *
  * DOC: kernel shapes
  *
@@ -210,8 +211,10 @@ static QD_AI QD_T void qd_tile32(const int fmt, const int bsz, const int rb,
 /*
  * DOC: prefill panels (VNNI)
  *
- * At prefill (QD_PANEL_MIN tokens or more) the 32-element formats run on
- * panels: QD_PR weight rows by up to QD_PB blocks, unpacked once per call
+ * At prefill (kvk_qdot_gemm_prefill(), any number of tokens: a caller's
+ * prefill steps take this path and its decode steps the tiles, so that a
+ * token's result does not depend on how many others share its step) the
+ * 32-element formats run on panels: QD_PR weight rows by up to QD_PB blocks, unpacked once per call
  * into a buffer on the stack (20 KiB, L1-resident) with the rows
  * interleaved by four bytes: chunk c of a block (elements 4c .. 4c+3) of
  * rows 0..15 is 64 contiguous bytes, the u8 values vpdpbusd takes (Q8_0
@@ -227,7 +230,6 @@ static QD_AI QD_T void qd_tile32(const int fmt, const int bsz, const int rb,
  */
 #define QD_PR 16	/* rows of a panel */
 #define QD_PB 32	/* blocks of a panel (1024 elements) */
-#define QD_PANEL_MIN 8	/* tokens from which a product runs on panels */
 
 struct qd_panel {
 	uint8_t q[QD_PB][8][QD_PR * 4]; /* [block][chunk][row][4 values] */
@@ -261,10 +263,13 @@ static QD_AI QD_T void qd_tr8(__m256i v[8])
 	}
 }
 
-/* blocks [b0, b0 + nb) of the QD_PR rows at @w into @p */
+/*
+ * blocks [b0, b0 + nb) of the @nr (<= QD_PR) rows at @w into @p; a panel
+ * of fewer rows repeats its last one (the lanes are not stored)
+ */
 static QD_AI QD_T void qd_pack32(const int fmt, const int bsz,
-				 const uint8_t *w, size_t ldw, size_t b0,
-				 int nb, struct qd_panel *p)
+				 const uint8_t *w, size_t ldw, int nr,
+				 size_t b0, int nb, struct qd_panel *p)
 {
 	const float off = qd_off32(fmt);
 
@@ -276,9 +281,10 @@ static QD_AI QD_T void qd_pack32(const int fmt, const int bsz,
 #pragma GCC unroll 8
 			for (int r = 0; r < 8; r++) {
 				int row = 8 * h + r;
+				int src = row < nr ? row : nr - 1;
 				float dw, mw;
 
-				qd_load32(fmt, w + row * ldw + (b0 + b) * bsz,
+				qd_load32(fmt, w + src * ldw + (b0 + b) * bsz,
 					  &v[r], &dw, &mw);
 				p->d[b][row] = dw;
 				p->m[b][row] = off * mw;
@@ -293,10 +299,14 @@ static QD_AI QD_T void qd_pack32(const int fmt, const int bsz,
 	}
 }
 
-/* the panel's QD_PR rows x @tb tokens (@tb <= 4); @add: y += */
+/*
+ * the panel's QD_PR rows x @tb tokens (@tb <= 4), outputs of the rows in
+ * @mask (bit h of half h's 8 rows); @add: y +=
+ */
 static QD_AI QD_T void qd_ptile(const int tb, const struct qd_panel *p,
 				int nb, const uint8_t *qa, size_t lda,
-				size_t b0, float *y, size_t ldy, bool add)
+				size_t b0, float *y, size_t ldy, bool add,
+				const __mmask8 mask[2])
 {
 	__m256 acc[2][4], off[2][4]; /* the offset terms apart, as qd_tile32 */
 
@@ -304,8 +314,8 @@ static QD_AI QD_T void qd_ptile(const int tb, const struct qd_panel *p,
 	for (int h = 0; h < 2; h++)
 #pragma GCC unroll 4
 		for (int t = 0; t < tb; t++) {
-			acc[h][t] = add ? _mm256_loadu_ps(y + t * ldy + 8 * h) :
-					  _mm256_setzero_ps();
+			acc[h][t] = add ? _mm256_maskz_loadu_ps(mask[h],
+					y + t * ldy + 8 * h) : _mm256_setzero_ps();
 			off[h][t] = _mm256_setzero_ps();
 		}
 	for (int b = 0; b < nb; b++) {
@@ -357,44 +367,79 @@ static QD_AI QD_T void qd_ptile(const int tb, const struct qd_panel *p,
 	for (int h = 0; h < 2; h++)
 #pragma GCC unroll 4
 		for (int t = 0; t < tb; t++)
-			_mm256_storeu_ps(y + t * ldy + 8 * h,
-					 _mm256_add_ps(acc[h][t], off[h][t]));
+			_mm256_mask_storeu_ps(y + t * ldy + 8 * h, mask[h],
+					      _mm256_add_ps(acc[h][t],
+							    off[h][t]));
 }
 
-/* rows [0, n - n % QD_PR) on panels; returns the rows done */
-static QD_AI QD_T int qd_gemm32_panels(const int fmt, const int bsz,
-				       const uint8_t *w, size_t ldw, int n,
-				       const uint8_t *qa, size_t lda, int nt,
-				       float *y, size_t ldy, size_t nb)
+/* every row on panels, the last one padded */
+static QD_AI QD_T void qd_gemm32_panels(const int fmt, const int bsz,
+					const uint8_t *w, size_t ldw, int n,
+					const uint8_t *qa, size_t lda, int nt,
+					float *y, size_t ldy, size_t nb)
 {
 	struct qd_panel p;
-	int r;
 
-	for (r = 0; r + QD_PR <= n; r += QD_PR)
+	for (int r = 0; r < n; r += QD_PR) {
+		int nr = n - r < QD_PR ? n - r : QD_PR;
+		__mmask8 mask[2] = {
+			(__mmask8)(nr >= 8 ? 0xff : (1u << nr) - 1),
+			(__mmask8)(nr >= 16 ? 0xff :
+				   nr > 8 ? (1u << (nr - 8)) - 1 : 0),
+		};
+
 		for (size_t b0 = 0; b0 < nb; b0 += QD_PB) {
 			int pb = nb - b0 < QD_PB ? (int)(nb - b0) : QD_PB;
 			int t = 0;
 
-			qd_pack32(fmt, bsz, w + r * ldw, ldw, b0, pb, &p);
+			qd_pack32(fmt, bsz, w + r * ldw, ldw, nr, b0, pb, &p);
 			for (; t + 4 <= nt; t += 4)
 				qd_ptile(4, &p, pb, qa + t * lda, lda, b0,
-					 y + t * ldy + r, ldy, b0 > 0);
+					 y + t * ldy + r, ldy, b0 > 0, mask);
 			switch (nt - t) {
 			case 3:
 				qd_ptile(3, &p, pb, qa + t * lda, lda, b0,
-					 y + t * ldy + r, ldy, b0 > 0);
+					 y + t * ldy + r, ldy, b0 > 0, mask);
 				break;
 			case 2:
 				qd_ptile(2, &p, pb, qa + t * lda, lda, b0,
-					 y + t * ldy + r, ldy, b0 > 0);
+					 y + t * ldy + r, ldy, b0 > 0, mask);
 				break;
 			case 1:
 				qd_ptile(1, &p, pb, qa + t * lda, lda, b0,
-					 y + t * ldy + r, ldy, b0 > 0);
+					 y + t * ldy + r, ldy, b0 > 0, mask);
 				break;
 			}
 		}
-	return r;
+	}
+}
+
+#define QD_PGEMM32(name, fmt, type)                                          \
+	static QD_T void name(const uint8_t *w, size_t ldw, int n,           \
+			      const uint8_t *qa, size_t lda, int nt,         \
+			      float *y, size_t ldy, size_t nb)               \
+	{                                                                    \
+		qd_gemm32_panels(fmt, sizeof(type), w, ldw, n, qa, lda, nt,  \
+				 y, ldy, nb);                                \
+	}
+
+QD_PGEMM32(qd_q4_0_pgemm, QD_Q4_0, struct qd_q4_0)
+QD_PGEMM32(qd_q4_1_pgemm, QD_Q4_1, struct qd_q4_1)
+QD_PGEMM32(qd_q5_0_pgemm, QD_Q5_0, struct qd_q5_0)
+QD_PGEMM32(qd_q5_1_pgemm, QD_Q5_1, struct qd_q5_1)
+QD_PGEMM32(qd_q8_0_pgemm, QD_Q8_0, struct qd_q8_0)
+
+/* the prefill products this ISA runs on panels; NULL: the tiles */
+qdot_gemm_fn QD_PTAB(uint32_t wtype)
+{
+	switch (wtype) {
+	case KVK_QT_Q4_0: return qd_q4_0_pgemm;
+	case KVK_QT_Q4_1: return qd_q4_1_pgemm;
+	case KVK_QT_Q5_0: return qd_q5_0_pgemm;
+	case KVK_QT_Q5_1: return qd_q5_1_pgemm;
+	case KVK_QT_Q8_0: return qd_q8_0_pgemm;
+	}
+	return NULL;
 }
 #endif
 
@@ -405,15 +450,6 @@ static QD_AI QD_T void qd_gemm32(const int fmt, const int bsz,
 {
 	int t = 0, r;
 
-#if QD_VNNI
-	if (nt >= QD_PANEL_MIN && n >= QD_PR) {
-		r = qd_gemm32_panels(fmt, bsz, w, ldw, n, qa, lda, nt, y, ldy,
-				     nb);
-		w += r * ldw;
-		y += r;
-		n -= r;
-	}
-#endif
 
 	for (; t + 4 <= nt; t += 4) {
 		const uint8_t *a = qa + t * lda;

@@ -34,15 +34,22 @@
 /*
  * The executor's default path quantises every GEMM input to 8 bits
  * (kernels/qdot.h), as llama.cpp does: its logits are further from the
- * float64 reference, by what 30 layers of 8-bit activations give (3-7%
+ * float64 reference, by what 30 layers of 8-bit activations give (1-10%
  * relative L2 on these prompts, measured). The fp32 path
  * (KVMM_CPU_WEIGHTS=f32) is held to REF_TOL and the reference's argmax,
  * the quantised one to QREF_TOL, the reference's best token within
  * QREF_TOL of its own best, and the first QREF_GREEDY greedy tokens; the
  * perplexity they give is compared on WikiText
- * in Documentation/model/weights.rst.
+ * in Documentation/model/weights.rst. Which of those errors a prompt gets
+ * is decided by the order of the fp32 sums alone (an activation at a
+ * rounding boundary goes one way or the other, and 30 layers carry it):
+ * over five orders of the same sums (C, AVX2, AVX-512 tiles, two orders
+ * of the prefill panels) 'plain' measured 0.043 to 0.100 (its sum error
+ * up to 0.112) and 'chat' 0.040 to 0.101; QREF_TOL leaves that spread
+ * room, and the kernels' own tests (tests/check_qdot.c) bound each
+ * product to a few ulps.
  */
-#define QREF_TOL 0.1
+#define QREF_TOL 0.15
 /*
  * The quantised path's greedy tokens must be the reference's for the first
  * QREF_GREEDY steps; from there on it is fed the reference's tokens
@@ -53,8 +60,8 @@
  * the C path and the AVX-512 prefill panels give 527 by 0.01-0.02 logits,
  * the 2 x 4 tiles 837. How far that order moves the quantised logits,
  * measured over five orders of the same sums (C, AVX2, AVX-512 tiles, two
- * orders of the panels): 'chat' rel L2 0.040 to 0.101 against QREF_TOL's
- * 0.1, single logits at a greedy step by up to 0.26 (hence QREF_TIE).
+ * orders of the panels): single logits at a greedy step by up to 0.26
+ * (hence QREF_TIE).
  */
 #define QREF_GREEDY 13
 #define QREF_TIE 0.5

@@ -14,6 +14,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -209,7 +210,7 @@ END_TEST
  * of |w a|; the ISA's activation quantisation the same bytes as C's
  */
 static void isa_vs_c_one(int isa, uint32_t type, int n, int t, size_t k,
-			 uint64_t *seed)
+			 uint64_t *seed, bool prefill)
 {
 	uint32_t blck, bsz;
 	size_t rb, ab = kvk_qdot_act_bytes(type, k);
@@ -242,8 +243,8 @@ static void isa_vs_c_one(int isa, uint32_t type, int n, int t, size_t k,
 	}
 	ck_assert_int_eq(kvk_qdot_gemm(KVK_ISA_C, type, w, rb, n, qa, ab, t,
 				       y0, n, k), 0);
-	ck_assert_int_eq(kvk_qdot_gemm(isa, type, w, rb, n, qa, ab, t, y1, n,
-				       k), 0);
+	ck_assert_int_eq((prefill ? kvk_qdot_gemm_prefill : kvk_qdot_gemm)(
+				 isa, type, w, rb, n, qa, ab, t, y1, n, k), 0);
 	for (int r = 0; r < n; r++) {
 		ck_assert_int_eq(kvk_qdot_dequant(type, w + r * rb, wf, k), 0);
 		for (int j = 0; j < t; j++) {
@@ -290,19 +291,19 @@ START_TEST(test_isa_vs_c)
 		for (size_t kk = 0; kk < ARRAY_SIZE(ks); kk++)
 			isa_vs_c_one(isa, fmts[f], ns[(f + kk) % ARRAY_SIZE(ns)],
 				     ts[(f * 3 + kk) % ARRAY_SIZE(ts)], ks[kk],
-				     &seed);
+				     &seed, false);
 }
 END_TEST
 
 /*
- * the same at prefill's shapes: 16 rows and more (the AVX-512 path's
- * panels of 16 rows, with a remainder), 8 tokens and more (its tiles of 4,
- * with remainders), rows longer than a panel's 32 blocks (2304: 72 blocks,
- * a panel of 8 blocks last)
+ * kvk_qdot_gemm_prefill() the same way: 16 rows and more (the AVX-512
+ * path's panels of 16 rows, with a padded remainder) and fewer, one token
+ * and more (its tiles of 4, with remainders), rows longer than a panel's
+ * 32 blocks (2304: 72 blocks, a panel of 8 blocks last)
  */
 START_TEST(test_isa_vs_c_prefill)
 {
-	static const int ns[] = { 16, 35, 48 }, ts[] = { 8, 13, 18, 31 };
+	static const int ns[] = { 16, 35, 48, 5 }, ts[] = { 8, 13, 1, 31, 3 };
 	static const size_t ks[] = { 256, 1536, 2304 };
 	int isa = _i;
 	uint64_t seed;
@@ -320,7 +321,76 @@ START_TEST(test_isa_vs_c_prefill)
 		for (size_t kk = 0; kk < ARRAY_SIZE(ks); kk++)
 			isa_vs_c_one(isa, fmts[f], ns[(f + kk) % ARRAY_SIZE(ns)],
 				     ts[(f + 2 * kk) % ARRAY_SIZE(ts)], ks[kk],
-				     &seed);
+				     &seed, true);
+}
+END_TEST
+
+/*
+ * On every ISA and both paths, a token's outputs are the same bits
+ * whatever else the call holds: the tokens one at a time, and the rows
+ * from row 5 on (another panel split), give what the whole call gives
+ * (so that a decode step's batch, or a prefill's, does not change a
+ * sequence's tokens)
+ */
+START_TEST(test_gemm_batch_invariant)
+{
+	enum { N = 35, T = 13, R0 = 5 };
+	const size_t k = 1536;
+	uint64_t seed = kvtest_seed("qdot_gemm_batch_invariant");
+
+	for (int isa = KVK_ISA_C; isa < KVK_ISA_NR; isa++) {
+		if (!kvk_qdot_isa_ok(isa))
+			continue;
+		for (size_t f = 0; f < ARRAY_SIZE(fmts); f++)
+			for (int pre = 0; pre < 2; pre++) {
+				int (*gemm)(int, uint32_t, const void *, size_t,
+					    int, const void *, size_t, int,
+					    float *, size_t, size_t) =
+					pre ? kvk_qdot_gemm_prefill :
+					      kvk_qdot_gemm;
+				uint32_t type = fmts[f], blck, bsz;
+				size_t ab = kvk_qdot_act_bytes(type, k), rb;
+				float *x = malloc(T * k * sizeof(float));
+				float y[T][N], y1[N];
+				uint8_t *w, *qa = malloc(T * ab);
+
+				ck_assert_int_eq(kvk_qtype_layout(type, &blck,
+								  &bsz), 0);
+				rb = k / blck * bsz;
+				w = malloc(N * rb);
+				ck_assert(x && w && qa);
+				rand_blocks(type, w, N * k / blck, &seed);
+				for (size_t i = 0; i < T * k; i++)
+					x[i] = frand(&seed);
+				for (int j = 0; j < T; j++)
+					ck_assert_int_eq(kvk_qdot_quantize(type,
+						x + j * k, qa + j * ab, k), 0);
+				ck_assert_int_eq(gemm(isa, type, w, rb, N, qa,
+						      ab, T, &y[0][0], N, k), 0);
+				for (int j = 0; j < T; j++) {
+					ck_assert_int_eq(gemm(isa, type, w, rb, N,
+						qa + j * ab, ab, 1, y1, N, k), 0);
+					ck_assert_msg(!memcmp(y1, y[j],
+							      sizeof(y1)),
+						      "%s %s%s: token %d alone "
+						      "differs", kvk_qdot_isa_name(isa),
+						      kvk_qtype_name(type),
+						      pre ? " prefill" : "", j);
+					ck_assert_int_eq(gemm(isa, type,
+						w + R0 * rb, rb, N - R0,
+						qa + j * ab, ab, 1, y1, N, k), 0);
+					ck_assert_msg(!memcmp(y1, y[j] + R0,
+						(N - R0) * sizeof(float)),
+						"%s %s%s: rows from %d differ",
+						kvk_qdot_isa_name(isa),
+						kvk_qtype_name(type),
+						pre ? " prefill" : "", R0);
+				}
+				free(x);
+				free(w);
+				free(qa);
+			}
+	}
 }
 END_TEST
 
@@ -379,6 +449,7 @@ Suite *suite_qdot(void)
 	KV_ADD(tc, test_dot_vs_float);
 	KV_ADD_LOOP(tc, test_isa_vs_c, KVK_ISA_AVX2, KVK_ISA_NR);
 	KV_ADD_LOOP(tc, test_isa_vs_c_prefill, KVK_ISA_AVX2, KVK_ISA_NR);
+	KV_ADD(tc, test_gemm_batch_invariant);
 	KV_ADD(tc, test_errors);
 	suite_add_tcase(s, tc);
 	return s;

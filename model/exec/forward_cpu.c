@@ -103,6 +103,7 @@ struct gemm_job;
 struct llm_cpu {
 	struct llm_config c;
 	struct llm_pool *pool;
+	bool prefill;	/* the running step is a prefill (its GEMM path) */
 	struct kvk_rope_cfg rope;
 	int q_dim, kv_dim, qkv_dim; /* floats per token */
 	int isa;		    /* enum kvk_isa of the quantised GEMMs */
@@ -376,9 +377,13 @@ static void mm_part_rows(const struct mm_job *j, const struct mm_part *p,
 	for (long r = r0; r < r1; r += j->T > 1 ? QROWS : r1 - r0) {
 		long n = j->T > 1 && r1 - r > QROWS ? QROWS : r1 - r;
 
-		kvk_qdot_gemm(m->isa, w->type, w->w + r * w->ldw, w->ldw, n,
-			      m->qa[s], m->qa_ld[s], j->T, p->y + r, p->ldy,
-			      w->k);
+		/*
+		 * one path per kind of step: a token's result does not
+		 * depend on the batch it came in (kvk_qdot_gemm_prefill())
+		 */
+		(m->prefill ? kvk_qdot_gemm_prefill : kvk_qdot_gemm)(
+			m->isa, w->type, w->w + r * w->ldw, w->ldw, n,
+			m->qa[s], m->qa_ld[s], j->T, p->y + r, p->ldy, w->k);
 	}
 }
 
@@ -1206,8 +1211,11 @@ int llm_cpu_forward(struct llm_cpu *m, struct llm_kv *kv,
 	ret = llm_batch_check(&m->c, kv, b, &T, &ctx);
 	if (ret)
 		return ret;
-	if (llm_kv_batch_kind(kv, b) > 0)
+	ret = llm_kv_batch_kind(kv, b);
+	if (ret > 0) {
+		m->prefill = ret == LLM_KV_PREFILL;
 		return forward(m, kv, b, T, logits);
+	}
 	return llm_batch_split(kv, b, logits, m->c.n_vocab * sizeof(float),
 			       cpu_step, m);
 }

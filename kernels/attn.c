@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -377,4 +378,214 @@ uint64_t kvk_attn_bytes(const struct kvk_attn_args *a, const uint32_t *ntok)
 		b += 8 + 4;
 	}
 	return b + 2ULL * pairs * a->group * hd * kvk_dtype_size(a->dtype);
+}
+
+/* ---- the host caches' decode attention: fp16 tiers on AVX2 + F16C ---- */
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <immintrin.h>
+
+#define HD_T __attribute__((target("avx2,fma,f16c")))
+
+static bool hd_cpu_ok(void)
+{
+	static int ok = -1;
+
+	if (ok < 0) {
+		unsigned int a, b, c, d;
+
+		__builtin_cpu_init();
+		ok = __builtin_cpu_supports("avx2") &&
+		     __builtin_cpu_supports("fma") &&
+		     __get_cpuid(1, &a, &b, &c, &d) && (c >> 29 & 1);
+	}
+	return ok;
+}
+
+static HD_T float hd_hsum(__m256 a)
+{
+	__m128 s = _mm_add_ps(_mm256_castps256_ps128(a),
+			      _mm256_extractf128_ps(a, 1));
+
+	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+	s = _mm_add_ss(s, _mm_movehdup_ps(s));
+	return _mm_cvtss_f32(s);
+}
+
+/* the fp16 row of token @i of @list, tier and slot from token_page() */
+static const uint16_t *hd_row(const struct kvk_attn_args *a, uint32_t list,
+			      uint32_t i, uint32_t n_hi, int v)
+{
+	uint32_t tier, slot;
+	const uint8_t *pg = token_page(a, list, i, n_hi, &tier, &slot);
+	const struct kvk_attn_tier *t = &a->tier[tier];
+
+	return (const uint16_t *)(pg + (v ? t->v_off : t->k_off) +
+				  (size_t)slot * kvq_row_bytes(a->head_dim, 16));
+}
+
+/* one (sequence, kv-head): @qs the group's query rows, @o their outputs */
+static HD_T void hd_list(const struct kvk_attn_args *a, uint32_t list,
+			 uint32_t n_hi, uint32_t n, const float *qs, float *o,
+			 float *logit)
+{
+	uint32_t hd = a->head_dim, G = a->group;
+
+	for (uint32_t i = 0; i < n; i++) {
+		const uint16_t *k = hd_row(a, list, i, n_hi, 0);
+
+		for (uint32_t g = 0; g < G; g++) {
+			const float *q = qs + (size_t)g * hd;
+			__m256 s0 = _mm256_setzero_ps(), s1 = s0;
+
+			for (uint32_t e = 0; e < hd; e += 16) {
+				s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + e),
+					_mm256_cvtph_ps(_mm_loadu_si128(
+						(const __m128i *)(k + e))), s0);
+				s1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + e + 8),
+					_mm256_cvtph_ps(_mm_loadu_si128(
+						(const __m128i *)(k + e + 8))),
+					s1);
+			}
+			logit[(size_t)g * n + i] =
+				hd_hsum(_mm256_add_ps(s0, s1)) * a->scale;
+		}
+	}
+	for (uint32_t g = 0; g < G; g++) {
+		float *l = logit + (size_t)g * n, mx = -INFINITY;
+		double sum = 0;
+		float inv;
+
+		for (uint32_t i = 0; i < n; i++)
+			mx = fmaxf(mx, l[i]);
+		for (uint32_t i = 0; i < n; i++) {
+			l[i] = expf(l[i] - mx);
+			sum += l[i];
+		}
+		inv = (float)(1.0 / sum);
+		for (uint32_t i = 0; i < n; i++)
+			l[i] *= inv;
+	}
+	memset(o, 0, (size_t)G * hd * sizeof(float));
+	for (uint32_t i = 0; i < n; i++) {
+		const uint16_t *v = hd_row(a, list, i, n_hi, 1);
+		float best = 0.0f;
+
+		for (uint32_t e = 0; e < hd; e += 8) {
+			__m256 vv = _mm256_cvtph_ps(_mm_loadu_si128(
+				(const __m128i *)(v + e)));
+
+			for (uint32_t g = 0; g < G; g++) {
+				float *oo = o + (size_t)g * hd + e;
+
+				_mm256_storeu_ps(oo, _mm256_fmadd_ps(
+					_mm256_set1_ps(logit[(size_t)g * n + i]),
+					vv, _mm256_loadu_ps(oo)));
+			}
+		}
+		if (!a->update_scores)
+			continue;
+		for (uint32_t g = 0; g < G; g++)
+			best = kvk_attn_score_fold(a->update_scores, best,
+						   logit[(size_t)g * n + i]);
+		{
+			uint32_t tier, slot;
+			uint8_t *pg = token_page(a, list, i, n_hi, &tier, &slot);
+			float *sc = (float *)(pg + a->tier[tier].score_off) +
+				    slot;
+
+			*sc += best;
+		}
+	}
+}
+#endif
+
+/* whether kvk_attn_decode_host() has a fast path for @a's formats */
+static bool hd_fast(const struct kvk_attn_args *a)
+{
+#if defined(__x86_64__)
+	for (int t = 0; t < 2; t++)
+		if (a->tier[t].kbits != 16 || a->tier[t].vbits != 16)
+			return false;
+	return a->head_dim % 16 == 0 && hd_cpu_ok();
+#else
+	(void)a;
+	return false;
+#endif
+}
+
+/**
+ * kvk_attn_decode_host() - decode attention as the host caches run it
+ * @a: arguments, as kvk_attn_decode_cpu(); every address a host pointer
+ * @stream: ignored
+ *
+ * What kvk_attn_decode_cpu() computes, in fp32 where it sums in double:
+ * where both tiers hold fp16 keys and values (the full policy) and the CPU
+ * has AVX2, FMA and F16C, each key row is converted 16 values at a time
+ * and dotted with the group's queries in fp32 vectors, the softmax takes
+ * expf() (its sum in double), and the values are added into the outputs
+ * 8 columns at a time; the score update is the reference's. The results
+ * differ from the reference's by rounding only (tests/check_attn.c bounds
+ * both against double-precision attention). Other formats run the
+ * reference.
+ *
+ * Return: as kvk_attn_decode_cpu().
+ */
+int kvk_attn_decode_host(const struct kvk_attn_args *a, void *stream)
+{
+#if defined(__x86_64__)
+	uint32_t hd, nq, nmax = 0;
+	float *q, *o, *logit;
+	size_t qn;
+	int ret;
+
+	ret = kvk_attn_check(a);
+	if (ret || !hd_fast(a))
+		return ret ?: kvk_attn_decode_cpu(a, stream);
+	hd = a->head_dim;
+	nq = a->nr_kv_heads * a->group;
+	qn = (size_t)a->nr_seqs * nq * hd;
+	for (uint32_t s = 0; s < a->nr_seqs; s++)
+		for (uint32_t h = 0; h < a->nr_kv_heads; h++) {
+			uint32_t list = a->list_base[s] + h;
+			uint32_t n_hi = a->ntokens[2 * list];
+			uint32_t n_lo = a->ntokens[2 * list + 1];
+			uint64_t pages = (n_hi + a->tier[0].tokens - 1) /
+					 a->tier[0].tokens +
+					 (n_lo + a->tier[1].tokens - 1) /
+					 a->tier[1].tokens;
+
+			if (pages > a->width)
+				return -EINVAL;
+			if (n_hi + n_lo > nmax)
+				nmax = n_hi + n_lo;
+		}
+	q = malloc(qn * sizeof(float));
+	o = malloc(qn * sizeof(float));
+	logit = malloc(((size_t)nmax * a->group + 1) * sizeof(float));
+	if (!q || !o || !logit) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	ret = kvk_convert_to_f32(q, a->q, qn, a->dtype);
+	for (uint32_t s = 0; !ret && s < a->nr_seqs; s++)
+		for (uint32_t h = 0; h < a->nr_kv_heads; h++) {
+			uint32_t list = a->list_base[s] + h;
+			size_t at = ((size_t)s * nq + h * a->group) * hd;
+
+			hd_list(a, list, a->ntokens[2 * list],
+				a->ntokens[2 * list] + a->ntokens[2 * list + 1],
+				q + at, o + at, logit);
+		}
+	if (!ret)
+		ret = kvk_convert_from_f32(a->out, o, qn, a->dtype);
+out:
+	free(q);
+	free(o);
+	free(logit);
+	return ret;
+#else
+	return kvk_attn_decode_cpu(a, stream);
+#endif
 }

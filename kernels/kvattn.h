@@ -96,6 +96,7 @@ struct kvk_attn_args {
 
 int kvk_attn_check(const struct kvk_attn_args *a);
 int kvk_attn_decode_cpu(const struct kvk_attn_args *a, void *stream);
+int kvk_attn_decode_host(const struct kvk_attn_args *a, void *stream);
 #ifdef KVMM_HAVE_CUDA
 int kvk_attn_decode_cuda(const struct kvk_attn_args *a, void *stream);
 #endif

@@ -691,6 +691,10 @@ const char *kvk_qdot_isa_name(int isa)
 	return "unknown";
 }
 
+static int qdot_gemm(int isa, uint32_t wtype, const void *w, size_t ldw,
+		     int n, const void *qa, size_t lda, int t, float *y,
+		     size_t ldy, size_t k, bool prefill);
+
 /**
  * kvk_qdot_gemm() - y[t][r] = dot(weight row r, activation row t)
  * @isa: instruction set (kvk_qdot_isa_best(), or any with
@@ -708,7 +712,9 @@ const char *kvk_qdot_isa_name(int isa)
  *
  * Single-threaded: a caller splits @n (rows) among its threads. The SIMD
  * paths take up to four activation rows at a time against each weight
- * row, so a prefill reads a tile of weights once per four tokens.
+ * row, so a prefill reads a tile of weights once per four tokens. A
+ * token's results do not depend on the other tokens of the call (nor on
+ * @n): a decode step's batch gives what each token gives alone.
  *
  * Return: 0, -EOPNOTSUPP for a format or ISA not available, -EINVAL for a
  * bad size or pointer.
@@ -716,6 +722,47 @@ const char *kvk_qdot_isa_name(int isa)
 int kvk_qdot_gemm(int isa, uint32_t wtype, const void *w, size_t ldw,
 		  int n, const void *qa, size_t lda, int t, float *y,
 		  size_t ldy, size_t k)
+{
+	return qdot_gemm(isa, wtype, w, ldw, n, qa, lda, t, y, ldy, k, false);
+}
+
+/**
+ * kvk_qdot_gemm_prefill() - kvk_qdot_gemm() for a prefill step
+ * @isa: as kvk_qdot_gemm()
+ * @wtype: weight format
+ * @w: row 0 of the weights
+ * @ldw: bytes from one weight row to the next
+ * @n: weight rows
+ * @qa: activation row 0
+ * @lda: bytes from one activation row to the next
+ * @t: activation rows
+ * @y: outputs
+ * @ldy: floats from one output row to the next (>= @n)
+ * @k: elements per row
+ *
+ * The same products, on the path that suits many tokens: on the AVX-512
+ * path the 32-element formats unpack 16 weight rows at a time into an L1
+ * panel and run it against every token (qdot_x86.h, "prefill panels"),
+ * 3x the tiles' rate at 128 tokens; other formats and ISAs run
+ * kvk_qdot_gemm(). A token's results depend neither on the call's other
+ * tokens nor on @n, as kvk_qdot_gemm()'s do not, but they are not those
+ * of kvk_qdot_gemm() (fp32 sums in another order): a caller keeps one
+ * path for a kind of step (the CPU executor: this one for its prefill
+ * steps, kvk_qdot_gemm() for its decode steps), so that a token's result
+ * does not depend on the batch it came in.
+ *
+ * Return: as kvk_qdot_gemm().
+ */
+int kvk_qdot_gemm_prefill(int isa, uint32_t wtype, const void *w,
+			  size_t ldw, int n, const void *qa, size_t lda, int t,
+			  float *y, size_t ldy, size_t k)
+{
+	return qdot_gemm(isa, wtype, w, ldw, n, qa, lda, t, y, ldy, k, true);
+}
+
+static int qdot_gemm(int isa, uint32_t wtype, const void *w, size_t ldw,
+		     int n, const void *qa, size_t lda, int t, float *y,
+		     size_t ldy, size_t k, bool prefill)
 {
 	qdot_gemm_fn fn = NULL;
 	uint32_t blck, bsz;
@@ -735,7 +782,11 @@ int kvk_qdot_gemm(int isa, uint32_t wtype, const void *w, size_t ldw,
 	case KVK_ISA_C: fn = qdot_tab_c(wtype); break;
 #if defined(__x86_64__)
 	case KVK_ISA_AVX2: fn = qdot_tab_avx2(wtype); break;
-	case KVK_ISA_AVX512: fn = qdot_tab_avx512(wtype); break;
+	case KVK_ISA_AVX512:
+		fn = prefill ? qdot_ptab_avx512(wtype) : NULL;
+		if (!fn)
+			fn = qdot_tab_avx512(wtype);
+		break;
 #endif
 	}
 	if (!fn)

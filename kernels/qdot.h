@@ -104,6 +104,9 @@ const char *kvk_qdot_isa_name(int isa);
 int kvk_qdot_gemm(int isa, uint32_t wtype, const void *w, size_t ldw,
 		  int n, const void *qa, size_t lda, int t, float *y,
 		  size_t ldy, size_t k);
+int kvk_qdot_gemm_prefill(int isa, uint32_t wtype, const void *w,
+			  size_t ldw, int n, const void *qa, size_t lda, int t,
+			  float *y, size_t ldy, size_t k);
 
 #ifdef __cplusplus
 }

@@ -13,6 +13,7 @@
 			      "avx512vnni")))
 #define QD_VNNI 1
 #define QD_TAB qdot_tab_avx512
+#define QD_PTAB qdot_ptab_avx512
 #define QD_QUANT qdot_quant_avx512
 #include "qdot_x86.h"
 #endif

@@ -113,6 +113,8 @@ typedef void (*qdot_gemm_fn)(const uint8_t *w, size_t ldw, int n,
 qdot_gemm_fn qdot_tab_c(uint32_t wtype);
 qdot_gemm_fn qdot_tab_avx2(uint32_t wtype);
 qdot_gemm_fn qdot_tab_avx512(uint32_t wtype);
+/* the AVX-512 path's prefill panels (32-element formats); NULL: none */
+qdot_gemm_fn qdot_ptab_avx512(uint32_t wtype);
 
 /* kvk_qdot_quantize() for @k a whole number of blocks; @k8: Q8_K */
 void qdot_quant_avx2(const float *x, void *qa, size_t k, bool k8);

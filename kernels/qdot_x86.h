@@ -9,6 +9,7 @@
  *   QD_VNNI   1 to use vpdpbusd (u8 x s8 -> s32) instead of
  *             vpmaddubsw + vpmaddwd
  *   QD_TAB    the name of the table function (qdot_tab_avx2, ...)
+ *   QD_PTAB   with QD_VNNI: the name of the prefill panels' table
  *
  * DOC: kernel shapes
  *
@@ -206,12 +207,249 @@ static QD_AI QD_T void qd_tile32(const int fmt, const int bsz, const int rb,
 			y[t * ldy + r] = qd_hsum(acc[r][t]) + off * corr[r][t];
 }
 
+#if QD_VNNI
+/*
+ * DOC: prefill panels (VNNI)
+ *
+ * At prefill (kvk_qdot_gemm_prefill(), any number of tokens: a caller's
+ * prefill steps take this path and its decode steps the tiles, so that a
+ * token's result does not depend on how many others share its step) the
+ * 32-element formats run on panels: QD_PR weight rows by up to QD_PB blocks, unpacked once per call
+ * into a buffer on the stack (20 KiB, L1-resident) with the rows
+ * interleaved by four bytes: chunk c of a block (elements 4c .. 4c+3) of
+ * rows 0..15 is 64 contiguous bytes, the u8 values vpdpbusd takes (Q8_0
+ * plus 128), followed per block by the rows' fp32 scales and the factors
+ * of their activation sums. A tile is the panel's 16 rows by 4 tokens:
+ * each lane of a vector is one row, each token's four bytes are one
+ * broadcast, so a block of 16 x 4 outputs is 64 vpdpbusd into eight
+ * integer accumulators and then, per token and 8 rows, one multiply and
+ * two multiply-adds in fp32 (the offset terms in accumulators of their
+ * own, added at the end, as the 2 x 4 tiles add theirs) (against 8 vpdpbusd, 8 conversions, 8
+ * multiplies, 8 multiply-adds and 8 scalar ones on the 2 x 4 tiles), and
+ * no horizontal sums: a lane's sum is its row's output.
+ */
+#define QD_PR 16	/* rows of a panel */
+#define QD_PB 32	/* blocks of a panel (1024 elements) */
+
+struct qd_panel {
+	uint8_t q[QD_PB][8][QD_PR * 4]; /* [block][chunk][row][4 values] */
+	float d[QD_PB][QD_PR];		 /* weight scale of each row */
+	float m[QD_PB][QD_PR];		 /* factor of the activation's s */
+};
+
+/* 8 rows of 8 dwords transposed in place: v[i] lane j <-> v[j] lane i */
+static QD_AI QD_T void qd_tr8(__m256i v[8])
+{
+	__m256i a[8], b[8];
+
+#pragma GCC unroll 4
+	for (int i = 0; i < 4; i++) {
+		a[2 * i] = _mm256_unpacklo_epi32(v[2 * i], v[2 * i + 1]);
+		a[2 * i + 1] = _mm256_unpackhi_epi32(v[2 * i], v[2 * i + 1]);
+	}
+#pragma GCC unroll 2
+	for (int i = 0; i < 2; i++) {
+		b[4 * i] = _mm256_unpacklo_epi64(a[4 * i], a[4 * i + 2]);
+		b[4 * i + 1] = _mm256_unpackhi_epi64(a[4 * i], a[4 * i + 2]);
+		b[4 * i + 2] = _mm256_unpacklo_epi64(a[4 * i + 1],
+						     a[4 * i + 3]);
+		b[4 * i + 3] = _mm256_unpackhi_epi64(a[4 * i + 1],
+						     a[4 * i + 3]);
+	}
+#pragma GCC unroll 4
+	for (int i = 0; i < 4; i++) {
+		v[i] = _mm256_permute2x128_si256(b[i], b[4 + i], 0x20);
+		v[4 + i] = _mm256_permute2x128_si256(b[i], b[4 + i], 0x31);
+	}
+}
+
+/*
+ * blocks [b0, b0 + nb) of the @nr (<= QD_PR) rows at @w into @p; a panel
+ * of fewer rows repeats its last one (the lanes are not stored)
+ */
+static QD_AI QD_T void qd_pack32(const int fmt, const int bsz,
+				 const uint8_t *w, size_t ldw, int nr,
+				 size_t b0, int nb, struct qd_panel *p)
+{
+	const float off = qd_off32(fmt);
+
+	for (int b = 0; b < nb; b++) {
+#pragma GCC unroll 2
+		for (int h = 0; h < QD_PR / 8; h++) {
+			__m256i v[8];
+
+#pragma GCC unroll 8
+			for (int r = 0; r < 8; r++) {
+				int row = 8 * h + r;
+				int src = row < nr ? row : nr - 1;
+				float dw, mw;
+
+				qd_load32(fmt, w + src * ldw + (b0 + b) * bsz,
+					  &v[r], &dw, &mw);
+				p->d[b][row] = dw;
+				p->m[b][row] = off * mw;
+			}
+			qd_tr8(v);
+			/* v[c] lane r: elements 4c..4c+3 of row 8h + r */
+#pragma GCC unroll 8
+			for (int c = 0; c < 8; c++)
+				_mm256_storeu_si256((__m256i *)(p->q[b][c] +
+							       32 * h), v[c]);
+		}
+	}
+}
+
+/*
+ * the panel's QD_PR rows x @tb tokens (@tb <= 4), outputs of the rows in
+ * @mask (bit h of half h's 8 rows); @add: y +=
+ */
+static QD_AI QD_T void qd_ptile(const int tb, const struct qd_panel *p,
+				int nb, const uint8_t *qa, size_t lda,
+				size_t b0, float *y, size_t ldy, bool add,
+				const __mmask8 mask[2])
+{
+	__m256 acc[2][4], off[2][4]; /* the offset terms apart, as qd_tile32 */
+
+#pragma GCC unroll 2
+	for (int h = 0; h < 2; h++)
+#pragma GCC unroll 4
+		for (int t = 0; t < tb; t++) {
+			acc[h][t] = add ? _mm256_maskz_loadu_ps(mask[h],
+					y + t * ldy + 8 * h) : _mm256_setzero_ps();
+			off[h][t] = _mm256_setzero_ps();
+		}
+	for (int b = 0; b < nb; b++) {
+		const struct kvk_qa8 *x[4];
+		__m256i s[2][4];
+
+#pragma GCC unroll 4
+		for (int t = 0; t < tb; t++) {
+			x[t] = (const void *)(qa + t * lda +
+					      (b0 + b) * sizeof(*x[t]));
+			s[0][t] = s[1][t] = _mm256_setzero_si256();
+		}
+#pragma GCC unroll 8
+		for (int c = 0; c < 8; c++) {
+			__m256i w0 = _mm256_loadu_si256(
+				(const __m256i *)p->q[b][c]);
+			__m256i w1 = _mm256_loadu_si256(
+				(const __m256i *)(p->q[b][c] + 32));
+
+#pragma GCC unroll 4
+			for (int t = 0; t < tb; t++) {
+				int32_t a4;
+				__m256i a;
+
+				memcpy(&a4, x[t]->q + 4 * c, 4);
+				a = _mm256_set1_epi32(a4);
+				s[0][t] = _mm256_dpbusd_epi32(s[0][t], w0, a);
+				s[1][t] = _mm256_dpbusd_epi32(s[1][t], w1, a);
+			}
+		}
+#pragma GCC unroll 2
+		for (int h = 0; h < 2; h++) {
+			__m256 dv = _mm256_loadu_ps(p->d[b] + 8 * h);
+			__m256 mv = _mm256_loadu_ps(p->m[b] + 8 * h);
+
+#pragma GCC unroll 4
+			for (int t = 0; t < tb; t++) {
+				acc[h][t] = _mm256_fmadd_ps(
+					_mm256_cvtepi32_ps(s[h][t]),
+					_mm256_mul_ps(dv, _mm256_set1_ps(
+						x[t]->d)), acc[h][t]);
+				off[h][t] = _mm256_fmadd_ps(
+					mv, _mm256_set1_ps(x[t]->s),
+					off[h][t]);
+			}
+		}
+	}
+#pragma GCC unroll 2
+	for (int h = 0; h < 2; h++)
+#pragma GCC unroll 4
+		for (int t = 0; t < tb; t++)
+			_mm256_mask_storeu_ps(y + t * ldy + 8 * h, mask[h],
+					      _mm256_add_ps(acc[h][t],
+							    off[h][t]));
+}
+
+/* every row on panels, the last one padded */
+static QD_AI QD_T void qd_gemm32_panels(const int fmt, const int bsz,
+					const uint8_t *w, size_t ldw, int n,
+					const uint8_t *qa, size_t lda, int nt,
+					float *y, size_t ldy, size_t nb)
+{
+	struct qd_panel p;
+
+	for (int r = 0; r < n; r += QD_PR) {
+		int nr = n - r < QD_PR ? n - r : QD_PR;
+		__mmask8 mask[2] = {
+			(__mmask8)(nr >= 8 ? 0xff : (1u << nr) - 1),
+			(__mmask8)(nr >= 16 ? 0xff :
+				   nr > 8 ? (1u << (nr - 8)) - 1 : 0),
+		};
+
+		for (size_t b0 = 0; b0 < nb; b0 += QD_PB) {
+			int pb = nb - b0 < QD_PB ? (int)(nb - b0) : QD_PB;
+			int t = 0;
+
+			qd_pack32(fmt, bsz, w + r * ldw, ldw, nr, b0, pb, &p);
+			for (; t + 4 <= nt; t += 4)
+				qd_ptile(4, &p, pb, qa + t * lda, lda, b0,
+					 y + t * ldy + r, ldy, b0 > 0, mask);
+			switch (nt - t) {
+			case 3:
+				qd_ptile(3, &p, pb, qa + t * lda, lda, b0,
+					 y + t * ldy + r, ldy, b0 > 0, mask);
+				break;
+			case 2:
+				qd_ptile(2, &p, pb, qa + t * lda, lda, b0,
+					 y + t * ldy + r, ldy, b0 > 0, mask);
+				break;
+			case 1:
+				qd_ptile(1, &p, pb, qa + t * lda, lda, b0,
+					 y + t * ldy + r, ldy, b0 > 0, mask);
+				break;
+			}
+		}
+	}
+}
+
+#define QD_PGEMM32(name, fmt, type)                                          \
+	static QD_T void name(const uint8_t *w, size_t ldw, int n,           \
+			      const uint8_t *qa, size_t lda, int nt,         \
+			      float *y, size_t ldy, size_t nb)               \
+	{                                                                    \
+		qd_gemm32_panels(fmt, sizeof(type), w, ldw, n, qa, lda, nt,  \
+				 y, ldy, nb);                                \
+	}
+
+QD_PGEMM32(qd_q4_0_pgemm, QD_Q4_0, struct qd_q4_0)
+QD_PGEMM32(qd_q4_1_pgemm, QD_Q4_1, struct qd_q4_1)
+QD_PGEMM32(qd_q5_0_pgemm, QD_Q5_0, struct qd_q5_0)
+QD_PGEMM32(qd_q5_1_pgemm, QD_Q5_1, struct qd_q5_1)
+QD_PGEMM32(qd_q8_0_pgemm, QD_Q8_0, struct qd_q8_0)
+
+/* the prefill products this ISA runs on panels; NULL: the tiles */
+qdot_gemm_fn QD_PTAB(uint32_t wtype)
+{
+	switch (wtype) {
+	case KVK_QT_Q4_0: return qd_q4_0_pgemm;
+	case KVK_QT_Q4_1: return qd_q4_1_pgemm;
+	case KVK_QT_Q5_0: return qd_q5_0_pgemm;
+	case KVK_QT_Q5_1: return qd_q5_1_pgemm;
+	case KVK_QT_Q8_0: return qd_q8_0_pgemm;
+	}
+	return NULL;
+}
+#endif
+
 static QD_AI QD_T void qd_gemm32(const int fmt, const int bsz,
 				 const uint8_t *w, size_t ldw, int n,
 				 const uint8_t *qa, size_t lda, int nt,
 				 float *y, size_t ldy, size_t nb)
 {
 	int t = 0, r;
+
 
 	for (; t + 4 <= nt; t += 4) {
 		const uint8_t *a = qa + t * lda;

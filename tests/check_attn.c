@@ -122,6 +122,74 @@ START_TEST(test_attn_cpu_vs_direct)
 }
 END_TEST
 
+/*
+ * the host caches' path (kvk_attn_decode_host(): fp32 vectors for fp16
+ * tiers, the reference for others) against the same double-precision
+ * attention, scores included, and against the reference on the same call;
+ * every tier pair, head_dim and GQA ratio 1..8 on the fp16 pair
+ */
+START_TEST(test_attn_host_vs_direct)
+{
+	static const uint32_t hds[] = { 64, 128, 256 };
+	static const uint32_t groups[] = { 1, 2, 3, 4, 5, 8 };
+	uint64_t seed = kvtest_seed("attn_host_vs_direct");
+	int cases = 0;
+
+	for (size_t p = 0; p < ARRAY_SIZE(pairs); p++)
+		for (size_t h = 0; h < ARRAY_SIZE(hds); h++)
+			for (size_t gi = 0; gi < ARRAY_SIZE(groups); gi++) {
+				struct attn_case c;
+				uint32_t G = groups[gi];
+				size_t n, ns;
+				float *want, *host, *add, *before, *after;
+				double err;
+
+				if (p && gi != (p + h) % ARRAY_SIZE(groups))
+					continue; /* others: one ratio each */
+				attn_case_make(&c, &seed, 3, 2, G, hds[h],
+					       pairs[p], 300, KVK_F32);
+				n = c.nr_lists * G * hds[h];
+				ns = c.nr_lists * c.max_tokens;
+				want = malloc(n * 4);
+				host = malloc(n * 4);
+				add = calloc(ns, 4);
+				before = calloc(ns, 4);
+				after = calloc(ns, 4);
+				c.a.update_scores = cases % 2 ?
+					KVK_ATTN_SCORE_SUMSQ : KVK_ATTN_SCORE_MAX;
+				expect(&c, want, add, c.a.update_scores);
+				attn_read_scores(&c, c.pool, before);
+				ck_assert_int_eq(kvk_attn_decode_host(&c.a, NULL),
+						 0);
+				memcpy(host, c.out, n * 4);
+				err = attn_rel_l2(host, want, n);
+				ck_assert_msg(err < 1e-5,
+					      "pair %zu hd %u G %u: rel L2 %g",
+					      p, hds[h], G, err);
+				attn_read_scores(&c, c.pool, after);
+				for (size_t i = 0; i < ns; i++)
+					ck_assert_msg(fabsf(after[i] - before[i] -
+							    add[i]) <
+						      1e-6f + 1e-5f * add[i],
+						      "score %zu: +%g, want +%g",
+						      i, after[i] - before[i],
+						      add[i]);
+				/* the reference on the same call */
+				ck_assert_int_eq(kvk_attn_decode_cpu(&c.a, NULL),
+						 0);
+				err = attn_rel_l2(host, c.out, n);
+				ck_assert_msg(err < 1e-5, "pair %zu hd %u G %u: "
+					      "rel L2 %g from the reference",
+					      p, hds[h], G, err);
+				free(want), free(host), free(add);
+				free(before), free(after);
+				attn_case_free(&c);
+				cases++;
+			}
+	ck_assert_int_eq(cases, 3 * 6 + 4 * 3);
+}
+END_TEST
+
 /* with one query head per kv-head, a head's probabilities sum to one */
 START_TEST(test_scores_sum_to_one)
 {
@@ -242,6 +310,7 @@ Suite *suite_attn(void)
 
 	tcase_set_timeout(tc, 60);
 	KV_ADD(tc, test_attn_cpu_vs_direct);
+	KV_ADD(tc, test_attn_host_vs_direct);
 	KV_ADD(tc, test_scores_sum_to_one);
 	KV_ADD(tc, test_attn_bad_args);
 	KV_ADD(tc, test_attn_work_layout);

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "forward.h"
@@ -33,16 +34,37 @@
 /*
  * The executor's default path quantises every GEMM input to 8 bits
  * (kernels/qdot.h), as llama.cpp does: its logits are further from the
- * float64 reference, by what 30 layers of 8-bit activations give (3-7%
+ * float64 reference, by what 30 layers of 8-bit activations give (1-10%
  * relative L2 on these prompts, measured). The fp32 path
  * (KVMM_CPU_WEIGHTS=f32) is held to REF_TOL and the reference's argmax,
  * the quantised one to QREF_TOL, the reference's best token within
  * QREF_TOL of its own best, and the first QREF_GREEDY greedy tokens; the
  * perplexity they give is compared on WikiText
- * in Documentation/model/weights.rst.
+ * in Documentation/model/weights.rst. Which of those errors a prompt gets
+ * is decided by the order of the fp32 sums alone (an activation at a
+ * rounding boundary goes one way or the other, and 30 layers carry it):
+ * over five orders of the same sums (C, AVX2, AVX-512 tiles, two orders
+ * of the prefill panels) 'plain' measured 0.043 to 0.100 (its sum error
+ * up to 0.112) and 'chat' 0.040 to 0.101; QREF_TOL leaves that spread
+ * room, and the kernels' own tests (tests/check_qdot.c) bound each
+ * product to a few ulps.
  */
-#define QREF_TOL 0.1
-#define QREF_GREEDY 16 /* greedy tokens the quantised path must agree on */
+#define QREF_TOL 0.15
+/*
+ * The quantised path's greedy tokens must be the reference's for the first
+ * QREF_GREEDY steps; from there on it is fed the reference's tokens
+ * (teacher-forced, so that the last step's logits stay comparable) and the
+ * reference's token must be its own best or within QREF_TIE logits of it.
+ * Step 13 is the reference's near tie (837 over 527 by 0.03 logits), which
+ * the 8-bit activations decide either way by the order of the fp32 sums:
+ * the C path and the AVX-512 prefill panels give 527 by 0.01-0.02 logits,
+ * the 2 x 4 tiles 837. How far that order moves the quantised logits,
+ * measured over five orders of the same sums (C, AVX2, AVX-512 tiles, two
+ * orders of the panels): single logits at a greedy step by up to 0.26
+ * (hence QREF_TIE).
+ */
+#define QREF_GREEDY 13
+#define QREF_TIE 0.5
 
 /* the tolerance of the path the running test loaded (ref_mode()) */
 static double ref_tol = REF_TOL;
@@ -187,7 +209,10 @@ START_TEST(test_forward_ref_prompts)
 }
 END_TEST
 
-/* prefill, then REF_GREEDY_STEPS greedy tokens, one decode step each */
+/*
+ * prefill, then REF_GREEDY_STEPS greedy tokens, one decode step each (the
+ * quantised path teacher-forced after QREF_GREEDY steps)
+ */
 START_TEST(test_forward_ref_greedy)
 {
 	ref_mode(_i);
@@ -195,7 +220,7 @@ START_TEST(test_forward_ref_greedy)
 	int32_t ids[REF_MAX_IDS], id;
 	struct fwd_model m;
 	struct llm_kv *kv;
-	int seq = 0, nt;
+	int seq = 0, nt, agree = 0;
 	struct llm_batch b = { 1, &seq, &nt, ids };
 	float *z;
 
@@ -219,23 +244,28 @@ START_TEST(test_forward_ref_greedy)
 	for (int s = 0; s < REF_GREEDY_STEPS; s++) {
 		ck_assert_int_eq(kvk_argmax_cpu(&id, z, 1, m.c.n_vocab, KVK_F32,
 						NULL), 0);
-		ck_assert_msg(id == r->greedy[s], "step %d: token %d, "
-			      "reference %d", s, id, r->greedy[s]);
+		if (ref_f32 || s < QREF_GREEDY)
+			ck_assert_msg(id == r->greedy[s], "step %d: token %d, "
+				      "reference %d", s, id, r->greedy[s]);
 		/*
-		 * quantised: the first QREF_GREEDY tokens agree; later ones
-		 * may part ways at a near tie, and the last logits with them
+		 * quantised, after QREF_GREEDY steps: teacher-forced, the
+		 * reference's token is ours or within QREF_TIE of it
 		 */
-		if (!ref_f32 && s + 1 == QREF_GREEDY)
-			goto out;
+		ck_assert_msg(z[id] - z[r->greedy[s]] <= QREF_TIE,
+			      "step %d: token %d (%.4g), reference %d at %.4g",
+			      s, id, z[id], r->greedy[s], z[r->greedy[s]]);
+		agree += id == r->greedy[s];
 		if (s + 1 == REF_GREEDY_STEPS)
 			break;
 		nt = 1;
+		id = r->greedy[s];
 		b.tok = &id;
 		ck_assert_int_eq(llm_cpu_forward(m.cpu, kv, &b, z), 0);
 	}
+	printf("greedy (%s): %d of %d steps agree\n",
+	       ref_f32 ? "fp32" : "quantised", agree, REF_GREEDY_STEPS);
 	ck_assert_int_eq(llm_kv_len(kv, 0), r->n_ids + REF_GREEDY_STEPS - 1);
 	ref_compare(last, z, m.c.n_vocab);
-out:
 	llm_kv_destroy(kv);
 	free(z);
 	fwd_close(&m);
@@ -663,6 +693,40 @@ START_TEST(test_pool_runs_every_thread)
 }
 END_TEST
 
+/*
+ * two holders take turns on one pool (the executor and its KV cache), and
+ * it outlives the first reference; jobs after idle gaps longer than the
+ * spin find the workers asleep and wake them; a pool that never spins
+ * (KVMM_POOL_SPIN_US=0) gives the same
+ */
+START_TEST(test_pool_shared_and_sleep)
+{
+	for (int mode = 0; mode < 2; mode++) {
+		struct pool_count c = { 0 };
+		struct llm_pool *p, *q;
+
+		if (mode == 0)
+			setenv("KVMM_POOL_SPIN_US", "0", 1);
+		ck_assert_int_eq(llm_pool_create(3, &p), 0);
+		unsetenv("KVMM_POOL_SPIN_US");
+		q = llm_pool_get(p);
+		ck_assert_ptr_eq(q, p);
+		for (int i = 0; i < 300; i++) {
+			llm_pool_run(i & 1 ? q : p, pool_count_fn, &c);
+			if (i % 50 == 49)
+				usleep(1000); /* past the 200 us spin */
+		}
+		llm_pool_destroy(p);
+		for (int i = 0; i < 100; i++)
+			llm_pool_run(q, pool_count_fn, &c);
+		for (int t = 0; t < 3; t++)
+			ck_assert_int_eq(c.calls[t], 400);
+		ck_assert_int_eq(c.nth, 3);
+		llm_pool_destroy(q);
+	}
+}
+END_TEST
+
 Suite *suite_forward(void)
 {
 	Suite *s = suite_create("forward");
@@ -671,6 +735,7 @@ Suite *suite_forward(void)
 	tcase_set_timeout(tc, 120);
 	KV_ADD(tc, test_pool_range_partition);
 	KV_ADD(tc, test_pool_runs_every_thread);
+	KV_ADD(tc, test_pool_shared_and_sleep);
 	KV_ADD(tc, test_kv_contig_roundtrip);
 	KV_ADD_LOOP(tc, test_forward_tiny_archs, 0,
 		    (int)ARRAY_SIZE(tiny_refs));

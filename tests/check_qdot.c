@@ -14,6 +14,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -203,6 +204,71 @@ START_TEST(test_dot_vs_float)
 }
 END_TEST
 
+/*
+ * @isa's product of @n random rows of @type by @t random activation rows
+ * of @k elements against the C path's, within 2e-6 of each output's sum
+ * of |w a|; the ISA's activation quantisation the same bytes as C's
+ */
+static void isa_vs_c_one(int isa, uint32_t type, int n, int t, size_t k,
+			 uint64_t *seed, bool prefill)
+{
+	uint32_t blck, bsz;
+	size_t rb, ab = kvk_qdot_act_bytes(type, k);
+	float *x = malloc(t * k * sizeof(float));
+	float *y0 = malloc((size_t)t * n * sizeof(float));
+	float *y1 = malloc((size_t)t * n * sizeof(float));
+	float *wf = malloc(k * sizeof(float));
+	uint8_t *w, *qa = malloc(t * ab);
+
+	ck_assert_int_eq(kvk_qtype_layout(type, &blck, &bsz), 0);
+	rb = k / blck * bsz;
+	w = malloc(n * rb);
+	ck_assert(x && y0 && y1 && wf && w && qa);
+	rand_blocks(type, w, n * k / blck, seed);
+	for (size_t i = 0; i < t * k; i++)
+		x[i] = frand(seed);
+	for (int j = 0; j < t; j++) {
+		uint8_t *q1 = malloc(ab);
+
+		ck_assert_ptr_nonnull(q1);
+		ck_assert_int_eq(kvk_qdot_quantize_isa(KVK_ISA_C, type,
+				 x + j * k, qa + j * ab, k), 0);
+		/* the ISA's quantisation: the same bytes */
+		ck_assert_int_eq(kvk_qdot_quantize_isa(isa, type, x + j * k,
+							q1, k), 0);
+		ck_assert_msg(!memcmp(q1, qa + j * ab, ab),
+			      "%s: %s activations differ from C",
+			      kvk_qdot_isa_name(isa), kvk_qtype_name(type));
+		free(q1);
+	}
+	ck_assert_int_eq(kvk_qdot_gemm(KVK_ISA_C, type, w, rb, n, qa, ab, t,
+				       y0, n, k), 0);
+	ck_assert_int_eq((prefill ? kvk_qdot_gemm_prefill : kvk_qdot_gemm)(
+				 isa, type, w, rb, n, qa, ab, t, y1, n, k), 0);
+	for (int r = 0; r < n; r++) {
+		ck_assert_int_eq(kvk_qdot_dequant(type, w + r * rb, wf, k), 0);
+		for (int j = 0; j < t; j++) {
+			double mag = 0.0;
+
+			for (size_t i = 0; i < k; i++)
+				mag += fabs(wf[i] * x[j * k + i]);
+			ck_assert_msg(fabs(y1[j * n + r] - y0[j * n + r]) <=
+				      2e-6 * mag + 1e-30,
+				      "%s %s n %d t %d k %zu row %d tok %d: "
+				      "%.9g, C %.9g (seed above)",
+				      kvk_qdot_isa_name(isa),
+				      kvk_qtype_name(type), n, t, k, r, j,
+				      y1[j * n + r], y0[j * n + r]);
+		}
+	}
+	free(x);
+	free(y0);
+	free(y1);
+	free(wf);
+	free(w);
+	free(qa);
+}
+
 /* each SIMD path computes what the C path computes, on fresh inputs */
 START_TEST(test_isa_vs_c)
 {
@@ -222,71 +288,109 @@ START_TEST(test_isa_vs_c)
 		 kvk_qdot_isa_name(isa));
 	seed = kvtest_seed(name);
 	for (size_t f = 0; f < ARRAY_SIZE(fmts); f++)
-		for (size_t kk = 0; kk < ARRAY_SIZE(ks); kk++) {
-			uint32_t type = fmts[f], blck, bsz;
-			size_t k = ks[kk], rb, ab = kvk_qdot_act_bytes(type, k);
-			int n = ns[(f + kk) % ARRAY_SIZE(ns)];
-			int t = ts[(f * 3 + kk) % ARRAY_SIZE(ts)];
-			float *x = malloc(t * k * sizeof(float));
-			float *y0 = malloc((size_t)t * n * sizeof(float));
-			float *y1 = malloc((size_t)t * n * sizeof(float));
-			float *wf = malloc(k * sizeof(float));
-			uint8_t *w, *qa = malloc(t * ab);
+		for (size_t kk = 0; kk < ARRAY_SIZE(ks); kk++)
+			isa_vs_c_one(isa, fmts[f], ns[(f + kk) % ARRAY_SIZE(ns)],
+				     ts[(f * 3 + kk) % ARRAY_SIZE(ts)], ks[kk],
+				     &seed, false);
+}
+END_TEST
 
-			ck_assert_int_eq(kvk_qtype_layout(type, &blck, &bsz),
-					 0);
-			rb = k / blck * bsz;
-			w = malloc(n * rb);
-			ck_assert(x && y0 && y1 && wf && w && qa);
-			rand_blocks(type, w, n * k / blck, &seed);
-			for (size_t i = 0; i < t * k; i++)
-				x[i] = frand(&seed);
-			for (int j = 0; j < t; j++) {
-				uint8_t *q1 = malloc(ab);
+/*
+ * kvk_qdot_gemm_prefill() the same way: 16 rows and more (the AVX-512
+ * path's panels of 16 rows, with a padded remainder) and fewer, one token
+ * and more (its tiles of 4, with remainders), rows longer than a panel's
+ * 32 blocks (2304: 72 blocks, a panel of 8 blocks last)
+ */
+START_TEST(test_isa_vs_c_prefill)
+{
+	static const int ns[] = { 16, 35, 48, 5 }, ts[] = { 8, 13, 1, 31, 3 };
+	static const size_t ks[] = { 256, 1536, 2304 };
+	int isa = _i;
+	uint64_t seed;
+	char name[64];
 
-				ck_assert_ptr_nonnull(q1);
-				ck_assert_int_eq(kvk_qdot_quantize_isa(KVK_ISA_C,
-					type, x + j * k, qa + j * ab, k), 0);
-				/* the ISA's quantisation: the same bytes */
-				ck_assert_int_eq(kvk_qdot_quantize_isa(isa,
-					type, x + j * k, q1, k), 0);
-				ck_assert_msg(!memcmp(q1, qa + j * ab, ab),
-					      "%s: %s activations differ "
-					      "from C", kvk_qdot_isa_name(isa),
-					      kvk_qtype_name(type));
-				free(q1);
-			}
-			ck_assert_int_eq(kvk_qdot_gemm(KVK_ISA_C, type, w, rb,
-				n, qa, ab, t, y0, n, k), 0);
-			ck_assert_int_eq(kvk_qdot_gemm(isa, type, w, rb, n, qa,
-				ab, t, y1, n, k), 0);
-			for (int r = 0; r < n; r++) {
-				double mag = 0.0;
+	if (!kvk_qdot_isa_ok(isa)) {
+		kvtest_skip(__func__, "this CPU has no %s",
+			    kvk_qdot_isa_name(isa));
+		return;
+	}
+	snprintf(name, sizeof(name), "qdot_isa_vs_c_prefill_%s",
+		 kvk_qdot_isa_name(isa));
+	seed = kvtest_seed(name);
+	for (size_t f = 0; f < ARRAY_SIZE(fmts); f++)
+		for (size_t kk = 0; kk < ARRAY_SIZE(ks); kk++)
+			isa_vs_c_one(isa, fmts[f], ns[(f + kk) % ARRAY_SIZE(ns)],
+				     ts[(f + 2 * kk) % ARRAY_SIZE(ts)], ks[kk],
+				     &seed, true);
+}
+END_TEST
 
-				ck_assert_int_eq(kvk_qdot_dequant(type,
-					w + r * rb, wf, k), 0);
-				for (int j = 0; j < t; j++) {
-					mag = 0.0;
-					for (size_t i = 0; i < k; i++)
-						mag += fabs(wf[i] *
-							    x[j * k + i]);
-					ck_assert_msg(fabs(y1[j * n + r] -
-						y0[j * n + r]) <= 2e-6 * mag +
-						1e-30,
-						"%s %s k %zu row %d tok %d: "
-						"%.9g, C %.9g (seed above)",
+/*
+ * On every ISA and both paths, a token's outputs are the same bits
+ * whatever else the call holds: the tokens one at a time, and the rows
+ * from row 5 on (another panel split), give what the whole call gives
+ * (so that a decode step's batch, or a prefill's, does not change a
+ * sequence's tokens)
+ */
+START_TEST(test_gemm_batch_invariant)
+{
+	enum { N = 35, T = 13, R0 = 5 };
+	const size_t k = 1536;
+	uint64_t seed = kvtest_seed("qdot_gemm_batch_invariant");
+
+	for (int isa = KVK_ISA_C; isa < KVK_ISA_NR; isa++) {
+		if (!kvk_qdot_isa_ok(isa))
+			continue;
+		for (size_t f = 0; f < ARRAY_SIZE(fmts); f++)
+			for (int pre = 0; pre < 2; pre++) {
+				int (*gemm)(int, uint32_t, const void *, size_t,
+					    int, const void *, size_t, int,
+					    float *, size_t, size_t) =
+					pre ? kvk_qdot_gemm_prefill :
+					      kvk_qdot_gemm;
+				uint32_t type = fmts[f], blck, bsz;
+				size_t ab = kvk_qdot_act_bytes(type, k), rb;
+				float *x = malloc(T * k * sizeof(float));
+				float y[T][N], y1[N];
+				uint8_t *w, *qa = malloc(T * ab);
+
+				ck_assert_int_eq(kvk_qtype_layout(type, &blck,
+								  &bsz), 0);
+				rb = k / blck * bsz;
+				w = malloc(N * rb);
+				ck_assert(x && w && qa);
+				rand_blocks(type, w, N * k / blck, &seed);
+				for (size_t i = 0; i < T * k; i++)
+					x[i] = frand(&seed);
+				for (int j = 0; j < T; j++)
+					ck_assert_int_eq(kvk_qdot_quantize(type,
+						x + j * k, qa + j * ab, k), 0);
+				ck_assert_int_eq(gemm(isa, type, w, rb, N, qa,
+						      ab, T, &y[0][0], N, k), 0);
+				for (int j = 0; j < T; j++) {
+					ck_assert_int_eq(gemm(isa, type, w, rb, N,
+						qa + j * ab, ab, 1, y1, N, k), 0);
+					ck_assert_msg(!memcmp(y1, y[j],
+							      sizeof(y1)),
+						      "%s %s%s: token %d alone "
+						      "differs", kvk_qdot_isa_name(isa),
+						      kvk_qtype_name(type),
+						      pre ? " prefill" : "", j);
+					ck_assert_int_eq(gemm(isa, type,
+						w + R0 * rb, rb, N - R0,
+						qa + j * ab, ab, 1, y1, N, k), 0);
+					ck_assert_msg(!memcmp(y1, y[j] + R0,
+						(N - R0) * sizeof(float)),
+						"%s %s%s: rows from %d differ",
 						kvk_qdot_isa_name(isa),
-						kvk_qtype_name(type), k, r, j,
-						y1[j * n + r], y0[j * n + r]);
+						kvk_qtype_name(type),
+						pre ? " prefill" : "", R0);
 				}
+				free(x);
+				free(w);
+				free(qa);
 			}
-			free(x);
-			free(y0);
-			free(y1);
-			free(wf);
-			free(w);
-			free(qa);
-		}
+	}
 }
 END_TEST
 
@@ -344,6 +448,8 @@ Suite *suite_qdot(void)
 	KV_ADD(tc, test_dequant_gguf);
 	KV_ADD(tc, test_dot_vs_float);
 	KV_ADD_LOOP(tc, test_isa_vs_c, KVK_ISA_AVX2, KVK_ISA_NR);
+	KV_ADD_LOOP(tc, test_isa_vs_c_prefill, KVK_ISA_AVX2, KVK_ISA_NR);
+	KV_ADD(tc, test_gemm_batch_invariant);
 	KV_ADD(tc, test_errors);
 	suite_add_tcase(s, tc);
 	return s;

@@ -154,11 +154,15 @@ class Curl(unittest.TestCase):
                   "year of the great flood, the river rose above the old "
                   "walls and")
         pols = ("uniform:tier=k4v4", "diffkv:prune=0.05,quant=1.5")
+        # 32 tokens: the two policies' greedy texts part at the 10th
+        # token or the 17th, depending on the fp32 rounding of the GEMMs
+        # (the CPU's tiles or prefill panels), so that 16 may not tell
+        ntok = 32
         got = {}
 
         def ask(pol):
             got[pol] = curl(url("/v1/completions"), data={
-                "prompt": prompt, "max_tokens": 16, "temperature": 0,
+                "prompt": prompt, "max_tokens": ntok, "temperature": 0,
                 "policy": pol})
 
         th = [threading.Thread(target=ask, args=(p,)) for p in pols]
@@ -177,7 +181,7 @@ class Curl(unittest.TestCase):
                 out = subprocess.run(
                     [ARGS.kvmm, "generate", "--model", ARGS.model,
                      "--device", ARGS.device, "--threads", "2", "--json",
-                     "--max-tokens", "16", "--policy", pol,
+                     "--max-tokens", str(ntok), "--policy", pol,
                      "--batch-file", f.name],
                     capture_output=True, text=True, check=True).stdout
             want = [json.loads(ln) for ln in out.splitlines()

@@ -58,8 +58,10 @@ static void gemv_task(void *arg, int tid, int nth)
 	for (long r = lo; r < hi; r += j->t > 1 ? GEMV_QROWS : hi - lo) {
 		long n = j->t > 1 && hi - r > GEMV_QROWS ? GEMV_QROWS : hi - r;
 
-		kvk_qdot_gemm(j->isa, j->type, j->w + r * j->ldw, j->ldw, n,
-			      j->qa, j->lda, j->t, j->y + r, j->n, j->k);
+		/* as the executor: its prefill steps' path for t > 1 */
+		(j->t > 1 ? kvk_qdot_gemm_prefill : kvk_qdot_gemm)(
+			j->isa, j->type, j->w + r * j->ldw, j->ldw, n, j->qa,
+			j->lda, j->t, j->y + r, j->n, j->k);
 	}
 }
 

@@ -1177,9 +1177,16 @@ static int gen_kv_policy(struct gen_run *r, const struct gen_opts *o,
 						sizeof(err));
 	else
 #endif
-	ret = llm_kv_policy_create(&r->cfg, &o->pol, r->n_seq, need,
-				   gen_threads_used(r), &r->kv, err,
-				   sizeof(err));
+	{
+		/* the attention on the executor's threads */
+		struct llm_kv_policy_opts ko = {
+			.n_seq = r->n_seq, .max_tok = need, .device = -1,
+			.pool = llm_cpu_pool(r->cpu),
+		};
+
+		ret = llm_kv_policy_open(&r->cfg, &o->pol, &ko, &r->kv, err,
+					 sizeof(err));
+	}
 	if (ret) {
 		fprintf(stderr, "kvmm generate: --policy %s: %s\n",
 			llm_policy_name(o->pol.kind),

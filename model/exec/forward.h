@@ -29,6 +29,7 @@ int llm_batch_split(struct llm_kv *kv, const struct llm_batch *b, void *out,
 		    size_t row_bytes, llm_batch_fn fn, void *m);
 
 struct llm_cpu;
+struct llm_pool;
 
 int llm_cpu_load(const struct llm_config *c, const struct llm_weights *w,
 		 int n_threads, struct llm_cpu **out, char *err,
@@ -37,6 +38,7 @@ void llm_cpu_free(struct llm_cpu *m);
 uint64_t llm_cpu_weight_bytes(const struct llm_cpu *m);
 void llm_cpu_weight_info(const struct llm_cpu *m, char *buf, size_t len);
 int llm_cpu_threads(const struct llm_cpu *m);
+struct llm_pool *llm_cpu_pool(struct llm_cpu *m);
 int llm_cpu_forward(struct llm_cpu *m, struct llm_kv *kv,
 		    const struct llm_batch *b, float *logits);
 

@@ -103,6 +103,7 @@ struct gemm_job;
 struct llm_cpu {
 	struct llm_config c;
 	struct llm_pool *pool;
+	bool prefill;	/* the running step is a prefill (its GEMM path) */
 	struct kvk_rope_cfg rope;
 	int q_dim, kv_dim, qkv_dim; /* floats per token */
 	int isa;		    /* enum kvk_isa of the quantised GEMMs */
@@ -376,9 +377,13 @@ static void mm_part_rows(const struct mm_job *j, const struct mm_part *p,
 	for (long r = r0; r < r1; r += j->T > 1 ? QROWS : r1 - r0) {
 		long n = j->T > 1 && r1 - r > QROWS ? QROWS : r1 - r;
 
-		kvk_qdot_gemm(m->isa, w->type, w->w + r * w->ldw, w->ldw, n,
-			      m->qa[s], m->qa_ld[s], j->T, p->y + r, p->ldy,
-			      w->k);
+		/*
+		 * one path per kind of step: a token's result does not
+		 * depend on the batch it came in (kvk_qdot_gemm_prefill())
+		 */
+		(m->prefill ? kvk_qdot_gemm_prefill : kvk_qdot_gemm)(
+			m->isa, w->type, w->w + r * w->ldw, w->ldw, n,
+			m->qa[s], m->qa_ld[s], j->T, p->y + r, p->ldy, w->k);
 	}
 }
 
@@ -549,6 +554,31 @@ static float *load_vec(struct llm_cpu *m, const struct llm_gguf_tensor *t,
  * is F32) and the file is mapped (a reference on the mapping is taken);
  * copied as raw blocks from a caller's buffer; else dequantised to fp32.
  */
+/*
+ * Map a matrix read in place into the process now (the file's pages are
+ * read in, or found in the page cache, and mapped): otherwise the first
+ * step takes those page faults, 145 MB of them for the Q8_0 SmolLM2, in
+ * the middle of its prefill; at load they are counted as loading (peak
+ * RSS is the same: every matrix is read by the first step). Best effort.
+ */
+static void populate(const void *p, size_t len)
+{
+	long pg = sysconf(_SC_PAGESIZE);
+	uintptr_t lo, hi;
+
+	if (pg <= 0 || !len)
+		return;
+	lo = (uintptr_t)p & ~(uintptr_t)(pg - 1);
+	hi = (uintptr_t)p + len;
+#ifdef MADV_POPULATE_READ
+	if (!madvise((void *)lo, hi - lo, MADV_POPULATE_READ))
+		return;
+#endif
+	for (uintptr_t a = lo; a < hi; a += pg)
+		(void)*(volatile const uint8_t *)(a < (uintptr_t)p ?
+						  (uintptr_t)p : a);
+}
+
 static int load_mat(struct llm_cpu *m, const struct llm_weights *w,
 		    const struct llm_gguf_tensor *t, struct cpu_mat *x)
 {
@@ -569,6 +599,7 @@ static int load_mat(struct llm_cpu *m, const struct llm_weights *w,
 			if (!m->src)
 				m->src = llm_gguf_get(w->src);
 			x->w = t->data;
+			populate(t->data, t->nbytes);
 		} else {
 			x->own = malloc(t->nbytes ? t->nbytes : 1);
 			if (!x->own)
@@ -856,6 +887,24 @@ int llm_cpu_threads(const struct llm_cpu *m)
 	return llm_pool_threads(m->pool);
 }
 
+/**
+ * llm_cpu_pool() - the model's thread pool, for a host KV cache to run its
+ * attention on (struct llm_kv_policy_opts.pool)
+ * @m: the model
+ *
+ * The executor calls the cache only between its own jobs, so the two take
+ * turns on the same threads: a step runs on llm_cpu_threads() threads in
+ * all, where a cache with workers of its own would add as many again,
+ * waiting (or spinning) beside the executor's.
+ *
+ * Return: the pool; valid until llm_cpu_free() unless a reference is
+ * taken (llm_pool_get()).
+ */
+struct llm_pool *llm_cpu_pool(struct llm_cpu *m)
+{
+	return m->pool;
+}
+
 /* make the workspace hold @ntok tokens and @nseq sequences */
 static int ws_reserve(struct llm_cpu *m, int ntok, int nseq)
 {
@@ -906,19 +955,108 @@ static void unpermute_heads(float *v, int n, int hd)
 	}
 }
 
-/* QKV projection, bias, q/k norm, RoPE for the @T tokens of the step */
-static int layer_qkv(struct llm_cpu *m, const struct cpu_layer *L, int T)
+/* ---- a layer's per-token pieces, split by tokens among the threads ---- */
+
+#define TOK_PAR_MIN 16 /* tokens from which the pool runs them */
+
+/* the tokens [@t0, @t1) of one piece of layer @L */
+typedef int (*tok_fn)(struct llm_cpu *m, const struct cpu_layer *L, int t0,
+		      int t1);
+
+/* on the stack of tok_run(); @ret: a piece's error, any one */
+struct tok_job {
+	struct llm_cpu *m;
+	const struct cpu_layer *L;
+	tok_fn fn;
+	int T;
+	int ret;
+};
+
+static void tok_task(void *arg, int tid, int nth)
+{
+	struct tok_job *j = arg;
+	long lo, hi;
+	int ret;
+
+	llm_pool_range(j->T, tid, nth, 1, &lo, &hi);
+	if (lo < hi && (ret = j->fn(j->m, j->L, (int)lo, (int)hi)))
+		__atomic_store_n(&j->ret, ret, __ATOMIC_RELAXED);
+}
+
+/*
+ * @fn over the step's @T tokens: on the pool from TOK_PAR_MIN tokens (a
+ * prefill: the norms, SiLU and residual adds were a fifth of a 2-thread
+ * prefill's time, run on one thread), else on the caller's thread
+ */
+static int tok_run(struct llm_cpu *m, const struct cpu_layer *L, int T,
+		   tok_fn fn)
+{
+	struct tok_job j = { m, L, fn, T, 0 };
+
+	if (T < TOK_PAR_MIN || llm_pool_threads(m->pool) < 2)
+		return fn(m, L, 0, T);
+	llm_pool_run(m->pool, tok_task, &j);
+	return j.ret;
+}
+
+/* h = rmsnorm(x) * attn_norm */
+static int tok_attn_norm(struct llm_cpu *m, const struct cpu_layer *L,
+			 int t0, int t1)
+{
+	size_t d = m->c.dim;
+
+	return kvk_rmsnorm_cpu(m->h + t0 * d, m->x + t0 * d, L->attn_norm,
+			       t1 - t0, d, m->c.rms_eps, KVK_F32, NULL);
+}
+
+/* x += h (the attention's output projection); h = rmsnorm(x) * ffn_norm */
+static int tok_attn_res(struct llm_cpu *m, const struct cpu_layer *L,
+			int t0, int t1)
+{
+	size_t d = m->c.dim;
+	int ret;
+
+	ret = kvk_add_cpu(m->x + t0 * d, m->x + t0 * d, m->h + t0 * d,
+			  (size_t)(t1 - t0) * d, KVK_F32, NULL);
+	return ret ?: kvk_rmsnorm_cpu(m->h + t0 * d, m->x + t0 * d,
+				      L->ffn_norm, t1 - t0, d, m->c.rms_eps,
+				      KVK_F32, NULL);
+}
+
+/* act = silu(gate) * up */
+static int tok_silu(struct llm_cpu *m, const struct cpu_layer *L, int t0,
+		    int t1)
+{
+	size_t ffn = m->c.ffn_dim;
+	int ret = 0;
+
+	(void)L;
+	for (int t = t0; !ret && t < t1; t++)
+		ret = kvk_silu_mul_cpu(m->act + t * ffn, m->gu + t * 2 * ffn,
+				       m->gu + t * 2 * ffn + ffn, ffn, KVK_F32,
+				       NULL);
+	return ret;
+}
+
+/* x += h (the FFN's down projection) */
+static int tok_ffn_res(struct llm_cpu *m, const struct cpu_layer *L, int t0,
+		       int t1)
+{
+	size_t d = m->c.dim;
+
+	(void)L;
+	return kvk_add_cpu(m->x + t0 * d, m->x + t0 * d, m->h + t0 * d,
+			   (size_t)(t1 - t0) * d, KVK_F32, NULL);
+}
+
+/* Q and K in Hugging Face order, bias, q/k norm, RoPE */
+static int tok_qkv(struct llm_cpu *m, const struct cpu_layer *L, int t0,
+		   int t1)
 {
 	const struct llm_config *c = &m->c;
 	int hd = c->head_dim, ret = 0;
-	struct mm_part p[3] = {
-		{ &L->wq, m->qkv, m->qkv_dim },
-		{ &L->wk, m->qkv + m->q_dim, m->qkv_dim },
-		{ &L->wv, m->qkv + m->q_dim + m->kv_dim, m->qkv_dim },
-	};
 
-	mm_run(m, m->h, c->dim, T, 3, p);
-	for (int t = 0; t < T; t++) {
+	for (int t = t0; t < t1; t++) {
 		float *q = m->qkv + (size_t)t * m->qkv_dim;
 		float *k = q + m->q_dim;
 
@@ -943,6 +1081,20 @@ static int layer_qkv(struct llm_cpu *m, const struct cpu_layer *L, int T)
 			return ret;
 	}
 	return 0;
+}
+
+/* QKV projection, bias, q/k norm, RoPE for the @T tokens of the step */
+static int layer_qkv(struct llm_cpu *m, const struct cpu_layer *L, int T)
+{
+	const struct llm_config *c = &m->c;
+	struct mm_part p[3] = {
+		{ &L->wq, m->qkv, m->qkv_dim },
+		{ &L->wk, m->qkv + m->q_dim, m->qkv_dim },
+		{ &L->wv, m->qkv + m->q_dim + m->kv_dim, m->qkv_dim },
+	};
+
+	mm_run(m, m->h, c->dim, T, 3, p);
+	return tok_run(m, L, T, tok_qkv);
 }
 
 /* the cache stores the step's keys and values and attends, all sequences */
@@ -971,8 +1123,7 @@ static int layer_forward(struct llm_cpu *m, struct llm_kv *kv,
 	};
 	int ret;
 
-	ret = kvk_rmsnorm_cpu(m->h, m->x, L->attn_norm, T, c->dim, c->rms_eps,
-			      KVK_F32, NULL);
+	ret = tok_run(m, L, T, tok_attn_norm);
 	if (!ret)
 		ret = layer_qkv(m, L, T);
 	if (!ret)
@@ -980,22 +1131,15 @@ static int layer_forward(struct llm_cpu *m, struct llm_kv *kv,
 	if (ret)
 		return ret;
 	mm1(m, m->att, m->q_dim, T, &L->wo, m->h, c->dim);
-	ret = kvk_add_cpu(m->x, m->x, m->h, (size_t)T * c->dim, KVK_F32, NULL);
-	if (!ret)
-		ret = kvk_rmsnorm_cpu(m->h, m->x, L->ffn_norm, T, c->dim,
-				      c->rms_eps, KVK_F32, NULL);
+	ret = tok_run(m, L, T, tok_attn_res);
 	if (ret)
 		return ret;
 	mm_run(m, m->h, c->dim, T, 2, gu);
-	for (int t = 0; !ret && t < T; t++)
-		ret = kvk_silu_mul_cpu(m->act + t * ffn, m->gu + t * 2 * ffn,
-				       m->gu + t * 2 * ffn + ffn, ffn, KVK_F32,
-				       NULL);
+	ret = tok_run(m, L, T, tok_silu);
 	if (ret)
 		return ret;
 	mm1(m, m->act, ffn, T, &L->wdown, m->h, c->dim);
-	return kvk_add_cpu(m->x, m->x, m->h, (size_t)T * c->dim, KVK_F32,
-			   NULL);
+	return tok_run(m, L, T, tok_ffn_res);
 }
 
 /* the embedding rows of the step's tokens, dequantised into m->x */
@@ -1093,8 +1237,11 @@ int llm_cpu_forward(struct llm_cpu *m, struct llm_kv *kv,
 	ret = llm_batch_check(&m->c, kv, b, &T, &ctx);
 	if (ret)
 		return ret;
-	if (llm_kv_batch_kind(kv, b) > 0)
+	ret = llm_kv_batch_kind(kv, b);
+	if (ret > 0) {
+		m->prefill = ret == LLM_KV_PREFILL;
 		return forward(m, kv, b, T, logits);
+	}
 	return llm_batch_split(kv, b, logits, m->c.n_vocab * sizeof(float),
 			       cpu_step, m);
 }

@@ -15,6 +15,7 @@ typedef void (*llm_pool_fn)(void *arg, int tid, int nth);
 struct llm_pool;
 
 int llm_pool_create(int n_threads, struct llm_pool **out);
+struct llm_pool *llm_pool_get(struct llm_pool *p);
 void llm_pool_destroy(struct llm_pool *p);
 int llm_pool_threads(const struct llm_pool *p);
 void llm_pool_run(struct llm_pool *p, llm_pool_fn fn, void *arg);

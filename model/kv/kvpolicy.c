@@ -560,14 +560,14 @@ static void attn_work(void *arg, int tid, int nth)
 		a.list_base = &lb;
 		a.q = (const float *)j->a->q + (size_t)u * row;
 		a.out = (float *)j->a->out + (size_t)u * row;
-		ret = kvk_attn_decode_cpu(&a, NULL);
+		ret = kvk_attn_decode_host(&a, NULL);
 		if (ret)
 			__atomic_store_n(&j->ret, ret, __ATOMIC_RELAXED);
 	}
 }
 
 /*
- * kvk_attn_decode_cpu() over the step's sequences and kv-heads, split
+ * kvk_attn_decode_host() over the step's sequences and kv-heads, split
  * across the cache's workers (each (sequence, head) touches its own list,
  * pages and outputs, so the result is the single call's, bit for bit)
  */
@@ -578,7 +578,7 @@ static int attend(struct kvp *c, const struct kvk_attn_args *a,
 
 	if (llm_pool_threads(c->threads) < 2 ||
 	    a->nr_seqs * a->nr_kv_heads < 2)
-		return kvk_attn_decode_cpu(a, NULL);
+		return kvk_attn_decode_host(a, NULL);
 	llm_pool_run(c->threads, attn_work, &j);
 	return j.ret;
 }
@@ -1723,7 +1723,13 @@ int llm_kv_policy_open(const struct llm_config *c, const struct llm_policy *p,
 		goto out_free;
 	}
 	nth = o->n_threads ? o->n_threads : 1;
-	ret = llm_pool_create(nth, &k->threads);
+	if (o->pool) {
+		k->threads = llm_pool_get(o->pool);
+		nth = llm_pool_threads(o->pool);
+		ret = 0;
+	} else {
+		ret = llm_pool_create(nth, &k->threads);
+	}
 	if (ret) {
 		snprintf(err, errlen, "threads: %s", strerror(-ret));
 		goto out_free;

@@ -14,11 +14,18 @@
 #include "kvcache.h"
 #include "policy.h"
 
+struct llm_pool;
+
 /**
  * struct llm_kv_policy_opts - how to make a policy cache
  * @n_seq: sequences it serves at once (the space's slots)
  * @max_tok: tokens one sequence may reach
  * @n_threads: host cache: workers of its attention (0: one)
+ * @pool: host cache: run the attention on this pool (a reference is
+ *	taken, llm_pool_get()) instead of @n_threads workers of its own: the
+ *	CPU executor's (llm_cpu_pool()), which calls the cache between its
+ *	own jobs, so that a step's threads are never more than its cores;
+ *	NULL: its own
  * @device: CUDA device ordinal of a device cache; -1 for a host cache
  * @budget: bytes of pages the space may map at most, rounded up to 2 MiB;
  *	0: enough for every sequence at @max_tok at the smaller tier
@@ -31,6 +38,7 @@ struct llm_kv_policy_opts {
 	int n_threads;
 	int device;
 	uint64_t budget;
+	struct llm_pool *pool;
 };
 
 /**

@@ -650,7 +650,11 @@ static int run_one(const struct srv_opts *o, struct srv_exec *x,
 					 .n_threads = x->cpu ?
 						llm_cpu_threads(x->cpu) : 0,
 					 .device = o->cuda ? 0 : -1,
-					 .budget = o->budget };
+					 .budget = o->budget,
+					 /* the attention on the executor's threads:
+					  * this loop alone drives both */
+					 .pool = x->cpu ? llm_cpu_pool(x->cpu)
+							: NULL };
 	struct llm_sched_opts so = { .max_step_tokens = (int)o->step_tokens,
 				     .reserve = o->reserve > 0 ?
 						(float)o->reserve : -1.0f,

@@ -1566,7 +1566,11 @@ static int srv_cache_open(struct llm_server *s, const struct llm_policy *p,
 					 .n_threads = s->cpu ?
 						llm_cpu_threads(s->cpu) : 0,
 					 .device = s->o.cuda ? 0 : -1,
-					 .budget = s->o.budget };
+					 .budget = s->o.budget,
+					 /* the engine thread alone runs both: the
+					  * attention on the executor's threads */
+					 .pool = s->cpu ? llm_cpu_pool(s->cpu)
+							: NULL };
 
 	return llm_kv_policy_open(&s->m->cfg, p, &ko, kv, err, errlen);
 }

@@ -647,8 +647,6 @@ static int run_one(const struct srv_opts *o, struct srv_exec *x,
 {
 	struct llm_kv_policy_opts ko = { .n_seq = (int)o->max_seqs,
 					 .max_tok = w->max_tok + 1,
-					 .n_threads = x->cpu ?
-						llm_cpu_threads(x->cpu) : 0,
 					 .device = o->cuda ? 0 : -1,
 					 .budget = o->budget,
 					 /* the attention on the executor's threads:

@@ -1563,8 +1563,6 @@ static int srv_cache_open(struct llm_server *s, const struct llm_policy *p,
 {
 	struct llm_kv_policy_opts ko = { .n_seq = s->o.max_seqs,
 					 .max_tok = s->max_tok + 1,
-					 .n_threads = s->cpu ?
-						llm_cpu_threads(s->cpu) : 0,
 					 .device = s->o.cuda ? 0 : -1,
 					 .budget = s->o.budget,
 					 /* the engine thread alone runs both: the

@@ -712,6 +712,7 @@ int kva_migrate(struct kva_pool *pool, struct kva_migrate_control *mc,
 		const uint32_t *promote, uint32_t np, const uint32_t *demote,
 		uint32_t nd);
 int kva_migrate_reclaim(struct kva_pool *pool, int wait);
+int kva_migrate_room(struct kva_pool *pool, uint64_t pages);
 const char *kva_migrate_reason(enum kva_migrate_result r);
 
 /* placement policies (place.c) */

@@ -75,6 +75,43 @@ void kva_migrate_fini(struct kva_migrate_control *mc)
 }
 
 /**
+ * kva_migrate_room() - host pages free for a migration's demotions
+ * @pool: host pool
+ * @pages: free host pages wanted
+ *
+ * A demotion needs a free host page, and the host pages that promotions
+ * leave free serve only the next call; the pool maps host granules only
+ * when a sequence needs pages, so it may hold few free ones and
+ * kva_migrate() stop at KVA_MIGRATE_NO_ROOM far below its byte budget.
+ * This maps host granules until @pages host pages are free, as far as the
+ * host tier's and the space's budgets allow (what they leave out still
+ * ends a call at NO_ROOM). Call it before kva_migrate_init(), which sizes
+ * its arrays by the page ids.
+ *
+ * Return: the granules mapped (0: none needed or no room); -EOPNOTSUPP for
+ * a device-resident pool; the runtime's error (nothing mapped).
+ */
+int kva_migrate_room(struct kva_pool *pool, uint64_t pages)
+{
+	uint32_t room = kvrt_space_loc_room(pool->space, KVA_MEM_HOST);
+	struct kva_stats st;
+	uint64_t g;
+	int ret;
+
+	if (pool->dev)
+		return -EOPNOTSUPP;
+	kva_pool_stats(pool, &st);
+	if (pages <= st.free_mem[KVA_MEM_HOST] || !room)
+		return 0;
+	g = kvmm_div_round_up(pages - st.free_mem[KVA_MEM_HOST],
+			      pool->pages_per_granule);
+	if (g > room)
+		g = room;
+	ret = kva_pool_grow_mem(pool, (uint32_t)g, KVA_MEM_HOST);
+	return ret ? ret : (int)g;
+}
+
+/**
  * kva_migrate_reason() - a migration result in words
  * @r: result
  *

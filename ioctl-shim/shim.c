@@ -1749,32 +1749,20 @@ static int ioc_tier_budget(struct kvshim_file *f, struct kvmm_tier_budget *a)
 }
 
 /*
- * MIGRATE with KVMM_MIGRATE_GROW_HOST: a demotion needs a free host page,
- * and the pages promotions leave free on the host serve only the next
- * call, so map host granules until the free host pages cover every
+ * MIGRATE with KVMM_MIGRATE_GROW_HOST: room on the host tier for every
  * demotion the call may make (a victim per promotion, and the demote list
  * for the HBM reserve: nr_promote + nr_demote, at most one a page of the
- * byte budget), as far as the host tier's and the space's budgets allow
- * (what they do not cover stops the call at NO_ROOM as before). @was and
- * @u keep what is needed to give the granules back if the call fails.
+ * byte budget; kva_migrate_room()). @was and @u keep what is needed to
+ * give the granules back if the call fails.
  */
 static int migrate_room(struct kva_pool *pool, const struct kvmm_migrate *a,
 			uint8_t **was, struct compact_undo *u)
 {
-	uint64_t want = (uint64_t)a->nr_promote + a->nr_demote, have, g;
-	uint32_t room = kvrt_space_loc_room(pool->space, KVA_MEM_HOST);
-	struct kva_stats st;
+	uint64_t want = (uint64_t)a->nr_promote + a->nr_demote;
 	int ret;
 
 	if (a->byte_budget && want > a->byte_budget / pool->page_size)
 		want = a->byte_budget / pool->page_size;
-	kva_pool_stats(pool, &st);
-	have = st.free_mem[KVA_MEM_HOST];
-	if (want <= have || !room)
-		return 0;
-	g = kvmm_div_round_up(want - have, pool->pages_per_granule);
-	if (g > room)
-		g = room;
 	*was = malloc(pool->nr_gslots);
 	if (!*was)
 		return -ENOMEM;
@@ -1782,8 +1770,8 @@ static int migrate_room(struct kva_pool *pool, const struct kvmm_migrate *a,
 	/* a grow with host granules reorders the ring: keep it */
 	ret = undo_save(u, pool);
 	if (!ret)
-		ret = kva_pool_grow_mem(pool, (uint32_t)g, KVA_MEM_HOST);
-	if (ret) {
+		ret = kva_migrate_room(pool, want);
+	if (ret < 0) {
 		free(*was);
 		*was = NULL;
 		if (u->ring) {
@@ -1791,8 +1779,9 @@ static int migrate_room(struct kva_pool *pool, const struct kvmm_migrate *a,
 
 			undo_apply(u, pool, &none);
 		}
+		return ret;
 	}
-	return ret;
+	return 0;
 }
 
 /* MIGRATE: the lists are copied in once, then kva_migrate() validates */

@@ -770,22 +770,19 @@ static double model_meas_us(const struct bp_rates *rt, double hbm,
 }
 
 /*
- * Room on the host tier for the migration: the pool grows host granules
- * only when a sequence needs pages, so without this the host holds a few
- * free pages, every demotion takes one, and kva_migrate() stops at "no room
- * in the other tier" long before the step's byte budget (at 16K, batch 16,
- * about 180 pages a step whatever the policy wanted). The placement at
- * prefill (which a real prefill makes by writing each page where the policy
- * wants it) needs a host page per demotion it plans; a step needs its
- * budget's worth and the HBM reserve's. The host tier is the capacity tier:
- * these free granules cost host memory only, and the HBM cap is unchanged.
+ * Room on the host tier for the replay's migration (kva_migrate_room();
+ * without it, 16K at batch 16 moved about 180 pages a step whatever the
+ * policy wanted): the placement at prefill (which a real prefill makes by
+ * writing each page where the policy wants it) needs a host page per
+ * demotion it plans; a step needs its budget's worth and the HBM
+ * reserve's. These free granules cost host memory only; the HBM cap is
+ * unchanged.
  */
 static int host_room(const struct bp_opts *o, struct kva_pool *pool,
 		     struct kva_place *pl, const struct bp_trace *tr)
 {
 	uint32_t *pro, *dem, np, nd;
-	uint64_t want, have, g;
-	struct kva_stats st;
+	uint64_t want;
 	int ret;
 
 	pro = malloc(pool->nr_page_ids * 4);
@@ -804,12 +801,8 @@ static int host_room(const struct bp_opts *o, struct kva_pool *pool,
 	want = (uint64_t)nd + tr->nr_lists;
 	if (o->budget_mib > 0)
 		want += (uint64_t)(o->budget_mib * SZ_1M) / pool->page_size;
-	kva_pool_stats(pool, &st);
-	have = st.free_mem[KVA_MEM_HOST];
-	if (have >= want)
-		return 0;
-	g = kvmm_div_round_up(want - have, pool->pages_per_granule);
-	return kva_pool_grow_mem(pool, (uint32_t)g, KVA_MEM_HOST);
+	ret = kva_migrate_room(pool, want);
+	return ret < 0 ? ret : 0;
 }
 
 /*

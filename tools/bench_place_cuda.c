@@ -256,6 +256,16 @@ out:
 	return ret;
 }
 
+/* the step's timing events, by index, for making and freeing them */
+#define BP_NR_EVENTS 6
+static cudaEvent_t *dev_event(struct bp_dev *d, int i)
+{
+	cudaEvent_t *const ev[BP_NR_EVENTS] = { &d->u0, &d->s0, &d->a0,
+						&d->a1, &d->m0, &d->m1 };
+
+	return ev[i];
+}
+
 /**
  * bp_dev_open() - a CUDA context, two streams, the measured rates
  * @out: the device half
@@ -288,15 +298,11 @@ int bp_dev_open(struct bp_dev **out, struct bp_rates *rates)
 	}
 	d->sa = (cudaStream_t)kvrt_stream_handle(d->ks);
 	d->sc = (cudaStream_t)kvrt_stream_handle(d->kc);
-	if (cudaEventCreate(&d->u0) != cudaSuccess ||
-	    cudaEventCreate(&d->s0) != cudaSuccess ||
-	    cudaEventCreate(&d->a0) != cudaSuccess ||
-	    cudaEventCreate(&d->a1) != cudaSuccess ||
-	    cudaEventCreate(&d->m0) != cudaSuccess ||
-	    cudaEventCreate(&d->m1) != cudaSuccess) {
-		ret = cu_fail(cudaGetLastError(), "cudaEventCreate");
-		goto fail;
-	}
+	for (int i = 0; i < BP_NR_EVENTS; i++)
+		if (cudaEventCreate(dev_event(d, i)) != cudaSuccess) {
+			ret = cu_fail(cudaGetLastError(), "cudaEventCreate");
+			goto fail;
+		}
 	ret = measure_rates(d, rates);
 	if (ret)
 		goto fail;
@@ -317,18 +323,9 @@ void bp_dev_close(struct bp_dev *d)
 		return;
 	bp_dev_trace(d, NULL);
 	cudaFree(d->work);
-	if (d->u0)
-		cudaEventDestroy(d->u0);
-	if (d->s0)
-		cudaEventDestroy(d->s0);
-	if (d->a0)
-		cudaEventDestroy(d->a0);
-	if (d->a1)
-		cudaEventDestroy(d->a1);
-	if (d->m0)
-		cudaEventDestroy(d->m0);
-	if (d->m1)
-		cudaEventDestroy(d->m1);
+	for (int i = 0; i < BP_NR_EVENTS; i++)
+		if (*dev_event(d, i))
+			cudaEventDestroy(*dev_event(d, i));
 	if (d->kc)
 		kvrt_stream_destroy(d->kc);
 	if (d->ks)

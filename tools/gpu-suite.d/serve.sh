@@ -90,7 +90,7 @@ if [ "${SERVE_HTTP:-1}" = 0 ]; then
 elif [ ! -f "$small" ]; then
 	small=$(mktemp -d /tmp/kvmm-smollm2.XXXXXX)
 	python3 tests/ref/random_llama.py --out "$small" --chat >/dev/null 2>&1 ||
-		small=
+		{ rm -rf "$small"; small=; }
 fi
 if [ -n "$small" ]; then
 	say "== serve_test.py --device cuda (kvmm serve, policies per request)"

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu.h"
 #include "kvattn.h"
 #include "kvq.h"
 
@@ -383,25 +384,9 @@ uint64_t kvk_attn_bytes(const struct kvk_attn_args *a, const uint32_t *ntok)
 /* ---- the host caches' decode attention: fp16 tiers on AVX2 + F16C ---- */
 
 #if defined(__x86_64__)
-#include <cpuid.h>
 #include <immintrin.h>
 
 #define HD_T __attribute__((target("avx2,fma,f16c")))
-
-static bool hd_cpu_ok(void)
-{
-	static int ok = -1;
-
-	if (ok < 0) {
-		unsigned int a, b, c, d;
-
-		__builtin_cpu_init();
-		ok = __builtin_cpu_supports("avx2") &&
-		     __builtin_cpu_supports("fma") &&
-		     __get_cpuid(1, &a, &b, &c, &d) && (c >> 29 & 1);
-	}
-	return ok;
-}
 
 static HD_T float hd_hsum(__m256 a)
 {
@@ -508,7 +493,7 @@ static bool hd_fast(const struct kvk_attn_args *a)
 	for (int t = 0; t < 2; t++)
 		if (a->tier[t].kbits != 16 || a->tier[t].vbits != 16)
 			return false;
-	return a->head_dim % 16 == 0 && hd_cpu_ok();
+	return a->head_dim % 16 == 0 && kvk_cpu_avx2_fma() && kvk_cpu_f16c();
 #else
 	(void)a;
 	return false;

@@ -10,10 +10,10 @@
 #include <string.h>
 
 #if defined(__x86_64__)
-#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
+#include "cpu.h"
 #include "hprefill.h"
 
 /**
@@ -422,32 +422,6 @@ static HP_T void hprefill_avx2(const struct kvk_hprefill_args *a)
 	}
 }
 
-/*
- * AVX2, FMA and AVX, and the OS saving the AVX state (cpuid leaf 1: ECX
- * bits 12, 27, 28; leaf 7: EBX bit 5; XCR0 bits 1 and 2);
- * __builtin_cpu_supports() is not used (clang's knows fewer features)
- */
-static bool have_avx2_fma(void)
-{
-	static int v = -1;
-	unsigned int a, b, c, d;
-
-	if (v < 0) {
-		int ok = 0;
-
-		if (__get_cpuid(1, &a, &b, &c, &d) && (c >> 12 & 1) &&
-		    (c >> 27 & 3) == 3) {
-			uint32_t lo, hi;
-
-			__asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-			ok = (lo & 6) == 6 &&
-			     __get_cpuid_count(7, 0, &a, &b, &c, &d) &&
-			     (b >> 5 & 1);
-		}
-		__atomic_store_n(&v, ok, __ATOMIC_RELAXED);
-	}
-	return v;
-}
 #endif
 
 /**
@@ -466,7 +440,7 @@ int kvk_hprefill_isa(void)
 	if (e && !strcmp(e, "c"))
 		return KVK_HPREFILL_C;
 #if defined(__x86_64__)
-	if (have_avx2_fma())
+	if (kvk_cpu_avx2_fma())
 		return KVK_HPREFILL_AVX2;
 #endif
 	return KVK_HPREFILL_C;
@@ -490,7 +464,7 @@ int kvk_hprefill_run(const struct kvk_hprefill_args *a, int isa)
 	if (isa != KVK_HPREFILL_AVX2)
 		return -EINVAL;
 #if defined(__x86_64__)
-	if (!have_avx2_fma())
+	if (!kvk_cpu_avx2_fma())
 		return -EINVAL;
 	ret = kvk_hprefill_check(a);
 	if (!ret && a->n)

@@ -8,10 +8,10 @@
 #include <stddef.h>
 
 #if defined(__x86_64__)
-#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
+#include "cpu.h"
 #include "kvattn.h"
 #include "kvq.h"
 
@@ -25,28 +25,6 @@ f16_row_f16c(const uint16_t *h, uint32_t n, float *x)
 	for (uint32_t i = 0; i + 8 <= n; i += 8)
 		_mm256_storeu_ps(x + i, _mm256_cvtph_ps(_mm_loadu_si128(
 						(const __m128i *)(h + i))));
-}
-
-/*
- * F16C and AVX, and the OS saving the AVX state (cpuid leaf 1: ECX bits
- * 29, 28, 27; XCR0 bits 1 and 2); clang's __builtin_cpu_supports() knows
- * no "f16c"
- */
-static bool have_f16c(void)
-{
-	static int v = -1;
-	unsigned int a, b, c, d;
-
-	if (v < 0) {
-		v = 0;
-		if (__get_cpuid(1, &a, &b, &c, &d) && (c >> 27 & 7) == 7) {
-			uint32_t lo, hi;
-
-			__asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-			v = (lo & 6) == 6;
-		}
-	}
-	return v;
 }
 #endif
 
@@ -168,7 +146,7 @@ int kvq_dequantize_row(const uint8_t *row, const uint16_t *meta,
 		const uint16_t *h = (const uint16_t *)row;
 
 #if defined(__x86_64__)
-		if (head_dim % 8 == 0 && have_f16c()) {
+		if (head_dim % 8 == 0 && kvk_cpu_f16c()) {
 			f16_row_f16c(h, head_dim, x);
 			return 0;
 		}

@@ -398,15 +398,14 @@ static HD_T float hd_hsum(__m256 a)
 	return _mm_cvtss_f32(s);
 }
 
-/* the fp16 row of token @i of @list, tier and slot from token_page() */
-static const uint16_t *hd_row(const struct kvk_attn_args *a, uint32_t list,
-			      uint32_t i, uint32_t n_hi, int v)
+/* the fp16 key row of token @i of @list (tier and slot: token_page()) */
+static const uint16_t *hd_key(const struct kvk_attn_args *a, uint32_t list,
+			      uint32_t i, uint32_t n_hi)
 {
 	uint32_t tier, slot;
 	const uint8_t *pg = token_page(a, list, i, n_hi, &tier, &slot);
-	const struct kvk_attn_tier *t = &a->tier[tier];
 
-	return (const uint16_t *)(pg + (v ? t->v_off : t->k_off) +
+	return (const uint16_t *)(pg + a->tier[tier].k_off +
 				  (size_t)slot * kvq_row_bytes(a->head_dim, 16));
 }
 
@@ -418,7 +417,7 @@ static HD_T void hd_list(const struct kvk_attn_args *a, uint32_t list,
 	uint32_t hd = a->head_dim, G = a->group;
 
 	for (uint32_t i = 0; i < n; i++) {
-		const uint16_t *k = hd_row(a, list, i, n_hi, 0);
+		const uint16_t *k = hd_key(a, list, i, n_hi);
 
 		for (uint32_t g = 0; g < G; g++) {
 			const float *q = qs + (size_t)g * hd;
@@ -454,7 +453,11 @@ static HD_T void hd_list(const struct kvk_attn_args *a, uint32_t list,
 	}
 	memset(o, 0, (size_t)G * hd * sizeof(float));
 	for (uint32_t i = 0; i < n; i++) {
-		const uint16_t *v = hd_row(a, list, i, n_hi, 1);
+		uint32_t tier, slot;
+		uint8_t *pg = token_page(a, list, i, n_hi, &tier, &slot);
+		const uint16_t *v = (const uint16_t *)(pg +
+			a->tier[tier].v_off +
+			(size_t)slot * kvq_row_bytes(hd, 16));
 		float best = 0.0f;
 
 		for (uint32_t e = 0; e < hd; e += 8) {
@@ -474,14 +477,7 @@ static HD_T void hd_list(const struct kvk_attn_args *a, uint32_t list,
 		for (uint32_t g = 0; g < G; g++)
 			best = kvk_attn_score_fold(a->update_scores, best,
 						   logit[(size_t)g * n + i]);
-		{
-			uint32_t tier, slot;
-			uint8_t *pg = token_page(a, list, i, n_hi, &tier, &slot);
-			float *sc = (float *)(pg + a->tier[tier].score_off) +
-				    slot;
-
-			*sc += best;
-		}
+		((float *)(pg + a->tier[tier].score_off))[slot] += best;
 	}
 }
 #endif

@@ -23,10 +23,11 @@ FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -O1 -g -pthread -fno-strict-aliasing \
 	       -Iruntime -Iallocator -Ikernels -Iioctl-shim -Iioctl-shim/uapi \
 	       $(FUZZ_SAN)
 # the shim's EVICT runs the kernels' CPU eviction (kernels/evict.c), which
-# reads the pages through kernels/quant.c's formats
+# reads the pages through kernels/quant.c's formats (and its F16C probe,
+# kernels/cpu.c)
 FUZZ_SRC := $(filter-out runtime/cuda.c %_cuda.c, \
 	      $(wildcard runtime/*.c allocator/*.c ioctl-shim/*.c)) \
-	    kernels/evict.c kernels/quant.c kernels/dtype.c \
+	    kernels/evict.c kernels/quant.c kernels/cpu.c kernels/dtype.c \
 	    kernels/migrate.c
 FUZZ_OBJ := $(FUZZ_SRC:%.c=$(FUZZ_B)/%.o)
 FUZZ_BIN := $(FUZZ_B)/fuzz_uapi

@@ -815,7 +815,14 @@ START_TEST(test_bench_place)
 			lines++;
 		}
 		ck_assert_int_eq(lines, 4);	/* every policy at 0.5 */
+		/* the default budget: 128 KiB per list, 8 lists a sequence */
+		ck_assert_msg(strstr(out_s, "\"budget_bytes\":2097152,"),
+			      "%s", out_s);
 	}
+	ck_assert_int_eq(kvmm("bench", "place", "--batch", "1", "--ctx",
+			      "1024", "--hbm", "0.5", "--steps", "1", "--warm",
+			      "0", "--budget-mib", "3", "--json", NULL), 0);
+	ck_assert_msg(strstr(out_s, "\"budget_bytes\":3145728,"), "%s", out_s);
 	ck_assert_int_eq(kvmm("bench", "place", "--backend", "gpu", NULL), 2);
 	EXPECT_ERR("--backend wants host or cuda");
 	ck_assert_int_eq(kvmm("bench", "place", "--threads", "0", NULL), 2);

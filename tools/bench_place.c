@@ -1088,8 +1088,10 @@ static void usage(FILE *f)
 		"fp16), one layer;\n"
 		"  defaults: batch 2, ctx 8192,16384,32768, hbm 1,0.5,0.25, "
 		"topk ctx/16 tokens,\n"
-		"  16 steps after 8 warm-up steps, 4 MiB migration per step, "
-		"3000/51/55 GB/s\n"
+		"  16 steps after 8 warm-up steps, 3000/51/55 GB/s,\n"
+		"  a migration budget of 128 KiB per list a step (1 MiB per "
+		"sequence; --budget-mib\n"
+		"  sets the step's total, 0 for no limit)\n"
 		"  --threads: phase one's CPU kernels on T threads (the same "
 		"trace)\n"
 		"  --backend cuda: phase two on the GPU (a CUDA space with an "
@@ -1139,13 +1141,14 @@ static void cuda_line(const struct bp_opts *o, const struct bp_trace *tr,
 		       "\"mig_us\":%.2f,\"upload_us\":%.2f,\"plan_us\":%.0f,"
 		       "\"hbm_bytes\":%.0f,\"host_bytes\":%.0f,"
 		       "\"mig_bytes\":%.0f,\"init_mig_bytes\":%.0f,"
-		       "\"no_room\":%u,"
+		       "\"no_room\":%u,\"budget_bytes\":%.0f,"
 		       "\"hbm_pages\":%llu,\"vs_dense\":%.3f,",
 		       policy, tr->ctx, o->batch, frac, x->hit, x->step_us,
 		       x->model_us, x->model_meas_us, x->select_us, x->attn_us,
 		       x->mig_us, x->up_us, x->plan_us, x->hbm_bytes,
 		       x->host_bytes, x->mig_bytes, x->init_mig_bytes,
-		       x->no_room, (unsigned long long)x->hbm_pages,
+		       x->no_room, o->budget_mib * SZ_1M,
+		       (unsigned long long)x->hbm_pages,
 		       x->step_us / dense);
 		if (oracle > 0)
 			printf("\"vs_oracle\":%.3f,", x->step_us / oracle);
@@ -1322,6 +1325,7 @@ static int place_run(const struct bp_opts *o)
 					       "\"mig_bytes\":%.0f,"
 					       "\"init_mig_bytes\":%.0f,"
 					       "\"no_room\":%u,"
+					       "\"budget_bytes\":%.0f,"
 					       "\"plan_us\":%.0f,"
 					       "\"hbm_pages\":%llu,"
 					       "\"vs_dense\":%.3f,"
@@ -1332,6 +1336,7 @@ static int place_run(const struct bp_opts *o)
 					       x->step_us, x->hbm_bytes,
 					       x->host_bytes, x->mig_bytes,
 					       x->init_mig_bytes, x->no_room,
+					       o->budget_mib * SZ_1M,
 					       x->plan_us,
 					       (unsigned long long)x->hbm_pages,
 					       x->step_us / dense_us,
@@ -1397,7 +1402,7 @@ int cmd_bench_place(int argc, char **argv)
 		.nr_frac = 3,
 		.steps = 16,
 		.warm = 8,
-		.budget_mib = 4,
+		.budget_mib = -1,	/* 128 KiB per list, below */
 		.hbm_gbs = 3000,
 		.host_gbs = 51,
 		.pcie_gbs = 55,
@@ -1498,6 +1503,14 @@ int cmd_bench_place(int argc, char **argv)
 			argv[optind]);
 		return 2;
 	}
+	/*
+	 * The migration budget grows with the lists it serves: 4 MiB a step
+	 * for every batch starved batch 16 (four page moves a list a step,
+	 * fewer than the pages a list's hot set gains), where 128 KiB a
+	 * list tracks it (Documentation/placement/index.rst).
+	 */
+	if (o.budget_mib < 0)
+		o.budget_mib = o.batch * BP_KVH * 0.125;
 	ret = place_run(&o);
 	return ret ? 1 : 0;
 }

@@ -774,7 +774,9 @@ struct kva_place {
 	uint32_t nr_future;		/* steps at @future */
 	/* scratch of kva_place_plan() */
 	float *val;			/* [lists * width] */
-	uint32_t *order;		/* [lists * width] */
+	uint32_t *order;		/* [lists * width] entries */
+	uint32_t *key;			/* [lists * width] their values' keys */
+	uint64_t *mv;			/* [2][lists * width] movers, sorting */
 };
 
 int kva_place_init(struct kva_place *pl, const struct kva_pool *pool,

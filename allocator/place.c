@@ -62,8 +62,10 @@ int kva_place_init(struct kva_place *pl, const struct kva_pool *pool,
 	pl->low = calloc(n, 1);
 	pl->val = calloc(n, sizeof(float));
 	pl->order = calloc(n, sizeof(uint32_t));
+	pl->key = calloc(n, sizeof(uint32_t));
+	pl->mv = calloc(2 * n, sizeof(uint64_t));
 	if (!pl->ema || !pl->freq || !pl->prefill || !pl->low || !pl->val ||
-	    !pl->order) {
+	    !pl->order || !pl->key || !pl->mv) {
 		kva_place_fini(pl);
 		return -ENOMEM;
 	}
@@ -82,6 +84,8 @@ void kva_place_fini(struct kva_place *pl)
 	free(pl->low);
 	free(pl->val);
 	free(pl->order);
+	free(pl->key);
+	free(pl->mv);
 	memset(pl, 0, sizeof(*pl));
 }
 
@@ -188,68 +192,77 @@ static float value(const struct kva_place *pl, const struct kva_pool *pool,
 	return v;
 }
 
-/* qsort_r() order of entries by their value in @val, highest first */
-static int by_val_desc(const void *a, const void *b, void *val)
+/*
+ * The plan's order: value, highest first, ties to the lower entry index.
+ * A value's key is an unsigned integer in the same order (the float's
+ * bits, sign folded; values are finite, and -0 counts as 0), so the order
+ * is that of (key, ~index) as one 64-bit integer, highest first.
+ */
+static uint32_t val_key(float v)
 {
-	float x = ((const float *)val)[*(const uint32_t *)a];
-	float y = ((const float *)val)[*(const uint32_t *)b];
+	uint32_t u;
 
-	if (x != y)
-		return x > y ? -1 : 1;
-	return *(const uint32_t *)a < *(const uint32_t *)b ? -1 : 1;
+	v += 0.0f;		/* -0 -> +0 */
+	memcpy(&u, &v, sizeof(u));
+	return u & 0x80000000u ? ~u : u | 0x80000000u;
 }
 
-/* by_val_desc() on two entries */
-static bool before(const float *val, uint32_t a, uint32_t b)
+static uint64_t rank_key(uint32_t key, uint32_t entry)
 {
-	return val[a] != val[b] ? val[a] > val[b] : a < b;
+	return (uint64_t)key << 32 | (uint32_t)~entry;
 }
 
 /*
- * Put the entries that by_val_desc() ranks first @k among @o[0..n) in
- * o[0..k), the others after (each part in no particular order): a
- * quickselect (median of three) on the same total order, so the two sets
- * are those a full sort would give, in O(n) on average.
+ * The key at rank @k (from 0, highest first) of @n keys (k < n), and in
+ * @take_eq how many keys equal to it rank at @k or before: a radix select, three
+ * histogram passes of 11, 11 and 10 bits, O(n) whatever the values.
  */
-static void select_top(uint32_t *o, size_t n, size_t k, const float *val)
+static uint32_t key_threshold(const uint32_t *key, size_t n, size_t k,
+			      size_t *take_eq)
 {
-	size_t lo = 0, hi = n;	/* the k-th lies in [lo, hi) */
+	static const int shift[3] = { 21, 10, 0 };
+	static const uint32_t width[3] = { 11, 11, 10 };
+	uint32_t prefix = 0, hi_mask = 0;
+	size_t above = 0;	/* keys known to rank before the bucket */
 
-	while (hi - lo > 1) {
-		size_t mid = lo + (hi - lo) / 2, i = lo, j = hi - 1, m;
-		uint32_t a = o[lo], b = o[mid], c = o[hi - 1], p, x;
+	for (int pass = 0; pass < 3; pass++) {
+		uint32_t hist[2048] = { 0 }, nb = 1u << width[pass], b;
 
-		/* the median of three as the pivot */
-		if (before(val, b, a))
-			x = a, a = b, b = x;
-		if (before(val, c, b)) {
-			b = c;
-			if (before(val, b, a))
-				b = a;
+		for (size_t i = 0; i < n; i++)
+			if ((key[i] & hi_mask) == prefix)
+				hist[(key[i] >> shift[pass]) & (nb - 1)]++;
+		/* from the top bucket down to the one holding the k-th */
+		for (b = nb - 1;; b--) {
+			if (above + hist[b] > k)
+				break;
+			above += hist[b];
 		}
-		p = b;
-		/* three-way: before p | p | after p */
-		m = lo;
-		while (m <= j) {
-			if (before(val, o[m], p)) {
-				x = o[m], o[m] = o[i], o[i] = x;
-				i++, m++;
-			} else if (before(val, p, o[m])) {
-				x = o[m], o[m] = o[j], o[j] = x;
-				if (!j)
-					break;
-				j--;
-			} else {
-				m++;
-			}
+		prefix |= b << shift[pass];
+		hi_mask |= (nb - 1) << shift[pass];
+	}
+	*take_eq = k - above + 1;
+	return prefix;
+}
+
+/* sort @n 64-bit integers ascending (LSD radix, 8 bits a pass) */
+static void radix_sort(uint64_t *a, uint64_t *tmp, size_t n)
+{
+	for (int shift = 0; shift < 64; shift += 8) {
+		size_t cnt[256] = { 0 }, sum = 0;
+
+		for (size_t i = 0; i < n; i++)
+			cnt[(a[i] >> shift) & 255]++;
+		if (n && cnt[(a[0] >> shift) & 255] == n)
+			continue;	/* one digit for all: order kept */
+		for (int d = 0; d < 256; d++) {
+			size_t c = cnt[d];
+
+			cnt[d] = sum;
+			sum += c;
 		}
-		/* [lo, i) before p, [i, j] is p (distinct ids: one entry) */
-		if (k < i)
-			hi = i;
-		else if (k > j)
-			lo = j + 1;
-		else
-			return;
+		for (size_t i = 0; i < n; i++)
+			tmp[cnt[(a[i] >> shift) & 255]++] = a[i];
+		memcpy(a, tmp, n * sizeof(*a));
 	}
 }
 
@@ -309,7 +322,9 @@ int kva_place_plan(struct kva_place *pl, const struct kva_pool *pool,
 		   uint32_t *promote, uint32_t *np, uint32_t *demote,
 		   uint32_t *nd)
 {
-	uint32_t tpp = pool->layout[KVA_HI].tokens, n = 0, cap;
+	uint32_t tpp = pool->layout[KVA_HI].tokens, n = 0, cap, thr = 0;
+	uint64_t *pro = pl->mv, *dem;
+	size_t npro = 0, ndem = 0, take_eq = 0;
 	struct kva_stats st;
 
 	if (pool->nr_lists != pl->nr_lists || pool->width != pl->width)
@@ -321,40 +336,42 @@ int kva_place_plan(struct kva_place *pl, const struct kva_pool *pool,
 			size_t i = (size_t)l * pl->width + e;
 
 			pl->val[i] = value(pl, pool, l, e, tpp);
+			pl->key[n] = val_key(pl->val[i]);
 			pl->order[n++] = (uint32_t)i;
 		}
+	/* movers in pl->mv[0, n): promotions from the left, demotions from
+	 * the right; pl->mv[n, 2n) is the sort's scratch */
+	dem = pl->mv + n;
 	/*
 	 * The HBM pages go to the cap highest values: only which entries
 	 * those are matters, and then the order of the few that move. So
-	 * select the top cap (O(n) on average, not a sort of every entry)
-	 * and sort the movers alone: the same lists as a full sort gives.
+	 * find the cap-th value (a radix select, O(n)), take in the entries
+	 * ranked above it, and sort the movers alone: the same lists as a
+	 * full sort of every entry gives.
 	 */
-	if (cap < n)
-		select_top(pl->order, n, cap, pl->val);
-	*np = *nd = 0;
+	if (cap && cap < n)
+		thr = key_threshold(pl->key, n, cap - 1, &take_eq);
 	for (uint32_t k = 0; k < n; k++) {
-		uint32_t e = pl->order[k];
+		uint32_t e = pl->order[k], key = pl->key[k];
 		uint32_t m = kva_page_mem(pool, pool->table[e]);
+		bool in = cap >= n || (cap && (key > thr ||
+			  (key == thr && take_eq && take_eq--)));
 
-		/* entries for now, page ids below */
-		if (k < cap && m == KVA_MEM_HOST)
-			promote[(*np)++] = e;
-		else if (k >= cap && m == KVA_MEM_HBM)
-			demote[(*nd)++] = e;
+		/* entries in index order: ties go to the lower one first */
+		if (in && m == KVA_MEM_HOST)
+			pro[npro++] = rank_key(key, e);
+		else if (!in && m == KVA_MEM_HBM)
+			*--dem = rank_key(key, e), ndem++;
 	}
-	qsort_r(promote, *np, sizeof(uint32_t), by_val_desc, pl->val);
-	qsort_r(demote, *nd, sizeof(uint32_t), by_val_desc, pl->val);
-	for (uint32_t k = 0; k < *np; k++)
-		promote[k] = pool->table[promote[k]];
-	for (uint32_t k = 0; k < *nd; k++)
-		demote[k] = pool->table[demote[k]];
-	/* coldest first: the demotions were found hottest first */
-	for (uint32_t a = 0, b = *nd; a + 1 < b; a++, b--) {
-		uint32_t x = demote[a];
-
-		demote[a] = demote[b - 1];
-		demote[b - 1] = x;
-	}
+	radix_sort(pro, pl->mv + n, npro);
+	radix_sort(dem, pl->mv + n, ndem);
+	/* promotions hottest first, demotions coldest first */
+	for (size_t k = 0; k < npro; k++)
+		promote[k] = pool->table[~(uint32_t)pro[npro - 1 - k]];
+	for (size_t k = 0; k < ndem; k++)
+		demote[k] = pool->table[~(uint32_t)dem[k]];
+	*np = (uint32_t)npro;
+	*nd = (uint32_t)ndem;
 	trim_moves(pl, pool, promote, np, demote, *nd,
 		   (uint32_t)st.free_mem[KVA_MEM_HBM]);
 	return 0;

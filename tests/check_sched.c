@@ -350,6 +350,73 @@ START_TEST(test_sched_joins_and_leaves)
 END_TEST
 
 /*
+ * The queue's order: with one slot the requests run one at a time, in
+ * the queue's order. First come first served by default; longest output
+ * first (ties: first come) with LLM_SCHED_ORDER_LONGEST. The tokens are
+ * the same either way; an order out of range is refused.
+ */
+START_TEST(test_sched_order)
+{
+	static const int nnew[6] = { 3, 9, 5, 9, 1, 7 };
+	static const int longest[6] = { 1, 3, 5, 2, 0, 4 };
+	uint64_t seed = kvtest_seed(__func__);
+	struct llm_sched_opts bad = { .order = LLM_SCHED_ORDER_LONGEST + 1 };
+	struct tmodel m;
+	struct work w;
+
+	model_open(&m);
+	work_make(&w, 6, 8, 20, 1, 1, &seed);
+	for (int i = 0; i < 6; i++)
+		w.nnew[i] = nnew[i];
+	for (int pass = 0; pass < 2; pass++) {
+		struct llm_sched_opts o = {
+			.reserve = 1.0f,
+			.order = pass ? LLM_SCHED_ORDER_LONGEST
+				      : LLM_SCHED_ORDER_FCFS,
+		};
+		struct llm_kv *kv = cache(&m, "full", 1, 0);
+		struct llm_sched_info a, b;
+		struct llm_sched *s;
+		int ids[6];
+
+		ck_assert_int_eq(llm_sched_create(kv, &o, cpu_step, &m, &s),
+				 0);
+		serve(s, &w, ids);
+		for (int k = 0; k + 1 < 6; k++) {
+			int x = pass ? longest[k] : k;
+			int y = pass ? longest[k + 1] : k + 1;
+
+			llm_sched_info(s, ids[x], &a);
+			llm_sched_info(s, ids[y], &b);
+			ck_assert_msg(a.t_done <= b.t_first, "%s: request %d "
+				      "ran after %d", llm_sched_order_name(
+				      o.order), x, y);
+		}
+		ck_assert_int_eq(check_outputs(&m, s, &w, ids), 0);
+		llm_sched_destroy(s);
+		llm_kv_destroy(kv);
+	}
+	{
+		struct llm_kv *kv = cache(&m, "full", 1, 0);
+		struct llm_sched *s = NULL;
+		enum llm_sched_order ord = LLM_SCHED_ORDER_FCFS;
+
+		ck_assert_int_eq(llm_sched_create(kv, &bad, cpu_step, &m, &s),
+				 -EINVAL);
+		ck_assert_ptr_null(s);
+		ck_assert_int_eq(llm_sched_parse_order("longest", &ord), 0);
+		ck_assert_int_eq(ord, LLM_SCHED_ORDER_LONGEST);
+		ck_assert_int_eq(llm_sched_parse_order("lifo", &ord), -EINVAL);
+		ck_assert_int_eq(ord, LLM_SCHED_ORDER_LONGEST);
+		ck_assert_str_eq(llm_sched_order_name(LLM_SCHED_ORDER_FCFS),
+				 "fcfs");
+		llm_kv_destroy(kv);
+	}
+	model_close(&m);
+}
+END_TEST
+
+/*
  * Cancel: a running request and a waiting one are withdrawn between steps
  * (a client that went away). The running one's slot and pages go back at
  * once, the waiting one never runs, the others' tokens are unchanged, and
@@ -503,8 +570,10 @@ END_TEST
  */
 START_TEST(test_sched_preempt_2x)
 {
+	/* _i: first come first served, then longest output first */
 	struct llm_sched_opts o = { .reserve = -1.0f,
-				    .preempt = LLM_SCHED_PREEMPT_RECOMPUTE };
+				    .preempt = LLM_SCHED_PREEMPT_RECOMPUTE,
+				    .order = (enum llm_sched_order)_i };
 	uint64_t seed = kvtest_seed(__func__), demand = 0;
 	struct llm_kv_geometry g;
 	struct llm_sched_stats st;
@@ -1394,8 +1463,9 @@ Suite *suite_sched(void)
 	TCase *tc = tcase_create("serve");
 
 	KV_ADD(tc, test_sched_joins_and_leaves);
+	KV_ADD(tc, test_sched_order);
 	KV_ADD(tc, test_sched_admission_real_pages);
-	KV_ADD(tc, test_sched_preempt_2x);
+	KV_ADD_LOOP(tc, test_sched_preempt_2x, 0, 2);
 	KV_ADD(tc, test_sched_request_thresholds);
 	KV_ADD(tc, test_sched_refusals);
 	KV_ADD(tc, test_sched_cancel);

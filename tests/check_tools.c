@@ -898,6 +898,12 @@ START_TEST(test_serve_refused)
 	ck_assert_int_eq(kvmm("bench", "serve", "--model", model, "--preempt",
 			      "Swap", NULL), 2);
 	EXPECT_ERR("--preempt: 'Swap' is not recompute, swap or auto");
+	ck_assert_int_eq(kvmm("bench", "serve", "--model", model, "--order",
+			      "shortest", NULL), 2);
+	EXPECT_ERR("--order: 'shortest' is not fcfs or longest");
+	ck_assert_int_eq(kvmm("bench", "serve", "--url", "http://127.0.0.1:1",
+			      "--order", "longest", NULL), 2);
+	EXPECT_ERR("--order and --swap-dir are the server's");
 	ck_assert_int_eq(kvmm("serve", "--model", model, "--device", "cuda",
 			      "--preempt", "swap", NULL), 2);
 	EXPECT_ERR("CUDA device cache cannot swap yet");

@@ -79,6 +79,10 @@ static const char srv_usage[] =
 	"                      auto (swap when its estimated time is below\n"
 	"                      the recompute's, measured in the run;\n"
 	"                      recompute on cuda) (auto)\n"
+	"  --order ORDER       the order new requests wait in: fcfs, or\n"
+	"                      longest (output first; offline, the long\n"
+	"                      requests start first and the short ones\n"
+	"                      fill in at the end) (fcfs)\n"
 	"  --swap-dir DIR      where the swap file is made, and unlinked at\n"
 	"                      once ($TMPDIR, else /tmp)\n"
 	"  --threads N         CPU executor threads (all cores)\n"
@@ -106,6 +110,7 @@ struct srv_opts {
 	uint64_t threads, seed;
 	double reserve;
 	enum llm_sched_preempt preempt;
+	enum llm_sched_order order;
 	const char *swap_dir;
 	double rate[SRV_MAX_LIST];
 	int n_rate;
@@ -171,8 +176,8 @@ static int parse_rates(const char *s, struct srv_opts *o)
 
 enum { OPT_MODEL = 256, OPT_DEVICE, OPT_POLICY, OPT_REQUESTS, OPT_PLEN,
        OPT_OLEN, OPT_TRACE, OPT_RATE, OPT_BUDGET, OPT_SEQS, OPT_STEPTOK,
-       OPT_RESERVE, OPT_PREEMPT, OPT_SWAPDIR, OPT_THREADS, OPT_SEED,
-       OPT_JSON, OPT_NOGRAPHS, OPT_URL, OPT_CONC,
+       OPT_RESERVE, OPT_PREEMPT, OPT_ORDER, OPT_SWAPDIR, OPT_THREADS,
+       OPT_SEED, OPT_JSON, OPT_NOGRAPHS, OPT_URL, OPT_CONC,
        OPT_NOCHUNK,
        OPT_HELP };
 
@@ -192,6 +197,7 @@ static const struct option srv_longopts[] = {
 	{ "no-chunked-prefill", no_argument, NULL, OPT_NOCHUNK },
 	{ "reserve", required_argument, NULL, OPT_RESERVE },
 	{ "preempt", required_argument, NULL, OPT_PREEMPT },
+	{ "order", required_argument, NULL, OPT_ORDER },
 	{ "swap-dir", required_argument, NULL, OPT_SWAPDIR },
 	{ "threads", required_argument, NULL, OPT_THREADS },
 	{ "seed", required_argument, NULL, OPT_SEED },
@@ -300,6 +306,14 @@ static int srv_parse(int argc, char **argv, struct srv_opts *o)
 				return -EINVAL;
 			}
 			break;
+		case OPT_ORDER:
+			if (llm_sched_parse_order(optarg, &o->order)) {
+				fprintf(stderr, "kvmm bench serve: --order: "
+					"'%s' is not fcfs or longest\n",
+					optarg);
+				return -EINVAL;
+			}
+			break;
 		case OPT_SWAPDIR:
 			o->swap_dir = optarg;
 			break;
@@ -346,9 +360,10 @@ static int srv_parse(int argc, char **argv, struct srv_opts *o)
 			"(a server runs one)\n");
 		return -EINVAL;
 	}
-	if (o->url && (o->preempt || o->swap_dir)) {
-		fprintf(stderr, "kvmm bench serve: --url: --preempt and "
-			"--swap-dir are the server's (kvmm serve --preempt)\n");
+	if (o->url && (o->preempt || o->order || o->swap_dir)) {
+		fprintf(stderr, "kvmm bench serve: --url: --preempt, --order "
+			"and --swap-dir are the server's (kvmm serve "
+			"--preempt)\n");
 		return -EINVAL;
 	}
 	if (o->cuda && o->preempt == LLM_SCHED_PREEMPT_SWAP) {
@@ -579,6 +594,7 @@ static int srv_step(void *ctx, struct llm_kv *kv, const struct llm_batch *b,
 /* struct srv_result - what one policy (at one rate) achieved */
 struct srv_result {
 	const char *policy;
+	const char *order;	/* the queue's order (engine runs) */
 	double rate;		/* 0: offline */
 	int requests, completed, failed;
 	double wall_s, gen_tok_s, req_s, mean_conc;
@@ -658,6 +674,7 @@ static int run_one(const struct srv_opts *o, struct srv_exec *x,
 						(float)o->reserve : -1.0f,
 				     .no_chunk = o->no_chunk,
 				     .preempt = o->preempt,
+				     .order = o->order,
 				     .swap_dir = o->swap_dir };
 	double *at = NULL, *lat = NULL, t0, last = -1, next_sample = 0;
 	double every = 0.25;	/* seconds between two samples of the pages */
@@ -845,6 +862,8 @@ static void print_json(const struct srv_result *r, const char *dev)
 	       r->rate > 0 ? "online" : "offline", dev, r->policy);
 	if (r->rate > 0)
 		printf("\"rate\": %.3f, ", r->rate);
+	if (r->order)
+		printf("\"order\": \"%s\", ", r->order);
 	printf("\"requests\": %d, \"completed\": %d, \"failed\": %d, "
 	       "\"peak_concurrency\": %d, \"mean_concurrency\": %.2f, "
 	       "\"gen_tok_s\": %.2f, \"req_s\": %.3f, \"wall_s\": %.3f, "
@@ -1495,11 +1514,13 @@ int cmd_bench_serve(int argc, char **argv)
 		printf("# %s on %s: %d requests, %" PRIu64 " prompt and %"
 		       PRIu64 " output tokens, KV budget %.3f GB, at most %"
 		       PRIu64 " sequences, %" PRIu64 " tokens a step (%s), "
-		       "reserve %.2f, preempt %s; greedy, EOS ignored\n",
+		       "reserve %.2f, preempt %s, order %s; greedy, EOS "
+		       "ignored\n",
 		       o.model, dev, w.n, pt, ot, o.budget / 1e9, o.max_seqs,
 		       o.step_tokens, o.no_chunk || o.cuda ? "whole prompts"
 							 : "chunked prefill",
-		       o.reserve, llm_sched_preempt_name(o.preempt));
+		       o.reserve, llm_sched_preempt_name(o.preempt),
+		       llm_sched_order_name(o.order));
 		if (o.cuda)
 			printf("# prefill GFLOP/s = 2 x %.2f G weights x "
 			       "prefill tok/s; ceiling: %.0f TFLOP/s dense "
@@ -1531,7 +1552,10 @@ int cmd_bench_serve(int argc, char **argv)
 			       "gran",
 			       "prefill/s", "GFLOP/s");
 		for (int pi = 0; pi < o.n_pol; pi++) {
-			struct srv_result r = { .policy = o.pol[pi] };
+			struct srv_result r = {
+				.policy = o.pol[pi],
+				.order = llm_sched_order_name(o.order),
+			};
 
 			ret = run_one(&o, &x, &mo->cfg, &pol[pi], &w, rate,
 				      wbytes, &r);

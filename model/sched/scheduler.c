@@ -4,7 +4,10 @@
  *
  * DOC: scheduler
  *
- * Requests wait in a FIFO queue; those that hold a slot of the cache run.
+ * Requests wait in a queue, first come first served (or, with @order
+ * LLM_SCHED_ORDER_LONGEST, new ones by the output they ask for, longest
+ * first, behind the preempted ones); those that hold a slot of the cache
+ * run.
  * Each llm_sched_step() builds one step under a token budget
  * (@max_step_tokens, decode tokens and prompt tokens alike):
  *
@@ -383,14 +386,26 @@ static bool holds_pages(const struct sched_req *r)
 
 /* ---- queues ---- */
 
+/*
+ * queue @id: at the head (@front: a preempted or refused request), else at
+ * the tail, or under LLM_SCHED_ORDER_LONGEST ahead of the new requests
+ * that ask for fewer tokens, behind any that were preempted
+ */
 static void wait_push(struct llm_sched *s, int id, bool front)
 {
-	if (front) {
-		memmove(s->wait + 1, s->wait, s->n_wait * sizeof(int));
-		s->wait[0] = id;
-	} else {
-		s->wait[s->n_wait] = id;
-	}
+	int at = front ? 0 : s->n_wait;
+
+	if (!front && s->o.order == LLM_SCHED_ORDER_LONGEST)
+		while (at > 0) {
+			const struct sched_req *q = &s->req[s->wait[at - 1]];
+
+			if (q->preemptions || q->max_new >= s->req[id].max_new)
+				break;
+			at--;
+		}
+	memmove(s->wait + at + 1, s->wait + at,
+		(s->n_wait - at) * sizeof(int));
+	s->wait[at] = id;
 	s->n_wait++;
 }
 
@@ -1627,7 +1642,8 @@ int llm_sched_create(struct llm_kv *kv, const struct llm_sched_opts *o,
 		return -EINVAL;
 	if (o && (o->max_step_tokens < 0 || o->reserve > 1.0f ||
 		  isnan(o->reserve) || isnan(o->compact_ratio) ||
-		  (unsigned int)o->preempt > LLM_SCHED_PREEMPT_SWAP))
+		  (unsigned int)o->preempt > LLM_SCHED_PREEMPT_SWAP ||
+		  (unsigned int)o->order > LLM_SCHED_ORDER_LONGEST))
 		return -EINVAL;
 	s = calloc(1, sizeof(*s));
 	if (!s)
@@ -1773,6 +1789,36 @@ int llm_sched_parse_preempt(const char *s, enum llm_sched_preempt *out)
 			return 0;
 		}
 	return -EINVAL;
+}
+
+static const char *const order_names[] = { "fcfs", "longest" };
+
+/**
+ * llm_sched_parse_order() - a queue order by name
+ * @s: "fcfs" or "longest"
+ * @out: the order
+ *
+ * Return: 0, or -EINVAL (another word; @out unchanged).
+ */
+int llm_sched_parse_order(const char *s, enum llm_sched_order *out)
+{
+	for (unsigned int i = 0; s && i < 2; i++)
+		if (!strcmp(s, order_names[i])) {
+			*out = (enum llm_sched_order)i;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+/**
+ * llm_sched_order_name() - the name of a queue order
+ * @o: the order
+ *
+ * Return: "fcfs", "longest", or "?" out of range.
+ */
+const char *llm_sched_order_name(enum llm_sched_order o)
+{
+	return (unsigned int)o < 2 ? order_names[o] : "?";
 }
 
 /**

@@ -62,6 +62,24 @@ int llm_sched_parse_preempt(const char *s, enum llm_sched_preempt *out);
 const char *llm_sched_preempt_name(enum llm_sched_preempt p);
 
 /**
+ * enum llm_sched_order - the order in which new requests wait
+ * @LLM_SCHED_ORDER_FCFS: first come, first served. The default.
+ * @LLM_SCHED_ORDER_LONGEST: longest output first: a new request waits
+ *	ahead of those that ask for fewer tokens (ties: first come first),
+ *	behind every preempted one. For offline throughput: the long
+ *	requests start first and the short ones fill in at the end, so
+ *	fewer sequences trail alone (LPT). Online it lets long requests
+ *	pass short ones that came earlier.
+ */
+enum llm_sched_order {
+	LLM_SCHED_ORDER_FCFS = 0,
+	LLM_SCHED_ORDER_LONGEST,
+};
+
+int llm_sched_parse_order(const char *s, enum llm_sched_order *out);
+const char *llm_sched_order_name(enum llm_sched_order o);
+
+/**
  * struct llm_sched_opts - the scheduler's knobs. Plain value; zeros take
  * the defaults.
  * @max_step_tokens: tokens of one step, decode tokens and prompts (2048):
@@ -78,6 +96,7 @@ const char *llm_sched_preempt_name(enum llm_sched_preempt p);
  * @no_chunk: prompts whole, never in chunks (the first prompt of a step
  *	may then exceed @max_step_tokens)
  * @preempt: what a preemption does (enum llm_sched_preempt)
+ * @order: the order new requests wait in (enum llm_sched_order)
  * @swap_dir: where the caches' swap files are made (each unlinked at once:
  *	nothing stays behind); NULL: $TMPDIR, else /tmp
  */
@@ -88,6 +107,7 @@ struct llm_sched_opts {
 	uint64_t compact_bytes;
 	bool no_chunk;
 	enum llm_sched_preempt preempt;
+	enum llm_sched_order order;
 	const char *swap_dir;
 };
 

@@ -168,10 +168,11 @@ check: deps
 		python3 tests/gguf_quants_test.py --check $(CHECK) && \
 		python3 tests/plot_sweep_test.py && \
 		python3 tests/plot_serve_test.py && \
+		python3 tests/serve_model_test.py && \
 		KVMM=$(KVMM) python3 tests/hf_serve_peer_test.py && \
 		python3 tests/serve_test.py --quick --kvmm $(KVMM) \
 			--pylib $(B)/pylib; \
-	else echo "gguf_quants, plot_sweep, plot_serve, hf_serve_peer, serve:" \
+	else echo "gguf_quants, plot_sweep, plot_serve, serve_model, hf_serve_peer, serve:" \
 		"0 passed, 0 failed, 5 skipped (no python3)"; fi
 
 # kvmm serve in full: its C suite, then curl and the openai package (pip

@@ -8,7 +8,8 @@
 # runs the issue's experiment (256 requests, prompts 512-1K, outputs 1K-3K,
 # 16 GiB). SERVE_ARGS replaces the workload, SERVE_POLICIES the policies,
 # SERVE_RATES adds an online run per policy at those rates; SERVE_TIMEOUT
-# bounds each policy's run (590 s). The requests
+# bounds each policy's run (590 s); SERVE_ORDER=longest queues new
+# requests longest output first (bench serve --order). The requests
 # are one trace (tools/hf_serve_peer.py --make-trace) that every policy
 # and, with SERVE_PEER=1, Hugging Face transformers run (the peer;
 # SERVE_PEER_LIMIT=S starts no static batch after S seconds, a sample of
@@ -48,11 +49,12 @@ if [ ! -d "$sm" ]; then
 fi
 if [ -d "$sm" ]; then
 	for pol in $SERVE_POLICIES; do
-		f=$OUT/serve-${pol//[:=,]/_}.jsonl
-		say "== kvmm bench serve --policy $pol $SERVE_ARGS"
+		f=$OUT/serve-${pol//[:=,]/_}${SERVE_ORDER:+-$SERVE_ORDER}.jsonl
+		say "== kvmm bench serve --policy $pol $SERVE_ARGS${SERVE_ORDER:+ --order $SERVE_ORDER}"
 		# shellcheck disable=SC2086
 		timeout "${SERVE_TIMEOUT:-590}" "$B/kvmm" bench serve --model "$sm" --device cuda \
 			--policy "$pol" --trace "$serve_trace" $SERVE_ARGS \
+			${SERVE_ORDER:+--order "$SERVE_ORDER"} \
 			--json >"$f" 2>"$f.err"
 		rc=$?
 		row "serve $pol" "$(grep -o '"gen_tok_s": [0-9.]*\|"peak_concurrency": [0-9]*\|"compression": [0-9.]*\|"completed": [0-9]*' "$f" | tr '\n' ' ')(rc $rc)"

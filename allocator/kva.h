@@ -743,7 +743,10 @@ enum kva_place_policy {
  * @alpha / pages of their list labelled low (fixed afterwards; later
  * entries low once out of the window); importance, an exponential average
  * of the mass (@decay) plus @freq_weight times the average selection
- * frequency; oracle, the discounted (@gamma) number of reads in the next
+ * frequency, plus @now_credit for an entry the step about to run selected
+ * (kva_place_select(), when the plan runs between the selection and the
+ * attention: its read is certain, the oracle counts it the same way);
+ * oracle, the discounted (@gamma) number of reads in the next
  * @horizon steps of the recorded trace, plus their mass
  * (kva_place_future()): a greedy lookahead, not the exact optimum. A
  * promotion is kept only when it gains @margin over the victim it
@@ -766,6 +769,9 @@ struct kva_place {
 	float margin;			/* a move must gain this much value
 					 * (a victim's counted against it) */
 	uint32_t steps;			/* observed so far */
+	bool selected;			/* kva_place_select() this step */
+	float now_credit;		/* importance: value of a read now */
+	uint8_t *now;			/* [lists][width] selected this step */
 	float *ema;			/* [lists][width] mass average */
 	float *freq;			/* [lists][width] selection average */
 	float *prefill;			/* [lists][width] tier: prompt mass */
@@ -784,6 +790,7 @@ int kva_place_init(struct kva_place *pl, const struct kva_pool *pool,
 void kva_place_fini(struct kva_place *pl);
 const char *kva_place_name(enum kva_place_policy policy);
 int kva_place_observe(struct kva_place *pl, const float *mass);
+int kva_place_select(struct kva_place *pl, const float *sel);
 void kva_place_future(struct kva_place *pl, const float *future,
 		      uint32_t nr_steps);
 int kva_place_plan(struct kva_place *pl, const struct kva_pool *pool,

@@ -29,8 +29,9 @@ const char *kva_place_name(enum kva_place_policy policy)
  * kva_place_init() - a policy's state for @pool's tables
  * @pl: state, zeroed here; the tunables get their defaults (window 64
  *	tokens, 8 prefill steps, alpha 1.0, decay 0.8, frequency weight 1,
- *	gamma 0.9, horizon 8; margin 1.5 future reads for the oracle, 0.3
- *	for importance, 0 otherwise), which the caller may change before use
+ *	gamma 0.9, horizon 8, a read now worth 1; margin 1.5 future reads
+ *	for the oracle, 0.3 for importance, 0 otherwise), which the caller
+ *	may change before use
  * @pool: pool
  * @policy: KVA_PLACE_*
  *
@@ -62,10 +63,12 @@ int kva_place_init(struct kva_place *pl, const struct kva_pool *pool,
 	pl->low = calloc(n, 1);
 	pl->val = calloc(n, sizeof(float));
 	pl->order = calloc(n, sizeof(uint32_t));
+	pl->now = calloc(n, 1);
+	pl->now_credit = 1.0f;
 	pl->key = calloc(n, sizeof(uint32_t));
 	pl->mv = calloc(2 * n, sizeof(uint64_t));
 	if (!pl->ema || !pl->freq || !pl->prefill || !pl->low || !pl->val ||
-	    !pl->order || !pl->key || !pl->mv) {
+	    !pl->order || !pl->key || !pl->mv || !pl->now) {
 		kva_place_fini(pl);
 		return -ENOMEM;
 	}
@@ -84,6 +87,7 @@ void kva_place_fini(struct kva_place *pl)
 	free(pl->low);
 	free(pl->val);
 	free(pl->order);
+	free(pl->now);
 	free(pl->key);
 	free(pl->mv);
 	memset(pl, 0, sizeof(*pl));
@@ -110,10 +114,13 @@ int kva_place_observe(struct kva_place *pl, const float *mass)
 		float m = mass[i] > 0 ? mass[i] : 0;
 
 		pl->ema[i] = d * pl->ema[i] + (1 - d) * m;
-		pl->freq[i] = d * pl->freq[i] + (1 - d) * (mass[i] > 0);
+		if (!pl->selected)
+			pl->freq[i] = d * pl->freq[i] +
+				      (1 - d) * (mass[i] > 0);
 		if (pl->steps < pl->prefill_steps)
 			pl->prefill[i] += m / pl->prefill_steps;
 	}
+	pl->selected = false;
 	pl->steps++;
 	if (pl->policy == KVA_PLACE_TIER && pl->steps == pl->prefill_steps) {
 		/* DiffKV's rule, per list: low under alpha / its pages */
@@ -128,6 +135,36 @@ int kva_place_observe(struct kva_place *pl, const float *mass)
 					np && pm[e] * np < pl->alpha;
 		}
 	}
+	return 0;
+}
+
+/**
+ * kva_place_select() - what the step about to run will read
+ * @pl: state
+ * @sel: [lists][width] > 0 for each high-tier entry the step's selection
+ *	chose (e.g. its masses, once known, or 1), <= 0 for the others
+ *
+ * The selection is known before the attention runs: a plan made now
+ * (kva_place_plan()) can bring the chosen host pages into HBM before they
+ * are read, one copy instead of a read over PCIe now and a copy later.
+ * Counts the step's selections in the frequencies; the step's
+ * kva_place_observe() then adds only the masses.
+ *
+ * Return: 0, or -EINVAL for a NULL @sel or a second call before
+ * kva_place_observe().
+ */
+int kva_place_select(struct kva_place *pl, const float *sel)
+{
+	size_t n = (size_t)pl->nr_lists * pl->width;
+	float d = pl->decay;
+
+	if (!sel || pl->selected)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		pl->freq[i] = d * pl->freq[i] + (1 - d) * (sel[i] > 0);
+		pl->now[i] = sel[i] > 0;
+	}
+	pl->selected = true;
 	return 0;
 }
 
@@ -172,6 +209,8 @@ static float value(const struct kva_place *pl, const struct kva_pool *pool,
 		break;
 	case KVA_PLACE_IMPORTANCE:
 		v = pl->freq_weight * pl->freq[i] + pl->ema[i];
+		if (pl->selected && pl->now[i])
+			v += pl->now_credit;	/* read this step */
 		break;
 	case KVA_PLACE_ORACLE: {
 		size_t n = (size_t)pl->nr_lists * pl->width;

@@ -823,6 +823,14 @@ START_TEST(test_bench_place)
 			      "1024", "--hbm", "0.5", "--steps", "1", "--warm",
 			      "0", "--budget-mib", "3", "--json", NULL), 0);
 	ck_assert_msg(strstr(out_s, "\"budget_bytes\":3145728,"), "%s", out_s);
+	ck_assert_msg(strstr(out_s, "\"plan_at\":\"select\","), "%s", out_s);
+	ck_assert_int_eq(kvmm("bench", "place", "--batch", "1", "--ctx",
+			      "1024", "--hbm", "0.5", "--steps", "1", "--warm",
+			      "0", "--plan-at", "end", "--json", NULL), 0);
+	ck_assert_msg(strstr(out_s, "\"plan_at\":\"end\","), "%s", out_s);
+	ck_assert_int_eq(kvmm("bench", "place", "--plan-at", "before", NULL),
+			 2);
+	EXPECT_ERR("--plan-at wants select or end");
 	ck_assert_int_eq(kvmm("bench", "place", "--backend", "gpu", NULL), 2);
 	EXPECT_ERR("--backend wants host or cuda");
 	ck_assert_int_eq(kvmm("bench", "place", "--threads", "0", NULL), 2);

@@ -28,6 +28,8 @@ struct bp_opts {
 	uint32_t steps;		/* measured decode steps */
 	uint32_t warm;		/* steps before: the prompt window */
 	double budget_mib;	/* migration bytes per step */
+	int plan_select;	/* --plan-at select: plan between the step's
+				 * selection and its reads */
 	double hbm_gbs, host_gbs, pcie_gbs;
 	int json;
 	int check;

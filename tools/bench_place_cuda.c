@@ -846,6 +846,12 @@ int bp_dev_attend(struct bp_dev *d, struct kva_pool *pool, uint32_t step,
 		d->h_ntok[2 * l + 1] = 0;
 	}
 	attn_args(d, pool, &a);
+	/*
+	 * the plan ran before the reads (--plan-at select): the selection
+	 * and the attention read what its copies and summaries wrote
+	 */
+	if (d->migrated)
+		CUT(cudaStreamWaitEvent(d->sa, d->m1, 0));
 	a.q = (const uint16_t *)d->dq +
 	      (size_t)step * tr->nr_lists * BP_GROUP * BP_HD;
 	a.out = d->d_out;

@@ -27,6 +27,10 @@
  *     are the mapped ones, and pages held by migration are exactly the
  *     @held list, each once, in a mapped granule, neither free nor owned;
  *     free + owned + held = pages (I1 with migration);
+ *  I8 clean copies: each HBM page's copy is a mapped host page with owner
+ *     KVA_OWNER_SHADOW naming it back, of no other page, and the page is
+ *     owned, in HBM and full (kva_page_sealed()); nr_shadow of them;
+ *     free + owned + held + copies = pages;
  *  I6 capacity: the arrays cover the budget's granules and no more than
  *     the reservation's (nr_page_ids = nr_gslots * pages_per_granule), the
  *     runtime keeps state for no slot past them, and the table width is
@@ -45,7 +49,7 @@ static int fail(char *why, size_t len, const char *fmt, ...)
 	return -EUCLEAN;
 }
 
-enum { SEEN_NONE, SEEN_FREE, SEEN_OWNED, SEEN_HELD };
+enum { SEEN_NONE, SEEN_FREE, SEEN_OWNED, SEEN_HELD, SEEN_SHADOW };
 
 static int check_held(const struct kva_pool *pool, uint8_t *seen, char *why,
 		      size_t len)
@@ -69,6 +73,46 @@ static int check_held(const struct kva_pool *pool, uint8_t *seen, char *why,
 				    p, pool->page_list[p]);
 		seen[p] = SEEN_HELD;
 	}
+	return 0;
+}
+
+static int check_shadow(const struct kva_pool *pool, uint8_t *seen, char *why,
+			size_t len)
+{
+	uint32_t ppg = pool->pages_per_granule, n = 0;
+
+	if (pool->nr_shadow && pool->shadow_ids != pool->nr_page_ids)
+		return fail(why, len, "I8: %u copies, array of %u ids for %u",
+			    pool->nr_shadow, pool->shadow_ids,
+			    pool->nr_page_ids);
+	for (uint32_t p = 0; p < pool->shadow_ids; p++) {
+		uint32_t h = pool->shadow[p];
+
+		if (h == KVA_PAGE_NONE)
+			continue;
+		if (p >= pool->nr_page_ids || seen[p] != SEEN_OWNED ||
+		    kva_page_mem(pool, p) != KVA_MEM_HBM ||
+		    !kva_page_sealed(pool, p))
+			return fail(why, len, "I8: page %u has a copy but is "
+				    "not an owned full HBM page", p);
+		if (h >= pool->nr_page_ids ||
+		    pool->gran_mapped[h / ppg] != KVA_GRAN_MAPPED ||
+		    kva_page_mem(pool, h) != KVA_MEM_HOST)
+			return fail(why, len, "I8: copy %u of page %u is not a "
+				    "mapped host page", h, p);
+		if (seen[h] != SEEN_NONE ||
+		    pool->page_list[h] != KVA_OWNER_SHADOW ||
+		    pool->page_pos[h] != p)
+			return fail(why, len, "I8: copy %u of page %u: owner "
+				    "%u, names %u, seen %u", h, p,
+				    pool->page_list[h], pool->page_pos[h],
+				    seen[h]);
+		seen[h] = SEEN_SHADOW;
+		n++;
+	}
+	if (n != pool->nr_shadow)
+		return fail(why, len, "I8: %u copies, pool says %u", n,
+			    pool->nr_shadow);
 	return 0;
 }
 
@@ -331,15 +375,17 @@ int kva_check(const struct kva_pool *pool, char *why, size_t len)
 		ret = check_held(pool, seen, why, len);
 	if (!ret)
 		ret = check_tables(pool, seen, &owned, why, len);
+	if (!ret)
+		ret = check_shadow(pool, seen, why, len);
 	if (!ret && (owned != pool->nr_used ||
-		     owned + nfree + pool->nr_held != pages))
+		     owned + nfree + pool->nr_held + pool->nr_shadow != pages))
 		ret = fail(why, len,
 			   "I1: %llu owned (nr_used %llu) + %llu free + %u "
-			   "held != %llu pages",
+			   "held + %u copies != %llu pages",
 			   (unsigned long long)owned,
 			   (unsigned long long)pool->nr_used,
 			   (unsigned long long)nfree, pool->nr_held,
-			   (unsigned long long)pages);
+			   pool->nr_shadow, (unsigned long long)pages);
 	if (!ret)
 		ret = check_mem(pool, why, len);
 	if (!ret)

@@ -491,6 +491,7 @@ int kva_compact(struct kva_pool *pool, struct kva_compact_control *cc)
 		if (pool->nr_held)
 			return -EBUSY;
 	}
+	kva_shadow_drop(pool);	/* copies are neither free nor movable */
 	ret = kva_compact_release(pool, 0);
 	if (ret < 0 && ret != -EBUSY)
 		return ret;

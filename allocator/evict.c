@@ -128,6 +128,7 @@ int kva_evict(struct kva_pool *pool, const uint32_t *slots, uint32_t n,
 		return ret;
 	if (n && (!keep || !protect_from))
 		return -EINVAL;
+	kva_shadow_drop(pool);	/* no clean copy outlives a write */
 	ret = kva_evict_args(pool, &a);
 	if (ret || !n)
 		return ret;

@@ -55,11 +55,18 @@ extern "C" {
  * fences complete (allocator/migrate.c).
  */
 #define KVA_OWNER_HELD (UINT32_MAX - 2)
+/*
+ * rmap value of a host page that holds a clean copy of an HBM page (its
+ * @page_pos is that page's id): migration keeps it when it promotes a
+ * full page, or makes it (kva_migrate_copy_out()), so that the page can
+ * later be demoted without a copy (allocator/migrate.c).
+ */
+#define KVA_OWNER_SHADOW (UINT32_MAX - 3)
 
 /* an rmap value that names a list */
 static inline int kva_owned(uint32_t owner)
 {
-	return owner < KVA_OWNER_HELD;
+	return owner < KVA_OWNER_SHADOW;
 }
 
 /*
@@ -292,6 +299,18 @@ struct kva_pool {
 	uint32_t held_cap;
 	struct kvrt_stream *held_stream[KVRT_MAX_STREAMS];
 	struct kvrt_fence *held_fence[KVRT_MAX_STREAMS];
+
+	/*
+	 * Clean host copies (migrate.c): @shadow[p] is the host page holding
+	 * an exact copy of HBM page p, or KVA_PAGE_NONE; @nr_shadow of them.
+	 * Made by migration only, for full high-tier pages; every other
+	 * operation that could write or free a page drops them all first
+	 * (kva_shadow_drop()). @shadow covers @shadow_ids page ids (0: not
+	 * allocated; resized while none is held).
+	 */
+	uint32_t *shadow;
+	uint32_t shadow_ids;
+	uint32_t nr_shadow;
 };
 
 /**
@@ -325,6 +344,7 @@ struct kva_stats {
 	uint64_t free_mem[KVA_NR_MEM];	/* pages in the free ring */
 	uint64_t used_mem[KVA_NR_MEM];	/* pages owned by lists */
 	uint64_t nr_held;		/* pages held by migration */
+	uint64_t nr_shadow;		/* host pages holding clean copies */
 };
 
 #ifdef __CUDACC__
@@ -660,6 +680,9 @@ struct kva_migrate_control {
 	/* in */
 	uint64_t budget_bytes;		/* most page bytes copied per call */
 	uint32_t hbm_reserve;		/* free HBM pages to keep (pages) */
+	bool keep_copies;		/* a promoted full page keeps its host
+					 * page as a clean copy; a page with
+					 * one is demoted without a copy */
 	struct kvrt_stream **streams;	/* streams whose queued work may read
 					 * the old tables: the pages moved
 					 * from are held until it completes */
@@ -688,6 +711,9 @@ struct kva_migrate_control {
 	uint32_t *list;			/* [nr_ids] owner before the call */
 	uint32_t *pos;			/* [nr_ids] */
 	uint8_t *leaves;		/* [nr_ids] src is no destination */
+	uint8_t *nocopy;		/* [nr_ids] demotion to its clean copy */
+	uint32_t *csrc;			/* [nr_ids] the copies, for the hook */
+	uint32_t *cdst;			/* [nr_ids] */
 	uint32_t *free_mem[KVA_NR_MEM];	/* [nr_ids] free pages per tier */
 	uint32_t *psrc;			/* [nr_ids] promotions' scratch */
 	uint32_t *pdst;			/* [nr_ids] */
@@ -701,6 +727,8 @@ struct kva_migrate_control {
 	uint64_t pages_promoted;
 	uint64_t pages_demoted;
 	uint64_t bytes_moved;		/* bytes */
+	uint64_t clean_demoted;		/* of pages_demoted, without a copy */
+	uint64_t bytes_copied_out;	/* by kva_migrate_copy_out() */
 	enum kva_migrate_result result;	/* of the last call */
 	double copy_us;			/* page copy of the last call */
 };
@@ -712,6 +740,10 @@ int kva_migrate(struct kva_pool *pool, struct kva_migrate_control *mc,
 		const uint32_t *promote, uint32_t np, const uint32_t *demote,
 		uint32_t nd);
 int kva_migrate_reclaim(struct kva_pool *pool, int wait);
+int kva_migrate_copy_out(struct kva_pool *pool, struct kva_migrate_control *mc,
+			 const uint32_t *pages, uint32_t n);
+bool kva_page_sealed(const struct kva_pool *pool, uint32_t p);
+void kva_shadow_drop(struct kva_pool *pool);
 int kva_migrate_room(struct kva_pool *pool, uint64_t pages);
 const char *kva_migrate_reason(enum kva_migrate_result r);
 

@@ -38,12 +38,16 @@ int kva_migrate_init(struct kva_migrate_control *mc,
 	mc->list = calloc(ids, sizeof(uint32_t));
 	mc->pos = calloc(ids, sizeof(uint32_t));
 	mc->leaves = calloc(ids, 1);
+	mc->nocopy = calloc(ids, 1);
+	mc->csrc = calloc(ids, sizeof(uint32_t));
+	mc->cdst = calloc(ids, sizeof(uint32_t));
 	mc->free_mem[0] = calloc(ids, sizeof(uint32_t));
 	mc->free_mem[1] = calloc(ids, sizeof(uint32_t));
 	mc->psrc = calloc(ids, sizeof(uint32_t));
 	mc->pdst = calloc(ids, sizeof(uint32_t));
 	mc->mark = calloc(ids, 1);
 	if (!mc->src || !mc->dst || !mc->list || !mc->pos || !mc->leaves ||
+	    !mc->nocopy || !mc->csrc || !mc->cdst ||
 	    !mc->free_mem[0] || !mc->free_mem[1] || !mc->psrc || !mc->pdst ||
 	    !mc->mark) {
 		kva_migrate_fini(mc);
@@ -63,6 +67,9 @@ void kva_migrate_fini(struct kva_migrate_control *mc)
 	free(mc->list);
 	free(mc->pos);
 	free(mc->leaves);
+	free(mc->nocopy);
+	free(mc->csrc);
+	free(mc->cdst);
 	free(mc->free_mem[0]);
 	free(mc->free_mem[1]);
 	free(mc->psrc);
@@ -71,7 +78,8 @@ void kva_migrate_fini(struct kva_migrate_control *mc)
 	mc->src = mc->dst = mc->list = mc->pos = NULL;
 	mc->free_mem[0] = mc->free_mem[1] = NULL;
 	mc->psrc = mc->pdst = NULL;
-	mc->leaves = mc->mark = NULL;
+	mc->leaves = mc->mark = mc->nocopy = NULL;
+	mc->csrc = mc->cdst = NULL;
 }
 
 /**
@@ -158,6 +166,80 @@ static void ring_rebuild(struct kva_pool *pool, const uint32_t *extra,
 }
 
 /**
+ * kva_page_sealed() - may page @p have a clean copy
+ * @pool: host pool
+ * @p: page id
+ *
+ * A full high-tier page of its list: appends write only past a list's
+ * tokens, so nothing writes it until an operation other than append or
+ * migration touches the pool (which drops every clean copy first).
+ *
+ * Return: true for an owned high-tier page whose tokens fill it.
+ */
+bool kva_page_sealed(const struct kva_pool *pool, uint32_t p)
+{
+	uint32_t l, e;
+
+	if (p >= pool->nr_page_ids || !kva_owned(pool->page_list[p]))
+		return false;
+	l = pool->page_list[p];
+	e = pool->page_pos[p];
+	return e < pool->npages[2 * l + KVA_HI] &&
+	       (uint64_t)(e + 1) * pool->layout[KVA_HI].tokens <=
+		       pool->ntokens[2 * l + KVA_HI];
+}
+
+/* the shadow array covers the page ids (none held while it is resized) */
+static int shadow_ready(struct kva_pool *pool)
+{
+	uint32_t *a;
+
+	if (pool->shadow_ids == pool->nr_page_ids)
+		return 0;
+	if (pool->nr_shadow)
+		return -EINVAL;	/* a resize did not drop them: a bug */
+	a = malloc((size_t)pool->nr_page_ids * sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < pool->nr_page_ids; i++)
+		a[i] = KVA_PAGE_NONE;
+	free(pool->shadow);
+	pool->shadow = a;
+	pool->shadow_ids = pool->nr_page_ids;
+	return 0;
+}
+
+/**
+ * kva_shadow_drop() - give every clean host copy back to the free ring
+ * @pool: pool
+ *
+ * Called by every operation that may write or free a page other than
+ * appends and migration (trim, free, shrink, eviction, compaction, token
+ * counts, budget and granule changes), before it runs: a copy must never
+ * outlive its page's contents. O(page ids) when there are copies, nothing
+ * otherwise.
+ */
+void kva_shadow_drop(struct kva_pool *pool)
+{
+	uint32_t cap = pool->nr_page_ids;
+
+	if (!pool->nr_shadow)
+		return;
+	for (uint32_t p = 0; p < pool->shadow_ids; p++) {
+		uint32_t h = pool->shadow[p];
+
+		if (h == KVA_PAGE_NONE)
+			continue;
+		pool->shadow[p] = KVA_PAGE_NONE;
+		pool->page_list[h] = KVA_OWNER_FREE;
+		pool->page_pos[h] = KVA_PAGE_NONE;
+		pool->ring[pool->tail++ % cap] = h;
+	}
+	pool->nr_shadow = 0;
+	ring_rebuild(pool, NULL, 0);
+}
+
+/**
  * kva_migrate_reclaim() - give held pages back to the ring once safe
  * @pool: pool
  * @wait: non-zero to wait for the readers' fences
@@ -221,10 +303,35 @@ static void unmark(struct kva_migrate_control *mc, const uint32_t *ids,
 			mc->mark[ids[i]] = 0;
 }
 
+/* the clean host copy of HBM page @p, or KVA_PAGE_NONE */
+static uint32_t shadow_of(const struct kva_pool *pool, uint32_t p)
+{
+	return p < pool->shadow_ids ? pool->shadow[p] : KVA_PAGE_NONE;
+}
+
+/* one demotion of @v (room checked): to its clean copy, else to the next
+ * free host page; returns the bytes it copies */
+static uint64_t plan_demote(struct kva_pool *pool,
+			    struct kva_migrate_control *mc, uint32_t v,
+			    uint32_t *io, bool leaves)
+{
+	uint32_t h = shadow_of(pool, v);
+	bool clean = h != KVA_PAGE_NONE;
+
+	if (!clean)
+		h = mc->free_mem[KVA_MEM_HOST][(*io)++];
+	mc->src[mc->nr_moves] = v;
+	mc->dst[mc->nr_moves] = h;
+	mc->nocopy[mc->nr_moves] = clean;
+	mc->leaves[mc->nr_moves++] = leaves;
+	return clean ? 0 : pool->page_size;
+}
+
 /*
  * The plan: free pages per tier in ring order, then promotions served by
- * free HBM pages, then by victims; then reserve demotions. Fills the move
- * arrays, demotions first.
+ * free HBM pages, then by victims; then reserve demotions. A victim with
+ * a clean copy goes to it without a copy. Fills the move arrays,
+ * demotions first.
  */
 static void plan(struct kva_pool *pool, struct kva_migrate_control *mc,
 		 const uint32_t *promote, uint32_t np, const uint32_t *demote,
@@ -233,6 +340,7 @@ static void plan(struct kva_pool *pool, struct kva_migrate_control *mc,
 	uint64_t ps = pool->page_size;
 	uint32_t nf[KVA_NR_MEM] = { 0 }, ih = 0, io = 0, iv = 0, npro = 0;
 	uint32_t cap = pool->nr_page_ids;
+	bool clean;
 
 	for (uint64_t i = pool->head; i < pool->tail; i++) {
 		uint32_t p = pool->ring[i % cap], m = kva_page_mem(pool, p);
@@ -251,44 +359,47 @@ static void plan(struct kva_pool *pool, struct kva_migrate_control *mc,
 			mc->call_bytes += ps;
 			continue;
 		}
-		if (iv >= nd || io >= nf[KVA_MEM_HOST]) {
+		clean = iv < nd && shadow_of(pool, demote[iv]) != KVA_PAGE_NONE;
+		if (iv >= nd || (!clean && io >= nf[KVA_MEM_HOST])) {
 			mc->result = KVA_MIGRATE_NO_ROOM;
 			break;
 		}
-		if (mc->call_bytes + 2 * ps > mc->budget_bytes) {
+		if (mc->call_bytes + (clean ? 1 : 2) * ps > mc->budget_bytes) {
 			mc->result = KVA_MIGRATE_BUDGET;
 			break;
 		}
 		/* the victim to the host, the promoted page into its place */
-		mc->src[mc->nr_moves] = demote[iv];
-		mc->dst[mc->nr_moves] = mc->free_mem[KVA_MEM_HOST][io++];
-		mc->leaves[mc->nr_moves++] = 0;
+		mc->call_bytes += ps + plan_demote(pool, mc, demote[iv], &io,
+						   false);
 		mc->psrc[npro] = promote[k];
 		mc->pdst[npro++] = demote[iv++];
-		mc->call_bytes += 2 * ps;
 	}
 	/* keep @hbm_reserve HBM pages free: demote more victims */
 	while (mc->result == KVA_MIGRATE_DONE &&
 	       nf[KVA_MEM_HBM] - ih < mc->hbm_reserve && iv < nd) {
-		if (io >= nf[KVA_MEM_HOST]) {
+		clean = shadow_of(pool, demote[iv]) != KVA_PAGE_NONE;
+		if (!clean && io >= nf[KVA_MEM_HOST]) {
 			mc->result = KVA_MIGRATE_NO_ROOM;
 			break;
 		}
-		if (mc->call_bytes + ps > mc->budget_bytes) {
+		if (!clean && mc->call_bytes + ps > mc->budget_bytes) {
 			mc->result = KVA_MIGRATE_BUDGET;
 			break;
 		}
-		mc->src[mc->nr_moves] = demote[iv++];
-		mc->dst[mc->nr_moves] = mc->free_mem[KVA_MEM_HOST][io++];
-		mc->leaves[mc->nr_moves++] = 1;
+		mc->call_bytes += plan_demote(pool, mc, demote[iv++], &io,
+					      true);
 		nf[KVA_MEM_HBM]++;	/* one more HBM page will be free */
-		mc->call_bytes += ps;
 	}
 	mc->nr_demote = mc->nr_moves;
 	for (uint32_t k = 0; k < npro; k++) {
+		/* a full page keeps its host page as its clean copy */
+		bool keep = mc->keep_copies && kva_page_sealed(pool,
+							       mc->psrc[k]);
+
 		mc->src[mc->nr_moves] = mc->psrc[k];
 		mc->dst[mc->nr_moves] = mc->pdst[k];
-		mc->leaves[mc->nr_moves++] = 1;
+		mc->nocopy[mc->nr_moves] = 0;
+		mc->leaves[mc->nr_moves++] = !keep;
 	}
 	for (uint32_t i = 0; i < mc->nr_moves; i++) {
 		mc->list[i] = pool->page_list[mc->src[i]];
@@ -327,14 +438,22 @@ static int copy_moves(struct kva_pool *pool, struct kva_migrate_control *mc)
 	int ret = 0;
 
 	if (mc->copy) {
-		/* the caller's copy: demotions, then the promotions */
-		uint32_t nd = mc->nr_demote, npro = mc->nr_moves - nd;
+		/* the caller's copy: demotions, then the promotions, each
+		 * without the demotions to a clean copy */
+		uint32_t nd = 0, n = 0;
 
+		for (i = 0; i < mc->nr_moves; i++) {
+			if (mc->nocopy[i])
+				continue;
+			mc->csrc[n] = mc->src[i];
+			mc->cdst[n++] = mc->dst[i];
+			nd += i < mc->nr_demote;
+		}
 		if (nd)
-			ret = mc->copy(mc->copy_arg, mc->src, mc->dst, nd);
-		if (!ret && npro)
-			ret = mc->copy(mc->copy_arg, mc->src + nd,
-				       mc->dst + nd, npro);
+			ret = mc->copy(mc->copy_arg, mc->csrc, mc->cdst, nd);
+		if (!ret && n > nd)
+			ret = mc->copy(mc->copy_arg, mc->csrc + nd,
+				       mc->cdst + nd, n - nd);
 		mc->copy_us = now_us() - t0;
 		return ret;
 	}
@@ -342,7 +461,8 @@ static int copy_moves(struct kva_pool *pool, struct kva_migrate_control *mc)
 	if (!buf)
 		return -ENOMEM;
 	for (i = 0; i < mc->nr_moves && !ret; i++)
-		ret = copy_page(pool, buf, mc->src[i], mc->dst[i]);
+		if (!mc->nocopy[i])
+			ret = copy_page(pool, buf, mc->src[i], mc->dst[i]);
 	if (ret) {
 		/* moves [nr_demote, i) wrote their destination */
 		for (uint32_t k = 0; k < mc->nr_demote; k++) {
@@ -480,6 +600,11 @@ int kva_migrate(struct kva_pool *pool, struct kva_migrate_control *mc,
 	if (mc->nr_ids != pool->nr_page_ids || (np && !promote) ||
 	    (nd && !demote) || mc->nr_streams > KVRT_MAX_STREAMS)
 		return -EINVAL;
+	if (mc->keep_copies || pool->nr_shadow) {
+		ret = shadow_ready(pool);
+		if (ret)
+			return ret;
+	}
 	ret = streams_ok(pool, mc);
 	if (ret)
 		return ret;
@@ -530,6 +655,21 @@ int kva_migrate(struct kva_pool *pool, struct kva_migrate_control *mc,
 		.src_owner = mc->nr_streams ? KVA_OWNER_HELD : KVA_OWNER_FREE,
 	};
 	kvk_migrate_rewrite_cpu(&a, NULL);	/* planned ids: cannot fail */
+	/* clean copies: used by the demotions, kept by the promotions */
+	for (uint32_t i = 0; i < mc->nr_moves; i++) {
+		uint32_t sp = mc->src[i], dp = mc->dst[i];
+
+		if (i < mc->nr_demote && mc->nocopy[i]) {
+			pool->shadow[sp] = KVA_PAGE_NONE;
+			pool->nr_shadow--;
+			mc->clean_demoted++;
+		} else if (i >= mc->nr_demote && !mc->leaves[i]) {
+			pool->page_list[sp] = KVA_OWNER_SHADOW;
+			pool->page_pos[sp] = dp;
+			pool->shadow[dp] = sp;
+			pool->nr_shadow++;
+		}
+	}
 
 	if (mc->nr_streams) {
 		for (uint32_t i = 0; i < mc->nr_moves; i++)
@@ -550,4 +690,83 @@ int kva_migrate(struct kva_pool *pool, struct kva_migrate_control *mc,
 	mc->pages_promoted += mc->nr_moves - mc->nr_demote;
 	mc->bytes_moved += mc->call_bytes;
 	return 0;
+}
+
+/**
+ * kva_migrate_copy_out() - clean host copies of HBM pages
+ * @pool: host pool
+ * @mc: control from kva_migrate_init(): its copy hook (one batch, HBM to
+ *	host) and arrays; its byte budget does not apply
+ * @pages: HBM pages to copy; a page that is not an owned full high-tier
+ *	HBM page (kva_page_sealed()), already has a copy, or is listed twice
+ *	is skipped
+ * @n: entries at @pages
+ *
+ * A page with a clean copy is later demoted without a copy (kva_migrate()).
+ * Takes free host pages in ring order and stops when there are none. The
+ * copies read the pages while other readers may too; a caller with a copy
+ * hook orders the demotions that use them after it (same stream).
+ *
+ * Return: the copies made, >= 0; -EOPNOTSUPP for a device-resident pool;
+ * -EINVAL for a @mc of other page ids; -ENOMEM; the runtime's or the
+ * hook's error (then nothing changed: the host pages written were free).
+ */
+int kva_migrate_copy_out(struct kva_pool *pool, struct kva_migrate_control *mc,
+			 const uint32_t *pages, uint32_t n)
+{
+	uint32_t cap = pool->nr_page_ids, nfh = 0, k = 0;
+	int ret;
+
+	if (pool->dev)
+		return -EOPNOTSUPP;
+	if (mc->nr_ids != pool->nr_page_ids || (n && !pages))
+		return -EINVAL;
+	ret = shadow_ready(pool);
+	if (ret)
+		return ret;
+	for (uint64_t i = pool->head; i < pool->tail; i++) {
+		uint32_t p = pool->ring[i % cap];
+
+		if (kva_page_mem(pool, p) == KVA_MEM_HOST)
+			mc->free_mem[KVA_MEM_HOST][nfh++] = p;
+	}
+	for (uint32_t i = 0; i < n && k < nfh; i++) {
+		uint32_t p = pages[i];
+
+		if (p >= cap || mc->mark[p] || !kva_page_sealed(pool, p) ||
+		    kva_page_mem(pool, p) != KVA_MEM_HBM ||
+		    pool->shadow[p] != KVA_PAGE_NONE)
+			continue;
+		mc->mark[p] = 1;
+		mc->csrc[k] = p;
+		mc->cdst[k] = mc->free_mem[KVA_MEM_HOST][k];
+		k++;
+	}
+	unmark(mc, mc->csrc, k);
+	if (!k)
+		return 0;
+	if (mc->copy) {
+		ret = mc->copy(mc->copy_arg, mc->csrc, mc->cdst, k);
+	} else {
+		void *buf = malloc(pool->page_size);
+
+		if (!buf)
+			return -ENOMEM;
+		for (uint32_t i = 0; i < k && !ret; i++)
+			ret = copy_page(pool, buf, mc->csrc[i], mc->cdst[i]);
+		free(buf);
+	}
+	if (ret)
+		return ret;
+	for (uint32_t i = 0; i < k; i++) {
+		uint32_t p = mc->csrc[i], h = mc->cdst[i];
+
+		pool->page_list[h] = KVA_OWNER_SHADOW;
+		pool->page_pos[h] = p;
+		pool->shadow[p] = h;
+	}
+	pool->nr_shadow += k;
+	ring_rebuild(pool, NULL, 0);	/* the copies leave the ring */
+	mc->bytes_copied_out += (uint64_t)k * pool->page_size;
+	return (int)k;
 }

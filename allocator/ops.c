@@ -426,6 +426,7 @@ int kva_trim(struct kva_pool *pool, const uint32_t *slots, uint32_t n,
 		return ret;
 	if (!hi_tokens != !lo_tokens)
 		return -EINVAL;
+	kva_shadow_drop(pool);	/* no clean copy outlives a write */
 	if (n && !hi_tokens && pool->dev)
 		return trim_held_dev(pool, slots, n);
 	kva_pool_view(pool, &v);
@@ -703,6 +704,7 @@ int kva_free(struct kva_pool *pool, const uint32_t *slots, uint32_t n)
 			     BIT(KVA_SLOT_PREFILL) | BIT(KVA_SLOT_DECODE));
 	if (ret)
 		return ret;
+	kva_shadow_drop(pool);	/* no clean copy outlives a write */
 	if (pool->dev) {
 		/* the pages come back at the next sync (free_lb stays) */
 		ret = kva_dev_free(pool, slots, n);
@@ -748,6 +750,7 @@ int kva_set_tokens(struct kva_pool *pool, uint32_t list, uint32_t hi,
 	s = pool->slot_state[list / pool->lists_per_slot];
 	if (s != KVA_SLOT_DECODE)
 		return s == KVA_SLOT_FREE ? -ENOENT : -EBUSY;
+	kva_shadow_drop(pool);	/* no clean copy outlives a write */
 	if ((uint64_t)hi > (uint64_t)pool->npages[2 * list + KVA_HI] *
 				   pool->layout[KVA_HI].tokens ||
 	    (uint64_t)lo > (uint64_t)pool->npages[2 * list + KVA_LO] *
@@ -856,6 +859,7 @@ int kva_shrink(struct kva_pool *pool, const uint32_t *slots, uint32_t n)
 		return ret;
 	if (pool->dev)
 		return kva_dev_shrink(pool, slots, n);
+	kva_shadow_drop(pool);	/* no clean copy outlives a write */
 	kva_pool_view(pool, &v);
 	kva_shrink_cpu(&v, slots, n, NULL);
 	pool->nr_used -= pool->off[n * pool->lists_per_slot];

@@ -16,6 +16,7 @@ static void pool_free_arrays(struct kva_pool *pool)
 	free(pool->ring);
 	free(pool->page_list);
 	free(pool->page_pos);
+	free(pool->shadow);
 	free(pool->table);
 	free(pool->npages);
 	free(pool->ntokens);
@@ -401,6 +402,7 @@ int kva_pool_ungrow(struct kva_pool *pool, const uint8_t *was)
 	uint64_t k = 0;
 	int ret;
 
+	kva_shadow_drop(pool);	/* copies may sit in those granules */
 	idx = malloc(pool->nr_gslots * sizeof(*idx));
 	if (!idx)
 		return -ENOMEM;
@@ -774,6 +776,7 @@ int kva_pool_set_budget(struct kva_pool *pool, uint64_t budget_bytes)
 	if (budget_bytes < (uint64_t)(pool->nr_granules + pool->nr_retired) *
 				   KVRT_GRANULE_SIZE)
 		return -EBUSY;
+	kva_shadow_drop(pool);	/* the per-page arrays may be rebuilt */
 	g = pool_gslots(pool, budget_bytes);
 	if (g > pool->nr_gslots) {
 		ret = resize_prepare(pool, g, &r);
@@ -815,6 +818,7 @@ void kva_pool_stats(const struct kva_pool *pool, struct kva_stats *out)
 	out->nr_used = pool->nr_used;
 	out->tail_bytes = KVRT_GRANULE_SIZE - (uint64_t)ppg * pool->page_size;
 	out->nr_held = pool->nr_held;
+	out->nr_shadow = pool->nr_shadow;
 	for (uint32_t g = 0; g < pool->nr_gslots; g++) {
 		uint32_t used = 0, m = pool->gran_mem[g], o;
 

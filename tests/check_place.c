@@ -33,6 +33,13 @@ static uint64_t pool_digest(const struct kva_pool *pool)
 	h = fnv(h, &pool->tail, sizeof(pool->tail));
 	h = fnv(h, &pool->nr_used, sizeof(pool->nr_used));
 	h = fnv(h, &pool->nr_held, sizeof(pool->nr_held));
+	h = fnv(h, &pool->nr_shadow, sizeof(pool->nr_shadow));
+	/* the copies, not whether their array was made yet */
+	for (uint32_t p = 0; p < pool->shadow_ids; p++)
+		if (pool->shadow[p] != KVA_PAGE_NONE) {
+			h = fnv(h, &p, 4);
+			h = fnv(h, &pool->shadow[p], 4);
+		}
 	h = fnv(h, pool->ring, ids * 4);
 	h = fnv(h, pool->page_list, ids * 4);
 	h = fnv(h, pool->page_pos, ids * 4);
@@ -506,6 +513,133 @@ static int copy_hook(void *arg, const uint32_t *src, const uint32_t *dst,
 	return kva_copy_pages_cpu(pool->base, pool->page_size,
 				  pool->pages_per_granule, src, dst, n, NULL);
 }
+
+/*
+ * Clean host copies (mc.keep_copies, kva_migrate_copy_out()), copied
+ * through the runtime (_i 0) or a hook (_i 1): random promotions,
+ * demotions and copies out; after each call the invariants (I8 among
+ * them) and every page's contents hold, the bytes counted are the copies
+ * made (a demotion to its clean copy copies nothing), a page not full
+ * never gets a copy, a failed copy out changes nothing, and an operation
+ * that frees pages drops every copy.
+ */
+START_TEST(test_migrate_clean_copies)
+{
+	uint64_t seed = kvtest_seed("migrate_clean_copies");
+	struct kva_migrate_control mc;
+	struct copy_hook h = { 0 };
+	struct kva_pool *pool;
+	struct tiered t;
+	uint32_t *host, *hbm, nh, nb, most = 0, slot0 = 0;
+	int fails = 0;
+
+	tiered_open(&t, 4, 4, 1, 3);
+	pool = t.pool;
+	ck_assert_int_eq(kva_pool_grow_auto(pool, 4), 0);
+	/* three tokens over whole pages: each list's last page is partial */
+	fill(pool, 4, TPP * (pool->pages_per_granule / 5) + 3);
+	ck_assert_int_eq(kva_migrate_init(&mc, pool, 7 * pool->page_size), 0);
+	mc.keep_copies = true;
+	h.pool = pool;
+	if (_i) {
+		mc.copy = copy_hook;
+		mc.copy_arg = &h;
+	}
+	host = malloc(pool->nr_page_ids * 4);
+	hbm = malloc(pool->nr_page_ids * 4);
+	for (int it = 0; it < 80; it++) {
+		uint32_t np, nd, copies = 0;
+
+		nh = owned_of(pool, KVA_MEM_HOST, host);
+		nb = owned_of(pool, KVA_MEM_HBM, hbm);
+		for (uint32_t i = nh; i > 1; i--) {
+			uint32_t j = kvtest_rand(&seed) % i, x = host[i - 1];
+
+			host[i - 1] = host[j], host[j] = x;
+		}
+		for (uint32_t i = nb; i > 1; i--) {
+			uint32_t j = kvtest_rand(&seed) % i, x = hbm[i - 1];
+
+			hbm[i - 1] = hbm[j], hbm[j] = x;
+		}
+		if (it % 4 == 0) {
+			uint32_t k = kvtest_rand(&seed) % 9, had = pool->nr_shadow;
+			uint64_t d = pool_digest(pool);
+			int ret;
+
+			k = k < nb ? k : nb;
+			h.calls = h.saw_promote = 0;
+			h.fail_at = _i && it % 12 == 0;
+			ret = kva_migrate_copy_out(pool, &mc, hbm, k);
+			if (h.fail_at && h.calls) {
+				ck_assert_int_eq(ret, -EIO);
+				ck_assert_uint_eq(pool_digest(pool), d);
+				fails++;
+			}
+			h.fail_at = 0;
+			if (ret == -EIO)
+				continue;
+			ck_assert_int_ge(ret, 0);
+			ck_assert_uint_eq(pool->nr_shadow, had + (uint32_t)ret);
+			for (uint32_t i = 0; i < k; i++)
+				if (kva_page_sealed(pool, hbm[i]))
+					ck_assert_uint_ne(pool->shadow[hbm[i]],
+							  KVA_PAGE_NONE);
+				else
+					ck_assert(!pool->shadow ||
+						  pool->shadow[hbm[i]] ==
+							  KVA_PAGE_NONE);
+			CHECK_POOL(pool);
+			tag_check(pool);
+			continue;
+		}
+		np = kvtest_rand(&seed) % 9;
+		nd = kvtest_rand(&seed) % 9;
+		np = np < nh ? np : nh;
+		nd = nd < nb ? nd : nb;
+		mc.hbm_reserve = kvtest_rand(&seed) % 3;
+		h.calls = h.saw_promote = 0;
+		ck_assert_int_eq(kva_migrate(pool, &mc, host, np, hbm, nd), 0);
+		CHECK_POOL(pool);
+		for (uint32_t i = 0; i < mc.nr_moves; i++) {
+			copies += !mc.nocopy[i];
+			ck_assert(!mc.nocopy[i] || i < mc.nr_demote);
+		}
+		ck_assert_uint_eq(mc.call_bytes,
+				  (uint64_t)copies * pool->page_size);
+		ck_assert_uint_le(mc.call_bytes, mc.budget_bytes);
+		most = pool->nr_shadow > most ? pool->nr_shadow : most;
+		tag_check(pool);
+	}
+	printf("# clean copies (%s): %llu promoted, %llu demoted, %llu of "
+	       "them to their copy, %u copies at most\n",
+	       _i ? "hook" : "runtime",
+	       (unsigned long long)mc.pages_promoted,
+	       (unsigned long long)mc.pages_demoted,
+	       (unsigned long long)mc.clean_demoted, most);
+	ck_assert_uint_gt(mc.clean_demoted, 0);
+	ck_assert_uint_gt(most, 0);
+	if (!_i)
+		ck_assert_int_eq(fails, 0);
+	/* the partial last page of a list is never copied */
+	for (uint32_t l = 0; l < pool->nr_lists; l++) {
+		uint32_t p = pool->table[(size_t)l * pool->width +
+					 pool->npages[2 * l] - 1];
+
+		ck_assert(!kva_page_sealed(pool, p));
+		ck_assert_int_eq(kva_migrate_copy_out(pool, &mc, &p, 1), 0);
+	}
+	/* freeing a sequence drops every copy */
+	ck_assert_int_eq(kva_free(pool, &slot0, 1), 0);
+	ck_assert_uint_eq(pool->nr_shadow, 0);
+	CHECK_POOL(pool);
+	tag_check(pool);
+	kva_migrate_fini(&mc);
+	free(host);
+	free(hbm);
+	tiered_close(&t);
+}
+END_TEST
 
 /*
  * Two identical pools, the same requests: one copies through the runtime,
@@ -1037,6 +1171,7 @@ Suite *suite_place(void)
 	KV_ADD(tc, test_migrate_refused);
 	KV_ADD(tc, test_migrate_copy_fault);
 	KV_ADD(tc, test_migrate_copy_hook);
+	KV_ADD_LOOP(tc, test_migrate_clean_copies, 0, 2);
 	KV_ADD(tc, test_migrate_held);
 	KV_ADD(tc, test_compact_keeps_tiers);
 	KV_ADD(tc, test_migrate_rewrite_ref);

@@ -744,6 +744,7 @@ int kva_migrate_copy_out(struct kva_pool *pool, struct kva_migrate_control *mc,
 			 const uint32_t *pages, uint32_t n);
 bool kva_page_sealed(const struct kva_pool *pool, uint32_t p);
 void kva_shadow_drop(struct kva_pool *pool);
+void kva_shadow_drop_list(struct kva_pool *pool, uint32_t list, uint32_t from);
 int kva_migrate_room(struct kva_pool *pool, uint64_t pages);
 const char *kva_migrate_reason(enum kva_migrate_result r);
 

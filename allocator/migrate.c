@@ -240,6 +240,37 @@ void kva_shadow_drop(struct kva_pool *pool)
 }
 
 /**
+ * kva_shadow_drop_list() - drop the clean copies of part of a list
+ * @pool: pool
+ * @list: list
+ * @from: first high-tier entry whose copy goes (its page is no longer
+ *	full, or is about to change)
+ *
+ * The host pages go back to the free ring, at its tail (after the HBM
+ * pages, as the ring keeps them).
+ */
+void kva_shadow_drop_list(struct kva_pool *pool, uint32_t list, uint32_t from)
+{
+	uint32_t cap = pool->nr_page_ids;
+
+	if (!pool->nr_shadow || list >= pool->nr_lists)
+		return;
+	for (uint32_t e = from; e < pool->npages[2 * list + KVA_HI]; e++) {
+		uint32_t p = pool->table[(size_t)list * pool->width + e];
+		uint32_t h = p < pool->shadow_ids ? pool->shadow[p]
+						  : KVA_PAGE_NONE;
+
+		if (h == KVA_PAGE_NONE)
+			continue;
+		pool->shadow[p] = KVA_PAGE_NONE;
+		pool->page_list[h] = KVA_OWNER_FREE;
+		pool->page_pos[h] = KVA_PAGE_NONE;
+		pool->ring[pool->tail++ % cap] = h;
+		pool->nr_shadow--;
+	}
+}
+
+/**
  * kva_migrate_reclaim() - give held pages back to the ring once safe
  * @pool: pool
  * @wait: non-zero to wait for the readers' fences

@@ -750,13 +750,14 @@ int kva_set_tokens(struct kva_pool *pool, uint32_t list, uint32_t hi,
 	s = pool->slot_state[list / pool->lists_per_slot];
 	if (s != KVA_SLOT_DECODE)
 		return s == KVA_SLOT_FREE ? -ENOENT : -EBUSY;
-	kva_shadow_drop(pool);	/* no clean copy outlives a write */
 	if ((uint64_t)hi > (uint64_t)pool->npages[2 * list + KVA_HI] *
 				   pool->layout[KVA_HI].tokens ||
 	    (uint64_t)lo > (uint64_t)pool->npages[2 * list + KVA_LO] *
 				   pool->layout[KVA_LO].tokens ||
 	    (uint64_t)hi + lo > pool->max_tokens)
 		return -EINVAL;
+	/* pages no longer full will be written again: no clean copy */
+	kva_shadow_drop_list(pool, list, hi / pool->layout[KVA_HI].tokens);
 	pool->ntokens[2 * list + KVA_HI] = hi;
 	pool->ntokens[2 * list + KVA_LO] = lo;
 	return pool->dev ? kva_dev_set_tokens(pool, list) : 0;

@@ -629,6 +629,19 @@ START_TEST(test_migrate_clean_copies)
 		ck_assert(!kva_page_sealed(pool, p));
 		ck_assert_int_eq(kva_migrate_copy_out(pool, &mc, &p, 1), 0);
 	}
+	/* fewer tokens: the pages no longer full lose their copies */
+	{
+		uint32_t l = 1, nt = pool->ntokens[2 * l], p;
+
+		ck_assert_int_eq(kva_set_tokens(pool, l, nt - 3 - TPP / 2, 0),
+				 0);
+		p = pool->table[(size_t)l * pool->width +
+				(nt - 3 - TPP / 2) / TPP];
+		ck_assert(!kva_page_sealed(pool, p));
+		ck_assert(!pool->shadow || p >= pool->shadow_ids ||
+			  pool->shadow[p] == KVA_PAGE_NONE);
+		CHECK_POOL(pool);
+	}
 	/* freeing a sequence drops every copy */
 	ck_assert_int_eq(kva_free(pool, &slot0, 1), 0);
 	ck_assert_uint_eq(pool->nr_shadow, 0);

@@ -831,6 +831,14 @@ START_TEST(test_bench_place)
 	ck_assert_int_eq(kvmm("bench", "place", "--plan-at", "before", NULL),
 			 2);
 	EXPECT_ERR("--plan-at wants select or end");
+	ck_assert_int_eq(kvmm("bench", "place", "--batch", "1", "--ctx",
+			      "1024", "--hbm", "0.5", "--steps", "2", "--warm",
+			      "0", "--host-copy", "off", "--check", "--json",
+			      NULL), 0);
+	ck_assert_msg(strstr(out_s, "\"host_copy\":false,"), "%s", out_s);
+	ck_assert_int_eq(kvmm("bench", "place", "--host-copy", "yes", NULL),
+			 2);
+	EXPECT_ERR("--host-copy wants on or off");
 	ck_assert_int_eq(kvmm("bench", "place", "--backend", "gpu", NULL), 2);
 	EXPECT_ERR("--backend wants host or cuda");
 	ck_assert_int_eq(kvmm("bench", "place", "--threads", "0", NULL), 2);

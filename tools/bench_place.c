@@ -799,9 +799,41 @@ static int host_room(const struct bp_opts *o, struct kva_pool *pool,
 	if (ret)
 		return ret;
 	want = (uint64_t)nd + tr->nr_lists;
+	if (o->host_copy)	/* a copy of every page HBM may hold */
+		want += tr->all_pages;
 	if (o->budget_mib > 0)
 		want += (uint64_t)(o->budget_mib * SZ_1M) / pool->page_size;
 	ret = kva_migrate_room(pool, want);
+	return ret < 0 ? ret : 0;
+}
+
+/*
+ * --host-copy: a clean host copy of every full HBM page (all of them at
+ * prefill, @fresh: the pages the step's append just filled), so that a
+ * demotion only rewrites the tables; @buf has room for a page per list
+ */
+static int copy_out(struct kva_pool *pool, struct kva_migrate_control *mc,
+		    uint32_t *buf, int fresh)
+{
+	uint32_t tpp = pool->layout[KVA_HI].tokens, n = 0;
+	int ret;
+
+	for (uint32_t l = 0; l < pool->nr_lists; l++) {
+		uint32_t nt = pool->ntokens[2 * l], e0 = 0, e1 = nt / tpp;
+
+		if (fresh) {
+			if (!nt || nt % tpp)
+				continue;
+			e0 = e1 - 1;
+		}
+		for (uint32_t e = e0; e < e1; e++) {
+			uint32_t p = pool->table[(size_t)l * pool->width + e];
+
+			if (kva_page_mem(pool, p) == KVA_MEM_HBM)
+				buf[n++] = p;
+		}
+	}
+	ret = kva_migrate_copy_out(pool, mc, buf, n);
 	return ret < 0 ? ret : 0;
 }
 
@@ -877,6 +909,7 @@ static int replay(const struct bp_opts *o, const struct bp_trace *tr,
 		goto out_pl;
 	/* every list may open a page in a step: keep that much HBM free */
 	mc.hbm_reserve = lists;
+	mc.keep_copies = o->host_copy && !dense;
 	if (dev) {
 		/* the data in, the copies on the side stream, fenced */
 		ret = bp_dev_begin(dev, pool, &mc, !dense);
@@ -894,16 +927,23 @@ static int replay(const struct bp_opts *o, const struct bp_trace *tr,
 			ret = kva_migrate_reclaim(pool, 0);
 		ret = ret < 0 ? ret : 0;
 	}
+	if (!ret && !dense && o->host_copy)
+		ret = copy_out(pool, &mc, pro, 0);
+	if (!ret && dev) {
+		ret = bp_dev_step_end(dev, NULL);
+		ret = ret < 0 ? ret : 0;
+	}
 	if (ret)
 		goto out_fini;
-	r->init_mig_bytes = (double)mc.bytes_moved;
+	r->init_mig_bytes = (double)(mc.bytes_moved + mc.bytes_copied_out);
 	r->no_room += !dense && mc.result == KVA_MIGRATE_NO_ROOM;
 	mc.budget_bytes = o->budget_mib > 0 ?
 				  (uint64_t)(o->budget_mib * SZ_1M) :
 				  UINT64_MAX;
 	for (uint32_t s = 0; s < tr->steps; s++) {
 		const float *m = &tr->mass[(size_t)s * n];
-		double hb = 0, ob = 0, before = (double)mc.bytes_moved;
+		double hb = 0, ob = 0;
+		double before = (double)(mc.bytes_moved + mc.bytes_copied_out);
 		double plan_pre = 0;
 		struct bp_step_time st = { 0 };
 		double t0;
@@ -915,6 +955,12 @@ static int replay(const struct bp_opts *o, const struct bp_trace *tr,
 			ret = bp_dev_new_pages(dev, pool, npb);
 		if (ret)
 			goto out_fini;
+		/* the pages this append filled get their host copy */
+		if (!dense && o->host_copy) {
+			ret = copy_out(pool, &mc, pro, 1);
+			if (ret)
+				goto out_fini;
+		}
 		if (!dense && o->plan_select) {
 			/* the selection is known: plan before the reads */
 			t0 = kvmm_now_us();
@@ -991,7 +1037,8 @@ static int replay(const struct bp_opts *o, const struct bp_trace *tr,
 			ret = 0;
 		}
 		if (s >= o->warm) {
-			double mig = (double)mc.bytes_moved - before;
+			double mig = (double)(mc.bytes_moved +
+					      mc.bytes_copied_out) - before;
 			/* summaries: a row per page, read from HBM */
 			double sum = dense ? 0 : (double)tr->all_pages * 2 *
 							 BP_HD * 4;
@@ -1099,7 +1146,7 @@ static void usage(FILE *f)
 		"usage: kvmm bench place [--backend host|cuda] [--batch B] "
 		"[--ctx N,N..] [--hbm F,F..]\n"
 		"         [--topk K] [--steps S] [--warm W] [--budget-mib M] "
-		"[--plan-at select|end] "
+		"[--plan-at select|end] [--host-copy on|off] "
 		"[--hbm-gbs X]\n"
 		"         [--host-gbs X] [--pcie-gbs X] [--seed N] "
 		"[--threads T] [--check] [--json]\n"
@@ -1111,6 +1158,9 @@ static void usage(FILE *f)
 		"  the plan between the step's selection and its reads "
 		"(--plan-at select;\n"
 		"  end: after the reads, for the next step),\n"
+		"  a clean host copy of every full HBM page, so that a "
+		"demotion copies nothing\n"
+		"  (--host-copy on; off: every demotion copies),\n"
 		"  a migration budget of 128 KiB per list a step (1 MiB per "
 		"sequence; --budget-mib\n"
 		"  sets the step's total, 0 for no limit)\n"
@@ -1133,8 +1183,8 @@ static void cuda_header(const struct bp_opts *o, const struct bp_rates *rt)
 	       "PCIe %.1f GB/s (a kernel through the space's VA); page copy "
 	       "host->HBM %.1f, HBM->host %.1f GB/s\n"
 	       "model: HBM %.0f GB/s, host %.0f GB/s, migration %.0f GB/s; "
-	       "%g MiB migration budget per step, the plan at %s; %u steps "
-	       "after %u\n"
+	       "%g MiB migration budget per step, the plan at %s, host "
+	       "copies %s; %u steps after %u\n"
 	       "step_us = sel_us (summaries + page selection) + attn_us "
 	       "(attention over the step's pages) + mig_us (the migration's "
 	       "copies), CUDA events, in sequence (no overlap); model_us: the "
@@ -1143,8 +1193,8 @@ static void cuda_header(const struct bp_opts *o, const struct bp_rates *rt)
 	       "%9s %8s %9s %9s\n",
 	       o->batch, rt->hbm_read, rt->host_read, rt->promote, rt->demote,
 	       o->hbm_gbs, o->host_gbs, o->pcie_gbs, o->budget_mib,
-	       o->plan_select ? "the selection" : "the step's end", o->steps,
-	       o->warm, "ctx", "hbm", "policy", "hit", "hbm_MB", "host_MB",
+	       o->plan_select ? "the selection" : "the step's end",
+	       o->host_copy ? "on" : "off", o->steps, o->warm, "ctx", "hbm", "policy", "hit", "hbm_MB", "host_MB",
 	       "mig_MB", "step_us", "sel_us", "attn_us", "mig_us", "model_us",
 	       "meas_mod", "vs_dense", "vs_oracle", "err");
 }
@@ -1166,7 +1216,7 @@ static void cuda_line(const struct bp_opts *o, const struct bp_trace *tr,
 		       "\"hbm_bytes\":%.0f,\"host_bytes\":%.0f,"
 		       "\"mig_bytes\":%.0f,\"init_mig_bytes\":%.0f,"
 		       "\"no_room\":%u,\"budget_bytes\":%.0f,"
-		       "\"plan_at\":\"%s\","
+		       "\"plan_at\":\"%s\",\"host_copy\":%s,"
 		       "\"hbm_pages\":%llu,\"vs_dense\":%.3f,",
 		       policy, tr->ctx, o->batch, frac, x->hit, x->step_us,
 		       x->model_us, x->model_meas_us, x->select_us, x->attn_us,
@@ -1174,6 +1224,7 @@ static void cuda_line(const struct bp_opts *o, const struct bp_trace *tr,
 		       x->host_bytes, x->mig_bytes, x->init_mig_bytes,
 		       x->no_room, o->budget_mib * SZ_1M,
 		       o->plan_select ? "select" : "end",
+		       o->host_copy ? "true" : "false",
 		       (unsigned long long)x->hbm_pages,
 		       x->step_us / dense);
 		if (oracle > 0)
@@ -1279,11 +1330,12 @@ static int place_run(const struct bp_opts *o)
 		       "batch %u, 8 kv-heads x GQA 4, head_dim 128, fp16, one "
 		       "layer\nmodel: HBM %.0f GB/s, host %.0f GB/s, migration "
 		       "%.0f GB/s; %g MiB migration budget per step, the plan "
-		       "at %s; %u steps after %u\n\n%6s %5s %-10s %7s %9s %9s "
+		       "at %s, host copies %s; %u steps after %u\n\n%6s %5s %-10s %7s %9s %9s "
 		       "%9s %9s %8s %9s %9s\n",
 		       o->batch, o->hbm_gbs, o->host_gbs, o->pcie_gbs,
 		       o->budget_mib, o->plan_select ? "the selection" :
-		       "the step's end", o->steps, o->warm, "ctx", "hbm",
+		       "the step's end", o->host_copy ? "on" : "off",
+		       o->steps, o->warm, "ctx", "hbm",
 		       "policy", "hit", "hbm_MB", "host_MB", "mig_MB",
 		       "step_us", "vs_dense", "vs_oracle", "err");
 	for (uint32_t c = 0; c < o->nr_ctx; c++) {
@@ -1354,6 +1406,7 @@ static int place_run(const struct bp_opts *o)
 					       "\"no_room\":%u,"
 					       "\"budget_bytes\":%.0f,"
 					       "\"plan_at\":\"%s\","
+					       "\"host_copy\":%s,"
 					       "\"plan_us\":%.0f,"
 					       "\"hbm_pages\":%llu,"
 					       "\"vs_dense\":%.3f,"
@@ -1367,6 +1420,8 @@ static int place_run(const struct bp_opts *o)
 					       o->budget_mib * SZ_1M,
 					       o->plan_select ? "select"
 							      : "end",
+					       o->host_copy ? "true"
+							    : "false",
 					       x->plan_us,
 					       (unsigned long long)x->hbm_pages,
 					       x->step_us / dense_us,
@@ -1415,6 +1470,7 @@ int cmd_bench_place(int argc, char **argv)
 		{ "warm", required_argument, NULL, 'w' },
 		{ "budget-mib", required_argument, NULL, 'm' },
 		{ "plan-at", required_argument, NULL, 'A' },
+		{ "host-copy", required_argument, NULL, 'Y' },
 		{ "hbm-gbs", required_argument, NULL, 'H' },
 		{ "host-gbs", required_argument, NULL, 'O' },
 		{ "pcie-gbs", required_argument, NULL, 'P' },
@@ -1435,6 +1491,7 @@ int cmd_bench_place(int argc, char **argv)
 		.warm = 8,
 		.budget_mib = -1,	/* 128 KiB per list, below */
 		.plan_select = 1,
+		.host_copy = 1,
 		.hbm_gbs = 3000,
 		.host_gbs = 51,
 		/* page copies: the H100's 46.0 / 48.4 GB/s (2026-12-08) */
@@ -1492,6 +1549,15 @@ int cmd_bench_place(int argc, char **argv)
 		case 'w':
 			ret = kvmm_parse_u64("--warm", optarg, 0, 4096, &v);
 			o.warm = (uint32_t)v;
+			break;
+		case 'Y':
+			if (!strcmp(optarg, "on") || !strcmp(optarg, "off")) {
+				o.host_copy = !strcmp(optarg, "on");
+			} else {
+				fprintf(stderr, "kvmm bench place: --host-copy "
+					"wants on or off\n");
+				ret = -EINVAL;
+			}
 			break;
 		case 'A':
 			if (!strcmp(optarg, "select") || !strcmp(optarg, "end")) {

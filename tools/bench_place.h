@@ -30,6 +30,8 @@ struct bp_opts {
 	double budget_mib;	/* migration bytes per step */
 	int plan_select;	/* --plan-at select: plan between the step's
 				 * selection and its reads */
+	int host_copy;		/* --host-copy on: clean host copies of the
+				 * full HBM pages, demotions without copies */
 	double hbm_gbs, host_gbs, pcie_gbs;
 	int json;
 	int check;

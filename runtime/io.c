@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <liburing.h>
 #include <pthread.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,7 +155,7 @@ const char *kvrt_file_read_engine(void)
  *   Every KVRT_SWAP_ALIGN (4 KiB) multiple satisfies the O_DIRECT rules of
  *   any logical block size up to 4 KiB.
  * - staged: otherwise (device pages, unaligned segments, or forced with
- *   kvrt_swapfile_set_staged()). A chunk is gathered into a free
+ *   kvrt_swapfile_force()). A chunk is gathered into a free
  *   registered buffer (through the runtime, kvrt_memcpy_from(), for pages)
  *   and submitted with io_uring_prep_write_fixed(); a read completes into
  *   the buffer with _read_fixed() and is scattered to its segments
@@ -187,9 +188,12 @@ struct kvrt_swapfile {
 	uint32_t chunk;			/* bytes per request */
 	uint32_t depth;			/* requests in flight, buffers */
 	uint32_t iov_cap;		/* vectors per request */
+	uint32_t mem_align;		/* O_DIRECT: memory address, bytes */
+	uint32_t len_align;		/* O_DIRECT: vector length, bytes */
+	void *zero;			/* KVRT_SWAP_ALIGN zero bytes: pads */
 	void **buf;			/* [depth] registered buffers */
 	struct iovec *iov;		/* [depth][iov_cap] request vectors */
-	int staged;			/* kvrt_swapfile_set_staged() */
+	unsigned int force;		/* KVRT_SWAP_FORCE_* */
 	int last;			/* -1 none yet, 0 staged, 1 zero-copy */
 	uint64_t fault_nth;		/* chunks until the fault */
 	int fault_mode;
@@ -208,7 +212,9 @@ struct swap_xfer {
 	uint64_t seg;			/* bytes per segment */
 	uint64_t data;			/* n * seg */
 	uint64_t total;			/* data rounded up to the align */
-	char *sink;			/* zero-copy reads of address 0 */
+	char *sink;			/* zero-copy reads of address 0 and
+					 * of the pad: max(seg, align) */
+	const char *zero;		/* zero-copy writes of the pad */
 };
 
 static uint64_t xfer_addr(const struct swap_xfer *x, uint64_t i)
@@ -235,19 +241,22 @@ void *kvrt_host_ptr(struct kvrt_ctx *ctx, uint64_t addr)
 	return (void *)(uintptr_t)addr;
 }
 
-/* whether @x can go straight from/to its segments */
+/*
+ * Whether @x can go straight from/to its segments: host memory, segment
+ * lengths (and so the pad, and every chunk split) multiples of the file's
+ * O_DIRECT length alignment, addresses of its memory alignment.
+ */
 static int xfer_zero_copy(const struct kvrt_swapfile *sf,
 			  const struct swap_xfer *x)
 {
-	if (sf->staged || x->seg % KVRT_SWAP_ALIGN ||
-	    x->total != x->data)
+	if ((sf->force & KVRT_SWAP_FORCE_STAGED) || x->seg % sf->len_align)
 		return 0;
 	for (uint64_t i = 0; i < x->n; i++) {
 		uint64_t a = xfer_addr(x, i);
 
 		if (!a)
 			continue;	/* a read into the sink */
-		if (a % KVRT_SWAP_ALIGN ||
+		if (a % sf->mem_align ||
 		    (x->ctx && !kvrt_host_ptr(x->ctx, a)))
 			return 0;
 	}
@@ -264,11 +273,17 @@ static uint64_t xfer_iov(const struct swap_xfer *x, uint64_t at, uint64_t max,
 	uint64_t got = 0;
 	uint32_t k = 0;
 
-	while (got < max && at + got < x->data) {
+	while (got < max && at + got < x->total) {
 		uint64_t i = (at + got) / x->seg, o = (at + got) % x->seg;
 		uint64_t len = x->seg - o;
-		uint64_t a = xfer_addr(x, i);
+		uint64_t a = at + got < x->data ? xfer_addr(x, i) : 0;
 		char *p = a ? (char *)(uintptr_t)a + o : x->sink + o;
+
+		if (at + got >= x->data) {	/* the pad */
+			o = at + got - x->data;
+			len = x->total - (at + got);
+			p = (x->zero ? (char *)x->zero : x->sink) + o;
+		}
 
 		if (len > max - got)
 			len = max - got;
@@ -338,6 +353,32 @@ static int xfer_scatter(const struct swap_xfer *x, uint64_t at, uint64_t len,
 	return 0;
 }
 
+/*
+ * The O_DIRECT alignments of @sf's file (statx STATX_DIOALIGN: memory
+ * address; file offset and vector length, the logical block size), or
+ * KVRT_SWAP_ALIGN where the kernel does not say; none without O_DIRECT.
+ */
+static void dio_align(struct kvrt_swapfile *sf)
+{
+#ifdef STATX_DIOALIGN
+	struct statx st;
+#endif
+
+	sf->mem_align = sf->len_align = sf->direct ? KVRT_SWAP_ALIGN : 1;
+#ifdef STATX_DIOALIGN
+	if (sf->direct &&
+	    !statx(sf->fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &st) &&
+	    (st.stx_mask & STATX_DIOALIGN) && st.stx_dio_mem_align &&
+	    st.stx_dio_offset_align) {
+		sf->mem_align = st.stx_dio_mem_align;
+		sf->len_align = st.stx_dio_offset_align;
+	}
+#endif
+	/* chunks split at KVRT_SWAP_ALIGN multiples: keep the rule simple */
+	if (KVRT_SWAP_ALIGN % sf->len_align || sf->len_align % sf->mem_align)
+		sf->mem_align = sf->len_align = KVRT_SWAP_ALIGN;
+}
+
 /**
  * kvrt_swapfile_open() - open (create) a swap file
  * @path: file; created if absent, not truncated
@@ -380,6 +421,12 @@ int kvrt_swapfile_open(const char *path, uint32_t chunk, uint32_t depth,
 		ret = -errno;
 		goto out_free;
 	}
+	dio_align(sf);
+	if (posix_memalign(&sf->zero, KVRT_SWAP_ALIGN, KVRT_SWAP_ALIGN)) {
+		sf->zero = NULL;
+		goto out_iov_nofree;
+	}
+	memset(sf->zero, 0, KVRT_SWAP_ALIGN);
 	sf->buf = calloc(depth, sizeof(void *));
 	sf->iov = calloc((size_t)depth * sf->iov_cap, sizeof(*sf->iov));
 	iov = calloc(depth, sizeof(*iov));
@@ -403,6 +450,7 @@ int kvrt_swapfile_open(const char *path, uint32_t chunk, uint32_t depth,
 
 out_iov:
 	free(iov);
+out_iov_nofree:
 	kvrt_swapfile_close(sf);
 	return ret;
 out_free:
@@ -426,6 +474,7 @@ void kvrt_swapfile_close(struct kvrt_swapfile *sf)
 		free(sf->buf[i]);
 	free(sf->buf);
 	free(sf->iov);
+	free(sf->zero);
 	if (sf->fd >= 0)
 		close(sf->fd);
 	free(sf);
@@ -579,14 +628,20 @@ static int swap_io(struct kvrt_swapfile *sf, int wr, uint64_t off,
 		return -EINVAL;
 	zc = xfer_zero_copy(sf, x);
 	sf->last = zc;
-	if (zc && !wr) {
-		for (uint64_t i = 0; i < x->n && !x->sink; i++)
-			if (!xfer_addr(x, i) &&
-			    posix_memalign((void **)&x->sink, KVRT_SWAP_ALIGN,
-					   x->seg))
-				return -ENOMEM;
+	if (zc && wr) {
+		x->zero = sf->zero;
+	} else if (zc) {
+		int sink = x->total > x->data;
+
+		for (uint64_t i = 0; i < x->n && !sink; i++)
+			sink = !xfer_addr(x, i);
+		if (sink && posix_memalign((void **)&x->sink, KVRT_SWAP_ALIGN,
+					   x->seg > KVRT_SWAP_ALIGN ?
+						   x->seg :
+						   KVRT_SWAP_ALIGN))
+			return -ENOMEM;
 	}
-	if (!sf->uring)
+	if (!sf->uring || (sf->force & KVRT_SWAP_FORCE_SYNC))
 		return swap_sync(sf, wr, zc, off, x);
 	free_ids = malloc(sf->depth * sizeof(*free_ids));
 	req = calloc(sf->depth, sizeof(*req));
@@ -847,14 +902,21 @@ int kvrt_swapfile_sync(struct kvrt_swapfile *sf)
 }
 
 /**
- * kvrt_swapfile_set_staged() - force the staged path (tests, benches)
+ * kvrt_swapfile_force() - force a path (tests, benches)
  * @sf: swap file
- * @staged: 1: every call copies through the registered buffers, as device
- *	pages do; 0: zero-copy where the memory allows (the default)
+ * @flags: KVRT_SWAP_FORCE_STAGED: every call copies through the
+ *	registered buffers, as device pages do; KVRT_SWAP_FORCE_SYNC:
+ *	pwritev()/preadv() as where io_uring is refused; 0: the default
+ *	(zero-copy where the memory allows, io_uring where it is set up)
+ *
+ * Return: 0; -EINVAL for unknown flags.
  */
-void kvrt_swapfile_set_staged(struct kvrt_swapfile *sf, int staged)
+int kvrt_swapfile_force(struct kvrt_swapfile *sf, unsigned int flags)
 {
-	sf->staged = !!staged;
+	if (flags & ~(KVRT_SWAP_FORCE_STAGED | KVRT_SWAP_FORCE_SYNC))
+		return -EINVAL;
+	sf->force = flags;
+	return 0;
 }
 
 /**
@@ -869,6 +931,19 @@ const char *kvrt_swapfile_path(const struct kvrt_swapfile *sf)
 }
 
 /**
+ * kvrt_swapfile_dio_align() - the alignment zero-copy needs of a page
+ * @sf: swap file
+ *
+ * Return: bytes a segment's length must be a multiple of (the file's
+ * O_DIRECT offset alignment, its logical block size; its memory alignment
+ * divides it), 1 without O_DIRECT.
+ */
+uint32_t kvrt_swapfile_dio_align(const struct kvrt_swapfile *sf)
+{
+	return sf->len_align;
+}
+
+/**
  * kvrt_swapfile_engine() - "io_uring" or "pwrite" (the fallback)
  * @sf: swap file
  *
@@ -876,7 +951,8 @@ const char *kvrt_swapfile_path(const struct kvrt_swapfile *sf)
  */
 const char *kvrt_swapfile_engine(const struct kvrt_swapfile *sf)
 {
-	return sf->uring ? "io_uring" : "pwrite";
+	return sf->uring && !(sf->force & KVRT_SWAP_FORCE_SYNC) ? "io_uring" :
+								 "pwrite";
 }
 
 /**

@@ -194,6 +194,10 @@ struct kvrt_swapfile;
 #define KVRT_SWAP_FAULT_SHORT 2	/* the nth chunk write is cut short */
 #define KVRT_SWAP_FAULT_READ 4	/* or'ed in: count chunk reads instead */
 
+/* kvrt_swapfile_force() flags (tests, benches) */
+#define KVRT_SWAP_FORCE_STAGED BIT(0) /* copy through the registered buffers */
+#define KVRT_SWAP_FORCE_SYNC BIT(1)   /* pwritev/preadv, not io_uring */
+
 /* alignment of swap file offsets and lengths (O_DIRECT) */
 #define KVRT_SWAP_ALIGN 4096
 
@@ -211,10 +215,11 @@ int kvrt_swapfile_read_pages(struct kvrt_swapfile *sf, struct kvrt_ctx *ctx,
 			     uint64_t off, const uint64_t *addr, uint64_t n,
 			     uint32_t page_bytes);
 int kvrt_swapfile_sync(struct kvrt_swapfile *sf);
-void kvrt_swapfile_set_staged(struct kvrt_swapfile *sf, int staged);
+int kvrt_swapfile_force(struct kvrt_swapfile *sf, unsigned int flags);
 const char *kvrt_swapfile_path(const struct kvrt_swapfile *sf);
 void kvrt_swapfile_fault(struct kvrt_swapfile *sf, uint64_t nth, int mode);
 const char *kvrt_swapfile_engine(const struct kvrt_swapfile *sf);
 int kvrt_swapfile_direct(const struct kvrt_swapfile *sf);
+uint32_t kvrt_swapfile_dio_align(const struct kvrt_swapfile *sf);
 
 #endif /* KVRT_H */

@@ -14,17 +14,18 @@
  *
  * kva_swap_out() lists every page of one decoding slot in file order (each
  * list's high-tier pages in table order, then its low-tier ones) and hands
- * the addresses to kvrt_swapfile_write_pages(): straight from the pages
- * where the CPU maps them (host backend: io_uring writev, no copy), else
- * gathered chunk by chunk into the registered buffers through the runtime
- * (device pages: one copy); O_DIRECT, several chunks in flight. Only when
- * every chunk has completed in full does it free the slot's pages. A
- * failed or short write returns the error with the slot as it was:
- * nothing is lost, nothing moved.
+ * the addresses to kvrt_swapfile_write_pages(): each chunk gathered into a
+ * registered buffer as it is submitted (one copy, pipelined with the I/O;
+ * through the runtime for device pages), or with KVRT_SWAP_ZEROCOPY on the
+ * file straight from the pages where the CPU maps them and their size
+ * fits the file's O_DIRECT alignment (io_uring writev, no copy); O_DIRECT,
+ * several chunks in flight. Only when every chunk has completed in full
+ * does it free the slot's pages. A failed or short write returns the error
+ * with the slot as it was: nothing is lost, nothing moved.
  *
  * kva_swap_in() admits the slot again for its token counts, trims it to
- * them and reads the file straight into the new pages
- * (kvrt_swapfile_read_pages(); spare pages of the record that the trimmed
+ * them and reads the file into the new pages (kvrt_swapfile_read_pages(),
+ * the same two paths; spare pages of the record that the trimmed
  * lists do not need are read into nothing): the same tokens at the same
  * table positions, new page ids. The pages are committed only on success:
  * a failed read (or trim) frees the slot and puts the free ring back

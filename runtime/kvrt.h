@@ -184,8 +184,8 @@ int kvrt_file_read(int fd, uint64_t off, void *dst, size_t bytes);
 const char *kvrt_file_read_engine(void);
 
 /*
- * swap files: O_DIRECT, several requests in flight; zero-copy from and to
- * host-addressable pages, else staged through registered buffers
+ * swap files: O_DIRECT, several requests in flight; staged through
+ * registered buffers, or zero-copy from and to host-addressable pages
  */
 struct kvrt_swapfile;
 
@@ -194,9 +194,9 @@ struct kvrt_swapfile;
 #define KVRT_SWAP_FAULT_SHORT 2	/* the nth chunk write is cut short */
 #define KVRT_SWAP_FAULT_READ 4	/* or'ed in: count chunk reads instead */
 
-/* kvrt_swapfile_force() flags (tests, benches) */
-#define KVRT_SWAP_FORCE_STAGED BIT(0) /* copy through the registered buffers */
-#define KVRT_SWAP_FORCE_SYNC BIT(1)   /* pwritev/preadv, not io_uring */
+/* kvrt_swapfile_set_flags() flags; 0: staged through registered buffers */
+#define KVRT_SWAP_ZEROCOPY BIT(0) /* from/to the memory itself where it can */
+#define KVRT_SWAP_SYNC BIT(1)	  /* pwritev/preadv, not io_uring (tests) */
 
 /* alignment of swap file offsets and lengths (O_DIRECT) */
 #define KVRT_SWAP_ALIGN 4096
@@ -215,7 +215,7 @@ int kvrt_swapfile_read_pages(struct kvrt_swapfile *sf, struct kvrt_ctx *ctx,
 			     uint64_t off, const uint64_t *addr, uint64_t n,
 			     uint32_t page_bytes);
 int kvrt_swapfile_sync(struct kvrt_swapfile *sf);
-int kvrt_swapfile_force(struct kvrt_swapfile *sf, unsigned int flags);
+int kvrt_swapfile_set_flags(struct kvrt_swapfile *sf, unsigned int flags);
 const char *kvrt_swapfile_path(const struct kvrt_swapfile *sf);
 void kvrt_swapfile_fault(struct kvrt_swapfile *sf, uint64_t nth, int mode);
 const char *kvrt_swapfile_engine(const struct kvrt_swapfile *sf);

@@ -38,15 +38,15 @@ static struct kvrt_swapfile *swap_open(char *path, uint32_t chunk,
 	return sf;
 }
 
-/* the paths the tests force: default, staged, sync, staged and sync */
-static const unsigned int force[] = {
-	0, KVRT_SWAP_FORCE_STAGED, KVRT_SWAP_FORCE_SYNC,
-	KVRT_SWAP_FORCE_STAGED | KVRT_SWAP_FORCE_SYNC,
+/* the paths the tests take: staged, zero-copy, either on pwritev/preadv */
+static const unsigned int flags[] = {
+	0, KVRT_SWAP_ZEROCOPY, KVRT_SWAP_SYNC,
+	KVRT_SWAP_ZEROCOPY | KVRT_SWAP_SYNC,
 };
 
 /*
  * Host buffers round-trip on every path: an aligned buffer goes zero-copy
- * (unless staging is forced), an unaligned one is staged; an error or a
+ * where asked, an unaligned one is staged always; an error or a
  * short transfer that stays short, on a write or a read, fails the call
  * whole, and the file works again after.
  */
@@ -54,7 +54,7 @@ START_TEST(test_swapfile_roundtrip)
 {
 	uint64_t seed = kvtest_seed("swapfile_roundtrip");
 	size_t len = 5 * SZ_1M + 3 * KVRT_SWAP_ALIGN;
-	unsigned int f = force[_i];
+	unsigned int f = flags[_i];
 	unsigned char *src, *dst, *abuf = NULL, *bbuf = NULL;
 	struct kvrt_swapfile *sf;
 	char path[256];
@@ -64,10 +64,10 @@ START_TEST(test_swapfile_roundtrip)
 	ck_assert_int_eq(posix_memalign((void **)&bbuf, KVRT_SWAP_ALIGN,
 					len + KVRT_SWAP_ALIGN), 0);
 	sf = swap_open(path, 256 * 1024, 4);
-	ck_assert_int_eq(kvrt_swapfile_force(sf, f), 0);
-	ck_assert_int_eq(kvrt_swapfile_force(sf, 1U << 7), -EINVAL);
+	ck_assert_int_eq(kvrt_swapfile_set_flags(sf, 1U << 7), -EINVAL);
+	ck_assert_int_eq(kvrt_swapfile_set_flags(sf, f), 0);
 	ck_assert_str_eq(kvrt_swapfile_path(sf), "none");
-	printf("# force %#x: engine %s\n", f, kvrt_swapfile_engine(sf));
+	printf("# flags %#x: engine %s\n", f, kvrt_swapfile_engine(sf));
 	for (int al = 1; al >= 0; al--) {
 		/* aligned, then off by 64 bytes: staged */
 		src = abuf + (al ? 0 : 64);
@@ -77,7 +77,7 @@ START_TEST(test_swapfile_roundtrip)
 		ck_assert_int_eq(kvrt_swapfile_write(sf, KVRT_SWAP_ALIGN, src,
 						     len), 0);
 		ck_assert_str_eq(kvrt_swapfile_path(sf),
-				 al && !(f & KVRT_SWAP_FORCE_STAGED) ?
+				 al && (f & KVRT_SWAP_ZEROCOPY) ?
 					 "zero-copy" : "staged");
 		ck_assert_int_eq(kvrt_swapfile_sync(sf), 0);
 		memset(dst, 0, len);
@@ -239,15 +239,16 @@ static const char *want_path(const struct kva_pool *pool,
 			     const struct kvrt_swapfile *sf, unsigned int f)
 {
 	return pool->page_size % kvrt_swapfile_dio_align(sf) ||
-			       (f & KVRT_SWAP_FORCE_STAGED) ?
+			       !(f & KVRT_SWAP_ZEROCOPY) ?
 		       "staged" :
 		       "zero-copy";
 }
 
 /*
- * A sequence goes out and comes back, on the path @f forces (zero-copy
- * from the pages; staged through the registered buffers, as device pages
- * go; either on pwritev/preadv), with pages of @head_dim: a killed write
+ * A sequence goes out and comes back, on the path @f asks for (staged
+ * through the registered buffers, the default and the path of device
+ * pages; zero-copy from the pages; either on pwritev/preadv), with pages
+ * of @tiers (head_dim 128): a killed write
  * (an error on the 2nd chunk, then one cut short midway) leaves it intact,
  * pages and contents; a confirmed one frees its pages; others reuse and
  * scribble on them; a killed read (an error, then a short read) leaves
@@ -268,8 +269,8 @@ static void swap_sequence(uint64_t seed, const struct kva_tier *tiers,
 
 	open_pool(&ctx, &pool, tiers);
 	sf = swap_open(path, 64 * 1024, 4);
-	ck_assert_int_eq(kvrt_swapfile_force(sf, f), 0);
-	printf("# page %u bytes, O_DIRECT alignment %u, force %#x: %s "
+	ck_assert_int_eq(kvrt_swapfile_set_flags(sf, f), 0);
+	printf("# page %u bytes, O_DIRECT alignment %u, flags %#x: %s "
 	       "expected\n", pool->page_size, kvrt_swapfile_dio_align(sf), f,
 	       want_path(pool, sf, f));
 	ck_assert_int_eq(kva_admit(pool, slots, prompt, 2), 0);
@@ -365,21 +366,21 @@ static void swap_sequence(uint64_t seed, const struct kva_tier *tiers,
 	kvrt_ctx_destroy(ctx);
 }
 
-/* 4 KiB pages: zero-copy on every file unless staging is forced */
+/* 4 KiB pages: zero-copy on every file where asked */
 START_TEST(test_swap_sequence)
 {
 	uint64_t seed = kvtest_seed("swap_sequence");
 
-	swap_sequence(seed, tiers_4096, force[_i]);
+	swap_sequence(seed, tiers_4096, flags[_i]);
 }
 END_TEST
 
-/* 7680-byte pages (15 x 512): zero-copy where the file allows 512 */
+/* 7680-byte pages (15 x 512): zero-copy where asked and the file allows */
 START_TEST(test_swap_sequence_7680)
 {
 	uint64_t seed = kvtest_seed("swap_sequence_7680");
 
-	swap_sequence(seed, tiers_7680, force[_i]);
+	swap_sequence(seed, tiers_7680, flags[_i]);
 }
 END_TEST
 
@@ -388,7 +389,7 @@ START_TEST(test_swap_sequence_unaligned)
 {
 	uint64_t seed = kvtest_seed("swap_sequence_unaligned");
 
-	swap_sequence(seed, tiers_6784, force[_i]);
+	swap_sequence(seed, tiers_6784, flags[_i]);
 }
 END_TEST
 

@@ -1,15 +1,16 @@
 // SPDX-License-Identifier: MIT
 /*
  * bench_swap.c - `kvmm bench swap`: one sequence's KV pages to a swap file
- * and back (kva_swap_out() / kva_swap_in(): io_uring, O_DIRECT, zero-copy
- * or through registered buffers), in GB/s beside the file system's raw rate measured in the
- * same run on the same file (one thread, O_DIRECT pwrite/pread of 4 MiB
- * blocks, fdatasync after the writes) and beside the swap file's own
- * engine on one aligned buffer (the same chunks and depth). Llama-3-8B lists (32 layers x 8
- * kv-heads, head_dim 128, fp16 or int8 pages) on the host backend; the
- * path the pages take (zero-copy where the page size is a multiple of the
- * file's O_DIRECT alignment) and the staged path beside it, each round
- * trip checked byte for byte.
+ * and back (kva_swap_out() / kva_swap_in(): io_uring, O_DIRECT), in GB/s
+ * beside the file system's raw rate measured in the same run on the same
+ * file (one thread, O_DIRECT pwrite/pread of 4 MiB blocks, fdatasync after
+ * the writes) and beside the swap file's own engine on one aligned buffer
+ * (the same chunks and depth, no copy). Llama-3-8B lists (32 layers x 8
+ * kv-heads, head_dim 128, fp16 or int8 pages) on the host backend, in the
+ * runs one admission gives or scattered over the pool; each round trip
+ * twice, staged through the registered buffers (the default) and
+ * zero-copy (where the page size is a multiple of the file's O_DIRECT
+ * alignment, else staged again), checked byte for byte.
  */
 #include <fcntl.h>
 #include <getopt.h>
@@ -65,6 +66,43 @@ static int raw_rate(const char *path, uint64_t bytes, double *wr_gbs,
 	free(buf);
 	close(fd);
 	return ret;
+}
+
+/*
+ * Deal slot 0's pages out anew over its table entries (a fixed shuffle):
+ * a list's pages then lie scattered over the pool, as after many decode
+ * steps, instead of in the runs one admission gives.
+ */
+static void pages_scatter(struct kva_pool *pool)
+{
+	uint64_t n = 0, seed = 0x9e3779b97f4a7c15ULL;
+	uint32_t lps = pool->lists_per_slot;
+
+	for (uint32_t l = 0; l < lps; l++)
+		n += pool->npages[2 * l];
+	for (uint64_t i = n - 1; n && i > 0; i--) {
+		uint32_t li, ei, lj, ej, t;
+		uint64_t j;
+
+		seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+		j = (seed >> 33) % (i + 1);
+		/* entry i and entry j: lists are equally long here */
+		li = (uint32_t)(i / pool->npages[0]);
+		ei = (uint32_t)(i % pool->npages[0]);
+		lj = (uint32_t)(j / pool->npages[0]);
+		ej = (uint32_t)(j % pool->npages[0]);
+		t = pool->table[(size_t)li * pool->width + ei];
+		pool->table[(size_t)li * pool->width + ei] =
+			pool->table[(size_t)lj * pool->width + ej];
+		pool->table[(size_t)lj * pool->width + ej] = t;
+	}
+	for (uint32_t l = 0; l < lps; l++)
+		for (uint32_t e = 0; e < pool->npages[2 * l]; e++) {
+			uint32_t p = pool->table[(size_t)l * pool->width + e];
+
+			pool->page_list[p] = l;
+			pool->page_pos[p] = e;
+		}
 }
 
 /* fill (or check) every page of slot 0: page e of list l holds l + e */
@@ -151,7 +189,7 @@ static int round_trip(struct kva_pool *pool, struct kvrt_swapfile *sf,
 }
 
 static int swap_run(const char *dir, uint32_t mib, uint32_t chunk_kib,
-		    uint32_t depth, int int8, int json)
+		    uint32_t depth, int int8, int scatter, int json)
 {
 	struct kvrt_ctx_opts co = { .backend = KVRT_BACKEND_HOST,
 				    .host_mem_bytes = 1ULL << 40 };
@@ -214,7 +252,11 @@ static int swap_run(const char *dir, uint32_t mib, uint32_t chunk_kib,
 		ret = kva_trim(pool, &slot, 1, hi, lo);
 	if (ret)
 		goto out_pool;
-	ret = pages_tag(pool, 0);
+	if (scatter)
+		pages_scatter(pool);
+	ret = kva_check(pool, NULL, 0);
+	if (!ret)
+		ret = pages_tag(pool, 0);
 	if (ret)
 		goto out_pool;
 	bytes = kva_swap_bytes(pool, 0);
@@ -241,7 +283,8 @@ static int swap_run(const char *dir, uint32_t mib, uint32_t chunk_kib,
 		goto out_sf;
 	if (json) {
 		printf("{\"bench\":\"swap\",\"dir\":\"%s\",\"bytes\":%llu,"
-		       "\"kv\":\"%s\",\"page_bytes\":%u,\"dio_align\":%u,"
+		       "\"kv\":\"%s\",\"scatter\":%d,\"page_bytes\":%u,"
+		       "\"dio_align\":%u,"
 		       "\"engine\":\"%s\",\"direct\":%d,\"chunk_kib\":%u,"
 		       "\"depth\":%u,\"path\":\"%s\",\"write_gbs\":%.3f,"
 		       "\"read_gbs\":%.3f,\"zc_path\":\"%s\","
@@ -249,18 +292,18 @@ static int swap_run(const char *dir, uint32_t mib, uint32_t chunk_kib,
 		       "\"raw_write_gbs\":%.3f,\"raw_read_gbs\":%.3f,"
 		       "\"ring_write_gbs\":%.3f,\"ring_read_gbs\":%.3f}\n",
 		       dir, (unsigned long long)bytes, int8 ? "int8" : "fp16",
-		       pool->page_size, kvrt_swapfile_dio_align(sf),
+		       scatter, pool->page_size, kvrt_swapfile_dio_align(sf),
 		       kvrt_swapfile_engine(sf), kvrt_swapfile_direct(sf),
 		       chunk_kib, depth, path_run, sw, sr, path_zc, zw, zr, rw,
 		       rr, qw, qr);
 		goto out_sf;
 	}
 	printf("kvmm bench swap: %.1f MiB (one sequence, 32 layers x 8 "
-	       "kv-heads, %s pages of %u bytes) in %s\nengine %s%s "
+	       "kv-heads, %s pages of %u bytes%s) in %s\nengine %s%s "
 	       "(alignment %u), %u KiB chunks, %u in flight\n"
 	       "zero-copy: %s\n\n",
 	       bytes / (double)SZ_1M, int8 ? "int8" : "fp16", pool->page_size,
-	       dir, kvrt_swapfile_engine(sf),
+	       scatter ? ", scattered" : ", in admission runs", dir, kvrt_swapfile_engine(sf),
 	       kvrt_swapfile_direct(sf) ? " + O_DIRECT" :
 					  " (buffered: no O_DIRECT)",
 	       kvrt_swapfile_dio_align(sf), chunk_kib, depth,
@@ -309,13 +352,14 @@ int cmd_bench_swap(int argc, char **argv)
 		{ "chunk-kib", required_argument, NULL, 'c' },
 		{ "depth", required_argument, NULL, 'q' },
 		{ "kv", required_argument, NULL, 'k' },
+		{ "scatter", no_argument, NULL, 's' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
 	uint64_t mib = 256, chunk = 1024, depth = 8;
-	int json = 0, int8 = 0, c, ret;
+	int json = 0, int8 = 0, scatter = 0, c, ret;
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -348,23 +392,29 @@ int cmd_bench_swap(int argc, char **argv)
 				ret = -EINVAL;
 			}
 			break;
+		case 's':
+			scatter = 1;
+			break;
 		case 'j':
 			json = 1;
 			break;
 		case 'h':
 			printf("usage: kvmm bench swap [--dir PATH] [--mib N] "
 			       "[--chunk-kib K] [--depth D] [--kv fp16|int8] "
-			       "[--json]\n"
+			       "[--scatter] [--json]\n"
 			       "  one sequence of N MiB (default 256) of fp16 "
 			       "(default) or int8 pages to a file in PATH\n"
-			       "  ($TMPDIR or /tmp) and back, on the path the "
-			       "pages take and staged, beside the raw\n"
-			       "  O_DIRECT rate of the same file\n");
+			       "  ($TMPDIR or /tmp) and back, staged (the "
+			       "default) and zero-copy, beside the raw\n"
+			       "  O_DIRECT rate of the same file; --scatter "
+			       "deals the pages out over the pool\n"
+			       "  (as after many decode steps) instead of the "
+			       "runs one admission gives\n");
 			return 0;
 		default:
 			fprintf(stderr, "usage: kvmm bench swap [--dir PATH] "
 				"[--mib N] [--chunk-kib K] [--depth D] "
-				"[--kv fp16|int8] [--json]\n");
+				"[--kv fp16|int8] [--scatter] [--json]\n");
 			return 2;
 		}
 		if (ret)
@@ -376,7 +426,7 @@ int cmd_bench_swap(int argc, char **argv)
 		return 2;
 	}
 	ret = swap_run(dir, (uint32_t)mib, (uint32_t)chunk, (uint32_t)depth,
-		       int8, json);
+		       int8, scatter, json);
 	if (ret)
 		fprintf(stderr, "kvmm bench swap: %s\n", strerror(-ret));
 	return ret ? 1 : 0;

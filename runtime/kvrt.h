@@ -176,16 +176,27 @@ int kvrt_memcpy_to(struct kvrt_ctx *ctx, uint64_t dst, const void *src,
 int kvrt_memcpy_from(struct kvrt_ctx *ctx, void *dst, uint64_t src,
 		     size_t bytes);
 
+/* the CPU's pointer to a mapped address, or NULL (io.c) */
+void *kvrt_host_ptr(struct kvrt_ctx *ctx, uint64_t addr);
+
 /* file I/O into host memory: io_uring, pread where io_uring is refused */
 int kvrt_file_read(int fd, uint64_t off, void *dst, size_t bytes);
 const char *kvrt_file_read_engine(void);
 
-/* swap files: O_DIRECT, registered buffers, several requests in flight */
+/*
+ * swap files: O_DIRECT, several requests in flight; staged through
+ * registered buffers, or zero-copy from and to host-addressable pages
+ */
 struct kvrt_swapfile;
 
 /* kvrt_swapfile_fault() modes */
 #define KVRT_SWAP_FAULT_EIO 1	/* the nth chunk write completes with -EIO */
 #define KVRT_SWAP_FAULT_SHORT 2	/* the nth chunk write is cut short */
+#define KVRT_SWAP_FAULT_READ 4	/* or'ed in: count chunk reads instead */
+
+/* kvrt_swapfile_set_flags() flags; 0: staged through registered buffers */
+#define KVRT_SWAP_ZEROCOPY BIT(0) /* from/to the memory itself where it can */
+#define KVRT_SWAP_SYNC BIT(1)	  /* pwritev/preadv, not io_uring (tests) */
 
 /* alignment of swap file offsets and lengths (O_DIRECT) */
 #define KVRT_SWAP_ALIGN 4096
@@ -197,9 +208,18 @@ int kvrt_swapfile_write(struct kvrt_swapfile *sf, uint64_t off,
 			const void *src, size_t bytes);
 int kvrt_swapfile_read(struct kvrt_swapfile *sf, uint64_t off, void *dst,
 		       size_t bytes);
+int kvrt_swapfile_write_pages(struct kvrt_swapfile *sf, struct kvrt_ctx *ctx,
+			      uint64_t off, const uint64_t *addr, uint64_t n,
+			      uint32_t page_bytes);
+int kvrt_swapfile_read_pages(struct kvrt_swapfile *sf, struct kvrt_ctx *ctx,
+			     uint64_t off, const uint64_t *addr, uint64_t n,
+			     uint32_t page_bytes);
 int kvrt_swapfile_sync(struct kvrt_swapfile *sf);
+int kvrt_swapfile_set_flags(struct kvrt_swapfile *sf, unsigned int flags);
+const char *kvrt_swapfile_path(const struct kvrt_swapfile *sf);
 void kvrt_swapfile_fault(struct kvrt_swapfile *sf, uint64_t nth, int mode);
 const char *kvrt_swapfile_engine(const struct kvrt_swapfile *sf);
 int kvrt_swapfile_direct(const struct kvrt_swapfile *sf);
+uint32_t kvrt_swapfile_dio_align(const struct kvrt_swapfile *sf);
 
 #endif /* KVRT_H */

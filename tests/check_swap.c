@@ -38,49 +38,103 @@ static struct kvrt_swapfile *swap_open(char *path, uint32_t chunk,
 	return sf;
 }
 
+/* the paths the tests take: staged, zero-copy, either on pwritev/preadv */
+static const unsigned int flags[] = {
+	0, KVRT_SWAP_ZEROCOPY, KVRT_SWAP_SYNC,
+	KVRT_SWAP_ZEROCOPY | KVRT_SWAP_SYNC,
+};
+
+/*
+ * Host buffers round-trip on every path: an aligned buffer goes zero-copy
+ * where asked, an unaligned one is staged always; an error or a
+ * short transfer that stays short, on a write or a read, fails the call
+ * whole, and the file works again after.
+ */
 START_TEST(test_swapfile_roundtrip)
 {
 	uint64_t seed = kvtest_seed("swapfile_roundtrip");
 	size_t len = 5 * SZ_1M + 3 * KVRT_SWAP_ALIGN;
-	unsigned char *src = malloc(len), *dst = malloc(len);
+	unsigned int f = flags[_i];
+	unsigned char *src, *dst, *abuf = NULL, *bbuf = NULL;
 	struct kvrt_swapfile *sf;
 	char path[256];
 
+	ck_assert_int_eq(posix_memalign((void **)&abuf, KVRT_SWAP_ALIGN,
+					len + KVRT_SWAP_ALIGN), 0);
+	ck_assert_int_eq(posix_memalign((void **)&bbuf, KVRT_SWAP_ALIGN,
+					len + KVRT_SWAP_ALIGN), 0);
 	sf = swap_open(path, 256 * 1024, 4);
-	for (size_t i = 0; i < len; i++)
-		src[i] = kvtest_rand(&seed) >> 56;
-	ck_assert_int_eq(kvrt_swapfile_write(sf, KVRT_SWAP_ALIGN, src, len), 0);
-	ck_assert_int_eq(kvrt_swapfile_sync(sf), 0);
-	memset(dst, 0, len);
-	ck_assert_int_eq(kvrt_swapfile_read(sf, KVRT_SWAP_ALIGN, dst, len), 0);
-	ck_assert_int_eq(memcmp(src, dst, len), 0);
-	/* unaligned offset or length */
-	ck_assert_int_eq(kvrt_swapfile_write(sf, 1, src, KVRT_SWAP_ALIGN),
-			 -EINVAL);
-	ck_assert_int_eq(kvrt_swapfile_write(sf, 0, src, 100), -EINVAL);
-	/* an error, then a short write that stays short: both fail whole */
-	kvrt_swapfile_fault(sf, 3, KVRT_SWAP_FAULT_EIO);
-	ck_assert_int_eq(kvrt_swapfile_write(sf, 0, src, len), -EIO);
-	kvrt_swapfile_fault(sf, 2, KVRT_SWAP_FAULT_SHORT);
-	ck_assert_int_eq(kvrt_swapfile_write(sf, 0, src, len), -EIO);
-	kvrt_swapfile_fault(sf, 0, 0);
-	/* and it works again */
-	ck_assert_int_eq(kvrt_swapfile_write(sf, 0, src, len), 0);
-	ck_assert_int_eq(kvrt_swapfile_read(sf, 0, dst, len), 0);
-	ck_assert_int_eq(memcmp(src, dst, len), 0);
-	/* past the end */
-	ck_assert_int_ne(kvrt_swapfile_read(sf, 64 * SZ_1M, dst,
-					    KVRT_SWAP_ALIGN), 0);
+	ck_assert_int_eq(kvrt_swapfile_set_flags(sf, 1U << 7), -EINVAL);
+	ck_assert_int_eq(kvrt_swapfile_set_flags(sf, f), 0);
+	ck_assert_str_eq(kvrt_swapfile_path(sf), "none");
+	printf("# flags %#x: engine %s\n", f, kvrt_swapfile_engine(sf));
+	for (int al = 1; al >= 0; al--) {
+		/* aligned, then off by 64 bytes: staged */
+		src = abuf + (al ? 0 : 64);
+		dst = bbuf + (al ? 0 : 64);
+		for (size_t i = 0; i < len; i++)
+			src[i] = kvtest_rand(&seed) >> 56;
+		ck_assert_int_eq(kvrt_swapfile_write(sf, KVRT_SWAP_ALIGN, src,
+						     len), 0);
+		ck_assert_str_eq(kvrt_swapfile_path(sf),
+				 al && (f & KVRT_SWAP_ZEROCOPY) ?
+					 "zero-copy" : "staged");
+		ck_assert_int_eq(kvrt_swapfile_sync(sf), 0);
+		memset(dst, 0, len);
+		ck_assert_int_eq(kvrt_swapfile_read(sf, KVRT_SWAP_ALIGN, dst,
+						    len), 0);
+		ck_assert_int_eq(memcmp(src, dst, len), 0);
+		/* unaligned offset or length */
+		ck_assert_int_eq(kvrt_swapfile_write(sf, 1, src,
+						     KVRT_SWAP_ALIGN),
+				 -EINVAL);
+		ck_assert_int_eq(kvrt_swapfile_write(sf, 0, src, 100),
+				 -EINVAL);
+		/* an error, then a short write that stays short: both fail */
+		kvrt_swapfile_fault(sf, 3, KVRT_SWAP_FAULT_EIO);
+		ck_assert_int_eq(kvrt_swapfile_write(sf, 0, src, len), -EIO);
+		kvrt_swapfile_fault(sf, 2, KVRT_SWAP_FAULT_SHORT);
+		ck_assert_int_eq(kvrt_swapfile_write(sf, 0, src, len), -EIO);
+		kvrt_swapfile_fault(sf, 0, 0);
+		/* and it works again */
+		ck_assert_int_eq(kvrt_swapfile_write(sf, 0, src, len), 0);
+		/* reads fail the same way; a write fault does not count them */
+		kvrt_swapfile_fault(sf, 1, KVRT_SWAP_FAULT_EIO);
+		ck_assert_int_eq(kvrt_swapfile_read(sf, 0, dst, len), 0);
+		kvrt_swapfile_fault(sf, 4,
+				    KVRT_SWAP_FAULT_EIO | KVRT_SWAP_FAULT_READ);
+		ck_assert_int_eq(kvrt_swapfile_read(sf, 0, dst, len), -EIO);
+		kvrt_swapfile_fault(sf, 2,
+				    KVRT_SWAP_FAULT_SHORT | KVRT_SWAP_FAULT_READ);
+		ck_assert_int_eq(kvrt_swapfile_read(sf, 0, dst, len),
+				 -ENODATA);
+		kvrt_swapfile_fault(sf, 0, 0);
+		memset(dst, 0, len);
+		ck_assert_int_eq(kvrt_swapfile_read(sf, 0, dst, len), 0);
+		ck_assert_int_eq(memcmp(src, dst, len), 0);
+		/* past the end */
+		ck_assert_int_ne(kvrt_swapfile_read(sf, 64 * SZ_1M, dst,
+						    KVRT_SWAP_ALIGN), 0);
+	}
 	kvrt_swapfile_close(sf);
-	free(src);
-	free(dst);
+	free(abuf);
+	free(bbuf);
 }
 END_TEST
 
-/* DiffKV tiers, so that lists have low-tier pages at their right end */
-static const struct kva_tier tiers[] = { { 8, 4, 1, 2 }, { 4, 2, 1, 1 } };
+/*
+ * DiffKV tiers, so that lists have low-tier pages at their right end; page
+ * sizes (head_dim 128): 6784 bytes, no 512 multiple: staged where
+ * O_DIRECT is; 4096: zero-copy on any file; 7680: zero-copy where the
+ * file's O_DIRECT alignment is at most 512 bytes
+ */
+static const struct kva_tier tiers_6784[] = { { 8, 4, 1, 2 }, { 4, 2, 1, 1 } };
+static const struct kva_tier tiers_4096[] = { { 16, 8, 1, 1 },
+					      { 16, 4, 1, 1 } };
+static const struct kva_tier tiers_7680[] = { { 8, 8, 1, 1 }, { 4, 4, 1, 1 } };
 
-static void open_pool(struct kvrt_ctx **ctx, struct kva_pool **pool)
+static void open_pool(struct kvrt_ctx **ctx, struct kva_pool **pool,
+		      const struct kva_tier *tiers)
 {
 	struct kvrt_ctx_opts o = { .backend = KVRT_BACKEND_HOST,
 				   .host_mem_bytes = 64 * G };
@@ -97,7 +151,7 @@ static void open_pool(struct kvrt_ctx **ctx, struct kva_pool **pool)
 		.wmark_high = 1,
 	};
 
-	memcpy(p.tiers, tiers, sizeof(tiers));
+	memcpy(p.tiers, tiers, 2 * sizeof(*tiers));
 	ck_assert_int_eq(kvrt_ctx_create(&o, ctx), 0);
 	p.ctx = *ctx;
 	ck_assert_int_eq(kva_pool_create(&p, pool), 0);
@@ -145,16 +199,15 @@ static void tags(struct kva_pool *pool, uint32_t slot, int check)
 							       1000 + k -
 								       pool->npages[2 * l],
 						    i);
-				else
-					ck_assert_msg(
-						w[i] == word(j,
-							     k < pool->npages[2 * l] ?
-								     k :
-								     1000 + k -
-									     pool->npages[2 * l],
-							     i),
-						"slot %u list %u page %u word "
-						"%u", slot, j, k, i);
+				else if (w[i] != word(j,
+						      k < pool->npages[2 * l] ?
+							      k :
+							      1000 + k -
+								      pool->npages[2 * l],
+						      i))
+					/* (one assertion per word is slow) */
+					ck_abort_msg("slot %u list %u page %u "
+						     "word %u", slot, j, k, i);
 			}
 		}
 	}
@@ -181,15 +234,30 @@ static uint64_t state(const struct kva_pool *pool)
 	return h;
 }
 
-/*
- * A sequence goes out and comes back: a killed write (an error on the
- * 2nd chunk, then one cut short midway) leaves it intact, pages and
- * contents; a confirmed one frees its pages; others reuse and scribble
- * on them; swap-in restores every token-holding page's contents.
- */
-START_TEST(test_swap_sequence)
+/* which path a pool's pages take under @f */
+static const char *want_path(const struct kva_pool *pool,
+			     const struct kvrt_swapfile *sf, unsigned int f)
 {
-	uint64_t seed = kvtest_seed("swap_sequence");
+	return pool->page_size % kvrt_swapfile_dio_align(sf) ||
+			       !(f & KVRT_SWAP_ZEROCOPY) ?
+		       "staged" :
+		       "zero-copy";
+}
+
+/*
+ * A sequence goes out and comes back, on the path @f asks for (staged
+ * through the registered buffers, the default and the path of device
+ * pages; zero-copy from the pages; either on pwritev/preadv), with pages
+ * of @tiers (head_dim 128): a killed write
+ * (an error on the 2nd chunk, then one cut short midway) leaves it intact,
+ * pages and contents; a confirmed one frees its pages; others reuse and
+ * scribble on them; a killed read (an error, then a short read) leaves
+ * the pool's arrays exactly as they were; swap-in restores every
+ * token-holding page's contents.
+ */
+static void swap_sequence(uint64_t seed, const struct kva_tier *tiers,
+			  unsigned int f)
+{
 	struct kvrt_ctx *ctx;
 	struct kva_pool *pool;
 	struct kvrt_swapfile *sf;
@@ -199,8 +267,12 @@ START_TEST(test_swap_sequence)
 	uint64_t before, used_before;
 	char path[256];
 
-	open_pool(&ctx, &pool);
+	open_pool(&ctx, &pool, tiers);
 	sf = swap_open(path, 64 * 1024, 4);
+	ck_assert_int_eq(kvrt_swapfile_set_flags(sf, f), 0);
+	printf("# page %u bytes, O_DIRECT alignment %u, flags %#x: %s "
+	       "expected\n", pool->page_size, kvrt_swapfile_dio_align(sf), f,
+	       want_path(pool, sf, f));
 	ck_assert_int_eq(kva_admit(pool, slots, prompt, 2), 0);
 	for (uint32_t k = 0; k < 16; k++) {
 		uint32_t p = prompt[k / 8], l = kvtest_rand(&seed) % (p + 1);
@@ -219,6 +291,7 @@ START_TEST(test_swap_sequence)
 	before = state(pool);
 	kvrt_swapfile_fault(sf, 2, KVRT_SWAP_FAULT_EIO);
 	ck_assert_int_eq(kva_swap_out(pool, sf, 1, 0, &rec), -EIO);
+	ck_assert_str_eq(kvrt_swapfile_path(sf), want_path(pool, sf, f));
 	ck_assert_uint_eq(state(pool), before);
 	tags(pool, 1, 1);
 	kvrt_swapfile_fault(sf, 3, KVRT_SWAP_FAULT_SHORT);
@@ -236,6 +309,7 @@ START_TEST(test_swap_sequence)
 	/* confirmed: the pages go */
 	used_before = pool->nr_used;
 	ck_assert_int_eq(kva_swap_out(pool, sf, 1, KVRT_SWAP_ALIGN, &rec), 0);
+	ck_assert_str_eq(kvrt_swapfile_path(sf), want_path(pool, sf, f));
 	ck_assert_int_eq(pool->slot_state[1], KVA_SLOT_FREE);
 	ck_assert_uint_lt(pool->nr_used, used_before);
 	CHECK_POOL(pool);
@@ -248,8 +322,28 @@ START_TEST(test_swap_sequence)
 				       pool,
 				       pool->table[(size_t)l * pool->width + e]),
 			       0xee, pool->page_size);
+	/* a read killed midway, then one cut short: the arrays as before */
+	before = state(pool);
+	kvrt_swapfile_fault(sf, 2, KVRT_SWAP_FAULT_EIO | KVRT_SWAP_FAULT_READ);
+	ck_assert_int_eq(kva_swap_in(pool, sf, 1, &rec), -EIO);
+	ck_assert_uint_eq(state(pool), before);
+	CHECK_POOL(pool);
+	kvrt_swapfile_fault(sf, 3,
+			    KVRT_SWAP_FAULT_SHORT | KVRT_SWAP_FAULT_READ);
+	ck_assert_int_eq(kva_swap_in(pool, sf, 1, &rec), -ENODATA);
+	kvrt_swapfile_fault(sf, 0, 0);
+	ck_assert_uint_eq(state(pool), before);
+	ck_assert_int_eq(pool->slot_state[1], KVA_SLOT_FREE);
+	CHECK_POOL(pool);
+	tags(pool, 0, 1);
+	/* a record of another shape */
+	rec.bytes += KVRT_SWAP_ALIGN;
+	ck_assert_int_eq(kva_swap_in(pool, sf, 1, &rec), -EINVAL);
+	rec.bytes -= KVRT_SWAP_ALIGN;
+	ck_assert_uint_eq(state(pool), before);
 	/* back into its slot: same counts, same contents */
-	ck_assert_int_eq(kva_swap_in(pool, sf, 1, &rec) , 0);
+	ck_assert_int_eq(kva_swap_in(pool, sf, 1, &rec), 0);
+	ck_assert_str_eq(kvrt_swapfile_path(sf), want_path(pool, sf, f));
 	CHECK_POOL(pool);
 	tags(pool, 1, 1);
 	tags(pool, 0, 1);
@@ -271,6 +365,32 @@ START_TEST(test_swap_sequence)
 	ck_assert_int_eq(kva_pool_destroy(pool), 0);
 	kvrt_ctx_destroy(ctx);
 }
+
+/* 4 KiB pages: zero-copy on every file where asked */
+START_TEST(test_swap_sequence)
+{
+	uint64_t seed = kvtest_seed("swap_sequence");
+
+	swap_sequence(seed, tiers_4096, flags[_i]);
+}
+END_TEST
+
+/* 7680-byte pages (15 x 512): zero-copy where asked and the file allows */
+START_TEST(test_swap_sequence_7680)
+{
+	uint64_t seed = kvtest_seed("swap_sequence_7680");
+
+	swap_sequence(seed, tiers_7680, flags[_i]);
+}
+END_TEST
+
+/* 6784-byte pages: no O_DIRECT alignment fits, zero-copy refused */
+START_TEST(test_swap_sequence_unaligned)
+{
+	uint64_t seed = kvtest_seed("swap_sequence_unaligned");
+
+	swap_sequence(seed, tiers_6784, flags[_i]);
+}
 END_TEST
 
 Suite *suite_swap(void)
@@ -279,8 +399,10 @@ Suite *suite_swap(void)
 	TCase *tc = tcase_create("file");
 
 	tcase_set_timeout(tc, 60);
-	KV_ADD(tc, test_swapfile_roundtrip);
-	KV_ADD(tc, test_swap_sequence);
+	KV_ADD_LOOP(tc, test_swapfile_roundtrip, 0, 4);
+	KV_ADD_LOOP(tc, test_swap_sequence, 0, 4);
+	KV_ADD_LOOP(tc, test_swap_sequence_7680, 0, 2);
+	KV_ADD_LOOP(tc, test_swap_sequence_unaligned, 0, 2);
 	suite_add_tcase(s, tc);
 	return s;
 }

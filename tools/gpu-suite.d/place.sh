@@ -7,14 +7,16 @@
 # the KV, every policy) at 16K and at 8K, with --check (the attention over
 # the two-tier space against the CPU reference). One run, JSON; the table
 # is rendered from it (bench-place.txt), and the issue's criterion at 16K,
-# 50% HBM is the first row. PLACE_CTX overrides the contexts.
+# 50% HBM is the first row. PLACE_CTX overrides the contexts; PLACE_ARGS
+# adds flags (e.g. "--plan-at end --host-copy off", the earlier mechanism).
 
 PLACE_CTX=${PLACE_CTX:-16384,8192}
 PLACE_THREADS=${PLACE_THREADS:-$(n=$(nproc); echo $((n > 64 ? 64 : n)))}
-say "== kvmm bench place --backend cuda --batch 16 --ctx $PLACE_CTX --hbm 1,0.5,0.25 --threads $PLACE_THREADS --check --json"
+say "== kvmm bench place --backend cuda --batch 16 --ctx $PLACE_CTX --hbm 1,0.5,0.25 --threads $PLACE_THREADS --check --json ${PLACE_ARGS:-}"
+# shellcheck disable=SC2086
 "$B/kvmm" bench place --backend cuda --batch 16 --ctx "$PLACE_CTX" \
 	--hbm 1,0.5,0.25 --threads "$PLACE_THREADS" --check --json \
-	>"$OUT/bench-place.json" 2>>"$log"
+	${PLACE_ARGS:-} >"$OUT/bench-place.json" 2>>"$log"
 place_rc=$?
 if [ -s "$OUT/bench-place.json" ]; then
 	python3 - "$OUT/bench-place.json" >"$OUT/bench-place.txt" <<'EOF'

@@ -209,6 +209,23 @@ static int shadow_ready(struct kva_pool *pool)
 	return 0;
 }
 
+/*
+ * HBM page @p's clean copy, if it has one, back to the free ring at its
+ * tail (after the HBM pages, as the ring keeps them)
+ */
+static void shadow_free(struct kva_pool *pool, uint32_t p)
+{
+	uint32_t h = p < pool->shadow_ids ? pool->shadow[p] : KVA_PAGE_NONE;
+
+	if (h == KVA_PAGE_NONE)
+		return;
+	pool->shadow[p] = KVA_PAGE_NONE;
+	pool->page_list[h] = KVA_OWNER_FREE;
+	pool->page_pos[h] = KVA_PAGE_NONE;
+	pool->ring[pool->tail++ % pool->nr_page_ids] = h;
+	pool->nr_shadow--;
+}
+
 /**
  * kva_shadow_drop() - give every clean host copy back to the free ring
  * @pool: pool
@@ -221,21 +238,10 @@ static int shadow_ready(struct kva_pool *pool)
  */
 void kva_shadow_drop(struct kva_pool *pool)
 {
-	uint32_t cap = pool->nr_page_ids;
-
 	if (!pool->nr_shadow)
 		return;
-	for (uint32_t p = 0; p < pool->shadow_ids; p++) {
-		uint32_t h = pool->shadow[p];
-
-		if (h == KVA_PAGE_NONE)
-			continue;
-		pool->shadow[p] = KVA_PAGE_NONE;
-		pool->page_list[h] = KVA_OWNER_FREE;
-		pool->page_pos[h] = KVA_PAGE_NONE;
-		pool->ring[pool->tail++ % cap] = h;
-	}
-	pool->nr_shadow = 0;
+	for (uint32_t p = 0; p < pool->shadow_ids; p++)
+		shadow_free(pool, p);
 	ring_rebuild(pool, NULL, 0);
 }
 
@@ -246,28 +252,14 @@ void kva_shadow_drop(struct kva_pool *pool)
  * @from: first high-tier entry whose copy goes (its page is no longer
  *	full, or is about to change)
  *
- * The host pages go back to the free ring, at its tail (after the HBM
- * pages, as the ring keeps them).
+ * The host pages go back to the free ring (shadow_free()).
  */
 void kva_shadow_drop_list(struct kva_pool *pool, uint32_t list, uint32_t from)
 {
-	uint32_t cap = pool->nr_page_ids;
-
 	if (!pool->nr_shadow || list >= pool->nr_lists)
 		return;
-	for (uint32_t e = from; e < pool->npages[2 * list + KVA_HI]; e++) {
-		uint32_t p = pool->table[(size_t)list * pool->width + e];
-		uint32_t h = p < pool->shadow_ids ? pool->shadow[p]
-						  : KVA_PAGE_NONE;
-
-		if (h == KVA_PAGE_NONE)
-			continue;
-		pool->shadow[p] = KVA_PAGE_NONE;
-		pool->page_list[h] = KVA_OWNER_FREE;
-		pool->page_pos[h] = KVA_PAGE_NONE;
-		pool->ring[pool->tail++ % cap] = h;
-		pool->nr_shadow--;
-	}
+	for (uint32_t e = from; e < pool->npages[2 * list + KVA_HI]; e++)
+		shadow_free(pool, pool->table[(size_t)list * pool->width + e]);
 }
 
 /**

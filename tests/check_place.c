@@ -160,6 +160,16 @@ static uint32_t owned_of(const struct kva_pool *pool, uint32_t mem,
 	return n;
 }
 
+/* a random order of @a[0, n) */
+static void shuffle(uint32_t *a, uint32_t n, uint64_t *seed)
+{
+	for (uint32_t i = n; i > 1; i--) {
+		uint32_t j = kvtest_rand(seed) % i, x = a[i - 1];
+
+		a[i - 1] = a[j], a[j] = x;
+	}
+}
+
 START_TEST(test_tiers_grow)
 {
 	struct tiered t;
@@ -303,16 +313,8 @@ START_TEST(test_migrate_random)
 		nb = owned_of(pool, KVA_MEM_HBM, hbm);
 		ck_assert_uint_gt(nh, 0);
 		/* shuffle, take a random prefix of each */
-		for (uint32_t i = nh; i > 1; i--) {
-			uint32_t j = kvtest_rand(&seed) % i, x = host[i - 1];
-
-			host[i - 1] = host[j], host[j] = x;
-		}
-		for (uint32_t i = nb; i > 1; i--) {
-			uint32_t j = kvtest_rand(&seed) % i, x = hbm[i - 1];
-
-			hbm[i - 1] = hbm[j], hbm[j] = x;
-		}
+		shuffle(host, nh, &seed);
+		shuffle(hbm, nb, &seed);
 		np = kvtest_rand(&seed) % 9;
 		nd = kvtest_rand(&seed) % 9;
 		np = np < nh ? np : nh;
@@ -552,16 +554,8 @@ START_TEST(test_migrate_clean_copies)
 
 		nh = owned_of(pool, KVA_MEM_HOST, host);
 		nb = owned_of(pool, KVA_MEM_HBM, hbm);
-		for (uint32_t i = nh; i > 1; i--) {
-			uint32_t j = kvtest_rand(&seed) % i, x = host[i - 1];
-
-			host[i - 1] = host[j], host[j] = x;
-		}
-		for (uint32_t i = nb; i > 1; i--) {
-			uint32_t j = kvtest_rand(&seed) % i, x = hbm[i - 1];
-
-			hbm[i - 1] = hbm[j], hbm[j] = x;
-		}
+		shuffle(host, nh, &seed);
+		shuffle(hbm, nb, &seed);
 		if (it % 4 == 0) {
 			uint32_t k = kvtest_rand(&seed) % 9, had = pool->nr_shadow;
 			uint64_t d = pool_digest(pool);

@@ -402,7 +402,6 @@ int kva_pool_ungrow(struct kva_pool *pool, const uint8_t *was)
 	uint64_t k = 0;
 	int ret;
 
-	kva_shadow_drop(pool);	/* copies may sit in those granules */
 	idx = malloc(pool->nr_gslots * sizeof(*idx));
 	if (!idx)
 		return -ENOMEM;
@@ -410,6 +409,14 @@ int kva_pool_ungrow(struct kva_pool *pool, const uint8_t *was)
 		if (was[g] == KVA_GRAN_UNMAPPED &&
 		    pool->gran_mapped[g] == KVA_GRAN_MAPPED)
 			idx[n++] = g;
+	/* a clean copy made in those granules since (none in a rollback) */
+	for (uint32_t i = 0; i < n && pool->nr_shadow; i++)
+		for (uint32_t j = 0; j < ppg; j++)
+			if (pool->page_list[idx[i] * ppg + j] ==
+			    KVA_OWNER_SHADOW) {
+				kva_shadow_drop(pool);
+				break;
+			}
 	ret = n ? kvrt_space_shrink(pool->space, idx, n, 0) : 0;
 	if (ret)
 		ret = kvrt_space_shrink(pool->space, idx, n, 0);

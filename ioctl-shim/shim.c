@@ -1745,6 +1745,7 @@ static int ioc_tier_budget(struct kvshim_file *f, struct kvmm_tier_budget *a)
 		a->pages_free[m] = ks.free_mem[m];
 	}
 	a->pages_held = ks.nr_held;
+	a->pages_copies = ks.nr_shadow;
 	return 0;
 }
 
@@ -1796,7 +1797,8 @@ static int ioc_migrate(struct kvshim_file *f, struct kvmm_migrate *a)
 	uint8_t *was = NULL;
 	int ret;
 
-	if ((a->flags & ~KVMM_MIGRATE_GROW_HOST) || !ZERO(a->reserved))
+	if ((a->flags & ~(KVMM_MIGRATE_GROW_HOST | KVMM_MIGRATE_KEEP_COPIES)) ||
+	    !ZERO(a->reserved))
 		return -EINVAL;
 	if ((a->nr_promote && !up) || (a->nr_demote && !ud))
 		return -EINVAL;
@@ -1829,6 +1831,7 @@ static int ioc_migrate(struct kvshim_file *f, struct kvmm_migrate *a)
 	if (a->nr_demote)
 		memcpy(dem, ud, a->nr_demote * sizeof(*dem));
 	mc.hbm_reserve = a->hbm_reserve;
+	mc.keep_copies = a->flags & KVMM_MIGRATE_KEEP_COPIES;
 	ret = kva_migrate(pool, &mc, pro, a->nr_promote, dem, a->nr_demote);
 	if (!ret) {
 		a->reason = mc.result == KVA_MIGRATE_BUDGET ?

@@ -1930,9 +1930,9 @@ START_TEST(test_tiers_uapi)
 	tb.flags = 4;
 	FAILS(fd, sp, KVMM_IOC_TIER_BUDGET, &tb, -EINVAL);
 	tb.flags = KVMM_TIER_SET_HBM;
-	tb.reserved[2] = 1;
+	tb.reserved[1] = 1;
 	FAILS(fd, sp, KVMM_IOC_TIER_BUDGET, &tb, -EINVAL);
-	tb.reserved[2] = 0;
+	tb.reserved[1] = 0;
 	tb.hbm_bytes = MB2 + 1;
 	FAILS(fd, sp, KVMM_IOC_TIER_BUDGET, &tb, -EINVAL);
 	/* the second cap refused: the first is not set either */
@@ -1997,7 +1997,7 @@ START_TEST(test_tiers_uapi)
 	mg.promote = 0;
 	FAILS(fd, sp, KVMM_IOC_MIGRATE, &mg, -EINVAL);
 	mg.promote = (uintptr_t)&host_p;
-	mg.flags = 2;
+	mg.flags = 4;	/* no such flag */
 	FAILS(fd, sp, KVMM_IOC_MIGRATE, &mg, -EINVAL);
 	mg.flags = 0;
 
@@ -2039,6 +2039,119 @@ END_TEST
  * the flag and room it maps host granules and demotes them all; a refused
  * call with the flag gives its granules back.
  */
+/*
+ * MIGRATE with KVMM_MIGRATE_KEEP_COPIES (version 6): promoted full pages
+ * keep their host pages as clean copies (TIER_BUDGET pages_copies); moving
+ * them back copies nothing; an unknown flag is refused with nothing
+ * changed; a release drops the copies; the invariants hold throughout.
+ */
+START_TEST(test_migrate_keep_copies)
+{
+	int fd = kvshim_open();
+	struct kvmm_space_create c = good_create();
+	uint32_t sp, toks[2] = { 4096, 4096 }, sl[2], np = 0, nb = 0;
+	struct kvmm_tier_budget tb = { 0 };
+	struct kvmm_space_map m;
+	struct kvmm_migrate mg = { 0 };
+	uint32_t *tables, *host, *hbm, *nt, lists, w, tpp, ent[8];
+	struct step *st;
+	char why[256];
+
+	c.max_tokens = 4096;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_SPACE_CREATE, &c), 0);
+	sp = c.space;
+	tb.space = mg.space = sp;
+	tb.flags = KVMM_TIER_SET_HBM | KVMM_TIER_SET_HOST;
+	tb.hbm_bytes = MB2;
+	tb.host_bytes = KVMM_TIER_UNCAPPED;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_TIER_BUDGET, &tb), 0);
+	ck_assert_int_eq(admit(fd, sp, toks, 2, sl), 0);
+	m = map(fd, sp);
+	for (int i = 0; i < 2; i++)
+		put_counts(&m, sl[i], toks[i], 0);
+	st = step_new(sp);
+	step_op(st, KVMM_OP_TRIM, sl, 2);
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_STEP_SUBMIT, &st->sub), 0);
+	free(st);
+	/* full high-tier host pages to promote, HBM pages as victims */
+	tables = (uint32_t *)(uintptr_t)m.tables;
+	nt = (uint32_t *)(uintptr_t)m.ntokens;
+	lists = m.max_seqs * m.lists_per_slot;
+	w = m.table_width;
+	tpp = m.tiers[0].tokens;
+	host = malloc((size_t)lists * w * sizeof(*host));
+	hbm = malloc((size_t)lists * w * sizeof(*hbm));
+	ck_assert_ptr_nonnull(host);
+	ck_assert_ptr_nonnull(hbm);
+	for (uint32_t l = 0; l < lists; l++)
+		for (uint32_t e = 0; (e + 1) * tpp <= nt[2 * l]; e++) {
+			uint32_t p = tables[(size_t)l * w + e];
+
+			if (p < m.pages_per_granule) {
+				hbm[nb++] = p;
+			} else if (np < 8) {
+				ent[np] = l * w + e;
+				host[np++] = p;
+			}
+		}
+	ck_assert_uint_eq(np, 8);
+	ck_assert_uint_ge(nb, 8);
+	mg.promote = (uintptr_t)host;
+	mg.nr_promote = np;
+	mg.demote = (uintptr_t)hbm;
+	mg.nr_demote = 8;
+	mg.flags = KVMM_MIGRATE_GROW_HOST | KVMM_MIGRATE_KEEP_COPIES | 4;
+	FAILS(fd, sp, KVMM_IOC_MIGRATE, &mg, -EINVAL);
+	mg.flags = KVMM_MIGRATE_GROW_HOST | KVMM_MIGRATE_KEEP_COPIES;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_MIGRATE, &mg), 0);
+	ck_assert_uint_eq(mg.reason, KVMM_MIGRATE_DONE);
+	ck_assert_uint_eq(mg.pages_promoted, 8);
+	tb.flags = 0;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_TIER_BUDGET, &tb), 0);
+	ck_assert_uint_eq(tb.pages_copies, 8);
+	ck_assert_int_eq(kvshim_check(fd, sp, why, sizeof(why)), 0);
+	/* the promoted pages back to the host: to their copies, no bytes */
+	for (uint32_t k = 0; k < 8; k++) {
+		host[k] = tables[ent[k]];
+		ck_assert_uint_lt(host[k], m.pages_per_granule);
+	}
+	mg.promote = 0;
+	mg.nr_promote = 0;
+	mg.demote = (uintptr_t)host;
+	mg.nr_demote = np;
+	mg.hbm_reserve = m.pages_per_granule;
+	mg.flags = KVMM_MIGRATE_KEEP_COPIES;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_MIGRATE, &mg), 0);
+	ck_assert_uint_eq(mg.reason, KVMM_MIGRATE_DONE);
+	ck_assert_uint_eq(mg.pages_demoted, 8);
+	ck_assert_uint_eq(mg.bytes_moved, 0);
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_TIER_BUDGET, &tb), 0);
+	ck_assert_uint_eq(tb.pages_copies, 0);
+	ck_assert_int_eq(kvshim_check(fd, sp, why, sizeof(why)), 0);
+	/* copies again (into the HBM pages just freed), then a release
+	 * drops them */
+	for (uint32_t k = 0; k < 8; k++)
+		host[k] = tables[ent[k]];
+	mg.promote = (uintptr_t)host;
+	mg.nr_promote = np;
+	mg.demote = 0;
+	mg.nr_demote = 0;
+	mg.hbm_reserve = 0;
+	mg.flags = KVMM_MIGRATE_GROW_HOST | KVMM_MIGRATE_KEEP_COPIES;
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_MIGRATE, &mg), 0);
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_TIER_BUDGET, &tb), 0);
+	ck_assert_uint_gt(tb.pages_copies, 0);
+	ck_assert_int_eq(release(fd, sp, sl, 1), 0);
+	ck_assert_int_eq(kvshim_ioctl(fd, KVMM_IOC_TIER_BUDGET, &tb), 0);
+	ck_assert_uint_eq(tb.pages_copies, 0);
+	ck_assert_int_eq(kvshim_check(fd, sp, why, sizeof(why)), 0);
+	free(host);
+	free(hbm);
+	ck_assert_int_eq(release(fd, sp, &sl[1], 1), 0);
+	ck_assert_int_eq(kvshim_close(fd), 0);
+}
+END_TEST
+
 START_TEST(test_migrate_grow_host)
 {
 	int fd = kvshim_open();
@@ -2408,6 +2521,7 @@ Suite *suite_shim(void)
 	KV_ADD(tc, test_seq_stats);
 	KV_ADD(tc, test_tiers_uapi);
 	KV_ADD(tc, test_migrate_grow_host);
+	KV_ADD(tc, test_migrate_keep_copies);
 	KV_ADD(tc, test_swap_uapi);
 	KV_ADD(tc, test_admit_rollback_host_tier);
 	suite_add_tcase(s, tc);

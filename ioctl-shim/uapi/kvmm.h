@@ -10,12 +10,13 @@
  * fields (the size encoded in the ioctl number tells the driver which
  * version of a structure the caller knows).
  *
- * Status: KVMM_API_VERSION 5, every command below served by the userspace
+ * Status: KVMM_API_VERSION 6, every command below served by the userspace
  * driver kvshim_ioctl() (ioctl-shim/kvshim.h); see
  * Documentation/uapi/kvmm.rst. Version 2 adds the data path (SPACE_MAP,
  * STEP_SUBMIT, FENCE) and SEQ_STATS; version 3 the memory tiers
  * (TIER_BUDGET, MIGRATE); version 4 swap to file (SWAP_SETUP, SEQ_SWAP_OUT,
- * SEQ_SWAP_IN); version 5 MIGRATE's KVMM_MIGRATE_GROW_HOST.
+ * SEQ_SWAP_IN); version 5 MIGRATE's KVMM_MIGRATE_GROW_HOST; version 6
+ * MIGRATE's KVMM_MIGRATE_KEEP_COPIES and TIER_BUDGET's pages_copies.
  */
 #ifndef _UAPI_KVMM_H
 #define _UAPI_KVMM_H
@@ -23,7 +24,7 @@
 #include <linux/ioctl.h>
 #include <linux/types.h>
 
-#define KVMM_API_VERSION 5
+#define KVMM_API_VERSION 6
 
 #define KVMMIO 0xB7
 
@@ -532,6 +533,8 @@ struct kvmm_seq_stats {
  * @pages_used: out: [KVMM_MEM_*] pages owned by slots per tier
  * @pages_free: out: [KVMM_MEM_*] free pages per tier
  * @pages_held: out: pages a migration keeps until readers are done
+ * @pages_copies: out (version 6): host pages holding clean copies of HBM
+ *	pages (KVMM_MIGRATE_KEEP_COPIES); ignored in
  * @reserved: must be zero
  *
  * The space budget (SET_BUDGET) still bounds both tiers together; a space
@@ -548,13 +551,18 @@ struct kvmm_tier_budget {
 	__u64 pages_used[2];
 	__u64 pages_free[2];
 	__u64 pages_held;
-	__u64 reserved[3];
+	__u64 pages_copies;
+	__u64 reserved[2];
 };
 
 /* struct kvmm_migrate.flags */
 #define KVMM_MIGRATE_GROW_HOST	(1U << 0) /* map host granules (within the
 					   * host and space budgets) so the
 					   * call's demotions have room */
+#define KVMM_MIGRATE_KEEP_COPIES (1U << 1) /* a promoted full page keeps its
+					    * host page as a clean copy; a
+					    * page with one is demoted
+					    * without a copy (version 6) */
 
 /* struct kvmm_migrate.reason */
 #define KVMM_MIGRATE_DONE	0 /* every request served */
@@ -564,10 +572,11 @@ struct kvmm_tier_budget {
 /**
  * struct kvmm_migrate - KVMM_IOC_MIGRATE: move pages between the tiers
  * @space: handle
- * @flags: 0 or KVMM_MIGRATE_GROW_HOST (version 5): first map as many host
+ * @flags: KVMM_MIGRATE_GROW_HOST (version 5): first map as many host
  *	granules as the call's demotions may need (at most one a page of
  *	@nr_promote + @nr_demote, or of @byte_budget), within the host tier's
- *	and the space's budgets; a failed call gives them back
+ *	and the space's budgets; a failed call gives them back.
+ *	KVMM_MIGRATE_KEEP_COPIES (version 6): keep clean host copies (above)
  * @byte_budget: most page bytes to copy in this call (0: no limit)
  * @promote: user pointer to __u32[@nr_promote]: page ids (as the tables
  *	hold them) of host pages wanted in HBM, most wanted first

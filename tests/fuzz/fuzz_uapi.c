@@ -698,6 +698,10 @@ static unsigned long gen_ioctl(struct in *in, int fd, void *k,
 		uint8_t c = rd8(in);
 
 		g->space = sp;
+		/* GROW_HOST and KEEP_COPIES in any mix, some unknown bits */
+		c = rd8(in);
+		g->flags = c < 240 ? c % 4 : c;
+		c = rd8(in);
 		g->byte_budget = c < 64 ? 0 : c < 240 ? (uint64_t)c * 512 :
 				 rd64(in);
 		g->nr_promote = hostile32(in, rd8(in) % 9);

@@ -3,6 +3,8 @@
 """tools/serve_model.py: it stays near the H100 walls it was checked
 against (the figures Documentation/serve/index.rst quotes), its admission
 keeps within the budget, and longest-first never loses to first-come."""
+import contextlib
+import io
 import os
 import sys
 import unittest
@@ -42,9 +44,14 @@ class ServeModel(unittest.TestCase):
             self.assertLessEqual(lpt, fcfs * 1.001)
 
     def test_cli(self):
-        self.assertEqual(sm.main(["--requests", "16", "--order", "fcfs"]), 0)
-        with self.assertRaises(SystemExit):
-            sm.main(["--ratio", "nope=1"])
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            self.assertEqual(sm.main(["--requests", "16", "--order",
+                                      "fcfs"]), 0)
+            with self.assertRaises(SystemExit):
+                sm.main(["--ratio", "nope=1"])
+        self.assertIn("kvcompress  fcfs", out.getvalue())
+        self.assertIn("no policy 'nope'", err.getvalue())
 
 
 if __name__ == "__main__":

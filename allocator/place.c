@@ -253,8 +253,9 @@ static uint64_t rank_key(uint32_t key, uint32_t entry)
 
 /*
  * The key at rank @k (from 0, highest first) of @n keys (k < n), and in
- * @take_eq how many keys equal to it rank at @k or before: a radix select, three
- * histogram passes of 11, 11 and 10 bits, O(n) whatever the values.
+ * @take_eq how many keys equal to it rank at @k or before: a radix
+ * select, three histogram passes of 11, 11 and 10 bits, O(n) whatever the
+ * values.
  */
 static uint32_t key_threshold(const uint32_t *key, size_t n, size_t k,
 			      size_t *take_eq)

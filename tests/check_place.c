@@ -557,7 +557,8 @@ START_TEST(test_migrate_clean_copies)
 		shuffle(host, nh, &seed);
 		shuffle(hbm, nb, &seed);
 		if (it % 4 == 0) {
-			uint32_t k = kvtest_rand(&seed) % 9, had = pool->nr_shadow;
+			uint32_t k = kvtest_rand(&seed) % 9;
+			uint32_t had = pool->nr_shadow;
 			uint64_t d = pool_digest(pool);
 			int ret;
 

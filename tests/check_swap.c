@@ -190,21 +190,17 @@ static void tags(struct kva_pool *pool, uint32_t slot, int check)
 					   k < nh :
 					   k - pool->npages[2 * l] < nl;
 
+			/* high pages by index, low ones from 1000 */
+			uint32_t tag = k < pool->npages[2 * l] ?
+					       k :
+					       1000 + k - pool->npages[2 * l];
+
 			if (!used)
 				continue;
 			for (uint32_t i = 0; i < pool->page_size / 4; i++) {
 				if (!check)
-					w[i] = word(j, k < pool->npages[2 * l] ?
-							       k :
-							       1000 + k -
-								       pool->npages[2 * l],
-						    i);
-				else if (w[i] != word(j,
-						      k < pool->npages[2 * l] ?
-							      k :
-							      1000 + k -
-								      pool->npages[2 * l],
-						      i))
+					w[i] = word(j, tag, i);
+				else if (w[i] != word(j, tag, i))
 					/* (one assertion per word is slow) */
 					ck_abort_msg("slot %u list %u page %u "
 						     "word %u", slot, j, k, i);

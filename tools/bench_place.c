@@ -1194,8 +1194,8 @@ static void cuda_header(const struct bp_opts *o, const struct bp_rates *rt)
 	       o->batch, rt->hbm_read, rt->host_read, rt->promote, rt->demote,
 	       o->hbm_gbs, o->host_gbs, o->pcie_gbs, o->budget_mib,
 	       o->plan_select ? "the selection" : "the step's end",
-	       o->host_copy ? "on" : "off", o->steps, o->warm, "ctx", "hbm", "policy", "hit", "hbm_MB", "host_MB",
-	       "mig_MB", "step_us", "sel_us", "attn_us", "mig_us", "model_us",
+	       o->host_copy ? "on" : "off", o->steps, o->warm, "ctx", "hbm",
+	       "policy", "hit", "hbm_MB", "host_MB", "mig_MB", "step_us", "sel_us", "attn_us", "mig_us", "model_us",
 	       "meas_mod", "vs_dense", "vs_oracle", "err");
 }
 
@@ -1330,8 +1330,8 @@ static int place_run(const struct bp_opts *o)
 		       "batch %u, 8 kv-heads x GQA 4, head_dim 128, fp16, one "
 		       "layer\nmodel: HBM %.0f GB/s, host %.0f GB/s, migration "
 		       "%.0f GB/s; %g MiB migration budget per step, the plan "
-		       "at %s, host copies %s; %u steps after %u\n\n%6s %5s %-10s %7s %9s %9s "
-		       "%9s %9s %8s %9s %9s\n",
+		       "at %s, host copies %s; %u steps after %u\n\n%6s %5s "
+		       "%-10s %7s %9s %9s %9s %9s %8s %9s %9s\n",
 		       o->batch, o->hbm_gbs, o->host_gbs, o->pcie_gbs,
 		       o->budget_mib, o->plan_select ? "the selection" :
 		       "the step's end", o->host_copy ? "on" : "off",
@@ -1560,7 +1560,8 @@ int cmd_bench_place(int argc, char **argv)
 			}
 			break;
 		case 'A':
-			if (!strcmp(optarg, "select") || !strcmp(optarg, "end")) {
+			if (!strcmp(optarg, "select") ||
+			    !strcmp(optarg, "end")) {
 				o.plan_select = !strcmp(optarg, "select");
 			} else {
 				fprintf(stderr, "kvmm bench place: --plan-at "

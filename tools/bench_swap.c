@@ -303,7 +303,8 @@ static int swap_run(const char *dir, uint32_t mib, uint32_t chunk_kib,
 	       "(alignment %u), %u KiB chunks, %u in flight\n"
 	       "zero-copy: %s\n\n",
 	       bytes / (double)SZ_1M, int8 ? "int8" : "fp16", pool->page_size,
-	       scatter ? ", scattered" : ", in admission runs", dir, kvrt_swapfile_engine(sf),
+	       scatter ? ", scattered" : ", in admission runs", dir,
+	       kvrt_swapfile_engine(sf),
 	       kvrt_swapfile_direct(sf) ? " + O_DIRECT" :
 					  " (buffered: no O_DIRECT)",
 	       kvrt_swapfile_dio_align(sf), chunk_kib, depth,

@@ -128,7 +128,8 @@ int kva_evict(struct kva_pool *pool, const uint32_t *slots, uint32_t n,
 		return ret;
 	if (n && (!keep || !protect_from))
 		return -EINVAL;
-	kva_shadow_drop(pool);	/* no clean copy outlives a write */
+	/* no clean copy outlives a write: the slots' own */
+	kva_shadow_drop_slots(pool, slots, n);
 	ret = kva_evict_args(pool, &a);
 	if (ret || !n)
 		return ret;

@@ -304,8 +304,8 @@ struct kva_pool {
 	 * Clean host copies (migrate.c): @shadow[p] is the host page holding
 	 * an exact copy of HBM page p, or KVA_PAGE_NONE; @nr_shadow of them.
 	 * Made by migration only, for full high-tier pages; every other
-	 * operation that could write or free a page drops them all first
-	 * (kva_shadow_drop()). @shadow covers @shadow_ids page ids (0: not
+	 * operation that could write or free a page drops the copies it
+	 * concerns first (kva_shadow_drop*()). @shadow covers @shadow_ids page ids (0: not
 	 * allocated; resized while none is held).
 	 */
 	uint32_t *shadow;
@@ -745,6 +745,8 @@ int kva_migrate_copy_out(struct kva_pool *pool, struct kva_migrate_control *mc,
 bool kva_page_sealed(const struct kva_pool *pool, uint32_t p);
 void kva_shadow_drop(struct kva_pool *pool);
 void kva_shadow_drop_list(struct kva_pool *pool, uint32_t list, uint32_t from);
+void kva_shadow_drop_slots(struct kva_pool *pool, const uint32_t *slots,
+			   uint32_t n);
 int kva_migrate_room(struct kva_pool *pool, uint64_t pages);
 const char *kva_migrate_reason(enum kva_migrate_result r);
 

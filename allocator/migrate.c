@@ -230,11 +230,11 @@ static void shadow_free(struct kva_pool *pool, uint32_t p)
  * kva_shadow_drop() - give every clean host copy back to the free ring
  * @pool: pool
  *
- * Called by every operation that may write or free a page other than
- * appends and migration (trim, free, shrink, eviction, compaction, token
- * counts, budget and granule changes), before it runs: a copy must never
- * outlive its page's contents. O(page ids) when there are copies, nothing
- * otherwise.
+ * Called before compaction and budget changes, which may move or free any
+ * page (trim, free, shrink and eviction drop only their slots' copies,
+ * kva_shadow_drop_slots(); token counts the list's, kva_shadow_drop_list()):
+ * a copy must never outlive its page's contents. O(page ids) when there
+ * are copies, nothing otherwise.
  */
 void kva_shadow_drop(struct kva_pool *pool)
 {
@@ -260,6 +260,26 @@ void kva_shadow_drop_list(struct kva_pool *pool, uint32_t list, uint32_t from)
 		return;
 	for (uint32_t e = from; e < pool->npages[2 * list + KVA_HI]; e++)
 		shadow_free(pool, pool->table[(size_t)list * pool->width + e]);
+}
+
+/**
+ * kva_shadow_drop_slots() - drop the clean copies of some sequences' pages
+ * @pool: pool
+ * @slots: slots about to be freed, trimmed, shrunk or evicted (validated
+ *	by the caller)
+ * @n: entries at @slots
+ *
+ * What an operation on those slots may write or free has no copy left;
+ * the other slots keep theirs.
+ */
+void kva_shadow_drop_slots(struct kva_pool *pool, const uint32_t *slots,
+			   uint32_t n)
+{
+	uint32_t lps = pool->lists_per_slot;
+
+	for (uint32_t i = 0; i < n && pool->nr_shadow; i++)
+		for (uint32_t j = 0; j < lps; j++)
+			kva_shadow_drop_list(pool, slots[i] * lps + j, 0);
 }
 
 /**

@@ -426,7 +426,8 @@ int kva_trim(struct kva_pool *pool, const uint32_t *slots, uint32_t n,
 		return ret;
 	if (!hi_tokens != !lo_tokens)
 		return -EINVAL;
-	kva_shadow_drop(pool);	/* no clean copy outlives a write */
+	/* no clean copy outlives a write: the slots' own */
+	kva_shadow_drop_slots(pool, slots, n);
 	if (n && !hi_tokens && pool->dev)
 		return trim_held_dev(pool, slots, n);
 	kva_pool_view(pool, &v);
@@ -704,7 +705,8 @@ int kva_free(struct kva_pool *pool, const uint32_t *slots, uint32_t n)
 			     BIT(KVA_SLOT_PREFILL) | BIT(KVA_SLOT_DECODE));
 	if (ret)
 		return ret;
-	kva_shadow_drop(pool);	/* no clean copy outlives a write */
+	/* no clean copy outlives a write: the slots' own */
+	kva_shadow_drop_slots(pool, slots, n);
 	if (pool->dev) {
 		/* the pages come back at the next sync (free_lb stays) */
 		ret = kva_dev_free(pool, slots, n);
@@ -860,7 +862,8 @@ int kva_shrink(struct kva_pool *pool, const uint32_t *slots, uint32_t n)
 		return ret;
 	if (pool->dev)
 		return kva_dev_shrink(pool, slots, n);
-	kva_shadow_drop(pool);	/* no clean copy outlives a write */
+	/* no clean copy outlives a write: the slots' own */
+	kva_shadow_drop_slots(pool, slots, n);
 	kva_pool_view(pool, &v);
 	kva_shrink_cpu(&v, slots, n, NULL);
 	pool->nr_used -= pool->off[n * pool->lists_per_slot];

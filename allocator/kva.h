@@ -815,8 +815,8 @@ struct kva_place {
 	uint32_t nr_future;		/* steps at @future */
 	/* scratch of kva_place_plan() */
 	float *val;			/* [lists * width] */
-	uint32_t *order;		/* [lists * width] entries */
-	uint32_t *key;			/* [lists * width] their values' keys */
+	uint32_t *key;			/* [lists * width] the owned entries'
+					 * values as keys, list by list */
 	uint64_t *mv;			/* [2][lists * width] movers, sorting */
 };
 

@@ -62,13 +62,12 @@ int kva_place_init(struct kva_place *pl, const struct kva_pool *pool,
 	pl->prefill = calloc(n, sizeof(float));
 	pl->low = calloc(n, 1);
 	pl->val = calloc(n, sizeof(float));
-	pl->order = calloc(n, sizeof(uint32_t));
 	pl->now = calloc(n, 1);
 	pl->now_credit = 1.0f;
 	pl->key = calloc(n, sizeof(uint32_t));
 	pl->mv = calloc(2 * n, sizeof(uint64_t));
 	if (!pl->ema || !pl->freq || !pl->prefill || !pl->low || !pl->val ||
-	    !pl->order || !pl->key || !pl->mv || !pl->now) {
+	    !pl->key || !pl->mv || !pl->now) {
 		kva_place_fini(pl);
 		return -ENOMEM;
 	}
@@ -86,7 +85,6 @@ void kva_place_fini(struct kva_place *pl)
 	free(pl->prefill);
 	free(pl->low);
 	free(pl->val);
-	free(pl->order);
 	free(pl->now);
 	free(pl->key);
 	free(pl->mv);
@@ -376,8 +374,7 @@ int kva_place_plan(struct kva_place *pl, const struct kva_pool *pool,
 			size_t i = (size_t)l * pl->width + e;
 
 			pl->val[i] = value(pl, pool, l, e, tpp);
-			pl->key[n] = val_key(pl->val[i]);
-			pl->order[n++] = (uint32_t)i;
+			pl->key[n++] = val_key(pl->val[i]);
 		}
 	/* movers in pl->mv[0, n): promotions from the left, demotions from
 	 * the right; pl->mv[n, 2n) is the sort's scratch */
@@ -391,18 +388,20 @@ int kva_place_plan(struct kva_place *pl, const struct kva_pool *pool,
 	 */
 	if (cap && cap < n)
 		thr = key_threshold(pl->key, n, cap - 1, &take_eq);
-	for (uint32_t k = 0; k < n; k++) {
-		uint32_t e = pl->order[k], key = pl->key[k];
-		uint32_t m = kva_page_mem(pool, pool->table[e]);
-		bool in = cap >= n || (cap && (key > thr ||
-			  (key == thr && take_eq && take_eq--)));
+	/* the entries again, in the same order as their keys */
+	for (uint32_t l = 0, k = 0; l < pool->nr_lists; l++)
+		for (uint32_t e = 0; e < pool->npages[2 * l + KVA_HI]; e++) {
+			uint32_t i = l * pl->width + e, key = pl->key[k++];
+			uint32_t m = kva_page_mem(pool, pool->table[i]);
+			bool in = cap >= n || (cap && (key > thr ||
+				  (key == thr && take_eq && take_eq--)));
 
-		/* entries in index order: ties go to the lower one first */
-		if (in && m == KVA_MEM_HOST)
-			pro[npro++] = rank_key(key, e);
-		else if (!in && m == KVA_MEM_HBM)
-			*--dem = rank_key(key, e), ndem++;
-	}
+			/* in index order: ties go to the lower one first */
+			if (in && m == KVA_MEM_HOST)
+				pro[npro++] = rank_key(key, i);
+			else if (!in && m == KVA_MEM_HBM)
+				*--dem = rank_key(key, i), ndem++;
+		}
 	radix_sort(pro, pl->mv + n, npro);
 	radix_sort(dem, pl->mv + n, ndem);
 	/* promotions hottest first, demotions coldest first */

@@ -172,7 +172,7 @@ static void ring_rebuild(struct kva_pool *pool, const uint32_t *extra,
  *
  * A full high-tier page of its list: appends write only past a list's
  * tokens, so nothing writes it until an operation other than append or
- * migration touches the pool (which drops every clean copy first).
+ * migration touches its list (which drops its clean copy first).
  *
  * Return: true for an owned high-tier page whose tokens fill it.
  */
@@ -209,13 +209,19 @@ static int shadow_ready(struct kva_pool *pool)
 	return 0;
 }
 
+/* the clean host copy of HBM page @p, or KVA_PAGE_NONE */
+static uint32_t shadow_of(const struct kva_pool *pool, uint32_t p)
+{
+	return p < pool->shadow_ids ? pool->shadow[p] : KVA_PAGE_NONE;
+}
+
 /*
  * HBM page @p's clean copy, if it has one, back to the free ring at its
  * tail (after the HBM pages, as the ring keeps them)
  */
 static void shadow_free(struct kva_pool *pool, uint32_t p)
 {
-	uint32_t h = p < pool->shadow_ids ? pool->shadow[p] : KVA_PAGE_NONE;
+	uint32_t h = shadow_of(pool, p);
 
 	if (h == KVA_PAGE_NONE)
 		return;
@@ -346,19 +352,12 @@ static void unmark(struct kva_migrate_control *mc, const uint32_t *ids,
 			mc->mark[ids[i]] = 0;
 }
 
-/* the clean host copy of HBM page @p, or KVA_PAGE_NONE */
-static uint32_t shadow_of(const struct kva_pool *pool, uint32_t p)
-{
-	return p < pool->shadow_ids ? pool->shadow[p] : KVA_PAGE_NONE;
-}
-
-/* one demotion of @v (room checked): to its clean copy, else to the next
- * free host page; returns the bytes it copies */
+/* one demotion of @v (room checked): to its clean copy @h, else
+ * (KVA_PAGE_NONE) to the next free host page; returns the bytes it copies */
 static uint64_t plan_demote(struct kva_pool *pool,
 			    struct kva_migrate_control *mc, uint32_t v,
-			    uint32_t *io, bool leaves)
+			    uint32_t h, uint32_t *io, bool leaves)
 {
-	uint32_t h = shadow_of(pool, v);
 	bool clean = h != KVA_PAGE_NONE;
 
 	if (!clean)
@@ -382,7 +381,7 @@ static void plan(struct kva_pool *pool, struct kva_migrate_control *mc,
 {
 	uint64_t ps = pool->page_size;
 	uint32_t nf[KVA_NR_MEM] = { 0 }, ih = 0, io = 0, iv = 0, npro = 0;
-	uint32_t cap = pool->nr_page_ids;
+	uint32_t cap = pool->nr_page_ids, copy;
 	bool clean;
 
 	for (uint64_t i = pool->head; i < pool->tail; i++) {
@@ -402,7 +401,8 @@ static void plan(struct kva_pool *pool, struct kva_migrate_control *mc,
 			mc->call_bytes += ps;
 			continue;
 		}
-		clean = iv < nd && shadow_of(pool, demote[iv]) != KVA_PAGE_NONE;
+		copy = iv < nd ? shadow_of(pool, demote[iv]) : KVA_PAGE_NONE;
+		clean = copy != KVA_PAGE_NONE;
 		if (iv >= nd || (!clean && io >= nf[KVA_MEM_HOST])) {
 			mc->result = KVA_MIGRATE_NO_ROOM;
 			break;
@@ -412,15 +412,16 @@ static void plan(struct kva_pool *pool, struct kva_migrate_control *mc,
 			break;
 		}
 		/* the victim to the host, the promoted page into its place */
-		mc->call_bytes += ps + plan_demote(pool, mc, demote[iv], &io,
-						   false);
+		mc->call_bytes += ps + plan_demote(pool, mc, demote[iv], copy,
+						   &io, false);
 		mc->psrc[npro] = promote[k];
 		mc->pdst[npro++] = demote[iv++];
 	}
 	/* keep @hbm_reserve HBM pages free: demote more victims */
 	while (mc->result == KVA_MIGRATE_DONE &&
 	       nf[KVA_MEM_HBM] - ih < mc->hbm_reserve && iv < nd) {
-		clean = shadow_of(pool, demote[iv]) != KVA_PAGE_NONE;
+		copy = shadow_of(pool, demote[iv]);
+		clean = copy != KVA_PAGE_NONE;
 		if (!clean && io >= nf[KVA_MEM_HOST]) {
 			mc->result = KVA_MIGRATE_NO_ROOM;
 			break;
@@ -429,8 +430,8 @@ static void plan(struct kva_pool *pool, struct kva_migrate_control *mc,
 			mc->result = KVA_MIGRATE_BUDGET;
 			break;
 		}
-		mc->call_bytes += plan_demote(pool, mc, demote[iv++], &io,
-					      true);
+		mc->call_bytes += plan_demote(pool, mc, demote[iv++], copy,
+					      &io, true);
 		nf[KVA_MEM_HBM]++;	/* one more HBM page will be free */
 	}
 	mc->nr_demote = mc->nr_moves;
@@ -757,7 +758,7 @@ int kva_migrate(struct kva_pool *pool, struct kva_migrate_control *mc,
 int kva_migrate_copy_out(struct kva_pool *pool, struct kva_migrate_control *mc,
 			 const uint32_t *pages, uint32_t n)
 {
-	uint32_t cap = pool->nr_page_ids, nfh = 0, k = 0;
+	uint32_t cap = pool->nr_page_ids, k = 0, j = 0;
 	int ret;
 
 	if (pool->dev)
@@ -767,13 +768,7 @@ int kva_migrate_copy_out(struct kva_pool *pool, struct kva_migrate_control *mc,
 	ret = shadow_ready(pool);
 	if (ret)
 		return ret;
-	for (uint64_t i = pool->head; i < pool->tail; i++) {
-		uint32_t p = pool->ring[i % cap];
-
-		if (kva_page_mem(pool, p) == KVA_MEM_HOST)
-			mc->free_mem[KVA_MEM_HOST][nfh++] = p;
-	}
-	for (uint32_t i = 0; i < n && k < nfh; i++) {
+	for (uint32_t i = 0; i < n; i++) {
 		uint32_t p = pages[i];
 
 		if (p >= cap || mc->mark[p] || !kva_page_sealed(pool, p) ||
@@ -781,11 +776,17 @@ int kva_migrate_copy_out(struct kva_pool *pool, struct kva_migrate_control *mc,
 		    pool->shadow[p] != KVA_PAGE_NONE)
 			continue;
 		mc->mark[p] = 1;
-		mc->csrc[k] = p;
-		mc->cdst[k] = mc->free_mem[KVA_MEM_HOST][k];
-		k++;
+		mc->csrc[k++] = p;
 	}
 	unmark(mc, mc->csrc, k);
+	/* as many free host pages, in ring order (HBM ones come first) */
+	for (uint64_t i = pool->head; i < pool->tail && j < k; i++) {
+		uint32_t h = pool->ring[i % cap];
+
+		if (kva_page_mem(pool, h) == KVA_MEM_HOST)
+			mc->cdst[j++] = h;
+	}
+	k = j;
 	if (!k)
 		return 0;
 	if (mc->copy) {

@@ -1140,6 +1140,19 @@ static int parse_list_frac(const char *s, double *v, uint32_t max,
 	return *n && !*s ? 0 : -EINVAL;
 }
 
+/* @arg is @w0 (*@out 0) or @w1 (1); else says so: -EINVAL */
+static int parse_word(const char *opt, const char *arg, const char *w0,
+		      const char *w1, int *out)
+{
+	if (strcmp(arg, w0) && strcmp(arg, w1)) {
+		fprintf(stderr, "kvmm bench place: %s wants %s or %s, not "
+			"'%s'\n", opt, w0, w1, arg);
+		return -EINVAL;
+	}
+	*out = !strcmp(arg, w1);
+	return 0;
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -1500,23 +1513,16 @@ int cmd_bench_place(int argc, char **argv)
 		.threads = 1,
 	};
 	uint64_t v;
-	int c, ret;
+	int c, ret, w = 0;
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		ret = 0;
 		switch (c) {
 		case 'b':
-			if (!strcmp(optarg, "cuda")) {
-				o.cuda = 1;
-			} else if (!strcmp(optarg, "host")) {
-				o.cuda = 0;
-			} else {
-				fprintf(stderr, "kvmm bench place: --backend "
-					"wants host or cuda, not '%s'\n",
-					optarg);
-				return 2;
-			}
+			ret = parse_word("--backend", optarg, "host", "cuda",
+					 &w);
+			o.cuda = w;
 			break;
 		case 'B':
 			ret = kvmm_parse_u64("--batch", optarg, 1, 64, &v);
@@ -1551,23 +1557,14 @@ int cmd_bench_place(int argc, char **argv)
 			o.warm = (uint32_t)v;
 			break;
 		case 'Y':
-			if (!strcmp(optarg, "on") || !strcmp(optarg, "off")) {
-				o.host_copy = !strcmp(optarg, "on");
-			} else {
-				fprintf(stderr, "kvmm bench place: --host-copy "
-					"wants on or off\n");
-				ret = -EINVAL;
-			}
+			ret = parse_word("--host-copy", optarg, "on", "off",
+					 &w);
+			o.host_copy = !w;
 			break;
 		case 'A':
-			if (!strcmp(optarg, "select") ||
-			    !strcmp(optarg, "end")) {
-				o.plan_select = !strcmp(optarg, "select");
-			} else {
-				fprintf(stderr, "kvmm bench place: --plan-at "
-					"wants select or end\n");
-				ret = -EINVAL;
-			}
+			ret = parse_word("--plan-at", optarg, "select", "end",
+					 &w);
+			o.plan_select = !w;
 			break;
 		case 'm':
 			ret = kvmm_parse_u64("--budget-mib", optarg, 0,

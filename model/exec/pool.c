@@ -77,6 +77,18 @@ static inline void pool_yield(void)
 	sched_yield();
 }
 
+/*
+ * one turn of a bounded spin: pause, now and then let another thread
+ * run; false once @ns since @t0 have passed (checked every 256 turns)
+ */
+static inline bool pool_spin_on(unsigned i, long t0, long ns)
+{
+	pool_pause();
+	if (!(i & 15))
+		pool_yield();
+	return (i & 255) || pool_now_ns() - t0 <= ns;
+}
+
 /* spin up to @ns while *@v == @old; returns whether it moved */
 static bool pool_spin_ul(const unsigned long *v, unsigned long old, long ns)
 {
@@ -88,14 +100,13 @@ static bool pool_spin_ul(const unsigned long *v, unsigned long old, long ns)
 	for (unsigned i = 1;; i++) {
 		if (__atomic_load_n(v, __ATOMIC_ACQUIRE) != old)
 			return true;
-		pool_pause();
-		if (!(i & 15))
-			pool_yield();
-		if (!(i & 255) && pool_now_ns() - t0 > ns)
-			return false;
+		if (!pool_spin_on(i, t0, ns))
+			break;
 	}
+	return false;
 }
 
+/* spin up to @ns until *@v is 0; returns whether it got there */
 static bool pool_spin_zero(const int *v, long ns)
 {
 	long t0;
@@ -106,12 +117,10 @@ static bool pool_spin_zero(const int *v, long ns)
 	for (unsigned i = 1;; i++) {
 		if (!__atomic_load_n(v, __ATOMIC_ACQUIRE))
 			return true;
-		pool_pause();
-		if (!(i & 15))
-			pool_yield();
-		if (!(i & 255) && pool_now_ns() - t0 > ns)
-			return false;
+		if (!pool_spin_on(i, t0, ns))
+			break;
 	}
+	return false;
 }
 
 struct pool_start {
